@@ -1,0 +1,110 @@
+// Package state defines the six states shared by tasks and steps and the
+// transitions allowed between them. It is pure: no I/O, no clocks.
+package state
+
+import "fmt"
+
+// State is the state of a task or a step.
+type State string
+
+// The six states. Their string forms are what the store, the CLI and the JSON
+// output use, so they must never change.
+const (
+	Pending          State = "pending"
+	InProgress       State = "in_progress"
+	Complete         State = "complete"
+	Error            State = "error"
+	Cancelled        State = "cancelled"
+	ResolvedManually State = "resolved_manually"
+)
+
+// All lists every state in a stable order.
+var All = [...]State{Pending, InProgress, Complete, Error, Cancelled, ResolvedManually}
+
+// Parse returns the State named s, or an error naming the valid ones.
+func Parse(s string) (State, error) {
+	for _, st := range All {
+		if string(st) == s {
+			return st, nil
+		}
+	}
+	return "", fmt.Errorf("unknown state %q (want one of pending, in_progress, complete, error, cancelled, resolved_manually)", s)
+}
+
+// Valid reports whether s is one of the six states.
+func (s State) Valid() bool {
+	_, err := Parse(string(s))
+	return err == nil
+}
+
+// Satisfied reports whether a step in state s lets its children start.
+func (s State) Satisfied() bool { return s == Complete || s == ResolvedManually }
+
+// taskTransitions and stepTransitions are the tables from the design; they
+// are read-only after package initialisation.
+var taskTransitions = map[State][]State{
+	Pending:          {InProgress, Cancelled, Error},
+	InProgress:       {Complete, Error, Cancelled, Pending},
+	Error:            {Pending, ResolvedManually},
+	Complete:         {Cancelled},
+	ResolvedManually: {Cancelled},
+}
+
+var stepTransitions = map[State][]State{
+	Pending:    {InProgress, Error, Cancelled, ResolvedManually},
+	InProgress: {Complete, Error, Cancelled},
+	Error:      {Pending, ResolvedManually},
+}
+
+// Outcome is the verdict on a requested transition.
+type Outcome int
+
+const (
+	// Refused means the transition is not allowed from the current state.
+	Refused Outcome = iota
+	// Applied means the transition is allowed and changes the state.
+	Applied
+	// NotApplied means the thing is already in the target state: a no-op
+	// that makes repeated events safe, never an error.
+	NotApplied
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Applied:
+		return "applied"
+	case NotApplied:
+		return "not applied"
+	default:
+		return "refused"
+	}
+}
+
+// TaskTransition judges moving a task from one state to another.
+func TaskTransition(from, to State) Outcome { return judge(taskTransitions, from, to) }
+
+// StepTransition judges moving a step from one state to another.
+func StepTransition(from, to State) Outcome { return judge(stepTransitions, from, to) }
+
+func judge(table map[State][]State, from, to State) Outcome {
+	if from == to && from.Valid() {
+		return NotApplied
+	}
+	for _, allowed := range table[from] {
+		if allowed == to {
+			return Applied
+		}
+	}
+	return Refused
+}
+
+// TransitionError reports a refused transition.
+type TransitionError struct {
+	Kind     string // "task" or "step"
+	Name     string // task id or step name
+	From, To State
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("%s %s cannot go from %s to %s", e.Kind, e.Name, e.From, e.To)
+}

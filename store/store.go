@@ -1,0 +1,250 @@
+// Package store defines the persistence boundary of the coordinator: one
+// narrow interface, implemented by a driver per database (store/sqlite, and
+// later store/postgres), all held to one conformance suite (store/storetest).
+//
+// Methods are named noun first, take a *Params struct where they need more
+// than an id, and return this package's types, never database rows.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/tasker-go/tasker/state"
+)
+
+// Errors every driver returns, wrapped with detail; test them with errors.Is.
+var (
+	// ErrNotFound means the template, task or step does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a precondition of a write no longer held (a step was
+	// not in the expected state or attempt), so nothing was written.
+	ErrConflict = errors.New("conflict")
+	// ErrTemplateExists means the namespace, name and version are taken by a
+	// template with different content.
+	ErrTemplateExists = errors.New("template version already registered with different content")
+	// ErrClosed means the store was closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// Store is what the coordinator needs from a database. Implementations must be
+// safe for concurrent use. Writes that change state (TaskCreate, TaskAdvance)
+// are durable when they return nil, and drivers group concurrent calls into
+// shared transactions (group commit) without weakening that promise.
+type Store interface {
+	// TemplateRegister stores a template. If the same namespace, name and
+	// version exist with the same Digest it returns the stored one and
+	// created=false; with a different Digest it returns ErrTemplateExists.
+	TemplateRegister(ctx context.Context, params *TemplateRegisterParams) (tmpl *Template, created bool, err error)
+	// TemplateGet returns one version of a template, or ErrNotFound.
+	TemplateGet(ctx context.Context, params *TemplateGetParams) (*Template, error)
+	// TemplateList returns templates ordered by namespace, name, then
+	// insertion; a zero filter field matches all.
+	TemplateList(ctx context.Context, params *TemplateListParams) ([]*Template, error)
+
+	// TaskCreate inserts a task, its steps and their initial transitions in
+	// one transaction. If a task with the same IdentityKey exists, nothing is
+	// written and that task is returned with created=false.
+	TaskCreate(ctx context.Context, params *TaskCreateParams) (task *Task, created bool, err error)
+	// TaskGet returns one task without its steps, or ErrNotFound.
+	TaskGet(ctx context.Context, id string) (*Task, error)
+	// TaskList returns tasks newest first (by ID, which is time-ordered),
+	// filtered and paged by BeforeID.
+	TaskList(ctx context.Context, params *TaskListParams) ([]*Task, error)
+	// TaskListActive returns tasks in pending or in_progress, oldest first,
+	// after AfterID; the coordinator resumes them on start.
+	TaskListActive(ctx context.Context, params *TaskListActiveParams) ([]*Task, error)
+	// TaskAdvance applies a set of task and step transitions for one task
+	// atomically. Each change is conditional on the current state (and, for
+	// steps, the attempt count); if any does not hold, nothing is written
+	// and the error wraps ErrConflict. It returns the stored transitions in
+	// order, with their sequence numbers.
+	TaskAdvance(ctx context.Context, params *TaskAdvanceParams) ([]*Transition, error)
+
+	// StepList returns the steps of the given tasks, ordered by task then
+	// position in the template.
+	StepList(ctx context.Context, taskIDs ...string) ([]*Step, error)
+	// TransitionList returns a task's transitions (task and step) with Seq
+	// greater than AfterSeq, oldest first.
+	TransitionList(ctx context.Context, params *TransitionListParams) ([]*Transition, error)
+
+	// Close releases the store; calls in progress may fail with ErrClosed.
+	Close() error
+}
+
+// Template is a stored template version. Spec is the normalized template as
+// JSON; the store does not interpret it.
+type Template struct {
+	Namespace string
+	Name      string
+	Version   string
+	Digest    string
+	Spec      json.RawMessage
+	CreatedAt time.Time
+}
+
+// TemplateRegisterParams are the arguments of TemplateRegister.
+type TemplateRegisterParams struct {
+	Namespace string
+	Name      string
+	Version   string
+	// Digest identifies the content, so identical re-registration is a
+	// no-op.
+	Digest string
+	Spec   json.RawMessage
+	At     time.Time
+}
+
+// TemplateGetParams names one template version.
+type TemplateGetParams struct {
+	Namespace string
+	Name      string
+	Version   string
+}
+
+// TemplateListParams filters TemplateList.
+type TemplateListParams struct {
+	Namespace string
+	Name      string
+}
+
+// Task is a stored task without its steps.
+type Task struct {
+	ID          string
+	Namespace   string
+	Name        string
+	Version     string
+	State       state.State
+	Context     json.RawMessage
+	IdentityKey string
+	BypassSteps []string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	// CompletedAt is zero unless the task reached complete.
+	CompletedAt time.Time
+}
+
+// Step is a stored step. Its handler config, backoff and timeout live in the
+// task's pinned template version, not here.
+type Step struct {
+	ID          string
+	TaskID      string
+	Name        string
+	Position    int
+	Handler     string
+	DependsOn   []string
+	State       state.State
+	Attempts    int
+	MaxAttempts int
+	Retryable   bool
+	Skippable   bool
+	// Results is the JSON of the successful attempt (or of a manual
+	// resolution); nil if none.
+	Results json.RawMessage
+	// Error describes the last failed attempt; nil if none or once the step
+	// completed.
+	Error *StepError
+	// NextRetryAt is when an errored step may be retried; zero if unset.
+	NextRetryAt time.Time
+	UpdatedAt   time.Time
+}
+
+// StepError describes a failed attempt.
+type StepError struct {
+	Message   string `json:"message"`
+	Class     string `json:"class"`
+	Retryable bool   `json:"retryable"`
+}
+
+// Transition is one stored change of state of a task (StepID empty) or a
+// step.
+type Transition struct {
+	Seq      int64
+	TaskID   string
+	StepID   string
+	StepName string
+	From     state.State
+	To       state.State
+	At       time.Time
+	Reason   string
+	Attempt  int
+	Metadata json.RawMessage
+}
+
+// TaskCreateParams are the arguments of TaskCreate. The task and steps are
+// inserted as given (states included); Transitions are the initial history,
+// e.g. a bypassed step's move to resolved_manually.
+type TaskCreateParams struct {
+	Task        *Task
+	Steps       []*Step
+	Transitions []*Transition
+}
+
+// TaskListParams filters and pages TaskList; zero fields match all.
+type TaskListParams struct {
+	State     state.State
+	Namespace string
+	Name      string
+	// BeforeID returns only tasks with a smaller ID (the next page).
+	BeforeID string
+	// Limit is the most tasks returned; drivers cap it at 1000.
+	Limit int
+}
+
+// TaskListActiveParams pages TaskListActive.
+type TaskListActiveParams struct {
+	AfterID string
+	Limit   int
+}
+
+// TaskAdvanceParams is one atomic change to a task and its steps. Step
+// changes are applied in order, so one step may move twice (error→pending,
+// then pending→in_progress) in one call.
+type TaskAdvanceParams struct {
+	TaskID string
+	// Task, when set, moves the task itself.
+	Task  *TaskChange
+	Steps []*StepChange
+	At    time.Time
+}
+
+// TaskChange moves a task from one state to another.
+type TaskChange struct {
+	From     state.State
+	To       state.State
+	Reason   string
+	Metadata json.RawMessage
+}
+
+// StepChange moves a step from one state to another, conditional on From and
+// ExpectAttempts, and sets the step's attempt bookkeeping.
+type StepChange struct {
+	StepID   string
+	StepName string
+	From     state.State
+	To       state.State
+	// ExpectAttempts must equal the stored attempt count.
+	ExpectAttempts int
+	// Attempts is the stored attempt count after the change.
+	Attempts int
+	// MaxAttempts, when positive, replaces the stored limit (a task retry
+	// grants fresh attempts this way).
+	MaxAttempts int
+	// Results, when non-nil, replaces the stored results.
+	Results json.RawMessage
+	// Error, when non-nil, replaces the stored error. A change to complete
+	// clears it.
+	Error *StepError
+	// NextRetryAt replaces the stored value (zero clears it).
+	NextRetryAt time.Time
+	Reason      string
+	Metadata    json.RawMessage
+}
+
+// TransitionListParams selects transitions of one task.
+type TransitionListParams struct {
+	TaskID   string
+	AfterSeq int64
+}

@@ -1,0 +1,60 @@
+// Package template defines task templates (a DAG of steps), reads them from
+// YAML or JSON, fills in defaults and validates them. It is pure: no I/O.
+package template
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Defaults applied by Normalize; they match Tasker's
+// min(2^attempts s, 30 s) backoff and retry_limit of 3.
+const (
+	DefaultRetryLimit        = 3
+	DefaultBackoffInitial    = 2 * time.Second
+	DefaultBackoffMultiplier = 2.0
+	DefaultBackoffMax        = 30 * time.Second
+)
+
+// Template is a versioned DAG of steps.
+type Template struct {
+	Namespace   string `json:"namespace"`
+	Name        string `json:"name"`
+	Version     string `json:"version"`
+	Description string `json:"description,omitempty"`
+	// ContextSchema is a JSON Schema (as JSON) every task context must meet;
+	// nil means any JSON object.
+	ContextSchema json.RawMessage `json:"context_schema,omitempty"`
+	Steps         []Step          `json:"steps"`
+}
+
+// Step is one node of the DAG.
+type Step struct {
+	Name      string   `json:"name"`
+	Handler   string   `json:"handler"`
+	DependsOn []string `json:"depends_on,omitempty"`
+	// Config is passed to the handler; a JSON object or nil.
+	Config json.RawMessage `json:"config,omitempty"`
+	// Retryable defaults to true; a pointer so "false" survives Normalize.
+	Retryable *bool `json:"retryable,omitempty"`
+	// RetryLimit is the most attempts the step gets (default 3).
+	RetryLimit int      `json:"retry_limit,omitempty"`
+	Backoff    Backoff  `json:"backoff,omitzero"`
+	Timeout    Duration `json:"timeout,omitempty"`
+	Skippable  bool     `json:"skippable,omitempty"`
+}
+
+// Backoff is exponential backoff between attempts:
+// min(Initial × Multiplier^(attempts−1), Max), with jitter.
+type Backoff struct {
+	Initial    Duration `json:"initial,omitempty"`
+	Multiplier float64  `json:"multiplier,omitempty"`
+	Max        Duration `json:"max,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("10ms",
+// "1.5s") in YAML and JSON; a bare JSON number is read as seconds.
+type Duration time.Duration
+
+// IsRetryable reports the step's effective retryable flag.
+func (s *Step) IsRetryable() bool { return s.Retryable == nil || *s.Retryable }
