@@ -7,10 +7,17 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/template"
 
 	"github.com/tasker-go/tasker/store"
 )
@@ -50,24 +57,87 @@ var ErrStopped = errors.New("coordinator stopped")
 // Coordinator is the engine plus its gRPC service. Create it with New, call
 // Start, Register it on a grpc.Server, and Stop it when done.
 type Coordinator struct {
-	cfg Config
+	cfg      Config
+	engine   *engine
+	cancel   context.CancelFunc
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
-// New checks cfg and builds a Coordinator; it does no I/O.
+// New checks cfg, fills in defaults and builds a Coordinator; it does no I/O.
 func New(cfg Config) (*Coordinator, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("coordinator: Config.Store is required")
 	}
-	return &Coordinator{cfg: cfg}, nil
+	if cfg.ID == "" {
+		cfg.ID = "coordinator-" + uuid.NewString()[:8]
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DialOptions == nil {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	if cfg.ExecutorGrace <= 0 {
+		cfg.ExecutorGrace = 5 * time.Second
+	}
+	cfg.Limits = cfg.Limits.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Coordinator{cfg: cfg, cancel: cancel, stopping: make(chan struct{})}
+	e := &engine{
+		ctx: ctx, store: cfg.Store, log: cfg.Logger.With("coordinator_id", cfg.ID), limits: cfg.Limits,
+		templates: newTemplateBook(cfg.Store, template.Limits{MaxSteps: cfg.Limits.MaxSteps}),
+		hub:       newHub(), grace: cfg.ExecutorGrace, now: func() time.Time { return time.Now().UTC() },
+		tasks: map[string]*taskRun{},
+	}
+	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, e)
+	c.engine = e
+	return c, nil
 }
 
-// Start resumes every unfinished task found in the store and starts the
-// background loops. It returns once resumption has been scheduled.
-func (c *Coordinator) Start(ctx context.Context) error { return nil }
+func (l Limits) withDefaults() Limits {
+	if l.MaxContextBytes <= 0 {
+		l.MaxContextBytes = 1 << 20
+	}
+	if l.MaxResultBytes <= 0 {
+		l.MaxResultBytes = 4 << 20
+	}
+	if l.MaxSteps <= 0 {
+		l.MaxSteps = 1000
+	}
+	return l
+}
+
+// ID is the coordinator's name.
+func (c *Coordinator) ID() string { return c.cfg.ID }
+
+// Start resumes every unfinished task found in the store. Steps that were in
+// flight when the previous run stopped keep their attempt for the executor
+// grace period, so late results are still accepted.
+func (c *Coordinator) Start(ctx context.Context) error {
+	n, err := c.engine.resume(ctx)
+	if err != nil {
+		return fmt.Errorf("coordinator: resume: %w", err)
+	}
+	if n > 0 {
+		c.engine.log.Info("resumed unfinished tasks", "tasks", n)
+	}
+	return nil
+}
 
 // Register adds the CoordinatorService to s.
-func (c *Coordinator) Register(s grpc.ServiceRegistrar) {}
+func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
+	coordinatorv1.RegisterCoordinatorServiceServer(s, &server{c: c})
+}
 
-// Stop stops dispatching, waits for in-flight results until ctx ends, and
-// closes executor streams. It does not close the store.
-func (c *Coordinator) Stop(ctx context.Context) error { return nil }
+// Stop ends watches, closes executor streams and stops timers. Attempts
+// still in flight are settled by the next run from the store. It does not
+// close the store.
+func (c *Coordinator) Stop(ctx context.Context) error {
+	c.stopOnce.Do(func() {
+		close(c.stopping)
+		c.engine.stop()
+		c.cancel()
+	})
+	return ctx.Err()
+}

@@ -1,0 +1,194 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template"
+)
+
+var stateToProto = map[state.State]coordinatorv1.State{
+	state.Pending:          coordinatorv1.State_STATE_PENDING,
+	state.InProgress:       coordinatorv1.State_STATE_IN_PROGRESS,
+	state.Complete:         coordinatorv1.State_STATE_COMPLETE,
+	state.Error:            coordinatorv1.State_STATE_ERROR,
+	state.Cancelled:        coordinatorv1.State_STATE_CANCELLED,
+	state.ResolvedManually: coordinatorv1.State_STATE_RESOLVED_MANUALLY,
+}
+
+func protoState(s state.State) coordinatorv1.State { return stateToProto[s] }
+
+func stateFromProto(p coordinatorv1.State) (state.State, bool) {
+	for s, v := range stateToProto {
+		if v == p {
+			return s, true
+		}
+	}
+	return "", p == coordinatorv1.State_STATE_UNSPECIFIED
+}
+
+// structJSON encodes a Struct as JSON; nil stays nil.
+func structJSON(s *structpb.Struct) (json.RawMessage, error) {
+	if s == nil {
+		return nil, nil
+	}
+	return protojson.Marshal(s)
+}
+
+// jsonStruct decodes a JSON object into a Struct; nil or null gives nil.
+func jsonStruct(raw json.RawMessage) *structpb.Struct {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	s := &structpb.Struct{}
+	if err := protojson.Unmarshal(raw, s); err != nil {
+		return nil
+	}
+	return s
+}
+
+func jsonValue(raw json.RawMessage) *structpb.Value {
+	if len(raw) == 0 {
+		return nil
+	}
+	v := &structpb.Value{}
+	if err := protojson.Unmarshal(raw, v); err != nil {
+		return nil
+	}
+	return v
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func duration(d template.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(time.Duration(d))
+}
+
+// templateFromProto converts an API template into the domain type.
+func templateFromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
+	if p == nil {
+		return nil, invalidf("template is required")
+	}
+	schema, err := structJSON(p.GetContextSchema())
+	if err != nil {
+		return nil, invalidf("context_schema: %v", err)
+	}
+	t := &template.Template{
+		Namespace: p.GetNamespace(), Name: p.GetName(), Version: p.GetVersion(),
+		Description: p.GetDescription(), ContextSchema: schema,
+	}
+	for _, ps := range p.GetSteps() {
+		cfg, err := structJSON(ps.GetConfig())
+		if err != nil {
+			return nil, invalidf("step %q: config: %v", ps.GetName(), err)
+		}
+		s := template.Step{
+			Name: ps.GetName(), Handler: ps.GetHandler(), DependsOn: ps.GetDependsOn(), Config: cfg,
+			RetryLimit: int(ps.GetRetryLimit()), Skippable: ps.GetSkippable(),
+			Timeout: template.Duration(ps.GetTimeout().AsDuration()),
+		}
+		if ps.RetryLimit != nil && ps.GetRetryLimit() < 1 {
+			return nil, invalidf("step %q: retry_limit must be at least 1, got %d", ps.GetName(), ps.GetRetryLimit())
+		}
+		if ps.Retryable != nil {
+			r := ps.GetRetryable()
+			s.Retryable = &r
+		}
+		if b := ps.GetBackoff(); b != nil {
+			s.Backoff = template.Backoff{
+				Initial: template.Duration(b.GetInitial().AsDuration()), Multiplier: b.GetMultiplier(),
+				Max: template.Duration(b.GetMax().AsDuration()),
+			}
+		}
+		t.Steps = append(t.Steps, s)
+	}
+	return t, nil
+}
+
+// templateToProto converts a domain template for the API.
+func templateToProto(t *template.Template) *coordinatorv1.TaskTemplate {
+	p := &coordinatorv1.TaskTemplate{
+		Namespace: t.Namespace, Name: t.Name, Version: t.Version, Description: t.Description,
+		ContextSchema: jsonStruct(t.ContextSchema),
+	}
+	for i := range t.Steps {
+		s := &t.Steps[i]
+		retryable, limit := s.IsRetryable(), int32(s.RetryLimit)
+		p.Steps = append(p.Steps, &coordinatorv1.StepTemplate{
+			Name: s.Name, Handler: s.Handler, DependsOn: s.DependsOn, Config: jsonStruct(s.Config),
+			Retryable: &retryable, RetryLimit: &limit, Skippable: s.Skippable, Timeout: duration(s.Timeout),
+			Backoff: &coordinatorv1.Backoff{
+				Initial: duration(s.Backoff.Initial), Multiplier: s.Backoff.Multiplier, Max: duration(s.Backoff.Max),
+			},
+		})
+	}
+	return p
+}
+
+func transitionToProto(t *store.Transition) *coordinatorv1.Transition {
+	return &coordinatorv1.Transition{
+		Seq: t.Seq, TaskId: t.TaskID, StepName: t.StepName, FromState: protoState(t.From),
+		ToState: protoState(t.To), At: timestamp(t.At), Reason: t.Reason, Attempt: int32(t.Attempt),
+		Metadata: jsonStruct(t.Metadata),
+	}
+}
+
+// taskToProto converts a task; steps and transitions are included when
+// given.
+func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transition) *coordinatorv1.Task {
+	p := &coordinatorv1.Task{
+		Id: t.ID, Namespace: t.Namespace, Name: t.Name, Version: t.Version, State: protoState(t.State),
+		Context: jsonStruct(t.Context), IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
+		UpdatedAt: timestamp(t.UpdatedAt), CompletedAt: timestamp(t.CompletedAt),
+	}
+	byStep := map[string][]*coordinatorv1.Transition{}
+	for _, tr := range transitions {
+		if tr.StepID == "" {
+			p.Transitions = append(p.Transitions, transitionToProto(tr))
+			continue
+		}
+		byStep[tr.StepID] = append(byStep[tr.StepID], transitionToProto(tr))
+	}
+	for _, s := range steps {
+		ps := &coordinatorv1.Step{
+			Id: s.ID, Name: s.Name, Handler: s.Handler, DependsOn: s.DependsOn, State: protoState(s.State),
+			Attempts: int32(s.Attempts), MaxAttempts: int32(s.MaxAttempts), Retryable: s.Retryable,
+			Skippable: s.Skippable, Results: jsonValue(s.Results), NextRetryAt: timestamp(s.NextRetryAt),
+			Transitions: byStep[s.ID],
+		}
+		if s.Error != nil {
+			ps.Error = &coordinatorv1.StepError{Message: s.Error.Message, ErrorClass: s.Error.Class, Retryable: s.Error.Retryable}
+		}
+		p.Steps = append(p.Steps, ps)
+	}
+	return p
+}
+
+// contextJSON encodes a task context; a missing context is an empty object.
+func contextJSON(s *structpb.Struct) (json.RawMessage, error) {
+	if s == nil {
+		return json.RawMessage("{}"), nil
+	}
+	raw, err := protojson.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("context: %w", err)
+	}
+	return raw, nil
+}

@@ -1,0 +1,484 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
+	"github.com/tasker-go/tasker/plan"
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+// engine runs the state machines of the active tasks. Every active task
+// lives in memory as a taskRun; each event for a task takes that task's
+// lock, decides the transitions, commits them, and only then acts on them
+// (dispatch, cancel, finish).
+type engine struct {
+	ctx       context.Context // lives until stop; used for writes no caller waits on
+	store     store.Store
+	log       *slog.Logger
+	limits    Limits
+	templates *templateBook
+	pool      *pool
+	hub       *hub
+	grace     time.Duration
+	now       func() time.Time
+
+	mu      sync.Mutex // protects tasks and stopped
+	tasks   map[string]*taskRun
+	stopped bool
+}
+
+// taskRun is an active task in memory.
+type taskRun struct {
+	mu    sync.Mutex // protects every field below; held across the store write so one task's changes are serialized
+	task  store.Task
+	tmpl  *compiledTemplate
+	steps []*stepRun
+	view  []plan.Step // readiness view of steps, kept in step with them
+	byID  map[string]int
+	// satisfied and exhausted count steps, so finalization is O(1).
+	satisfied, exhausted int
+	errored              map[int]struct{}
+	wake                 *time.Timer
+	done                 bool
+}
+
+// stepRun is a step of an active task.
+type stepRun struct {
+	store.Step
+	conn    *execConn   // executor running the current attempt, if known
+	timer   *time.Timer // fires when the current attempt times out or is presumed lost
+	waiting bool        // queued in the pool for a slot
+}
+
+func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskRun {
+	tr := &taskRun{task: *t, tmpl: ct, byID: make(map[string]int, len(steps)), errored: map[int]struct{}{}}
+	tr.steps = make([]*stepRun, len(steps))
+	tr.view = make([]plan.Step, len(steps))
+	for _, s := range steps {
+		i := ct.index[s.Name]
+		tr.steps[i] = &stepRun{Step: *s}
+		tr.byID[s.ID] = i
+		tr.view[i] = plan.Step{Retryable: s.Retryable, Parents: ct.parents[i]}
+		tr.sync(i)
+	}
+	return tr
+}
+
+// sync refreshes the readiness view and the counters of step i after its
+// stored fields changed.
+func (tr *taskRun) sync(i int) {
+	s, v := tr.steps[i], &tr.view[i]
+	if v.State.Satisfied() {
+		tr.satisfied--
+	}
+	if v.State != "" && plan.Exhausted(v) {
+		tr.exhausted--
+	}
+	v.State, v.Attempts, v.MaxAttempts, v.NextRetryAt = s.State, s.Attempts, s.MaxAttempts, s.NextRetryAt
+	if v.State.Satisfied() {
+		tr.satisfied++
+	}
+	if plan.Exhausted(v) {
+		tr.exhausted++
+	}
+	if s.State == state.Error {
+		tr.errored[i] = struct{}{}
+	} else {
+		delete(tr.errored, i)
+	}
+}
+
+// change collects the transitions of one event for one task.
+type change struct {
+	pool     *pool
+	tr       *taskRun
+	params   store.TaskAdvanceParams
+	dispatch []int
+	cancel   []*executorv1.ExecuteRequest
+	cancelOn []*execConn
+	reserved []*execConn // slots taken for dispatch, given back if the commit fails
+	waits    []int       // ready steps with no free slot, queued once committed
+}
+
+func (e *engine) newChange(tr *taskRun) *change {
+	return &change{pool: e.pool, tr: tr, params: store.TaskAdvanceParams{TaskID: tr.task.ID, At: e.now()}}
+}
+
+func (c *change) empty() bool { return c.params.Task == nil && len(c.params.Steps) == 0 }
+
+// moveStep records a step transition and applies it to memory at once, so
+// later decisions in the same event see it. edit may set attempts, results,
+// errors and metadata.
+func (c *change) moveStep(i int, to state.State, reason string, edit func(*store.StepChange)) {
+	s := c.tr.steps[i]
+	sc := &store.StepChange{
+		StepID: s.ID, StepName: s.Name, From: s.State, To: to,
+		ExpectAttempts: s.Attempts, Attempts: s.Attempts, Reason: reason,
+	}
+	if to == state.Error || to == state.Pending {
+		sc.NextRetryAt = s.NextRetryAt
+	}
+	if edit != nil {
+		edit(sc)
+	}
+	c.params.Steps = append(c.params.Steps, sc)
+	s.State, s.Attempts, s.NextRetryAt, s.UpdatedAt = sc.To, sc.Attempts, sc.NextRetryAt, c.params.At
+	if sc.MaxAttempts > 0 {
+		s.MaxAttempts = sc.MaxAttempts
+	}
+	if sc.Results != nil {
+		s.Results = sc.Results
+	}
+	if sc.Error != nil {
+		s.Error = sc.Error
+	}
+	if to == state.Complete {
+		s.Error = nil
+	}
+	c.tr.sync(i)
+}
+
+// moveTask records the task's transition. A change holds at most one.
+func (c *change) moveTask(to state.State, reason string) {
+	c.params.Task = &store.TaskChange{From: c.tr.task.State, To: to, Reason: reason}
+	c.tr.task.State = to
+	c.tr.task.UpdatedAt = c.params.At
+	if to == state.Complete {
+		c.tr.task.CompletedAt = c.params.At
+	}
+}
+
+// schedule dispatches every ready step among candidates (all steps when
+// candidates is nil) and settles the task when it is finished. The caller
+// holds tr.mu.
+func (e *engine) schedule(c *change, candidates []int) {
+	tr := c.tr
+	if tr.task.State != state.Pending && tr.task.State != state.InProgress {
+		return
+	}
+	switch {
+	case tr.exhausted > 0:
+		if c.params.Task == nil {
+			c.moveTask(state.Error, "a step failed with no retry left")
+		}
+		return
+	case tr.satisfied == len(tr.steps):
+		if c.params.Task == nil && tr.task.State == state.InProgress {
+			c.moveTask(state.Complete, "all steps complete")
+		}
+		return
+	}
+	now := c.params.At
+	if candidates == nil {
+		for i := range tr.steps {
+			e.tryDispatch(c, i, now)
+		}
+		return
+	}
+	for _, i := range candidates {
+		e.tryDispatch(c, i, now)
+	}
+}
+
+// tryDispatch reserves a slot for step i if it is ready and records its
+// move to in_progress; without a slot the step waits in the pool's queue.
+func (e *engine) tryDispatch(c *change, i int, now time.Time) {
+	tr, s := c.tr, c.tr.steps[i]
+	if s.waiting || !plan.Ready(tr.view, i, now) {
+		return
+	}
+	if tr.task.State == state.Pending && c.params.Task != nil {
+		return // the task moves once per change; the follow-up event dispatches
+	}
+	conn := e.pool.acquire(s.Handler)
+	if conn == nil {
+		s.waiting = true
+		c.waits = append(c.waits, i)
+		return
+	}
+	e.dispatchOn(c, i, conn)
+}
+
+// dispatchOn records step i's next attempt on conn, whose slot is reserved.
+func (e *engine) dispatchOn(c *change, i int, conn *execConn) {
+	tr, s := c.tr, c.tr.steps[i]
+	c.reserved = append(c.reserved, conn)
+	if tr.task.State == state.Pending {
+		c.moveTask(state.InProgress, "first step dispatched")
+	}
+	if s.State == state.Error {
+		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
+	}
+	meta, _ := json.Marshal(map[string]string{"executor": conn.id})
+	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d", s.Attempts+1), func(sc *store.StepChange) {
+		sc.Attempts = s.Attempts + 1
+		sc.Metadata = meta
+	})
+	tr.view[i].InFlight = true
+	s.conn = conn
+	c.dispatch = append(c.dispatch, i)
+}
+
+// abandon gives back what c reserved when its write did not happen.
+func (c *change) abandon() {
+	for _, conn := range c.reserved {
+		c.pool.release(conn)
+	}
+	for _, i := range c.waits {
+		c.tr.steps[i].waiting = false
+	}
+}
+
+// commit writes c, then acts on it. On a failed write the reserved slots
+// are returned and the task is reloaded from the store, which remains the
+// truth. The caller holds tr.mu.
+func (e *engine) commit(ctx context.Context, c *change) error {
+	tr := c.tr
+	if c.empty() {
+		e.afterCommit(c)
+		return nil
+	}
+	if _, err := e.store.TaskAdvance(ctx, &c.params); err != nil {
+		c.abandon()
+		e.log.Error("task write failed; reloading task", "task_id", tr.task.ID, "err", err)
+		e.reload(tr)
+		return fmt.Errorf("task %s: %w", tr.task.ID, err)
+	}
+	e.hub.publish(tr.task.ID)
+	e.afterCommit(c)
+	return nil
+}
+
+// afterCommit sends what c dispatched and cancelled, arms timers, and retires
+// a finished task.
+func (e *engine) afterCommit(c *change) {
+	tr := c.tr
+	for _, i := range c.dispatch {
+		s := tr.steps[i]
+		e.pool.track(s.conn, tr.task.ID, s.ID, int32(s.Attempts))
+		req := e.executeRequest(tr, i)
+		if d := tr.tmpl.timeouts[i]; d > 0 {
+			e.armAttemptTimer(tr, i, d, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, d))
+		}
+		e.pool.send(s.conn, req)
+	}
+	for _, i := range c.waits {
+		e.pool.wait(tr.task.ID, tr.steps[i].ID, tr.steps[i].Handler)
+	}
+	for k, req := range c.cancel {
+		e.pool.send(c.cancelOn[k], req)
+	}
+	switch tr.task.State {
+	case state.Pending, state.InProgress:
+		e.armWake(tr)
+	default:
+		e.retire(tr)
+	}
+}
+
+func (e *engine) executeRequest(tr *taskRun, i int) *executorv1.ExecuteRequest {
+	s := tr.steps[i]
+	parents := make(map[string][]byte, len(tr.tmpl.parents[i]))
+	for _, p := range tr.tmpl.parents[i] {
+		ps := tr.steps[p]
+		res := ps.Results
+		if res == nil {
+			res = json.RawMessage("null")
+		}
+		parents[ps.Name] = res
+	}
+	step := &executorv1.ExecuteStep{
+		TaskId: tr.task.ID, StepId: s.ID, StepName: s.Name, Handler: s.Handler,
+		Attempt: int32(s.Attempts), HandlerConfig: tr.tmpl.configs[i], Context: tr.task.Context,
+		ParentResults: parents, Namespace: tr.task.Namespace, TemplateName: tr.task.Name,
+		TemplateVersion: tr.task.Version,
+	}
+	if d := tr.tmpl.timeouts[i]; d > 0 {
+		step.Deadline = timestamppb.New(e.now().Add(d))
+	}
+	return &executorv1.ExecuteRequest{Kind: &executorv1.ExecuteRequest_ExecuteStep{ExecuteStep: step}}
+}
+
+// armAttemptTimer fails step i's current attempt as retryable if it has not
+// settled within d.
+func (e *engine) armAttemptTimer(tr *taskRun, i int, d time.Duration, reason string) {
+	s := tr.steps[i]
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	taskID, stepID, attempt := tr.task.ID, s.ID, int32(s.Attempts)
+	s.timer = time.AfterFunc(d, func() { e.failAttempt(taskID, stepID, attempt, "Timeout", reason) })
+}
+
+// armWake sets the task's timer for the earliest retry of an errored step,
+// so a task waiting on a backoff wakes by itself at the right moment.
+func (e *engine) armWake(tr *taskRun) {
+	var at time.Time
+	for i := range tr.errored {
+		v := &tr.view[i]
+		if plan.Retriable(v) && !v.InFlight && (at.IsZero() || v.NextRetryAt.Before(at)) {
+			at = v.NextRetryAt
+		}
+	}
+	if tr.wake != nil {
+		tr.wake.Stop()
+		tr.wake = nil
+	}
+	if at.IsZero() {
+		return
+	}
+	taskID := tr.task.ID
+	tr.wake = time.AfterFunc(max(time.Until(at), 0), func() { e.wakeTask(taskID) })
+}
+
+func (e *engine) wakeTask(taskID string) {
+	tr := e.lookup(taskID)
+	if tr == nil {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.done {
+		return
+	}
+	c := e.newChange(tr)
+	cands := make([]int, 0, len(tr.errored))
+	for i := range tr.errored {
+		cands = append(cands, i)
+	}
+	e.schedule(c, cands)
+	if err := e.commit(e.ctx, c); err != nil {
+		e.log.Error("retry dispatch failed", "task_id", taskID, "err", err)
+	}
+}
+
+// retire drops a finished task from memory: nothing about it is needed on
+// the hot path any more.
+func (e *engine) retire(tr *taskRun) {
+	if tr.done {
+		return
+	}
+	tr.done = true
+	if tr.wake != nil {
+		tr.wake.Stop()
+	}
+	for _, s := range tr.steps {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+	}
+	e.mu.Lock()
+	delete(e.tasks, tr.task.ID)
+	e.mu.Unlock()
+}
+
+func (e *engine) lookup(taskID string) *taskRun {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.tasks[taskID]
+}
+
+// reload replaces a task's memory with what the store holds, after a write
+// whose outcome is unknown. The caller holds tr.mu.
+func (e *engine) reload(tr *taskRun) {
+	t, err := e.store.TaskGet(e.ctx, tr.task.ID)
+	var steps []*store.Step
+	if err == nil {
+		steps, err = e.store.StepList(e.ctx, tr.task.ID)
+	}
+	if err != nil {
+		e.log.Error("reload task failed; retrying", "task_id", tr.task.ID, "err", err)
+		taskID := tr.task.ID
+		time.AfterFunc(time.Second, func() {
+			if tr := e.lookup(taskID); tr != nil {
+				tr.mu.Lock()
+				e.reload(tr)
+				tr.mu.Unlock()
+			}
+		})
+		return
+	}
+	fresh := newTaskRun(t, tr.tmpl, steps)
+	for i, s := range fresh.steps {
+		old := tr.steps[i]
+		if old.timer != nil {
+			old.timer.Stop()
+		}
+		if s.State == state.InProgress && old.conn != nil && old.Attempts == s.Attempts {
+			s.conn = old.conn
+			fresh.view[i].InFlight = true
+		}
+		s.waiting = old.waiting
+	}
+	if tr.wake != nil {
+		tr.wake.Stop()
+	}
+	tr.task, tr.steps, tr.view, tr.byID = fresh.task, fresh.steps, fresh.view, fresh.byID
+	tr.satisfied, tr.exhausted, tr.errored, tr.wake = fresh.satisfied, fresh.exhausted, fresh.errored, nil
+	e.watchInFlight(tr)
+	c := e.newChange(tr)
+	e.schedule(c, nil)
+	if !c.empty() {
+		if _, err := e.store.TaskAdvance(e.ctx, &c.params); err != nil {
+			c.abandon()
+			return
+		}
+		e.hub.publish(tr.task.ID)
+	}
+	e.afterCommit(c)
+}
+
+// watchInFlight arms a timer on every in_progress step of a freshly loaded
+// task: one whose executor is known gets its timeout, one whose executor is
+// unknown (the coordinator restarted) is presumed lost unless its result
+// arrives within the grace period. The caller holds tr.mu.
+func (e *engine) watchInFlight(tr *taskRun) {
+	for i, s := range tr.steps {
+		if s.State != state.InProgress {
+			continue
+		}
+		tr.view[i].InFlight = true
+		switch timeout := tr.tmpl.timeouts[i]; {
+		case s.conn == nil:
+			e.armAttemptTimer(tr, i, e.grace+timeout, fmt.Sprintf("attempt %d presumed lost: no executor reported it within %s", s.Attempts, e.grace+timeout))
+		case timeout > 0:
+			e.armAttemptTimer(tr, i, timeout, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, timeout))
+		}
+	}
+}
+
+// jitter returns a random number in [0, 1) for backoff spreading.
+func jitter() float64 { return rand.Float64() }
+
+// stop retires every task from memory and closes the pool.
+func (e *engine) stop() {
+	e.mu.Lock()
+	e.stopped = true
+	tasks := e.tasks
+	e.tasks = map[string]*taskRun{}
+	e.mu.Unlock()
+	for _, tr := range tasks {
+		tr.mu.Lock()
+		tr.done = true
+		if tr.wake != nil {
+			tr.wake.Stop()
+		}
+		for _, s := range tr.steps {
+			if s.timer != nil {
+				s.timer.Stop()
+			}
+		}
+		tr.mu.Unlock()
+	}
+	e.pool.close()
+}

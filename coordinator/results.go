@@ -1,0 +1,176 @@
+package coordinator
+
+import (
+	"time"
+
+	"encoding/json"
+	"fmt"
+
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
+	"github.com/tasker-go/tasker/plan"
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+// applyResult applies a step result if, and only if, the step is in flight
+// on that same attempt; a duplicate or stale result changes nothing and
+// reports applied=false. It returns once the outcome is committed.
+func (e *engine) applyResult(r *executorv1.StepResult) (applied bool, err error) {
+	if r.GetTaskId() == "" || r.GetStepId() == "" || r.GetAttempt() < 1 {
+		return false, invalidf("result: task_id, step_id and a positive attempt are required")
+	}
+	if r.GetSuccess() == nil && r.GetFailure() == nil {
+		return false, invalidf("result for step %s: outcome must be success or failure", r.GetStepId())
+	}
+	e.pool.settle(r.GetExecutorId(), r.GetStepId(), r.GetAttempt())
+	tr := e.lookup(r.GetTaskId())
+	if tr == nil {
+		return false, nil // finished, unknown or owned elsewhere: nothing to apply
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	i, ok := tr.byID[r.GetStepId()]
+	if !ok || tr.done {
+		return false, nil
+	}
+	s := tr.steps[i]
+	if s.State != state.InProgress || int32(s.Attempts) != r.GetAttempt() {
+		return false, nil
+	}
+	c := e.newChange(tr)
+	e.settleAttempt(tr, i)
+	meta, _ := json.Marshal(map[string]string{"executor": r.GetExecutorId()})
+	if ok := r.GetSuccess(); ok != nil {
+		results := ok.GetResults()
+		if len(results) == 0 {
+			results = []byte("{}")
+		}
+		switch {
+		case len(results) > e.limits.MaxResultBytes:
+			e.failStep(c, i, &store.StepError{
+				Message: fmt.Sprintf("results are %d bytes, over the limit of %d bytes (max_result_bytes)", len(results), e.limits.MaxResultBytes),
+				Class:   "ResultTooLarge",
+			}, 0, meta)
+		case !json.Valid(results):
+			e.failStep(c, i, &store.StepError{Message: "results are not valid JSON", Class: "InvalidResult"}, 0, meta)
+		default:
+			c.moveStep(i, state.Complete, fmt.Sprintf("attempt %d succeeded", s.Attempts), func(sc *store.StepChange) {
+				sc.Results = results
+				sc.Metadata = meta
+			})
+			e.schedule(c, tr.tmpl.children[i])
+		}
+	} else {
+		f := r.GetFailure()
+		e.failStep(c, i, &store.StepError{Message: f.GetMessage(), Class: f.GetErrorClass(), Retryable: !f.GetPermanent()},
+			f.GetBackoff().AsDuration(), meta)
+	}
+	if err := e.commit(e.ctx, c); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// failStep records the failure of step i's current attempt. A retryable
+// failure with attempts left waits for its backoff; otherwise the step is
+// exhausted and schedule fails the task.
+func (e *engine) failStep(c *change, i int, serr *store.StepError, requested time.Duration, meta json.RawMessage) {
+	tr, s := c.tr, c.tr.steps[i]
+	if !s.Retryable {
+		serr.Retryable = false
+	}
+	retriable := serr.Retryable && s.Attempts < s.MaxAttempts
+	c.moveStep(i, state.Error, fmt.Sprintf("attempt %d of %d failed: %s", s.Attempts, s.MaxAttempts, serr.Message), func(sc *store.StepChange) {
+		sc.Error = serr
+		sc.Metadata = meta
+		sc.NextRetryAt = c.params.At
+		if retriable {
+			sc.NextRetryAt = c.params.At.Add(plan.RetryDelay(tr.tmpl.backoff[i], s.Attempts, requested, jitter()))
+		}
+	})
+	e.schedule(c, []int{i})
+}
+
+// settleAttempt forgets the executor and timer of step i's current attempt.
+func (e *engine) settleAttempt(tr *taskRun, i int) {
+	s := tr.steps[i]
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.conn = nil
+	tr.view[i].InFlight = false
+}
+
+// failAttempt fails an attempt that timed out or whose executor was lost,
+// as retryable, and asks its executor (if known) to abandon it.
+func (e *engine) failAttempt(taskID, stepID string, attempt int32, class, reason string) {
+	tr := e.lookup(taskID)
+	if tr == nil {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	i, ok := tr.byID[stepID]
+	if !ok || tr.done {
+		return
+	}
+	s := tr.steps[i]
+	if s.State != state.InProgress || int32(s.Attempts) != attempt {
+		return
+	}
+	c := e.newChange(tr)
+	if s.conn != nil {
+		c.cancel = append(c.cancel, cancelRequest(taskID, stepID, attempt, reason))
+		c.cancelOn = append(c.cancelOn, s.conn)
+	}
+	e.settleAttempt(tr, i)
+	e.failStep(c, i, &store.StepError{Message: reason, Class: class, Retryable: true}, 0, nil)
+	if err := e.commit(e.ctx, c); err != nil {
+		e.log.Error("failing attempt failed", "task_id", taskID, "step_id", stepID, "attempt", attempt, "err", err)
+	}
+}
+
+func cancelRequest(taskID, stepID string, attempt int32, reason string) *executorv1.ExecuteRequest {
+	return &executorv1.ExecuteRequest{Kind: &executorv1.ExecuteRequest_CancelStep{CancelStep: &executorv1.CancelStep{
+		TaskId: taskID, StepId: stepID, Attempt: attempt, Reason: reason,
+	}}}
+}
+
+// result implements poolEvents.
+func (e *engine) result(r *executorv1.StepResult) {
+	if _, err := e.applyResult(r); err != nil {
+		e.log.Error("apply result failed", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", err)
+	}
+}
+
+// lost implements poolEvents.
+func (e *engine) lost(taskID, stepID string, attempt int32, executorID string) {
+	e.failAttempt(taskID, stepID, attempt, "ExecutorLost", fmt.Sprintf("executor %s was lost while running attempt %d", executorID, attempt))
+}
+
+// slot implements poolEvents: a freed slot on conn was reserved for w.
+func (e *engine) slot(w waiter, conn *execConn) {
+	tr := e.lookup(w.taskID)
+	if tr == nil {
+		e.pool.release(conn)
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	i, ok := tr.byID[w.stepID]
+	if !ok || tr.done {
+		e.pool.release(conn)
+		return
+	}
+	tr.steps[i].waiting = false
+	c := e.newChange(tr)
+	if tr.task.State != state.Pending && tr.task.State != state.InProgress || !plan.Ready(tr.view, i, c.params.At) {
+		e.pool.release(conn)
+		return
+	}
+	e.dispatchOn(c, i, conn)
+	if err := e.commit(e.ctx, c); err != nil {
+		e.log.Error("dispatch of waiting step failed", "task_id", w.taskID, "step_id", w.stepID, "err", err)
+	}
+}

@@ -1,0 +1,271 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+// server adapts the engine to the CoordinatorService API: it validates
+// requests, converts messages and maps errors onto gRPC statuses.
+type server struct {
+	coordinatorv1.UnimplementedCoordinatorServiceServer
+	c *Coordinator
+}
+
+func (s *server) RegisterTemplate(ctx context.Context, req *coordinatorv1.RegisterTemplateRequest) (*coordinatorv1.RegisterTemplateResponse, error) {
+	t, err := templateFromProto(req.GetTemplate())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	stored, created, err := s.c.engine.templates.register(ctx, t, s.c.engine.now())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.RegisterTemplateResponse{Template: templateToProto(stored), Created: created}, nil
+}
+
+func (s *server) GetTemplate(ctx context.Context, req *coordinatorv1.GetTemplateRequest) (*coordinatorv1.GetTemplateResponse, error) {
+	if req.GetNamespace() == "" || req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "namespace and name are required")
+	}
+	ct, err := s.c.engine.templates.get(ctx, req.GetNamespace(), req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.GetTemplateResponse{Template: templateToProto(ct.tmpl)}, nil
+}
+
+func (s *server) ListTemplates(ctx context.Context, req *coordinatorv1.ListTemplatesRequest) (*coordinatorv1.ListTemplatesResponse, error) {
+	all, err := s.c.engine.templates.list(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &coordinatorv1.ListTemplatesResponse{}
+	for _, t := range all {
+		resp.Templates = append(resp.Templates, templateToProto(t))
+	}
+	return resp, nil
+}
+
+func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRequest) (*coordinatorv1.CreateTaskResponse, error) {
+	raw, err := contextJSON(req.GetContext())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	t, created, err := s.c.engine.createTask(ctx, &createParams{
+		namespace: req.GetNamespace(), name: req.GetName(), version: req.GetVersion(), context: raw,
+		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	full, err := s.fullTask(ctx, t.ID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.CreateTaskResponse{Task: full, Created: created}, nil
+}
+
+// fullTask reads a task with its steps and transitions from the store.
+func (s *server) fullTask(ctx context.Context, id string) (*coordinatorv1.Task, error) {
+	if id == "" {
+		return nil, invalidf("id is required")
+	}
+	t, err := s.c.cfg.Store.TaskGet(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, notFoundf("task %s not found", id)
+		}
+		return nil, err
+	}
+	steps, err := s.c.cfg.Store.StepList(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	trs, err := s.c.cfg.Store.TransitionList(ctx, &store.TransitionListParams{TaskID: id})
+	if err != nil {
+		return nil, err
+	}
+	return taskToProto(t, steps, trs), nil
+}
+
+func (s *server) GetTask(ctx context.Context, req *coordinatorv1.GetTaskRequest) (*coordinatorv1.GetTaskResponse, error) {
+	t, err := s.fullTask(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.GetTaskResponse{Task: t}, nil
+}
+
+func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequest) (*coordinatorv1.ListTasksResponse, error) {
+	st, ok := stateFromProto(req.GetState())
+	if !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "state: unknown value %d", req.GetState())
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
+	case size == 0:
+		size = 50
+	case size > 1000:
+		size = 1000
+	}
+	before := ""
+	if tok := req.GetPageToken(); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, "page_token is not one this service issued")
+		}
+		before = string(b)
+	}
+	tasks, err := s.c.cfg.Store.TaskList(ctx, &store.TaskListParams{
+		State: st, Namespace: req.GetNamespace(), Name: req.GetName(), BeforeID: before, Limit: size + 1,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &coordinatorv1.ListTasksResponse{}
+	if len(tasks) > size {
+		tasks = tasks[:size]
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(tasks[size-1].ID))
+	}
+	for _, t := range tasks {
+		if req.GetFull() {
+			full, err := s.fullTask(ctx, t.ID)
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			resp.Tasks = append(resp.Tasks, full)
+			continue
+		}
+		resp.Tasks = append(resp.Tasks, taskToProto(t, nil, nil))
+	}
+	return resp, nil
+}
+
+func (s *server) CancelTask(ctx context.Context, req *coordinatorv1.CancelTaskRequest) (*coordinatorv1.CancelTaskResponse, error) {
+	if err := s.c.engine.cancelTask(ctx, req.GetId(), req.GetReason()); err != nil {
+		return nil, toStatus(err)
+	}
+	t, err := s.fullTask(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.CancelTaskResponse{Task: t}, nil
+}
+
+func (s *server) RetryTask(ctx context.Context, req *coordinatorv1.RetryTaskRequest) (*coordinatorv1.RetryTaskResponse, error) {
+	if err := s.c.engine.retryTask(ctx, req.GetId(), req.GetReason()); err != nil {
+		return nil, toStatus(err)
+	}
+	t, err := s.fullTask(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.RetryTaskResponse{Task: t}, nil
+}
+
+func (s *server) ResolveStep(ctx context.Context, req *coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error) {
+	var results json.RawMessage
+	if v := req.GetResults(); v != nil {
+		raw, err := protojson.Marshal(v)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "results: %v", err)
+		}
+		results = raw
+	}
+	if err := s.c.engine.resolveStep(ctx, req.GetTaskId(), req.GetStepName(), req.GetReason(), results); err != nil {
+		return nil, toStatus(err)
+	}
+	t, err := s.fullTask(ctx, req.GetTaskId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.ResolveStepResponse{Task: t}, nil
+}
+
+// terminal reports whether a watch on a task in state st can end.
+func terminal(st state.State) bool {
+	return st == state.Complete || st == state.Error || st == state.Cancelled || st == state.ResolvedManually
+}
+
+func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinatorv1.CoordinatorService_WatchTaskServer) error {
+	ctx := stream.Context()
+	if req.GetId() == "" {
+		return status.Error(codes.InvalidArgument, "id is required")
+	}
+	// Subscribe before the first read, so nothing committed in between is
+	// missed.
+	signal, stop := s.c.engine.hub.subscribe(req.GetId())
+	defer stop()
+	after := req.GetAfterSeq()
+	for {
+		t, err := s.c.cfg.Store.TaskGet(ctx, req.GetId())
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return status.Errorf(codes.NotFound, "task %s not found", req.GetId())
+			}
+			return toStatus(err)
+		}
+		trs, err := s.c.cfg.Store.TransitionList(ctx, &store.TransitionListParams{TaskID: req.GetId(), AfterSeq: after})
+		if err != nil {
+			return toStatus(err)
+		}
+		for _, tr := range trs {
+			if err := stream.Send(&coordinatorv1.WatchTaskResponse{Transition: transitionToProto(tr), TaskState: protoState(t.State)}); err != nil {
+				return err
+			}
+			after = tr.Seq
+		}
+		if terminal(t.State) {
+			// Transitions recorded after the terminal one (late results
+			// of cancelled steps) were read in the same pass or are
+			// none of the watcher's business.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-s.c.stopping:
+			return status.Error(codes.Unavailable, "coordinator is shutting down")
+		case <-signal:
+		}
+	}
+}
+
+func (s *server) RegisterExecutor(ctx context.Context, req *coordinatorv1.RegisterExecutorRequest) (*coordinatorv1.RegisterExecutorResponse, error) {
+	if req.GetAddress() == "" {
+		return nil, status.Error(codes.InvalidArgument, "address is required")
+	}
+	info, err := s.c.engine.pool.register(ctx, req.GetAddress())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.RegisterExecutorResponse{Executor: info, CoordinatorId: s.c.cfg.ID}, nil
+}
+
+func (s *server) ListExecutors(context.Context, *coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error) {
+	return &coordinatorv1.ListExecutorsResponse{Executors: s.c.engine.pool.list()}, nil
+}
+
+func (s *server) ReportStepResult(_ context.Context, req *coordinatorv1.ReportStepResultRequest) (*coordinatorv1.ReportStepResultResponse, error) {
+	if req.GetResult() == nil {
+		return nil, status.Error(codes.InvalidArgument, "result is required")
+	}
+	applied, err := s.c.engine.applyResult(req.GetResult())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.ReportStepResultResponse{Applied: applied}, nil
+}

@@ -1,0 +1,347 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template"
+)
+
+// createParams is a validated CreateTask request.
+type createParams struct {
+	namespace, name, version string
+	context                  json.RawMessage
+	idempotencyKey           string
+	bypass                   []string
+}
+
+// createTask validates the request, inserts the task and dispatches its
+// root steps in the same transaction. A repeat of an existing identity
+// returns the stored task with created=false.
+func (e *engine) createTask(ctx context.Context, p *createParams) (*store.Task, bool, error) {
+	if p.namespace == "" || p.name == "" {
+		return nil, false, invalidf("namespace and name are required")
+	}
+	if len(p.context) > e.limits.MaxContextBytes {
+		return nil, false, exhaustedf("context is %d bytes, over the limit of %d bytes (max_context_bytes)", len(p.context), e.limits.MaxContextBytes)
+	}
+	ct, err := e.templates.get(ctx, p.namespace, p.name, p.version)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := ct.schema.Validate(p.context); err != nil {
+		return nil, false, err
+	}
+	for _, b := range p.bypass {
+		i, ok := ct.index[b]
+		if !ok {
+			return nil, false, invalidf("bypass_steps: unknown step %q", b)
+		}
+		if !ct.tmpl.Steps[i].Skippable {
+			return nil, false, invalidf("bypass_steps: step %q is not skippable", b)
+		}
+	}
+	key := p.idempotencyKey
+	if key == "" {
+		key = template.Identity(ct.tmpl.Namespace, ct.tmpl.Name, ct.tmpl.Version, p.context)
+	}
+	now := e.now()
+	task := &store.Task{
+		ID: uuid.Must(uuid.NewV7()).String(), Namespace: ct.tmpl.Namespace, Name: ct.tmpl.Name,
+		Version: ct.tmpl.Version, State: state.Pending, Context: p.context, IdentityKey: key,
+		BypassSteps: p.bypass, CreatedAt: now, UpdatedAt: now,
+	}
+	steps := make([]*store.Step, len(ct.tmpl.Steps))
+	for i, st := range ct.tmpl.Steps {
+		steps[i] = &store.Step{
+			ID: uuid.Must(uuid.NewV7()).String(), TaskID: task.ID, Name: st.Name, Position: i,
+			Handler: st.Handler, DependsOn: st.DependsOn, State: state.Pending,
+			MaxAttempts: st.RetryLimit, Retryable: st.IsRetryable(), Skippable: st.Skippable, UpdatedAt: now,
+		}
+	}
+
+	tr := newTaskRun(task, ct, steps)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	c := e.newChange(tr)
+	c.params.At = now
+	for _, b := range p.bypass {
+		c.moveStep(ct.index[b], state.ResolvedManually, "bypassed at creation (skippable step listed in bypass_steps)", nil)
+	}
+	// The initial dispatch rides in the creating transaction: the task is
+	// stored already in_progress with its roots sent, one commit in all.
+	if tr.satisfied == len(tr.steps) {
+		c.moveTask(state.InProgress, "created with every step bypassed")
+	} else {
+		e.schedule(c, nil)
+	}
+	if tr.task.State == state.InProgress && tr.satisfied == len(tr.steps) {
+		// Nothing to run; it completes in a follow-up transition.
+		defer e.completeEmpty(tr)
+	}
+	stored := *task
+	stored.State = tr.task.State
+	created := &store.TaskCreateParams{Task: &stored, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
+	for i, s := range tr.steps {
+		st := s.Step
+		created.Steps[i] = &st
+	}
+	got, isNew, err := e.store.TaskCreate(ctx, created)
+	if err != nil || !isNew {
+		c.abandon()
+		if err != nil {
+			return nil, false, fmt.Errorf("create task: %w", err)
+		}
+		return got, false, nil
+	}
+	e.mu.Lock()
+	e.tasks[task.ID] = tr
+	e.mu.Unlock()
+	e.hub.publish(task.ID)
+	e.afterCommit(c)
+	return got, true, nil
+}
+
+// completeEmpty finishes a task whose every step was bypassed. The caller
+// holds tr.mu (deferred from createTask).
+func (e *engine) completeEmpty(tr *taskRun) {
+	if tr.task.State != state.InProgress || tr.done {
+		return
+	}
+	c := e.newChange(tr)
+	c.moveTask(state.Complete, "all steps complete")
+	if err := e.commit(e.ctx, c); err != nil {
+		e.log.Error("complete task failed", "task_id", tr.task.ID, "err", err)
+	}
+}
+
+// transitionsOf turns a change into the initial transitions of a new task.
+func transitionsOf(p *store.TaskAdvanceParams) []*store.Transition {
+	var out []*store.Transition
+	if p.Task != nil {
+		out = append(out, &store.Transition{TaskID: p.TaskID, From: p.Task.From, To: p.Task.To, At: p.At, Reason: p.Task.Reason, Metadata: p.Task.Metadata})
+	}
+	for _, sc := range p.Steps {
+		out = append(out, &store.Transition{
+			TaskID: p.TaskID, StepID: sc.StepID, StepName: sc.StepName, From: sc.From, To: sc.To,
+			At: p.At, Reason: sc.Reason, Attempt: sc.Attempts, Metadata: sc.Metadata,
+		})
+	}
+	return out
+}
+
+// withTask runs fn under the lock of an active task, or reports why the
+// task cannot be changed.
+func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) error) error {
+	if id == "" {
+		return invalidf("id is required")
+	}
+	tr := e.lookup(id)
+	if tr == nil {
+		t, err := e.store.TaskGet(ctx, id)
+		if err != nil {
+			return err
+		}
+		if t.State == state.Error || t.State == state.Complete || t.State == state.ResolvedManually {
+			// Finished tasks are not kept in memory; bring it back for
+			// an operator action.
+			tr, err = e.load(ctx, t)
+			if err != nil {
+				return err
+			}
+		} else {
+			return preconditionf("task %s is %s", id, t.State)
+		}
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.done {
+		return preconditionf("task %s is %s", id, tr.task.State)
+	}
+	return fn(tr)
+}
+
+// load brings a stored task into memory and registers it as active.
+func (e *engine) load(ctx context.Context, t *store.Task) (*taskRun, error) {
+	ct, err := e.templates.get(ctx, t.Namespace, t.Name, t.Version)
+	if err != nil {
+		return nil, err
+	}
+	steps, err := e.store.StepList(ctx, t.ID)
+	if err != nil {
+		return nil, fmt.Errorf("load steps of task %s: %w", t.ID, err)
+	}
+	tr := newTaskRun(t, ct, steps)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if existing := e.tasks[t.ID]; existing != nil {
+		return existing, nil
+	}
+	e.tasks[t.ID] = tr
+	return tr, nil
+}
+
+// cancelTask cancels the task, its pending steps and its running steps,
+// and tells executors to abandon the running ones.
+func (e *engine) cancelTask(ctx context.Context, id, reason string) error {
+	if reason == "" {
+		reason = "cancelled by request"
+	}
+	return e.withTask(ctx, id, func(tr *taskRun) error {
+		if state.TaskTransition(tr.task.State, state.Cancelled) == state.Refused {
+			return preconditionf("task %s is %s and cannot be cancelled", id, tr.task.State)
+		}
+		if tr.task.State == state.Cancelled {
+			return nil
+		}
+		c := e.newChange(tr)
+		for i, s := range tr.steps {
+			switch s.State {
+			case state.Pending:
+				c.moveStep(i, state.Cancelled, reason, nil)
+			case state.InProgress:
+				if s.conn != nil {
+					c.cancel = append(c.cancel, cancelRequest(tr.task.ID, s.ID, int32(s.Attempts), reason))
+					c.cancelOn = append(c.cancelOn, s.conn)
+				}
+				e.settleAttempt(tr, i)
+				c.moveStep(i, state.Cancelled, reason, nil)
+			}
+		}
+		c.moveTask(state.Cancelled, reason)
+		return e.commit(ctx, c)
+	})
+}
+
+// retryTask moves an errored task back to pending and gives each failed
+// step a fresh set of attempts, then dispatches what is ready.
+func (e *engine) retryTask(ctx context.Context, id, reason string) error {
+	if reason == "" {
+		reason = "retried by request"
+	}
+	return e.withTask(ctx, id, func(tr *taskRun) error {
+		if tr.task.State != state.Error {
+			return preconditionf("task %s is %s; only a task in error can be retried", id, tr.task.State)
+		}
+		c := e.newChange(tr)
+		for i, s := range tr.steps {
+			if s.State == state.Error {
+				limit := tr.tmpl.tmpl.Steps[i].RetryLimit
+				c.moveStep(i, state.Pending, reason, func(sc *store.StepChange) {
+					sc.MaxAttempts = s.Attempts + limit
+					sc.NextRetryAt = c.params.At
+				})
+			}
+		}
+		c.moveTask(state.Pending, reason)
+		if err := e.commit(ctx, c); err != nil {
+			return err
+		}
+		next := e.newChange(tr)
+		e.schedule(next, nil)
+		return e.commit(ctx, next)
+	})
+}
+
+// resolveStep marks a pending or errored step resolved_manually, which
+// satisfies its children, and resumes an errored task when nothing else
+// holds it back.
+func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason string, results json.RawMessage) error {
+	if stepName == "" {
+		return invalidf("step_name is required")
+	}
+	if reason == "" {
+		reason = "resolved manually"
+	}
+	return e.withTask(ctx, taskID, func(tr *taskRun) error {
+		i, ok := tr.tmpl.index[stepName]
+		if !ok {
+			return notFoundf("task %s has no step %q", taskID, stepName)
+		}
+		s := tr.steps[i]
+		if s.State == state.ResolvedManually {
+			return nil
+		}
+		if s.State != state.Pending && s.State != state.Error {
+			return preconditionf("step %q is %s; only a pending or errored step can be resolved manually", stepName, s.State)
+		}
+		if tr.task.State == state.Cancelled || tr.task.State == state.Complete {
+			return preconditionf("task %s is %s", taskID, tr.task.State)
+		}
+		if results != nil && len(results) > e.limits.MaxResultBytes {
+			return exhaustedf("results are %d bytes, over the limit of %d bytes (max_result_bytes)", len(results), e.limits.MaxResultBytes)
+		}
+		c := e.newChange(tr)
+		c.moveStep(i, state.ResolvedManually, reason, func(sc *store.StepChange) { sc.Results = results })
+		if tr.task.State == state.Error {
+			if tr.exhausted == 0 {
+				c.moveTask(state.Pending, "resumed after "+stepName+" was resolved manually")
+			}
+			if err := e.commit(ctx, c); err != nil {
+				return err
+			}
+			if tr.task.State != state.Pending {
+				return nil
+			}
+			c = e.newChange(tr)
+			e.schedule(c, nil)
+			return e.commit(ctx, c)
+		}
+		e.schedule(c, tr.tmpl.children[i])
+		return e.commit(ctx, c)
+	})
+}
+
+// resume loads every unfinished task from the store and continues it:
+// steps in flight wait for their results within the grace period, errored
+// steps get their backoff timers back, ready steps are dispatched.
+func (e *engine) resume(ctx context.Context) (int, error) {
+	n, after := 0, ""
+	for {
+		page, err := e.store.TaskListActive(ctx, &store.TaskListActiveParams{AfterID: after, Limit: 500})
+		if err != nil {
+			return n, fmt.Errorf("list unfinished tasks: %w", err)
+		}
+		if len(page) == 0 {
+			return n, nil
+		}
+		ids := make([]string, len(page))
+		for i, t := range page {
+			ids[i] = t.ID
+		}
+		steps, err := e.store.StepList(ctx, ids...)
+		if err != nil {
+			return n, fmt.Errorf("list steps of unfinished tasks: %w", err)
+		}
+		byTask := map[string][]*store.Step{}
+		for _, s := range steps {
+			byTask[s.TaskID] = append(byTask[s.TaskID], s)
+		}
+		for _, t := range page {
+			ct, err := e.templates.get(ctx, t.Namespace, t.Name, t.Version)
+			if err != nil {
+				e.log.Error("cannot resume task: template missing", "task_id", t.ID, "err", err)
+				continue
+			}
+			tr := newTaskRun(t, ct, byTask[t.ID])
+			e.mu.Lock()
+			e.tasks[t.ID] = tr
+			e.mu.Unlock()
+			tr.mu.Lock()
+			e.watchInFlight(tr)
+			c := e.newChange(tr)
+			e.schedule(c, nil)
+			if err := e.commit(ctx, c); err != nil {
+				e.log.Error("resume task failed", "task_id", t.ID, "err", err)
+			}
+			tr.mu.Unlock()
+			n++
+		}
+		after = page[len(page)-1].ID
+	}
+}

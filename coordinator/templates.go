@@ -1,0 +1,181 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+
+	"github.com/tasker-go/tasker/plan"
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template"
+)
+
+// compiledTemplate is a template version prepared for the hot path: graph
+// edges as indices, configs as ready JSON, the context schema compiled.
+// Template versions are immutable, so these are cached for good.
+type compiledTemplate struct {
+	tmpl     *template.Template
+	schema   *template.ContextSchema
+	index    map[string]int
+	parents  [][]int
+	children [][]int
+	configs  [][]byte
+	backoff  []plan.Backoff
+	timeouts []time.Duration
+}
+
+func compile(t *template.Template) (*compiledTemplate, error) {
+	schema, err := template.CompileContextSchema(t.ContextSchema)
+	if err != nil {
+		return nil, fmt.Errorf("compile context schema of %s/%s@%s: %w", t.Namespace, t.Name, t.Version, err)
+	}
+	n := len(t.Steps)
+	ct := &compiledTemplate{
+		tmpl:     t,
+		schema:   schema,
+		index:    t.StepIndex(),
+		parents:  make([][]int, n),
+		children: make([][]int, n),
+		configs:  make([][]byte, n),
+		backoff:  make([]plan.Backoff, n),
+		timeouts: make([]time.Duration, n),
+	}
+	for i, s := range t.Steps {
+		for _, d := range s.DependsOn {
+			p := ct.index[d]
+			ct.parents[i] = append(ct.parents[i], p)
+			ct.children[p] = append(ct.children[p], i)
+		}
+		ct.configs[i] = []byte("{}")
+		if len(s.Config) > 0 {
+			ct.configs[i] = s.Config
+		}
+		ct.backoff[i] = plan.Backoff{
+			Initial:    time.Duration(s.Backoff.Initial),
+			Multiplier: s.Backoff.Multiplier,
+			Max:        time.Duration(s.Backoff.Max),
+		}
+		ct.timeouts[i] = time.Duration(s.Timeout)
+	}
+	return ct, nil
+}
+
+// templateBook registers templates and serves compiled versions from a
+// cache in front of the store.
+type templateBook struct {
+	store  store.Store
+	limits template.Limits
+
+	mu    sync.RWMutex // protects cache
+	cache map[string]*compiledTemplate
+}
+
+func newTemplateBook(s store.Store, lim template.Limits) *templateBook {
+	return &templateBook{store: s, limits: lim, cache: map[string]*compiledTemplate{}}
+}
+
+func templateKey(ns, name, version string) string { return ns + "/" + name + "@" + version }
+
+// register normalizes, validates and stores t.
+func (b *templateBook) register(ctx context.Context, t *template.Template, now time.Time) (*template.Template, bool, error) {
+	t.Normalize()
+	if err := template.Validate(t, b.limits); err != nil {
+		return nil, false, err
+	}
+	spec, err := json.Marshal(t)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode template: %w", err)
+	}
+	_, created, err := b.store.TemplateRegister(ctx, &store.TemplateRegisterParams{
+		Namespace: t.Namespace, Name: t.Name, Version: t.Version,
+		Digest: template.Digest(t), Spec: spec, At: now,
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrTemplateExists) {
+			return nil, false, fmt.Errorf("%s: %w; register it under a new version", templateKey(t.Namespace, t.Name, t.Version), err)
+		}
+		return nil, false, fmt.Errorf("store template: %w", err)
+	}
+	return t, created, nil
+}
+
+// get returns a compiled template; an empty version means the highest
+// registered one.
+func (b *templateBook) get(ctx context.Context, ns, name, version string) (*compiledTemplate, error) {
+	if version == "" {
+		v, err := b.latest(ctx, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		version = v
+	}
+	key := templateKey(ns, name, version)
+	b.mu.RLock()
+	ct := b.cache[key]
+	b.mu.RUnlock()
+	if ct != nil {
+		return ct, nil
+	}
+	st, err := b.store.TemplateGet(ctx, &store.TemplateGetParams{Namespace: ns, Name: name, Version: version})
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, notFoundf("template %s is not registered", key)
+		}
+		return nil, fmt.Errorf("load template %s: %w", key, err)
+	}
+	var t template.Template
+	if err := json.Unmarshal(st.Spec, &t); err != nil {
+		return nil, fmt.Errorf("decode stored template %s: %w", key, err)
+	}
+	ct, err = compile(&t)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.cache[key] = ct
+	b.mu.Unlock()
+	return ct, nil
+}
+
+func (b *templateBook) latest(ctx context.Context, ns, name string) (string, error) {
+	all, err := b.store.TemplateList(ctx, &store.TemplateListParams{Namespace: ns, Name: name})
+	if err != nil {
+		return "", fmt.Errorf("list templates: %w", err)
+	}
+	var best *semver.Version
+	for _, t := range all {
+		v, err := semver.NewVersion(t.Version)
+		if err != nil {
+			continue
+		}
+		if best == nil || v.GreaterThan(best) {
+			best = v
+		}
+	}
+	if best == nil {
+		return "", notFoundf("template %s/%s is not registered", ns, name)
+	}
+	return best.Original(), nil
+}
+
+// list returns stored templates, decoded.
+func (b *templateBook) list(ctx context.Context, ns string) ([]*template.Template, error) {
+	all, err := b.store.TemplateList(ctx, &store.TemplateListParams{Namespace: ns})
+	if err != nil {
+		return nil, fmt.Errorf("list templates: %w", err)
+	}
+	out := make([]*template.Template, 0, len(all))
+	for _, st := range all {
+		var t template.Template
+		if err := json.Unmarshal(st.Spec, &t); err != nil {
+			return nil, fmt.Errorf("decode stored template %s: %w", templateKey(st.Namespace, st.Name, st.Version), err)
+		}
+		out = append(out, &t)
+	}
+	return out, nil
+}
