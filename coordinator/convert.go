@@ -6,14 +6,12 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
-	"github.com/tasker-go/tasker/template"
 )
 
 var stateToProto = map[state.State]coordinatorv1.State{
@@ -72,74 +70,6 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 		return nil
 	}
 	return timestamppb.New(t)
-}
-
-func duration(d template.Duration) *durationpb.Duration {
-	if d == 0 {
-		return nil
-	}
-	return durationpb.New(time.Duration(d))
-}
-
-// templateFromProto converts an API template into the domain type.
-func templateFromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
-	if p == nil {
-		return nil, invalidf("template is required")
-	}
-	schema, err := structJSON(p.GetContextSchema())
-	if err != nil {
-		return nil, invalidf("context_schema: %v", err)
-	}
-	t := &template.Template{
-		Namespace: p.GetNamespace(), Name: p.GetName(), Version: p.GetVersion(),
-		Description: p.GetDescription(), ContextSchema: schema,
-	}
-	for _, ps := range p.GetSteps() {
-		cfg, err := structJSON(ps.GetConfig())
-		if err != nil {
-			return nil, invalidf("step %q: config: %v", ps.GetName(), err)
-		}
-		s := template.Step{
-			Name: ps.GetName(), Handler: ps.GetHandler(), DependsOn: ps.GetDependsOn(), Config: cfg,
-			RetryLimit: int(ps.GetRetryLimit()), Skippable: ps.GetSkippable(),
-			Timeout: template.Duration(ps.GetTimeout().AsDuration()),
-		}
-		if ps.RetryLimit != nil && ps.GetRetryLimit() < 1 {
-			return nil, invalidf("step %q: retry_limit must be at least 1, got %d", ps.GetName(), ps.GetRetryLimit())
-		}
-		if ps.Retryable != nil {
-			r := ps.GetRetryable()
-			s.Retryable = &r
-		}
-		if b := ps.GetBackoff(); b != nil {
-			s.Backoff = template.Backoff{
-				Initial: template.Duration(b.GetInitial().AsDuration()), Multiplier: b.GetMultiplier(),
-				Max: template.Duration(b.GetMax().AsDuration()),
-			}
-		}
-		t.Steps = append(t.Steps, s)
-	}
-	return t, nil
-}
-
-// templateToProto converts a domain template for the API.
-func templateToProto(t *template.Template) *coordinatorv1.TaskTemplate {
-	p := &coordinatorv1.TaskTemplate{
-		Namespace: t.Namespace, Name: t.Name, Version: t.Version, Description: t.Description,
-		ContextSchema: jsonStruct(t.ContextSchema),
-	}
-	for i := range t.Steps {
-		s := &t.Steps[i]
-		retryable, limit := s.IsRetryable(), int32(s.RetryLimit)
-		p.Steps = append(p.Steps, &coordinatorv1.StepTemplate{
-			Name: s.Name, Handler: s.Handler, DependsOn: s.DependsOn, Config: jsonStruct(s.Config),
-			Retryable: &retryable, RetryLimit: &limit, Skippable: s.Skippable, Timeout: duration(s.Timeout),
-			Backoff: &coordinatorv1.Backoff{
-				Initial: duration(s.Backoff.Initial), Multiplier: s.Backoff.Multiplier, Max: duration(s.Backoff.Max),
-			},
-		})
-	}
-	return p
 }
 
 func transitionToProto(t *store.Transition) *coordinatorv1.Transition {

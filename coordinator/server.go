@@ -13,6 +13,7 @@ import (
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template/templatepb"
 )
 
 // server adapts the engine to the CoordinatorService API: it validates
@@ -23,15 +24,22 @@ type server struct {
 }
 
 func (s *server) RegisterTemplate(ctx context.Context, req *coordinatorv1.RegisterTemplateRequest) (*coordinatorv1.RegisterTemplateResponse, error) {
-	t, err := templateFromProto(req.GetTemplate())
+	if req.GetTemplate() == nil {
+		return nil, status.Error(codes.InvalidArgument, "template is required")
+	}
+	t, err := templatepb.FromProto(req.GetTemplate())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	stored, created, err := s.c.engine.templates.register(ctx, t, s.c.engine.now())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &coordinatorv1.RegisterTemplateResponse{Template: templateToProto(stored), Created: created}, nil
+	p, err := templatepb.ToProto(stored)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.RegisterTemplateResponse{Template: p, Created: created}, nil
 }
 
 func (s *server) GetTemplate(ctx context.Context, req *coordinatorv1.GetTemplateRequest) (*coordinatorv1.GetTemplateResponse, error) {
@@ -42,7 +50,11 @@ func (s *server) GetTemplate(ctx context.Context, req *coordinatorv1.GetTemplate
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &coordinatorv1.GetTemplateResponse{Template: templateToProto(ct.tmpl)}, nil
+	p, err := templatepb.ToProto(ct.tmpl)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.GetTemplateResponse{Template: p}, nil
 }
 
 func (s *server) ListTemplates(ctx context.Context, req *coordinatorv1.ListTemplatesRequest) (*coordinatorv1.ListTemplatesResponse, error) {
@@ -52,7 +64,11 @@ func (s *server) ListTemplates(ctx context.Context, req *coordinatorv1.ListTempl
 	}
 	resp := &coordinatorv1.ListTemplatesResponse{}
 	for _, t := range all {
-		resp.Templates = append(resp.Templates, templateToProto(t))
+		p, err := templatepb.ToProto(t)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Templates = append(resp.Templates, p)
 	}
 	return resp, nil
 }
