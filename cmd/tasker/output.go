@@ -1,0 +1,240 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+)
+
+// taskJSON is the -o json shape of a task. Scripts depend on it: field names,
+// their order and null-versus-empty are part of the CLI's contract, so change
+// it only compatibly (add fields at the end).
+type taskJSON struct {
+	ID        string         `json:"id"`
+	Namespace string         `json:"namespace"`
+	Name      string         `json:"name"`
+	Version   string         `json:"version"`
+	State     string         `json:"state"`
+	Context   map[string]any `json:"context"`
+	CreatedAt string         `json:"created_at"`
+	// CompletedAt is null unless the coordinator recorded a completion.
+	CompletedAt *string    `json:"completed_at"`
+	Steps       []stepJSON `json:"steps"`
+}
+
+// stepJSON is one step inside taskJSON.
+type stepJSON struct {
+	Name    string `json:"name"`
+	Handler string `json:"handler"`
+	// DependsOn is [] rather than null for roots.
+	DependsOn []string `json:"depends_on"`
+	State     string   `json:"state"`
+	Attempts  int32    `json:"attempts"`
+	// Results is any JSON value, or null when the step has none.
+	Results     any              `json:"results"`
+	Error       *stepErrorJSON   `json:"error"`
+	Transitions []transitionJSON `json:"transitions"`
+}
+
+// stepErrorJSON is the last failed attempt of a step.
+type stepErrorJSON struct {
+	Message   string `json:"message"`
+	Class     string `json:"class"`
+	Retryable bool   `json:"retryable"`
+}
+
+// transitionJSON is one stored change of a step's state. From is null when
+// the store has no previous state (a step's first transition).
+type transitionJSON struct {
+	From   *string `json:"from"`
+	To     string  `json:"to"`
+	At     string  `json:"at"`
+	Reason string  `json:"reason"`
+}
+
+// formatTime renders ts as RFC 3339 with nanoseconds in UTC; nil is "".
+func formatTime(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return ""
+	}
+	return ts.AsTime().UTC().Format(time.RFC3339Nano)
+}
+
+func optionalTime(ts *timestamppb.Timestamp) *string {
+	if ts == nil {
+		return nil
+	}
+	s := formatTime(ts)
+	return &s
+}
+
+// toTaskJSON converts a task from the API into its -o json shape.
+func toTaskJSON(t *coordinatorv1.Task) taskJSON {
+	ctx := t.GetContext().AsMap()
+	out := taskJSON{
+		ID:          t.GetId(),
+		Namespace:   t.GetNamespace(),
+		Name:        t.GetName(),
+		Version:     t.GetVersion(),
+		State:       stateName(t.GetState()),
+		Context:     ctx,
+		CreatedAt:   formatTime(t.GetCreatedAt()),
+		CompletedAt: optionalTime(t.GetCompletedAt()),
+		Steps:       make([]stepJSON, 0, len(t.GetSteps())),
+	}
+	for _, s := range t.GetSteps() {
+		out.Steps = append(out.Steps, toStepJSON(s))
+	}
+	return out
+}
+
+func toStepJSON(s *coordinatorv1.Step) stepJSON {
+	out := stepJSON{
+		Name:        s.GetName(),
+		Handler:     s.GetHandler(),
+		DependsOn:   append([]string{}, s.GetDependsOn()...),
+		State:       stateName(s.GetState()),
+		Attempts:    s.GetAttempts(),
+		Transitions: make([]transitionJSON, 0, len(s.GetTransitions())),
+	}
+	if s.GetResults() != nil {
+		out.Results = s.GetResults().AsInterface()
+	}
+	if e := s.GetError(); e != nil {
+		out.Error = &stepErrorJSON{Message: e.GetMessage(), Class: e.GetErrorClass(), Retryable: e.GetRetryable()}
+	}
+	for _, tr := range s.GetTransitions() {
+		var from *string
+		if tr.GetFromState() != coordinatorv1.State_STATE_UNSPECIFIED {
+			f := stateName(tr.GetFromState())
+			from = &f
+		}
+		out.Transitions = append(out.Transitions, transitionJSON{
+			From:   from,
+			To:     stateName(tr.GetToState()),
+			At:     formatTime(tr.GetAt()),
+			Reason: tr.GetReason(),
+		})
+	}
+	return out
+}
+
+// writeJSONLine writes v as one line of compact JSON, without the HTML
+// escaping encoding/json does by default (error messages often hold "<" or
+// "&").
+func writeJSONLine(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write json: %w", err)
+	}
+	return nil
+}
+
+// writeTasks prints tasks as JSON Lines or as the human table.
+func writeTasks(w io.Writer, asJSON bool, tasks []*coordinatorv1.Task) error {
+	if asJSON {
+		for _, t := range tasks {
+			if err := writeJSONLine(w, toTaskJSON(t)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTEMPLATE\tSTATE\tSTEPS\tCREATED")
+	for _, t := range tasks {
+		done, total := stepProgress(t)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", t.GetId(), taskTemplate(t), stateName(t.GetState()), done, total, shortTime(t.GetCreatedAt()))
+	}
+	return flush(tw)
+}
+
+// writeTask prints one task: a JSON object, or a header line and one line
+// per step.
+func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
+	if asJSON {
+		return writeJSONLine(w, toTaskJSON(t))
+	}
+	done, total := stepProgress(t)
+	fmt.Fprintf(w, "task %s  %s  %s  steps %d/%d  created %s", t.GetId(), taskTemplate(t), stateName(t.GetState()), done, total, shortTime(t.GetCreatedAt()))
+	if t.GetCompletedAt() != nil {
+		fmt.Fprintf(w, "  completed %s", shortTime(t.GetCompletedAt()))
+	}
+	fmt.Fprintln(w)
+	if len(t.GetSteps()) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STEP\tSTATE\tATTEMPTS\tHANDLER\tERROR")
+	for _, s := range t.GetSteps() {
+		attempts := fmt.Sprint(s.GetAttempts())
+		if s.GetMaxAttempts() > 0 {
+			attempts += fmt.Sprintf("/%d", s.GetMaxAttempts())
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.GetName(), stateName(s.GetState()), attempts, s.GetHandler(), oneLine(s.GetError().GetMessage()))
+	}
+	return flush(tw)
+}
+
+// writeTransition prints one watched transition as a line: time, step (or
+// "task"), from → to, attempt, reason.
+func writeTransition(w io.Writer, tr *coordinatorv1.Transition) error {
+	subject := tr.GetStepName()
+	if subject == "" {
+		subject = "task"
+	}
+	from := stateName(tr.GetFromState())
+	if from == "" {
+		from = "-"
+	}
+	line := fmt.Sprintf("%s  %-20s  %s → %s  attempt %d", formatTime(tr.GetAt()), subject, from, stateName(tr.GetToState()), tr.GetAttempt())
+	if r := oneLine(tr.GetReason()); r != "" {
+		line += "  " + r
+	}
+	if _, err := fmt.Fprintln(w, line); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// stepProgress counts the steps that no longer hold up their children.
+func stepProgress(t *coordinatorv1.Task) (done, total int) {
+	for _, s := range t.GetSteps() {
+		if st := s.GetState(); st == coordinatorv1.State_STATE_COMPLETE || st == coordinatorv1.State_STATE_RESOLVED_MANUALLY {
+			done++
+		}
+	}
+	return done, len(t.GetSteps())
+}
+
+func taskTemplate(t *coordinatorv1.Task) string {
+	return templateRef{namespace: t.GetNamespace(), name: t.GetName(), version: t.GetVersion()}.String()
+}
+
+// shortTime is the table form of a time: UTC to the second.
+func shortTime(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().UTC().Format(time.RFC3339)
+}
+
+// oneLine keeps a table row on one line whatever a handler put in a message.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func flush(tw *tabwriter.Writer) error {
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+)
+
+func newStepCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "step",
+		Short: "Act on single steps of a task",
+	}
+	cmd.AddCommand(newStepResolveCmd(g))
+	return cmd
+}
+
+func newStepResolveCmd(g *globals) *cobra.Command {
+	var (
+		out     outputFlag
+		reason  string
+		results string
+	)
+	cmd := &cobra.Command{
+		Use:   "resolve TASK_ID STEP_NAME",
+		Short: "Mark a pending or errored step resolved_manually, which satisfies its children",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := out.json()
+			if err != nil {
+				return err
+			}
+			req := &coordinatorv1.ResolveStepRequest{TaskId: args[0], StepName: args[1], Reason: reason}
+			if cmd.Flags().Changed("results") {
+				if req.Results, err = parseJSONValue("results", results); err != nil {
+					return err
+				}
+			}
+			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
+				uctx, cancel := g.unary(ctx)
+				defer cancel()
+				resp, err := c.ResolveStep(uctx, req)
+				if err != nil {
+					return err
+				}
+				return writeTask(g.env.Stdout, asJSON, resp.GetTask())
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the transition")
+	cmd.Flags().StringVar(&results, "results", "", "JSON recorded as the step's results for its children")
+	out.register(cmd)
+	return cmd
+}

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/template"
+	"github.com/tasker-go/tasker/template/templatepb"
+)
+
+func newTemplateCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "template",
+		Short: "Register and inspect task templates",
+	}
+	cmd.AddCommand(
+		newTemplateApplyCmd(g),
+		newTemplateGetCmd(g),
+		newTemplateListCmd(g),
+	)
+	return cmd
+}
+
+func newTemplateApplyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply FILE...",
+		Short: "Register templates from YAML or JSON files (- reads stdin)",
+		Long: "Register templates from YAML or JSON files; - reads stdin. Every file is\n" +
+			"read and checked before anything is registered. Registering identical content\n" +
+			"again is a no-op reported as \"unchanged\".",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			reqs := make([]*coordinatorv1.RegisterTemplateRequest, 0, len(args))
+			for _, path := range args {
+				tmpl, err := loadTemplate(path, g.env.Stdin)
+				if err != nil {
+					return err
+				}
+				reqs = append(reqs, &coordinatorv1.RegisterTemplateRequest{Template: tmpl})
+			}
+			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
+				for _, req := range reqs {
+					uctx, cancel := g.unary(ctx)
+					resp, err := c.RegisterTemplate(uctx, req)
+					cancel()
+					if err != nil {
+						return err
+					}
+					verb := "registered"
+					if !resp.GetCreated() {
+						verb = "unchanged"
+					}
+					got := resp.GetTemplate()
+					if got == nil {
+						got = req.GetTemplate()
+					}
+					fmt.Fprintf(g.env.Stdout, "%s %s\n", verb, protoTemplateRef(got))
+				}
+				return nil
+			})
+		},
+	}
+}
+
+// loadTemplate reads and parses one template file and converts it for the
+// API; errors name the file.
+func loadTemplate(path string, stdin io.Reader) (*coordinatorv1.TaskTemplate, error) {
+	var (
+		data []byte
+		err  error
+	)
+	if path == "-" {
+		if stdin == nil {
+			return nil, errors.New("-: no stdin")
+		}
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read template: %w", err)
+	}
+	t, err := template.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	p, err := templatepb.ToProto(t)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+func protoTemplateRef(t *coordinatorv1.TaskTemplate) string {
+	return templateRef{namespace: t.GetNamespace(), name: t.GetName(), version: t.GetVersion()}.String()
+}
+
+func newTemplateGetCmd(g *globals) *cobra.Command {
+	var out outputFlag
+	cmd := &cobra.Command{
+		Use:   "get NAMESPACE/NAME[@VERSION]",
+		Short: "Show a template; without a version, the highest registered",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := out.json()
+			if err != nil {
+				return err
+			}
+			ref, err := parseTemplateRef(args[0])
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
+				uctx, cancel := g.unary(ctx)
+				defer cancel()
+				resp, err := c.GetTemplate(uctx, &coordinatorv1.GetTemplateRequest{
+					Namespace: ref.namespace, Name: ref.name, Version: ref.version,
+				})
+				if err != nil {
+					return err
+				}
+				return writeTemplate(g.env.Stdout, asJSON, resp.GetTemplate())
+			})
+		},
+	}
+	out.register(cmd)
+	return cmd
+}
+
+func newTemplateListCmd(g *globals) *cobra.Command {
+	var (
+		out       outputFlag
+		namespace string
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List registered templates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := out.json()
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
+				uctx, cancel := g.unary(ctx)
+				defer cancel()
+				resp, err := c.ListTemplates(uctx, &coordinatorv1.ListTemplatesRequest{Namespace: namespace})
+				if err != nil {
+					return err
+				}
+				w := g.env.Stdout
+				if asJSON {
+					for _, p := range resp.GetTemplates() {
+						if err := writeTemplate(w, true, p); err != nil {
+							return err
+						}
+					}
+					return nil
+				}
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "TEMPLATE\tSTEPS\tDESCRIPTION")
+				for _, p := range resp.GetTemplates() {
+					fmt.Fprintf(tw, "%s\t%d\t%s\n", protoTemplateRef(p), len(p.GetSteps()), oneLine(p.GetDescription()))
+				}
+				return flush(tw)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&namespace, "namespace", "", "only templates in this namespace")
+	out.register(cmd)
+	return cmd
+}
+
+// writeTemplate prints a template as one JSON line in the file form, or as
+// a header and one line per step.
+func writeTemplate(w io.Writer, asJSON bool, p *coordinatorv1.TaskTemplate) error {
+	if asJSON {
+		t, err := templatepb.FromProto(p)
+		if err != nil {
+			return err
+		}
+		return writeJSONLine(w, t)
+	}
+	fmt.Fprintf(w, "template %s", protoTemplateRef(p))
+	if d := oneLine(p.GetDescription()); d != "" {
+		fmt.Fprintf(w, "  %s", d)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STEP\tHANDLER\tDEPENDS_ON\tRETRY\tBACKOFF\tTIMEOUT\tCONFIG")
+	for _, s := range p.GetSteps() {
+		config := "-"
+		if s.GetConfig() != nil {
+			b, err := protojson.Marshal(s.GetConfig())
+			if err != nil {
+				return fmt.Errorf("encode config of step %q: %w", s.GetName(), err)
+			}
+			config = string(b)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.GetName(), s.GetHandler(), orDash(strings.Join(s.GetDependsOn(), ",")),
+			retryText(s), backoffText(s.GetBackoff()), durationText(s.GetTimeout()), config)
+	}
+	return flush(tw)
+}
+
+func retryText(s *coordinatorv1.StepTemplate) string {
+	if s.Retryable != nil && !s.GetRetryable() {
+		return "never"
+	}
+	if s.RetryLimit == nil {
+		return "default"
+	}
+	return fmt.Sprintf("%d attempts", s.GetRetryLimit())
+}
+
+func backoffText(b *coordinatorv1.Backoff) string {
+	if b == nil {
+		return "-"
+	}
+	mult := "-"
+	if b.GetMultiplier() != 0 {
+		mult = fmt.Sprint(b.GetMultiplier())
+	}
+	return fmt.Sprintf("%s×%s≤%s", durationText(b.GetInitial()), mult, durationText(b.GetMax()))
+}
+
+func durationText(d *durationpb.Duration) string {
+	if d == nil {
+		return "-"
+	}
+	return d.AsDuration().String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
