@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/template/templatepb"
 )
 
 // maxPageSize is the largest page ListTasks serves.
@@ -129,7 +130,7 @@ func parseContext(s string) (*structpb.Struct, error) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("--context must be a JSON object, got %s", jsonKind(v))
+		return nil, fmt.Errorf("--context must be a JSON object, got %s", templatepb.JSONKind(v))
 	}
 	st, err := structpb.NewStruct(obj)
 	if err != nil {
@@ -149,23 +150,6 @@ func parseJSONValue(flag, s string) (*structpb.Value, error) {
 		return nil, fmt.Errorf("--%s: %w", flag, err)
 	}
 	return val, nil
-}
-
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case float64:
-		return "a number"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	default:
-		return "an object"
-	}
 }
 
 // rewatchPause spaces out re-opened watches when a stream ends before its

@@ -133,7 +133,7 @@ func rawToStruct(raw json.RawMessage) (*structpb.Struct, error) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("must be a JSON object, got %T", v)
+		return nil, fmt.Errorf("must be a JSON object, got %s", JSONKind(v))
 	}
 	return structpb.NewStruct(obj)
 }
@@ -148,4 +148,23 @@ func structToRaw(s *structpb.Struct) (json.RawMessage, error) {
 		return nil, fmt.Errorf("encode struct: %w", err)
 	}
 	return b, nil
+}
+
+// JSONKind names the kind of a decoded JSON value for error messages, with
+// its article ("an array").
+func JSONKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	default:
+		return "an object"
+	}
 }
