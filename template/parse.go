@@ -1,0 +1,85 @@
+package template
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Parse reads a template from YAML or JSON (JSON is read as YAML, which it
+// nearly always is). Decoding is strict: an unknown field or a repeated key
+// is an error naming it, because a misspelt "depends_on" silently ignored
+// would run steps in the wrong order. Parse neither fills in defaults nor
+// validates; call Normalize and Validate for that.
+func Parse(data []byte) (*Template, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("parse template: empty input")
+	}
+	var t *Template
+	if err := yaml.UnmarshalStrict(data, &t); err != nil {
+		return nil, fmt.Errorf("parse template: %w", err)
+	}
+	if t == nil {
+		return nil, errors.New("parse template: the document is null; want a mapping with namespace, name, version and steps")
+	}
+	return t, nil
+}
+
+// Normalize fills in the defaults the design gives (retryable true,
+// retry_limit 3, backoff 2s×2 up to 30s) so that everything downstream reads
+// explicit values and two templates that differ only in spelled-out defaults
+// get the same Digest. It is idempotent.
+//
+// A zero Backoff.Max becomes DefaultBackoffMax, or Initial when Initial is
+// larger, so that setting only a long initial delay is not an error. A JSON
+// null config or context_schema is the same as none.
+func (t *Template) Normalize() {
+	if isJSONNull(t.ContextSchema) {
+		t.ContextSchema = nil
+	}
+	for i := range t.Steps {
+		s := &t.Steps[i]
+		if s.Retryable == nil {
+			yes := true
+			s.Retryable = &yes
+		}
+		if s.RetryLimit == 0 {
+			s.RetryLimit = DefaultRetryLimit
+		}
+		if s.Backoff.Initial == 0 {
+			s.Backoff.Initial = Duration(DefaultBackoffInitial)
+		}
+		if s.Backoff.Multiplier == 0 {
+			s.Backoff.Multiplier = DefaultBackoffMultiplier
+		}
+		if s.Backoff.Max == 0 {
+			s.Backoff.Max = max(Duration(DefaultBackoffMax), s.Backoff.Initial)
+		}
+		if isJSONNull(s.Config) {
+			s.Config = nil
+		}
+	}
+}
+
+// normalizedCopy returns a normalized copy of t that shares no mutable
+// memory with it, so Validate and Digest never change their argument.
+func normalizedCopy(t *Template) *Template {
+	c := *t
+	c.Steps = slices.Clone(t.Steps)
+	for i := range c.Steps {
+		c.Steps[i].DependsOn = slices.Clone(c.Steps[i].DependsOn)
+		if r := c.Steps[i].Retryable; r != nil {
+			v := *r
+			c.Steps[i].Retryable = &v
+		}
+	}
+	c.Normalize()
+	return &c
+}
+
+func isJSONNull(raw []byte) bool {
+	return string(bytes.TrimSpace(raw)) == "null"
+}

@@ -1,0 +1,180 @@
+package template_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/template"
+)
+
+// orderFulfillment is the example template from the brief; it must parse and
+// validate as written.
+const orderFulfillment = `
+namespace: demo
+name: order_fulfillment
+version: 1.0.0
+description: Validate, charge and reserve in parallel, then ship.
+context_schema: {type: object, required: [order_id], properties: {order_id: {type: string}}}
+steps:
+  - name: validate
+    handler: echo
+  - name: charge
+    handler: flaky
+    depends_on: [validate]
+    config: {fail_times: 1}
+    retry_limit: 3
+    backoff: {initial: 10ms, multiplier: 2, max: 1s}
+    timeout: 30s
+  - name: reserve
+    handler: sleep
+    depends_on: [validate]
+    config: {ms: 50}
+  - name: ship
+    handler: noop
+    depends_on: [charge, reserve]
+`
+
+func mustParse(t testing.TB, src string) *template.Template {
+	t.Helper()
+	tpl, err := template.Parse([]byte(src))
+	require.NoError(t, err)
+	return tpl
+}
+
+func TestParseExample(t *testing.T) {
+	t.Parallel()
+	tpl := mustParse(t, orderFulfillment)
+
+	require.Equal(t, "demo", tpl.Namespace)
+	require.Equal(t, "order_fulfillment", tpl.Name)
+	require.Equal(t, "1.0.0", tpl.Version)
+	require.Equal(t, "Validate, charge and reserve in parallel, then ship.", tpl.Description)
+	require.JSONEq(t, `{"type":"object","required":["order_id"],"properties":{"order_id":{"type":"string"}}}`, string(tpl.ContextSchema))
+	require.Len(t, tpl.Steps, 4)
+
+	charge := tpl.Steps[1]
+	require.Equal(t, "charge", charge.Name)
+	require.Equal(t, "flaky", charge.Handler)
+	require.Equal(t, []string{"validate"}, charge.DependsOn)
+	require.JSONEq(t, `{"fail_times":1}`, string(charge.Config))
+	require.Equal(t, 3, charge.RetryLimit)
+	require.Equal(t, 10*time.Millisecond, charge.Backoff.Initial.Std())
+	require.Equal(t, 2.0, charge.Backoff.Multiplier)
+	require.Equal(t, time.Second, charge.Backoff.Max.Std())
+	require.Equal(t, 30*time.Second, charge.Timeout.Std())
+	require.Nil(t, charge.Retryable, "Parse must not fill in defaults")
+
+	require.JSONEq(t, `{"ms":50}`, string(tpl.Steps[2].Config))
+	require.Equal(t, []string{"charge", "reserve"}, tpl.Steps[3].DependsOn)
+	require.Nil(t, tpl.Steps[0].DependsOn)
+
+	require.NoError(t, template.Validate(tpl, template.Limits{}))
+}
+
+func TestParseJSONEqualsYAML(t *testing.T) {
+	t.Parallel()
+	fromYAML := mustParse(t, orderFulfillment)
+	asJSON, err := json.Marshal(fromYAML)
+	require.NoError(t, err)
+	fromJSON := mustParse(t, string(asJSON))
+	require.Equal(t, fromYAML, fromJSON)
+	require.Equal(t, template.Digest(fromYAML), template.Digest(fromJSON))
+}
+
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, src, wantErr string
+	}{
+		{"empty", "", "empty input"},
+		{"blank", "  \n\t", "empty input"},
+		{"null document", "null", "document is null"},
+		{"unknown top-level field", "namespace: a\nnmae: b\n", `unknown field "nmae"`},
+		{"unknown step field", "steps:\n  - name: a\n    dependson: [b]\n", `unknown field "dependson"`},
+		{"unknown backoff field", "steps:\n  - name: a\n    backoff: {initial: 1s, factor: 3}\n", `unknown field "factor"`},
+		{"repeated key", "name: a\nname: b\n", `"name" already set`},
+		{"not a mapping", "- a\n- b\n", "cannot unmarshal array"},
+		{"bad duration", "steps:\n  - name: a\n    timeout: soon\n", "want a Go duration"},
+		{"negative duration", "steps:\n  - name: a\n    timeout: -5\n", "must not be negative"},
+		{"steps not a list", "steps: {a: 1}\n", "cannot unmarshal object"},
+		{"bad YAML", "steps: [\n", "parse template"},
+		{"bad JSON", `{"name": "a"`, "parse template"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tpl, err := template.Parse([]byte(tc.src))
+			require.ErrorContains(t, err, tc.wantErr)
+			require.Nil(t, tpl)
+		})
+	}
+}
+
+func TestParseDurationAsSeconds(t *testing.T) {
+	t.Parallel()
+	tpl := mustParse(t, "steps:\n  - name: a\n    timeout: 1.5\n    backoff: {initial: 2, max: 60}\n")
+	require.Equal(t, 1500*time.Millisecond, tpl.Steps[0].Timeout.Std())
+	require.Equal(t, 2*time.Second, tpl.Steps[0].Backoff.Initial.Std())
+	require.Equal(t, time.Minute, tpl.Steps[0].Backoff.Max.Std())
+}
+
+func TestNormalize(t *testing.T) {
+	t.Parallel()
+	no := false
+	tpl := &template.Template{
+		ContextSchema: json.RawMessage(`null`),
+		Steps: []template.Step{
+			{Name: "defaults", Config: json.RawMessage(" null ")},
+			{
+				Name: "explicit", Retryable: &no, RetryLimit: 7,
+				Backoff: template.Backoff{Initial: template.Duration(time.Millisecond), Multiplier: 1.5, Max: template.Duration(time.Second)},
+				Config:  json.RawMessage(`{"a":1}`),
+			},
+			{Name: "long initial", Backoff: template.Backoff{Initial: template.Duration(time.Minute)}},
+		},
+	}
+	tpl.Normalize()
+
+	require.Nil(t, tpl.ContextSchema)
+	d := tpl.Steps[0]
+	require.NotNil(t, d.Retryable)
+	require.True(t, *d.Retryable)
+	require.Equal(t, template.DefaultRetryLimit, d.RetryLimit)
+	require.Equal(t, template.Backoff{
+		Initial:    template.Duration(template.DefaultBackoffInitial),
+		Multiplier: template.DefaultBackoffMultiplier,
+		Max:        template.Duration(template.DefaultBackoffMax),
+	}, d.Backoff)
+	require.Nil(t, d.Config)
+	require.Nil(t, d.DependsOn)
+	require.Zero(t, d.Timeout, "no timeout stays no timeout")
+
+	e := tpl.Steps[1]
+	require.False(t, *e.Retryable, "an explicit false must survive")
+	require.False(t, e.IsRetryable())
+	require.Equal(t, 7, e.RetryLimit)
+	require.Equal(t, time.Millisecond, e.Backoff.Initial.Std())
+	require.Equal(t, 1.5, e.Backoff.Multiplier)
+	require.Equal(t, time.Second, e.Backoff.Max.Std())
+	require.JSONEq(t, `{"a":1}`, string(e.Config))
+
+	require.Equal(t, time.Minute, tpl.Steps[2].Backoff.Max.Std(), "max defaults to at least initial")
+
+	snapshot, err := json.Marshal(tpl)
+	require.NoError(t, err)
+	tpl.Normalize()
+	again, err := json.Marshal(tpl)
+	require.NoError(t, err)
+	require.JSONEq(t, string(snapshot), string(again), "Normalize must be idempotent")
+}
+
+func TestNormalizeDoesNotShareRetryable(t *testing.T) {
+	t.Parallel()
+	tpl := &template.Template{Steps: []template.Step{{Name: "a"}, {Name: "b"}}}
+	tpl.Normalize()
+	*tpl.Steps[0].Retryable = false
+	require.True(t, *tpl.Steps[1].Retryable)
+}

@@ -1,0 +1,177 @@
+package template
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/Masterminds/semver/v3"
+)
+
+// DefaultMaxSteps is the step limit when Limits.MaxSteps is zero.
+const DefaultMaxSteps = 1000
+
+// MaxRetryLimit caps retry_limit: beyond it a "retry" policy is really an
+// infinite loop, which is better expressed by fixing the handler.
+const MaxRetryLimit = 100
+
+// Limits are the operator-configurable bounds a template must stay within.
+type Limits struct {
+	// MaxSteps bounds the DAG size; it trades expressiveness for bounded
+	// registration and discovery cost. 0 means DefaultMaxSteps.
+	MaxSteps int
+}
+
+// ValidationError names what is wrong with a template or a task context,
+// precisely enough for a person to fix it: the step (if any), the field and
+// what is wrong with it. The gRPC layer maps it to InvalidArgument.
+type ValidationError struct {
+	// Field is the offending field: "version", "depends_on",
+	// "backoff.initial", "context.order_id"; for a step without a name,
+	// "steps[2].name".
+	Field string
+	// Step is the offending step's name, empty for template-level fields.
+	Step    string
+	Message string
+}
+
+// Error reads `step "charge": depends_on: unknown step "x"`, or
+// `version: ...` for template-level fields and task contexts.
+func (e *ValidationError) Error() string {
+	if e.Step != "" {
+		return fmt.Sprintf("step %q: %s: %s", e.Step, e.Field, e.Message)
+	}
+	return e.Field + ": " + e.Message
+}
+
+// Validate reports the first problem with t, checking template fields, then
+// each step in order, then the graph as a whole, so the same template always
+// gets the same message. It judges t as Normalize would leave it, without
+// changing t. The error is a *ValidationError.
+func Validate(t *Template, lim Limits) error {
+	if t == nil {
+		return &ValidationError{Field: "template", Message: "missing"}
+	}
+	c := normalizedCopy(t)
+	if err := validateHeader(c); err != nil {
+		return err
+	}
+	maxSteps := lim.MaxSteps
+	if maxSteps <= 0 {
+		maxSteps = DefaultMaxSteps
+	}
+	switch {
+	case len(c.Steps) == 0:
+		return &ValidationError{Field: "steps", Message: "a template needs at least one step"}
+	case len(c.Steps) > maxSteps:
+		return &ValidationError{Field: "steps", Message: fmt.Sprintf("%d steps exceed the limit of %d", len(c.Steps), maxSteps)}
+	}
+	idx := c.StepIndex()
+	for i := range c.Steps {
+		if err := validateStep(c, i, idx); err != nil {
+			return err
+		}
+	}
+	if cycle := findCycle(c.Steps, c.parentIndexes(idx)); cycle != nil {
+		return &ValidationError{Step: c.Steps[cycle[0]].Name, Field: "depends_on", Message: formatCycle(c.Steps, cycle)}
+	}
+	return nil
+}
+
+func validateHeader(t *Template) error {
+	if err := checkName("namespace", t.Namespace); err != nil {
+		return err
+	}
+	if err := checkName("name", t.Name); err != nil {
+		return err
+	}
+	if t.Version == "" {
+		return &ValidationError{Field: "version", Message: "required (want MAJOR.MINOR.PATCH, e.g. 1.0.0)"}
+	}
+	if _, err := semver.StrictNewVersion(t.Version); err != nil {
+		return &ValidationError{Field: "version", Message: strconv.Quote(t.Version) + " is not a semantic version (want MAJOR.MINOR.PATCH)"}
+	}
+	if _, err := CompileContextSchema(t.ContextSchema); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkName enforces the charset of names that appear in the CLI's
+// "namespace/name@version" and in step references, where '/', '@', spaces
+// and the like would be ambiguous.
+func checkName(field, v string) *ValidationError {
+	if v == "" {
+		return &ValidationError{Field: field, Message: "required"}
+	}
+	for _, r := range v {
+		if !isNameRune(r) {
+			return &ValidationError{Field: field, Message: fmt.Sprintf("%q contains %q; use only letters, digits, '_', '.' and '-'", v, r)}
+		}
+	}
+	return nil
+}
+
+func isNameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-'
+}
+
+func validateStep(t *Template, i int, idx map[string]int) error {
+	s := &t.Steps[i]
+	if err := checkName("name", s.Name); err != nil {
+		err.Field = fmt.Sprintf("steps[%d].name", i)
+		return err
+	}
+	fail := func(field, format string, args ...any) error {
+		return &ValidationError{Step: s.Name, Field: field, Message: fmt.Sprintf(format, args...)}
+	}
+	if first := idx[s.Name]; first != i {
+		return fail("name", "duplicate step name (steps[%d] and steps[%d])", first, i)
+	}
+	if s.Handler == "" {
+		return fail("handler", "required: the name of a handler an executor registers")
+	}
+	seen := make(map[string]bool, len(s.DependsOn))
+	for _, dep := range s.DependsOn {
+		switch {
+		case dep == s.Name:
+			return fail("depends_on", "a step cannot depend on itself")
+		case seen[dep]:
+			return fail("depends_on", "%q is listed twice", dep)
+		}
+		if _, ok := idx[dep]; !ok {
+			return fail("depends_on", "unknown step %q", dep)
+		}
+		seen[dep] = true
+	}
+	if s.RetryLimit < 1 || s.RetryLimit > MaxRetryLimit {
+		return fail("retry_limit", "%d is out of range (want 1 to %d)", s.RetryLimit, MaxRetryLimit)
+	}
+	b := s.Backoff
+	switch {
+	case b.Initial <= 0:
+		return fail("backoff.initial", "%s must be positive", b.Initial)
+	case math.IsNaN(b.Multiplier) || math.IsInf(b.Multiplier, 0) || b.Multiplier < 1:
+		return fail("backoff.multiplier", "%v must be a finite number of at least 1", b.Multiplier)
+	case b.Max < b.Initial:
+		return fail("backoff.max", "%s is less than backoff.initial %s", b.Max, b.Initial)
+	}
+	if s.Timeout < 0 {
+		return fail("timeout", "%s must not be negative", s.Timeout)
+	}
+	if len(s.Config) > 0 && !isJSONObject(s.Config) {
+		return fail("config", "must be a JSON object")
+	}
+	return nil
+}
+
+func isJSONObject(raw []byte) bool {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return false
+	}
+	var m map[string]json.RawMessage
+	return json.Unmarshal(raw, &m) == nil
+}
