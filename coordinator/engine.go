@@ -220,7 +220,7 @@ func (e *engine) dispatchOn(c *change, i int, conn *execConn) {
 		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
 	}
 	meta, _ := json.Marshal(map[string]string{"executor": conn.id})
-	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d", s.Attempts+1), func(sc *store.StepChange) {
+	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d to executor %s", s.Attempts+1, conn.id), func(sc *store.StepChange) {
 		sc.Attempts = s.Attempts + 1
 		sc.Metadata = meta
 	})

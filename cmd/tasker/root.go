@@ -81,6 +81,9 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newTaskCmd(g),
 		newStepCmd(g),
 		newExecutorsCmd(g),
+		newCoordinatorCmd(g),
+		newExecutorCmd(g),
+		newDevCmd(g),
 	)
 	return root
 }

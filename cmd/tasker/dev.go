@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tasker-go/tasker/examples/templates"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/template"
+	"github.com/tasker-go/tasker/template/templatepb"
+)
+
+func newDevCmd(g *globals) *cobra.Command {
+	var (
+		listen string
+		store  storeFlags
+		logs   logFlags
+		once   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a coordinator and an executor on embedded SQLite, register the example templates and run a sample workflow",
+		Long: `dev starts a coordinator and an executor hosting the built-in handlers in one
+process, over real gRPC sockets on localhost and a SQLite file. It registers
+the example templates, runs demo/order_fulfillment to completion while
+printing its transitions, then keeps serving until Ctrl-C (or exits with
+--once), so other terminals can use the CLI against it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			out := g.env.Stdout
+			log, err := logs.logger(g.env.Stderr)
+			if err != nil {
+				return err
+			}
+			if store.db == "" {
+				dir, err := os.MkdirTemp("", "tasker-dev-")
+				if err != nil {
+					return fmt.Errorf("create store directory: %w", err)
+				}
+				store.db = filepath.Join(dir, "tasker.db")
+			}
+			rc, err := startCoordinator(ctx, coordinatorOptions{listen: listen, store: store, grace: 5 * time.Second, log: log})
+			if err != nil {
+				return err
+			}
+			defer func() { _ = rc.stop() }()
+			exCtx, stopExecutor := context.WithCancel(context.Background())
+			_, exAddr, exDone, err := startExecutor(exCtx, executorOptions{listen: "127.0.0.1:0", coordinator: rc.addr, capacity: 16, log: log})
+			if err != nil {
+				stopExecutor()
+				return err
+			}
+			defer func() {
+				stopExecutor()
+				<-exDone
+			}()
+			fmt.Fprintf(out, "coordinator on %s (store %s), executor on %s\n", rc.addr, store.db, exAddr)
+
+			g.coordinator = rc.addr
+			return g.withClient(ctx, func(ctx context.Context, c *client) error {
+				if err := waitForExecutor(ctx, c); err != nil {
+					return err
+				}
+				if err := registerExamples(ctx, c, out); err != nil {
+					return err
+				}
+				sample, err := structpb.NewStruct(map[string]any{"order_id": fmt.Sprintf("demo-%d", time.Now().Unix())})
+				if err != nil {
+					return err
+				}
+				resp, err := c.CreateTask(ctx, &coordinatorv1.CreateTaskRequest{Namespace: "demo", Name: "order_fulfillment", Context: sample})
+				if err != nil {
+					return err
+				}
+				id := resp.GetTask().GetId()
+				fmt.Fprintf(out, "sample task %s (demo/order_fulfillment):\n", id)
+				if err := watchTask(ctx, c, id, 0, func(m *coordinatorv1.WatchTaskResponse) error {
+					return writeTransition(out, m.GetTransition())
+				}); err != nil {
+					return err
+				}
+				final, err := c.GetTask(ctx, &coordinatorv1.GetTaskRequest{Id: id})
+				if err != nil {
+					return err
+				}
+				if err := writeTask(out, false, final.GetTask()); err != nil {
+					return err
+				}
+				if final.GetTask().GetState() != coordinatorv1.State_STATE_COMPLETE {
+					return fmt.Errorf("sample task ended %s, not complete", stateName(final.GetTask().GetState()))
+				}
+				if once {
+					return nil
+				}
+				fmt.Fprintf(out, "\nserving; try: tasker task list --coordinator %s   (Ctrl-C to stop)\n", rc.addr)
+				select {
+				case <-ctx.Done():
+					return nil
+				case err := <-rc.done:
+					return err
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
+	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
+	store.register(cmd, "")
+	cmd.Flags().Lookup("db").Usage = "SQLite file (default: a new file in a temporary directory)"
+	logs.register(cmd, "warn")
+	return cmd
+}
+
+// waitForExecutor waits until the coordinator has an executor connected.
+func waitForExecutor(ctx context.Context, c *client) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		resp, err := c.ListExecutors(ctx, &coordinatorv1.ListExecutorsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, e := range resp.GetExecutors() {
+			if e.GetConnected() {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no executor connected: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// registerExamples registers every embedded example template.
+func registerExamples(ctx context.Context, c *client, out interface{ Write([]byte) (int, error) }) error {
+	files, err := templates.All()
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t, err := template.Parse(files[n])
+		if err != nil {
+			return fmt.Errorf("%s: %w", n, err)
+		}
+		p, err := templatepb.ToProto(t)
+		if err != nil {
+			return fmt.Errorf("%s: %w", n, err)
+		}
+		if _, err := c.RegisterTemplate(ctx, &coordinatorv1.RegisterTemplateRequest{Template: p}); err != nil {
+			return fmt.Errorf("register %s: %w", n, err)
+		}
+		fmt.Fprintf(out, "registered %s\n", protoTemplateRef(p))
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/tasker-go/tasker/coordinator"
+	"github.com/tasker-go/tasker/executor"
+	"github.com/tasker-go/tasker/executor/builtin"
+	"github.com/tasker-go/tasker/store/sqlite"
+)
+
+// logFlags configure the structured logs of the server commands.
+type logFlags struct {
+	format string
+	level  string
+}
+
+func (l *logFlags) register(cmd *cobra.Command, defaultLevel string) {
+	cmd.Flags().StringVar(&l.format, "log-format", "text", "log format: text or json")
+	cmd.Flags().StringVar(&l.level, "log-level", defaultLevel, "log level: debug, info, warn or error")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format must be text or json, got %q", l.format)
+	}
+}
+
+// storeFlags select and tune the store.
+type storeFlags struct {
+	db   string
+	sync string
+}
+
+func (s *storeFlags) register(cmd *cobra.Command, defaultDB string) {
+	cmd.Flags().StringVar(&s.db, "db", defaultDB, "store: a SQLite file path (or sqlite:PATH)")
+	cmd.Flags().StringVar(&s.sync, "sync", "full", "SQLite synchronous mode: full (durable against power loss) or normal")
+}
+
+// sqlitePath accepts a plain path or the forms sqlite:PATH and sqlite://PATH.
+func sqlitePath(db string) (string, error) {
+	switch {
+	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
+		return "", errors.New("--db: PostgreSQL is not supported yet; give a SQLite file path")
+	case strings.HasPrefix(db, "sqlite://"):
+		return strings.TrimPrefix(db, "sqlite://"), nil
+	case strings.HasPrefix(db, "sqlite:"):
+		return strings.TrimPrefix(db, "sqlite:"), nil
+	case db == "":
+		return "", errors.New("--db is empty")
+	}
+	return db, nil
+}
+
+// coordinatorOptions are what it takes to run a coordinator in-process.
+type coordinatorOptions struct {
+	listen string
+	store  storeFlags
+	grace  time.Duration
+	log    *slog.Logger
+}
+
+// runningCoordinator is a coordinator serving gRPC on a listener.
+type runningCoordinator struct {
+	addr  string
+	store *sqlite.Store
+	coord *coordinator.Coordinator
+	srv   *grpc.Server
+	done  chan error
+}
+
+// startCoordinator opens the store, resumes unfinished tasks and serves the
+// API on opts.listen.
+func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoordinator, error) {
+	path, err := sqlitePath(opts.store.db)
+	if err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: path, Synchronous: opts.store.sync, Logger: opts.log})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	coord, err := coordinator.New(coordinator.Config{Store: st, Logger: opts.log, ExecutorGrace: opts.grace})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	if err := coord.Start(ctx); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		_ = coord.Stop(ctx)
+		_ = st.Close()
+		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+	}
+	srv := grpc.NewServer()
+	coord.Register(srv)
+	rc := &runningCoordinator{addr: lis.Addr().String(), store: st, coord: coord, srv: srv, done: make(chan error, 1)}
+	go func() { rc.done <- srv.Serve(lis) }()
+	opts.log.Info("coordinator serving", "addr", rc.addr, "db", path, "sync", opts.store.sync, "coordinator_id", coord.ID())
+	return rc, nil
+}
+
+// stop shuts the coordinator down: new calls are refused, running ones get
+// a moment to finish, then the store is closed.
+func (rc *runningCoordinator) stop() error {
+	stopped := make(chan struct{})
+	go func() {
+		rc.srv.GracefulStop()
+		close(stopped)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = rc.coord.Stop(ctx)
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		rc.srv.Stop()
+	}
+	return rc.store.Close()
+}
+
+func newCoordinatorCmd(g *globals) *cobra.Command {
+	var (
+		listen string
+		store  storeFlags
+		logs   logFlags
+		grace  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator: the API, the task state machines and dispatch to executors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(g.env.Stderr)
+			if err != nil {
+				return err
+			}
+			rc, err := startCoordinator(cmd.Context(), coordinatorOptions{listen: listen, store: store, grace: grace, log: log})
+			if err != nil {
+				return err
+			}
+			select {
+			case <-cmd.Context().Done():
+				log.Info("shutting down")
+			case err := <-rc.done:
+				log.Error("server stopped", "err", err)
+			}
+			return rc.stop()
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
+	cmd.Flags().DurationVar(&grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
+	store.register(cmd, "tasker.db")
+	logs.register(cmd, "info")
+	return cmd
+}
+
+// executorOptions are what it takes to run an executor in-process.
+type executorOptions struct {
+	listen, advertise, coordinator, id string
+	capacity                           int
+	log                                *slog.Logger
+}
+
+// startExecutor runs an executor hosting the built-in handlers until ctx
+// ends; the returned channel yields Serve's result.
+func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executor, string, <-chan error, error) {
+	ex, err := executor.New(executor.Config{
+		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator,
+		AdvertiseAddress: opts.advertise, Logger: opts.log,
+	})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := builtin.Register(ex); err != nil {
+		return nil, "", nil, err
+	}
+	lis, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ex.Serve(ctx, lis) }()
+	opts.log.Info("executor serving", "addr", lis.Addr().String(), "executor_id", ex.ID(), "coordinator", opts.coordinator, "capacity", opts.capacity)
+	return ex, lis.Addr().String(), done, nil
+}
+
+func newExecutorCmd(g *globals) *cobra.Command {
+	var (
+		opts executorOptions
+		logs logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "executor",
+		Short: "Run an executor hosting the built-in handlers (noop, echo, sleep, flaky)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(g.env.Stderr)
+			if err != nil {
+				return err
+			}
+			opts.log, opts.coordinator = log, g.coordinator
+			_, _, done, err := startExecutor(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			return <-done
+		},
+	}
+	cmd.Flags().StringVar(&opts.listen, "listen", "127.0.0.1:7071", "address to serve the executor on")
+	cmd.Flags().StringVar(&opts.advertise, "advertise", "", "address the coordinator should dial (default: the listen address)")
+	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
+	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
+	logs.register(cmd, "info")
+	return cmd
+}

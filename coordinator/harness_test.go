@@ -1,0 +1,257 @@
+package coordinator_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tasker-go/tasker/coordinator"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/executor"
+	"github.com/tasker-go/tasker/executor/builtin"
+	"github.com/tasker-go/tasker/store/sqlite"
+	"github.com/tasker-go/tasker/template"
+	"github.com/tasker-go/tasker/template/templatepb"
+)
+
+// harness is a real coordinator on a real SQLite file, served over gRPC on
+// a loopback port, with a client connected to it.
+type harness struct {
+	t      *testing.T
+	ctx    context.Context
+	store  *sqlite.Store
+	coord  *coordinator.Coordinator
+	addr   string
+	client coordinatorv1.CoordinatorServiceClient
+	log    *slog.Logger
+}
+
+type harnessConfig struct {
+	grace time.Duration
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("TASKER_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newHarness(t *testing.T, cfgs ...harnessConfig) *harness {
+	t.Helper()
+	var cfg harnessConfig
+	if len(cfgs) > 0 {
+		cfg = cfgs[0]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	log := testLogger(t)
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "tasker.db"), Logger: log})
+	require.NoError(t, err)
+	coord, err := coordinator.New(coordinator.Config{Store: st, Logger: log, ExecutorGrace: cfg.grace})
+	require.NoError(t, err)
+	require.NoError(t, coord.Start(ctx))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := grpc.NewServer()
+	coord.Register(srv)
+	go func() { _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cc.Close()
+		srv.Stop()
+		_ = coord.Stop(context.Background())
+		_ = st.Close()
+	})
+	return &harness{t: t, ctx: ctx, store: st, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: log}
+}
+
+// startExecutor runs an executor with the built-in handlers plus extra ones,
+// registered with the harness's coordinator, and waits until it is
+// connected. The returned function stops it.
+func (h *harness) startExecutor(capacity int, extra map[string]executor.HandlerFunc) (id string, stop func()) {
+	t := h.t
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ex, err := executor.New(executor.Config{
+		Capacity: capacity, Coordinator: h.addr, Logger: h.log,
+		RegisterInterval: 50 * time.Millisecond, ShutdownTimeout: 2 * time.Second,
+	})
+	require.NoError(t, err)
+	require.NoError(t, builtin.Register(ex))
+	for name, fn := range extra {
+		require.NoError(t, ex.Handle(name, fn))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = ex.Serve(ctx, lis)
+	}()
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	require.Eventually(t, func() bool {
+		resp, err := h.client.ListExecutors(h.ctx, &coordinatorv1.ListExecutorsRequest{})
+		if err != nil {
+			return false
+		}
+		for _, e := range resp.GetExecutors() {
+			if e.GetId() == ex.ID() && e.GetConnected() {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond)
+	return ex.ID(), stop
+}
+
+// apply registers a template written in YAML.
+func (h *harness) apply(yaml string) *coordinatorv1.TaskTemplate {
+	h.t.Helper()
+	tmpl, err := template.Parse([]byte(yaml))
+	require.NoError(h.t, err)
+	p, err := templatepb.ToProto(tmpl)
+	require.NoError(h.t, err)
+	resp, err := h.client.RegisterTemplate(h.ctx, &coordinatorv1.RegisterTemplateRequest{Template: p})
+	require.NoError(h.t, err)
+	return resp.GetTemplate()
+}
+
+func (h *harness) create(ns, name string, ctx map[string]any, opts ...func(*coordinatorv1.CreateTaskRequest)) *coordinatorv1.Task {
+	h.t.Helper()
+	s, err := structpb.NewStruct(ctx)
+	require.NoError(h.t, err)
+	req := &coordinatorv1.CreateTaskRequest{Namespace: ns, Name: name, Context: s}
+	for _, o := range opts {
+		o(req)
+	}
+	resp, err := h.client.CreateTask(h.ctx, req)
+	require.NoError(h.t, err)
+	require.True(h.t, resp.GetCreated())
+	return resp.GetTask()
+}
+
+func (h *harness) get(id string) *coordinatorv1.Task {
+	h.t.Helper()
+	resp, err := h.client.GetTask(h.ctx, &coordinatorv1.GetTaskRequest{Id: id})
+	require.NoError(h.t, err)
+	return resp.GetTask()
+}
+
+// waitState polls until the task is in want, failing with its steps if it
+// does not get there.
+func (h *harness) waitState(id string, want coordinatorv1.State) *coordinatorv1.Task {
+	h.t.Helper()
+	var last *coordinatorv1.Task
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		last = h.get(id)
+		if last.GetState() == want {
+			return last
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.t.Fatalf("task %s is %s, want %s; steps: %v", id, last.GetState(), want, stepSummary(last))
+	return nil
+}
+
+func stepSummary(t *coordinatorv1.Task) map[string]string {
+	out := map[string]string{}
+	for _, s := range t.GetSteps() {
+		out[s.GetName()] = s.GetState().String() + " " + s.GetError().GetMessage()
+	}
+	return out
+}
+
+func step(t *coordinatorv1.Task, name string) *coordinatorv1.Step {
+	for _, s := range t.GetSteps() {
+		if s.GetName() == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// span is when a step's last attempt started and finished, from its stored
+// transitions.
+type span struct{ start, end time.Time }
+
+func spans(t *testing.T, task *coordinatorv1.Task) map[string]span {
+	t.Helper()
+	out := map[string]span{}
+	for _, s := range task.GetSteps() {
+		var sp span
+		for _, tr := range s.GetTransitions() {
+			switch tr.GetToState() {
+			case coordinatorv1.State_STATE_IN_PROGRESS:
+				sp.start = tr.GetAt().AsTime()
+			case coordinatorv1.State_STATE_COMPLETE, coordinatorv1.State_STATE_RESOLVED_MANUALLY:
+				sp.end = tr.GetAt().AsTime()
+			}
+		}
+		out[s.GetName()] = sp
+	}
+	return out
+}
+
+// requireParentsFirst asserts from the stored transitions that no step
+// started before every one of its parents had completed.
+func requireParentsFirst(t *testing.T, task *coordinatorv1.Task) {
+	t.Helper()
+	sp := spans(t, task)
+	for _, s := range task.GetSteps() {
+		require.False(t, sp[s.GetName()].start.IsZero(), "step %s never started", s.GetName())
+		for _, p := range s.GetDependsOn() {
+			require.False(t, sp[p].end.IsZero(), "parent %s of %s never completed", p, s.GetName())
+			require.False(t, sp[s.GetName()].start.Before(sp[p].end),
+				"step %s started at %s before parent %s completed at %s", s.GetName(), sp[s.GetName()].start, p, sp[p].end)
+		}
+	}
+}
+
+// requireOverlap asserts that the named steps ran at the same time: each
+// started before all the others had finished.
+func requireOverlap(t *testing.T, task *coordinatorv1.Task, names ...string) {
+	t.Helper()
+	sp := spans(t, task)
+	latestStart, earliestEnd := time.Time{}, time.Time{}
+	for _, n := range names {
+		s := sp[n]
+		if s.start.After(latestStart) {
+			latestStart = s.start
+		}
+		if earliestEnd.IsZero() || s.end.Before(earliestEnd) {
+			earliestEnd = s.end
+		}
+	}
+	require.True(t, latestStart.Before(earliestEnd), "steps %v did not overlap: last start %s, first end %s", names, latestStart, earliestEnd)
+}
+
+func names(steps []*coordinatorv1.Step) []string {
+	var out []string
+	for _, s := range steps {
+		out = append(out, s.GetName())
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,182 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/executor"
+)
+
+func TestCancelReachesRunningHandler(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cancelled := make(chan error, 1)
+	started := make(chan struct{}, 1)
+	h.startExecutor(4, map[string]executor.HandlerFunc{
+		"block": func(ctx context.Context, _ *executor.Request) (any, error) {
+			started <- struct{}{}
+			<-ctx.Done()
+			cancelled <- ctx.Err()
+			return nil, ctx.Err()
+		},
+	})
+	h.apply(`
+namespace: test
+name: cancel
+version: 1.0.0
+steps:
+  - name: long
+    handler: block
+  - name: never
+    handler: noop
+    depends_on: [long]
+`)
+	task := h.create("test", "cancel", map[string]any{})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler never started")
+	}
+	resp, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId(), Reason: "operator said so"})
+	require.NoError(t, err)
+	got := resp.GetTask()
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, got.GetState())
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, step(got, "long").GetState())
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, step(got, "never").GetState())
+	select {
+	case err := <-cancelled:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the running handler's context was not cancelled")
+	}
+	// The late result of the cancelled attempt changes nothing.
+	time.Sleep(100 * time.Millisecond)
+	again := h.get(task.GetId())
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, again.GetState())
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, step(again, "long").GetState())
+
+	// Cancelling again is a no-op; a cancelled task cannot be retried.
+	_, err = h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId()})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
+	_, err = h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId()})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
+}
+
+func TestRetryErroredTask(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var open atomic.Bool
+	h.startExecutor(4, map[string]executor.HandlerFunc{
+		"gate": func(context.Context, *executor.Request) (any, error) {
+			if !open.Load() {
+				return nil, executor.Permanent(errors.New("gate closed"))
+			}
+			return map[string]bool{"passed": true}, nil
+		},
+	})
+	h.apply(`
+namespace: test
+name: retry_task
+version: 1.0.0
+steps:
+  - name: gate
+    handler: gate
+  - name: after
+    handler: noop
+    depends_on: [gate]
+`)
+	task := h.create("test", "retry_task", map[string]any{})
+	failed := h.waitState(task.GetId(), coordinatorv1.State_STATE_ERROR)
+	require.EqualValues(t, 1, step(failed, "gate").GetAttempts())
+
+	open.Store(true)
+	_, err := h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId()})
+	require.NoError(t, err)
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	gate := step(done, "gate")
+	require.EqualValues(t, 2, gate.GetAttempts(), "attempt numbers keep counting, so stale results stay stale")
+	require.EqualValues(t, 4, gate.GetMaxAttempts(), "a retried task's failed steps get a fresh retry_limit")
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, step(done, "after").GetState())
+
+	_, err = h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId()})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "only errored tasks can be retried")
+}
+
+func TestResolveStepUnblocksChildren(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.startExecutor(4, nil)
+	h.apply(`
+namespace: test
+name: resolve
+version: 1.0.0
+steps:
+  - name: broken
+    handler: flaky
+    config: {fail_times: 99, permanent: true}
+  - name: child
+    handler: echo
+    depends_on: [broken]
+`)
+	task := h.create("test", "resolve", map[string]any{})
+	h.waitState(task.GetId(), coordinatorv1.State_STATE_ERROR)
+
+	_, err := h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: task.GetId(), StepName: "nope"})
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), `"nope"`)
+
+	_, err = h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: task.GetId(), StepName: "broken", Reason: "fixed by hand"})
+	require.NoError(t, err)
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	broken := step(done, "broken")
+	require.Equal(t, coordinatorv1.State_STATE_RESOLVED_MANUALLY, broken.GetState())
+	last := broken.GetTransitions()[len(broken.GetTransitions())-1]
+	require.Equal(t, "fixed by hand", last.GetReason())
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, step(done, "child").GetState())
+	requireParentsFirst(t, done)
+}
+
+func TestBypassSkippableStep(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.startExecutor(4, nil)
+	h.apply(`
+namespace: test
+name: bypass
+version: 1.0.0
+steps:
+  - name: start
+    handler: noop
+  - name: optional
+    handler: flaky
+    depends_on: [start]
+    config: {fail_times: 99, permanent: true}
+    skippable: true
+  - name: finish
+    handler: echo
+    depends_on: [optional]
+`)
+	_, err := h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: "bypass", BypassSteps: []string{"start"}})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), `"start" is not skippable`)
+
+	task := h.create("test", "bypass", map[string]any{}, func(r *coordinatorv1.CreateTaskRequest) {
+		r.BypassSteps = []string{"optional"}
+	})
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	optional := step(done, "optional")
+	require.Equal(t, coordinatorv1.State_STATE_RESOLVED_MANUALLY, optional.GetState())
+	require.EqualValues(t, 0, optional.GetAttempts(), "a bypassed step never runs")
+	require.Len(t, optional.GetTransitions(), 1)
+	require.True(t, strings.Contains(optional.GetTransitions()[0].GetReason(), "bypass"))
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, step(done, "finish").GetState())
+}
