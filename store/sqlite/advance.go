@@ -1,0 +1,194 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+// TaskAdvance implements store.Store. The task change, if any, is applied
+// and recorded before the step changes; step changes follow in order. Every
+// UPDATE carries its precondition in the WHERE clause, so a stale caller
+// matches no row and the whole request is rolled back to its savepoint. The
+// task's UpdatedAt moves only with a task change, so step progress never
+// rewrites the task row.
+func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams) ([]*store.Transition, error) {
+	if err := validateAdvance(params); err != nil {
+		return nil, err
+	}
+	var out []*store.Transition
+	err := s.write(ctx, "TaskAdvance", func(ctx context.Context, tx *sqlx.Tx) error {
+		var err error
+		out, err = advanceTask(ctx, tx, params)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func validateAdvance(p *store.TaskAdvanceParams) error {
+	if p == nil {
+		return errors.New("TaskAdvance: params are nil")
+	}
+	if p.TaskID == "" {
+		return errors.New("TaskAdvance: task ID is required")
+	}
+	for i, c := range p.Steps {
+		if c == nil || c.StepID == "" {
+			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)
+		}
+	}
+	return nil
+}
+
+func advanceTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
+	at := toNanos(p.At)
+	out := make([]*store.Transition, 0, len(p.Steps)+1)
+
+	if c := p.Task; c != nil {
+		// completed_at is kept once set: a completed task that is later
+		// cancelled still records when it completed.
+		res, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, updated_at = ?,
+			completed_at = CASE WHEN ? THEN ? ELSE completed_at END
+			WHERE id = ? AND state = ?`,
+			string(c.To), at, c.To == state.Complete, at, p.TaskID, string(c.From))
+		if err != nil {
+			return nil, fmt.Errorf("task %s %s→%s: %w", p.TaskID, c.From, c.To, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return nil, fmt.Errorf("task %s %s→%s: %w", p.TaskID, c.From, c.To, err)
+		} else if n == 0 {
+			return nil, taskMismatch(ctx, tx, p.TaskID, c)
+		}
+		tr := &store.Transition{
+			TaskID:   p.TaskID,
+			From:     c.From,
+			To:       c.To,
+			At:       fromNanos(at),
+			Reason:   c.Reason,
+			Metadata: c.Metadata,
+		}
+		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
+			return nil, err
+		}
+		out = append(out, tr)
+	} else if len(p.Steps) == 0 {
+		// Nothing to change, but an unknown task is still an error.
+		if err := taskExists(ctx, tx, p.TaskID); err != nil {
+			return nil, err
+		}
+	}
+
+	for _, c := range p.Steps {
+		name, err := updateStep(ctx, tx, p.TaskID, at, c)
+		if err != nil {
+			return nil, err
+		}
+		tr := &store.Transition{
+			TaskID:   p.TaskID,
+			StepID:   c.StepID,
+			StepName: name,
+			From:     c.From,
+			To:       c.To,
+			At:       fromNanos(at),
+			Reason:   c.Reason,
+			Attempt:  c.Attempts,
+			Metadata: c.Metadata,
+		}
+		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
+			return nil, err
+		}
+		out = append(out, tr)
+	}
+	return out, nil
+}
+
+// updateStep applies one step change if the step is still in c.From with
+// c.ExpectAttempts attempts, and returns the step's stored name (the
+// transition records it even if the caller left StepName empty).
+func updateStep(ctx context.Context, tx *sqlx.Tx, taskID string, at int64, c *store.StepChange) (string, error) {
+	sets := []string{"state = ?", "attempts = ?", "next_retry_at = ?", "updated_at = ?"}
+	args := []any{string(c.To), c.Attempts, toNullNanos(c.NextRetryAt), at}
+	if c.MaxAttempts > 0 {
+		sets = append(sets, "max_attempts = ?")
+		args = append(args, c.MaxAttempts)
+	}
+	if c.Results != nil {
+		sets = append(sets, "results = ?")
+		args = append(args, string(c.Results))
+	}
+	switch {
+	case c.To == state.Complete:
+		sets = append(sets, "error_message = NULL", "error_class = NULL", "error_retryable = NULL")
+	case c.Error != nil:
+		sets = append(sets, "error_message = ?", "error_class = ?", "error_retryable = ?")
+		args = append(args, c.Error.Message, c.Error.Class, c.Error.Retryable)
+	}
+	args = append(args, c.StepID, taskID, string(c.From), c.ExpectAttempts)
+
+	var name string
+	err := tx.QueryRowxContext(ctx, `UPDATE steps SET `+strings.Join(sets, ", ")+`
+		WHERE id = ? AND task_id = ? AND state = ? AND attempts = ?
+		RETURNING name`, args...).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", stepMismatch(ctx, tx, taskID, c)
+	}
+	if err != nil {
+		return "", fmt.Errorf("step %s (%s) of task %s %s→%s: %w", c.StepName, c.StepID, taskID, c.From, c.To, err)
+	}
+	return name, nil
+}
+
+// taskMismatch explains why a task change matched no row.
+func taskMismatch(ctx context.Context, tx *sqlx.Tx, taskID string, c *store.TaskChange) error {
+	var current string
+	err := tx.GetContext(ctx, &current, `SELECT state FROM tasks WHERE id = ?`, taskID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("task %s: %w", taskID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("task %s %s→%s: read current state: %w", taskID, c.From, c.To, err)
+	}
+	return fmt.Errorf("task %s %s→%s: task is %s, not %s: %w", taskID, c.From, c.To, current, c.From, store.ErrConflict)
+}
+
+// stepMismatch explains why a step change matched no row.
+func stepMismatch(ctx context.Context, tx *sqlx.Tx, taskID string, c *store.StepChange) error {
+	var current struct {
+		Name     string `db:"name"`
+		State    string `db:"state"`
+		Attempts int    `db:"attempts"`
+	}
+	err := tx.GetContext(ctx, &current, `SELECT name, state, attempts FROM steps WHERE id = ? AND task_id = ?`,
+		c.StepID, taskID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("step %s (%s) of task %s: %w", c.StepName, c.StepID, taskID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("step %s (%s) of task %s: read current state: %w", c.StepName, c.StepID, taskID, err)
+	}
+	return fmt.Errorf("step %s (%s) of task %s %s→%s: expected %s with %d attempts, found %s with %d: %w",
+		current.Name, c.StepID, taskID, c.From, c.To, c.From, c.ExpectAttempts, current.State, current.Attempts,
+		store.ErrConflict)
+}
+
+func taskExists(ctx context.Context, tx *sqlx.Tx, taskID string) error {
+	var one int
+	err := tx.GetContext(ctx, &one, `SELECT 1 FROM tasks WHERE id = ?`, taskID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("task %s: %w", taskID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("task %s: %w", taskID, err)
+	}
+	return nil
+}

@@ -1,0 +1,238 @@
+// Package sqlite is the embedded store driver: one SQLite file in WAL mode,
+// written by a single group-committing connection and read by a pool.
+//
+// Every write (TaskCreate, TaskAdvance, TemplateRegister) goes through one
+// committer goroutine that runs whatever requests are waiting in a single
+// transaction, each inside its own savepoint. That keeps synchronous=FULL
+// affordable: a busy coordinator pays one fsync per batch, not per write, and
+// an idle one commits at once because the committer never waits for company.
+package sqlite
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" database/sql driver
+	"github.com/pressly/goose/v3"
+
+	"github.com/tasker-go/tasker/store"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+var _ store.Store = (*Store)(nil)
+
+// Config configures Open. Only Path is required.
+type Config struct {
+	// Path is the database file; it is created if missing. It may not
+	// contain '?' and may not be ":memory:", because the writer and the
+	// readers are separate connections that must see one file.
+	Path string
+	// Synchronous is "full" (the default: a returned write survives power
+	// loss) or "normal" (faster; in WAL mode the last commits may be lost on
+	// power loss, never corrupted).
+	Synchronous string
+	// BusyTimeout is how long a connection waits for a lock held by another
+	// process before failing; default 5s.
+	BusyTimeout time.Duration
+	// MaxBatch caps the requests committed in one transaction; default 512.
+	// Larger batches amortise more fsyncs but make every caller in the batch
+	// wait for the slowest request in it.
+	MaxBatch int
+	// Logger receives batch failures and migration progress; default discards.
+	Logger *slog.Logger
+}
+
+// Stats are cumulative counters of the group committer, so callers (the
+// bench command) can see how well writes are being batched.
+type Stats struct {
+	// Commits is the number of transactions committed.
+	Commits int64
+	// Requests is the number of write requests in those transactions.
+	Requests int64
+}
+
+// Store is the SQLite implementation of store.Store.
+type Store struct {
+	logger   *slog.Logger
+	maxBatch int
+	writer   *sqlx.DB // one connection, used only by the committer
+	reader   *sqlx.DB // query-only pool; WAL readers never block the writer
+
+	requests chan *writeRequest // unbuffered: a sender blocked here is queued
+	closing  chan struct{}      // closed by Close to stop the committer
+	stopped  chan struct{}      // closed when the committer has returned
+
+	closeOnce sync.Once
+	closeErr  error
+
+	commits   atomic.Int64
+	committed atomic.Int64 // requests in committed transactions
+	taken     atomic.Int64 // requests picked up by the committer
+	queued    atomic.Int64 // writers waiting for the committer to take them
+}
+
+// Open opens (creating if needed) the database at cfg.Path, applies pending
+// migrations and starts the group committer. Close the Store when done.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+
+	writer, err := sqlx.Open("sqlite3", cfg.dsn(true))
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite writer %s: %w", cfg.Path, err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
+
+	if err := migrate(ctx, writer, cfg.Logger); err != nil {
+		return nil, errors.Join(err, writer.Close())
+	}
+
+	reader, err := sqlx.Open("sqlite3", cfg.dsn(false))
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open sqlite reader %s: %w", cfg.Path, err), writer.Close())
+	}
+	readers := max(4, runtime.GOMAXPROCS(0))
+	reader.SetMaxOpenConns(readers)
+	reader.SetMaxIdleConns(readers)
+	if err := reader.PingContext(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("open sqlite reader %s: %w", cfg.Path, err), reader.Close(), writer.Close())
+	}
+
+	s := &Store{
+		logger:   cfg.Logger,
+		maxBatch: cfg.MaxBatch,
+		writer:   writer,
+		reader:   reader,
+		requests: make(chan *writeRequest),
+		closing:  make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// Close stops the committer once its current batch is answered and closes
+// the database. Writes still waiting for the committer, and every call after
+// Close, get store.ErrClosed. Close may be called more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		<-s.stopped
+		// Readers first, so the writer is the last connection and SQLite
+		// checkpoints the WAL back into the main file.
+		s.closeErr = errors.Join(s.reader.Close(), s.writer.Close())
+	})
+	return s.closeErr
+}
+
+// Stats returns the committer's cumulative counters.
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Requests: s.committed.Load()}
+}
+
+func (s *Store) isClosed() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// readErr wraps a failed read, turning the pool's "database is closed" into
+// store.ErrClosed when the store was closed under the caller.
+func (s *Store) readErr(err error, format string, args ...any) error {
+	if s.isClosed() {
+		return fmt.Errorf(format+": %w", append(args, store.ErrClosed)...)
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Path == "" {
+		return c, errors.New("sqlite: Config.Path is required")
+	}
+	if c.Path == ":memory:" || strings.HasPrefix(c.Path, "file:") || strings.ContainsRune(c.Path, '?') {
+		return c, fmt.Errorf("sqlite: Config.Path %q must be a plain file path (no ':memory:', 'file:' or '?')", c.Path)
+	}
+	switch strings.ToLower(c.Synchronous) {
+	case "", "full":
+		c.Synchronous = "FULL"
+	case "normal":
+		c.Synchronous = "NORMAL"
+	default:
+		return c, fmt.Errorf("sqlite: Config.Synchronous %q: want \"full\" or \"normal\"", c.Synchronous)
+	}
+	switch {
+	case c.BusyTimeout == 0:
+		c.BusyTimeout = 5 * time.Second
+	case c.BusyTimeout < 0:
+		return c, fmt.Errorf("sqlite: Config.BusyTimeout %s is negative", c.BusyTimeout)
+	}
+	switch {
+	case c.MaxBatch == 0:
+		c.MaxBatch = 512
+	case c.MaxBatch < 0:
+		return c, fmt.Errorf("sqlite: Config.MaxBatch %d is negative", c.MaxBatch)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// dsn sets every pragma through go-sqlite3's DSN parameters, so each pooled
+// connection gets them when it is opened, not just the first one.
+func (c Config) dsn(writer bool) string {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", c.Synchronous) // after WAL, which would imply NORMAL
+	q.Set("_busy_timeout", strconv.FormatInt(c.BusyTimeout.Milliseconds(), 10))
+	q.Set("_foreign_keys", "on")
+	q.Set("_stmt_cache_size", "64")
+	if writer {
+		// Take the write lock at BEGIN, so a transaction never fails half
+		// way through on a lock upgrade.
+		q.Set("_txlock", "immediate")
+	} else {
+		q.Set("_query_only", "on")
+	}
+	return c.Path + "?" + q.Encode()
+}
+
+func migrate(ctx context.Context, db *sqlx.DB, logger *slog.Logger) error {
+	fsys, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return fmt.Errorf("sqlite migrations: %w", err)
+	}
+	provider, err := goose.NewProvider(goose.DialectSQLite3, db.DB, fsys,
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithSlog(logger),
+	)
+	if err != nil {
+		return fmt.Errorf("sqlite migrations: %w", err)
+	}
+	if _, err := provider.Up(ctx); err != nil {
+		return fmt.Errorf("sqlite migrations: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+package storetest
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+func (s *suite) listing(t *testing.T) {
+	t.Run("TaskList", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("NewestFirstPagedByBeforeID", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			var ids []string
+			for range 5 {
+				task, _ := f.createTask(t, "a")
+				ids = append(ids, task.ID)
+			}
+			// Newest first: ids[4], ids[3], ...
+			page1 := f.list(t, &store.TaskListParams{Limit: 2})
+			require.Equal(t, []string{ids[4], ids[3]}, page1)
+			page2 := f.list(t, &store.TaskListParams{Limit: 2, BeforeID: page1[1]})
+			require.Equal(t, []string{ids[2], ids[1]}, page2)
+			page3 := f.list(t, &store.TaskListParams{Limit: 2, BeforeID: page2[1]})
+			require.Equal(t, []string{ids[0]}, page3)
+			require.Empty(t, f.list(t, &store.TaskListParams{Limit: 2, BeforeID: page3[0]}))
+			// No limit means the driver's cap, which is more than five.
+			require.Equal(t, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}, f.list(t, &store.TaskListParams{}))
+		})
+
+		t.Run("ReturnsWholeTasks", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			p := f.taskParams("linear", "a")
+			p.Task.BypassSteps = []string{"a"}
+			f.create(t, p)
+			list, err := f.store.TaskList(f.ctx, &store.TaskListParams{})
+			require.NoError(t, err)
+			require.Len(t, list, 1)
+			requireTask(t, p.Task, list[0])
+		})
+
+		t.Run("Filters", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			other := &fixture{ctx: f.ctx, store: f.store, ns: "other-" + f.ns}
+
+			linearPending := f.create(t, f.taskParams("linear", "a"))
+			diamondPending := f.create(t, f.taskParams("diamond", "a"))
+			linearRunning := f.create(t, f.taskParams("linear", "a"))
+			f.advance(t, &store.TaskAdvanceParams{TaskID: linearRunning.ID, Task: &store.TaskChange{From: state.Pending, To: state.InProgress}, At: f.now()})
+			otherLinear := other.create(t, other.taskParams("linear", "a"))
+
+			require.Equal(t, []string{otherLinear.ID, linearRunning.ID, diamondPending.ID, linearPending.ID},
+				f.list(t, &store.TaskListParams{}))
+			require.Equal(t, []string{linearRunning.ID, diamondPending.ID, linearPending.ID},
+				f.list(t, &store.TaskListParams{Namespace: f.ns}))
+			require.Equal(t, []string{linearRunning.ID, linearPending.ID},
+				f.list(t, &store.TaskListParams{Namespace: f.ns, Name: "linear"}))
+			require.Equal(t, []string{otherLinear.ID, linearRunning.ID, linearPending.ID},
+				f.list(t, &store.TaskListParams{Name: "linear"}))
+			require.Equal(t, []string{otherLinear.ID, diamondPending.ID, linearPending.ID},
+				f.list(t, &store.TaskListParams{State: state.Pending}))
+			require.Equal(t, []string{linearRunning.ID},
+				f.list(t, &store.TaskListParams{State: state.InProgress}))
+			require.Equal(t, []string{linearPending.ID},
+				f.list(t, &store.TaskListParams{State: state.Pending, Namespace: f.ns, Name: "linear"}))
+			require.Equal(t, []string{linearPending.ID},
+				f.list(t, &store.TaskListParams{State: state.Pending, Namespace: f.ns, BeforeID: diamondPending.ID}))
+			require.Empty(t, f.list(t, &store.TaskListParams{State: state.Complete}))
+			require.Empty(t, f.list(t, &store.TaskListParams{Namespace: "nobody"}))
+		})
+	})
+
+	t.Run("TaskListActive", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("OnlyUnfinishedOldestFirstPaged", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			// One task per state, in creation order; only pending and
+			// in_progress are active.
+			var active []string
+			for _, to := range []state.State{
+				state.Pending, state.Complete, state.InProgress, state.Error,
+				state.Pending, state.Cancelled, state.InProgress, state.ResolvedManually,
+			} {
+				task, _ := f.createTask(t, "a")
+				if to != state.Pending {
+					f.advance(t, &store.TaskAdvanceParams{TaskID: task.ID, Task: &store.TaskChange{From: state.Pending, To: to}, At: f.now()})
+				}
+				if to == state.Pending || to == state.InProgress {
+					active = append(active, task.ID)
+				}
+			}
+			require.Len(t, active, 4)
+
+			all := f.active(t, &store.TaskListActiveParams{})
+			require.Equal(t, active, all)
+
+			page1 := f.active(t, &store.TaskListActiveParams{Limit: 3})
+			require.Equal(t, active[:3], page1)
+			page2 := f.active(t, &store.TaskListActiveParams{Limit: 3, AfterID: page1[2]})
+			require.Equal(t, active[3:], page2)
+			require.Empty(t, f.active(t, &store.TaskListActiveParams{Limit: 3, AfterID: page2[0]}))
+
+			list, err := f.store.TaskListActive(f.ctx, &store.TaskListActiveParams{Limit: 1})
+			require.NoError(t, err)
+			require.Equal(t, state.Pending, list[0].State)
+			require.Equal(t, f.ns, list[0].Namespace)
+		})
+	})
+
+	t.Run("StepList", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("OrderedByTaskThenPosition", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			// Steps inserted out of position order; the list follows
+			// position, not insertion.
+			p1 := f.taskParams("tree", "root", "leaf_a", "leaf_b")
+			p1.Steps[0].Position, p1.Steps[1].Position, p1.Steps[2].Position = 2, 0, 1
+			f.create(t, p1)
+			p2 := f.taskParams("tree", "only")
+			f.create(t, p2)
+			f.createTask(t, "unrelated")
+
+			names := func(steps []*store.Step) []string {
+				out := make([]string, len(steps))
+				for i, st := range steps {
+					out[i] = st.TaskID + ":" + st.Name
+				}
+				return out
+			}
+			k1, k2 := p1.Task.ID, p2.Task.ID
+			want := []string{k1 + ":leaf_a", k1 + ":leaf_b", k1 + ":root", k2 + ":only"}
+			if p2.Task.ID < p1.Task.ID {
+				want = append(want[3:], want[:3]...)
+			}
+			require.Equal(t, want, names(f.steps(t, p1.Task.ID, p2.Task.ID)))
+			require.Equal(t, want, names(f.steps(t, p2.Task.ID, p1.Task.ID, p2.Task.ID)), "order and repeats of the ids do not matter")
+		})
+
+		t.Run("UnknownOrNoTasks", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			f.createTask(t, "a")
+			require.Empty(t, f.steps(t))
+			require.Empty(t, f.steps(t, newID()))
+		})
+	})
+
+	t.Run("TransitionList", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("AfterSeq", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			task, steps := f.createTask(t, "a", "b")
+			other, otherSteps := f.createTask(t, "a")
+			first := f.advance(t, &store.TaskAdvanceParams{
+				TaskID: task.ID, Task: &store.TaskChange{From: state.Pending, To: state.InProgress},
+				Steps: []*store.StepChange{startStep(steps[0])}, At: f.now(),
+			})
+			f.advance(t, &store.TaskAdvanceParams{TaskID: other.ID, Steps: []*store.StepChange{startStep(otherSteps[0])}, At: f.now()})
+			second := f.advance(t, &store.TaskAdvanceParams{
+				TaskID: task.ID, Steps: []*store.StepChange{completeStep(steps[0], 1, `{}`), startStep(steps[1])}, At: f.now(),
+			})
+			all := append(append([]*store.Transition{}, first...), second...)
+
+			got := f.transitions(t, task.ID)
+			requireTransitions(t, all, got)
+			requireSeqIncreasing(t, got, 0)
+
+			after, err := f.store.TransitionList(f.ctx, &store.TransitionListParams{TaskID: task.ID, AfterSeq: first[1].Seq})
+			require.NoError(t, err)
+			requireTransitions(t, second, after)
+			require.Equal(t, second[0].Seq, after[0].Seq)
+
+			last := got[len(got)-1].Seq
+			none, err := f.store.TransitionList(f.ctx, &store.TransitionListParams{TaskID: task.ID, AfterSeq: last})
+			require.NoError(t, err)
+			require.Empty(t, none)
+			require.Len(t, f.transitions(t, other.ID), 1)
+		})
+	})
+}
+
+func (f *fixture) list(t *testing.T, p *store.TaskListParams) []string {
+	t.Helper()
+	tasks, err := f.store.TaskList(f.ctx, p)
+	require.NoError(t, err)
+	return taskIDs(tasks)
+}
+
+func (f *fixture) active(t *testing.T, p *store.TaskListActiveParams) []string {
+	t.Helper()
+	tasks, err := f.store.TaskListActive(f.ctx, p)
+	require.NoError(t, err)
+	for _, task := range tasks {
+		require.Contains(t, []state.State{state.Pending, state.InProgress}, task.State, task.ID)
+	}
+	return taskIDs(tasks)
+}
+
+func taskIDs(tasks []*store.Task) []string {
+	ids := make([]string, len(tasks))
+	for i, task := range tasks {
+		ids[i] = task.ID
+	}
+	return ids
+}

@@ -1,0 +1,285 @@
+// Package storetest is the conformance suite every store.Store driver must
+// pass. A driver's test calls Exercise with a factory for fresh stores; the
+// suite checks the semantics written in store.go's doc comments, so drivers
+// agree with each other and with the coordinator that relies on them.
+//
+// Cases are split by area (templates.go, task_create.go, task_advance.go,
+// listing.go, concurrency.go, lifecycle.go), and subtests are named after the
+// interface method they exercise, so a failure names the method at fault.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+// Exercise runs the whole suite. newStore must return a store that no other
+// test writes to (a fresh file, a fresh schema) and close it in t.Cleanup;
+// Close must tolerate being called again after the suite's own Close test.
+// Subtests run in parallel, each with its own store.
+func Exercise(ctx context.Context, t *testing.T, newStore func(t *testing.T) store.Store) {
+	t.Helper()
+	s := &suite{ctx: ctx, newStore: newStore}
+	s.templates(t)
+	s.taskCreate(t)
+	s.taskAdvance(t)
+	s.listing(t)
+	s.concurrency(t)
+	s.lifecycle(t)
+}
+
+type suite struct {
+	ctx      context.Context
+	newStore func(t *testing.T) store.Store
+}
+
+// fixture is the per-test bundle: a fresh store plus factories for rows.
+// Its clock is deterministic and carries nanoseconds, so round-trip checks
+// catch any driver that rounds time.
+type fixture struct {
+	ctx   context.Context
+	store store.Store
+	ns    string
+	ticks atomic.Int64
+}
+
+func (s *suite) setup(t *testing.T) *fixture {
+	t.Helper()
+	return &fixture{
+		ctx:   s.ctx,
+		store: s.newStore(t),
+		ns:    "ns-" + uuid.NewString()[:8],
+	}
+}
+
+// baseTime has a nanosecond component no microsecond clock could hold.
+var baseTime = time.Date(2026, time.March, 14, 15, 9, 26, 535897932, time.UTC)
+
+// now returns a later instant on every call, safe for concurrent use.
+func (f *fixture) now() time.Time {
+	n := f.ticks.Add(1)
+	return baseTime.Add(time.Duration(n) * 1_000_000_007)
+}
+
+// linearSteps are the step names of Tasker's linear reference workflow.
+var linearSteps = []string{
+	"initialize_data", "validate_input", "process_data",
+	"transform_results", "validate_output", "finalize_workflow",
+}
+
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// taskParams builds a pending task with the named steps in a chain. IDs are
+// UUIDv7, so tasks made later sort later, as the store expects.
+func (f *fixture) taskParams(name string, steps ...string) *store.TaskCreateParams {
+	at := f.now()
+	id := newID()
+	p := &store.TaskCreateParams{
+		Task: &store.Task{
+			ID:          id,
+			Namespace:   f.ns,
+			Name:        name,
+			Version:     "1.0.0",
+			State:       state.Pending,
+			Context:     json.RawMessage(`{"order_id":42,"items":["a","b"]}`),
+			IdentityKey: "identity-" + id,
+			CreatedAt:   at,
+			UpdatedAt:   at,
+		},
+	}
+	for i, stepName := range steps {
+		st := &store.Step{
+			ID:          newID(),
+			TaskID:      id,
+			Name:        stepName,
+			Position:    i,
+			Handler:     "handle_" + stepName,
+			State:       state.Pending,
+			MaxAttempts: 3,
+			Retryable:   true,
+			UpdatedAt:   at,
+		}
+		if i > 0 {
+			st.DependsOn = []string{steps[i-1]}
+		}
+		p.Steps = append(p.Steps, st)
+	}
+	return p
+}
+
+// create stores p and fails the test unless it was created.
+func (f *fixture) create(t *testing.T, p *store.TaskCreateParams) *store.Task {
+	t.Helper()
+	task, created, err := f.store.TaskCreate(f.ctx, p)
+	require.NoError(t, err)
+	require.True(t, created, "task %s should be new", p.Task.ID)
+	return task
+}
+
+// createTask makes and stores a task with the given steps.
+func (f *fixture) createTask(t *testing.T, steps ...string) (*store.Task, []*store.Step) {
+	t.Helper()
+	p := f.taskParams("linear", steps...)
+	return f.create(t, p), p.Steps
+}
+
+// advance applies p and fails the test on error.
+func (f *fixture) advance(t *testing.T, p *store.TaskAdvanceParams) []*store.Transition {
+	t.Helper()
+	trs, err := f.store.TaskAdvance(f.ctx, p)
+	require.NoError(t, err)
+	return trs
+}
+
+func (f *fixture) task(t *testing.T, id string) *store.Task {
+	t.Helper()
+	task, err := f.store.TaskGet(f.ctx, id)
+	require.NoError(t, err)
+	return task
+}
+
+func (f *fixture) steps(t *testing.T, ids ...string) []*store.Step {
+	t.Helper()
+	steps, err := f.store.StepList(f.ctx, ids...)
+	require.NoError(t, err)
+	return steps
+}
+
+func (f *fixture) stepByName(t *testing.T, taskID, name string) *store.Step {
+	t.Helper()
+	for _, st := range f.steps(t, taskID) {
+		if st.Name == name {
+			return st
+		}
+	}
+	require.FailNow(t, "step not found", "task %s has no step %s", taskID, name)
+	return nil
+}
+
+func (f *fixture) transitions(t *testing.T, taskID string) []*store.Transition {
+	t.Helper()
+	trs, err := f.store.TransitionList(f.ctx, &store.TransitionListParams{TaskID: taskID})
+	require.NoError(t, err)
+	return trs
+}
+
+// Comparison. Drivers may differ in how they spell JSON (jsonb reorders
+// keys), in the time zone they return, and in nil versus empty lists; the
+// helpers below normalise exactly those and nothing else, so times must
+// still match to the nanosecond.
+
+func requireTask(t *testing.T, want, got *store.Task) {
+	t.Helper()
+	require.NotNil(t, got)
+	require.Equal(t, normTask(t, want), normTask(t, got))
+}
+
+func requireSteps(t *testing.T, want, got []*store.Step) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for i := range want {
+		require.Equal(t, normStep(t, want[i]), normStep(t, got[i]), "step %d", i)
+	}
+}
+
+// requireTransitions compares transitions ignoring Seq, which the store
+// assigns; requireSeqIncreasing checks Seq separately.
+func requireTransitions(t *testing.T, want, got []*store.Transition) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for i := range want {
+		w, g := normTransition(t, want[i]), normTransition(t, got[i])
+		w.Seq, g.Seq = 0, 0
+		require.Equal(t, w, g, "transition %d", i)
+	}
+}
+
+func requireSeqIncreasing(t *testing.T, trs []*store.Transition, after int64) {
+	t.Helper()
+	for i, tr := range trs {
+		require.Greater(t, tr.Seq, after, "transition %d seq", i)
+		after = tr.Seq
+	}
+}
+
+func requireTimeEqual(t *testing.T, want, got time.Time, what string) {
+	t.Helper()
+	require.True(t, want.Equal(got), "%s: want %s, got %s", what,
+		want.Format(time.RFC3339Nano), got.Format(time.RFC3339Nano))
+}
+
+func normTask(t *testing.T, in *store.Task) store.Task {
+	out := *in
+	out.Context = normJSON(t, in.Context)
+	out.BypassSteps = normList(in.BypassSteps)
+	out.CreatedAt = in.CreatedAt.UTC()
+	out.UpdatedAt = in.UpdatedAt.UTC()
+	out.CompletedAt = in.CompletedAt.UTC()
+	return out
+}
+
+func normStep(t *testing.T, in *store.Step) store.Step {
+	out := *in
+	out.DependsOn = normList(in.DependsOn)
+	out.Results = normJSON(t, in.Results)
+	if in.Error != nil {
+		e := *in.Error
+		out.Error = &e
+	}
+	out.NextRetryAt = in.NextRetryAt.UTC()
+	out.UpdatedAt = in.UpdatedAt.UTC()
+	return out
+}
+
+func normTransition(t *testing.T, in *store.Transition) store.Transition {
+	out := *in
+	out.Metadata = normJSON(t, in.Metadata)
+	out.At = in.At.UTC()
+	return out
+}
+
+func normList(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	return in
+}
+
+// normJSON re-encodes JSON canonically (sorted keys, no spaces); nil and
+// empty stay nil.
+func normJSON(t *testing.T, raw json.RawMessage) json.RawMessage {
+	t.Helper()
+	if len(raw) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	require.NoError(t, dec.Decode(&v), "stored JSON %s", raw)
+	out, err := json.Marshal(v)
+	require.NoError(t, err)
+	return out
+}
+
+// startStep is the common move of a step from pending to its first attempt.
+func startStep(st *store.Step) *store.StepChange {
+	return &store.StepChange{
+		StepID:         st.ID,
+		StepName:       st.Name,
+		From:           state.Pending,
+		To:             state.InProgress,
+		ExpectAttempts: st.Attempts,
+		Attempts:       st.Attempts + 1,
+		Reason:         "dispatched",
+	}
+}
