@@ -34,14 +34,6 @@ func stateFromProto(p coordinatorv1.State) (state.State, bool) {
 	return "", p == coordinatorv1.State_STATE_UNSPECIFIED
 }
 
-// structJSON encodes a Struct as JSON; nil stays nil.
-func structJSON(s *structpb.Struct) (json.RawMessage, error) {
-	if s == nil {
-		return nil, nil
-	}
-	return protojson.Marshal(s)
-}
-
 // jsonStruct decodes a JSON object into a Struct; nil or null gives nil.
 func jsonStruct(raw json.RawMessage) *structpb.Struct {
 	if len(raw) == 0 || string(raw) == "null" {

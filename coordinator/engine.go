@@ -68,7 +68,7 @@ func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskR
 		i := ct.index[s.Name]
 		tr.steps[i] = &stepRun{Step: *s}
 		tr.byID[s.ID] = i
-		tr.view[i] = plan.Step{Retryable: s.Retryable, Parents: ct.parents[i]}
+		tr.view[i] = plan.Step{Parents: ct.parents[i]}
 		tr.sync(i)
 	}
 	return tr
@@ -85,6 +85,10 @@ func (tr *taskRun) sync(i int) {
 		tr.exhausted--
 	}
 	v.State, v.Attempts, v.MaxAttempts, v.NextRetryAt = s.State, s.Attempts, s.MaxAttempts, s.NextRetryAt
+	// A permanent failure makes the step unretryable whatever its template
+	// says; an operator's retry moves it to pending, where this no longer
+	// matters.
+	v.Retryable = s.Retryable && (s.Error == nil || s.Error.Retryable)
 	if v.State.Satisfied() {
 		tr.satisfied++
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"testing"
 	"time"
 
@@ -17,9 +16,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tasker-go/tasker/coordinator"
-	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/executor"
 	"github.com/tasker-go/tasker/executor/builtin"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/store/sqlite"
 	"github.com/tasker-go/tasker/template"
 	"github.com/tasker-go/tasker/template/templatepb"
@@ -245,13 +244,4 @@ func requireOverlap(t *testing.T, task *coordinatorv1.Task, names ...string) {
 		}
 	}
 	require.True(t, latestStart.Before(earliestEnd), "steps %v did not overlap: last start %s, first end %s", names, latestStart, earliestEnd)
-}
-
-func names(steps []*coordinatorv1.Step) []string {
-	var out []string
-	for _, s := range steps {
-		out = append(out, s.GetName())
-	}
-	sort.Strings(out)
-	return out
 }

@@ -123,14 +123,14 @@ func (e *engine) completeEmpty(tr *taskRun) {
 // transitionsOf turns a change into the initial transitions of a new task.
 func transitionsOf(p *store.TaskAdvanceParams) []*store.Transition {
 	var out []*store.Transition
-	if p.Task != nil {
-		out = append(out, &store.Transition{TaskID: p.TaskID, From: p.Task.From, To: p.Task.To, At: p.At, Reason: p.Task.Reason, Metadata: p.Task.Metadata})
-	}
 	for _, sc := range p.Steps {
 		out = append(out, &store.Transition{
 			TaskID: p.TaskID, StepID: sc.StepID, StepName: sc.StepName, From: sc.From, To: sc.To,
 			At: p.At, Reason: sc.Reason, Attempt: sc.Attempts, Metadata: sc.Metadata,
 		})
+	}
+	if p.Task != nil {
+		out = append(out, &store.Transition{TaskID: p.TaskID, From: p.Task.From, To: p.Task.To, At: p.At, Reason: p.Task.Reason, Metadata: p.Task.Metadata})
 	}
 	return out
 }

@@ -13,7 +13,6 @@ import (
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 )
 
-
 func stepT(name, handler string, deps ...string) *coordinatorv1.StepTemplate {
 	return &coordinatorv1.StepTemplate{Name: name, Handler: handler, DependsOn: deps}
 }

@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/examples/templates"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
 // TestReferenceShapes runs Tasker's five workflow shapes through a real

@@ -199,10 +199,10 @@ type TaskListActiveParams struct {
 	Limit   int
 }
 
-// TaskAdvanceParams is one atomic change to a task and its steps. The task
-// change, when set, is applied and recorded first; step changes follow in
-// order, so one step may move twice (error→pending, then
-// pending→in_progress) in one call.
+// TaskAdvanceParams is one atomic change to a task and its steps. Step
+// changes are applied and recorded in order, so one step may move twice
+// (error→pending, then pending→in_progress) in one call; the task change,
+// when set, comes last, since it follows from its steps.
 type TaskAdvanceParams struct {
 	TaskID string
 	// Task, when set, moves the task itself.

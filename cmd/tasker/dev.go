@@ -114,7 +114,7 @@ printing its transitions, then keeps serving until Ctrl-C (or exits with
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
 	store.register(cmd, "")
 	cmd.Flags().Lookup("db").Usage = "SQLite file (default: a new file in a temporary directory)"
-	logs.register(cmd, "warn")
+	logs.register(cmd, "error")
 	return cmd
 }
 

@@ -13,8 +13,9 @@ import (
 	"github.com/tasker-go/tasker/store"
 )
 
-// TaskAdvance implements store.Store. The task change, if any, is applied
-// and recorded before the step changes; step changes follow in order. Every
+// TaskAdvance implements store.Store. Step changes are applied and recorded
+// in order, then the task change, if any: a task's transition follows from
+// its steps'. Every
 // UPDATE carries its precondition in the WHERE clause, so a stale caller
 // matches no row and the whole request is rolled back to its savepoint. The
 // task's UpdatedAt moves only with a task change, so step progress never
@@ -54,6 +55,27 @@ func advanceTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskAdvanceParams) (
 	at := toNanos(p.At)
 	out := make([]*store.Transition, 0, len(p.Steps)+1)
 
+	for _, c := range p.Steps {
+		name, err := updateStep(ctx, tx, p.TaskID, at, c)
+		if err != nil {
+			return nil, err
+		}
+		tr := &store.Transition{
+			TaskID:   p.TaskID,
+			StepID:   c.StepID,
+			StepName: name,
+			From:     c.From,
+			To:       c.To,
+			At:       fromNanos(at),
+			Reason:   c.Reason,
+			Attempt:  c.Attempts,
+			Metadata: c.Metadata,
+		}
+		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
+			return nil, err
+		}
+		out = append(out, tr)
+	}
 	if c := p.Task; c != nil {
 		// completed_at is kept once set: a completed task that is later
 		// cancelled still records when it completed.
@@ -88,27 +110,6 @@ func advanceTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskAdvanceParams) (
 		}
 	}
 
-	for _, c := range p.Steps {
-		name, err := updateStep(ctx, tx, p.TaskID, at, c)
-		if err != nil {
-			return nil, err
-		}
-		tr := &store.Transition{
-			TaskID:   p.TaskID,
-			StepID:   c.StepID,
-			StepName: name,
-			From:     c.From,
-			To:       c.To,
-			At:       fromNanos(at),
-			Reason:   c.Reason,
-			Attempt:  c.Attempts,
-			Metadata: c.Metadata,
-		}
-		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
-			return nil, err
-		}
-		out = append(out, tr)
-	}
 	return out, nil
 }
 

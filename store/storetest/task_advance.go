@@ -28,9 +28,9 @@ func (s *suite) taskAdvance(t *testing.T) {
 			trs := f.advance(t, p)
 
 			want := []*store.Transition{
-				{TaskID: task.ID, From: state.Pending, To: state.InProgress, At: at, Reason: "started", Metadata: json.RawMessage(`{"by":"coordinator"}`)},
 				{TaskID: task.ID, StepID: steps[0].ID, StepName: "fetch_user", From: state.Pending, To: state.InProgress, At: at, Reason: "dispatched", Attempt: 1},
 				{TaskID: task.ID, StepID: steps[1].ID, StepName: "fetch_order", From: state.Pending, To: state.InProgress, At: at, Reason: "dispatched", Attempt: 1},
+				{TaskID: task.ID, From: state.Pending, To: state.InProgress, At: at, Reason: "started", Metadata: json.RawMessage(`{"by":"coordinator"}`)},
 			}
 			requireTransitions(t, want, trs)
 			requireSeqIncreasing(t, trs, 0)

@@ -1,0 +1,119 @@
+package executor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Config configures an Executor. Zero values take the documented defaults,
+// so Config{} is a working executor that waits for a coordinator to dial it.
+type Config struct {
+	// ID names this executor to coordinators and in results; it should be
+	// stable for the life of the process. Default: a random UUID.
+	ID string
+	// Capacity is the most steps run at once. The coordinator never sends
+	// more than this; a higher value lets one executor absorb more parallel
+	// work at the price of more concurrent load on what the handlers call.
+	// Default 16.
+	Capacity int
+	// Coordinator is the host:port of the coordinator to register with.
+	// Empty means don't register: the coordinator (or a test) must dial the
+	// executor by itself, and late results can only travel on a new stream.
+	Coordinator string
+	// AdvertiseAddress is the host:port the coordinator should dial. Default:
+	// the listener's address, which is only right when that address is
+	// reachable from the coordinator (not 0.0.0.0 or [::]).
+	AdvertiseAddress string
+	// Language is reported by Describe. Default "go".
+	Language string
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// DialOptions are used for the coordinator connection. Default:
+	// insecure transport credentials.
+	DialOptions []grpc.DialOption
+	// ServerOptions are passed to the executor's gRPC server.
+	ServerOptions []grpc.ServerOption
+	// RegisterInterval is how often the executor re-registers while no
+	// Execute stream is open; shorter finds a restarted coordinator sooner
+	// at the price of more calls to one that is down. Default 1s.
+	RegisterInterval time.Duration
+	// HeartbeatInterval is how often a heartbeat goes down each open stream;
+	// shorter lets the coordinator notice a hung executor sooner. Default 5s.
+	HeartbeatInterval time.Duration
+	// ShutdownTimeout is how long Serve waits for running handlers once its
+	// context ends; after it the handlers' contexts are cancelled. Default 30s.
+	ShutdownTimeout time.Duration
+	// DeliveryTimeout is how long Serve, at shutdown, keeps trying to deliver
+	// results that finished while no stream could take them. Default 10s.
+	DeliveryTimeout time.Duration
+}
+
+// Defaults, exported so callers can describe them (for example in --help).
+const (
+	DefaultCapacity          = 16
+	DefaultLanguage          = "go"
+	DefaultRegisterInterval  = time.Second
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultDeliveryTimeout   = 10 * time.Second
+)
+
+// ErrInvalidConfig is wrapped by New when a Config field is out of range.
+var ErrInvalidConfig = errors.New("invalid executor config")
+
+// withDefaults validates cfg and fills in defaults, so the rest of the
+// package never has to care about zero values.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Capacity < 0 || cfg.Capacity > math.MaxInt32 {
+		return cfg, fmt.Errorf("%w: capacity %d out of range 1..%d", ErrInvalidConfig, cfg.Capacity, math.MaxInt32)
+	}
+	durations := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"register interval", cfg.RegisterInterval},
+		{"heartbeat interval", cfg.HeartbeatInterval},
+		{"shutdown timeout", cfg.ShutdownTimeout},
+		{"delivery timeout", cfg.DeliveryTimeout},
+	}
+	for _, d := range durations {
+		if d.d < 0 {
+			return cfg, fmt.Errorf("%w: %s %s is negative", ErrInvalidConfig, d.name, d.d)
+		}
+	}
+	if cfg.ID == "" {
+		cfg.ID = uuid.NewString()
+	}
+	if cfg.Capacity == 0 {
+		cfg.Capacity = DefaultCapacity
+	}
+	if cfg.Language == "" {
+		cfg.Language = DefaultLanguage
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.DialOptions) == 0 {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	if cfg.RegisterInterval == 0 {
+		cfg.RegisterInterval = DefaultRegisterInterval
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.DeliveryTimeout == 0 {
+		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	return cfg, nil
+}

@@ -1,0 +1,232 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
+)
+
+// runKey identifies one attempt; CancelStep addresses attempts this way.
+type runKey struct {
+	stepID  string
+	attempt int32
+}
+
+// run is one attempt being executed. Its fields are set before the
+// goroutine starts and never change.
+type run struct {
+	key     runKey
+	req     *Request
+	handler HandlerFunc
+	// sess is the stream the step came on; its result goes back there when
+	// that stream is still open.
+	sess   *session
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// stopDeadline releases the deadline timer, if any.
+	stopDeadline context.CancelFunc
+	log          *slog.Logger
+}
+
+// cancelError is the cancellation cause of a handler ctx, so the result can
+// say who cancelled it and why.
+type cancelError struct {
+	reason   string
+	shutdown bool
+}
+
+func (c *cancelError) Error() string {
+	switch {
+	case c.shutdown:
+		return "cancelled: executor shutting down"
+	case c.reason != "":
+		return "cancelled by coordinator: " + c.reason
+	default:
+		return "cancelled by coordinator"
+	}
+}
+
+// startStep admits one ExecuteStep, or answers it at once with a failure
+// when it cannot run here.
+func (e *Executor) startStep(s *session, step *executorv1.ExecuteStep) {
+	req := newRequest(step)
+	key := runKey{stepID: step.GetStepId(), attempt: step.GetAttempt()}
+	log := e.log.With("task_id", req.TaskID, "step_id", req.StepID, "attempt", req.Attempt,
+		"step_name", req.StepName, "handler", req.Handler)
+
+	e.mu.Lock()
+	h, known := e.handlers[req.Handler]
+	var refusal *executorv1.StepFailure
+	switch {
+	case e.running[key] != nil:
+		e.mu.Unlock()
+		// The running attempt will answer; a second result could only
+		// confuse the coordinator.
+		log.Warn("ignoring duplicate ExecuteStep for a running attempt")
+		return
+	case e.shuttingDown:
+		refusal = &executorv1.StepFailure{Message: "executor is shutting down", ErrorClass: ClassShuttingDown}
+	case !known:
+		refusal = &executorv1.StepFailure{
+			Message:    fmt.Sprintf("unknown handler %q: executor %s hosts %s", req.Handler, e.cfg.ID, strings.Join(e.sortedHandlersLocked(), ", ")),
+			ErrorClass: ClassUnknownHandler,
+			Permanent:  true,
+		}
+	case len(e.running) >= e.cfg.Capacity:
+		refusal = &executorv1.StepFailure{
+			Message:    fmt.Sprintf("executor %s is at capacity (%d steps running)", e.cfg.ID, e.cfg.Capacity),
+			ErrorClass: ClassOverCapacity,
+		}
+	case !req.Deadline.IsZero() && !time.Now().Before(req.Deadline):
+		refusal = &executorv1.StepFailure{
+			Message:    fmt.Sprintf("deadline %s passed before the step started", req.Deadline.Format(time.RFC3339Nano)),
+			ErrorClass: ClassDeadlineExceeded,
+		}
+	}
+	if refusal != nil {
+		e.mu.Unlock()
+		log.Warn("refusing step", "error_class", refusal.GetErrorClass(), "err", refusal.GetMessage())
+		e.deliver(s, e.newDelivery(e.failureResult(req, refusal)), false)
+		return
+	}
+
+	ctx, cancel := context.WithCancelCause(e.baseCtx)
+	stopDeadline := context.CancelFunc(func() {})
+	if !req.Deadline.IsZero() {
+		ctx, stopDeadline = context.WithDeadline(ctx, req.Deadline)
+	}
+	r := &run{key: key, req: req, handler: h, sess: s, ctx: ctx, cancel: cancel, stopDeadline: stopDeadline, log: log}
+	req.progress = func(p *executorv1.StepProgress) { e.sendProgress(s, p) }
+	if len(e.running) == 0 {
+		e.runsIdle = make(chan struct{})
+	}
+	e.running[key] = r
+	s.inflight++
+	e.mu.Unlock()
+
+	log.Debug("step started")
+	go e.execute(r)
+}
+
+func (e *Executor) sortedHandlersLocked() []string {
+	names := make([]string, 0, len(e.handlers))
+	for name := range e.handlers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// cancelStep cancels a running attempt; its handler's result is still sent.
+func (e *Executor) cancelStep(c *executorv1.CancelStep) {
+	key := runKey{stepID: c.GetStepId(), attempt: c.GetAttempt()}
+	e.mu.Lock()
+	r := e.running[key]
+	e.mu.Unlock()
+	if r == nil {
+		e.log.Debug("cancel for a step not running here", "task_id", c.GetTaskId(),
+			"step_id", c.GetStepId(), "attempt", c.GetAttempt(), "reason", c.GetReason())
+		return
+	}
+	r.log.Info("cancelling step", "reason", c.GetReason())
+	r.cancel(&cancelError{reason: c.GetReason()})
+}
+
+// execute runs the handler and hands its result over. The deferred function
+// also covers panics and runtime.Goexit, so every admitted step gets exactly
+// one result and frees its slot.
+func (e *Executor) execute(r *run) {
+	start := time.Now()
+	var (
+		out      any
+		err      error
+		returned bool
+	)
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("handler panicked", "panic", p, "stack", string(debug.Stack()))
+			out, err = nil, WithClass(fmt.Errorf("handler %q panicked: %v", r.req.Handler, p), ClassPanic)
+		} else if !returned {
+			out, err = nil, WithClass(fmt.Errorf("handler %q exited without returning (runtime.Goexit)", r.req.Handler), ClassPanic)
+		}
+		e.finish(r, out, err, time.Since(start))
+	}()
+	out, err = r.handler(r.ctx, r.req)
+	returned = true
+}
+
+// finish builds the result, frees the slot and delivers. The slot is freed
+// before the result goes out, so a coordinator that dispatches the next step
+// as soon as it reads this result never finds the executor full.
+func (e *Executor) finish(r *run, out any, err error, took time.Duration) {
+	res := e.resultOf(r, out, err)
+	r.stopDeadline()
+	r.cancel(nil)
+	d := e.newDelivery(res)
+
+	e.mu.Lock()
+	delete(e.running, r.key)
+	if len(e.running) == 0 {
+		close(e.runsIdle)
+	}
+	e.mu.Unlock()
+
+	if f := res.GetFailure(); f != nil {
+		r.log.Warn("step failed", "took", took, "error_class", f.GetErrorClass(),
+			"permanent", f.GetPermanent(), "backoff", f.GetBackoff().AsDuration(), "err", f.GetMessage())
+	} else {
+		r.log.Info("step succeeded", "took", took)
+	}
+	e.deliver(r.sess, d, true)
+}
+
+// resultOf turns what the handler returned into the wire result.
+func (e *Executor) resultOf(r *run, out any, err error) *executorv1.StepResult {
+	if err == nil {
+		b, encErr := encodeResults(out)
+		if encErr == nil {
+			res := e.baseResult(r.req)
+			res.Outcome = &executorv1.StepResult_Success{Success: &executorv1.StepSuccess{Results: b}}
+			return res
+		}
+		err = Permanent(WithClass(encErr, ClassInvalidResult))
+	}
+	if r.ctx.Err() != nil {
+		var ce *cancelError
+		if errors.As(context.Cause(r.ctx), &ce) {
+			// Whatever the handler made of it, the attempt was abandoned on
+			// purpose; retryable so a shutdown hands the step to another
+			// executor, while a coordinator cancel settles it anyway.
+			return e.failureResult(r.req, &executorv1.StepFailure{
+				Message:    fmt.Sprintf("%s (handler returned: %v)", ce.Error(), err),
+				ErrorClass: ClassCancelled,
+			})
+		}
+		if errors.Is(r.ctx.Err(), context.DeadlineExceeded) {
+			return e.failureResult(r.req, failureOf(err, ClassDeadlineExceeded))
+		}
+	}
+	return e.failureResult(r.req, failureOf(err, ""))
+}
+
+func (e *Executor) baseResult(req *Request) *executorv1.StepResult {
+	return &executorv1.StepResult{
+		TaskId:     req.TaskID,
+		StepId:     req.StepID,
+		Attempt:    int32(req.Attempt),
+		ExecutorId: e.cfg.ID,
+	}
+}
+
+func (e *Executor) failureResult(req *Request, f *executorv1.StepFailure) *executorv1.StepResult {
+	res := e.baseResult(req)
+	res.Outcome = &executorv1.StepResult_Failure{Failure: f}
+	return res
+}
