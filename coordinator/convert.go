@@ -108,7 +108,9 @@ func contextJSON(s *structpb.Struct) (json.RawMessage, error) {
 	if s == nil {
 		return json.RawMessage("{}"), nil
 	}
-	raw, err := protojson.Marshal(s)
+	// encoding/json, not protojson, whose spacing is deliberately unstable:
+	// stored JSON should read the same every time.
+	raw, err := json.Marshal(s.AsMap())
 	if err != nil {
 		return nil, fmt.Errorf("context: %w", err)
 	}

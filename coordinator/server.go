@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state"
@@ -195,7 +194,7 @@ func (s *server) RetryTask(ctx context.Context, req *coordinatorv1.RetryTaskRequ
 func (s *server) ResolveStep(ctx context.Context, req *coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error) {
 	var results json.RawMessage
 	if v := req.GetResults(); v != nil {
-		raw, err := protojson.Marshal(v)
+		raw, err := json.Marshal(v.AsInterface())
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "results: %v", err)
 		}

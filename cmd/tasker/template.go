@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -201,7 +201,9 @@ func writeTemplate(w io.Writer, asJSON bool, p *coordinatorv1.TaskTemplate) erro
 	for _, s := range p.GetSteps() {
 		config := "-"
 		if s.GetConfig() != nil {
-			b, err := protojson.Marshal(s.GetConfig())
+			// encoding/json, not protojson, whose output spacing is
+			// deliberately unstable.
+			b, err := json.Marshal(s.GetConfig().AsMap())
 			if err != nil {
 				return fmt.Errorf("encode config of step %q: %w", s.GetName(), err)
 			}
