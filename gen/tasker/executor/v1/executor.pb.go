@@ -837,13 +837,17 @@ func (x *StepFailure) GetBackoff() *durationpb.Duration {
 }
 
 // Heartbeat tells the coordinator the executor and its running steps are
-// alive.
+// alive. An executor sends one as soon as an Execute stream opens and then
+// every few seconds; a coordinator that restarted learns from it which
+// attempts are still running and where.
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// running_step_ids lists the steps the executor is running now.
 	RunningStepIds []string `protobuf:"bytes,1,rep,name=running_step_ids,json=runningStepIds,proto3" json:"running_step_ids,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// running lists the attempts the executor is running now.
+	Running       []*RunningStep `protobuf:"bytes,2,rep,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -883,6 +887,77 @@ func (x *Heartbeat) GetRunningStepIds() []string {
 	return nil
 }
 
+func (x *Heartbeat) GetRunning() []*RunningStep {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+// RunningStep identifies one attempt an executor is running.
+type RunningStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// task_id identifies the task.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// step_id identifies the step.
+	StepId string `protobuf:"bytes,2,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// attempt is the attempt being run.
+	Attempt       int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunningStep) Reset() {
+	*x = RunningStep{}
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunningStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunningStep) ProtoMessage() {}
+
+func (x *RunningStep) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunningStep.ProtoReflect.Descriptor instead.
+func (*RunningStep) Descriptor() ([]byte, []int) {
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RunningStep) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RunningStep) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *RunningStep) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // StepProgress reports how far a long-running step has come.
 type StepProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -902,7 +977,7 @@ type StepProgress struct {
 
 func (x *StepProgress) Reset() {
 	*x = StepProgress{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +989,7 @@ func (x *StepProgress) String() string {
 func (*StepProgress) ProtoMessage() {}
 
 func (x *StepProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1002,7 @@ func (x *StepProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepProgress.ProtoReflect.Descriptor instead.
 func (*StepProgress) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{10}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StepProgress) GetTaskId() string {
@@ -1033,9 +1108,14 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x1c\n" +
 	"\tpermanent\x18\x03 \x01(\bR\tpermanent\x123\n" +
-	"\abackoff\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"5\n" +
+	"\abackoff\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"p\n" +
 	"\tHeartbeat\x12(\n" +
-	"\x10running_step_ids\x18\x01 \x03(\tR\x0erunningStepIds\"\x8e\x01\n" +
+	"\x10running_step_ids\x18\x01 \x03(\tR\x0erunningStepIds\x129\n" +
+	"\arunning\x18\x02 \x03(\v2\x1f.tasker.executor.v1.RunningStepR\arunning\"Y\n" +
+	"\vRunningStep\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
+	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\x8e\x01\n" +
 	"\fStepProgress\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x18\n" +
@@ -1058,7 +1138,7 @@ func file_tasker_executor_v1_executor_proto_rawDescGZIP() []byte {
 	return file_tasker_executor_v1_executor_proto_rawDescData
 }
 
-var file_tasker_executor_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_tasker_executor_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_tasker_executor_v1_executor_proto_goTypes = []any{
 	(*DescribeRequest)(nil),       // 0: tasker.executor.v1.DescribeRequest
 	(*DescribeResponse)(nil),      // 1: tasker.executor.v1.DescribeResponse
@@ -1070,31 +1150,33 @@ var file_tasker_executor_v1_executor_proto_goTypes = []any{
 	(*StepSuccess)(nil),           // 7: tasker.executor.v1.StepSuccess
 	(*StepFailure)(nil),           // 8: tasker.executor.v1.StepFailure
 	(*Heartbeat)(nil),             // 9: tasker.executor.v1.Heartbeat
-	(*StepProgress)(nil),          // 10: tasker.executor.v1.StepProgress
-	nil,                           // 11: tasker.executor.v1.ExecuteStep.ParentResultsEntry
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*RunningStep)(nil),           // 10: tasker.executor.v1.RunningStep
+	(*StepProgress)(nil),          // 11: tasker.executor.v1.StepProgress
+	nil,                           // 12: tasker.executor.v1.ExecuteStep.ParentResultsEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_tasker_executor_v1_executor_proto_depIdxs = []int32{
 	3,  // 0: tasker.executor.v1.ExecuteRequest.execute_step:type_name -> tasker.executor.v1.ExecuteStep
 	4,  // 1: tasker.executor.v1.ExecuteRequest.cancel_step:type_name -> tasker.executor.v1.CancelStep
-	12, // 2: tasker.executor.v1.ExecuteStep.deadline:type_name -> google.protobuf.Timestamp
-	11, // 3: tasker.executor.v1.ExecuteStep.parent_results:type_name -> tasker.executor.v1.ExecuteStep.ParentResultsEntry
+	13, // 2: tasker.executor.v1.ExecuteStep.deadline:type_name -> google.protobuf.Timestamp
+	12, // 3: tasker.executor.v1.ExecuteStep.parent_results:type_name -> tasker.executor.v1.ExecuteStep.ParentResultsEntry
 	6,  // 4: tasker.executor.v1.ExecuteResponse.step_result:type_name -> tasker.executor.v1.StepResult
 	9,  // 5: tasker.executor.v1.ExecuteResponse.heartbeat:type_name -> tasker.executor.v1.Heartbeat
-	10, // 6: tasker.executor.v1.ExecuteResponse.progress:type_name -> tasker.executor.v1.StepProgress
+	11, // 6: tasker.executor.v1.ExecuteResponse.progress:type_name -> tasker.executor.v1.StepProgress
 	7,  // 7: tasker.executor.v1.StepResult.success:type_name -> tasker.executor.v1.StepSuccess
 	8,  // 8: tasker.executor.v1.StepResult.failure:type_name -> tasker.executor.v1.StepFailure
-	13, // 9: tasker.executor.v1.StepFailure.backoff:type_name -> google.protobuf.Duration
-	0,  // 10: tasker.executor.v1.ExecutorService.Describe:input_type -> tasker.executor.v1.DescribeRequest
-	2,  // 11: tasker.executor.v1.ExecutorService.Execute:input_type -> tasker.executor.v1.ExecuteRequest
-	1,  // 12: tasker.executor.v1.ExecutorService.Describe:output_type -> tasker.executor.v1.DescribeResponse
-	5,  // 13: tasker.executor.v1.ExecutorService.Execute:output_type -> tasker.executor.v1.ExecuteResponse
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 9: tasker.executor.v1.StepFailure.backoff:type_name -> google.protobuf.Duration
+	10, // 10: tasker.executor.v1.Heartbeat.running:type_name -> tasker.executor.v1.RunningStep
+	0,  // 11: tasker.executor.v1.ExecutorService.Describe:input_type -> tasker.executor.v1.DescribeRequest
+	2,  // 12: tasker.executor.v1.ExecutorService.Execute:input_type -> tasker.executor.v1.ExecuteRequest
+	1,  // 13: tasker.executor.v1.ExecutorService.Describe:output_type -> tasker.executor.v1.DescribeResponse
+	5,  // 14: tasker.executor.v1.ExecutorService.Execute:output_type -> tasker.executor.v1.ExecuteResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_tasker_executor_v1_executor_proto_init() }
@@ -1121,7 +1203,7 @@ func file_tasker_executor_v1_executor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_executor_v1_executor_proto_rawDesc), len(file_tasker_executor_v1_executor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
