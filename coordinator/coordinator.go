@@ -37,8 +37,13 @@ type Config struct {
 	// credentials.
 	DialOptions []grpc.DialOption
 	// ExecutorGrace is how long an executor may be unreachable before its
-	// in-flight steps fail their attempt; default 5s.
+	// in-flight steps fail their attempt; default 5s. Longer rides out
+	// network blips without re-running work; shorter recovers sooner.
 	ExecutorGrace time.Duration
+	// ExecutorLiveness is how long an executor's stream may stay silent
+	// (executors heartbeat every 5s by default) before it counts as lost;
+	// default 15s.
+	ExecutorLiveness time.Duration
 }
 
 // Limits bound request sizes; zero means the default.
@@ -81,6 +86,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.ExecutorGrace <= 0 {
 		cfg.ExecutorGrace = 5 * time.Second
 	}
+	if cfg.ExecutorLiveness <= 0 {
+		cfg.ExecutorLiveness = 15 * time.Second
+	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{cfg: cfg, cancel: cancel, stopping: make(chan struct{})}
@@ -90,7 +98,7 @@ func New(cfg Config) (*Coordinator, error) {
 		hub:       newHub(), grace: cfg.ExecutorGrace, now: func() time.Time { return time.Now().UTC() },
 		tasks: map[string]*taskRun{},
 	}
-	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, e)
+	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e)
 	c.engine = e
 	return c, nil
 }

@@ -50,14 +50,21 @@ type taskRun struct {
 	errored              map[int]struct{}
 	wake                 *time.Timer
 	done                 bool
+	// broken means a write failed after memory was changed; until repair
+	// reloads the task, events for it are refused with errRepairing.
+	broken bool
 }
 
 // stepRun is a step of an active task.
 type stepRun struct {
 	store.Step
-	conn    *execConn   // executor running the current attempt, if known
-	timer   *time.Timer // fires when the current attempt times out or is presumed lost
-	waiting bool        // queued in the pool for a slot
+	// executor runs the current attempt; "" if none or unknown (the
+	// coordinator restarted and no heartbeat has claimed it yet).
+	executor string
+	// lastExecutor ran the previous attempt; a retry prefers another.
+	lastExecutor string
+	timer        *time.Timer // fires when the current attempt times out or is presumed lost
+	waiting      bool        // queued in the pool for a slot
 }
 
 func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskRun {
@@ -109,9 +116,9 @@ type change struct {
 	params   store.TaskAdvanceParams
 	dispatch []int
 	cancel   []*executorv1.ExecuteRequest
-	cancelOn []*execConn
-	reserved []*execConn // slots taken for dispatch, given back if the commit fails
-	waits    []int       // ready steps with no free slot, queued once committed
+	cancelOn []string // executor of each cancel
+	reserved []string // executors whose slots were taken for dispatch, given back if the commit fails
+	waits    []int    // ready steps with no free slot, queued once committed
 }
 
 func (e *engine) newChange(tr *taskRun) *change {
@@ -204,39 +211,40 @@ func (e *engine) tryDispatch(c *change, i int, now time.Time) {
 	if tr.task.State == state.Pending && c.params.Task != nil {
 		return // the task moves once per change; the follow-up event dispatches
 	}
-	conn := e.pool.acquire(s.Handler)
-	if conn == nil {
+	executorID := e.pool.acquire(s.Handler, s.lastExecutor)
+	if executorID == "" {
 		s.waiting = true
 		c.waits = append(c.waits, i)
 		return
 	}
-	e.dispatchOn(c, i, conn)
+	e.dispatchOn(c, i, executorID)
 }
 
-// dispatchOn records step i's next attempt on conn, whose slot is reserved.
-func (e *engine) dispatchOn(c *change, i int, conn *execConn) {
+// dispatchOn records step i's next attempt on an executor whose slot is
+// reserved.
+func (e *engine) dispatchOn(c *change, i int, executorID string) {
 	tr, s := c.tr, c.tr.steps[i]
-	c.reserved = append(c.reserved, conn)
+	c.reserved = append(c.reserved, executorID)
 	if tr.task.State == state.Pending {
 		c.moveTask(state.InProgress, "first step dispatched")
 	}
 	if s.State == state.Error {
 		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
 	}
-	meta, _ := json.Marshal(map[string]string{"executor": conn.id})
-	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d to executor %s", s.Attempts+1, conn.id), func(sc *store.StepChange) {
+	meta, _ := json.Marshal(map[string]string{"executor": executorID})
+	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d to executor %s", s.Attempts+1, executorID), func(sc *store.StepChange) {
 		sc.Attempts = s.Attempts + 1
 		sc.Metadata = meta
 	})
 	tr.view[i].InFlight = true
-	s.conn = conn
+	s.executor = executorID
 	c.dispatch = append(c.dispatch, i)
 }
 
 // abandon gives back what c reserved when its write did not happen.
 func (c *change) abandon() {
-	for _, conn := range c.reserved {
-		c.pool.release(conn)
+	for _, id := range c.reserved {
+		c.pool.release(id)
 	}
 	for _, i := range c.waits {
 		c.tr.steps[i].waiting = false
@@ -253,9 +261,14 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		return nil
 	}
 	if _, err := e.store.TaskAdvance(ctx, &c.params); err != nil {
+		// Memory already holds the change that was not written: it can no
+		// longer be trusted, so the task is reloaded from the store.
 		c.abandon()
-		e.log.Error("task write failed; reloading task", "task_id", tr.task.ID, "err", err)
-		e.reload(tr)
+		e.log.Error("task write failed; reloading task from the store", "task_id", tr.task.ID, "err", err)
+		if !tr.broken {
+			tr.broken = true
+			go e.repair(tr.task.ID)
+		}
 		return fmt.Errorf("task %s: %w", tr.task.ID, err)
 	}
 	e.hub.publish(tr.task.ID)
@@ -269,12 +282,12 @@ func (e *engine) afterCommit(c *change) {
 	tr := c.tr
 	for _, i := range c.dispatch {
 		s := tr.steps[i]
-		e.pool.track(s.conn, tr.task.ID, s.ID, int32(s.Attempts))
+		e.pool.track(s.executor, tr.task.ID, s.ID, int32(s.Attempts))
 		req := e.executeRequest(tr, i)
 		if d := tr.tmpl.timeouts[i]; d > 0 {
 			e.armAttemptTimer(tr, i, d, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, d))
 		}
-		e.pool.send(s.conn, req)
+		e.pool.send(s.executor, req)
 	}
 	for _, i := range c.waits {
 		e.pool.wait(tr.task.ID, tr.steps[i].ID, tr.steps[i].Handler)
@@ -352,8 +365,8 @@ func (e *engine) wakeTask(taskID string) {
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if tr.done {
-		return
+	if tr.done || tr.broken {
+		return // repair re-arms the timer
 	}
 	c := e.newChange(tr)
 	cands := make([]int, 0, len(tr.errored))
@@ -386,31 +399,26 @@ func (e *engine) retire(tr *taskRun) {
 	e.mu.Unlock()
 }
 
+// errRepairing refuses events for a task being reloaded after a failed write;
+// it wraps store.ErrUnavailable, so callers treat it as "try again".
+var errRepairing = fmt.Errorf("task is being reloaded after a failed write: %w", store.ErrUnavailable)
+
 func (e *engine) lookup(taskID string) *taskRun {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.tasks[taskID]
 }
 
-// reload replaces a task's memory with what the store holds, after a write
-// whose outcome is unknown. The caller holds tr.mu.
-func (e *engine) reload(tr *taskRun) {
+// reload replaces a task's memory with what the store holds and continues
+// it. The caller holds tr.mu.
+func (e *engine) reload(tr *taskRun) error {
 	t, err := e.store.TaskGet(e.ctx, tr.task.ID)
 	var steps []*store.Step
 	if err == nil {
 		steps, err = e.store.StepList(e.ctx, tr.task.ID)
 	}
 	if err != nil {
-		e.log.Error("reload task failed; retrying", "task_id", tr.task.ID, "err", err)
-		taskID := tr.task.ID
-		time.AfterFunc(time.Second, func() {
-			if tr := e.lookup(taskID); tr != nil {
-				tr.mu.Lock()
-				e.reload(tr)
-				tr.mu.Unlock()
-			}
-		})
-		return
+		return err
 	}
 	fresh := newTaskRun(t, tr.tmpl, steps)
 	for i, s := range fresh.steps {
@@ -418,28 +426,56 @@ func (e *engine) reload(tr *taskRun) {
 		if old.timer != nil {
 			old.timer.Stop()
 		}
-		if s.State == state.InProgress && old.conn != nil && old.Attempts == s.Attempts {
-			s.conn = old.conn
-			fresh.view[i].InFlight = true
+		s.lastExecutor = old.lastExecutor
+		if s.State == state.InProgress && old.executor != "" && old.Attempts == s.Attempts {
+			s.executor = old.executor
 		}
-		s.waiting = old.waiting
+		// waiting is not carried over: schedule queues ready steps again,
+		// and a stale queue entry only finds its step busy and passes its
+		// slot on.
 	}
 	if tr.wake != nil {
 		tr.wake.Stop()
 	}
 	tr.task, tr.steps, tr.view, tr.byID = fresh.task, fresh.steps, fresh.view, fresh.byID
 	tr.satisfied, tr.exhausted, tr.errored, tr.wake = fresh.satisfied, fresh.exhausted, fresh.errored, nil
+	tr.broken = false
 	e.watchInFlight(tr)
 	c := e.newChange(tr)
 	e.schedule(c, nil)
-	if !c.empty() {
-		if _, err := e.store.TaskAdvance(e.ctx, &c.params); err != nil {
-			c.abandon()
+	return e.commit(e.ctx, c)
+}
+
+// repair reloads a task whose last write failed, retrying until the store
+// answers. Until then the task refuses events with errRepairing, which
+// callers retry (streamed results) or report (API calls).
+func (e *engine) repair(taskID string) {
+	wait := 100 * time.Millisecond
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		tr := e.lookup(taskID)
+		if tr == nil {
 			return
 		}
-		e.hub.publish(tr.task.ID)
+		tr.mu.Lock()
+		if !tr.broken || tr.done {
+			tr.mu.Unlock()
+			return
+		}
+		err := e.reload(tr)
+		broken := tr.broken
+		tr.mu.Unlock()
+		if err == nil || !broken {
+			e.log.Info("task reloaded after store failure", "task_id", taskID)
+			return
+		}
+		e.log.Warn("task reload failed; retrying", "task_id", taskID, "retry_in", wait, "err", err)
+		wait = min(2*wait, 5*time.Second)
 	}
-	e.afterCommit(c)
 }
 
 // watchInFlight arms a timer on every in_progress step of a freshly loaded
@@ -453,7 +489,7 @@ func (e *engine) watchInFlight(tr *taskRun) {
 		}
 		tr.view[i].InFlight = true
 		switch timeout := tr.tmpl.timeouts[i]; {
-		case s.conn == nil:
+		case s.executor == "":
 			e.armAttemptTimer(tr, i, e.grace+timeout, fmt.Sprintf("attempt %d presumed lost: no executor reported it within %s", s.Attempts, e.grace+timeout))
 		case timeout > 0:
 			e.armAttemptTimer(tr, i, timeout, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, timeout))

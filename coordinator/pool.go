@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,9 +40,13 @@ type poolEvents interface {
 	// lost reports an attempt whose executor went away for longer than the
 	// grace period.
 	lost(taskID, stepID string, attempt int32, executorID string)
-	// slot hands a reserved slot on conn to a waiting step; the engine must
-	// either dispatch the step there or give the slot back with release.
-	slot(w waiter, conn *execConn)
+	// slot hands a reserved slot on an executor to a waiting step; the
+	// engine must either dispatch the step there or give the slot back with
+	// release.
+	slot(w waiter, executorID string)
+	// running reports the attempts an executor says it is running, from its
+	// heartbeats.
+	running(executorID string, attempts []*executorv1.RunningStep)
 }
 
 // pool tracks executors, their capacity and in-flight attempts, and the
@@ -52,6 +57,7 @@ type pool struct {
 	dialOptions   []grpc.DialOption
 	coordinatorID string
 	grace         time.Duration
+	liveness      time.Duration
 	events        poolEvents
 
 	mu      sync.Mutex // protects conns, waiters, seq, closed and every execConn's mutable fields
@@ -83,8 +89,8 @@ type execConn struct {
 
 func (c *execConn) hosts(handler string) bool { return slices.Contains(c.handlers, handler) }
 
-func newPool(log *slog.Logger, coordinatorID string, dial []grpc.DialOption, grace time.Duration, ev poolEvents) *pool {
-	return &pool{log: log, coordinatorID: coordinatorID, dialOptions: dial, grace: grace, events: ev, conns: map[string]*execConn{}}
+func newPool(log *slog.Logger, coordinatorID string, dial []grpc.DialOption, grace, liveness time.Duration, ev poolEvents) *pool {
+	return &pool{log: log, coordinatorID: coordinatorID, dialOptions: dial, grace: grace, liveness: liveness, events: ev, conns: map[string]*execConn{}}
 }
 
 // register dials the executor at address, asks what it hosts and opens the
@@ -157,10 +163,13 @@ func (p *pool) register(ctx context.Context, address string) (*coordinatorv1.Exe
 	return info, nil
 }
 
-// runStream owns one Execute stream: a sender draining the outbox and this
+// runStream owns one Execute stream: a sender draining the outbox, a
+// watchdog that ends the stream if the executor stops answering, and this
 // goroutine reading results until the stream ends.
 func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *outbox) {
 	defer out.close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	stream, err := conn.client.Execute(ctx)
 	if err != nil {
 		p.broken(conn, gen, fmt.Errorf("open stream: %w", err))
@@ -168,24 +177,56 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *outb
 	}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- out.drain(ctx, stream.Send) }()
+	var lastSeen atomic.Int64
+	lastSeen.Store(time.Now().UnixNano())
+	go p.watch(ctx, cancel, &lastSeen)
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("executor closed the stream")
 			}
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				err = cause
+			}
 			p.broken(conn, gen, err)
 			out.close()
+			cancel(nil)
 			<-sendErr
 			return
 		}
+		lastSeen.Store(time.Now().UnixNano())
 		switch k := msg.GetKind().(type) {
 		case *executorv1.ExecuteResponse_StepResult:
 			go p.events.result(k.StepResult)
-		case *executorv1.ExecuteResponse_Heartbeat, *executorv1.ExecuteResponse_Progress:
-			// Liveness is implied by the stream being up; progress is for logs.
-			if pr := msg.GetProgress(); pr != nil {
-				p.log.Debug("step progress", "task_id", pr.GetTaskId(), "step_id", pr.GetStepId(), "percent", pr.GetPercent(), "message", pr.GetMessage())
+		case *executorv1.ExecuteResponse_Heartbeat:
+			if len(k.Heartbeat.GetRunning()) > 0 {
+				go p.events.running(conn.id, k.Heartbeat.GetRunning())
+			}
+		case *executorv1.ExecuteResponse_Progress:
+			pr := k.Progress
+			p.log.Debug("step progress", "task_id", pr.GetTaskId(), "step_id", pr.GetStepId(), "percent", pr.GetPercent(), "message", pr.GetMessage())
+		}
+	}
+}
+
+// errUnresponsive ends a stream whose executor sent nothing for too long.
+var errUnresponsive = errors.New("executor stopped answering (no heartbeat or result within the liveness timeout)")
+
+// watch cancels a stream on which nothing has arrived for the liveness
+// timeout. Executors heartbeat every few seconds, so silence means a hung
+// process or a dead network path that TCP has not noticed yet.
+func (p *pool) watch(ctx context.Context, cancel context.CancelCauseFunc, lastSeen *atomic.Int64) {
+	tick := time.NewTicker(p.liveness / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if now.Sub(time.Unix(0, lastSeen.Load())) > p.liveness {
+				cancel(errUnresponsive)
+				return
 			}
 		}
 	}
@@ -226,29 +267,35 @@ func (p *pool) expire(conn *execConn, gen int) {
 }
 
 // acquire reserves a slot on the least loaded connected executor hosting
-// handler, or returns nil.
-func (p *pool) acquire(handler string) *execConn {
+// handler and returns its id, or "" if none has a free slot. An executor
+// named avoid (the one a failed attempt ran on) is taken only if no other
+// can serve.
+func (p *pool) acquire(handler, avoid string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.acquireLocked(handler)
-}
-
-func (p *pool) acquireLocked(handler string) *execConn {
-	var best *execConn
+	var best, fallback *execConn
 	for _, c := range p.conns {
 		if !c.connected || c.used >= c.capacity || !c.hosts(handler) {
+			continue
+		}
+		if c.id == avoid {
+			fallback = c
 			continue
 		}
 		if best == nil || loadLess(c, best) {
 			best = c
 		}
 	}
-	if best != nil {
-		best.used++
-		p.seq++
-		best.lastPick = p.seq
+	if best == nil {
+		best = fallback
 	}
-	return best
+	if best == nil {
+		return ""
+	}
+	best.used++
+	p.seq++
+	best.lastPick = p.seq
+	return best.id
 }
 
 // loadLess orders executors by load, then by how long ago they were picked,
@@ -269,43 +316,70 @@ func (p *pool) wait(taskID, stepID, handler string) {
 	p.mu.Unlock()
 }
 
-// track records that an attempt was sent on conn.
-func (p *pool) track(conn *execConn, taskID, stepID string, attempt int32) {
+// track records that an attempt was sent to an executor on a reserved slot.
+func (p *pool) track(executorID, taskID, stepID string, attempt int32) {
 	p.mu.Lock()
-	conn.inflight[attemptKey{stepID, attempt}] = taskID
+	if conn := p.conns[executorID]; conn != nil {
+		conn.inflight[attemptKey{stepID, attempt}] = taskID
+	}
 	p.mu.Unlock()
+}
+
+// adopt records an attempt an executor reports running that the
+// coordinator did not know was there (it restarted). The slot counts
+// against the executor's capacity from now on, even if that overbooks it:
+// the work is really running there.
+func (p *pool) adopt(executorID, taskID, stepID string, attempt int32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	conn := p.conns[executorID]
+	if conn == nil {
+		return false
+	}
+	k := attemptKey{stepID, attempt}
+	if _, ok := conn.inflight[k]; ok {
+		return true
+	}
+	conn.inflight[k] = taskID
+	conn.used++
+	return true
 }
 
 // release gives back a reserved slot that was not used; a waiting step may
 // take it.
-func (p *pool) release(conn *execConn) {
+func (p *pool) release(executorID string) {
 	p.mu.Lock()
+	conn := p.conns[executorID]
+	if conn == nil {
+		p.mu.Unlock()
+		return
+	}
 	conn.used--
 	grants := p.grantLocked(conn)
 	p.mu.Unlock()
 	p.hand(grants, conn)
 }
 
-// settle frees the slot of an attempt whose result arrived. It reports the
-// connection the attempt ran on, or nil if it was not in flight there.
-func (p *pool) settle(executorID, stepID string, attempt int32) *execConn {
+// settle frees the slot of an attempt whose result arrived. It reports
+// whether the attempt was in flight on that executor.
+func (p *pool) settle(executorID, stepID string, attempt int32) bool {
 	p.mu.Lock()
 	conn := p.conns[executorID]
 	if conn == nil {
 		p.mu.Unlock()
-		return nil
+		return false
 	}
 	k := attemptKey{stepID, attempt}
 	if _, ok := conn.inflight[k]; !ok {
 		p.mu.Unlock()
-		return nil
+		return false
 	}
 	delete(conn.inflight, k)
 	conn.used--
 	grants := p.grantLocked(conn)
 	p.mu.Unlock()
 	p.hand(grants, conn)
-	return conn
+	return true
 }
 
 // grantLocked reserves free slots of conn for the oldest waiters it can
@@ -331,16 +405,35 @@ func (p *pool) grantLocked(conn *execConn) []waiter {
 
 func (p *pool) hand(grants []waiter, conn *execConn) {
 	for _, w := range grants {
-		go p.events.slot(w, conn)
+		go p.events.slot(w, conn.id)
 	}
 }
 
-// send queues a message on conn's current stream.
-func (p *pool) send(conn *execConn, req *executorv1.ExecuteRequest) {
+// send queues a message on the executor's current stream. A message for an
+// executor that is gone is dropped: its attempts are settled by the grace
+// timer.
+func (p *pool) send(executorID string, req *executorv1.ExecuteRequest) {
 	p.mu.Lock()
-	out := conn.out
+	conn := p.conns[executorID]
+	var out *outbox
+	if conn != nil {
+		out = conn.out
+	}
 	p.mu.Unlock()
-	out.push(req)
+	if out != nil {
+		out.push(req)
+	}
+}
+
+// inFlight counts the attempts running on all executors.
+func (p *pool) inFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.conns {
+		n += len(c.inflight)
+	}
+	return n
 }
 
 func (p *pool) infoLocked(c *execConn) *coordinatorv1.ExecutorInfo {

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"time"
 
 	"encoding/json"
@@ -29,6 +30,9 @@ func (e *engine) applyResult(r *executorv1.StepResult) (applied bool, err error)
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
+	if tr.broken {
+		return false, errRepairing
+	}
 	i, ok := tr.byID[r.GetStepId()]
 	if !ok || tr.done {
 		return false, nil
@@ -98,7 +102,10 @@ func (e *engine) settleAttempt(tr *taskRun, i int) {
 		s.timer.Stop()
 		s.timer = nil
 	}
-	s.conn = nil
+	if s.executor != "" {
+		s.lastExecutor = s.executor
+	}
+	s.executor = ""
 	tr.view[i].InFlight = false
 }
 
@@ -112,17 +119,17 @@ func (e *engine) failAttempt(taskID, stepID string, attempt int32, class, reason
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	i, ok := tr.byID[stepID]
-	if !ok || tr.done {
-		return
+	if !ok || tr.done || tr.broken {
+		return // a broken task is reloaded and its timers re-armed
 	}
 	s := tr.steps[i]
 	if s.State != state.InProgress || int32(s.Attempts) != attempt {
 		return
 	}
 	c := e.newChange(tr)
-	if s.conn != nil {
+	if s.executor != "" {
 		c.cancel = append(c.cancel, cancelRequest(taskID, stepID, attempt, reason))
-		c.cancelOn = append(c.cancelOn, s.conn)
+		c.cancelOn = append(c.cancelOn, s.executor)
 	}
 	e.settleAttempt(tr, i)
 	e.failStep(c, i, &store.StepError{Message: reason, Class: class, Retryable: true}, 0, nil)
@@ -137,10 +144,28 @@ func cancelRequest(taskID, stepID string, attempt int32, reason string) *executo
 	}}}
 }
 
-// result implements poolEvents.
+// result implements poolEvents. A streamed result has no acknowledgement,
+// so if it cannot be committed (the store is busy or down) it is held and
+// retried here rather than dropped; if the coordinator dies meanwhile, the
+// attempt is presumed lost after restart and runs again.
 func (e *engine) result(r *executorv1.StepResult) {
-	if _, err := e.applyResult(r); err != nil {
-		e.log.Error("apply result failed", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", err)
+	wait := 50 * time.Millisecond
+	for {
+		_, err := e.applyResult(r)
+		var ce *codedError
+		if err == nil || errors.As(err, &ce) {
+			if err != nil {
+				e.log.Warn("result refused", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", err)
+			}
+			return
+		}
+		e.log.Error("apply result failed; will retry", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "retry_in", wait, "err", err)
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 
@@ -149,28 +174,58 @@ func (e *engine) lost(taskID, stepID string, attempt int32, executorID string) {
 	e.failAttempt(taskID, stepID, attempt, "ExecutorLost", fmt.Sprintf("executor %s was lost while running attempt %d", executorID, attempt))
 }
 
-// slot implements poolEvents: a freed slot on conn was reserved for w.
-func (e *engine) slot(w waiter, conn *execConn) {
+// slot implements poolEvents: a freed slot on an executor was reserved for
+// w.
+func (e *engine) slot(w waiter, executorID string) {
 	tr := e.lookup(w.taskID)
 	if tr == nil {
-		e.pool.release(conn)
+		e.pool.release(executorID)
 		return
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	i, ok := tr.byID[w.stepID]
-	if !ok || tr.done {
-		e.pool.release(conn)
+	if !ok || tr.done || tr.broken {
+		e.pool.release(executorID)
 		return
 	}
 	tr.steps[i].waiting = false
 	c := e.newChange(tr)
 	if tr.task.State != state.Pending && tr.task.State != state.InProgress || !plan.Ready(tr.view, i, c.params.At) {
-		e.pool.release(conn)
+		e.pool.release(executorID)
 		return
 	}
-	e.dispatchOn(c, i, conn)
+	e.dispatchOn(c, i, executorID)
 	if err := e.commit(e.ctx, c); err != nil {
 		e.log.Error("dispatch of waiting step failed", "task_id", w.taskID, "step_id", w.stepID, "err", err)
+	}
+}
+
+// running implements poolEvents: an executor reports the attempts it runs.
+// An in-flight step whose executor was unknown (the coordinator restarted)
+// is claimed by it, so its result is awaited instead of presumed lost.
+func (e *engine) running(executorID string, attempts []*executorv1.RunningStep) {
+	for _, a := range attempts {
+		tr := e.lookup(a.GetTaskId())
+		if tr == nil {
+			continue
+		}
+		tr.mu.Lock()
+		if i, ok := tr.byID[a.GetStepId()]; ok && !tr.done && !tr.broken {
+			s := tr.steps[i]
+			if s.State == state.InProgress && int32(s.Attempts) == a.GetAttempt() && s.executor == "" &&
+				e.pool.adopt(executorID, tr.task.ID, s.ID, a.GetAttempt()) {
+				s.executor = executorID
+				if s.timer != nil {
+					s.timer.Stop()
+					s.timer = nil
+				}
+				if d := tr.tmpl.timeouts[i]; d > 0 {
+					e.armAttemptTimer(tr, i, d, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, d))
+				}
+				e.log.Info("adopted running attempt", "task_id", tr.task.ID, "step_id", s.ID, "attempt", s.Attempts, "executor_id", executorID)
+			}
+		}
+		tr.mu.Unlock()
 	}
 }

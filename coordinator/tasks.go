@@ -160,6 +160,9 @@ func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) e
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
+	if tr.broken {
+		return errRepairing
+	}
 	if tr.done {
 		return preconditionf("task %s is %s", id, tr.task.State)
 	}
@@ -205,9 +208,9 @@ func (e *engine) cancelTask(ctx context.Context, id, reason string) error {
 			case state.Pending:
 				c.moveStep(i, state.Cancelled, reason, nil)
 			case state.InProgress:
-				if s.conn != nil {
+				if s.executor != "" {
 					c.cancel = append(c.cancel, cancelRequest(tr.task.ID, s.ID, int32(s.Attempts), reason))
-					c.cancelOn = append(c.cancelOn, s.conn)
+					c.cancelOn = append(c.cancelOn, s.executor)
 				}
 				e.settleAttempt(tr, i)
 				c.moveStep(i, state.Cancelled, reason, nil)

@@ -44,8 +44,9 @@ type Config struct {
 	// Execute stream is open; shorter finds a restarted coordinator sooner
 	// at the price of more calls to one that is down. Default 1s.
 	RegisterInterval time.Duration
-	// HeartbeatInterval is how often a heartbeat goes down each open stream;
-	// shorter lets the coordinator notice a hung executor sooner. Default 5s.
+	// HeartbeatInterval is how often a heartbeat goes down each open stream
+	// after the first one, which is sent as soon as the stream opens; shorter
+	// lets the coordinator notice a hung executor sooner. Default 5s.
 	HeartbeatInterval time.Duration
 	// ShutdownTimeout is how long Serve waits for running handlers once its
 	// context ends; after it the handlers' contexts are cancelled. Default 30s.

@@ -356,14 +356,19 @@ func TestHeartbeatsListRunningSteps(t *testing.T) {
 
 	idle := stream.next(t, func(m *executorv1.ExecuteResponse) bool { return m.GetHeartbeat() != nil })
 	require.Empty(t, idle.GetHeartbeat().GetRunningStepIds())
+	require.Empty(t, idle.GetHeartbeat().GetRunning())
 
 	step := newStep("block", 1)
 	stream.send(t, step)
 	g.awaitStart(t)
-	stream.next(t, func(m *executorv1.ExecuteResponse) bool {
-		ids := m.GetHeartbeat().GetRunningStepIds()
-		return len(ids) == 1 && ids[0] == step.GetStepId()
-	})
+	// Every interval, not only at stream open, the attempt is listed.
+	for range 2 {
+		hb := stream.next(t, func(m *executorv1.ExecuteResponse) bool {
+			return len(m.GetHeartbeat().GetRunning()) > 0
+		}).GetHeartbeat()
+		require.Equal(t, []attemptID{attemptOf(step)}, runningOf(hb))
+		require.Equal(t, []string{step.GetStepId()}, hb.GetRunningStepIds())
+	}
 	close(g.release)
 	require.NotNil(t, stream.result(t).GetSuccess())
 }

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -188,9 +189,10 @@ func kindName(k any) string {
 	return fmt.Sprintf("%T", k)
 }
 
-// openSession registers a new stream and moves every pending result into
-// its queue: the start of a new stream is one of the two ways a late result
-// reaches the coordinator. It returns nil once the executor is closed.
+// openSession registers a new stream, moves every pending result into its
+// queue (the start of a new stream is one of the two ways a late result
+// reaches the coordinator) and queues a heartbeat after them. It returns nil
+// once the executor is closed.
 func (e *Executor) openSession(peer string) *session {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -210,6 +212,11 @@ func (e *Executor) openSession(peer string) *session {
 		}
 	}
 	e.pending = nil
+	// The first heartbeat goes out right behind the pending results instead
+	// of one interval later: a restarted coordinator relies on it to learn
+	// which attempts still run here before it gives up on them. Built under
+	// the same lock, it never lists an attempt whose result is ahead of it.
+	s.queue = append(s.queue, outbound{msg: e.heartbeatLocked()})
 	nudge(s.wake)
 	return s
 }
@@ -288,18 +295,42 @@ func (s *session) remember(res *executorv1.StepResult) {
 	s.sent = append(s.sent[drop:], sentResult{res: res, at: now})
 }
 
-// heartbeat lists every step running here, whichever stream sent it, so a
-// reconnected coordinator learns its steps are still alive.
+// heartbeat lists every attempt running here, whichever stream sent it, so
+// a reconnected or restarted coordinator learns which of its attempts are
+// still alive and where.
 func (e *Executor) heartbeat() *executorv1.ExecuteResponse {
 	e.mu.Lock()
-	ids := make([]string, 0, len(e.running))
-	for k := range e.running {
-		ids = append(ids, k.stepID)
+	defer e.mu.Unlock()
+	return e.heartbeatLocked()
+}
+
+// heartbeatLocked builds a heartbeat; the caller holds e.mu. Both lists are
+// sorted so consecutive heartbeats are easy to compare in logs and tests.
+// running_step_ids keeps one entry per step even when two attempts of it
+// overlap here, since it names steps, not attempts.
+func (e *Executor) heartbeatLocked() *executorv1.ExecuteResponse {
+	running := make([]*executorv1.RunningStep, 0, len(e.running))
+	for _, r := range e.running {
+		running = append(running, &executorv1.RunningStep{
+			TaskId:  r.req.TaskID,
+			StepId:  r.req.StepID,
+			Attempt: r.key.attempt,
+		})
 	}
-	e.mu.Unlock()
+	slices.SortFunc(running, func(a, b *executorv1.RunningStep) int {
+		return cmp.Or(
+			cmp.Compare(a.GetTaskId(), b.GetTaskId()),
+			cmp.Compare(a.GetStepId(), b.GetStepId()),
+			cmp.Compare(a.GetAttempt(), b.GetAttempt()),
+		)
+	})
+	ids := make([]string, 0, len(running))
+	for _, rs := range running {
+		ids = append(ids, rs.GetStepId())
+	}
 	slices.Sort(ids)
 	return &executorv1.ExecuteResponse{Kind: &executorv1.ExecuteResponse_Heartbeat{
-		Heartbeat: &executorv1.Heartbeat{RunningStepIds: ids},
+		Heartbeat: &executorv1.Heartbeat{RunningStepIds: slices.Compact(ids), Running: running},
 	}}
 }
 

@@ -109,6 +109,39 @@ func TestShutdownReportsResultOfBrokenStream(t *testing.T) {
 	require.NotNil(t, fc.reports[0].GetSuccess())
 }
 
+func TestShutdownHandsBackHandlerOfBrokenStream(t *testing.T) {
+	t.Parallel()
+	fc := startFakeCoordinator(t)
+	g := newGate()
+	s := startExecutor(t, Config{Coordinator: fc.addr, RegisterInterval: 10 * time.Millisecond, ShutdownTimeout: 50 * time.Millisecond},
+		map[string]HandlerFunc{"block": g.handler})
+	stream := dialExecutor(t, s.addr).open(t)
+	step := newStep("block", 2)
+	stream.send(t, step)
+	g.awaitStart(t)
+	before := fc.registerCount()
+	stream.cancel()
+	fc.awaitRegisters(t, before+2)
+
+	// The handler respects its ctx but is never released: only the
+	// shutdown's cancellation ends it, and with no stream left its
+	// retryable failure must be reported before Serve returns.
+	s.stop()
+	require.ErrorIs(t, g.awaitCtxErr(t), context.Canceled)
+	require.NoError(t, s.wait(t))
+
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	require.Len(t, fc.reports, 1)
+	res := fc.reports[0]
+	requireEcho(t, step, s.exec, res)
+	f := res.GetFailure()
+	require.NotNil(t, f)
+	require.Equal(t, ClassCancelled, f.GetErrorClass())
+	require.False(t, f.GetPermanent(), "a handed-back step must be retried elsewhere")
+	require.Contains(t, f.GetMessage(), "shutting down")
+}
+
 func TestServeReturnsListenerError(t *testing.T) {
 	t.Parallel()
 	e, err := New(Config{Logger: testLogger()})

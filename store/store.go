@@ -27,6 +27,10 @@ var (
 	ErrTemplateExists = errors.New("template version already registered with different content")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("store closed")
+	// ErrUnavailable means the database could not do the work now (busy,
+	// locked, disk full, read-only, I/O error) and nothing was written;
+	// the same call may succeed later.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // Store is what the coordinator needs from a database. Implementations must be

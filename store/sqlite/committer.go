@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/mattn/go-sqlite3"
+
 	"github.com/jmoiron/sqlx"
 
 	"github.com/tasker-go/tasker/store"
@@ -84,6 +86,7 @@ func (s *Store) runBatch(batch []*writeRequest) {
 	if err := s.commitBatch(ctx, batch, outcomes); err != nil {
 		s.logger.LogAttrs(ctx, slog.LevelError, "sqlite batch failed",
 			slog.Int("requests", len(batch)), slog.Any("error", err))
+		err = classify(err)
 		for _, req := range batch {
 			req.done <- fmt.Errorf("%s: batch of %d writes failed: %w", req.op, len(batch), err)
 		}
@@ -116,7 +119,7 @@ func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes
 			return fmt.Errorf("savepoint: %w", err)
 		}
 		if applyErr := req.apply(ctx, tx); applyErr != nil {
-			outcomes[i] = applyErr
+			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no
 			// request in the batch can be trusted and all of them fail.
@@ -132,4 +135,19 @@ func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// classify marks errors that say the database cannot work right now, as
+// opposed to a problem with the request, so callers can retry them.
+func classify(err error) error {
+	var se sqlite3.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code {
+	case sqlite3.ErrBusy, sqlite3.ErrLocked, sqlite3.ErrFull, sqlite3.ErrReadonly,
+		sqlite3.ErrIoErr, sqlite3.ErrCantOpen, sqlite3.ErrProtocol:
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
 }

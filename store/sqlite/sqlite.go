@@ -164,7 +164,7 @@ func (s *Store) readErr(err error, format string, args ...any) error {
 	if s.isClosed() {
 		return fmt.Errorf(format+": %w", append(args, store.ErrClosed)...)
 	}
-	return fmt.Errorf(format+": %w", append(args, err)...)
+	return fmt.Errorf(format+": %w", append(args, classify(err))...)
 }
 
 func (c Config) withDefaults() (Config, error) {
