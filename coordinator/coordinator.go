@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +55,10 @@ type Limits struct {
 	MaxResultBytes int
 	// MaxSteps bounds steps per template; default 1000.
 	MaxSteps int
+	// MaxRequestBytes bounds any one gRPC message the coordinator receives
+	// from API callers; default 8 MiB. gRPC refuses larger ones with
+	// ResourceExhausted before they are read.
+	MaxRequestBytes int
 }
 
 // ErrStopped is returned by calls made after Stop.
@@ -83,13 +88,18 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.DialOptions == nil {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
+	// Results over MaxResultBytes are refused as a step failure; the stream
+	// itself accepts a generous margin more, so an oversized result fails
+	// its step instead of breaking the executor's stream.
+	cfg.DialOptions = append(slices.Clone(cfg.DialOptions),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(4*cfg.Limits.MaxResultBytes, 64<<20))))
 	if cfg.ExecutorGrace <= 0 {
 		cfg.ExecutorGrace = 5 * time.Second
 	}
 	if cfg.ExecutorLiveness <= 0 {
 		cfg.ExecutorLiveness = 15 * time.Second
 	}
-	cfg.Limits = cfg.Limits.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{cfg: cfg, cancel: cancel, stopping: make(chan struct{})}
 	e := &engine{
@@ -112,6 +122,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxSteps <= 0 {
 		l.MaxSteps = 1000
+	}
+	if l.MaxRequestBytes <= 0 {
+		l.MaxRequestBytes = 8 << 20
 	}
 	return l
 }
@@ -138,14 +151,24 @@ func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
 	coordinatorv1.RegisterCoordinatorServiceServer(s, &server{c: c})
 }
 
-// Stop ends watches, closes executor streams and stops timers. Attempts
-// still in flight are settled by the next run from the store. It does not
-// close the store.
+// ServerOptions are the grpc.Server options the coordinator needs, such as
+// its request size limit; pass them to grpc.NewServer.
+func (c *Coordinator) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(c.cfg.Limits.MaxRequestBytes)}
+}
+
+// Stop shuts the coordinator down gracefully: it stops dispatching and
+// creating tasks, lets results of attempts in flight land until ctx ends,
+// then ends watches, closes executor streams and stops timers. Steps left
+// ready or in flight are picked up by the next start from the store. It
+// does not close the store.
 func (c *Coordinator) Stop(ctx context.Context) error {
+	var err error
 	c.stopOnce.Do(func() {
+		err = c.engine.drain(ctx)
 		close(c.stopping)
 		c.engine.stop()
 		c.cancel()
 	})
-	return ctx.Err()
+	return err
 }

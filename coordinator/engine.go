@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -35,6 +36,8 @@ type engine struct {
 	mu      sync.Mutex // protects tasks and stopped
 	tasks   map[string]*taskRun
 	stopped bool
+	// draining is set at shutdown: nothing new is dispatched or created.
+	draining atomic.Bool
 }
 
 // taskRun is an active task in memory.
@@ -205,7 +208,7 @@ func (e *engine) schedule(c *change, candidates []int) {
 // move to in_progress; without a slot the step waits in the pool's queue.
 func (e *engine) tryDispatch(c *change, i int, now time.Time) {
 	tr, s := c.tr, c.tr.steps[i]
-	if s.waiting || !plan.Ready(tr.view, i, now) {
+	if s.waiting || e.draining.Load() || !plan.Ready(tr.view, i, now) {
 		return
 	}
 	if tr.task.State == state.Pending && c.params.Task != nil {
@@ -499,6 +502,23 @@ func (e *engine) watchInFlight(tr *taskRun) {
 
 // jitter returns a random number in [0, 1) for backoff spreading.
 func jitter() float64 { return rand.Float64() }
+
+// drain stops dispatching and waits until every attempt in flight has
+// reported or ctx ends.
+func (e *engine) drain(ctx context.Context) error {
+	e.draining.Store(true)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for e.pool.inFlight() > 0 {
+		select {
+		case <-ctx.Done():
+			e.log.Warn("shutdown deadline passed with attempts in flight; the next start settles them", "in_flight", e.pool.inFlight())
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
 
 // stop retires every task from memory and closes the pool.
 func (e *engine) stop() {

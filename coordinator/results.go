@@ -185,7 +185,7 @@ func (e *engine) slot(w waiter, executorID string) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	i, ok := tr.byID[w.stepID]
-	if !ok || tr.done || tr.broken {
+	if !ok || tr.done || tr.broken || e.draining.Load() {
 		e.pool.release(executorID)
 		return
 	}

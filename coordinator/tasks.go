@@ -3,7 +3,10 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/google/uuid"
 
@@ -24,6 +27,9 @@ type createParams struct {
 // root steps in the same transaction. A repeat of an existing identity
 // returns the stored task with created=false.
 func (e *engine) createTask(ctx context.Context, p *createParams) (*store.Task, bool, error) {
+	if e.draining.Load() {
+		return nil, false, &codedError{codes.Unavailable, errors.New("coordinator is shutting down; retry against another coordinator or after restart")}
+	}
 	if p.namespace == "" || p.name == "" {
 		return nil, false, invalidf("namespace and name are required")
 	}

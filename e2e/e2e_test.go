@@ -63,12 +63,18 @@ func freeAddr(t *testing.T) string {
 
 // process is a tasker server process whose output goes to a log file.
 type process struct {
-	cmd *exec.Cmd
-	log string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed once the process has exited and been reaped
 }
 
-// start runs tasker with args in the background; it is killed when the test
-// ends, and its log is printed if the test failed.
+// logTail bounds how much of a process log a failed test prints, so a long
+// chaos run with many processes stays readable.
+const logTail = 64 << 10
+
+// start runs tasker with args in the background; it is stopped when the test
+// ends, its log is checked for data races, and the log's tail is printed if
+// the test failed.
 func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
@@ -77,27 +83,45 @@ func start(t *testing.T, name string, args ...string) *process {
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	require.NoError(t, cmd.Start())
-	p := &process{cmd: cmd, log: logPath}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
 		_ = f.Close()
-		if b, _ := os.ReadFile(logPath); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop(10 * time.Second)
+		b, _ := os.ReadFile(logPath)
+		if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
 			t.Errorf("%s reported a data race", name)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
+			if len(b) > logTail {
+				b = append([]byte("[...]"), b[len(b)-logTail:]...)
+			}
 			t.Logf("--- %s log ---\n%s", name, b)
 		}
 	})
 	return p
+}
+
+// stop asks the process to shut down gracefully and kills it if it has not
+// exited within d. It returns once the process is gone.
+func (p *process) stop(d time.Duration) {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// kill is kill -9: the process gets no chance to flush, close streams or
+// say goodbye. It returns once the process is gone.
+func (p *process) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
 }
 
 // cluster is one coordinator process and its executors.

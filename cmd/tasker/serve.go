@@ -74,10 +74,15 @@ func sqlitePath(db string) (string, error) {
 
 // coordinatorOptions are what it takes to run a coordinator in-process.
 type coordinatorOptions struct {
-	listen string
-	store  storeFlags
-	grace  time.Duration
-	log    *slog.Logger
+	listen   string
+	store    storeFlags
+	grace    time.Duration
+	liveness time.Duration
+	limits   coordinator.Limits
+	// shutdown bounds how long stop waits for results of attempts in
+	// flight.
+	shutdown time.Duration
+	log      *slog.Logger
 }
 
 // runningCoordinator is a coordinator serving gRPC on a listener.
@@ -87,6 +92,9 @@ type runningCoordinator struct {
 	coord *coordinator.Coordinator
 	srv   *grpc.Server
 	done  chan error
+	// shutdown bounds the wait for in-flight results at stop.
+	shutdown time.Duration
+	log      *slog.Logger
 }
 
 // startCoordinator opens the store, resumes unfinished tasks and serves the
@@ -100,7 +108,9 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	coord, err := coordinator.New(coordinator.Config{Store: st, Logger: opts.log, ExecutorGrace: opts.grace})
+	coord, err := coordinator.New(coordinator.Config{
+		Store: st, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness, Limits: opts.limits,
+	})
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -115,28 +125,35 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		_ = st.Close()
 		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(coord.ServerOptions()...)
 	coord.Register(srv)
-	rc := &runningCoordinator{addr: lis.Addr().String(), store: st, coord: coord, srv: srv, done: make(chan error, 1)}
+	rc := &runningCoordinator{addr: lis.Addr().String(), store: st, coord: coord, srv: srv, done: make(chan error, 1), shutdown: opts.shutdown, log: opts.log}
 	go func() { rc.done <- srv.Serve(lis) }()
 	opts.log.Info("coordinator serving", "addr", rc.addr, "db", path, "sync", opts.store.sync, "coordinator_id", coord.ID())
 	return rc, nil
 }
 
-// stop shuts the coordinator down: new calls are refused, running ones get
-// a moment to finish, then the store is closed.
+// stop shuts the coordinator down: dispatching stops, results of attempts
+// in flight land until the shutdown deadline (the API keeps serving them),
+// then the server stops and the store is closed.
 func (rc *runningCoordinator) stop() error {
+	wait := rc.shutdown
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := rc.coord.Stop(ctx); err != nil {
+		rc.log.Warn("stopped with attempts in flight", "err", err)
+	}
 	stopped := make(chan struct{})
 	go func() {
 		rc.srv.GracefulStop()
 		close(stopped)
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = rc.coord.Stop(ctx)
 	select {
 	case <-stopped:
-	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
 		rc.srv.Stop()
 	}
 	return rc.store.Close()
@@ -144,10 +161,8 @@ func (rc *runningCoordinator) stop() error {
 
 func newCoordinatorCmd(g *globals) *cobra.Command {
 	var (
-		listen string
-		store  storeFlags
-		logs   logFlags
-		grace  time.Duration
+		opts coordinatorOptions
+		logs logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -158,7 +173,8 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rc, err := startCoordinator(cmd.Context(), coordinatorOptions{listen: listen, store: store, grace: grace, log: log})
+			opts.log = log
+			rc, err := startCoordinator(cmd.Context(), opts)
 			if err != nil {
 				return err
 			}
@@ -171,9 +187,16 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 			return rc.stop()
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
-	cmd.Flags().DurationVar(&grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
-	store.register(cmd, "tasker.db")
+	f := cmd.Flags()
+	f.StringVar(&opts.listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
+	f.DurationVar(&opts.grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
+	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
+	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
+	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
+	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
+	f.IntVar(&opts.limits.MaxSteps, "max-steps", 1000, "most steps a template may have")
+	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", 8<<20, "largest gRPC request accepted, in bytes")
+	opts.store.register(cmd, "tasker.db")
 	logs.register(cmd, "info")
 	return cmd
 }

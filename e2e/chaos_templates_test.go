@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	templates "github.com/tasker-go/tasker/examples/templates"
+	"github.com/tasker-go/tasker/template"
+)
+
+// Every chaos step gets many attempts and a short backoff: kills and
+// partitions consume attempts too, and with retry_limit 10 the expected end
+// of every task is complete, so anything else is a finding.
+const chaosRetryLimit = 10
+
+var chaosBackoff = template.Backoff{
+	Initial:    template.Duration(10 * time.Millisecond),
+	Multiplier: 2,
+	Max:        template.Duration(200 * time.Millisecond),
+}
+
+// maxRandomSteps bounds the size of a generated DAG.
+const maxRandomSteps = 30
+
+// chaosShapes returns Tasker's five reference shapes from examples/templates
+// with the chaos retry policy on every step.
+func chaosShapes() ([]*template.Template, error) {
+	files, err := templates.All()
+	if err != nil {
+		return nil, err
+	}
+	names := []string{"linear_workflow", "diamond_workflow", "tree_workflow", "parallel_merge_workflow", "mixed_workflow"}
+	out := make([]*template.Template, 0, len(names))
+	for _, name := range names {
+		data, ok := files[name+".yaml"]
+		if !ok {
+			return nil, fmt.Errorf("examples/templates has no %s.yaml", name)
+		}
+		tmpl, err := template.Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		for i := range tmpl.Steps {
+			tmpl.Steps[i].RetryLimit = chaosRetryLimit
+			tmpl.Steps[i].Backoff = chaosBackoff
+		}
+		out = append(out, tmpl)
+	}
+	return out, nil
+}
+
+// randomTemplate builds a DAG of 1..maxRandomSteps steps in which each step
+// depends on a random subset of the earlier ones. The density of edges is
+// drawn per template, so some DAGs are wide and shallow and others nearly a
+// chain.
+func randomTemplate(rng *rand.Rand, k int) *template.Template {
+	n := 1 + rng.IntN(maxRandomSteps)
+	density := []float64{0.05, 0.15, 0.3, 0.5}[rng.IntN(4)]
+	tmpl := &template.Template{
+		Namespace:   "chaos",
+		Name:        fmt.Sprintf("random_%02d", k),
+		Version:     "1.0.0",
+		Description: fmt.Sprintf("generated DAG of %d steps, edge density %.2f", n, density),
+		Steps:       make([]template.Step, n),
+	}
+	for i := range n {
+		s := template.Step{
+			Name:       fmt.Sprintf("s%02d", i),
+			RetryLimit: chaosRetryLimit,
+			Backoff:    chaosBackoff,
+		}
+		for j := range i {
+			if rng.Float64() < density {
+				s.DependsOn = append(s.DependsOn, fmt.Sprintf("s%02d", j))
+			}
+		}
+		switch rng.IntN(4) {
+		case 0:
+			s.Handler = "noop"
+		case 1:
+			s.Handler = "echo"
+		case 2:
+			s.Handler = "sleep"
+			s.Config = json.RawMessage(fmt.Sprintf(`{"ms":%d}`, 1+rng.IntN(30)))
+		default:
+			s.Handler = "flaky"
+			s.Config = json.RawMessage(fmt.Sprintf(`{"fail_times":%d}`, 1+rng.IntN(2)))
+		}
+		tmpl.Steps[i] = s
+	}
+	return tmpl
+}
+
+// planName is how a template is named in the plan and the report.
+func planName(t *template.Template) string { return t.Namespace + "/" + t.Name }
+
+// describeTemplate is a one-line summary for the test log.
+func describeTemplate(t *template.Template) string {
+	handlers := map[string]int{}
+	edges := 0
+	for _, s := range t.Steps {
+		handlers[s.Handler]++
+		edges += len(s.DependsOn)
+	}
+	keys := make([]string, 0, len(handlers))
+	for h := range handlers {
+		keys = append(keys, h)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, h := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", h, handlers[h])
+	}
+	return fmt.Sprintf("%s steps=%d edges=%d %s", planName(t), len(t.Steps), edges, strings.Join(parts, " "))
+}
