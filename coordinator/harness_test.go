@@ -27,7 +27,7 @@ import (
 // harness is a real coordinator on a real SQLite file, served over gRPC on
 // a loopback port, with a client connected to it.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	store  *sqlite.Store
 	coord  *coordinator.Coordinator
@@ -40,14 +40,14 @@ type harnessConfig struct {
 	grace time.Duration
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("TASKER_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func newHarness(t *testing.T, cfgs ...harnessConfig) *harness {
+func newHarness(t testing.TB, cfgs ...harnessConfig) *harness {
 	t.Helper()
 	var cfg harnessConfig
 	if len(cfgs) > 0 {

@@ -17,10 +17,12 @@ import (
 // of every task is complete, so anything else is a finding.
 const chaosRetryLimit = 10
 
-var chaosBackoff = template.Backoff{
-	Initial:    template.Duration(10 * time.Millisecond),
-	Multiplier: 2,
-	Max:        template.Duration(200 * time.Millisecond),
+func chaosBackoff() template.Backoff {
+	return template.Backoff{
+		Initial:    template.Duration(10 * time.Millisecond),
+		Multiplier: 2,
+		Max:        template.Duration(200 * time.Millisecond),
+	}
 }
 
 // maxRandomSteps bounds the size of a generated DAG.
@@ -46,7 +48,7 @@ func chaosShapes() ([]*template.Template, error) {
 		}
 		for i := range tmpl.Steps {
 			tmpl.Steps[i].RetryLimit = chaosRetryLimit
-			tmpl.Steps[i].Backoff = chaosBackoff
+			tmpl.Steps[i].Backoff = chaosBackoff()
 		}
 		out = append(out, tmpl)
 	}
@@ -71,7 +73,7 @@ func randomTemplate(rng *rand.Rand, k int) *template.Template {
 		s := template.Step{
 			Name:       fmt.Sprintf("s%02d", i),
 			RetryLimit: chaosRetryLimit,
-			Backoff:    chaosBackoff,
+			Backoff:    chaosBackoff(),
 		}
 		for j := range i {
 			if rng.Float64() < density {

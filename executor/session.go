@@ -330,7 +330,7 @@ func (e *Executor) heartbeatLocked() *executorv1.ExecuteResponse {
 	}
 	slices.Sort(ids)
 	return &executorv1.ExecuteResponse{Kind: &executorv1.ExecuteResponse_Heartbeat{
-		Heartbeat: &executorv1.Heartbeat{RunningStepIds: slices.Compact(ids)},
+		Heartbeat: &executorv1.Heartbeat{RunningStepIds: slices.Compact(ids), Running: running},
 	}}
 }
 

@@ -1,0 +1,264 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/sqlite"
+)
+
+// maxListedViolations bounds how many violations the audit keeps verbatim;
+// all of them are counted.
+const maxListedViolations = 40
+
+// chaosAudit is what the stored history says about a chaos run.
+type chaosAudit struct {
+	tasks, steps int
+	// dispatches counts step transitions to in_progress.
+	dispatches int
+	// lost counts submitted idempotency keys with no stored task;
+	// duplicates counts extra tasks stored under one key.
+	lost, duplicates int
+	// doubleCompletions counts transitions to complete beyond a step's
+	// first.
+	doubleCompletions int
+	// lostAttempts counts attempts failed by the coordinator (executor lost,
+	// presumed lost, timed out) rather than by a handler on purpose.
+	lostAttempts int
+	// maxRecovery is the longest any unfinished task waited, after a
+	// coordinator kill, for its next transition.
+	maxRecovery time.Duration
+
+	violationCount int
+	violations     []string
+}
+
+func (a *chaosAudit) violatef(format string, args ...any) {
+	a.violationCount++
+	if len(a.violations) < maxListedViolations {
+		a.violations = append(a.violations, fmt.Sprintf(format, args...))
+	}
+}
+
+// auditStore opens the store file the coordinator left and checks every
+// task, step and transition in it against what was submitted. The
+// coordinator must be stopped.
+func auditStore(ctx context.Context, path string, subs []submission, kills []time.Time) (a *chaosAudit, err error) {
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: path})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	defer func() { err = errors.Join(err, st.Close()) }()
+
+	var tasks []*store.Task
+	for before := ""; ; {
+		page, err := st.TaskList(ctx, &store.TaskListParams{BeforeID: before, Limit: 1000})
+		if err != nil {
+			return nil, fmt.Errorf("list tasks: %w", err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		tasks = append(tasks, page...)
+		before = page[len(page)-1].ID
+	}
+	a = &chaosAudit{tasks: len(tasks)}
+	a.checkIdentity(tasks, subs)
+
+	for from := 0; from < len(tasks); from += 200 {
+		chunk := tasks[from:min(from+200, len(tasks))]
+		ids := make([]string, len(chunk))
+		for i, t := range chunk {
+			ids[i] = t.ID
+		}
+		steps, err := st.StepList(ctx, ids...)
+		if err != nil {
+			return nil, fmt.Errorf("list steps: %w", err)
+		}
+		byTask := map[string][]*store.Step{}
+		for _, s := range steps {
+			byTask[s.TaskID] = append(byTask[s.TaskID], s)
+		}
+		for _, t := range chunk {
+			trs, err := st.TransitionList(ctx, &store.TransitionListParams{TaskID: t.ID})
+			if err != nil {
+				return nil, fmt.Errorf("list transitions of %s: %w", t.ID, err)
+			}
+			a.checkTask(t, byTask[t.ID], trs)
+			a.measureRecovery(t, trs, kills)
+		}
+	}
+	return a, nil
+}
+
+// checkIdentity: every submitted key is stored exactly once, as the task
+// the create returned, with the context it was given; nothing else is
+// stored.
+func (a *chaosAudit) checkIdentity(tasks []*store.Task, subs []submission) {
+	byKey := map[string][]*store.Task{}
+	for _, t := range tasks {
+		byKey[t.IdentityKey] = append(byKey[t.IdentityKey], t)
+	}
+	submitted := map[string]bool{}
+	for n, s := range subs {
+		submitted[s.key] = true
+		stored := byKey[s.key]
+		switch {
+		case len(stored) == 0:
+			a.lost++
+			a.violatef("task %s (create returned %s) is not stored", s.key, s.id)
+			continue
+		case len(stored) > 1:
+			a.duplicates += len(stored) - 1
+			a.violatef("key %s is stored %d times", s.key, len(stored))
+		}
+		if stored[0].ID != s.id {
+			a.violatef("key %s: create returned task %s but the store holds %s", s.key, s.id, stored[0].ID)
+		}
+		if tc, err := decodeTaskContext(stored[0].Context); err != nil || tc.N != n {
+			a.violatef("key %s: stored context %s is not the one submitted (n=%d, err %v)", s.key, stored[0].Context, n, err)
+		}
+	}
+	for key, ts := range byKey {
+		if !submitted[key] {
+			a.violatef("task %s with key %q was never submitted", ts[0].ID, key)
+		}
+	}
+}
+
+// checkTask replays one task's history: every transition legal and
+// continuing from the last, every step complete exactly once, attempts
+// numbered 1, 2, ... up to the limit, no attempt started before all its
+// parents completed, and the task completed once, after its steps.
+func (a *chaosAudit) checkTask(t *store.Task, steps []*store.Step, trs []*store.Transition) {
+	byStep := map[string][]*store.Transition{}
+	var taskTrs []*store.Transition
+	for _, tr := range trs {
+		if tr.StepID == "" {
+			taskTrs = append(taskTrs, tr)
+			continue
+		}
+		byStep[tr.StepID] = append(byStep[tr.StepID], tr)
+	}
+	completedAt := map[string]int64{} // step name -> seq of its first completion
+	var lastStepComplete int64
+	for _, s := range steps {
+		a.steps++
+		where := fmt.Sprintf("task %s (%s/%s) step %s", t.ID, t.Namespace, t.Name, s.Name)
+		prev, completes, nextAttempt := state.Pending, 0, 1
+		for _, tr := range byStep[s.ID] {
+			if tr.From != prev {
+				a.violatef("%s: seq %d goes %s->%s but the step was %s", where, tr.Seq, tr.From, tr.To, prev)
+			}
+			if state.StepTransition(tr.From, tr.To) != state.Applied {
+				a.violatef("%s: seq %d is an illegal transition %s->%s", where, tr.Seq, tr.From, tr.To)
+			}
+			switch tr.To {
+			case state.InProgress:
+				a.dispatches++
+				if tr.Attempt != nextAttempt {
+					a.violatef("%s: seq %d dispatched attempt %d, expected attempt %d", where, tr.Seq, tr.Attempt, nextAttempt)
+				}
+				if tr.Attempt > s.MaxAttempts {
+					a.violatef("%s: seq %d dispatched attempt %d above max_attempts %d", where, tr.Seq, tr.Attempt, s.MaxAttempts)
+				}
+				nextAttempt = tr.Attempt + 1
+			case state.Complete:
+				completes++
+				if completes == 1 {
+					completedAt[s.Name] = tr.Seq
+					lastStepComplete = max(lastStepComplete, tr.Seq)
+				} else {
+					a.doubleCompletions++
+					a.violatef("%s: completed again at seq %d (attempt %d, %q)", where, tr.Seq, tr.Attempt, tr.Reason)
+				}
+			case state.Error:
+				if !strings.Contains(tr.Reason, "fails on purpose") {
+					a.lostAttempts++
+				}
+			}
+			prev = tr.To
+		}
+		if prev != s.State {
+			a.violatef("%s: stored state %s but its transitions end at %s", where, s.State, prev)
+		}
+		if s.State != state.Complete {
+			a.violatef("%s: ended %s after %d of %d attempts (error %+v)", where, s.State, s.Attempts, s.MaxAttempts, s.Error)
+		}
+		if s.MaxAttempts != chaosRetryLimit {
+			a.violatef("%s: max_attempts %d, template says %d", where, s.MaxAttempts, chaosRetryLimit)
+		}
+		if s.Attempts > s.MaxAttempts {
+			a.violatef("%s: %d attempts above max_attempts %d", where, s.Attempts, s.MaxAttempts)
+		}
+		if s.Attempts != nextAttempt-1 {
+			a.violatef("%s: stored attempts %d but %d dispatches recorded", where, s.Attempts, nextAttempt-1)
+		}
+	}
+	for _, s := range steps {
+		for _, tr := range byStep[s.ID] {
+			if tr.To != state.InProgress {
+				continue
+			}
+			for _, p := range s.DependsOn {
+				if seq, ok := completedAt[p]; !ok || seq > tr.Seq {
+					a.violatef("task %s step %s: attempt %d started at seq %d before parent %s completed (seq %d)", t.ID, s.Name, tr.Attempt, tr.Seq, p, seq)
+				}
+			}
+		}
+	}
+
+	prev, completes := state.Pending, 0
+	for _, tr := range taskTrs {
+		if tr.From != prev {
+			a.violatef("task %s: seq %d goes %s->%s but the task was %s", t.ID, tr.Seq, tr.From, tr.To, prev)
+		}
+		if state.TaskTransition(tr.From, tr.To) != state.Applied {
+			a.violatef("task %s: seq %d is an illegal transition %s->%s", t.ID, tr.Seq, tr.From, tr.To)
+		}
+		if tr.To == state.Complete {
+			completes++
+			if tr.Seq < lastStepComplete {
+				a.violatef("task %s: completed at seq %d before its last step completed (seq %d)", t.ID, tr.Seq, lastStepComplete)
+			}
+		}
+		prev = tr.To
+	}
+	if prev != t.State {
+		a.violatef("task %s: stored state %s but its transitions end at %s", t.ID, t.State, prev)
+	}
+	if t.State != state.Complete || completes != 1 || t.CompletedAt.IsZero() {
+		a.violatef("task %s (%s/%s): state %s, %d completions, completed_at %v", t.ID, t.Namespace, t.Name, t.State, completes, t.CompletedAt)
+	}
+}
+
+// measureRecovery: for each coordinator kill, a task that existed and was
+// unfinished at that moment waited until its next transition.
+func (a *chaosAudit) measureRecovery(t *store.Task, trs []*store.Transition, kills []time.Time) {
+	for _, k := range kills {
+		if !t.CreatedAt.Before(k) {
+			continue
+		}
+		var next time.Time
+		finished := false
+		for _, tr := range trs {
+			if !tr.At.After(k) {
+				if tr.StepID == "" && tr.To != state.Pending && tr.To != state.InProgress {
+					finished = true
+				}
+				continue
+			}
+			next = tr.At
+			break
+		}
+		if finished || next.IsZero() {
+			continue
+		}
+		a.maxRecovery = max(a.maxRecovery, next.Sub(k))
+	}
+}
