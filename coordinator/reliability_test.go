@@ -15,9 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tasker-go/tasker/coordinator"
-	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/executor"
 	"github.com/tasker-go/tasker/executor/builtin"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
 // runExecutor starts an executor for h with cfg (Coordinator and Logger are
@@ -396,4 +396,3 @@ steps:
 	require.NoError(t, err)
 	require.True(t, resp.GetCreated())
 }
-
