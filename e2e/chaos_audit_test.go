@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
@@ -261,4 +265,89 @@ func (a *chaosAudit) measureRecovery(t *store.Task, trs []*store.Transition, kil
 		}
 		a.maxRecovery = max(a.maxRecovery, next.Sub(k))
 	}
+}
+
+// TestChaosAudit feeds the audit histories with the faults it exists to
+// catch, so a green chaos run means the checks ran, not that they cannot
+// fail.
+func TestChaosAudit(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	task := &store.Task{ID: "t1", Namespace: "chaos", Name: "pair", State: state.Complete, IdentityKey: "k0",
+		Context: json.RawMessage(`{"seed":"1","n":0}`), CreatedAt: at, CompletedAt: at.Add(time.Second)}
+	steps := []*store.Step{
+		{ID: "a", Name: "a", State: state.Complete, Attempts: 1, MaxAttempts: chaosRetryLimit},
+		{ID: "b", Name: "b", DependsOn: []string{"a"}, State: state.Complete, Attempts: 2, MaxAttempts: chaosRetryLimit},
+	}
+	var seq int64
+	tr := func(step string, from, to state.State, attempt int, reason string) *store.Transition {
+		seq++
+		return &store.Transition{Seq: seq, TaskID: "t1", StepID: step, StepName: step, From: from, To: to,
+			At: at.Add(time.Duration(seq) * 100 * time.Millisecond), Attempt: attempt, Reason: reason}
+	}
+	clean := func() []*store.Transition {
+		seq = 0
+		return []*store.Transition{
+			tr("a", state.Pending, state.InProgress, 1, "dispatched"),
+			tr("", state.Pending, state.InProgress, 0, "first step dispatched"),
+			tr("a", state.InProgress, state.Complete, 1, "attempt 1 succeeded"),
+			tr("b", state.Pending, state.InProgress, 1, "dispatched"),
+			tr("b", state.InProgress, state.Error, 1, "attempt 1 of 10 failed: executor exec-1 was lost"),
+			tr("b", state.Error, state.Pending, 1, "retrying"),
+			tr("b", state.Pending, state.InProgress, 2, "dispatched"),
+			tr("b", state.InProgress, state.Complete, 2, "attempt 2 succeeded"),
+			tr("", state.InProgress, state.Complete, 0, "all steps complete"),
+		}
+	}
+
+	a := &chaosAudit{}
+	a.checkTask(task, steps, clean())
+	a.measureRecovery(task, clean(), []time.Time{at.Add(250 * time.Millisecond)})
+	require.Zero(t, a.violationCount, a.violations)
+	require.Equal(t, 2, a.steps)
+	require.Equal(t, 3, a.dispatches)
+	require.Equal(t, 1, a.lostAttempts)
+	require.Equal(t, 50*time.Millisecond, a.maxRecovery, "the kill at 250ms was followed by seq 3 at 300ms")
+
+	t.Run("double completion", func(t *testing.T) {
+		trs := clean()
+		trs = append(trs[:3], append([]*store.Transition{
+			{Seq: 100, StepID: "a", From: state.Complete, To: state.Complete, Attempt: 1},
+		}, trs[3:]...)...)
+		a := &chaosAudit{}
+		a.checkTask(task, steps, trs)
+		require.Equal(t, 1, a.doubleCompletions)
+	})
+	t.Run("child started before its parent completed", func(t *testing.T) {
+		trs := clean()
+		trs[2], trs[3] = trs[3], trs[2]
+		trs[2].Seq, trs[3].Seq = 3, 4
+		a := &chaosAudit{}
+		a.checkTask(task, steps, trs)
+		require.Equal(t, 1, a.violationCount, a.violations)
+		require.Contains(t, a.violations[0], "before parent a completed")
+	})
+	t.Run("attempt reused", func(t *testing.T) {
+		trs := clean()
+		trs[6].Attempt = 1
+		a := &chaosAudit{}
+		a.checkTask(task, steps, trs)
+		require.NotZero(t, a.violationCount)
+		require.Contains(t, a.violations[0], "dispatched attempt 1, expected attempt 2")
+	})
+	t.Run("task not complete", func(t *testing.T) {
+		errored := *task
+		errored.State = state.InProgress
+		a := &chaosAudit{}
+		a.checkTask(&errored, steps, clean()[:8])
+		require.NotZero(t, a.violationCount)
+	})
+	t.Run("lost and duplicated tasks", func(t *testing.T) {
+		dup := *task
+		dup.ID = "t2"
+		a := &chaosAudit{}
+		a.checkIdentity([]*store.Task{task, &dup}, []submission{{key: "k0", id: "t1"}, {key: "k1", id: "t3"}})
+		require.Equal(t, 1, a.lost)
+		require.Equal(t, 1, a.duplicates)
+	})
 }

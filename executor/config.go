@@ -54,6 +54,11 @@ type Config struct {
 	// DeliveryTimeout is how long Serve, at shutdown, keeps trying to deliver
 	// results that finished while no stream could take them. Default 10s.
 	DeliveryTimeout time.Duration
+	// MaxResultBytes bounds a handler's encoded results; larger ones are
+	// reported as a permanent ResultTooLarge failure instead of being sent,
+	// since a message the coordinator cannot read would break the stream
+	// for every step on it. Default 16 MiB.
+	MaxResultBytes int
 }
 
 // Defaults, exported so callers can describe them (for example in --help).
@@ -64,6 +69,7 @@ const (
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultDeliveryTimeout   = 10 * time.Second
+	DefaultMaxResultBytes    = 16 << 20
 )
 
 // ErrInvalidConfig is wrapped by New when a Config field is out of range.
@@ -115,6 +121,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.DeliveryTimeout == 0 {
 		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if cfg.MaxResultBytes < 0 {
+		return cfg, fmt.Errorf("%w: max result bytes %d is negative", ErrInvalidConfig, cfg.MaxResultBytes)
+	}
+	if cfg.MaxResultBytes == 0 {
+		cfg.MaxResultBytes = DefaultMaxResultBytes
 	}
 	return cfg, nil
 }

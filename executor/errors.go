@@ -31,6 +31,9 @@ const (
 	// ClassInvalidResult: the handler succeeded but its value is not JSON.
 	// Permanent, since the same code returns the same value again.
 	ClassInvalidResult = "InvalidResult"
+	// ClassResultTooLarge: the handler's results exceed MaxResultBytes.
+	// Permanent, since the same code returns the same value again.
+	ClassResultTooLarge = "ResultTooLarge"
 )
 
 // markedError carries what a handler says about a failure: whether it is

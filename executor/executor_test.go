@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -421,4 +422,23 @@ func TestDuplicateStepIsAnsweredOnce(t *testing.T) {
 	requireEcho(t, step, s.exec, res)
 	require.NotNil(t, res.GetSuccess())
 	require.Empty(t, g.started, "the duplicate must not start a second handler")
+}
+
+func TestResultOverLimitIsPermanentFailure(t *testing.T) {
+	t.Parallel()
+	s := startExecutor(t, Config{MaxResultBytes: 100}, map[string]HandlerFunc{
+		"big": func(context.Context, *Request) (any, error) {
+			return map[string]string{"blob": strings.Repeat("x", 200)}, nil
+		},
+	})
+	stream := dialExecutor(t, s.addr).open(t)
+	step := newStep("big", 1)
+	stream.send(t, step)
+	res := stream.result(t)
+	requireEcho(t, step, s.exec, res)
+	f := res.GetFailure()
+	require.NotNil(t, f)
+	require.True(t, f.GetPermanent())
+	require.Equal(t, ClassResultTooLarge, f.GetErrorClass())
+	require.Contains(t, f.GetMessage(), "MaxResultBytes")
 }

@@ -191,12 +191,17 @@ func (e *Executor) finish(r *run, out any, err error, took time.Duration) {
 func (e *Executor) resultOf(r *run, out any, err error) *executorv1.StepResult {
 	if err == nil {
 		b, encErr := encodeResults(out)
+		if encErr != nil {
+			encErr = WithClass(encErr, ClassInvalidResult)
+		} else if len(b) > e.cfg.MaxResultBytes {
+			encErr = WithClass(fmt.Errorf("results are %d bytes, over the executor's limit of %d (MaxResultBytes)", len(b), e.cfg.MaxResultBytes), ClassResultTooLarge)
+		}
 		if encErr == nil {
 			res := e.baseResult(r.req)
 			res.Outcome = &executorv1.StepResult_Success{Success: &executorv1.StepSuccess{Results: b}}
 			return res
 		}
-		err = Permanent(WithClass(encErr, ClassInvalidResult))
+		err = Permanent(encErr)
 	}
 	if r.ctx.Err() != nil {
 		var ce *cancelError
