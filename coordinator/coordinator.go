@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"slices"
 	"sync"
@@ -41,6 +42,9 @@ type Config struct {
 	// in-flight steps fail their attempt; default 5s. Longer rides out
 	// network blips without re-running work; shorter recovers sooner.
 	ExecutorGrace time.Duration
+	// Registerer receives the coordinator's Prometheus metrics; default a
+	// private registry (metrics are kept but not exported).
+	Registerer prometheus.Registerer
 	// ExecutorLiveness is how long an executor's stream may stay silent
 	// (executors heartbeat every 5s by default) before it counts as lost;
 	// default 15s.
@@ -109,6 +113,10 @@ func New(cfg Config) (*Coordinator, error) {
 		tasks: map[string]*taskRun{},
 	}
 	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e)
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	e.metrics = newMetrics(cfg.Registerer, e)
 	c.engine = e
 	return c, nil
 }

@@ -30,6 +30,7 @@ type engine struct {
 	templates *templateBook
 	pool      *pool
 	hub       *hub
+	metrics   *metrics
 	grace     time.Duration
 	now       func() time.Time
 
@@ -263,6 +264,7 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		e.afterCommit(c)
 		return nil
 	}
+	start := time.Now()
 	if _, err := e.store.TaskAdvance(ctx, &c.params); err != nil {
 		// Memory already holds the change that was not written: it can no
 		// longer be trusted, so the task is reloaded from the store.
@@ -274,6 +276,7 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		}
 		return fmt.Errorf("task %s: %w", tr.task.ID, err)
 	}
+	e.metrics.observeCommit(tr, c, time.Since(start))
 	e.hub.publish(tr.task.ID)
 	e.afterCommit(c)
 	return nil

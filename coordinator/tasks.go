@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 
@@ -43,6 +44,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.Task, 
 	if err := ct.schema.Validate(p.context); err != nil {
 		return nil, false, err
 	}
+	p.bypass = slices.Compact(slices.Sorted(slices.Values(p.bypass)))
 	for _, b := range p.bypass {
 		i, ok := ct.index[b]
 		if !ok {

@@ -1,0 +1,104 @@
+package coordinator
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the coordinator's Prometheus instruments. Label sets are kept
+// small and bounded (template, handler, state), never task or step ids.
+type metrics struct {
+	tasksCreated    *prometheus.CounterVec
+	taskTransitions *prometheus.CounterVec
+	stepTransitions *prometheus.CounterVec
+	retries         *prometheus.CounterVec
+	stepDuration    *prometheus.HistogramVec
+	dispatchLatency *prometheus.HistogramVec
+	storeWrite      prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
+	m := &metrics{
+		tasksCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_tasks_created_total", Help: "Tasks created, by template.",
+		}, []string{"namespace", "name"}),
+		taskTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_task_transitions_total", Help: "Task state transitions committed, by template and new state.",
+		}, []string{"namespace", "name", "state"}),
+		stepTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_step_transitions_total", Help: "Step state transitions committed, by template, handler and new state.",
+		}, []string{"namespace", "name", "handler", "state"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_step_retries_total", Help: "Attempts dispatched after a failed one, by handler.",
+		}, []string{"handler"}),
+		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tasker_step_attempt_duration_seconds", Help: "Time from dispatch to result of one attempt, by handler.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 20),
+		}, []string{"handler"}),
+		dispatchLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tasker_dispatch_latency_seconds", Help: "Time from a step becoming ready (its last parent's result committed) to its dispatch being sent, by handler.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 20),
+		}, []string{"handler"}),
+		storeWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tasker_store_write_seconds", Help: "Latency of one task's transaction as the engine sees it, including waiting for its group commit.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 20),
+		}),
+	}
+	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tasker_tasks_active", Help: "Unfinished tasks this coordinator runs.",
+	}, func() float64 {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return float64(len(e.tasks))
+	})
+	executors := &executorCollector{pool: e.pool}
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, active, executors} {
+		reg.MustRegister(c)
+	}
+	return m
+}
+
+// observeCommit counts the transitions of a committed change.
+func (m *metrics) observeCommit(tr *taskRun, c *change, took time.Duration) {
+	m.storeWrite.Observe(took.Seconds())
+	ns, name := tr.task.Namespace, tr.task.Name
+	if c.params.Task != nil {
+		m.taskTransitions.WithLabelValues(ns, name, string(c.params.Task.To)).Inc()
+	}
+	for _, sc := range c.params.Steps {
+		handler := tr.steps[tr.byID[sc.StepID]].Handler
+		m.stepTransitions.WithLabelValues(ns, name, handler, string(sc.To)).Inc()
+		if sc.To == "in_progress" && sc.Attempts > 1 {
+			m.retries.WithLabelValues(handler).Inc()
+		}
+	}
+}
+
+// executorCollector reports each executor's capacity and load at scrape
+// time, so executors that went away disappear from the metrics.
+type executorCollector struct{ pool *pool }
+
+var (
+	executorCapacityDesc = prometheus.NewDesc("tasker_executor_capacity", "Steps the executor runs at once.", []string{"executor"}, nil)
+	executorInFlightDesc = prometheus.NewDesc("tasker_executor_in_flight", "Attempts running on the executor.", []string{"executor"}, nil)
+	executorUpDesc       = prometheus.NewDesc("tasker_executor_connected", "1 while the executor's stream is up.", []string{"executor"}, nil)
+)
+
+func (c *executorCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- executorCapacityDesc
+	ch <- executorInFlightDesc
+	ch <- executorUpDesc
+}
+
+func (c *executorCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, e := range c.pool.list() {
+		up := 0.0
+		if e.GetConnected() {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(executorCapacityDesc, prometheus.GaugeValue, float64(e.GetCapacity()), e.GetId())
+		ch <- prometheus.MustNewConstMetric(executorInFlightDesc, prometheus.GaugeValue, float64(e.GetInFlight()), e.GetId())
+		ch <- prometheus.MustNewConstMetric(executorUpDesc, prometheus.GaugeValue, up, e.GetId())
+	}
+}
