@@ -67,6 +67,8 @@ type stepRun struct {
 	executor string
 	// lastExecutor ran the previous attempt; a retry prefers another.
 	lastExecutor string
+	// dispatchedAt is when the current attempt was sent.
+	dispatchedAt time.Time
 	timer        *time.Timer // fires when the current attempt times out or is presumed lost
 	waiting      bool        // queued in the pool for a slot
 }
@@ -294,6 +296,8 @@ func (e *engine) afterCommit(c *change) {
 			e.armAttemptTimer(tr, i, d, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, d))
 		}
 		e.pool.send(s.executor, req)
+		s.dispatchedAt = time.Now()
+		e.metrics.dispatchLatency.WithLabelValues(s.Handler).Observe(s.dispatchedAt.Sub(c.params.At).Seconds())
 	}
 	for _, i := range c.waits {
 		e.pool.wait(tr.task.ID, tr.steps[i].ID, tr.steps[i].Handler)

@@ -42,6 +42,9 @@ func (e *engine) applyResult(r *executorv1.StepResult) (applied bool, err error)
 		return false, nil
 	}
 	c := e.newChange(tr)
+	if !s.dispatchedAt.IsZero() {
+		e.metrics.stepDuration.WithLabelValues(s.Handler).Observe(time.Since(s.dispatchedAt).Seconds())
+	}
 	e.settleAttempt(tr, i)
 	meta, _ := json.Marshal(map[string]string{"executor": r.GetExecutorId()})
 	if ok := r.GetSuccess(); ok != nil {

@@ -161,9 +161,15 @@ func newChaosPlan(rng *rand.Rand, cfg chaosConfig) (*chaosPlan, error) {
 		offsets[i] = cfg.window/10 + time.Duration(rng.Int64N(int64(cfg.window*8/10)))
 	}
 	slices.Sort(offsets)
+	interval := cfg.window / time.Duration(cfg.tasks)
 	for i, kind := range kinds {
 		f := fault{kind: kind, at: offsets[i]}
 		switch kind {
+		case killCoordinator:
+			// Just after a submission is sent, so that create is likely
+			// in flight and its answer lost: the retry must find the task
+			// by its key.
+			f.at = f.at.Truncate(interval) + 3*time.Millisecond
 		case killExecutor:
 			f.executor = rng.IntN(3)
 		case partitionExecutor:
@@ -244,6 +250,23 @@ func (c *chaosCluster) startExecutor(ex *chaosExecutor) {
 	ex.proc = start(c.t, fmt.Sprintf("%s-run%d", ex.id, ex.runs), ex.args...)
 }
 
+// awaitCoordinator waits (up to 30s) until the coordinator answers an RPC
+// and returns when it did.
+func (c *chaosCluster) awaitCoordinator(ctx context.Context) time.Time {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := c.client.ListExecutors(rctx, &coordinatorv1.ListExecutorsRequest{})
+		cancel()
+		if err == nil {
+			return time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.t.Errorf("coordinator did not answer within 30s of its restart")
+	return time.Now()
+}
+
 func (c *chaosCluster) connectedExecutors(ctx context.Context) int {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -294,9 +317,11 @@ func (c *chaosCluster) runFaults(ctx context.Context, began time.Time, faults []
 		c.t.Logf("fault at %s (planned %s)", time.Since(began).Round(time.Millisecond), f)
 		switch f.kind {
 		case killCoordinator:
-			rec.coordinatorKills = append(rec.coordinatorKills, time.Now())
+			killed := time.Now()
+			rec.coordinatorKills = append(rec.coordinatorKills, killed)
 			c.coord.kill()
 			c.startCoordinator()
+			c.t.Logf("coordinator serving again %s after the kill", c.awaitCoordinator(ctx).Sub(killed).Round(time.Millisecond))
 		case killExecutor:
 			ex := c.execs[f.executor]
 			ex.proc.kill()
@@ -349,12 +374,11 @@ func (c *chaosCluster) submitAll(ctx context.Context, seed int64, plan *chaosPla
 		subs[i].key = key
 		go func() {
 			defer func() { done <- struct{}{} }()
-			taskCtx, err := structpb.NewStruct(map[string]any{"seed": fmt.Sprint(seed), "n": i})
+			req, err := createRequest(tmpl, key, seed, i)
 			if err != nil {
 				subs[i].err = err
 				return
 			}
-			req := &coordinatorv1.CreateTaskRequest{Namespace: tmpl.Namespace, Name: tmpl.Name, Context: taskCtx, IdempotencyKey: key}
 			subs[i].id, subs[i].created, subs[i].calls, subs[i].err = createWithRetry(ctx, c.client, req)
 		}()
 	}
@@ -362,6 +386,35 @@ func (c *chaosCluster) submitAll(ctx context.Context, seed int64, plan *chaosPla
 		<-done
 	}
 	return subs
+}
+
+func createRequest(tmpl *template.Template, key string, seed int64, n int) (*coordinatorv1.CreateTaskRequest, error) {
+	taskCtx, err := structpb.NewStruct(map[string]any{"seed": fmt.Sprint(seed), "n": n})
+	if err != nil {
+		return nil, err
+	}
+	return &coordinatorv1.CreateTaskRequest{Namespace: tmpl.Namespace, Name: tmpl.Name, Context: taskCtx, IdempotencyKey: key}, nil
+}
+
+// recreateAll sends every create again once the run is over: each must
+// return the task first created for its key, as not created. It returns a
+// description of each mismatch.
+func (c *chaosCluster) recreateAll(ctx context.Context, seed int64, plan *chaosPlan, subs []submission) []string {
+	var bad []string
+	for i, s := range subs {
+		req, err := createRequest(plan.templates[plan.tasks[i]], s.key, seed, i)
+		if err != nil {
+			return append(bad, err.Error())
+		}
+		id, created, _, err := createWithRetry(ctx, c.client, req)
+		switch {
+		case err != nil:
+			bad = append(bad, err.Error())
+		case id != s.id || created:
+			bad = append(bad, fmt.Sprintf("key %s: first create gave %s, repeat gave %s (created=%v)", s.key, s.id, id, created))
+		}
+	}
+	return bad
 }
 
 func createWithRetry(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, req *coordinatorv1.CreateTaskRequest) (id string, created bool, calls int, err error) {
@@ -539,6 +592,7 @@ func TestChaos(t *testing.T) {
 		c.dumpStuck(ctx)
 	}
 	elapsed := time.Since(began)
+	recreated := c.recreateAll(ctx, cfg.seed, plan, subs)
 	c.stopAll()
 
 	a, err := auditStore(ctx, c.dbPath, subs, rec.coordinatorKills)
@@ -558,6 +612,7 @@ func TestChaos(t *testing.T) {
 	if cfg.partitions > 0 {
 		require.Positive(t, rec.dropped, "a partition cut a live connection to exec-3")
 	}
+	require.Empty(t, recreated, "repeated creates must return the original tasks (seed %d)", cfg.seed)
 	require.Zero(t, a.lost, "tasks lost (seed %d)", cfg.seed)
 	require.Zero(t, a.duplicates, "tasks stored twice (seed %d)", cfg.seed)
 	require.Zero(t, a.doubleCompletions, "steps completed more than once (seed %d)", cfg.seed)
