@@ -82,7 +82,11 @@ type coordinatorOptions struct {
 	// shutdown bounds how long stop waits for results of attempts in
 	// flight.
 	shutdown time.Duration
-	log      *slog.Logger
+	// httpListen, when set, serves /metrics and /healthz (and /debug/pprof
+	// with pprof).
+	httpListen string
+	pprof      bool
+	log        *slog.Logger
 }
 
 // runningCoordinator is a coordinator serving gRPC on a listener.
@@ -95,6 +99,8 @@ type runningCoordinator struct {
 	// shutdown bounds the wait for in-flight results at stop.
 	shutdown time.Duration
 	log      *slog.Logger
+	httpAddr string
+	stopHTTP context.CancelFunc
 }
 
 // startCoordinator opens the store, resumes unfinished tasks and serves the
@@ -108,8 +114,10 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	reg := newRegistry(st)
 	coord, err := coordinator.New(coordinator.Config{
 		Store: st, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness, Limits: opts.limits,
+		Registerer: reg,
 	})
 	if err != nil {
 		_ = st.Close()
@@ -125,9 +133,23 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		_ = st.Close()
 		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
 	}
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	httpAddr := ""
+	if opts.httpListen != "" {
+		if httpAddr, err = serveHTTP(httpCtx, opts.httpListen, reg, opts.pprof, opts.log); err != nil {
+			stopHTTP()
+			_ = lis.Close()
+			_ = coord.Stop(ctx)
+			_ = st.Close()
+			return nil, err
+		}
+	}
 	srv := grpc.NewServer(coord.ServerOptions()...)
 	coord.Register(srv)
-	rc := &runningCoordinator{addr: lis.Addr().String(), store: st, coord: coord, srv: srv, done: make(chan error, 1), shutdown: opts.shutdown, log: opts.log}
+	rc := &runningCoordinator{
+		addr: lis.Addr().String(), httpAddr: httpAddr, store: st, coord: coord, srv: srv, done: make(chan error, 1),
+		shutdown: opts.shutdown, log: opts.log, stopHTTP: stopHTTP,
+	}
 	go func() { rc.done <- srv.Serve(lis) }()
 	opts.log.Info("coordinator serving", "addr", rc.addr, "db", path, "sync", opts.store.sync, "coordinator_id", coord.ID())
 	return rc, nil
@@ -156,6 +178,7 @@ func (rc *runningCoordinator) stop() error {
 	case <-time.After(5 * time.Second):
 		rc.srv.Stop()
 	}
+	rc.stopHTTP()
 	return rc.store.Close()
 }
 
@@ -196,6 +219,8 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
 	f.IntVar(&opts.limits.MaxSteps, "max-steps", 1000, "most steps a template may have")
 	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", 8<<20, "largest gRPC request accepted, in bytes")
+	f.StringVar(&opts.httpListen, "http-listen", "", "serve /metrics and /healthz on this address (off when empty)")
+	f.BoolVar(&opts.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on the --http-listen address")
 	opts.store.register(cmd, "tasker.db")
 	logs.register(cmd, "info")
 	return cmd
