@@ -267,7 +267,8 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		return nil
 	}
 	start := time.Now()
-	if _, err := e.store.TaskAdvance(ctx, &c.params); err != nil {
+	trs, err := e.store.TaskAdvance(ctx, &c.params)
+	if err != nil {
 		// Memory already holds the change that was not written: it can no
 		// longer be trusted, so the task is reloaded from the store.
 		c.abandon()
@@ -279,7 +280,7 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		return fmt.Errorf("task %s: %w", tr.task.ID, err)
 	}
 	e.metrics.observeCommit(tr, c, time.Since(start))
-	e.hub.publish(tr.task.ID)
+	e.hub.publish(tr.task.ID, watchEvent{transitions: trs, taskState: tr.task.State})
 	e.afterCommit(c)
 	return nil
 }

@@ -220,43 +220,54 @@ func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinat
 	if req.GetId() == "" {
 		return status.Error(codes.InvalidArgument, "id is required")
 	}
-	// Subscribe before the first read, so nothing committed in between is
-	// missed.
-	signal, stop := s.c.engine.hub.subscribe(req.GetId())
+	// Subscribe before reading what is stored, so nothing committed in
+	// between is missed; what arrives twice is skipped by sequence number.
+	hub := s.c.engine.hub
+	w, stop := hub.subscribe(req.GetId())
 	defer stop()
 	after := req.GetAfterSeq()
-	for {
-		t, err := s.c.cfg.Store.TaskGet(ctx, req.GetId())
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return status.Errorf(codes.NotFound, "task %s not found", req.GetId())
-			}
-			return toStatus(err)
-		}
-		trs, err := s.c.cfg.Store.TransitionList(ctx, &store.TransitionListParams{TaskID: req.GetId(), AfterSeq: after})
-		if err != nil {
-			return toStatus(err)
-		}
+	send := func(trs []*store.Transition, st state.State) error {
 		for _, tr := range trs {
-			if err := stream.Send(&coordinatorv1.WatchTaskResponse{Transition: transitionToProto(tr), TaskState: protoState(t.State)}); err != nil {
+			if tr.Seq <= after {
+				continue
+			}
+			if err := stream.Send(&coordinatorv1.WatchTaskResponse{Transition: transitionToProto(tr), TaskState: protoState(st)}); err != nil {
 				return err
 			}
 			after = tr.Seq
 		}
-		if terminal(t.State) {
-			// Transitions recorded after the terminal one (late results
-			// of cancelled steps) were read in the same pass or are
-			// none of the watcher's business.
-			return nil
+		return nil
+	}
+	catchUp := func() (state.State, error) {
+		t, err := s.c.cfg.Store.TaskGet(ctx, req.GetId())
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return "", status.Errorf(codes.NotFound, "task %s not found", req.GetId())
+			}
+			return "", toStatus(err)
 		}
+		trs, err := s.c.cfg.Store.TransitionList(ctx, &store.TransitionListParams{TaskID: req.GetId(), AfterSeq: after})
+		if err != nil {
+			return "", toStatus(err)
+		}
+		return t.State, send(trs, t.State)
+	}
+	st, err := catchUp()
+	for err == nil && !terminal(st) {
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-s.c.stopping:
 			return status.Error(codes.Unavailable, "coordinator is shutting down")
-		case <-signal:
+		case ev := <-w.ch:
+			if ev.transitions == nil || hub.takeLag(w) {
+				st, err = catchUp()
+				continue
+			}
+			st, err = ev.taskState, send(ev.transitions, ev.taskState)
 		}
 	}
+	return err
 }
 
 func (s *server) RegisterExecutor(ctx context.Context, req *coordinatorv1.RegisterExecutorRequest) (*coordinatorv1.RegisterExecutorResponse, error) {

@@ -110,7 +110,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.Task, 
 	e.mu.Lock()
 	e.tasks[task.ID] = tr
 	e.mu.Unlock()
-	e.hub.publish(task.ID)
+	e.hub.publish(task.ID, watchEvent{taskState: tr.task.State})
 	e.afterCommit(c)
 	return got, true, nil
 }
