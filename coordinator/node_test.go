@@ -21,7 +21,7 @@ import (
 // node is a coordinator on a SQLite file and a fixed address that a test
 // can crash and start again, as a process would be.
 type node struct {
-	t     *testing.T
+	t     testing.TB
 	path  string
 	addr  string
 	cfg   coordinator.Config
@@ -31,7 +31,7 @@ type node struct {
 	srv   *grpc.Server
 }
 
-func startNode(t *testing.T, path, addr string, cfg coordinator.Config, busy time.Duration) *node {
+func startNode(t testing.TB, path, addr string, cfg coordinator.Config, busy time.Duration) *node {
 	t.Helper()
 	n := &node{t: t, path: path, addr: addr, cfg: cfg, busy: busy}
 	n.start()
@@ -77,7 +77,7 @@ func (n *node) crash() {
 }
 
 // nodeHarness builds a harness around a restartable node.
-func nodeHarness(t *testing.T, cfg coordinator.Config, busy time.Duration) (*harness, *node) {
+func nodeHarness(t testing.TB, cfg coordinator.Config, busy time.Duration) (*harness, *node) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -103,7 +103,7 @@ type proxy struct {
 	conns map[net.Conn]struct{}
 }
 
-func startProxy(t *testing.T, target string) *proxy {
+func startProxy(t testing.TB, target string) *proxy {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -74,7 +74,7 @@ func (h *harness) waitExecutor(id string, connected bool) {
 	}, 15*time.Second, 10*time.Millisecond, "executor %s connected=%v", id, connected)
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
