@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/tasker-go/tasker/coordinator"
-	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/executor"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
 const benchLinear4 = `
