@@ -77,18 +77,21 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	t, created, err := s.c.engine.createTask(ctx, &createParams{
+	stored, created, err := s.c.engine.createTask(ctx, &createParams{
 		namespace: req.GetNamespace(), name: req.GetName(), version: req.GetVersion(), context: raw,
 		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	full, err := s.fullTask(ctx, t.ID)
+	if created {
+		return &coordinatorv1.CreateTaskResponse{Task: taskToProto(stored.Task, stored.Steps, stored.Transitions), Created: true}, nil
+	}
+	full, err := s.fullTask(ctx, stored.Task.ID)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &coordinatorv1.CreateTaskResponse{Task: full, Created: created}, nil
+	return &coordinatorv1.CreateTaskResponse{Task: full}, nil
 }
 
 // fullTask reads a task with its steps and transitions from the store.

@@ -25,9 +25,11 @@ type createParams struct {
 }
 
 // createTask validates the request, inserts the task and dispatches its
-// root steps in the same transaction. A repeat of an existing identity
-// returns the stored task with created=false.
-func (e *engine) createTask(ctx context.Context, p *createParams) (*store.Task, bool, error) {
+// root steps in the same transaction. It returns what it stored (task,
+// steps, transitions with their sequence numbers), so the caller need not
+// read it back. A repeat of an existing identity returns only the stored
+// task, with created=false.
+func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCreateParams, bool, error) {
 	if e.draining.Load() {
 		return nil, false, &codedError{codes.Unavailable, errors.New("coordinator is shutting down; retry against another coordinator or after restart")}
 	}
@@ -83,18 +85,21 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.Task, 
 	}
 	// The initial dispatch rides in the creating transaction: the task is
 	// stored already in_progress with its roots sent, one commit in all.
-	if tr.satisfied == len(tr.steps) {
-		c.moveTask(state.InProgress, "created with every step bypassed")
-	} else {
-		e.schedule(c, nil)
-	}
-	if tr.task.State == state.InProgress && tr.satisfied == len(tr.steps) {
-		// Nothing to run; it completes in a follow-up transition.
-		defer e.completeEmpty(tr)
-	}
+	e.schedule(c, nil)
 	stored := *task
-	stored.State = tr.task.State
 	created := &store.TaskCreateParams{Task: &stored, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
+	if tr.satisfied == len(tr.steps) {
+		// Every step was bypassed: the task is complete at once, which
+		// takes two task transitions in the one transaction.
+		for _, to := range []state.State{state.InProgress, state.Complete} {
+			created.Transitions = append(created.Transitions, &store.Transition{
+				TaskID: task.ID, From: tr.task.State, To: to, At: now, Reason: "every step was bypassed",
+			})
+			tr.task.State = to
+		}
+		tr.task.CompletedAt, tr.task.UpdatedAt = now, now
+	}
+	stored.State, stored.CompletedAt, stored.UpdatedAt = tr.task.State, tr.task.CompletedAt, tr.task.UpdatedAt
 	for i, s := range tr.steps {
 		st := s.Step
 		created.Steps[i] = &st
@@ -105,27 +110,15 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.Task, 
 		if err != nil {
 			return nil, false, fmt.Errorf("create task: %w", err)
 		}
-		return got, false, nil
+		return &store.TaskCreateParams{Task: got}, false, nil
 	}
 	e.mu.Lock()
 	e.tasks[task.ID] = tr
 	e.mu.Unlock()
-	e.hub.publish(task.ID, watchEvent{taskState: tr.task.State})
+	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, taskState: tr.task.State})
 	e.afterCommit(c)
-	return got, true, nil
-}
-
-// completeEmpty finishes a task whose every step was bypassed. The caller
-// holds tr.mu (deferred from createTask).
-func (e *engine) completeEmpty(tr *taskRun) {
-	if tr.task.State != state.InProgress || tr.done {
-		return
-	}
-	c := e.newChange(tr)
-	c.moveTask(state.Complete, "all steps complete")
-	if err := e.commit(e.ctx, c); err != nil {
-		e.log.Error("complete task failed", "task_id", tr.task.ID, "err", err)
-	}
+	created.Task = got
+	return created, true, nil
 }
 
 // transitionsOf turns a change into the initial transitions of a new task.

@@ -49,8 +49,9 @@ type Store interface {
 	TemplateList(ctx context.Context, params *TemplateListParams) ([]*Template, error)
 
 	// TaskCreate inserts a task, its steps and their initial transitions in
-	// one transaction. If a task with the same IdentityKey exists, nothing is
-	// written and that task is returned with created=false.
+	// one transaction, and sets Seq on each of params.Transitions. If a task
+	// with the same IdentityKey exists, nothing is written and that task is
+	// returned with created=false.
 	TaskCreate(ctx context.Context, params *TaskCreateParams) (task *Task, created bool, err error)
 	// TaskGet returns one task without its steps, or ErrNotFound.
 	TaskGet(ctx context.Context, id string) (*Task, error)

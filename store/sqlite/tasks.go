@@ -120,9 +120,11 @@ func createTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskCreateParams) (*s
 		}
 	}
 	for _, tr := range p.Transitions {
-		if _, err := insertTransition(ctx, tx, t.ID, tr); err != nil {
+		seq, err := insertTransition(ctx, tx, t.ID, tr)
+		if err != nil {
 			return nil, false, err
 		}
+		tr.Seq = seq
 	}
 	task, err := row.task()
 	return task, true, err

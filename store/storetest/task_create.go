@@ -66,6 +66,23 @@ func (s *suite) taskCreate(t *testing.T) {
 			requireTimeEqual(t, created.Add(4), f.transitions(t, p.Task.ID)[0].At, "transition At")
 		})
 
+		t.Run("SetsSeqOnInitialTransitions", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			p := f.taskParams("linear", "a", "b")
+			p.Transitions = []*store.Transition{
+				{StepID: p.Steps[0].ID, StepName: "a", From: state.Pending, To: state.ResolvedManually, At: f.now(), Reason: "bypassed"},
+				{From: state.Pending, To: state.InProgress, At: f.now(), Reason: "started"},
+			}
+			f.create(t, p)
+			stored := f.transitions(t, p.Task.ID)
+			require.Len(t, stored, 2)
+			for i := range stored {
+				require.Equal(t, stored[i].Seq, p.Transitions[i].Seq, "transition %d", i)
+			}
+			require.Greater(t, p.Transitions[1].Seq, p.Transitions[0].Seq)
+		})
+
 		t.Run("ZeroTimesStayZero", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
