@@ -5,11 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 
-	"github.com/jmoiron/sqlx"
-
-	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -25,7 +21,7 @@ func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams
 		return nil, err
 	}
 	var out []*store.Transition
-	err := s.write(ctx, "TaskAdvance", func(ctx context.Context, tx *sqlx.Tx) error {
+	err := s.write(ctx, "TaskAdvance", func(ctx context.Context, tx *wtx) error {
 		var err error
 		out, err = advanceTask(ctx, tx, params)
 		return err
@@ -51,7 +47,7 @@ func validateAdvance(p *store.TaskAdvanceParams) error {
 	return nil
 }
 
-func advanceTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
+func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
 	at := toNanos(p.At)
 	out := make([]*store.Transition, 0, len(p.Steps)+1)
 
@@ -77,12 +73,7 @@ func advanceTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskAdvanceParams) (
 		out = append(out, tr)
 	}
 	if c := p.Task; c != nil {
-		// completed_at is kept once set: a completed task that is later
-		// cancelled still records when it completed.
-		res, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, updated_at = ?,
-			completed_at = CASE WHEN ? THEN ? ELSE completed_at END
-			WHERE id = ? AND state = ?`,
-			string(c.To), at, c.To == state.Complete, at, p.TaskID, string(c.From))
+		res, err := tx.ExecContext(ctx, sqlUpdateTask, string(c.To), at, p.TaskID, string(c.From))
 		if err != nil {
 			return nil, fmt.Errorf("task %s %s→%s: %w", p.TaskID, c.From, c.To, err)
 		}
@@ -116,30 +107,21 @@ func advanceTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskAdvanceParams) (
 // updateStep applies one step change if the step is still in c.From with
 // c.ExpectAttempts attempts, and returns the step's stored name (the
 // transition records it even if the caller left StepName empty).
-func updateStep(ctx context.Context, tx *sqlx.Tx, taskID string, at int64, c *store.StepChange) (string, error) {
-	sets := []string{"state = ?", "attempts = ?", "next_retry_at = ?", "updated_at = ?"}
-	args := []any{string(c.To), c.Attempts, toNullNanos(c.NextRetryAt), at}
-	if c.MaxAttempts > 0 {
-		sets = append(sets, "max_attempts = ?")
-		args = append(args, c.MaxAttempts)
-	}
+func updateStep(ctx context.Context, tx *wtx, taskID string, at int64, c *store.StepChange) (string, error) {
+	var results, errMsg, errClass any
+	var errRetryable any
 	if c.Results != nil {
-		sets = append(sets, "results = ?")
-		args = append(args, string(c.Results))
+		results = string(c.Results)
 	}
-	switch {
-	case c.To == state.Complete:
-		sets = append(sets, "error_message = NULL", "error_class = NULL", "error_retryable = NULL")
-	case c.Error != nil:
-		sets = append(sets, "error_message = ?", "error_class = ?", "error_retryable = ?")
-		args = append(args, c.Error.Message, c.Error.Class, c.Error.Retryable)
+	if c.Error != nil {
+		errMsg, errClass, errRetryable = c.Error.Message, c.Error.Class, c.Error.Retryable
 	}
-	args = append(args, c.StepID, taskID, string(c.From), c.ExpectAttempts)
-
 	var name string
-	err := tx.QueryRowxContext(ctx, `UPDATE steps SET `+strings.Join(sets, ", ")+`
-		WHERE id = ? AND task_id = ? AND state = ? AND attempts = ?
-		RETURNING name`, args...).Scan(&name)
+	err := tx.QueryRowContext(ctx, sqlUpdateStep,
+		string(c.To), c.Attempts, toNullNanos(c.NextRetryAt), at,
+		c.MaxAttempts, results, c.Error != nil, errMsg, errClass, errRetryable,
+		c.StepID, taskID, string(c.From), c.ExpectAttempts,
+	).Scan(&name)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", stepMismatch(ctx, tx, taskID, c)
 	}
@@ -150,7 +132,7 @@ func updateStep(ctx context.Context, tx *sqlx.Tx, taskID string, at int64, c *st
 }
 
 // taskMismatch explains why a task change matched no row.
-func taskMismatch(ctx context.Context, tx *sqlx.Tx, taskID string, c *store.TaskChange) error {
+func taskMismatch(ctx context.Context, tx *wtx, taskID string, c *store.TaskChange) error {
 	var current string
 	err := tx.GetContext(ctx, &current, `SELECT state FROM tasks WHERE id = ?`, taskID)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -163,7 +145,7 @@ func taskMismatch(ctx context.Context, tx *sqlx.Tx, taskID string, c *store.Task
 }
 
 // stepMismatch explains why a step change matched no row.
-func stepMismatch(ctx context.Context, tx *sqlx.Tx, taskID string, c *store.StepChange) error {
+func stepMismatch(ctx context.Context, tx *wtx, taskID string, c *store.StepChange) error {
 	var current struct {
 		Name     string `db:"name"`
 		State    string `db:"state"`
@@ -182,7 +164,7 @@ func stepMismatch(ctx context.Context, tx *sqlx.Tx, taskID string, c *store.Step
 		store.ErrConflict)
 }
 
-func taskExists(ctx context.Context, tx *sqlx.Tx, taskID string) error {
+func taskExists(ctx context.Context, tx *wtx, taskID string) error {
 	var one int
 	err := tx.GetContext(ctx, &one, `SELECT 1 FROM tasks WHERE id = ?`, taskID)
 	if errors.Is(err, sql.ErrNoRows) {

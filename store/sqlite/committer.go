@@ -9,8 +9,6 @@ import (
 
 	"github.com/mattn/go-sqlite3"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -20,14 +18,14 @@ import (
 // which orders the two goroutines.
 type writeRequest struct {
 	op    string
-	apply func(ctx context.Context, tx *sqlx.Tx) error
+	apply func(ctx context.Context, tx *wtx) error
 	done  chan error // buffered 1, so the committer never blocks answering
 }
 
 // write hands apply to the committer and waits for the outcome. Until the
 // committer takes the request, ctx can withdraw it; after that the caller
 // waits for the real outcome, so it is never told a committed write failed.
-func (s *Store) write(ctx context.Context, op string, apply func(ctx context.Context, tx *sqlx.Tx) error) error {
+func (s *Store) write(ctx context.Context, op string, apply func(ctx context.Context, tx *wtx) error) error {
 	if s.isClosed() {
 		return fmt.Errorf("%s: %w", op, store.ErrClosed)
 	}
@@ -118,7 +116,7 @@ func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		if applyErr := req.apply(ctx, tx); applyErr != nil {
+		if applyErr := req.apply(ctx, &wtx{Tx: tx, stmts: s.stmts}); applyErr != nil {
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no

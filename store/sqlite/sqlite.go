@@ -10,6 +10,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -69,8 +70,9 @@ type Stats struct {
 type Store struct {
 	logger   *slog.Logger
 	maxBatch int
-	writer   *sqlx.DB // one connection, used only by the committer
-	reader   *sqlx.DB // query-only pool; WAL readers never block the writer
+	writer   *sqlx.DB             // one connection, used only by the committer
+	stmts    map[string]*sql.Stmt // write statements prepared on writer
+	reader   *sqlx.DB             // query-only pool; WAL readers never block the writer
 
 	requests chan *writeRequest // unbuffered: a sender blocked here is queued
 	closing  chan struct{}      // closed by Close to stop the committer
@@ -116,11 +118,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := reader.PingContext(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("open sqlite reader %s: %w", cfg.Path, err), reader.Close(), writer.Close())
 	}
+	stmts, err := prepareWrites(ctx, writer)
+	if err != nil {
+		return nil, errors.Join(err, reader.Close(), writer.Close())
+	}
 
 	s := &Store{
 		logger:   cfg.Logger,
 		maxBatch: cfg.MaxBatch,
 		writer:   writer,
+		stmts:    stmts,
 		reader:   reader,
 		requests: make(chan *writeRequest),
 		closing:  make(chan struct{}),
@@ -139,7 +146,7 @@ func (s *Store) Close() error {
 		<-s.stopped
 		// Readers first, so the writer is the last connection and SQLite
 		// checkpoints the WAL back into the main file.
-		s.closeErr = errors.Join(s.reader.Close(), s.writer.Close())
+		s.closeErr = errors.Join(s.reader.Close(), closeStatements(s.stmts), s.writer.Close())
 	})
 	return s.closeErr
 }

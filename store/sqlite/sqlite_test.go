@@ -239,7 +239,7 @@ func TestBatchIsolatesFailures(t *testing.T) {
 	batch := []*writeRequest{
 		advanceRequest(start(good, 0)),
 		advanceRequest(start(victim, 3)), // stale attempt count
-		{op: "create", done: make(chan error, 1), apply: func(ctx context.Context, tx *sqlx.Tx) error {
+		{op: "create", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
 			_, _, err := createTask(ctx, tx, fresh)
 			return err
 		}},
@@ -269,11 +269,11 @@ func TestBatchFailsTogether(t *testing.T) {
 	before := s.Stats()
 
 	batch := []*writeRequest{
-		{op: "create", done: make(chan error, 1), apply: func(ctx context.Context, tx *sqlx.Tx) error {
+		{op: "create", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
 			_, _, err := createTask(ctx, tx, p)
 			return err
 		}},
-		{op: "saboteur", done: make(chan error, 1), apply: func(ctx context.Context, tx *sqlx.Tx) error {
+		{op: "saboteur", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
 			_, err := tx.ExecContext(ctx, "ROLLBACK")
 			require.NoError(t, err)
 			return fmt.Errorf("sabotaged")
@@ -423,7 +423,7 @@ func newTaskParams(ns string, at time.Time, steps ...string) *store.TaskCreatePa
 }
 
 func advanceRequest(p *store.TaskAdvanceParams) *writeRequest {
-	return &writeRequest{op: "advance", done: make(chan error, 1), apply: func(ctx context.Context, tx *sqlx.Tx) error {
+	return &writeRequest{op: "advance", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
 		_, err := advanceTask(ctx, tx, p)
 		return err
 	}}

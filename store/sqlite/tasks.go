@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 )
@@ -27,7 +25,7 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 		task    *store.Task
 		created bool
 	)
-	err := s.write(ctx, "TaskCreate", func(ctx context.Context, tx *sqlx.Tx) error {
+	err := s.write(ctx, "TaskCreate", func(ctx context.Context, tx *wtx) error {
 		var err error
 		task, created, err = createTask(ctx, tx, params)
 		return err
@@ -64,7 +62,7 @@ func validateCreate(p *store.TaskCreateParams) error {
 	return nil
 }
 
-func createTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskCreateParams) (*store.Task, bool, error) {
+func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store.Task, bool, error) {
 	t := p.Task
 	bypass, err := encodeNames(t.BypassSteps)
 	if err != nil {
@@ -90,10 +88,8 @@ func createTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskCreateParams) (*s
 	// Any uniqueness conflict leaves the row alone; the identity key then
 	// says whether this is a repeat (return the stored task) or a reused ID
 	// (an error).
-	res, err := tx.NamedExecContext(ctx, `INSERT INTO tasks (`+taskColumns+`)
-		VALUES (:id, :namespace, :name, :version, :state, :context, :identity_key, :bypass_steps,
-			:created_at, :updated_at, :completed_at)
-		ON CONFLICT DO NOTHING`, &row)
+	res, err := tx.ExecContext(ctx, sqlInsertTask, row.ID, row.Namespace, row.Name, row.Version, row.State,
+		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert task %s: %w", t.ID, err)
 	}
@@ -130,7 +126,7 @@ func createTask(ctx context.Context, tx *sqlx.Tx, p *store.TaskCreateParams) (*s
 	return task, true, err
 }
 
-func insertStep(ctx context.Context, tx *sqlx.Tx, taskID string, st *store.Step) error {
+func insertStep(ctx context.Context, tx *wtx, taskID string, st *store.Step) error {
 	deps, err := encodeNames(st.DependsOn)
 	if err != nil {
 		return fmt.Errorf("step %s depends_on: %w", st.Name, err)
@@ -156,10 +152,9 @@ func insertStep(ctx context.Context, tx *sqlx.Tx, taskID string, st *store.Step)
 		row.ErrorClass = sql.NullString{String: st.Error.Class, Valid: true}
 		row.ErrorRetryable = sql.NullBool{Bool: st.Error.Retryable, Valid: true}
 	}
-	_, err = tx.NamedExecContext(ctx, `INSERT INTO steps (`+stepColumns+`)
-		VALUES (:id, :task_id, :name, :position, :handler, :depends_on, :state, :attempts, :max_attempts,
-			:retryable, :skippable, :results, :error_message, :error_class, :error_retryable,
-			:next_retry_at, :updated_at)`, &row)
+	_, err = tx.ExecContext(ctx, sqlInsertStep, row.ID, row.TaskID, row.Name, row.Position, row.Handler,
+		row.DependsOn, row.State, row.Attempts, row.MaxAttempts, row.Retryable, row.Skippable, row.Results,
+		row.ErrorMessage, row.ErrorClass, row.ErrorRetryable, row.NextRetryAt, row.UpdatedAt)
 	if err != nil {
 		return fmt.Errorf("insert step %s (%s) of task %s: %w", st.Name, st.ID, taskID, err)
 	}
@@ -167,10 +162,8 @@ func insertStep(ctx context.Context, tx *sqlx.Tx, taskID string, st *store.Step)
 }
 
 // insertTransition stores tr under taskID and returns its sequence number.
-func insertTransition(ctx context.Context, tx *sqlx.Tx, taskID string, tr *store.Transition) (int64, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO transitions
-		(task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+func insertTransition(ctx context.Context, tx *wtx, taskID string, tr *store.Transition) (int64, error) {
+	res, err := tx.ExecContext(ctx, sqlInsertTransition,
 		taskID, toNullString(tr.StepID), tr.StepName, string(tr.From), string(tr.To),
 		toNanos(tr.At), tr.Reason, tr.Attempt, toNullJSON(tr.Metadata))
 	if err != nil {

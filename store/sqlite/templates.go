@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -25,7 +23,7 @@ func (s *Store) TemplateRegister(ctx context.Context, params *store.TemplateRegi
 		tmpl    *store.Template
 		created bool
 	)
-	err := s.write(ctx, "TemplateRegister", func(ctx context.Context, tx *sqlx.Tx) error {
+	err := s.write(ctx, "TemplateRegister", func(ctx context.Context, tx *wtx) error {
 		var err error
 		tmpl, created, err = registerTemplate(ctx, tx, params)
 		return err
@@ -36,7 +34,7 @@ func (s *Store) TemplateRegister(ctx context.Context, params *store.TemplateRegi
 	return tmpl, created, nil
 }
 
-func registerTemplate(ctx context.Context, tx *sqlx.Tx, p *store.TemplateRegisterParams) (*store.Template, bool, error) {
+func registerTemplate(ctx context.Context, tx *wtx, p *store.TemplateRegisterParams) (*store.Template, bool, error) {
 	row := templateRow{
 		Namespace: p.Namespace,
 		Name:      p.Name,
