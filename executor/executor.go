@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
@@ -197,6 +198,8 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 
 	srv := grpc.NewServer(e.cfg.ServerOptions...)
 	executorv1.RegisterExecutorServiceServer(srv, &service{e: e})
+	// Reflection lets grpcurl and ghz call the executor without its proto files.
+	reflection.Register(srv)
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(lis) }()
 

@@ -2,8 +2,10 @@ package template
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 
 	"sigs.k8s.io/yaml"
@@ -18,8 +20,21 @@ func Parse(data []byte) (*Template, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("parse template: empty input")
 	}
+	// YAML is turned into JSON first, without looking at the target types:
+	// YAML 1.1 reads `on`, `no` or `y` as booleans, and decoding them into a
+	// string field must fail loudly rather than name a handler "true".
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse template: %w", err)
+	}
 	var t *Template
-	if err := yaml.UnmarshalStrict(data, &t); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Type.Kind() == reflect.String && (te.Value == "bool" || te.Value == "number") {
+			return nil, fmt.Errorf("parse template: %s: got a %s where a string belongs (YAML reads on/off/yes/no/y/n as booleans): quote it", te.Field, te.Value)
+		}
 		return nil, fmt.Errorf("parse template: %w", err)
 	}
 	if t == nil {

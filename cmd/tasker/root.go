@@ -84,6 +84,7 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newCoordinatorCmd(g),
 		newExecutorCmd(g),
 		newDevCmd(g),
+		newBenchCmd(g),
 	)
 	return root
 }

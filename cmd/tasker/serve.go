@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
@@ -146,6 +147,9 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	}
 	srv := grpc.NewServer(coord.ServerOptions()...)
 	coord.Register(srv)
+	// Server reflection lets grpcurl and ghz call the API without the
+	// .proto files.
+	reflection.Register(srv)
 	rc := &runningCoordinator{
 		addr: lis.Addr().String(), httpAddr: httpAddr, store: st, coord: coord, srv: srv, done: make(chan error, 1),
 		shutdown: opts.shutdown, log: opts.log, stopHTTP: stopHTTP,

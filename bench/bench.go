@@ -1,0 +1,579 @@
+// Package bench drives a workload against a Tasker coordinator and reports
+// what it costs: task and step throughput, task latency, the overhead the
+// coordinator adds between a step's parents finishing and the step reaching
+// its executor, group-commit batching, and the coordinator's CPU and memory.
+//
+// The load generator hosts its own executors (a noop handler that records
+// every dispatch), creates tasks from one of Tasker's workflow shapes with a
+// bounded number in flight, and watches each to its end. The coordinator is
+// reached over gRPC only, so it may be a child process (see StartChild), a
+// remote server or, in tests, one in the same process.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tasker-go/tasker/executor"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultTasks            = 1000
+	DefaultConcurrency      = 50
+	DefaultExecutors        = 1
+	DefaultExecutorCapacity = 512
+	DefaultProgressInterval = 2 * time.Second
+	// DefaultSampleTasks bounds the GetTask calls made after a run to
+	// measure dispatch overhead: enough for a stable p99 over a few thousand
+	// dispatches, few enough not to load the coordinator afterwards.
+	DefaultSampleTasks = 300
+	// DefaultReadyTimeout bounds the wait for executors to connect.
+	DefaultReadyTimeout = 30 * time.Second
+)
+
+// streamsPerConn is how many concurrent workers share one client
+// connection: one HTTP/2 connection serialises its frames, so a few
+// connections keep the client side from becoming the bottleneck at high
+// concurrency.
+const streamsPerConn = 64
+
+// Config describes one run. Coordinator is required; zero values elsewhere
+// take the defaults above.
+type Config struct {
+	// Coordinator is the gRPC address host:port of the coordinator.
+	Coordinator string
+	// MetricsURL is the coordinator's Prometheus endpoint; empty leaves
+	// commits, batch size (and, without PID, CPU and memory) unmeasured.
+	MetricsURL string
+	// PID is the coordinator's process id when it runs on this machine; its
+	// CPU and peak RSS are then read from /proc. Zero falls back to
+	// MetricsURL.
+	PID int
+	// Sync is the coordinator's SQLite synchronous mode; it is only
+	// reported.
+	Sync string
+	// Shape is one of ShapeNames; Fanout is the width of the fanout shape.
+	Shape  string
+	Fanout int
+	// Tasks is how many tasks to create; 0 means no limit, in which case
+	// Duration must be set.
+	Tasks int
+	// Concurrency is how many tasks are in flight (created, not yet
+	// finished) at once.
+	Concurrency int
+	// Duration, when set, stops creating tasks after it; tasks in flight
+	// still run to their end.
+	Duration time.Duration
+	// Executors is how many executors the run hosts, each with
+	// ExecutorCapacity slots.
+	Executors        int
+	ExecutorCapacity int
+	// Progress receives a progress line every ProgressInterval; nil means
+	// none.
+	Progress         io.Writer
+	ProgressInterval time.Duration
+	// SampleTasks is how many finished tasks are read back to measure
+	// dispatch overhead.
+	SampleTasks int
+	// Logger receives the executors' logs; default discards them.
+	Logger *slog.Logger
+	// HTTPClient scrapes MetricsURL; default a client with a 10s timeout.
+	HTTPClient *http.Client
+}
+
+// ErrInvalidConfig is wrapped by Run when a Config field is out of range.
+var ErrInvalidConfig = errors.New("invalid bench config")
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Coordinator == "" {
+		return c, fmt.Errorf("%w: coordinator address is required", ErrInvalidConfig)
+	}
+	if c.Shape == "" {
+		c.Shape = "linear4"
+	}
+	if c.Fanout == 0 {
+		c.Fanout = DefaultFanout
+	}
+	if c.Tasks < 0 || c.Concurrency < 0 || c.Executors < 0 || c.ExecutorCapacity < 0 || c.Duration < 0 || c.SampleTasks < 0 {
+		return c, fmt.Errorf("%w: negative tasks, concurrency, executors, capacity, duration or sample", ErrInvalidConfig)
+	}
+	if c.Tasks == 0 && c.Duration == 0 {
+		return c, fmt.Errorf("%w: give a number of tasks or a duration", ErrInvalidConfig)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Executors == 0 {
+		c.Executors = DefaultExecutors
+	}
+	if c.ExecutorCapacity == 0 {
+		c.ExecutorCapacity = DefaultExecutorCapacity
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = DefaultProgressInterval
+	}
+	if c.SampleTasks == 0 {
+		c.SampleTasks = DefaultSampleTasks
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	return c, nil
+}
+
+// runner holds the state of one Run.
+type runner struct {
+	cfg      Config
+	runID    string
+	template *coordinatorv1.TaskTemplate
+	clients  []coordinatorv1.CoordinatorServiceClient
+	rec      *Recorder
+
+	start time.Time
+	// next is the index of the next task to create.
+	next     atomic.Int64
+	inFlight atomic.Int64
+	done     atomic.Int64
+	failed   atomic.Int64
+
+	// mu guards latencies, sample and rng.
+	mu        sync.Mutex
+	latencies []time.Duration
+	// sample is a uniform reservoir of finished task ids.
+	sample []string
+	rng    *rand.Rand
+	// seen counts tasks offered to the reservoir.
+	seen int
+
+	// peakRSS is the highest process_resident_memory_bytes scraped, for a
+	// coordinator whose /proc bench cannot read.
+	peakRSS atomic.Int64
+}
+
+// Run registers the shape's template, starts the executors, runs the
+// workload and measures it. It returns an error if any call to the
+// coordinator fails: a run with failed calls measures the failure, not the
+// orchestrator. Tasks that end in a state other than complete are counted
+// in Report.TasksFailed.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := Template(cfg.Shape, cfg.Fanout)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r := &runner{
+		cfg: cfg, runID: uuid.NewString()[:8], template: tmpl, rec: NewRecorder(),
+		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	nconns := min(max((cfg.Concurrency+streamsPerConn-1)/streamsPerConn, 1), 8)
+	for range nconns {
+		conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		if err != nil {
+			return nil, fmt.Errorf("dial coordinator %s: %w", cfg.Coordinator, err)
+		}
+		defer func() { _ = conn.Close() }()
+		r.clients = append(r.clients, coordinatorv1.NewCoordinatorServiceClient(conn))
+	}
+	if _, err := r.clients[0].RegisterTemplate(ctx, &coordinatorv1.RegisterTemplateRequest{Template: tmpl}); err != nil {
+		return nil, fmt.Errorf("register template %s/%s: %w", tmpl.GetNamespace(), tmpl.GetName(), err)
+	}
+
+	exCtx, stopExecutors := context.WithCancel(context.WithoutCancel(ctx))
+	exDone, err := r.startExecutors(exCtx)
+	defer func() {
+		stopExecutors()
+		for _, d := range exDone {
+			if err := <-d; err != nil {
+				cfg.Logger.Warn("executor stopped with an error", "err", err)
+			}
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.awaitExecutors(ctx); err != nil {
+		return nil, err
+	}
+
+	before := r.measure(ctx)
+	r.start = time.Now()
+	progressDone := r.progress(ctx)
+	loadErr := r.load(ctx)
+	elapsed := time.Since(r.start)
+	progressDone()
+	if loadErr != nil {
+		return nil, loadErr
+	}
+	after := r.measure(ctx)
+	overheads, err := r.dispatchOverheads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.report(elapsed, before, after, overheads), nil
+}
+
+// startExecutors starts cfg.Executors executors hosting the recorder; each
+// returned channel yields its Serve result once ctx ends.
+func (r *runner) startExecutors(ctx context.Context) ([]<-chan error, error) {
+	var done []<-chan error
+	for i := range r.cfg.Executors {
+		ex, err := executor.New(executor.Config{
+			ID:          r.executorID(i),
+			Capacity:    r.cfg.ExecutorCapacity,
+			Coordinator: r.cfg.Coordinator,
+			Logger:      r.cfg.Logger,
+			// Nothing runs long, so shutdown need not wait as long as for
+			// real handlers.
+			ShutdownTimeout: 5 * time.Second,
+			DeliveryTimeout: 5 * time.Second,
+		})
+		if err != nil {
+			return done, fmt.Errorf("executor %d: %w", i, err)
+		}
+		if err := ex.Handle(NoopHandler, r.rec.Handle); err != nil {
+			return done, fmt.Errorf("executor %d: %w", i, err)
+		}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return done, fmt.Errorf("executor %d: listen: %w", i, err)
+		}
+		d := make(chan error, 1)
+		go func() { d <- ex.Serve(ctx, lis) }()
+		done = append(done, d)
+	}
+	return done, nil
+}
+
+func (r *runner) executorID(i int) string { return fmt.Sprintf("bench-%s-%d", r.runID, i) }
+
+// awaitExecutors waits until the coordinator has a stream to every
+// executor of this run, so the first tasks do not measure connection setup.
+func (r *runner) awaitExecutors(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, DefaultReadyTimeout)
+	defer cancel()
+	want := make(map[string]bool, r.cfg.Executors)
+	for i := range r.cfg.Executors {
+		want[r.executorID(i)] = true
+	}
+	for {
+		resp, err := r.clients[0].ListExecutors(ctx, &coordinatorv1.ListExecutorsRequest{})
+		if err == nil {
+			connected := 0
+			for _, e := range resp.GetExecutors() {
+				if want[e.GetId()] && e.GetConnected() {
+					connected++
+				}
+			}
+			if connected == len(want) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("executors did not connect to %s: %w", r.cfg.Coordinator, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// claim returns the index of the next task to create, or false once the
+// task limit or the duration is reached.
+func (r *runner) claim() (int64, bool) {
+	if r.cfg.Duration > 0 && time.Since(r.start) >= r.cfg.Duration {
+		return 0, false
+	}
+	i := r.next.Add(1) - 1
+	if r.cfg.Tasks > 0 && i >= int64(r.cfg.Tasks) {
+		return 0, false
+	}
+	return i, true
+}
+
+// load runs cfg.Concurrency workers until no task is left to claim; the
+// first failure stops them all.
+func (r *runner) load(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for w := range r.cfg.Concurrency {
+		client := r.clients[w%len(r.clients)]
+		wg.Go(func() {
+			for {
+				i, ok := r.claim()
+				if !ok || ctx.Err() != nil {
+					return
+				}
+				if err := r.runTask(ctx, client, i); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// runTask creates task i and watches it to its end. Its latency runs from
+// the start of the create call to the arrival of the transition that made
+// the task terminal.
+func (r *runner) runTask(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, i int64) error {
+	r.inFlight.Add(1)
+	defer r.inFlight.Add(-1)
+	start := time.Now()
+	resp, err := client.CreateTask(ctx, &coordinatorv1.CreateTaskRequest{
+		Namespace: r.template.GetNamespace(), Name: r.template.GetName(), Version: r.template.GetVersion(),
+		IdempotencyKey: fmt.Sprintf("bench-%s-%d", r.runID, i),
+	})
+	if err != nil {
+		return fmt.Errorf("create task %d: %w", i, err)
+	}
+	id := resp.GetTask().GetId()
+	final := resp.GetTask().GetState()
+	if !terminal(final) {
+		if final, err = r.watch(ctx, client, id); err != nil {
+			return err
+		}
+	}
+	latency := time.Since(start)
+	if final != coordinatorv1.State_STATE_COMPLETE {
+		r.failed.Add(1)
+	}
+	r.finished(id, latency)
+	return nil
+}
+
+// watch returns the terminal state of task id as soon as a transition
+// carrying it arrives.
+func (r *runner) watch(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, id string) (coordinatorv1.State, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.WatchTask(ctx, &coordinatorv1.WatchTaskRequest{Id: id})
+	if err != nil {
+		return 0, fmt.Errorf("watch task %s: %w", id, err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("watch task %s: stream ended before the task did", id)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("watch task %s: %w", id, err)
+		}
+		if terminal(msg.GetTaskState()) {
+			return msg.GetTaskState(), nil
+		}
+	}
+}
+
+// finished records a task's latency and offers it to the reservoir.
+func (r *runner) finished(id string, latency time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.latencies = append(r.latencies, latency)
+	r.seen++
+	switch {
+	case len(r.sample) < r.cfg.SampleTasks:
+		r.sample = append(r.sample, id)
+	default:
+		if j := r.rng.IntN(r.seen); j < len(r.sample) {
+			r.sample[j] = id
+		}
+	}
+	r.done.Add(1)
+}
+
+// progress prints a line every interval until the returned func is called.
+// It also scrapes the coordinator's resident memory when bench cannot read
+// its /proc, so the report has a peak.
+func (r *runner) progress(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(r.cfg.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if r.cfg.PID == 0 && r.cfg.MetricsURL != "" {
+				if m, err := Scrape(ctx, r.cfg.HTTPClient, r.cfg.MetricsURL); err == nil {
+					r.notePeakRSS(m)
+				}
+			}
+			if r.cfg.Progress != nil {
+				_, steps := r.rec.Counts()
+				_, _ = io.WriteString(r.cfg.Progress, progressLine(time.Since(r.start), r.done.Load(), int64(r.cfg.Tasks), steps, r.inFlight.Load()))
+			}
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+func (r *runner) notePeakRSS(m Metrics) {
+	v, ok := m[MetricRSS]
+	if !ok {
+		return
+	}
+	for {
+		cur := r.peakRSS.Load()
+		if int64(v) <= cur || r.peakRSS.CompareAndSwap(cur, int64(v)) {
+			return
+		}
+	}
+}
+
+// snapshot is what the coordinator's counters said at one moment; a nil
+// metrics or a zero cpuOK means that source was unavailable.
+type snapshot struct {
+	metrics Metrics
+	cpu     time.Duration
+	cpuOK   bool
+}
+
+// measure reads the coordinator's counters. Failures leave figures out of
+// the report (logged) rather than failing a run that otherwise worked.
+func (r *runner) measure(ctx context.Context) snapshot {
+	var s snapshot
+	if r.cfg.MetricsURL != "" {
+		m, err := Scrape(ctx, r.cfg.HTTPClient, r.cfg.MetricsURL)
+		if err != nil {
+			r.cfg.Logger.Warn("metrics unavailable", "err", err)
+		} else {
+			s.metrics = m
+			r.notePeakRSS(m)
+		}
+	}
+	if r.cfg.PID != 0 {
+		cpu, err := ProcCPU(r.cfg.PID)
+		if err != nil {
+			r.cfg.Logger.Warn("process cpu unavailable", "err", err)
+		} else {
+			s.cpu, s.cpuOK = cpu, true
+		}
+	} else if v, ok := s.metrics[MetricCPU]; ok {
+		s.cpu, s.cpuOK = time.Duration(v*float64(time.Second)), true
+	}
+	return s
+}
+
+// dispatchOverheads reads the sampled tasks back and measures each step's
+// dispatch overhead.
+func (r *runner) dispatchOverheads(ctx context.Context) ([]time.Duration, error) {
+	r.mu.Lock()
+	ids := append([]string(nil), r.sample...)
+	r.mu.Unlock()
+	tasks := make([]*coordinatorv1.Task, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			resp, err := r.clients[i%len(r.clients)].GetTask(ctx, &coordinatorv1.GetTaskRequest{Id: id})
+			if err != nil {
+				errs[i] = fmt.Errorf("get task %s: %w", id, err)
+				return
+			}
+			tasks[i] = resp.GetTask()
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return dispatchOverheads(tasks, r.rec.ReceivedAt), nil
+}
+
+// report turns the raw counts into the figures of a Report.
+func (r *runner) report(elapsed time.Duration, before, after snapshot, overheads []time.Duration) *Report {
+	invocations, steps := r.rec.Counts()
+	secs := elapsed.Seconds()
+	rep := &Report{
+		Shape: r.cfg.Shape, Sync: r.cfg.Sync,
+		Tasks: r.done.Load(), TasksFailed: r.failed.Load(), Steps: steps,
+		DurationSec: round3(secs), Concurrency: r.cfg.Concurrency, Executors: r.cfg.Executors,
+		DuplicateDispatches: invocations - steps,
+		DispatchSamples:     len(overheads),
+	}
+	if secs > 0 {
+		rep.TasksPerSec = round3(float64(rep.Tasks) / secs)
+		rep.StepsPerSec = round3(float64(steps) / secs)
+	}
+	r.mu.Lock()
+	rep.TaskLatencyMS = summarizeLatency(r.latencies)
+	r.mu.Unlock()
+	rep.DispatchOverheadMS = summarizeOverhead(overheads)
+
+	if before.metrics != nil && after.metrics != nil {
+		commits := after.metrics[MetricCommits] - before.metrics[MetricCommits]
+		writes := after.metrics[MetricWrites] - before.metrics[MetricWrites]
+		if secs > 0 {
+			rep.CommitsPerSec = ptr(round3(commits / secs))
+		}
+		if commits > 0 {
+			rep.MeanBatchSize = ptr(round3(writes / commits))
+		}
+	}
+	if before.cpuOK && after.cpuOK && steps > 0 {
+		rep.CPUSecondsPer1kSteps = ptr(round3((after.cpu - before.cpu).Seconds() / float64(steps) * 1000))
+	}
+	if r.cfg.PID != 0 {
+		if peak, err := ProcPeakRSS(r.cfg.PID); err == nil {
+			rep.PeakRSSMB = ptr(round3(float64(peak) / (1 << 20)))
+		} else {
+			r.cfg.Logger.Warn("peak rss unavailable", "err", err)
+		}
+	} else if peak := r.peakRSS.Load(); peak > 0 {
+		rep.PeakRSSMB = ptr(round3(float64(peak) / (1 << 20)))
+	}
+	return rep
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// terminal reports whether a task in s has stopped moving on its own; these
+// are the states after which WatchTask ends.
+func terminal(s coordinatorv1.State) bool {
+	switch s {
+	case coordinatorv1.State_STATE_COMPLETE, coordinatorv1.State_STATE_ERROR,
+		coordinatorv1.State_STATE_CANCELLED, coordinatorv1.State_STATE_RESOLVED_MANUALLY:
+		return true
+	default:
+		return false
+	}
+}

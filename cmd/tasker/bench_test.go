@@ -1,0 +1,61 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestBenchAgainstRunningCoordinator(t *testing.T) {
+	t.Parallel()
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0", httpListen: "127.0.0.1:0",
+		store: storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+
+	res := runCLI(t, rc.addr, "bench", "--shape", "fanout", "--fanout", "5", "--tasks", "6", "--concurrency", "3",
+		"--coordinator-metrics", "http://"+rc.httpAddr+"/metrics", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &got), res.stdout)
+	require.Equal(t, "fanout", got["shape"])
+	require.Equal(t, 6.0, got["tasks"])
+	require.Equal(t, 42.0, got["steps"], "1 + 5 + 1 steps per task")
+	require.Equal(t, 0.0, got["duplicate_dispatches"])
+	require.NotNil(t, got["mean_batch_size"], "read from --coordinator-metrics")
+	require.NotNil(t, got["cpu_seconds_per_1k_steps"], "from process_cpu_seconds_total")
+	require.NotContains(t, got, "sync", "bench cannot know a running coordinator's sync mode")
+
+	res = runCLI(t, rc.addr, "bench", "--shape", "tree", "--tasks", "3")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.True(t, strings.HasPrefix(res.stdout, "bench: shape=tree tasks=3 failed=0 steps=24 "), res.stdout)
+	require.Equal(t, 1, strings.Count(res.stdout, "\n"))
+	require.Contains(t, res.stdout, " commits/s=- ", "no metrics without --coordinator-metrics")
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--db", "x.db"}, "--db and --sync configure the coordinator bench starts"},
+		{[]string{"bench", "--coordinator-metrics", "http://127.0.0.1:9/metrics"}, "--coordinator-metrics needs --coordinator"},
+		{[]string{"bench", "--sync", "off"}, "--sync must be full or normal"},
+		{[]string{"bench", "-o", "yaml"}, "unknown output format"},
+		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--shape", "spiral"}, `unknown shape "spiral"`},
+		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--tasks", "0"}, "give a number of tasks or a duration"},
+	} {
+		res := runCLIEnv(t, cliEnvFor(nil), tc.args...)
+		require.Equal(t, 1, res.code, tc.args)
+		require.Contains(t, res.stderr, tc.want, tc.args)
+	}
+}

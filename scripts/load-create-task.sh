@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# load-create-task.sh: load-test the coordinator's CreateTask RPC with ghz.
+#
+# Starts a coordinator (on a new temporary SQLite file) and one executor
+# hosting the built-in handlers, both on loopback, registers a 4-step noop
+# template, then runs ghz (pinned as a Go tool in go.mod) against
+# tasker.coordinator.v1.CoordinatorService/CreateTask through server
+# reflection: REQUESTS calls, CONCURRENCY at once, each with its own
+# idempotency key so every call creates a task. Prints ghz's summary and
+# stops what it started.
+#
+# To load a coordinator that is already running instead (for example
+# `go run ./cmd/tasker dev`, which serves on 127.0.0.1:7070 with an
+# executor), set TASKER_COORDINATOR=127.0.0.1:7070; nothing is started then.
+# Only loopback addresses are accepted.
+#
+# Environment: REQUESTS (default 20000), CONCURRENCY (default 50),
+# PORT and EXECUTOR_PORT (defaults 17370 and 17371, used when starting the
+# coordinator), SYNC (full or normal, default full), TASKER_COORDINATOR.
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-20000}
+CONCURRENCY=${CONCURRENCY:-50}
+PORT=${PORT:-17370}
+EXECUTOR_PORT=${EXECUTOR_PORT:-17371}
+SYNC=${SYNC:-full}
+
+cd "$(dirname "$0")/.."
+work=$(mktemp -d "${TMPDIR:-/tmp}/tasker-load-XXXXXX")
+pids=()
+cleanup() {
+	# Stop only the processes this script started, newest first, by pid.
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${pids[i]}" 2>/dev/null || true
+		wait "${pids[i]}" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Build tasker once, so the pids below are the servers themselves (go run
+# would put its own process in between), and compile ghz before the clock
+# runs.
+go build -o "$work/tasker" ./cmd/tasker
+go tool ghz --version >/dev/null 2>&1
+tasker="$work/tasker"
+
+if [[ -n "${TASKER_COORDINATOR:-}" ]]; then
+	addr=$TASKER_COORDINATOR
+	case "$addr" in
+	127.*:* | localhost:* | "[::1]:"*) ;;
+	*)
+		echo "load-create-task: TASKER_COORDINATOR must be a loopback address, got $addr" >&2
+		exit 2
+		;;
+	esac
+else
+	addr=127.0.0.1:$PORT
+	"$tasker" coordinator --listen "$addr" --db "$work/tasker.db" --sync "$SYNC" \
+		--log-level error --shutdown-timeout 5s &
+	pids+=($!)
+	"$tasker" executor --listen "127.0.0.1:$EXECUTOR_PORT" --coordinator "$addr" \
+		--capacity 512 --log-level error &
+	pids+=($!)
+fi
+export TASKER_COORDINATOR=$addr
+
+# Wait (at most 30s) for an executor to be connected.
+for _ in $(seq 300); do
+	if "$tasker" executors -o json 2>/dev/null | grep -q '"connected":true'; then
+		break
+	fi
+	sleep 0.1
+done
+if ! "$tasker" executors -o json | grep -q '"connected":true'; then
+	echo "load-create-task: no executor connected to $addr" >&2
+	exit 1
+fi
+
+cat >"$work/template.yaml" <<'YAML'
+namespace: load
+name: linear4
+version: 1.0.0
+description: Four noop steps in a line, for load tests of task creation.
+steps:
+  - name: initialize_data
+    handler: noop
+  - name: validate_input
+    handler: noop
+    depends_on: [initialize_data]
+  - name: process_data
+    handler: noop
+    depends_on: [validate_input]
+  - name: transform_results
+    handler: noop
+    depends_on: [process_data]
+YAML
+"$tasker" template apply "$work/template.yaml"
+
+run_id=$(date +%s)-$$
+echo "load-create-task: $REQUESTS CreateTask calls, $CONCURRENCY concurrent, against $addr"
+go tool ghz --insecure \
+	--call tasker.coordinator.v1.CoordinatorService/CreateTask \
+	--concurrency "$CONCURRENCY" --total "$REQUESTS" --timeout 30s \
+	--data "{\"namespace\":\"load\",\"name\":\"linear4\",\"version\":\"1.0.0\",\"idempotency_key\":\"ghz-$run_id-{{.RequestNumber}}\"}" \
+	"$addr"
