@@ -11,6 +11,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -23,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" database/sql driver
@@ -95,10 +98,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 
-	writer, err := sqlx.Open("sqlite3", cfg.dsn(true))
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite writer %s: %w", cfg.Path, err)
-	}
+	writer := sqlx.NewDb(sql.OpenDB(&connector{dsn: cfg.dsn(true), driver: &sqlite3.SQLiteDriver{
+		// Savepoint sub-journals (one per write in a batch) go to memory
+		// rather than temporary files; the DSN has no parameter for it.
+		ConnectHook: func(c *sqlite3.SQLiteConn) error {
+			_, err := c.Exec("PRAGMA temp_store = MEMORY", nil)
+			return err
+		},
+	}}), "sqlite3")
 	writer.SetMaxOpenConns(1)
 	writer.SetMaxIdleConns(1)
 	writer.SetConnMaxLifetime(0)
@@ -216,6 +223,9 @@ func (c Config) dsn(writer bool) string {
 	q.Set("_busy_timeout", strconv.FormatInt(c.BusyTimeout.Milliseconds(), 10))
 	q.Set("_foreign_keys", "on")
 	q.Set("_stmt_cache_size", "64")
+	// 32 MiB of page cache per connection (the default is 2 MiB): the hot
+	// pages of steps and transitions stay in memory as the store grows.
+	q.Set("_cache_size", "-32768")
 	if writer {
 		// Take the write lock at BEGIN, so a transaction never fails half
 		// way through on a lock upgrade.
@@ -243,3 +253,13 @@ func migrate(ctx context.Context, db *sqlx.DB, logger *slog.Logger) error {
 	}
 	return nil
 }
+
+// connector opens connections with a driver value of our own, so a
+// ConnectHook can run without registering a driver globally.
+type connector struct {
+	dsn    string
+	driver *sqlite3.SQLiteDriver
+}
+
+func (c *connector) Connect(context.Context) (driver.Conn, error) { return c.driver.Open(c.dsn) }
+func (c *connector) Driver() driver.Driver                        { return c.driver }

@@ -101,6 +101,9 @@ func TestPragmas(t *testing.T) {
 			writer, err := s.writer.Connx(ctx)
 			require.NoError(t, err)
 			check(writer, "writer")
+			var tempStore int
+			require.NoError(t, writer.GetContext(ctx, &tempStore, "PRAGMA temp_store"))
+			require.Equal(t, 2, tempStore, "writer temp_store is MEMORY, so savepoint journals stay off disk")
 			require.NoError(t, writer.Close())
 
 			var readers []*sqlx.Conn
