@@ -80,6 +80,8 @@ type Store struct {
 	requests chan *writeRequest // unbuffered: a sender blocked here is queued
 	closing  chan struct{}      // closed by Close to stop the committer
 	stopped  chan struct{}      // closed when the committer has returned
+	ckpt     *sqlx.DB           // one connection for background checkpoints
+	ckptDone chan struct{}      // closed when the checkpointer has returned
 
 	closeOnce sync.Once
 	closeErr  error
@@ -100,9 +102,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 	writer := sqlx.NewDb(sql.OpenDB(&connector{dsn: cfg.dsn(true), driver: &sqlite3.SQLiteDriver{
 		// Savepoint sub-journals (one per write in a batch) go to memory
-		// rather than temporary files; the DSN has no parameter for it.
+		// rather than temporary files, and checkpoints are left to the
+		// checkpointer; the DSN has no parameters for these.
 		ConnectHook: func(c *sqlite3.SQLiteConn) error {
-			_, err := c.Exec("PRAGMA temp_store = MEMORY", nil)
+			_, err := c.Exec("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0", nil)
 			return err
 		},
 	}}), "sqlite3")
@@ -125,9 +128,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := reader.PingContext(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("open sqlite reader %s: %w", cfg.Path, err), reader.Close(), writer.Close())
 	}
+	ckpt, err := sqlx.Open("sqlite3", cfg.dsn(true))
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open sqlite checkpointer %s: %w", cfg.Path, err), reader.Close(), writer.Close())
+	}
+	ckpt.SetMaxOpenConns(1)
 	stmts, err := prepareWrites(ctx, writer)
 	if err != nil {
-		return nil, errors.Join(err, reader.Close(), writer.Close())
+		return nil, errors.Join(err, ckpt.Close(), reader.Close(), writer.Close())
 	}
 
 	s := &Store{
@@ -139,8 +147,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		requests: make(chan *writeRequest),
 		closing:  make(chan struct{}),
 		stopped:  make(chan struct{}),
+		ckpt:     ckpt,
+		ckptDone: make(chan struct{}),
 	}
 	go s.commitLoop()
+	go checkpointLoop(s.ckpt, s.closing, s.ckptDone, s.logger)
 	return s, nil
 }
 
@@ -151,9 +162,10 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		<-s.stopped
+		<-s.ckptDone
 		// Readers first, so the writer is the last connection and SQLite
 		// checkpoints the WAL back into the main file.
-		s.closeErr = errors.Join(s.reader.Close(), closeStatements(s.stmts), s.writer.Close())
+		s.closeErr = errors.Join(s.reader.Close(), s.ckpt.Close(), closeStatements(s.stmts), s.writer.Close())
 	})
 	return s.closeErr
 }
