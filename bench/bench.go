@@ -359,7 +359,18 @@ func (r *runner) runTask(ctx context.Context, client coordinatorv1.CoordinatorSe
 	id := resp.GetTask().GetId()
 	final := resp.GetTask().GetState()
 	if !terminal(final) {
-		if final, err = r.watch(ctx, client, id); err != nil {
+		// Watching from the last transition the create returned spares
+		// the coordinator reading the task's history back.
+		var after int64
+		for _, st := range resp.GetTask().GetSteps() {
+			for _, tr := range st.GetTransitions() {
+				after = max(after, tr.GetSeq())
+			}
+		}
+		for _, tr := range resp.GetTask().GetTransitions() {
+			after = max(after, tr.GetSeq())
+		}
+		if final, err = r.watch(ctx, client, id, after); err != nil {
 			return err
 		}
 	}
@@ -373,10 +384,10 @@ func (r *runner) runTask(ctx context.Context, client coordinatorv1.CoordinatorSe
 
 // watch returns the terminal state of task id as soon as a transition
 // carrying it arrives.
-func (r *runner) watch(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, id string) (coordinatorv1.State, error) {
+func (r *runner) watch(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, id string, afterSeq int64) (coordinatorv1.State, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.WatchTask(ctx, &coordinatorv1.WatchTaskRequest{Id: id})
+	stream, err := client.WatchTask(ctx, &coordinatorv1.WatchTaskRequest{Id: id, AfterSeq: afterSeq})
 	if err != nil {
 		return 0, fmt.Errorf("watch task %s: %w", id, err)
 	}

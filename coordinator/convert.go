@@ -3,6 +3,7 @@ package coordinator
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -64,17 +65,50 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-func transitionToProto(t *store.Transition) *coordinatorv1.Transition {
+// metadataCache converts transition metadata to Structs once per distinct
+// value: metadata repeats (the same few executor ids) while every watched
+// transition needs it, and decoding JSON into a Struct is costly. The
+// cached Structs are shared and must not be modified.
+type metadataCache struct {
+	mu sync.Mutex // protects m
+	m  map[string]*structpb.Struct
+}
+
+// maxCachedMetadata bounds the cache; past it values are decoded each time.
+const maxCachedMetadata = 4096
+
+func newMetadataCache() *metadataCache { return &metadataCache{m: map[string]*structpb.Struct{}} }
+
+func (c *metadataCache) get(raw json.RawMessage) *structpb.Struct {
+	if len(raw) == 0 || c == nil {
+		return jsonStruct(raw)
+	}
+	c.mu.Lock()
+	s, ok := c.m[string(raw)]
+	c.mu.Unlock()
+	if ok {
+		return s
+	}
+	s = jsonStruct(raw)
+	c.mu.Lock()
+	if len(c.m) < maxCachedMetadata {
+		c.m[string(raw)] = s
+	}
+	c.mu.Unlock()
+	return s
+}
+
+func transitionToProto(t *store.Transition, meta *metadataCache) *coordinatorv1.Transition {
 	return &coordinatorv1.Transition{
 		Seq: t.Seq, TaskId: t.TaskID, StepName: t.StepName, FromState: protoState(t.From),
 		ToState: protoState(t.To), At: timestamp(t.At), Reason: t.Reason, Attempt: int32(t.Attempt),
-		Metadata: jsonStruct(t.Metadata),
+		Metadata: meta.get(t.Metadata),
 	}
 }
 
 // taskToProto converts a task; steps and transitions are included when
 // given.
-func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transition) *coordinatorv1.Task {
+func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transition, meta *metadataCache) *coordinatorv1.Task {
 	p := &coordinatorv1.Task{
 		Id: t.ID, Namespace: t.Namespace, Name: t.Name, Version: t.Version, State: protoState(t.State),
 		Context: jsonStruct(t.Context), IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
@@ -83,10 +117,10 @@ func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transi
 	byStep := map[string][]*coordinatorv1.Transition{}
 	for _, tr := range transitions {
 		if tr.StepID == "" {
-			p.Transitions = append(p.Transitions, transitionToProto(tr))
+			p.Transitions = append(p.Transitions, transitionToProto(tr, meta))
 			continue
 		}
-		byStep[tr.StepID] = append(byStep[tr.StepID], transitionToProto(tr))
+		byStep[tr.StepID] = append(byStep[tr.StepID], transitionToProto(tr, meta))
 	}
 	for _, s := range steps {
 		ps := &coordinatorv1.Step{

@@ -156,7 +156,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 
 // Register adds the CoordinatorService to s.
 func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
-	coordinatorv1.RegisterCoordinatorServiceServer(s, &server{c: c})
+	coordinatorv1.RegisterCoordinatorServiceServer(s, &server{c: c, meta: newMetadataCache()})
 }
 
 // ServerOptions are the grpc.Server options the coordinator needs, such as

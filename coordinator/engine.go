@@ -54,6 +54,9 @@ type taskRun struct {
 	errored              map[int]struct{}
 	wake                 *time.Timer
 	done                 bool
+	// lastSeq is the sequence number of the task's newest committed
+	// transition, so a watcher that has seen it needs no catch-up read.
+	lastSeq int64
 	// broken means a write failed after memory was changed; until repair
 	// reloads the task, events for it are refused with errRepairing.
 	broken bool
@@ -280,6 +283,9 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		return fmt.Errorf("task %s: %w", tr.task.ID, err)
 	}
 	e.metrics.observeCommit(tr, c, time.Since(start))
+	if n := len(trs); n > 0 {
+		tr.lastSeq = trs[n-1].Seq
+	}
 	e.hub.publish(tr.task.ID, watchEvent{transitions: trs, taskState: tr.task.State})
 	e.afterCommit(c)
 	return nil
@@ -413,6 +419,22 @@ func (e *engine) retire(tr *taskRun) {
 // errRepairing refuses events for a task being reloaded after a failed write;
 // it wraps store.ErrUnavailable, so callers treat it as "try again".
 var errRepairing = fmt.Errorf("task is being reloaded after a failed write: %w", store.ErrUnavailable)
+
+// current reports the state of an active task whose newest transition has
+// a sequence number of at most seen; ok is false otherwise (not active here,
+// or the caller has something to catch up on).
+func (e *engine) current(taskID string, seen int64) (st state.State, ok bool) {
+	tr := e.lookup(taskID)
+	if tr == nil {
+		return "", false
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.done || tr.broken || tr.lastSeq == 0 || tr.lastSeq > seen {
+		return "", false
+	}
+	return tr.task.State, true
+}
 
 func (e *engine) lookup(taskID string) *taskRun {
 	e.mu.Lock()

@@ -19,7 +19,8 @@ import (
 // requests, converts messages and maps errors onto gRPC statuses.
 type server struct {
 	coordinatorv1.UnimplementedCoordinatorServiceServer
-	c *Coordinator
+	c    *Coordinator
+	meta *metadataCache
 }
 
 func (s *server) RegisterTemplate(ctx context.Context, req *coordinatorv1.RegisterTemplateRequest) (*coordinatorv1.RegisterTemplateResponse, error) {
@@ -85,7 +86,7 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 		return nil, toStatus(err)
 	}
 	if created {
-		return &coordinatorv1.CreateTaskResponse{Task: taskToProto(stored.Task, stored.Steps, stored.Transitions), Created: true}, nil
+		return &coordinatorv1.CreateTaskResponse{Task: taskToProto(stored.Task, stored.Steps, stored.Transitions, s.meta), Created: true}, nil
 	}
 	full, err := s.fullTask(ctx, stored.Task.ID)
 	if err != nil {
@@ -114,7 +115,7 @@ func (s *server) fullTask(ctx context.Context, id string) (*coordinatorv1.Task, 
 	if err != nil {
 		return nil, err
 	}
-	return taskToProto(t, steps, trs), nil
+	return taskToProto(t, steps, trs, s.meta), nil
 }
 
 func (s *server) GetTask(ctx context.Context, req *coordinatorv1.GetTaskRequest) (*coordinatorv1.GetTaskResponse, error) {
@@ -167,7 +168,7 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 			resp.Tasks = append(resp.Tasks, full)
 			continue
 		}
-		resp.Tasks = append(resp.Tasks, taskToProto(t, nil, nil))
+		resp.Tasks = append(resp.Tasks, taskToProto(t, nil, nil, s.meta))
 	}
 	return resp, nil
 }
@@ -234,7 +235,7 @@ func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinat
 			if tr.Seq <= after {
 				continue
 			}
-			if err := stream.Send(&coordinatorv1.WatchTaskResponse{Transition: transitionToProto(tr), TaskState: protoState(st)}); err != nil {
+			if err := stream.Send(&coordinatorv1.WatchTaskResponse{Transition: transitionToProto(tr, s.meta), TaskState: protoState(st)}); err != nil {
 				return err
 			}
 			after = tr.Seq
@@ -255,7 +256,17 @@ func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinat
 		}
 		return t.State, send(trs, t.State)
 	}
-	st, err := catchUp()
+	var (
+		st  state.State
+		err error
+	)
+	if live, ok := s.c.engine.current(req.GetId(), after); ok {
+		// The task is running here and the caller has seen everything
+		// committed so far: the live events are all it needs.
+		st = live
+	} else {
+		st, err = catchUp()
+	}
 	for err == nil && !terminal(st) {
 		select {
 		case <-ctx.Done():

@@ -112,6 +112,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCr
 		}
 		return &store.TaskCreateParams{Task: got}, false, nil
 	}
+	for _, t := range created.Transitions {
+		tr.lastSeq = max(tr.lastSeq, t.Seq)
+	}
 	e.mu.Lock()
 	e.tasks[task.ID] = tr
 	e.mu.Unlock()
