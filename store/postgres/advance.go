@@ -1,0 +1,192 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+const (
+	stmtAdvanceStep = "tasker_advance_step"
+	stmtAdvanceTask = "tasker_advance_task"
+	stmtTaskExists  = "tasker_task_exists"
+)
+
+// advanceStepSQL applies one step change and records its transition in one
+// statement, if the step is still in the expected state and attempt; if not,
+// tasker_step_refused raises TK409 (or TK404 for a step not in this task),
+// which stops the pipeline at this request. It returns the transition's seq
+// and the step's stored name, which the transition records even when the
+// caller left StepName empty.
+//
+// The statement is fixed (optional fields are switched by parameters, not
+// by editing the SQL), so it is prepared once per connection.
+const advanceStepSQL = `WITH changed AS (
+	UPDATE steps SET
+		state = $5::text,
+		attempts = $6::integer,
+		updated_at = $7::bigint,
+		next_retry_at = $8::bigint,
+		max_attempts = CASE WHEN $9::integer > 0 THEN $9::integer ELSE max_attempts END,
+		results = COALESCE($10::text, results),
+		error_message = CASE WHEN $5::text = '` + string(state.Complete) + `' THEN NULL
+			WHEN $11::boolean THEN $12::text ELSE error_message END,
+		error_class = CASE WHEN $5::text = '` + string(state.Complete) + `' THEN NULL
+			WHEN $11::boolean THEN $13::text ELSE error_class END,
+		error_retryable = CASE WHEN $5::text = '` + string(state.Complete) + `' THEN NULL
+			WHEN $11::boolean THEN $14::boolean ELSE error_retryable END
+	WHERE id = $2::text AND task_id = $1::text AND state = $3::text AND attempts = $4::integer
+	RETURNING name
+), recorded AS (
+	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata)
+	SELECT $1::text, $2::text, name, $3::text, $5::text, $7::bigint, $15::text, $6::integer, $16::text
+	FROM changed
+	RETURNING seq, step_name
+)
+SELECT seq, step_name FROM recorded
+UNION ALL
+SELECT 0, tasker_step_refused($1::text, $2::text, $3::text, $4::integer)
+WHERE NOT EXISTS (SELECT 1 FROM changed)`
+
+// advanceTaskSQL is advanceStepSQL for the task itself. completed_at is
+// kept once set: a completed task that is later cancelled still records when
+// it completed.
+const advanceTaskSQL = `WITH changed AS (
+	UPDATE tasks SET
+		state = $3::text,
+		updated_at = $4::bigint,
+		completed_at = CASE WHEN $3::text = '` + string(state.Complete) + `' THEN $4::bigint ELSE completed_at END
+	WHERE id = $1::text AND state = $2::text
+	RETURNING id
+), recorded AS (
+	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata)
+	SELECT id, NULL, '', $2::text, $3::text, $4::bigint, $5::text, 0, $6::text
+	FROM changed
+	RETURNING seq
+)
+SELECT seq FROM recorded
+UNION ALL
+SELECT tasker_task_refused($1::text, $2::text)
+WHERE NOT EXISTS (SELECT 1 FROM changed)`
+
+// taskExistsSQL refuses (TK404) an advance of a task that does not exist
+// when there is nothing else in it to notice.
+const taskExistsSQL = `SELECT tasker_task_refused($1::text, NULL)
+WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = $1::text)`
+
+// TaskAdvance implements store.Store. Step changes are applied and recorded
+// in order, then the task change, if any: a task's transition follows from
+// its steps'. Every UPDATE carries its precondition in the WHERE clause, so a
+// stale caller matches no row and the whole request is rolled back to its
+// savepoint. The task's UpdatedAt moves only with a task change, so step
+// progress never rewrites the task row.
+func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams) ([]*store.Transition, error) {
+	if err := validateAdvance(params); err != nil {
+		return nil, err
+	}
+	var out []*store.Transition
+	err := s.write(ctx, "TaskAdvance", func(p *pipe) {
+		out = queueAdvance(p, params)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func validateAdvance(p *store.TaskAdvanceParams) error {
+	if p == nil {
+		return errors.New("TaskAdvance: params are nil")
+	}
+	if p.TaskID == "" {
+		return errors.New("TaskAdvance: task ID is required")
+	}
+	for i, c := range p.Steps {
+		if c == nil || c.StepID == "" {
+			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)
+		}
+	}
+	return nil
+}
+
+// queueAdvance queues one statement per change and returns the transitions
+// they will record; reading the results fills in Seq (and StepName).
+func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition {
+	at := toNanos(params.At)
+	taskID := params.TaskID
+	out := make([]*store.Transition, 0, len(params.Steps)+1)
+
+	for _, c := range params.Steps {
+		tr := &store.Transition{
+			TaskID:   taskID,
+			StepID:   c.StepID,
+			StepName: c.StepName,
+			From:     c.From,
+			To:       c.To,
+			At:       fromNanos(at),
+			Reason:   c.Reason,
+			Attempt:  c.Attempts,
+			Metadata: c.Metadata,
+		}
+		out = append(out, tr)
+		var (
+			hasError       = c.Error != nil
+			message, class string
+			errorRetryable bool
+			describe       = fmt.Sprintf("step %s (%s) of task %s %s→%s", c.StepName, c.StepID, taskID, c.From, c.To)
+		)
+		if hasError {
+			message, class, errorRetryable = c.Error.Message, c.Error.Class, c.Error.Retryable
+		}
+		p.query(stmtAdvanceStep, []any{
+			taskID, c.StepID, string(c.From), int32(c.ExpectAttempts), string(c.To), int32(c.Attempts), at,
+			toNullNanos(c.NextRetryAt), int32(c.MaxAttempts), toNullJSON(c.Results),
+			hasError, message, class, errorRetryable, c.Reason, toNullJSON(c.Metadata),
+		}, func(rows pgx.Rows) error {
+			return rows.Scan(&tr.Seq, &tr.StepName)
+		}, func(err *pgconn.PgError) error {
+			return explainRefusal(describe, err)
+		})
+	}
+
+	if c := params.Task; c != nil {
+		tr := &store.Transition{
+			TaskID:   taskID,
+			From:     c.From,
+			To:       c.To,
+			At:       fromNanos(at),
+			Reason:   c.Reason,
+			Metadata: c.Metadata,
+		}
+		out = append(out, tr)
+		describe := fmt.Sprintf("task %s %s→%s", taskID, c.From, c.To)
+		p.query(stmtAdvanceTask, []any{taskID, string(c.From), string(c.To), at, c.Reason, toNullJSON(c.Metadata)},
+			func(rows pgx.Rows) error {
+				return rows.Scan(&tr.Seq)
+			}, func(err *pgconn.PgError) error {
+				return explainRefusal(describe, err)
+			})
+	} else if len(params.Steps) == 0 {
+		// Nothing to change, but an unknown task is still an error.
+		p.query(stmtTaskExists, []any{taskID}, func(pgx.Rows) error { return nil }, func(err *pgconn.PgError) error {
+			return explainRefusal("task "+taskID, err)
+		})
+	}
+	return out
+}
+
+// explainRefusal turns the server refusing a change into the request's
+// error: ErrConflict or ErrNotFound with the server's account of the current
+// state, or the server's error itself for anything else.
+func explainRefusal(describe string, err *pgconn.PgError) error {
+	if sentinel, ok := refusal(err); ok {
+		return fmt.Errorf("%s: %s: %w", describe, err.Message, sentinel)
+	}
+	return fmt.Errorf("%s: %w", describe, err)
+}

@@ -1,0 +1,363 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tasker-go/tasker/store"
+)
+
+// Adding a write (say, for leases): give its SQL a name in writeStatements,
+// queue it from the method with pipe.query, and if it has a precondition,
+// make the statement itself raise TK409 (or TK404) when the precondition
+// fails, as advanceStepSQL does, so the server stops the pipeline at it.
+// A write that instead noticed a refusal only when reading its result would
+// let the rest of the batch run on top of changes about to be undone.
+
+// writeRequest is one write waiting for the committer. queue adds the
+// request's statements to a pipeline, with functions that read their results
+// into the caller's variables; the caller reads them only after done
+// delivers, which orders the two goroutines. queue may run more than once
+// (when an earlier request in the batch is refused, the rest are sent
+// again), so it must reset what its readers fill.
+type writeRequest struct {
+	op    string
+	queue func(p *pipe)
+	done  chan error // buffered 1, so the committer never blocks answering
+}
+
+// write hands queue to the committer and waits for the outcome. Until the
+// committer takes the request, ctx can withdraw it; after that the caller
+// waits for the real outcome, so it is never told a committed write failed.
+func (s *Store) write(ctx context.Context, op string, queue func(p *pipe)) error {
+	if s.isClosed() {
+		return fmt.Errorf("%s: %w", op, store.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	req := &writeRequest{op: op, queue: queue, done: make(chan error, 1)}
+	s.queued.Add(1)
+	select {
+	case s.requests <- req:
+		s.queued.Add(-1)
+	case <-ctx.Done():
+		s.queued.Add(-1)
+		return fmt.Errorf("%s withdrawn before commit: %w", op, context.Cause(ctx))
+	case <-s.closing:
+		s.queued.Add(-1)
+		return fmt.Errorf("%s: %w", op, store.ErrClosed)
+	}
+	return <-req.done
+}
+
+// commitLoop is the only user of the writer pool. It blocks for one request,
+// then takes whatever else is already waiting (never waiting for more), so
+// batches grow with load and an idle store commits at once.
+func (s *Store) commitLoop() {
+	defer close(s.stopped)
+	batch := make([]*writeRequest, 0, s.maxBatch)
+	for {
+		select {
+		case <-s.closing:
+			return
+		case req := <-s.requests:
+			batch = append(batch[:0], req)
+		}
+	drain:
+		for len(batch) < s.maxBatch {
+			select {
+			case req := <-s.requests:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		s.taken.Add(int64(len(batch)))
+		s.runBatch(batch)
+		clear(batch) // drop references so finished requests can be collected
+	}
+}
+
+// runBatch commits batch in one transaction and answers every request.
+func (s *Store) runBatch(batch []*writeRequest) {
+	// The batch outlives any caller's ctx: once taken, a request runs to its
+	// real outcome. Close waits for this to finish.
+	ctx := context.Background()
+	outcomes := make([]error, len(batch))
+	if err := s.commitBatch(ctx, batch, outcomes); err != nil {
+		s.logger.LogAttrs(ctx, slog.LevelError, "postgres batch failed",
+			slog.Int("requests", len(batch)), slog.Any("error", err))
+		err = classify(err)
+		for _, req := range batch {
+			req.done <- fmt.Errorf("%s: batch of %d writes failed: %w", req.op, len(batch), err)
+		}
+		return
+	}
+	s.commits.Add(1)
+	s.committed.Add(int64(len(batch)))
+	for i, req := range batch {
+		req.done <- outcomes[i]
+	}
+}
+
+// Statements the committer itself runs. Like every write statement they are
+// prepared by name on the writer connection (prepareWriteStatements), so a
+// batch never waits for a prepare round trip.
+const (
+	stmtBegin      = "tasker_begin"
+	stmtCommit     = "tasker_commit"
+	stmtRollback   = "tasker_rollback"
+	stmtSavepoint  = "tasker_savepoint"
+	stmtRelease    = "tasker_release"
+	stmtRollbackTo = "tasker_rollback_to"
+)
+
+// commitBatch runs the batch as one transaction, each request under its own
+// savepoint, in as few round trips as it can: the first pipeline carries
+// BEGIN, every request and COMMIT. A request refused by the server stops the
+// pipeline there (the server skips the rest); the next pipeline rolls that
+// request back to its savepoint and carries the requests after it, and so
+// on. So a batch costs one round trip plus one per refused request. A
+// returned error means nothing in the batch was committed.
+func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes []error) (err error) {
+	conn, err := s.writer.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire writer connection: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			abandon(ctx, conn.Conn())
+		}
+		conn.Release()
+	}()
+
+	next, begun, refused := 0, false, false
+	for {
+		p := &pipe{req: -1}
+		if !begun {
+			p.exec(stmtBegin)
+		}
+		if refused {
+			// The savepoint of the refused request is the only one open.
+			p.exec(stmtRollbackTo)
+			p.exec(stmtRelease)
+		}
+		for i := next; i < len(batch); i++ {
+			p.req = i
+			p.exec(stmtSavepoint)
+			batch[i].queue(p)
+			p.exec(stmtRelease)
+		}
+		p.req = -1
+		p.commit()
+
+		failed, err := p.send(ctx, conn.Conn())
+		if err == nil {
+			return nil
+		}
+		if failed < 0 {
+			return err
+		}
+		begun, refused = true, true
+		outcomes[failed] = classify(err)
+		next = failed + 1
+	}
+}
+
+// abandon ends whatever transaction a failed batch left open, so the
+// connection can be reused. If that fails too, the pool drops the
+// connection on release, because it is not idle.
+func abandon(ctx context.Context, conn *pgx.Conn) {
+	pc := conn.PgConn()
+	if pc.IsClosed() || pc.TxStatus() == 'I' {
+		return
+	}
+	_, _ = conn.Exec(ctx, stmtRollback)
+}
+
+// pipe is one round trip: statements queued in order, each with the function
+// that reads its result and the request it belongs to.
+type pipe struct {
+	batch pgx.Batch
+	stmts []queuedStmt
+	req   int // the request now queuing, or -1 for the committer's own statements
+}
+
+type queuedStmt struct {
+	req  int
+	read func(br pgx.BatchResults) error
+	// explain, if set, turns the server refusing this statement into the
+	// request's error (a conflict or a missing row, with detail).
+	explain func(*pgconn.PgError) error
+}
+
+// exec queues a statement whose result only matters if it is an error.
+func (p *pipe) exec(name string, args ...any) {
+	p.add(name, args, func(br pgx.BatchResults) error {
+		_, err := br.Exec()
+		return err
+	}, nil)
+}
+
+// query queues a statement and calls each for every row it returns.
+func (p *pipe) query(name string, args []any, each func(pgx.Rows) error, explain func(*pgconn.PgError) error) {
+	p.add(name, args, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := each(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}, explain)
+}
+
+func (p *pipe) add(name string, args []any, read func(pgx.BatchResults) error, explain func(*pgconn.PgError) error) {
+	p.batch.Queue(name, args...)
+	p.stmts = append(p.stmts, queuedStmt{req: p.req, read: read, explain: explain})
+}
+
+// commit queues COMMIT. Its tag is checked because COMMIT in a failed
+// transaction does not fail: it rolls back and says ROLLBACK.
+func (p *pipe) commit() {
+	p.add(stmtCommit, nil, func(br pgx.BatchResults) error {
+		tag, err := br.Exec()
+		if err == nil && tag.String() != "COMMIT" {
+			err = fmt.Errorf("COMMIT answered %q", tag.String())
+		}
+		return err
+	}, nil)
+}
+
+// send runs the pipeline and reads every result in order. It stops at the
+// first error: if the server refused a statement of a request (the
+// transaction is now failed but the connection is fine), it returns that
+// request's index and error, and the transaction can go on once that request
+// is rolled back to its savepoint. Any other error (the connection, the
+// committer's own statements, a row that would not scan) returns index -1:
+// the batch cannot be trusted.
+func (p *pipe) send(ctx context.Context, conn *pgx.Conn) (failed int, err error) {
+	br := conn.SendBatch(ctx, &p.batch)
+	for _, st := range p.stmts {
+		err := st.read(br)
+		if err == nil {
+			continue
+		}
+		// Close reads up to the end of the pipeline; the server skipped
+		// every statement after the failed one.
+		closeErr := br.Close()
+		var pgErr *pgconn.PgError
+		if st.req < 0 || !errors.As(err, &pgErr) || conn.PgConn().TxStatus() != 'E' {
+			return -1, errors.Join(err, closeErr)
+		}
+		if st.explain != nil {
+			if explained := st.explain(pgErr); explained != nil {
+				err = explained
+			}
+		}
+		return st.req, err
+	}
+	return -1, br.Close()
+}
+
+// refusal is the SQLSTATE our precondition functions raise, mapped to the
+// store error it means; ok is false for any other error.
+func refusal(pgErr *pgconn.PgError) (sentinel error, ok bool) {
+	switch pgErr.Code {
+	case "TK404":
+		return store.ErrNotFound, true
+	case "TK409":
+		return store.ErrConflict, true
+	}
+	return nil, false
+}
+
+// classify marks errors that say the database cannot work right now, as
+// opposed to a problem with the request, so callers can retry them.
+func classify(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
+}
+
+func unavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "25006", // read_only_sql_transaction: a standby, or a read-only database
+			pgErr.Code == "40001", // serialization_failure
+			pgErr.Code == "40P01", // deadlock_detected
+			pgErr.Code == "55P03", // lock_not_available (lock_timeout)
+			pgErr.Code == "57014": // query_canceled (statement_timeout)
+			return true
+		}
+		if len(pgErr.Code) < 2 {
+			return false
+		}
+		switch pgErr.Code[:2] {
+		case "08", // connection exception
+			"53", // insufficient resources: disk full, out of memory, too many connections
+			"57", // operator intervention: admin or crash shutdown, cannot connect now
+			"58": // system error: I/O error
+			return true
+		}
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	// The caller's own cancellation is not the database's fault.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err)
+}
+
+// writeStatements are prepared by name on every writer connection.
+func writeStatements() []struct{ name, sql string } {
+	return []struct{ name, sql string }{
+		{stmtBegin, "BEGIN"},
+		{stmtCommit, "COMMIT"},
+		{stmtRollback, "ROLLBACK"},
+		{stmtSavepoint, "SAVEPOINT request"},
+		{stmtRelease, "RELEASE SAVEPOINT request"},
+		{stmtRollbackTo, "ROLLBACK TO SAVEPOINT request"},
+		{stmtCreateTask, createTaskSQL},
+		{stmtAdvanceStep, advanceStepSQL},
+		{stmtAdvanceTask, advanceTaskSQL},
+		{stmtTaskExists, taskExistsSQL},
+		{stmtRegisterTemplate, registerTemplateSQL},
+	}
+}
+
+// prepareWriteStatements runs on each new writer connection. Named prepared
+// statements, unlike pgx's automatic statement cache, survive a failed
+// batch (pgx forgets every cached statement of a batch that had an error),
+// so a refused request costs no re-prepare.
+func prepareWriteStatements(ctx context.Context, conn *pgx.Conn) error {
+	for _, st := range writeStatements() {
+		if _, err := conn.Prepare(ctx, st.name, st.sql); err != nil {
+			return fmt.Errorf("prepare %s: %w", st.name, err)
+		}
+	}
+	return nil
+}

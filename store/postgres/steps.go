@@ -1,0 +1,51 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/tasker-go/tasker/store"
+)
+
+// StepList implements store.Store. One query serves any number of tasks: the
+// IDs go as one array parameter, which has no size limit to chunk around.
+func (s *Store) StepList(ctx context.Context, taskIDs ...string) ([]*store.Step, error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("StepList: %w", store.ErrClosed)
+	}
+	if len(taskIDs) == 0 {
+		return nil, nil
+	}
+	ids := slices.Compact(slices.Sorted(slices.Values(taskIDs)))
+	rows, err := s.reader.Query(ctx, `SELECT `+stepColumns+` FROM steps
+		WHERE task_id = ANY($1::text[]) ORDER BY task_id, position`, ids)
+	if err != nil {
+		return nil, s.readErr(err, "list steps of %d tasks", len(ids))
+	}
+	steps, err := collect(rows, scanStep)
+	if err != nil {
+		return nil, s.readErr(err, "list steps of %d tasks", len(ids))
+	}
+	return steps, nil
+}
+
+// TransitionList implements store.Store.
+func (s *Store) TransitionList(ctx context.Context, params *store.TransitionListParams) ([]*store.Transition, error) {
+	if params == nil {
+		return nil, fmt.Errorf("TransitionList: params are nil")
+	}
+	if s.isClosed() {
+		return nil, fmt.Errorf("TransitionList: %w", store.ErrClosed)
+	}
+	rows, err := s.reader.Query(ctx, `SELECT `+transitionColumns+` FROM transitions
+		WHERE task_id = $1 AND seq > $2 ORDER BY seq`, params.TaskID, params.AfterSeq)
+	if err != nil {
+		return nil, s.readErr(err, "list transitions of task %s", params.TaskID)
+	}
+	trs, err := collect(rows, scanTransition)
+	if err != nil {
+		return nil, s.readErr(err, "list transitions of task %s", params.TaskID)
+	}
+	return trs, nil
+}
