@@ -31,6 +31,11 @@ var (
 	// locked, disk full, read-only, I/O error) and nothing was written;
 	// the same call may succeed later.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrLeaseLost means the caller's coordinator lease has expired or been
+	// replaced, so it no longer owns the task (or anything): the write was
+	// refused. This is the fence that stops a paused or partitioned
+	// coordinator from changing tasks another coordinator took over.
+	ErrLeaseLost = errors.New("coordinator lease lost")
 )
 
 // Store is what the coordinator needs from a database. Implementations must be
@@ -75,8 +80,53 @@ type Store interface {
 	// greater than AfterSeq, oldest first.
 	TransitionList(ctx context.Context, params *TransitionListParams) ([]*Transition, error)
 
+	// LeaseAcquire starts a lease for a coordinator with a fresh token,
+	// larger than every token issued before. It replaces any lease held
+	// under the same CoordinatorID (a restart), so the tasks of the old one
+	// can be claimed at once.
+	LeaseAcquire(ctx context.Context, params *LeaseAcquireParams) (*Lease, error)
+	// LeaseRenew extends a live lease. It returns ErrLeaseLost if the lease
+	// expired before Now or was replaced.
+	LeaseRenew(ctx context.Context, params *LeaseRenewParams) (*Lease, error)
+	// LeaseList returns the leases live at now, by coordinator id.
+	LeaseList(ctx context.Context, now time.Time) ([]*Lease, error)
+	// TaskClaim makes the lease the owner of up to Limit unfinished tasks
+	// (pending or in_progress) whose owning lease is not live (expired,
+	// replaced, or none), oldest first, and returns them. It returns
+	// ErrLeaseLost if the claiming lease is not live itself.
+	TaskClaim(ctx context.Context, params *TaskClaimParams) ([]*Task, error)
+
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
+}
+
+// Lease is a coordinator's right to own tasks until Expires. Tokens are
+// unique and only grow, so a task's OwnerToken names exactly one lease.
+type Lease struct {
+	CoordinatorID string
+	Token         int64
+	Expires       time.Time
+}
+
+// LeaseAcquireParams are the arguments of LeaseAcquire.
+type LeaseAcquireParams struct {
+	CoordinatorID string
+	TTL           time.Duration
+	Now           time.Time
+}
+
+// LeaseRenewParams are the arguments of LeaseRenew.
+type LeaseRenewParams struct {
+	Lease *Lease
+	TTL   time.Duration
+	Now   time.Time
+}
+
+// TaskClaimParams are the arguments of TaskClaim.
+type TaskClaimParams struct {
+	Lease *Lease
+	Now   time.Time
+	Limit int
 }
 
 // Template is a stored template version. Spec is the normalized template as
@@ -129,6 +179,8 @@ type Task struct {
 	UpdatedAt   time.Time
 	// CompletedAt is zero unless the task reached complete.
 	CompletedAt time.Time
+	// OwnerToken is the token of the lease that owns the task (0: none).
+	OwnerToken int64
 }
 
 // Step is a stored step. Its handler config, backoff and timeout live in the
@@ -210,6 +262,10 @@ type TaskListActiveParams struct {
 // when set, comes last, since it follows from its steps.
 type TaskAdvanceParams struct {
 	TaskID string
+	// Lease, when set, fences the write: it is refused with ErrLeaseLost
+	// unless the task's OwnerToken is Lease.Token and that lease is live at
+	// At.
+	Lease *Lease
 	// Task, when set, moves the task itself.
 	Task  *TaskChange
 	Steps []*StepChange

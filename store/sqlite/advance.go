@@ -49,6 +49,17 @@ func validateAdvance(p *store.TaskAdvanceParams) error {
 
 func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
 	at := toNanos(p.At)
+	if l := p.Lease; l != nil {
+		var one int
+		err := tx.QueryRowContext(ctx, sqlFence, p.TaskID, l.Token, at).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("task %s: lease %d of coordinator %s does not own it or is no longer live: %w",
+				p.TaskID, l.Token, l.CoordinatorID, store.ErrLeaseLost)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("task %s: check lease: %w", p.TaskID, err)
+		}
+	}
 	out := make([]*store.Transition, 0, len(p.Steps)+1)
 
 	for _, c := range p.Steps {

@@ -35,7 +35,7 @@ func (r *templateRow) template() *store.Template {
 	}
 }
 
-const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at`
+const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token`
 
 type taskRow struct {
 	ID          string         `db:"id"`
@@ -49,6 +49,7 @@ type taskRow struct {
 	CreatedAt   int64          `db:"created_at"`
 	UpdatedAt   int64          `db:"updated_at"`
 	CompletedAt sql.NullInt64  `db:"completed_at"`
+	OwnerToken  int64          `db:"owner_token"`
 }
 
 func (r *taskRow) task() (*store.Task, error) {
@@ -68,6 +69,7 @@ func (r *taskRow) task() (*store.Task, error) {
 		CreatedAt:   fromNanos(r.CreatedAt),
 		UpdatedAt:   fromNanos(r.UpdatedAt),
 		CompletedAt: fromNullNanos(r.CompletedAt),
+		OwnerToken:  r.OwnerToken,
 	}, nil
 }
 

@@ -14,8 +14,12 @@ import (
 // statements for every step of every task, which is most of a write's CPU.
 const (
 	sqlInsertTask = `INSERT INTO tasks (` + taskColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`
+	// sqlFence finds the task only if it is owned by the given lease and
+	// that lease is live.
+	sqlFence = `SELECT 1 FROM tasks JOIN leases ON leases.token = tasks.owner_token
+		WHERE tasks.id = ?1 AND tasks.owner_token = ?2 AND leases.expires_at > ?3`
 	sqlInsertStep = `INSERT INTO steps (` + stepColumns + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlInsertTransition = `INSERT INTO transitions
@@ -40,7 +44,7 @@ const (
 		RETURNING name`
 )
 
-var writeStatements = []string{sqlInsertTask, sqlInsertStep, sqlInsertTransition, sqlUpdateTask, sqlUpdateStep}
+var writeStatements = []string{sqlInsertTask, sqlInsertStep, sqlInsertTransition, sqlUpdateTask, sqlUpdateStep, sqlFence}
 
 // prepareWrites prepares the write statements on the writer connection.
 func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {

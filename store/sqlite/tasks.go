@@ -84,12 +84,13 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 		CreatedAt:   toNanos(t.CreatedAt),
 		UpdatedAt:   toNanos(t.UpdatedAt),
 		CompletedAt: toNullNanos(t.CompletedAt),
+		OwnerToken:  t.OwnerToken,
 	}
 	// Any uniqueness conflict leaves the row alone; the identity key then
 	// says whether this is a repeat (return the stored task) or a reused ID
 	// (an error).
 	res, err := tx.ExecContext(ctx, sqlInsertTask, row.ID, row.Namespace, row.Name, row.Version, row.State,
-		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt)
+		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert task %s: %w", t.ID, err)
 	}
