@@ -29,7 +29,10 @@ import (
 type Config struct {
 	// Store is the source of truth.
 	Store store.Store
-	// ID names this coordinator in logs and to executors; default random.
+	// ID names this coordinator in logs, to executors and in its lease;
+	// default random. Keep it stable across restarts (the CLI uses host and
+	// listen address), so a restarted coordinator takes its own tasks back at
+	// once instead of waiting for its old lease to expire.
 	ID string
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
@@ -45,6 +48,10 @@ type Config struct {
 	// Registerer receives the coordinator's Prometheus metrics; default a
 	// private registry (metrics are kept but not exported).
 	Registerer prometheus.Registerer
+	// LeaseTTL is how long this coordinator's ownership of its tasks lasts
+	// without renewal (renewed every third of it); default 10s. When the
+	// coordinator dies, others take its tasks over within about this long.
+	LeaseTTL time.Duration
 	// ExecutorLiveness is how long an executor's stream may stay silent
 	// (executors heartbeat every 5s by default) before it counts as lost;
 	// default 15s.
@@ -101,6 +108,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.ExecutorGrace <= 0 {
 		cfg.ExecutorGrace = 5 * time.Second
 	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
 	if cfg.ExecutorLiveness <= 0 {
 		cfg.ExecutorLiveness = 15 * time.Second
 	}
@@ -110,7 +120,7 @@ func New(cfg Config) (*Coordinator, error) {
 		ctx: ctx, store: cfg.Store, log: cfg.Logger.With("coordinator_id", cfg.ID), limits: cfg.Limits,
 		templates: newTemplateBook(cfg.Store, template.Limits{MaxSteps: cfg.Limits.MaxSteps}),
 		hub:       newHub(), grace: cfg.ExecutorGrace, now: func() time.Time { return time.Now().UTC() },
-		tasks: map[string]*taskRun{},
+		tasks: map[string]*taskRun{}, id: cfg.ID, leaseTTL: cfg.LeaseTTL,
 	}
 	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e)
 	if cfg.Registerer == nil {
@@ -140,17 +150,24 @@ func (l Limits) withDefaults() Limits {
 // ID is the coordinator's name.
 func (c *Coordinator) ID() string { return c.cfg.ID }
 
-// Start resumes every unfinished task found in the store. Steps that were in
-// flight when the previous run stopped keep their attempt for the executor
-// grace period, so late results are still accepted.
+// Start takes a lease in the store and continues every unfinished task no
+// live coordinator owns: on one box, everything the previous run left.
+// Steps that were in flight keep their attempt for the executor grace
+// period, so late results are still accepted. It then keeps the lease
+// alive and takes over the tasks of coordinators that die.
 func (c *Coordinator) Start(ctx context.Context) error {
-	n, err := c.engine.resume(ctx)
+	e := c.engine
+	if err := e.acquireLease(ctx); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	n, err := e.claim(ctx)
 	if err != nil {
-		return fmt.Errorf("coordinator: resume: %w", err)
+		return fmt.Errorf("coordinator: %w", err)
 	}
 	if n > 0 {
-		c.engine.log.Info("resumed unfinished tasks", "tasks", n)
+		e.log.Info("continued unfinished tasks", "tasks", n)
 	}
+	go e.keepLease()
 	return nil
 }
 

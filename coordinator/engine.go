@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -33,6 +34,11 @@ type engine struct {
 	metrics   *metrics
 	grace     time.Duration
 	now       func() time.Time
+	// id names this coordinator's lease; leaseTTL is its life.
+	id       string
+	leaseTTL time.Duration
+	// lease is the current lease; every write is fenced with it.
+	lease atomic.Pointer[store.Lease]
 
 	mu      sync.Mutex // protects tasks and stopped
 	tasks   map[string]*taskRun
@@ -131,7 +137,7 @@ type change struct {
 }
 
 func (e *engine) newChange(tr *taskRun) *change {
-	return &change{pool: e.pool, tr: tr, params: store.TaskAdvanceParams{TaskID: tr.task.ID, At: e.now()}}
+	return &change{pool: e.pool, tr: tr, params: store.TaskAdvanceParams{TaskID: tr.task.ID, At: e.now(), Lease: e.lease.Load()}}
 }
 
 func (c *change) empty() bool { return c.params.Task == nil && len(c.params.Steps) == 0 }
@@ -271,6 +277,15 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 	}
 	start := time.Now()
 	trs, err := e.store.TaskAdvance(ctx, &c.params)
+	if errors.Is(err, store.ErrLeaseLost) {
+		// Another coordinator owns the task now (or this one's lease
+		// lapsed): forget it; its owner carries it on.
+		c.abandon()
+		e.metrics.fencedWrites.Inc()
+		e.log.Warn("write refused: task no longer owned by this coordinator; dropping it", "task_id", tr.task.ID, "err", err)
+		e.retire(tr)
+		return fmt.Errorf("task %s: %w", tr.task.ID, err)
+	}
 	if err != nil {
 		// Memory already holds the change that was not written: it can no
 		// longer be trusted, so the task is reloaded from the store.

@@ -16,6 +16,8 @@ type metrics struct {
 	stepDuration    *prometheus.HistogramVec
 	dispatchLatency *prometheus.HistogramVec
 	storeWrite      prometheus.Histogram
+	fencedWrites    prometheus.Counter
+	leaseLost       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
@@ -40,6 +42,12 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 			Name: "tasker_dispatch_latency_seconds", Help: "Time from a step becoming ready (its last parent's result committed) to its dispatch being sent, by handler.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 20),
 		}, []string{"handler"}),
+		fencedWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tasker_fenced_writes_total", Help: "Writes the store refused because this coordinator no longer owned the task (its lease lapsed or another coordinator took it over).",
+		}),
+		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tasker_lease_lost_total", Help: "Times this coordinator lost its lease and dropped its tasks.",
+		}),
 		storeWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tasker_store_write_seconds", Help: "Latency of one task's transaction as the engine sees it, including waiting for its group commit.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 20),
@@ -53,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		return float64(len(e.tasks))
 	})
 	executors := &executorCollector{pool: e.pool}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, active, executors} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, active, executors} {
 		reg.MustRegister(c)
 	}
 	return m

@@ -33,6 +33,11 @@ type node struct {
 
 func startNode(t testing.TB, path, addr string, cfg coordinator.Config, busy time.Duration) *node {
 	t.Helper()
+	if cfg.ID == "" {
+		// Stable across restarts, as the CLI's default is, so a restart
+		// takes its tasks back at once.
+		cfg.ID = "node-" + addr
+	}
 	n := &node{t: t, path: path, addr: addr, cfg: cfg, busy: busy}
 	n.start()
 	t.Cleanup(n.crash)

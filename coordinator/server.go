@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -219,6 +220,10 @@ func terminal(st state.State) bool {
 	return st == state.Complete || st == state.Error || st == state.Cancelled || st == state.ResolvedManually
 }
 
+// watchPollInterval is how often a watch of a task owned by another
+// coordinator reads the store for news.
+const watchPollInterval = 250 * time.Millisecond
+
 func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinatorv1.CoordinatorService_WatchTaskServer) error {
 	ctx := stream.Context()
 	if req.GetId() == "" {
@@ -267,12 +272,20 @@ func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinat
 	} else {
 		st, err = catchUp()
 	}
+	// A task run by another coordinator (several share one database)
+	// commits nothing here: poll the store for it instead.
+	poll := time.NewTicker(watchPollInterval)
+	defer poll.Stop()
 	for err == nil && !terminal(st) {
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-s.c.stopping:
 			return status.Error(codes.Unavailable, "coordinator is shutting down")
+		case <-poll.C:
+			if s.c.engine.lookup(req.GetId()) == nil {
+				st, err = catchUp()
+			}
 		case ev := <-w.ch:
 			if ev.transitions == nil || hub.takeLag(w) {
 				st, err = catchUp()

@@ -66,6 +66,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCr
 		Version: ct.tmpl.Version, State: state.Pending, Context: p.context, IdentityKey: key,
 		BypassSteps: p.bypass, CreatedAt: now, UpdatedAt: now,
 	}
+	if l := e.lease.Load(); l != nil {
+		task.OwnerToken = l.Token
+	}
 	steps := make([]*store.Step, len(ct.tmpl.Steps))
 	for i, st := range ct.tmpl.Steps {
 		steps[i] = &store.Step{
@@ -302,53 +305,4 @@ func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason strin
 		e.schedule(c, tr.tmpl.children[i])
 		return e.commit(ctx, c)
 	})
-}
-
-// resume loads every unfinished task from the store and continues it:
-// steps in flight wait for their results within the grace period, errored
-// steps get their backoff timers back, ready steps are dispatched.
-func (e *engine) resume(ctx context.Context) (int, error) {
-	n, after := 0, ""
-	for {
-		page, err := e.store.TaskListActive(ctx, &store.TaskListActiveParams{AfterID: after, Limit: 500})
-		if err != nil {
-			return n, fmt.Errorf("list unfinished tasks: %w", err)
-		}
-		if len(page) == 0 {
-			return n, nil
-		}
-		ids := make([]string, len(page))
-		for i, t := range page {
-			ids[i] = t.ID
-		}
-		steps, err := e.store.StepList(ctx, ids...)
-		if err != nil {
-			return n, fmt.Errorf("list steps of unfinished tasks: %w", err)
-		}
-		byTask := map[string][]*store.Step{}
-		for _, s := range steps {
-			byTask[s.TaskID] = append(byTask[s.TaskID], s)
-		}
-		for _, t := range page {
-			ct, err := e.templates.get(ctx, t.Namespace, t.Name, t.Version)
-			if err != nil {
-				e.log.Error("cannot resume task: template missing", "task_id", t.ID, "err", err)
-				continue
-			}
-			tr := newTaskRun(t, ct, byTask[t.ID])
-			e.mu.Lock()
-			e.tasks[t.ID] = tr
-			e.mu.Unlock()
-			tr.mu.Lock()
-			e.watchInFlight(tr)
-			c := e.newChange(tr)
-			e.schedule(c, nil)
-			if err := e.commit(ctx, c); err != nil {
-				e.log.Error("resume task failed", "task_id", t.ID, "err", err)
-			}
-			tr.mu.Unlock()
-			n++
-		}
-		after = page[len(page)-1].ID
-	}
 }

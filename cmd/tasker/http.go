@@ -13,24 +13,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/tasker-go/tasker/store/sqlite"
 )
 
 // newRegistry is the Prometheus registry of a coordinator process: Go
 // runtime and process metrics, the store's group-commit counters, and
 // whatever the coordinator registers.
-func newRegistry(st *sqlite.Store) *prometheus.Registry {
+func newRegistry(stats func() (commits, writes int64)) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "tasker_store_commits_total", Help: "Transactions the store committed (each holds one or more writes: group commit).",
-		}, func() float64 { return float64(st.Stats().Commits) }),
+		}, func() float64 { c, _ := stats(); return float64(c) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "tasker_store_writes_total", Help: "Writes (task creations and advances) the store committed; divided by commits it gives the mean batch size.",
-		}, func() float64 { return float64(st.Stats().Requests) }),
+		}, func() float64 { _, w := stats(); return float64(w) }),
 	)
 	return reg
 }

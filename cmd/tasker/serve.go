@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"strings"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,7 +16,6 @@ import (
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	"github.com/tasker-go/tasker/executor/builtin"
-	"github.com/tasker-go/tasker/store/sqlite"
 )
 
 // logFlags configure the structured logs of the server commands.
@@ -54,28 +52,15 @@ type storeFlags struct {
 }
 
 func (s *storeFlags) register(cmd *cobra.Command, defaultDB string) {
-	cmd.Flags().StringVar(&s.db, "db", defaultDB, "store: a SQLite file path (or sqlite:PATH)")
+	cmd.Flags().StringVar(&s.db, "db", defaultDB, "store: a SQLite file path (or sqlite:PATH), or a postgres:// URL")
 	cmd.Flags().StringVar(&s.sync, "sync", "full", "SQLite synchronous mode: full (durable against power loss) or normal")
-}
-
-// sqlitePath accepts a plain path or the forms sqlite:PATH and sqlite://PATH.
-func sqlitePath(db string) (string, error) {
-	switch {
-	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
-		return "", errors.New("--db: PostgreSQL is not supported yet; give a SQLite file path")
-	case strings.HasPrefix(db, "sqlite://"):
-		return strings.TrimPrefix(db, "sqlite://"), nil
-	case strings.HasPrefix(db, "sqlite:"):
-		return strings.TrimPrefix(db, "sqlite:"), nil
-	case db == "":
-		return "", errors.New("--db is empty")
-	}
-	return db, nil
 }
 
 // coordinatorOptions are what it takes to run a coordinator in-process.
 type coordinatorOptions struct {
 	listen   string
+	id       string
+	leaseTTL time.Duration
 	store    storeFlags
 	grace    time.Duration
 	liveness time.Duration
@@ -93,7 +78,7 @@ type coordinatorOptions struct {
 // runningCoordinator is a coordinator serving gRPC on a listener.
 type runningCoordinator struct {
 	addr  string
-	store *sqlite.Store
+	store *openedStore
 	coord *coordinator.Coordinator
 	srv   *grpc.Server
 	done  chan error
@@ -107,32 +92,36 @@ type runningCoordinator struct {
 // startCoordinator opens the store, resumes unfinished tasks and serves the
 // API on opts.listen.
 func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoordinator, error) {
-	path, err := sqlitePath(opts.store.db)
+	lis, err := net.Listen("tcp", opts.listen)
 	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+	}
+	st, err := openStore(ctx, opts.store, opts.log)
+	if err != nil {
+		_ = lis.Close()
 		return nil, err
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: path, Synchronous: opts.store.sync, Logger: opts.log})
-	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	id := opts.id
+	if id == "" {
+		// Stable across restarts on this host and address, so a restarted
+		// coordinator takes back its own tasks at once.
+		host, _ := os.Hostname()
+		id = host + "/" + lis.Addr().String()
 	}
-	reg := newRegistry(st)
+	reg := newRegistry(st.stats)
 	coord, err := coordinator.New(coordinator.Config{
-		Store: st, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness, Limits: opts.limits,
-		Registerer: reg,
+		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
+		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg,
 	})
 	if err != nil {
+		_ = lis.Close()
 		_ = st.Close()
 		return nil, err
 	}
 	if err := coord.Start(ctx); err != nil {
+		_ = lis.Close()
 		_ = st.Close()
 		return nil, err
-	}
-	lis, err := net.Listen("tcp", opts.listen)
-	if err != nil {
-		_ = coord.Stop(ctx)
-		_ = st.Close()
-		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
 	}
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	httpAddr := ""
@@ -217,6 +206,8 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
 	f.DurationVar(&opts.grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
+	f.StringVar(&opts.id, "id", "", "coordinator id for its lease (default: host name and listen address, stable across restarts)")
+	f.DurationVar(&opts.leaseTTL, "lease-ttl", 10*time.Second, "how long this coordinator owns its tasks without renewing; others take them over within about this long after it dies")
 	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
 	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
 	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
