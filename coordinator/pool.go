@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tasker-go/tasker/executor"
+	"google.golang.org/grpc/metadata"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -71,11 +74,12 @@ type pool struct {
 type execConn struct {
 	id, address, language string
 	handlers              []string
-	capacity              int
+	declared              int // capacity from Describe
 	client                executorv1.ExecutorServiceClient
 	cc                    *grpc.ClientConn
 
 	// Guarded by pool.mu.
+	capacity    int // this coordinator's share of declared
 	used        int // slots reserved or in flight
 	inflight    map[attemptKey]string
 	connected   bool
@@ -142,7 +146,7 @@ func (p *pool) register(ctx context.Context, address string) (*coordinatorv1.Exe
 	}
 	conn = &execConn{
 		id: desc.GetExecutorId(), address: address, language: desc.GetLanguage(),
-		handlers: slices.Sorted(slices.Values(desc.GetHandlers())), capacity: int(desc.GetCapacity()),
+		handlers: slices.Sorted(slices.Values(desc.GetHandlers())), capacity: int(desc.GetCapacity()), declared: int(desc.GetCapacity()),
 		client: client, cc: cc, inflight: inflight, used: used,
 	}
 	p.conns[conn.id] = conn
@@ -170,7 +174,7 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *outb
 	defer out.close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stream, err := conn.client.Execute(ctx)
+	stream, err := conn.client.Execute(metadata.AppendToOutgoingContext(ctx, executor.CoordinatorIDMetadata, p.coordinatorID))
 	if err != nil {
 		p.broken(conn, gen, fmt.Errorf("open stream: %w", err))
 		return
@@ -200,6 +204,9 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *outb
 		case *executorv1.ExecuteResponse_StepResult:
 			go p.events.result(k.StepResult)
 		case *executorv1.ExecuteResponse_Heartbeat:
+			if share := int(k.Heartbeat.GetCapacity()); share > 0 {
+				p.setShare(conn, share)
+			}
 			if len(k.Heartbeat.GetRunning()) > 0 {
 				go p.events.running(conn.id, k.Heartbeat.GetRunning())
 			}
@@ -208,6 +215,21 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *outb
 			p.log.Debug("step progress", "task_id", pr.GetTaskId(), "step_id", pr.GetStepId(), "percent", pr.GetPercent(), "message", pr.GetMessage())
 		}
 	}
+}
+
+// setShare applies the part of an executor's capacity it grants this
+// coordinator (it splits it between the coordinators it serves), never
+// more than it declared in Describe.
+func (p *pool) setShare(conn *execConn, share int) {
+	p.mu.Lock()
+	grown := min(share, conn.declared) > conn.capacity
+	conn.capacity = min(share, conn.declared)
+	var grants []waiter
+	if grown {
+		grants = p.grantLocked(conn)
+	}
+	p.mu.Unlock()
+	p.hand(grants, conn)
 }
 
 // errUnresponsive ends a stream whose executor sent nothing for too long.

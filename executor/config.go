@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +28,11 @@ type Config struct {
 	// Empty means don't register: the coordinator (or a test) must dial the
 	// executor by itself, and late results can only travel on a new stream.
 	Coordinator string
+	// Coordinators are further coordinators to register with, when several
+	// share one database. Each gets its own stream; the executor's capacity
+	// is split between those connected (announced in heartbeats), so
+	// together they never exceed it.
+	Coordinators []string
 	// AdvertiseAddress is the host:port the coordinator should dial. Default:
 	// the listener's address, which is only right when that address is
 	// reachable from the coordinator (not 0.0.0.0 or [::]).
@@ -129,4 +135,16 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.MaxResultBytes = DefaultMaxResultBytes
 	}
 	return cfg, nil
+}
+
+// coordinators lists every coordinator address to register with, without
+// repeats.
+func (cfg Config) coordinators() []string {
+	var out []string
+	for _, c := range append([]string{cfg.Coordinator}, cfg.Coordinators...) {
+		if c != "" && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -51,7 +51,7 @@ func (e *Executor) newDelivery(res *executorv1.StepResult) *delivery {
 // settle it quickly; waiting for a new stream to appear would stall every
 // shutdown that follows a coordinator hanging up.
 func (e *Executor) newResend(res *executorv1.StepResult) *delivery {
-	if e.cfg.Coordinator != "" {
+	if len(e.cfg.coordinators()) > 0 {
 		return e.newDelivery(res)
 	}
 	return &delivery{res: res, uncounted: true}
@@ -98,7 +98,7 @@ func (e *Executor) deliver(s *session, d *delivery, fromRun bool) {
 // redeliverLoop delivers pending results: first choice the coordinator's
 // ReportStepResult, retried with backoff; else any open stream. A stream that
 // opens later also takes every pending result (see openSession).
-func (e *Executor) redeliverLoop(ctx context.Context, coord coordinatorv1.CoordinatorServiceClient) {
+func (e *Executor) redeliverLoop(ctx context.Context, coord []coordinatorv1.CoordinatorServiceClient) {
 	delay := retryMin
 	timer := time.NewTimer(delay)
 	timer.Stop()
@@ -121,13 +121,13 @@ func (e *Executor) redeliverLoop(ctx context.Context, coord coordinatorv1.Coordi
 
 // redeliverPending makes one pass over the pending results and reports
 // whether a later ReportStepResult retry may deliver what is left.
-func (e *Executor) redeliverPending(ctx context.Context, coord coordinatorv1.CoordinatorServiceClient) (retry bool) {
+func (e *Executor) redeliverPending(ctx context.Context, coord []coordinatorv1.CoordinatorServiceClient) (retry bool) {
 	e.mu.Lock()
 	e.pending = slices.DeleteFunc(e.pending, func(d *delivery) bool { return d.done })
 	batch := slices.Clone(e.pending)
 	e.mu.Unlock()
 
-	unaryUp := coord != nil
+	unaryUp := len(coord) > 0
 	for _, d := range batch {
 		e.mu.Lock()
 		done, rejected := d.done, d.unaryRejected
@@ -156,7 +156,7 @@ func (e *Executor) redeliverPending(ctx context.Context, coord coordinatorv1.Coo
 				unaryUp = false
 				retry = true
 			}
-		} else if coord != nil && !rejected {
+		} else if len(coord) > 0 && !rejected {
 			retry = true
 		}
 		e.handOver(d)
@@ -164,16 +164,31 @@ func (e *Executor) redeliverPending(ctx context.Context, coord coordinatorv1.Coo
 	return retry
 }
 
-// report sends one result through ReportStepResult.
-func (e *Executor) report(ctx context.Context, coord coordinatorv1.CoordinatorServiceClient, d *delivery) error {
-	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
-	defer cancel()
-	resp, err := coord.ReportStepResult(ctx, &coordinatorv1.ReportStepResultRequest{Result: d.res})
-	if err != nil {
-		return err
+// report sends one result through ReportStepResult. With several
+// coordinators only the task's owner applies it, so each is tried until one
+// does; if every one answers without applying it, the result was stale and
+// counts as delivered.
+func (e *Executor) report(ctx context.Context, coords []coordinatorv1.CoordinatorServiceClient, d *delivery) error {
+	var errs []error
+	for _, coord := range coords {
+		rctx, cancel := context.WithTimeout(ctx, reportTimeout)
+		resp, err := coord.ReportStepResult(rctx, &coordinatorv1.ReportStepResultRequest{Result: d.res})
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if resp.GetApplied() || len(coords) == 1 {
+			e.log.Info("step result reported", "task_id", d.res.GetTaskId(), "step_id", d.res.GetStepId(),
+				"attempt", d.res.GetAttempt(), "applied", resp.GetApplied())
+			return nil
+		}
 	}
-	e.log.Info("step result reported", "task_id", d.res.GetTaskId(), "step_id", d.res.GetStepId(),
-		"attempt", d.res.GetAttempt(), "applied", resp.GetApplied())
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	e.log.Info("step result reported; no coordinator needed it", "task_id", d.res.GetTaskId(), "step_id", d.res.GetStepId(),
+		"attempt", d.res.GetAttempt())
 	return nil
 }
 
@@ -210,22 +225,29 @@ func (e *Executor) handOver(d *delivery) bool {
 	return true
 }
 
-// hasSession reports whether any Execute stream is open.
-func (e *Executor) hasSession() bool {
+// hasSession reports whether an Execute stream from the coordinator named
+// id is open. A coordinator that does not name itself has id "".
+func (e *Executor) hasSession(id string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.sessions) > 0
+	for s := range e.sessions {
+		if s.coordinatorID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // registerLoop registers with the coordinator whenever no Execute stream is
 // open: at start, every RegisterInterval, and as soon as a stream closes.
-func (e *Executor) registerLoop(ctx context.Context, coord coordinatorv1.CoordinatorServiceClient, addr string) {
+func (e *Executor) registerLoop(ctx context.Context, coord coordinatorv1.CoordinatorServiceClient, target, addr string) {
 	ticker := time.NewTicker(e.cfg.RegisterInterval)
 	defer ticker.Stop()
 	registered := false
 	failing := false
+	coordinatorID := ""
 	for {
-		if !e.hasSession() {
+		if !e.hasSession(coordinatorID) {
 			rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 			resp, err := coord.RegisterExecutor(rctx, &coordinatorv1.RegisterExecutorRequest{Address: addr})
 			cancel()
@@ -239,11 +261,12 @@ func (e *Executor) registerLoop(ctx context.Context, coord coordinatorv1.Coordin
 				if failing {
 					level = slog.LevelDebug
 				}
-				e.log.Log(ctx, level, "register with coordinator failed", "coordinator", e.cfg.Coordinator, "err", err)
+				e.log.Log(ctx, level, "register with coordinator failed", "coordinator", target, "err", err)
 				failing, registered = true, false
 			default:
+				coordinatorID = resp.GetCoordinatorId()
 				if !registered {
-					e.log.Info("registered with coordinator", "coordinator", e.cfg.Coordinator,
+					e.log.Info("registered with coordinator", "coordinator", target,
 						"coordinator_id", resp.GetCoordinatorId(), "address", addr)
 				}
 				failing, registered = false, true

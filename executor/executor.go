@@ -185,15 +185,16 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 	e.baseCtx = context.WithoutCancel(ctx)
 	e.mu.Unlock()
 
-	var coord coordinatorv1.CoordinatorServiceClient
-	if e.cfg.Coordinator != "" {
-		conn, err := grpc.NewClient(e.cfg.Coordinator, e.cfg.DialOptions...)
+	targets := e.cfg.coordinators()
+	coords := make([]coordinatorv1.CoordinatorServiceClient, 0, len(targets))
+	for _, target := range targets {
+		conn, err := grpc.NewClient(target, e.cfg.DialOptions...)
 		if err != nil {
 			_ = lis.Close()
-			return fmt.Errorf("dial coordinator %s: %w", e.cfg.Coordinator, err)
+			return fmt.Errorf("dial coordinator %s: %w", target, err)
 		}
 		defer func() { _ = conn.Close() }()
-		coord = coordinatorv1.NewCoordinatorServiceClient(conn)
+		coords = append(coords, coordinatorv1.NewCoordinatorServiceClient(conn))
 	}
 
 	srv := grpc.NewServer(e.cfg.ServerOptions...)
@@ -208,7 +209,7 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 		addr = lis.Addr().String()
 	}
 	e.log.Info("executor serving", "address", lis.Addr().String(), "advertise", addr,
-		"coordinator", e.cfg.Coordinator, "handlers", e.handlerNames(), "capacity", e.cfg.Capacity)
+		"coordinators", targets, "handlers", e.handlerNames(), "capacity", e.cfg.Capacity)
 
 	loopCtx := context.WithoutCancel(ctx)
 	registerCtx, stopRegister := context.WithCancel(loopCtx)
@@ -216,10 +217,10 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 	deliverCtx, stopDeliver := context.WithCancel(loopCtx)
 	defer stopDeliver()
 	var loops sync.WaitGroup
-	if coord != nil {
-		loops.Go(func() { e.registerLoop(registerCtx, coord, addr) })
+	for i, coord := range coords {
+		loops.Go(func() { e.registerLoop(registerCtx, coord, targets[i], addr) })
 	}
-	loops.Go(func() { e.redeliverLoop(deliverCtx, coord) })
+	loops.Go(func() { e.redeliverLoop(deliverCtx, coords) })
 
 	var serveErr error
 	select {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/metadata"
 	"io"
 	"log/slog"
 	"math"
@@ -75,6 +76,9 @@ func peerAddr(ctx context.Context) string {
 type session struct {
 	id  uint64
 	log *slog.Logger
+	// coordinatorID names the coordinator that opened the stream (from its
+	// metadata); capacity shares and registration are per coordinator.
+	coordinatorID string
 	// wake has capacity 1: queue grew or inflight dropped.
 	wake chan struct{}
 
@@ -111,7 +115,7 @@ type executeStream = grpc.BidiStreamingServer[executorv1.ExecuteRequest, executo
 // up, a send fails or the executor closes.
 func (e *Executor) serveSession(stream executeStream) (err error) {
 	ctx := stream.Context()
-	s := e.openSession(peerAddr(ctx))
+	s := e.openSession(peerAddr(ctx), coordinatorOf(ctx))
 	if s == nil {
 		return status.Error(codes.Unavailable, "executor is shutting down")
 	}
@@ -193,7 +197,7 @@ func kindName(k any) string {
 // queue (the start of a new stream is one of the two ways a late result
 // reaches the coordinator) and queues a heartbeat after them. It returns nil
 // once the executor is closed.
-func (e *Executor) openSession(peer string) *session {
+func (e *Executor) openSession(peer, coordinatorID string) *session {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -201,11 +205,14 @@ func (e *Executor) openSession(peer string) *session {
 	}
 	e.nextSession++
 	s := &session{
-		id:   e.nextSession,
-		log:  e.log.With("stream", e.nextSession, "peer", peer),
-		wake: make(chan struct{}, 1),
+		id:            e.nextSession,
+		log:           e.log.With("stream", e.nextSession, "peer", peer, "coordinator_id", coordinatorID),
+		wake:          make(chan struct{}, 1),
+		coordinatorID: coordinatorID,
 	}
 	e.sessions[s] = struct{}{}
+	// Another coordinator's share shrinks now; tell the others at once.
+	e.heartbeatOthersLocked(s)
 	for _, d := range e.pending {
 		if !d.done {
 			s.queue = append(s.queue, outbound{msg: resultMessage(d.res), d: d})
@@ -330,9 +337,45 @@ func (e *Executor) heartbeatLocked() *executorv1.ExecuteResponse {
 	}
 	slices.Sort(ids)
 	return &executorv1.ExecuteResponse{Kind: &executorv1.ExecuteResponse_Heartbeat{
-		Heartbeat: &executorv1.Heartbeat{RunningStepIds: slices.Compact(ids), Running: running},
+		Heartbeat: &executorv1.Heartbeat{RunningStepIds: slices.Compact(ids), Running: running, Capacity: e.shareLocked()},
 	}}
 }
+
+// shareLocked is each connected coordinator's part of the capacity: split
+// evenly (at least 1 each), so coordinators sharing this executor never
+// send more than it runs. The caller holds e.mu.
+func (e *Executor) shareLocked() int32 {
+	coords := map[string]struct{}{}
+	for s := range e.sessions {
+		coords[s.coordinatorID] = struct{}{}
+	}
+	return int32(min(max(e.cfg.Capacity/max(len(coords), 1), 1), math.MaxInt32))
+}
+
+// heartbeatOthersLocked queues a heartbeat on every session but s, so the
+// coordinators there learn their new share. The caller holds e.mu.
+func (e *Executor) heartbeatOthersLocked(s *session) {
+	for o := range e.sessions {
+		if o != s && !o.closed {
+			o.queue = append(o.queue, outbound{msg: e.heartbeatLocked()})
+			nudge(o.wake)
+		}
+	}
+}
+
+// coordinatorOf reads the coordinator id a stream was opened with.
+func coordinatorOf(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(CoordinatorIDMetadata); len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// CoordinatorIDMetadata is the request metadata key in which a coordinator
+// names itself when it opens an Execute stream.
+const CoordinatorIDMetadata = "tasker-coordinator-id"
 
 // sendProgress queues a progress update on the step's stream, if it is
 // still open and not backed up.

@@ -845,7 +845,12 @@ type Heartbeat struct {
 	// running_step_ids lists the steps the executor is running now.
 	RunningStepIds []string `protobuf:"bytes,1,rep,name=running_step_ids,json=runningStepIds,proto3" json:"running_step_ids,omitempty"`
 	// running lists the attempts the executor is running now.
-	Running       []*RunningStep `protobuf:"bytes,2,rep,name=running,proto3" json:"running,omitempty"`
+	Running []*RunningStep `protobuf:"bytes,2,rep,name=running,proto3" json:"running,omitempty"`
+	// capacity, when positive, is how many steps the receiving coordinator
+	// may have in flight here from now on. An executor serving several
+	// coordinators splits its capacity between them this way, so together
+	// they never exceed it; 0 means the whole DescribeResponse.capacity.
+	Capacity      int32 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -892,6 +897,13 @@ func (x *Heartbeat) GetRunning() []*RunningStep {
 		return x.Running
 	}
 	return nil
+}
+
+func (x *Heartbeat) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
 }
 
 // RunningStep identifies one attempt an executor is running.
@@ -1108,10 +1120,11 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x1c\n" +
 	"\tpermanent\x18\x03 \x01(\bR\tpermanent\x123\n" +
-	"\abackoff\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"p\n" +
+	"\abackoff\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\x8c\x01\n" +
 	"\tHeartbeat\x12(\n" +
 	"\x10running_step_ids\x18\x01 \x03(\tR\x0erunningStepIds\x129\n" +
-	"\arunning\x18\x02 \x03(\v2\x1f.tasker.executor.v1.RunningStepR\arunning\"Y\n" +
+	"\arunning\x18\x02 \x03(\v2\x1f.tasker.executor.v1.RunningStepR\arunning\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"Y\n" +
 	"\vRunningStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x18\n" +

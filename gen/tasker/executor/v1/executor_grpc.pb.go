@@ -42,7 +42,8 @@ type ExecutorServiceClient interface {
 	// Describe reports which handlers the executor hosts, how many steps it
 	// runs at once and what protocol features it supports. Unary.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
-	// Execute is a bidirectional stream opened by the coordinator. The
+	// Execute is a bidirectional stream opened by the coordinator, which names
+	// itself in the "tasker-coordinator-id" request metadata. The
 	// coordinator sends ExecuteStep and CancelStep messages; the executor
 	// answers each ExecuteStep with exactly one StepResult and may send
 	// heartbeats and progress in between. The coordinator never has more steps
@@ -90,7 +91,8 @@ type ExecutorServiceServer interface {
 	// Describe reports which handlers the executor hosts, how many steps it
 	// runs at once and what protocol features it supports. Unary.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
-	// Execute is a bidirectional stream opened by the coordinator. The
+	// Execute is a bidirectional stream opened by the coordinator, which names
+	// itself in the "tasker-coordinator-id" request metadata. The
 	// coordinator sends ExecuteStep and CancelStep messages; the executor
 	// answers each ExecuteStep with exactly one StepResult and may send
 	// heartbeats and progress in between. The coordinator never has more steps
