@@ -162,7 +162,7 @@ func (p *pool) register(ctx context.Context, address string) (*coordinatorv1.Exe
 	p.mu.Unlock()
 
 	go p.runStream(streamCtx, conn, gen, out)
-	p.log.Info("executor registered", "executor_id", conn.id, "address", address, "handlers", conn.handlers, "capacity", conn.capacity)
+	p.log.Info("executor registered", "executor_id", conn.id, "address", address, "handlers", conn.handlers, "capacity", conn.declared)
 	p.hand(grants, conn)
 	return info, nil
 }
