@@ -8,16 +8,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/tasker-go/tasker/auth"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/template"
 
@@ -48,6 +54,9 @@ type Config struct {
 	// Registerer receives the coordinator's Prometheus metrics; default a
 	// private registry (metrics are kept but not exported).
 	Registerer prometheus.Registerer
+	// TracerProvider traces tasks and step attempts; default a no-op
+	// provider (tracing off).
+	TracerProvider trace.TracerProvider
 	// LeaseTTL is how long this coordinator's ownership of its tasks lasts
 	// without renewal (renewed every third of it); default 10s. When the
 	// coordinator dies, others take its tasks over within about this long.
@@ -56,6 +65,10 @@ type Config struct {
 	// (executors heartbeat every 5s by default) before it counts as lost;
 	// default 15s.
 	ExecutorLiveness time.Duration
+	// Security says who may call the coordinator (tokens, executor client
+	// certificates); the zero value lets every caller do anything. See
+	// Security.
+	Security Security
 }
 
 // Limits bound request sizes; zero means the default.
@@ -83,6 +96,11 @@ type Coordinator struct {
 	cancel   context.CancelFunc
 	stopping chan struct{}
 	stopOnce sync.Once
+	// guard enforces cfg.Security through ServerOptions; nil when off.
+	guard *auth.Guard
+	// health answers grpc.health.v1 without a token; it turns NOT_SERVING
+	// when Stop begins so load balancers drain the coordinator.
+	health *health.Server
 }
 
 // New checks cfg, fills in defaults and builds a Coordinator; it does no I/O.
@@ -114,14 +132,23 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.ExecutorLiveness <= 0 {
 		cfg.ExecutorLiveness = 15 * time.Second
 	}
+	guard, err := newGuard(cfg.Security, cfg.Logger.With("coordinator_id", cfg.ID))
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Coordinator{cfg: cfg, cancel: cancel, stopping: make(chan struct{})}
+	c := &Coordinator{cfg: cfg, cancel: cancel, stopping: make(chan struct{}), guard: guard, health: health.NewServer()}
+	c.health.SetServingStatus(coordinatorv1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	e := &engine{
 		ctx: ctx, store: cfg.Store, log: cfg.Logger.With("coordinator_id", cfg.ID), limits: cfg.Limits,
 		templates: newTemplateBook(cfg.Store, template.Limits{MaxSteps: cfg.Limits.MaxSteps}),
 		hub:       newHub(), grace: cfg.ExecutorGrace, now: func() time.Time { return time.Now().UTC() },
 		tasks: map[string]*taskRun{}, id: cfg.ID, leaseTTL: cfg.LeaseTTL,
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
+	e.trace = newTracing(cfg.TracerProvider)
 	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e)
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
@@ -171,15 +198,21 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	return nil
 }
 
-// Register adds the CoordinatorService to s.
+// Register adds the CoordinatorService and the grpc.health.v1 service to s.
 func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
 	coordinatorv1.RegisterCoordinatorServiceServer(s, &server{c: c, meta: newMetadataCache()})
+	healthpb.RegisterHealthServer(s, c.health)
 }
 
 // ServerOptions are the grpc.Server options the coordinator needs, such as
-// its request size limit; pass them to grpc.NewServer.
+// its request size limit and, with Config.Security, the interceptors that
+// authenticate and authorize callers; pass them to grpc.NewServer.
 func (c *Coordinator) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(c.cfg.Limits.MaxRequestBytes)}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(c.cfg.Limits.MaxRequestBytes)}
+	if c.guard != nil {
+		opts = append(opts, c.guard.ServerOptions()...)
+	}
+	return opts
 }
 
 // Stop shuts the coordinator down gracefully: it stops dispatching and
@@ -190,6 +223,7 @@ func (c *Coordinator) ServerOptions() []grpc.ServerOption {
 func (c *Coordinator) Stop(ctx context.Context) error {
 	var err error
 	c.stopOnce.Do(func() {
+		c.health.Shutdown()
 		err = c.engine.drain(ctx)
 		close(c.stopping)
 		c.engine.stop()

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
@@ -32,6 +34,7 @@ type engine struct {
 	pool      *pool
 	hub       *hub
 	metrics   *metrics
+	trace     tracing
 	grace     time.Duration
 	now       func() time.Time
 	// id names this coordinator's lease; leaseTTL is its life.
@@ -63,6 +66,8 @@ type taskRun struct {
 	// lastSeq is the sequence number of the task's newest committed
 	// transition, so a watcher that has seen it needs no catch-up read.
 	lastSeq int64
+	// span traces the task while this coordinator runs it.
+	span trace.Span
 	// broken means a write failed after memory was changed; until repair
 	// reloads the task, events for it are refused with errRepairing.
 	broken bool
@@ -78,8 +83,10 @@ type stepRun struct {
 	lastExecutor string
 	// dispatchedAt is when the current attempt was sent.
 	dispatchedAt time.Time
-	timer        *time.Timer // fires when the current attempt times out or is presumed lost
-	waiting      bool        // queued in the pool for a slot
+	// span traces the current attempt.
+	span    trace.Span
+	timer   *time.Timer // fires when the current attempt times out or is presumed lost
+	waiting bool        // queued in the pool for a slot
 }
 
 func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskRun {
@@ -313,7 +320,7 @@ func (e *engine) afterCommit(c *change) {
 	for _, i := range c.dispatch {
 		s := tr.steps[i]
 		e.pool.track(s.executor, tr.task.ID, s.ID, int32(s.Attempts))
-		req := e.executeRequest(tr, i)
+		req := e.executeRequest(tr, i, e.trace.startAttempt(tr, i, s.executor))
 		if d := tr.tmpl.timeouts[i]; d > 0 {
 			e.armAttemptTimer(tr, i, d, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, d))
 		}
@@ -335,7 +342,7 @@ func (e *engine) afterCommit(c *change) {
 	}
 }
 
-func (e *engine) executeRequest(tr *taskRun, i int) *executorv1.ExecuteRequest {
+func (e *engine) executeRequest(tr *taskRun, i int, traceContext map[string]string) *executorv1.ExecuteRequest {
 	s := tr.steps[i]
 	parents := make(map[string][]byte, len(tr.tmpl.parents[i]))
 	for _, p := range tr.tmpl.parents[i] {
@@ -350,7 +357,7 @@ func (e *engine) executeRequest(tr *taskRun, i int) *executorv1.ExecuteRequest {
 		TaskId: tr.task.ID, StepId: s.ID, StepName: s.Name, Handler: s.Handler,
 		Attempt: int32(s.Attempts), HandlerConfig: tr.tmpl.configs[i], Context: tr.task.Context,
 		ParentResults: parents, Namespace: tr.task.Namespace, TemplateName: tr.task.Name,
-		TemplateVersion: tr.task.Version,
+		TemplateVersion: tr.task.Version, TraceContext: traceContext,
 	}
 	if d := tr.tmpl.timeouts[i]; d > 0 {
 		step.Deadline = timestamppb.New(e.now().Add(d))
@@ -425,7 +432,9 @@ func (e *engine) retire(tr *taskRun) {
 		if s.timer != nil {
 			s.timer.Stop()
 		}
+		e.trace.endAttempt(s, "")
 	}
+	e.trace.endTask(tr)
 	e.mu.Lock()
 	delete(e.tasks, tr.task.ID)
 	e.mu.Unlock()
@@ -476,7 +485,9 @@ func (e *engine) reload(tr *taskRun) error {
 		}
 		s.lastExecutor = old.lastExecutor
 		if s.State == state.InProgress && old.executor != "" && old.Attempts == s.Attempts {
-			s.executor = old.executor
+			s.executor, s.span = old.executor, old.span
+		} else {
+			e.trace.endAttempt(old, "")
 		}
 		// waiting is not carried over: schedule queues ready steps again,
 		// and a stale queue entry only finds its step busy and passes its

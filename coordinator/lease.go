@@ -82,6 +82,7 @@ func (e *engine) continueTasks(ctx context.Context, tasks []*store.Task) error {
 		e.tasks[t.ID] = tr
 		e.mu.Unlock()
 		tr.mu.Lock()
+		e.trace.startTask(ctx, tr, true)
 		e.watchInFlight(tr)
 		c := e.newChange(tr)
 		e.schedule(c, nil)

@@ -45,7 +45,11 @@ func (e *engine) applyResult(r *executorv1.StepResult) (applied bool, err error)
 	if !s.dispatchedAt.IsZero() {
 		e.metrics.stepDuration.WithLabelValues(s.Handler).Observe(time.Since(s.dispatchedAt).Seconds())
 	}
-	e.settleAttempt(tr, i)
+	failure := ""
+	if f := r.GetFailure(); f != nil {
+		failure = f.GetMessage()
+	}
+	e.settleAttempt(tr, i, failure)
 	meta, _ := json.Marshal(map[string]string{"executor": r.GetExecutorId()})
 	if ok := r.GetSuccess(); ok != nil {
 		results := ok.GetResults()
@@ -99,8 +103,9 @@ func (e *engine) failStep(c *change, i int, serr *store.StepError, requested tim
 }
 
 // settleAttempt forgets the executor and timer of step i's current attempt.
-func (e *engine) settleAttempt(tr *taskRun, i int) {
+func (e *engine) settleAttempt(tr *taskRun, i int, failure string) {
 	s := tr.steps[i]
+	e.trace.endAttempt(s, failure)
 	if s.timer != nil {
 		s.timer.Stop()
 		s.timer = nil
@@ -134,7 +139,7 @@ func (e *engine) failAttempt(taskID, stepID string, attempt int32, class, reason
 		c.cancel = append(c.cancel, cancelRequest(taskID, stepID, attempt, reason))
 		c.cancelOn = append(c.cancelOn, s.executor)
 	}
-	e.settleAttempt(tr, i)
+	e.settleAttempt(tr, i, reason)
 	e.failStep(c, i, &store.StepError{Message: reason, Class: class, Retryable: true}, 0, nil)
 	if err := e.commit(e.ctx, c); err != nil {
 		e.log.Error("failing attempt failed", "task_id", taskID, "step_id", stepID, "attempt", attempt, "err", err)

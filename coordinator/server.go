@@ -28,6 +28,9 @@ func (s *server) RegisterTemplate(ctx context.Context, req *coordinatorv1.Regist
 	if req.GetTemplate() == nil {
 		return nil, status.Error(codes.InvalidArgument, "template is required")
 	}
+	if err := s.authorize(ctx, req.GetTemplate().GetNamespace()); err != nil {
+		return nil, err
+	}
 	t, err := templatepb.FromProto(req.GetTemplate())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -47,6 +50,9 @@ func (s *server) GetTemplate(ctx context.Context, req *coordinatorv1.GetTemplate
 	if req.GetNamespace() == "" || req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "namespace and name are required")
 	}
+	if err := s.authorize(ctx, req.GetNamespace()); err != nil {
+		return nil, err
+	}
 	ct, err := s.c.engine.templates.get(ctx, req.GetNamespace(), req.GetName(), req.GetVersion())
 	if err != nil {
 		return nil, toStatus(err)
@@ -59,12 +65,19 @@ func (s *server) GetTemplate(ctx context.Context, req *coordinatorv1.GetTemplate
 }
 
 func (s *server) ListTemplates(ctx context.Context, req *coordinatorv1.ListTemplatesRequest) (*coordinatorv1.ListTemplatesResponse, error) {
+	allowed, err := s.listFilter(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, err
+	}
 	all, err := s.c.engine.templates.list(ctx, req.GetNamespace())
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	resp := &coordinatorv1.ListTemplatesResponse{}
 	for _, t := range all {
+		if !allowed(t.Namespace) {
+			continue
+		}
 		p, err := templatepb.ToProto(t)
 		if err != nil {
 			return nil, toStatus(err)
@@ -75,6 +88,9 @@ func (s *server) ListTemplates(ctx context.Context, req *coordinatorv1.ListTempl
 }
 
 func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRequest) (*coordinatorv1.CreateTaskResponse, error) {
+	if err := s.authorize(ctx, req.GetNamespace()); err != nil {
+		return nil, err
+	}
 	raw, err := contextJSON(req.GetContext())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -120,14 +136,26 @@ func (s *server) fullTask(ctx context.Context, id string) (*coordinatorv1.Task, 
 }
 
 func (s *server) GetTask(ctx context.Context, req *coordinatorv1.GetTaskRequest) (*coordinatorv1.GetTaskResponse, error) {
+	// Authenticated first, the namespace once the task is loaded: the read
+	// that finds it also says where it lives.
+	if err := s.authorize(ctx, ""); err != nil {
+		return nil, err
+	}
 	t, err := s.fullTask(ctx, req.GetId())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if err := s.authorize(ctx, t.GetNamespace()); err != nil {
+		return nil, err
 	}
 	return &coordinatorv1.GetTaskResponse{Task: t}, nil
 }
 
 func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequest) (*coordinatorv1.ListTasksResponse, error) {
+	namespace, err := s.tasksNamespace(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, err
+	}
 	st, ok := stateFromProto(req.GetState())
 	if !ok {
 		return nil, status.Errorf(codes.InvalidArgument, "state: unknown value %d", req.GetState())
@@ -150,7 +178,7 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 		before = string(b)
 	}
 	tasks, err := s.c.cfg.Store.TaskList(ctx, &store.TaskListParams{
-		State: st, Namespace: req.GetNamespace(), Name: req.GetName(), BeforeID: before, Limit: size + 1,
+		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before, Limit: size + 1,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -175,6 +203,9 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 }
 
 func (s *server) CancelTask(ctx context.Context, req *coordinatorv1.CancelTaskRequest) (*coordinatorv1.CancelTaskResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
 	if err := s.c.engine.cancelTask(ctx, req.GetId(), req.GetReason()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -186,6 +217,9 @@ func (s *server) CancelTask(ctx context.Context, req *coordinatorv1.CancelTaskRe
 }
 
 func (s *server) RetryTask(ctx context.Context, req *coordinatorv1.RetryTaskRequest) (*coordinatorv1.RetryTaskResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
 	if err := s.c.engine.retryTask(ctx, req.GetId(), req.GetReason()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -197,6 +231,9 @@ func (s *server) RetryTask(ctx context.Context, req *coordinatorv1.RetryTaskRequ
 }
 
 func (s *server) ResolveStep(ctx context.Context, req *coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetTaskId()); err != nil {
+		return nil, err
+	}
 	var results json.RawMessage
 	if v := req.GetResults(); v != nil {
 		raw, err := json.Marshal(v.AsInterface())
@@ -228,6 +265,9 @@ func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinat
 	ctx := stream.Context()
 	if req.GetId() == "" {
 		return status.Error(codes.InvalidArgument, "id is required")
+	}
+	if err := s.authorizeTask(ctx, req.GetId()); err != nil {
+		return err
 	}
 	// Subscribe before reading what is stored, so nothing committed in
 	// between is missed; what arrives twice is skipped by sequence number.
@@ -298,6 +338,9 @@ func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinat
 }
 
 func (s *server) RegisterExecutor(ctx context.Context, req *coordinatorv1.RegisterExecutorRequest) (*coordinatorv1.RegisterExecutorResponse, error) {
+	if err := s.authorize(ctx, ""); err != nil {
+		return nil, err
+	}
 	if req.GetAddress() == "" {
 		return nil, status.Error(codes.InvalidArgument, "address is required")
 	}
@@ -308,11 +351,17 @@ func (s *server) RegisterExecutor(ctx context.Context, req *coordinatorv1.Regist
 	return &coordinatorv1.RegisterExecutorResponse{Executor: info, CoordinatorId: s.c.cfg.ID}, nil
 }
 
-func (s *server) ListExecutors(context.Context, *coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error) {
+func (s *server) ListExecutors(ctx context.Context, _ *coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error) {
+	if err := s.authorize(ctx, ""); err != nil {
+		return nil, err
+	}
 	return &coordinatorv1.ListExecutorsResponse{Executors: s.c.engine.pool.list()}, nil
 }
 
-func (s *server) ReportStepResult(_ context.Context, req *coordinatorv1.ReportStepResultRequest) (*coordinatorv1.ReportStepResultResponse, error) {
+func (s *server) ReportStepResult(ctx context.Context, req *coordinatorv1.ReportStepResultRequest) (*coordinatorv1.ReportStepResultResponse, error) {
+	if err := s.authorize(ctx, ""); err != nil {
+		return nil, err
+	}
 	if req.GetResult() == nil {
 		return nil, status.Error(codes.InvalidArgument, "result is required")
 	}

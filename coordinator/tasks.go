@@ -118,6 +118,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCr
 	for _, t := range created.Transitions {
 		tr.lastSeq = max(tr.lastSeq, t.Seq)
 	}
+	e.trace.startTask(ctx, tr, false)
 	e.mu.Lock()
 	e.tasks[task.ID] = tr
 	e.mu.Unlock()
@@ -219,7 +220,7 @@ func (e *engine) cancelTask(ctx context.Context, id, reason string) error {
 					c.cancel = append(c.cancel, cancelRequest(tr.task.ID, s.ID, int32(s.Attempts), reason))
 					c.cancelOn = append(c.cancelOn, s.executor)
 				}
-				e.settleAttempt(tr, i)
+				e.settleAttempt(tr, i, "cancelled: "+reason)
 				c.moveStep(i, state.Cancelled, reason, nil)
 			}
 		}

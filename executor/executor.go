@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -201,6 +203,11 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 	executorv1.RegisterExecutorServiceServer(srv, &service{e: e})
 	// Reflection lets grpcurl and ghz call the executor without its proto files.
 	reflection.Register(srv)
+	// Health answers probes that hold no credentials; it turns NOT_SERVING
+	// as shutdown begins so load balancers stop routing here.
+	hs := health.NewServer()
+	hs.SetServingStatus(executorv1.ExecutorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(lis) }()
 
@@ -232,6 +239,7 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 		e.log.Error("executor server failed, shutting down", "err", err)
 	}
 
+	hs.Shutdown()
 	stopRegister()
 	e.drainRuns()
 	e.awaitDelivery()

@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/tasker-go/tasker/auth"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state"
 )
@@ -24,13 +28,94 @@ type client struct {
 // Close releases the connection.
 func (c *client) Close() error { return c.conn.Close() }
 
+// tlsFiles are the global --tls-ca, --tls-cert and --tls-key flags. For the
+// CLI they configure its connection to the coordinator; the coordinator and
+// executor commands serve with the certificate and use the CA to verify
+// their peers (see serve.go).
+type tlsFiles struct {
+	ca, cert, key string
+}
+
+// enabled reports whether any TLS file was given: the CLI then speaks TLS.
+func (f tlsFiles) enabled() bool { return f.ca != "" || f.cert != "" || f.key != "" }
+
+// roots is the CA pool to verify servers with; nil means the system roots.
+func (f tlsFiles) roots() (*x509.CertPool, error) {
+	if f.ca == "" {
+		return nil, nil
+	}
+	pool, err := auth.LoadCertPool(f.ca)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	return pool, nil
+}
+
+// keyPair loads --tls-cert and --tls-key; nil when neither is given.
+func (f tlsFiles) keyPair() (*tls.Certificate, error) {
+	if f.cert == "" && f.key == "" {
+		return nil, nil
+	}
+	c, err := auth.LoadKeyPair(f.cert, f.key)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &c, nil
+}
+
+// clientCreds are the transport credentials of a client: TLS verifying the
+// server against --tls-ca (or the system roots) and presenting --tls-cert
+// when given, plaintext when no TLS file is.
+func (f tlsFiles) clientCreds() (credentials.TransportCredentials, error) {
+	if !f.enabled() {
+		return insecure.NewCredentials(), nil
+	}
+	roots, err := f.roots()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := f.keyPair()
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(auth.ClientTLS(roots, cert)), nil
+}
+
+// bearerToken is --token, or TASKER_TOKEN when the flag is not given. The
+// flag has no environment default so --help never prints the secret.
+func (g *globals) bearerToken() string {
+	if g.token != "" {
+		return g.token
+	}
+	return g.env.getenv(envToken)
+}
+
+// coordinatorDialOptions are the options for calling the coordinator, from
+// the CLI or from an executor: transport credentials from the TLS flags and
+// the bearer token on every call when one is set.
+func coordinatorDialOptions(files tlsFiles, token string) ([]grpc.DialOption, error) {
+	creds, err := files.clientCreds()
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.BearerToken(token, files.enabled())))
+	}
+	return opts, nil
+}
+
 // dial opens the connection to the coordinator. It is the one place that
-// picks transport credentials, so TLS options belong here.
+// picks the CLI's transport credentials and token.
 func (g *globals) dial() (*client, error) {
 	if g.coordinator == "" {
 		return nil, errors.New("--coordinator is empty")
 	}
-	conn, err := grpc.NewClient(g.coordinator, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := coordinatorDialOptions(g.tls, g.bearerToken())
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(g.coordinator, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial coordinator %s: %w", g.coordinator, err)
 	}

@@ -23,6 +23,8 @@ func newDevCmd(g *globals) *cobra.Command {
 		store  storeFlags
 		logs   logFlags
 		once   bool
+		// allowPlaintext permits --listen off loopback without TLS.
+		allowPlaintext bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -31,7 +33,11 @@ func newDevCmd(g *globals) *cobra.Command {
 process, over real gRPC sockets on localhost and a SQLite file. It registers
 the example templates, runs demo/order_fulfillment to completion while
 printing its transitions, then keeps serving until Ctrl-C (or exits with
---once), so other terminals can use the CLI against it.`,
+--once), so other terminals can use the CLI against it.
+
+The global --tls-cert, --tls-key and --tls-ca apply to both services and to
+dev's own client, as for the coordinator and executor commands. dev never
+asks for tokens.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -47,13 +53,18 @@ printing its transitions, then keeps serving until Ctrl-C (or exits with
 				}
 				store.db = filepath.Join(dir, "tasker.db")
 			}
-			rc, err := startCoordinator(ctx, coordinatorOptions{listen: listen, store: store, grace: 5 * time.Second, log: log})
+			rc, err := startCoordinator(ctx, coordinatorOptions{
+				listen: listen, store: store, grace: 5 * time.Second, log: log,
+				security: coordinatorSecurityFlags{files: g.tls, allowPlaintext: allowPlaintext},
+			})
 			if err != nil {
 				return err
 			}
 			defer func() { _ = rc.stop() }()
 			exCtx, stopExecutor := context.WithCancel(context.Background())
-			_, exAddr, exDone, err := startExecutor(exCtx, executorOptions{listen: "127.0.0.1:0", coordinator: rc.addr, capacity: 16, log: log})
+			_, exAddr, exDone, err := startExecutor(exCtx, executorOptions{
+				listen: "127.0.0.1:0", coordinator: rc.addr, capacity: 16, log: log, tls: g.tls, token: g.bearerToken(),
+			})
 			if err != nil {
 				stopExecutor()
 				return err
@@ -112,6 +123,7 @@ printing its transitions, then keeps serving until Ctrl-C (or exits with
 	}
 	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
+	registerInsecure(cmd, &allowPlaintext)
 	store.register(cmd, "")
 	cmd.Flags().Lookup("db").Usage = "SQLite file (default: a new file in a temporary directory)"
 	logs.register(cmd, "error")

@@ -12,6 +12,7 @@ import (
 // Defaults for the global flags.
 const (
 	envCoordinator     = "TASKER_COORDINATOR"
+	envToken           = "TASKER_TOKEN"
 	defaultCoordinator = "127.0.0.1:7070"
 	defaultTimeout     = 30 * time.Second
 )
@@ -40,6 +41,11 @@ type globals struct {
 	env         cliEnv
 	coordinator string
 	timeout     time.Duration
+	// tls holds --tls-ca, --tls-cert and --tls-key.
+	tls tlsFiles
+	// token is --token; read it through bearerToken, which falls back to
+	// TASKER_TOKEN.
+	token string
 }
 
 // run executes the CLI with args and returns the process exit status. Errors
@@ -75,6 +81,10 @@ func newRootCmd(env cliEnv) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.coordinator, "coordinator", coordinator, "coordinator gRPC address host:port (env "+envCoordinator+")")
 	pf.DurationVar(&g.timeout, "timeout", defaultTimeout, "timeout for each unary call to the coordinator")
+	pf.StringVar(&g.tls.ca, "tls-ca", "", "PEM CA bundle: clients verify the coordinator with it; coordinator and executors verify each other's certificates with it and require client certificates from each other (mutual TLS)")
+	pf.StringVar(&g.tls.cert, "tls-cert", "", "PEM certificate: clients present it as their client certificate; coordinator and executor serve TLS with it and present it when calling each other (give it serverAuth and clientAuth usages)")
+	pf.StringVar(&g.tls.key, "tls-key", "", "PEM private key of --tls-cert")
+	pf.StringVar(&g.token, "token", "", "bearer token sent with every call to the coordinator, by the CLI and by the executor command; prefer the env "+envToken+", which other users cannot read from the process list")
 
 	root.AddCommand(
 		newTemplateCmd(g),

@@ -2,17 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/tasker-go/tasker/auth"
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	"github.com/tasker-go/tasker/executor/builtin"
@@ -73,6 +80,8 @@ type coordinatorOptions struct {
 	httpListen string
 	pprof      bool
 	log        *slog.Logger
+	// security holds the TLS, token and plaintext flags.
+	security coordinatorSecurityFlags
 }
 
 // runningCoordinator is a coordinator serving gRPC on a listener.
@@ -92,6 +101,10 @@ type runningCoordinator struct {
 // startCoordinator opens the store, resumes unfinished tasks and serves the
 // API on opts.listen.
 func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoordinator, error) {
+	sec, err := opts.security.build(opts.listen)
+	if err != nil {
+		return nil, err
+	}
 	lis, err := net.Listen("tcp", opts.listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
@@ -112,6 +125,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	coord, err := coordinator.New(coordinator.Config{
 		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
 		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg,
+		DialOptions: sec.dial, Security: sec.security,
 	})
 	if err != nil {
 		_ = lis.Close()
@@ -134,7 +148,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 			return nil, err
 		}
 	}
-	srv := grpc.NewServer(coord.ServerOptions()...)
+	srv := grpc.NewServer(append(coord.ServerOptions(), sec.server...)...)
 	coord.Register(srv)
 	// Server reflection lets grpcurl and ghz call the API without the
 	// .proto files.
@@ -144,7 +158,11 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		shutdown: opts.shutdown, log: opts.log, stopHTTP: stopHTTP,
 	}
 	go func() { rc.done <- srv.Serve(lis) }()
-	opts.log.Info("coordinator serving", "addr", rc.addr, "db", path, "sync", opts.store.sync, "coordinator_id", coord.ID())
+	if sec.security.Authenticator == nil && auth.CheckPlaintextListen(opts.listen) != nil {
+		opts.log.Warn("tokens are off: any caller that reaches this address may call every RPC; give --tokens-file or --jwt-key", "addr", rc.addr)
+	}
+	opts.log.Info("coordinator serving", "addr", rc.addr, "db", st.describe, "sync", opts.store.sync, "coordinator_id", coord.ID(),
+		"tls", sec.tlsMode, "auth", sec.authMode)
 	return rc, nil
 }
 
@@ -183,13 +201,32 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run a coordinator: the API, the task state machines and dispatch to executors",
-		Args:  cobra.NoArgs,
+		Long: `coordinator serves the API, runs the task state machines and dispatches
+steps to executors.
+
+Security. Without --tls-cert and --tls-key it serves plaintext, and only on a
+loopback address unless --insecure is given. With them it serves TLS (1.2 or
+newer) and dials executors over TLS, presenting the same certificate.
+--tls-ca makes TLS between coordinator and executors mutual: executors'
+certificates are verified against it, and RegisterExecutor and
+ReportStepResult require a client certificate from it (API callers need
+none). --tls-client-ca requires a client certificate, from it or --tls-ca,
+of every caller on every call, health checks included.
+
+Tokens are off unless --tokens-file or --jwt-key is given: then every call
+but health checks and reflection needs "authorization: Bearer <token>".
+Access classes: read (get/list/watch, list executors), write (read plus
+register templates, create, cancel, retry, resolve) and executor
+(RegisterExecutor, ReportStepResult). Namespaces are checked per call;
+listing tasks without --namespace needs a token granted "*" or exactly one
+namespace. /metrics and /healthz on --http-listen need no token.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(g.env.Stderr)
 			if err != nil {
 				return err
 			}
-			opts.log = log
+			opts.log, opts.security.files = log, g.tls
 			rc, err := startCoordinator(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -217,6 +254,7 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 	f.StringVar(&opts.httpListen, "http-listen", "", "serve /metrics and /healthz on this address (off when empty)")
 	f.BoolVar(&opts.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on the --http-listen address")
 	opts.store.register(cmd, "tasker.db")
+	opts.security.register(cmd)
 	logs.register(cmd, "info")
 	return cmd
 }
@@ -224,16 +262,30 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 // executorOptions are what it takes to run an executor in-process.
 type executorOptions struct {
 	listen, advertise, coordinator, id string
-	capacity                           int
-	log                                *slog.Logger
+	// coordinators are further coordinators to register with, when
+	// several share one database; capacity is split between them.
+	coordinators []string
+	capacity     int
+	log          *slog.Logger
+	// tls serves the executor and verifies the coordinator (global flags).
+	tls tlsFiles
+	// token is sent on the executor's calls to the coordinator.
+	token string
+	// allowPlaintext permits serving without TLS off loopback.
+	allowPlaintext bool
 }
 
 // startExecutor runs an executor hosting the built-in handlers until ctx
 // ends; the returned channel yields Serve's result.
 func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executor, string, <-chan error, error) {
+	serverOpts, dialOpts, err := executorSecurity(opts)
+	if err != nil {
+		return nil, "", nil, err
+	}
 	ex, err := executor.New(executor.Config{
-		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator,
+		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator, Coordinators: opts.coordinators,
 		AdvertiseAddress: opts.advertise, Logger: opts.log,
+		ServerOptions: serverOpts, DialOptions: dialOpts,
 	})
 	if err != nil {
 		return nil, "", nil, err
@@ -247,7 +299,8 @@ func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executo
 	}
 	done := make(chan error, 1)
 	go func() { done <- ex.Serve(ctx, lis) }()
-	opts.log.Info("executor serving", "addr", lis.Addr().String(), "executor_id", ex.ID(), "coordinator", opts.coordinator, "capacity", opts.capacity)
+	opts.log.Info("executor serving", "addr", lis.Addr().String(), "executor_id", ex.ID(), "coordinator", opts.coordinator, "coordinators", opts.coordinators, "capacity", opts.capacity,
+		"tls", opts.tls.cert != "", "mtls", opts.tls.ca != "", "token", opts.token != "")
 	return ex, lis.Addr().String(), done, nil
 }
 
@@ -265,7 +318,7 @@ func newExecutorCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts.log, opts.coordinator = log, g.coordinator
+			opts.log, opts.coordinator, opts.tls, opts.token = log, g.coordinator, g.tls, g.bearerToken()
 			_, _, done, err := startExecutor(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -277,6 +330,156 @@ func newExecutorCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&opts.advertise, "advertise", "", "address the coordinator should dial (default: the listen address)")
 	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
 	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
+	cmd.Flags().StringSliceVar(&opts.coordinators, "coordinators", nil, "further coordinators (ADDR[,ADDR...]) to register with besides --coordinator, when several share one database; the capacity is split between them")
+	registerInsecure(cmd, &opts.allowPlaintext)
 	logs.register(cmd, "info")
 	return cmd
+}
+
+// registerInsecure adds --insecure, and --allow-plaintext as a hidden alias,
+// to a server command.
+func registerInsecure(cmd *cobra.Command, v *bool) {
+	cmd.Flags().BoolVar(v, "insecure", false, "allow serving plaintext gRPC (no --tls-cert) on a non-loopback address; anyone on the network can then read and forge traffic")
+	cmd.Flags().BoolVar(v, "allow-plaintext", false, "same as --insecure")
+	_ = cmd.Flags().MarkHidden("allow-plaintext")
+}
+
+// checkPlaintext refuses plaintext off loopback unless allowed.
+func checkPlaintext(listen string, allowed bool) error {
+	if allowed {
+		return nil
+	}
+	if err := auth.CheckPlaintextListen(listen); err != nil {
+		return fmt.Errorf("%w: give --tls-cert and --tls-key to serve TLS, or --insecure to serve plaintext anyway", err)
+	}
+	return nil
+}
+
+// coordinatorSecurityFlags are the coordinator's security flags; the TLS
+// files come from the global flags.
+//
+// TLS is all or nothing between a coordinator and its executors: with
+// --tls-cert and --tls-key the coordinator serves TLS and dials executors
+// over TLS, verifying them against --tls-ca (or the system roots) and
+// presenting its own certificate. --tls-ca also asks every caller for a
+// client certificate and makes RegisterExecutor and ReportStepResult
+// require one from that CA. --tls-client-ca makes a client certificate
+// (from it or --tls-ca) required of every caller on every call.
+type coordinatorSecurityFlags struct {
+	files          tlsFiles
+	clientCA       string
+	tokensFile     string
+	jwtKey         string
+	allowPlaintext bool
+}
+
+func (f *coordinatorSecurityFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.clientCA, "tls-client-ca", "", "PEM CA bundle: require every caller to present a client certificate from it (or from --tls-ca)")
+	fl.StringVar(&f.tokensFile, "tokens-file", "", "YAML or JSON list of {name, token or token_sha256, namespaces, access: read|write|executor}; callers must then send a bearer token (with neither this nor --jwt-key, tokens are off)")
+	fl.StringVar(&f.jwtKey, "jwt-key", "", "HMAC secret, or RSA/ECDSA/Ed25519 public key PEM, verifying JWT bearer tokens (claims sub, namespaces, access; exp required)")
+	registerInsecure(cmd, &f.allowPlaintext)
+}
+
+// coordinatorSecurity is what the flags amount to.
+type coordinatorSecurity struct {
+	server   []grpc.ServerOption
+	dial     []grpc.DialOption
+	security coordinator.Security
+	// tlsMode and authMode describe the setup in the startup log.
+	tlsMode, authMode string
+}
+
+// build loads every file the flags name, so a bad file stops the start
+// before anything is opened.
+func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, error) {
+	out := &coordinatorSecurity{tlsMode: "off", authMode: "off"}
+	if f.files.cert == "" && f.files.key == "" {
+		if f.files.ca != "" || f.clientCA != "" {
+			return nil, errors.New("--tls-ca and --tls-client-ca need --tls-cert and --tls-key: the coordinator must serve TLS to verify its peers")
+		}
+		if err := checkPlaintext(listen, f.allowPlaintext); err != nil {
+			return nil, err
+		}
+		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	} else {
+		cert, err := f.files.keyPair()
+		if err != nil {
+			return nil, err
+		}
+		mesh, err := f.files.roots()
+		if err != nil {
+			return nil, err
+		}
+		var clientCAs *x509.CertPool
+		mode := tls.NoClientCert
+		out.tlsMode = "on"
+		switch {
+		case f.clientCA != "":
+			files := []string{f.clientCA}
+			if f.files.ca != "" {
+				files = append(files, f.files.ca)
+			}
+			if clientCAs, err = auth.LoadCertPool(files...); err != nil {
+				return nil, fmt.Errorf("--tls-client-ca: %w", err)
+			}
+			mode, out.tlsMode = tls.RequireAndVerifyClientCert, "mutual (every caller)"
+		case mesh != nil:
+			// Only executors must present a certificate; the Guard checks
+			// that per call, so API callers without one still connect.
+			clientCAs, mode, out.tlsMode = mesh, tls.VerifyClientCertIfGiven, "mutual (executors)"
+		}
+		out.server = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(auth.ServerTLS(*cert, clientCAs, mode)))}
+		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(auth.ClientTLS(mesh, cert)))}
+		out.security.ExecutorCAs = mesh
+	}
+	var chain auth.Chain
+	var modes []string
+	if f.tokensFile != "" {
+		t, err := auth.LoadTokens(f.tokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tokens-file: %w", err)
+		}
+		chain, modes = append(chain, t), append(modes, fmt.Sprintf("tokens (%d)", t.Len()))
+	}
+	if f.jwtKey != "" {
+		v, err := auth.LoadJWTKey(f.jwtKey)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-key: %w", err)
+		}
+		chain, modes = append(chain, v), append(modes, "jwt")
+	}
+	if len(chain) > 0 {
+		out.security.Authenticator = chain
+		out.authMode = strings.Join(modes, "+")
+	}
+	return out, nil
+}
+
+// executorSecurity turns the executor's TLS and token settings into gRPC
+// options: with --tls-cert and --tls-key it serves TLS, and with --tls-ca
+// it requires the coordinator's client certificate from that CA. Its calls
+// to the coordinator use TLS when any TLS file is given (verified against
+// --tls-ca or the system roots, presenting --tls-cert) and carry the token.
+func executorSecurity(opts executorOptions) ([]grpc.ServerOption, []grpc.DialOption, error) {
+	dial, err := coordinatorDialOptions(opts.tls, opts.token)
+	if err != nil {
+		return nil, nil, err
+	}
+	if opts.tls.cert == "" && opts.tls.key == "" {
+		if opts.tls.ca != "" {
+			return nil, nil, errors.New("--tls-ca needs --tls-cert and --tls-key: the executor must serve TLS to require the coordinator's certificate")
+		}
+		return nil, dial, checkPlaintext(opts.listen, opts.allowPlaintext)
+	}
+	cert, err := opts.tls.keyPair()
+	if err != nil {
+		return nil, nil, err
+	}
+	roots, err := opts.tls.roots()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := auth.ServerTLS(*cert, roots, tls.RequireAndVerifyClientCert)
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, dial, nil
 }

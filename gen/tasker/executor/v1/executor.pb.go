@@ -297,8 +297,13 @@ type ExecuteStep struct {
 	TemplateName string `protobuf:"bytes,11,opt,name=template_name,json=templateName,proto3" json:"template_name,omitempty"`
 	// template_version is the version the task was created with.
 	TemplateVersion string `protobuf:"bytes,12,opt,name=template_version,json=templateVersion,proto3" json:"template_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// trace_context carries the W3C trace context (keys "traceparent" and,
+	// when set, "tracestate") of the coordinator's span for this attempt, so
+	// the handler's spans join the task's trace. It travels in the message
+	// rather than in gRPC metadata because one stream carries many steps.
+	TraceContext  map[string]string `protobuf:"bytes,13,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecuteStep) Reset() {
@@ -413,6 +418,13 @@ func (x *ExecuteStep) GetTemplateVersion() string {
 		return x.TemplateVersion
 	}
 	return ""
+}
+
+func (x *ExecuteStep) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 // CancelStep asks the executor to stop a running attempt. The executor should
@@ -1073,7 +1085,7 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\fexecute_step\x18\x01 \x01(\v2\x1f.tasker.executor.v1.ExecuteStepH\x00R\vexecuteStep\x12A\n" +
 	"\vcancel_step\x18\x02 \x01(\v2\x1e.tasker.executor.v1.CancelStepH\x00R\n" +
 	"cancelStepB\x06\n" +
-	"\x04kind\"\x94\x04\n" +
+	"\x04kind\"\xad\x05\n" +
 	"\vExecuteStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x1b\n" +
@@ -1087,10 +1099,14 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\tnamespace\x18\n" +
 	" \x01(\tR\tnamespace\x12#\n" +
 	"\rtemplate_name\x18\v \x01(\tR\ftemplateName\x12)\n" +
-	"\x10template_version\x18\f \x01(\tR\x0ftemplateVersion\x1a@\n" +
+	"\x10template_version\x18\f \x01(\tR\x0ftemplateVersion\x12V\n" +
+	"\rtrace_context\x18\r \x03(\v21.tasker.executor.v1.ExecuteStep.TraceContextEntryR\ftraceContext\x1a@\n" +
 	"\x12ParentResultsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"p\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
 	"\n" +
 	"CancelStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
@@ -1151,7 +1167,7 @@ func file_tasker_executor_v1_executor_proto_rawDescGZIP() []byte {
 	return file_tasker_executor_v1_executor_proto_rawDescData
 }
 
-var file_tasker_executor_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_tasker_executor_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_tasker_executor_v1_executor_proto_goTypes = []any{
 	(*DescribeRequest)(nil),       // 0: tasker.executor.v1.DescribeRequest
 	(*DescribeResponse)(nil),      // 1: tasker.executor.v1.DescribeResponse
@@ -1166,30 +1182,32 @@ var file_tasker_executor_v1_executor_proto_goTypes = []any{
 	(*RunningStep)(nil),           // 10: tasker.executor.v1.RunningStep
 	(*StepProgress)(nil),          // 11: tasker.executor.v1.StepProgress
 	nil,                           // 12: tasker.executor.v1.ExecuteStep.ParentResultsEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	nil,                           // 13: tasker.executor.v1.ExecuteStep.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_tasker_executor_v1_executor_proto_depIdxs = []int32{
 	3,  // 0: tasker.executor.v1.ExecuteRequest.execute_step:type_name -> tasker.executor.v1.ExecuteStep
 	4,  // 1: tasker.executor.v1.ExecuteRequest.cancel_step:type_name -> tasker.executor.v1.CancelStep
-	13, // 2: tasker.executor.v1.ExecuteStep.deadline:type_name -> google.protobuf.Timestamp
+	14, // 2: tasker.executor.v1.ExecuteStep.deadline:type_name -> google.protobuf.Timestamp
 	12, // 3: tasker.executor.v1.ExecuteStep.parent_results:type_name -> tasker.executor.v1.ExecuteStep.ParentResultsEntry
-	6,  // 4: tasker.executor.v1.ExecuteResponse.step_result:type_name -> tasker.executor.v1.StepResult
-	9,  // 5: tasker.executor.v1.ExecuteResponse.heartbeat:type_name -> tasker.executor.v1.Heartbeat
-	11, // 6: tasker.executor.v1.ExecuteResponse.progress:type_name -> tasker.executor.v1.StepProgress
-	7,  // 7: tasker.executor.v1.StepResult.success:type_name -> tasker.executor.v1.StepSuccess
-	8,  // 8: tasker.executor.v1.StepResult.failure:type_name -> tasker.executor.v1.StepFailure
-	14, // 9: tasker.executor.v1.StepFailure.backoff:type_name -> google.protobuf.Duration
-	10, // 10: tasker.executor.v1.Heartbeat.running:type_name -> tasker.executor.v1.RunningStep
-	0,  // 11: tasker.executor.v1.ExecutorService.Describe:input_type -> tasker.executor.v1.DescribeRequest
-	2,  // 12: tasker.executor.v1.ExecutorService.Execute:input_type -> tasker.executor.v1.ExecuteRequest
-	1,  // 13: tasker.executor.v1.ExecutorService.Describe:output_type -> tasker.executor.v1.DescribeResponse
-	5,  // 14: tasker.executor.v1.ExecutorService.Execute:output_type -> tasker.executor.v1.ExecuteResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	13, // 4: tasker.executor.v1.ExecuteStep.trace_context:type_name -> tasker.executor.v1.ExecuteStep.TraceContextEntry
+	6,  // 5: tasker.executor.v1.ExecuteResponse.step_result:type_name -> tasker.executor.v1.StepResult
+	9,  // 6: tasker.executor.v1.ExecuteResponse.heartbeat:type_name -> tasker.executor.v1.Heartbeat
+	11, // 7: tasker.executor.v1.ExecuteResponse.progress:type_name -> tasker.executor.v1.StepProgress
+	7,  // 8: tasker.executor.v1.StepResult.success:type_name -> tasker.executor.v1.StepSuccess
+	8,  // 9: tasker.executor.v1.StepResult.failure:type_name -> tasker.executor.v1.StepFailure
+	15, // 10: tasker.executor.v1.StepFailure.backoff:type_name -> google.protobuf.Duration
+	10, // 11: tasker.executor.v1.Heartbeat.running:type_name -> tasker.executor.v1.RunningStep
+	0,  // 12: tasker.executor.v1.ExecutorService.Describe:input_type -> tasker.executor.v1.DescribeRequest
+	2,  // 13: tasker.executor.v1.ExecutorService.Execute:input_type -> tasker.executor.v1.ExecuteRequest
+	1,  // 14: tasker.executor.v1.ExecutorService.Describe:output_type -> tasker.executor.v1.DescribeResponse
+	5,  // 15: tasker.executor.v1.ExecutorService.Execute:output_type -> tasker.executor.v1.ExecuteResponse
+	14, // [14:16] is the sub-list for method output_type
+	12, // [12:14] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_tasker_executor_v1_executor_proto_init() }
@@ -1216,7 +1234,7 @@ func file_tasker_executor_v1_executor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_executor_v1_executor_proto_rawDesc), len(file_tasker_executor_v1_executor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
