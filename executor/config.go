@@ -8,6 +8,9 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -60,6 +63,9 @@ type Config struct {
 	// DeliveryTimeout is how long Serve, at shutdown, keeps trying to deliver
 	// results that finished while no stream could take them. Default 10s.
 	DeliveryTimeout time.Duration
+	// TracerProvider traces handler runs as children of the coordinator's
+	// attempt spans; default a no-op provider (tracing off).
+	TracerProvider trace.TracerProvider
 	// MaxResultBytes bounds a handler's encoded results; larger ones are
 	// reported as a permanent ResultTooLarge failure instead of being sent,
 	// since a message the coordinator cannot read would break the stream
@@ -127,6 +133,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.DeliveryTimeout == 0 {
 		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = tracenoop.NewTracerProvider()
 	}
 	if cfg.MaxResultBytes < 0 {
 		return cfg, fmt.Errorf("%w: max result bytes %d is negative", ErrInvalidConfig, cfg.MaxResultBytes)

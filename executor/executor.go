@@ -25,6 +25,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -74,6 +77,9 @@ const (
 type Executor struct {
 	cfg Config
 	log *slog.Logger
+	// tracer and propagator continue the coordinator's traces in handlers.
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
 
 	// closing is closed at the end of shutdown to end every Execute stream.
 	closing chan struct{}
@@ -122,6 +128,8 @@ func New(cfg Config) (*Executor, error) {
 	return &Executor{
 		cfg:           cfg,
 		log:           cfg.Logger.With("executor_id", cfg.ID),
+		tracer:        cfg.TracerProvider.Tracer("github.com/tasker-go/tasker/executor"),
+		propagator:    propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		closing:       make(chan struct{}),
 		redeliverWake: make(chan struct{}, 1),
 		registerWake:  make(chan struct{}, 1),

@@ -56,6 +56,8 @@ type Request struct {
 	// progress sends a StepProgress for this attempt; nil when the request
 	// was built outside an executor (e.g. a handler unit test).
 	progress func(*executorv1.StepProgress)
+	// traceContext is the coordinator's W3C trace context for the attempt.
+	traceContext map[string]string
 }
 
 // Progress tells the coordinator how far a long step has come, so people
@@ -92,6 +94,7 @@ func newRequest(step *executorv1.ExecuteStep) *Request {
 		Namespace:       step.GetNamespace(),
 		TemplateName:    step.GetTemplateName(),
 		TemplateVersion: step.GetTemplateVersion(),
+		traceContext:    step.GetTraceContext(),
 	}
 	if step.GetDeadline() != nil {
 		req.Deadline = step.GetDeadline().AsTime()

@@ -10,6 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 )
 
@@ -158,7 +163,22 @@ func (e *Executor) execute(r *run) {
 		}
 		e.finish(r, out, err, time.Since(start))
 	}()
-	out, err = r.handler(r.ctx, r.req)
+	// The handler runs in a span that continues the coordinator's span for
+	// this attempt, so the handler's own spans join the task's trace.
+	ctx := e.propagator.Extract(r.ctx, propagation.MapCarrier(r.req.traceContext))
+	ctx, span := e.tracer.Start(ctx, "handler "+r.req.Handler, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+		attribute.String("tasker.task.id", r.req.TaskID),
+		attribute.String("tasker.step.name", r.req.StepName),
+		attribute.Int("tasker.step.attempt", r.req.Attempt),
+		attribute.String("tasker.executor.id", e.cfg.ID),
+	))
+	defer func() {
+		if err != nil {
+			span.SetStatus(otelcodes.Error, err.Error())
+		}
+		span.End()
+	}()
+	out, err = r.handler(ctx, r.req)
 	returned = true
 }
 

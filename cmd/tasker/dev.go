@@ -53,8 +53,13 @@ asks for tokens.`,
 				}
 				store.db = filepath.Join(dir, "tasker.db")
 			}
+			tp, stopTracing, err := newTracerProvider(ctx, "tasker-dev", g.env.getenv, g.env.Stderr)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.Background()) }()
 			rc, err := startCoordinator(ctx, coordinatorOptions{
-				listen: listen, store: store, grace: 5 * time.Second, log: log,
+				listen: listen, store: store, grace: 5 * time.Second, log: log, tracer: tp,
 				security: coordinatorSecurityFlags{files: g.tls, allowPlaintext: allowPlaintext},
 			})
 			if err != nil {
@@ -63,7 +68,7 @@ asks for tokens.`,
 			defer func() { _ = rc.stop() }()
 			exCtx, stopExecutor := context.WithCancel(context.Background())
 			_, exAddr, exDone, err := startExecutor(exCtx, executorOptions{
-				listen: "127.0.0.1:0", coordinator: rc.addr, capacity: 16, log: log, tls: g.tls, token: g.bearerToken(),
+				listen: "127.0.0.1:0", coordinator: rc.addr, capacity: 16, log: log, tls: g.tls, token: g.bearerToken(), tracer: tp,
 			})
 			if err != nil {
 				stopExecutor()

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -65,6 +67,8 @@ func (s *storeFlags) register(cmd *cobra.Command, defaultDB string) {
 
 // coordinatorOptions are what it takes to run a coordinator in-process.
 type coordinatorOptions struct {
+	// tracer traces tasks and attempts; nil is off.
+	tracer   trace.TracerProvider
 	listen   string
 	id       string
 	leaseTTL time.Duration
@@ -124,7 +128,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	reg := newRegistry(st.stats)
 	coord, err := coordinator.New(coordinator.Config{
 		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
-		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg,
+		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer,
 		DialOptions: sec.dial, Security: sec.security,
 	})
 	if err != nil {
@@ -227,6 +231,12 @@ namespace. /metrics and /healthz on --http-listen need no token.`,
 				return err
 			}
 			opts.log, opts.security.files = log, g.tls
+			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-coordinator", g.env.getenv, g.env.Stdout)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.Background()) }()
+			opts.tracer = tp
 			rc, err := startCoordinator(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -262,6 +272,8 @@ namespace. /metrics and /healthz on --http-listen need no token.`,
 // executorOptions are what it takes to run an executor in-process.
 type executorOptions struct {
 	listen, advertise, coordinator, id string
+	// tracer continues the coordinator's traces in handlers; nil is off.
+	tracer trace.TracerProvider
 	// coordinators are further coordinators to register with, when
 	// several share one database; capacity is split between them.
 	coordinators []string
@@ -285,7 +297,7 @@ func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executo
 	ex, err := executor.New(executor.Config{
 		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator, Coordinators: opts.coordinators,
 		AdvertiseAddress: opts.advertise, Logger: opts.log,
-		ServerOptions: serverOpts, DialOptions: dialOpts,
+		ServerOptions: serverOpts, DialOptions: dialOpts, TracerProvider: opts.tracer,
 	})
 	if err != nil {
 		return nil, "", nil, err
@@ -319,6 +331,12 @@ func newExecutorCmd(g *globals) *cobra.Command {
 				return err
 			}
 			opts.log, opts.coordinator, opts.tls, opts.token = log, g.coordinator, g.tls, g.bearerToken()
+			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-executor", g.env.getenv, g.env.Stdout)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.Background()) }()
+			opts.tracer = tp
 			_, _, done, err := startExecutor(cmd.Context(), opts)
 			if err != nil {
 				return err

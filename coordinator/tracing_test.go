@@ -1,0 +1,73 @@
+package coordinator_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tasker-go/tasker/coordinator"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/executor"
+)
+
+// TestTraceCrossesToExecutor checks that a task is one trace: a span per
+// task, a child per step attempt, and the executor's handler span (and the
+// handler's own spans) under the attempt that ran it.
+func TestTraceCrossesToExecutor(t *testing.T) {
+	t.Parallel()
+	coordSpans, execSpans := tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
+	coordTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(coordSpans))
+	execTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(execSpans))
+	h, _ := nodeHarness(t, coordinator.Config{TracerProvider: coordTP}, 0)
+	runExecutor(h, executor.Config{TracerProvider: execTP}, listen(t), map[string]executor.HandlerFunc{
+		"traced": func(ctx context.Context, _ *executor.Request) (any, error) {
+			_, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("test").Start(ctx, "charge card")
+			span.End()
+			return map[string]bool{"ok": true}, nil
+		},
+	})
+	h.apply(`
+namespace: test
+name: traced
+version: 1.0.0
+steps:
+  - name: first
+    handler: noop
+  - name: second
+    handler: traced
+    depends_on: [first]
+`)
+	task := h.create("test", "traced", map[string]any{})
+	h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+
+	byName := func(spans []sdktrace.ReadOnlySpan) map[string]sdktrace.ReadOnlySpan {
+		out := map[string]sdktrace.ReadOnlySpan{}
+		for _, s := range spans {
+			out[s.Name()] = s
+		}
+		return out
+	}
+	require.Eventually(t, func() bool {
+		c, e := byName(coordSpans.Ended()), byName(execSpans.Ended())
+		return c["task test/traced"] != nil && c["step second"] != nil && e["charge card"] != nil
+	}, 10e9, 10e6, "spans ended")
+	c, e := byName(coordSpans.Ended()), byName(execSpans.Ended())
+	taskSpan, first, second := c["task test/traced"], c["step first"], c["step second"]
+	handler, inner := e["handler traced"], e["charge card"]
+	require.NotNil(t, first)
+	require.NotNil(t, handler)
+
+	traceID := taskSpan.SpanContext().TraceID()
+	for _, s := range []sdktrace.ReadOnlySpan{first, second, handler, inner} {
+		require.Equal(t, traceID, s.SpanContext().TraceID(), "%s is in the task's trace", s.Name())
+	}
+	require.Equal(t, taskSpan.SpanContext().SpanID(), first.Parent().SpanID(), "attempt spans are children of the task span")
+	require.Equal(t, taskSpan.SpanContext().SpanID(), second.Parent().SpanID())
+	require.Equal(t, second.SpanContext().SpanID(), handler.Parent().SpanID(), "the handler span is a child of its attempt's span")
+	require.True(t, handler.Parent().IsRemote(), "the parent came over the wire")
+	require.Equal(t, handler.SpanContext().SpanID(), inner.Parent().SpanID(), "the handler's own spans join the trace")
+}
