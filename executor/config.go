@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
@@ -63,6 +65,9 @@ type Config struct {
 	// DeliveryTimeout is how long Serve, at shutdown, keeps trying to deliver
 	// results that finished while no stream could take them. Default 10s.
 	DeliveryTimeout time.Duration
+	// Registerer receives the executor's Prometheus metrics; default a
+	// private registry (kept but not exported).
+	Registerer prometheus.Registerer
 	// TracerProvider traces handler runs as children of the coordinator's
 	// attempt spans; default a no-op provider (tracing off).
 	TracerProvider trace.TracerProvider
@@ -133,6 +138,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.DeliveryTimeout == 0 {
 		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = tracenoop.NewTracerProvider()

@@ -75,8 +75,9 @@ const (
 // Executor hosts handlers and serves tasker.executor.v1.ExecutorService.
 // Create it with New, add handlers with Handle, then call Serve once.
 type Executor struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
 	// tracer and propagator continue the coordinator's traces in handlers.
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -125,7 +126,7 @@ func New(cfg Config) (*Executor, error) {
 	close(idle)
 	drained := make(chan struct{})
 	close(drained)
-	return &Executor{
+	e := &Executor{
 		cfg:           cfg,
 		log:           cfg.Logger.With("executor_id", cfg.ID),
 		tracer:        cfg.TracerProvider.Tracer("github.com/tasker-go/tasker/executor"),
@@ -138,7 +139,9 @@ func New(cfg Config) (*Executor, error) {
 		runsIdle:      idle,
 		sessions:      make(map[*session]struct{}),
 		drained:       drained,
-	}, nil
+	}
+	e.metrics = newMetrics(cfg.Registerer, e)
+	return e, nil
 }
 
 // ID is the executor id reported to coordinators and in every result.

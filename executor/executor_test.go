@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -441,4 +443,25 @@ func TestResultOverLimitIsPermanentFailure(t *testing.T) {
 	require.True(t, f.GetPermanent())
 	require.Equal(t, ClassResultTooLarge, f.GetErrorClass())
 	require.Contains(t, f.GetMessage(), "MaxResultBytes")
+}
+
+func TestMetricsCountStepsByHandlerAndOutcome(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	s := startExecutor(t, Config{Registerer: reg}, map[string]HandlerFunc{
+		"ok":  func(context.Context, *Request) (any, error) { return nil, nil },
+		"bad": func(context.Context, *Request) (any, error) { return nil, Permanent(errors.New("no")) },
+	})
+	stream := dialExecutor(t, s.addr).open(t)
+	for _, h := range []string{"ok", "ok", "bad"} {
+		stream.send(t, newStep(h, 1))
+		stream.result(t)
+	}
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(s.exec.metrics.finished.WithLabelValues("ok", "success")) == 2 &&
+			testutil.ToFloat64(s.exec.metrics.finished.WithLabelValues("bad", "permanent")) == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	n, err := testutil.GatherAndCount(reg, "tasker_executor_steps_total", "tasker_executor_capacity")
+	require.NoError(t, err)
+	require.Equal(t, 3, n, "two handler/outcome series and the capacity gauge")
 }

@@ -199,10 +199,18 @@ func (e *Executor) finish(r *run, out any, err error, took time.Duration) {
 	e.mu.Unlock()
 
 	if f := res.GetFailure(); f != nil {
+		outcome := "retryable"
+		if f.GetPermanent() {
+			outcome = "permanent"
+		}
+		e.metrics.observe(r.req.Handler, outcome, took)
 		r.log.Warn("step failed", "took", took, "error_class", f.GetErrorClass(),
 			"permanent", f.GetPermanent(), "backoff", f.GetBackoff().AsDuration(), "err", f.GetMessage())
 	} else {
-		r.log.Info("step succeeded", "took", took)
+		e.metrics.observe(r.req.Handler, "success", took)
+		// Debug, not Info: one line per step would cost more than a noop
+		// handler at full speed.
+		r.log.Debug("step succeeded", "took", took)
 	}
 	e.deliver(r.sess, d, true)
 }

@@ -15,6 +15,8 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -274,6 +276,8 @@ type executorOptions struct {
 	listen, advertise, coordinator, id string
 	// tracer continues the coordinator's traces in handlers; nil is off.
 	tracer trace.TracerProvider
+	// httpListen, when set, serves the executor's /metrics and /healthz.
+	httpListen string
 	// coordinators are further coordinators to register with, when
 	// several share one database; capacity is split between them.
 	coordinators []string
@@ -294,10 +298,17 @@ func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executo
 	if err != nil {
 		return nil, "", nil, err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if opts.httpListen != "" {
+		if _, err := serveHTTP(ctx, opts.httpListen, reg, false, opts.log); err != nil {
+			return nil, "", nil, err
+		}
+	}
 	ex, err := executor.New(executor.Config{
 		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator, Coordinators: opts.coordinators,
 		AdvertiseAddress: opts.advertise, Logger: opts.log,
-		ServerOptions: serverOpts, DialOptions: dialOpts, TracerProvider: opts.tracer,
+		ServerOptions: serverOpts, DialOptions: dialOpts, TracerProvider: opts.tracer, Registerer: reg,
 	})
 	if err != nil {
 		return nil, "", nil, err
@@ -345,6 +356,7 @@ func newExecutorCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&opts.listen, "listen", "127.0.0.1:7071", "address to serve the executor on")
+	cmd.Flags().StringVar(&opts.httpListen, "http-listen", "", "serve the executor's /metrics and /healthz on this address (off when empty)")
 	cmd.Flags().StringVar(&opts.advertise, "advertise", "", "address the coordinator should dial (default: the listen address)")
 	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
 	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
