@@ -13,10 +13,30 @@ import (
 )
 
 const (
+	stmtFence       = "tasker_fence"
 	stmtAdvanceStep = "tasker_advance_step"
 	stmtAdvanceTask = "tasker_advance_task"
 	stmtTaskExists  = "tasker_task_exists"
 )
+
+// fenceSQL goes first in a TaskAdvance that carries a lease: it raises TK410
+// (store.ErrLeaseLost) unless the task is owned by the lease's token and that
+// lease is live at the advance's time, so a refused advance writes nothing.
+//
+// FOR SHARE makes the check hold until the batch commits. A claim by another
+// coordinator changes owner_token, which needs a lock this one conflicts
+// with: a claim already under way makes the fence wait for it and then
+// re-check the new owner (refusing), and a claim that comes later skips the
+// task (SKIP LOCKED) until this batch has committed. Without the lock, a
+// claim committed between this check and the step updates would let a
+// coordinator that just lost the task still write to it. The lease row is
+// not locked: ownership only ever moves through the task row, and expiry is
+// judged against the caller's time.
+const fenceSQL = `SELECT tasker_lease_refused($1::text, $2::bigint, $3::bigint)
+WHERE NOT EXISTS (
+	SELECT 1 FROM tasks JOIN leases ON leases.token = tasks.owner_token
+	WHERE tasks.id = $1::text AND tasks.owner_token = $2::bigint AND leases.expires_at > $3::bigint
+	FOR SHARE OF tasks)`
 
 // advanceStepSQL applies one step change and records its transition in one
 // statement, if the step is still in the expected state and attempt; if not,
@@ -121,6 +141,13 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	at := toNanos(params.At)
 	taskID := params.TaskID
 	out := make([]*store.Transition, 0, len(params.Steps)+1)
+
+	if l := params.Lease; l != nil {
+		describe := fmt.Sprintf("task %s: lease %d of coordinator %s", taskID, l.Token, l.CoordinatorID)
+		p.query(stmtFence, []any{taskID, l.Token, at}, func(pgx.Rows) error { return nil }, func(err *pgconn.PgError) error {
+			return explainRefusal(describe, err)
+		})
+	}
 
 	for _, c := range params.Steps {
 		tr := &store.Transition{

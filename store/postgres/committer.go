@@ -272,14 +272,17 @@ func (p *pipe) send(ctx context.Context, conn *pgx.Conn) (failed int, err error)
 	return -1, br.Close()
 }
 
-// refusal is the SQLSTATE our precondition functions raise, mapped to the
-// store error it means; ok is false for any other error.
+// refusal is the SQLSTATE our precondition functions raise (TK404, TK409,
+// and TK410 for a lease check), mapped to the store error it means; ok is
+// false for any other error.
 func refusal(pgErr *pgconn.PgError) (sentinel error, ok bool) {
 	switch pgErr.Code {
 	case "TK404":
 		return store.ErrNotFound, true
 	case "TK409":
 		return store.ErrConflict, true
+	case "TK410":
+		return store.ErrLeaseLost, true
 	}
 	return nil, false
 }
@@ -346,6 +349,11 @@ func writeStatements() []struct{ name, sql string } {
 		{stmtAdvanceTask, advanceTaskSQL},
 		{stmtTaskExists, taskExistsSQL},
 		{stmtRegisterTemplate, registerTemplateSQL},
+		{stmtFence, fenceSQL},
+		{stmtLeaseAcquire, leaseAcquireSQL},
+		{stmtLeaseRenew, leaseRenewSQL},
+		{stmtLeaseLive, leaseLiveSQL},
+		{stmtTaskClaim, taskClaimSQL},
 	}
 }
 

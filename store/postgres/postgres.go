@@ -1,16 +1,18 @@
 // Package postgres is the store driver for coordinators that share one
 // PostgreSQL database. It keeps the SQLite driver's semantics and its group
-// commit: every write (TaskCreate, TaskAdvance, TemplateRegister) goes
-// through one committer goroutine, which runs whatever requests are waiting
-// in a single transaction, each inside its own savepoint, so a busy
-// coordinator pays one commit (one WAL flush) per batch, not per write.
+// commit: every write (TaskCreate, TaskAdvance, TemplateRegister, and the
+// lease writes LeaseAcquire, LeaseRenew, TaskClaim) goes through one
+// committer goroutine, which runs whatever requests are waiting in a single
+// transaction, each inside its own savepoint, so a busy coordinator pays one
+// commit (one WAL flush) per batch, not per write.
 //
 // PostgreSQL adds a round trip per statement that SQLite does not have, so
 // the committer pipelines: a whole batch (BEGIN, every request's statements,
 // COMMIT) is sent as one pgx.Batch and answered in one round trip. Each
 // conditional write refuses inside the server when its precondition fails
-// (see migrations/00001_init.sql), which stops the pipeline at that request;
-// the committer rolls it back to its savepoint and sends the rest again.
+// (see migrations/00001_init.sql; 00002_leases.sql adds the lease fence),
+// which stops the pipeline at that request; the committer rolls it back to
+// its savepoint and sends the rest again.
 //
 // Reads go through a separate connection pool, so a burst of reads never
 // delays a commit.

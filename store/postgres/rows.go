@@ -32,7 +32,7 @@ func scanTemplate(row pgx.Row, extra ...any) (*store.Template, error) {
 }
 
 const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps,
-	created_at, updated_at, completed_at`
+	created_at, updated_at, completed_at, owner_token`
 
 // scanTask reads taskColumns, then any extra columns into extra.
 func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
@@ -46,7 +46,7 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 		completed        *int64
 	)
 	dest := append([]any{&t.ID, &t.Namespace, &t.Name, &t.Version, &taskState, &taskContext, &identityKey, &bypass,
-		&created, &updated, &completed}, extra...)
+		&created, &updated, &completed, &t.OwnerToken}, extra...)
 	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err

@@ -26,6 +26,9 @@ const stmtCreateTask = "tasker_create_task"
 // one per column; each step's depends_on is a slice [from:to] of one
 // flattened array of names, since SQL arrays cannot be ragged.
 //
+// The task's owner_token is the last parameter ($38), so adding it kept the
+// others' numbers.
+//
 // Steps and transitions are joined to the task CTE, so when the task is not
 // inserted (its identity key or ID is taken) neither are they, and the
 // statement returns the existing task with the same identity key instead.
@@ -35,7 +38,7 @@ const stmtCreateTask = "tasker_create_task"
 const createTaskSQL = `WITH task AS (
 	INSERT INTO tasks (` + taskColumns + `)
 	VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text[],
-		$9::bigint, $10::bigint, $11::bigint)
+		$9::bigint, $10::bigint, $11::bigint, $38::bigint)
 	ON CONFLICT DO NOTHING
 	RETURNING ` + taskColumns + `
 ), new_steps AS (
@@ -209,6 +212,7 @@ func createArgs(p *store.TaskCreateParams) []any {
 		ids, names, positions, handlers, depsFrom, depsTo, states, attempts, maxAttempts, retryable, skippable,
 		results, errMessages, errClasses, errRetryable, nextRetryAt, updatedAt, deps,
 		trStepIDs, trStepNames, trFrom, trTo, trAt, trReasons, trAttempts, trMetadata,
+		t.OwnerToken,
 	}
 }
 

@@ -4,7 +4,7 @@
 // agree with each other and with the coordinator that relies on them.
 //
 // Cases are split by area (templates.go, task_create.go, task_advance.go,
-// listing.go, concurrency.go, lifecycle.go), and subtests are named after the
+// listing.go, concurrency.go, leases.go, lifecycle.go), and subtests are named after the
 // interface method they exercise, so a failure names the method at fault.
 package storetest
 
@@ -35,6 +35,7 @@ func Exercise(ctx context.Context, t *testing.T, newStore func(t *testing.T) sto
 	s.taskAdvance(t)
 	s.listing(t)
 	s.concurrency(t)
+	s.leases(t)
 	s.lifecycle(t)
 }
 

@@ -1,0 +1,319 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+)
+
+// These tests cover what the conformance suite cannot: coordinators that
+// share the database through separate stores (separate connections and
+// transactions), and the row locks between claims and fenced advances.
+
+var leaseT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func acquire(t *testing.T, s *Store, id string) *store.Lease {
+	t.Helper()
+	l, err := s.LeaseAcquire(t.Context(), &store.LeaseAcquireParams{CoordinatorID: id, TTL: time.Hour, Now: leaseT0})
+	require.NoError(t, err)
+	return l
+}
+
+func createTasks(t *testing.T, s *Store, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		p := newTaskParams("ns", leaseT0, "a")
+		_, _, err := s.TaskCreate(t.Context(), p)
+		require.NoError(t, err)
+		ids[i] = p.Task.ID
+	}
+	return ids
+}
+
+func writerPID(t *testing.T, s *Store) int32 {
+	t.Helper()
+	var pid int32
+	require.NoError(t, s.writer.QueryRow(t.Context(), "SELECT pg_backend_pid()").Scan(&pid))
+	return pid
+}
+
+// waitUntil polls the admin connection until query counts a row.
+func waitUntil(t *testing.T, conn *pgx.Conn, query string, args ...any) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, conn.QueryRow(t.Context(), query, args...).Scan(&n))
+		return n > 0
+	}, 10*time.Second, 5*time.Millisecond, query)
+}
+
+// TestClaimAcrossStoresSplitsTasks: coordinators with stores of their own
+// claim at once, in separate transactions; SKIP LOCKED lets them split the
+// tasks, and none gets a task another got.
+func TestClaimAcrossStoresSplitsTasks(t *testing.T) {
+	t.Parallel()
+	schema := newSchema(t)
+	const coordinators, tasks, limit = 4, 80, 5
+	stores := make([]*Store, coordinators)
+	leases := make([]*store.Lease, coordinators)
+	for i := range stores {
+		stores[i] = openStore(t, Config{Schema: schema, MaxConns: 2})
+		leases[i] = acquire(t, stores[i], fmt.Sprintf("c%d", i))
+	}
+	want := createTasks(t, stores[0], tasks)
+
+	got := make([][]string, coordinators)
+	errs := make([]error, coordinators)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() {
+			<-start
+			for {
+				claimed, err := s.TaskClaim(t.Context(), &store.TaskClaimParams{Lease: leases[i], Now: leaseT0, Limit: limit})
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				if len(claimed) == 0 {
+					return
+				}
+				for _, task := range claimed {
+					got[i] = append(got[i], task.ID)
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+
+	var all []string
+	for i, ids := range got {
+		for _, id := range ids {
+			task, err := stores[0].TaskGet(t.Context(), id)
+			require.NoError(t, err)
+			require.Equal(t, leases[i].Token, task.OwnerToken, "task %s", id)
+		}
+		all = append(all, ids...)
+	}
+	slices.Sort(all)
+	require.Equal(t, want, all, "every task claimed exactly once")
+}
+
+// TestClaimSkipsLockedTasks: a task whose owner is mid-advance (its fence
+// holds the row) is skipped, not waited for, and claimable once the lock
+// is gone.
+func TestClaimSkipsLockedTasks(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	schema := newSchema(t)
+	s := openStore(t, Config{Schema: schema})
+	ids := createTasks(t, s, 3)
+	l := acquire(t, s, "a")
+
+	admin := adminConn(t, schema)
+	tx, err := admin.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	_, err = tx.Exec(ctx, "SELECT 1 FROM tasks WHERE id = $1 FOR SHARE", ids[0])
+	require.NoError(t, err)
+
+	claimed, err := s.TaskClaim(ctx, &store.TaskClaimParams{Lease: l, Now: leaseT0, Limit: 10})
+	require.NoError(t, err)
+	require.Equal(t, ids[1:], taskIDsOf(claimed))
+
+	require.NoError(t, tx.Rollback(ctx))
+	claimed, err = s.TaskClaim(ctx, &store.TaskClaimParams{Lease: l, Now: leaseT0, Limit: 10})
+	require.NoError(t, err)
+	require.Equal(t, ids[:1], taskIDsOf(claimed))
+}
+
+// TestFenceWaitsForClaimInProgress: a claim by another coordinator that is
+// not yet committed holds the task row; the owner's fenced advance waits for
+// it and then judges the outcome: refused if the claim committed, applied if
+// it rolled back. Never both owners writing.
+func TestFenceWaitsForClaimInProgress(t *testing.T) {
+	t.Parallel()
+	for name, commit := range map[string]bool{"claim commits": true, "claim rolls back": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			schema := newSchema(t)
+			s := openStore(t, Config{Schema: schema})
+			p := newTaskParams("ns", leaseT0, "a")
+			_, _, err := s.TaskCreate(ctx, p)
+			require.NoError(t, err)
+			owner, other := acquire(t, s, "owner"), acquire(t, s, "other")
+			_, err = s.TaskClaim(ctx, &store.TaskClaimParams{Lease: owner, Now: leaseT0})
+			require.NoError(t, err)
+
+			admin := adminConn(t, schema)
+			// Read now: the writer's one connection is busy once the
+			// advance waits.
+			pid := writerPID(t, s)
+			tx, err := admin.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(context.Background()) }()
+			_, err = tx.Exec(ctx, "UPDATE tasks SET owner_token = $1 WHERE id = $2", other.Token, p.Task.ID)
+			require.NoError(t, err)
+
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.TaskAdvance(ctx, &store.TaskAdvanceParams{
+					TaskID: p.Task.ID, Lease: owner, At: leaseT0.Add(time.Minute),
+					Task:  &store.TaskChange{From: state.Pending, To: state.InProgress},
+					Steps: []*store.StepChange{{StepID: p.Steps[0].ID, StepName: "a", From: state.Pending, To: state.InProgress, Attempts: 1}},
+				})
+				done <- err
+			}()
+			waitUntil(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", pid)
+
+			if commit {
+				require.NoError(t, tx.Commit(ctx))
+				err := <-done
+				require.ErrorIs(t, err, store.ErrLeaseLost)
+				require.ErrorContains(t, err, fmt.Sprintf("task is owned by lease %d, not %d", other.Token, owner.Token))
+				requireTaskState(t, s, p.Task.ID, state.Pending, 0)
+				return
+			}
+			require.NoError(t, tx.Rollback(ctx))
+			require.NoError(t, <-done)
+			requireTaskState(t, s, p.Task.ID, state.InProgress, 1)
+		})
+	}
+}
+
+// TestClaimRechecksLeasesAfterLocking pauses one coordinator's claim after
+// it has read the leases but before it locks the task, and meanwhile a new
+// coordinator acquires a lease and claims that task. The paused claim then
+// locks a task whose owner it has never seen; it must still see that the
+// owner is live and leave the task alone.
+func TestClaimRechecksLeasesAfterLocking(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	schema := newSchema(t)
+	slow := openStore(t, Config{Schema: schema})
+	fast := openStore(t, Config{Schema: schema})
+	ids := createTasks(t, slow, 1)
+	slowLease := acquire(t, slow, "slow")
+	admin := adminConn(t, schema)
+
+	// The pause: tasker_lease_live, as the migration defines it, but first
+	// waiting for an advisory lock the test holds, on the slow store's
+	// connection only.
+	key := time.Now().UnixNano() & 0x7fffffff
+	_, err := admin.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx, fmt.Sprintf(`CREATE OR REPLACE FUNCTION tasker_lease_live(p_token BIGINT, p_at BIGINT)
+		RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE COST 1000 AS $$
+		BEGIN
+			IF pg_backend_pid() = %d THEN
+				PERFORM pg_advisory_xact_lock_shared(%d);
+			END IF;
+			RETURN EXISTS (SELECT 1 FROM leases WHERE token = p_token AND expires_at > p_at);
+		END
+		$$`, writerPID(t, slow), key))
+	require.NoError(t, err)
+
+	type answer struct {
+		tasks []*store.Task
+		err   error
+	}
+	slowDone := make(chan answer, 1)
+	go func() {
+		tasks, err := slow.TaskClaim(ctx, &store.TaskClaimParams{Lease: slowLease, Now: leaseT0})
+		slowDone <- answer{tasks, err}
+	}()
+	waitUntil(t, admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", key)
+
+	fastLease := acquire(t, fast, "fast")
+	claimed, err := fast.TaskClaim(ctx, &store.TaskClaimParams{Lease: fastLease, Now: leaseT0})
+	require.NoError(t, err)
+	require.Equal(t, ids, taskIDsOf(claimed))
+
+	_, err = admin.Exec(ctx, "SELECT pg_advisory_unlock($1)", key)
+	require.NoError(t, err)
+	got := <-slowDone
+	require.NoError(t, got.err)
+	require.Empty(t, got.tasks, "the paused claim must not take a task of a live lease")
+	task, err := slow.TaskGet(ctx, ids[0])
+	require.NoError(t, err)
+	require.Equal(t, fastLease.Token, task.OwnerToken)
+}
+
+// TestLeaseMessages: a refusal says why, so a coordinator's log tells an
+// expired lease from a takeover.
+func TestLeaseMessages(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	p := newTaskParams("ns", leaseT0, "a")
+	_, _, err := s.TaskCreate(ctx, p)
+	require.NoError(t, err)
+	l := acquire(t, s, "a")
+
+	_, err = s.LeaseRenew(ctx, &store.LeaseRenewParams{Lease: l, TTL: time.Hour, Now: l.Expires.Add(time.Second)})
+	require.ErrorIs(t, err, store.ErrLeaseLost)
+	require.ErrorContains(t, err, fmt.Sprintf("lease %d expired at %d", l.Token, l.Expires.UnixNano()))
+
+	_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, Lease: l, At: leaseT0})
+	require.ErrorIs(t, err, store.ErrLeaseLost)
+	require.ErrorContains(t, err, fmt.Sprintf("task is owned by lease 0, not %d", l.Token))
+
+	replacement := acquire(t, s, "a")
+	_, err = s.TaskClaim(ctx, &store.TaskClaimParams{Lease: l, Now: leaseT0})
+	require.ErrorIs(t, err, store.ErrLeaseLost)
+	require.ErrorContains(t, err, fmt.Sprintf("lease %d was replaced", l.Token))
+
+	_, err = s.TaskClaim(ctx, &store.TaskClaimParams{Lease: replacement, Now: leaseT0})
+	require.NoError(t, err)
+	_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, Lease: replacement, At: replacement.Expires})
+	require.ErrorIs(t, err, store.ErrLeaseLost)
+	require.ErrorContains(t, err, fmt.Sprintf("lease %d expired", replacement.Token))
+}
+
+// TestClaimQueryPlan: claiming walks the partial index of unfinished tasks
+// in id order, so it never reads finished ones or sorts.
+func TestClaimQueryPlan(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	schema := newSchema(t)
+	s := openStore(t, Config{Schema: schema})
+	createTasks(t, s, 10)
+	conn := adminConn(t, schema)
+	_, err := conn.Exec(ctx, "SET enable_seqscan = off")
+	require.NoError(t, err)
+	// The plan the committer's connection uses (see Open).
+	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "ANALYZE")
+	require.NoError(t, err)
+
+	rows, err := conn.Query(ctx, "EXPLAIN "+taskClaimSQL, int64(1), int64(0), int64(100))
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	plan := fmt.Sprint(lines)
+	require.Contains(t, plan, "tasks_active_id", plan)
+	require.NotContains(t, plan, "Sort", plan)
+}
+
+func taskIDsOf(tasks []*store.Task) []string {
+	ids := make([]string, len(tasks))
+	for i, task := range tasks {
+		ids[i] = task.ID
+	}
+	return ids
+}
