@@ -37,6 +37,9 @@ type chaosAudit struct {
 	// maxRecovery is the longest any unfinished task waited, after a
 	// coordinator kill, for its next transition.
 	maxRecovery time.Duration
+	// interrupted counts (task, coordinator kill) pairs where the task was
+	// unfinished at the kill: the sample maxRecovery is taken over.
+	interrupted int
 
 	violationCount int
 	violations     []string
@@ -241,17 +244,27 @@ func (a *chaosAudit) checkTask(t *store.Task, steps []*store.Step, trs []*store.
 	}
 }
 
-// measureRecovery: for each coordinator kill, a task that existed and was
-// unfinished at that moment waited until its next transition.
+// recoveryWindow is how long after a coordinator kill a newly created task
+// still counts as waiting on the recovery: a task created just after the
+// restart, before any executor is back, waits on the kill too.
+const recoveryWindow = 5 * time.Second
+
+// measureRecovery: for each coordinator kill, a task unfinished at that
+// moment, or created within recoveryWindow after it, waited from the kill
+// (or its creation, if later) until its next transition.
 func (a *chaosAudit) measureRecovery(t *store.Task, trs []*store.Transition, kills []time.Time) {
 	for _, k := range kills {
+		from := k
 		if !t.CreatedAt.Before(k) {
-			continue
+			if t.CreatedAt.Sub(k) > recoveryWindow {
+				continue
+			}
+			from = t.CreatedAt
 		}
 		var next time.Time
 		finished := false
 		for _, tr := range trs {
-			if !tr.At.After(k) {
+			if tr.At.Before(from) || (from.Equal(k) && tr.At.Equal(k)) {
 				if tr.StepID == "" && tr.To != state.Pending && tr.To != state.InProgress {
 					finished = true
 				}
@@ -263,7 +276,8 @@ func (a *chaosAudit) measureRecovery(t *store.Task, trs []*store.Transition, kil
 		if finished || next.IsZero() {
 			continue
 		}
-		a.maxRecovery = max(a.maxRecovery, next.Sub(k))
+		a.interrupted++
+		a.maxRecovery = max(a.maxRecovery, next.Sub(from))
 	}
 }
 
@@ -308,6 +322,20 @@ func TestChaosAudit(t *testing.T) {
 	require.Equal(t, 3, a.dispatches)
 	require.Equal(t, 1, a.lostAttempts)
 	require.Equal(t, 50*time.Millisecond, a.maxRecovery, "the kill at 250ms was followed by seq 3 at 300ms")
+	require.Equal(t, 1, a.interrupted)
+
+	t.Run("recovery of a task created after the kill", func(t *testing.T) {
+		late := *task
+		late.CreatedAt = at.Add(time.Second)
+		trs := clean()
+		for _, tr := range trs {
+			tr.At = tr.At.Add(time.Second + 600*time.Millisecond) // first dispatch 700ms after creation
+		}
+		a := &chaosAudit{}
+		a.measureRecovery(&late, trs, []time.Time{at.Add(900 * time.Millisecond), at.Add(-time.Minute)})
+		require.Equal(t, 1, a.interrupted, "the kill a minute before creation is not this task's recovery")
+		require.Equal(t, 700*time.Millisecond, a.maxRecovery)
+	})
 
 	t.Run("double completion", func(t *testing.T) {
 		trs := clean()
@@ -350,4 +378,18 @@ func TestChaosAudit(t *testing.T) {
 		require.Equal(t, 1, a.lost)
 		require.Equal(t, 1, a.duplicates)
 	})
+}
+
+// taskContext is the context each chaos task carries, kept in a type so
+// its shape is documented in one place.
+type taskContext struct {
+	Seed string `json:"seed"`
+	N    int    `json:"n"`
+}
+
+// decodeTaskContext reads a stored task context.
+func decodeTaskContext(raw json.RawMessage) (taskContext, error) {
+	var tc taskContext
+	err := json.Unmarshal(raw, &tc)
+	return tc, err
 }

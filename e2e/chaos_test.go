@@ -6,8 +6,9 @@ package e2e
 // audits the stored transitions: every task complete, none lost or
 // duplicated, no step completed twice or started before its parents.
 //
-// The small seeded version runs with the package (go test ./e2e/). The full
-// version (500 tasks, 3 coordinator kills, 3 executor kills, 1 partition):
+// The small version (100 tasks, one fault of each kind, time-based seed)
+// runs with the package: go test -race ./e2e/. The full version (500
+// tasks, 3 coordinator kills, 3 executor kills, 1 partition):
 //
 //	cd /work/main && TASKER_CHAOS_FULL=1 go test -race -count=1 -timeout 30m -run 'TestChaos$' -v ./e2e/
 //
@@ -17,7 +18,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -558,7 +558,7 @@ func (c *chaosCluster) stopAll() {
 func TestChaos(t *testing.T) {
 	t.Parallel()
 	cfg := chaosConfigFromEnv(t)
-	t.Logf("chaos: seed=%d full=%v tasks=%d coordinator_kills=%d executor_kills=%d partitions=%d window=%s (replay with TASKER_CHAOS_SEED=%d)",
+	t.Logf("chaos plan: seed=%d full=%v tasks=%d coordinator_kills=%d executor_kills=%d partitions=%d window=%s (replay with TASKER_CHAOS_SEED=%d)",
 		cfg.seed, cfg.full, cfg.tasks, cfg.coordinatorKills, cfg.executorKills, cfg.partitions, cfg.window, cfg.seed)
 	rng := rand.New(rand.NewPCG(uint64(cfg.seed), 0x7a5c3e))
 	plan, err := newChaosPlan(rng, cfg)
@@ -601,9 +601,9 @@ func TestChaos(t *testing.T) {
 	if a.steps > 0 {
 		overhead = float64(a.dispatches) / float64(a.steps)
 	}
-	t.Logf("chaos: seed=%d tasks=%d steps=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
+	t.Logf("chaos: seed=%d tasks=%d steps=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s interrupted_tasks=%d duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
 		cfg.seed, len(subs), a.steps, len(rec.coordinatorKills), rec.executorKills, rec.partitions, a.lost, a.doubleCompletions,
-		a.dispatches, overhead, a.maxRecovery.Round(10*time.Millisecond), a.duplicates, a.lostAttempts, a.violationCount, createRetries,
+		a.dispatches, overhead, a.maxRecovery.Round(10*time.Millisecond), a.interrupted, a.duplicates, a.lostAttempts, a.violationCount, createRetries,
 		elapsed.Round(100*time.Millisecond))
 
 	require.Equal(t, cfg.coordinatorKills, len(rec.coordinatorKills), "coordinator kills carried out")
@@ -618,18 +618,4 @@ func TestChaos(t *testing.T) {
 	require.Zero(t, a.doubleCompletions, "steps completed more than once (seed %d)", cfg.seed)
 	require.Zero(t, a.violationCount, "violations (seed %d), first ones:\n%s", cfg.seed, strings.Join(a.violations, "\n"))
 	require.Equal(t, len(subs), a.tasks, "stored tasks")
-}
-
-// taskContext is the context each chaos task carries, kept in a type so
-// its shape is documented in one place.
-type taskContext struct {
-	Seed string `json:"seed"`
-	N    int    `json:"n"`
-}
-
-// decodeTaskContext reads a stored task context.
-func decodeTaskContext(raw json.RawMessage) (taskContext, error) {
-	var tc taskContext
-	err := json.Unmarshal(raw, &tc)
-	return tc, err
 }
