@@ -161,6 +161,12 @@ func (e *engine) result(r *executorv1.StepResult) {
 	for {
 		_, err := e.applyResult(r)
 		var ce *codedError
+		if errors.Is(err, store.ErrLeaseLost) {
+			// Another coordinator owns the task now; its owner settles
+			// the attempt.
+			e.log.Warn("result not applied: task owned by another coordinator", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt())
+			return
+		}
 		if err == nil || errors.As(err, &ce) {
 			if err != nil {
 				e.log.Warn("result refused", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", err)
@@ -204,7 +210,7 @@ func (e *engine) slot(w waiter, executorID string) {
 		return
 	}
 	e.dispatchOn(c, i, executorID)
-	if err := e.commit(e.ctx, c); err != nil {
+	if err := e.commit(e.ctx, c); err != nil && !errors.Is(err, store.ErrLeaseLost) {
 		e.log.Error("dispatch of waiting step failed", "task_id", w.taskID, "step_id", w.stepID, "err", err)
 	}
 }
