@@ -64,9 +64,18 @@ type Config struct {
 	// CPU and peak RSS are then read from /proc. Zero falls back to
 	// MetricsURL.
 	PID int
-	// Sync is the coordinator's SQLite synchronous mode; it is only
-	// reported.
-	Sync string
+	// Coordinators are further coordinators sharing Coordinator's database
+	// (PostgreSQL). Tasks are created on all of them in turn, each watched
+	// on the coordinator that created it, and the executors register with
+	// every one; commits, writes and CPU are summed over them and peak RSS
+	// is the largest, so the report describes the cluster.
+	Coordinators []Target
+	// Store ("sqlite" or "postgres"), Schema (the PostgreSQL schema) and
+	// Sync (the SQLite synchronous mode) describe the coordinators' store;
+	// they are only reported.
+	Store  string
+	Schema string
+	Sync   string
 	// Shape is one of ShapeNames; Fanout is the width of the fanout shape.
 	Shape  string
 	Fanout int
@@ -102,6 +111,11 @@ var ErrInvalidConfig = errors.New("invalid bench config")
 func (c Config) withDefaults() (Config, error) {
 	if c.Coordinator == "" {
 		return c, fmt.Errorf("%w: coordinator address is required", ErrInvalidConfig)
+	}
+	for i, t := range c.Coordinators {
+		if t.Addr == "" {
+			return c, fmt.Errorf("%w: further coordinator %d has no address", ErrInvalidConfig, i)
+		}
 	}
 	if c.Shape == "" {
 		c.Shape = "linear4"
@@ -139,12 +153,42 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+// Target is one coordinator a run loads and measures.
+type Target struct {
+	// Addr is its gRPC address host:port.
+	Addr string
+	// MetricsURL is its Prometheus endpoint; empty leaves its commits and
+	// batch size (and, without PID, CPU and memory) unmeasured.
+	MetricsURL string
+	// PID is its process id when it runs on this machine, to read its CPU
+	// and peak RSS from /proc; zero falls back to MetricsURL.
+	PID int
+}
+
+// target is a Target with the connections and counts of one run.
+type target struct {
+	Target
+	clients []coordinatorv1.CoordinatorServiceClient
+	// created counts the tasks created on this coordinator.
+	created atomic.Int64
+	// peakRSS is the highest process_resident_memory_bytes scraped, for a
+	// coordinator whose /proc bench cannot read.
+	peakRSS atomic.Int64
+}
+
+// sampled is a finished task and the coordinator that created it, which is
+// the one asked for it again.
+type sampled struct {
+	id     string
+	target int
+}
+
 // runner holds the state of one Run.
 type runner struct {
 	cfg      Config
 	runID    string
 	template *coordinatorv1.TaskTemplate
-	clients  []coordinatorv1.CoordinatorServiceClient
+	targets  []*target
 	rec      *Recorder
 
 	start time.Time
@@ -153,23 +197,22 @@ type runner struct {
 	inFlight atomic.Int64
 	done     atomic.Int64
 	failed   atomic.Int64
+	// staleWatchStates counts watches that learnt of the task's end from its
+	// own transition while task_state still gave an earlier state.
+	staleWatchStates atomic.Int64
 
-	// mu guards latencies, sample and rng.
+	// mu guards latencies, sample, rng and seen.
 	mu        sync.Mutex
 	latencies []time.Duration
-	// sample is a uniform reservoir of finished task ids.
-	sample []string
+	// sample is a uniform reservoir of finished tasks.
+	sample []sampled
 	rng    *rand.Rand
 	// seen counts tasks offered to the reservoir.
 	seen int
-
-	// peakRSS is the highest process_resident_memory_bytes scraped, for a
-	// coordinator whose /proc bench cannot read.
-	peakRSS atomic.Int64
 }
 
 // Run registers the shape's template, starts the executors, runs the
-// workload and measures it. It returns an error if any call to the
+// workload and measures it. It returns an error if any call to a
 // coordinator fails: a run with failed calls measures the failure, not the
 // orchestrator. Tasks that end in a state other than complete are counted
 // in Report.TasksFailed.
@@ -186,17 +229,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg: cfg, runID: uuid.NewString()[:8], template: tmpl, rec: NewRecorder(),
 		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
-	nconns := min(max((cfg.Concurrency+streamsPerConn-1)/streamsPerConn, 1), 8)
-	for range nconns {
-		conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-		if err != nil {
-			return nil, fmt.Errorf("dial coordinator %s: %w", cfg.Coordinator, err)
+	all := append([]Target{{Addr: cfg.Coordinator, MetricsURL: cfg.MetricsURL, PID: cfg.PID}}, cfg.Coordinators...)
+	// The workers are spread over the coordinators, and each coordinator's
+	// share over its connections.
+	perTarget := (cfg.Concurrency + len(all) - 1) / len(all)
+	nconns := min(max((perTarget+streamsPerConn-1)/streamsPerConn, 1), 8)
+	for _, tg := range all {
+		t := &target{Target: tg}
+		for range nconns {
+			conn, err := grpc.NewClient(tg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+			if err != nil {
+				return nil, fmt.Errorf("dial coordinator %s: %w", tg.Addr, err)
+			}
+			defer func() { _ = conn.Close() }()
+			t.clients = append(t.clients, coordinatorv1.NewCoordinatorServiceClient(conn))
 		}
-		defer func() { _ = conn.Close() }()
-		r.clients = append(r.clients, coordinatorv1.NewCoordinatorServiceClient(conn))
+		r.targets = append(r.targets, t)
 	}
-	if _, err := r.clients[0].RegisterTemplate(ctx, &coordinatorv1.RegisterTemplateRequest{Template: tmpl}); err != nil {
+	// One registration serves every coordinator: they share the store, and
+	// each reads a template it has not cached from there.
+	if _, err := r.targets[0].clients[0].RegisterTemplate(ctx, &coordinatorv1.RegisterTemplateRequest{Template: tmpl}); err != nil {
 		return nil, fmt.Errorf("register template %s/%s: %w", tmpl.GetNamespace(), tmpl.GetName(), err)
 	}
 
@@ -213,8 +266,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.awaitExecutors(ctx); err != nil {
-		return nil, err
+	for _, t := range r.targets {
+		if err := r.awaitExecutors(ctx, t); err != nil {
+			return nil, err
+		}
 	}
 
 	before := r.measure(ctx)
@@ -234,16 +289,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return r.report(elapsed, before, after, overheads), nil
 }
 
-// startExecutors starts cfg.Executors executors hosting the recorder; each
-// returned channel yields its Serve result once ctx ends.
+// startExecutors starts cfg.Executors executors hosting the recorder, each
+// registered with every coordinator; each returned channel yields its Serve
+// result once ctx ends.
 func (r *runner) startExecutors(ctx context.Context) ([]<-chan error, error) {
+	var further []string
+	for _, t := range r.targets[1:] {
+		further = append(further, t.Addr)
+	}
 	var done []<-chan error
 	for i := range r.cfg.Executors {
 		ex, err := executor.New(executor.Config{
-			ID:          r.executorID(i),
-			Capacity:    r.cfg.ExecutorCapacity,
-			Coordinator: r.cfg.Coordinator,
-			Logger:      r.cfg.Logger,
+			ID:           r.executorID(i),
+			Capacity:     r.cfg.ExecutorCapacity,
+			Coordinator:  r.targets[0].Addr,
+			Coordinators: further,
+			Logger:       r.cfg.Logger,
 			// Nothing runs long, so shutdown need not wait as long as for
 			// real handlers.
 			ShutdownTimeout: 5 * time.Second,
@@ -268,9 +329,9 @@ func (r *runner) startExecutors(ctx context.Context) ([]<-chan error, error) {
 
 func (r *runner) executorID(i int) string { return fmt.Sprintf("bench-%s-%d", r.runID, i) }
 
-// awaitExecutors waits until the coordinator has a stream to every
-// executor of this run, so the first tasks do not measure connection setup.
-func (r *runner) awaitExecutors(ctx context.Context) error {
+// awaitExecutors waits until coordinator t has a stream to every executor
+// of this run, so the first tasks do not measure connection setup.
+func (r *runner) awaitExecutors(ctx context.Context, t *target) error {
 	ctx, cancel := context.WithTimeout(ctx, DefaultReadyTimeout)
 	defer cancel()
 	want := make(map[string]bool, r.cfg.Executors)
@@ -278,7 +339,7 @@ func (r *runner) awaitExecutors(ctx context.Context) error {
 		want[r.executorID(i)] = true
 	}
 	for {
-		resp, err := r.clients[0].ListExecutors(ctx, &coordinatorv1.ListExecutorsRequest{})
+		resp, err := t.clients[0].ListExecutors(ctx, &coordinatorv1.ListExecutorsRequest{})
 		if err == nil {
 			connected := 0
 			for _, e := range resp.GetExecutors() {
@@ -295,7 +356,7 @@ func (r *runner) awaitExecutors(ctx context.Context) error {
 			if err == nil {
 				err = ctx.Err()
 			}
-			return fmt.Errorf("executors did not connect to %s: %w", r.cfg.Coordinator, err)
+			return fmt.Errorf("executors did not connect to %s: %w", t.Addr, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -315,20 +376,22 @@ func (r *runner) claim() (int64, bool) {
 }
 
 // load runs cfg.Concurrency workers until no task is left to claim; the
-// first failure stops them all.
+// first failure stops them all. Task i goes to coordinator i mod the
+// number of coordinators, so each gets an equal share whatever the speed of
+// the others.
 func (r *runner) load(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	for w := range r.cfg.Concurrency {
-		client := r.clients[w%len(r.clients)]
 		wg.Go(func() {
 			for {
 				i, ok := r.claim()
 				if !ok || ctx.Err() != nil {
 					return
 				}
-				if err := r.runTask(ctx, client, i); err != nil {
+				ti := int(i % int64(len(r.targets)))
+				if err := r.runTask(ctx, ti, w, i); err != nil {
 					cancel(err)
 					return
 				}
@@ -342,20 +405,24 @@ func (r *runner) load(ctx context.Context) error {
 	return nil
 }
 
-// runTask creates task i and watches it to its end. Its latency runs from
-// the start of the create call to the arrival of the transition that made
-// the task terminal.
-func (r *runner) runTask(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, i int64) error {
+// runTask creates task i on coordinator ti, using worker w's connection to
+// it, and watches it there to its end. Its latency runs from the start of
+// the create call to the arrival of the transition that made the task
+// terminal.
+func (r *runner) runTask(ctx context.Context, ti, w int, i int64) error {
 	r.inFlight.Add(1)
 	defer r.inFlight.Add(-1)
+	t := r.targets[ti]
+	client := t.clients[w%len(t.clients)]
 	start := time.Now()
 	resp, err := client.CreateTask(ctx, &coordinatorv1.CreateTaskRequest{
 		Namespace: r.template.GetNamespace(), Name: r.template.GetName(), Version: r.template.GetVersion(),
 		IdempotencyKey: fmt.Sprintf("bench-%s-%d", r.runID, i),
 	})
 	if err != nil {
-		return fmt.Errorf("create task %d: %w", i, err)
+		return fmt.Errorf("create task %d on %s: %w", i, t.Addr, err)
 	}
+	t.created.Add(1)
 	id := resp.GetTask().GetId()
 	final := resp.GetTask().GetState()
 	if !terminal(final) {
@@ -371,19 +438,21 @@ func (r *runner) runTask(ctx context.Context, client coordinatorv1.CoordinatorSe
 			after = max(after, tr.GetSeq())
 		}
 		if final, err = r.watch(ctx, client, id, after); err != nil {
-			return err
+			return fmt.Errorf("%w (on %s)", err, t.Addr)
 		}
 	}
 	latency := time.Since(start)
 	if final != coordinatorv1.State_STATE_COMPLETE {
 		r.failed.Add(1)
 	}
-	r.finished(id, latency)
+	r.finished(sampled{id: id, target: ti}, latency)
 	return nil
 }
 
 // watch returns the terminal state of task id as soon as a transition
-// carrying it arrives.
+// carrying it arrives: one whose task_state is terminal, or the task's own
+// transition to a terminal state. The second alone is counted in
+// staleWatchStates: the coordinator should have set task_state to match.
 func (r *runner) watch(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, id string, afterSeq int64) (coordinatorv1.State, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -402,122 +471,48 @@ func (r *runner) watch(ctx context.Context, client coordinatorv1.CoordinatorServ
 		if terminal(msg.GetTaskState()) {
 			return msg.GetTaskState(), nil
 		}
+		if tr := msg.GetTransition(); tr.GetStepName() == "" && terminal(tr.GetToState()) {
+			r.staleWatchStates.Add(1)
+			return tr.GetToState(), nil
+		}
 	}
 }
 
 // finished records a task's latency and offers it to the reservoir.
-func (r *runner) finished(id string, latency time.Duration) {
+func (r *runner) finished(s sampled, latency time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.latencies = append(r.latencies, latency)
 	r.seen++
 	switch {
 	case len(r.sample) < r.cfg.SampleTasks:
-		r.sample = append(r.sample, id)
+		r.sample = append(r.sample, s)
 	default:
 		if j := r.rng.IntN(r.seen); j < len(r.sample) {
-			r.sample[j] = id
+			r.sample[j] = s
 		}
 	}
 	r.done.Add(1)
 }
 
-// progress prints a line every interval until the returned func is called.
-// It also scrapes the coordinator's resident memory when bench cannot read
-// its /proc, so the report has a peak.
-func (r *runner) progress(ctx context.Context) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(r.cfg.ProgressInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if r.cfg.PID == 0 && r.cfg.MetricsURL != "" {
-				if m, err := Scrape(ctx, r.cfg.HTTPClient, r.cfg.MetricsURL); err == nil {
-					r.notePeakRSS(m)
-				}
-			}
-			if r.cfg.Progress != nil {
-				_, steps := r.rec.Counts()
-				_, _ = io.WriteString(r.cfg.Progress, progressLine(time.Since(r.start), r.done.Load(), int64(r.cfg.Tasks), steps, r.inFlight.Load()))
-			}
-		}
-	})
-	return func() {
-		cancel()
-		wg.Wait()
-	}
-}
-
-func (r *runner) notePeakRSS(m Metrics) {
-	v, ok := m[MetricRSS]
-	if !ok {
-		return
-	}
-	for {
-		cur := r.peakRSS.Load()
-		if int64(v) <= cur || r.peakRSS.CompareAndSwap(cur, int64(v)) {
-			return
-		}
-	}
-}
-
-// snapshot is what the coordinator's counters said at one moment; a nil
-// metrics or a zero cpuOK means that source was unavailable.
-type snapshot struct {
-	metrics Metrics
-	cpu     time.Duration
-	cpuOK   bool
-}
-
-// measure reads the coordinator's counters. Failures leave figures out of
-// the report (logged) rather than failing a run that otherwise worked.
-func (r *runner) measure(ctx context.Context) snapshot {
-	var s snapshot
-	if r.cfg.MetricsURL != "" {
-		m, err := Scrape(ctx, r.cfg.HTTPClient, r.cfg.MetricsURL)
-		if err != nil {
-			r.cfg.Logger.Warn("metrics unavailable", "err", err)
-		} else {
-			s.metrics = m
-			r.notePeakRSS(m)
-		}
-	}
-	if r.cfg.PID != 0 {
-		cpu, err := ProcCPU(r.cfg.PID)
-		if err != nil {
-			r.cfg.Logger.Warn("process cpu unavailable", "err", err)
-		} else {
-			s.cpu, s.cpuOK = cpu, true
-		}
-	} else if v, ok := s.metrics[MetricCPU]; ok {
-		s.cpu, s.cpuOK = time.Duration(v*float64(time.Second)), true
-	}
-	return s
-}
-
-// dispatchOverheads reads the sampled tasks back and measures each step's
-// dispatch overhead.
+// dispatchOverheads reads the sampled tasks back, each from the coordinator
+// that created it, and measures each step's dispatch overhead.
 func (r *runner) dispatchOverheads(ctx context.Context) ([]time.Duration, error) {
 	r.mu.Lock()
-	ids := append([]string(nil), r.sample...)
+	sample := append([]sampled(nil), r.sample...)
 	r.mu.Unlock()
-	tasks := make([]*coordinatorv1.Task, len(ids))
-	errs := make([]error, len(ids))
+	tasks := make([]*coordinatorv1.Task, len(sample))
+	errs := make([]error, len(sample))
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
-	for i, id := range ids {
+	for i, s := range sample {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			resp, err := r.clients[i%len(r.clients)].GetTask(ctx, &coordinatorv1.GetTaskRequest{Id: id})
+			t := r.targets[s.target]
+			resp, err := t.clients[i%len(t.clients)].GetTask(ctx, &coordinatorv1.GetTaskRequest{Id: s.id})
 			if err != nil {
-				errs[i] = fmt.Errorf("get task %s: %w", id, err)
+				errs[i] = fmt.Errorf("get task %s from %s: %w", s.id, t.Addr, err)
 				return
 			}
 			tasks[i] = resp.GetTask()
@@ -529,53 +524,6 @@ func (r *runner) dispatchOverheads(ctx context.Context) ([]time.Duration, error)
 	}
 	return dispatchOverheads(tasks, r.rec.ReceivedAt), nil
 }
-
-// report turns the raw counts into the figures of a Report.
-func (r *runner) report(elapsed time.Duration, before, after snapshot, overheads []time.Duration) *Report {
-	invocations, steps := r.rec.Counts()
-	secs := elapsed.Seconds()
-	rep := &Report{
-		Shape: r.cfg.Shape, Sync: r.cfg.Sync,
-		Tasks: r.done.Load(), TasksFailed: r.failed.Load(), Steps: steps,
-		DurationSec: round3(secs), Concurrency: r.cfg.Concurrency, Executors: r.cfg.Executors,
-		DuplicateDispatches: invocations - steps,
-		DispatchSamples:     len(overheads),
-	}
-	if secs > 0 {
-		rep.TasksPerSec = round3(float64(rep.Tasks) / secs)
-		rep.StepsPerSec = round3(float64(steps) / secs)
-	}
-	r.mu.Lock()
-	rep.TaskLatencyMS = summarizeLatency(r.latencies)
-	r.mu.Unlock()
-	rep.DispatchOverheadMS = summarizeOverhead(overheads)
-
-	if before.metrics != nil && after.metrics != nil {
-		commits := after.metrics[MetricCommits] - before.metrics[MetricCommits]
-		writes := after.metrics[MetricWrites] - before.metrics[MetricWrites]
-		if secs > 0 {
-			rep.CommitsPerSec = ptr(round3(commits / secs))
-		}
-		if commits > 0 {
-			rep.MeanBatchSize = ptr(round3(writes / commits))
-		}
-	}
-	if before.cpuOK && after.cpuOK && steps > 0 {
-		rep.CPUSecondsPer1kSteps = ptr(round3((after.cpu - before.cpu).Seconds() / float64(steps) * 1000))
-	}
-	if r.cfg.PID != 0 {
-		if peak, err := ProcPeakRSS(r.cfg.PID); err == nil {
-			rep.PeakRSSMB = ptr(round3(float64(peak) / (1 << 20)))
-		} else {
-			r.cfg.Logger.Warn("peak rss unavailable", "err", err)
-		}
-	} else if peak := r.peakRSS.Load(); peak > 0 {
-		rep.PeakRSSMB = ptr(round3(float64(peak) / (1 << 20)))
-	}
-	return rep
-}
-
-func ptr[T any](v T) *T { return &v }
 
 // terminal reports whether a task in s has stopped moving on its own; these
 // are the states after which WatchTask ends.

@@ -24,11 +24,17 @@ import (
 type ChildConfig struct {
 	// Binary is the tasker executable, usually os.Executable().
 	Binary string
-	// DB is the SQLite file; it is created if missing and used as is if
-	// not.
+	// DB is the coordinator's --db: a SQLite file, created if missing and
+	// used as is if not, or a postgres:// URL (see IsPostgres).
 	DB string
-	// Sync is the SQLite synchronous mode, "full" or "normal".
+	// Sync is the SQLite synchronous mode, "full" (the default) or
+	// "normal". It is not passed for PostgreSQL, whose durability is the
+	// server's synchronous_commit.
 	Sync string
+	// ID is the coordinator's --id, which names its lease; several children
+	// on one PostgreSQL database need different ones. Empty takes the
+	// coordinator's default.
+	ID string
 	// Output receives the child's stdout and stderr; nil discards them.
 	Output io.Writer
 	// ReadyTimeout bounds the wait for the child to serve; default 30s.
@@ -56,7 +62,10 @@ func StartChild(ctx context.Context, cfg ChildConfig) (*Child, error) {
 	if cfg.Binary == "" || cfg.DB == "" {
 		return nil, fmt.Errorf("%w: child needs a binary and a db", ErrInvalidConfig)
 	}
-	if cfg.Sync == "" {
+	switch {
+	case IsPostgres(cfg.DB):
+		cfg.Sync = ""
+	case cfg.Sync == "":
 		cfg.Sync = "full"
 	}
 	if cfg.ReadyTimeout <= 0 {
@@ -73,10 +82,16 @@ func StartChild(ctx context.Context, cfg ChildConfig) (*Child, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(cfg.Binary, "coordinator",
+	args := []string{"coordinator",
 		"--listen", grpcAddr, "--http-listen", httpAddr,
-		"--db", cfg.DB, "--sync", cfg.Sync, "--log-level", "error",
-		"--shutdown-timeout", "5s")
+		"--db", cfg.DB, "--log-level", "error", "--shutdown-timeout", "5s"}
+	if cfg.Sync != "" {
+		args = append(args, "--sync", cfg.Sync)
+	}
+	if cfg.ID != "" {
+		args = append(args, "--id", cfg.ID)
+	}
+	cmd := exec.Command(cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = cfg.Output, cfg.Output
 	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {

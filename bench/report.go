@@ -32,7 +32,11 @@ type Report struct {
 	// executed; anything but 0 without faults is a bug.
 	DuplicateDispatches int64 `json:"duplicate_dispatches"`
 
-	Shape       string  `json:"shape"`
+	Shape string `json:"shape"`
+	// Store is "sqlite" or "postgres" when bench started the coordinators
+	// and so knows; Schema is the PostgreSQL schema the run used.
+	Store       string  `json:"store,omitempty"`
+	Schema      string  `json:"schema,omitempty"`
 	Sync        string  `json:"sync,omitempty"`
 	Tasks       int64   `json:"tasks"`
 	TasksFailed int64   `json:"tasks_failed"`
@@ -43,6 +47,30 @@ type Report struct {
 	// DispatchSamples is how many step dispatches the overhead percentiles
 	// were computed from.
 	DispatchSamples int `json:"dispatch_samples"`
+	// Coordinators is how many coordinators shared the load. With more than
+	// one, the figures above are the cluster's (commits, writes and CPU
+	// summed, peak RSS the largest) and PerCoordinator breaks them down,
+	// which shows whether the load was spread evenly.
+	Coordinators   int                  `json:"coordinators"`
+	PerCoordinator []CoordinatorFigures `json:"per_coordinator,omitempty"`
+	// StaleWatchStates counts WatchTask streams whose message carrying the
+	// task's own terminal transition gave an earlier task_state; the watch
+	// still ended there. Anything but 0 is a coordinator bug.
+	StaleWatchStates int64 `json:"stale_watch_states,omitempty"`
+}
+
+// CoordinatorFigures are one coordinator's figures in a run with several.
+// Unmeasured figures are null, as in Report.
+type CoordinatorFigures struct {
+	Addr string `json:"addr"`
+	// TasksCreated counts the tasks created (and watched) on it.
+	TasksCreated  int64    `json:"tasks_created"`
+	CommitsPerSec *float64 `json:"commits_per_sec"`
+	MeanBatchSize *float64 `json:"mean_batch_size"`
+	// CPUSeconds is its CPU time over the run, not per step: steps are
+	// executed by the cluster, not by one coordinator.
+	CPUSeconds *float64 `json:"cpu_seconds"`
+	PeakRSSMB  *float64 `json:"peak_rss_mb"`
 }
 
 // LatencySummary holds task latency percentiles in milliseconds.
@@ -107,17 +135,21 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteText writes r as one fixed-format summary line, key=value pairs in
 // a stable order so it is as easy to grep as to read; unmeasured figures
-// print as "-".
+// print as "-". A run on several coordinators ends with coordinators=N.
 func (r *Report) WriteText(w io.Writer) error {
+	cluster := ""
+	if r.Coordinators > 1 {
+		cluster = fmt.Sprintf(" coordinators=%d", r.Coordinators)
+	}
 	_, err := fmt.Fprintf(w,
 		"bench: shape=%s tasks=%d failed=%d steps=%d duration=%.1fs tasks/s=%.0f steps/s=%.0f "+
 			"latency_ms(p50/p95/p99)=%.1f/%.1f/%.1f dispatch_ms(p50/p99)=%.2f/%.2f "+
-			"commits/s=%s batch=%s cpu_s/1k_steps=%s peak_rss_mb=%s duplicates=%d\n",
+			"commits/s=%s batch=%s cpu_s/1k_steps=%s peak_rss_mb=%s duplicates=%d%s\n",
 		r.Shape, r.Tasks, r.TasksFailed, r.Steps, r.DurationSec, r.TasksPerSec, r.StepsPerSec,
 		r.TaskLatencyMS.P50, r.TaskLatencyMS.P95, r.TaskLatencyMS.P99,
 		r.DispatchOverheadMS.P50, r.DispatchOverheadMS.P99,
 		optional(r.CommitsPerSec, "%.0f"), optional(r.MeanBatchSize, "%.1f"),
-		optional(r.CPUSecondsPer1kSteps, "%.3f"), optional(r.PeakRSSMB, "%.1f"), r.DuplicateDispatches)
+		optional(r.CPUSecondsPer1kSteps, "%.3f"), optional(r.PeakRSSMB, "%.1f"), r.DuplicateDispatches, cluster)
 	if err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}

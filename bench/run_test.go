@@ -114,6 +114,8 @@ func TestRunLinear4InProcess(t *testing.T) {
 	require.Equal(t, 60, rep.DispatchSamples, "every non-root step of every task, all 20 tasks being sampled")
 	require.Equal(t, "linear4", rep.Shape)
 	require.Equal(t, 2, rep.Executors)
+	require.Equal(t, 1, rep.Coordinators)
+	require.Nil(t, rep.PerCoordinator, "no breakdown of a single coordinator")
 
 	// The store committed at least the 20 creations and 80 results, in
 	// batches of at least one write.
@@ -149,10 +151,21 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{Coordinator: "127.0.0.1:9", Tasks: -1},
 		{Coordinator: "127.0.0.1:9", Tasks: 0},
 		{Coordinator: "127.0.0.1:9", Tasks: 1, Shape: "spiral"},
+		{Coordinator: "127.0.0.1:9", Tasks: 1, Coordinators: []Target{{MetricsURL: "http://127.0.0.1:9/metrics"}}},
 	} {
 		_, err := Run(t.Context(), cfg)
 		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", cfg)
 	}
+}
+
+// buildTasker builds the tasker binary into t.TempDir().
+func buildTasker(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tasker")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/tasker-go/tasker/cmd/tasker")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, string(out))
+	return bin
 }
 
 // TestStartChild runs the real tasker binary as the child coordinator.
@@ -161,10 +174,7 @@ func TestStartChild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the tasker binary")
 	}
-	bin := filepath.Join(t.TempDir(), "tasker")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/tasker-go/tasker/cmd/tasker")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin := buildTasker(t)
 
 	db := filepath.Join(t.TempDir(), "child.db")
 	var output syncBuffer

@@ -287,19 +287,32 @@ func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinat
 		}
 		return nil
 	}
+	// catchUp sends what is stored after the last transition sent. Each
+	// message's task_state is the task's state as of that transition,
+	// replayed from the task's own transitions: reading the task's current
+	// state separately could pair an old transition with a newer state, or
+	// end the stream before the terminal transition was sent.
 	catchUp := func() (state.State, error) {
-		t, err := s.c.cfg.Store.TaskGet(ctx, req.GetId())
-		if err != nil {
+		if _, err := s.c.cfg.Store.TaskGet(ctx, req.GetId()); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return "", status.Errorf(codes.NotFound, "task %s not found", req.GetId())
 			}
 			return "", toStatus(err)
 		}
-		trs, err := s.c.cfg.Store.TransitionList(ctx, &store.TransitionListParams{TaskID: req.GetId(), AfterSeq: after})
+		trs, err := s.c.cfg.Store.TransitionList(ctx, &store.TransitionListParams{TaskID: req.GetId()})
 		if err != nil {
 			return "", toStatus(err)
 		}
-		return t.State, send(trs, t.State)
+		st := state.Pending
+		for _, tr := range trs {
+			if tr.StepID == "" {
+				st = tr.To
+			}
+			if err := send([]*store.Transition{tr}, st); err != nil {
+				return "", err
+			}
+		}
+		return st, nil
 	}
 	var (
 		st  state.State

@@ -67,3 +67,37 @@ func TestReferenceShapes(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchReplaysTaskStatePerTransition watches a finished task from the
+// start: every message carries the task's state as of its transition, and
+// the stream ends after the task's terminal transition.
+func TestWatchReplaysTaskStatePerTransition(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.startExecutor(4, nil)
+	files, err := templates.All()
+	require.NoError(t, err)
+	h.apply(string(files["linear_workflow.yaml"]))
+	task := h.create("tasker", "linear_workflow", map[string]any{})
+	h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+
+	stream, err := h.client.WatchTask(h.ctx, &coordinatorv1.WatchTaskRequest{Id: task.GetId()})
+	require.NoError(t, err)
+	var msgs []*coordinatorv1.WatchTaskResponse
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, m)
+	}
+	require.NotEmpty(t, msgs)
+	first, last := msgs[0], msgs[len(msgs)-1]
+	require.Equal(t, coordinatorv1.State_STATE_PENDING, first.GetTaskState(), "the first step started while the task was still pending in the stored order")
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, last.GetTaskState())
+	require.Empty(t, last.GetTransition().GetStepName(), "the last message is the task's own transition")
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, last.GetTransition().GetToState())
+	for i := 1; i < len(msgs); i++ {
+		require.Greater(t, msgs[i].GetTransition().GetSeq(), msgs[i-1].GetTransition().GetSeq())
+	}
+}

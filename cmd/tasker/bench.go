@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +28,8 @@ type benchFlags struct {
 	executorCapacity int
 	sample           int
 	metricsURL       string
+	coordinators     int
+	keepDB           bool
 	store            storeFlags
 	logs             logFlags
 	out              outputFlag
@@ -47,6 +51,13 @@ explicit --coordinator flag (TASKER_COORDINATOR alone is not enough) it
 targets a running coordinator instead; --coordinator-metrics then names its
 /metrics for commits, batch size, CPU and memory.
 
+With --db postgres://... the run gets a new schema of its own in that
+database (named on stderr, dropped afterwards unless --keep-db), and
+--coordinators N starts N coordinators sharing it: tasks are created on each
+in turn and watched where they were created, the executors register with all,
+and commits, CPU and memory are those of the whole cluster (per coordinator
+under per_coordinator in -o json). SQLite serves one coordinator only.
+
 The executors run inside bench and host a noop handler that records every
 dispatch. A progress line goes to stderr every 2s; the summary (one line, or
 one JSON object with -o json) goes to stdout.`,
@@ -65,8 +76,12 @@ one JSON object with -o json) goes to stdout.`,
 	fl.IntVar(&f.executorCapacity, "executor-capacity", bench.DefaultExecutorCapacity, "steps each executor runs at once")
 	fl.IntVar(&f.sample, "sample", bench.DefaultSampleTasks, "finished tasks read back to measure dispatch overhead")
 	fl.StringVar(&f.metricsURL, "coordinator-metrics", "", "with --coordinator: its Prometheus /metrics URL")
+	fl.IntVar(&f.coordinators, "coordinators", 1, "coordinators bench starts on the same --db (more than 1 needs PostgreSQL)")
+	fl.BoolVar(&f.keepDB, "keep-db", false, "keep the temporary SQLite file or PostgreSQL schema of the run, to inspect it")
 	f.store.register(cmd, "")
-	fl.Lookup("db").Usage = "SQLite file for the coordinator bench starts (default: a new temporary file, removed afterwards)"
+	fl.Lookup("db").Usage = "store for the coordinators bench starts: a SQLite file (default: a new temporary file, removed afterwards) " +
+		"or a postgres:// URL (the run uses a new schema there)"
+	fl.Lookup("sync").Usage = "SQLite synchronous mode of the coordinator bench starts: full or normal (not for PostgreSQL)"
 	f.logs.register(cmd, "error")
 	f.out.register(cmd)
 	return cmd
@@ -78,43 +93,44 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) (err error) {
 	if err != nil {
 		return err
 	}
-	// Progress lines, executor logs and the child's output all reach stderr
-	// from their own goroutines.
+	// Progress lines, executor logs and the children's output all reach
+	// stderr from their own goroutines.
 	stderr := &lockedWriter{w: g.env.Stderr}
 	log, err := f.logs.logger(stderr)
 	if err != nil {
 		return err
 	}
-	if f.store.sync != "full" && f.store.sync != "normal" {
-		return fmt.Errorf("--sync must be full or normal, got %q", f.store.sync)
+	if err := checkBenchFlags(cmd, f); err != nil {
+		return err
 	}
 	cfg := bench.Config{
 		Shape: f.shape, Fanout: f.fanout, Tasks: f.tasks, Concurrency: f.concurrency, Duration: f.duration,
 		Executors: f.executors, ExecutorCapacity: f.executorCapacity, SampleTasks: f.sample,
 		Progress: stderr, Logger: log,
 	}
-	// Only an explicit --coordinator targets a running coordinator; the
-	// environment variable alone does not, so a shell set up for the other
-	// commands still benchmarks a clean child by default.
 	if cmd.Flags().Changed("coordinator") {
-		if cmd.Flags().Changed("db") || cmd.Flags().Changed("sync") {
-			return errors.New("--db and --sync configure the coordinator bench starts; they cannot be used with --coordinator")
-		}
 		cfg.Coordinator, cfg.MetricsURL = g.coordinator, f.metricsURL
 	} else {
-		if f.metricsURL != "" {
-			return errors.New("--coordinator-metrics needs --coordinator")
-		}
-		child, cleanup, err := startBenchCoordinator(cmd, stderr, f)
+		cluster, err := startBenchCoordinators(cmd, stderr, f)
 		if err != nil {
 			return err
 		}
 		defer func() {
-			if cerr := cleanup(); err == nil {
+			if cerr := cluster.cleanup(); err == nil {
 				err = cerr
 			}
 		}()
-		cfg.Coordinator, cfg.MetricsURL, cfg.PID, cfg.Sync = child.Addr, child.MetricsURL, child.PID, f.store.sync
+		first := cluster.children[0]
+		cfg.Coordinator, cfg.MetricsURL, cfg.PID = first.Addr, first.MetricsURL, first.PID
+		for _, c := range cluster.children[1:] {
+			cfg.Coordinators = append(cfg.Coordinators, bench.Target{Addr: c.Addr, MetricsURL: c.MetricsURL, PID: c.PID})
+		}
+		cfg.Store, cfg.Schema = "sqlite", cluster.schema
+		if cluster.postgres {
+			cfg.Store = "postgres"
+		} else {
+			cfg.Sync = f.store.sync
+		}
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
@@ -126,37 +142,159 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) (err error) {
 	return rep.WriteText(g.env.Stdout)
 }
 
-// startBenchCoordinator runs this binary's coordinator command as a child on
-// --db or a temporary store; cleanup stops it and removes a temporary store.
-func startBenchCoordinator(cmd *cobra.Command, stderr io.Writer, f *benchFlags) (*bench.Child, func() error, error) {
+// checkBenchFlags refuses combinations that would not do what they say.
+func checkBenchFlags(cmd *cobra.Command, f *benchFlags) error {
+	changed := cmd.Flags().Changed
+	if f.coordinators < 1 {
+		return fmt.Errorf("--coordinators must be at least 1, got %d", f.coordinators)
+	}
+	// Only an explicit --coordinator targets a running coordinator; the
+	// environment variable alone does not, so a shell set up for the other
+	// commands still benchmarks a clean child by default.
+	if changed("coordinator") {
+		if changed("db") || changed("sync") || changed("coordinators") || changed("keep-db") {
+			return errors.New("--db, --sync, --coordinators and --keep-db configure the coordinators bench starts; they cannot be used with --coordinator")
+		}
+		return nil
+	}
+	if f.metricsURL != "" {
+		return errors.New("--coordinator-metrics needs --coordinator")
+	}
+	if bench.IsPostgres(f.store.db) {
+		if changed("sync") {
+			return errors.New("--sync is a SQLite setting; a PostgreSQL coordinator's commits are as durable as the server's synchronous_commit makes them")
+		}
+		return nil
+	}
+	if f.store.sync != "full" && f.store.sync != "normal" {
+		return fmt.Errorf("--sync must be full or normal, got %q", f.store.sync)
+	}
+	if f.coordinators > 1 {
+		return fmt.Errorf("--coordinators %d needs a postgres:// --db: a SQLite file serves one coordinator", f.coordinators)
+	}
+	return nil
+}
+
+// benchCluster is the coordinators bench started and what to undo after.
+type benchCluster struct {
+	children []*bench.Child
+	postgres bool
+	// schema is the PostgreSQL schema of the run.
+	schema  string
+	cleanup func() error
+}
+
+// startBenchCoordinators runs --coordinators children of this binary's
+// coordinator command on one store: for PostgreSQL a new schema in --db,
+// for SQLite --db or a temporary file. Its cleanup stops them and removes
+// the temporary store or schema, unless --keep-db.
+func startBenchCoordinators(cmd *cobra.Command, stderr io.Writer, f *benchFlags) (*benchCluster, error) {
+	ctx := cmd.Context()
 	bin, err := os.Executable()
 	if err != nil {
-		return nil, nil, fmt.Errorf("find the tasker binary: %w", err)
+		return nil, fmt.Errorf("find the tasker binary: %w", err)
 	}
-	db, tmpDir := f.store.db, ""
-	if db == "" {
-		if tmpDir, err = os.MkdirTemp("", "tasker-bench-"); err != nil {
-			return nil, nil, fmt.Errorf("create store directory: %w", err)
-		}
-		db = filepath.Join(tmpDir, "bench.db")
+	st, err := prepareBenchStore(ctx, stderr, f)
+	if err != nil {
+		return nil, err
 	}
-	removeTmp := func() error {
-		if tmpDir == "" {
-			return nil
+	cl := &benchCluster{postgres: bench.IsPostgres(f.store.db), schema: st.schema}
+	stopAll := func() error {
+		errs := make([]error, len(cl.children))
+		var wg sync.WaitGroup
+		for i, c := range cl.children {
+			wg.Go(func() { errs[i] = c.Stop(10 * time.Second) })
 		}
+		wg.Wait()
+		// The store goes only once no child holds it open.
+		return errors.Join(errors.Join(errs...), st.remove())
+	}
+	syncMode := f.store.sync
+	if cl.postgres {
+		syncMode = ""
+	}
+	for i := range f.coordinators {
+		child, err := bench.StartChild(ctx, bench.ChildConfig{
+			Binary: bin, DB: st.db, Sync: syncMode, ID: fmt.Sprintf("bench-coordinator-%d", i), Output: stderr,
+		})
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("coordinator %d: %w", i, err), stopAll())
+		}
+		cl.children = append(cl.children, child)
+		if cl.postgres {
+			fmt.Fprintf(stderr, "bench: coordinator %d pid=%d addr=%s db=%s\n", i, child.PID, child.Addr, redactURL(st.db))
+		} else {
+			fmt.Fprintf(stderr, "bench: coordinator pid=%d addr=%s db=%s sync=%s\n", child.PID, child.Addr, st.db, syncMode)
+		}
+	}
+	cl.cleanup = stopAll
+	return cl, nil
+}
+
+// benchStore is the store of a run.
+type benchStore struct {
+	// db is the children's --db.
+	db string
+	// schema is the PostgreSQL schema made for the run.
+	schema string
+	// remove removes what was made for the run; it does nothing for a
+	// SQLite --db, which is the user's, nor with --keep-db.
+	remove func() error
+}
+
+// prepareBenchStore makes the store of a run: a new schema for a
+// PostgreSQL --db, a temporary file without --db. A SQLite --db is used as
+// it is; only a temporary file is ever deleted, never a path or URL the
+// user gave.
+func prepareBenchStore(ctx context.Context, stderr io.Writer, f *benchFlags) (benchStore, error) {
+	keep := func() error { return nil }
+	switch {
+	case bench.IsPostgres(f.store.db):
+		schema, err := bench.CreateSchema(ctx, f.store.db)
+		if err != nil {
+			return benchStore{}, err
+		}
+		st := benchStore{db: schema.URL, schema: schema.Name, remove: keep}
+		fate := "kept"
+		if !f.keepDB {
+			fate = "dropped afterwards; --keep-db keeps it"
+			st.remove = func() error {
+				// Drop even when the run was interrupted and ctx is done.
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				return schema.Drop(dctx)
+			}
+		}
+		fmt.Fprintf(stderr, "bench: postgres schema=%s (%s)\n", schema.Name, fate)
+		return st, nil
+	case f.store.db != "":
+		return benchStore{db: f.store.db, remove: keep}, nil
+	}
+	tmpDir, err := os.MkdirTemp("", "tasker-bench-")
+	if err != nil {
+		return benchStore{}, fmt.Errorf("create store directory: %w", err)
+	}
+	st := benchStore{db: filepath.Join(tmpDir, "bench.db"), remove: keep}
+	if f.keepDB {
+		fmt.Fprintf(stderr, "bench: keeping the store %s (--keep-db)\n", st.db)
+		return st, nil
+	}
+	st.remove = func() error {
 		if err := os.RemoveAll(tmpDir); err != nil {
 			return fmt.Errorf("remove temporary store: %w", err)
 		}
 		return nil
 	}
-	child, err := bench.StartChild(cmd.Context(), bench.ChildConfig{Binary: bin, DB: db, Sync: f.store.sync, Output: stderr})
+	return st, nil
+}
+
+// redactURL hides a password in a database URL that is printed.
+func redactURL(db string) string {
+	u, err := url.Parse(db)
 	if err != nil {
-		return nil, nil, errors.Join(err, removeTmp())
+		return "(unparsable URL)"
 	}
-	fmt.Fprintf(stderr, "bench: coordinator pid=%d addr=%s db=%s sync=%s\n", child.PID, child.Addr, db, f.store.sync)
-	return child, func() error {
-		return errors.Join(child.Stop(10*time.Second), removeTmp())
-	}, nil
+	return u.Redacted()
 }
 
 // lockedWriter serialises writes from several goroutines to one writer.

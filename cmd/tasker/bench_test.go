@@ -47,7 +47,12 @@ func TestBenchUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--db", "x.db"}, "--db and --sync configure the coordinator bench starts"},
+		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--db", "x.db"}, "--db, --sync, --coordinators and --keep-db configure the coordinators bench starts"},
+		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--coordinators", "2"}, "cannot be used with --coordinator"},
+		{[]string{"bench", "--coordinators", "2"}, "--coordinators 2 needs a postgres:// --db"},
+		{[]string{"bench", "--db", "x.db", "--coordinators", "3"}, "a SQLite file serves one coordinator"},
+		{[]string{"bench", "--coordinators", "0"}, "--coordinators must be at least 1"},
+		{[]string{"bench", "--db", "postgres://127.0.0.1:9/x", "--sync", "normal"}, "--sync is a SQLite setting"},
 		{[]string{"bench", "--coordinator-metrics", "http://127.0.0.1:9/metrics"}, "--coordinator-metrics needs --coordinator"},
 		{[]string{"bench", "--sync", "off"}, "--sync must be full or normal"},
 		{[]string{"bench", "-o", "yaml"}, "unknown output format"},
