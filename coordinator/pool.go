@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -79,9 +80,12 @@ type execConn struct {
 	cc                    *grpc.ClientConn
 
 	// Guarded by pool.mu.
-	capacity    int // this coordinator's share of declared
-	used        int // slots reserved or in flight
-	inflight    map[attemptKey]string
+	capacity int // this coordinator's share of declared
+	used     int // slots reserved or in flight
+	inflight map[attemptKey]string
+	// unconfirmed are attempts carried over from before a reconnect that
+	// the executor has not yet reported running.
+	unconfirmed map[attemptKey]string
 	connected   bool
 	connectedAt time.Time
 	lastPick    uint64
@@ -142,13 +146,17 @@ func (p *pool) register(ctx context.Context, address string) (*coordinatorv1.Exe
 			conn.stop()
 		}
 		_ = conn.cc.Close()
-		inflight, used = conn.inflight, len(conn.inflight)
+		inflight, used = conn.inflight, conn.used
 	}
 	conn = &execConn{
 		id: desc.GetExecutorId(), address: address, language: desc.GetLanguage(),
 		handlers: slices.Sorted(slices.Values(desc.GetHandlers())), capacity: int(desc.GetCapacity()), declared: int(desc.GetCapacity()),
 		client: client, cc: cc, inflight: inflight, used: used,
 	}
+	// The attempts carried over must be confirmed by the executor's first
+	// heartbeat: one that restarted (same id, new process) runs none of
+	// them, and they would otherwise be awaited forever.
+	conn.unconfirmed = maps.Clone(inflight)
 	p.conns[conn.id] = conn
 	streamCtx, stop := context.WithCancel(context.Background())
 	conn.stop = stop
@@ -202,11 +210,16 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *outb
 		lastSeen.Store(time.Now().UnixNano())
 		switch k := msg.GetKind().(type) {
 		case *executorv1.ExecuteResponse_StepResult:
-			go p.events.result(k.StepResult)
+			// Free the slot in stream order, before a heartbeat that
+			// follows could count the attempt as missing.
+			r := k.StepResult
+			p.settle(r.GetExecutorId(), r.GetStepId(), r.GetAttempt())
+			go p.events.result(r)
 		case *executorv1.ExecuteResponse_Heartbeat:
 			if share := int(k.Heartbeat.GetCapacity()); share > 0 {
 				p.setShare(conn, share)
 			}
+			p.confirm(conn, k.Heartbeat.GetRunning())
 			if len(k.Heartbeat.GetRunning()) > 0 {
 				go p.events.running(conn.id, k.Heartbeat.GetRunning())
 			}
@@ -214,6 +227,36 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *outb
 			pr := k.Progress
 			p.log.Debug("step progress", "task_id", pr.GetTaskId(), "step_id", pr.GetStepId(), "percent", pr.GetPercent(), "message", pr.GetMessage())
 		}
+	}
+}
+
+// confirm settles the attempts carried over a reconnect against the
+// executor's first heartbeat: those it does not run are lost (it restarted,
+// or finished them and its result was lost too) and fail as such.
+func (p *pool) confirm(conn *execConn, running []*executorv1.RunningStep) {
+	p.mu.Lock()
+	if len(conn.unconfirmed) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	runs := make(map[attemptKey]bool, len(running))
+	for _, r := range running {
+		runs[attemptKey{r.GetStepId(), r.GetAttempt()}] = true
+	}
+	lost := map[attemptKey]string{}
+	for k, taskID := range conn.unconfirmed {
+		if _, still := conn.inflight[k]; still && !runs[k] {
+			delete(conn.inflight, k)
+			conn.used--
+			lost[k] = taskID
+		}
+	}
+	conn.unconfirmed = nil
+	grants := p.grantLocked(conn)
+	p.mu.Unlock()
+	p.hand(grants, conn)
+	for k, taskID := range lost {
+		p.events.lost(taskID, k.stepID, k.attempt, conn.id)
 	}
 }
 
