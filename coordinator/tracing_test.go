@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker-go/tasker/coordinator"
-	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/executor"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
 // TestTraceCrossesToExecutor checks that a task is one trace: a span per
