@@ -3,6 +3,8 @@ package coordinator
 import (
 	"time"
 
+	"github.com/tasker-go/tasker/store"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -80,6 +82,20 @@ func (m *metrics) observeCommit(tr *taskRun, c *change, took time.Duration) {
 		if sc.To == "in_progress" && sc.Attempts > 1 {
 			m.retries.WithLabelValues(handler).Inc()
 		}
+	}
+}
+
+// observeCreate counts a created task and the transitions stored with it
+// (bypassed steps, the roots dispatched at once).
+func (m *metrics) observeCreate(tr *taskRun, transitions []*store.Transition) {
+	ns, name := tr.task.Namespace, tr.task.Name
+	m.tasksCreated.WithLabelValues(ns, name).Inc()
+	for _, t := range transitions {
+		if t.StepID == "" {
+			m.taskTransitions.WithLabelValues(ns, name, string(t.To)).Inc()
+			continue
+		}
+		m.stepTransitions.WithLabelValues(ns, name, tr.steps[tr.byID[t.StepID]].Handler, string(t.To)).Inc()
 	}
 }
 

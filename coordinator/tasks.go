@@ -119,6 +119,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCr
 		tr.lastSeq = max(tr.lastSeq, t.Seq)
 	}
 	e.trace.startTask(ctx, tr, false)
+	e.metrics.observeCreate(tr, created.Transitions)
 	e.mu.Lock()
 	e.tasks[task.ID] = tr
 	e.mu.Unlock()

@@ -4,12 +4,14 @@ import (
 	"context"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker-go/tasker/coordinator"
+	"github.com/tasker-go/tasker/examples/templates"
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
@@ -70,4 +72,47 @@ steps:
 	require.Equal(t, second.SpanContext().SpanID(), handler.Parent().SpanID(), "the handler span is a child of its attempt's span")
 	require.True(t, handler.Parent().IsRemote(), "the parent came over the wire")
 	require.Equal(t, handler.SpanContext().SpanID(), inner.Parent().SpanID(), "the handler's own spans join the trace")
+}
+
+// TestMetricsCountEveryTransition checks the transition counters against
+// what the store holds: creation-time transitions count too.
+func TestMetricsCountEveryTransition(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	h, _ := nodeHarness(t, coordinator.Config{Registerer: reg}, 0)
+	runExecutor(h, executor.Config{}, listen(t), nil)
+	files, err := templates.All()
+	require.NoError(t, err)
+	h.apply(string(files["diamond_workflow.yaml"]))
+	for i := range 3 {
+		task := h.create("tasker", "diamond_workflow", map[string]any{"i": i})
+		h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	}
+	// sum adds a counter's series, only those with the given state when
+	// state is set.
+	sum := func(metric, state string) float64 {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		total := 0.0
+		for _, f := range families {
+			if f.GetName() != metric {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				match := state == ""
+				for _, l := range m.GetLabel() {
+					match = match || (l.GetName() == "state" && l.GetValue() == state)
+				}
+				if match {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return total
+	}
+	require.EqualValues(t, 3*7, sum("tasker_step_transitions_total", "in_progress"), "roots dispatched at creation count too")
+	require.EqualValues(t, 3*7, sum("tasker_step_transitions_total", "complete"))
+	require.EqualValues(t, 3, sum("tasker_task_transitions_total", "in_progress"))
+	require.EqualValues(t, 3, sum("tasker_task_transitions_total", "complete"))
+	require.EqualValues(t, 3, sum("tasker_tasks_created_total", ""))
 }
