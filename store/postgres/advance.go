@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -107,7 +106,7 @@ WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = $1::text)`
 // savepoint. The task's UpdatedAt moves only with a task change, so step
 // progress never rewrites the task row.
 func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams) ([]*store.Transition, error) {
-	if err := validateAdvance(params); err != nil {
+	if err := params.Validate(); err != nil {
 		return nil, err
 	}
 	var out []*store.Transition
@@ -118,21 +117,6 @@ func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams
 		return nil, err
 	}
 	return out, nil
-}
-
-func validateAdvance(p *store.TaskAdvanceParams) error {
-	if p == nil {
-		return errors.New("TaskAdvance: params are nil")
-	}
-	if p.TaskID == "" {
-		return errors.New("TaskAdvance: task ID is required")
-	}
-	for i, c := range p.Steps {
-		if c == nil || c.StepID == "" {
-			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)
-		}
-	}
-	return nil
 }
 
 // queueAdvance queues one statement per change and returns the transitions

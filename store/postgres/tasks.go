@@ -68,7 +68,7 @@ WHERE identity_key = $7::text AND NOT EXISTS (SELECT 1 FROM task)`
 // TaskCreate implements store.Store. A nil Task.Context is stored as {}; the
 // Task's ID is used for its steps and transitions.
 func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) (*store.Task, bool, error) {
-	if err := validateCreate(params); err != nil {
+	if err := params.Validate(); err != nil {
 		return nil, false, err
 	}
 	// Arguments are built here, on the caller's goroutine, so the committer
@@ -128,32 +128,6 @@ func queueCreate(p *pipe, id string, args []any) *createResult {
 		return fmt.Errorf("TaskCreate: insert task %s: %w", id, err)
 	})
 	return res
-}
-
-func validateCreate(p *store.TaskCreateParams) error {
-	if p == nil || p.Task == nil {
-		return errors.New("TaskCreate: params.Task is nil")
-	}
-	if p.Task.ID == "" {
-		return errors.New("TaskCreate: task ID is required")
-	}
-	for i, st := range p.Steps {
-		if st == nil || st.ID == "" {
-			return fmt.Errorf("TaskCreate: task %s step %d has no ID", p.Task.ID, i)
-		}
-		if st.TaskID != "" && st.TaskID != p.Task.ID {
-			return fmt.Errorf("TaskCreate: step %s names task %s, not %s", st.ID, st.TaskID, p.Task.ID)
-		}
-	}
-	for i, tr := range p.Transitions {
-		if tr == nil {
-			return fmt.Errorf("TaskCreate: task %s transition %d is nil", p.Task.ID, i)
-		}
-		if tr.TaskID != "" && tr.TaskID != p.Task.ID {
-			return fmt.Errorf("TaskCreate: transition %d names task %s, not %s", i, tr.TaskID, p.Task.ID)
-		}
-	}
-	return nil
 }
 
 // createArgs lays p out as createTaskSQL's parameters.

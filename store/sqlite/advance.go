@@ -17,7 +17,7 @@ import (
 // task's UpdatedAt moves only with a task change, so step progress never
 // rewrites the task row.
 func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams) ([]*store.Transition, error) {
-	if err := validateAdvance(params); err != nil {
+	if err := params.Validate(); err != nil {
 		return nil, err
 	}
 	var out []*store.Transition
@@ -30,21 +30,6 @@ func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams
 		return nil, err
 	}
 	return out, nil
-}
-
-func validateAdvance(p *store.TaskAdvanceParams) error {
-	if p == nil {
-		return errors.New("TaskAdvance: params are nil")
-	}
-	if p.TaskID == "" {
-		return errors.New("TaskAdvance: task ID is required")
-	}
-	for i, c := range p.Steps {
-		if c == nil || c.StepID == "" {
-			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)
-		}
-	}
-	return nil
 }
 
 func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {

@@ -18,7 +18,7 @@ const maxListLimit = 1000
 // TaskCreate implements store.Store. A nil Task.Context is stored as {}; the
 // Task's ID is used for its steps and transitions.
 func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) (*store.Task, bool, error) {
-	if err := validateCreate(params); err != nil {
+	if err := params.Validate(); err != nil {
 		return nil, false, err
 	}
 	var (
@@ -34,32 +34,6 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 		return nil, false, err
 	}
 	return task, created, nil
-}
-
-func validateCreate(p *store.TaskCreateParams) error {
-	if p == nil || p.Task == nil {
-		return errors.New("TaskCreate: params.Task is nil")
-	}
-	if p.Task.ID == "" {
-		return errors.New("TaskCreate: task ID is required")
-	}
-	for i, st := range p.Steps {
-		if st == nil || st.ID == "" {
-			return fmt.Errorf("TaskCreate: task %s step %d has no ID", p.Task.ID, i)
-		}
-		if st.TaskID != "" && st.TaskID != p.Task.ID {
-			return fmt.Errorf("TaskCreate: step %s names task %s, not %s", st.ID, st.TaskID, p.Task.ID)
-		}
-	}
-	for i, tr := range p.Transitions {
-		if tr == nil {
-			return fmt.Errorf("TaskCreate: task %s transition %d is nil", p.Task.ID, i)
-		}
-		if tr.TaskID != "" && tr.TaskID != p.Task.ID {
-			return fmt.Errorf("TaskCreate: transition %d names task %s, not %s", i, tr.TaskID, p.Task.ID)
-		}
-	}
-	return nil
 }
 
 func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store.Task, bool, error) {

@@ -1,0 +1,50 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Validate checks what every driver needs of TaskCreate's arguments: ids
+// present, and steps and transitions that do not name another task.
+func (p *TaskCreateParams) Validate() error {
+	if p == nil || p.Task == nil {
+		return errors.New("TaskCreate: params.Task is nil")
+	}
+	if p.Task.ID == "" {
+		return errors.New("TaskCreate: task ID is required")
+	}
+	for i, st := range p.Steps {
+		if st == nil || st.ID == "" {
+			return fmt.Errorf("TaskCreate: task %s step %d has no ID", p.Task.ID, i)
+		}
+		if st.TaskID != "" && st.TaskID != p.Task.ID {
+			return fmt.Errorf("TaskCreate: step %s names task %s, not %s", st.ID, st.TaskID, p.Task.ID)
+		}
+	}
+	for i, tr := range p.Transitions {
+		if tr == nil {
+			return fmt.Errorf("TaskCreate: task %s transition %d is nil", p.Task.ID, i)
+		}
+		if tr.TaskID != "" && tr.TaskID != p.Task.ID {
+			return fmt.Errorf("TaskCreate: transition %d names task %s, not %s", i, tr.TaskID, p.Task.ID)
+		}
+	}
+	return nil
+}
+
+// Validate checks what every driver needs of TaskAdvance's arguments.
+func (p *TaskAdvanceParams) Validate() error {
+	if p == nil {
+		return errors.New("TaskAdvance: params are nil")
+	}
+	if p.TaskID == "" {
+		return errors.New("TaskAdvance: task ID is required")
+	}
+	for i, c := range p.Steps {
+		if c == nil || c.StepID == "" {
+			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)
+		}
+	}
+	return nil
+}
