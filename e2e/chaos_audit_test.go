@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasker-go/tasker/store/postgres"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-go/tasker/state"
@@ -52,11 +54,20 @@ func (a *chaosAudit) violatef(format string, args ...any) {
 	}
 }
 
-// auditStore opens the store file the coordinator left and checks every
-// task, step and transition in it against what was submitted. The
-// coordinator must be stopped.
-func auditStore(ctx context.Context, path string, subs []submission, kills []time.Time) (a *chaosAudit, err error) {
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: path})
+// openAuditStore opens the store the coordinator used: a SQLite file, or a
+// postgres:// URL (with its search_path schema).
+func openAuditStore(ctx context.Context, db, schema string) (store.Store, error) {
+	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+		return postgres.Open(ctx, postgres.Config{URL: db, Schema: schema})
+	}
+	return sqlite.Open(ctx, sqlite.Config{Path: db})
+}
+
+// auditStore opens the store the coordinator left and checks every task,
+// step and transition in it against what was submitted. The coordinator
+// must be stopped.
+func auditStore(ctx context.Context, db, schema string, subs []submission, kills []time.Time) (a *chaosAudit, err error) {
+	st, err := openAuditStore(ctx, db, schema)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

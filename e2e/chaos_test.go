@@ -192,7 +192,8 @@ type chaosExecutor struct {
 // executor 3, restartable under the same addresses and files.
 type chaosCluster struct {
 	t         *testing.T
-	dbPath    string
+	db        string // a SQLite file or a postgres:// URL
+	schema    string // the PostgreSQL schema, when db is a URL
 	coordArgs []string
 	coord     *process
 	coordRuns int
@@ -201,11 +202,13 @@ type chaosCluster struct {
 	client    coordinatorv1.CoordinatorServiceClient
 }
 
-func startChaosCluster(t *testing.T) *chaosCluster {
+func startChaosCluster(t *testing.T, db, schema string) *chaosCluster {
 	t.Helper()
 	coordAddr := freeAddr(t)
-	c := &chaosCluster{t: t, dbPath: filepath.Join(t.TempDir(), "tasker.db")}
-	c.coordArgs = []string{"coordinator", "--listen", coordAddr, "--db", c.dbPath, "--executor-grace", "1s", "--log-level", "info"}
+	c := &chaosCluster{t: t, db: db, schema: schema}
+	// A fixed id keeps the coordinator's lease across its restarts, so it
+	// takes its tasks back at once instead of after the lease expires.
+	c.coordArgs = []string{"coordinator", "--listen", coordAddr, "--db", c.db, "--id", "chaos", "--executor-grace", "1s", "--log-level", "info"}
 	c.startCoordinator()
 
 	// Executor 3 advertises the proxy, so the coordinator's dial (and the
@@ -557,6 +560,26 @@ func (c *chaosCluster) stopAll() {
 
 func TestChaos(t *testing.T) {
 	t.Parallel()
+	runChaos(t, filepath.Join(t.TempDir(), "tasker.db"), "")
+}
+
+// TestChaosPostgres is the same suite with the coordinator on PostgreSQL
+// (TASKER_TEST_POSTGRES), in a schema of its own.
+func TestChaosPostgres(t *testing.T) {
+	base := os.Getenv(envTestPostgres)
+	if base == "" {
+		t.Skipf("set %s to a postgres:// URL to run the chaos suite on PostgreSQL", envTestPostgres)
+	}
+	schema := fmt.Sprintf("tasker_chaos_%d", time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	multiCreateSchema(ctx, t, base, schema)
+	db, err := withSearchPath(base, schema)
+	require.NoError(t, err)
+	runChaos(t, db, schema)
+}
+
+func runChaos(t *testing.T, db, schema string) {
 	cfg := chaosConfigFromEnv(t)
 	t.Logf("chaos plan: seed=%d full=%v tasks=%d coordinator_kills=%d executor_kills=%d partitions=%d window=%s (replay with TASKER_CHAOS_SEED=%d)",
 		cfg.seed, cfg.full, cfg.tasks, cfg.coordinatorKills, cfg.executorKills, cfg.partitions, cfg.window, cfg.seed)
@@ -572,7 +595,7 @@ func TestChaos(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.window+cfg.settle+2*time.Minute)
 	defer cancel()
-	c := startChaosCluster(t)
+	c := startChaosCluster(t, db, schema)
 	c.registerTemplates(ctx, plan.templates)
 
 	began := time.Now()
@@ -595,14 +618,18 @@ func TestChaos(t *testing.T) {
 	recreated := c.recreateAll(ctx, cfg.seed, plan, subs)
 	c.stopAll()
 
-	a, err := auditStore(ctx, c.dbPath, subs, rec.coordinatorKills)
+	a, err := auditStore(ctx, c.db, c.schema, subs, rec.coordinatorKills)
 	require.NoError(t, err)
 	overhead := 0.0
 	if a.steps > 0 {
 		overhead = float64(a.dispatches) / float64(a.steps)
 	}
-	t.Logf("chaos: seed=%d tasks=%d steps=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s interrupted_tasks=%d duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
-		cfg.seed, len(subs), a.steps, len(rec.coordinatorKills), rec.executorKills, rec.partitions, a.lost, a.doubleCompletions,
+	storeKind := "sqlite"
+	if schema != "" {
+		storeKind = "postgres"
+	}
+	t.Logf("chaos: store=%s seed=%d tasks=%d steps=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s interrupted_tasks=%d duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
+		storeKind, cfg.seed, len(subs), a.steps, len(rec.coordinatorKills), rec.executorKills, rec.partitions, a.lost, a.doubleCompletions,
 		a.dispatches, overhead, a.maxRecovery.Round(10*time.Millisecond), a.interrupted, a.duplicates, a.lostAttempts, a.violationCount, createRetries,
 		elapsed.Round(100*time.Millisecond))
 
