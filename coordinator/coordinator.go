@@ -77,7 +77,8 @@ type Limits struct {
 	MaxContextBytes int
 	// MaxResultBytes bounds one step's results; default 4 MiB.
 	MaxResultBytes int
-	// MaxSteps bounds steps per template; default 1000.
+	// MaxSteps bounds steps per template; default 10,000 (a fan-out of a
+	// thousand or more parallel steps is a normal shape).
 	MaxSteps int
 	// MaxRequestBytes bounds any one gRPC message the coordinator receives
 	// from API callers; default 8 MiB. gRPC refuses larger ones with
@@ -166,7 +167,7 @@ func (l Limits) withDefaults() Limits {
 		l.MaxResultBytes = 4 << 20
 	}
 	if l.MaxSteps <= 0 {
-		l.MaxSteps = 1000
+		l.MaxSteps = template.DefaultMaxSteps
 	}
 	if l.MaxRequestBytes <= 0 {
 		l.MaxRequestBytes = 8 << 20

@@ -221,7 +221,7 @@ func TestTopoOrderEmptyAndRepeatedDependency(t *testing.T) {
 
 func TestTopoOrderLargeChain(t *testing.T) {
 	t.Parallel()
-	const n = template.DefaultMaxSteps
+	const n = 1000
 	specs := []string{"s0"}
 	for i := 1; i < n; i++ {
 		specs = append(specs, "s"+strconv.Itoa(i)+"<-s"+strconv.Itoa(i-1))

@@ -11,7 +11,7 @@ import (
 )
 
 // DefaultMaxSteps is the step limit when Limits.MaxSteps is zero.
-const DefaultMaxSteps = 1000
+const DefaultMaxSteps = 10000
 
 // MaxRetryLimit caps retry_limit: beyond it a "retry" policy is really an
 // infinite loop, which is better expressed by fixing the handler.

@@ -102,7 +102,7 @@ func TestValidate(t *testing.T) {
 			for i := range tp.Steps {
 				tp.Steps[i] = template.Step{Name: fmt.Sprint("s", i), Handler: "h"}
 			}
-		}, want: "steps: 1001 steps exceed the limit of 1000", field: "steps"},
+		}, want: "steps: 10001 steps exceed the limit of 10000", field: "steps"},
 
 		{name: "step name missing", edit: func(tp *template.Template) { tp.Steps[1].Name = "" },
 			want: "steps[1].name: required", field: "steps[1].name"},

@@ -27,6 +27,7 @@ import (
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	"github.com/tasker-go/tasker/executor/builtin"
+	"github.com/tasker-go/tasker/template"
 )
 
 // logFlags configure the structured logs of the server commands.
@@ -261,7 +262,7 @@ namespace. /metrics and /healthz on --http-listen need no token.`,
 	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
 	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
 	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
-	f.IntVar(&opts.limits.MaxSteps, "max-steps", 1000, "most steps a template may have")
+	f.IntVar(&opts.limits.MaxSteps, "max-steps", template.DefaultMaxSteps, "most steps a template may have")
 	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", 8<<20, "largest gRPC request accepted, in bytes")
 	f.StringVar(&opts.httpListen, "http-listen", "", "serve /metrics and /healthz on this address (off when empty)")
 	f.BoolVar(&opts.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on the --http-listen address")
