@@ -52,6 +52,11 @@ type engine struct {
 
 // taskRun is an active task in memory.
 type taskRun struct {
+	// qmu protects queue: results waiting for mu, applied in one batch by
+	// the next holder of mu.
+	qmu   sync.Mutex
+	queue []*pendingResult
+
 	mu    sync.Mutex // protects every field below; held across the store write so one task's changes are serialized
 	task  store.Task
 	tmpl  *compiledTemplate
