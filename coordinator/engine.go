@@ -43,9 +43,8 @@ type engine struct {
 	// lease is the current lease; every write is fenced with it.
 	lease atomic.Pointer[store.Lease]
 
-	mu      sync.Mutex // protects tasks and stopped
-	tasks   map[string]*taskRun
-	stopped bool
+	mu    sync.Mutex // protects tasks
+	tasks map[string]*taskRun
 	// draining is set at shutdown: nothing new is dispatched or created.
 	draining atomic.Bool
 }
@@ -584,7 +583,6 @@ func (e *engine) drain(ctx context.Context) error {
 // stop retires every task from memory and closes the pool.
 func (e *engine) stop() {
 	e.mu.Lock()
-	e.stopped = true
 	tasks := e.tasks
 	e.tasks = map[string]*taskRun{}
 	e.mu.Unlock()
