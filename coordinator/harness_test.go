@@ -12,7 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tasker-go/tasker/coordinator"
@@ -164,9 +166,18 @@ func (h *harness) waitState(id string, want coordinatorv1.State) *coordinatorv1.
 	var last *coordinatorv1.Task
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		last = h.get(id)
-		if last.GetState() == want {
-			return last
+		resp, err := h.client.GetTask(h.ctx, &coordinatorv1.GetTaskRequest{Id: id})
+		switch {
+		case status.Code(err) == codes.Unavailable:
+			// The coordinator is restarting (tests crash and start it);
+			// the client reconnects on its own.
+		case err != nil:
+			require.NoError(h.t, err)
+		default:
+			last = resp.GetTask()
+			if last.GetState() == want {
+				return last
+			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
