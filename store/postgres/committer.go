@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 )
 
 // Adding a write (say, for leases): give its SQL a name in writeStatements,
@@ -21,91 +22,24 @@ import (
 // A write that instead noticed a refusal only when reading its result would
 // let the rest of the batch run on top of changes about to be undone.
 
-// writeRequest is one write waiting for the committer. queue adds the
-// request's statements to a pipeline, with functions that read their results
-// into the caller's variables; the caller reads them only after done
-// delivers, which orders the two goroutines. queue may run more than once
-// (when an earlier request in the batch is refused, the rest are sent
-// again), so it must reset what its readers fill.
-type writeRequest struct {
-	op    string
-	queue func(p *pipe)
-	done  chan error // buffered 1, so the committer never blocks answering
+// queueFunc is one write as the committer runs it: it adds the write's
+// statements to a pipeline, with functions that read their results into the
+// caller's variables; the caller reads them only after its outcome is
+// delivered. It may run more than once (when an earlier write in the batch
+// is refused, the rest are sent again), so it must reset what its readers
+// fill.
+type queueFunc = func(p *pipe)
+
+// write hands queue to the group committer and waits for the outcome.
+func (s *Store) write(ctx context.Context, op string, queue queueFunc) error {
+	return s.committer.Submit(ctx, op, queue)
 }
 
-// write hands queue to the committer and waits for the outcome. Until the
-// committer takes the request, ctx can withdraw it; after that the caller
-// waits for the real outcome, so it is never told a committed write failed.
-func (s *Store) write(ctx context.Context, op string, queue func(p *pipe)) error {
-	if s.isClosed() {
-		return fmt.Errorf("%s: %w", op, store.ErrClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	req := &writeRequest{op: op, queue: queue, done: make(chan error, 1)}
-	s.queued.Add(1)
-	select {
-	case s.requests <- req:
-		s.queued.Add(-1)
-	case <-ctx.Done():
-		s.queued.Add(-1)
-		return fmt.Errorf("%s withdrawn before commit: %w", op, context.Cause(ctx))
-	case <-s.closing:
-		s.queued.Add(-1)
-		return fmt.Errorf("%s: %w", op, store.ErrClosed)
-	}
-	return <-req.done
-}
-
-// commitLoop is the only user of the writer pool. It blocks for one request,
-// then takes whatever else is already waiting (never waiting for more), so
-// batches grow with load and an idle store commits at once.
-func (s *Store) commitLoop() {
-	defer close(s.stopped)
-	batch := make([]*writeRequest, 0, s.maxBatch)
-	for {
-		select {
-		case <-s.closing:
-			return
-		case req := <-s.requests:
-			batch = append(batch[:0], req)
-		}
-	drain:
-		for len(batch) < s.maxBatch {
-			select {
-			case req := <-s.requests:
-				batch = append(batch, req)
-			default:
-				break drain
-			}
-		}
-		s.taken.Add(int64(len(batch)))
-		s.runBatch(batch)
-		clear(batch) // drop references so finished requests can be collected
-	}
-}
-
-// runBatch commits batch in one transaction and answers every request.
-func (s *Store) runBatch(batch []*writeRequest) {
-	// The batch outlives any caller's ctx: once taken, a request runs to its
-	// real outcome. Close waits for this to finish.
-	ctx := context.Background()
-	outcomes := make([]error, len(batch))
-	if err := s.commitBatch(ctx, batch, outcomes); err != nil {
-		s.logger.LogAttrs(ctx, slog.LevelError, "postgres batch failed",
-			slog.Int("requests", len(batch)), slog.Any("error", err))
-		err = classify(err)
-		for _, req := range batch {
-			req.done <- fmt.Errorf("%s: batch of %d writes failed: %w", req.op, len(batch), err)
-		}
-		return
-	}
-	s.commits.Add(1)
-	s.committed.Add(int64(len(batch)))
-	for i, req := range batch {
-		req.done <- outcomes[i]
-	}
+// batchFailed logs a batch that committed nothing and classifies its error.
+func (s *Store) batchFailed(err error, requests int) error {
+	s.logger.LogAttrs(context.Background(), slog.LevelError, "postgres batch failed",
+		slog.Int("requests", requests), slog.Any("error", err))
+	return classify(err)
 }
 
 // Statements the committer itself runs. Like every write statement they are
@@ -127,7 +61,10 @@ const (
 // request back to its savepoint and carries the requests after it, and so
 // on. So a batch costs one round trip plus one per refused request. A
 // returned error means nothing in the batch was committed.
-func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes []error) (err error) {
+func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []error) (err error) {
+	// The batch outlives any caller's ctx: once taken, a request runs to its
+	// real outcome. Close waits for this to finish.
+	ctx := context.Background()
 	conn, err := s.writer.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire writer connection: %w", err)
@@ -153,7 +90,7 @@ func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes
 		for i := next; i < len(batch); i++ {
 			p.req = i
 			p.exec(stmtSavepoint)
-			batch[i].queue(p)
+			batch[i].Work(p)
 			p.exec(stmtRelease)
 		}
 		p.req = -1

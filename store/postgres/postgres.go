@@ -27,12 +27,12 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 )
 
 var _ store.Store = (*Store)(nil)
@@ -71,21 +71,12 @@ type Stats struct {
 
 // Store is the PostgreSQL implementation of store.Store.
 type Store struct {
-	logger   *slog.Logger
-	maxBatch int
-	writer   *pgxpool.Pool // one connection, used only by the committer
-	reader   *pgxpool.Pool
-
-	requests chan *writeRequest // unbuffered: a sender blocked here is queued
-	closing  chan struct{}      // closed by Close to stop the committer
-	stopped  chan struct{}      // closed when the committer has returned
+	logger    *slog.Logger
+	writer    *pgxpool.Pool // one connection, used only by the committer
+	reader    *pgxpool.Pool
+	committer *groupcommit.Committer[queueFunc]
 
 	closeOnce sync.Once
-
-	commits   atomic.Int64
-	committed atomic.Int64 // requests in committed transactions
-	taken     atomic.Int64 // requests picked up by the committer
-	queued    atomic.Int64 // writers waiting for the committer to take them
 }
 
 // Open connects to the database, creates cfg.Schema if set, applies pending
@@ -143,16 +134,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: open reader: %w", classify(err))
 	}
 
-	s := &Store{
-		logger:   cfg.Logger,
-		maxBatch: cfg.MaxBatch,
-		writer:   writer,
-		reader:   reader,
-		requests: make(chan *writeRequest),
-		closing:  make(chan struct{}),
-		stopped:  make(chan struct{}),
-	}
-	go s.commitLoop()
+	s := &Store{logger: cfg.Logger, writer: writer, reader: reader}
+	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
 	return s, nil
 }
 
@@ -162,8 +145,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.closing)
-		<-s.stopped
+		s.committer.Close()
 		s.reader.Close()
 		s.writer.Close()
 	})
@@ -172,17 +154,11 @@ func (s *Store) Close() error {
 
 // Stats returns the committer's cumulative counters.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.commits.Load(), Requests: s.committed.Load()}
+	st := s.committer.Stats()
+	return Stats{Commits: st.Commits, Requests: st.Writes}
 }
 
-func (s *Store) isClosed() bool {
-	select {
-	case <-s.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Store) isClosed() bool { return s.committer.Closed() }
 
 // readErr wraps a failed read, turning the pool's "closed pool" into
 // store.ErrClosed when the store was closed under the caller.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 	"github.com/tasker-go/tasker/store/storetest"
 )
 
@@ -319,26 +320,26 @@ func TestBatchIsolatesFailures(t *testing.T) {
 		}
 	}
 	var created *createResult
-	batch := []*writeRequest{
+	batch := []*groupcommit.Request[queueFunc]{
 		advanceRequest(start(victim, 3)), // stale attempt count, first in the batch
 		advanceRequest(start(good, 0)),
 		advanceRequest(start(victim, 7)), // stale again, between good ones
-		{op: "create", done: make(chan error, 1), queue: func(p *pipe) {
+		groupcommit.NewRequest("create", func(p *pipe) {
 			created = queueCreate(p, fresh.Task.ID, createArgs(fresh))
-		}},
-		{op: "dupe", done: make(chan error, 1), queue: func(p *pipe) {
+		}),
+		groupcommit.NewRequest("dupe", func(p *pipe) {
 			queueCreate(p, dupe.Task.ID, createArgs(dupe))
-		}},
+		}),
 	}
-	s.runBatch(batch)
+	s.committer.RunBatch(batch)
 
-	require.ErrorIs(t, <-batch[0].done, store.ErrConflict)
-	require.NoError(t, <-batch[1].done)
-	require.ErrorIs(t, <-batch[2].done, store.ErrConflict)
-	require.NoError(t, <-batch[3].done)
+	require.ErrorIs(t, batch[0].Wait(), store.ErrConflict)
+	require.NoError(t, batch[1].Wait())
+	require.ErrorIs(t, batch[2].Wait(), store.ErrConflict)
+	require.NoError(t, batch[3].Wait())
 	require.True(t, created.created)
 	require.Equal(t, fresh.Task.ID, created.task.ID)
-	dupeErr := <-batch[4].done
+	dupeErr := batch[4].Wait()
 	require.ErrorContains(t, dupeErr, "23505", "a unique violation fails its own request")
 	require.NotErrorIs(t, dupeErr, store.ErrUnavailable)
 	after := s.Stats()
@@ -363,19 +364,19 @@ func TestBatchFailsTogether(t *testing.T) {
 	p := newTaskParams("ns", at, "a")
 	before := s.Stats()
 
-	batch := []*writeRequest{
-		{op: "create", done: make(chan error, 1), queue: func(pp *pipe) {
+	batch := []*groupcommit.Request[queueFunc]{
+		groupcommit.NewRequest("create", func(pp *pipe) {
 			queueCreate(pp, p.Task.ID, createArgs(p))
-		}},
-		{op: "saboteur", done: make(chan error, 1), queue: func(pp *pipe) {
+		}),
+		groupcommit.NewRequest("saboteur", func(pp *pipe) {
 			pp.exec("SELECT pg_terminate_backend(pg_backend_pid())")
-		}},
+		}),
 	}
-	s.runBatch(batch)
+	s.committer.RunBatch(batch)
 	for _, req := range batch {
-		err := <-req.done
-		require.ErrorContains(t, err, "batch of 2 writes failed", req.op)
-		require.ErrorIs(t, err, store.ErrUnavailable, req.op)
+		err := req.Wait()
+		require.ErrorContains(t, err, "batch of 2 writes failed", req.Op)
+		require.ErrorIs(t, err, store.ErrUnavailable, req.Op)
 	}
 	require.Equal(t, before, s.Stats())
 	_, err := s.TaskGet(ctx, p.Task.ID)
@@ -440,7 +441,7 @@ func TestContextCancellation(t *testing.T) {
 		_, _, err := s.TaskCreate(takenCtx, taken)
 		takenErr <- err
 	}()
-	require.Eventually(t, func() bool { return s.taken.Load() == 1 && s.queued.Load() == 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return s.committer.Stats().Taken == 1 && s.committer.Stats().Queued == 0 }, 10*time.Second, time.Millisecond)
 
 	// This one is still waiting for the committer: cancelling withdraws it.
 	waitingCtx, cancelWaiting := context.WithCancel(ctx)
@@ -450,7 +451,7 @@ func TestContextCancellation(t *testing.T) {
 		_, _, err := s.TaskCreate(waitingCtx, withdrawn)
 		waitingErr <- err
 	}()
-	require.Eventually(t, func() bool { return s.queued.Load() == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return s.committer.Stats().Queued == 1 }, 10*time.Second, time.Millisecond)
 	cancelWaiting()
 	require.ErrorIs(t, <-waitingErr, context.Canceled)
 
@@ -464,7 +465,7 @@ func TestContextCancellation(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.TaskGet(ctx, withdrawn.Task.ID)
 	require.ErrorIs(t, err, store.ErrNotFound)
-	require.Equal(t, int64(1), s.taken.Load(), "the withdrawn request never reached the committer")
+	require.Equal(t, int64(1), s.committer.Stats().Taken, "the withdrawn request never reached the committer")
 }
 
 // TestQueryPlans pins the hot-path reads to their indexes. Sequential scans
@@ -607,15 +608,15 @@ func TestIdempotentWritesRaceAcrossCoordinators(t *testing.T) {
 			key := time.Now().UnixNano() & 0x7fffffff
 			_, err := admin.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
 			require.NoError(t, err)
-			batch := []*writeRequest{
-				{op: "first", done: make(chan error, 1), queue: tc.first},
-				{op: "hold", done: make(chan error, 1), queue: func(p *pipe) {
+			batch := []*groupcommit.Request[queueFunc]{
+				groupcommit.NewRequest("first", tc.first),
+				groupcommit.NewRequest("hold", func(p *pipe) {
 					p.exec("SELECT pg_advisory_xact_lock($1)", key)
-				}},
+				}),
 			}
 			aDone := make(chan struct{})
 			go func() {
-				a.runBatch(batch)
+				a.committer.RunBatch(batch)
 				close(aDone)
 			}()
 			waitFor := func(query string, args ...any) {
@@ -645,7 +646,7 @@ func TestIdempotentWritesRaceAcrossCoordinators(t *testing.T) {
 			require.NoError(t, err)
 			<-aDone
 			for _, req := range batch {
-				require.NoError(t, <-req.done, req.op)
+				require.NoError(t, req.Wait(), req.Op)
 			}
 			got := <-bDone
 			require.NoError(t, got.err)
@@ -736,10 +737,10 @@ func newTaskParams(ns string, at time.Time, steps ...string) *store.TaskCreatePa
 	return p
 }
 
-func advanceRequest(p *store.TaskAdvanceParams) *writeRequest {
-	return &writeRequest{op: "advance", done: make(chan error, 1), queue: func(pp *pipe) {
+func advanceRequest(p *store.TaskAdvanceParams) *groupcommit.Request[queueFunc] {
+	return groupcommit.NewRequest("advance", func(pp *pipe) {
 		queueAdvance(pp, p)
-	}}
+	})
 }
 
 func requireTaskState(t *testing.T, s *Store, id string, want state.State, attempts int) {

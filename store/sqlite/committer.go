@@ -10,97 +10,34 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 )
 
-// writeRequest is one write waiting for the committer. apply runs inside the
-// batch transaction, under the request's own savepoint, and stores its result
-// in the caller's variables; the caller reads them only after done delivers,
-// which orders the two goroutines.
-type writeRequest struct {
-	op    string
-	apply func(ctx context.Context, tx *wtx) error
-	done  chan error // buffered 1, so the committer never blocks answering
+// applyFunc is one write as the committer runs it: inside the batch
+// transaction, under the write's own savepoint. It stores its result in the
+// caller's variables, which the caller reads only after its outcome is
+// delivered.
+type applyFunc = func(ctx context.Context, tx *wtx) error
+
+// write hands apply to the group committer and waits for the outcome.
+func (s *Store) write(ctx context.Context, op string, apply applyFunc) error {
+	return s.committer.Submit(ctx, op, apply)
 }
 
-// write hands apply to the committer and waits for the outcome. Until the
-// committer takes the request, ctx can withdraw it; after that the caller
-// waits for the real outcome, so it is never told a committed write failed.
-func (s *Store) write(ctx context.Context, op string, apply func(ctx context.Context, tx *wtx) error) error {
-	if s.isClosed() {
-		return fmt.Errorf("%s: %w", op, store.ErrClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	req := &writeRequest{op: op, apply: apply, done: make(chan error, 1)}
-	s.queued.Add(1)
-	select {
-	case s.requests <- req:
-		s.queued.Add(-1)
-	case <-ctx.Done():
-		s.queued.Add(-1)
-		return fmt.Errorf("%s withdrawn before commit: %w", op, context.Cause(ctx))
-	case <-s.closing:
-		s.queued.Add(-1)
-		return fmt.Errorf("%s: %w", op, store.ErrClosed)
-	}
-	return <-req.done
-}
-
-// commitLoop is the only user of the writer connection. It blocks for one
-// request, then takes whatever else is already waiting (never waiting for
-// more), so batches grow with load and an idle store commits at once.
-func (s *Store) commitLoop() {
-	defer close(s.stopped)
-	batch := make([]*writeRequest, 0, s.maxBatch)
-	for {
-		select {
-		case <-s.closing:
-			return
-		case req := <-s.requests:
-			batch = append(batch[:0], req)
-		}
-	drain:
-		for len(batch) < s.maxBatch {
-			select {
-			case req := <-s.requests:
-				batch = append(batch, req)
-			default:
-				break drain
-			}
-		}
-		s.taken.Add(int64(len(batch)))
-		s.runBatch(batch)
-		clear(batch) // drop references so finished requests can be collected
-	}
-}
-
-// runBatch commits batch in one transaction and answers every request.
-func (s *Store) runBatch(batch []*writeRequest) {
-	// The batch outlives any caller's ctx: once taken, a request runs to its
-	// real outcome. Close waits for this to finish.
-	ctx := context.Background()
-	outcomes := make([]error, len(batch))
-	if err := s.commitBatch(ctx, batch, outcomes); err != nil {
-		s.logger.LogAttrs(ctx, slog.LevelError, "sqlite batch failed",
-			slog.Int("requests", len(batch)), slog.Any("error", err))
-		err = classify(err)
-		for _, req := range batch {
-			req.done <- fmt.Errorf("%s: batch of %d writes failed: %w", req.op, len(batch), err)
-		}
-		return
-	}
-	s.commits.Add(1)
-	s.committed.Add(int64(len(batch)))
-	for i, req := range batch {
-		req.done <- outcomes[i]
-	}
+// batchFailed logs a batch that committed nothing and classifies its error.
+func (s *Store) batchFailed(err error, requests int) error {
+	s.logger.LogAttrs(context.Background(), slog.LevelError, "sqlite batch failed",
+		slog.Int("requests", requests), slog.Any("error", err))
+	return classify(err)
 }
 
 // commitBatch runs each request under its own savepoint, so a request that
 // fails (a conflict, an invalid row) is undone alone while the rest commit.
 // A returned error means nothing in the batch was committed.
-func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes []error) (err error) {
+func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []error) (err error) {
+	// The batch outlives any caller's ctx: once taken, a request runs to its
+	// real outcome. Close waits for this to finish.
+	ctx := context.Background()
 	tx, err := s.writer.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -116,13 +53,13 @@ func (s *Store) commitBatch(ctx context.Context, batch []*writeRequest, outcomes
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		if applyErr := req.apply(ctx, &wtx{Tx: tx, stmts: s.stmts}); applyErr != nil {
+		if applyErr := req.Work(ctx, &wtx{Tx: tx, stmts: s.stmts}); applyErr != nil {
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no
 			// request in the batch can be trusted and all of them fail.
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO request"); err != nil {
-				return fmt.Errorf("roll back %s after %v: %w", req.op, applyErr, err)
+				return fmt.Errorf("roll back %s after %v: %w", req.Op, applyErr, err)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, "RELEASE request"); err != nil {

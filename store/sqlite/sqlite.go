@@ -22,7 +22,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -32,6 +31,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 )
 
 //go:embed migrations/*.sql
@@ -71,25 +71,17 @@ type Stats struct {
 
 // Store is the SQLite implementation of store.Store.
 type Store struct {
-	logger   *slog.Logger
-	maxBatch int
-	writer   *sqlx.DB             // one connection, used only by the committer
-	stmts    map[string]*sql.Stmt // write statements prepared on writer
-	reader   *sqlx.DB             // query-only pool; WAL readers never block the writer
+	logger *slog.Logger
+	writer *sqlx.DB             // one connection, used only by the committer
+	stmts  map[string]*sql.Stmt // write statements prepared on writer
+	reader *sqlx.DB             // query-only pool; WAL readers never block the writer
 
-	requests chan *writeRequest // unbuffered: a sender blocked here is queued
-	closing  chan struct{}      // closed by Close to stop the committer
-	stopped  chan struct{}      // closed when the committer has returned
-	ckpt     *sqlx.DB           // one connection for background checkpoints
-	ckptDone chan struct{}      // closed when the checkpointer has returned
+	committer *groupcommit.Committer[applyFunc]
+	ckpt      *sqlx.DB      // one connection for background checkpoints
+	ckptDone  chan struct{} // closed when the checkpointer has returned
 
 	closeOnce sync.Once
 	closeErr  error
-
-	commits   atomic.Int64
-	committed atomic.Int64 // requests in committed transactions
-	taken     atomic.Int64 // requests picked up by the committer
-	queued    atomic.Int64 // writers waiting for the committer to take them
 }
 
 // Open opens (creating if needed) the database at cfg.Path, applies pending
@@ -140,18 +132,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 	s := &Store{
 		logger:   cfg.Logger,
-		maxBatch: cfg.MaxBatch,
 		writer:   writer,
 		stmts:    stmts,
 		reader:   reader,
-		requests: make(chan *writeRequest),
-		closing:  make(chan struct{}),
-		stopped:  make(chan struct{}),
 		ckpt:     ckpt,
 		ckptDone: make(chan struct{}),
 	}
-	go s.commitLoop()
-	go checkpointLoop(s.ckpt, s.closing, s.ckptDone, s.logger)
+	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
+	go checkpointLoop(s.ckpt, s.committer.Closing(), s.ckptDone, s.logger)
 	return s, nil
 }
 
@@ -160,8 +148,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // Close, get store.ErrClosed. Close may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.closing)
-		<-s.stopped
+		s.committer.Close()
 		<-s.ckptDone
 		// Readers first, so the writer is the last connection and SQLite
 		// checkpoints the WAL back into the main file.
@@ -172,17 +159,11 @@ func (s *Store) Close() error {
 
 // Stats returns the committer's cumulative counters.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.commits.Load(), Requests: s.committed.Load()}
+	st := s.committer.Stats()
+	return Stats{Commits: st.Commits, Requests: st.Writes}
 }
 
-func (s *Store) isClosed() bool {
-	select {
-	case <-s.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Store) isClosed() bool { return s.committer.Closed() }
 
 // readErr wraps a failed read, turning the pool's "database is closed" into
 // store.ErrClosed when the store was closed under the caller.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 	"github.com/tasker-go/tasker/store/storetest"
 )
 
@@ -239,19 +240,19 @@ func TestBatchIsolatesFailures(t *testing.T) {
 			Steps: []*store.StepChange{{StepID: p.Steps[0].ID, From: state.Pending, To: state.InProgress, ExpectAttempts: expect, Attempts: expect + 1}},
 		}
 	}
-	batch := []*writeRequest{
+	batch := []*groupcommit.Request[applyFunc]{
 		advanceRequest(start(good, 0)),
 		advanceRequest(start(victim, 3)), // stale attempt count
-		{op: "create", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
+		groupcommit.NewRequest("create", func(ctx context.Context, tx *wtx) error {
 			_, _, err := createTask(ctx, tx, fresh)
 			return err
-		}},
+		}),
 	}
-	s.runBatch(batch)
+	s.committer.RunBatch(batch)
 
-	require.NoError(t, <-batch[0].done)
-	require.ErrorIs(t, <-batch[1].done, store.ErrConflict)
-	require.NoError(t, <-batch[2].done)
+	require.NoError(t, batch[0].Wait())
+	require.ErrorIs(t, batch[1].Wait(), store.ErrConflict)
+	require.NoError(t, batch[2].Wait())
 	after := s.Stats()
 	require.Equal(t, before.Commits+1, after.Commits)
 	require.Equal(t, before.Requests+3, after.Requests)
@@ -271,21 +272,21 @@ func TestBatchFailsTogether(t *testing.T) {
 	p := newTaskParams("ns", at, "a")
 	before := s.Stats()
 
-	batch := []*writeRequest{
-		{op: "create", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
+	batch := []*groupcommit.Request[applyFunc]{
+		groupcommit.NewRequest("create", func(ctx context.Context, tx *wtx) error {
 			_, _, err := createTask(ctx, tx, p)
 			return err
-		}},
-		{op: "saboteur", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
+		}),
+		groupcommit.NewRequest("saboteur", func(ctx context.Context, tx *wtx) error {
 			_, err := tx.ExecContext(ctx, "ROLLBACK")
 			require.NoError(t, err)
 			return fmt.Errorf("sabotaged")
-		}},
+		}),
 	}
-	s.runBatch(batch)
+	s.committer.RunBatch(batch)
 	for _, req := range batch {
-		err := <-req.done
-		require.ErrorContains(t, err, "batch of 2 writes failed", req.op)
+		err := req.Wait()
+		require.ErrorContains(t, err, "batch of 2 writes failed", req.Op)
 	}
 	require.Equal(t, before, s.Stats())
 	_, err := s.TaskGet(ctx, p.Task.ID)
@@ -315,7 +316,7 @@ func TestContextCancellation(t *testing.T) {
 		_, _, err := s.TaskCreate(takenCtx, taken)
 		takenErr <- err
 	}()
-	require.Eventually(t, func() bool { return s.taken.Load() == 1 && s.queued.Load() == 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return s.committer.Stats().Taken == 1 && s.committer.Stats().Queued == 0 }, 10*time.Second, time.Millisecond)
 
 	// This one is still waiting for the committer: cancelling withdraws it.
 	waitingCtx, cancelWaiting := context.WithCancel(ctx)
@@ -325,7 +326,7 @@ func TestContextCancellation(t *testing.T) {
 		_, _, err := s.TaskCreate(waitingCtx, withdrawn)
 		waitingErr <- err
 	}()
-	require.Eventually(t, func() bool { return s.queued.Load() == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return s.committer.Stats().Queued == 1 }, 10*time.Second, time.Millisecond)
 	cancelWaiting()
 	require.ErrorIs(t, <-waitingErr, context.Canceled)
 
@@ -339,7 +340,7 @@ func TestContextCancellation(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.TaskGet(ctx, withdrawn.Task.ID)
 	require.ErrorIs(t, err, store.ErrNotFound)
-	require.Equal(t, int64(1), s.taken.Load(), "the withdrawn request never reached the committer")
+	require.Equal(t, int64(1), s.committer.Stats().Taken, "the withdrawn request never reached the committer")
 }
 
 // TestQueryPlans pins the hot-path reads to their indexes: listing active
@@ -425,11 +426,11 @@ func newTaskParams(ns string, at time.Time, steps ...string) *store.TaskCreatePa
 	return p
 }
 
-func advanceRequest(p *store.TaskAdvanceParams) *writeRequest {
-	return &writeRequest{op: "advance", done: make(chan error, 1), apply: func(ctx context.Context, tx *wtx) error {
+func advanceRequest(p *store.TaskAdvanceParams) *groupcommit.Request[applyFunc] {
+	return groupcommit.NewRequest("advance", func(ctx context.Context, tx *wtx) error {
 		_, err := advanceTask(ctx, tx, p)
 		return err
-	}}
+	})
 }
 
 func requireTaskState(t *testing.T, s *Store, id string, want state.State, attempts int) {
