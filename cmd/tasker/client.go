@@ -267,3 +267,21 @@ func parseTemplateRef(s string) (templateRef, error) {
 	}
 	return templateRef{namespace: ns, name: name, version: version}, nil
 }
+
+// showTask runs one unary call that answers with a task and prints it, as
+// task get, cancel, retry and step resolve do.
+func (g *globals) showTask(cmd *cobra.Command, out *outputFlag, call func(ctx context.Context, c *client) (*coordinatorv1.Task, error)) error {
+	asJSON, err := out.json()
+	if err != nil {
+		return err
+	}
+	return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
+		uctx, cancel := g.unary(ctx)
+		defer cancel()
+		t, err := call(uctx, c)
+		if err != nil {
+			return err
+		}
+		return writeTask(g.env.Stdout, asJSON, t)
+	})
+}

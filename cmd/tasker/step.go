@@ -28,24 +28,16 @@ func newStepResolveCmd(g *globals) *cobra.Command {
 		Short: "Mark a pending or errored step resolved_manually, which satisfies its children",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := out.json()
-			if err != nil {
-				return err
-			}
 			req := &coordinatorv1.ResolveStepRequest{TaskId: args[0], StepName: args[1], Reason: reason}
 			if cmd.Flags().Changed("results") {
+				var err error
 				if req.Results, err = parseJSONValue("results", results); err != nil {
 					return err
 				}
 			}
-			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
-				uctx, cancel := g.unary(ctx)
-				defer cancel()
-				resp, err := c.ResolveStep(uctx, req)
-				if err != nil {
-					return err
-				}
-				return writeTask(g.env.Stdout, asJSON, resp.GetTask())
+			return g.showTask(cmd, &out, func(ctx context.Context, c *client) (*coordinatorv1.Task, error) {
+				resp, err := c.ResolveStep(ctx, req)
+				return resp.GetTask(), err
 			})
 		},
 	}

@@ -217,18 +217,9 @@ func newTaskGetCmd(g *globals) *cobra.Command {
 		Short: "Show a task and its steps",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := out.json()
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
-				uctx, cancel := g.unary(ctx)
-				defer cancel()
-				resp, err := c.GetTask(uctx, &coordinatorv1.GetTaskRequest{Id: args[0]})
-				if err != nil {
-					return err
-				}
-				return writeTask(g.env.Stdout, asJSON, resp.GetTask())
+			return g.showTask(cmd, &out, func(ctx context.Context, c *client) (*coordinatorv1.Task, error) {
+				resp, err := c.GetTask(ctx, &coordinatorv1.GetTaskRequest{Id: args[0]})
+				return resp.GetTask(), err
 			})
 		},
 	}
@@ -328,18 +319,9 @@ func newTaskCancelCmd(g *globals) *cobra.Command {
 		Short: "Cancel a task: pending steps are cancelled, running ones abandoned",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := out.json()
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
-				uctx, cancel := g.unary(ctx)
-				defer cancel()
-				resp, err := c.CancelTask(uctx, &coordinatorv1.CancelTaskRequest{Id: args[0], Reason: reason})
-				if err != nil {
-					return err
-				}
-				return writeTask(g.env.Stdout, asJSON, resp.GetTask())
+			return g.showTask(cmd, &out, func(ctx context.Context, c *client) (*coordinatorv1.Task, error) {
+				resp, err := c.CancelTask(ctx, &coordinatorv1.CancelTaskRequest{Id: args[0], Reason: reason})
+				return resp.GetTask(), err
 			})
 		},
 	}
@@ -358,18 +340,9 @@ func newTaskRetryCmd(g *globals) *cobra.Command {
 		Short: "Move an errored task back to pending; its failed steps get fresh attempts",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := out.json()
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
-				uctx, cancel := g.unary(ctx)
-				defer cancel()
-				resp, err := c.RetryTask(uctx, &coordinatorv1.RetryTaskRequest{Id: args[0], Reason: reason})
-				if err != nil {
-					return err
-				}
-				return writeTask(g.env.Stdout, asJSON, resp.GetTask())
+			return g.showTask(cmd, &out, func(ctx context.Context, c *client) (*coordinatorv1.Task, error) {
+				resp, err := c.RetryTask(ctx, &coordinatorv1.RetryTaskRequest{Id: args[0], Reason: reason})
+				return resp.GetTask(), err
 			})
 		},
 	}
