@@ -144,13 +144,13 @@ func New(cfg Config) (*Coordinator, error) {
 		ctx: ctx, store: cfg.Store, log: cfg.Logger.With("coordinator_id", cfg.ID), limits: cfg.Limits,
 		templates: newTemplateBook(cfg.Store, template.Limits{MaxSteps: cfg.Limits.MaxSteps}),
 		hub:       newHub(), grace: cfg.ExecutorGrace, now: func() time.Time { return time.Now().UTC() },
-		tasks: map[string]*taskRun{}, id: cfg.ID, leaseTTL: cfg.LeaseTTL,
+		tasks: map[string]*taskRun{}, id: cfg.ID, leaseTTL: cfg.LeaseTTL, repairWait: repairMinWait,
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
 	}
 	e.trace = newTracing(cfg.TracerProvider)
-	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e)
+	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e, &e.bg)
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
@@ -195,7 +195,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if n > 0 {
 		e.log.Info("continued unfinished tasks", "tasks", n)
 	}
-	go e.keepLease()
+	e.bg.goFn(e.keepLease)
 	return nil
 }
 
@@ -219,16 +219,19 @@ func (c *Coordinator) ServerOptions() []grpc.ServerOption {
 // Stop shuts the coordinator down gracefully: it stops dispatching and
 // creating tasks, lets results of attempts in flight land until ctx ends,
 // then ends watches, closes executor streams and stops timers. Steps left
-// ready or in flight are picked up by the next start from the store. It
-// does not close the store.
+// ready or in flight are picked up by the next start from the store. When it
+// returns, no goroutine of the coordinator is left running, so the store
+// may be closed; it does not close the store itself.
 func (c *Coordinator) Stop(ctx context.Context) error {
 	var err error
 	c.stopOnce.Do(func() {
 		c.health.Shutdown()
 		err = c.engine.drain(ctx)
 		close(c.stopping)
-		c.engine.stop()
+		// Cancelling first ends every loop and wait of the engine, so
+		// stop can then wait for all its goroutines.
 		c.cancel()
+		c.engine.stop()
 	})
 	return err
 }

@@ -43,6 +43,11 @@ type engine struct {
 	// lease is the current lease; every write is fenced with it.
 	lease atomic.Pointer[store.Lease]
 
+	// bg owns every goroutine the engine starts; stop waits for them.
+	bg routines
+	// repairWait is the first wait before reloading a broken task.
+	repairWait time.Duration
+
 	mu    sync.Mutex // protects tasks
 	tasks map[string]*taskRun
 	// draining is set at shutdown: nothing new is dispatched or created.
@@ -72,9 +77,22 @@ type taskRun struct {
 	lastSeq int64
 	// span traces the task while this coordinator runs it.
 	span trace.Span
+	// running counts steps with an attempt in flight. A finished task stays
+	// in memory until it is zero, so the results of steps that were running
+	// when it failed are still recorded.
+	running int
 	// broken means a write failed after memory was changed; until repair
 	// reloads the task, events for it are refused with errRepairing.
 	broken bool
+	// repairing is set while a repair goroutine owns the reload of a broken
+	// task, so a failure during repair never starts a second one.
+	repairing bool
+}
+
+// active reports whether the task must stay in memory: it is unfinished, or
+// some of its steps are still running and will report.
+func (tr *taskRun) active() bool {
+	return tr.task.State == state.Pending || tr.task.State == state.InProgress || tr.running > 0
 }
 
 // stepRun is a step of an active task.
@@ -135,6 +153,20 @@ func (tr *taskRun) sync(i int) {
 	}
 }
 
+// setInFlight marks whether step i has an attempt in flight, keeping the
+// running count.
+func (tr *taskRun) setInFlight(i int, on bool) {
+	if tr.view[i].InFlight == on {
+		return
+	}
+	tr.view[i].InFlight = on
+	if on {
+		tr.running++
+	} else {
+		tr.running--
+	}
+}
+
 // change collects the transitions of one event for one task.
 type change struct {
 	pool     *pool
@@ -145,6 +177,9 @@ type change struct {
 	cancelOn []string // executor of each cancel
 	reserved []string // executors whose slots were taken for dispatch, given back if the commit fails
 	waits    []int    // ready steps with no free slot, queued once committed
+	// refused is the first move the state tables do not allow; a change
+	// holding one is never written.
+	refused error
 }
 
 func (e *engine) newChange(tr *taskRun) *change {
@@ -155,9 +190,18 @@ func (c *change) empty() bool { return c.params.Task == nil && len(c.params.Step
 
 // moveStep records a step transition and applies it to memory at once, so
 // later decisions in the same event see it. edit may set attempts, results,
-// errors and metadata.
+// errors and metadata. A move the step table does not allow is refused: it
+// changes nothing and the change is not written (see commit). A move to the
+// state the step is in is a no-op.
 func (c *change) moveStep(i int, to state.State, reason string, edit func(*store.StepChange)) {
 	s := c.tr.steps[i]
+	switch state.StepTransition(s.State, to) {
+	case state.NotApplied:
+		return
+	case state.Refused:
+		c.refuse(&state.TransitionError{Kind: "step", Name: s.Name, From: s.State, To: to})
+		return
+	}
 	sc := &store.StepChange{
 		StepID: s.ID, StepName: s.Name, From: s.State, To: to,
 		ExpectAttempts: s.Attempts, Attempts: s.Attempts, Reason: reason,
@@ -185,13 +229,32 @@ func (c *change) moveStep(i int, to state.State, reason string, edit func(*store
 	c.tr.sync(i)
 }
 
-// moveTask records the task's transition. A change holds at most one.
+// moveTask records the task's transition, checked against the task table
+// like moveStep. A change holds at most one.
 func (c *change) moveTask(to state.State, reason string) {
-	c.params.Task = &store.TaskChange{From: c.tr.task.State, To: to, Reason: reason}
+	from := c.tr.task.State
+	switch state.TaskTransition(from, to) {
+	case state.NotApplied:
+		return
+	case state.Refused:
+		c.refuse(&state.TransitionError{Kind: "task", Name: c.tr.task.ID, From: from, To: to})
+		return
+	}
+	if c.params.Task != nil {
+		c.refuse(fmt.Errorf("task %s: second task transition in one change (%s, then %s)", c.tr.task.ID, c.params.Task.To, to))
+		return
+	}
+	c.params.Task = &store.TaskChange{From: from, To: to, Reason: reason}
 	c.tr.task.State = to
 	c.tr.task.UpdatedAt = c.params.At
 	if to == state.Complete {
 		c.tr.task.CompletedAt = c.params.At
+	}
+}
+
+func (c *change) refuse(err error) {
+	if c.refused == nil {
+		c.refused = err
 	}
 }
 
@@ -262,7 +325,7 @@ func (e *engine) dispatchOn(c *change, i int, executorID string) {
 		sc.Attempts = s.Attempts + 1
 		sc.Metadata = meta
 	})
-	tr.view[i].InFlight = true
+	tr.setInFlight(i, true)
 	s.executor = executorID
 	c.dispatch = append(c.dispatch, i)
 }
@@ -282,6 +345,14 @@ func (c *change) abandon() {
 // truth. The caller holds tr.mu.
 func (e *engine) commit(ctx context.Context, c *change) error {
 	tr := c.tr
+	if c.refused != nil {
+		// A decision broke the state tables: a bug, never written. Memory
+		// may hold part of the change, so it is rebuilt from the store.
+		c.abandon()
+		e.log.Error("refused a transition the state tables do not allow; reloading the task", "task_id", tr.task.ID, "err", c.refused)
+		e.breakTask(tr)
+		return fmt.Errorf("task %s: %w", tr.task.ID, c.refused)
+	}
 	if c.empty() {
 		e.afterCommit(c)
 		return nil
@@ -302,23 +373,29 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		// longer be trusted, so the task is reloaded from the store.
 		c.abandon()
 		e.log.Error("task write failed; reloading task from the store", "task_id", tr.task.ID, "err", err)
-		if !tr.broken {
-			tr.broken = true
-			go e.repair(tr.task.ID)
-		}
+		e.breakTask(tr)
 		return fmt.Errorf("task %s: %w", tr.task.ID, err)
 	}
 	e.metrics.observeCommit(tr, c, time.Since(start))
 	if n := len(trs); n > 0 {
 		tr.lastSeq = trs[n-1].Seq
 	}
-	e.hub.publish(tr.task.ID, watchEvent{transitions: trs, taskState: tr.task.State})
+	e.hub.publish(tr.task.ID, watchEvent{transitions: trs, before: taskStateBefore(&c.params, tr.task.State)})
 	e.afterCommit(c)
 	return nil
 }
 
+// taskStateBefore is the task's state before a committed change, given its
+// state after.
+func taskStateBefore(p *store.TaskAdvanceParams, after state.State) state.State {
+	if p.Task != nil {
+		return p.Task.From
+	}
+	return after
+}
+
 // afterCommit sends what c dispatched and cancelled, arms timers, and retires
-// a finished task.
+// a task that no longer needs to be in memory.
 func (e *engine) afterCommit(c *change) {
 	tr := c.tr
 	for _, i := range c.dispatch {
@@ -338,10 +415,9 @@ func (e *engine) afterCommit(c *change) {
 	for k, req := range c.cancel {
 		e.pool.send(c.cancelOn[k], req)
 	}
-	switch tr.task.State {
-	case state.Pending, state.InProgress:
+	if tr.active() {
 		e.armWake(tr)
-	default:
+	} else {
 		e.retire(tr)
 	}
 }
@@ -377,17 +453,22 @@ func (e *engine) armAttemptTimer(tr *taskRun, i int, d time.Duration, reason str
 		s.timer.Stop()
 	}
 	taskID, stepID, attempt := tr.task.ID, s.ID, int32(s.Attempts)
-	s.timer = time.AfterFunc(d, func() { e.failAttempt(taskID, stepID, attempt, "Timeout", reason) })
+	s.timer = e.bg.afterFunc(d, func() { e.failAttempt(taskID, stepID, attempt, "Timeout", reason) })
 }
 
 // armWake sets the task's timer for the earliest retry of an errored step,
-// so a task waiting on a backoff wakes by itself at the right moment.
+// so a task waiting on a backoff wakes by itself at the right moment. A step
+// queued for an executor slot is not waiting on time: the slot's release
+// wakes it, so it arms nothing (a due retry would otherwise fire the timer
+// at once, again and again, until a slot frees).
 func (e *engine) armWake(tr *taskRun) {
 	var at time.Time
-	for i := range tr.errored {
-		v := &tr.view[i]
-		if plan.Retriable(v) && !v.InFlight && (at.IsZero() || v.NextRetryAt.Before(at)) {
-			at = v.NextRetryAt
+	if tr.task.State == state.Pending || tr.task.State == state.InProgress {
+		for i := range tr.errored {
+			v := &tr.view[i]
+			if plan.Retriable(v) && !v.InFlight && !tr.steps[i].waiting && (at.IsZero() || v.NextRetryAt.Before(at)) {
+				at = v.NextRetryAt
+			}
 		}
 	}
 	if tr.wake != nil {
@@ -398,10 +479,11 @@ func (e *engine) armWake(tr *taskRun) {
 		return
 	}
 	taskID := tr.task.ID
-	tr.wake = time.AfterFunc(max(time.Until(at), 0), func() { e.wakeTask(taskID) })
+	tr.wake = e.bg.afterFunc(max(time.Until(at), 0), func() { e.wakeTask(taskID) })
 }
 
 func (e *engine) wakeTask(taskID string) {
+	e.metrics.wakes.Inc()
 	tr := e.lookup(taskID)
 	if tr == nil {
 		return
@@ -411,6 +493,7 @@ func (e *engine) wakeTask(taskID string) {
 	if tr.done || tr.broken {
 		return // repair re-arms the timer
 	}
+	tr.wake = nil
 	c := e.newChange(tr)
 	cands := make([]int, 0, len(tr.errored))
 	for i := range tr.errored {
@@ -444,10 +527,6 @@ func (e *engine) retire(tr *taskRun) {
 	e.mu.Unlock()
 }
 
-// errRepairing refuses events for a task being reloaded after a failed write;
-// it wraps store.ErrUnavailable, so callers treat it as "try again".
-var errRepairing = fmt.Errorf("task is being reloaded after a failed write: %w", store.ErrUnavailable)
-
 // current reports the state of an active task whose newest transition has
 // a sequence number of at most seen; ok is false otherwise (not active here,
 // or the caller has something to catch up on).
@@ -470,77 +549,6 @@ func (e *engine) lookup(taskID string) *taskRun {
 	return e.tasks[taskID]
 }
 
-// reload replaces a task's memory with what the store holds and continues
-// it. The caller holds tr.mu.
-func (e *engine) reload(tr *taskRun) error {
-	t, err := e.store.TaskGet(e.ctx, tr.task.ID)
-	var steps []*store.Step
-	if err == nil {
-		steps, err = e.store.StepList(e.ctx, tr.task.ID)
-	}
-	if err != nil {
-		return err
-	}
-	fresh := newTaskRun(t, tr.tmpl, steps)
-	for i, s := range fresh.steps {
-		old := tr.steps[i]
-		if old.timer != nil {
-			old.timer.Stop()
-		}
-		s.lastExecutor = old.lastExecutor
-		if s.State == state.InProgress && old.executor != "" && old.Attempts == s.Attempts {
-			s.executor, s.span = old.executor, old.span
-		} else {
-			e.trace.endAttempt(old, "")
-		}
-		// waiting is not carried over: schedule queues ready steps again,
-		// and a stale queue entry only finds its step busy and passes its
-		// slot on.
-	}
-	if tr.wake != nil {
-		tr.wake.Stop()
-	}
-	tr.task, tr.steps, tr.view, tr.byID = fresh.task, fresh.steps, fresh.view, fresh.byID
-	tr.satisfied, tr.exhausted, tr.errored, tr.wake = fresh.satisfied, fresh.exhausted, fresh.errored, nil
-	tr.broken = false
-	e.watchInFlight(tr)
-	c := e.newChange(tr)
-	e.schedule(c, nil)
-	return e.commit(e.ctx, c)
-}
-
-// repair reloads a task whose last write failed, retrying until the store
-// answers. Until then the task refuses events with errRepairing, which
-// callers retry (streamed results) or report (API calls).
-func (e *engine) repair(taskID string) {
-	wait := 100 * time.Millisecond
-	for {
-		select {
-		case <-e.ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		tr := e.lookup(taskID)
-		if tr == nil {
-			return
-		}
-		tr.mu.Lock()
-		if !tr.broken || tr.done {
-			tr.mu.Unlock()
-			return
-		}
-		err := e.reload(tr)
-		broken := tr.broken
-		tr.mu.Unlock()
-		if err == nil || !broken {
-			e.log.Info("task reloaded after store failure", "task_id", taskID)
-			return
-		}
-		e.log.Warn("task reload failed; retrying", "task_id", taskID, "retry_in", wait, "err", err)
-		wait = min(2*wait, 5*time.Second)
-	}
-}
-
 // watchInFlight arms a timer on every in_progress step of a freshly loaded
 // task: one whose executor is known gets its timeout, one whose executor is
 // unknown (the coordinator restarted) is presumed lost unless its result
@@ -550,7 +558,7 @@ func (e *engine) watchInFlight(tr *taskRun) {
 		if s.State != state.InProgress {
 			continue
 		}
-		tr.view[i].InFlight = true
+		tr.setInFlight(i, true)
 		switch timeout := tr.tmpl.timeouts[i]; {
 		case s.executor == "":
 			e.armAttemptTimer(tr, i, e.grace+timeout, fmt.Sprintf("attempt %d presumed lost: no executor reported it within %s", s.Attempts, e.grace+timeout))
@@ -564,23 +572,21 @@ func (e *engine) watchInFlight(tr *taskRun) {
 func jitter() float64 { return rand.Float64() }
 
 // drain stops dispatching and waits until every attempt in flight has
-// reported or ctx ends.
+// reported and its result is applied, or ctx ends.
 func (e *engine) drain(ctx context.Context) error {
 	e.draining.Store(true)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for e.pool.inFlight() > 0 {
-		select {
-		case <-ctx.Done():
-			e.log.Warn("shutdown deadline passed with attempts in flight; the next start settles them", "in_flight", e.pool.inFlight())
-			return ctx.Err()
-		case <-tick.C:
-		}
+	select {
+	case <-e.pool.whenIdle():
+		return nil
+	case <-ctx.Done():
+		e.log.Warn("shutdown deadline passed with attempts in flight; the next start settles them", "in_flight", e.pool.inFlight())
+		return ctx.Err()
 	}
-	return nil
 }
 
-// stop retires every task from memory and closes the pool.
+// stop retires every task from memory, closes the pool and waits for every
+// goroutine the engine started. The engine's context must be cancelled
+// first.
 func (e *engine) stop() {
 	e.mu.Lock()
 	tasks := e.tasks
@@ -600,4 +606,5 @@ func (e *engine) stop() {
 		tr.mu.Unlock()
 	}
 	e.pool.close()
+	e.bg.close()
 }

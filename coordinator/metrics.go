@@ -20,6 +20,8 @@ type metrics struct {
 	storeWrite      prometheus.Histogram
 	fencedWrites    prometheus.Counter
 	leaseLost       prometheus.Counter
+	wakes           prometheus.Counter
+	repairs         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
@@ -50,6 +52,12 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tasker_lease_lost_total", Help: "Times this coordinator lost its lease and dropped its tasks.",
 		}),
+		wakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tasker_task_wakes_total", Help: "Times a task's retry timer fired (a backoff ended).",
+		}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tasker_task_reloads_total", Help: "Reloads of a task from the store after one of its writes failed.",
+		}),
 		storeWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tasker_store_write_seconds", Help: "Latency of one task's transaction as the engine sees it, including waiting for its group commit.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 20),
@@ -63,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		return float64(len(e.tasks))
 	})
 	executors := &executorCollector{pool: e.pool}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, active, executors} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, active, executors} {
 		reg.MustRegister(c)
 	}
 	return m

@@ -6,6 +6,7 @@ import (
 
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/plan"
@@ -19,6 +20,10 @@ import (
 // steps then costs a handful of commits, not a thousand in a row.
 type pendingResult struct {
 	r *executorv1.StepResult
+	// from is the executor the result is accounted to: the one whose
+	// stream carried it, or the one its attempt was sent to; "" if
+	// unknown. The executor id inside the message is only logged.
+	from string
 	// grant, instead of r, is a freed executor slot reserved for a waiting
 	// step of the task; it batches the same way.
 	grant      *waiter
@@ -29,38 +34,143 @@ type pendingResult struct {
 	done    chan struct{}
 }
 
-// applyResult applies a step result if, and only if, the step is in flight
-// on that same attempt; a duplicate or stale result changes nothing and
-// reports applied=false. It returns once the outcome is committed.
-func (e *engine) applyResult(r *executorv1.StepResult) (applied bool, err error) {
+func newPendingResult(r *executorv1.StepResult, from string) *pendingResult {
+	return &pendingResult{r: r, from: from, done: make(chan struct{})}
+}
+
+// checkResult refuses a result that names no step attempt or no outcome.
+func checkResult(r *executorv1.StepResult) error {
 	if r.GetTaskId() == "" || r.GetStepId() == "" || r.GetAttempt() < 1 {
-		return false, invalidf("result: task_id, step_id and a positive attempt are required")
+		return invalidf("result: task_id, step_id and a positive attempt are required")
 	}
 	if r.GetSuccess() == nil && r.GetFailure() == nil {
-		return false, invalidf("result for step %s: outcome must be success or failure", r.GetStepId())
+		return invalidf("result for step %s: outcome must be success or failure", r.GetStepId())
 	}
-	e.pool.settle(r.GetExecutorId(), r.GetStepId(), r.GetAttempt())
+	return nil
+}
+
+// applyReported applies a result reported through the API (an executor's
+// stream broke before it could send it): its slot is freed on whichever
+// executor the attempt was sent to. It returns once the outcome is
+// committed; a duplicate or stale result changes nothing and reports
+// applied=false.
+func (e *engine) applyReported(r *executorv1.StepResult) (applied bool, err error) {
+	if err := checkResult(r); err != nil {
+		return false, err
+	}
+	from := e.pool.settleReported(attemptKey{r.GetStepId(), r.GetAttempt()})
+	defer e.pool.applied(1)
+	return e.applyResult(r, from)
+}
+
+// applyResult applies a step result if, and only if, the step is in flight
+// on that same attempt.
+func (e *engine) applyResult(r *executorv1.StepResult, from string) (applied bool, err error) {
 	tr := e.lookup(r.GetTaskId())
 	if tr == nil {
 		return false, nil // finished, unknown or owned elsewhere: nothing to apply
 	}
-	p := &pendingResult{r: r, done: make(chan struct{})}
+	p := newPendingResult(r, from)
 	e.enqueue(tr, p)
 	return p.applied, p.err
 }
 
-// enqueue queues p for tr and waits until it has been applied, by this
+// results implements poolEvents: a run of results read from one executor's
+// stream, in order. Each task's results are applied in one change, tasks in
+// parallel so their writes share group commits; it returns when all are
+// committed. A result that could not be committed (the store is busy or
+// down) is held and retried on a goroutine of its own rather than dropped,
+// so the stream goes on; if the coordinator dies meanwhile, the attempt is
+// presumed lost after restart and runs again.
+func (e *engine) results(executorID string, rs []*executorv1.StepResult) {
+	byTask := map[string][]*pendingResult{}
+	var order []string
+	var all []*pendingResult
+	for _, r := range rs {
+		if err := checkResult(r); err != nil {
+			e.log.Warn("result refused", "executor_id", executorID, "err", err)
+			continue
+		}
+		p := newPendingResult(r, executorID)
+		if byTask[r.GetTaskId()] == nil {
+			order = append(order, r.GetTaskId())
+		}
+		byTask[r.GetTaskId()] = append(byTask[r.GetTaskId()], p)
+		all = append(all, p)
+	}
+	var wg sync.WaitGroup
+	for _, id := range order {
+		ps := byTask[id]
+		tr := e.lookup(id)
+		if tr == nil {
+			for _, p := range ps {
+				close(p.done) // finished, unknown or owned elsewhere
+			}
+			continue
+		}
+		wg.Add(1)
+		if len(order) == 1 || !e.bg.goFn(func() { defer wg.Done(); e.enqueue(tr, ps...) }) {
+			e.enqueue(tr, ps...)
+			wg.Done()
+		}
+	}
+	wg.Wait()
+	for _, p := range all {
+		if p.err != nil {
+			e.holdResult(p, executorID)
+		}
+	}
+}
+
+// holdResult retries a streamed result whose commit failed, with backoff,
+// until it is applied, refused for good, or the coordinator stops.
+func (e *engine) holdResult(p *pendingResult, executorID string) {
+	r := p.r
+	var ce *codedError
+	switch {
+	case errors.Is(p.err, store.ErrLeaseLost):
+		// Another coordinator owns the task now; its owner settles the
+		// attempt.
+		e.log.Warn("result not applied: task owned by another coordinator", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt())
+		return
+	case errors.As(p.err, &ce):
+		e.log.Warn("result refused", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", p.err)
+		return
+	}
+	e.bg.goFn(func() {
+		wait := 50 * time.Millisecond
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		err := p.err
+		for {
+			e.log.Error("apply result failed; will retry", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "retry_in", wait, "err", err)
+			select {
+			case <-e.ctx.Done():
+				return
+			case <-timer.C:
+			}
+			_, err = e.applyResult(r, executorID)
+			if err == nil || errors.Is(err, store.ErrLeaseLost) || errors.As(err, &ce) {
+				return
+			}
+			wait = min(2*wait, 5*time.Second)
+			timer.Reset(wait)
+		}
+	})
+}
+
+// enqueue queues ps for tr and waits until they have been applied, by this
 // call or by the call that held the task's lock before it.
-func (e *engine) enqueue(tr *taskRun, p *pendingResult) {
+func (e *engine) enqueue(tr *taskRun, ps ...*pendingResult) {
 	tr.qmu.Lock()
-	tr.queue = append(tr.queue, p)
+	tr.queue = append(tr.queue, ps...)
 	tr.qmu.Unlock()
 
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	select {
-	case <-p.done:
-		return
+	case <-ps[len(ps)-1].done:
+		return // whoever held the lock took them with its batch
 	default:
 	}
 	tr.qmu.Lock()
@@ -93,7 +203,7 @@ func (e *engine) applyResults(tr *taskRun, batch []*pendingResult) {
 			e.useSlot(c, p.grant, p.executorID)
 			continue
 		}
-		p.applied = !tr.done && e.applyOne(c, p.r)
+		p.applied = !tr.done && e.applyOne(c, p)
 	}
 	if err := e.commit(e.ctx, c); err != nil {
 		for _, p := range batch {
@@ -104,8 +214,8 @@ func (e *engine) applyResults(tr *taskRun, batch []*pendingResult) {
 
 // applyOne records one result in c if its step is in flight on that
 // attempt, and reports whether it did.
-func (e *engine) applyOne(c *change, r *executorv1.StepResult) bool {
-	tr := c.tr
+func (e *engine) applyOne(c *change, p *pendingResult) bool {
+	tr, r := c.tr, p.r
 	i, ok := tr.byID[r.GetStepId()]
 	if !ok {
 		return false
@@ -122,7 +232,11 @@ func (e *engine) applyOne(c *change, r *executorv1.StepResult) bool {
 		failure = f.GetMessage()
 	}
 	e.settleAttempt(tr, i, failure)
-	meta, _ := json.Marshal(map[string]string{"executor": r.GetExecutorId()})
+	from := p.from
+	if from == "" {
+		from = r.GetExecutorId() // reported through the API for an attempt no stream here knew
+	}
+	meta, _ := json.Marshal(map[string]string{"executor": from})
 	if ok := r.GetSuccess(); ok != nil {
 		results := ok.GetResults()
 		if len(results) == 0 {
@@ -183,7 +297,7 @@ func (e *engine) settleAttempt(tr *taskRun, i int, failure string) {
 		s.lastExecutor = s.executor
 	}
 	s.executor = ""
-	tr.view[i].InFlight = false
+	tr.setInFlight(i, false)
 }
 
 // failAttempt fails an attempt that timed out or whose executor was lost,
@@ -219,37 +333,6 @@ func cancelRequest(taskID, stepID string, attempt int32, reason string) *executo
 	return &executorv1.ExecuteRequest{Kind: &executorv1.ExecuteRequest_CancelStep{CancelStep: &executorv1.CancelStep{
 		TaskId: taskID, StepId: stepID, Attempt: attempt, Reason: reason,
 	}}}
-}
-
-// result implements poolEvents. A streamed result has no acknowledgement,
-// so if it cannot be committed (the store is busy or down) it is held and
-// retried here rather than dropped; if the coordinator dies meanwhile, the
-// attempt is presumed lost after restart and runs again.
-func (e *engine) result(r *executorv1.StepResult) {
-	wait := 50 * time.Millisecond
-	for {
-		_, err := e.applyResult(r)
-		var ce *codedError
-		if errors.Is(err, store.ErrLeaseLost) {
-			// Another coordinator owns the task now; its owner settles
-			// the attempt.
-			e.log.Warn("result not applied: task owned by another coordinator", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt())
-			return
-		}
-		if err == nil || errors.As(err, &ce) {
-			if err != nil {
-				e.log.Warn("result refused", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", err)
-			}
-			return
-		}
-		e.log.Error("apply result failed; will retry", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "retry_in", wait, "err", err)
-		select {
-		case <-e.ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
 }
 
 // lost implements poolEvents.

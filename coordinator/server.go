@@ -5,13 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
-	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
@@ -252,104 +250,6 @@ func (s *server) ResolveStep(ctx context.Context, req *coordinatorv1.ResolveStep
 	return &coordinatorv1.ResolveStepResponse{Task: t}, nil
 }
 
-// terminal reports whether a watch on a task in state st can end.
-func terminal(st state.State) bool {
-	return st == state.Complete || st == state.Error || st == state.Cancelled || st == state.ResolvedManually
-}
-
-// watchPollInterval is how often a watch of a task owned by another
-// coordinator reads the store for news.
-const watchPollInterval = 250 * time.Millisecond
-
-func (s *server) WatchTask(req *coordinatorv1.WatchTaskRequest, stream coordinatorv1.CoordinatorService_WatchTaskServer) error {
-	ctx := stream.Context()
-	if req.GetId() == "" {
-		return status.Error(codes.InvalidArgument, "id is required")
-	}
-	if err := s.authorizeTask(ctx, req.GetId()); err != nil {
-		return err
-	}
-	// Subscribe before reading what is stored, so nothing committed in
-	// between is missed; what arrives twice is skipped by sequence number.
-	hub := s.c.engine.hub
-	w, stop := hub.subscribe(req.GetId())
-	defer stop()
-	after := req.GetAfterSeq()
-	send := func(trs []*store.Transition, st state.State) error {
-		for _, tr := range trs {
-			if tr.Seq <= after {
-				continue
-			}
-			if err := stream.Send(&coordinatorv1.WatchTaskResponse{Transition: transitionToProto(tr, s.meta), TaskState: protoState(st)}); err != nil {
-				return err
-			}
-			after = tr.Seq
-		}
-		return nil
-	}
-	// catchUp sends what is stored after the last transition sent. Each
-	// message's task_state is the task's state as of that transition,
-	// replayed from the task's own transitions: reading the task's current
-	// state separately could pair an old transition with a newer state, or
-	// end the stream before the terminal transition was sent.
-	catchUp := func() (state.State, error) {
-		if _, err := s.c.cfg.Store.TaskGet(ctx, req.GetId()); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return "", status.Errorf(codes.NotFound, "task %s not found", req.GetId())
-			}
-			return "", toStatus(err)
-		}
-		trs, err := s.c.cfg.Store.TransitionList(ctx, &store.TransitionListParams{TaskID: req.GetId()})
-		if err != nil {
-			return "", toStatus(err)
-		}
-		st := state.Pending
-		for _, tr := range trs {
-			if tr.StepID == "" {
-				st = tr.To
-			}
-			if err := send([]*store.Transition{tr}, st); err != nil {
-				return "", err
-			}
-		}
-		return st, nil
-	}
-	var (
-		st  state.State
-		err error
-	)
-	if live, ok := s.c.engine.current(req.GetId(), after); ok {
-		// The task is running here and the caller has seen everything
-		// committed so far: the live events are all it needs.
-		st = live
-	} else {
-		st, err = catchUp()
-	}
-	// A task run by another coordinator (several share one database)
-	// commits nothing here: poll the store for it instead.
-	poll := time.NewTicker(watchPollInterval)
-	defer poll.Stop()
-	for err == nil && !terminal(st) {
-		select {
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case <-s.c.stopping:
-			return status.Error(codes.Unavailable, "coordinator is shutting down")
-		case <-poll.C:
-			if s.c.engine.lookup(req.GetId()) == nil {
-				st, err = catchUp()
-			}
-		case ev := <-w.ch:
-			if ev.transitions == nil || hub.takeLag(w) {
-				st, err = catchUp()
-				continue
-			}
-			st, err = ev.taskState, send(ev.transitions, ev.taskState)
-		}
-	}
-	return err
-}
-
 func (s *server) RegisterExecutor(ctx context.Context, req *coordinatorv1.RegisterExecutorRequest) (*coordinatorv1.RegisterExecutorResponse, error) {
 	if err := s.authorize(ctx, ""); err != nil {
 		return nil, err
@@ -378,7 +278,7 @@ func (s *server) ReportStepResult(ctx context.Context, req *coordinatorv1.Report
 	if req.GetResult() == nil {
 		return nil, status.Error(codes.InvalidArgument, "result is required")
 	}
-	applied, err := s.c.engine.applyResult(req.GetResult())
+	applied, err := s.c.engine.applyReported(req.GetResult())
 	if err != nil {
 		return nil, toStatus(err)
 	}

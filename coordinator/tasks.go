@@ -123,7 +123,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCr
 	e.mu.Lock()
 	e.tasks[task.ID] = tr
 	e.mu.Unlock()
-	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, taskState: tr.task.State})
+	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
 	created.Task = got
 	return created, true, nil

@@ -40,6 +40,13 @@ func (s State) Valid() bool {
 // Satisfied reports whether a step in state s lets its children start.
 func (s State) Satisfied() bool { return s == Complete || s == ResolvedManually }
 
+// Terminal reports whether a task in state s has finished: nothing moves it
+// on by itself (an operator may still retry an errored task, or cancel a
+// finished one).
+func (s State) Terminal() bool {
+	return s == Complete || s == Error || s == Cancelled || s == ResolvedManually
+}
+
 // taskTransitions and stepTransitions are the tables from the design; they
 // are read-only after package initialisation.
 var taskTransitions = map[State][]State{
