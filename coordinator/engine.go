@@ -71,7 +71,10 @@ type taskRun struct {
 	satisfied, exhausted int
 	errored              map[int]struct{}
 	wake                 *time.Timer
-	done                 bool
+	// wakeGen numbers the arming of wake, so a timer that fired just as
+	// it was replaced does nothing.
+	wakeGen uint64
+	done    bool
 	// lastSeq is the sequence number of the task's newest committed
 	// transition, so a watcher that has seen it needs no catch-up read.
 	lastSeq int64
@@ -478,21 +481,22 @@ func (e *engine) armWake(tr *taskRun) {
 	if at.IsZero() {
 		return
 	}
-	taskID := tr.task.ID
-	tr.wake = e.bg.afterFunc(max(time.Until(at), 0), func() { e.wakeTask(taskID) })
+	tr.wakeGen++
+	taskID, gen := tr.task.ID, tr.wakeGen
+	tr.wake = e.bg.afterFunc(max(time.Until(at), 0), func() { e.wakeTask(taskID, gen) })
 }
 
-func (e *engine) wakeTask(taskID string) {
-	e.metrics.wakes.Inc()
+func (e *engine) wakeTask(taskID string, gen uint64) {
 	tr := e.lookup(taskID)
 	if tr == nil {
 		return
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if tr.done || tr.broken {
-		return // repair re-arms the timer
+	if tr.done || tr.broken || gen != tr.wakeGen {
+		return // replaced, or repair re-arms the timer
 	}
+	e.metrics.wakes.Inc()
 	tr.wake = nil
 	c := e.newChange(tr)
 	cands := make([]int, 0, len(tr.errored))

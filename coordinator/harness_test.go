@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,6 +26,11 @@ import (
 	"github.com/tasker-go/tasker/template"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
+
+// TestMain checks that no test leaves a goroutine behind: a stopped
+// coordinator (and everything the tests start with it) has ended all of
+// its own.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // harness is a real coordinator on a real SQLite file, served over gRPC on
 // a loopback port, with a client connected to it.

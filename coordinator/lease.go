@@ -73,23 +73,9 @@ func (e *engine) continueTasks(ctx context.Context, tasks []*store.Task) error {
 			e.log.Error("cannot continue task: template missing", "task_id", t.ID, "err", err)
 			continue
 		}
-		tr := newTaskRun(t, ct, byTask[t.ID])
-		e.mu.Lock()
-		if e.tasks[t.ID] != nil {
-			e.mu.Unlock()
-			continue
+		if tr, fresh := e.register(t, ct, byTask[t.ID]); fresh {
+			e.start(ctx, tr)
 		}
-		e.tasks[t.ID] = tr
-		e.mu.Unlock()
-		tr.mu.Lock()
-		e.trace.startTask(ctx, tr, true)
-		e.watchInFlight(tr)
-		c := e.newChange(tr)
-		e.schedule(c, nil)
-		if err := e.commit(ctx, c); err != nil {
-			e.log.Error("continue task failed", "task_id", t.ID, "err", err)
-		}
-		tr.mu.Unlock()
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	leaseLost       prometheus.Counter
 	wakes           prometheus.Counter
 	repairs         prometheus.Counter
+	results         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tasker_lease_lost_total", Help: "Times this coordinator lost its lease and dropped its tasks.",
 		}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_step_results_total",
+			Help: "Step results received from executors, by outcome: applied, or ignored (duplicate, stale, or for a task not run here).",
+		}, []string{"outcome"}),
 		wakes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tasker_task_wakes_total", Help: "Times a task's retry timer fired (a backoff ended).",
 		}),
@@ -71,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		return float64(len(e.tasks))
 	})
 	executors := &executorCollector{pool: e.pool}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, active, executors} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, active, executors} {
 		reg.MustRegister(c)
 	}
 	return m

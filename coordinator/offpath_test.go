@@ -5,8 +5,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
@@ -112,4 +116,87 @@ func TestRetryWhileAStepStillRunsFinishesTheTask(t *testing.T) {
 	_, err = h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: task.GetId(), StepName: "boom"})
 	require.NoError(t, err)
 	h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+}
+
+// counterValue reads a counter without labels from a registry.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
+}
+
+// A retry that is due while every slot of its handler is taken waits for a
+// slot without a timer: its task's retry timer is not armed (it used to
+// fire at once, again and again, spinning a core until the slot freed), and
+// the only wake-up is the one its backoff asked for.
+func TestDueRetryWaitingForASlotArmsNoTimer(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	h, _ := nodeHarness(t, coordinator.Config{Registerer: reg}, 0)
+	g := newGate()
+	runExecutor(h, executor.Config{Capacity: 1}, listen(t), map[string]executor.HandlerFunc{"gated": g.handler()})
+	h.apply(`
+namespace: test
+name: due_retry
+version: 1.0.0
+steps:
+  - name: bounce
+    handler: flaky
+    config: {fail_times: 1, backoff_ms: 1}
+  - name: hold
+    handler: gated
+`)
+	task := h.create("test", "due_retry", map[string]any{})
+	// bounce takes the only slot first and fails; hold, queued, gets the
+	// freed slot and blocks; bounce's retry comes due with no slot free.
+	g.waitStarted(t)
+	require.Eventually(t, func() bool { return h.coord.WaitingForSlot(task.GetId(), "bounce") },
+		10*time.Second, time.Millisecond, "bounce's due retry queued for a slot")
+	require.False(t, h.coord.WakeArmed(task.GetId()), "no timer armed while the due retry waits for a slot")
+
+	close(g.release)
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 2, step(done, "bounce").GetAttempts())
+	require.EqualValues(t, 1, counterValue(t, reg, "tasker_task_wakes_total"), "one wake: the end of bounce's backoff")
+}
+
+func executorConfig(capacity int) executor.Config { return executor.Config{Capacity: capacity} }
+
+func gatedHandlers(g *gate) map[string]executor.HandlerFunc {
+	return map[string]executor.HandlerFunc{"gated": g.handler()}
+}
+
+// An operator action refused on a finished task leaves the task as it was
+// and not in memory (finished tasks are loaded for an action only).
+func TestRefusedActionOnFinishedTaskLeavesNoTrace(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.startExecutor(4, nil)
+	h.apply(`
+namespace: test
+name: finished
+version: 1.0.0
+steps:
+  - name: only
+    handler: noop
+`)
+	task := h.create("test", "finished", map[string]any{})
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.Eventually(t, func() bool { return !h.coord.InMemory(task.GetId()) }, 10*time.Second, time.Millisecond)
+
+	_, err := h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId()})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	require.False(t, h.coord.InMemory(task.GetId()), "refused retry left the task in memory")
+	_, err = h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: task.GetId(), StepName: "only"})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	require.False(t, h.coord.InMemory(task.GetId()), "refused resolve left the task in memory")
+	again := h.get(task.GetId())
+	require.Len(t, again.GetTransitions(), len(done.GetTransitions()), "nothing was written")
 }

@@ -8,20 +8,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
 func TestCancelReachesRunningHandler(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
+	reg := prometheus.NewRegistry()
+	h, _ := nodeHarness(t, coordinator.Config{Registerer: reg}, 0)
 	cancelled := make(chan error, 1)
 	started := make(chan struct{}, 1)
-	h.startExecutor(4, map[string]executor.HandlerFunc{
+	runExecutor(h, executor.Config{Capacity: 4}, listen(t), map[string]executor.HandlerFunc{
 		"block": func(ctx context.Context, _ *executor.Request) (any, error) {
 			started <- struct{}{}
 			<-ctx.Done()
@@ -58,17 +61,44 @@ steps:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the running handler's context was not cancelled")
 	}
-	// The late result of the cancelled attempt changes nothing.
-	time.Sleep(100 * time.Millisecond)
+	// The handler answers its cancel with a failure for that attempt; once
+	// the coordinator has read it (and ignored it), nothing has changed.
+	require.Eventually(t, func() bool { return resultsCounted(t, reg, "ignored") >= 1 }, 10*time.Second, time.Millisecond,
+		"the cancelled attempt's late result arrived")
+	require.Zero(t, resultsCounted(t, reg, "applied"))
 	again := h.get(task.GetId())
 	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, again.GetState())
 	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, step(again, "long").GetState())
+	require.Len(t, step(again, "long").GetTransitions(), 2, "in_progress, then cancelled: the late result added nothing")
 
-	// Cancelling again is a no-op; a cancelled task cannot be retried.
-	_, err = h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId()})
-	require.Equal(t, codes.FailedPrecondition, status.Code(err))
+	// Cancelling again is a no-op (a transition to the state it is in is
+	// never an error); a cancelled task cannot be retried.
+	resp, err = h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId()})
+	require.NoError(t, err)
+	require.Equal(t, len(again.GetSteps()[0].GetTransitions()), len(resp.GetTask().GetSteps()[0].GetTransitions()))
 	_, err = h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId()})
 	require.Equal(t, codes.FailedPrecondition, status.Code(err))
+	require.False(t, h.coord.InMemory(task.GetId()), "a finished task loaded for a refused action leaves memory again")
+}
+
+// resultsCounted reads tasker_step_results_total for one outcome.
+func resultsCounted(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "tasker_step_results_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func TestRetryErroredTask(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -256,15 +257,35 @@ steps:
 
 	n.crash()
 	n.start()
-	// The executor finds the new coordinator, tells it (by heartbeat) that
-	// attempt 1 of "long" is still running, and delivers its result when
-	// released; "shaky" waits out its backoff on a rebuilt timer.
-	time.Sleep(300 * time.Millisecond)
+	// The executor finds the new coordinator and tells it (by heartbeat)
+	// that attempt 1 of "long" is still running: the coordinator adopts it,
+	// counting it in flight on that executor, before its result exists.
+	require.Eventually(t, func() bool { return n.coord.AttemptExecutor(task.GetId(), "long") == "exec-1" },
+		20*time.Second, 5*time.Millisecond, "the restarted coordinator adopted the running attempt")
+	// Its result, delivered when released, is accepted; "shaky" waits out
+	// its backoff on a rebuilt timer.
 	close(release)
 	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
-	require.EqualValues(t, 1, step(done, "long").GetAttempts(), "the late result of the running attempt was accepted")
+	long := step(done, "long")
+	require.EqualValues(t, 1, long.GetAttempts(), "the late result of the running attempt was accepted")
 	require.EqualValues(t, 1, runs.Load(), "the handler ran once")
-	require.EqualValues(t, 2, step(done, "shaky").GetAttempts())
+	for _, tr := range long.GetTransitions() {
+		require.NotContains(t, tr.GetReason(), "presumed lost")
+	}
+	require.Contains(t, long.GetTransitions()[len(long.GetTransitions())-1].GetReason(), "succeeded")
+	shaky := step(done, "shaky")
+	require.EqualValues(t, 2, shaky.GetAttempts())
+	// The rebuilt timer fired at the stored retry time, not before.
+	var failedAt, retriedAt time.Time
+	for _, tr := range shaky.GetTransitions() {
+		switch {
+		case tr.GetToState() == coordinatorv1.State_STATE_ERROR:
+			failedAt = tr.GetAt().AsTime()
+		case tr.GetFromState() == coordinatorv1.State_STATE_ERROR && tr.GetToState() == coordinatorv1.State_STATE_PENDING:
+			retriedAt = tr.GetAt().AsTime()
+		}
+	}
+	require.GreaterOrEqual(t, retriedAt.Sub(failedAt), 1500*time.Millisecond, "retried after the 1.5 s backoff the handler asked for")
 	requireParentsFirst(t, done)
 }
 
@@ -343,7 +364,8 @@ steps:
 
 func TestStoreBusyIsReportedAndRecovered(t *testing.T) {
 	t.Parallel()
-	h, n := nodeHarness(t, coordinator.Config{ExecutorGrace: 30 * time.Second}, 50*time.Millisecond)
+	reg := prometheus.NewRegistry()
+	h, n := nodeHarness(t, coordinator.Config{ExecutorGrace: 30 * time.Second, Registerer: reg}, 50*time.Millisecond)
 	release := make(chan struct{})
 	runExecutor(h, executor.Config{Capacity: 4}, listen(t), map[string]executor.HandlerFunc{
 		"gated": func(ctx context.Context, _ *executor.Request) (any, error) {
@@ -380,9 +402,11 @@ steps:
 	// Creating a task fails clearly and stores nothing.
 	_, err = h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: "busy", IdempotencyKey: "while-locked"})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
-	// The result that arrives now cannot be committed; it is held, not lost.
+	// The result that arrives now cannot be committed: the write fails, the
+	// task is reloaded from the store, and the result is held, not lost.
 	close(release)
-	time.Sleep(300 * time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, reg, "tasker_task_reloads_total") >= 1 },
+		20*time.Second, time.Millisecond, "the result's write failed on the locked store")
 	list, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{})
 	require.NoError(t, err)
 	require.Len(t, list.GetTasks(), 1, "the refused create stored nothing")

@@ -119,6 +119,7 @@ func (e *engine) reload(tr *taskRun) error {
 	if tr.wake != nil {
 		tr.wake.Stop()
 	}
+	tr.wakeGen++
 	tr.task, tr.steps, tr.view, tr.byID = fresh.task, fresh.steps, fresh.view, fresh.byID
 	tr.satisfied, tr.exhausted, tr.errored, tr.wake = fresh.satisfied, fresh.exhausted, fresh.errored, nil
 	tr.running = 0

@@ -68,6 +68,7 @@ func (e *engine) applyReported(r *executorv1.StepResult) (applied bool, err erro
 func (e *engine) applyResult(r *executorv1.StepResult, from string) (applied bool, err error) {
 	tr := e.lookup(r.GetTaskId())
 	if tr == nil {
+		e.metrics.results.WithLabelValues("ignored").Inc()
 		return false, nil // finished, unknown or owned elsewhere: nothing to apply
 	}
 	p := newPendingResult(r, from)
@@ -103,6 +104,7 @@ func (e *engine) results(executorID string, rs []*executorv1.StepResult) {
 		ps := byTask[id]
 		tr := e.lookup(id)
 		if tr == nil {
+			e.metrics.results.WithLabelValues("ignored").Add(float64(len(ps)))
 			for _, p := range ps {
 				close(p.done) // finished, unknown or owned elsewhere
 			}
@@ -208,6 +210,16 @@ func (e *engine) applyResults(tr *taskRun, batch []*pendingResult) {
 	if err := e.commit(e.ctx, c); err != nil {
 		for _, p := range batch {
 			p.applied, p.err = false, err
+		}
+		return
+	}
+	for _, p := range batch {
+		switch {
+		case p.grant != nil:
+		case p.applied:
+			e.metrics.results.WithLabelValues("applied").Inc()
+		default:
+			e.metrics.results.WithLabelValues("ignored").Inc()
 		}
 	}
 }

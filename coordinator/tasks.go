@@ -144,41 +144,63 @@ func transitionsOf(p *store.TaskAdvanceParams) []*store.Transition {
 	return out
 }
 
-// withTask runs fn under the lock of an active task, or reports why the
-// task cannot be changed.
+// withTask runs fn under the lock of the task's run in memory, bringing
+// the task into memory first when this coordinator may act on it: it is
+// finished (finished tasks are not kept in memory), or this coordinator
+// owns it. A task that fn leaves with nothing to do (finished, no step
+// running) leaves memory again, whether fn changed it or refused to.
 func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) error) error {
 	if id == "" {
 		return invalidf("id is required")
 	}
-	tr := e.lookup(id)
-	if tr == nil {
-		t, err := e.store.TaskGet(ctx, id)
-		if err != nil {
-			return err
-		}
-		if t.State == state.Error || t.State == state.Complete || t.State == state.ResolvedManually {
-			// Finished tasks are not kept in memory; bring it back for
-			// an operator action.
-			tr, err = e.load(ctx, t)
-			if err != nil {
+	// A run found retired under its lock was dropped between the lookup
+	// and the lock (it finished, or another action retired it): look again.
+	for range 3 {
+		tr := e.lookup(id)
+		if tr == nil {
+			var err error
+			if tr, err = e.bring(ctx, id); err != nil {
 				return err
 			}
-		} else {
-			return preconditionf("task %s is %s", id, t.State)
 		}
+		tr.mu.Lock()
+		if tr.done {
+			tr.mu.Unlock()
+			continue
+		}
+		if tr.broken {
+			tr.mu.Unlock()
+			return errRepairing
+		}
+		err := fn(tr)
+		if !tr.done && !tr.broken && !tr.active() {
+			e.retire(tr)
+		}
+		tr.mu.Unlock()
+		return err
 	}
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if tr.broken {
-		return errRepairing
-	}
-	if tr.done {
-		return preconditionf("task %s is %s", id, tr.task.State)
-	}
-	return fn(tr)
+	return &codedError{codes.Aborted, fmt.Errorf("task %s changed while the request was applied; retry", id)}
 }
 
-// load brings a stored task into memory and registers it as active.
+// bring loads a stored task this coordinator may act on into memory.
+func (e *engine) bring(ctx context.Context, id string) (*taskRun, error) {
+	t, err := e.store.TaskGet(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !t.State.Terminal() {
+		if l := e.lease.Load(); l == nil || t.OwnerToken != l.Token {
+			return nil, preconditionf("task %s is %s", id, t.State)
+		}
+	}
+	return e.load(ctx, t)
+}
+
+// load brings a stored task into memory, registers it as active and
+// carries it on, as after a restart: its steps in flight wait for their
+// results within the grace period (or are adopted when an executor reports
+// them running), errored steps get their backoff timers back, ready steps
+// are dispatched.
 func (e *engine) load(ctx context.Context, t *store.Task) (*taskRun, error) {
 	ct, err := e.templates.get(ctx, t.Namespace, t.Name, t.Version)
 	if err != nil {
@@ -188,14 +210,46 @@ func (e *engine) load(ctx context.Context, t *store.Task) (*taskRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load steps of task %s: %w", t.ID, err)
 	}
-	tr := newTaskRun(t, ct, steps)
+	tr, fresh := e.register(t, ct, steps)
+	if fresh {
+		e.start(ctx, tr)
+	}
+	return tr, nil
+}
+
+// register makes a new run of a stored task the active one, unless one is
+// active already; it reports whether it did.
+func (e *engine) register(t *store.Task, ct *compiledTemplate, steps []*store.Step) (*taskRun, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if existing := e.tasks[t.ID]; existing != nil {
-		return existing, nil
+		return existing, false
 	}
+	tr := newTaskRun(t, ct, steps)
 	e.tasks[t.ID] = tr
-	return tr, nil
+	return tr, true
+}
+
+// start carries on a task just registered from the store.
+func (e *engine) start(ctx context.Context, tr *taskRun) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.done {
+		return
+	}
+	e.watchInFlight(tr)
+	if tr.task.State.Terminal() {
+		// Loaded for an operator action, or for the results of steps
+		// still running: nothing to dispatch. withTask retires it again
+		// if the action leaves it finished.
+		return
+	}
+	e.trace.startTask(ctx, tr, true)
+	c := e.newChange(tr)
+	e.schedule(c, nil)
+	if err := e.commit(ctx, c); err != nil {
+		e.log.Error("continue task failed", "task_id", tr.task.ID, "err", err)
+	}
 }
 
 // cancelTask cancels the task, its pending steps and its running steps,

@@ -1,0 +1,193 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tasker-go/tasker/coordinator"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/sqlite"
+)
+
+// faultStore is a real SQLite store that can be told to refuse writes while
+// still serving reads, as a PostgreSQL standby after a failover or a full
+// disk does, and counts what is asked of it.
+type faultStore struct {
+	store.Store
+	refuseWrites atomic.Bool
+	taskGets     atomic.Int64
+	advances     atomic.Int64
+}
+
+var errReadOnly = fmt.Errorf("cannot execute UPDATE in a read-only transaction: %w", store.ErrUnavailable)
+
+func (f *faultStore) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
+	f.advances.Add(1)
+	if f.refuseWrites.Load() {
+		return nil, errReadOnly
+	}
+	return f.Store.TaskAdvance(ctx, p)
+}
+
+func (f *faultStore) TaskCreate(ctx context.Context, p *store.TaskCreateParams) (*store.Task, bool, error) {
+	if f.refuseWrites.Load() {
+		return nil, false, errReadOnly
+	}
+	return f.Store.TaskCreate(ctx, p)
+}
+
+func (f *faultStore) TaskGet(ctx context.Context, id string) (*store.Task, error) {
+	f.taskGets.Add(1)
+	return f.Store.TaskGet(ctx, id)
+}
+
+// storeHarness serves a coordinator on the given store.
+func storeHarness(t *testing.T, st store.Store, cfg coordinator.Config) *harness {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	log := testLogger(t)
+	cfg.Store, cfg.Logger = st, log
+	coord, err := coordinator.New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, coord.Start(ctx))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := grpc.NewServer(coord.ServerOptions()...)
+	coord.Register(srv)
+	go func() { _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cc.Close()
+		srv.Stop()
+		_ = coord.Stop(context.Background())
+	})
+	return &harness{t: t, ctx: ctx, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: log}
+}
+
+func openSQLite(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "tasker.db"), Logger: testLogger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// A store that serves reads but refuses writes gets one reload of the
+// broken task per backoff, from one repairer: each reload reads the task
+// once, so the reads the store sees equal the reloads counted. (One task's
+// repairs used to multiply: every failed reload started another repairer.)
+// Once writes are taken again, the held result lands and the task finishes.
+func TestStoreRefusingWritesGetsOneRepairerWithBackoff(t *testing.T) {
+	t.Parallel()
+	fs := &faultStore{Store: openSQLite(t)}
+	reg := prometheus.NewRegistry()
+	h := storeHarness(t, fs, coordinator.Config{Registerer: reg, ExecutorGrace: time.Minute})
+	h.coord.SetRepairWait(time.Millisecond)
+	g := newGate()
+	runExecutor(h, executorConfig(4), listen(t), gatedHandlers(g))
+	h.apply(`
+namespace: test
+name: read_only
+version: 1.0.0
+steps:
+  - name: work
+    handler: gated
+  - name: next
+    handler: noop
+    depends_on: [work]
+`)
+	task := h.create("test", "read_only", map[string]any{})
+	g.waitStarted(t)
+
+	fs.refuseWrites.Store(true)
+	gets0 := fs.taskGets.Load()
+	close(g.release)
+	const reloads = 6
+	require.Eventually(t, func() bool { return counterValue(t, reg, "tasker_task_reloads_total") >= reloads },
+		20*time.Second, time.Millisecond, "the broken task is reloaded again and again while writes are refused")
+	// Reads and reloads are sampled one after the other while the
+	// repairer may be between the two, hence the slack of one.
+	r1 := counterValue(t, reg, "tasker_task_reloads_total")
+	gets := float64(fs.taskGets.Load() - gets0)
+	r2 := counterValue(t, reg, "tasker_task_reloads_total")
+	require.GreaterOrEqual(t, gets, r1-1)
+	require.LessOrEqual(t, gets, r2+1, "one read per reload: no second repairer")
+	require.True(t, h.coord.InMemory(task.GetId()))
+
+	fs.refuseWrites.Store(false)
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 1, step(done, "work").GetAttempts(), "the held result was applied, not re-run")
+}
+
+// slowStore is a store whose writes, once blocked, finish only some time
+// after their caller gave up on them, as a commit already taken by the
+// database does.
+type slowStore struct {
+	store.Store
+	block    atomic.Bool
+	entered  chan struct{}
+	inCalls  atomic.Int32
+	finished atomic.Int32
+}
+
+func (s *slowStore) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
+	if !s.block.Load() {
+		return s.Store.TaskAdvance(ctx, p)
+	}
+	s.inCalls.Add(1)
+	defer s.inCalls.Add(-1)
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	time.Sleep(50 * time.Millisecond) // the commit in progress runs to its end
+	s.finished.Add(1)
+	return nil, fmt.Errorf("commit interrupted: %w", store.ErrUnavailable)
+}
+
+// Stop returns only once every goroutine of the coordinator has ended, so
+// the store can be closed after it: here a result's write is still in the
+// store when Stop is called, and has finished when Stop returns.
+func TestStopWaitsForWritesInProgress(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{Store: openSQLite(t), entered: make(chan struct{}, 1)}
+	h := storeHarness(t, st, coordinator.Config{ExecutorGrace: time.Minute})
+	g := newGate()
+	runExecutor(h, executorConfig(4), listen(t), gatedHandlers(g))
+	h.apply(`
+namespace: test
+name: stop_mid_write
+version: 1.0.0
+steps:
+  - name: work
+    handler: gated
+`)
+	h.create("test", "stop_mid_write", map[string]any{})
+	g.waitStarted(t)
+	st.block.Store(true)
+	close(g.release)
+	select {
+	case <-st.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the result's write never reached the store")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace for results in flight: stop at once
+	_ = h.coord.Stop(ctx)
+	require.Zero(t, st.inCalls.Load(), "Stop returned while a write it started was still in the store")
+	require.EqualValues(t, 1, st.finished.Load())
+}
