@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/tasker-go/tasker/auth"
+	"github.com/tasker-go/tasker/executor"
+	"github.com/tasker-go/tasker/executor/builtin"
+)
+
+// executorOptions are what it takes to run an executor in-process.
+type executorOptions struct {
+	listen, advertise, coordinator, id string
+	// tracer continues the coordinator's traces in handlers; nil is off.
+	tracer trace.TracerProvider
+	// httpListen, when set, serves the executor's /metrics and /healthz.
+	httpListen string
+	// coordinators are further coordinators to register with, when
+	// several share one database; capacity is split between them.
+	coordinators []string
+	capacity     int
+	log          *slog.Logger
+	// tls serves the executor and verifies the coordinator (global flags).
+	tls tlsFiles
+	// token is sent on the executor's calls to the coordinator.
+	token string
+	// allowPlaintext permits serving without TLS off loopback.
+	allowPlaintext bool
+}
+
+// startExecutor runs an executor hosting the built-in handlers until ctx
+// ends; the returned channel yields Serve's result.
+func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executor, string, <-chan error, error) {
+	serverOpts, dialOpts, err := executorSecurity(opts)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if opts.httpListen != "" {
+		if _, err := serveHTTP(ctx, opts.httpListen, reg, false, opts.log); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	ex, err := executor.New(executor.Config{
+		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator, Coordinators: opts.coordinators,
+		AdvertiseAddress: opts.advertise, Logger: opts.log,
+		ServerOptions: serverOpts, DialOptions: dialOpts, TracerProvider: opts.tracer, Registerer: reg,
+	})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := builtin.Register(ex); err != nil {
+		return nil, "", nil, err
+	}
+	lis, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ex.Serve(ctx, lis) }()
+	opts.log.Info("executor serving", "addr", lis.Addr().String(), "executor_id", ex.ID(), "coordinator", opts.coordinator, "coordinators", opts.coordinators, "capacity", opts.capacity,
+		"tls", opts.tls.cert != "", "mtls", opts.tls.ca != "", "token", opts.token != "")
+	return ex, lis.Addr().String(), done, nil
+}
+
+func newExecutorCmd(g *globals) *cobra.Command {
+	var (
+		opts executorOptions
+		logs logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "executor",
+		Short: "Run an executor hosting the built-in handlers (noop, echo, sleep, flaky)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(g.env.Stderr)
+			if err != nil {
+				return err
+			}
+			opts.log, opts.coordinator, opts.tls, opts.token = log, g.coordinator, g.tls, g.bearerToken()
+			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-executor", g.env.getenv, g.env.Stdout)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.Background()) }()
+			opts.tracer = tp
+			_, _, done, err := startExecutor(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			return <-done
+		},
+	}
+	cmd.Flags().StringVar(&opts.listen, "listen", "127.0.0.1:7071", "address to serve the executor on")
+	cmd.Flags().StringVar(&opts.httpListen, "http-listen", "", "serve the executor's /metrics and /healthz on this address (off when empty)")
+	cmd.Flags().StringVar(&opts.advertise, "advertise", "", "address the coordinator should dial (default: the listen address)")
+	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
+	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
+	cmd.Flags().StringSliceVar(&opts.coordinators, "coordinators", nil, "further coordinators (ADDR[,ADDR...]) to register with besides --coordinator, when several share one database; the capacity is split between them")
+	registerInsecure(cmd, &opts.allowPlaintext)
+	logs.register(cmd, "info")
+	return cmd
+}
+
+// executorSecurity turns the executor's TLS and token settings into gRPC
+// options: with --tls-cert and --tls-key it serves TLS, and with --tls-ca
+// it requires the coordinator's client certificate from that CA. Its calls
+// to the coordinator use TLS when any TLS file is given (verified against
+// --tls-ca or the system roots, presenting --tls-cert) and carry the token.
+func executorSecurity(opts executorOptions) ([]grpc.ServerOption, []grpc.DialOption, error) {
+	dial, err := coordinatorDialOptions(opts.tls, opts.token)
+	if err != nil {
+		return nil, nil, err
+	}
+	if opts.tls.cert == "" && opts.tls.key == "" {
+		if opts.tls.ca != "" {
+			return nil, nil, errors.New("--tls-ca needs --tls-cert and --tls-key: the executor must serve TLS to require the coordinator's certificate")
+		}
+		return nil, dial, checkPlaintext(opts.listen, opts.allowPlaintext)
+	}
+	cert, err := opts.tls.keyPair()
+	if err != nil {
+		return nil, nil, err
+	}
+	roots, err := opts.tls.roots()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := auth.ServerTLS(*cert, roots, tls.RequireAndVerifyClientCert)
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, dial, nil
+}
