@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -63,6 +66,39 @@ func checkPlaintext(listen string, allowed bool) error {
 	}
 	if err := auth.CheckPlaintextListen(listen); err != nil {
 		return fmt.Errorf("%w: give --tls-cert and --tls-key to serve TLS, or --insecure to serve plaintext anyway", err)
+	}
+	return nil
+}
+
+// checkHostPort refuses an address a listener cannot take, naming the flag
+// and showing the form it wants. A bare port gets an example with that port;
+// otherwise the example uses defaultPort.
+func checkHostPort(flag, addr, defaultPort string) error {
+	if _, port, err := net.SplitHostPort(addr); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err == nil {
+			return nil
+		}
+	}
+	example := defaultPort
+	if _, err := strconv.ParseUint(addr, 10, 16); err == nil {
+		example = addr
+	}
+	return fmt.Errorf("%s: want host:port (e.g. 127.0.0.1:%s), got %q", flag, example, addr)
+}
+
+// positiveDuration refuses a zero or negative duration flag.
+func positiveDuration(flag string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s: want a positive duration, got %s", flag, d)
+	}
+	return nil
+}
+
+// positiveInt refuses a zero or negative count or size flag; the libraries
+// read zero as "the default", which is not what someone who typed 0 meant.
+func positiveInt(flag string, n int) error {
+	if n <= 0 {
+		return fmt.Errorf("%s: want a positive number, got %d", flag, n)
 	}
 	return nil
 }

@@ -48,6 +48,26 @@ type coordinatorOptions struct {
 	security coordinatorSecurityFlags
 }
 
+// validate checks the flag values startCoordinator would otherwise take
+// for "use the default" or misread, naming the flag.
+func (o *coordinatorOptions) validate() error {
+	errs := []error{checkHostPort("--listen", o.listen, "7070")}
+	if o.httpListen != "" {
+		errs = append(errs, checkHostPort("--http-listen", o.httpListen, "7080"))
+	}
+	return errors.Join(append(errs,
+		o.store.validate(),
+		positiveDuration("--lease-ttl", o.leaseTTL),
+		positiveDuration("--executor-grace", o.grace),
+		positiveDuration("--executor-liveness", o.liveness),
+		positiveDuration("--shutdown-timeout", o.shutdown),
+		positiveInt("--max-context-bytes", o.limits.MaxContextBytes),
+		positiveInt("--max-result-bytes", o.limits.MaxResultBytes),
+		positiveInt("--max-steps", o.limits.MaxSteps),
+		positiveInt("--max-request-bytes", o.limits.MaxRequestBytes),
+	)...)
+}
+
 // runningCoordinator is a coordinator serving gRPC on a listener.
 type runningCoordinator struct {
 	addr  string
@@ -186,6 +206,9 @@ listing tasks without --namespace needs a token granted "*" or exactly one
 namespace. /metrics and /healthz on --http-listen need no token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
 			log, err := logs.logger(g.env.Stderr)
 			if err != nil {
 				return err
@@ -267,6 +290,9 @@ type coordinatorSecurity struct {
 // build loads every file the flags name, so a bad file stops the start
 // before anything is opened.
 func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, error) {
+	if err := checkHostPort("--listen", listen, "7070"); err != nil {
+		return nil, err
+	}
 	out := &coordinatorSecurity{tlsMode: "off", authMode: "off"}
 	if f.files.cert == "" && f.files.key == "" {
 		if f.files.ca != "" || f.clientCA != "" {

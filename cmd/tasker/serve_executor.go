@@ -41,6 +41,16 @@ type executorOptions struct {
 	allowPlaintext bool
 }
 
+// validate checks the flag values startExecutor would otherwise take for
+// "use the default" or misread, naming the flag.
+func (o *executorOptions) validate() error {
+	errs := []error{checkHostPort("--listen", o.listen, "7071"), positiveInt("--capacity", o.capacity)}
+	if o.httpListen != "" {
+		errs = append(errs, checkHostPort("--http-listen", o.httpListen, "7081"))
+	}
+	return errors.Join(errs...)
+}
+
 // startExecutor runs an executor hosting the built-in handlers until ctx
 // ends; the returned channel yields Serve's result.
 func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executor, string, <-chan error, error) {
@@ -87,6 +97,9 @@ func newExecutorCmd(g *globals) *cobra.Command {
 		Short: "Run an executor hosting the built-in handlers (noop, echo, sleep, flaky)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
 			log, err := logs.logger(g.env.Stderr)
 			if err != nil {
 				return err
@@ -122,6 +135,9 @@ func newExecutorCmd(g *globals) *cobra.Command {
 // to the coordinator use TLS when any TLS file is given (verified against
 // --tls-ca or the system roots, presenting --tls-cert) and carry the token.
 func executorSecurity(opts executorOptions) ([]grpc.ServerOption, []grpc.DialOption, error) {
+	if err := checkHostPort("--listen", opts.listen, "7071"); err != nil {
+		return nil, nil, err
+	}
 	dial, err := coordinatorDialOptions(opts.tls, opts.token)
 	if err != nil {
 		return nil, nil, err
