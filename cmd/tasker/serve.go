@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -99,6 +102,61 @@ func positiveDuration(flag string, d time.Duration) error {
 func positiveInt(flag string, n int) error {
 	if n <= 0 {
 		return fmt.Errorf("%s: want a positive number, got %d", flag, n)
+	}
+	return nil
+}
+
+// loadAuthenticator loads --tokens-file and --jwt-key into one
+// authenticator, nil when neither is given; mode describes it for the
+// startup log.
+func loadAuthenticator(tokensFile, jwtKey string) (auth.Authenticator, string, error) {
+	var chain auth.Chain
+	var modes []string
+	if tokensFile != "" {
+		t, err := auth.LoadTokens(tokensFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("--tokens-file: %w", err)
+		}
+		chain, modes = append(chain, t), append(modes, fmt.Sprintf("tokens (%d)", t.Len()))
+	}
+	if jwtKey != "" {
+		v, err := auth.LoadJWTKey(jwtKey)
+		if err != nil {
+			return nil, "", fmt.Errorf("--jwt-key: %w", err)
+		}
+		chain, modes = append(chain, v), append(modes, "jwt")
+	}
+	if len(chain) == 0 {
+		return nil, "off", nil
+	}
+	return chain, strings.Join(modes, "+"), nil
+}
+
+// httpSecurity protects the HTTP listener beside a gRPC server by the same
+// rules: TLS with the server's certificate when it has one, plaintext only
+// on loopback unless --insecure, and the server's tokens on every path but
+// /healthz.
+type httpSecurity struct {
+	// tls serves HTTPS; nil serves plaintext.
+	tls *tls.Config
+	// authn checks tokens; nil when tokens are off.
+	authn          auth.Authenticator
+	allowPlaintext bool
+}
+
+// check refuses an --http-listen address these settings may not serve on.
+func (h httpSecurity) check(addr, defaultPort string) error {
+	if err := checkHostPort("--http-listen", addr, defaultPort); err != nil {
+		return err
+	}
+	if h.tls != nil || h.allowPlaintext {
+		return nil
+	}
+	if err := auth.CheckPlaintextListen(addr); err != nil {
+		if errors.Is(err, auth.ErrPlaintextNotLoopback) {
+			return fmt.Errorf("--http-listen: refusing to serve plaintext HTTP on a non-loopback address %q: give --tls-cert and --tls-key to serve HTTPS, or --insecure to serve plaintext anyway", addr)
+		}
+		return fmt.Errorf("--http-listen: %w", err)
 	}
 	return nil
 }

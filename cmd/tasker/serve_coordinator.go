@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -79,7 +78,8 @@ type runningCoordinator struct {
 	shutdown time.Duration
 	log      *slog.Logger
 	httpAddr string
-	stopHTTP context.CancelFunc
+	// http serves --http-listen; nil when off.
+	http *httpServer
 }
 
 // startCoordinator opens the store, resumes unfinished tasks and serves the
@@ -88,6 +88,11 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	sec, err := opts.security.build(opts.listen)
 	if err != nil {
 		return nil, err
+	}
+	if opts.httpListen != "" {
+		if err := sec.http.check(opts.httpListen, "7080"); err != nil {
+			return nil, err
+		}
 	}
 	lis, err := net.Listen("tcp", opts.listen)
 	if err != nil {
@@ -121,16 +126,16 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		_ = st.Close()
 		return nil, err
 	}
-	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	var httpSrv *httpServer
 	httpAddr := ""
 	if opts.httpListen != "" {
-		if httpAddr, err = serveHTTP(httpCtx, opts.httpListen, reg, opts.pprof, opts.log); err != nil {
-			stopHTTP()
+		if httpSrv, err = serveHTTP(opts.httpListen, reg, opts.pprof, sec.http, opts.log); err != nil {
 			_ = lis.Close()
 			_ = coord.Stop(ctx)
 			_ = st.Close()
 			return nil, err
 		}
+		httpAddr = httpSrv.addr
 	}
 	srv := grpc.NewServer(append(coord.ServerOptions(), sec.server...)...)
 	coord.Register(srv)
@@ -139,7 +144,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	reflection.Register(srv)
 	rc := &runningCoordinator{
 		addr: lis.Addr().String(), httpAddr: httpAddr, store: st, coord: coord, srv: srv, done: make(chan error, 1),
-		shutdown: opts.shutdown, log: opts.log, stopHTTP: stopHTTP,
+		shutdown: opts.shutdown, log: opts.log, http: httpSrv,
 	}
 	go func() { rc.done <- srv.Serve(lis) }()
 	if sec.security.Authenticator == nil && auth.CheckPlaintextListen(opts.listen) != nil {
@@ -173,7 +178,7 @@ func (rc *runningCoordinator) stop() error {
 	case <-time.After(5 * time.Second):
 		rc.srv.Stop()
 	}
-	rc.stopHTTP()
+	rc.http.stop()
 	return rc.store.Close()
 }
 
@@ -203,7 +208,12 @@ Access classes: read (get/list/watch, list executors), write (read plus
 register templates, create, cancel, retry, resolve) and executor
 (RegisterExecutor, ReportStepResult). Namespaces are checked per call;
 listing tasks without --namespace needs a token granted "*" or exactly one
-namespace. /metrics and /healthz on --http-listen need no token.`,
+namespace.
+
+--http-listen follows the same rules: HTTPS with --tls-cert and --tls-key
+(client certificates only with --tls-client-ca), plaintext only on loopback
+unless --insecure, and with tokens on every path but /healthz needs
+"Authorization: Bearer <token>" of a token with read access.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.validate(); err != nil {
@@ -283,6 +293,8 @@ type coordinatorSecurity struct {
 	server   []grpc.ServerOption
 	dial     []grpc.DialOption
 	security coordinator.Security
+	// http protects --http-listen.
+	http httpSecurity
 	// tlsMode and authMode describe the setup in the startup log.
 	tlsMode, authMode string
 }
@@ -330,28 +342,21 @@ func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, e
 			clientCAs, mode, out.tlsMode = mesh, tls.VerifyClientCertIfGiven, "mutual (executors)"
 		}
 		out.server = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(auth.ServerTLS(*cert, clientCAs, mode)))}
+		// HTTP callers are never executors, so only --tls-client-ca asks
+		// them for a certificate.
+		if f.clientCA != "" {
+			out.http.tls = auth.ServerTLS(*cert, clientCAs, mode)
+		} else {
+			out.http.tls = auth.ServerTLS(*cert, nil, tls.NoClientCert)
+		}
 		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(auth.ClientTLS(mesh, cert)))}
 		out.security.ExecutorCAs = mesh
 	}
-	var chain auth.Chain
-	var modes []string
-	if f.tokensFile != "" {
-		t, err := auth.LoadTokens(f.tokensFile)
-		if err != nil {
-			return nil, fmt.Errorf("--tokens-file: %w", err)
-		}
-		chain, modes = append(chain, t), append(modes, fmt.Sprintf("tokens (%d)", t.Len()))
+	authn, mode, err := loadAuthenticator(f.tokensFile, f.jwtKey)
+	if err != nil {
+		return nil, err
 	}
-	if f.jwtKey != "" {
-		v, err := auth.LoadJWTKey(f.jwtKey)
-		if err != nil {
-			return nil, fmt.Errorf("--jwt-key: %w", err)
-		}
-		chain, modes = append(chain, v), append(modes, "jwt")
-	}
-	if len(chain) > 0 {
-		out.security.Authenticator = chain
-		out.authMode = strings.Join(modes, "+")
-	}
+	out.security.Authenticator, out.authMode = authn, mode
+	out.http.authn, out.http.allowPlaintext = authn, f.allowPlaintext
 	return out, nil
 }

@@ -39,6 +39,8 @@ type executorOptions struct {
 	token string
 	// allowPlaintext permits serving without TLS off loopback.
 	allowPlaintext bool
+	// tokensFile and jwtKey turn on tokens for --http-listen.
+	tokensFile, jwtKey string
 }
 
 // validate checks the flag values startExecutor would otherwise take for
@@ -52,39 +54,75 @@ func (o *executorOptions) validate() error {
 }
 
 // startExecutor runs an executor hosting the built-in handlers until ctx
-// ends; the returned channel yields Serve's result.
+// ends and returns it with its address; the returned channel yields Serve's
+// result.
 func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executor, string, <-chan error, error) {
-	serverOpts, dialOpts, err := executorSecurity(opts)
+	re, err := runExecutor(ctx, opts)
 	if err != nil {
 		return nil, "", nil, err
+	}
+	return re.ex, re.addr, re.done, nil
+}
+
+// runningExecutor is an executor serving until its ctx ends.
+type runningExecutor struct {
+	ex *executor.Executor
+	// addr is the gRPC address, httpAddr the --http-listen one ("" when
+	// off).
+	addr, httpAddr string
+	// done yields Serve's result once the executor and its HTTP server
+	// have stopped.
+	done <-chan error
+}
+
+// runExecutor is startExecutor with everything it started.
+func runExecutor(ctx context.Context, opts executorOptions) (*runningExecutor, error) {
+	sec, err := executorSecurity(opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.httpListen != "" {
+		if err := sec.http.check(opts.httpListen, "7081"); err != nil {
+			return nil, err
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if opts.httpListen != "" {
-		if _, err := serveHTTP(ctx, opts.httpListen, reg, false, opts.log); err != nil {
-			return nil, "", nil, err
-		}
-	}
 	ex, err := executor.New(executor.Config{
 		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator, Coordinators: opts.coordinators,
 		AdvertiseAddress: opts.advertise, Logger: opts.log,
-		ServerOptions: serverOpts, DialOptions: dialOpts, TracerProvider: opts.tracer, Registerer: reg,
+		ServerOptions: sec.server, DialOptions: sec.dial, TracerProvider: opts.tracer, Registerer: reg,
 	})
 	if err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
 	if err := builtin.Register(ex); err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
 	lis, err := net.Listen("tcp", opts.listen)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+	}
+	var httpSrv *httpServer
+	if opts.httpListen != "" {
+		if httpSrv, err = serveHTTP(opts.httpListen, reg, false, sec.http, opts.log); err != nil {
+			_ = lis.Close()
+			return nil, err
+		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- ex.Serve(ctx, lis) }()
+	go func() {
+		err := ex.Serve(ctx, lis)
+		httpSrv.stop()
+		done <- err
+	}()
 	opts.log.Info("executor serving", "addr", lis.Addr().String(), "executor_id", ex.ID(), "coordinator", opts.coordinator, "coordinators", opts.coordinators, "capacity", opts.capacity,
 		"tls", opts.tls.cert != "", "mtls", opts.tls.ca != "", "token", opts.token != "")
-	return ex, lis.Addr().String(), done, nil
+	re := &runningExecutor{ex: ex, addr: lis.Addr().String(), done: done}
+	if httpSrv != nil {
+		re.httpAddr = httpSrv.addr
+	}
+	return re, nil
 }
 
 func newExecutorCmd(g *globals) *cobra.Command {
@@ -124,9 +162,19 @@ func newExecutorCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
 	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
 	cmd.Flags().StringSliceVar(&opts.coordinators, "coordinators", nil, "further coordinators (ADDR[,ADDR...]) to register with besides --coordinator, when several share one database; the capacity is split between them")
+	cmd.Flags().StringVar(&opts.tokensFile, "tokens-file", "", "tokens file as the coordinator's (see tasker coordinator --help): --http-listen then needs a read token on every path but /healthz")
+	cmd.Flags().StringVar(&opts.jwtKey, "jwt-key", "", "key verifying JWT bearer tokens, as the coordinator's: --http-listen then needs a read token on every path but /healthz")
 	registerInsecure(cmd, &opts.allowPlaintext)
 	logs.register(cmd, "info")
 	return cmd
+}
+
+// executorSecurityOptions are what the executor's security flags amount to.
+type executorSecurityOptions struct {
+	server []grpc.ServerOption
+	dial   []grpc.DialOption
+	// http protects --http-listen.
+	http httpSecurity
 }
 
 // executorSecurity turns the executor's TLS and token settings into gRPC
@@ -134,28 +182,36 @@ func newExecutorCmd(g *globals) *cobra.Command {
 // it requires the coordinator's client certificate from that CA. Its calls
 // to the coordinator use TLS when any TLS file is given (verified against
 // --tls-ca or the system roots, presenting --tls-cert) and carry the token.
-func executorSecurity(opts executorOptions) ([]grpc.ServerOption, []grpc.DialOption, error) {
+// --http-listen is served by the same rules (TLS with the same
+// certificate, tokens from --tokens-file or --jwt-key).
+func executorSecurity(opts executorOptions) (*executorSecurityOptions, error) {
 	if err := checkHostPort("--listen", opts.listen, "7071"); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	dial, err := coordinatorDialOptions(opts.tls, opts.token)
+	out := &executorSecurityOptions{http: httpSecurity{allowPlaintext: opts.allowPlaintext}}
+	authn, _, err := loadAuthenticator(opts.tokensFile, opts.jwtKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	out.http.authn = authn
+	if out.dial, err = coordinatorDialOptions(opts.tls, opts.token); err != nil {
+		return nil, err
 	}
 	if opts.tls.cert == "" && opts.tls.key == "" {
 		if opts.tls.ca != "" {
-			return nil, nil, errors.New("--tls-ca needs --tls-cert and --tls-key: the executor must serve TLS to require the coordinator's certificate")
+			return nil, errors.New("--tls-ca needs --tls-cert and --tls-key: the executor must serve TLS to require the coordinator's certificate")
 		}
-		return nil, dial, checkPlaintext(opts.listen, opts.allowPlaintext)
+		return out, checkPlaintext(opts.listen, opts.allowPlaintext)
 	}
 	cert, err := opts.tls.keyPair()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	roots, err := opts.tls.roots()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cfg := auth.ServerTLS(*cert, roots, tls.RequireAndVerifyClientCert)
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, dial, nil
+	out.server = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(auth.ServerTLS(*cert, roots, tls.RequireAndVerifyClientCert)))}
+	out.http.tls = auth.ServerTLS(*cert, nil, tls.NoClientCert)
+	return out, nil
 }
