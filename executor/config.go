@@ -51,6 +51,13 @@ type Config struct {
 	DialOptions []grpc.DialOption
 	// ServerOptions are passed to the executor's gRPC server.
 	ServerOptions []grpc.ServerOption
+	// Secret, when set, must be sent by every caller of Describe and
+	// Execute as "authorization: Bearer <secret>" metadata (compared in
+	// constant time); other callers get Unauthenticated. Health checks and
+	// reflection stay open. An executor reachable from other hosts needs
+	// this or mutual TLS (through ServerOptions), or anyone who can reach
+	// it can feed it steps. At least MinSecretLength characters.
+	Secret string
 	// RegisterInterval is how often the executor re-registers while no
 	// Execute stream is open; shorter finds a restarted coordinator sooner
 	// at the price of more calls to one that is down. Default 1s.
@@ -144,6 +151,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	if cfg.Secret != "" && len(cfg.Secret) < MinSecretLength {
+		return cfg, fmt.Errorf("%w: secret is %d characters; use at least %d", ErrInvalidConfig, len(cfg.Secret), MinSecretLength)
 	}
 	if cfg.MaxResultBytes < 0 {
 		return cfg, fmt.Errorf("%w: max result bytes %d is negative", ErrInvalidConfig, cfg.MaxResultBytes)

@@ -210,7 +210,12 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 		coords = append(coords, coordinatorv1.NewCoordinatorServiceClient(conn))
 	}
 
-	srv := grpc.NewServer(e.cfg.ServerOptions...)
+	serverOpts := e.cfg.ServerOptions
+	if e.cfg.Secret != "" {
+		// First in the chain, so nothing runs for a caller without it.
+		serverOpts = append(newSecretGuard(e.cfg.Secret).serverOptions(), serverOpts...)
+	}
+	srv := grpc.NewServer(serverOpts...)
 	executorv1.RegisterExecutorServiceServer(srv, &service{e: e})
 	// Reflection lets grpcurl and ghz call the executor without its proto files.
 	reflection.Register(srv)

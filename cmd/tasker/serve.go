@@ -14,7 +14,21 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tasker-go/tasker/auth"
+	"github.com/tasker-go/tasker/executor"
 )
+
+// envExecutorSecret holds the secret coordinators present to executors
+// when --executor-secret is not given; unlike the flag, other users cannot
+// read it from the process list.
+const envExecutorSecret = "TASKER_EXECUTOR_SECRET"
+
+// checkExecutorSecret refuses a guessable --executor-secret.
+func checkExecutorSecret(secret string) error {
+	if secret != "" && len(secret) < executor.MinSecretLength {
+		return fmt.Errorf("--executor-secret: %d characters; use at least %d", len(secret), executor.MinSecretLength)
+	}
+	return nil
+}
 
 // logFlags configure the structured logs of the server commands.
 type logFlags struct {

@@ -224,6 +224,9 @@ unless --insecure, and with tokens on every path but /healthz needs
 				return err
 			}
 			opts.log, opts.security.files = log, g.tls
+			if opts.security.executorSecret == "" {
+				opts.security.executorSecret = g.env.getenv(envExecutorSecret)
+			}
 			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-coordinator", g.env.getenv, g.env.Stdout)
 			if err != nil {
 				return err
@@ -278,10 +281,13 @@ type coordinatorSecurityFlags struct {
 	tokensFile     string
 	jwtKey         string
 	allowPlaintext bool
+	// executorSecret is sent to executors on Describe and Execute.
+	executorSecret string
 }
 
 func (f *coordinatorSecurityFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	fl.StringVar(&f.executorSecret, "executor-secret", "", "secret sent to executors as \"authorization: Bearer <secret>\" on Describe and Execute, for executors started with the same --executor-secret; sent over TLS, or in plaintext only to loopback addresses (unless --insecure); prefer the env "+envExecutorSecret)
 	fl.StringVar(&f.clientCA, "tls-client-ca", "", "PEM CA bundle: require every caller to present a client certificate from it (or from --tls-ca)")
 	fl.StringVar(&f.tokensFile, "tokens-file", "", "YAML or JSON list of {name, token or token_sha256, namespaces, access: read|write|executor}; callers must then send a bearer token (with neither this nor --jwt-key, tokens are off)")
 	fl.StringVar(&f.jwtKey, "jwt-key", "", "HMAC secret, or RSA/ECDSA/Ed25519 public key PEM, verifying JWT bearer tokens (claims sub, namespaces, access; exp required)")
@@ -351,6 +357,16 @@ func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, e
 		}
 		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(auth.ClientTLS(mesh, cert)))}
 		out.security.ExecutorCAs = mesh
+	}
+	if f.executorSecret != "" {
+		if err := checkExecutorSecret(f.executorSecret); err != nil {
+			return nil, err
+		}
+		creds := auth.BearerTokenTLSOrLoopback(f.executorSecret)
+		if f.allowPlaintext {
+			creds = auth.BearerToken(f.executorSecret, false)
+		}
+		out.dial = append(out.dial, grpc.WithPerRPCCredentials(creds))
 	}
 	authn, mode, err := loadAuthenticator(f.tokensFile, f.jwtKey)
 	if err != nil {

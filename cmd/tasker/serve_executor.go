@@ -41,6 +41,8 @@ type executorOptions struct {
 	allowPlaintext bool
 	// tokensFile and jwtKey turn on tokens for --http-listen.
 	tokensFile, jwtKey string
+	// secret must be presented by coordinators on Describe and Execute.
+	secret string
 }
 
 // validate checks the flag values startExecutor would otherwise take for
@@ -92,6 +94,7 @@ func runExecutor(ctx context.Context, opts executorOptions) (*runningExecutor, e
 		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator, Coordinators: opts.coordinators,
 		AdvertiseAddress: opts.advertise, Logger: opts.log,
 		ServerOptions: sec.server, DialOptions: sec.dial, TracerProvider: opts.tracer, Registerer: reg,
+		Secret: opts.secret,
 	})
 	if err != nil {
 		return nil, err
@@ -117,7 +120,10 @@ func runExecutor(ctx context.Context, opts executorOptions) (*runningExecutor, e
 		done <- err
 	}()
 	opts.log.Info("executor serving", "addr", lis.Addr().String(), "executor_id", ex.ID(), "coordinator", opts.coordinator, "coordinators", opts.coordinators, "capacity", opts.capacity,
-		"tls", opts.tls.cert != "", "mtls", opts.tls.ca != "", "token", opts.token != "")
+		"tls", opts.tls.cert != "", "mtls", opts.tls.ca != "", "token", opts.token != "", "secret", opts.secret != "")
+	if opts.secret == "" && opts.tls.ca == "" && auth.CheckPlaintextListen(opts.listen) != nil {
+		opts.log.Warn("executor authenticates no caller: anyone who reaches this address can run steps here; give --executor-secret or --tls-ca", "addr", lis.Addr().String())
+	}
 	re := &runningExecutor{ex: ex, addr: lis.Addr().String(), done: done}
 	if httpSrv != nil {
 		re.httpAddr = httpSrv.addr
@@ -143,6 +149,9 @@ func newExecutorCmd(g *globals) *cobra.Command {
 				return err
 			}
 			opts.log, opts.coordinator, opts.tls, opts.token = log, g.coordinator, g.tls, g.bearerToken()
+			if opts.secret == "" {
+				opts.secret = g.env.getenv(envExecutorSecret)
+			}
 			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-executor", g.env.getenv, g.env.Stdout)
 			if err != nil {
 				return err
@@ -162,6 +171,7 @@ func newExecutorCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
 	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
 	cmd.Flags().StringSliceVar(&opts.coordinators, "coordinators", nil, "further coordinators (ADDR[,ADDR...]) to register with besides --coordinator, when several share one database; the capacity is split between them")
+	cmd.Flags().StringVar(&opts.secret, "executor-secret", "", "secret coordinators must send as \"authorization: Bearer <secret>\" on Describe and Execute (give the coordinators the same --executor-secret); prefer the env "+envExecutorSecret)
 	cmd.Flags().StringVar(&opts.tokensFile, "tokens-file", "", "tokens file as the coordinator's (see tasker coordinator --help): --http-listen then needs a read token on every path but /healthz")
 	cmd.Flags().StringVar(&opts.jwtKey, "jwt-key", "", "key verifying JWT bearer tokens, as the coordinator's: --http-listen then needs a read token on every path but /healthz")
 	registerInsecure(cmd, &opts.allowPlaintext)
@@ -183,7 +193,8 @@ type executorSecurityOptions struct {
 // to the coordinator use TLS when any TLS file is given (verified against
 // --tls-ca or the system roots, presenting --tls-cert) and carry the token.
 // --http-listen is served by the same rules (TLS with the same
-// certificate, tokens from --tokens-file or --jwt-key).
+// certificate, tokens from --tokens-file or --jwt-key). Off loopback the
+// executor must authenticate its callers, by mutual TLS or by the secret.
 func executorSecurity(opts executorOptions) (*executorSecurityOptions, error) {
 	if err := checkHostPort("--listen", opts.listen, "7071"); err != nil {
 		return nil, err
@@ -197,21 +208,36 @@ func executorSecurity(opts executorOptions) (*executorSecurityOptions, error) {
 	if out.dial, err = coordinatorDialOptions(opts.tls, opts.token); err != nil {
 		return nil, err
 	}
+	if err := checkExecutorSecret(opts.secret); err != nil {
+		return nil, err
+	}
+	mutual := false
 	if opts.tls.cert == "" && opts.tls.key == "" {
 		if opts.tls.ca != "" {
 			return nil, errors.New("--tls-ca needs --tls-cert and --tls-key: the executor must serve TLS to require the coordinator's certificate")
 		}
-		return out, checkPlaintext(opts.listen, opts.allowPlaintext)
+		if err := checkPlaintext(opts.listen, opts.allowPlaintext); err != nil {
+			return nil, err
+		}
+	} else {
+		cert, err := opts.tls.keyPair()
+		if err != nil {
+			return nil, err
+		}
+		roots, err := opts.tls.roots()
+		if err != nil {
+			return nil, err
+		}
+		mutual = roots != nil
+		out.server = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(auth.ServerTLS(*cert, roots, tls.RequireAndVerifyClientCert)))}
+		out.http.tls = auth.ServerTLS(*cert, nil, tls.NoClientCert)
 	}
-	cert, err := opts.tls.keyPair()
-	if err != nil {
-		return nil, err
+	// Whoever can open an Execute stream runs steps here and reads what
+	// they carry, so callers off this host must prove who they are.
+	if !mutual && opts.secret == "" && !opts.allowPlaintext && auth.CheckPlaintextListen(opts.listen) != nil {
+		return nil, fmt.Errorf("refusing to serve the executor on non-loopback address %q to callers it cannot authenticate: "+
+			"give --tls-ca (mutual TLS: coordinators must present a certificate from it) or --executor-secret "+
+			"(or %s: coordinators must send it), or --insecure to serve anyway", opts.listen, envExecutorSecret)
 	}
-	roots, err := opts.tls.roots()
-	if err != nil {
-		return nil, err
-	}
-	out.server = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(auth.ServerTLS(*cert, roots, tls.RequireAndVerifyClientCert)))}
-	out.http.tls = auth.ServerTLS(*cert, nil, tls.NoClientCert)
 	return out, nil
 }
