@@ -114,6 +114,17 @@ type Executor struct {
 	// closed while it is zero.
 	undelivered int
 	drained     chan struct{}
+
+	// hooks let tests in this package wait for internal events; set before
+	// Serve and never changed after.
+	hooks hooks
+}
+
+// hooks are called, when set, as the events they name happen.
+type hooks struct {
+	// sessionClosed runs once a stream is forgotten and its unsent results
+	// were made pending, with the id of the coordinator that opened it.
+	sessionClosed func(coordinatorID string)
 }
 
 // New validates cfg and returns an Executor with no handlers.

@@ -262,6 +262,9 @@ func (e *Executor) closeSession(s *session, abnormal bool) {
 	}
 	nudge(e.redeliverWake)
 	nudge(e.registerWake)
+	if e.hooks.sessionClosed != nil {
+		e.hooks.sessionClosed(s.coordinatorID)
+	}
 }
 
 // flush sends everything queued on s. idle reports that nothing is queued
