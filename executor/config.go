@@ -35,8 +35,10 @@ type Config struct {
 	Coordinator string
 	// Coordinators are further coordinators to register with, when several
 	// share one database. Each gets its own stream; the executor's capacity
-	// is split between those connected (announced in heartbeats), so
-	// together they never exceed it.
+	// is split between those connected by demand (each keeps what it has
+	// running here plus a fair part of the free slots, announced in
+	// heartbeats whenever it changes), and never more than Capacity steps
+	// run at once: a step sent on a share just lowered waits for a slot.
 	Coordinators []string
 	// AdvertiseAddress is the host:port the coordinator should dial. Default:
 	// the listener's address, which is only right when that address is

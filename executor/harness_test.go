@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,6 +51,11 @@ type served struct {
 	// closed receives the coordinator id of every stream the executor has
 	// finished closing (see hooks.sessionClosed).
 	closed chan string
+	// maxActive is the most handlers the executor ever ran at once, as it
+	// counted them itself (hooks.runStarted); queued receives a value each
+	// time a step waits for a free slot (hooks.stepQueued).
+	maxActive atomic.Int64
+	queued    chan struct{}
 }
 
 // startExecutor builds an executor with handlers and serves it until the
@@ -67,10 +73,25 @@ func startExecutor(t *testing.T, cfg Config, handlers map[string]HandlerFunc) *s
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &served{exec: e, addr: lis.Addr().String(), stop: cancel, done: make(chan struct{}), closed: make(chan string, 64)}
+	s := &served{exec: e, addr: lis.Addr().String(), stop: cancel, done: make(chan struct{}),
+		closed: make(chan string, 64), queued: make(chan struct{}, 64)}
 	e.hooks.sessionClosed = func(id string) {
 		select {
 		case s.closed <- id:
+		default:
+		}
+	}
+	e.hooks.runStarted = func(active int) {
+		for {
+			old := s.maxActive.Load()
+			if int64(active) <= old || s.maxActive.CompareAndSwap(old, int64(active)) {
+				return
+			}
+		}
+	}
+	e.hooks.stepQueued = func() {
+		select {
+		case s.queued <- struct{}{}:
 		default:
 		}
 	}
@@ -117,6 +138,16 @@ func (s *served) awaitSessionClosed(t *testing.T, id string) {
 		case <-deadline:
 			t.Fatalf("the executor never closed the stream of coordinator %q", id)
 		}
+	}
+}
+
+// awaitQueued waits until a step is admitted to wait for a free slot.
+func (s *served) awaitQueued(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.queued:
+	case <-time.After(waitFor):
+		t.Fatal("no step was queued")
 	}
 }
 

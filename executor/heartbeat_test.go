@@ -143,7 +143,7 @@ func TestFirstHeartbeatFollowsPendingResults(t *testing.T) {
 	require.Eventually(t, func() bool {
 		s.exec.mu.Lock()
 		defer s.exec.mu.Unlock()
-		return len(s.exec.running) == 0 && len(s.exec.pending) == 1
+		return len(s.exec.admitted) == 0 && len(s.exec.pending) == 1
 	}, waitFor, time.Millisecond, "result never became pending")
 
 	// The new stream gets the late result, then a heartbeat that no longer
