@@ -35,7 +35,7 @@ func TestSplitCapacity(t *testing.T) {
 	}
 }
 
-// shareOf reads the next heartbeat's capacity.
+// nextShare reads the capacity of the stream's next heartbeat.
 func (s *execStream) nextShare(t *testing.T) int {
 	t.Helper()
 	return int(s.next(t, func(m *executorv1.ExecuteResponse) bool { return m.GetHeartbeat() != nil }).GetHeartbeat().GetCapacity())
