@@ -44,10 +44,15 @@ const AuthorizationHeader = "authorization"
 // gRPC metadata of ctx.
 func TokenFromContext(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(AuthorizationHeader)
+	return bearerFrom(md.Get(AuthorizationHeader), "authorization metadata", `metadata "authorization: Bearer <token>"`)
+}
+
+// bearerFrom reads the token out of the values of an authorization header.
+// where names the header and want says how to send a token, for errors.
+func bearerFrom(vals []string, where, want string) (string, error) {
 	switch len(vals) {
 	case 0:
-		return "", unauthenticatedf(`no bearer token: send metadata "authorization: Bearer <token>"`)
+		return "", unauthenticatedf("no bearer token: send %s", want)
 	case 1:
 	default:
 		return "", unauthenticatedf("%d authorization values; send exactly one", len(vals))
@@ -55,7 +60,7 @@ func TokenFromContext(ctx context.Context) (string, error) {
 	scheme, token, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
 	token = strings.TrimSpace(token)
 	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
-		return "", unauthenticatedf(`authorization metadata must be "Bearer <token>"`)
+		return "", unauthenticatedf(`%s must be "Bearer <token>"`, where)
 	}
 	return token, nil
 }

@@ -115,10 +115,7 @@ func CheckPlaintextListen(address string) error {
 	if err != nil {
 		return fmt.Errorf("listen address %q: %w", address, err)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if isLoopbackHost(host) {
 		return nil
 	}
 	return fmt.Errorf("%w %q", ErrPlaintextNotLoopback, address)

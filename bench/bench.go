@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,19 @@ type Config struct {
 	Logger *slog.Logger
 	// HTTPClient scrapes MetricsURL; default a client with a 10s timeout.
 	HTTPClient *http.Client
+	// DialOptions are used for bench's own calls to the coordinators
+	// (templates, tasks): transport credentials and the API token.
+	// Default: plaintext without a token.
+	DialOptions []grpc.DialOption
+	// ExecutorDialOptions are used by the executors bench hosts for their
+	// calls to the coordinators (RegisterExecutor, ReportStepResult), which
+	// need a token with executor access when tokens are on. Default:
+	// plaintext without a token.
+	ExecutorDialOptions []grpc.DialOption
+	// ExecutorServerOptions are passed to the executors' gRPC servers, for
+	// instance TLS credentials when the coordinators dial executors over
+	// TLS.
+	ExecutorServerOptions []grpc.ServerOption
 }
 
 // ErrInvalidConfig is wrapped by Run when a Config field is out of range.
@@ -149,6 +163,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if len(c.DialOptions) == 0 {
+		c.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	return c, nil
 }
@@ -237,8 +254,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, tg := range all {
 		t := &target{Target: tg}
 		for range nconns {
-			conn, err := grpc.NewClient(tg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+			conn, err := grpc.NewClient(tg.Addr, append(slices.Clone(cfg.DialOptions),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 			if err != nil {
 				return nil, fmt.Errorf("dial coordinator %s: %w", tg.Addr, err)
 			}
@@ -305,6 +322,9 @@ func (r *runner) startExecutors(ctx context.Context) ([]<-chan error, error) {
 			Coordinator:  r.targets[0].Addr,
 			Coordinators: further,
 			Logger:       r.cfg.Logger,
+			// Empty options mean the SDK's plaintext defaults.
+			DialOptions:   r.cfg.ExecutorDialOptions,
+			ServerOptions: r.cfg.ExecutorServerOptions,
 			// Nothing runs long, so shutdown need not wait as long as for
 			// real handlers.
 			ShutdownTimeout: 5 * time.Second,

@@ -35,8 +35,10 @@ type Config struct {
 	Coordinator string
 	// Coordinators are further coordinators to register with, when several
 	// share one database. Each gets its own stream; the executor's capacity
-	// is split between those connected (announced in heartbeats), so
-	// together they never exceed it.
+	// is split between those connected by demand (each keeps what it has
+	// running here plus a fair part of the free slots, announced in
+	// heartbeats whenever it changes), and never more than Capacity steps
+	// run at once: a step sent on a share just lowered waits for a slot.
 	Coordinators []string
 	// AdvertiseAddress is the host:port the coordinator should dial. Default:
 	// the listener's address, which is only right when that address is
@@ -51,6 +53,13 @@ type Config struct {
 	DialOptions []grpc.DialOption
 	// ServerOptions are passed to the executor's gRPC server.
 	ServerOptions []grpc.ServerOption
+	// Secret, when set, must be sent by every caller of Describe and
+	// Execute as "authorization: Bearer <secret>" metadata (compared in
+	// constant time); other callers get Unauthenticated. Health checks and
+	// reflection stay open. An executor reachable from other hosts needs
+	// this or mutual TLS (through ServerOptions), or anyone who can reach
+	// it can feed it steps. At least MinSecretLength characters.
+	Secret string
 	// RegisterInterval is how often the executor re-registers while no
 	// Execute stream is open; shorter finds a restarted coordinator sooner
 	// at the price of more calls to one that is down. Default 1s.
@@ -144,6 +153,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	if cfg.Secret != "" && len(cfg.Secret) < MinSecretLength {
+		return cfg, fmt.Errorf("%w: secret is %d characters; use at least %d", ErrInvalidConfig, len(cfg.Secret), MinSecretLength)
 	}
 	if cfg.MaxResultBytes < 0 {
 		return cfg, fmt.Errorf("%w: max result bytes %d is negative", ErrInvalidConfig, cfg.MaxResultBytes)

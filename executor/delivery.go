@@ -75,21 +75,33 @@ func (e *Executor) markDelivered(d *delivery) {
 	}
 }
 
-// deliver queues d on the stream the step came from, or makes it pending
-// when that stream is gone. fromRun says d ends a step admitted on s.
-func (e *Executor) deliver(s *session, d *delivery, fromRun bool) {
+// deliver queues d on s, or makes it pending when s is gone.
+func (e *Executor) deliver(s *session, d *delivery) {
 	e.mu.Lock()
-	if fromRun {
-		s.inflight--
+	pending := e.deliverLocked(s, d)
+	e.mu.Unlock()
+	if pending {
+		e.awaitRedelivery(d)
 	}
+}
+
+// deliverLocked queues d on the stream the step came from and reports
+// false, or makes it pending and reports true when that stream is gone;
+// the caller then calls awaitRedelivery without e.mu. The caller holds
+// e.mu.
+func (e *Executor) deliverLocked(s *session, d *delivery) (pending bool) {
 	if !s.closed {
 		s.queue = append(s.queue, outbound{msg: resultMessage(d.res), d: d})
 		nudge(s.wake)
-		e.mu.Unlock()
-		return
+		return false
 	}
 	e.pending = append(e.pending, d)
-	e.mu.Unlock()
+	return true
+}
+
+// awaitRedelivery logs a result that became pending and wakes the loop
+// that delivers those.
+func (e *Executor) awaitRedelivery(d *delivery) {
 	e.log.Info("step result waits for redelivery", "task_id", d.res.GetTaskId(),
 		"step_id", d.res.GetStepId(), "attempt", d.res.GetAttempt())
 	nudge(e.redeliverWake)

@@ -102,8 +102,13 @@ type Executor struct {
 	// shuttingDown refuses new steps; closed refuses new streams.
 	shuttingDown bool
 	closed       bool
-	running      map[runKey]*run
-	// runsIdle is closed while running is empty.
+	// admitted holds every attempt accepted and not yet answered: active
+	// of them run their handler, the others wait in queue (oldest first)
+	// for a slot. active never exceeds Capacity.
+	admitted map[runKey]*run
+	active   int
+	queue    []*run
+	// runsIdle is closed while admitted is empty.
 	runsIdle    chan struct{}
 	sessions    map[*session]struct{}
 	nextSession uint64
@@ -114,6 +119,22 @@ type Executor struct {
 	// closed while it is zero.
 	undelivered int
 	drained     chan struct{}
+
+	// hooks let tests in this package wait for internal events; set before
+	// Serve and never changed after.
+	hooks hooks
+}
+
+// hooks are called, when set, as the events they name happen.
+type hooks struct {
+	// sessionClosed runs once a stream is forgotten and its unsent results
+	// were made pending, with the id of the coordinator that opened it.
+	sessionClosed func(coordinatorID string)
+	// runStarted runs, under e.mu, each time a handler takes a slot, with
+	// the number of handlers running then.
+	runStarted func(active int)
+	// stepQueued runs, under e.mu, each time a step waits for a slot.
+	stepQueued func()
 }
 
 // New validates cfg and returns an Executor with no handlers.
@@ -135,7 +156,7 @@ func New(cfg Config) (*Executor, error) {
 		redeliverWake: make(chan struct{}, 1),
 		registerWake:  make(chan struct{}, 1),
 		handlers:      make(map[string]HandlerFunc),
-		running:       make(map[runKey]*run),
+		admitted:      make(map[runKey]*run),
 		runsIdle:      idle,
 		sessions:      make(map[*session]struct{}),
 		drained:       drained,
@@ -210,7 +231,12 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 		coords = append(coords, coordinatorv1.NewCoordinatorServiceClient(conn))
 	}
 
-	srv := grpc.NewServer(e.cfg.ServerOptions...)
+	serverOpts := e.cfg.ServerOptions
+	if e.cfg.Secret != "" {
+		// First in the chain, so nothing runs for a caller without it.
+		serverOpts = append(newSecretGuard(e.cfg.Secret).serverOptions(), serverOpts...)
+	}
+	srv := grpc.NewServer(serverOpts...)
 	executorv1.RegisterExecutorServiceServer(srv, &service{e: e})
 	// Reflection lets grpcurl and ghz call the executor without its proto files.
 	reflection.Register(srv)
@@ -268,15 +294,24 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 	return serveErr
 }
 
-// drainRuns refuses new steps and waits for running handlers: up to
-// ShutdownTimeout on their own, then cancelled, then abandoned with an error
-// log if they still ignore their ctx.
+// drainRuns refuses new steps, answers those still waiting for a slot and
+// waits for running handlers: up to ShutdownTimeout on their own, then
+// cancelled, then abandoned with an error log if they still ignore their
+// ctx.
 func (e *Executor) drainRuns() {
 	e.mu.Lock()
 	e.shuttingDown = true
 	idle := e.runsIdle
-	n := len(e.running)
+	n := e.active
+	waiting := e.queue
+	e.queue = nil
 	e.mu.Unlock()
+	for _, r := range waiting {
+		// Never started: answered at once as retryable, so the coordinator
+		// sends the step elsewhere instead of waiting for this shutdown.
+		r.cancel(&cancelError{shutdown: true})
+		go e.execute(r)
+	}
 	if n > 0 {
 		e.log.Info("waiting for running handlers", "running", n, "timeout", e.cfg.ShutdownTimeout)
 	}
@@ -284,8 +319,8 @@ func (e *Executor) drainRuns() {
 		return
 	}
 	e.mu.Lock()
-	runs := make([]*run, 0, len(e.running))
-	for _, r := range e.running {
+	runs := make([]*run, 0, len(e.admitted))
+	for _, r := range e.admitted {
 		runs = append(runs, r)
 	}
 	e.mu.Unlock()
@@ -298,7 +333,7 @@ func (e *Executor) drainRuns() {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, r := range e.running {
+	for _, r := range e.admitted {
 		r.log.Error("abandoning handler that ignored cancellation; its result is lost")
 	}
 }

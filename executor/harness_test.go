@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
@@ -46,6 +48,14 @@ type served struct {
 	stop context.CancelFunc
 	done chan struct{}
 	err  error
+	// closed receives the coordinator id of every stream the executor has
+	// finished closing (see hooks.sessionClosed).
+	closed chan string
+	// maxActive is the most handlers the executor ever ran at once, as it
+	// counted them itself (hooks.runStarted); queued receives a value each
+	// time a step waits for a free slot (hooks.stepQueued).
+	maxActive atomic.Int64
+	queued    chan struct{}
 }
 
 // startExecutor builds an executor with handlers and serves it until the
@@ -63,7 +73,28 @@ func startExecutor(t *testing.T, cfg Config, handlers map[string]HandlerFunc) *s
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &served{exec: e, addr: lis.Addr().String(), stop: cancel, done: make(chan struct{})}
+	s := &served{exec: e, addr: lis.Addr().String(), stop: cancel, done: make(chan struct{}),
+		closed: make(chan string, 64), queued: make(chan struct{}, 64)}
+	e.hooks.sessionClosed = func(id string) {
+		select {
+		case s.closed <- id:
+		default:
+		}
+	}
+	e.hooks.runStarted = func(active int) {
+		for {
+			old := s.maxActive.Load()
+			if int64(active) <= old || s.maxActive.CompareAndSwap(old, int64(active)) {
+				return
+			}
+		}
+	}
+	e.hooks.stepQueued = func() {
+		select {
+		case s.queued <- struct{}{}:
+		default:
+		}
+	}
 	go func() {
 		defer close(s.done)
 		s.err = e.Serve(ctx, lis)
@@ -89,6 +120,34 @@ func (s *served) wait(t *testing.T) error {
 	case <-time.After(waitFor):
 		t.Fatal("Serve did not return")
 		return nil
+	}
+}
+
+// awaitSessionClosed waits until the executor has closed a stream opened by
+// the coordinator named id: from then on it knows the stream is gone, and
+// results it finishes go to ReportStepResult or the next stream.
+func (s *served) awaitSessionClosed(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case got := <-s.closed:
+			if got == id {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the executor never closed the stream of coordinator %q", id)
+		}
+	}
+}
+
+// awaitQueued waits until a step is admitted to wait for a free slot.
+func (s *served) awaitQueued(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.queued:
+	case <-time.After(waitFor):
+		t.Fatal("no step was queued")
 	}
 }
 
@@ -118,8 +177,19 @@ type execStream struct {
 
 func (c *coordinator) open(t *testing.T) *execStream {
 	t.Helper()
+	return c.openAs(t, "")
+}
+
+// openAs opens a stream naming itself as coordinator id, as real
+// coordinators do ("" names none).
+func (c *coordinator) openAs(t *testing.T, id string) *execStream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := c.client.Execute(ctx)
+	callCtx := ctx
+	if id != "" {
+		callCtx = metadata.AppendToOutgoingContext(ctx, CoordinatorIDMetadata, id)
+	}
+	stream, err := c.client.Execute(callCtx)
 	require.NoError(t, err)
 	s := &execStream{stream: stream, cancel: cancel, msgs: make(chan *executorv1.ExecuteResponse, 256), ended: make(chan struct{})}
 	var wg sync.WaitGroup
@@ -304,8 +374,12 @@ func (f *fakeCoordinator) RegisterExecutor(_ context.Context, req *coordinatorv1
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.registers = append(f.registers, req.GetAddress())
-	return &coordinatorv1.RegisterExecutorResponse{CoordinatorId: "fake"}, nil
+	return &coordinatorv1.RegisterExecutorResponse{CoordinatorId: fakeCoordinatorID}, nil
 }
+
+// fakeCoordinatorID is the id the fake coordinator gives itself; streams
+// opened as it (openAs) are the ones the executor's register loop waits on.
+const fakeCoordinatorID = "fake"
 
 var errFakeDown = errors.New("fake coordinator unavailable")
 

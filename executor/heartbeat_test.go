@@ -95,18 +95,15 @@ func TestFirstHeartbeatOfNewStreamListsStepsOfBrokenStream(t *testing.T) {
 	s := startExecutor(t, Config{Coordinator: fc.addr, RegisterInterval: 10 * time.Millisecond, HeartbeatInterval: longHeartbeat},
 		map[string]HandlerFunc{"block": g.handler})
 
-	old := dialExecutor(t, s.addr).open(t)
+	old := dialExecutor(t, s.addr).openAs(t, fakeCoordinatorID)
 	require.Empty(t, old.firstHeartbeat(t).GetRunning())
 	steps := []*executorv1.ExecuteStep{newStep("block", 3), newStep("block", 1)}
 	for _, step := range steps {
 		old.send(t, step)
 		g.awaitStart(t)
 	}
-	before := fc.registerCount()
 	old.cancel()
-	// A call in flight when the stream opened may land once more; a second
-	// one proves the executor saw the stream go.
-	fc.awaitRegisters(t, before+2)
+	s.awaitSessionClosed(t, fakeCoordinatorID)
 
 	// The restarted coordinator dials back; before any interval passes it
 	// learns both attempts still run here, with their task and attempt.
@@ -139,19 +136,14 @@ func TestFirstHeartbeatFollowsPendingResults(t *testing.T) {
 	old.send(t, done)
 	g.awaitStart(t)
 	old.cancel()
-	old.awaitEnd(t)
-	require.Eventually(t, func() bool {
-		s.exec.mu.Lock()
-		defer s.exec.mu.Unlock()
-		return len(s.exec.sessions) == 0
-	}, waitFor, time.Millisecond, "executor never saw the stream end")
+	s.awaitSessionClosed(t, "")
 
 	close(g.release)
 	require.NoError(t, g.awaitCtxErr(t))
 	require.Eventually(t, func() bool {
 		s.exec.mu.Lock()
 		defer s.exec.mu.Unlock()
-		return len(s.exec.running) == 0 && len(s.exec.pending) == 1
+		return len(s.exec.admitted) == 0 && len(s.exec.pending) == 1
 	}, waitFor, time.Millisecond, "result never became pending")
 
 	// The new stream gets the late result, then a heartbeat that no longer

@@ -23,17 +23,24 @@ func newMetrics(reg prometheus.Registerer, e *Executor) *metrics {
 		}, []string{"handler"}),
 	}
 	running := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tasker_executor_running", Help: "Step attempts running now.",
+		Name: "tasker_executor_running", Help: "Step attempts running now; never more than the capacity.",
 	}, func() float64 {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		return float64(len(e.running))
+		return float64(e.active)
+	})
+	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tasker_executor_queued", Help: "Step attempts accepted and waiting for a free slot (a coordinator dispatched on a share the executor had just lowered).",
+	}, func() float64 {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return float64(len(e.queue))
 	})
 	capacity := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tasker_executor_capacity", Help: "Steps this executor runs at once.",
 	})
 	capacity.Set(float64(e.cfg.Capacity))
-	reg.MustRegister(m.finished, m.duration, running, capacity)
+	reg.MustRegister(m.finished, m.duration, running, queued, capacity)
 	return m
 }
 

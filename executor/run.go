@@ -24,20 +24,25 @@ type runKey struct {
 	attempt int32
 }
 
-// run is one attempt being executed. Its fields are set before the
-// goroutine starts and never change.
+// run is one admitted attempt. Its fields are set before it is admitted
+// and never change, except started.
 type run struct {
 	key     runKey
 	req     *Request
 	handler HandlerFunc
 	// sess is the stream the step came on; its result goes back there when
 	// that stream is still open.
-	sess   *session
+	sess *session
+	// ctx carries the step's deadline from admission on, so a step that
+	// waited for a slot past its deadline never starts its handler.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	// stopDeadline releases the deadline timer, if any.
 	stopDeadline context.CancelFunc
 	log          *slog.Logger
+	// started says the run holds a slot (counted in Executor.active);
+	// guarded by Executor.mu.
+	started bool
 }
 
 // cancelError is the cancellation cause of a handler ctx, so the result can
@@ -59,7 +64,8 @@ func (c *cancelError) Error() string {
 }
 
 // startStep admits one ExecuteStep, or answers it at once with a failure
-// when it cannot run here.
+// when it cannot run here. An admitted step starts at once when a slot is
+// free and otherwise waits for one (see capacity.go).
 func (e *Executor) startStep(s *session, step *executorv1.ExecuteStep) {
 	req := newRequest(step)
 	key := runKey{stepID: step.GetStepId(), attempt: step.GetAttempt()}
@@ -70,11 +76,11 @@ func (e *Executor) startStep(s *session, step *executorv1.ExecuteStep) {
 	h, known := e.handlers[req.Handler]
 	var refusal *executorv1.StepFailure
 	switch {
-	case e.running[key] != nil:
+	case e.admitted[key] != nil:
 		e.mu.Unlock()
-		// The running attempt will answer; a second result could only
+		// The admitted attempt will answer; a second result could only
 		// confuse the coordinator.
-		log.Warn("ignoring duplicate ExecuteStep for a running attempt")
+		log.Warn("ignoring duplicate ExecuteStep for an attempt already here")
 		return
 	case e.shuttingDown:
 		refusal = &executorv1.StepFailure{Message: "executor is shutting down", ErrorClass: ClassShuttingDown}
@@ -84,9 +90,11 @@ func (e *Executor) startStep(s *session, step *executorv1.ExecuteStep) {
 			ErrorClass: ClassUnknownHandler,
 			Permanent:  true,
 		}
-	case len(e.running) >= e.cfg.Capacity:
+	case s.inflight >= e.cfg.Capacity:
+		// No share ever announced allows this; only a coordinator that
+		// ignores Describe's capacity gets here.
 		refusal = &executorv1.StepFailure{
-			Message:    fmt.Sprintf("executor %s is at capacity (%d steps running)", e.cfg.ID, e.cfg.Capacity),
+			Message:    fmt.Sprintf("executor %s is at capacity: this stream already has %d steps in flight, the whole capacity", e.cfg.ID, s.inflight),
 			ErrorClass: ClassOverCapacity,
 		}
 	case !req.Deadline.IsZero() && !time.Now().Before(req.Deadline):
@@ -98,7 +106,7 @@ func (e *Executor) startStep(s *session, step *executorv1.ExecuteStep) {
 	if refusal != nil {
 		e.mu.Unlock()
 		log.Warn("refusing step", "error_class", refusal.GetErrorClass(), "err", refusal.GetMessage())
-		e.deliver(s, e.newDelivery(e.failureResult(req, refusal)), false)
+		e.deliver(s, e.newDelivery(e.failureResult(req, refusal)))
 		return
 	}
 
@@ -109,15 +117,39 @@ func (e *Executor) startStep(s *session, step *executorv1.ExecuteStep) {
 	}
 	r := &run{key: key, req: req, handler: h, sess: s, ctx: ctx, cancel: cancel, stopDeadline: stopDeadline, log: log}
 	req.progress = func(p *executorv1.StepProgress) { e.sendProgress(s, p) }
-	if len(e.running) == 0 {
+	if len(e.admitted) == 0 {
 		e.runsIdle = make(chan struct{})
 	}
-	e.running[key] = r
+	e.admitted[key] = r
 	s.inflight++
+	e.queue = append(e.queue, r)
+	queued := !e.startQueuedLocked()
+	if queued && e.hooks.stepQueued != nil {
+		e.hooks.stepQueued()
+	}
+	e.reannounceLocked()
 	e.mu.Unlock()
+	if queued {
+		log.Debug("step waits for a free slot", "capacity", e.cfg.Capacity)
+	}
+}
 
-	log.Debug("step started")
-	go e.execute(r)
+// startQueuedLocked starts waiting steps, oldest first, while slots are
+// free, and reports whether the queue was emptied. The caller holds e.mu.
+func (e *Executor) startQueuedLocked() bool {
+	for len(e.queue) > 0 && e.active < e.cfg.Capacity && !e.shuttingDown {
+		r := e.queue[0]
+		e.queue[0] = nil
+		e.queue = e.queue[1:]
+		r.started = true
+		e.active++
+		if e.hooks.runStarted != nil {
+			e.hooks.runStarted(e.active)
+		}
+		r.log.Debug("step started")
+		go e.execute(r)
+	}
+	return len(e.queue) == 0
 }
 
 func (e *Executor) sortedHandlersLocked() []string {
@@ -129,25 +161,40 @@ func (e *Executor) sortedHandlersLocked() []string {
 	return names
 }
 
-// cancelStep cancels a running attempt; its handler's result is still sent.
+// cancelStep cancels an admitted attempt. A running handler's result is
+// still sent; a step still waiting for a slot is answered at once without
+// running.
 func (e *Executor) cancelStep(c *executorv1.CancelStep) {
 	key := runKey{stepID: c.GetStepId(), attempt: c.GetAttempt()}
 	e.mu.Lock()
-	r := e.running[key]
+	r := e.admitted[key]
+	waiting := r != nil && !r.started && slices.Contains(e.queue, r)
+	if waiting {
+		e.queue = slices.DeleteFunc(e.queue, func(q *run) bool { return q == r })
+	}
 	e.mu.Unlock()
 	if r == nil {
 		e.log.Debug("cancel for a step not running here", "task_id", c.GetTaskId(),
 			"step_id", c.GetStepId(), "attempt", c.GetAttempt(), "reason", c.GetReason())
 		return
 	}
-	r.log.Info("cancelling step", "reason", c.GetReason())
+	r.log.Info("cancelling step", "reason", c.GetReason(), "waiting_for_slot", waiting)
 	r.cancel(&cancelError{reason: c.GetReason()})
+	if waiting {
+		go e.execute(r)
+	}
 }
 
 // execute runs the handler and hands its result over. The deferred function
 // also covers panics and runtime.Goexit, so every admitted step gets exactly
-// one result and frees its slot.
+// one result and frees its slot. A step whose ctx ended before its handler
+// could start (cancelled or expired while it waited for a slot, or taken
+// back at shutdown) is answered without running.
 func (e *Executor) execute(r *run) {
+	if r.ctx.Err() != nil {
+		e.complete(r, e.unstartedResult(r), 0)
+		return
+	}
 	start := time.Now()
 	var (
 		out      any
@@ -161,7 +208,7 @@ func (e *Executor) execute(r *run) {
 		} else if !returned {
 			out, err = nil, WithClass(fmt.Errorf("handler %q exited without returning (runtime.Goexit)", r.req.Handler), ClassPanic)
 		}
-		e.finish(r, out, err, time.Since(start))
+		e.complete(r, e.resultOf(r, out, err), time.Since(start))
 	}()
 	// The handler runs in a span that continues the coordinator's span for
 	// this attempt, so the handler's own spans join the task's trace.
@@ -182,21 +229,53 @@ func (e *Executor) execute(r *run) {
 	returned = true
 }
 
-// finish builds the result, frees the slot and delivers. The slot is freed
-// before the result goes out, so a coordinator that dispatches the next step
-// as soon as it reads this result never finds the executor full.
-func (e *Executor) finish(r *run, out any, err error, took time.Duration) {
-	res := e.resultOf(r, out, err)
+// unstartedResult answers a step whose handler never ran because its ctx
+// ended first. All are retryable: the step itself never failed.
+func (e *Executor) unstartedResult(r *run) *executorv1.StepResult {
+	var ce *cancelError
+	switch {
+	case errors.As(context.Cause(r.ctx), &ce) && ce.shutdown:
+		return e.failureResult(r.req, &executorv1.StepFailure{
+			Message: "executor is shutting down; the step never started", ErrorClass: ClassShuttingDown,
+		})
+	case ce != nil:
+		return e.failureResult(r.req, &executorv1.StepFailure{
+			Message: ce.Error() + " (before the step started)", ErrorClass: ClassCancelled,
+		})
+	default:
+		return e.failureResult(r.req, &executorv1.StepFailure{
+			Message:    fmt.Sprintf("deadline %s passed while the step waited for a free slot", r.req.Deadline.Format(time.RFC3339Nano)),
+			ErrorClass: ClassDeadlineExceeded,
+		})
+	}
+}
+
+// complete frees the step's slot, gives it to the oldest waiting step and
+// hands the result over, all in one critical section so the shares
+// announced next already count both. The slot is freed before the result
+// goes out, so a coordinator that dispatches the next step as soon as it
+// reads this result never finds the executor full.
+func (e *Executor) complete(r *run, res *executorv1.StepResult, took time.Duration) {
 	r.stopDeadline()
 	r.cancel(nil)
 	d := e.newDelivery(res)
 
 	e.mu.Lock()
-	delete(e.running, r.key)
-	if len(e.running) == 0 {
+	delete(e.admitted, r.key)
+	if r.started {
+		e.active--
+	}
+	e.startQueuedLocked()
+	r.sess.inflight--
+	pending := e.deliverLocked(r.sess, d)
+	if len(e.admitted) == 0 {
 		close(e.runsIdle)
 	}
+	e.reannounceLocked()
 	e.mu.Unlock()
+	if pending {
+		e.awaitRedelivery(d)
+	}
 
 	if f := res.GetFailure(); f != nil {
 		outcome := "retryable"
@@ -205,14 +284,13 @@ func (e *Executor) finish(r *run, out any, err error, took time.Duration) {
 		}
 		e.metrics.observe(r.req.Handler, outcome, took)
 		r.log.Warn("step failed", "took", took, "error_class", f.GetErrorClass(),
-			"permanent", f.GetPermanent(), "backoff", f.GetBackoff().AsDuration(), "err", f.GetMessage())
+			"permanent", f.GetPermanent(), "backoff", f.GetBackoff().AsDuration(), "err", f.GetMessage(), "started", r.started)
 	} else {
 		e.metrics.observe(r.req.Handler, "success", took)
 		// Debug, not Info: one line per step would cost more than a noop
 		// handler at full speed.
 		r.log.Debug("step succeeded", "took", took)
 	}
-	e.deliver(r.sess, d, true)
 }
 
 // resultOf turns what the handler returned into the wire result.

@@ -86,10 +86,15 @@ type session struct {
 	// Guarded by Executor.mu.
 	queue  []outbound
 	closed bool
-	// inflight counts steps admitted on this stream whose result has not
-	// been handed over yet; a half-closed stream stays up until it is zero.
+	// inflight counts steps admitted on this stream (running or waiting
+	// for a slot) whose result has not been handed over yet; a half-closed
+	// stream stays up until it is zero.
 	inflight int
 	progress int
+	// announced is the share last sent in a heartbeat on this stream;
+	// announce asks the sender to send a heartbeat because it changed.
+	announced int32
+	announce  bool
 
 	// sent lists recently sent results, oldest first; only the stream's own
 	// goroutine touches it.
@@ -143,7 +148,7 @@ func (e *Executor) serveSession(stream executeStream) (err error) {
 		select {
 		case <-s.wake:
 		case <-heartbeat.C:
-			if err := stream.Send(e.heartbeat()); err != nil {
+			if err := stream.Send(e.heartbeat(s)); err != nil {
 				s.log.Warn("execute stream heartbeat failed", "err", err)
 				return err
 			}
@@ -212,8 +217,6 @@ func (e *Executor) openSession(peer, coordinatorID string) *session {
 		coordinatorID: coordinatorID,
 	}
 	e.sessions[s] = struct{}{}
-	// Another coordinator's share shrinks now; tell the others at once.
-	e.heartbeatOthersLocked(s)
 	for _, d := range e.pending {
 		if !d.done {
 			s.queue = append(s.queue, outbound{msg: resultMessage(d.res), d: d})
@@ -224,8 +227,10 @@ func (e *Executor) openSession(peer, coordinatorID string) *session {
 	// of one interval later: a restarted coordinator relies on it to learn
 	// which attempts still run here before it gives up on them. Built under
 	// the same lock, it never lists an attempt whose result is ahead of it.
-	s.queue = append(s.queue, outbound{msg: e.heartbeatLocked()})
+	s.queue = append(s.queue, outbound{msg: e.heartbeatLocked(s)})
 	nudge(s.wake)
+	// The other coordinators' shares shrink now; tell them at once.
+	e.reannounceLocked()
 	return s
 }
 
@@ -256,12 +261,18 @@ func (e *Executor) closeSession(s *session, abnormal bool) {
 	}
 	s.queue = nil
 	e.pending = append(e.pending, resend...)
+	// A coordinator whose stream is gone gets no share: the others may use
+	// its free slots from now on.
+	e.reannounceLocked()
 	e.mu.Unlock()
 	if moved+len(resend) > 0 {
 		s.log.Info("stream closed with results to redeliver", "unsent", moved, "resent", len(resend))
 	}
 	nudge(e.redeliverWake)
 	nudge(e.registerWake)
+	if e.hooks.sessionClosed != nil {
+		e.hooks.sessionClosed(s.coordinatorID)
+	}
 }
 
 // flush sends everything queued on s. idle reports that nothing is queued
@@ -272,6 +283,11 @@ func (e *Executor) flush(stream executeStream, s *session) (idle bool, err error
 		batch := s.queue
 		s.queue = nil
 		s.progress = 0
+		if s.announce {
+			// Behind the results queued so far, built from the same state:
+			// the coordinator frees their slots before it reads the share.
+			batch = append(batch, outbound{msg: e.heartbeatLocked(s)})
+		}
 		idle = len(batch) == 0 && s.inflight == 0
 		e.mu.Unlock()
 		if len(batch) == 0 {
@@ -303,22 +319,24 @@ func (s *session) remember(res *executorv1.StepResult) {
 	s.sent = append(s.sent[drop:], sentResult{res: res, at: now})
 }
 
-// heartbeat lists every attempt running here, whichever stream sent it, so
-// a reconnected or restarted coordinator learns which of its attempts are
-// still alive and where.
-func (e *Executor) heartbeat() *executorv1.ExecuteResponse {
+// heartbeat lists every attempt admitted here, whichever stream sent it,
+// so a reconnected or restarted coordinator learns which of its attempts
+// are still alive and where, and tells the coordinator on s its share.
+func (e *Executor) heartbeat(s *session) *executorv1.ExecuteResponse {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.heartbeatLocked()
+	return e.heartbeatLocked(s)
 }
 
-// heartbeatLocked builds a heartbeat; the caller holds e.mu. Both lists are
-// sorted so consecutive heartbeats are easy to compare in logs and tests.
+// heartbeatLocked builds a heartbeat for s and records the share it
+// announces; the caller holds e.mu. Both lists are sorted so consecutive
+// heartbeats are easy to compare in logs and tests. Attempts waiting for a
+// slot are listed with those running: they were accepted and will answer.
 // running_step_ids keeps one entry per step even when two attempts of it
 // overlap here, since it names steps, not attempts.
-func (e *Executor) heartbeatLocked() *executorv1.ExecuteResponse {
-	running := make([]*executorv1.RunningStep, 0, len(e.running))
-	for _, r := range e.running {
+func (e *Executor) heartbeatLocked(s *session) *executorv1.ExecuteResponse {
+	running := make([]*executorv1.RunningStep, 0, len(e.admitted))
+	for _, r := range e.admitted {
 		running = append(running, &executorv1.RunningStep{
 			TaskId:  r.req.TaskID,
 			StepId:  r.req.StepID,
@@ -337,31 +355,10 @@ func (e *Executor) heartbeatLocked() *executorv1.ExecuteResponse {
 		ids = append(ids, rs.GetStepId())
 	}
 	slices.Sort(ids)
+	s.announced, s.announce = e.shareLocked(s), false
 	return &executorv1.ExecuteResponse{Kind: &executorv1.ExecuteResponse_Heartbeat{
-		Heartbeat: &executorv1.Heartbeat{RunningStepIds: slices.Compact(ids), Running: running, Capacity: e.shareLocked()},
+		Heartbeat: &executorv1.Heartbeat{RunningStepIds: slices.Compact(ids), Running: running, Capacity: s.announced},
 	}}
-}
-
-// shareLocked is each connected coordinator's part of the capacity: split
-// evenly (at least 1 each), so coordinators sharing this executor never
-// send more than it runs. The caller holds e.mu.
-func (e *Executor) shareLocked() int32 {
-	coords := map[string]struct{}{}
-	for s := range e.sessions {
-		coords[s.coordinatorID] = struct{}{}
-	}
-	return int32(min(max(e.cfg.Capacity/max(len(coords), 1), 1), math.MaxInt32))
-}
-
-// heartbeatOthersLocked queues a heartbeat on every session but s, so the
-// coordinators there learn their new share. The caller holds e.mu.
-func (e *Executor) heartbeatOthersLocked(s *session) {
-	for o := range e.sessions {
-		if o != s && !o.closed {
-			o.queue = append(o.queue, outbound{msg: e.heartbeatLocked()})
-			nudge(o.wake)
-		}
-	}
 }
 
 // coordinatorOf reads the coordinator id a stream was opened with.

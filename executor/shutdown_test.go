@@ -81,21 +81,24 @@ func TestShutdownCancelsHandlersAfterTimeout(t *testing.T) {
 	require.NoError(t, s.wait(t))
 }
 
+// TestShutdownReportsResultOfBrokenStream: a handler whose stream broke
+// finishes during shutdown; Serve must not return before its result is
+// reported. The test waits for the executor itself to have closed the
+// stream: before that, the result could still be sent on the dying stream
+// (a Send that succeeds locally), which is another path and would leave
+// nothing to report.
 func TestShutdownReportsResultOfBrokenStream(t *testing.T) {
 	t.Parallel()
 	fc := startFakeCoordinator(t)
 	g := newGate()
 	s := startExecutor(t, Config{Coordinator: fc.addr, RegisterInterval: 10 * time.Millisecond},
 		map[string]HandlerFunc{"block": g.handler})
-	stream := dialExecutor(t, s.addr).open(t)
+	stream := dialExecutor(t, s.addr).openAs(t, fakeCoordinatorID)
 	step := newStep("block", 3)
 	stream.send(t, step)
 	g.awaitStart(t)
-	before := fc.registerCount()
 	stream.cancel()
-	// A call in flight when the stream opened may land once more; a second
-	// one proves the executor saw the stream go.
-	fc.awaitRegisters(t, before+2)
+	s.awaitSessionClosed(t, fakeCoordinatorID)
 
 	s.stop()
 	close(g.release)
@@ -115,13 +118,12 @@ func TestShutdownHandsBackHandlerOfBrokenStream(t *testing.T) {
 	g := newGate()
 	s := startExecutor(t, Config{Coordinator: fc.addr, RegisterInterval: 10 * time.Millisecond, ShutdownTimeout: 50 * time.Millisecond},
 		map[string]HandlerFunc{"block": g.handler})
-	stream := dialExecutor(t, s.addr).open(t)
+	stream := dialExecutor(t, s.addr).openAs(t, fakeCoordinatorID)
 	step := newStep("block", 2)
 	stream.send(t, step)
 	g.awaitStart(t)
-	before := fc.registerCount()
 	stream.cancel()
-	fc.awaitRegisters(t, before+2)
+	s.awaitSessionClosed(t, fakeCoordinatorID)
 
 	// The handler respects its ctx but is never released: only the
 	// shutdown's cancellation ends it, and with no stream left its

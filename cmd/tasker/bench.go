@@ -30,9 +30,12 @@ type benchFlags struct {
 	metricsURL       string
 	coordinators     int
 	keepDB           bool
-	store            storeFlags
-	logs             logFlags
-	out              outputFlag
+	// executorToken is the token of the executors bench hosts; default
+	// the global --token.
+	executorToken string
+	store         storeFlags
+	logs          logFlags
+	out           outputFlag
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -58,6 +61,13 @@ in turn and watched where they were created, the executors register with all,
 and commits, CPU and memory are those of the whole cluster (per coordinator
 under per_coordinator in -o json). SQLite serves one coordinator only.
 
+With --coordinator, bench calls it with the global --tls-ca, --tls-cert,
+--tls-key and --token (or TASKER_TOKEN), as the other commands do; the token
+needs write access. The executors bench hosts then serve TLS with --tls-cert
+and --tls-key (requiring the coordinator's certificate from --tls-ca, as the
+executor command does) and register with --executor-token (or
+TASKER_EXECUTOR_TOKEN; default --token), which needs executor access.
+
 The executors run inside bench and host a noop handler that records every
 dispatch. A progress line goes to stderr every 2s; the summary (one line, or
 one JSON object with -o json) goes to stdout.`,
@@ -77,6 +87,7 @@ one JSON object with -o json) goes to stdout.`,
 	fl.IntVar(&f.sample, "sample", bench.DefaultSampleTasks, "finished tasks read back to measure dispatch overhead")
 	fl.StringVar(&f.metricsURL, "coordinator-metrics", "", "with --coordinator: its Prometheus /metrics URL")
 	fl.IntVar(&f.coordinators, "coordinators", 1, "coordinators bench starts on the same --db (more than 1 needs PostgreSQL)")
+	fl.StringVar(&f.executorToken, "executor-token", "", "with --coordinator: token the executors bench hosts send when they register and report (executor access; env "+envExecutorToken+"; default --token)")
 	fl.BoolVar(&f.keepDB, "keep-db", false, "keep the temporary SQLite file or PostgreSQL schema of the run, to inspect it")
 	f.store.register(cmd, "")
 	fl.Lookup("db").Usage = "store for the coordinators bench starts: a SQLite file (default: a new temporary file, removed afterwards) " +
@@ -110,6 +121,9 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) (err error) {
 	}
 	if cmd.Flags().Changed("coordinator") {
 		cfg.Coordinator, cfg.MetricsURL = g.coordinator, f.metricsURL
+		if err := benchSecurity(&cfg, g, f); err != nil {
+			return err
+		}
 	} else {
 		cluster, err := startBenchCoordinators(cmd, stderr, f)
 		if err != nil {
@@ -142,6 +156,33 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) (err error) {
 	return rep.WriteText(g.env.Stdout)
 }
 
+// envExecutorToken is the token of bench's executors when
+// --executor-token is not given.
+const envExecutorToken = "TASKER_EXECUTOR_TOKEN"
+
+// benchSecurity sets how bench reaches a running coordinator: its own calls
+// carry the global TLS flags and token as every client command's do, and
+// its executors are secured as the executor command secures itself.
+func benchSecurity(cfg *bench.Config, g *globals, f *benchFlags) error {
+	dial, err := coordinatorDialOptions(g.tls, g.bearerToken())
+	if err != nil {
+		return err
+	}
+	token := f.executorToken
+	if token == "" {
+		token = g.env.getenv(envExecutorToken)
+	}
+	if token == "" {
+		token = g.bearerToken()
+	}
+	sec, err := executorSecurity(executorOptions{listen: "127.0.0.1:0", tls: g.tls, token: token})
+	if err != nil {
+		return err
+	}
+	cfg.DialOptions, cfg.ExecutorDialOptions, cfg.ExecutorServerOptions = dial, sec.dial, sec.server
+	return nil
+}
+
 // checkBenchFlags refuses combinations that would not do what they say.
 func checkBenchFlags(cmd *cobra.Command, f *benchFlags) error {
 	changed := cmd.Flags().Changed
@@ -159,6 +200,13 @@ func checkBenchFlags(cmd *cobra.Command, f *benchFlags) error {
 	}
 	if f.metricsURL != "" {
 		return errors.New("--coordinator-metrics needs --coordinator")
+	}
+	// The coordinators bench starts serve plaintext on loopback without
+	// tokens; TLS files or tokens given for them would be silently unused.
+	for _, name := range []string{"tls-ca", "tls-cert", "tls-key", "token", "executor-token"} {
+		if changed(name) {
+			return fmt.Errorf("--%s needs --coordinator: the coordinators bench starts itself serve plaintext on loopback without tokens", name)
+		}
 	}
 	if bench.IsPostgres(f.store.db) {
 		if changed("sync") {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/auth/authtest"
 )
 
 func TestBenchAgainstRunningCoordinator(t *testing.T) {
@@ -55,6 +57,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"bench", "--db", "postgres://127.0.0.1:9/x", "--sync", "normal"}, "--sync is a SQLite setting"},
 		{[]string{"bench", "--coordinator-metrics", "http://127.0.0.1:9/metrics"}, "--coordinator-metrics needs --coordinator"},
 		{[]string{"bench", "--sync", "off"}, "--sync must be full or normal"},
+		{[]string{"bench", "--token", "t"}, "--token needs --coordinator: the coordinators bench starts itself serve plaintext on loopback without tokens"},
+		{[]string{"--tls-ca", "ca.pem", "bench"}, "--tls-ca needs --coordinator"},
+		{[]string{"bench", "--executor-token", "t"}, "--executor-token needs --coordinator"},
 		{[]string{"bench", "-o", "yaml"}, "unknown output format"},
 		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--shape", "spiral"}, `unknown shape "spiral"`},
 		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--tasks", "0"}, "give a number of tasks or a duration"},
@@ -63,4 +68,41 @@ func TestBenchUsageErrors(t *testing.T) {
 		require.Equal(t, 1, res.code, tc.args)
 		require.Contains(t, res.stderr, tc.want, tc.args)
 	}
+}
+
+// TestBenchUsesTLSAndTokenFlags runs bench against a coordinator that
+// serves mutual TLS and needs tokens: bench's client must use the global
+// --tls-* flags and --token, and the executors it hosts must serve TLS with
+// the same certificate and register with --executor-token.
+func TestBenchUsesTLSAndTokenFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := authtest.NewCA(t, "mesh")
+	caFile := ca.WriteFile(t, dir, "ca.pem")
+	coordCert, coordKey := ca.Issue(t, "coordinator").WriteFiles(t, dir, "coordinator")
+	benchCert, benchKey := ca.Issue(t, "bench").WriteFiles(t, dir, "bench")
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0", log: discardLog(),
+		store: storeFlags{db: filepath.Join(dir, "tasker.db"), sync: "normal"},
+		security: coordinatorSecurityFlags{
+			files: tlsFiles{ca: caFile, cert: coordCert, key: coordKey}, tokensFile: writeTokens(t, dir),
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+
+	tlsArgs := []string{"--tls-ca", caFile, "--tls-cert", benchCert, "--tls-key", benchKey}
+	res := runCLI(t, rc.addr, append(tlsArgs, "bench", "--shape", "linear4", "--tasks", "3", "--concurrency", "2",
+		"--token", writerToken, "--executor-token", executorToken, "-o", "json")...)
+	require.Equal(t, 0, res.code, res.stderr)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &got), res.stdout)
+	require.Equal(t, 3.0, got["tasks"])
+	require.Equal(t, 0.0, got["tasks_failed"])
+	require.Equal(t, 12.0, got["steps"])
+
+	// The API token is checked too: a read token cannot create tasks.
+	res = runCLI(t, rc.addr, append(tlsArgs, "bench", "--tasks", "1", "--token", readerToken, "--executor-token", executorToken)...)
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "needs write access")
 }

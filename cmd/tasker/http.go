@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tasker-go/tasker/auth"
 )
 
 // newRegistry is the Prometheus registry of a coordinator process: Go
@@ -33,9 +35,19 @@ func newRegistry(stats func() (commits, writes int64)) *prometheus.Registry {
 	return reg
 }
 
+// httpServer is a running --http-listen server.
+type httpServer struct {
+	addr string
+	srv  *http.Server
+	done chan struct{}
+}
+
 // serveHTTP serves /metrics, /healthz and, when withPprof, /debug/pprof on
-// addr until ctx ends.
-func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, withPprof bool, log *slog.Logger) (string, error) {
+// addr until stop. sec decides TLS and tokens; every path but /healthz
+// needs a read token when tokens are on, since what is served here (and
+// the dashboard and REST API to come) tells a caller as much as the read
+// RPCs do.
+func serveHTTP(addr string, reg *prometheus.Registry, withPprof bool, sec httpSecurity, log *slog.Logger) (*httpServer, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -48,22 +60,45 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, withP
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
+	guard := auth.NewHTTPGuard(auth.HTTPGuardConfig{
+		Authenticator: sec.authn, Need: auth.AccessRead, Public: []string{"/healthz"}, Logger: log,
+	})
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("--http-listen: listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h := &httpServer{
+		addr: lis.Addr().String(),
+		srv:  &http.Server{Handler: guard.Wrap(mux), ReadHeaderTimeout: 10 * time.Second, TLSConfig: sec.tls},
+		done: make(chan struct{}),
+	}
 	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer close(h.done)
+		var err error
+		if sec.tls != nil {
+			// The certificate is in TLSConfig already.
+			err = h.srv.ServeTLS(lis, "", "")
+		} else {
+			err = h.srv.Serve(lis)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	log.Info("http serving", "addr", lis.Addr().String(), "pprof", withPprof)
-	return lis.Addr().String(), nil
+	log.Info("http serving", "addr", h.addr, "pprof", withPprof, "tls", sec.tls != nil, "tokens", sec.authn != nil)
+	return h, nil
+}
+
+// stop shuts the server down, giving requests in progress a few seconds,
+// and returns once it has stopped.
+func (h *httpServer) stop() {
+	if h == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		_ = h.srv.Close()
+	}
+	<-h.done
 }

@@ -1,34 +1,34 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
+	"strconv"
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/tasker-go/tasker/auth"
-	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
-	"github.com/tasker-go/tasker/executor/builtin"
-	"github.com/tasker-go/tasker/template"
 )
+
+// envExecutorSecret holds the secret coordinators present to executors
+// when --executor-secret is not given; unlike the flag, other users cannot
+// read it from the process list.
+const envExecutorSecret = "TASKER_EXECUTOR_SECRET"
+
+// checkExecutorSecret refuses a guessable --executor-secret.
+func checkExecutorSecret(secret string) error {
+	if secret != "" && len(secret) < executor.MinSecretLength {
+		return fmt.Errorf("--executor-secret: %d characters; use at least %d", len(secret), executor.MinSecretLength)
+	}
+	return nil
+}
 
 // logFlags configure the structured logs of the server commands.
 type logFlags struct {
@@ -68,305 +68,6 @@ func (s *storeFlags) register(cmd *cobra.Command, defaultDB string) {
 	cmd.Flags().StringVar(&s.sync, "sync", "full", "SQLite synchronous mode: full (durable against power loss) or normal")
 }
 
-// coordinatorOptions are what it takes to run a coordinator in-process.
-type coordinatorOptions struct {
-	// tracer traces tasks and attempts; nil is off.
-	tracer   trace.TracerProvider
-	listen   string
-	id       string
-	leaseTTL time.Duration
-	store    storeFlags
-	grace    time.Duration
-	liveness time.Duration
-	limits   coordinator.Limits
-	// shutdown bounds how long stop waits for results of attempts in
-	// flight.
-	shutdown time.Duration
-	// httpListen, when set, serves /metrics and /healthz (and /debug/pprof
-	// with pprof).
-	httpListen string
-	pprof      bool
-	log        *slog.Logger
-	// security holds the TLS, token and plaintext flags.
-	security coordinatorSecurityFlags
-}
-
-// runningCoordinator is a coordinator serving gRPC on a listener.
-type runningCoordinator struct {
-	addr  string
-	store *openedStore
-	coord *coordinator.Coordinator
-	srv   *grpc.Server
-	done  chan error
-	// shutdown bounds the wait for in-flight results at stop.
-	shutdown time.Duration
-	log      *slog.Logger
-	httpAddr string
-	stopHTTP context.CancelFunc
-}
-
-// startCoordinator opens the store, resumes unfinished tasks and serves the
-// API on opts.listen.
-func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoordinator, error) {
-	sec, err := opts.security.build(opts.listen)
-	if err != nil {
-		return nil, err
-	}
-	lis, err := net.Listen("tcp", opts.listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
-	}
-	st, err := openStore(ctx, opts.store, opts.log)
-	if err != nil {
-		_ = lis.Close()
-		return nil, err
-	}
-	id := opts.id
-	if id == "" {
-		// Stable across restarts on this host and address, so a restarted
-		// coordinator takes back its own tasks at once.
-		host, _ := os.Hostname()
-		id = host + "/" + lis.Addr().String()
-	}
-	reg := newRegistry(st.stats)
-	coord, err := coordinator.New(coordinator.Config{
-		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
-		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer,
-		DialOptions: sec.dial, Security: sec.security,
-	})
-	if err != nil {
-		_ = lis.Close()
-		_ = st.Close()
-		return nil, err
-	}
-	if err := coord.Start(ctx); err != nil {
-		_ = lis.Close()
-		_ = st.Close()
-		return nil, err
-	}
-	httpCtx, stopHTTP := context.WithCancel(context.Background())
-	httpAddr := ""
-	if opts.httpListen != "" {
-		if httpAddr, err = serveHTTP(httpCtx, opts.httpListen, reg, opts.pprof, opts.log); err != nil {
-			stopHTTP()
-			_ = lis.Close()
-			_ = coord.Stop(ctx)
-			_ = st.Close()
-			return nil, err
-		}
-	}
-	srv := grpc.NewServer(append(coord.ServerOptions(), sec.server...)...)
-	coord.Register(srv)
-	// Server reflection lets grpcurl and ghz call the API without the
-	// .proto files.
-	reflection.Register(srv)
-	rc := &runningCoordinator{
-		addr: lis.Addr().String(), httpAddr: httpAddr, store: st, coord: coord, srv: srv, done: make(chan error, 1),
-		shutdown: opts.shutdown, log: opts.log, stopHTTP: stopHTTP,
-	}
-	go func() { rc.done <- srv.Serve(lis) }()
-	if sec.security.Authenticator == nil && auth.CheckPlaintextListen(opts.listen) != nil {
-		opts.log.Warn("tokens are off: any caller that reaches this address may call every RPC; give --tokens-file or --jwt-key", "addr", rc.addr)
-	}
-	opts.log.Info("coordinator serving", "addr", rc.addr, "db", st.describe, "sync", opts.store.sync, "coordinator_id", coord.ID(),
-		"tls", sec.tlsMode, "auth", sec.authMode)
-	return rc, nil
-}
-
-// stop shuts the coordinator down: dispatching stops, results of attempts
-// in flight land until the shutdown deadline (the API keeps serving them),
-// then the server stops and the store is closed.
-func (rc *runningCoordinator) stop() error {
-	wait := rc.shutdown
-	if wait <= 0 {
-		wait = 30 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := rc.coord.Stop(ctx); err != nil {
-		rc.log.Warn("stopped with attempts in flight", "err", err)
-	}
-	stopped := make(chan struct{})
-	go func() {
-		rc.srv.GracefulStop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		rc.srv.Stop()
-	}
-	rc.stopHTTP()
-	return rc.store.Close()
-}
-
-func newCoordinatorCmd(g *globals) *cobra.Command {
-	var (
-		opts coordinatorOptions
-		logs logFlags
-	)
-	cmd := &cobra.Command{
-		Use:   "coordinator",
-		Short: "Run a coordinator: the API, the task state machines and dispatch to executors",
-		Long: `coordinator serves the API, runs the task state machines and dispatches
-steps to executors.
-
-Security. Without --tls-cert and --tls-key it serves plaintext, and only on a
-loopback address unless --insecure is given. With them it serves TLS (1.2 or
-newer) and dials executors over TLS, presenting the same certificate.
---tls-ca makes TLS between coordinator and executors mutual: executors'
-certificates are verified against it, and RegisterExecutor and
-ReportStepResult require a client certificate from it (API callers need
-none). --tls-client-ca requires a client certificate, from it or --tls-ca,
-of every caller on every call, health checks included.
-
-Tokens are off unless --tokens-file or --jwt-key is given: then every call
-but health checks and reflection needs "authorization: Bearer <token>".
-Access classes: read (get/list/watch, list executors), write (read plus
-register templates, create, cancel, retry, resolve) and executor
-(RegisterExecutor, ReportStepResult). Namespaces are checked per call;
-listing tasks without --namespace needs a token granted "*" or exactly one
-namespace. /metrics and /healthz on --http-listen need no token.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logs.logger(g.env.Stderr)
-			if err != nil {
-				return err
-			}
-			opts.log, opts.security.files = log, g.tls
-			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-coordinator", g.env.getenv, g.env.Stdout)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = stopTracing(context.Background()) }()
-			opts.tracer = tp
-			rc, err := startCoordinator(cmd.Context(), opts)
-			if err != nil {
-				return err
-			}
-			select {
-			case <-cmd.Context().Done():
-				log.Info("shutting down")
-			case err := <-rc.done:
-				log.Error("server stopped", "err", err)
-			}
-			return rc.stop()
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&opts.listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
-	f.DurationVar(&opts.grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
-	f.StringVar(&opts.id, "id", "", "coordinator id for its lease (default: host name and listen address, stable across restarts)")
-	f.DurationVar(&opts.leaseTTL, "lease-ttl", 10*time.Second, "how long this coordinator owns its tasks without renewing; others take them over within about this long after it dies")
-	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
-	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
-	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
-	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
-	f.IntVar(&opts.limits.MaxSteps, "max-steps", template.DefaultMaxSteps, "most steps a template may have")
-	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", 8<<20, "largest gRPC request accepted, in bytes")
-	f.StringVar(&opts.httpListen, "http-listen", "", "serve /metrics and /healthz on this address (off when empty)")
-	f.BoolVar(&opts.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on the --http-listen address")
-	opts.store.register(cmd, "tasker.db")
-	opts.security.register(cmd)
-	logs.register(cmd, "info")
-	return cmd
-}
-
-// executorOptions are what it takes to run an executor in-process.
-type executorOptions struct {
-	listen, advertise, coordinator, id string
-	// tracer continues the coordinator's traces in handlers; nil is off.
-	tracer trace.TracerProvider
-	// httpListen, when set, serves the executor's /metrics and /healthz.
-	httpListen string
-	// coordinators are further coordinators to register with, when
-	// several share one database; capacity is split between them.
-	coordinators []string
-	capacity     int
-	log          *slog.Logger
-	// tls serves the executor and verifies the coordinator (global flags).
-	tls tlsFiles
-	// token is sent on the executor's calls to the coordinator.
-	token string
-	// allowPlaintext permits serving without TLS off loopback.
-	allowPlaintext bool
-}
-
-// startExecutor runs an executor hosting the built-in handlers until ctx
-// ends; the returned channel yields Serve's result.
-func startExecutor(ctx context.Context, opts executorOptions) (*executor.Executor, string, <-chan error, error) {
-	serverOpts, dialOpts, err := executorSecurity(opts)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if opts.httpListen != "" {
-		if _, err := serveHTTP(ctx, opts.httpListen, reg, false, opts.log); err != nil {
-			return nil, "", nil, err
-		}
-	}
-	ex, err := executor.New(executor.Config{
-		ID: opts.id, Capacity: opts.capacity, Coordinator: opts.coordinator, Coordinators: opts.coordinators,
-		AdvertiseAddress: opts.advertise, Logger: opts.log,
-		ServerOptions: serverOpts, DialOptions: dialOpts, TracerProvider: opts.tracer, Registerer: reg,
-	})
-	if err != nil {
-		return nil, "", nil, err
-	}
-	if err := builtin.Register(ex); err != nil {
-		return nil, "", nil, err
-	}
-	lis, err := net.Listen("tcp", opts.listen)
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- ex.Serve(ctx, lis) }()
-	opts.log.Info("executor serving", "addr", lis.Addr().String(), "executor_id", ex.ID(), "coordinator", opts.coordinator, "coordinators", opts.coordinators, "capacity", opts.capacity,
-		"tls", opts.tls.cert != "", "mtls", opts.tls.ca != "", "token", opts.token != "")
-	return ex, lis.Addr().String(), done, nil
-}
-
-func newExecutorCmd(g *globals) *cobra.Command {
-	var (
-		opts executorOptions
-		logs logFlags
-	)
-	cmd := &cobra.Command{
-		Use:   "executor",
-		Short: "Run an executor hosting the built-in handlers (noop, echo, sleep, flaky)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logs.logger(g.env.Stderr)
-			if err != nil {
-				return err
-			}
-			opts.log, opts.coordinator, opts.tls, opts.token = log, g.coordinator, g.tls, g.bearerToken()
-			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-executor", g.env.getenv, g.env.Stdout)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = stopTracing(context.Background()) }()
-			opts.tracer = tp
-			_, _, done, err := startExecutor(cmd.Context(), opts)
-			if err != nil {
-				return err
-			}
-			return <-done
-		},
-	}
-	cmd.Flags().StringVar(&opts.listen, "listen", "127.0.0.1:7071", "address to serve the executor on")
-	cmd.Flags().StringVar(&opts.httpListen, "http-listen", "", "serve the executor's /metrics and /healthz on this address (off when empty)")
-	cmd.Flags().StringVar(&opts.advertise, "advertise", "", "address the coordinator should dial (default: the listen address)")
-	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
-	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
-	cmd.Flags().StringSliceVar(&opts.coordinators, "coordinators", nil, "further coordinators (ADDR[,ADDR...]) to register with besides --coordinator, when several share one database; the capacity is split between them")
-	registerInsecure(cmd, &opts.allowPlaintext)
-	logs.register(cmd, "info")
-	return cmd
-}
-
 // registerInsecure adds --insecure, and --allow-plaintext as a hidden alias,
 // to a server command.
 func registerInsecure(cmd *cobra.Command, v *bool) {
@@ -386,131 +87,90 @@ func checkPlaintext(listen string, allowed bool) error {
 	return nil
 }
 
-// coordinatorSecurityFlags are the coordinator's security flags; the TLS
-// files come from the global flags.
-//
-// TLS is all or nothing between a coordinator and its executors: with
-// --tls-cert and --tls-key the coordinator serves TLS and dials executors
-// over TLS, verifying them against --tls-ca (or the system roots) and
-// presenting its own certificate. --tls-ca also asks every caller for a
-// client certificate and makes RegisterExecutor and ReportStepResult
-// require one from that CA. --tls-client-ca makes a client certificate
-// (from it or --tls-ca) required of every caller on every call.
-type coordinatorSecurityFlags struct {
-	files          tlsFiles
-	clientCA       string
-	tokensFile     string
-	jwtKey         string
-	allowPlaintext bool
-}
-
-func (f *coordinatorSecurityFlags) register(cmd *cobra.Command) {
-	fl := cmd.Flags()
-	fl.StringVar(&f.clientCA, "tls-client-ca", "", "PEM CA bundle: require every caller to present a client certificate from it (or from --tls-ca)")
-	fl.StringVar(&f.tokensFile, "tokens-file", "", "YAML or JSON list of {name, token or token_sha256, namespaces, access: read|write|executor}; callers must then send a bearer token (with neither this nor --jwt-key, tokens are off)")
-	fl.StringVar(&f.jwtKey, "jwt-key", "", "HMAC secret, or RSA/ECDSA/Ed25519 public key PEM, verifying JWT bearer tokens (claims sub, namespaces, access; exp required)")
-	registerInsecure(cmd, &f.allowPlaintext)
-}
-
-// coordinatorSecurity is what the flags amount to.
-type coordinatorSecurity struct {
-	server   []grpc.ServerOption
-	dial     []grpc.DialOption
-	security coordinator.Security
-	// tlsMode and authMode describe the setup in the startup log.
-	tlsMode, authMode string
-}
-
-// build loads every file the flags name, so a bad file stops the start
-// before anything is opened.
-func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, error) {
-	out := &coordinatorSecurity{tlsMode: "off", authMode: "off"}
-	if f.files.cert == "" && f.files.key == "" {
-		if f.files.ca != "" || f.clientCA != "" {
-			return nil, errors.New("--tls-ca and --tls-client-ca need --tls-cert and --tls-key: the coordinator must serve TLS to verify its peers")
+// checkHostPort refuses an address a listener cannot take, naming the flag
+// and showing the form it wants. A bare port gets an example with that port;
+// otherwise the example uses defaultPort.
+func checkHostPort(flag, addr, defaultPort string) error {
+	if _, port, err := net.SplitHostPort(addr); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err == nil {
+			return nil
 		}
-		if err := checkPlaintext(listen, f.allowPlaintext); err != nil {
-			return nil, err
-		}
-		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	} else {
-		cert, err := f.files.keyPair()
-		if err != nil {
-			return nil, err
-		}
-		mesh, err := f.files.roots()
-		if err != nil {
-			return nil, err
-		}
-		var clientCAs *x509.CertPool
-		mode := tls.NoClientCert
-		out.tlsMode = "on"
-		switch {
-		case f.clientCA != "":
-			files := []string{f.clientCA}
-			if f.files.ca != "" {
-				files = append(files, f.files.ca)
-			}
-			if clientCAs, err = auth.LoadCertPool(files...); err != nil {
-				return nil, fmt.Errorf("--tls-client-ca: %w", err)
-			}
-			mode, out.tlsMode = tls.RequireAndVerifyClientCert, "mutual (every caller)"
-		case mesh != nil:
-			// Only executors must present a certificate; the Guard checks
-			// that per call, so API callers without one still connect.
-			clientCAs, mode, out.tlsMode = mesh, tls.VerifyClientCertIfGiven, "mutual (executors)"
-		}
-		out.server = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(auth.ServerTLS(*cert, clientCAs, mode)))}
-		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(auth.ClientTLS(mesh, cert)))}
-		out.security.ExecutorCAs = mesh
 	}
+	example := defaultPort
+	if _, err := strconv.ParseUint(addr, 10, 16); err == nil {
+		example = addr
+	}
+	return fmt.Errorf("%s: want host:port (e.g. 127.0.0.1:%s), got %q", flag, example, addr)
+}
+
+// positiveDuration refuses a zero or negative duration flag.
+func positiveDuration(flag string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s: want a positive duration, got %s", flag, d)
+	}
+	return nil
+}
+
+// positiveInt refuses a zero or negative count or size flag; the libraries
+// read zero as "the default", which is not what someone who typed 0 meant.
+func positiveInt(flag string, n int) error {
+	if n <= 0 {
+		return fmt.Errorf("%s: want a positive number, got %d", flag, n)
+	}
+	return nil
+}
+
+// loadAuthenticator loads --tokens-file and --jwt-key into one
+// authenticator, nil when neither is given; mode describes it for the
+// startup log.
+func loadAuthenticator(tokensFile, jwtKey string) (auth.Authenticator, string, error) {
 	var chain auth.Chain
 	var modes []string
-	if f.tokensFile != "" {
-		t, err := auth.LoadTokens(f.tokensFile)
+	if tokensFile != "" {
+		t, err := auth.LoadTokens(tokensFile)
 		if err != nil {
-			return nil, fmt.Errorf("--tokens-file: %w", err)
+			return nil, "", fmt.Errorf("--tokens-file: %w", err)
 		}
 		chain, modes = append(chain, t), append(modes, fmt.Sprintf("tokens (%d)", t.Len()))
 	}
-	if f.jwtKey != "" {
-		v, err := auth.LoadJWTKey(f.jwtKey)
+	if jwtKey != "" {
+		v, err := auth.LoadJWTKey(jwtKey)
 		if err != nil {
-			return nil, fmt.Errorf("--jwt-key: %w", err)
+			return nil, "", fmt.Errorf("--jwt-key: %w", err)
 		}
 		chain, modes = append(chain, v), append(modes, "jwt")
 	}
-	if len(chain) > 0 {
-		out.security.Authenticator = chain
-		out.authMode = strings.Join(modes, "+")
+	if len(chain) == 0 {
+		return nil, "off", nil
 	}
-	return out, nil
+	return chain, strings.Join(modes, "+"), nil
 }
 
-// executorSecurity turns the executor's TLS and token settings into gRPC
-// options: with --tls-cert and --tls-key it serves TLS, and with --tls-ca
-// it requires the coordinator's client certificate from that CA. Its calls
-// to the coordinator use TLS when any TLS file is given (verified against
-// --tls-ca or the system roots, presenting --tls-cert) and carry the token.
-func executorSecurity(opts executorOptions) ([]grpc.ServerOption, []grpc.DialOption, error) {
-	dial, err := coordinatorDialOptions(opts.tls, opts.token)
-	if err != nil {
-		return nil, nil, err
+// httpSecurity protects the HTTP listener beside a gRPC server by the same
+// rules: TLS with the server's certificate when it has one, plaintext only
+// on loopback unless --insecure, and the server's tokens on every path but
+// /healthz.
+type httpSecurity struct {
+	// tls serves HTTPS; nil serves plaintext.
+	tls *tls.Config
+	// authn checks tokens; nil when tokens are off.
+	authn          auth.Authenticator
+	allowPlaintext bool
+}
+
+// check refuses an --http-listen address these settings may not serve on.
+func (h httpSecurity) check(addr, defaultPort string) error {
+	if err := checkHostPort("--http-listen", addr, defaultPort); err != nil {
+		return err
 	}
-	if opts.tls.cert == "" && opts.tls.key == "" {
-		if opts.tls.ca != "" {
-			return nil, nil, errors.New("--tls-ca needs --tls-cert and --tls-key: the executor must serve TLS to require the coordinator's certificate")
+	if h.tls != nil || h.allowPlaintext {
+		return nil
+	}
+	if err := auth.CheckPlaintextListen(addr); err != nil {
+		if errors.Is(err, auth.ErrPlaintextNotLoopback) {
+			return fmt.Errorf("--http-listen: refusing to serve plaintext HTTP on a non-loopback address %q: give --tls-cert and --tls-key to serve HTTPS, or --insecure to serve plaintext anyway", addr)
 		}
-		return nil, dial, checkPlaintext(opts.listen, opts.allowPlaintext)
+		return fmt.Errorf("--http-listen: %w", err)
 	}
-	cert, err := opts.tls.keyPair()
-	if err != nil {
-		return nil, nil, err
-	}
-	roots, err := opts.tls.roots()
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg := auth.ServerTLS(*cert, roots, tls.RequireAndVerifyClientCert)
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, dial, nil
+	return nil
 }

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tasker-go/tasker/auth"
+	"github.com/tasker-go/tasker/coordinator"
+	"github.com/tasker-go/tasker/template"
+)
+
+// coordinatorOptions are what it takes to run a coordinator in-process.
+type coordinatorOptions struct {
+	// tracer traces tasks and attempts; nil is off.
+	tracer   trace.TracerProvider
+	listen   string
+	id       string
+	leaseTTL time.Duration
+	store    storeFlags
+	grace    time.Duration
+	liveness time.Duration
+	limits   coordinator.Limits
+	// shutdown bounds how long stop waits for results of attempts in
+	// flight.
+	shutdown time.Duration
+	// httpListen, when set, serves /metrics and /healthz (and /debug/pprof
+	// with pprof).
+	httpListen string
+	pprof      bool
+	log        *slog.Logger
+	// security holds the TLS, token and plaintext flags.
+	security coordinatorSecurityFlags
+}
+
+// validate checks the flag values startCoordinator would otherwise take
+// for "use the default" or misread, naming the flag.
+func (o *coordinatorOptions) validate() error {
+	errs := []error{checkHostPort("--listen", o.listen, "7070")}
+	if o.httpListen != "" {
+		errs = append(errs, checkHostPort("--http-listen", o.httpListen, "7080"))
+	}
+	return errors.Join(append(errs,
+		o.store.validate(),
+		positiveDuration("--lease-ttl", o.leaseTTL),
+		positiveDuration("--executor-grace", o.grace),
+		positiveDuration("--executor-liveness", o.liveness),
+		positiveDuration("--shutdown-timeout", o.shutdown),
+		positiveInt("--max-context-bytes", o.limits.MaxContextBytes),
+		positiveInt("--max-result-bytes", o.limits.MaxResultBytes),
+		positiveInt("--max-steps", o.limits.MaxSteps),
+		positiveInt("--max-request-bytes", o.limits.MaxRequestBytes),
+	)...)
+}
+
+// runningCoordinator is a coordinator serving gRPC on a listener.
+type runningCoordinator struct {
+	addr  string
+	store *openedStore
+	coord *coordinator.Coordinator
+	srv   *grpc.Server
+	done  chan error
+	// shutdown bounds the wait for in-flight results at stop.
+	shutdown time.Duration
+	log      *slog.Logger
+	httpAddr string
+	// http serves --http-listen; nil when off.
+	http *httpServer
+}
+
+// startCoordinator opens the store, resumes unfinished tasks and serves the
+// API on opts.listen.
+func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoordinator, error) {
+	sec, err := opts.security.build(opts.listen)
+	if err != nil {
+		return nil, err
+	}
+	if opts.httpListen != "" {
+		if err := sec.http.check(opts.httpListen, "7080"); err != nil {
+			return nil, err
+		}
+	}
+	lis, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+	}
+	st, err := openStore(ctx, opts.store, opts.log)
+	if err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
+	id := opts.id
+	if id == "" {
+		// Stable across restarts on this host and address, so a restarted
+		// coordinator takes back its own tasks at once.
+		host, _ := os.Hostname()
+		id = host + "/" + lis.Addr().String()
+	}
+	reg := newRegistry(st.stats)
+	coord, err := coordinator.New(coordinator.Config{
+		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
+		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer,
+		DialOptions: sec.dial, Security: sec.security,
+	})
+	if err != nil {
+		_ = lis.Close()
+		_ = st.Close()
+		return nil, err
+	}
+	if err := coord.Start(ctx); err != nil {
+		_ = lis.Close()
+		_ = st.Close()
+		return nil, err
+	}
+	var httpSrv *httpServer
+	httpAddr := ""
+	if opts.httpListen != "" {
+		if httpSrv, err = serveHTTP(opts.httpListen, reg, opts.pprof, sec.http, opts.log); err != nil {
+			_ = lis.Close()
+			_ = coord.Stop(ctx)
+			_ = st.Close()
+			return nil, err
+		}
+		httpAddr = httpSrv.addr
+	}
+	srv := grpc.NewServer(append(coord.ServerOptions(), sec.server...)...)
+	coord.Register(srv)
+	// Server reflection lets grpcurl and ghz call the API without the
+	// .proto files.
+	reflection.Register(srv)
+	rc := &runningCoordinator{
+		addr: lis.Addr().String(), httpAddr: httpAddr, store: st, coord: coord, srv: srv, done: make(chan error, 1),
+		shutdown: opts.shutdown, log: opts.log, http: httpSrv,
+	}
+	go func() { rc.done <- srv.Serve(lis) }()
+	if sec.security.Authenticator == nil && auth.CheckPlaintextListen(opts.listen) != nil {
+		opts.log.Warn("tokens are off: any caller that reaches this address may call every RPC; give --tokens-file or --jwt-key", "addr", rc.addr)
+	}
+	opts.log.Info("coordinator serving", "addr", rc.addr, "db", st.describe, "sync", opts.store.sync, "coordinator_id", coord.ID(),
+		"tls", sec.tlsMode, "auth", sec.authMode)
+	return rc, nil
+}
+
+// stop shuts the coordinator down: dispatching stops, results of attempts
+// in flight land until the shutdown deadline (the API keeps serving them),
+// then the server stops and the store is closed.
+func (rc *runningCoordinator) stop() error {
+	wait := rc.shutdown
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := rc.coord.Stop(ctx); err != nil {
+		rc.log.Warn("stopped with attempts in flight", "err", err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		rc.srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		rc.srv.Stop()
+	}
+	rc.http.stop()
+	return rc.store.Close()
+}
+
+func newCoordinatorCmd(g *globals) *cobra.Command {
+	var (
+		opts coordinatorOptions
+		logs logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator: the API, the task state machines and dispatch to executors",
+		Long: `coordinator serves the API, runs the task state machines and dispatches
+steps to executors.
+
+Security. Without --tls-cert and --tls-key it serves plaintext, and only on a
+loopback address unless --insecure is given. With them it serves TLS (1.2 or
+newer) and dials executors over TLS, presenting the same certificate.
+--tls-ca makes TLS between coordinator and executors mutual: executors'
+certificates are verified against it, and RegisterExecutor and
+ReportStepResult require a client certificate from it (API callers need
+none). --tls-client-ca requires a client certificate, from it or --tls-ca,
+of every caller on every call, health checks included.
+
+Tokens are off unless --tokens-file or --jwt-key is given: then every call
+but health checks and reflection needs "authorization: Bearer <token>".
+Access classes: read (get/list/watch, list executors), write (read plus
+register templates, create, cancel, retry, resolve) and executor
+(RegisterExecutor, ReportStepResult). Namespaces are checked per call;
+listing tasks without --namespace needs a token granted "*" or exactly one
+namespace.
+
+--http-listen follows the same rules: HTTPS with --tls-cert and --tls-key
+(client certificates only with --tls-client-ca), plaintext only on loopback
+unless --insecure, and with tokens on every path but /healthz needs
+"Authorization: Bearer <token>" of a token with read access.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
+			log, err := logs.logger(g.env.Stderr)
+			if err != nil {
+				return err
+			}
+			opts.log, opts.security.files = log, g.tls
+			if opts.security.executorSecret == "" {
+				opts.security.executorSecret = g.env.getenv(envExecutorSecret)
+			}
+			tp, stopTracing, err := newTracerProvider(cmd.Context(), "tasker-coordinator", g.env.getenv, g.env.Stdout)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.Background()) }()
+			opts.tracer = tp
+			rc, err := startCoordinator(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-cmd.Context().Done():
+				log.Info("shutting down")
+			case err := <-rc.done:
+				log.Error("server stopped", "err", err)
+			}
+			return rc.stop()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
+	f.DurationVar(&opts.grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
+	f.StringVar(&opts.id, "id", "", "coordinator id for its lease (default: host name and listen address, stable across restarts)")
+	f.DurationVar(&opts.leaseTTL, "lease-ttl", 10*time.Second, "how long this coordinator owns its tasks without renewing; others take them over within about this long after it dies")
+	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
+	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
+	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
+	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
+	f.IntVar(&opts.limits.MaxSteps, "max-steps", template.DefaultMaxSteps, "most steps a template may have")
+	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", 8<<20, "largest gRPC request accepted, in bytes")
+	f.StringVar(&opts.httpListen, "http-listen", "", "serve /metrics and /healthz on this address (off when empty)")
+	f.BoolVar(&opts.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on the --http-listen address")
+	opts.store.register(cmd, "tasker.db")
+	opts.security.register(cmd)
+	logs.register(cmd, "info")
+	return cmd
+}
+
+// coordinatorSecurityFlags are the coordinator's security flags; the TLS
+// files come from the global flags.
+//
+// TLS is all or nothing between a coordinator and its executors: with
+// --tls-cert and --tls-key the coordinator serves TLS and dials executors
+// over TLS, verifying them against --tls-ca (or the system roots) and
+// presenting its own certificate. --tls-ca also asks every caller for a
+// client certificate and makes RegisterExecutor and ReportStepResult
+// require one from that CA. --tls-client-ca makes a client certificate
+// (from it or --tls-ca) required of every caller on every call.
+type coordinatorSecurityFlags struct {
+	files          tlsFiles
+	clientCA       string
+	tokensFile     string
+	jwtKey         string
+	allowPlaintext bool
+	// executorSecret is sent to executors on Describe and Execute.
+	executorSecret string
+}
+
+func (f *coordinatorSecurityFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.executorSecret, "executor-secret", "", "secret sent to executors as \"authorization: Bearer <secret>\" on Describe and Execute, for executors started with the same --executor-secret; sent over TLS, or in plaintext only to loopback addresses (unless --insecure); prefer the env "+envExecutorSecret)
+	fl.StringVar(&f.clientCA, "tls-client-ca", "", "PEM CA bundle: require every caller to present a client certificate from it (or from --tls-ca)")
+	fl.StringVar(&f.tokensFile, "tokens-file", "", "YAML or JSON list of {name, token or token_sha256, namespaces, access: read|write|executor}; callers must then send a bearer token (with neither this nor --jwt-key, tokens are off)")
+	fl.StringVar(&f.jwtKey, "jwt-key", "", "HMAC secret, or RSA/ECDSA/Ed25519 public key PEM, verifying JWT bearer tokens (claims sub, namespaces, access; exp required)")
+	registerInsecure(cmd, &f.allowPlaintext)
+}
+
+// coordinatorSecurity is what the flags amount to.
+type coordinatorSecurity struct {
+	server   []grpc.ServerOption
+	dial     []grpc.DialOption
+	security coordinator.Security
+	// http protects --http-listen.
+	http httpSecurity
+	// tlsMode and authMode describe the setup in the startup log.
+	tlsMode, authMode string
+}
+
+// build loads every file the flags name, so a bad file stops the start
+// before anything is opened.
+func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, error) {
+	if err := checkHostPort("--listen", listen, "7070"); err != nil {
+		return nil, err
+	}
+	out := &coordinatorSecurity{tlsMode: "off", authMode: "off"}
+	if f.files.cert == "" && f.files.key == "" {
+		if f.files.ca != "" || f.clientCA != "" {
+			return nil, errors.New("--tls-ca and --tls-client-ca need --tls-cert and --tls-key: the coordinator must serve TLS to verify its peers")
+		}
+		if err := checkPlaintext(listen, f.allowPlaintext); err != nil {
+			return nil, err
+		}
+		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	} else {
+		cert, err := f.files.keyPair()
+		if err != nil {
+			return nil, err
+		}
+		mesh, err := f.files.roots()
+		if err != nil {
+			return nil, err
+		}
+		var clientCAs *x509.CertPool
+		mode := tls.NoClientCert
+		out.tlsMode = "on"
+		switch {
+		case f.clientCA != "":
+			files := []string{f.clientCA}
+			if f.files.ca != "" {
+				files = append(files, f.files.ca)
+			}
+			if clientCAs, err = auth.LoadCertPool(files...); err != nil {
+				return nil, fmt.Errorf("--tls-client-ca: %w", err)
+			}
+			mode, out.tlsMode = tls.RequireAndVerifyClientCert, "mutual (every caller)"
+		case mesh != nil:
+			// Only executors must present a certificate; the Guard checks
+			// that per call, so API callers without one still connect.
+			clientCAs, mode, out.tlsMode = mesh, tls.VerifyClientCertIfGiven, "mutual (executors)"
+		}
+		out.server = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(auth.ServerTLS(*cert, clientCAs, mode)))}
+		// HTTP callers are never executors, so only --tls-client-ca asks
+		// them for a certificate.
+		if f.clientCA != "" {
+			out.http.tls = auth.ServerTLS(*cert, clientCAs, mode)
+		} else {
+			out.http.tls = auth.ServerTLS(*cert, nil, tls.NoClientCert)
+		}
+		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(auth.ClientTLS(mesh, cert)))}
+		out.security.ExecutorCAs = mesh
+	}
+	if f.executorSecret != "" {
+		if err := checkExecutorSecret(f.executorSecret); err != nil {
+			return nil, err
+		}
+		creds := auth.BearerTokenTLSOrLoopback(f.executorSecret)
+		if f.allowPlaintext {
+			creds = auth.BearerToken(f.executorSecret, false)
+		}
+		out.dial = append(out.dial, grpc.WithPerRPCCredentials(creds))
+	}
+	authn, mode, err := loadAuthenticator(f.tokensFile, f.jwtKey)
+	if err != nil {
+		return nil, err
+	}
+	out.security.Authenticator, out.authMode = authn, mode
+	out.http.authn, out.http.allowPlaintext = authn, f.allowPlaintext
+	return out, nil
+}
