@@ -40,6 +40,15 @@ func (s State) Valid() bool {
 // Satisfied reports whether a step in state s lets its children start.
 func (s State) Satisfied() bool { return s == Complete || s == ResolvedManually }
 
+// Terminal reports whether a task in state s has stopped moving on its own:
+// complete, error, cancelled or resolved_manually. Only an operator moves it
+// on from there (retry, resolve, cancel), so watches end at these states and
+// waiting for a task means waiting for one of them. A step in error is
+// different: its retry policy may still move it back to pending.
+func (s State) Terminal() bool {
+	return s == Complete || s == Error || s == Cancelled || s == ResolvedManually
+}
+
 // taskTransitions and stepTransitions are the tables from the design; they
 // are read-only after package initialisation.
 var taskTransitions = map[State][]State{

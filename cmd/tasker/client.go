@@ -16,7 +16,6 @@ import (
 
 	"github.com/tasker-go/tasker/auth"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
-	"github.com/tasker-go/tasker/state"
 )
 
 // client is an open connection to the coordinator.
@@ -192,56 +191,6 @@ func (o *outputFlag) json() (bool, error) {
 		return true, nil
 	default:
 		return false, fmt.Errorf("unknown output format %q (want json)", o.format)
-	}
-}
-
-// stateName maps the proto enum to the lower-case names used in all output.
-func stateName(s coordinatorv1.State) string {
-	switch s {
-	case coordinatorv1.State_STATE_PENDING:
-		return string(state.Pending)
-	case coordinatorv1.State_STATE_IN_PROGRESS:
-		return string(state.InProgress)
-	case coordinatorv1.State_STATE_COMPLETE:
-		return string(state.Complete)
-	case coordinatorv1.State_STATE_ERROR:
-		return string(state.Error)
-	case coordinatorv1.State_STATE_CANCELLED:
-		return string(state.Cancelled)
-	case coordinatorv1.State_STATE_RESOLVED_MANUALLY:
-		return string(state.ResolvedManually)
-	case coordinatorv1.State_STATE_UNSPECIFIED:
-		return ""
-	default:
-		return fmt.Sprintf("unknown(%d)", int32(s))
-	}
-}
-
-// parseState maps a lower-case state name to the proto enum; "" means any.
-func parseState(s string) (coordinatorv1.State, error) {
-	if s == "" {
-		return coordinatorv1.State_STATE_UNSPECIFIED, nil
-	}
-	st, err := state.Parse(s)
-	if err != nil {
-		return 0, err
-	}
-	v, ok := coordinatorv1.State_value["STATE_"+strings.ToUpper(string(st))]
-	if !ok {
-		return 0, fmt.Errorf("state %q has no protocol value", s)
-	}
-	return coordinatorv1.State(v), nil
-}
-
-// terminal reports whether a task in s has stopped moving on its own; these
-// are the states after which WatchTask ends.
-func terminal(s coordinatorv1.State) bool {
-	switch s {
-	case coordinatorv1.State_STATE_COMPLETE, coordinatorv1.State_STATE_ERROR,
-		coordinatorv1.State_STATE_CANCELLED, coordinatorv1.State_STATE_RESOLVED_MANUALLY:
-		return true
-	default:
-		return false
 	}
 }
 

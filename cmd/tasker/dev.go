@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasker-go/tasker/examples/templates"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/template"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
@@ -111,7 +112,7 @@ asks for tokens.`,
 					return err
 				}
 				if final.GetTask().GetState() != coordinatorv1.State_STATE_COMPLETE {
-					return fmt.Errorf("sample task ended %s, not complete", stateName(final.GetTask().GetState()))
+					return fmt.Errorf("sample task ended %s, not complete", statepb.Name(final.GetTask().GetState()))
 				}
 				if once {
 					return nil

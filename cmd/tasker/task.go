@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
 
@@ -102,7 +103,7 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if final.GetState() != coordinatorv1.State_STATE_COMPLETE {
-					return fmt.Errorf("task %s ended %s, not complete", final.GetId(), stateName(final.GetState()))
+					return fmt.Errorf("task %s ended %s, not complete", final.GetId(), statepb.Name(final.GetState()))
 				}
 				return nil
 			})
@@ -176,7 +177,7 @@ func waitTask(ctx context.Context, g *globals, c *client, id string) (*coordinat
 		if err != nil {
 			return nil, err
 		}
-		if terminal(resp.GetTask().GetState()) {
+		if statepb.Terminal(resp.GetTask().GetState()) {
 			return resp.GetTask(), nil
 		}
 		select {
@@ -244,7 +245,7 @@ func newTaskListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := parseState(stateFlag)
+			st, err := statepb.Parse(stateFlag)
 			if err != nil {
 				return fmt.Errorf("--state: %w", err)
 			}
