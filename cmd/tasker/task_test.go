@@ -118,7 +118,7 @@ func TestTaskCreateWaitFailsUnlessComplete(t *testing.T) {
 	t.Parallel()
 	addr := serve(t, waitFake(t, coordinatorv1.State_STATE_ERROR))
 	res := runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--wait")
-	require.Equal(t, 1, res.code)
+	require.Equal(t, exitTaskError, res.code)
 	require.Equal(t, "tasker: task t-1 ended error, not complete\n", res.stderr)
 	require.True(t, strings.HasPrefix(res.stdout, "created task t-1 demo/order_fulfillment@1.0.0\ntask t-1  demo/order_fulfillment@1.0.0  error  "), res.stdout)
 }
@@ -343,15 +343,17 @@ func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		args []string
+		code int
 		want string
 	}{
-		{[]string{"task", "get"}, "tasker: accepts 1 arg(s), received 0\n"},
-		{[]string{"task", "list", "--limit", "0"}, "tasker: --limit must be positive, got 0\n"},
-		{[]string{"task", "get", "t-1", "-o", "yaml"}, "tasker: unknown output format \"yaml\" (want json)\n"},
-		{[]string{"task", "create", "demo/x@"}, "tasker: template \"demo/x@\": want NAMESPACE/NAME[@VERSION]\n"},
+		{[]string{"task", "get"}, exitUsage, "tasker: accepts 1 arg(s), received 0\nRun 'tasker task get --help' for usage.\n"},
+		{[]string{"task", "list", "--limit", "x"}, exitUsage, "tasker: invalid argument \"x\" for \"--limit\" flag: strconv.ParseInt: parsing \"x\": invalid syntax\nRun 'tasker task list --help' for usage.\n"},
+		{[]string{"task", "list", "--limit", "0"}, exitFailed, "tasker: --limit must be positive, got 0\n"},
+		{[]string{"task", "get", "t-1", "-o", "yaml"}, exitFailed, "tasker: unknown output format \"yaml\" (want json)\n"},
+		{[]string{"task", "create", "demo/x@"}, exitFailed, "tasker: template \"demo/x@\": want NAMESPACE/NAME[@VERSION]\n"},
 	} {
 		res := runCLI(t, "127.0.0.1:9", tc.args...)
-		require.Equal(t, 1, res.code, tc.args)
+		require.Equal(t, tc.code, res.code, tc.args)
 		require.Equal(t, tc.want, res.stderr, tc.args)
 	}
 }
