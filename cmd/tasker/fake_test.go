@@ -40,10 +40,10 @@ type fakeCoordinator struct {
 	// watchHold keeps each WatchTask stream open after the replay until the
 	// client goes away, as for a task that never stops; watchOpened, when
 	// set, receives a value once the replay is sent.
-	watchHold   bool
-	watchOpened chan struct{}
-	resolveStep      func(*coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error)
-	listExecutors    func(*coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error)
+	watchHold     bool
+	watchOpened   chan struct{}
+	resolveStep   func(*coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error)
+	listExecutors func(*coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error)
 
 	mu   sync.Mutex      // guards reqs
 	reqs []proto.Message // every request received, in order
