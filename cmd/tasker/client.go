@@ -172,17 +172,28 @@ func (g *globals) withClient(ctx context.Context, fn func(ctx context.Context, c
 		return err
 	}
 	err = fn(ctx, c)
-	if err != nil {
-		if st, ok := status.FromError(err); ok {
-			if reason, ok := unreachableReason(g.coordinator, st, c.conn.GetState()); ok {
-				err = &unreachableError{target: g.coordinator, reason: reason, st: st}
-			}
-		}
+	if ue := g.unreachable(c, err); ue != nil {
+		err = ue
 	}
 	if cerr := c.Close(); err == nil && cerr != nil {
 		return fmt.Errorf("close connection: %w", cerr)
 	}
 	return rpcErr(err)
+}
+
+// unreachable turns err into an unreachableError when it is a call's
+// status saying the coordinator could not be reached; otherwise nil.
+func (g *globals) unreachable(c *client, err error) *unreachableError {
+	se, ok := err.(interface{ GRPCStatus() *status.Status })
+	if !ok {
+		return nil
+	}
+	st := se.GRPCStatus()
+	reason, ok := unreachableReason(g.coordinator, st, c.conn.GetState())
+	if !ok {
+		return nil
+	}
+	return &unreachableError{target: g.coordinator, reason: reason, st: st}
 }
 
 // unreachableError is a call that failed because no connection to the
@@ -279,23 +290,19 @@ func explainLimit(st *status.Status) string {
 // GRPCStatus lets status.FromError and status.Code see through the wrapper.
 func (e *rpcError) GRPCStatus() *status.Status { return e.st }
 
-// rpcErr wraps err in an rpcError when it carries a gRPC status and leaves
-// other errors (and nil) alone.
+// rpcErr wraps err in an rpcError when it is a gRPC status error itself,
+// and leaves other errors (wrapped ones included, which already say what
+// they are about) and nil alone.
 func rpcErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	var (
-		re *rpcError
-		ue *unreachableError
-	)
-	if errors.As(err, &re) || errors.As(err, &ue) {
+	se, ok := err.(interface{ GRPCStatus() *status.Status })
+	if !ok {
 		return err
 	}
-	if st, ok := status.FromError(err); ok {
-		return &rpcError{st: st}
+	switch err.(type) {
+	case *rpcError, *unreachableError:
+		return err
 	}
-	return err
+	return &rpcError{st: se.GRPCStatus()}
 }
 
 // outputFlag is the -o flag shared by commands that can print JSON.

@@ -141,8 +141,16 @@ func run(ctx context.Context, args []string, env cliEnv) int {
 	case errors.As(err, &ee):
 		code = ee.code
 	}
-	if msg := err.Error(); msg != "" {
-		fmt.Fprintf(env.Stderr, "tasker: %s\n", msg)
+	// A joined error is several problems (template apply checks every
+	// file): one line each.
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		if msg := e.Error(); msg != "" {
+			fmt.Fprintf(env.Stderr, "tasker: %s\n", msg)
+		}
 	}
 	return code
 }

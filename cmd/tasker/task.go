@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -110,8 +112,8 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 				}
 				final, err := waitTask(waitCtx, g, c, task.GetId(), nil)
 				if err != nil {
-					if errors.Is(waitCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-						return g.waitTimedOut(ctx, c, task, func(t *coordinatorv1.Task) error { return writeTask(w, asJSON, t) })
+					if timedOut(ctx, waitCtx, err) {
+						return g.reportTimeout(ctx, c, task, func(t *coordinatorv1.Task) error { return writeTask(w, asJSON, t) })
 					}
 					return err
 				}
@@ -153,10 +155,26 @@ func (g *globals) waitBound(cmd *cobra.Command, ctx context.Context) (context.Co
 // out, the wait's own deadline having passed.
 const finalReadTimeout = 5 * time.Second
 
-// waitTimedOut reports a wait that --timeout cut short: it reads the task
+// timedOut reports whether err ended a wait because the bound waitBound put
+// on it passed. The coordinator may end a stream on the deadline it was
+// sent a moment before the client's own timer fires, so a DeadlineExceeded
+// status counts too; without a bound, such an error is a single call's
+// timeout and not the wait's.
+func timedOut(parent, wait context.Context, err error) bool {
+	if parent.Err() != nil {
+		return false
+	}
+	if _, bounded := wait.Deadline(); !bounded {
+		return false
+	}
+	return errors.Is(wait.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		status.Code(err) == codes.DeadlineExceeded
+}
+
+// reportTimeout reports a wait that --timeout cut short: it reads the task
 // as it stands, hands it to show, and returns the error that exits with
 // exitTimeout naming the task and its state.
-func (g *globals) waitTimedOut(ctx context.Context, c *client, task *coordinatorv1.Task, show func(*coordinatorv1.Task) error) error {
+func (g *globals) reportTimeout(ctx context.Context, c *client, task *coordinatorv1.Task, show func(*coordinatorv1.Task) error) error {
 	rctx, cancel := context.WithTimeout(ctx, finalReadTimeout)
 	defer cancel()
 	if resp, err := c.GetTask(rctx, &coordinatorv1.GetTaskRequest{Id: task.GetId()}); err == nil {
@@ -416,8 +434,8 @@ func newTaskWatchCmd(g *globals) *cobra.Command {
 					return writeTransition(g.env.Stdout, msg.GetTransition())
 				})
 				if err != nil {
-					if errors.Is(waitCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-						return g.waitTimedOut(ctx, c, &coordinatorv1.Task{Id: args[0]}, nil)
+					if timedOut(ctx, waitCtx, err) {
+						return g.reportTimeout(ctx, c, &coordinatorv1.Task{Id: args[0]}, nil)
 					}
 					return err
 				}

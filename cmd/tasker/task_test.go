@@ -440,3 +440,30 @@ func TestOversizedContextNamesTheCoordinatorFlag(t *testing.T) {
 	require.Equal(t, 1, res.code)
 	require.Regexp(t, `^tasker: the request is \d+ bytes, over the coordinator's limit of 65536 bytes \(its --max-request-bytes flag\) \(ResourceExhausted\)\n$`, res.stderr)
 }
+
+// A step whose handler no executor hosts used to leave its task
+// in_progress silently, and task create --wait --timeout 30s waited on past
+// 45 s. Now the create warns, and the wait stops at --timeout with its own
+// exit status, naming the task and its state.
+func TestTaskThatCannotRunSaysSo(t *testing.T) {
+	t.Parallel()
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0",
+		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	tmpl := writeFile(t, "t.yaml", "namespace: demo\nname: stuck\nversion: 1.0.0\nsteps:\n  - {name: charge, handler: charge_card}\n")
+	res := runCLI(t, rc.addr, "template", "apply", tmpl)
+	require.Equal(t, 0, res.code, res.stderr)
+
+	res = runCLI(t, rc.addr, "--timeout", "300ms", "task", "create", "demo/stuck", "--wait", "-o", "json")
+	require.Equal(t, exitTimeout, res.code, res.stderr)
+	var got taskJSON
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &got), res.stdout)
+	require.Contains(t, []string{"pending", "in_progress"}, got.State)
+	require.Equal(t, "pending", got.Steps[0].State, "nothing could run it")
+	require.Equal(t, `warning: no connected executor hosts handler "charge_card" (step "charge"): tasks wait at it until an executor hosting it connects`+"\n"+
+		"tasker: task "+got.ID+" is still "+got.State+" after --timeout 300ms\n", res.stderr)
+}
