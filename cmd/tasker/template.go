@@ -127,6 +127,14 @@ func loadTemplate(path string, stdin io.Reader) (*coordinatorv1.TaskTemplate, er
 	}
 	t, err := template.Parse(data)
 	if err != nil {
+		// FILE:LINE: FIELD: MESSAGE, the form editors jump to.
+		var pe *template.ParseError
+		if errors.As(err, &pe) {
+			if pe.Line > 0 {
+				return nil, fmt.Errorf("%s:%d: %s", path, pe.Line, pe.Detail())
+			}
+			return nil, fmt.Errorf("%s: %s", path, pe.Detail())
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	p, err := templatepb.ToProto(t)

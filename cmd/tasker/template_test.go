@@ -155,8 +155,7 @@ func TestTemplateApplyBadFileSendsNothing(t *testing.T) {
 
 	res := runCLI(t, addr, "template", "apply", good, bad)
 	require.Equal(t, 1, res.code)
-	require.True(t, strings.HasPrefix(res.stderr, "tasker: "+bad+": "), res.stderr)
-	require.Contains(t, res.stderr, "stpes")
+	require.Equal(t, "tasker: "+bad+`:4: stpes: unknown field; did you mean "steps"?`+"\n", res.stderr)
 	require.Empty(t, res.stdout)
 	require.Empty(t, f.requests(), "no template may be registered when any file is bad")
 
@@ -321,4 +320,35 @@ func TestTemplateApplyAgainstCoordinator(t *testing.T) {
 		`template version already registered with different content; register it under a new version \(AlreadyExists\)\n$`, res.stderr)
 	res = runCLI(t, rc.addr, "template", "get", "demo/c")
 	require.Equal(t, 1, res.code, "c was not registered: %s", res.stdout)
+}
+
+// YAML errors used to speak encoding/json ("json: cannot unmarshal string
+// into Go struct field Step.steps.retry_limit of type int") with no line.
+func TestTemplateApplyParseErrorsGiveFileLineAndField(t *testing.T) {
+	t.Parallel()
+	f := &fakeCoordinator{}
+	addr := serve(t, f)
+	path := writeFile(t, "a.yaml", `namespace: demo
+name: order_fulfillment
+version: 1.0.0
+steps:
+  - name: validate
+    handler: echo
+  - name: charge
+    handler: flaky
+    depends_on: [validate]
+  - name: reserve
+    handler: sleep
+    retry_limit: three
+`)
+	res := runCLI(t, addr, "template", "apply", path)
+	require.Equal(t, 1, res.code)
+	require.Equal(t, "tasker: "+path+":12: steps[2].retry_limit: want a whole number, got a string\n", res.stderr)
+
+	env := cliEnvFor(nil)
+	env.Stdin = strings.NewReader("namespace: demo\nname: x\nversion: 1.0.0\nsteps:\n  - {name: a, handler: on}\n")
+	res = runCLIEnv(t, env, "--coordinator", addr, "template", "apply", "-")
+	require.Equal(t, 1, res.code)
+	require.Equal(t, "tasker: -:5: steps[0].handler: got a bool where a string belongs (YAML reads on/off/yes/no/y/n as booleans): quote it\n", res.stderr)
+	require.Empty(t, f.requests())
 }
