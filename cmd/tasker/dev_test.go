@@ -35,4 +35,3 @@ func TestDevRemovesItsTemporaryStore(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, left)
 }
-
