@@ -57,7 +57,7 @@ type globals struct {
 const (
 	exitOK     = 0
 	exitFailed = 1 // the command failed: the coordinator refused, a file is bad, ...
-	exitUsage  = 2 // the command line is wrong: unknown command or flag, wrong arguments
+	exitUsage  = 2 // the command line is malformed: unknown command or flag, wrong number of arguments
 	// A task that was waited for or watched stopped in a state other than
 	// complete.
 	exitTaskError     = 3
@@ -73,7 +73,8 @@ const (
 const exitStatusHelp = `Exit status:
   0    success; a task waited for (task create --wait) or watched completed
   1    the command failed (the coordinator refused, a file is bad, ...)
-  2    usage: unknown command or flag, wrong arguments
+  2    usage: unknown command or flag, a flag value of the wrong type, wrong
+       number of arguments
   3    the task waited for or watched ended in error
   4    ... ended cancelled
   5    ... ended resolved_manually
