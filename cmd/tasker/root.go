@@ -79,7 +79,8 @@ const exitStatusHelp = `Exit status:
   4    ... ended cancelled
   5    ... ended resolved_manually
   6    --timeout passed before the task stopped
-  130  interrupted (Ctrl-C); 143 on SIGTERM`
+  130  interrupted (Ctrl-C); 143 on SIGTERM. The serving commands
+       (coordinator, executor, dev) shut down cleanly on either and exit 0`
 
 // usageError is a mistake on the command line; it exits with exitUsage.
 type usageError struct {
