@@ -30,6 +30,7 @@ import (
 
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 )
 
 // Defaults for Config's zero values.
@@ -445,7 +446,7 @@ func (r *runner) runTask(ctx context.Context, ti, w int, i int64) error {
 	t.created.Add(1)
 	id := resp.GetTask().GetId()
 	final := resp.GetTask().GetState()
-	if !terminal(final) {
+	if !statepb.Terminal(final) {
 		// Watching from the last transition the create returned spares
 		// the coordinator reading the task's history back.
 		var after int64
@@ -488,10 +489,10 @@ func (r *runner) watch(ctx context.Context, client coordinatorv1.CoordinatorServ
 		if err != nil {
 			return 0, fmt.Errorf("watch task %s: %w", id, err)
 		}
-		if terminal(msg.GetTaskState()) {
+		if statepb.Terminal(msg.GetTaskState()) {
 			return msg.GetTaskState(), nil
 		}
-		if tr := msg.GetTransition(); tr.GetStepName() == "" && terminal(tr.GetToState()) {
+		if tr := msg.GetTransition(); tr.GetStepName() == "" && statepb.Terminal(tr.GetToState()) {
 			r.staleWatchStates.Add(1)
 			return tr.GetToState(), nil
 		}
@@ -543,16 +544,4 @@ func (r *runner) dispatchOverheads(ctx context.Context) ([]time.Duration, error)
 		return nil, err
 	}
 	return dispatchOverheads(tasks, r.rec.ReceivedAt), nil
-}
-
-// terminal reports whether a task in s has stopped moving on its own; these
-// are the states after which WatchTask ends.
-func terminal(s coordinatorv1.State) bool {
-	switch s {
-	case coordinatorv1.State_STATE_COMPLETE, coordinatorv1.State_STATE_ERROR,
-		coordinatorv1.State_STATE_CANCELLED, coordinatorv1.State_STATE_RESOLVED_MANUALLY:
-		return true
-	default:
-		return false
-	}
 }

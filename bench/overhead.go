@@ -4,6 +4,7 @@ import (
 	"time"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 )
 
 // receivedAtFunc reports when an attempt of a step first reached a handler.
@@ -63,8 +64,7 @@ func readyAt(s *coordinatorv1.Step, satisfiedAt map[string]time.Time) (time.Time
 func lastSatisfied(s *coordinatorv1.Step) (time.Time, bool) {
 	trs := s.GetTransitions()
 	for i := len(trs) - 1; i >= 0; i-- {
-		switch trs[i].GetToState() {
-		case coordinatorv1.State_STATE_COMPLETE, coordinatorv1.State_STATE_RESOLVED_MANUALLY:
+		if statepb.Satisfied(trs[i].GetToState()) {
 			return trs[i].GetAt().AsTime(), true
 		}
 	}

@@ -12,27 +12,20 @@ import (
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/store"
 )
 
-var stateToProto = map[state.State]coordinatorv1.State{
-	state.Pending:          coordinatorv1.State_STATE_PENDING,
-	state.InProgress:       coordinatorv1.State_STATE_IN_PROGRESS,
-	state.Complete:         coordinatorv1.State_STATE_COMPLETE,
-	state.Error:            coordinatorv1.State_STATE_ERROR,
-	state.Cancelled:        coordinatorv1.State_STATE_CANCELLED,
-	state.ResolvedManually: coordinatorv1.State_STATE_RESOLVED_MANUALLY,
-}
+// protoState is the API enum of s; the mapping lives in statepb.
+func protoState(s state.State) coordinatorv1.State { return statepb.ToProto(s) }
 
-func protoState(s state.State) coordinatorv1.State { return stateToProto[s] }
-
+// stateFromProto maps a requested state; STATE_UNSPECIFIED is valid and
+// gives "" (any state), while a value this build does not know is not.
 func stateFromProto(p coordinatorv1.State) (state.State, bool) {
-	for s, v := range stateToProto {
-		if v == p {
-			return s, true
-		}
+	if p == coordinatorv1.State_STATE_UNSPECIFIED {
+		return "", true
 	}
-	return "", p == coordinatorv1.State_STATE_UNSPECIFIED
+	return statepb.FromProto(p)
 }
 
 // jsonStruct decodes a JSON object into a Struct; nil or null gives nil.

@@ -5,12 +5,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
 
@@ -20,6 +23,8 @@ type server struct {
 	coordinatorv1.UnimplementedCoordinatorServiceServer
 	c    *Coordinator
 	meta *metadataCache
+	// unhosted limits the log of handlers no executor hosts to once each.
+	unhosted unhostedHandlers
 }
 
 func (s *server) RegisterTemplate(ctx context.Context, req *coordinatorv1.RegisterTemplateRequest) (*coordinatorv1.RegisterTemplateResponse, error) {
@@ -33,7 +38,15 @@ func (s *server) RegisterTemplate(ctx context.Context, req *coordinatorv1.Regist
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	stored, created, err := s.c.engine.templates.register(ctx, t, s.c.engine.now())
+	var (
+		stored  *template.Template
+		created bool
+	)
+	if req.GetValidateOnly() {
+		stored, created, err = s.checkTemplate(ctx, t)
+	} else {
+		stored, created, err = s.c.engine.templates.register(ctx, t, s.c.engine.now())
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -41,7 +54,40 @@ func (s *server) RegisterTemplate(ctx context.Context, req *coordinatorv1.Regist
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &coordinatorv1.RegisterTemplateResponse{Template: p, Created: created}, nil
+	steps := make([]stepHandler, len(stored.Steps))
+	for i, st := range stored.Steps {
+		steps[i] = stepHandler{step: st.Name, handler: st.Handler}
+	}
+	return &coordinatorv1.RegisterTemplateResponse{
+		Template: p, Created: created,
+		Warnings: s.handlerWarnings("template "+templateKey(stored.Namespace, stored.Name, stored.Version), steps),
+	}, nil
+}
+
+// checkTemplate runs every check registering t would (the template's own
+// validity, the limits, and different content already stored under its
+// namespace, name and version) and stores nothing. It returns t normalized,
+// and whether registering it would store a new version.
+func (s *server) checkTemplate(ctx context.Context, t *template.Template) (*template.Template, bool, error) {
+	t.Normalize()
+	if err := template.Validate(t, s.c.engine.templates.limits); err != nil {
+		return nil, false, err
+	}
+	key := templateKey(t.Namespace, t.Name, t.Version)
+	existing, err := s.c.cfg.Store.TemplateGet(ctx, &store.TemplateGetParams{Namespace: t.Namespace, Name: t.Name, Version: t.Version})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return t, true, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("load template %s: %w", key, err)
+	case existing.Digest != template.Digest(t):
+		// The words registering says on the same conflict (the stores'
+		// and templateBook.register's), so a check and a registration
+		// read alike.
+		return nil, false, fmt.Errorf("%s: template %s has digest %s, not %s: %w; register it under a new version",
+			key, key, existing.Digest, template.Digest(t), store.ErrTemplateExists)
+	}
+	return t, false, nil
 }
 
 func (s *server) GetTemplate(ctx context.Context, req *coordinatorv1.GetTemplateRequest) (*coordinatorv1.GetTemplateResponse, error) {
@@ -100,14 +146,21 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if created {
-		return &coordinatorv1.CreateTaskResponse{Task: taskToProto(stored.Task, stored.Steps, stored.Transitions, s.meta), Created: true}, nil
+	task := taskToProto(stored.Task, stored.Steps, stored.Transitions, s.meta)
+	if !created {
+		if task, err = s.fullTask(ctx, stored.Task.ID); err != nil {
+			return nil, toStatus(err)
+		}
 	}
-	full, err := s.fullTask(ctx, stored.Task.ID)
-	if err != nil {
-		return nil, toStatus(err)
+	// Steps already settled need no executor; the rest may.
+	var steps []stepHandler
+	for _, st := range task.GetSteps() {
+		if !statepb.Satisfied(st.GetState()) && st.GetState() != coordinatorv1.State_STATE_CANCELLED {
+			steps = append(steps, stepHandler{step: st.GetName(), handler: st.GetHandler()})
+		}
 	}
-	return &coordinatorv1.CreateTaskResponse{Task: full}, nil
+	warnings := s.handlerWarnings("task "+task.GetId(), steps)
+	return &coordinatorv1.CreateTaskResponse{Task: task, Created: created, Warnings: warnings}, nil
 }
 
 // fullTask reads a task with its steps and transitions from the store.

@@ -40,9 +40,11 @@ func (s State) Valid() bool {
 // Satisfied reports whether a step in state s lets its children start.
 func (s State) Satisfied() bool { return s == Complete || s == ResolvedManually }
 
-// Terminal reports whether a task in state s has finished: nothing moves it
-// on by itself (an operator may still retry an errored task, or cancel a
-// finished one).
+// Terminal reports whether a task in state s has stopped moving on its own:
+// complete, error, cancelled or resolved_manually. Only an operator moves it
+// on from there (retry, resolve, cancel), so watches end at these states and
+// waiting for a task means waiting for one of them. A step in error is
+// different: its retry policy may still move it back to pending.
 func (s State) Terminal() bool {
 	return s == Complete || s == Error || s == Cancelled || s == ResolvedManually
 }

@@ -164,3 +164,16 @@ func TestTransitionError(t *testing.T) {
 	err := error(&state.TransitionError{Kind: "step", Name: "charge", From: state.Complete, To: state.Pending})
 	require.Equal(t, "step charge cannot go from complete to pending", err.Error())
 }
+
+func TestTerminal(t *testing.T) {
+	t.Parallel()
+	want := map[state.State]bool{
+		state.Pending: false, state.InProgress: false,
+		state.Complete: true, state.Error: true, state.Cancelled: true, state.ResolvedManually: true,
+	}
+	require.Len(t, want, len(state.All))
+	for _, s := range state.All {
+		require.Equal(t, want[s], s.Terminal(), s)
+	}
+	require.False(t, state.State("finished").Terminal())
+}

@@ -3,9 +3,6 @@ package template
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"reflect"
 	"slices"
 
 	"sigs.k8s.io/yaml"
@@ -16,29 +13,33 @@ import (
 // is an error naming it, because a misspelt "depends_on" silently ignored
 // would run steps in the wrong order. Parse neither fills in defaults nor
 // validates; call Normalize and Validate for that.
+//
+// Errors are *ParseError, naming the field as the document writes it
+// ("steps[2].retry_limit") and, when it can be found, its line.
 func Parse(data []byte) (*Template, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, errors.New("parse template: empty input")
+		return nil, &ParseError{Message: "empty input"}
 	}
 	// YAML is turned into JSON first, without looking at the target types:
 	// YAML 1.1 reads `on`, `no` or `y` as booleans, and decoding them into a
 	// string field must fail loudly rather than name a handler "true".
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
-		return nil, fmt.Errorf("parse template: %w", err)
+		return nil, yamlError(err)
 	}
 	var t *Template
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&t); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Type.Kind() == reflect.String && (te.Value == "bool" || te.Value == "number") {
-			return nil, fmt.Errorf("parse template: %s: got a %s where a string belongs (YAML reads on/off/yes/no/y/n as booleans): quote it", te.Field, te.Value)
+		// encoding/json names Go types and dotted paths without list
+		// indexes or lines; find the problem again in the document's terms.
+		if pe := locate(data, js); pe != nil {
+			return nil, pe
 		}
-		return nil, fmt.Errorf("parse template: %w", err)
+		return nil, &ParseError{Message: err.Error()}
 	}
 	if t == nil {
-		return nil, errors.New("parse template: the document is null; want a mapping with namespace, name, version and steps")
+		return nil, &ParseError{Message: "the document is null; want a mapping with namespace, name, version and steps"}
 	}
 	return t, nil
 }

@@ -89,31 +89,79 @@ func TestParseErrors(t *testing.T) {
 	cases := []struct {
 		name, src, wantErr string
 	}{
-		{"empty", "", "empty input"},
-		{"blank", "  \n\t", "empty input"},
-		{"null document", "null", "document is null"},
-		{"YAML 1.1 boolean as a handler", "namespace: a\nname: b\nversion: 1.0.0\nsteps:\n  - name: s\n    handler: on\n", "steps.handler: got a bool where a string belongs"},
-		{"YAML 1.1 boolean as a name", "namespace: a\nname: no\n", "name: got a bool where a string belongs"},
-		{"number as a dependency", "namespace: a\nname: b\nsteps:\n  - name: s\n    handler: h\n    depends_on: [1]\n", "got a number where a string belongs"},
-		{"unknown top-level field", "namespace: a\nnmae: b\n", `unknown field "nmae"`},
-		{"unknown step field", "steps:\n  - name: a\n    dependson: [b]\n", `unknown field "dependson"`},
-		{"unknown backoff field", "steps:\n  - name: a\n    backoff: {initial: 1s, factor: 3}\n", `unknown field "factor"`},
-		{"repeated key", "name: a\nname: b\n", `"name" already set`},
-		{"not a mapping", "- a\n- b\n", "cannot unmarshal array"},
-		{"bad duration", "steps:\n  - name: a\n    timeout: soon\n", "want a Go duration"},
-		{"negative duration", "steps:\n  - name: a\n    timeout: -5\n", "must not be negative"},
-		{"steps not a list", "steps: {a: 1}\n", "cannot unmarshal object"},
-		{"bad YAML", "steps: [\n", "parse template"},
-		{"bad JSON", `{"name": "a"`, "parse template"},
+		{"empty", "", "parse template: empty input"},
+		{"blank", "  \n\t", "parse template: empty input"},
+		{"null document", "null", "parse template: the document is null; want a mapping with namespace, name, version and steps"},
+		{"YAML 1.1 boolean as a handler", "namespace: a\nname: b\nversion: 1.0.0\nsteps:\n  - name: s\n    handler: on\n",
+			"parse template: line 6: steps[0].handler: got a bool where a string belongs (YAML reads on/off/yes/no/y/n as booleans): quote it"},
+		{"YAML 1.1 boolean as a name", "namespace: a\nname: no\n",
+			"parse template: line 2: name: got a bool where a string belongs (YAML reads on/off/yes/no/y/n as booleans): quote it"},
+		{"number as a dependency", "namespace: a\nname: b\nsteps:\n  - name: s\n    handler: h\n    depends_on: [1]\n",
+			"parse template: line 6: steps[0].depends_on[0]: got a number where a string belongs: quote it"},
+		{"unknown top-level field", "namespace: a\nnmae: b\n", `parse template: line 2: nmae: unknown field; did you mean "name"?`},
+		{"unknown step field", "steps:\n  - name: a\n    dependson: [b]\n", `parse template: line 3: steps[0].dependson: unknown field; did you mean "depends_on"?`},
+		{"unknown backoff field", "steps:\n  - name: a\n    backoff: {initial: 1s, factor: 3}\n",
+			"parse template: line 3: steps[0].backoff.factor: unknown field; want one of initial, multiplier, max"},
+		{"repeated key", "name: a\nname: b\n", `parse template: line 2: key "name" already set in map`},
+		{"not a mapping", "- a\n- b\n", "parse template: line 1: the document is a list; want a mapping with namespace, name, version and steps"},
+		{"bad duration", "steps:\n  - name: a\n    timeout: soon\n",
+			`parse template: line 3: steps[0].timeout: duration "soon": want a Go duration such as "500ms" or "2s": time: invalid duration "soon"`},
+		{"negative duration", "steps:\n  - name: a\n    timeout: -5\n", "parse template: line 3: steps[0].timeout: duration -5s: must not be negative"},
+		{"steps not a list", "steps: {a: 1}\n", "parse template: line 1: steps: want a list, got a mapping"},
+		{"retry_limit not a number", "steps:\n  - name: a\n  - name: b\n    retry_limit: lots\n", "parse template: line 4: steps[1].retry_limit: want a whole number, got a string"},
+		{"retry_limit a fraction", "steps:\n  - name: a\n    retry_limit: 2.5\n", "parse template: line 3: steps[0].retry_limit: want a whole number, got 2.5"},
+		{"retryable not a bool", "steps:\n  - name: a\n    retryable: sometimes\n", "parse template: line 3: steps[0].retryable: want true or false, got a string"},
+		{"multiplier not a number", "steps:\n  - name: a\n    backoff:\n      multiplier: [2]\n", "parse template: line 4: steps[0].backoff.multiplier: want a number, got a list"},
+		{"bad YAML", "steps: [\n", "parse template: line 1: did not find expected node content"},
+		{"bad JSON", `{"name": "a"`, "parse template: line 1: did not find expected ',' or '}'"},
+		{"JSON, wrong type", "{\n  \"namespace\": \"a\",\n  \"steps\": [\n    {\"name\": \"s\", \"retry_limit\": \"3\"}\n  ]\n}\n",
+			"parse template: line 4: steps[0].retry_limit: want a whole number, got a string"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tpl, err := template.Parse([]byte(tc.src))
-			require.ErrorContains(t, err, tc.wantErr)
+			require.EqualError(t, err, tc.wantErr)
 			require.Nil(t, tpl)
+			var pe *template.ParseError
+			require.ErrorAs(t, err, &pe)
 		})
 	}
+}
+
+// Errors from YAML used to name encoding/json's Go view ("json: cannot
+// unmarshal string into Go struct field Step.steps.retry_limit of type
+// int") and no line; they name the field as the file writes it, and its
+// line, so a CLI can print FILE:LINE: FIELD: MESSAGE.
+func TestParseErrorPosition(t *testing.T) {
+	t.Parallel()
+	const src = `namespace: demo
+name: order_fulfillment
+version: 1.0.0
+steps:
+  - name: validate
+    handler: echo
+  - name: charge
+    handler: flaky
+    depends_on: [validate]
+  - name: reserve
+    handler: sleep
+    retry_limit: three
+`
+	_, err := template.Parse([]byte(src))
+	var pe *template.ParseError
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, &template.ParseError{Line: 12, Field: "steps[2].retry_limit", Message: "want a whole number, got a string"}, pe)
+	require.Equal(t, "steps[2].retry_limit: want a whole number, got a string", pe.Detail())
+
+	// The first problem in the document's order is the one reported.
+	_, err = template.Parse([]byte("steps:\n  - name: a\n    zzz: 1\n    aaa: 2\n"))
+	require.EqualError(t, err, `parse template: line 3: steps[0].zzz: unknown field; want one of name, handler, depends_on, config, retryable, retry_limit, backoff, timeout, skippable`)
+
+	// A value given through an alias is judged, and placed, as written
+	// at its anchor.
+	_, err = template.Parse([]byte("steps:\n  - name: a\n    backoff: &b {initial: 1s, multiplier: many}\n  - name: b\n    backoff: *b\n"))
+	require.EqualError(t, err, `parse template: line 3: steps[0].backoff.multiplier: want a number, got a string`)
 }
 
 func TestParseDurationAsSeconds(t *testing.T) {

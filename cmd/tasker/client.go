@@ -6,17 +6,20 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tasker-go/tasker/auth"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
-	"github.com/tasker-go/tasker/state"
 )
 
 // client is an open connection to the coordinator.
@@ -105,6 +108,12 @@ func coordinatorDialOptions(files tlsFiles, token string) ([]grpc.DialOption, er
 	return opts, nil
 }
 
+// maxResponseBytes bounds one message the CLI receives. It is far above
+// gRPC's default of 4 MiB because the coordinator's limits are its own to
+// set: a task with a large context, or a page of tasks with all their
+// steps, must not fail on the client after the coordinator accepted it.
+const maxResponseBytes = 1 << 30
+
 // dial opens the connection to the coordinator. It is the one place that
 // picks the CLI's transport credentials and token.
 func (g *globals) dial() (*client, error) {
@@ -115,11 +124,34 @@ func (g *globals) dial() (*client, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)))
 	conn, err := grpc.NewClient(g.coordinator, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial coordinator %s: %w", g.coordinator, err)
 	}
 	return &client{conn: conn, CoordinatorServiceClient: coordinatorv1.NewCoordinatorServiceClient(conn)}, nil
+}
+
+// coordinatorTarget gives addr the coordinator's default port when it has
+// none: gRPC would otherwise dial port 443, so "--coordinator localhost"
+// would fail against a coordinator on localhost:7070 with a confusing
+// message. gRPC targets with a scheme (dns:///, unix:) are left alone.
+func coordinatorTarget(addr string) string {
+	if addr == "" || strings.Contains(addr, "://") || strings.HasPrefix(addr, "unix:") {
+		return addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err == nil && port != "":
+		return addr
+	case err == nil:
+		// "host:" has an empty port.
+	case net.ParseIP(addr) != nil:
+		host = addr // a bare IPv6 address such as ::1
+	default:
+		host = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+	}
+	return net.JoinHostPort(host, defaultPort)
 }
 
 // unary bounds one unary call by --timeout.
@@ -132,17 +164,92 @@ func (g *globals) unary(ctx context.Context) (context.Context, context.CancelFun
 
 // withClient dials, runs fn and closes the connection; errors from fn that
 // carry a gRPC status are turned into rpcError so they print as
-// "<message> (<code>)".
+// "<message> (<code>)", or into unreachableError when the coordinator could
+// not be reached at all.
 func (g *globals) withClient(ctx context.Context, fn func(ctx context.Context, c *client) error) error {
 	c, err := g.dial()
 	if err != nil {
 		return err
 	}
 	err = fn(ctx, c)
+	if ue := g.unreachable(c, err); ue != nil {
+		err = ue
+	}
 	if cerr := c.Close(); err == nil && cerr != nil {
 		return fmt.Errorf("close connection: %w", cerr)
 	}
 	return rpcErr(err)
+}
+
+// unreachable turns err into an unreachableError when it is a call's
+// status saying the coordinator could not be reached; otherwise nil.
+func (g *globals) unreachable(c *client, err error) *unreachableError {
+	se, ok := err.(interface{ GRPCStatus() *status.Status })
+	if !ok {
+		return nil
+	}
+	st := se.GRPCStatus()
+	reason, ok := unreachableReason(g.coordinator, st, c.conn.GetState())
+	if !ok {
+		return nil
+	}
+	return &unreachableError{target: g.coordinator, reason: reason, st: st}
+}
+
+// unreachableError is a call that failed because no connection to the
+// coordinator could be made. It says where the CLI looked and how to point
+// it elsewhere, which a raw dial error does not.
+type unreachableError struct {
+	target, reason string
+	st             *status.Status
+}
+
+func (e *unreachableError) Error() string {
+	msg := fmt.Sprintf("cannot reach coordinator at %s (%s)", e.target, e.reason)
+	if strings.HasPrefix(e.reason, "TLS") {
+		return msg + ": check --tls-ca, --tls-cert and --tls-key against how the coordinator serves"
+	}
+	return msg + ": is `tasker coordinator` or `tasker dev` running? set --coordinator or " + envCoordinator
+}
+
+// GRPCStatus keeps the status visible to status.Code.
+func (e *unreachableError) GRPCStatus() *status.Status { return e.st }
+
+// unreachableReason says why a call failed to reach the coordinator at
+// target, or reports false when the failure came from a coordinator that
+// answered. state is the connection's state after the call.
+func unreachableReason(target string, st *status.Status, state connectivity.State) (string, bool) {
+	msg := st.Message()
+	switch st.Code() {
+	case codes.Unavailable:
+	case codes.DeadlineExceeded:
+		// A deadline that passed while still connecting.
+		if state == connectivity.Connecting || state == connectivity.TransientFailure {
+			return "no connection within --timeout", true
+		}
+		return "", false
+	default:
+		return "", false
+	}
+	host := target
+	if h, _, err := net.SplitHostPort(target); err == nil {
+		host = h
+	}
+	_, dialErr, dialing := strings.Cut(msg, "Error while dialing: ")
+	switch {
+	case strings.Contains(msg, "connection refused"):
+		return "connection refused", true
+	case strings.Contains(msg, "produced zero addresses"), strings.Contains(msg, "no such host"):
+		return fmt.Sprintf("unknown host %q", host), true
+	case strings.Contains(msg, "authentication handshake failed"):
+		_, detail, _ := strings.Cut(msg, "authentication handshake failed: ")
+		return "TLS handshake failed: " + strings.TrimSuffix(detail, `"`), true
+	case dialing:
+		return strings.TrimSuffix(dialErr, `"`), true
+	case strings.Contains(msg, "name resolver error"):
+		return msg, true
+	}
+	return "", false
 }
 
 // rpcError is a failed call to the coordinator. Its text is the status
@@ -152,26 +259,50 @@ type rpcError struct {
 }
 
 func (e *rpcError) Error() string {
-	return fmt.Sprintf("%s (%s)", e.st.Message(), e.st.Code())
+	return fmt.Sprintf("%s (%s)", explainLimit(e.st), e.st.Code())
+}
+
+// tooLarge is how gRPC refuses a message over a receiver's limit. The
+// coordinator's limit on requests is its --max-request-bytes.
+var tooLarge = regexp.MustCompile(`^grpc: received message larger than max \((\d+) vs\. (\d+)\)$`)
+
+// limitName matches the name of a coordinator limit the coordinator puts in
+// its messages, "(max_context_bytes)", which is its --max-context-bytes
+// flag.
+var limitName = regexp.MustCompile(`\(max_([a-z_]+)\)`)
+
+// explainLimit is the message of st, saying which coordinator flag sets the
+// limit a refusal names, so the message says what to change.
+func explainLimit(st *status.Status) string {
+	msg := st.Message()
+	if st.Code() != codes.ResourceExhausted {
+		return msg
+	}
+	if m := tooLarge.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("the request is %s bytes, over the coordinator's limit of %s bytes (its --max-request-bytes flag)", m[1], m[2])
+	}
+	return limitName.ReplaceAllStringFunc(msg, func(m string) string {
+		name := strings.ReplaceAll(limitName.FindStringSubmatch(m)[1], "_", "-")
+		return "(the coordinator's --max-" + name + " flag)"
+	})
 }
 
 // GRPCStatus lets status.FromError and status.Code see through the wrapper.
 func (e *rpcError) GRPCStatus() *status.Status { return e.st }
 
-// rpcErr wraps err in an rpcError when it carries a gRPC status and leaves
-// other errors (and nil) alone.
+// rpcErr wraps err in an rpcError when it is a gRPC status error itself,
+// and leaves other errors (wrapped ones included, which already say what
+// they are about) and nil alone.
 func rpcErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	var re *rpcError
-	if errors.As(err, &re) {
+	se, ok := err.(interface{ GRPCStatus() *status.Status })
+	if !ok {
 		return err
 	}
-	if st, ok := status.FromError(err); ok {
-		return &rpcError{st: st}
+	switch err.(type) {
+	case *rpcError, *unreachableError:
+		return err
 	}
-	return err
+	return &rpcError{st: se.GRPCStatus()}
 }
 
 // outputFlag is the -o flag shared by commands that can print JSON.
@@ -192,56 +323,6 @@ func (o *outputFlag) json() (bool, error) {
 		return true, nil
 	default:
 		return false, fmt.Errorf("unknown output format %q (want json)", o.format)
-	}
-}
-
-// stateName maps the proto enum to the lower-case names used in all output.
-func stateName(s coordinatorv1.State) string {
-	switch s {
-	case coordinatorv1.State_STATE_PENDING:
-		return string(state.Pending)
-	case coordinatorv1.State_STATE_IN_PROGRESS:
-		return string(state.InProgress)
-	case coordinatorv1.State_STATE_COMPLETE:
-		return string(state.Complete)
-	case coordinatorv1.State_STATE_ERROR:
-		return string(state.Error)
-	case coordinatorv1.State_STATE_CANCELLED:
-		return string(state.Cancelled)
-	case coordinatorv1.State_STATE_RESOLVED_MANUALLY:
-		return string(state.ResolvedManually)
-	case coordinatorv1.State_STATE_UNSPECIFIED:
-		return ""
-	default:
-		return fmt.Sprintf("unknown(%d)", int32(s))
-	}
-}
-
-// parseState maps a lower-case state name to the proto enum; "" means any.
-func parseState(s string) (coordinatorv1.State, error) {
-	if s == "" {
-		return coordinatorv1.State_STATE_UNSPECIFIED, nil
-	}
-	st, err := state.Parse(s)
-	if err != nil {
-		return 0, err
-	}
-	v, ok := coordinatorv1.State_value["STATE_"+strings.ToUpper(string(st))]
-	if !ok {
-		return 0, fmt.Errorf("state %q has no protocol value", s)
-	}
-	return coordinatorv1.State(v), nil
-}
-
-// terminal reports whether a task in s has stopped moving on its own; these
-// are the states after which WatchTask ends.
-func terminal(s coordinatorv1.State) bool {
-	switch s {
-	case coordinatorv1.State_STATE_COMPLETE, coordinatorv1.State_STATE_ERROR,
-		coordinatorv1.State_STATE_CANCELLED, coordinatorv1.State_STATE_RESOLVED_MANUALLY:
-		return true
-	default:
-		return false
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasker-go/tasker/examples/templates"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/template"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
@@ -46,18 +47,28 @@ asks for tokens.`,
 			if err != nil {
 				return err
 			}
+			storeNote := ""
 			if store.db == "" {
-				dir, err := os.MkdirTemp("", "tasker-dev-")
+				dir, err := os.MkdirTemp(g.env.getenv("TMPDIR"), "tasker-dev-")
 				if err != nil {
 					return fmt.Errorf("create store directory: %w", err)
 				}
+				// Registered first, so it runs last: after the coordinator
+				// has closed the store.
+				defer func() {
+					if err := os.RemoveAll(dir); err != nil {
+						fmt.Fprintf(g.env.Stderr, "warning: remove the temporary store: %v\n", err)
+					}
+				}()
 				store.db = filepath.Join(dir, "tasker.db")
+				storeNote = ", removed on exit; give --db to keep one"
 			}
 			tp, stopTracing, err := newTracerProvider(ctx, "tasker-dev", g.env.getenv, g.env.Stderr)
 			if err != nil {
 				return err
 			}
 			defer func() { _ = stopTracing(context.Background()) }()
+			fmt.Fprintf(out, "starting a coordinator on %s with the SQLite store %s%s\n", listen, store.db, storeNote)
 			rc, err := startCoordinator(ctx, coordinatorOptions{
 				listen: listen, store: store, grace: 5 * time.Second, log: log, tracer: tp,
 				security: coordinatorSecurityFlags{files: g.tls, allowPlaintext: allowPlaintext},
@@ -66,6 +77,7 @@ asks for tokens.`,
 				return err
 			}
 			defer func() { _ = rc.stop() }()
+			fmt.Fprintln(out, "starting an executor hosting the built-in handlers (noop, echo, sleep, flaky)")
 			exCtx, stopExecutor := context.WithCancel(context.Background())
 			_, exAddr, exDone, err := startExecutor(exCtx, executorOptions{
 				listen: "127.0.0.1:0", coordinator: rc.addr, capacity: 16, log: log, tls: g.tls, token: g.bearerToken(), tracer: tp,
@@ -82,9 +94,11 @@ asks for tokens.`,
 
 			g.coordinator = rc.addr
 			return g.withClient(ctx, func(ctx context.Context, c *client) error {
+				fmt.Fprintln(out, "waiting for the executor to connect")
 				if err := waitForExecutor(ctx, c); err != nil {
 					return err
 				}
+				fmt.Fprintln(out, "registering the example templates")
 				if err := registerExamples(ctx, c, out); err != nil {
 					return err
 				}
@@ -111,7 +125,7 @@ asks for tokens.`,
 					return err
 				}
 				if final.GetTask().GetState() != coordinatorv1.State_STATE_COMPLETE {
-					return fmt.Errorf("sample task ended %s, not complete", stateName(final.GetTask().GetState()))
+					return fmt.Errorf("sample task ended %s, not complete", statepb.Name(final.GetTask().GetState()))
 				}
 				if once {
 					return nil
@@ -119,6 +133,7 @@ asks for tokens.`,
 				fmt.Fprintf(out, "\nserving; try: tasker task list --coordinator %s   (Ctrl-C to stop)\n", rc.addr)
 				select {
 				case <-ctx.Done():
+					fmt.Fprintln(out, "stopping")
 					return nil
 				case err := <-rc.done:
 					return err
@@ -130,7 +145,7 @@ asks for tokens.`,
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
 	registerInsecure(cmd, &allowPlaintext)
 	store.register(cmd, "")
-	cmd.Flags().Lookup("db").Usage = "SQLite file (default: a new file in a temporary directory)"
+	cmd.Flags().Lookup("db").Usage = "SQLite file to keep (default: a new file in a temporary directory, removed on exit)"
 	logs.register(cmd, "error")
 	return cmd
 }

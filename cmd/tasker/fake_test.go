@@ -37,8 +37,13 @@ type fakeCoordinator struct {
 	retryTask        func(*coordinatorv1.RetryTaskRequest) (*coordinatorv1.RetryTaskResponse, error)
 	watchTask        []*coordinatorv1.WatchTaskResponse
 	watchErr         error
-	resolveStep      func(*coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error)
-	listExecutors    func(*coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error)
+	// watchHold keeps each WatchTask stream open after the replay until the
+	// client goes away, as for a task that never stops; watchOpened, when
+	// set, receives a value once the replay is sent.
+	watchHold     bool
+	watchOpened   chan struct{}
+	resolveStep   func(*coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error)
+	listExecutors func(*coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error)
 
 	mu   sync.Mutex      // guards reqs
 	reqs []proto.Message // every request received, in order
@@ -107,6 +112,13 @@ func (f *fakeCoordinator) WatchTask(r *coordinatorv1.WatchTaskRequest, stream gr
 			return err
 		}
 	}
+	if f.watchOpened != nil {
+		f.watchOpened <- struct{}{}
+	}
+	if f.watchHold {
+		<-stream.Context().Done()
+		return stream.Context().Err()
+	}
 	return f.watchErr
 }
 
@@ -158,9 +170,15 @@ func cliEnvFor(vars map[string]string) cliEnv {
 
 func runCLIEnv(t *testing.T, env cliEnv, args ...string) result {
 	t.Helper()
+	return runCLICtx(t.Context(), env, args...)
+}
+
+// runCLICtx runs the CLI in-process under ctx, which stands for the
+// process's signal context.
+func runCLICtx(ctx context.Context, env cliEnv, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	env.Stdout, env.Stderr = &stdout, &stderr
-	code := run(t.Context(), args, env)
+	code := run(ctx, args, env)
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 )
 
 // taskJSON is the -o json shape of a task. Scripts depend on it: field names,
@@ -83,7 +84,7 @@ func toTaskJSON(t *coordinatorv1.Task) taskJSON {
 		Namespace:   t.GetNamespace(),
 		Name:        t.GetName(),
 		Version:     t.GetVersion(),
-		State:       stateName(t.GetState()),
+		State:       statepb.Name(t.GetState()),
 		Context:     ctx,
 		CreatedAt:   formatTime(t.GetCreatedAt()),
 		CompletedAt: optionalTime(t.GetCompletedAt()),
@@ -100,7 +101,7 @@ func toStepJSON(s *coordinatorv1.Step) stepJSON {
 		Name:        s.GetName(),
 		Handler:     s.GetHandler(),
 		DependsOn:   append([]string{}, s.GetDependsOn()...),
-		State:       stateName(s.GetState()),
+		State:       statepb.Name(s.GetState()),
 		Attempts:    s.GetAttempts(),
 		Transitions: make([]transitionJSON, 0, len(s.GetTransitions())),
 	}
@@ -113,12 +114,12 @@ func toStepJSON(s *coordinatorv1.Step) stepJSON {
 	for _, tr := range s.GetTransitions() {
 		var from *string
 		if tr.GetFromState() != coordinatorv1.State_STATE_UNSPECIFIED {
-			f := stateName(tr.GetFromState())
+			f := statepb.Name(tr.GetFromState())
 			from = &f
 		}
 		out.Transitions = append(out.Transitions, transitionJSON{
 			From:   from,
-			To:     stateName(tr.GetToState()),
+			To:     statepb.Name(tr.GetToState()),
 			At:     formatTime(tr.GetAt()),
 			Reason: tr.GetReason(),
 		})
@@ -152,7 +153,7 @@ func writeTasks(w io.Writer, asJSON bool, tasks []*coordinatorv1.Task) error {
 	fmt.Fprintln(tw, "ID\tTEMPLATE\tSTATE\tSTEPS\tCREATED")
 	for _, t := range tasks {
 		done, total := stepProgress(t)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", t.GetId(), taskTemplate(t), stateName(t.GetState()), done, total, shortTime(t.GetCreatedAt()))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", t.GetId(), taskTemplate(t), statepb.Name(t.GetState()), done, total, shortTime(t.GetCreatedAt()))
 	}
 	return flush(tw)
 }
@@ -164,7 +165,7 @@ func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
 		return writeJSONLine(w, toTaskJSON(t))
 	}
 	done, total := stepProgress(t)
-	fmt.Fprintf(w, "task %s  %s  %s  steps %d/%d  created %s", t.GetId(), taskTemplate(t), stateName(t.GetState()), done, total, shortTime(t.GetCreatedAt()))
+	fmt.Fprintf(w, "task %s  %s  %s  steps %d/%d  created %s", t.GetId(), taskTemplate(t), statepb.Name(t.GetState()), done, total, shortTime(t.GetCreatedAt()))
 	if t.GetCompletedAt() != nil {
 		fmt.Fprintf(w, "  completed %s", shortTime(t.GetCompletedAt()))
 	}
@@ -179,7 +180,7 @@ func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
 		if s.GetMaxAttempts() > 0 {
 			attempts += fmt.Sprintf("/%d", s.GetMaxAttempts())
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.GetName(), stateName(s.GetState()), attempts, s.GetHandler(), oneLine(s.GetError().GetMessage()))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.GetName(), statepb.Name(s.GetState()), attempts, s.GetHandler(), oneLine(s.GetError().GetMessage()))
 	}
 	return flush(tw)
 }
@@ -191,11 +192,11 @@ func writeTransition(w io.Writer, tr *coordinatorv1.Transition) error {
 	if subject == "" {
 		subject = "task"
 	}
-	from := stateName(tr.GetFromState())
+	from := statepb.Name(tr.GetFromState())
 	if from == "" {
 		from = "-"
 	}
-	line := fmt.Sprintf("%s  %-20s  %s → %s  attempt %d", formatTime(tr.GetAt()), subject, from, stateName(tr.GetToState()), tr.GetAttempt())
+	line := fmt.Sprintf("%s  %-20s  %s → %s  attempt %d", formatTime(tr.GetAt()), subject, from, statepb.Name(tr.GetToState()), tr.GetAttempt())
 	if r := oneLine(tr.GetReason()); r != "" {
 		line += "  " + r
 	}
@@ -208,7 +209,7 @@ func writeTransition(w io.Writer, tr *coordinatorv1.Transition) error {
 // stepProgress counts the steps that no longer hold up their children.
 func stepProgress(t *coordinatorv1.Task) (done, total int) {
 	for _, s := range t.GetSteps() {
-		if st := s.GetState(); st == coordinatorv1.State_STATE_COMPLETE || st == coordinatorv1.State_STATE_RESOLVED_MANUALLY {
+		if statepb.Satisfied(s.GetState()) {
 			done++
 		}
 	}

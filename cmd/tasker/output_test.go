@@ -145,28 +145,6 @@ func TestTaskJSONCompletedAt(t *testing.T) {
 	require.Equal(t, want, b.String())
 }
 
-func TestStateNames(t *testing.T) {
-	t.Parallel()
-	want := map[coordinatorv1.State]string{
-		coordinatorv1.State_STATE_PENDING:           "pending",
-		coordinatorv1.State_STATE_IN_PROGRESS:       "in_progress",
-		coordinatorv1.State_STATE_COMPLETE:          "complete",
-		coordinatorv1.State_STATE_ERROR:             "error",
-		coordinatorv1.State_STATE_CANCELLED:         "cancelled",
-		coordinatorv1.State_STATE_RESOLVED_MANUALLY: "resolved_manually",
-	}
-	for st, name := range want {
-		require.Equal(t, name, stateName(st))
-		back, err := parseState(name)
-		require.NoError(t, err)
-		require.Equal(t, st, back)
-	}
-	// Every enum value except UNSPECIFIED must be covered above.
-	require.Len(t, want, len(coordinatorv1.State_name)-1)
-	_, err := parseState("done")
-	require.ErrorContains(t, err, `unknown state "done"`)
-}
-
 func TestTaskHumanOutput(t *testing.T) {
 	t.Parallel()
 	var b bytes.Buffer

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,7 +16,8 @@ import (
 const (
 	envCoordinator     = "TASKER_COORDINATOR"
 	envToken           = "TASKER_TOKEN"
-	defaultCoordinator = "127.0.0.1:7070"
+	defaultPort        = "7070"
+	defaultCoordinator = "127.0.0.1:" + defaultPort
 	defaultTimeout     = 30 * time.Second
 )
 
@@ -48,16 +52,109 @@ type globals struct {
 	token string
 }
 
-// run executes the CLI with args and returns the process exit status. Errors
-// are printed as "tasker: <err>" on stderr.
+// Exit statuses. Scripts rely on them: they are listed in the root
+// command's help and in the README, and a value never changes meaning.
+const (
+	exitOK     = 0
+	exitFailed = 1 // the command failed: the coordinator refused, a file is bad, ...
+	exitUsage  = 2 // the command line is malformed: unknown command or flag, wrong number of arguments
+	// A task that was waited for or watched stopped in a state other than
+	// complete.
+	exitTaskError     = 3
+	exitTaskCancelled = 4
+	exitTaskResolved  = 5
+	// exitTimeout is --timeout passing before the task stopped.
+	exitTimeout = 6
+	// exitInterrupted is 128+SIGINT, what shells report for Ctrl-C.
+	exitInterrupted = 130
+)
+
+// exitStatusHelp documents the statuses above in --help.
+const exitStatusHelp = `Exit status:
+  0    success; a task waited for (task create --wait) or watched completed
+  1    the command failed (the coordinator refused, a file is bad, ...)
+  2    usage: unknown command or flag, a flag value of the wrong type, wrong
+       number of arguments
+  3    the task waited for or watched ended in error
+  4    ... ended cancelled
+  5    ... ended resolved_manually
+  6    --timeout passed before the task stopped
+  130  interrupted (Ctrl-C); 143 on SIGTERM. The serving commands
+       (coordinator, executor, dev) shut down cleanly on either and exit 0`
+
+// usageError is a mistake on the command line; it exits with exitUsage.
+type usageError struct {
+	err error
+	// cmd is the command whose usage to point at; nil for none.
+	cmd *cobra.Command
+}
+
+func (e *usageError) Error() string {
+	if e.cmd == nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("%v\nRun '%s --help' for usage.", e.err, e.cmd.CommandPath())
+}
+
+func (e *usageError) Unwrap() error { return e.err }
+
+// exitError is a failure with its own exit status, such as a waited-for
+// task that ended in error. An empty message prints nothing.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// signalError is the cause of a context cancelled by a signal; the process
+// then exits 128+signal, as a shell reports a process the signal killed.
+type signalError struct {
+	sig syscall.Signal
+}
+
+func (e *signalError) Error() string { return e.sig.String() + " received" }
+
+// run executes the CLI with args and returns the process exit status.
+// Errors are printed as "tasker: <err>" on stderr. An interrupted command
+// prints nothing more: whatever failed, failed because it was stopped.
 func run(ctx context.Context, args []string, env cliEnv) int {
 	root := newRootCmd(env)
 	root.SetArgs(args)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(env.Stderr, "tasker: %v\n", err)
-		return 1
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
 	}
-	return 0
+	if ctx.Err() != nil {
+		var se *signalError
+		if errors.As(context.Cause(ctx), &se) {
+			return 128 + int(se.sig)
+		}
+		return exitInterrupted
+	}
+	code := exitFailed
+	var (
+		ue *usageError
+		ee *exitError
+	)
+	switch {
+	case errors.As(err, &ue):
+		code = exitUsage
+	case errors.As(err, &ee):
+		code = ee.code
+	}
+	// A joined error is several problems (template apply checks every
+	// file): one line each.
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		if msg := e.Error(); msg != "" {
+			fmt.Fprintf(env.Stderr, "tasker: %s\n", msg)
+		}
+	}
+	return code
 }
 
 // newRootCmd builds the command tree. Server commands (coordinator, executor,
@@ -65,22 +162,31 @@ func run(ctx context.Context, args []string, env cliEnv) int {
 func newRootCmd(env cliEnv) *cobra.Command {
 	g := &globals{env: env}
 	root := &cobra.Command{
-		Use:           "tasker",
-		Short:         "Tasker workflow orchestrator",
+		Use:   "tasker",
+		Short: "Tasker workflow orchestrator",
+		Long: "Tasker workflow orchestrator: a coordinator that owns task state and executors\n" +
+			"that run steps. The client commands talk to a coordinator over gRPC\n" +
+			"(--coordinator, default " + defaultCoordinator + ").\n\n" + exitStatusHelp,
+		Version:       buildVersion(readBuildInfo()).short(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			g.coordinator = coordinatorTarget(g.coordinator)
+			return nil
+		},
 	}
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
+	root.SetVersionTemplate("tasker {{.Version}}\n")
 
 	coordinator := env.getenv(envCoordinator)
 	if coordinator == "" {
 		coordinator = defaultCoordinator
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.coordinator, "coordinator", coordinator, "coordinator gRPC address host:port (env "+envCoordinator+")")
-	pf.DurationVar(&g.timeout, "timeout", defaultTimeout, "timeout for each unary call to the coordinator")
+	pf.StringVar(&g.coordinator, "coordinator", coordinator, "coordinator gRPC address host[:port], port "+defaultPort+" when left out (env "+envCoordinator+")")
+	pf.DurationVar(&g.timeout, "timeout", defaultTimeout, "timeout for each call to the coordinator; given explicitly, it also bounds the whole wait of task create --wait and task watch (0: no limit)")
 	pf.StringVar(&g.tls.ca, "tls-ca", "", "PEM CA bundle: clients verify the coordinator with it; coordinator and executors verify each other's certificates with it and require client certificates from each other (mutual TLS)")
 	pf.StringVar(&g.tls.cert, "tls-cert", "", "PEM certificate: clients present it as their client certificate; coordinator and executor serve TLS with it and present it when calling each other (give it serverAuth and clientAuth usages)")
 	pf.StringVar(&g.tls.key, "tls-key", "", "PEM private key of --tls-cert")
@@ -95,6 +201,60 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newExecutorCmd(g),
 		newDevCmd(g),
 		newBenchCmd(g),
+		newVersionCmd(g),
 	)
+	markUsageErrors(root)
 	return root
+}
+
+// markUsageErrors makes every mistake cobra finds on a command line a
+// usageError, and makes a command group (task, template, ...) refuse an
+// unknown subcommand, suggesting the nearest, instead of printing its help
+// and exiting 0.
+func markUsageErrors(root *cobra.Command) {
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{err: err, cmd: cmd}
+	})
+	// Add help and completion now, as Execute would, so they are marked
+	// too.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	var mark func(c *cobra.Command)
+	mark = func(c *cobra.Command) {
+		switch {
+		case c.HasSubCommands() && !c.Runnable():
+			c.Args = unknownSubcommand
+			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		case c.Args != nil:
+			check := c.Args
+			c.Args = func(cmd *cobra.Command, args []string) error {
+				if err := check(cmd, args); err != nil {
+					return &usageError{err: err, cmd: cmd}
+				}
+				return nil
+			}
+		}
+		for _, sub := range c.Commands() {
+			mark(sub)
+		}
+	}
+	mark(root)
+}
+
+// unknownSubcommand is the Args check of a command group: any argument
+// that got this far names no subcommand.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	// The nearest names only: at distance 2 "lst" would also suggest "get".
+	for distance := 1; distance <= 2; distance++ {
+		cmd.SuggestionsMinimumDistance = distance
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += `; did you mean "` + strings.Join(s, `" or "`) + `"?`
+			break
+		}
+	}
+	return &usageError{err: errors.New(msg), cmd: cmd}
 }

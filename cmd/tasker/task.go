@@ -7,12 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
 
@@ -38,7 +43,7 @@ func newTaskCmd(g *globals) *cobra.Command {
 func newTaskCreateCmd(g *globals) *cobra.Command {
 	var (
 		out            outputFlag
-		contextJSON    string
+		contextFlag    string
 		idempotencyKey string
 		bypass         []string
 		wait           bool
@@ -48,8 +53,16 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 		Short: "Start a task from a template",
 		Long: "Start a task from a template. Creation is idempotent: a repeat with the same\n" +
 			"idempotency key (or, without one, the same template and context) returns the\n" +
-			"existing task. With --wait, follow the task until it stops and exit non-zero\n" +
-			"unless it completed.",
+			"existing task.\n\n" +
+			"--context takes a JSON object inline, @FILE to read it from a file, or - to\n" +
+			"read it from stdin (needed for contexts over about 128 KiB, the most one\n" +
+			"command-line argument may hold).\n\n" +
+			"With --wait, follow the task until it stops, print it, and exit 0 only if it\n" +
+			"completed: 3 when it ended in error, 4 cancelled, 5 resolved_manually. An\n" +
+			"explicit --timeout bounds the whole wait; when it passes, the task is printed\n" +
+			"as it stands and the exit status is 6.\n\n" +
+			"Warnings from the coordinator, such as a step handler that no connected\n" +
+			"executor hosts, are printed to stderr as \"warning: ...\".",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := out.json()
@@ -60,7 +73,7 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			taskCtx, err := parseContext(contextJSON)
+			taskCtx, err := readContext(contextFlag, g.env.Stdin)
 			if err != nil {
 				return err
 			}
@@ -74,12 +87,15 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 			}
 			w := g.env.Stdout
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
-				uctx, cancel := g.unary(ctx)
+				waitCtx, stopWait := g.waitBound(cmd, ctx)
+				defer stopWait()
+				uctx, cancel := g.unary(waitCtx)
 				resp, err := c.CreateTask(uctx, req)
 				cancel()
 				if err != nil {
 					return err
 				}
+				printWarnings(g.env.Stderr, resp.GetWarnings())
 				task := resp.GetTask()
 				if !asJSON {
 					verb := "created"
@@ -94,47 +110,150 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 					}
 					return nil
 				}
-				final, err := waitTask(ctx, g, c, task.GetId())
+				final, err := waitTask(waitCtx, g, c, task.GetId(), nil)
 				if err != nil {
+					if timedOut(ctx, waitCtx, err) {
+						return g.reportTimeout(ctx, c, task, func(t *coordinatorv1.Task) error { return writeTask(w, asJSON, t) })
+					}
 					return err
 				}
 				if err := writeTask(w, asJSON, final); err != nil {
 					return err
 				}
-				if final.GetState() != coordinatorv1.State_STATE_COMPLETE {
-					return fmt.Errorf("task %s ended %s, not complete", final.GetId(), stateName(final.GetState()))
-				}
-				return nil
+				return taskEnded(final)
 			})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&contextJSON, "context", "{}", "task context, a JSON object")
+	f.StringVar(&contextFlag, "context", "{}", "task context: a JSON object, @FILE to read it from a file, or - to read it from stdin")
 	f.StringVar(&idempotencyKey, "idempotency-key", "", "identifies the task; a repeat returns the existing one")
 	f.StringArrayVar(&bypass, "bypass", nil, "skippable step to settle as resolved_manually at once (repeatable)")
-	f.BoolVar(&wait, "wait", false, "wait until the task stops, print it, and fail unless it completed")
+	f.BoolVar(&wait, "wait", false, "wait until the task stops, print it, and exit non-zero unless it completed (see --help)")
 	out.register(cmd)
 	return cmd
 }
 
+// printWarnings prints what the coordinator warned about, one per line.
+func printWarnings(w io.Writer, warnings []string) {
+	for _, msg := range warnings {
+		fmt.Fprintf(w, "warning: %s\n", msg)
+	}
+}
+
+// waitBound bounds a whole wait (task create --wait, task watch) by
+// --timeout when the flag was given. Without it a wait has no limit: a
+// task may run for as long as it needs, and the default --timeout is meant
+// for single calls.
+func (g *globals) waitBound(cmd *cobra.Command, ctx context.Context) (context.Context, context.CancelFunc) {
+	if !cmd.Flags().Changed("timeout") || g.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, g.timeout)
+}
+
+// finalReadTimeout bounds the read of a task's state after its wait timed
+// out, the wait's own deadline having passed.
+const finalReadTimeout = 5 * time.Second
+
+// timedOut reports whether err ended a wait because the bound waitBound put
+// on it passed. The coordinator may end a stream on the deadline it was
+// sent a moment before the client's own timer fires, so a DeadlineExceeded
+// status counts too; without a bound, such an error is a single call's
+// timeout and not the wait's.
+func timedOut(parent, wait context.Context, err error) bool {
+	if parent.Err() != nil {
+		return false
+	}
+	if _, bounded := wait.Deadline(); !bounded {
+		return false
+	}
+	return errors.Is(wait.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		status.Code(err) == codes.DeadlineExceeded
+}
+
+// reportTimeout reports a wait that --timeout cut short: it reads the task
+// as it stands, hands it to show, and returns the error that exits with
+// exitTimeout naming the task and its state.
+func (g *globals) reportTimeout(ctx context.Context, c *client, task *coordinatorv1.Task, show func(*coordinatorv1.Task) error) error {
+	rctx, cancel := context.WithTimeout(ctx, finalReadTimeout)
+	defer cancel()
+	if resp, err := c.GetTask(rctx, &coordinatorv1.GetTaskRequest{Id: task.GetId()}); err == nil {
+		task = resp.GetTask()
+		if show != nil {
+			if err := show(task); err != nil {
+				return err
+			}
+		}
+	}
+	if st := statepb.Name(task.GetState()); st != "" {
+		return &exitError{code: exitTimeout, msg: fmt.Sprintf("task %s is still %s after --timeout %s", task.GetId(), st, g.timeout)}
+	}
+	return &exitError{code: exitTimeout, msg: fmt.Sprintf("task %s did not stop within --timeout %s", task.GetId(), g.timeout)}
+}
+
+// taskEnded turns the state a waited-for or watched task stopped in into
+// the command's outcome: nil for complete, else an error with the state's
+// own exit status.
+func taskEnded(t *coordinatorv1.Task) error {
+	st := t.GetState()
+	code := exitFailed
+	switch st {
+	case coordinatorv1.State_STATE_COMPLETE:
+		return nil
+	case coordinatorv1.State_STATE_ERROR:
+		code = exitTaskError
+	case coordinatorv1.State_STATE_CANCELLED:
+		code = exitTaskCancelled
+	case coordinatorv1.State_STATE_RESOLVED_MANUALLY:
+		code = exitTaskResolved
+	}
+	return &exitError{code: code, msg: fmt.Sprintf("task %s ended %s, not complete", t.GetId(), statepb.Name(st))}
+}
+
+// readContext reads --context: a JSON object given inline, @FILE to read
+// it from a file, or - to read it from stdin. Large contexts need a file:
+// one command-line argument holds at most 128 KiB on Linux.
+func readContext(flag string, stdin io.Reader) (*structpb.Struct, error) {
+	switch {
+	case flag == "-":
+		if stdin == nil {
+			return nil, errors.New("--context -: no stdin")
+		}
+		data, err := io.ReadAll(stdin)
+		if err != nil {
+			return nil, fmt.Errorf("--context -: read stdin: %w", err)
+		}
+		return parseContext("--context - (stdin)", data)
+	case strings.HasPrefix(flag, "@"):
+		data, err := os.ReadFile(flag[1:])
+		if err != nil {
+			return nil, fmt.Errorf("--context %s: %w", flag, err)
+		}
+		return parseContext("--context "+flag, data)
+	default:
+		return parseContext("--context", []byte(flag))
+	}
+}
+
 // parseContext accepts only a JSON object, and says so before any call is
-// made, since the coordinator can store nothing else as a context.
-func parseContext(s string) (*structpb.Struct, error) {
-	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+// made, since the coordinator can store nothing else as a context. source
+// names where the JSON came from in errors.
+func parseContext(source string, data []byte) (*structpb.Struct, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("--context is not valid JSON: %w", err)
+		return nil, fmt.Errorf("%s is not valid JSON: %w", source, err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("--context has trailing data after the JSON object")
+		return nil, fmt.Errorf("%s has trailing data after the JSON object", source)
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("--context must be a JSON object, got %s", templatepb.JSONKind(v))
+		return nil, fmt.Errorf("%s must be a JSON object, got %s", source, templatepb.JSONKind(v))
 	}
 	st, err := structpb.NewStruct(obj)
 	if err != nil {
-		return nil, fmt.Errorf("--context: %w", err)
+		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	return st, nil
 }
@@ -158,13 +277,18 @@ func parseJSONValue(flag, s string) (*structpb.Value, error) {
 const rewatchPause = 500 * time.Millisecond
 
 // waitTask follows a task's transitions until it stops and returns the task
-// as it finished. The server ends the stream once the task stops; a stream
-// that ends earlier is re-opened after the last transition seen.
-func waitTask(ctx context.Context, g *globals, c *client, id string) (*coordinatorv1.Task, error) {
+// as it finished, calling each (when not nil) with every transition. The
+// server ends the stream once the task stops; a stream that ends earlier
+// (a coordinator restarting, say) is re-opened after the last transition
+// seen.
+func waitTask(ctx context.Context, g *globals, c *client, id string, each func(*coordinatorv1.WatchTaskResponse) error) (*coordinatorv1.Task, error) {
 	var afterSeq int64
 	for {
 		err := watchTask(ctx, c, id, afterSeq, func(msg *coordinatorv1.WatchTaskResponse) error {
 			afterSeq = max(afterSeq, msg.GetTransition().GetSeq())
+			if each != nil {
+				return each(msg)
+			}
 			return nil
 		})
 		if err != nil {
@@ -176,7 +300,7 @@ func waitTask(ctx context.Context, g *globals, c *client, id string) (*coordinat
 		if err != nil {
 			return nil, err
 		}
-		if terminal(resp.GetTask().GetState()) {
+		if statepb.Terminal(resp.GetTask().GetState()) {
 			return resp.GetTask(), nil
 		}
 		select {
@@ -244,7 +368,7 @@ func newTaskListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := parseState(stateFlag)
+			st, err := statepb.Parse(stateFlag)
 			if err != nil {
 				return fmt.Errorf("--state: %w", err)
 			}
@@ -298,12 +422,24 @@ func newTaskWatchCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "watch ID",
 		Short: "Print a task's transitions until it stops",
-		Args:  cobra.ExactArgs(1),
+		Long: "Print a task's transitions, those already stored first, until the task stops.\n" +
+			"Exit status 0 when it completed, 3 when it ended in error, 4 cancelled,\n" +
+			"5 resolved_manually; an explicit --timeout bounds the watch (exit status 6).",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
-				return watchTask(ctx, c, args[0], 0, func(msg *coordinatorv1.WatchTaskResponse) error {
+				waitCtx, stopWait := g.waitBound(cmd, ctx)
+				defer stopWait()
+				final, err := waitTask(waitCtx, g, c, args[0], func(msg *coordinatorv1.WatchTaskResponse) error {
 					return writeTransition(g.env.Stdout, msg.GetTransition())
 				})
+				if err != nil {
+					if timedOut(ctx, waitCtx, err) {
+						return g.reportTimeout(ctx, c, &coordinatorv1.Task{Id: args[0]}, nil)
+					}
+					return err
+				}
+				return taskEnded(final)
 			})
 		},
 	}

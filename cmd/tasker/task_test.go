@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tasker-go/tasker/coordinator"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
@@ -118,7 +122,7 @@ func TestTaskCreateWaitFailsUnlessComplete(t *testing.T) {
 	t.Parallel()
 	addr := serve(t, waitFake(t, coordinatorv1.State_STATE_ERROR))
 	res := runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--wait")
-	require.Equal(t, 1, res.code)
+	require.Equal(t, exitTaskError, res.code)
 	require.Equal(t, "tasker: task t-1 ended error, not complete\n", res.stderr)
 	require.True(t, strings.HasPrefix(res.stdout, "created task t-1 demo/order_fulfillment@1.0.0\ntask t-1  demo/order_fulfillment@1.0.0  error  "), res.stdout)
 }
@@ -343,15 +347,123 @@ func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		args []string
+		code int
 		want string
 	}{
-		{[]string{"task", "get"}, "tasker: accepts 1 arg(s), received 0\n"},
-		{[]string{"task", "list", "--limit", "0"}, "tasker: --limit must be positive, got 0\n"},
-		{[]string{"task", "get", "t-1", "-o", "yaml"}, "tasker: unknown output format \"yaml\" (want json)\n"},
-		{[]string{"task", "create", "demo/x@"}, "tasker: template \"demo/x@\": want NAMESPACE/NAME[@VERSION]\n"},
+		{[]string{"task", "get"}, exitUsage, "tasker: accepts 1 arg(s), received 0\nRun 'tasker task get --help' for usage.\n"},
+		{[]string{"task", "list", "--limit", "x"}, exitUsage, "tasker: invalid argument \"x\" for \"--limit\" flag: strconv.ParseInt: parsing \"x\": invalid syntax\nRun 'tasker task list --help' for usage.\n"},
+		{[]string{"task", "list", "--limit", "0"}, exitFailed, "tasker: --limit must be positive, got 0\n"},
+		{[]string{"task", "get", "t-1", "-o", "yaml"}, exitFailed, "tasker: unknown output format \"yaml\" (want json)\n"},
+		{[]string{"task", "create", "demo/x@"}, exitFailed, "tasker: template \"demo/x@\": want NAMESPACE/NAME[@VERSION]\n"},
 	} {
 		res := runCLI(t, "127.0.0.1:9", tc.args...)
-		require.Equal(t, 1, res.code, tc.args)
+		require.Equal(t, tc.code, res.code, tc.args)
 		require.Equal(t, tc.want, res.stderr, tc.args)
 	}
+}
+
+// bigContext is a JSON object of about n bytes.
+func bigContext(t *testing.T, n int) (string, map[string]any) {
+	t.Helper()
+	obj := map[string]any{"order_id": "A1", "blob": strings.Repeat("x", n)}
+	b, err := json.Marshal(obj)
+	require.NoError(t, err)
+	return string(b), obj
+}
+
+// A context over 128 KiB cannot be one command-line argument (Linux's
+// MAX_ARG_STRLEN), so it had no way in: --context @FILE and --context -
+// read it from a file or stdin.
+func TestTaskCreateContextFromFileOrStdin(t *testing.T) {
+	t.Parallel()
+	f := &fakeCoordinator{createTask: func(r *coordinatorv1.CreateTaskRequest) (*coordinatorv1.CreateTaskResponse, error) {
+		return &coordinatorv1.CreateTaskResponse{Task: &coordinatorv1.Task{Id: "t-1"}, Created: true}, nil
+	}}
+	addr := serve(t, f)
+	raw, obj := bigContext(t, 200<<10)
+	path := writeFile(t, "ctx.json", raw)
+
+	res := runCLI(t, addr, "task", "create", "demo/x", "--context", "@"+path)
+	require.Equal(t, 0, res.code, res.stderr)
+	env := cliEnvFor(nil)
+	env.Stdin = strings.NewReader(raw)
+	res = runCLIEnv(t, env, "--coordinator", addr, "task", "create", "demo/x", "--context", "-")
+	require.Equal(t, 0, res.code, res.stderr)
+
+	reqs := f.requests()
+	require.Len(t, reqs, 2)
+	for _, r := range reqs {
+		requireProtoEqual(t, &coordinatorv1.CreateTaskRequest{Namespace: "demo", Name: "x", Context: mustStruct(t, obj)}, r)
+	}
+
+	for _, tc := range []struct{ flag, want string }{
+		{"@" + path + ".missing", "tasker: --context @" + path + ".missing: open " + path + ".missing: no such file or directory\n"},
+		{"@" + writeFile(t, "list.json", "[1]"), "must be a JSON object, got an array\n"},
+		{"@" + writeFile(t, "bad.json", "{order_id: 1}"), "is not valid JSON: "},
+	} {
+		res := runCLI(t, addr, "task", "create", "demo/x", "--context", tc.flag)
+		require.Equal(t, 1, res.code)
+		require.Contains(t, res.stderr, "tasker: --context "+tc.flag)
+		require.Contains(t, res.stderr, tc.want)
+	}
+	require.Len(t, f.requests(), 2, "a bad context sends nothing")
+}
+
+// Against a real coordinator, a context over its --max-context-bytes and a
+// request over its --max-request-bytes are refused with messages that name
+// the flag to raise.
+func TestOversizedContextNamesTheCoordinatorFlag(t *testing.T) {
+	t.Parallel()
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0",
+		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		limits: coordinator.Limits{MaxContextBytes: 16 << 10, MaxRequestBytes: 64 << 10},
+		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	tmpl := writeFile(t, "t.yaml", "namespace: demo\nname: big\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop}\n")
+	res := runCLI(t, rc.addr, "template", "apply", tmpl)
+	require.Equal(t, 0, res.code, res.stderr)
+
+	raw, _ := bigContext(t, 8<<10)
+	res = runCLI(t, rc.addr, "task", "create", "demo/big", "--context", "@"+writeFile(t, "small.json", raw))
+	require.Equal(t, 0, res.code, res.stderr)
+
+	raw, _ = bigContext(t, 32<<10)
+	res = runCLI(t, rc.addr, "task", "create", "demo/big", "--context", "@"+writeFile(t, "medium.json", raw))
+	require.Equal(t, 1, res.code)
+	require.Regexp(t, `^tasker: context is \d+ bytes, over the limit of 16384 bytes \(the coordinator's --max-context-bytes flag\) \(ResourceExhausted\)\n$`, res.stderr)
+
+	raw, _ = bigContext(t, 100<<10)
+	res = runCLI(t, rc.addr, "task", "create", "demo/big", "--context", "@"+writeFile(t, "large.json", raw))
+	require.Equal(t, 1, res.code)
+	require.Regexp(t, `^tasker: the request is \d+ bytes, over the coordinator's limit of 65536 bytes \(its --max-request-bytes flag\) \(ResourceExhausted\)\n$`, res.stderr)
+}
+
+// A step whose handler no executor hosts used to leave its task
+// in_progress silently, and task create --wait --timeout 30s waited on past
+// 45 s. Now the create warns, and the wait stops at --timeout with its own
+// exit status, naming the task and its state.
+func TestTaskThatCannotRunSaysSo(t *testing.T) {
+	t.Parallel()
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0",
+		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	tmpl := writeFile(t, "t.yaml", "namespace: demo\nname: stuck\nversion: 1.0.0\nsteps:\n  - {name: charge, handler: charge_card}\n")
+	res := runCLI(t, rc.addr, "template", "apply", tmpl)
+	require.Equal(t, 0, res.code, res.stderr)
+
+	res = runCLI(t, rc.addr, "--timeout", "300ms", "task", "create", "demo/stuck", "--wait", "-o", "json")
+	require.Equal(t, exitTimeout, res.code, res.stderr)
+	var got taskJSON
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &got), res.stdout)
+	require.Contains(t, []string{"pending", "in_progress"}, got.State)
+	require.Equal(t, "pending", got.Steps[0].State, "nothing could run it")
+	require.Equal(t, `warning: no connected executor hosts handler "charge_card" (step "charge"): tasks wait at it until an executor hosting it connects`+"\n"+
+		"tasker: task "+got.ID+" is still "+got.State+" after --timeout 300ms\n", res.stderr)
 }

@@ -36,25 +36,59 @@ func newTemplateApplyCmd(g *globals) *cobra.Command {
 		Use:   "apply FILE...",
 		Short: "Register templates from YAML or JSON files (- reads stdin)",
 		Long: "Register templates from YAML or JSON files; - reads stdin. Every file is\n" +
-			"read and checked before anything is registered. Registering identical content\n" +
-			"again is a no-op reported as \"unchanged\".",
+			"read and checked, here and by the coordinator, before anything is\n" +
+			"registered: if any file has a problem, each problem is printed with its file\n" +
+			"and nothing is registered. Registering identical content again is a no-op\n" +
+			"reported as \"unchanged\".\n\n" +
+			"Warnings from the coordinator, such as a step handler that no connected\n" +
+			"executor hosts, are printed to stderr as \"warning: ...\"; they do not stop\n" +
+			"registration, since executors may connect later.",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			reqs := make([]*coordinatorv1.RegisterTemplateRequest, 0, len(args))
+			type file struct {
+				path string
+				tmpl *coordinatorv1.TaskTemplate
+			}
+			files := make([]file, 0, len(args))
+			var errs []error
 			for _, path := range args {
 				tmpl, err := loadTemplate(path, g.env.Stdin)
 				if err != nil {
-					return err
+					errs = append(errs, err)
+					continue
 				}
-				reqs = append(reqs, &coordinatorv1.RegisterTemplateRequest{Template: tmpl})
+				files = append(files, file{path: path, tmpl: tmpl})
+			}
+			if len(errs) > 0 {
+				return errors.Join(errs...)
 			}
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
-				for _, req := range reqs {
+				// The coordinator checks every file before any is
+				// registered, so a bad file in the middle cannot leave the
+				// ones before it registered and the ones after it not.
+				for _, f := range files {
 					uctx, cancel := g.unary(ctx)
-					resp, err := c.RegisterTemplate(uctx, req)
+					_, err := c.RegisterTemplate(uctx, &coordinatorv1.RegisterTemplateRequest{Template: f.tmpl, ValidateOnly: true})
 					cancel()
 					if err != nil {
-						return err
+						if g.unreachable(c, err) != nil || ctx.Err() != nil {
+							return err
+						}
+						errs = append(errs, fmt.Errorf("%s: %w", f.path, rpcErr(err)))
+					}
+				}
+				if len(errs) > 0 {
+					return errors.Join(errs...)
+				}
+				for _, f := range files {
+					uctx, cancel := g.unary(ctx)
+					resp, err := c.RegisterTemplate(uctx, &coordinatorv1.RegisterTemplateRequest{Template: f.tmpl})
+					cancel()
+					if err != nil {
+						if g.unreachable(c, err) != nil || ctx.Err() != nil {
+							return err
+						}
+						return fmt.Errorf("%s: %w", f.path, rpcErr(err))
 					}
 					verb := "registered"
 					if !resp.GetCreated() {
@@ -62,9 +96,10 @@ func newTemplateApplyCmd(g *globals) *cobra.Command {
 					}
 					got := resp.GetTemplate()
 					if got == nil {
-						got = req.GetTemplate()
+						got = f.tmpl
 					}
 					fmt.Fprintf(g.env.Stdout, "%s %s\n", verb, protoTemplateRef(got))
+					printWarnings(g.env.Stderr, resp.GetWarnings())
 				}
 				return nil
 			})
@@ -92,6 +127,14 @@ func loadTemplate(path string, stdin io.Reader) (*coordinatorv1.TaskTemplate, er
 	}
 	t, err := template.Parse(data)
 	if err != nil {
+		// FILE:LINE: FIELD: MESSAGE, the form editors jump to.
+		var pe *template.ParseError
+		if errors.As(err, &pe) {
+			if pe.Line > 0 {
+				return nil, fmt.Errorf("%s:%d: %s", path, pe.Line, pe.Detail())
+			}
+			return nil, fmt.Errorf("%s: %s", path, pe.Detail())
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	p, err := templatepb.ToProto(t)

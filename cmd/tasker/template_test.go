@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -99,6 +102,9 @@ func TestTemplateApply(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
 	f := &fakeCoordinator{registerTemplate: func(r *coordinatorv1.RegisterTemplateRequest) (*coordinatorv1.RegisterTemplateResponse, error) {
+		if r.GetValidateOnly() {
+			return &coordinatorv1.RegisterTemplateResponse{Template: r.GetTemplate(), Created: calls.Load() == 0}, nil
+		}
 		return &coordinatorv1.RegisterTemplateResponse{Template: r.GetTemplate(), Created: calls.Add(1) == 1}, nil
 	}}
 	addr := serve(t, f)
@@ -116,10 +122,13 @@ func TestTemplateApply(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Equal(t, "unchanged demo/order_fulfillment@1.0.0\n", res.stdout)
 
+	// Each apply checks, then registers.
 	reqs := f.requests()
-	require.Len(t, reqs, 2)
-	for _, r := range reqs {
-		requireProtoEqual(t, wantApplied(t), r.(*coordinatorv1.RegisterTemplateRequest).GetTemplate())
+	require.Len(t, reqs, 4)
+	for i, r := range reqs {
+		req := r.(*coordinatorv1.RegisterTemplateRequest)
+		require.Equal(t, i%2 == 0, req.GetValidateOnly(), i)
+		requireProtoEqual(t, wantApplied(t), req.GetTemplate())
 	}
 }
 
@@ -134,7 +143,7 @@ func TestTemplateApplyStdin(t *testing.T) {
 	res := runCLIEnv(t, env, "--coordinator", addr, "template", "apply", "-")
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Equal(t, "registered demo/order_fulfillment@1.0.0\n", res.stdout)
-	require.Len(t, f.requests(), 1)
+	require.Len(t, f.requests(), 2)
 }
 
 func TestTemplateApplyBadFileSendsNothing(t *testing.T) {
@@ -146,8 +155,7 @@ func TestTemplateApplyBadFileSendsNothing(t *testing.T) {
 
 	res := runCLI(t, addr, "template", "apply", good, bad)
 	require.Equal(t, 1, res.code)
-	require.True(t, strings.HasPrefix(res.stderr, "tasker: "+bad+": "), res.stderr)
-	require.Contains(t, res.stderr, "stpes")
+	require.Equal(t, "tasker: "+bad+`:4: stpes: unknown field; did you mean "steps"?`+"\n", res.stderr)
 	require.Empty(t, res.stdout)
 	require.Empty(t, f.requests(), "no template may be registered when any file is bad")
 
@@ -168,10 +176,11 @@ func TestRPCErrorFormat(t *testing.T) {
 		return nil, status.Error(codes.InvalidArgument, `step "charge": depends_on: unknown step "x"`)
 	}}
 	addr := serve(t, f)
-	res := runCLI(t, addr, "template", "apply", writeFile(t, "t.yaml", applyYAML))
+	path := writeFile(t, "t.yaml", applyYAML)
+	res := runCLI(t, addr, "template", "apply", path)
 	require.Equal(t, 1, res.code)
 	require.Empty(t, res.stdout)
-	require.Equal(t, `tasker: step "charge": depends_on: unknown step "x" (InvalidArgument)`+"\n", res.stderr)
+	require.Equal(t, `tasker: `+path+`: step "charge": depends_on: unknown step "x" (InvalidArgument)`+"\n", res.stderr)
 }
 
 func TestTemplateGetRoundTrips(t *testing.T) {
@@ -232,4 +241,114 @@ func TestTemplateList(t *testing.T) {
 	res = runCLI(t, addr, "template", "list", "-o", "json")
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Len(t, strings.Split(strings.TrimSuffix(res.stdout, "\n"), "\n"), 2)
+}
+
+// template apply a.yaml b.yaml c.yaml with b refused used to register a,
+// skip c and print b's error without naming b. Now the coordinator checks
+// every file (validate_only) before any is registered.
+func TestTemplateApplyChecksEveryFileFirst(t *testing.T) {
+	t.Parallel()
+	f := &fakeCoordinator{registerTemplate: func(r *coordinatorv1.RegisterTemplateRequest) (*coordinatorv1.RegisterTemplateResponse, error) {
+		if r.GetTemplate().GetName() != "a" {
+			return nil, status.Errorf(codes.InvalidArgument, `step "s": depends_on: unknown step "x"`)
+		}
+		return &coordinatorv1.RegisterTemplateResponse{Template: r.GetTemplate(), Created: true}, nil
+	}}
+	addr := serve(t, f)
+	doc := func(name string) string {
+		return "namespace: demo\nname: " + name + "\nversion: 1.0.0\nsteps:\n  - {name: s, handler: noop}\n"
+	}
+	a, b, c := writeFile(t, "a.yaml", doc("a")), writeFile(t, "b.yaml", doc("b")), writeFile(t, "c.yaml", doc("c"))
+
+	res := runCLI(t, addr, "template", "apply", a, b, c)
+	require.Equal(t, 1, res.code)
+	require.Empty(t, res.stdout, "nothing was registered")
+	require.Equal(t, "tasker: "+b+`: step "s": depends_on: unknown step "x" (InvalidArgument)`+"\n"+
+		"tasker: "+c+`: step "s": depends_on: unknown step "x" (InvalidArgument)`+"\n", res.stderr)
+	reqs := f.requests()
+	require.Len(t, reqs, 3, "one check per file")
+	for _, r := range reqs {
+		require.True(t, r.(*coordinatorv1.RegisterTemplateRequest).GetValidateOnly())
+	}
+
+	// Files that cannot be read or parsed are all named, and the
+	// coordinator is not called.
+	bad := writeFile(t, "bad.yaml", "namespace: demo\nname: x\nversion: 1.0.0\nstpes: []\n")
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	res = runCLI(t, addr, "template", "apply", a, bad, missing)
+	require.Equal(t, 1, res.code)
+	lines := strings.Split(strings.TrimSuffix(res.stderr, "\n"), "\n")
+	require.Len(t, lines, 2, res.stderr)
+	require.True(t, strings.HasPrefix(lines[0], "tasker: "+bad+":"), lines[0])
+	require.Contains(t, lines[1], missing)
+	require.Len(t, f.requests(), 3)
+}
+
+// Against a real coordinator: a cycle in one file, and different content
+// under a registered version in another, stop every file; with none, all
+// register and a handler no executor hosts is warned about.
+func TestTemplateApplyAgainstCoordinator(t *testing.T) {
+	t.Parallel()
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0",
+		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+
+	a := writeFile(t, "a.yaml", "namespace: demo\nname: a\nversion: 1.0.0\nsteps:\n  - {name: s, handler: charge_card}\n  - {name: t, handler: charge_card, depends_on: [s]}\n")
+	cycle := writeFile(t, "cycle.yaml", "namespace: demo\nname: b\nversion: 1.0.0\nsteps:\n  - {name: s, handler: noop, depends_on: [t]}\n  - {name: t, handler: noop, depends_on: [s]}\n")
+	res := runCLI(t, rc.addr, "template", "apply", a, cycle)
+	require.Equal(t, 1, res.code)
+	require.Equal(t, "tasker: "+cycle+`: step "s": depends_on: cycle: s -> t -> s (InvalidArgument)`+"\n", res.stderr)
+	require.Empty(t, res.stdout)
+	res = runCLI(t, rc.addr, "template", "list")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, "TEMPLATE  STEPS  DESCRIPTION\n", res.stdout, "a was not registered")
+
+	res = runCLI(t, rc.addr, "template", "apply", a)
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, "registered demo/a@1.0.0\n", res.stdout)
+	require.Equal(t, `warning: no connected executor hosts handler "charge_card" (steps "s", "t"): tasks wait at it until an executor hosting it connects`+"\n", res.stderr)
+
+	changed := writeFile(t, "a2.yaml", "namespace: demo\nname: a\nversion: 1.0.0\nsteps:\n  - {name: s, handler: noop}\n")
+	c := writeFile(t, "c.yaml", "namespace: demo\nname: c\nversion: 1.0.0\nsteps:\n  - {name: s, handler: noop}\n")
+	res = runCLI(t, rc.addr, "template", "apply", c, changed)
+	require.Equal(t, 1, res.code)
+	require.Regexp(t, "^tasker: "+regexp.QuoteMeta(changed)+": demo/a@1.0.0: template demo/a@1.0.0 has digest [0-9a-f]{64}, not [0-9a-f]{64}: "+
+		`template version already registered with different content; register it under a new version \(AlreadyExists\)\n$`, res.stderr)
+	res = runCLI(t, rc.addr, "template", "get", "demo/c")
+	require.Equal(t, 1, res.code, "c was not registered: %s", res.stdout)
+}
+
+// YAML errors used to speak encoding/json ("json: cannot unmarshal string
+// into Go struct field Step.steps.retry_limit of type int") with no line.
+func TestTemplateApplyParseErrorsGiveFileLineAndField(t *testing.T) {
+	t.Parallel()
+	f := &fakeCoordinator{}
+	addr := serve(t, f)
+	path := writeFile(t, "a.yaml", `namespace: demo
+name: order_fulfillment
+version: 1.0.0
+steps:
+  - name: validate
+    handler: echo
+  - name: charge
+    handler: flaky
+    depends_on: [validate]
+  - name: reserve
+    handler: sleep
+    retry_limit: three
+`)
+	res := runCLI(t, addr, "template", "apply", path)
+	require.Equal(t, 1, res.code)
+	require.Equal(t, "tasker: "+path+":12: steps[2].retry_limit: want a whole number, got a string\n", res.stderr)
+
+	env := cliEnvFor(nil)
+	env.Stdin = strings.NewReader("namespace: demo\nname: x\nversion: 1.0.0\nsteps:\n  - {name: a, handler: on}\n")
+	res = runCLIEnv(t, env, "--coordinator", addr, "template", "apply", "-")
+	require.Equal(t, 1, res.code)
+	require.Equal(t, "tasker: -:5: steps[0].handler: got a bool where a string belongs (YAML reads on/off/yes/no/y/n as booleans): quote it\n", res.stderr)
+	require.Empty(t, f.requests())
 }

@@ -966,7 +966,13 @@ func (x *ExecutorInfo) GetConnectedAt() *timestamppb.Timestamp {
 type RegisterTemplateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// template to validate and store.
-	Template      *TaskTemplate `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	Template *TaskTemplate `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	// validate_only runs every check registering would (parsing, the DAG,
+	// limits, and different content already registered under the same
+	// namespace, name and version) and answers as registering would, but
+	// stores nothing. Clients use it to check several templates before
+	// registering any.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1008,13 +1014,27 @@ func (x *RegisterTemplateRequest) GetTemplate() *TaskTemplate {
 	return nil
 }
 
+func (x *RegisterTemplateRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // RegisterTemplateResponse returns the stored template.
 type RegisterTemplateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// template as stored, with defaults filled in.
 	Template *TaskTemplate `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
 	// created is false when an identical template was already registered.
-	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// With validate_only it says whether registering would store a new
+	// version.
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// warnings are problems that do not stop registration but will stop
+	// tasks from running as things stand, such as a step handler that no
+	// connected executor hosts. Executors may connect later, so they are not
+	// errors.
+	Warnings      []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1061,6 +1081,13 @@ func (x *RegisterTemplateResponse) GetCreated() bool {
 		return x.Created
 	}
 	return false
+}
+
+func (x *RegisterTemplateResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 // GetTemplateRequest names a template.
@@ -1364,7 +1391,11 @@ type CreateTaskResponse struct {
 	// task created or found, with its steps.
 	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
 	// created is false when an existing task was returned.
-	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// warnings are reasons the task cannot make progress as things stand,
+	// such as a step handler that no connected executor hosts. The task is
+	// created anyway: an executor hosting it may connect later.
+	Warnings      []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1411,6 +1442,13 @@ func (x *CreateTaskResponse) GetCreated() bool {
 		return x.Created
 	}
 	return false
+}
+
+func (x *CreateTaskResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 // GetTaskRequest names a task.
@@ -2448,12 +2486,14 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tin_flight\x18\x05 \x01(\x05R\binFlight\x12\x1a\n" +
 	"\blanguage\x18\x06 \x01(\tR\blanguage\x12\x1c\n" +
 	"\tconnected\x18\a \x01(\bR\tconnected\x12=\n" +
-	"\fconnected_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\"Z\n" +
+	"\fconnected_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\"\x7f\n" +
 	"\x17RegisterTemplateRequest\x12?\n" +
-	"\btemplate\x18\x01 \x01(\v2#.tasker.coordinator.v1.TaskTemplateR\btemplate\"u\n" +
+	"\btemplate\x18\x01 \x01(\v2#.tasker.coordinator.v1.TaskTemplateR\btemplate\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"\x91\x01\n" +
 	"\x18RegisterTemplateResponse\x12?\n" +
 	"\btemplate\x18\x01 \x01(\v2#.tasker.coordinator.v1.TaskTemplateR\btemplate\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"`\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings\"`\n" +
 	"\x12GetTemplateRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -2470,10 +2510,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x121\n" +
 	"\acontext\x18\x04 \x01(\v2\x17.google.protobuf.StructR\acontext\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12!\n" +
-	"\fbypass_steps\x18\x06 \x03(\tR\vbypassSteps\"_\n" +
+	"\fbypass_steps\x18\x06 \x03(\tR\vbypassSteps\"{\n" +
 	"\x12CreateTaskResponse\x12/\n" +
 	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\" \n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
 	"\x0fGetTaskResponse\x12/\n" +

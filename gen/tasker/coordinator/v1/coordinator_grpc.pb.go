@@ -46,7 +46,8 @@ const (
 type CoordinatorServiceClient interface {
 	// RegisterTemplate validates and stores a task template. Registering the
 	// same namespace, name and version again with identical content is a
-	// no-op; with different content it fails with AlreadyExists. Unary.
+	// no-op; with different content it fails with AlreadyExists. With
+	// validate_only it runs every check and stores nothing. Unary.
 	RegisterTemplate(ctx context.Context, in *RegisterTemplateRequest, opts ...grpc.CallOption) (*RegisterTemplateResponse, error)
 	// GetTemplate returns one template; an empty version means the highest.
 	// Unary.
@@ -246,7 +247,8 @@ func (c *coordinatorServiceClient) ReportStepResult(ctx context.Context, in *Rep
 type CoordinatorServiceServer interface {
 	// RegisterTemplate validates and stores a task template. Registering the
 	// same namespace, name and version again with identical content is a
-	// no-op; with different content it fails with AlreadyExists. Unary.
+	// no-op; with different content it fails with AlreadyExists. With
+	// validate_only it runs every check and stores nothing. Unary.
 	RegisterTemplate(context.Context, *RegisterTemplateRequest) (*RegisterTemplateResponse, error)
 	// GetTemplate returns one template; an empty version means the highest.
 	// Unary.
