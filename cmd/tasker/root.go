@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Defaults for the global flags.
@@ -115,6 +117,15 @@ type signalError struct {
 
 func (e *signalError) Error() string { return e.sig.String() + " received" }
 
+// interrupted reports whether err is what a command returns when its
+// context is cancelled under it. A command refused before it started
+// (a bad flag) is reported as such even if a signal came meanwhile.
+func interrupted(err error) bool {
+	var se *signalError
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &se) || status.Code(err) == codes.Canceled
+}
+
 // run executes the CLI with args and returns the process exit status.
 // Errors are printed as "tasker: <err>" on stderr. An interrupted command
 // prints nothing more: whatever failed, failed because it was stopped.
@@ -125,7 +136,7 @@ func run(ctx context.Context, args []string, env cliEnv) int {
 	if err == nil {
 		return exitOK
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && interrupted(err) {
 		var se *signalError
 		if errors.As(context.Cause(ctx), &se) {
 			return 128 + int(se.sig)
