@@ -3,6 +3,9 @@ package coordinator
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -135,6 +138,9 @@ func contextJSON(s *structpb.Struct) (json.RawMessage, error) {
 	if s == nil {
 		return json.RawMessage("{}"), nil
 	}
+	if err := checkFinite("context", structpb.NewStructValue(s)); err != nil {
+		return nil, err
+	}
 	// encoding/json, not protojson, whose spacing is deliberately unstable:
 	// stored JSON should read the same every time.
 	raw, err := json.Marshal(s.AsMap())
@@ -142,4 +148,43 @@ func contextJSON(s *structpb.Struct) (json.RawMessage, error) {
 		return nil, fmt.Errorf("context: %w", err)
 	}
 	return raw, nil
+}
+
+// valueJSON encodes a JSON value given as a protobuf Value (a manual
+// resolution's results), refusing what JSON cannot hold; path names it in
+// errors.
+func valueJSON(path string, v *structpb.Value) (json.RawMessage, error) {
+	if err := checkFinite(path, v); err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(v.AsInterface())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return raw, nil
+}
+
+// checkFinite refuses NaN and infinities anywhere in v, naming where: JSON
+// has no such numbers, and structpb would turn them into the strings "NaN"
+// and "Infinity", storing something the caller never sent.
+func checkFinite(path string, v *structpb.Value) error {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
+			return fmt.Errorf("%s: %v is not a JSON number (NaN and infinities cannot be stored)", path, k.NumberValue)
+		}
+	case *structpb.Value_StructValue:
+		for _, key := range slices.Sorted(maps.Keys(k.StructValue.GetFields())) {
+			if err := checkFinite(path+"."+key, k.StructValue.GetFields()[key]); err != nil {
+				return err
+			}
+		}
+	case *structpb.Value_ListValue:
+		for i, item := range k.ListValue.GetValues() {
+			if err := checkFinite(fmt.Sprintf("%s[%d]", path, i), item); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

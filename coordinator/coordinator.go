@@ -155,6 +155,7 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
 	e.metrics = newMetrics(cfg.Registerer, e)
+	e.pool.messages = e.metrics.streamMessages
 	c.engine = e
 	return c, nil
 }

@@ -23,6 +23,7 @@ type metrics struct {
 	wakes           prometheus.Counter
 	repairs         prometheus.Counter
 	results         *prometheus.CounterVec
+	streamMessages  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
@@ -57,6 +58,10 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 			Name: "tasker_step_results_total",
 			Help: "Step results received from executors, by outcome: applied, or ignored (duplicate, stale, or for a task not run here).",
 		}, []string{"outcome"}),
+		streamMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_executor_stream_messages_total",
+			Help: "Messages read from executors' Execute streams, by kind (result, heartbeat, progress).",
+		}, []string{"kind"}),
 		wakes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tasker_task_wakes_total", Help: "Times a task's retry timer fired (a backoff ended).",
 		}),
@@ -76,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		return float64(len(e.tasks))
 	})
 	executors := &executorCollector{pool: e.pool}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, active, executors} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, active, executors} {
 		reg.MustRegister(c)
 	}
 	return m

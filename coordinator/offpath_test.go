@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
@@ -199,4 +201,38 @@ steps:
 	require.False(t, h.coord.InMemory(task.GetId()), "refused resolve left the task in memory")
 	again := h.get(task.GetId())
 	require.Len(t, again.GetTransitions(), len(done.GetTransitions()), "nothing was written")
+}
+
+// NaN and infinities are not JSON: a context or a manual resolution's
+// results holding one is refused naming where it is, and nothing is stored
+// (structpb used to turn them into the string "NaN").
+func TestNonFiniteNumbersAreRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(oneStepTemplate)
+	for _, tc := range []struct {
+		value *structpb.Value
+		want  string
+	}{
+		{structpb.NewNumberValue(math.NaN()), "context.bad: NaN"},
+		{structpb.NewNumberValue(math.Inf(1)), "context.bad: +Inf"},
+		{structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewNumberValue(1), structpb.NewNumberValue(math.Inf(-1))}}), "context.bad[1]: -Inf"},
+	} {
+		ctx := &structpb.Struct{Fields: map[string]*structpb.Value{"ok": structpb.NewNumberValue(1), "bad": tc.value}}
+		_, err := h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: "one_step", Context: ctx})
+		require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+		require.Contains(t, status.Convert(err).Message(), tc.want)
+	}
+	list, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{})
+	require.NoError(t, err)
+	require.Empty(t, list.GetTasks(), "nothing was stored")
+
+	task := h.create("test", "one_step", map[string]any{})
+	_, err = h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{
+		TaskId: task.GetId(), StepName: "work",
+		Results: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"score": structpb.NewNumberValue(math.NaN())}}),
+	})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "results.score: NaN")
+	require.Equal(t, coordinatorv1.State_STATE_PENDING, step(h.get(task.GetId()), "work").GetState())
 }

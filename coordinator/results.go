@@ -24,6 +24,9 @@ type pendingResult struct {
 	// stream carried it, or the one its attempt was sent to; "" if
 	// unknown. The executor id inside the message is only logged.
 	from string
+	// streamed is set for a result read from an executor's stream, which
+	// must be the stream of the executor running the attempt.
+	streamed bool
 	// grant, instead of r, is a freed executor slot reserved for a waiting
 	// step of the task; it batches the same way.
 	grant      *waiter
@@ -60,18 +63,19 @@ func (e *engine) applyReported(r *executorv1.StepResult) (applied bool, err erro
 	}
 	from := e.pool.settleReported(attemptKey{r.GetStepId(), r.GetAttempt()})
 	defer e.pool.applied(1)
-	return e.applyResult(r, from)
+	return e.applyResult(r, from, false)
 }
 
 // applyResult applies a step result if, and only if, the step is in flight
 // on that same attempt.
-func (e *engine) applyResult(r *executorv1.StepResult, from string) (applied bool, err error) {
+func (e *engine) applyResult(r *executorv1.StepResult, from string, streamed bool) (applied bool, err error) {
 	tr := e.lookup(r.GetTaskId())
 	if tr == nil {
 		e.metrics.results.WithLabelValues("ignored").Inc()
 		return false, nil // finished, unknown or owned elsewhere: nothing to apply
 	}
 	p := newPendingResult(r, from)
+	p.streamed = streamed
 	e.enqueue(tr, p)
 	return p.applied, p.err
 }
@@ -93,6 +97,7 @@ func (e *engine) results(executorID string, rs []*executorv1.StepResult) {
 			continue
 		}
 		p := newPendingResult(r, executorID)
+		p.streamed = true
 		if byTask[r.GetTaskId()] == nil {
 			order = append(order, r.GetTaskId())
 		}
@@ -151,7 +156,7 @@ func (e *engine) holdResult(p *pendingResult, executorID string) {
 				return
 			case <-timer.C:
 			}
-			_, err = e.applyResult(r, executorID)
+			_, err = e.applyResult(r, executorID, true)
 			if err == nil || errors.Is(err, store.ErrLeaseLost) || errors.As(err, &ce) {
 				return
 			}
@@ -234,6 +239,13 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 	}
 	s := tr.steps[i]
 	if s.State != state.InProgress || int32(s.Attempts) != r.GetAttempt() {
+		return false
+	}
+	if p.streamed && s.executor != "" && s.executor != p.from {
+		// Another executor's stream carried it: a bug or a forgery. The
+		// attempt's own executor still runs it and will report.
+		e.log.Warn("result ignored: it came on the stream of an executor not running the attempt",
+			"task_id", tr.task.ID, "step_id", s.ID, "attempt", s.Attempts, "running_on", s.executor, "stream_of", p.from)
 		return false
 	}
 	if !s.dispatchedAt.IsZero() {

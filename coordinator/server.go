@@ -287,9 +287,9 @@ func (s *server) ResolveStep(ctx context.Context, req *coordinatorv1.ResolveStep
 	}
 	var results json.RawMessage
 	if v := req.GetResults(); v != nil {
-		raw, err := json.Marshal(v.AsInterface())
+		raw, err := valueJSON("results", v)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "results: %v", err)
+			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 		results = raw
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -80,6 +81,8 @@ type pool struct {
 	liveness      time.Duration
 	events        poolEvents
 	bg            *routines
+	// messages counts what the streams read, by kind.
+	messages *prometheus.CounterVec
 
 	mu    sync.Mutex // protects every field below and every execConn's mutable fields
 	conns map[string]*execConn

@@ -138,6 +138,7 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *mail
 			break
 		}
 		lastSeen.Store(time.Now().UnixNano())
+		p.messages.WithLabelValues(messageKind(msg)).Inc()
 		in.push(msg)
 	}
 	// Messages read before the break are still applied: the applier
@@ -150,6 +151,19 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *mail
 	}
 	if rest := in.rest(); len(rest) > 0 {
 		p.apply(conn, rest)
+	}
+}
+
+func messageKind(msg *executorv1.ExecuteResponse) string {
+	switch msg.GetKind().(type) {
+	case *executorv1.ExecuteResponse_StepResult:
+		return "result"
+	case *executorv1.ExecuteResponse_Heartbeat:
+		return "heartbeat"
+	case *executorv1.ExecuteResponse_Progress:
+		return "progress"
+	default:
+		return "unknown"
 	}
 }
 

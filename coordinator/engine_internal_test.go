@@ -1,0 +1,94 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/sqlite"
+	"github.com/tasker-go/tasker/template"
+)
+
+// newTestEngine is a started coordinator on a real SQLite file, for tests
+// of the engine's internals; no executor is connected.
+func newTestEngine(t *testing.T) *Coordinator {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "tasker.db"), Logger: log})
+	require.NoError(t, err)
+	c, err := New(Config{Store: st, Logger: log})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	t.Cleanup(func() {
+		_ = c.Stop(ctx)
+		_ = st.Close()
+	})
+	return c
+}
+
+// Every move the engine decides is judged by the state tables of package
+// state before it is written: a step move the step table refuses, or a
+// task move the task table refuses, fails the commit and writes nothing.
+func TestMovesRefusedByTheStateTablesAreNeverWritten(t *testing.T) {
+	t.Parallel()
+	c := newTestEngine(t)
+	e := c.engine
+	ctx := context.Background()
+	tmpl, err := template.Parse([]byte(`
+namespace: test
+name: tables
+version: 1.0.0
+steps:
+  - name: a
+    handler: nobody_hosts_this
+  - name: b
+    handler: nobody_hosts_this
+    depends_on: [a]
+`))
+	require.NoError(t, err)
+	_, _, err = e.templates.register(ctx, tmpl, e.now())
+	require.NoError(t, err)
+	created, _, err := e.createTask(ctx, &createParams{namespace: "test", name: "tables", context: []byte(`{}`)})
+	require.NoError(t, err)
+	id := created.Task.ID
+	before, err := e.store.TransitionList(ctx, &store.TransitionListParams{TaskID: id})
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name string
+		move func(c *change)
+	}{
+		{"step pending to complete", func(c *change) { c.moveStep(1, state.Complete, "no", nil) }},
+		{"task pending to complete", func(c *change) { c.moveTask(state.Complete, "no") }},
+		{"legal step move, then an illegal one", func(c *change) {
+			c.moveStep(1, state.ResolvedManually, "fine", nil)
+			c.moveStep(1, state.InProgress, "not from resolved_manually", nil)
+		}},
+	} {
+		err := e.withTask(ctx, id, func(tr *taskRun) error {
+			ch := e.newChange(tr)
+			tc.move(ch)
+			return e.commit(ctx, ch)
+		})
+		var te *state.TransitionError
+		require.True(t, errors.As(err, &te), "%s: %v", tc.name, err)
+		// The task is reloaded from the store after a refused change.
+		require.Eventually(t, func() bool {
+			return e.withTask(ctx, id, func(*taskRun) error { return nil }) == nil
+		}, 10e9, 1e6)
+	}
+	after, err := e.store.TransitionList(ctx, &store.TransitionListParams{TaskID: id})
+	require.NoError(t, err)
+	require.Equal(t, len(before), len(after), "nothing was written")
+	steps, err := e.store.StepList(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, state.Pending, steps[1].State)
+}
