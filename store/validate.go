@@ -48,3 +48,14 @@ func (p *TaskAdvanceParams) Validate() error {
 	}
 	return nil
 }
+
+// Validate checks what every driver needs of TaskTake's arguments.
+func (p *TaskTakeParams) Validate() error {
+	if p == nil || p.Lease == nil {
+		return errors.New("TaskTake: a lease is required")
+	}
+	if p.TaskID == "" {
+		return errors.New("TaskTake: task ID is required")
+	}
+	return nil
+}

@@ -600,34 +600,11 @@ func TestIdempotentWritesRaceAcrossCoordinators(t *testing.T) {
 			a := openStore(t, Config{Schema: schema})
 			b := openStore(t, Config{Schema: schema})
 			admin := adminConn(t, schema)
-			var bPid int32
-			require.NoError(t, b.writer.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&bPid))
+			bPid := writerPID(t, b)
 
-			// A's batch inserts, then waits for an advisory lock the test
-			// holds, so its insert stays uncommitted.
-			key := time.Now().UnixNano() & 0x7fffffff
-			_, err := admin.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
-			require.NoError(t, err)
-			batch := []*groupcommit.Request[queueFunc]{
-				groupcommit.NewRequest("first", tc.first),
-				groupcommit.NewRequest("hold", func(p *pipe) {
-					p.exec("SELECT pg_advisory_xact_lock($1)", key)
-				}),
-			}
-			aDone := make(chan struct{})
-			go func() {
-				a.committer.RunBatch(batch)
-				close(aDone)
-			}()
-			waitFor := func(query string, args ...any) {
-				t.Helper()
-				require.Eventually(t, func() bool {
-					var n int
-					require.NoError(t, admin.QueryRow(ctx, query, args...).Scan(&n))
-					return n > 0
-				}, 10*time.Second, 5*time.Millisecond, query)
-			}
-			waitFor("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", key)
+			// A's batch inserts, then waits, so its insert stays
+			// uncommitted.
+			commitFirst := holdBatch(t, a, admin, tc.first)
 
 			// B's statement now waits for A's uncommitted row.
 			type answer struct {
@@ -640,19 +617,45 @@ func TestIdempotentWritesRaceAcrossCoordinators(t *testing.T) {
 				id, created, err := tc.second(ctx, b)
 				bDone <- answer{id, created, err}
 			}()
-			waitFor("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", bPid)
+			waitUntil(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", bPid)
 
-			_, err = admin.Exec(ctx, "SELECT pg_advisory_unlock($1)", key)
-			require.NoError(t, err)
-			<-aDone
-			for _, req := range batch {
-				require.NoError(t, req.Wait(), req.Op)
-			}
+			require.NoError(t, commitFirst())
 			got := <-bDone
 			require.NoError(t, got.err)
 			require.False(t, got.created)
 			require.Equal(t, tc.want, got.id)
 		})
+	}
+}
+
+// holdBatch runs work in a batch of s's committer that then waits for an
+// advisory lock the test holds, so what work wrote stays uncommitted (its
+// row locks held) until the returned function releases the batch; that
+// function waits for the commit and returns work's outcome.
+func holdBatch(t *testing.T, s *Store, admin *pgx.Conn, work queueFunc) (commit func() error) {
+	t.Helper()
+	key := time.Now().UnixNano() & 0x7fffffff
+	_, err := admin.Exec(t.Context(), "SELECT pg_advisory_lock($1)", key)
+	require.NoError(t, err)
+	batch := []*groupcommit.Request[queueFunc]{
+		groupcommit.NewRequest("held", work),
+		groupcommit.NewRequest("hold", func(p *pipe) {
+			p.exec("SELECT pg_advisory_xact_lock($1)", key)
+		}),
+	}
+	done := make(chan struct{})
+	go func() {
+		s.committer.RunBatch(batch)
+		close(done)
+	}()
+	waitUntil(t, admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", key)
+	return func() error {
+		t.Helper()
+		_, err := admin.Exec(t.Context(), "SELECT pg_advisory_unlock($1)", key)
+		require.NoError(t, err)
+		<-done
+		require.NoError(t, batch[1].Wait())
+		return batch[0].Wait()
 	}
 }
 

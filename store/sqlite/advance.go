@@ -34,7 +34,9 @@ func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams
 
 func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
 	at := toNanos(p.At)
+	var token int64
 	if l := p.Lease; l != nil {
+		token = l.Token
 		var one int
 		err := tx.QueryRowContext(ctx, sqlFence, p.TaskID, l.Token, at).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -53,15 +55,16 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 			return nil, err
 		}
 		tr := &store.Transition{
-			TaskID:   p.TaskID,
-			StepID:   c.StepID,
-			StepName: name,
-			From:     c.From,
-			To:       c.To,
-			At:       fromNanos(at),
-			Reason:   c.Reason,
-			Attempt:  c.Attempts,
-			Metadata: c.Metadata,
+			TaskID:     p.TaskID,
+			StepID:     c.StepID,
+			StepName:   name,
+			From:       c.From,
+			To:         c.To,
+			At:         fromNanos(at),
+			Reason:     c.Reason,
+			Attempt:    c.Attempts,
+			Metadata:   c.Metadata,
+			LeaseToken: token,
 		}
 		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
 			return nil, err
@@ -79,12 +82,13 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 			return nil, taskMismatch(ctx, tx, p.TaskID, c)
 		}
 		tr := &store.Transition{
-			TaskID:   p.TaskID,
-			From:     c.From,
-			To:       c.To,
-			At:       fromNanos(at),
-			Reason:   c.Reason,
-			Metadata: c.Metadata,
+			TaskID:     p.TaskID,
+			From:       c.From,
+			To:         c.To,
+			At:         fromNanos(at),
+			Reason:     c.Reason,
+			Metadata:   c.Metadata,
+			LeaseToken: token,
 		}
 		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
 			return nil, err

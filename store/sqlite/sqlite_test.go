@@ -393,6 +393,15 @@ func TestQueryPlans(t *testing.T) {
 		require.NotContains(t, got, "TEMP B-TREE", "%+v: %s", tc.params, got)
 	}
 
+	// Claiming merges the two indexes of work in id order and stops at the
+	// limit: no finished task without a running step is read, nothing is
+	// sorted.
+	claim := plan(taskClaimSQL, 1, 0, 100)
+	require.Contains(t, claim, "INDEX tasks_active_id", claim)
+	require.Regexp(t, `SCAN s USING (COVERING )?INDEX steps_in_progress; SEARCH t USING PRIMARY KEY`, claim)
+	require.NotContains(t, claim, "tasks_state_id", claim)
+	require.NotContains(t, claim, "TEMP B-TREE", claim)
+
 	steps := plan(`SELECT `+stepColumns+` FROM steps WHERE task_id IN (?, ?) ORDER BY task_id, position`, "a", "b")
 	require.Contains(t, steps, "INDEX steps_task_id_position", steps)
 	transitions := plan(`SELECT `+transitionColumns+` FROM transitions WHERE task_id = ? AND seq > ? ORDER BY seq`, "a", 0)

@@ -24,6 +24,7 @@ func (s *suite) leases(t *testing.T) {
 	s.leaseRenew(t)
 	s.leaseList(t)
 	s.taskClaim(t)
+	s.taskTake(t)
 	s.taskAdvanceWithLease(t)
 	s.taskCreateWithOwner(t)
 }
@@ -62,6 +63,32 @@ func (s *suite) leaseAcquire(t *testing.T) {
 
 			_, err = f.store.LeaseRenew(f.ctx, &store.LeaseRenewParams{Lease: replaced, TTL: leaseTTL, Now: f.now()})
 			require.NoError(t, err)
+		})
+
+		t.Run("StoresAddress", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			acquire := func(id, addr string) *store.Lease {
+				l, err := f.store.LeaseAcquire(f.ctx, &store.LeaseAcquireParams{CoordinatorID: id, TTL: leaseTTL, Now: f.now(), Address: addr})
+				require.NoError(t, err)
+				require.Equal(t, addr, l.Address)
+				return l
+			}
+			a := acquire("a", "10.0.0.1:7070")
+			b := acquire("b", "")
+			requireLeases(t, []*store.Lease{a, b}, f.leaseList(t, f.now()))
+
+			// A renewal answers with the stored address, whatever the
+			// caller's copy says.
+			stale := *a
+			stale.Address = ""
+			renewed, err := f.store.LeaseRenew(f.ctx, &store.LeaseRenewParams{Lease: &stale, TTL: leaseTTL, Now: f.now()})
+			require.NoError(t, err)
+			require.Equal(t, "10.0.0.1:7070", renewed.Address)
+
+			// A restart may come back elsewhere.
+			moved := acquire("a", "10.0.0.2:7070")
+			requireLeases(t, []*store.Lease{moved, b}, f.leaseList(t, f.now()))
 		})
 
 		t.Run("RejectsBadParams", func(t *testing.T) {
@@ -191,6 +218,47 @@ func (s *suite) taskClaim(t *testing.T) {
 			for _, task := range finished {
 				requireTask(t, task, f.task(t, task.ID))
 			}
+		})
+
+		t.Run("TakesErroredTasksWithRunningStep", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			// in stores a task in the given state whose one step is in
+			// stepState.
+			in := func(taskState, stepState state.State) *store.Task {
+				p := f.taskParams("linear", "a", "b")
+				p.Task.State = taskState
+				p.Steps[0].State, p.Steps[0].Attempts = stepState, 1
+				return f.create(t, p)
+			}
+			erroredRunning := in(state.Error, state.InProgress)
+			in(state.Error, state.Error)
+			in(state.Complete, state.Complete)
+			in(state.Cancelled, state.Cancelled)
+			active := in(state.InProgress, state.InProgress)
+			erroredRunningToo := in(state.Error, state.InProgress)
+			// Two running steps make it a candidate once, not twice.
+			p := f.taskParams("linear", "a", "b")
+			p.Task.State = state.Error
+			for _, st := range p.Steps {
+				st.State, st.Attempts = state.InProgress, 1
+			}
+			twoRunning := f.create(t, p)
+			a, b := f.acquire(t, "a"), f.acquire(t, "b")
+
+			want := []*store.Task{owned(erroredRunning, a), owned(active, a), owned(erroredRunningToo, a)}
+			requireTasks(t, want, f.claim(t, a, f.now(), 3))
+			requireTasks(t, []*store.Task{owned(twoRunning, a)}, f.claim(t, a, f.now(), 3))
+			require.Empty(t, f.claim(t, a, f.now(), 3))
+			require.Empty(t, f.claim(t, b, f.now(), 0), "a's tasks stay a's while it is live")
+
+			// Once the running step records its result, the errored task
+			// has no work left and is claimed no more.
+			f.advance(t, &store.TaskAdvanceParams{TaskID: erroredRunning.ID, Lease: a, At: f.now(), Steps: []*store.StepChange{
+				completeStep(f.stepByName(t, erroredRunning.ID, "a"), 1, `{}`),
+			}})
+			got := f.claim(t, b, a.Expires, 0)
+			requireTasks(t, []*store.Task{owned(active, b), owned(erroredRunningToo, b), owned(twoRunning, b)}, got)
 		})
 
 		t.Run("NeverTakesTasksOfLiveLease", func(t *testing.T) {
@@ -576,5 +644,6 @@ func requireLeases(t *testing.T, want, got []*store.Lease) {
 		require.Equal(t, want[i].CoordinatorID, got[i].CoordinatorID, "lease %d", i)
 		require.Equal(t, want[i].Token, got[i].Token, "lease %d of %s", i, want[i].CoordinatorID)
 		requireTimeEqual(t, want[i].Expires, got[i].Expires, "Expires of "+want[i].CoordinatorID)
+		require.Equal(t, want[i].Address, got[i].Address, "Address of %s", want[i].CoordinatorID)
 	}
 }

@@ -33,6 +33,11 @@ func (s *suite) lifecycle(t *testing.T) {
 			require.ErrorIs(t, err, store.ErrClosed)
 			_, err = f.store.StepList(f.ctx, task.ID)
 			require.ErrorIs(t, err, store.ErrClosed)
+			lease := &store.Lease{CoordinatorID: "a", Token: 1, Expires: f.now().Add(leaseTTL)}
+			_, err = f.store.TaskTake(f.ctx, &store.TaskTakeParams{Lease: lease, TaskID: task.ID, Now: f.now()})
+			require.ErrorIs(t, err, store.ErrClosed)
+			_, err = f.store.TaskClaim(f.ctx, &store.TaskClaimParams{Lease: lease, Now: f.now()})
+			require.ErrorIs(t, err, store.ErrClosed)
 		})
 	})
 }

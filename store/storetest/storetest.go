@@ -4,8 +4,9 @@
 // agree with each other and with the coordinator that relies on them.
 //
 // Cases are split by area (templates.go, task_create.go, task_advance.go,
-// listing.go, concurrency.go, leases.go, lifecycle.go), and subtests are named after the
-// interface method they exercise, so a failure names the method at fault.
+// listing.go, concurrency.go, leases.go, take.go, lifecycle.go), and
+// subtests are named after the interface method they exercise, so a failure
+// names the method at fault.
 package storetest
 
 import (
