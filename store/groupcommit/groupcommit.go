@@ -161,9 +161,9 @@ func (c *Committer[W]) Closing() <-chan struct{} { return c.closing }
 
 // Stats are the committer's cumulative counters.
 type Stats struct {
-	// Commits is the number of committed batches; Writes the requests they
-	// held (Writes/Commits is the mean batch size).
-	Commits, Writes int64
+	// Commits is the number of committed batches; Requests the writes they
+	// held (Requests/Commits is the mean batch size).
+	Commits, Requests int64
 	// Taken counts requests the committer took; Queued the writers waiting
 	// for it now.
 	Taken, Queued int64
@@ -171,5 +171,5 @@ type Stats struct {
 
 // Stats returns the counters.
 func (c *Committer[W]) Stats() Stats {
-	return Stats{Commits: c.commits.Load(), Writes: c.committed.Load(), Taken: c.taken.Load(), Queued: c.queued.Load()}
+	return Stats{Commits: c.commits.Load(), Requests: c.committed.Load(), Taken: c.taken.Load(), Queued: c.queued.Load()}
 }

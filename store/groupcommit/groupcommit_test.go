@@ -68,9 +68,9 @@ func TestSubmitAnswersEachWriteAndBatchesUnderLoad(t *testing.T) {
 		require.NoError(t, err)
 	}
 	st := c.Stats()
-	require.EqualValues(t, 200, st.Writes)
+	require.EqualValues(t, 200, st.Requests)
 	require.EqualValues(t, 200, st.Taken)
-	require.Less(t, st.Commits, st.Writes, "concurrent writes shared transactions")
+	require.Less(t, st.Commits, st.Requests, "concurrent writes shared transactions")
 	for _, b := range rec.batches {
 		require.LessOrEqual(t, len(b), 64)
 	}

@@ -136,18 +136,7 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	}
 
 	for _, c := range params.Steps {
-		tr := &store.Transition{
-			TaskID:     taskID,
-			StepID:     c.StepID,
-			StepName:   c.StepName,
-			From:       c.From,
-			To:         c.To,
-			At:         fromNanos(at),
-			Reason:     c.Reason,
-			Attempt:    c.Attempts,
-			Metadata:   c.Metadata,
-			LeaseToken: token,
-		}
+		tr := c.Transition(taskID, fromNanos(at), token)
 		out = append(out, tr)
 		var (
 			hasError       = c.Error != nil
@@ -170,15 +159,7 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	}
 
 	if c := params.Task; c != nil {
-		tr := &store.Transition{
-			TaskID:     taskID,
-			From:       c.From,
-			To:         c.To,
-			At:         fromNanos(at),
-			Reason:     c.Reason,
-			Metadata:   c.Metadata,
-			LeaseToken: token,
-		}
+		tr := c.Transition(taskID, fromNanos(at), token)
 		out = append(out, tr)
 		describe := fmt.Sprintf("task %s %s→%s", taskID, c.From, c.To)
 		p.query(stmtAdvanceTask, []any{taskID, string(c.From), string(c.To), at, c.Reason, toNullJSON(c.Metadata), token},

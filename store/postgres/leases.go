@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -94,8 +93,8 @@ RETURNING ` + taskColumns
 
 // LeaseAcquire implements store.Store.
 func (s *Store) LeaseAcquire(ctx context.Context, params *store.LeaseAcquireParams) (*store.Lease, error) {
-	if params == nil || params.CoordinatorID == "" || params.TTL <= 0 {
-		return nil, errors.New("LeaseAcquire: a coordinator id and a positive TTL are required")
+	if err := params.Validate(); err != nil {
+		return nil, err
 	}
 	lease := &store.Lease{CoordinatorID: params.CoordinatorID, Expires: params.Now.Add(params.TTL), Address: params.Address}
 	expires := toNanos(lease.Expires)
@@ -118,8 +117,8 @@ func (s *Store) LeaseAcquire(ctx context.Context, params *store.LeaseAcquirePara
 
 // LeaseRenew implements store.Store.
 func (s *Store) LeaseRenew(ctx context.Context, params *store.LeaseRenewParams) (*store.Lease, error) {
-	if params == nil || params.Lease == nil || params.TTL <= 0 {
-		return nil, errors.New("LeaseRenew: a lease and a positive TTL are required")
+	if err := params.Validate(); err != nil {
+		return nil, err
 	}
 	renewed := *params.Lease
 	renewed.Expires = params.Now.Add(params.TTL)
@@ -158,8 +157,8 @@ func (s *Store) LeaseList(ctx context.Context, now time.Time) ([]*store.Lease, e
 // TaskClaim implements store.Store. The lease check and the claim are two
 // statements of one request, pipelined with the rest of the batch.
 func (s *Store) TaskClaim(ctx context.Context, params *store.TaskClaimParams) ([]*store.Task, error) {
-	if params == nil || params.Lease == nil {
-		return nil, errors.New("TaskClaim: a lease is required")
+	if err := params.Validate(); err != nil {
+		return nil, err
 	}
 	var res *claimResult
 	err := s.write(ctx, "TaskClaim", func(p *pipe) {

@@ -2,11 +2,8 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,11 +12,12 @@ import (
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/storetest"
 )
 
-// These tests cover what the conformance suite cannot: coordinators that
-// share the database through separate stores (separate connections and
-// transactions), and the row locks between claims and fenced advances.
+// These tests cover what the conformance suite cannot: the row locks
+// between claims and fenced advances, each interleaving held still by a
+// lock the test takes, and the rows a claim reads.
 
 var leaseT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -34,7 +32,7 @@ func createTasks(t *testing.T, s *Store, n int) []string {
 	t.Helper()
 	ids := make([]string, n)
 	for i := range ids {
-		p := newTaskParams("ns", leaseT0, "a")
+		p := storetest.TaskParams("ns", leaseT0, "a")
 		_, _, err := s.TaskCreate(t.Context(), p)
 		require.NoError(t, err)
 		ids[i] = p.Task.ID
@@ -57,60 +55,6 @@ func waitUntil(t *testing.T, conn *pgx.Conn, query string, args ...any) {
 		require.NoError(t, conn.QueryRow(t.Context(), query, args...).Scan(&n))
 		return n > 0
 	}, 10*time.Second, 5*time.Millisecond, query)
-}
-
-// TestClaimAcrossStoresSplitsTasks: coordinators with stores of their own
-// claim at once, in separate transactions; SKIP LOCKED lets them split the
-// tasks, and none gets a task another got.
-func TestClaimAcrossStoresSplitsTasks(t *testing.T) {
-	t.Parallel()
-	schema := newSchema(t)
-	const coordinators, tasks, limit = 4, 80, 5
-	stores := make([]*Store, coordinators)
-	leases := make([]*store.Lease, coordinators)
-	for i := range stores {
-		stores[i] = openStore(t, Config{Schema: schema, MaxConns: 2})
-		leases[i] = acquire(t, stores[i], fmt.Sprintf("c%d", i))
-	}
-	want := createTasks(t, stores[0], tasks)
-
-	got := make([][]string, coordinators)
-	errs := make([]error, coordinators)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, s := range stores {
-		wg.Go(func() {
-			<-start
-			for {
-				claimed, err := s.TaskClaim(t.Context(), &store.TaskClaimParams{Lease: leases[i], Now: leaseT0, Limit: limit})
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				if len(claimed) == 0 {
-					return
-				}
-				for _, task := range claimed {
-					got[i] = append(got[i], task.ID)
-				}
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
-
-	var all []string
-	for i, ids := range got {
-		for _, id := range ids {
-			task, err := stores[0].TaskGet(t.Context(), id)
-			require.NoError(t, err)
-			require.Equal(t, leases[i].Token, task.OwnerToken, "task %s", id)
-		}
-		all = append(all, ids...)
-	}
-	slices.Sort(all)
-	require.Equal(t, want, all, "every task claimed exactly once")
 }
 
 // TestClaimSkipsLockedTasks: a task whose owner is mid-advance (its fence
@@ -153,7 +97,7 @@ func TestFenceWaitsForClaimInProgress(t *testing.T) {
 			ctx := t.Context()
 			schema := newSchema(t)
 			s := openStore(t, Config{Schema: schema})
-			p := newTaskParams("ns", leaseT0, "a")
+			p := storetest.TaskParams("ns", leaseT0, "a")
 			_, _, err := s.TaskCreate(ctx, p)
 			require.NoError(t, err)
 			owner, other := acquire(t, s, "owner"), acquire(t, s, "other")
@@ -186,12 +130,12 @@ func TestFenceWaitsForClaimInProgress(t *testing.T) {
 				err := <-done
 				require.ErrorIs(t, err, store.ErrLeaseLost)
 				require.ErrorContains(t, err, fmt.Sprintf("task is owned by lease %d, not %d", other.Token, owner.Token))
-				requireTaskState(t, s, p.Task.ID, state.Pending, 0)
+				storetest.RequireTaskState(t, s, p.Task.ID, state.Pending, 0)
 				return
 			}
 			require.NoError(t, tx.Rollback(ctx))
 			require.NoError(t, <-done)
-			requireTaskState(t, s, p.Task.ID, state.InProgress, 1)
+			storetest.RequireTaskState(t, s, p.Task.ID, state.InProgress, 1)
 		})
 	}
 }
@@ -286,7 +230,7 @@ func TestLeaseMessages(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	s := openStore(t, Config{})
-	p := newTaskParams("ns", leaseT0, "a")
+	p := storetest.TaskParams("ns", leaseT0, "a")
 	_, _, err := s.TaskCreate(ctx, p)
 	require.NoError(t, err)
 	l := acquire(t, s, "a")

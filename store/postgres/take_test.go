@@ -2,9 +2,7 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/storetest"
 )
 
 // These tests hold TaskTake against the other writers of a task's owner
@@ -38,7 +37,7 @@ func newTakeFixture(t *testing.T) *takeFixture {
 	schema := newSchema(t)
 	f := &takeFixture{schema: schema, a: openStore(t, Config{Schema: schema}), b: openStore(t, Config{Schema: schema})}
 	f.admin = adminConn(t, schema)
-	f.task = newTaskParams("ns", leaseT0, "a")
+	f.task = storetest.TaskParams("ns", leaseT0, "a")
 	_, _, err := f.a.TaskCreate(ctx, f.task)
 	require.NoError(t, err)
 	f.owner, err = f.a.LeaseAcquire(ctx, &store.LeaseAcquireParams{CoordinatorID: "owner", TTL: time.Minute, Now: leaseT0, Address: "owner:7070"})
@@ -160,7 +159,7 @@ func TestTakeWaitsForFencedAdvance(t *testing.T) {
 	require.NoError(t, commit())
 	require.NoError(t, <-done)
 
-	requireTaskState(t, f.a, f.task.Task.ID, state.InProgress, 1)
+	storetest.RequireTaskState(t, f.a, f.task.Task.ID, state.InProgress, 1)
 	require.Equal(t, taker.Token, f.stored(t).OwnerToken)
 	next := f.ownerAdvance()
 	next.Task, next.Steps = nil, []*store.StepChange{{StepID: f.task.Steps[0].ID, From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}
@@ -189,7 +188,7 @@ func TestFenceWaitsForTakeInProgress(t *testing.T) {
 	err := <-done
 	require.ErrorIs(t, err, store.ErrLeaseLost)
 	require.ErrorContains(t, err, fmt.Sprintf("task is owned by lease %d, not %d", taker.Token, f.owner.Token))
-	requireTaskState(t, f.a, f.task.Task.ID, state.Pending, 0)
+	storetest.RequireTaskState(t, f.a, f.task.Task.ID, state.Pending, 0)
 }
 
 // TestTakeAndClaimDoNotShareATask: a claim skips a task a take holds, and a
@@ -225,49 +224,4 @@ func TestTakeAndClaimDoNotShareATask(t *testing.T) {
 		requireOwnedBy(t, <-done, claimer)
 		require.Equal(t, claimer.Token, f.stored(t).OwnerToken)
 	})
-}
-
-// TestTakeAcrossStoresHasOneWinner: coordinators with stores of their own
-// take one task at once; whatever the interleaving, exactly one owns it and
-// every other is told which.
-func TestTakeAcrossStoresHasOneWinner(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	f := newTakeFixture(t)
-	const takers = 4
-	stores := []*Store{f.a, f.b}
-	for len(stores) < takers {
-		stores = append(stores, openStore(t, Config{Schema: f.schema, MaxConns: 2}))
-	}
-	leases := make([]*store.Lease, takers)
-	for i, s := range stores {
-		leases[i] = f.lease(t, s, fmt.Sprintf("c%d", i))
-	}
-
-	errs := make([]error, takers)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, s := range stores {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = s.TaskTake(ctx, f.takeParams(leases[i]))
-		})
-	}
-	close(start)
-	wg.Wait()
-
-	winner := -1
-	for i, err := range errs {
-		if err == nil {
-			require.Equal(t, -1, winner, "takers %d and %d both took the task", winner, i)
-			winner = i
-		}
-	}
-	require.NotEqual(t, -1, winner, "nobody took the task: %v", errors.Join(errs...))
-	require.Equal(t, leases[winner].Token, f.stored(t).OwnerToken)
-	for i, err := range errs {
-		if i != winner {
-			requireOwnedBy(t, err, leases[winner])
-		}
-	}
 }

@@ -54,18 +54,8 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		if err != nil {
 			return nil, err
 		}
-		tr := &store.Transition{
-			TaskID:     p.TaskID,
-			StepID:     c.StepID,
-			StepName:   name,
-			From:       c.From,
-			To:         c.To,
-			At:         fromNanos(at),
-			Reason:     c.Reason,
-			Attempt:    c.Attempts,
-			Metadata:   c.Metadata,
-			LeaseToken: token,
-		}
+		tr := c.Transition(p.TaskID, fromNanos(at), token)
+		tr.StepName = name
 		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
 			return nil, err
 		}
@@ -81,15 +71,7 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		} else if n == 0 {
 			return nil, taskMismatch(ctx, tx, p.TaskID, c)
 		}
-		tr := &store.Transition{
-			TaskID:     p.TaskID,
-			From:       c.From,
-			To:         c.To,
-			At:         fromNanos(at),
-			Reason:     c.Reason,
-			Metadata:   c.Metadata,
-			LeaseToken: token,
-		}
+		tr := c.Transition(p.TaskID, fromNanos(at), token)
 		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
 			return nil, err
 		}

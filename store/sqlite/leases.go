@@ -15,8 +15,8 @@ import (
 
 // LeaseAcquire implements store.Store.
 func (s *Store) LeaseAcquire(ctx context.Context, params *store.LeaseAcquireParams) (*store.Lease, error) {
-	if params == nil || params.CoordinatorID == "" || params.TTL <= 0 {
-		return nil, errors.New("LeaseAcquire: a coordinator id and a positive TTL are required")
+	if err := params.Validate(); err != nil {
+		return nil, err
 	}
 	lease := &store.Lease{CoordinatorID: params.CoordinatorID, Expires: params.Now.Add(params.TTL), Address: params.Address}
 	err := s.write(ctx, "LeaseAcquire", func(ctx context.Context, tx *wtx) error {
@@ -40,8 +40,8 @@ func (s *Store) LeaseAcquire(ctx context.Context, params *store.LeaseAcquirePara
 
 // LeaseRenew implements store.Store.
 func (s *Store) LeaseRenew(ctx context.Context, params *store.LeaseRenewParams) (*store.Lease, error) {
-	if params == nil || params.Lease == nil || params.TTL <= 0 {
-		return nil, errors.New("LeaseRenew: a lease and a positive TTL are required")
+	if err := params.Validate(); err != nil {
+		return nil, err
 	}
 	renewed := *params.Lease
 	renewed.Expires = params.Now.Add(params.TTL)
@@ -104,8 +104,8 @@ const taskClaimSQL = `UPDATE tasks SET owner_token = ?1
 
 // TaskClaim implements store.Store.
 func (s *Store) TaskClaim(ctx context.Context, params *store.TaskClaimParams) ([]*store.Task, error) {
-	if params == nil || params.Lease == nil {
-		return nil, errors.New("TaskClaim: a lease is required")
+	if err := params.Validate(); err != nil {
+		return nil, err
 	}
 	limit := listLimit(params.Limit)
 	now := toNanos(params.Now)

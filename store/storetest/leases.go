@@ -24,7 +24,6 @@ func (s *suite) leases(t *testing.T) {
 	s.leaseRenew(t)
 	s.leaseList(t)
 	s.taskClaim(t)
-	s.taskTake(t)
 	s.taskAdvanceWithLease(t)
 	s.taskCreateWithOwner(t)
 }
@@ -306,21 +305,16 @@ func (s *suite) taskClaim(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
 			task := f.createIn(t, state.Pending)
-			expiring := f.acquireAt(t, "a", f.now(), time.Minute)
-			replaced := f.acquire(t, "b")
-			f.acquire(t, "b")
-			for name, p := range map[string]*store.TaskClaimParams{
-				"expired":  {Lease: expiring, Now: expiring.Expires.Add(time.Nanosecond), Limit: 10},
-				"replaced": {Lease: replaced, Now: f.now(), Limit: 10},
-				"unknown":  {Lease: &store.Lease{CoordinatorID: "ghost", Token: replaced.Token + 1000}, Now: f.now(), Limit: 10},
-			} {
-				got, err := f.store.TaskClaim(f.ctx, p)
+			for name, dead := range f.deadLeases(t) {
+				got, err := f.store.TaskClaim(f.ctx, &store.TaskClaimParams{Lease: dead.lease, Now: dead.now, Limit: 10})
 				require.ErrorIs(t, err, store.ErrLeaseLost, name)
 				require.Empty(t, got, name)
 			}
 			requireTask(t, task, f.task(t, task.ID))
 		})
 
+		// Each claimer has a store of its own on the one database, as
+		// coordinators do: separate connections and transactions.
 		t.Run("ConcurrentClaimsNeverShareATask", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
@@ -335,6 +329,7 @@ func (s *suite) taskClaim(t *testing.T) {
 			}
 			now := f.now()
 
+			stores := f.stores(t, claimers)
 			got := make([][]*store.Task, claimers)
 			errs := make([]error, claimers)
 			start := make(chan struct{})
@@ -343,7 +338,7 @@ func (s *suite) taskClaim(t *testing.T) {
 				wg.Go(func() {
 					<-start
 					for {
-						claimed, err := f.store.TaskClaim(f.ctx, &store.TaskClaimParams{Lease: l, Now: now, Limit: batch})
+						claimed, err := stores[i].TaskClaim(f.ctx, &store.TaskClaimParams{Lease: l, Now: now, Limit: batch})
 						if err != nil {
 							errs[i] = fmt.Errorf("claimer %d: %w", i, err)
 							return
@@ -574,6 +569,36 @@ func (s *suite) taskCreateWithOwner(t *testing.T) {
 			require.Len(t, f.claim(t, b, a.Expires.Add(time.Nanosecond), 0), 1)
 		})
 	})
+}
+
+// stores opens n more stores on the fixture's database.
+func (f *fixture) stores(t *testing.T, n int) []store.Store {
+	t.Helper()
+	out := make([]store.Store, n)
+	for i := range out {
+		out[i] = f.open(t)
+	}
+	return out
+}
+
+// deadLease is a lease that is not live at now.
+type deadLease struct {
+	lease *store.Lease
+	now   time.Time
+}
+
+// deadLeases makes a lease of each kind that may no longer write:
+// expired, replaced by a restart of its coordinator, and never issued.
+func (f *fixture) deadLeases(t *testing.T) map[string]deadLease {
+	t.Helper()
+	expiring := f.acquireAt(t, "expiring", f.now(), time.Minute)
+	replaced := f.acquire(t, "restarting")
+	f.acquire(t, "restarting")
+	return map[string]deadLease{
+		"expired":  {expiring, expiring.Expires},
+		"replaced": {replaced, f.now()},
+		"unknown":  {&store.Lease{CoordinatorID: "ghost", Token: replaced.Token + 1000}, f.now()},
+	}
 }
 
 // acquire starts a lease for id at f.now() that outlasts the test.

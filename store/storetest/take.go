@@ -95,15 +95,8 @@ func (s *suite) taskTake(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
 			task := f.createIn(t, state.Pending)
-			expiring := f.acquireAt(t, "a", f.now(), time.Minute)
-			replaced := f.acquire(t, "b")
-			f.acquire(t, "b")
-			for name, p := range map[string]*store.TaskTakeParams{
-				"expired":  {Lease: expiring, TaskID: task.ID, Now: expiring.Expires},
-				"replaced": {Lease: replaced, TaskID: task.ID, Now: f.now()},
-				"unknown":  {Lease: &store.Lease{CoordinatorID: "ghost", Token: replaced.Token + 1000}, TaskID: task.ID, Now: f.now()},
-			} {
-				got, err := f.store.TaskTake(f.ctx, p)
+			for name, dead := range f.deadLeases(t) {
+				got, err := f.store.TaskTake(f.ctx, &store.TaskTakeParams{Lease: dead.lease, TaskID: task.ID, Now: dead.now})
 				require.ErrorIs(t, err, store.ErrLeaseLost, name)
 				require.Nil(t, got, name)
 			}
@@ -146,10 +139,12 @@ func (s *suite) taskTake(t *testing.T) {
 			f.advance(t, &store.TaskAdvanceParams{TaskID: task.ID, Lease: b, At: f.now(), Steps: []*store.StepChange{startStep(steps[0])}})
 		})
 
+		// Each taker has a store of its own on the one database, as
+		// coordinators do.
 		t.Run("ConcurrentTakesHaveOneWinner", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
-			const takers = 8
+			const takers = 6
 			task := f.createIn(t, state.InProgress)
 			leases := make([]*store.Lease, takers)
 			for i := range leases {
@@ -157,13 +152,14 @@ func (s *suite) taskTake(t *testing.T) {
 			}
 			now := f.now()
 
+			stores := f.stores(t, takers)
 			errs := make([]error, takers)
 			start := make(chan struct{})
 			var wg sync.WaitGroup
 			for i, l := range leases {
 				wg.Go(func() {
 					<-start
-					_, errs[i] = f.store.TaskTake(f.ctx, &store.TaskTakeParams{Lease: l, TaskID: task.ID, Now: now})
+					_, errs[i] = stores[i].TaskTake(f.ctx, &store.TaskTakeParams{Lease: l, TaskID: task.ID, Now: now})
 				})
 			}
 			close(start)
