@@ -10,7 +10,7 @@ package e2e
 // runs with the package: go test -race ./e2e/. The full version (500
 // tasks, 3 coordinator kills, 3 executor kills, 1 partition):
 //
-//	cd /work/main && TASKER_CHAOS_FULL=1 go test -race -count=1 -timeout 30m -run 'TestChaos$' -v ./e2e/
+//	TASKER_CHAOS_FULL=1 go test -race -count=1 -timeout 30m -run 'TestChaos$' -v ./e2e/
 //
 // Knobs (environment): TASKER_CHAOS_SEED replays a seed (default: the
 // time; always printed), TASKER_CHAOS_TASKS sets the number of tasks,

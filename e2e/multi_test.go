@@ -10,7 +10,7 @@ package e2e
 // its lease lost and its writes refused once it runs again, and the stored
 // history must show every task complete exactly once.
 //
-//	cd /work/main && TASKER_TEST_POSTGRES='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' \
+//	TASKER_TEST_POSTGRES='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' \
 //		go test -count=1 -run TestMultiCoordinatorPostgres -v ./e2e/
 
 import (
@@ -234,9 +234,10 @@ func TestMultiCoordinatorPostgres(t *testing.T) {
 		paused.id, faults.pausedAt.Sub(began).Round(time.Millisecond), faults.resumedAt.Sub(faults.pausedAt).Round(time.Millisecond),
 		faults.pausedOrphans, faults.pausedTakeover.Round(time.Millisecond),
 		coords[0].id, survivor["tasker_lease_lost_total"], survivor["tasker_fenced_writes_total"])
-	t.Logf("multi: tasks=%d steps=%d coordinators=%d killed=1 paused=1 fenced_writes=%g lease_losses=%g double_completions=%d lost=%d unfinished=%d early_starts=%d stale_writes=%d redispatches=%d create_retries=%d took=%s",
+	t.Logf("multi: tasks=%d steps=%d coordinators=%d killed=1 paused=1 fenced_writes=%g lease_losses=%g double_completions=%d lost=%d unfinished=%d early_starts=%d stale_writes=%d unfenced_writes=%d revenant_writes=%d handoffs=%d redispatches=%d create_retries=%d took=%s",
 		audit.tasks, audit.steps, multiCoordinators, fenced, leaseLost, audit.doubleCompletions, audit.lost, unfinished,
-		audit.earlyStarts, audit.staleWrites, audit.redispatches, retries, took.Round(100*time.Millisecond))
+		audit.earlyStarts, audit.staleWrites, audit.unfenced, audit.revenantWrites, audit.handoffs, audit.redispatches, retries,
+		took.Round(100*time.Millisecond))
 
 	require.Zero(t, unfinished, "tasks did not finish within %s after the last submission (stuck ones logged above)", multiSettle)
 	require.Zero(t, audit.violationCount, "the stored history breaks %d invariants (first ones logged above)", audit.violationCount)
@@ -244,6 +245,7 @@ func TestMultiCoordinatorPostgres(t *testing.T) {
 	require.Equal(t, multiTasks, audit.completeTasks)
 	require.GreaterOrEqual(t, leaseLost, 1.0, "%s never reported losing its lease after the pause", paused.id)
 	require.Positive(t, faults.killedOrphans+faults.pausedOrphans, "the faults hit no running task; the test proved nothing about takeover")
+	require.Positive(t, audit.handoffs, "no task's history moved to a newer lease, although orphaned tasks finished")
 
 	// Any coordinator answers for any task, whoever created or ran it.
 	for n := 0; n < len(subs); n += 50 {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tasker-go/tasker/state"
@@ -36,7 +37,32 @@ var (
 	// refused. This is the fence that stops a paused or partitioned
 	// coordinator from changing tasks another coordinator took over.
 	ErrLeaseLost = errors.New("coordinator lease lost")
+	// ErrOwned means another coordinator holds a live lease on the task, so
+	// it was not taken. The error is an *OwnedError, which names the owner
+	// and where it can be reached.
+	ErrOwned = errors.New("task owned by another coordinator")
 )
+
+// OwnedError is TaskTake's refusal: the task belongs to Owner, a lease live
+// at the time of the take. errors.Is(err, ErrOwned) holds for it, and
+// errors.As recovers it, so a caller can forward the request to the owner.
+type OwnedError struct {
+	TaskID string
+	Owner  Lease
+}
+
+// Error names the task, the owner and where the owner can be reached.
+func (e *OwnedError) Error() string {
+	where := e.Owner.Address
+	if where == "" {
+		where = "no address"
+	}
+	return fmt.Sprintf("task %s is owned by coordinator %s (lease %d, %s) until %s",
+		e.TaskID, e.Owner.CoordinatorID, e.Owner.Token, where, e.Owner.Expires.UTC().Format(time.RFC3339Nano))
+}
+
+// Is makes errors.Is(err, ErrOwned) true for an *OwnedError.
+func (e *OwnedError) Is(target error) bool { return target == ErrOwned }
 
 // Store is what the coordinator needs from a database. Implementations must be
 // safe for concurrent use. Writes that change state (TaskCreate, TaskAdvance)
@@ -54,14 +80,16 @@ type Store interface {
 	TemplateList(ctx context.Context, params *TemplateListParams) ([]*Template, error)
 
 	// TaskCreate inserts a task, its steps and their initial transitions in
-	// one transaction, and sets Seq on each of params.Transitions. If a task
-	// with the same IdentityKey exists, nothing is written and that task is
-	// returned with created=false.
+	// one transaction, and sets Seq and LeaseToken on each of
+	// params.Transitions. If a task with the same IdentityKey exists,
+	// nothing is written and that task is returned with created=false.
 	TaskCreate(ctx context.Context, params *TaskCreateParams) (task *Task, created bool, err error)
 	// TaskGet returns one task without its steps, or ErrNotFound.
 	TaskGet(ctx context.Context, id string) (*Task, error)
 	// TaskList returns tasks newest first (by ID, which is time-ordered),
-	// filtered and paged by BeforeID.
+	// filtered and paged by BeforeID, at most Limit of them: any positive
+	// Limit is honoured exactly, so a caller may ask for one more row than
+	// it shows to learn whether another page exists.
 	TaskList(ctx context.Context, params *TaskListParams) ([]*Task, error)
 	// TaskListActive returns tasks in pending or in_progress, oldest first,
 	// after AfterID; the coordinator resumes them on start.
@@ -90,11 +118,29 @@ type Store interface {
 	LeaseRenew(ctx context.Context, params *LeaseRenewParams) (*Lease, error)
 	// LeaseList returns the leases live at now, by coordinator id.
 	LeaseList(ctx context.Context, now time.Time) ([]*Lease, error)
-	// TaskClaim makes the lease the owner of up to Limit unfinished tasks
-	// (pending or in_progress) whose owning lease is not live (expired,
-	// replaced, or none), oldest first, and returns them. It returns
-	// ErrLeaseLost if the claiming lease is not live itself.
+	// TaskClaim makes the lease the owner of up to Limit tasks that still
+	// have work, whose owning lease is not live (expired, replaced, or
+	// none), oldest first, and returns them. A task has work when it is
+	// pending or in_progress, or when it is in error but a step is still
+	// in_progress: that step was running when the task failed, and its
+	// result must still be recorded by someone. Finished tasks are never
+	// read, so a claim costs in proportion to the tasks with work, not to
+	// the history. It returns ErrLeaseLost if the claiming lease is not
+	// live itself.
 	TaskClaim(ctx context.Context, params *TaskClaimParams) ([]*Task, error)
+	// TaskTake makes the lease the owner of one task, in any state
+	// (finished ones included), if the task's owning lease is not live at
+	// Now (expired, replaced, or none) or is this lease already, and
+	// returns the task as stored after the take. If another live lease
+	// owns it, nothing is written and the error is an *OwnedError naming
+	// that lease (errors.Is(err, ErrOwned)). An unknown task is
+	// ErrNotFound; a taking lease that is not live itself is ErrLeaseLost.
+	// Concurrent takes, claims and fenced advances of the task are
+	// serialised: of two coordinators taking a task at once, exactly one
+	// owns it afterwards and the other is told who. If the owner's lease is
+	// replaced while the take runs, it may fail with ErrConflict; the same
+	// call then gets a definite answer.
+	TaskTake(ctx context.Context, params *TaskTakeParams) (*Task, error)
 
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
@@ -106,6 +152,9 @@ type Lease struct {
 	CoordinatorID string
 	Token         int64
 	Expires       time.Time
+	// Address is where the coordinator holding the lease serves gRPC to
+	// its peers (host:port); empty if it gave none.
+	Address string
 }
 
 // LeaseAcquireParams are the arguments of LeaseAcquire.
@@ -113,6 +162,8 @@ type LeaseAcquireParams struct {
 	CoordinatorID string
 	TTL           time.Duration
 	Now           time.Time
+	// Address is stored with the lease (see Lease.Address).
+	Address string
 }
 
 // LeaseRenewParams are the arguments of LeaseRenew.
@@ -127,6 +178,13 @@ type TaskClaimParams struct {
 	Lease *Lease
 	Now   time.Time
 	Limit int
+}
+
+// TaskTakeParams are the arguments of TaskTake.
+type TaskTakeParams struct {
+	Lease  *Lease
+	TaskID string
+	Now    time.Time
 }
 
 // Template is a stored template version. Spec is the normalized template as
@@ -228,6 +286,11 @@ type Transition struct {
 	Reason   string
 	Attempt  int
 	Metadata json.RawMessage
+	// LeaseToken is the token of the lease that wrote the transition: the
+	// fencing lease of its TaskAdvance, or the task's OwnerToken for the
+	// initial ones TaskCreate stores; 0 when written without a lease. It
+	// lets fencing be audited from the history.
+	LeaseToken int64
 }
 
 // TaskCreateParams are the arguments of TaskCreate. The task and steps are
@@ -246,9 +309,13 @@ type TaskListParams struct {
 	Name      string
 	// BeforeID returns only tasks with a smaller ID (the next page).
 	BeforeID string
-	// Limit is the most tasks returned; drivers cap it at 1000.
+	// Limit is the most tasks returned, honoured exactly; zero (or less)
+	// means DefaultListLimit.
 	Limit int
 }
+
+// DefaultListLimit is the page size of TaskList when the caller gives none.
+const DefaultListLimit = 1000
 
 // TaskListActiveParams pages TaskListActive.
 type TaskListActiveParams struct {

@@ -48,3 +48,50 @@ func (p *TaskAdvanceParams) Validate() error {
 	}
 	return nil
 }
+
+// Validate checks what every driver needs of TaskTake's arguments.
+func (p *TaskTakeParams) Validate() error {
+	if p == nil || p.Lease == nil {
+		return errors.New("TaskTake: a lease is required")
+	}
+	if p.TaskID == "" {
+		return errors.New("TaskTake: task ID is required")
+	}
+	return nil
+}
+
+// Validate checks what every driver needs of TemplateRegister's arguments.
+func (p *TemplateRegisterParams) Validate() error {
+	if p == nil {
+		return errors.New("TemplateRegister: params are nil")
+	}
+	if p.Namespace == "" || p.Name == "" || p.Version == "" {
+		return fmt.Errorf("TemplateRegister: namespace, name and version are required (got %q, %q, %q)",
+			p.Namespace, p.Name, p.Version)
+	}
+	return nil
+}
+
+// Validate checks what every driver needs of LeaseAcquire's arguments.
+func (p *LeaseAcquireParams) Validate() error {
+	if p == nil || p.CoordinatorID == "" || p.TTL <= 0 {
+		return errors.New("LeaseAcquire: a coordinator id and a positive TTL are required")
+	}
+	return nil
+}
+
+// Validate checks what every driver needs of LeaseRenew's arguments.
+func (p *LeaseRenewParams) Validate() error {
+	if p == nil || p.Lease == nil || p.TTL <= 0 {
+		return errors.New("LeaseRenew: a lease and a positive TTL are required")
+	}
+	return nil
+}
+
+// Validate checks what every driver needs of TaskClaim's arguments.
+func (p *TaskClaimParams) Validate() error {
+	if p == nil || p.Lease == nil {
+		return errors.New("TaskClaim: a lease is required")
+	}
+	return nil
+}

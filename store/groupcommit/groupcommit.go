@@ -46,12 +46,15 @@ type Committer[W any] struct {
 	commit   CommitFunc[W]
 	failed   BatchFailedFunc
 
-	requests  chan *Request[W] // unbuffered: a sender blocked here is queued
+	mu     sync.Mutex
+	queue  []*Request[W] // writes waiting for the committer, oldest first; guarded by mu
+	closed bool          // guarded by mu; set by Close, after which nothing is queued
+
+	wake      chan struct{} // buffered 1: the queue may have grown
 	closing   chan struct{}
 	stopped   chan struct{}
 	closeOnce sync.Once
 
-	queued    atomic.Int64 // writers waiting for the committer to take them
 	taken     atomic.Int64 // requests the committer took
 	commits   atomic.Int64
 	committed atomic.Int64 // requests in committed batches
@@ -61,7 +64,7 @@ type Committer[W any] struct {
 func Start[W any](maxBatch int, commit CommitFunc[W], failed BatchFailedFunc) *Committer[W] {
 	c := &Committer[W]{
 		maxBatch: max(maxBatch, 1), commit: commit, failed: failed,
-		requests: make(chan *Request[W]), closing: make(chan struct{}), stopped: make(chan struct{}),
+		wake: make(chan struct{}, 1), closing: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	go c.loop()
 	return c
@@ -71,53 +74,85 @@ func Start[W any](maxBatch int, commit CommitFunc[W], failed BatchFailedFunc) *C
 // committer takes the request, ctx can withdraw it; after that the caller
 // waits for the real outcome, so it is never told a committed write failed.
 func (c *Committer[W]) Submit(ctx context.Context, op string, work W) error {
-	if c.Closed() {
-		return fmt.Errorf("%s: %w", op, store.ErrClosed)
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	req := NewRequest(op, work)
-	c.queued.Add(1)
-	select {
-	case c.requests <- req:
-		c.queued.Add(-1)
-	case <-ctx.Done():
-		c.queued.Add(-1)
-		return fmt.Errorf("%s withdrawn before commit: %w", op, context.Cause(ctx))
-	case <-c.closing:
-		c.queued.Add(-1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return fmt.Errorf("%s: %w", op, store.ErrClosed)
 	}
-	return req.Wait()
+	c.queue = append(c.queue, req)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		if c.withdraw(req) {
+			return fmt.Errorf("%s withdrawn before commit: %w", op, context.Cause(ctx))
+		}
+		return req.Wait()
+	}
 }
 
-// loop blocks for one request, then takes whatever else is already waiting
-// (never waiting for more), so batches grow with load and an idle store
-// commits at once.
+// withdraw removes req from the queue and reports whether it was still
+// there; if not, the committer took it (or Close answered it).
+func (c *Committer[W]) withdraw(req *Request[W]) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, queued := range c.queue {
+		if queued == req {
+			c.queue = append(c.queue[:i], c.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// loop waits for writes, then commits whatever is queued, up to maxBatch a
+// batch, until the queue is empty (never waiting for more), so batches
+// grow with load and an idle store commits at once.
 func (c *Committer[W]) loop() {
 	defer close(c.stopped)
-	batch := make([]*Request[W], 0, c.maxBatch)
 	for {
 		select {
 		case <-c.closing:
 			return
-		case req := <-c.requests:
-			batch = append(batch[:0], req)
+		case <-c.wake:
 		}
-	drain:
-		for len(batch) < c.maxBatch {
-			select {
-			case req := <-c.requests:
-				batch = append(batch, req)
-			default:
-				break drain
+		for {
+			batch := c.take()
+			if len(batch) == 0 {
+				break
 			}
+			c.taken.Add(int64(len(batch)))
+			c.RunBatch(batch)
 		}
-		c.taken.Add(int64(len(batch)))
-		c.RunBatch(batch)
-		clear(batch) // drop references so finished requests can be collected
 	}
+}
+
+// take removes up to maxBatch requests from the front of the queue.
+func (c *Committer[W]) take() []*Request[W] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := min(len(c.queue), c.maxBatch)
+	if n == 0 {
+		return nil
+	}
+	batch := make([]*Request[W], n)
+	copy(batch, c.queue)
+	// Shift rather than reslice, so the backing array does not keep
+	// answered requests alive.
+	rest := copy(c.queue, c.queue[n:])
+	clear(c.queue[rest:])
+	c.queue = c.queue[:rest]
+	return batch
 }
 
 // RunBatch commits batch and answers every request. Only the committer's
@@ -139,9 +174,19 @@ func (c *Committer[W]) RunBatch(batch []*Request[W]) {
 }
 
 // Close stops the committer after its current batch; requests still
-// waiting, and every Submit after, get store.ErrClosed.
+// queued, and every Submit after, get store.ErrClosed.
 func (c *Committer[W]) Close() {
-	c.closeOnce.Do(func() { close(c.closing) })
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		queued := c.queue
+		c.queue = nil
+		c.mu.Unlock()
+		for _, req := range queued {
+			req.done <- fmt.Errorf("%s: %w", req.Op, store.ErrClosed)
+		}
+		close(c.closing)
+	})
 	<-c.stopped
 }
 
@@ -161,15 +206,19 @@ func (c *Committer[W]) Closing() <-chan struct{} { return c.closing }
 
 // Stats are the committer's cumulative counters.
 type Stats struct {
-	// Commits is the number of committed batches; Writes the requests they
-	// held (Writes/Commits is the mean batch size).
-	Commits, Writes int64
-	// Taken counts requests the committer took; Queued the writers waiting
-	// for it now.
+	// Commits is the number of committed batches; Requests the writes they
+	// held (Requests/Commits is the mean batch size).
+	Commits, Requests int64
+	// Taken counts requests the committer took; Queued the writes waiting
+	// for it now, all of which its next batches will take (up to maxBatch
+	// a batch) unless withdrawn.
 	Taken, Queued int64
 }
 
 // Stats returns the counters.
 func (c *Committer[W]) Stats() Stats {
-	return Stats{Commits: c.commits.Load(), Writes: c.committed.Load(), Taken: c.taken.Load(), Queued: c.queued.Load()}
+	c.mu.Lock()
+	queued := len(c.queue)
+	c.mu.Unlock()
+	return Stats{Commits: c.commits.Load(), Requests: c.committed.Load(), Taken: c.taken.Load(), Queued: int64(queued)}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -42,38 +43,117 @@ func (r *recordingCommit) commit(batch []*Request[int], outcomes []error) error 
 
 func classifyAsUnavailable(err error, _ int) error { return errors.Join(store.ErrUnavailable, err) }
 
+// heldCommit is recordingCommit whose first batch waits, once it has
+// started, until the test releases it: the writes submitted meanwhile are
+// provably queued, not merely likely to overlap.
+type heldCommit struct {
+	recordingCommit
+	started, release chan struct{}
+	first            sync.Once
+	sizes            []int // of every batch, refused requests included; guarded by recordingCommit.mu
+}
+
+func newHeldCommit() *heldCommit {
+	return &heldCommit{started: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *heldCommit) commit(batch []*Request[int], outcomes []error) error {
+	h.first.Do(func() {
+		close(h.started)
+		<-h.release
+	})
+	h.mu.Lock()
+	h.sizes = append(h.sizes, len(batch))
+	h.mu.Unlock()
+	return h.recordingCommit.commit(batch, outcomes)
+}
+
+// TestSubmitAnswersEachWriteAndBatchesUnderLoad holds the committer in its
+// first batch while 199 more writes queue, then checks that they were
+// committed together, in as few batches as maxBatch allows, each write
+// answered with its own outcome.
 func TestSubmitAnswersEachWriteAndBatchesUnderLoad(t *testing.T) {
 	t.Parallel()
-	rec := &recordingCommit{}
-	c := Start(64, rec.commit, classifyAsUnavailable)
+	const writes, maxBatch = 200, 64
+	rec := newHeldCommit()
+	c := Start(maxBatch, rec.commit, classifyAsUnavailable)
 	defer c.Close()
 
-	var wg sync.WaitGroup
-	errs := make([]error, 200)
-	for i := range errs {
-		wg.Go(func() {
-			work := i
-			if i%50 == 0 {
-				work = -1
-			}
-			errs[i] = c.Submit(t.Context(), "write", work)
-		})
+	errs := make([]error, writes)
+	submit := func(i int) {
+		work := i
+		if i%50 == 0 {
+			work = -1
+		}
+		errs[i] = c.Submit(t.Context(), "write", work)
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { submit(0) })
+	<-rec.started
+	for i := 1; i < writes; i++ {
+		wg.Go(func() { submit(i) })
+	}
+	require.Eventually(t, func() bool { return c.Stats().Queued == writes-1 }, 30*time.Second, time.Millisecond,
+		"every later write queues behind the held batch")
+	close(rec.release)
 	wg.Wait()
+
 	for i, err := range errs {
 		if i%50 == 0 {
 			require.EqualError(t, err, "refused", "a refused write fails alone")
 			continue
 		}
-		require.NoError(t, err)
+		require.NoError(t, err, "write %d", i)
 	}
 	st := c.Stats()
-	require.EqualValues(t, 200, st.Writes)
-	require.EqualValues(t, 200, st.Taken)
-	require.Less(t, st.Commits, st.Writes, "concurrent writes shared transactions")
+	require.EqualValues(t, writes, st.Requests)
+	require.EqualValues(t, writes, st.Taken)
+	require.Zero(t, st.Queued)
+	// The held batch, then the 199 queued writes in full batches: writes
+	// committed one at a time would take 200 commits.
+	require.Equal(t, []int{1, maxBatch, maxBatch, maxBatch, writes - 1 - 3*maxBatch}, rec.sizes,
+		"queued writes are committed together, maxBatch at a time")
+	require.EqualValues(t, len(rec.sizes), st.Commits)
+	committed := 0
 	for _, b := range rec.batches {
-		require.LessOrEqual(t, len(b), 64)
+		committed += len(b)
 	}
+	require.Equal(t, writes-writes/50, committed, "every write but the refused ones is committed once")
+}
+
+// TestQueuedWriteIsWithdrawnOrClosed: a queued write whose context ends is
+// withdrawn and never committed; writes still queued at Close get
+// ErrClosed.
+func TestQueuedWriteIsWithdrawnOrClosed(t *testing.T) {
+	t.Parallel()
+	rec := newHeldCommit()
+	c := Start(8, rec.commit, classifyAsUnavailable)
+
+	held := make(chan error, 1)
+	go func() { held <- c.Submit(t.Context(), "held", 1) }()
+	<-rec.started
+
+	ctx, cancel := context.WithCancel(t.Context())
+	withdrawn := make(chan error, 1)
+	go func() { withdrawn <- c.Submit(ctx, "withdrawn", 2) }()
+	require.Eventually(t, func() bool { return c.Stats().Queued == 1 }, 30*time.Second, time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-withdrawn, context.Canceled)
+	require.Zero(t, c.Stats().Queued)
+
+	closed := make(chan error, 1)
+	go func() { closed <- c.Submit(t.Context(), "closed", 3) }()
+	require.Eventually(t, func() bool { return c.Stats().Queued == 1 }, 30*time.Second, time.Millisecond)
+	closeDone := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closeDone)
+	}()
+	require.ErrorIs(t, <-closed, store.ErrClosed, "a write queued at Close is answered at once")
+	close(rec.release)
+	<-closeDone
+	require.NoError(t, <-held, "the batch under way at Close commits")
+	require.Equal(t, [][]int{{1}}, rec.batches)
 }
 
 func TestFailedBatchFailsEveryWrite(t *testing.T) {

@@ -63,8 +63,8 @@ const advanceStepSQL = `WITH changed AS (
 	WHERE id = $2::text AND task_id = $1::text AND state = $3::text AND attempts = $4::integer
 	RETURNING name
 ), recorded AS (
-	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata)
-	SELECT $1::text, $2::text, name, $3::text, $5::text, $7::bigint, $15::text, $6::integer, $16::text
+	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata, lease_token)
+	SELECT $1::text, $2::text, name, $3::text, $5::text, $7::bigint, $15::text, $6::integer, $16::text, $17::bigint
 	FROM changed
 	RETURNING seq, step_name
 )
@@ -84,8 +84,8 @@ const advanceTaskSQL = `WITH changed AS (
 	WHERE id = $1::text AND state = $2::text
 	RETURNING id
 ), recorded AS (
-	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata)
-	SELECT id, NULL, '', $2::text, $3::text, $4::bigint, $5::text, 0, $6::text
+	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata, lease_token)
+	SELECT id, NULL, '', $2::text, $3::text, $4::bigint, $5::text, 0, $6::text, $7::bigint
 	FROM changed
 	RETURNING seq
 )
@@ -126,7 +126,9 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	taskID := params.TaskID
 	out := make([]*store.Transition, 0, len(params.Steps)+1)
 
+	var token int64
 	if l := params.Lease; l != nil {
+		token = l.Token
 		describe := fmt.Sprintf("task %s: lease %d of coordinator %s", taskID, l.Token, l.CoordinatorID)
 		p.query(stmtFence, []any{taskID, l.Token, at}, func(pgx.Rows) error { return nil }, func(err *pgconn.PgError) error {
 			return explainRefusal(describe, err)
@@ -134,17 +136,7 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	}
 
 	for _, c := range params.Steps {
-		tr := &store.Transition{
-			TaskID:   taskID,
-			StepID:   c.StepID,
-			StepName: c.StepName,
-			From:     c.From,
-			To:       c.To,
-			At:       fromNanos(at),
-			Reason:   c.Reason,
-			Attempt:  c.Attempts,
-			Metadata: c.Metadata,
-		}
+		tr := c.Transition(taskID, fromNanos(at), token)
 		out = append(out, tr)
 		var (
 			hasError       = c.Error != nil
@@ -158,7 +150,7 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 		p.query(stmtAdvanceStep, []any{
 			taskID, c.StepID, string(c.From), int32(c.ExpectAttempts), string(c.To), int32(c.Attempts), at,
 			toNullNanos(c.NextRetryAt), int32(c.MaxAttempts), toNullJSON(c.Results),
-			hasError, message, class, errorRetryable, c.Reason, toNullJSON(c.Metadata),
+			hasError, message, class, errorRetryable, c.Reason, toNullJSON(c.Metadata), token,
 		}, func(rows pgx.Rows) error {
 			return rows.Scan(&tr.Seq, &tr.StepName)
 		}, func(err *pgconn.PgError) error {
@@ -167,17 +159,10 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	}
 
 	if c := params.Task; c != nil {
-		tr := &store.Transition{
-			TaskID:   taskID,
-			From:     c.From,
-			To:       c.To,
-			At:       fromNanos(at),
-			Reason:   c.Reason,
-			Metadata: c.Metadata,
-		}
+		tr := c.Transition(taskID, fromNanos(at), token)
 		out = append(out, tr)
 		describe := fmt.Sprintf("task %s %s→%s", taskID, c.From, c.To)
-		p.query(stmtAdvanceTask, []any{taskID, string(c.From), string(c.To), at, c.Reason, toNullJSON(c.Metadata)},
+		p.query(stmtAdvanceTask, []any{taskID, string(c.From), string(c.To), at, c.Reason, toNullJSON(c.Metadata), token},
 			func(rows pgx.Rows) error {
 				return rows.Scan(&tr.Seq)
 			}, func(err *pgconn.PgError) error {

@@ -210,7 +210,7 @@ func (p *pipe) send(ctx context.Context, conn *pgx.Conn) (failed int, err error)
 }
 
 // refusal is the SQLSTATE our precondition functions raise (TK404, TK409,
-// and TK410 for a lease check), mapped to the store error it means; ok is
+// TK410 for a lease check, TK423 for a task another lease owns), mapped to the store error it means; ok is
 // false for any other error.
 func refusal(pgErr *pgconn.PgError) (sentinel error, ok bool) {
 	switch pgErr.Code {
@@ -220,6 +220,8 @@ func refusal(pgErr *pgconn.PgError) (sentinel error, ok bool) {
 		return store.ErrConflict, true
 	case "TK410":
 		return store.ErrLeaseLost, true
+	case "TK423":
+		return store.ErrOwned, true
 	}
 	return nil, false
 }
@@ -291,6 +293,7 @@ func writeStatements() []struct{ name, sql string } {
 		{stmtLeaseRenew, leaseRenewSQL},
 		{stmtLeaseLive, leaseLiveSQL},
 		{stmtTaskClaim, taskClaimSQL},
+		{stmtTaskTake, taskTakeSQL},
 	}
 }
 

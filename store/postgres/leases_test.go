@@ -2,10 +2,8 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,11 +12,12 @@ import (
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/storetest"
 )
 
-// These tests cover what the conformance suite cannot: coordinators that
-// share the database through separate stores (separate connections and
-// transactions), and the row locks between claims and fenced advances.
+// These tests cover what the conformance suite cannot: the row locks
+// between claims and fenced advances, each interleaving held still by a
+// lock the test takes, and the rows a claim reads.
 
 var leaseT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -33,7 +32,7 @@ func createTasks(t *testing.T, s *Store, n int) []string {
 	t.Helper()
 	ids := make([]string, n)
 	for i := range ids {
-		p := newTaskParams("ns", leaseT0, "a")
+		p := storetest.TaskParams("ns", leaseT0, "a")
 		_, _, err := s.TaskCreate(t.Context(), p)
 		require.NoError(t, err)
 		ids[i] = p.Task.ID
@@ -56,60 +55,6 @@ func waitUntil(t *testing.T, conn *pgx.Conn, query string, args ...any) {
 		require.NoError(t, conn.QueryRow(t.Context(), query, args...).Scan(&n))
 		return n > 0
 	}, 10*time.Second, 5*time.Millisecond, query)
-}
-
-// TestClaimAcrossStoresSplitsTasks: coordinators with stores of their own
-// claim at once, in separate transactions; SKIP LOCKED lets them split the
-// tasks, and none gets a task another got.
-func TestClaimAcrossStoresSplitsTasks(t *testing.T) {
-	t.Parallel()
-	schema := newSchema(t)
-	const coordinators, tasks, limit = 4, 80, 5
-	stores := make([]*Store, coordinators)
-	leases := make([]*store.Lease, coordinators)
-	for i := range stores {
-		stores[i] = openStore(t, Config{Schema: schema, MaxConns: 2})
-		leases[i] = acquire(t, stores[i], fmt.Sprintf("c%d", i))
-	}
-	want := createTasks(t, stores[0], tasks)
-
-	got := make([][]string, coordinators)
-	errs := make([]error, coordinators)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, s := range stores {
-		wg.Go(func() {
-			<-start
-			for {
-				claimed, err := s.TaskClaim(t.Context(), &store.TaskClaimParams{Lease: leases[i], Now: leaseT0, Limit: limit})
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				if len(claimed) == 0 {
-					return
-				}
-				for _, task := range claimed {
-					got[i] = append(got[i], task.ID)
-				}
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
-
-	var all []string
-	for i, ids := range got {
-		for _, id := range ids {
-			task, err := stores[0].TaskGet(t.Context(), id)
-			require.NoError(t, err)
-			require.Equal(t, leases[i].Token, task.OwnerToken, "task %s", id)
-		}
-		all = append(all, ids...)
-	}
-	slices.Sort(all)
-	require.Equal(t, want, all, "every task claimed exactly once")
 }
 
 // TestClaimSkipsLockedTasks: a task whose owner is mid-advance (its fence
@@ -152,7 +97,7 @@ func TestFenceWaitsForClaimInProgress(t *testing.T) {
 			ctx := t.Context()
 			schema := newSchema(t)
 			s := openStore(t, Config{Schema: schema})
-			p := newTaskParams("ns", leaseT0, "a")
+			p := storetest.TaskParams("ns", leaseT0, "a")
 			_, _, err := s.TaskCreate(ctx, p)
 			require.NoError(t, err)
 			owner, other := acquire(t, s, "owner"), acquire(t, s, "other")
@@ -185,12 +130,12 @@ func TestFenceWaitsForClaimInProgress(t *testing.T) {
 				err := <-done
 				require.ErrorIs(t, err, store.ErrLeaseLost)
 				require.ErrorContains(t, err, fmt.Sprintf("task is owned by lease %d, not %d", other.Token, owner.Token))
-				requireTaskState(t, s, p.Task.ID, state.Pending, 0)
+				storetest.RequireTaskState(t, s, p.Task.ID, state.Pending, 0)
 				return
 			}
 			require.NoError(t, tx.Rollback(ctx))
 			require.NoError(t, <-done)
-			requireTaskState(t, s, p.Task.ID, state.InProgress, 1)
+			storetest.RequireTaskState(t, s, p.Task.ID, state.InProgress, 1)
 		})
 	}
 }
@@ -210,22 +155,7 @@ func TestClaimRechecksLeasesAfterLocking(t *testing.T) {
 	slowLease := acquire(t, slow, "slow")
 	admin := adminConn(t, schema)
 
-	// The pause: tasker_lease_live, as the migration defines it, but first
-	// waiting for an advisory lock the test holds, on the slow store's
-	// connection only.
-	key := time.Now().UnixNano() & 0x7fffffff
-	_, err := admin.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
-	require.NoError(t, err)
-	_, err = admin.Exec(ctx, fmt.Sprintf(`CREATE OR REPLACE FUNCTION tasker_lease_live(p_token BIGINT, p_at BIGINT)
-		RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE COST 1000 AS $$
-		BEGIN
-			IF pg_backend_pid() = %d THEN
-				PERFORM pg_advisory_xact_lock_shared(%d);
-			END IF;
-			RETURN EXISTS (SELECT 1 FROM leases WHERE token = p_token AND expires_at > p_at);
-		END
-		$$`, writerPID(t, slow), key))
-	require.NoError(t, err)
+	pause := pauseLeaseLive(t, admin, slow)
 
 	type answer struct {
 		tasks []*store.Task
@@ -236,15 +166,14 @@ func TestClaimRechecksLeasesAfterLocking(t *testing.T) {
 		tasks, err := slow.TaskClaim(ctx, &store.TaskClaimParams{Lease: slowLease, Now: leaseT0})
 		slowDone <- answer{tasks, err}
 	}()
-	waitUntil(t, admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", key)
+	pause.waitPaused()
 
 	fastLease := acquire(t, fast, "fast")
 	claimed, err := fast.TaskClaim(ctx, &store.TaskClaimParams{Lease: fastLease, Now: leaseT0})
 	require.NoError(t, err)
 	require.Equal(t, ids, taskIDsOf(claimed))
 
-	_, err = admin.Exec(ctx, "SELECT pg_advisory_unlock($1)", key)
-	require.NoError(t, err)
+	pause.resume()
 	got := <-slowDone
 	require.NoError(t, got.err)
 	require.Empty(t, got.tasks, "the paused claim must not take a task of a live lease")
@@ -253,13 +182,55 @@ func TestClaimRechecksLeasesAfterLocking(t *testing.T) {
 	require.Equal(t, fastLease.Token, task.OwnerToken)
 }
 
+// leaseLivePause stops one store's writer inside tasker_lease_live, before
+// it reads the leases, until resume: the moment a claim or take has taken
+// its statement's snapshot but not yet judged or locked a task.
+type leaseLivePause struct {
+	t     *testing.T
+	admin *pgx.Conn
+	key   int64
+}
+
+// pauseLeaseLive replaces tasker_lease_live with the migration's own, but
+// first waiting for an advisory lock the test holds, on s's writer
+// connection only.
+func pauseLeaseLive(t *testing.T, admin *pgx.Conn, s *Store) *leaseLivePause {
+	t.Helper()
+	p := &leaseLivePause{t: t, admin: admin, key: time.Now().UnixNano() & 0x7fffffff}
+	_, err := admin.Exec(t.Context(), "SELECT pg_advisory_lock($1)", p.key)
+	require.NoError(t, err)
+	_, err = admin.Exec(t.Context(), fmt.Sprintf(`CREATE OR REPLACE FUNCTION tasker_lease_live(p_token BIGINT, p_at BIGINT)
+		RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE COST 1000 AS $$
+		BEGIN
+			IF pg_backend_pid() = %d THEN
+				PERFORM pg_advisory_xact_lock_shared(%d);
+			END IF;
+			RETURN EXISTS (SELECT 1 FROM leases WHERE token = p_token AND expires_at > p_at);
+		END
+		$$`, writerPID(t, s), p.key))
+	require.NoError(t, err)
+	return p
+}
+
+// waitPaused returns once the store's writer waits in the function.
+func (p *leaseLivePause) waitPaused() {
+	p.t.Helper()
+	waitUntil(p.t, p.admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", p.key)
+}
+
+func (p *leaseLivePause) resume() {
+	p.t.Helper()
+	_, err := p.admin.Exec(p.t.Context(), "SELECT pg_advisory_unlock($1)", p.key)
+	require.NoError(p.t, err)
+}
+
 // TestLeaseMessages: a refusal says why, so a coordinator's log tells an
 // expired lease from a takeover.
 func TestLeaseMessages(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	s := openStore(t, Config{})
-	p := newTaskParams("ns", leaseT0, "a")
+	p := storetest.TaskParams("ns", leaseT0, "a")
 	_, _, err := s.TaskCreate(ctx, p)
 	require.NoError(t, err)
 	l := acquire(t, s, "a")
@@ -284,30 +255,92 @@ func TestLeaseMessages(t *testing.T) {
 	require.ErrorContains(t, err, fmt.Sprintf("lease %d expired", replacement.Token))
 }
 
-// TestClaimQueryPlan: claiming walks the partial index of unfinished tasks
-// in id order, so it never reads finished ones or sorts.
-func TestClaimQueryPlan(t *testing.T) {
+// TestClaimReadsOnlyWork: a claim reads the tasks with work (active ones,
+// errored ones with a running step) and nothing of the finished history,
+// however much of it there is. It runs the claim under EXPLAIN ANALYZE,
+// with the plan the committer's connection uses, and counts the rows every
+// scan of tasks and steps touched.
+func TestClaimReadsOnlyWork(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	schema := newSchema(t)
-	s := openStore(t, Config{Schema: schema})
-	createTasks(t, s, 10)
+	openStore(t, Config{Schema: schema})
 	conn := adminConn(t, schema)
-	_, err := conn.Exec(ctx, "SET enable_seqscan = off")
-	require.NoError(t, err)
-	// The plan the committer's connection uses (see Open).
-	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx, "ANALYZE")
+	const finished, withWork = 4000, 60
+	for _, fill := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO tasks (id, namespace, name, version, state, context, created_at, updated_at)
+			SELECT lpad(i::text, 8, '0'), 'ns', 'linear', '1.0.0',
+				CASE WHEN i % 4 = 0 THEN 'error' WHEN i % 4 = 1 THEN 'cancelled' ELSE 'complete' END, '{}', 1, 1
+			FROM generate_series(1, $1::int) AS i`, []any{finished}},
+		// Tasks with work sort after the history ('w' > digits), so a
+		// claim walking all tasks in id order would read it all first.
+		{`INSERT INTO tasks (id, namespace, name, version, state, context, created_at, updated_at)
+			SELECT 'w' || lpad(i::text, 7, '0'), 'ns', 'linear', '1.0.0',
+				CASE WHEN i % 3 = 0 THEN 'error' WHEN i % 3 = 1 THEN 'pending' ELSE 'in_progress' END, '{}', 1, 1
+			FROM generate_series(1, $1::int) AS i`, []any{withWork}},
+		// One step each: running in active tasks and in errored tasks
+		// with work, finished like its task in the history.
+		{`INSERT INTO steps (id, task_id, name, position, handler, state, attempts, max_attempts, retryable, skippable, updated_at)
+			SELECT 's' || id, id, 'a', 0, 'h',
+				CASE WHEN id LIKE 'w%' AND state <> 'pending' THEN 'in_progress' ELSE state END, 1, 3, true, false, 1
+			FROM tasks`, nil},
+		{`INSERT INTO leases (coordinator_id, token, expires_at) VALUES ('a', 1, 100)`, nil},
+		{`ANALYZE`, nil},
+	} {
+		_, err := conn.Exec(ctx, fill.sql, fill.args...)
+		require.NoError(t, err, fill.sql)
+	}
+	_, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
 	require.NoError(t, err)
 
-	rows, err := conn.Query(ctx, "EXPLAIN "+taskClaimSQL, int64(1), int64(0), int64(100))
+	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	plan := fmt.Sprint(lines)
-	require.Contains(t, plan, "tasks_active_id", plan)
-	require.NotContains(t, plan, "Sort", plan)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	var plan []struct {
+		Plan planNode `json:"Plan"`
+	}
+	require.NoError(t, tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+taskClaimSQL,
+		int64(1), int64(0), int64(1000)).Scan(&plan))
+	require.Len(t, plan, 1)
+	root := plan[0].Plan
+	require.Equal(t, float64(withWork), root.ActualRows, "every task with work is claimed")
+
+	read := map[string]float64{}
+	indexes := map[string]bool{}
+	root.walk(func(n planNode) {
+		if strings.Contains(n.NodeType, "Scan") && n.Relation != "" {
+			read[n.Relation] += (n.ActualRows + n.RemovedByFilter) * n.ActualLoops
+			indexes[n.Index] = true
+		}
+	})
+	// Each task with work is read a few times (its index entries, its row
+	// for the checks, its row again to update it); a scan of the history
+	// would read thousands.
+	require.LessOrEqual(t, read["tasks"], float64(4*withWork), "rows of tasks read: %v", read)
+	require.LessOrEqual(t, read["steps"], float64(2*withWork), "rows of steps read: %v", read)
+	require.True(t, indexes["tasks_active_id"] && indexes["steps_in_progress"], "indexes used: %v", indexes)
+}
+
+// planNode is the part of EXPLAIN (ANALYZE, FORMAT JSON) the plan tests
+// read.
+type planNode struct {
+	NodeType        string     `json:"Node Type"`
+	Relation        string     `json:"Relation Name"`
+	Index           string     `json:"Index Name"`
+	ActualRows      float64    `json:"Actual Rows"`
+	ActualLoops     float64    `json:"Actual Loops"`
+	RemovedByFilter float64    `json:"Rows Removed by Filter"`
+	Plans           []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(visit func(planNode)) {
+	visit(n)
+	for _, child := range n.Plans {
+		child.walk(visit)
+	}
 }
 
 func taskIDsOf(tasks []*store.Task) []string {

@@ -60,15 +60,6 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Stats are cumulative counters of the group committer, so callers (the
-// bench command) can see how well writes are being batched.
-type Stats struct {
-	// Commits is the number of transactions committed.
-	Commits int64
-	// Requests is the number of write requests in those transactions.
-	Requests int64
-}
-
 // Store is the PostgreSQL implementation of store.Store.
 type Store struct {
 	logger    *slog.Logger
@@ -152,11 +143,9 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Stats returns the committer's cumulative counters.
-func (s *Store) Stats() Stats {
-	st := s.committer.Stats()
-	return Stats{Commits: st.Commits, Requests: st.Writes}
-}
+// Stats returns the group committer's cumulative counters, so callers (the
+// bench command, the metrics) can see how well writes are being batched.
+func (s *Store) Stats() groupcommit.Stats { return s.committer.Stats() }
 
 func (s *Store) isClosed() bool { return s.committer.Closed() }
 

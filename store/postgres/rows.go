@@ -104,7 +104,7 @@ func scanStep(row pgx.Row) (*store.Step, error) {
 	return &st, nil
 }
 
-const transitionColumns = `seq, task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata`
+const transitionColumns = `seq, task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata, lease_token`
 
 func scanTransition(row pgx.Row) (*store.Transition, error) {
 	var (
@@ -115,7 +115,7 @@ func scanTransition(row pgx.Row) (*store.Transition, error) {
 		attempt  int32
 		metadata *string
 	)
-	err := row.Scan(&tr.Seq, &tr.TaskID, &stepID, &tr.StepName, &from, &to, &at, &tr.Reason, &attempt, &metadata)
+	err := row.Scan(&tr.Seq, &tr.TaskID, &stepID, &tr.StepName, &from, &to, &at, &tr.Reason, &attempt, &metadata, &tr.LeaseToken)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +126,20 @@ func scanTransition(row pgx.Row) (*store.Transition, error) {
 	tr.Attempt = int(attempt)
 	tr.Metadata = fromNullJSON(metadata)
 	return &tr, nil
+}
+
+const leaseColumns = `coordinator_id, token, expires_at, address`
+
+func scanLease(row pgx.Row) (*store.Lease, error) {
+	var (
+		l       store.Lease
+		expires int64
+	)
+	if err := row.Scan(&l.CoordinatorID, &l.Token, &expires, &l.Address); err != nil {
+		return nil, err
+	}
+	l.Expires = fromNanos(expires)
+	return &l, nil
 }
 
 // collect reads every row of rows with scan.

@@ -14,8 +14,8 @@ import (
 	"github.com/tasker-go/tasker/store"
 )
 
-// maxListLimit caps TaskList and TaskListActive, as store.TaskListParams
-// promises; it is also the page size when the caller gives none.
+// maxListLimit caps TaskListActive and TaskClaim; it is also their page
+// size when the caller gives none. TaskList honours any positive limit.
 const maxListLimit = 1000
 
 const stmtCreateTask = "tasker_create_task"
@@ -52,8 +52,9 @@ const createTaskSQL = `WITH task AS (
 		AS s(id, name, position, handler, deps_from, deps_to, state, attempts, max_attempts, retryable, skippable,
 			results, error_message, error_class, error_retryable, next_retry_at, updated_at)
 ), new_transitions AS (
-	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata)
-	SELECT task.id, tr.step_id, tr.step_name, tr.from_state, tr.to_state, tr.at, tr.reason, tr.attempt, tr.metadata
+	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata, lease_token)
+	SELECT task.id, tr.step_id, tr.step_name, tr.from_state, tr.to_state, tr.at, tr.reason, tr.attempt, tr.metadata,
+		task.owner_token
 	FROM task, unnest($30::text[], $31::text[], $32::text[], $33::text[], $34::bigint[], $35::text[],
 		$36::integer[], $37::text[]) WITH ORDINALITY
 		AS tr(step_id, step_name, from_state, to_state, at, reason, attempt, metadata, ord)
@@ -90,6 +91,7 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 			}
 			for i, tr := range params.Transitions {
 				tr.Seq = res.seqs[i]
+				tr.LeaseToken = params.Task.OwnerToken
 			}
 		}
 		return res.task, res.created, nil
@@ -251,7 +253,11 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	args = append(args, listLimit(p.Limit))
+	limit := p.Limit
+	if limit <= 0 {
+		limit = store.DefaultListLimit
+	}
+	args = append(args, limit)
 	query += ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
 	return query, args
 }

@@ -30,12 +30,8 @@ WHERE namespace = $1::text AND name = $2::text AND version = $3::text AND NOT EX
 // TemplateRegister implements store.Store. It goes through the group
 // committer like every other write, so it is durable when it returns.
 func (s *Store) TemplateRegister(ctx context.Context, params *store.TemplateRegisterParams) (*store.Template, bool, error) {
-	if params == nil {
-		return nil, false, errors.New("TemplateRegister: params are nil")
-	}
-	if params.Namespace == "" || params.Name == "" || params.Version == "" {
-		return nil, false, fmt.Errorf("TemplateRegister: namespace, name and version are required (got %q, %q, %q)",
-			params.Namespace, params.Name, params.Version)
+	if err := params.Validate(); err != nil {
+		return nil, false, err
 	}
 	key := params.Namespace + "/" + params.Name + "@" + params.Version
 	args := []any{params.Namespace, params.Name, params.Version, params.Digest, string(params.Spec), toNanos(params.At)}

@@ -34,7 +34,9 @@ func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams
 
 func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
 	at := toNanos(p.At)
+	var token int64
 	if l := p.Lease; l != nil {
+		token = l.Token
 		var one int
 		err := tx.QueryRowContext(ctx, sqlFence, p.TaskID, l.Token, at).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -52,17 +54,8 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		if err != nil {
 			return nil, err
 		}
-		tr := &store.Transition{
-			TaskID:   p.TaskID,
-			StepID:   c.StepID,
-			StepName: name,
-			From:     c.From,
-			To:       c.To,
-			At:       fromNanos(at),
-			Reason:   c.Reason,
-			Attempt:  c.Attempts,
-			Metadata: c.Metadata,
-		}
+		tr := c.Transition(p.TaskID, fromNanos(at), token)
+		tr.StepName = name
 		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
 			return nil, err
 		}
@@ -78,14 +71,7 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		} else if n == 0 {
 			return nil, taskMismatch(ctx, tx, p.TaskID, c)
 		}
-		tr := &store.Transition{
-			TaskID:   p.TaskID,
-			From:     c.From,
-			To:       c.To,
-			At:       fromNanos(at),
-			Reason:   c.Reason,
-			Metadata: c.Metadata,
-		}
+		tr := c.Transition(p.TaskID, fromNanos(at), token)
 		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
 			return nil, err
 		}

@@ -129,34 +129,49 @@ func (r *stepRow) step() (*store.Step, error) {
 	return st, nil
 }
 
-const transitionColumns = `seq, task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata`
+const transitionColumns = `seq, task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata, lease_token`
 
 type transitionRow struct {
-	Seq      int64          `db:"seq"`
-	TaskID   string         `db:"task_id"`
-	StepID   sql.NullString `db:"step_id"`
-	StepName string         `db:"step_name"`
-	From     string         `db:"from_state"`
-	To       string         `db:"to_state"`
-	At       int64          `db:"at"`
-	Reason   string         `db:"reason"`
-	Attempt  int            `db:"attempt"`
-	Metadata sql.NullString `db:"metadata"`
+	Seq        int64          `db:"seq"`
+	TaskID     string         `db:"task_id"`
+	StepID     sql.NullString `db:"step_id"`
+	StepName   string         `db:"step_name"`
+	From       string         `db:"from_state"`
+	To         string         `db:"to_state"`
+	At         int64          `db:"at"`
+	Reason     string         `db:"reason"`
+	Attempt    int            `db:"attempt"`
+	Metadata   sql.NullString `db:"metadata"`
+	LeaseToken int64          `db:"lease_token"`
 }
 
 func (r *transitionRow) transition() *store.Transition {
 	return &store.Transition{
-		Seq:      r.Seq,
-		TaskID:   r.TaskID,
-		StepID:   r.StepID.String,
-		StepName: r.StepName,
-		From:     state.State(r.From),
-		To:       state.State(r.To),
-		At:       fromNanos(r.At),
-		Reason:   r.Reason,
-		Attempt:  r.Attempt,
-		Metadata: fromNullJSON(r.Metadata),
+		Seq:        r.Seq,
+		TaskID:     r.TaskID,
+		StepID:     r.StepID.String,
+		StepName:   r.StepName,
+		From:       state.State(r.From),
+		To:         state.State(r.To),
+		At:         fromNanos(r.At),
+		Reason:     r.Reason,
+		Attempt:    r.Attempt,
+		Metadata:   fromNullJSON(r.Metadata),
+		LeaseToken: r.LeaseToken,
 	}
+}
+
+const leaseColumns = `coordinator_id, token, expires_at, address`
+
+type leaseRow struct {
+	CoordinatorID string `db:"coordinator_id"`
+	Token         int64  `db:"token"`
+	ExpiresAt     int64  `db:"expires_at"`
+	Address       string `db:"address"`
+}
+
+func (r *leaseRow) lease() *store.Lease {
+	return &store.Lease{CoordinatorID: r.CoordinatorID, Token: r.Token, Expires: fromNanos(r.ExpiresAt), Address: r.Address}
 }
 
 // Times are stored as unix nanoseconds. The zero time is stored as 0 (or

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -11,12 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/store/groupcommit"
 	"github.com/tasker-go/tasker/store/storetest"
@@ -39,17 +36,32 @@ func openStore(tb testing.TB, cfg Config) *Store {
 	return s
 }
 
+// newDatabase is the suite's factory: a fresh file, opened by as many
+// stores as a test asks for.
+func newDatabase(tb testing.TB) storetest.Opener {
+	path := filepath.Join(tb.TempDir(), "tasker.db")
+	return func(tb testing.TB) store.Store {
+		// A held write lock (HoldWrites) must outlast a slow machine.
+		return testStore{Store: openStore(tb, Config{Path: path, BusyTimeout: time.Minute}), path: path}
+	}
+}
+
+// testStore adds what the suite's optional cases need.
+type testStore struct {
+	*Store
+	path string
+}
+
+// HoldWrites implements storetest.WriteHolder.
+func (s testStore) HoldWrites(tb testing.TB) (release func()) { return holdWriteLock(tb, s.path) }
+
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Exercise(t.Context(), t, func(t *testing.T) store.Store {
-		return openStore(t, Config{})
-	})
+	storetest.Exercise(t.Context(), t, newDatabase)
 }
 
 func BenchmarkStore(b *testing.B) {
-	storetest.Benchmark(b.Context(), b, func(b *testing.B) store.Store {
-		return openStore(b, Config{})
-	})
+	storetest.Benchmark(b.Context(), b, newDatabase)
 }
 
 func TestOpenRejectsBadConfig(t *testing.T) {
@@ -121,155 +133,13 @@ func TestPragmas(t *testing.T) {
 	}
 }
 
-func TestReopenKeepsEverything(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "tasker.db")
-	at := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
-
-	s, err := Open(ctx, Config{Path: path})
-	require.NoError(t, err)
-	tmpl, _, err := s.TemplateRegister(ctx, &store.TemplateRegisterParams{
-		Namespace: "ns", Name: "orders", Version: "1.0.0", Digest: "d", Spec: json.RawMessage(`{"a":1}`), At: at,
-	})
-	require.NoError(t, err)
-	p := newTaskParams("ns", at, "a", "b")
-	task, _, err := s.TaskCreate(ctx, p)
-	require.NoError(t, err)
-	trs, err := s.TaskAdvance(ctx, &store.TaskAdvanceParams{
-		TaskID: task.ID, At: at.Add(time.Second),
-		Task:  &store.TaskChange{From: state.Pending, To: state.InProgress},
-		Steps: []*store.StepChange{{StepID: p.Steps[0].ID, StepName: "a", From: state.Pending, To: state.InProgress, Attempts: 1}},
-	})
-	require.NoError(t, err)
-	steps, err := s.StepList(ctx, task.ID)
-	require.NoError(t, err)
-	task, err = s.TaskGet(ctx, task.ID)
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-
-	// Reopening runs the migrations again (a no-op) and sees every write.
-	s2 := openStore(t, Config{Path: path})
-	gotTmpl, err := s2.TemplateGet(ctx, &store.TemplateGetParams{Namespace: "ns", Name: "orders", Version: "1.0.0"})
-	require.NoError(t, err)
-	require.Equal(t, tmpl, gotTmpl)
-	gotTask, err := s2.TaskGet(ctx, task.ID)
-	require.NoError(t, err)
-	require.Equal(t, task, gotTask)
-	gotSteps, err := s2.StepList(ctx, task.ID)
-	require.NoError(t, err)
-	require.Equal(t, steps, gotSteps)
-	gotTrs, err := s2.TransitionList(ctx, &store.TransitionListParams{TaskID: task.ID})
-	require.NoError(t, err)
-	require.Equal(t, trs, gotTrs)
-
-	// Sequence numbers continue after the reopen rather than restarting.
-	more, err := s2.TaskAdvance(ctx, &store.TaskAdvanceParams{
-		TaskID: task.ID, At: at.Add(2 * time.Second),
-		Steps: []*store.StepChange{{StepID: p.Steps[0].ID, From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}},
-	})
-	require.NoError(t, err)
-	require.Greater(t, more[0].Seq, trs[len(trs)-1].Seq)
-	require.Equal(t, "a", more[0].StepName, "the stored step name fills an empty StepName")
-}
-
-func TestConcurrentWritesAreBatched(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	s := openStore(t, Config{})
-	before := s.Stats()
-
-	const workers, rounds = 50, 10
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			p := newTaskParams(fmt.Sprintf("w%d", w), time.Now(), "flaky")
-			if _, _, err := s.TaskCreate(ctx, p); err != nil {
-				errs <- err
-				return
-			}
-			st := p.Steps[0]
-			for i := range rounds {
-				_, err := s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: time.Now(), Steps: []*store.StepChange{
-					{StepID: st.ID, From: state.Pending, To: state.InProgress, ExpectAttempts: i, Attempts: i + 1},
-					{StepID: st.ID, From: state.InProgress, To: state.Pending, ExpectAttempts: i + 1, Attempts: i + 1},
-				}})
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-
-	stats := s.Stats()
-	requests := stats.Requests - before.Requests
-	commits := stats.Commits - before.Commits
-	require.Equal(t, int64(workers*(rounds+1)), requests)
-	require.Less(t, commits, requests, "some transactions must have carried several writes")
-	t.Logf("%d writes in %d commits", requests, commits)
-}
-
-// TestBatchIsolatesFailures runs one batch by hand, so the good and bad
-// requests are certainly in the same transaction.
-func TestBatchIsolatesFailures(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	s := openStore(t, Config{})
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
-	good := newTaskParams("ns", at, "a")
-	_, _, err := s.TaskCreate(ctx, good)
-	require.NoError(t, err)
-	victim := newTaskParams("ns", at, "a")
-	_, _, err = s.TaskCreate(ctx, victim)
-	require.NoError(t, err)
-	fresh := newTaskParams("ns", at, "a")
-	before := s.Stats()
-
-	start := func(p *store.TaskCreateParams, expect int) *store.TaskAdvanceParams {
-		return &store.TaskAdvanceParams{
-			TaskID: p.Task.ID, At: at.Add(time.Minute),
-			Task:  &store.TaskChange{From: state.Pending, To: state.InProgress},
-			Steps: []*store.StepChange{{StepID: p.Steps[0].ID, From: state.Pending, To: state.InProgress, ExpectAttempts: expect, Attempts: expect + 1}},
-		}
-	}
-	batch := []*groupcommit.Request[applyFunc]{
-		advanceRequest(start(good, 0)),
-		advanceRequest(start(victim, 3)), // stale attempt count
-		groupcommit.NewRequest("create", func(ctx context.Context, tx *wtx) error {
-			_, _, err := createTask(ctx, tx, fresh)
-			return err
-		}),
-	}
-	s.committer.RunBatch(batch)
-
-	require.NoError(t, batch[0].Wait())
-	require.ErrorIs(t, batch[1].Wait(), store.ErrConflict)
-	require.NoError(t, batch[2].Wait())
-	after := s.Stats()
-	require.Equal(t, before.Commits+1, after.Commits)
-	require.Equal(t, before.Requests+3, after.Requests)
-
-	requireTaskState(t, s, good.Task.ID, state.InProgress, 1)
-	requireTaskState(t, s, victim.Task.ID, state.Pending, 0)
-	requireTaskState(t, s, fresh.Task.ID, state.Pending, 0)
-}
-
 // TestBatchFailsTogether breaks the transaction from inside one request:
 // then no request in the batch may report success, and none is stored.
 func TestBatchFailsTogether(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
 	s := openStore(t, Config{})
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := newTaskParams("ns", at, "a")
+	p := storetest.TaskParams("ns", at, "a")
 	before := s.Stats()
 
 	batch := []*groupcommit.Request[applyFunc]{
@@ -284,63 +154,7 @@ func TestBatchFailsTogether(t *testing.T) {
 		}),
 	}
 	s.committer.RunBatch(batch)
-	for _, req := range batch {
-		err := req.Wait()
-		require.ErrorContains(t, err, "batch of 2 writes failed", req.Op)
-	}
-	require.Equal(t, before, s.Stats())
-	_, err := s.TaskGet(ctx, p.Task.ID)
-	require.ErrorIs(t, err, store.ErrNotFound)
-
-	// The committer's connection is usable again afterwards.
-	_, created, err := s.TaskCreate(ctx, p)
-	require.NoError(t, err)
-	require.True(t, created)
-}
-
-func TestContextCancellation(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "tasker.db")
-	s := openStore(t, Config{Path: path, BusyTimeout: time.Minute})
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
-	// Another connection holds the write lock, so the committer sits in
-	// BEGIN with the first request it took.
-	release := holdWriteLock(t, path)
-
-	takenCtx, cancelTaken := context.WithCancel(ctx)
-	taken := newTaskParams("ns", at, "a")
-	takenErr := make(chan error, 1)
-	go func() {
-		_, _, err := s.TaskCreate(takenCtx, taken)
-		takenErr <- err
-	}()
-	require.Eventually(t, func() bool { return s.committer.Stats().Taken == 1 && s.committer.Stats().Queued == 0 }, 10*time.Second, time.Millisecond)
-
-	// This one is still waiting for the committer: cancelling withdraws it.
-	waitingCtx, cancelWaiting := context.WithCancel(ctx)
-	withdrawn := newTaskParams("ns", at, "a")
-	waitingErr := make(chan error, 1)
-	go func() {
-		_, _, err := s.TaskCreate(waitingCtx, withdrawn)
-		waitingErr <- err
-	}()
-	require.Eventually(t, func() bool { return s.committer.Stats().Queued == 1 }, 10*time.Second, time.Millisecond)
-	cancelWaiting()
-	require.ErrorIs(t, <-waitingErr, context.Canceled)
-
-	// Cancelling the taken request changes nothing: its caller hears the
-	// real outcome once the batch commits.
-	cancelTaken()
-	release()
-	require.NoError(t, <-takenErr)
-
-	_, err := s.TaskGet(ctx, taken.Task.ID)
-	require.NoError(t, err)
-	_, err = s.TaskGet(ctx, withdrawn.Task.ID)
-	require.ErrorIs(t, err, store.ErrNotFound)
-	require.Equal(t, int64(1), s.committer.Stats().Taken, "the withdrawn request never reached the committer")
+	storetest.RequireBatchFailed(t, s, before, p, batch[0].Wait(), batch[1].Wait())
 }
 
 // TestQueryPlans pins the hot-path reads to their indexes: listing active
@@ -349,14 +163,7 @@ func TestQueryPlans(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	s := openStore(t, Config{})
-	for i := range 20 {
-		p := newTaskParams("ns", time.Now(), "a")
-		if i%2 == 0 {
-			p.Task.State = state.Complete
-		}
-		_, _, err := s.TaskCreate(ctx, p)
-		require.NoError(t, err)
-	}
+	storetest.SeedTasks(t, s, "ns", 20)
 
 	plan := func(query string, args ...any) string {
 		t.Helper()
@@ -378,20 +185,21 @@ func TestQueryPlans(t *testing.T) {
 	require.Contains(t, active, "INDEX tasks_active_id", active)
 	require.NotContains(t, active, "TEMP B-TREE", active)
 
-	for _, tc := range []struct {
-		params store.TaskListParams
-		index  string
-	}{
-		{store.TaskListParams{State: state.Pending}, "tasks_state_id"},
-		{store.TaskListParams{State: state.Pending, BeforeID: "z"}, "tasks_state_id"},
-		{store.TaskListParams{Namespace: "ns", Name: "linear"}, "tasks_namespace_name_id"},
-		{store.TaskListParams{Namespace: "ns", Name: "linear", BeforeID: "z"}, "tasks_namespace_name_id"},
-	} {
-		query, args := taskListQuery(&tc.params)
+	for _, tc := range storetest.TaskListPlans("ns") {
+		query, args := taskListQuery(&tc.Params)
 		got := plan(query, args...)
-		require.Contains(t, got, "INDEX "+tc.index, "%+v: %s", tc.params, got)
-		require.NotContains(t, got, "TEMP B-TREE", "%+v: %s", tc.params, got)
+		require.Contains(t, got, "INDEX "+tc.Index, "%+v: %s", tc.Params, got)
+		require.NotContains(t, got, "TEMP B-TREE", "%+v: %s", tc.Params, got)
 	}
+
+	// Claiming merges the two indexes of work in id order and stops at the
+	// limit: no finished task without a running step is read, nothing is
+	// sorted.
+	claim := plan(taskClaimSQL, 1, 0, 100)
+	require.Contains(t, claim, "INDEX tasks_active_id", claim)
+	require.Regexp(t, `SCAN s USING (COVERING )?INDEX steps_in_progress; SEARCH t USING PRIMARY KEY`, claim)
+	require.NotContains(t, claim, "tasks_state_id", claim)
+	require.NotContains(t, claim, "TEMP B-TREE", claim)
 
 	steps := plan(`SELECT `+stepColumns+` FROM steps WHERE task_id IN (?, ?) ORDER BY task_id, position`, "a", "b")
 	require.Contains(t, steps, "INDEX steps_task_id_position", steps)
@@ -399,57 +207,10 @@ func TestQueryPlans(t *testing.T) {
 	require.Contains(t, transitions, "INDEX transitions_task_id_seq", transitions)
 }
 
-func TestCloseIsIdempotentAndStopsWrites(t *testing.T) {
-	t.Parallel()
-	s, err := Open(t.Context(), Config{Path: filepath.Join(t.TempDir(), "tasker.db")})
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-	require.NoError(t, s.Close())
-	_, _, err = s.TaskCreate(t.Context(), newTaskParams("ns", time.Now(), "a"))
-	require.ErrorIs(t, err, store.ErrClosed)
-	_, err = s.TaskListActive(t.Context(), &store.TaskListActiveParams{})
-	require.ErrorIs(t, err, store.ErrClosed)
-}
-
-func newTaskParams(ns string, at time.Time, steps ...string) *store.TaskCreateParams {
-	id := uuid.Must(uuid.NewV7()).String()
-	p := &store.TaskCreateParams{Task: &store.Task{
-		ID: id, Namespace: ns, Name: "linear", Version: "1.0.0", State: state.Pending,
-		Context: json.RawMessage(`{}`), IdentityKey: "key-" + id, CreatedAt: at, UpdatedAt: at,
-	}}
-	for i, name := range steps {
-		p.Steps = append(p.Steps, &store.Step{
-			ID: uuid.Must(uuid.NewV7()).String(), TaskID: id, Name: name, Position: i, Handler: "h",
-			State: state.Pending, MaxAttempts: 3, Retryable: true, UpdatedAt: at,
-		})
-	}
-	return p
-}
-
-func advanceRequest(p *store.TaskAdvanceParams) *groupcommit.Request[applyFunc] {
-	return groupcommit.NewRequest("advance", func(ctx context.Context, tx *wtx) error {
-		_, err := advanceTask(ctx, tx, p)
-		return err
-	})
-}
-
-func requireTaskState(t *testing.T, s *Store, id string, want state.State, attempts int) {
-	t.Helper()
-	task, err := s.TaskGet(t.Context(), id)
-	require.NoError(t, err)
-	require.Equal(t, want, task.State)
-	steps, err := s.StepList(t.Context(), id)
-	require.NoError(t, err)
-	require.Equal(t, attempts, steps[0].Attempts)
-	trs, err := s.TransitionList(t.Context(), &store.TransitionListParams{TaskID: id})
-	require.NoError(t, err)
-	require.Len(t, trs, 2*attempts)
-}
-
 // holdWriteLock takes SQLite's write lock from a separate connection, as
 // another process would, and returns a func that releases it (also run at
 // cleanup, so a failing test never leaves the committer stuck).
-func holdWriteLock(t *testing.T, path string) (release func()) {
+func holdWriteLock(t testing.TB, path string) (release func()) {
 	t.Helper()
 	db, err := sql.Open("sqlite3", path+"?_busy_timeout=10000")
 	require.NoError(t, err)

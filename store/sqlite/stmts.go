@@ -23,8 +23,8 @@ const (
 	sqlInsertStep = `INSERT INTO steps (` + stepColumns + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlInsertTransition = `INSERT INTO transitions
-		(task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		(task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata, lease_token)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// completed_at is kept once set: a completed task that is later
 	// cancelled still records when it completed.
 	sqlUpdateTask = `UPDATE tasks SET state = ?1, updated_at = ?2,

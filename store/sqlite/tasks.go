@@ -11,8 +11,8 @@ import (
 	"github.com/tasker-go/tasker/store"
 )
 
-// maxListLimit caps TaskList and TaskListActive, as store.TaskListParams
-// promises; it is also the page size when the caller gives none.
+// maxListLimit caps TaskListActive and TaskClaim; it is also their page
+// size when the caller gives none. TaskList honours any positive limit.
 const maxListLimit = 1000
 
 // TaskCreate implements store.Store. A nil Task.Context is stored as {}; the
@@ -91,6 +91,7 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 		}
 	}
 	for _, tr := range p.Transitions {
+		tr.LeaseToken = t.OwnerToken
 		seq, err := insertTransition(ctx, tx, t.ID, tr)
 		if err != nil {
 			return nil, false, err
@@ -140,7 +141,7 @@ func insertStep(ctx context.Context, tx *wtx, taskID string, st *store.Step) err
 func insertTransition(ctx context.Context, tx *wtx, taskID string, tr *store.Transition) (int64, error) {
 	res, err := tx.ExecContext(ctx, sqlInsertTransition,
 		taskID, toNullString(tr.StepID), tr.StepName, string(tr.From), string(tr.To),
-		toNanos(tr.At), tr.Reason, tr.Attempt, toNullJSON(tr.Metadata))
+		toNanos(tr.At), tr.Reason, tr.Attempt, toNullJSON(tr.Metadata), tr.LeaseToken)
 	if err != nil {
 		return 0, fmt.Errorf("insert transition of task %s %s: %w", taskID, describeTransition(tr), err)
 	}
@@ -210,7 +211,11 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	query += ` ORDER BY id DESC LIMIT ?`
-	return query, append(args, listLimit(p.Limit))
+	limit := p.Limit
+	if limit <= 0 {
+		limit = store.DefaultListLimit
+	}
+	return query, append(args, limit)
 }
 
 // taskListActiveQuery repeats the WHERE of the partial index

@@ -12,12 +12,8 @@ import (
 // TemplateRegister implements store.Store. It goes through the group
 // committer like every other write, so it is durable when it returns.
 func (s *Store) TemplateRegister(ctx context.Context, params *store.TemplateRegisterParams) (*store.Template, bool, error) {
-	if params == nil {
-		return nil, false, errors.New("TemplateRegister: params are nil")
-	}
-	if params.Namespace == "" || params.Name == "" || params.Version == "" {
-		return nil, false, fmt.Errorf("TemplateRegister: namespace, name and version are required (got %q, %q, %q)",
-			params.Namespace, params.Name, params.Version)
+	if err := params.Validate(); err != nil {
+		return nil, false, err
 	}
 	var (
 		tmpl    *store.Template

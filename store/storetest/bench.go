@@ -18,11 +18,12 @@ const benchWriters = 16
 // alone (serial: latency of one commit) and under load (parallel: what group
 // commit buys). Sub-benchmarks are named TaskCreate/serial,
 // TaskCreate/parallel, TaskAdvance/serial and TaskAdvance/parallel, so
-// benchstat can compare drivers or commits. newStore must return a fresh
-// store and close it in b.Cleanup.
-func Benchmark(ctx context.Context, b *testing.B, newStore func(b *testing.B) store.Store) {
+// benchstat can compare drivers or commits. Each sub-benchmark gets a
+// database of its own from newDatabase.
+func Benchmark(ctx context.Context, b *testing.B, newDatabase NewDatabase) {
 	setup := func(b *testing.B) *fixture {
-		return &fixture{ctx: ctx, store: newStore(b), ns: "bench"}
+		open := newDatabase(b)
+		return &fixture{ctx: ctx, store: open(b), open: open, ns: "bench"}
 	}
 
 	b.Run("TaskCreate", func(b *testing.B) {

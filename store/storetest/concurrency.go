@@ -1,15 +1,18 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 )
 
 func (s *suite) concurrency(t *testing.T) {
@@ -105,6 +108,144 @@ func (s *suite) concurrency(t *testing.T) {
 			}
 		})
 
+		// Writes that arrive while a batch is being committed are
+		// committed together in the next one: one commit, not one each.
+		t.Run("QueuedWritesShareOneCommit", func(t *testing.T) {
+			t.Parallel()
+			f, st, hold := s.setupHeld(t)
+			const queued = 20
+			before := st.Stats()
+			release := hold.HoldWrites(t)
+
+			// The first write is taken and held; the rest queue behind it.
+			first := make(chan error, 1)
+			go func() {
+				_, _, err := f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
+				first <- err
+			}()
+			waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
+				return now.Taken == before.Taken+1 && now.Queued == 0
+			})
+			errs := make([]error, queued)
+			var wg sync.WaitGroup
+			for i := range queued {
+				wg.Go(func() {
+					_, _, errs[i] = f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
+				})
+			}
+			waitStats(t, st, "every later write queued", func(now groupcommit.Stats) bool { return now.Queued == queued })
+			release()
+			require.NoError(t, <-first)
+			wg.Wait()
+			require.NoError(t, errors.Join(errs...))
+
+			after := st.Stats()
+			require.Equal(t, before.Requests+queued+1, after.Requests)
+			require.Equal(t, before.Commits+2, after.Commits, "the held write, then every queued one in one commit")
+			require.Len(t, f.list(t, &store.TaskListParams{Namespace: f.ns}), queued+1)
+		})
+
+		// Writes refused inside a batch (stale preconditions first, in the
+		// middle and last, a row the database rejects) fail alone: the
+		// rest of the batch commits, in the same one commit.
+		t.Run("RefusedWritesDoNotSpoilTheirBatch", func(t *testing.T) {
+			t.Parallel()
+			f, st, hold := s.setupHeld(t)
+			good, goodSteps := f.createTask(t, "a")
+			victim, victimSteps := f.createTask(t, "a")
+			fresh := f.taskParams("linear", "a")
+			dupe := f.taskParams("linear", "a", "a") // two steps with one name
+			start := func(task *store.Task, step *store.Step, expect int) *store.TaskAdvanceParams {
+				change := startStep(step)
+				change.ExpectAttempts, change.Attempts = expect, expect+1
+				return &store.TaskAdvanceParams{TaskID: task.ID, At: f.now(),
+					Task: &store.TaskChange{From: state.Pending, To: state.InProgress}, Steps: []*store.StepChange{change}}
+			}
+			writes := []func() error{
+				func() error { _, err := f.store.TaskAdvance(f.ctx, start(victim, victimSteps[0], 3)); return err },
+				func() error { _, err := f.store.TaskAdvance(f.ctx, start(good, goodSteps[0], 0)); return err },
+				func() error { _, err := f.store.TaskAdvance(f.ctx, start(victim, victimSteps[0], 7)); return err },
+				func() error { _, _, err := f.store.TaskCreate(f.ctx, fresh); return err },
+				func() error { _, _, err := f.store.TaskCreate(f.ctx, dupe); return err },
+			}
+			before := st.Stats()
+			release := hold.HoldWrites(t)
+			held := make(chan error, 1)
+			go func() {
+				_, _, err := f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
+				held <- err
+			}()
+			waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
+				return now.Taken == before.Taken+1 && now.Queued == 0
+			})
+			// Queued one at a time, so the batch holds them in this order.
+			errs := make([]chan error, len(writes))
+			for i, write := range writes {
+				errs[i] = make(chan error, 1)
+				go func() { errs[i] <- write() }()
+				waitStats(t, st, fmt.Sprintf("write %d queued", i), func(now groupcommit.Stats) bool { return now.Queued == int64(i+1) })
+			}
+			release()
+			require.NoError(t, <-held)
+
+			require.ErrorIs(t, <-errs[0], store.ErrConflict, "stale, first in the batch")
+			require.NoError(t, <-errs[1])
+			require.ErrorIs(t, <-errs[2], store.ErrConflict, "stale, between good ones")
+			require.NoError(t, <-errs[3])
+			dupeErr := <-errs[4]
+			require.Error(t, dupeErr, "a rejected row fails its own write")
+			require.NotErrorIs(t, dupeErr, store.ErrUnavailable)
+			after := st.Stats()
+			require.Equal(t, before.Commits+2, after.Commits, "the held write, then all the others in one commit")
+			require.Equal(t, before.Requests+int64(len(writes))+1, after.Requests)
+
+			require.Equal(t, state.InProgress, f.task(t, good.ID).State)
+			f.requireUntouched(t, victim, victimSteps)
+			f.task(t, fresh.Task.ID)
+			_, err := f.store.TaskGet(f.ctx, dupe.Task.ID)
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+
+		// A caller whose context ends while its write waits for the
+		// committer gets its error and nothing is written; one whose write
+		// the committer already took gets the real outcome.
+		t.Run("ContextWithdrawsOnlyQueuedWrites", func(t *testing.T) {
+			t.Parallel()
+			f, st, hold := s.setupHeld(t)
+			before := st.Stats()
+			release := hold.HoldWrites(t)
+
+			takenCtx, cancelTaken := context.WithCancel(f.ctx)
+			taken := f.taskParams("linear", "a")
+			takenErr := make(chan error, 1)
+			go func() {
+				_, _, err := f.store.TaskCreate(takenCtx, taken)
+				takenErr <- err
+			}()
+			waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
+				return now.Taken == before.Taken+1 && now.Queued == 0
+			})
+
+			waitingCtx, cancelWaiting := context.WithCancel(f.ctx)
+			withdrawn := f.taskParams("linear", "a")
+			waitingErr := make(chan error, 1)
+			go func() {
+				_, _, err := f.store.TaskCreate(waitingCtx, withdrawn)
+				waitingErr <- err
+			}()
+			waitStats(t, st, "the second write queued", func(now groupcommit.Stats) bool { return now.Queued == 1 })
+			cancelWaiting()
+			require.ErrorIs(t, <-waitingErr, context.Canceled)
+
+			cancelTaken()
+			release()
+			require.NoError(t, <-takenErr, "a taken write runs to its real outcome")
+			f.task(t, taken.Task.ID)
+			_, err := f.store.TaskGet(f.ctx, withdrawn.Task.ID)
+			require.ErrorIs(t, err, store.ErrNotFound)
+			require.Equal(t, before.Taken+1, st.Stats().Taken, "the withdrawn write never reached the committer")
+		})
+
 		t.Run("OneWinnerPerPrecondition", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
@@ -139,6 +280,26 @@ func (s *suite) concurrency(t *testing.T) {
 			require.Len(t, f.transitions(t, task.ID), 1)
 		})
 	})
+}
+
+// setupHeld is setup for cases that hold a batch and watch the committer;
+// it skips the test on drivers that cannot.
+func (s *suite) setupHeld(t *testing.T) (*fixture, StatsStore, WriteHolder) {
+	t.Helper()
+	f := s.setup(t)
+	st, stats := f.store.(StatsStore)
+	hold, holds := f.store.(WriteHolder)
+	if !stats || !holds {
+		t.Skipf("%T does not implement storetest.StatsStore and storetest.WriteHolder", f.store)
+	}
+	return f, st, hold
+}
+
+// waitStats waits until the committer's counters satisfy cond.
+func waitStats(t *testing.T, st StatsStore, what string, cond func(groupcommit.Stats) bool) {
+	t.Helper()
+	require.Eventually(t, func() bool { return cond(st.Stats()) }, 30*time.Second, time.Millisecond,
+		"waiting for %s: %+v", what, st.Stats())
 }
 
 // runTask creates a chained task and walks it to complete, one TaskAdvance

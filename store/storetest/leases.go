@@ -64,6 +64,32 @@ func (s *suite) leaseAcquire(t *testing.T) {
 			require.NoError(t, err)
 		})
 
+		t.Run("StoresAddress", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			acquire := func(id, addr string) *store.Lease {
+				l, err := f.store.LeaseAcquire(f.ctx, &store.LeaseAcquireParams{CoordinatorID: id, TTL: leaseTTL, Now: f.now(), Address: addr})
+				require.NoError(t, err)
+				require.Equal(t, addr, l.Address)
+				return l
+			}
+			a := acquire("a", "10.0.0.1:7070")
+			b := acquire("b", "")
+			requireLeases(t, []*store.Lease{a, b}, f.leaseList(t, f.now()))
+
+			// A renewal answers with the stored address, whatever the
+			// caller's copy says.
+			stale := *a
+			stale.Address = ""
+			renewed, err := f.store.LeaseRenew(f.ctx, &store.LeaseRenewParams{Lease: &stale, TTL: leaseTTL, Now: f.now()})
+			require.NoError(t, err)
+			require.Equal(t, "10.0.0.1:7070", renewed.Address)
+
+			// A restart may come back elsewhere.
+			moved := acquire("a", "10.0.0.2:7070")
+			requireLeases(t, []*store.Lease{moved, b}, f.leaseList(t, f.now()))
+		})
+
 		t.Run("RejectsBadParams", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
@@ -193,6 +219,47 @@ func (s *suite) taskClaim(t *testing.T) {
 			}
 		})
 
+		t.Run("TakesErroredTasksWithRunningStep", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			// in stores a task in the given state whose one step is in
+			// stepState.
+			in := func(taskState, stepState state.State) *store.Task {
+				p := f.taskParams("linear", "a", "b")
+				p.Task.State = taskState
+				p.Steps[0].State, p.Steps[0].Attempts = stepState, 1
+				return f.create(t, p)
+			}
+			erroredRunning := in(state.Error, state.InProgress)
+			in(state.Error, state.Error)
+			in(state.Complete, state.Complete)
+			in(state.Cancelled, state.Cancelled)
+			active := in(state.InProgress, state.InProgress)
+			erroredRunningToo := in(state.Error, state.InProgress)
+			// Two running steps make it a candidate once, not twice.
+			p := f.taskParams("linear", "a", "b")
+			p.Task.State = state.Error
+			for _, st := range p.Steps {
+				st.State, st.Attempts = state.InProgress, 1
+			}
+			twoRunning := f.create(t, p)
+			a, b := f.acquire(t, "a"), f.acquire(t, "b")
+
+			want := []*store.Task{owned(erroredRunning, a), owned(active, a), owned(erroredRunningToo, a)}
+			requireTasks(t, want, f.claim(t, a, f.now(), 3))
+			requireTasks(t, []*store.Task{owned(twoRunning, a)}, f.claim(t, a, f.now(), 3))
+			require.Empty(t, f.claim(t, a, f.now(), 3))
+			require.Empty(t, f.claim(t, b, f.now(), 0), "a's tasks stay a's while it is live")
+
+			// Once the running step records its result, the errored task
+			// has no work left and is claimed no more.
+			f.advance(t, &store.TaskAdvanceParams{TaskID: erroredRunning.ID, Lease: a, At: f.now(), Steps: []*store.StepChange{
+				completeStep(f.stepByName(t, erroredRunning.ID, "a"), 1, `{}`),
+			}})
+			got := f.claim(t, b, a.Expires, 0)
+			requireTasks(t, []*store.Task{owned(active, b), owned(erroredRunningToo, b), owned(twoRunning, b)}, got)
+		})
+
 		t.Run("NeverTakesTasksOfLiveLease", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
@@ -238,21 +305,16 @@ func (s *suite) taskClaim(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
 			task := f.createIn(t, state.Pending)
-			expiring := f.acquireAt(t, "a", f.now(), time.Minute)
-			replaced := f.acquire(t, "b")
-			f.acquire(t, "b")
-			for name, p := range map[string]*store.TaskClaimParams{
-				"expired":  {Lease: expiring, Now: expiring.Expires.Add(time.Nanosecond), Limit: 10},
-				"replaced": {Lease: replaced, Now: f.now(), Limit: 10},
-				"unknown":  {Lease: &store.Lease{CoordinatorID: "ghost", Token: replaced.Token + 1000}, Now: f.now(), Limit: 10},
-			} {
-				got, err := f.store.TaskClaim(f.ctx, p)
+			for name, dead := range f.deadLeases(t) {
+				got, err := f.store.TaskClaim(f.ctx, &store.TaskClaimParams{Lease: dead.lease, Now: dead.now, Limit: 10})
 				require.ErrorIs(t, err, store.ErrLeaseLost, name)
 				require.Empty(t, got, name)
 			}
 			requireTask(t, task, f.task(t, task.ID))
 		})
 
+		// Each claimer has a store of its own on the one database, as
+		// coordinators do: separate connections and transactions.
 		t.Run("ConcurrentClaimsNeverShareATask", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
@@ -267,6 +329,7 @@ func (s *suite) taskClaim(t *testing.T) {
 			}
 			now := f.now()
 
+			stores := f.stores(t, claimers)
 			got := make([][]*store.Task, claimers)
 			errs := make([]error, claimers)
 			start := make(chan struct{})
@@ -275,7 +338,7 @@ func (s *suite) taskClaim(t *testing.T) {
 				wg.Go(func() {
 					<-start
 					for {
-						claimed, err := f.store.TaskClaim(f.ctx, &store.TaskClaimParams{Lease: l, Now: now, Limit: batch})
+						claimed, err := stores[i].TaskClaim(f.ctx, &store.TaskClaimParams{Lease: l, Now: now, Limit: batch})
 						if err != nil {
 							errs[i] = fmt.Errorf("claimer %d: %w", i, err)
 							return
@@ -508,6 +571,36 @@ func (s *suite) taskCreateWithOwner(t *testing.T) {
 	})
 }
 
+// stores opens n more stores on the fixture's database.
+func (f *fixture) stores(t *testing.T, n int) []store.Store {
+	t.Helper()
+	out := make([]store.Store, n)
+	for i := range out {
+		out[i] = f.open(t)
+	}
+	return out
+}
+
+// deadLease is a lease that is not live at now.
+type deadLease struct {
+	lease *store.Lease
+	now   time.Time
+}
+
+// deadLeases makes a lease of each kind that may no longer write:
+// expired, replaced by a restart of its coordinator, and never issued.
+func (f *fixture) deadLeases(t *testing.T) map[string]deadLease {
+	t.Helper()
+	expiring := f.acquireAt(t, "expiring", f.now(), time.Minute)
+	replaced := f.acquire(t, "restarting")
+	f.acquire(t, "restarting")
+	return map[string]deadLease{
+		"expired":  {expiring, expiring.Expires},
+		"replaced": {replaced, f.now()},
+		"unknown":  {&store.Lease{CoordinatorID: "ghost", Token: replaced.Token + 1000}, f.now()},
+	}
+}
+
 // acquire starts a lease for id at f.now() that outlasts the test.
 func (f *fixture) acquire(t *testing.T, id string) *store.Lease {
 	t.Helper()
@@ -576,5 +669,6 @@ func requireLeases(t *testing.T, want, got []*store.Lease) {
 		require.Equal(t, want[i].CoordinatorID, got[i].CoordinatorID, "lease %d", i)
 		require.Equal(t, want[i].Token, got[i].Token, "lease %d of %s", i, want[i].CoordinatorID)
 		requireTimeEqual(t, want[i].Expires, got[i].Expires, "Expires of "+want[i].CoordinatorID)
+		require.Equal(t, want[i].Address, got[i].Address, "Address of %s", want[i].CoordinatorID)
 	}
 }

@@ -1,6 +1,9 @@
 package storetest
 
 import (
+	"errors"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -31,6 +34,35 @@ func (s *suite) listing(t *testing.T) {
 			require.Empty(t, f.list(t, &store.TaskListParams{Limit: 2, BeforeID: page3[0]}))
 			// No limit means the driver's cap, which is more than five.
 			require.Equal(t, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}, f.list(t, &store.TaskListParams{}))
+		})
+
+		t.Run("HonoursLimitAboveDefault", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			// One more than a page of the default size, plus one: asking for
+			// default+1 (a page and "is there more?") must get exactly that.
+			const n = store.DefaultListLimit + 2
+			ids := make([]string, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for w := range 8 {
+				wg.Go(func() {
+					for i := w; i < n; i += 8 {
+						p := f.taskParams("linear")
+						ids[i] = p.Task.ID
+						_, _, errs[i] = f.store.TaskCreate(f.ctx, p)
+					}
+				})
+			}
+			wg.Wait()
+			require.NoError(t, errors.Join(errs...))
+			slices.Sort(ids)
+			slices.Reverse(ids)
+
+			require.Equal(t, ids[:n-1], f.list(t, &store.TaskListParams{Limit: n - 1}))
+			require.Equal(t, ids, f.list(t, &store.TaskListParams{Limit: 10 * n}))
+			require.Equal(t, ids[:store.DefaultListLimit], f.list(t, &store.TaskListParams{}), "no limit is the default page")
+			require.Equal(t, ids[1:n-1], f.list(t, &store.TaskListParams{Limit: n - 2, BeforeID: ids[0]}))
 		})
 
 		t.Run("ReturnsWholeTasks", func(t *testing.T) {
@@ -158,6 +190,38 @@ func (s *suite) listing(t *testing.T) {
 
 	t.Run("TransitionList", func(t *testing.T) {
 		t.Parallel()
+
+		t.Run("RecordsLeaseToken", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			l := f.acquire(t, "a")
+			p := f.taskParams("linear", "a", "b")
+			p.Task.OwnerToken = l.Token
+			p.Transitions = []*store.Transition{{TaskID: p.Task.ID, StepID: p.Steps[1].ID, StepName: "b", From: state.Pending, To: state.ResolvedManually, At: f.now(), Reason: "bypassed"}}
+			f.create(t, p)
+			require.Equal(t, l.Token, p.Transitions[0].LeaseToken, "TaskCreate sets the token on its params, as it sets Seq")
+
+			fenced := f.advance(t, &store.TaskAdvanceParams{TaskID: p.Task.ID, Lease: l, At: f.now(),
+				Task:  &store.TaskChange{From: state.Pending, To: state.InProgress},
+				Steps: []*store.StepChange{startStep(p.Steps[0])},
+			})
+			unfenced := f.advance(t, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: f.now(),
+				Steps: []*store.StepChange{completeStep(p.Steps[0], 1, `{}`)},
+			})
+			var tokens []int64
+			for _, tr := range append(fenced, unfenced...) {
+				tokens = append(tokens, tr.LeaseToken)
+			}
+			require.Equal(t, []int64{l.Token, l.Token, 0}, tokens, "TaskAdvance returns each transition's token")
+
+			stored := f.transitions(t, p.Task.ID)
+			requireTransitions(t, append(append([]*store.Transition{p.Transitions[0]}, fenced...), unfenced...), stored)
+
+			unowned, _ := f.createTask(t, "a")
+			for _, tr := range f.transitions(t, unowned.ID) {
+				require.Zero(t, tr.LeaseToken)
+			}
+		})
 
 		t.Run("AfterSeq", func(t *testing.T) {
 			t.Parallel()

@@ -1,11 +1,15 @@
 // Package storetest is the conformance suite every store.Store driver must
-// pass. A driver's test calls Exercise with a factory for fresh stores; the
-// suite checks the semantics written in store.go's doc comments, so drivers
-// agree with each other and with the coordinator that relies on them.
+// pass, and the one home of test code the drivers share. A driver's test
+// calls Exercise with a factory for fresh databases; the suite checks the
+// semantics written in store.go's doc comments, so drivers agree with each
+// other and with the coordinator that relies on them. Drivers that offer
+// more (StatsStore, WriteHolder) get the cases that need it; the others
+// skip them.
 //
 // Cases are split by area (templates.go, task_create.go, task_advance.go,
-// listing.go, concurrency.go, leases.go, lifecycle.go), and subtests are named after the
-// interface method they exercise, so a failure names the method at fault.
+// listing.go, concurrency.go, leases.go, take.go, lifecycle.go), and
+// subtests are named after the interface method they exercise, so a failure
+// names the method at fault.
 package storetest
 
 import (
@@ -21,27 +25,52 @@ import (
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/groupcommit"
 )
 
-// Exercise runs the whole suite. newStore must return a store that no other
-// test writes to (a fresh file, a fresh schema) and close it in t.Cleanup;
-// Close must tolerate being called again after the suite's own Close test.
-// Subtests run in parallel, each with its own store.
-func Exercise(ctx context.Context, t *testing.T, newStore func(t *testing.T) store.Store) {
+// Opener opens another store on one database and closes it in t.Cleanup.
+// Stores opened by one Opener share everything they store, as coordinators
+// sharing a database (or one coordinator restarting) do.
+type Opener func(t testing.TB) store.Store
+
+// NewDatabase makes a database no other test uses and returns its Opener.
+type NewDatabase func(t testing.TB) Opener
+
+// StatsStore is a store that counts what its group committer did; the
+// suite checks batching and withdrawal on drivers that implement it.
+type StatsStore interface {
+	store.Store
+	Stats() groupcommit.Stats
+}
+
+// WriteHolder is a store whose writes a test can hold up, as another
+// process holding the database's write lock would: until release is
+// called, the committer's next batch cannot write anything. Drivers'
+// tests implement it (around the driver's store) for the suite's cases
+// that need a batch held.
+type WriteHolder interface {
+	HoldWrites(t testing.TB) (release func())
+}
+
+// Exercise runs the whole suite. Close on a store from newDatabase's Opener
+// must tolerate being called again after the suite's own Close tests.
+// Subtests run in parallel, each with a database of its own.
+func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	t.Helper()
-	s := &suite{ctx: ctx, newStore: newStore}
+	s := &suite{ctx: ctx, newDatabase: newDatabase}
 	s.templates(t)
 	s.taskCreate(t)
 	s.taskAdvance(t)
 	s.listing(t)
 	s.concurrency(t)
 	s.leases(t)
+	s.taskTake(t)
 	s.lifecycle(t)
 }
 
 type suite struct {
-	ctx      context.Context
-	newStore func(t *testing.T) store.Store
+	ctx         context.Context
+	newDatabase NewDatabase
 }
 
 // fixture is the per-test bundle: a fresh store plus factories for rows.
@@ -50,15 +79,19 @@ type suite struct {
 type fixture struct {
 	ctx   context.Context
 	store store.Store
+	// open opens another store on store's database.
+	open  Opener
 	ns    string
 	ticks atomic.Int64
 }
 
-func (s *suite) setup(t *testing.T) *fixture {
+func (s *suite) setup(t testing.TB) *fixture {
 	t.Helper()
+	open := s.newDatabase(t)
 	return &fixture{
 		ctx:   s.ctx,
-		store: s.newStore(t),
+		store: open(t),
+		open:  open,
 		ns:    "ns-" + uuid.NewString()[:8],
 	}
 }

@@ -88,6 +88,47 @@ func (s *suite) taskAdvance(t *testing.T) {
 			f.requireUntouched(t, task, steps)
 		})
 
+		// A refusal says what it expected and what it found, so a log
+		// tells a stale attempt from a step that moved on.
+		t.Run("ConflictSaysWhatItFound", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			task, steps := f.createTask(t, "a")
+			_, err := f.store.TaskAdvance(f.ctx, &store.TaskAdvanceParams{TaskID: task.ID, At: f.now(), Steps: []*store.StepChange{
+				{StepID: steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 2, Attempts: 2},
+			}})
+			require.ErrorIs(t, err, store.ErrConflict)
+			require.ErrorContains(t, err, "expected in_progress with 2 attempts, found pending with 0")
+
+			_, err = f.store.TaskAdvance(f.ctx, &store.TaskAdvanceParams{TaskID: task.ID, At: f.now(),
+				Task: &store.TaskChange{From: state.InProgress, To: state.Complete}})
+			require.ErrorIs(t, err, store.ErrConflict)
+			require.ErrorContains(t, err, "task is pending, not in_progress")
+		})
+
+		t.Run("NoChangesWritesNothingButKnowsTheTask", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			task, steps := f.createTask(t, "a")
+			trs := f.advance(t, &store.TaskAdvanceParams{TaskID: task.ID, At: f.now()})
+			require.Empty(t, trs)
+			f.requireUntouched(t, task, steps)
+
+			_, err := f.store.TaskAdvance(f.ctx, &store.TaskAdvanceParams{TaskID: newID(), At: f.now()})
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+
+		t.Run("RecordsStoredStepName", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			task, steps := f.createTask(t, "a")
+			change := startStep(steps[0])
+			change.StepName = ""
+			trs := f.advance(t, &store.TaskAdvanceParams{TaskID: task.ID, At: f.now(), Steps: []*store.StepChange{change}})
+			require.Equal(t, "a", trs[0].StepName, "the stored step name fills an empty StepName")
+			require.Equal(t, "a", f.transitions(t, task.ID)[0].StepName)
+		})
+
 		t.Run("WrongAttemptsConflicts", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
