@@ -35,6 +35,16 @@ import (
 type Config struct {
 	// Store is the source of truth.
 	Store store.Store
+	// Address is where peer coordinators reach this one's gRPC API
+	// (host:port). It is stored with the lease, so a request about a task
+	// this coordinator owns that reaches another coordinator is forwarded
+	// here. Empty: such requests are refused with Unavailable naming this
+	// coordinator.
+	Address string
+	// PeerDialOptions are used when forwarding requests to the coordinator
+	// that owns a task; default insecure credentials. They carry transport
+	// security only: the caller's own token travels with the request.
+	PeerDialOptions []grpc.DialOption
 	// ID names this coordinator in logs, to executors and in its lease;
 	// default random. Keep it stable across restarts (the CLI uses host and
 	// listen address), so a restarted coordinator takes its own tasks back at
@@ -102,6 +112,8 @@ type Coordinator struct {
 	// health answers grpc.health.v1 without a token; it turns NOT_SERVING
 	// when Stop begins so load balancers drain the coordinator.
 	health *health.Server
+	// peers forwards requests about tasks other coordinators own.
+	peers *peers
 }
 
 // New checks cfg, fills in defaults and builds a Coordinator; it does no I/O.
@@ -124,6 +136,12 @@ func New(cfg Config) (*Coordinator, error) {
 	// its step instead of breaking the executor's stream.
 	cfg.DialOptions = append(slices.Clone(cfg.DialOptions),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(4*cfg.Limits.MaxResultBytes, 64<<20))))
+	if cfg.PeerDialOptions == nil {
+		cfg.PeerDialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	// A forwarded answer is a whole task, as large as any response.
+	cfg.PeerDialOptions = append(slices.Clone(cfg.PeerDialOptions),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(4*cfg.Limits.MaxResultBytes, 64<<20))))
 	if cfg.ExecutorGrace <= 0 {
 		cfg.ExecutorGrace = 5 * time.Second
 	}
@@ -138,13 +156,14 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Coordinator{cfg: cfg, cancel: cancel, stopping: make(chan struct{}), guard: guard, health: health.NewServer()}
+	c := &Coordinator{cfg: cfg, cancel: cancel, stopping: make(chan struct{}), guard: guard, health: health.NewServer(),
+		peers: newPeers(cfg.ID, cfg.PeerDialOptions)}
 	c.health.SetServingStatus(coordinatorv1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	e := &engine{
 		ctx: ctx, store: cfg.Store, log: cfg.Logger.With("coordinator_id", cfg.ID), limits: cfg.Limits,
 		templates: newTemplateBook(cfg.Store, template.Limits{MaxSteps: cfg.Limits.MaxSteps}),
 		hub:       newHub(), grace: cfg.ExecutorGrace, now: func() time.Time { return time.Now().UTC() },
-		tasks: map[string]*taskRun{}, id: cfg.ID, leaseTTL: cfg.LeaseTTL, repairWait: repairMinWait,
+		tasks: map[string]*taskRun{}, id: cfg.ID, address: cfg.Address, leaseTTL: cfg.LeaseTTL, repairWait: repairMinWait,
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
@@ -233,6 +252,8 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 		// stop can then wait for all its goroutines.
 		c.cancel()
 		c.engine.stop()
+		c.peers.close()
+		c.engine.releaseLease()
 	})
 	return err
 }

@@ -37,8 +37,10 @@ type engine struct {
 	trace     tracing
 	grace     time.Duration
 	now       func() time.Time
-	// id names this coordinator's lease; leaseTTL is its life.
+	// id names this coordinator's lease; leaseTTL is its life; address is
+	// stored with it for peers.
 	id       string
+	address  string
 	leaseTTL time.Duration
 	// lease is the current lease; every write is fenced with it.
 	lease atomic.Pointer[store.Lease]
@@ -333,10 +335,15 @@ func (e *engine) dispatchOn(c *change, i int, executorID string) {
 	c.dispatch = append(c.dispatch, i)
 }
 
-// abandon gives back what c reserved when its write did not happen.
+// abandon gives back what c reserved when its write did not happen (or
+// may not have: then a reload finds the dispatches it recorded, which were
+// never sent, and they are presumed lost after the grace period).
 func (c *change) abandon() {
 	for _, id := range c.reserved {
 		c.pool.release(id)
+	}
+	for _, i := range c.dispatch {
+		c.tr.steps[i].executor = ""
 	}
 	for _, i := range c.waits {
 		c.tr.steps[i].waiting = false
@@ -579,8 +586,14 @@ func jitter() float64 { return rand.Float64() }
 // reported and its result is applied, or ctx ends.
 func (e *engine) drain(ctx context.Context) error {
 	e.draining.Store(true)
+	idle := e.pool.whenIdle()
 	select {
-	case <-e.pool.whenIdle():
+	case <-idle:
+		return nil
+	default:
+	}
+	select {
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		e.log.Warn("shutdown deadline passed with attempts in flight; the next start settles them", "in_flight", e.pool.inFlight())

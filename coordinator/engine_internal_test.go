@@ -58,7 +58,7 @@ steps:
 	require.NoError(t, err)
 	created, _, err := e.createTask(ctx, &createParams{namespace: "test", name: "tables", context: []byte(`{}`)})
 	require.NoError(t, err)
-	id := created.Task.ID
+	id := created.task.ID
 	before, err := e.store.TransitionList(ctx, &store.TransitionListParams{TaskID: id})
 	require.NoError(t, err)
 
@@ -73,7 +73,7 @@ steps:
 			c.moveStep(1, state.InProgress, "not from resolved_manually", nil)
 		}},
 	} {
-		err := e.withTask(ctx, id, func(tr *taskRun) error {
+		_, err := e.withTask(ctx, id, func(tr *taskRun) error {
 			ch := e.newChange(tr)
 			tc.move(ch)
 			return e.commit(ctx, ch)
@@ -82,7 +82,8 @@ steps:
 		require.True(t, errors.As(err, &te), "%s: %v", tc.name, err)
 		// The task is reloaded from the store after a refused change.
 		require.Eventually(t, func() bool {
-			return e.withTask(ctx, id, func(*taskRun) error { return nil }) == nil
+			_, err := e.withTask(ctx, id, func(*taskRun) error { return nil })
+			return err == nil
 		}, 10e9, 1e6)
 	}
 	after, err := e.store.TransitionList(ctx, &store.TransitionListParams{TaskID: id})

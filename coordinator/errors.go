@@ -64,6 +64,13 @@ func toStatus(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, store.ErrLeaseLost):
+		// This coordinator's lease lapsed (it is taking a new one) or the
+		// task changed hands under it: nothing was written, and the same
+		// call succeeds once ownership is settled.
+		return status.Error(codes.Unavailable, err.Error()+"; retry")
+	case errors.Is(err, store.ErrOwned):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, store.ErrClosed), errors.Is(err, ErrStopped), errors.Is(err, store.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
 	default:

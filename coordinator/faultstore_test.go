@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/tasker-go/tasker/coordinator"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -166,20 +168,13 @@ func TestStopWaitsForWritesInProgress(t *testing.T) {
 	t.Parallel()
 	st := &slowStore{Store: openSQLite(t), entered: make(chan struct{}, 1)}
 	h := storeHarness(t, st, coordinator.Config{ExecutorGrace: time.Minute})
-	g := newGate()
-	runExecutor(h, executorConfig(4), listen(t), gatedHandlers(g))
-	h.apply(`
-namespace: test
-name: stop_mid_write
-version: 1.0.0
-steps:
-  - name: work
-    handler: gated
-`)
-	h.create("test", "stop_mid_write", map[string]any{})
-	g.waitStarted(t)
+	f := startFakeExecutor(t, "exec-s", 1, "work")
+	f.register(h)
+	h.apply(oneStepTemplate)
+	h.create("test", "one_step", map[string]any{})
+	running := f.next()
 	st.block.Store(true)
-	close(g.release)
+	f.send(succeed(running, "exec-s"))
 	select {
 	case <-st.entered:
 	case <-time.After(10 * time.Second):
@@ -190,4 +185,59 @@ steps:
 	_ = h.coord.Stop(ctx)
 	require.Zero(t, st.inCalls.Load(), "Stop returned while a write it started was still in the store")
 	require.EqualValues(t, 1, st.finished.Load())
+}
+
+// lostAckStore commits creations, then reports a failure, as a database
+// whose connection drops after COMMIT does.
+type lostAckStore struct {
+	store.Store
+	loseAck atomic.Bool
+}
+
+func (s *lostAckStore) TaskCreate(ctx context.Context, p *store.TaskCreateParams) (*store.Task, bool, error) {
+	t, created, err := s.Store.TaskCreate(ctx, p)
+	if err == nil && s.loseAck.CompareAndSwap(true, false) {
+		return nil, false, fmt.Errorf("connection reset after COMMIT: %w", store.ErrUnavailable)
+	}
+	return t, created, err
+}
+
+// A creation whose outcome the coordinator could not learn (it committed,
+// then the connection dropped) is not stranded: the coordinator reads the
+// store, finds the task, and carries it on; its roots, recorded as
+// dispatched but never sent, are presumed lost and run. A client retrying
+// with the same idempotency key gets that task.
+func TestCreatedTaskWithLostAcknowledgementRuns(t *testing.T) {
+	t.Parallel()
+	st := &lostAckStore{Store: openSQLite(t)}
+	h := storeHarness(t, st, coordinator.Config{ExecutorGrace: 50 * time.Millisecond})
+	h.coord.SetRepairWait(time.Millisecond)
+	runExecutor(h, executorConfig(4), listen(t), nil)
+	h.apply(`
+namespace: test
+name: lost_ack
+version: 1.0.0
+steps:
+  - name: root
+    handler: noop
+    backoff: {initial: 1ms, multiplier: 1, max: 1ms}
+  - name: leaf
+    handler: noop
+    depends_on: [root]
+`)
+	st.loseAck.Store(true)
+	req := &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: "lost_ack", IdempotencyKey: "once"}
+	_, err := h.client.CreateTask(h.ctx, req)
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	list, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetTasks(), 1, "the create committed")
+	id := list.GetTasks()[0].GetId()
+	done := h.waitState(id, coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 2, step(done, "root").GetAttempts(), "the recorded dispatch was never sent: presumed lost, then run")
+
+	resp, err := h.client.CreateTask(h.ctx, req)
+	require.NoError(t, err)
+	require.False(t, resp.GetCreated())
+	require.Equal(t, id, resp.GetTask().GetId())
 }

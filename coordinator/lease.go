@@ -14,7 +14,7 @@ const claimPage = 500
 
 // acquireLease starts a new lease for this coordinator.
 func (e *engine) acquireLease(ctx context.Context) error {
-	l, err := e.store.LeaseAcquire(ctx, &store.LeaseAcquireParams{CoordinatorID: e.id, TTL: e.leaseTTL, Now: e.now()})
+	l, err := e.store.LeaseAcquire(ctx, &store.LeaseAcquireParams{CoordinatorID: e.id, TTL: e.leaseTTL, Now: e.now(), Address: e.address})
 	if err != nil {
 		return fmt.Errorf("acquire lease: %w", err)
 	}
@@ -122,6 +122,24 @@ func (e *engine) renewAndClaim(ctx context.Context) {
 	} else if n > 0 {
 		e.log.Info("took over unfinished tasks", "tasks", n)
 	}
+}
+
+// releaseLease ends the lease at once when the coordinator stops, so its
+// peers take its unfinished tasks over now rather than when the lease
+// would have expired, and forward nothing to a coordinator that is gone. A
+// restart under the same id takes a new lease anyway.
+func (e *engine) releaseLease() {
+	l := e.lease.Load()
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := e.store.LeaseRenew(ctx, &store.LeaseRenewParams{Lease: l, TTL: time.Nanosecond, Now: e.now()}); err != nil {
+		e.log.Warn("could not release the lease; peers take its tasks over when it expires", "token", l.Token, "expires", l.Expires, "err", err)
+		return
+	}
+	e.log.Info("lease released", "token", l.Token)
 }
 
 // dropAll forgets every task in memory without writing anything: another

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -57,12 +58,40 @@ func checkResult(r *executorv1.StepResult) error {
 // executor the attempt was sent to. It returns once the outcome is
 // committed; a duplicate or stale result changes nothing and reports
 // applied=false.
-func (e *engine) applyReported(r *executorv1.StepResult) (applied bool, err error) {
+//
+// A result for a task this coordinator does not hold in memory is routed
+// like an operator's action: a task with work left is taken into this
+// coordinator's ownership if its owner is gone (or is this coordinator),
+// and a task another live coordinator owns is answered with a
+// *store.OwnedError, so the caller forwards the result there. A finished
+// task has no step left to settle: the result is acknowledged and ignored.
+func (e *engine) applyReported(ctx context.Context, r *executorv1.StepResult) (applied bool, err error) {
 	if err := checkResult(r); err != nil {
 		return false, err
 	}
+	if e.ctx.Err() != nil {
+		// Stopped: the executor reports it again to the next run, or to
+		// another coordinator.
+		return false, ErrStopped
+	}
 	from := e.pool.settleReported(attemptKey{r.GetStepId(), r.GetAttempt()})
 	defer e.pool.applied(1)
+	if e.lookup(r.GetTaskId()) == nil {
+		t, err := e.store.TaskGet(ctx, r.GetTaskId())
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			e.metrics.results.WithLabelValues("ignored").Inc()
+			return false, nil
+		case err != nil:
+			return false, err
+		case t.State == state.Complete || t.State == state.Cancelled || t.State == state.ResolvedManually:
+			e.metrics.results.WithLabelValues("ignored").Inc()
+			return false, nil
+		}
+		if _, err := e.bring(ctx, r.GetTaskId()); err != nil {
+			return false, err
+		}
+	}
 	return e.applyResult(r, from, false)
 }
 

@@ -29,7 +29,7 @@ type createParams struct {
 // steps, transitions with their sequence numbers), so the caller need not
 // read it back. A repeat of an existing identity returns only the stored
 // task, with created=false.
-func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCreateParams, bool, error) {
+func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bool, error) {
 	if e.draining.Load() {
 		return nil, false, &codedError{codes.Unavailable, errors.New("coordinator is shutting down; retry against another coordinator or after restart")}
 	}
@@ -107,13 +107,21 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCr
 		st := s.Step
 		created.Steps[i] = &st
 	}
-	got, isNew, err := e.store.TaskCreate(ctx, created)
-	if err != nil || !isNew {
+	if c.refused != nil {
 		c.abandon()
-		if err != nil {
-			return nil, false, fmt.Errorf("create task: %w", err)
+		return nil, false, fmt.Errorf("create task: %w", c.refused)
+	}
+	got, isNew, err := e.store.TaskCreate(ctx, created)
+	switch {
+	case err != nil:
+		c.abandon()
+		if !errors.Is(err, store.ErrLeaseLost) {
+			e.createUnknown(tr)
 		}
-		return &store.TaskCreateParams{Task: got}, false, nil
+		return nil, false, fmt.Errorf("create task: %w", err)
+	case !isNew:
+		c.abandon()
+		return e.existing(ctx, got)
 	}
 	for _, t := range created.Transitions {
 		tr.lastSeq = max(tr.lastSeq, t.Seq)
@@ -125,8 +133,39 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*store.TaskCr
 	e.mu.Unlock()
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
-	created.Task = got
-	return created, true, nil
+	return &taskView{task: got, steps: created.Steps, transitions: created.Transitions}, true, nil
+}
+
+// createUnknown handles a creation whose write failed without saying
+// whether it committed (the connection may have dropped after COMMIT): the
+// task may exist, owned by this coordinator, with its roots recorded as
+// dispatched but never sent, and no claim would ever pick it up, since its
+// owner is alive. So it is treated as a broken run: repair reads the store
+// until it answers, drops the run if the task is not there, and carries it
+// on if it is. The caller holds tr.mu.
+func (e *engine) createUnknown(tr *taskRun) {
+	e.mu.Lock()
+	if e.tasks[tr.task.ID] != nil {
+		e.mu.Unlock()
+		return
+	}
+	e.tasks[tr.task.ID] = tr
+	e.mu.Unlock()
+	e.breakTask(tr)
+}
+
+// existing answers a create that found its task already stored (the same
+// idempotency key or identity). If this coordinator owns that task but
+// does not hold it in memory (an earlier create's outcome was unknown), it
+// carries the task on now.
+func (e *engine) existing(ctx context.Context, t *store.Task) (*taskView, bool, error) {
+	if l := e.lease.Load(); l != nil && t.OwnerToken == l.Token && !t.State.Terminal() && e.lookup(t.ID) == nil {
+		if _, err := e.load(ctx, t); err != nil {
+			e.log.Warn("could not carry on a task found by a repeated create", "task_id", t.ID, "err", err)
+		}
+	}
+	v, err := e.readTask(ctx, t.ID)
+	return v, false, err
 }
 
 // transitionsOf turns a change into the initial transitions of a new task.
@@ -144,14 +183,19 @@ func transitionsOf(p *store.TaskAdvanceParams) []*store.Transition {
 	return out
 }
 
-// withTask runs fn under the lock of the task's run in memory, bringing
-// the task into memory first when this coordinator may act on it: it is
-// finished (finished tasks are not kept in memory), or this coordinator
-// owns it. A task that fn leaves with nothing to do (finished, no step
-// running) leaves memory again, whether fn changed it or refused to.
-func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) error) error {
+// withTask runs fn under the lock of the task's run in memory and returns
+// the task as fn left it. A task not in memory is first taken into this
+// coordinator's ownership (see bring); a task owned by another live
+// coordinator is not touched, and the error (a *store.OwnedError) names the
+// owner, so the request can be forwarded there. A task that fn leaves with
+// nothing to do (finished, no step running) leaves memory again, whether fn
+// changed it or refused to.
+func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) error) (*snapshot, error) {
 	if id == "" {
-		return invalidf("id is required")
+		return nil, invalidf("id is required")
+	}
+	if e.ctx.Err() != nil {
+		return nil, ErrStopped
 	}
 	// A run found retired under its lock was dropped between the lookup
 	// and the lock (it finished, or another action retired it): look again.
@@ -160,7 +204,7 @@ func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) e
 		if tr == nil {
 			var err error
 			if tr, err = e.bring(ctx, id); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		tr.mu.Lock()
@@ -170,28 +214,42 @@ func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) e
 		}
 		if tr.broken {
 			tr.mu.Unlock()
-			return errRepairing
+			return nil, errRepairing
 		}
 		err := fn(tr)
+		snap := tr.snapshot()
 		if !tr.done && !tr.broken && !tr.active() {
 			e.retire(tr)
 		}
 		tr.mu.Unlock()
-		return err
+		if err != nil {
+			return nil, err
+		}
+		return snap, nil
 	}
-	return &codedError{codes.Aborted, fmt.Errorf("task %s changed while the request was applied; retry", id)}
+	return nil, &codedError{codes.Aborted, fmt.Errorf("task %s changed while the request was applied; retry", id)}
 }
 
-// bring loads a stored task this coordinator may act on into memory.
+// bring makes this coordinator the owner of a task that is not in its
+// memory and loads it: a task it owns already (created or claimed by it,
+// and not loaded: finished, or its creation's outcome was unknown), one
+// whose owner's lease lapsed (a restart, a dead coordinator), or a
+// finished one. The take is fenced by this coordinator's lease like every
+// write. A task another live coordinator owns is left to it.
 func (e *engine) bring(ctx context.Context, id string) (*taskRun, error) {
-	t, err := e.store.TaskGet(ctx, id)
-	if err != nil {
-		return nil, err
+	if e.ctx.Err() != nil {
+		return nil, ErrStopped // after Stop, nothing new is loaded or written
 	}
-	if !t.State.Terminal() {
-		if l := e.lease.Load(); l == nil || t.OwnerToken != l.Token {
-			return nil, preconditionf("task %s is %s", id, t.State)
+	l := e.lease.Load()
+	if l == nil {
+		return nil, fmt.Errorf("task %s: no lease: %w", id, store.ErrLeaseLost)
+	}
+	t, err := e.store.TaskTake(ctx, &store.TaskTakeParams{Lease: l, TaskID: id, Now: e.now()})
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, notFoundf("task %s not found", id)
 		}
+		return nil, err
 	}
 	return e.load(ctx, t)
 }
@@ -254,7 +312,7 @@ func (e *engine) start(ctx context.Context, tr *taskRun) {
 
 // cancelTask cancels the task, its pending steps and its running steps,
 // and tells executors to abandon the running ones.
-func (e *engine) cancelTask(ctx context.Context, id, reason string) error {
+func (e *engine) cancelTask(ctx context.Context, id, reason string) (*snapshot, error) {
 	if reason == "" {
 		reason = "cancelled by request"
 	}
@@ -286,7 +344,7 @@ func (e *engine) cancelTask(ctx context.Context, id, reason string) error {
 
 // retryTask moves an errored task back to pending and gives each failed
 // step a fresh set of attempts, then dispatches what is ready.
-func (e *engine) retryTask(ctx context.Context, id, reason string) error {
+func (e *engine) retryTask(ctx context.Context, id, reason string) (*snapshot, error) {
 	if reason == "" {
 		reason = "retried by request"
 	}
@@ -317,9 +375,9 @@ func (e *engine) retryTask(ctx context.Context, id, reason string) error {
 // resolveStep marks a pending or errored step resolved_manually, which
 // satisfies its children, and resumes an errored task when nothing else
 // holds it back.
-func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason string, results json.RawMessage) error {
+func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason string, results json.RawMessage) (*snapshot, error) {
 	if stepName == "" {
-		return invalidf("step_name is required")
+		return nil, invalidf("step_name is required")
 	}
 	if reason == "" {
 		reason = "resolved manually"

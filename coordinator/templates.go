@@ -179,3 +179,29 @@ func (b *templateBook) list(ctx context.Context, ns string) ([]*template.Templat
 	}
 	return out, nil
 }
+
+// check runs every check registering t would (the template's own
+// validity, the limits, and different content already stored under its
+// namespace, name and version) and stores nothing. It returns t normalized,
+// and whether registering it would store a new version.
+func (b *templateBook) check(ctx context.Context, t *template.Template) (*template.Template, bool, error) {
+	t.Normalize()
+	if err := template.Validate(t, b.limits); err != nil {
+		return nil, false, err
+	}
+	key := templateKey(t.Namespace, t.Name, t.Version)
+	existing, err := b.store.TemplateGet(ctx, &store.TemplateGetParams{Namespace: t.Namespace, Name: t.Name, Version: t.Version})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return t, true, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("load template %s: %w", key, err)
+	case existing.Digest != template.Digest(t):
+		// The words registering says on the same conflict (the stores'
+		// and templateBook.register's), so a check and a registration
+		// read alike.
+		return nil, false, fmt.Errorf("%s: template %s has digest %s, not %s: %w; register it under a new version",
+			key, key, existing.Digest, template.Digest(t), store.ErrTemplateExists)
+	}
+	return t, false, nil
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -27,14 +28,17 @@ import (
 // coordinatorOptions are what it takes to run a coordinator in-process.
 type coordinatorOptions struct {
 	// tracer traces tasks and attempts; nil is off.
-	tracer   trace.TracerProvider
-	listen   string
-	id       string
-	leaseTTL time.Duration
-	store    storeFlags
-	grace    time.Duration
-	liveness time.Duration
-	limits   coordinator.Limits
+	tracer trace.TracerProvider
+	listen string
+	// advertise is where peer coordinators reach this one; default the
+	// listen address (with the host name for an unspecified host).
+	advertise string
+	id        string
+	leaseTTL  time.Duration
+	store     storeFlags
+	grace     time.Duration
+	liveness  time.Duration
+	limits    coordinator.Limits
 	// shutdown bounds how long stop waits for results of attempts in
 	// flight.
 	shutdown time.Duration
@@ -65,6 +69,22 @@ func (o *coordinatorOptions) validate() error {
 		positiveInt("--max-steps", o.limits.MaxSteps),
 		positiveInt("--max-request-bytes", o.limits.MaxRequestBytes),
 	)...)
+}
+
+// advertiseAddress is the address peers reach a coordinator listening on
+// addr at: addr itself, or this host's name with addr's port when addr's
+// host is unspecified (0.0.0.0, ::).
+func advertiseAddress(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if name, err := os.Hostname(); err == nil && name != "" {
+			return net.JoinHostPort(name, port)
+		}
+	}
+	return addr
 }
 
 // runningCoordinator is a coordinator serving gRPC on a listener.
@@ -110,11 +130,15 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		host, _ := os.Hostname()
 		id = host + "/" + lis.Addr().String()
 	}
+	advertise := opts.advertise
+	if advertise == "" {
+		advertise = advertiseAddress(lis.Addr().String())
+	}
 	reg := newRegistry(st.stats)
 	coord, err := coordinator.New(coordinator.Config{
 		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
 		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer,
-		DialOptions: sec.dial, Security: sec.security,
+		DialOptions: sec.dial, PeerDialOptions: sec.peerDial, Security: sec.security, Address: advertise,
 	})
 	if err != nil {
 		_ = lis.Close()
@@ -249,6 +273,7 @@ unless --insecure, and with tokens on every path but /healthz needs
 	f := cmd.Flags()
 	f.StringVar(&opts.listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
 	f.DurationVar(&opts.grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
+	f.StringVar(&opts.advertise, "advertise", "", "address other coordinators reach this one at, to forward requests about tasks it owns (default: the listen address, with this host's name if it listens on all interfaces)")
 	f.StringVar(&opts.id, "id", "", "coordinator id for its lease (default: host name and listen address, stable across restarts)")
 	f.DurationVar(&opts.leaseTTL, "lease-ttl", 10*time.Second, "how long this coordinator owns its tasks without renewing; others take them over within about this long after it dies")
 	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
@@ -296,8 +321,12 @@ func (f *coordinatorSecurityFlags) register(cmd *cobra.Command) {
 
 // coordinatorSecurity is what the flags amount to.
 type coordinatorSecurity struct {
-	server   []grpc.ServerOption
-	dial     []grpc.DialOption
+	server []grpc.ServerOption
+	dial   []grpc.DialOption
+	// peerDial reaches other coordinators: the transport security of dial
+	// without the executor secret (a forwarded request carries its
+	// caller's own token).
+	peerDial []grpc.DialOption
 	security coordinator.Security
 	// http protects --http-listen.
 	http httpSecurity
@@ -358,6 +387,7 @@ func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, e
 		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(auth.ClientTLS(mesh, cert)))}
 		out.security.ExecutorCAs = mesh
 	}
+	out.peerDial = slices.Clone(out.dial)
 	if f.executorSecret != "" {
 		if err := checkExecutorSecret(f.executorSecret); err != nil {
 			return nil, err

@@ -1,0 +1,199 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tasker-go/tasker/coordinator"
+	"github.com/tasker-go/tasker/executor"
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/store"
+)
+
+// peerHarness serves a coordinator on a store other coordinators share,
+// advertising its address in its lease as the CLI does.
+func peerHarness(t *testing.T, st store.Store, id string) *harness {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	log := testLogger(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	coord, err := coordinator.New(coordinator.Config{Store: st, ID: id, Address: lis.Addr().String(), Logger: log})
+	require.NoError(t, err)
+	require.NoError(t, coord.Start(ctx))
+	srv := grpc.NewServer(coord.ServerOptions()...)
+	coord.Register(srv)
+	go func() { _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cc.Close()
+		srv.Stop()
+		_ = coord.Stop(context.Background())
+	})
+	return &harness{t: t, ctx: ctx, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: log}
+}
+
+// Two coordinators share one database; executors serve a; every operator
+// action on a's tasks is sent to b, as a load balancer in front of both
+// would send most of them. b forwards each to a, which owns the task, and
+// answers with what a did.
+func TestOperatorActionsWorkOnEveryCoordinator(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	a := peerHarness(t, st, "coord-a")
+	b := peerHarness(t, st, "coord-b")
+	g := newGate()
+	var open atomic.Bool
+	cancelled := make(chan error, 1)
+	runExecutor(a, executor.Config{Capacity: 8}, listen(t), map[string]executor.HandlerFunc{
+		"gated": g.handler(),
+		"block": blockUntilCancelled(cancelled),
+		"gate": func(context.Context, *executor.Request) (any, error) {
+			if !open.Load() {
+				return nil, executor.Permanent(errors.New("gate closed"))
+			}
+			return map[string]bool{"passed": true}, nil
+		},
+	})
+	a.apply(`
+namespace: test
+name: anywhere
+version: 1.0.0
+steps:
+  - name: first
+    handler: gate
+  - name: hold
+    handler: gated
+    depends_on: [first]
+`)
+	a.apply(`
+namespace: test
+name: cancel_anywhere
+version: 1.0.0
+steps:
+  - name: long
+    handler: block
+`)
+
+	// Cancel a running task through b: the handler on a's executor is told.
+	running := a.create("test", "cancel_anywhere", map[string]any{})
+	require.Eventually(t, func() bool {
+		return step(a.get(running.GetId()), "long").GetState() == coordinatorv1.State_STATE_IN_PROGRESS
+	}, 10*time.Second, time.Millisecond)
+	cresp, err := b.client.CancelTask(b.ctx, &coordinatorv1.CancelTaskRequest{Id: running.GetId(), Reason: "via b"})
+	require.NoError(t, err)
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, cresp.GetTask().GetState())
+	select {
+	case err := <-cancelled:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the running handler was not cancelled")
+	}
+
+	// Retry through b a task that failed on a.
+	failed := a.create("test", "anywhere", map[string]any{"n": 1})
+	a.waitState(failed.GetId(), coordinatorv1.State_STATE_ERROR)
+	open.Store(true)
+	rresp, err := b.client.RetryTask(b.ctx, &coordinatorv1.RetryTaskRequest{Id: failed.GetId()})
+	require.NoError(t, err)
+	require.NotEqual(t, coordinatorv1.State_STATE_ERROR, rresp.GetTask().GetState())
+	g.waitStarted(t)
+
+	// Resolve through b a step of a task running on a.
+	open.Store(false)
+	other := a.create("test", "anywhere", map[string]any{"n": 2})
+	a.waitState(other.GetId(), coordinatorv1.State_STATE_ERROR)
+	sresp, err := b.client.ResolveStep(b.ctx, &coordinatorv1.ResolveStepRequest{TaskId: other.GetId(), StepName: "first"})
+	require.NoError(t, err)
+	require.Equal(t, coordinatorv1.State_STATE_RESOLVED_MANUALLY, step(sresp.GetTask(), "first").GetState())
+	g.waitStarted(t)
+	close(g.release)
+	a.waitState(failed.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	a.waitState(other.GetId(), coordinatorv1.State_STATE_COMPLETE)
+
+	// Refusals come back from the owner as they are.
+	_, err = b.client.RetryTask(b.ctx, &coordinatorv1.RetryTaskRequest{Id: other.GetId()})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+}
+
+// A step result reported (not streamed) to a coordinator that does not own
+// the task is forwarded to the one that does, and applied once.
+func TestReportedResultReachesTheOwner(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	a := peerHarness(t, st, "coord-a")
+	b := peerHarness(t, st, "coord-b")
+	f := startFakeExecutor(t, "exec-r", 1, "work")
+	f.register(a)
+	a.apply(oneStepTemplate)
+	task := a.create("test", "one_step", map[string]any{})
+	st1 := f.next()
+	res := succeed(st1, "exec-r").GetStepResult()
+	resp, err := b.client.ReportStepResult(b.ctx, &coordinatorv1.ReportStepResultRequest{Result: res})
+	require.NoError(t, err)
+	require.True(t, resp.GetApplied())
+	a.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	again, err := b.client.ReportStepResult(b.ctx, &coordinatorv1.ReportStepResultRequest{Result: res})
+	require.NoError(t, err)
+	require.False(t, again.GetApplied(), "a duplicate is acknowledged and ignored")
+}
+
+// After a restart the coordinator holds a new lease, and finished tasks
+// still name the old one: operator actions on them take them over instead
+// of failing with "lease lost".
+func TestOperatorActionsAfterRestart(t *testing.T) {
+	t.Parallel()
+	h, n := nodeHarness(t, coordinator.Config{}, 0)
+	var open atomic.Bool
+	runExecutor(h, executor.Config{ID: "exec-1", Capacity: 4}, listen(t), map[string]executor.HandlerFunc{
+		"gate": func(context.Context, *executor.Request) (any, error) {
+			if !open.Load() {
+				return nil, executor.Permanent(errors.New("gate closed"))
+			}
+			return map[string]bool{"passed": true}, nil
+		},
+	})
+	h.apply(`
+namespace: test
+name: restart_actions
+version: 1.0.0
+steps:
+  - name: first
+    handler: gate
+  - name: after
+    handler: noop
+    depends_on: [first]
+`)
+	toRetry := h.create("test", "restart_actions", map[string]any{"n": 1})
+	toResolve := h.create("test", "restart_actions", map[string]any{"n": 2})
+	h.waitState(toRetry.GetId(), coordinatorv1.State_STATE_ERROR)
+	h.waitState(toResolve.GetId(), coordinatorv1.State_STATE_ERROR)
+	open.Store(true)
+	done := h.create("test", "restart_actions", map[string]any{"n": 3})
+	h.waitState(done.GetId(), coordinatorv1.State_STATE_COMPLETE)
+
+	n.crash()
+	n.start()
+	h.waitExecutor("exec-1", true)
+	_, err := h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: toRetry.GetId()})
+	require.NoError(t, err)
+	_, err = h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: toResolve.GetId(), StepName: "first"})
+	require.NoError(t, err)
+	resp, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: done.GetId()})
+	require.NoError(t, err)
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, resp.GetTask().GetState())
+	h.waitState(toRetry.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	h.waitState(toResolve.GetId(), coordinatorv1.State_STATE_COMPLETE)
+}

@@ -1,0 +1,84 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+
+	"github.com/tasker-go/tasker/store"
+)
+
+// taskView is a task as the API shows it: the task, its steps and its
+// transitions, all as of one commit.
+type taskView struct {
+	task        *store.Task
+	steps       []*store.Step
+	transitions []*store.Transition
+}
+
+// readTask reads a task with its steps and transitions from the store.
+func (e *engine) readTask(ctx context.Context, id string) (*taskView, error) {
+	if id == "" {
+		return nil, invalidf("id is required")
+	}
+	t, err := e.store.TaskGet(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, notFoundf("task %s not found", id)
+		}
+		return nil, err
+	}
+	steps, err := e.store.StepList(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	trs, err := e.store.TransitionList(ctx, &store.TransitionListParams{TaskID: id})
+	if err != nil {
+		return nil, err
+	}
+	return &taskView{task: t, steps: steps, transitions: trs}, nil
+}
+
+// listTasks reads a page of tasks, newest first.
+func (e *engine) listTasks(ctx context.Context, p *store.TaskListParams) ([]*store.Task, error) {
+	return e.store.TaskList(ctx, p)
+}
+
+// snapshot is a task and its steps as its run holds them: what the last
+// commit wrote. seq is the sequence number of that commit's last
+// transition, 0 when the run has committed nothing yet.
+type snapshot struct {
+	task  store.Task
+	steps []store.Step
+	seq   int64
+}
+
+// snapshot copies what a run holds. The caller holds tr.mu.
+func (tr *taskRun) snapshot() *snapshot {
+	s := &snapshot{task: tr.task, steps: make([]store.Step, len(tr.steps)), seq: tr.lastSeq}
+	for i, st := range tr.steps {
+		s.steps[i] = st.Step
+	}
+	return s
+}
+
+// view completes a snapshot with the task's transitions up to its commit,
+// so an action answers with the task as it left it, not as a later event
+// may have changed it since.
+func (e *engine) view(ctx context.Context, s *snapshot) (*taskView, error) {
+	trs, err := e.store.TransitionList(ctx, &store.TransitionListParams{TaskID: s.task.ID})
+	if err != nil {
+		return nil, err
+	}
+	if s.seq > 0 {
+		n := len(trs)
+		for n > 0 && trs[n-1].Seq > s.seq {
+			n--
+		}
+		trs = trs[:n]
+	}
+	v := &taskView{task: &s.task, steps: make([]*store.Step, len(s.steps)), transitions: trs}
+	for i := range s.steps {
+		v.steps[i] = &s.steps[i]
+	}
+	return v, nil
+}

@@ -1,0 +1,194 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
+	"github.com/tasker-go/tasker/store"
+)
+
+// The task RPCs: each authorizes, validates and converts, and leaves the
+// work to the engine. Actions on a task another live coordinator owns are
+// forwarded to it, so every RPC works on every coordinator.
+
+func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRequest) (*coordinatorv1.CreateTaskResponse, error) {
+	if err := s.authorize(ctx, req.GetNamespace()); err != nil {
+		return nil, err
+	}
+	raw, err := contextJSON(req.GetContext())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	v, created, err := s.c.engine.createTask(ctx, &createParams{
+		namespace: req.GetNamespace(), name: req.GetName(), version: req.GetVersion(), context: raw,
+		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	task := s.toProto(v)
+	// Steps already settled need no executor; the rest may.
+	var steps []stepHandler
+	for _, st := range task.GetSteps() {
+		if !statepb.Satisfied(st.GetState()) && st.GetState() != coordinatorv1.State_STATE_CANCELLED {
+			steps = append(steps, stepHandler{step: st.GetName(), handler: st.GetHandler()})
+		}
+	}
+	warnings := s.handlerWarnings("task "+task.GetId(), steps)
+	return &coordinatorv1.CreateTaskResponse{Task: task, Created: created, Warnings: warnings}, nil
+}
+
+func (s *server) toProto(v *taskView) *coordinatorv1.Task {
+	return taskToProto(v.task, v.steps, v.transitions, s.meta)
+}
+
+func (s *server) GetTask(ctx context.Context, req *coordinatorv1.GetTaskRequest) (*coordinatorv1.GetTaskResponse, error) {
+	// Authenticated first, the namespace once the task is loaded: the read
+	// that finds it also says where it lives.
+	if err := s.authorize(ctx, ""); err != nil {
+		return nil, err
+	}
+	v, err := s.c.engine.readTask(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.authorize(ctx, v.task.Namespace); err != nil {
+		return nil, err
+	}
+	return &coordinatorv1.GetTaskResponse{Task: s.toProto(v)}, nil
+}
+
+// Page sizes of ListTasks.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 1000
+)
+
+func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequest) (*coordinatorv1.ListTasksResponse, error) {
+	namespace, err := s.tasksNamespace(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, err
+	}
+	st, ok := stateFromProto(req.GetState())
+	if !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "state: unknown value %d", req.GetState())
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
+	case size == 0:
+		size = defaultPageSize
+	case size > maxPageSize:
+		size = maxPageSize
+	}
+	before := ""
+	if tok := req.GetPageToken(); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, "page_token is not one this service issued")
+		}
+		before = string(b)
+	}
+	// One row more than the page shows says whether another page exists.
+	tasks, err := s.c.engine.listTasks(ctx, &store.TaskListParams{
+		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before, Limit: size + 1,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &coordinatorv1.ListTasksResponse{}
+	if len(tasks) > size {
+		tasks = tasks[:size]
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(tasks[size-1].ID))
+	}
+	for _, t := range tasks {
+		if !req.GetFull() {
+			resp.Tasks = append(resp.Tasks, taskToProto(t, nil, nil, s.meta))
+			continue
+		}
+		v, err := s.c.engine.readTask(ctx, t.ID)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Tasks = append(resp.Tasks, s.toProto(v))
+	}
+	return resp, nil
+}
+
+// answer turns an action's outcome into the task it left: the committed
+// view, read once. An action refused because another live coordinator owns
+// the task is forwarded there.
+func answer[R any](ctx context.Context, s *server, snap *snapshot, err error, wrap func(*coordinatorv1.Task) R,
+	fwd func(context.Context, coordinatorv1.CoordinatorServiceClient) (R, error)) (R, error) {
+	var zero R
+	var owned *store.OwnedError
+	if errors.As(err, &owned) {
+		return forward(ctx, s.c.peers, owned, fwd)
+	}
+	if err != nil {
+		return zero, toStatus(err)
+	}
+	v, err := s.c.engine.view(ctx, snap)
+	if err != nil {
+		return zero, toStatus(err)
+	}
+	return wrap(s.toProto(v)), nil
+}
+
+func (s *server) CancelTask(ctx context.Context, req *coordinatorv1.CancelTaskRequest) (*coordinatorv1.CancelTaskResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	snap, err := s.c.engine.cancelTask(ctx, req.GetId(), req.GetReason())
+	return answer(ctx, s, snap, err,
+		func(t *coordinatorv1.Task) *coordinatorv1.CancelTaskResponse {
+			return &coordinatorv1.CancelTaskResponse{Task: t}
+		},
+		func(ctx context.Context, c coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.CancelTaskResponse, error) {
+			return c.CancelTask(ctx, req)
+		})
+}
+
+func (s *server) RetryTask(ctx context.Context, req *coordinatorv1.RetryTaskRequest) (*coordinatorv1.RetryTaskResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	snap, err := s.c.engine.retryTask(ctx, req.GetId(), req.GetReason())
+	return answer(ctx, s, snap, err,
+		func(t *coordinatorv1.Task) *coordinatorv1.RetryTaskResponse {
+			return &coordinatorv1.RetryTaskResponse{Task: t}
+		},
+		func(ctx context.Context, c coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.RetryTaskResponse, error) {
+			return c.RetryTask(ctx, req)
+		})
+}
+
+func (s *server) ResolveStep(ctx context.Context, req *coordinatorv1.ResolveStepRequest) (*coordinatorv1.ResolveStepResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetTaskId()); err != nil {
+		return nil, err
+	}
+	var results json.RawMessage
+	if v := req.GetResults(); v != nil {
+		raw, err := valueJSON("results", v)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		results = raw
+	}
+	snap, err := s.c.engine.resolveStep(ctx, req.GetTaskId(), req.GetStepName(), req.GetReason(), results)
+	return answer(ctx, s, snap, err,
+		func(t *coordinatorv1.Task) *coordinatorv1.ResolveStepResponse {
+			return &coordinatorv1.ResolveStepResponse{Task: t}
+		},
+		func(ctx context.Context, c coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.ResolveStepResponse, error) {
+			return c.ResolveStep(ctx, req)
+		})
+}
