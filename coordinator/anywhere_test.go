@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,4 +198,64 @@ steps:
 	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, resp.GetTask().GetState())
 	h.waitState(toRetry.GetId(), coordinatorv1.State_STATE_COMPLETE)
 	h.waitState(toResolve.GetId(), coordinatorv1.State_STATE_COMPLETE)
+}
+
+// countingStore records the AfterSeq of every TransitionList call.
+type countingStore struct {
+	store.Store
+	mu     sync.Mutex // protects afters
+	afters []int64
+}
+
+func (s *countingStore) TransitionList(ctx context.Context, p *store.TransitionListParams) ([]*store.Transition, error) {
+	s.mu.Lock()
+	s.afters = append(s.afters, p.AfterSeq)
+	s.mu.Unlock()
+	return s.Store.TransitionList(ctx, p)
+}
+
+func (s *countingStore) calls() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.afters)
+}
+
+// A watch of a task another coordinator runs polls the store, reading only
+// what is newer than the last transition it sent; it used to re-read the
+// task's whole history every 250 ms.
+func TestWatchOfATaskRunElsewhereReadsOnlyWhatIsNew(t *testing.T) {
+	t.Parallel()
+	st := &countingStore{Store: openSQLite(t)}
+	a := peerHarness(t, st, "coord-a")
+	b := peerHarness(t, st, "coord-b")
+	f := startFakeExecutor(t, "exec-w", 1, "work")
+	f.register(a)
+	a.apply(oneStepTemplate)
+	task := a.create("test", "one_step", map[string]any{})
+	running := f.next()
+
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	stream, err := b.client.WatchTask(ctx, &coordinatorv1.WatchTaskRequest{Id: task.GetId()})
+	require.NoError(t, err)
+	var last int64
+	for range 2 { // the step and the task moved to in_progress
+		msg, err := stream.Recv()
+		require.NoError(t, err)
+		last = msg.GetTransition().GetSeq()
+	}
+	before := len(st.calls())
+	require.Eventually(t, func() bool { return len(st.calls()) >= before+3 }, 10*time.Second, time.Millisecond,
+		"b polls the store for the task a runs")
+	for _, after := range st.calls()[before:] {
+		require.Equal(t, last, after, "a poll reads after the last transition sent")
+	}
+	f.send(succeed(running, "exec-w"))
+	for {
+		msg, err := stream.Recv()
+		require.NoError(t, err)
+		if msg.GetTaskState() == coordinatorv1.State_STATE_COMPLETE {
+			break
+		}
+	}
 }
