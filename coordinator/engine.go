@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +160,21 @@ func (tr *taskRun) sync(i int) {
 	}
 }
 
+// failedReason names the steps that failed the task.
+func (tr *taskRun) failedReason() string {
+	var names []string
+	for i := range tr.errored {
+		if plan.Exhausted(&tr.view[i]) {
+			names = append(names, tr.steps[i].Name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) == 1 {
+		return fmt.Sprintf("step %s failed and will not be retried", names[0])
+	}
+	return fmt.Sprintf("steps %s failed and will not be retried", strings.Join(names, ", "))
+}
+
 // setInFlight marks whether step i has an attempt in flight, keeping the
 // running count.
 func (tr *taskRun) setInFlight(i int, on bool) {
@@ -274,7 +291,7 @@ func (e *engine) schedule(c *change, candidates []int) {
 	switch {
 	case tr.exhausted > 0:
 		if c.params.Task == nil {
-			c.moveTask(state.Error, "a step failed with no retry left")
+			c.moveTask(state.Error, tr.failedReason())
 		}
 		return
 	case tr.satisfied == len(tr.steps):

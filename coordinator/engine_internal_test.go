@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -92,4 +93,21 @@ steps:
 	steps, err := e.store.StepList(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, state.Pending, steps[1].State)
+}
+
+func TestFailureReason(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		attempt, max int
+		retryable    bool
+		retryIn      time.Duration
+		want         string
+	}{
+		{1, 3, false, 0, "attempt 1 failed permanently, not retried: card declined"},
+		{3, 3, true, 0, "attempt 3 of 3 failed, no attempt left: card declined"},
+		{1, 3, true, 2 * time.Second, "attempt 1 of 3 failed, retrying in 2s: card declined"},
+		{2, 5, true, 1500*time.Millisecond + 300*time.Microsecond, "attempt 2 of 5 failed, retrying in 1.5s: card declined"},
+	} {
+		require.Equal(t, tc.want, failureReason(tc.attempt, tc.max, tc.retryable, tc.retryIn, "card declined"))
+	}
 }

@@ -326,16 +326,30 @@ func (e *engine) failStep(c *change, i int, serr *store.StepError, requested tim
 	if !s.Retryable {
 		serr.Retryable = false
 	}
-	retriable := serr.Retryable && s.Attempts < s.MaxAttempts
-	c.moveStep(i, state.Error, fmt.Sprintf("attempt %d of %d failed: %s", s.Attempts, s.MaxAttempts, serr.Message), func(sc *store.StepChange) {
+	var delay time.Duration
+	if serr.Retryable && s.Attempts < s.MaxAttempts {
+		delay = plan.RetryDelay(tr.tmpl.backoff[i], s.Attempts, requested, jitter())
+	}
+	c.moveStep(i, state.Error, failureReason(s.Attempts, s.MaxAttempts, serr.Retryable, delay, serr.Message), func(sc *store.StepChange) {
 		sc.Error = serr
 		sc.Metadata = meta
-		sc.NextRetryAt = c.params.At
-		if retriable {
-			sc.NextRetryAt = c.params.At.Add(plan.RetryDelay(tr.tmpl.backoff[i], s.Attempts, requested, jitter()))
-		}
+		sc.NextRetryAt = c.params.At.Add(delay)
 	})
 	e.schedule(c, []int{i})
+}
+
+// failureReason says what a failed attempt means for its step: it is
+// retried after retryIn, it has no attempt left, or its failure is
+// permanent and no attempt count matters.
+func failureReason(attempt, maxAttempts int, retryable bool, retryIn time.Duration, msg string) string {
+	switch {
+	case !retryable:
+		return fmt.Sprintf("attempt %d failed permanently, not retried: %s", attempt, msg)
+	case attempt >= maxAttempts:
+		return fmt.Sprintf("attempt %d of %d failed, no attempt left: %s", attempt, maxAttempts, msg)
+	default:
+		return fmt.Sprintf("attempt %d of %d failed, retrying in %s: %s", attempt, maxAttempts, retryIn.Round(time.Millisecond), msg)
+	}
 }
 
 // settleAttempt forgets the executor and timer of step i's current attempt.
