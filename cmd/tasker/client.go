@@ -102,8 +102,14 @@ func coordinatorDialOptions(files tlsFiles, token string) ([]grpc.DialOption, er
 		return nil, err
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(auth.BearerToken(token, files.enabled())))
+	switch {
+	case token == "":
+	case files.enabled():
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.BearerToken(token, true)))
+	default:
+		// Without TLS a token is sent only to a loopback address, where
+		// nobody on the network can read it.
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.BearerTokenTLSOrLoopback(token)))
 	}
 	return opts, nil
 }
