@@ -196,8 +196,17 @@ steps:
 	resp, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: done.GetId()})
 	require.NoError(t, err)
 	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, resp.GetTask().GetState())
-	h.waitState(toRetry.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	retried := h.waitState(toRetry.GetId(), coordinatorv1.State_STATE_COMPLETE)
 	h.waitState(toResolve.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	// History says which lease wrote what: the first run's, then the
+	// restarted coordinator's, never going back.
+	var tokens []int64
+	for _, tr := range retried.GetTransitions() {
+		tokens = append(tokens, tr.GetLeaseToken())
+	}
+	require.Positive(t, tokens[0])
+	require.Greater(t, tokens[len(tokens)-1], tokens[0], "%v", tokens)
+	require.True(t, slices.IsSorted(tokens), "%v", tokens)
 }
 
 // countingStore records the AfterSeq of every TransitionList call.

@@ -98,7 +98,7 @@ func transitionToProto(t *store.Transition, meta *metadataCache) *coordinatorv1.
 	return &coordinatorv1.Transition{
 		Seq: t.Seq, TaskId: t.TaskID, StepName: t.StepName, FromState: protoState(t.From),
 		ToState: protoState(t.To), At: timestamp(t.At), Reason: t.Reason, Attempt: int32(t.Attempt),
-		Metadata: meta.get(t.Metadata),
+		Metadata: meta.get(t.Metadata), LeaseToken: t.LeaseToken,
 	}
 }
 

@@ -755,7 +755,11 @@ type Transition struct {
 	// attempt is the step's attempt number at the time; 0 for tasks.
 	Attempt int32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// metadata holds details, such as the executor that ran the attempt.
-	Metadata      *structpb.Struct `protobuf:"bytes,9,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata *structpb.Struct `protobuf:"bytes,9,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// lease_token is the fencing token of the coordinator lease that wrote
+	// the transition (0 if none), so ownership can be audited from history:
+	// along one task's history the tokens never decrease.
+	LeaseToken    int64 `protobuf:"varint,10,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,6 +855,13 @@ func (x *Transition) GetMetadata() *structpb.Struct {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *Transition) GetLeaseToken() int64 {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return 0
 }
 
 // ExecutorInfo describes an executor known to the coordinator.
@@ -2465,7 +2476,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x1c\n" +
-	"\tretryable\x18\x03 \x01(\bR\tretryable\"\xdd\x02\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\"\xfe\x02\n" +
 	"\n" +
 	"Transition\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
@@ -2477,7 +2488,10 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x18\n" +
 	"\aattempt\x18\b \x01(\x05R\aattempt\x123\n" +
-	"\bmetadata\x18\t \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\x86\x02\n" +
+	"\bmetadata\x18\t \x01(\v2\x17.google.protobuf.StructR\bmetadata\x12\x1f\n" +
+	"\vlease_token\x18\n" +
+	" \x01(\x03R\n" +
+	"leaseToken\"\x86\x02\n" +
 	"\fExecutorInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
