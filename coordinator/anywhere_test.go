@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tasker-go/tasker/coordinator"
@@ -26,25 +24,9 @@ import (
 // advertising its address in its lease as the CLI does.
 func peerHarness(t *testing.T, st store.Store, id string) *harness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	log := testLogger(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	coord, err := coordinator.New(coordinator.Config{Store: st, ID: id, Address: lis.Addr().String(), Logger: log})
-	require.NoError(t, err)
-	require.NoError(t, coord.Start(ctx))
-	srv := grpc.NewServer(coord.ServerOptions()...)
-	coord.Register(srv)
-	go func() { _ = srv.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = cc.Close()
-		srv.Stop()
-		_ = coord.Stop(context.Background())
-	})
-	return &harness{t: t, ctx: ctx, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: log}
+	return serveCoordinator(t, coordinator.Config{Store: st, ID: id, Address: lis.Addr().String()}, lis)
 }
 
 // Two coordinators share one database; executors serve a; every operator

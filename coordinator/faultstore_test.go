@@ -3,23 +3,18 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tasker-go/tasker/coordinator"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/store"
-	"github.com/tasker-go/tasker/store/sqlite"
 )
 
 // faultStore is a real SQLite store that can be told to refuse writes while
@@ -57,34 +52,8 @@ func (f *faultStore) TaskGet(ctx context.Context, id string) (*store.Task, error
 // storeHarness serves a coordinator on the given store.
 func storeHarness(t *testing.T, st store.Store, cfg coordinator.Config) *harness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	log := testLogger(t)
-	cfg.Store, cfg.Logger = st, log
-	coord, err := coordinator.New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, coord.Start(ctx))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer(coord.ServerOptions()...)
-	coord.Register(srv)
-	go func() { _ = srv.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = cc.Close()
-		srv.Stop()
-		_ = coord.Stop(context.Background())
-	})
-	return &harness{t: t, ctx: ctx, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: log}
-}
-
-func openSQLite(t *testing.T) *sqlite.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "tasker.db"), Logger: testLogger(t)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	return st
+	cfg.Store = st
+	return serveCoordinator(t, cfg, nil)
 }
 
 // A store that serves reads but refuses writes gets one reload of the
@@ -118,13 +87,13 @@ steps:
 	gets0 := fs.taskGets.Load()
 	close(g.release)
 	const reloads = 6
-	require.Eventually(t, func() bool { return counterValue(t, reg, "tasker_task_reloads_total") >= reloads },
+	require.Eventually(t, func() bool { return metricValue(t, reg, "tasker_task_reloads_total") >= reloads },
 		20*time.Second, time.Millisecond, "the broken task is reloaded again and again while writes are refused")
 	// Reads and reloads are sampled one after the other while the
 	// repairer may be between the two, hence the slack of one.
-	r1 := counterValue(t, reg, "tasker_task_reloads_total")
+	r1 := metricValue(t, reg, "tasker_task_reloads_total")
 	gets := float64(fs.taskGets.Load() - gets0)
-	r2 := counterValue(t, reg, "tasker_task_reloads_total")
+	r2 := metricValue(t, reg, "tasker_task_reloads_total")
 	require.GreaterOrEqual(t, gets, r1-1)
 	require.LessOrEqual(t, gets, r2+1, "one read per reload: no second repairer")
 	require.True(t, h.coord.InMemory(task.GetId()))

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -61,17 +62,41 @@ func newHarness(t testing.TB, cfgs ...harnessConfig) *harness {
 	if len(cfgs) > 0 {
 		cfg = cfgs[0]
 	}
+	st := openSQLite(t)
+	h := serveCoordinator(t, coordinator.Config{Store: st, ExecutorGrace: cfg.grace}, nil)
+	h.store = st
+	return h
+}
+
+// openSQLite opens a store on a new SQLite file, closed when the test ends.
+func openSQLite(t testing.TB) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "tasker.db"), Logger: testLogger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// serveCoordinator starts a coordinator with cfg (cfg.Store is required; the
+// logger defaults to the tests') and serves it over gRPC on lis, or on a
+// new loopback port when lis is nil. It is stopped when the test ends;
+// the store is the caller's.
+func serveCoordinator(t testing.TB, cfg coordinator.Config, lis net.Listener) *harness {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	log := testLogger(t)
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "tasker.db"), Logger: log})
-	require.NoError(t, err)
-	coord, err := coordinator.New(coordinator.Config{Store: st, Logger: log, ExecutorGrace: cfg.grace})
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	if lis == nil {
+		var err error
+		lis, err = net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+	}
+	coord, err := coordinator.New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, coord.Start(ctx))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(coord.ServerOptions()...)
 	coord.Register(srv)
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -80,9 +105,38 @@ func newHarness(t testing.TB, cfgs ...harnessConfig) *harness {
 		_ = cc.Close()
 		srv.Stop()
 		_ = coord.Stop(context.Background())
-		_ = st.Close()
 	})
-	return &harness{t: t, ctx: ctx, store: st, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: log}
+	return &harness{t: t, ctx: ctx, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: testLogger(t)}
+}
+
+// metricValue reads one counter or gauge from reg, selected by its name and
+// label pairs (name, value, ...); 0 if it has not been recorded.
+func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 // startExecutor runs an executor with the built-in handlers plus extra ones,

@@ -120,20 +120,6 @@ func TestRetryWhileAStepStillRunsFinishesTheTask(t *testing.T) {
 	h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
 }
 
-// counterValue reads a counter without labels from a registry.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
-}
-
 // A retry that is due while every slot of its handler is taken waits for a
 // slot without a timer: its task's retry timer is not armed (it used to
 // fire at once, again and again, spinning a core until the slot freed), and
@@ -166,7 +152,7 @@ steps:
 	close(g.release)
 	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
 	require.EqualValues(t, 2, step(done, "bounce").GetAttempts())
-	require.EqualValues(t, 1, counterValue(t, reg, "tasker_task_wakes_total"), "one wake: the end of bounce's backoff")
+	require.EqualValues(t, 1, metricValue(t, reg, "tasker_task_wakes_total"), "one wake: the end of bounce's backoff")
 }
 
 func executorConfig(capacity int) executor.Config { return executor.Config{Capacity: capacity} }

@@ -63,9 +63,9 @@ steps:
 	}
 	// The handler answers its cancel with a failure for that attempt; once
 	// the coordinator has read it (and ignored it), nothing has changed.
-	require.Eventually(t, func() bool { return resultsCounted(t, reg, "ignored") >= 1 }, 10*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return metricValue(t, reg, "tasker_step_results_total", "outcome", "ignored") >= 1 }, 10*time.Second, time.Millisecond,
 		"the cancelled attempt's late result arrived")
-	require.Zero(t, resultsCounted(t, reg, "applied"))
+	require.Zero(t, metricValue(t, reg, "tasker_step_results_total", "outcome", "applied"))
 	again := h.get(task.GetId())
 	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, again.GetState())
 	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, step(again, "long").GetState())
@@ -79,26 +79,6 @@ steps:
 	_, err = h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId()})
 	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 	require.False(t, h.coord.InMemory(task.GetId()), "a finished task loaded for a refused action leaves memory again")
-}
-
-// resultsCounted reads tasker_step_results_total for one outcome.
-func resultsCounted(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != "tasker_step_results_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
 
 func TestRetryErroredTask(t *testing.T) {

@@ -405,7 +405,7 @@ steps:
 	// The result that arrives now cannot be committed: the write fails, the
 	// task is reloaded from the store, and the result is held, not lost.
 	close(release)
-	require.Eventually(t, func() bool { return counterValue(t, reg, "tasker_task_reloads_total") >= 1 },
+	require.Eventually(t, func() bool { return metricValue(t, reg, "tasker_task_reloads_total") >= 1 },
 		20*time.Second, time.Millisecond, "the result's write failed on the locked store")
 	list, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{})
 	require.NoError(t, err)

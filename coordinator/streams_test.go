@@ -64,7 +64,7 @@ func TestSlotsAreAccountedByStreamNotByClaimedExecutorID(t *testing.T) {
 	a.send(succeed(onB, "exec-b"))
 	a.send(succeed(onA, "exec-a"))
 	h.waitState(second.GetId(), coordinatorv1.State_STATE_COMPLETE)
-	require.Eventually(t, func() bool { return resultsCounted(t, reg, "ignored") >= 1 }, 10*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return metricValue(t, reg, "tasker_step_results_total", "outcome", "ignored") >= 1 }, 10*time.Second, time.Millisecond,
 		"the forged result was read and ignored")
 	require.EqualValues(t, 1, executorInfo(t, h, "exec-b").GetInFlight(), "b's slot stays taken: its step still runs there")
 	require.EqualValues(t, 0, executorInfo(t, h, "exec-a").GetInFlight())
@@ -103,7 +103,9 @@ func TestSlowStoreDoesNotStallReadingHeartbeats(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the lost attempt's failure never reached the store")
 	}
-	read := func() float64 { return streamMessages(t, reg, "heartbeat") }
+	read := func() float64 {
+		return metricValue(t, reg, "tasker_executor_stream_messages_total", "kind", "heartbeat")
+	}
 	before := read()
 	for range 5 {
 		f.send(heartbeat())
@@ -112,23 +114,6 @@ func TestSlowStoreDoesNotStallReadingHeartbeats(t *testing.T) {
 		"heartbeats are read while the write is in the store")
 	require.EqualValues(t, 1, st.inCalls.Load(), "the write is still in the store")
 	st.block.Store(false)
-}
-
-func streamMessages(t *testing.T, reg *prometheus.Registry, kind string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != "tasker_executor_stream_messages_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == kind {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
 }
 
 // Each WatchTask message carries the task's state right after its

@@ -2,24 +2,18 @@ package coordinator_test
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tasker-go/tasker/coordinator"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
-	"github.com/tasker-go/tasker/store/sqlite"
 	"github.com/tasker-go/tasker/template"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
@@ -57,30 +51,11 @@ func (l *logBuffer) count(parts ...string) int {
 // limits set.
 func newLoggedHarness(t *testing.T, limits coordinator.Limits) (*harness, *logBuffer) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
 	logs := &logBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "tasker.db"), Logger: testLogger(t)})
-	require.NoError(t, err)
-	coord, err := coordinator.New(coordinator.Config{Store: st, Logger: log, Limits: limits})
-	require.NoError(t, err)
-	require.NoError(t, coord.Start(ctx))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer()
-	coord.Register(srv)
-	go func() { _ = srv.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = cc.Close()
-		srv.Stop()
-		_ = coord.Stop(context.Background())
-		_ = st.Close()
-	})
-	return &harness{t: t, ctx: ctx, store: st, coord: coord, addr: lis.Addr().String(),
-		client: coordinatorv1.NewCoordinatorServiceClient(cc), log: testLogger(t)}, logs
+	st := openSQLite(t)
+	h := serveCoordinator(t, coordinator.Config{Store: st, Logger: slog.New(slog.NewTextHandler(logs, nil)), Limits: limits}, nil)
+	h.store = st
+	return h, logs
 }
 
 func protoTemplate(t *testing.T, yaml string) *coordinatorv1.TaskTemplate {
