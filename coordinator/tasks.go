@@ -245,6 +245,11 @@ func (e *engine) bring(ctx context.Context, id string) (*taskRun, error) {
 		return nil, fmt.Errorf("task %s: no lease: %w", id, store.ErrLeaseLost)
 	}
 	t, err := e.store.TaskTake(ctx, &store.TaskTakeParams{Lease: l, TaskID: id, Now: e.now()})
+	if errors.Is(err, store.ErrConflict) {
+		// The owner's lease changed while the take ran; asking again gets
+		// a definite answer.
+		t, err = e.store.TaskTake(ctx, &store.TaskTakeParams{Lease: l, TaskID: id, Now: e.now()})
+	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, notFoundf("task %s not found", id)
