@@ -25,6 +25,9 @@ import (
 type takeFixture struct {
 	schema string
 	a, b   *Store
+	// pids are the backends of a's and b's writer connections, read up
+	// front: once a write waits, its store's one writer connection is busy.
+	pids   map[*Store]int32
 	admin  *pgx.Conn
 	task   *store.TaskCreateParams
 	owner  *store.Lease // the owner, on store a; expires at expiry
@@ -37,6 +40,7 @@ func newTakeFixture(t *testing.T) *takeFixture {
 	schema := newSchema(t)
 	f := &takeFixture{schema: schema, a: openStore(t, Config{Schema: schema}), b: openStore(t, Config{Schema: schema})}
 	f.admin = adminConn(t, schema)
+	f.pids = map[*Store]int32{f.a: writerPID(t, f.a), f.b: writerPID(t, f.b)}
 	f.task = storetest.TaskParams("ns", leaseT0, "a")
 	_, _, err := f.a.TaskCreate(ctx, f.task)
 	require.NoError(t, err)
@@ -81,7 +85,7 @@ func (f *takeFixture) stored(t *testing.T) *store.Task {
 // waitForLock returns once s's committer waits for a row lock.
 func (f *takeFixture) waitForLock(t *testing.T, s *Store) {
 	t.Helper()
-	waitUntil(t, f.admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", writerPID(t, s))
+	waitUntil(t, f.admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", f.pids[s])
 }
 
 // goTake runs a take on s in the background.
