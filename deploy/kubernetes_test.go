@@ -254,6 +254,7 @@ type k8sManifests struct {
 	services      map[string]serviceSpec
 	policies      map[string]networkPolicySpec
 	pdbs          map[string]pdbSpec
+	namespaces    []string
 	files         []string
 }
 
@@ -351,6 +352,8 @@ func readManifests(dir string, p *problems) k8sManifests {
 			switch obj.Kind {
 			case "Kustomization":
 				m.kustomization = &obj
+			case "Namespace":
+				m.namespaces = append(m.namespaces, obj.Metadata.Name)
 			case "ConfigMap":
 				m.configMaps[obj.Metadata.Name] = obj.Data
 			case "Secret":
@@ -416,6 +419,9 @@ func checkKustomization(dir string, m k8sManifests, p *problems) {
 		if _, err := os.Stat(filepath.Join(dir, r)); err != nil {
 			p.add("kubernetes/kustomization.yaml", "resource %s: %v", r, err)
 		}
+	}
+	if !slices.Contains(m.namespaces, m.kustomization.Namespace) {
+		p.add("kubernetes/kustomization.yaml", "namespace %s: no Namespace manifest creates it", m.kustomization.Namespace)
 	}
 	for _, f := range m.files {
 		if f != "kustomization.yaml" && !strings.HasSuffix(f, ".example.yaml") && !slices.Contains(m.kustomization.Resources, f) {
@@ -699,6 +705,10 @@ func buildKustomization(t *testing.T, dir string) {
 	}
 	require.Len(t, rendered, objects, "kubectl kustomize:\n%s", out)
 	for _, doc := range rendered {
+		if strings.Contains(doc, "kind: Namespace\n") {
+			require.Contains(t, doc, "name: "+kust.Namespace)
+			continue
+		}
 		require.Contains(t, doc, "namespace: "+kust.Namespace)
 	}
 }

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,7 +58,7 @@ func testLive(t *testing.T, bins liveBins, f facts) {
 		}))
 		addrs := coord.waitFor(t, "coordinator serving", "http serving")
 		grpcAddr, httpAddr := addrs["coordinator serving"], addrs["http serving"]
-		checkHTTP(t, httpAddr, f.httpPaths, "tasker_store_commits_total")
+		checkHTTP(t, plainHTTP(httpAddr, f.compose.apiToken), f.httpPaths, "tasker_store_commits_total")
 		checkHealth(t, grpcAddr)
 		runProbe(t, bins.probe, grpcAddr, 0)
 
@@ -66,7 +67,7 @@ func testLive(t *testing.T, bins liveBins, f facts) {
 			"http-listen": "127.0.0.1:0", "log-format": "json",
 		}))
 		exAddrs := ex.waitFor(t, "executor serving", "http serving")
-		checkHTTP(t, exAddrs["http serving"], f.httpPaths, "go_goroutines")
+		checkHTTP(t, plainHTTP(exAddrs["http serving"], ""), f.httpPaths, "go_goroutines")
 		checkHealth(t, exAddrs["executor serving"])
 		runProbe(t, bins.probe, exAddrs["executor serving"], 0)
 
@@ -79,13 +80,17 @@ func testLive(t *testing.T, bins liveBins, f facts) {
 		t.Parallel()
 		tmp := t.TempDir()
 		tokens := filepath.Join(tmp, "tokens.yaml")
-		require.NoError(t, os.WriteFile(tokens, []byte(f.k8sTokens), 0o600))
+		// The ConfigMap's entries are placeholders that match no token;
+		// the test adds the read token a scraper would hold.
+		const scrapeToken = "prometheus-token-0123456789"
+		scrape := fmt.Sprintf("\n- {name: scrape-test, token: %q, namespaces: [\"*\"], access: read}\n", scrapeToken)
+		require.NoError(t, os.WriteFile(tokens, []byte(f.k8sTokens+scrape), 0o600))
 		coord := startTasker(t, bins.tasker, nil, f.k8sCoordinator.withArgs(map[string]string{
 			"listen": "127.0.0.1:0", "http-listen": "127.0.0.1:0", "db": filepath.Join(tmp, "tasker.db"),
 			"id": "k8s-live", "tokens-file": tokens, "log-format": "json",
 		}))
 		addrs := coord.waitFor(t, "coordinator serving", "http serving")
-		checkHTTP(t, addrs["http serving"], f.httpPaths, "tasker_store_commits_total")
+		checkHTTP(t, plainHTTP(addrs["http serving"], scrapeToken), f.httpPaths, "tasker_store_commits_total")
 		checkHealth(t, addrs["coordinator serving"])
 
 		// The ConfigMap's tokens file is in force: a call without a token
@@ -150,7 +155,9 @@ func testSystemdLive(t *testing.T, bins liveBins, units systemdFacts, httpPaths 
 	coord := startTasker(t, bins.tasker, nil, coordArgs)
 	addrs := coord.waitFor(t, "coordinator serving", "http serving")
 	grpcAddr := addrs["coordinator serving"]
-	checkHTTP(t, addrs["http serving"], httpPaths, "tasker_store_commits_total")
+	// The units serve --http-listen over TLS too, with the same certificate.
+	tlsClient := &http.Client{Timeout: liveWait, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}}}
+	checkHTTP(t, httpTarget{base: "https://" + addrs["http serving"], client: tlsClient, token: apiToken}, httpPaths, "tasker_store_commits_total")
 	tlsArgs := []string{"-tls-ca=" + caFile, "-tls-cert=" + certFile, "-tls-key=" + keyFile}
 	runProbe(t, bins.probe, grpcAddr, 0, tlsArgs...)
 	runProbe(t, bins.probe, grpcAddr, 1) // plaintext: the unit serves TLS only
@@ -159,7 +166,7 @@ func testSystemdLive(t *testing.T, bins liveBins, units systemdFacts, httpPaths 
 	ex := startTasker(t, bins.tasker, []string{"TASKER_COORDINATOR=" + grpcAddr, "TASKER_TOKEN=" + executorToken}, exArgs)
 	exAddrs := ex.waitFor(t, "executor serving", "http serving")
 	runProbe(t, bins.probe, exAddrs["executor serving"], 0, tlsArgs...)
-	checkHTTP(t, exAddrs["http serving"], httpPaths, "go_goroutines")
+	checkHTTP(t, httpTarget{base: "https://" + exAddrs["http serving"], client: tlsClient}, httpPaths, "go_goroutines")
 	waitExecutorListed(t, bins.tasker, grpcAddr, apiToken, exAddrs["executor serving"], "--tls-ca", caFile)
 }
 
@@ -255,20 +262,50 @@ func (p *process) waitFor(t *testing.T, msgs ...string) map[string]string {
 	return found
 }
 
+// httpTarget is an --http-listen endpoint as a scraper reaches it.
+type httpTarget struct {
+	// base is scheme://host:port.
+	base   string
+	client *http.Client
+	// token, when set, is a token with read access that /metrics needs
+	// (tokens are on); without it, /metrics must be open.
+	token string
+}
+
+func plainHTTP(addr, token string) httpTarget {
+	return httpTarget{base: "http://" + addr, client: &http.Client{Timeout: liveWait}, token: token}
+}
+
 // checkHTTP GETs every path the files probe, plus /healthz and /metrics,
-// and wants 200; the metrics must hold want.
-func checkHTTP(t *testing.T, addr string, paths []string, want string) {
+// and wants 200; the metrics must hold want. With a token, /metrics is
+// refused without it (401), as every path but /healthz is when tokens are
+// on, and served with it.
+func checkHTTP(t *testing.T, target httpTarget, paths []string, want string) {
 	t.Helper()
-	client := &http.Client{Timeout: liveWait}
-	for _, path := range slices.Compact(slices.Sorted(slices.Values(append([]string{"/healthz", "/metrics"}, paths...)))) {
-		resp, err := client.Get("http://" + addr + path)
+	get := func(path, token string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, target.base+path, nil)
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := target.client.Do(req)
 		require.NoError(t, err, "GET %s", path)
 		body, err := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
 		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", path, body)
+		return resp.StatusCode, string(body)
+	}
+	for _, path := range slices.Compact(slices.Sorted(slices.Values(append([]string{"/healthz", "/metrics"}, paths...)))) {
+		token := ""
+		if path != "/healthz" && target.token != "" {
+			code, body := get(path, "")
+			require.Equal(t, http.StatusUnauthorized, code, "GET %s without a token: %s", path, body)
+			token = target.token
+		}
+		code, body := get(path, token)
+		require.Equal(t, http.StatusOK, code, "GET %s: %s", path, body)
 		if path == "/metrics" {
-			require.Contains(t, string(body), want, "GET /metrics")
+			require.Contains(t, body, want, "GET /metrics")
 		}
 	}
 }
