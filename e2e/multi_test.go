@@ -247,6 +247,18 @@ func TestMultiCoordinatorPostgres(t *testing.T) {
 	require.Positive(t, faults.killedOrphans+faults.pausedOrphans, "the faults hit no running task; the test proved nothing about takeover")
 	require.Positive(t, audit.handoffs, "no task's history moved to a newer lease, although orphaned tasks finished")
 
+	// Operator actions work through any coordinator: coords[0] owns what
+	// it creates, coords[1] is sent the actions.
+	orphan := ""
+	for _, s := range subs {
+		if s.via == 2 {
+			orphan = s.id
+			break
+		}
+	}
+	require.NotEmpty(t, orphan, "the killed coordinator created no task")
+	multiOperatorActions(ctx, t, coords[0], coords[1], orphan)
+
 	// Any coordinator answers for any task, whoever created or ran it.
 	for n := 0; n < len(subs); n += 50 {
 		s := subs[n]
