@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -12,7 +11,6 @@ import (
 
 	"github.com/tasker-go/tasker/auth"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
-	"github.com/tasker-go/tasker/store"
 )
 
 // Security says who may call the coordinator. The zero value lets anyone
@@ -119,14 +117,11 @@ func (s *server) authorizeTask(ctx context.Context, id string) error {
 	if err != nil || p == nil || p.AllowsAllNamespaces() || id == "" {
 		return err
 	}
-	t, err := s.c.cfg.Store.TaskGet(ctx, id)
+	ns, err := s.c.engine.taskNamespace(ctx, id)
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return toStatus(notFoundf("task %s not found", id))
-		}
 		return toStatus(err)
 	}
-	return auth.Status(p.CheckNamespace(t.Namespace))
+	return auth.Status(p.CheckNamespace(ns))
 }
 
 // listFilter returns which namespaces a list without its own filter may

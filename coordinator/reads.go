@@ -38,6 +38,22 @@ func (e *engine) readTask(ctx context.Context, id string) (*taskView, error) {
 	return &taskView{task: t, steps: steps, transitions: trs}, nil
 }
 
+// taskNamespace says which namespace a task lives in, for authorization.
+// A task held in memory costs no read.
+func (e *engine) taskNamespace(ctx context.Context, id string) (string, error) {
+	if tr := e.lookup(id); tr != nil {
+		return tr.tmpl.tmpl.Namespace, nil
+	}
+	t, err := e.store.TaskGet(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return "", notFoundf("task %s not found", id)
+		}
+		return "", err
+	}
+	return t.Namespace, nil
+}
+
 // listTasks reads a page of tasks, newest first.
 func (e *engine) listTasks(ctx context.Context, p *store.TaskListParams) ([]*store.Task, error) {
 	return e.store.TaskList(ctx, p)

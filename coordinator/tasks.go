@@ -310,7 +310,9 @@ func (e *engine) start(ctx context.Context, tr *taskRun) {
 	e.trace.startTask(ctx, tr, true)
 	c := e.newChange(tr)
 	e.schedule(c, nil)
-	if err := e.commit(ctx, c); err != nil {
+	// The engine's own write, not the caller's: a caller that gives up
+	// must not break the task it brought in.
+	if err := e.commit(e.ctx, c); err != nil {
 		e.log.Error("continue task failed", "task_id", tr.task.ID, "err", err)
 	}
 }
