@@ -2,12 +2,11 @@ package coordinator
 
 import (
 	"context"
-	"errors"
-	"time"
-
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/plan"
