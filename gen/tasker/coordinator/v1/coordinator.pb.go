@@ -758,7 +758,8 @@ type Transition struct {
 	Metadata *structpb.Struct `protobuf:"bytes,9,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// lease_token is the fencing token of the coordinator lease that wrote
 	// the transition (0 if none), so ownership can be audited from history:
-	// along one task's history the tokens never decrease.
+	// a task's token changes only when another lease takes it over, and a
+	// lease that lost a task never writes to it again.
 	LeaseToken    int64 `protobuf:"varint,10,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
