@@ -125,7 +125,11 @@ func (s *slowStore) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams)
 	default:
 	}
 	<-ctx.Done()
-	time.Sleep(50 * time.Millisecond) // the commit in progress runs to its end
+	// A commit the database already took runs to its end after its caller
+	// gave up: here for 50 ms, as an emulated slow commit, not a wait for
+	// anything. The test holds however long it takes, since Stop must wait
+	// for it; the delay only makes a Stop that does not wait show.
+	time.Sleep(50 * time.Millisecond)
 	s.finished.Add(1)
 	return nil, fmt.Errorf("commit interrupted: %w", store.ErrUnavailable)
 }

@@ -37,6 +37,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/template"
 	"github.com/tasker-go/tasker/template/templatepb"
 )
@@ -440,16 +441,6 @@ func createWithRetry(ctx context.Context, client coordinatorv1.CoordinatorServic
 	}
 }
 
-// terminal reports whether a task state is final without an operator.
-func terminal(s coordinatorv1.State) bool {
-	switch s {
-	case coordinatorv1.State_STATE_COMPLETE, coordinatorv1.State_STATE_ERROR,
-		coordinatorv1.State_STATE_CANCELLED, coordinatorv1.State_STATE_RESOLVED_MANUALLY:
-		return true
-	}
-	return false
-}
-
 // taskStates lists every stored task's state through the API.
 func (c *chaosCluster) taskStates(ctx context.Context) (map[string]coordinatorv1.State, error) {
 	states := map[string]coordinatorv1.State{}
@@ -485,12 +476,12 @@ func (c *chaosCluster) waitTerminal(ctx context.Context, subs []submission, boun
 		if err == nil {
 			unfinished = 0
 			for _, s := range subs {
-				if st, ok := states[s.id]; !ok || !terminal(st) {
+				if st, ok := states[s.id]; !ok || !statepb.Terminal(st) {
 					unfinished++
 				}
 			}
 			for id, st := range states {
-				if !submitted[id] && !terminal(st) {
+				if !submitted[id] && !statepb.Terminal(st) {
 					unfinished++ // stored, but not as any create's answer
 				}
 			}
