@@ -3,6 +3,8 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +27,16 @@ type faultStore struct {
 	refuseWrites atomic.Bool
 	taskGets     atomic.Int64
 	advances     atomic.Int64
+
+	mu       sync.Mutex // protects getTimes
+	getTimes []time.Time
+}
+
+// readTimes says when TaskGet was called, in order.
+func (f *faultStore) readTimes() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.getTimes)
 }
 
 var errReadOnly = fmt.Errorf("cannot execute UPDATE in a read-only transaction: %w", store.ErrUnavailable)
@@ -46,6 +58,9 @@ func (f *faultStore) TaskCreate(ctx context.Context, p *store.TaskCreateParams) 
 
 func (f *faultStore) TaskGet(ctx context.Context, id string) (*store.Task, error) {
 	f.taskGets.Add(1)
+	f.mu.Lock()
+	f.getTimes = append(f.getTimes, time.Now())
+	f.mu.Unlock()
 	return f.Store.TaskGet(ctx, id)
 }
 
@@ -132,6 +147,54 @@ func (s *slowStore) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams)
 	time.Sleep(50 * time.Millisecond)
 	s.finished.Add(1)
 	return nil, fmt.Errorf("commit interrupted: %w", store.ErrUnavailable)
+}
+
+// The retry of a step comes due while the store refuses writes: the
+// dispatch's write fails, and so does every reload's, since each reload
+// dispatches the due retry again. One repairer reloads the task, waiting
+// longer each time (first 10 ms, then twice as long): the store's reads
+// are spaced at least that far apart, which no number of concurrent
+// repairers could manage (each failed reload used to start another, and
+// the reads came back to back). Once writes are taken, the retry runs.
+func TestStoreRefusingWritesDuringARetryIsRepairedWithBackoff(t *testing.T) {
+	t.Parallel()
+	fs := &faultStore{Store: openSQLite(t)}
+	h := storeHarness(t, fs, coordinator.Config{ExecutorGrace: time.Minute})
+	const firstWait = 10 * time.Millisecond
+	h.coord.SetRepairWait(firstWait)
+	runExecutor(h, executorConfig(4), listen(t), nil)
+	h.apply(`
+namespace: test
+name: retry_read_only
+version: 1.0.0
+steps:
+  - name: shaky
+    handler: flaky
+    config: {fail_times: 1}
+    backoff: {initial: 1s, multiplier: 1, max: 1s}
+`)
+	task := h.create("test", "retry_read_only", map[string]any{})
+	// Writes are refused from the moment attempt 1 has failed, well
+	// before its retry comes due a second later.
+	require.Eventually(t, func() bool {
+		return step(h.get(task.GetId()), "shaky").GetState() == coordinatorv1.State_STATE_ERROR
+	}, 10*time.Second, time.Millisecond)
+	fs.refuseWrites.Store(true)
+	from := len(fs.readTimes())
+	const reloads = 6
+	require.Eventually(t, func() bool { return len(fs.readTimes()) >= from+reloads }, 20*time.Second, time.Millisecond,
+		"the broken task is reloaded again and again while writes are refused")
+	reads := fs.readTimes()[from:]
+	wait := firstWait
+	for i := 1; i < reloads; i++ {
+		wait *= 2 // the first reload waited firstWait after the failed dispatch
+		require.GreaterOrEqual(t, reads[i].Sub(reads[i-1]), wait, "reload %d came %s after the one before, not after its backoff", i+1, reads[i].Sub(reads[i-1]))
+	}
+	require.True(t, h.coord.InMemory(task.GetId()))
+
+	fs.refuseWrites.Store(false)
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 2, step(done, "shaky").GetAttempts())
 }
 
 // Stop returns only once every goroutine of the coordinator has ended, so
