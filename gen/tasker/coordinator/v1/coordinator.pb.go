@@ -97,6 +97,59 @@ func (State) EnumDescriptor() ([]byte, []int) {
 	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{0}
 }
 
+// EventKind selects task or step transitions.
+type EventKind int32
+
+const (
+	// EVENT_KIND_UNSPECIFIED is never sent; in filters it is ignored.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// EVENT_KIND_TASK is a transition of a task itself.
+	EventKind_EVENT_KIND_TASK EventKind = 1
+	// EVENT_KIND_STEP is a transition of a step.
+	EventKind_EVENT_KIND_STEP EventKind = 2
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0: "EVENT_KIND_UNSPECIFIED",
+		1: "EVENT_KIND_TASK",
+		2: "EVENT_KIND_STEP",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED": 0,
+		"EVENT_KIND_TASK":        1,
+		"EVENT_KIND_STEP":        2,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_tasker_coordinator_v1_coordinator_proto_enumTypes[1].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_tasker_coordinator_v1_coordinator_proto_enumTypes[1]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{1}
+}
+
 // TaskTemplate describes a DAG of steps.
 type TaskTemplate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -545,7 +598,10 @@ type Step struct {
 	// transitions of the step, oldest first.
 	Transitions []*Transition `protobuf:"bytes,12,rep,name=transitions,proto3" json:"transitions,omitempty"`
 	// skippable from the template.
-	Skippable     bool `protobuf:"varint,13,opt,name=skippable,proto3" json:"skippable,omitempty"`
+	Skippable bool `protobuf:"varint,13,opt,name=skippable,proto3" json:"skippable,omitempty"`
+	// waiting says why a step that is not running and not finished waits:
+	// the stage it is in. Unset for a step running or finished.
+	Waiting       *Waiting `protobuf:"bytes,14,opt,name=waiting,proto3" json:"waiting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -669,6 +725,13 @@ func (x *Step) GetSkippable() bool {
 		return x.Skippable
 	}
 	return false
+}
+
+func (x *Step) GetWaiting() *Waiting {
+	if x != nil {
+		return x.Waiting
+	}
+	return nil
 }
 
 // StepError describes a failed attempt.
@@ -883,7 +946,13 @@ type ExecutorInfo struct {
 	// connected is true while the Execute stream is up.
 	Connected bool `protobuf:"varint,7,opt,name=connected,proto3" json:"connected,omitempty"`
 	// connected_at is when the current stream opened.
-	ConnectedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// last_heard is when the executor's stream last carried anything (a
+	// heartbeat, a result); executors heartbeat every few seconds.
+	LastHeard *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_heard,json=lastHeard,proto3" json:"last_heard,omitempty"`
+	// coordinators are the coordinator addresses the executor registers
+	// with, as it described itself.
+	Coordinators  []string `protobuf:"bytes,10,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -970,6 +1039,20 @@ func (x *ExecutorInfo) GetConnected() bool {
 func (x *ExecutorInfo) GetConnectedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *ExecutorInfo) GetLastHeard() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHeard
+	}
+	return nil
+}
+
+func (x *ExecutorInfo) GetCoordinators() []string {
+	if x != nil {
+		return x.Coordinators
 	}
 	return nil
 }
@@ -1569,7 +1652,13 @@ type ListTasksRequest struct {
 	// page_token continues a previous listing.
 	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// full includes each task's steps and transitions.
-	Full          bool `protobuf:"varint,6,opt,name=full,proto3" json:"full,omitempty"`
+	Full bool `protobuf:"varint,6,opt,name=full,proto3" json:"full,omitempty"`
+	// created_after, when set, keeps tasks created at or after it.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// created_before, when set, keeps tasks created before it.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	// search, when set, finds the task whose id or idempotency key it is.
+	Search        string `protobuf:"bytes,9,opt,name=search,proto3" json:"search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1644,6 +1733,27 @@ func (x *ListTasksRequest) GetFull() bool {
 		return x.Full
 	}
 	return false
+}
+
+func (x *ListTasksRequest) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *ListTasksRequest) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+func (x *ListTasksRequest) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
 }
 
 // ListTasksResponse lists tasks.
@@ -2274,7 +2384,10 @@ func (*ListExecutorsRequest) Descriptor() ([]byte, []int) {
 type ListExecutorsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// executors known to the coordinator.
-	Executors     []*ExecutorInfo `protobuf:"bytes,1,rep,name=executors,proto3" json:"executors,omitempty"`
+	Executors []*ExecutorInfo `protobuf:"bytes,1,rep,name=executors,proto3" json:"executors,omitempty"`
+	// unhosted are handlers that registered templates use but no connected
+	// executor hosts: steps that need them wait.
+	Unhosted      []*UnhostedHandler `protobuf:"bytes,2,rep,name=unhosted,proto3" json:"unhosted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2316,6 +2429,68 @@ func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
 	return nil
 }
 
+func (x *ListExecutorsResponse) GetUnhosted() []*UnhostedHandler {
+	if x != nil {
+		return x.Unhosted
+	}
+	return nil
+}
+
+// UnhostedHandler is a handler no connected executor hosts.
+type UnhostedHandler struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// handler name.
+	Handler string `protobuf:"bytes,1,opt,name=handler,proto3" json:"handler,omitempty"`
+	// templates that use it, as namespace/name@version.
+	Templates     []string `protobuf:"bytes,2,rep,name=templates,proto3" json:"templates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnhostedHandler) Reset() {
+	*x = UnhostedHandler{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnhostedHandler) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnhostedHandler) ProtoMessage() {}
+
+func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnhostedHandler.ProtoReflect.Descriptor instead.
+func (*UnhostedHandler) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UnhostedHandler) GetHandler() string {
+	if x != nil {
+		return x.Handler
+	}
+	return ""
+}
+
+func (x *UnhostedHandler) GetTemplates() []string {
+	if x != nil {
+		return x.Templates
+	}
+	return nil
+}
+
 // ReportStepResultRequest carries a result outside the Execute stream.
 type ReportStepResultRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2327,7 +2502,7 @@ type ReportStepResultRequest struct {
 
 func (x *ReportStepResultRequest) Reset() {
 	*x = ReportStepResultRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2514,7 @@ func (x *ReportStepResultRequest) String() string {
 func (*ReportStepResultRequest) ProtoMessage() {}
 
 func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2527,7 @@ func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultRequest.ProtoReflect.Descriptor instead.
 func (*ReportStepResultRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReportStepResultRequest) GetResult() *v1.StepResult {
@@ -2373,7 +2548,7 @@ type ReportStepResultResponse struct {
 
 func (x *ReportStepResultResponse) Reset() {
 	*x = ReportStepResultResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2560,7 @@ func (x *ReportStepResultResponse) String() string {
 func (*ReportStepResultResponse) ProtoMessage() {}
 
 func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2573,7 @@ func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultResponse.ProtoReflect.Descriptor instead.
 func (*ReportStepResultResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReportStepResultResponse) GetApplied() bool {
@@ -2406,6 +2581,1059 @@ func (x *ReportStepResultResponse) GetApplied() bool {
 		return x.Applied
 	}
 	return false
+}
+
+// Waiting is why a step waits: the stage of the one path from ready to
+// running that it is in.
+type Waiting struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reason names the stage:
+	//
+	//	"parents"     a parent is not done (on names them);
+	//	"backoff"     a failed attempt's retry is not due (until says when);
+	//	"no_executor" no connected executor hosts its handler (handler);
+	//	"capacity"    every connected executor hosting its handler is full
+	//	              (handler).
+	//
+	// New reasons may be added; clients show unknown ones as they are.
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// on names the steps waited for (reason "parents").
+	On []string `protobuf:"bytes,2,rep,name=on,proto3" json:"on,omitempty"`
+	// until is when the wait ends by itself (reason "backoff").
+	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
+	// handler is the handler no executor serves now ("no_executor",
+	// "capacity").
+	Handler       string `protobuf:"bytes,4,opt,name=handler,proto3" json:"handler,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Waiting) Reset() {
+	*x = Waiting{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Waiting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Waiting) ProtoMessage() {}
+
+func (x *Waiting) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Waiting.ProtoReflect.Descriptor instead.
+func (*Waiting) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *Waiting) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Waiting) GetOn() []string {
+	if x != nil {
+		return x.On
+	}
+	return nil
+}
+
+func (x *Waiting) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *Waiting) GetHandler() string {
+	if x != nil {
+		return x.Handler
+	}
+	return ""
+}
+
+// SubscribeEventsRequest says which events to send, from where.
+type SubscribeEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace, when set, keeps events of tasks in that namespace.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// name, when set, keeps events of tasks of that template name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// kinds, when set, keeps only those kinds; empty means all.
+	Kinds []EventKind `protobuf:"varint,3,rep,packed,name=kinds,proto3,enum=tasker.coordinator.v1.EventKind" json:"kinds,omitempty"`
+	// after is the cursor of the last event the subscriber received; events
+	// after it are sent. Empty: from the oldest event retained, or, with
+	// from_now, from the next event committed.
+	After string `protobuf:"bytes,4,opt,name=after,proto3" json:"after,omitempty"`
+	// from_now starts at the next event committed, ignoring history; it
+	// cannot be combined with after.
+	FromNow bool `protobuf:"varint,5,opt,name=from_now,json=fromNow,proto3" json:"from_now,omitempty"`
+	// follow keeps the stream open, sending new events as they commit;
+	// without it the stream ends once it has caught up.
+	Follow        bool `protobuf:"varint,6,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeEventsRequest) Reset() {
+	*x = SubscribeEventsRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeEventsRequest) ProtoMessage() {}
+
+func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeEventsRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeEventsRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SubscribeEventsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SubscribeEventsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SubscribeEventsRequest) GetKinds() []EventKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *SubscribeEventsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *SubscribeEventsRequest) GetFromNow() bool {
+	if x != nil {
+		return x.FromNow
+	}
+	return false
+}
+
+func (x *SubscribeEventsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// SubscribeEventsResponse carries one event.
+type SubscribeEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// event delivered.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeEventsResponse) Reset() {
+	*x = SubscribeEventsResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeEventsResponse) ProtoMessage() {}
+
+func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeEventsResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeEventsResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SubscribeEventsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// Event is one stored transition, with where it stands in the log.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cursor identifies the event's place in commit order; give it as
+	// SubscribeEventsRequest.after to resume after it. Opaque.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// transition recorded.
+	Transition *Transition `protobuf:"bytes,2,opt,name=transition,proto3" json:"transition,omitempty"`
+	// namespace of the task's template.
+	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// name of the task's template.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Event) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *Event) GetTransition() *Transition {
+	if x != nil {
+		return x.Transition
+	}
+	return nil
+}
+
+func (x *Event) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Event) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// CountTasksRequest filters the counts.
+type CountTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace, when set, counts tasks of that namespace only.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// name, when set, counts tasks of that template name only.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTasksRequest) Reset() {
+	*x = CountTasksRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTasksRequest) ProtoMessage() {}
+
+func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTasksRequest.ProtoReflect.Descriptor instead.
+func (*CountTasksRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CountTasksRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CountTasksRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// CountTasksResponse counts tasks by state.
+type CountTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// counts, one per state that has tasks.
+	Counts        []*StateCount `protobuf:"bytes,1,rep,name=counts,proto3" json:"counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTasksResponse) Reset() {
+	*x = CountTasksResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTasksResponse) ProtoMessage() {}
+
+func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTasksResponse.ProtoReflect.Descriptor instead.
+func (*CountTasksResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CountTasksResponse) GetCounts() []*StateCount {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+// StateCount is how many tasks are in one state.
+type StateCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state counted.
+	State State `protobuf:"varint,1,opt,name=state,proto3,enum=tasker.coordinator.v1.State" json:"state,omitempty"`
+	// count of tasks in it.
+	Count         int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateCount) Reset() {
+	*x = StateCount{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateCount) ProtoMessage() {}
+
+func (x *StateCount) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateCount.ProtoReflect.Descriptor instead.
+func (*StateCount) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *StateCount) GetState() State {
+	if x != nil {
+		return x.State
+	}
+	return State_STATE_UNSPECIFIED
+}
+
+func (x *StateCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// GetAnalyticsRequest names a template and a window.
+type GetAnalyticsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace of the template.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// name of the template.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// version, when set, limits the numbers to tasks of that version.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// since is the start of the window (tasks that finished at or after it);
+	// default 24 hours before until.
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// until is the end of the window (tasks that finished before it);
+	// default now.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAnalyticsRequest) Reset() {
+	*x = GetAnalyticsRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAnalyticsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAnalyticsRequest) ProtoMessage() {}
+
+func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAnalyticsRequest.ProtoReflect.Descriptor instead.
+func (*GetAnalyticsRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetAnalyticsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetAnalyticsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetAnalyticsRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetAnalyticsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetAnalyticsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+// GetAnalyticsResponse carries the numbers.
+type GetAnalyticsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// analytics of the template over the window.
+	Analytics     *TemplateAnalytics `protobuf:"bytes,1,opt,name=analytics,proto3" json:"analytics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAnalyticsResponse) Reset() {
+	*x = GetAnalyticsResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAnalyticsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAnalyticsResponse) ProtoMessage() {}
+
+func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAnalyticsResponse.ProtoReflect.Descriptor instead.
+func (*GetAnalyticsResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetAnalyticsResponse) GetAnalytics() *TemplateAnalytics {
+	if x != nil {
+		return x.Analytics
+	}
+	return nil
+}
+
+// TemplateAnalytics is what the tasks of one template that finished in a
+// window did, measured from their stored transitions.
+type TemplateAnalytics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace of the template.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// name of the template.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// version, if the numbers are for one version.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// since is the start of the window.
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// until is the end of the window.
+	Until *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
+	// tasks_finished is how many tasks reached complete, error, cancelled
+	// or resolved_manually in the window.
+	TasksFinished int64 `protobuf:"varint,6,opt,name=tasks_finished,json=tasksFinished,proto3" json:"tasks_finished,omitempty"`
+	// completed, errored, cancelled and resolved count them by final state.
+	Completed int64 `protobuf:"varint,7,opt,name=completed,proto3" json:"completed,omitempty"`
+	// errored counts tasks that ended in error.
+	Errored int64 `protobuf:"varint,8,opt,name=errored,proto3" json:"errored,omitempty"`
+	// cancelled counts tasks that ended cancelled.
+	Cancelled int64 `protobuf:"varint,9,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	// resolved counts tasks resolved manually.
+	Resolved int64 `protobuf:"varint,10,opt,name=resolved,proto3" json:"resolved,omitempty"`
+	// throughput_per_minute is tasks_finished over the window's length.
+	ThroughputPerMinute float64 `protobuf:"fixed64,11,opt,name=throughput_per_minute,json=throughputPerMinute,proto3" json:"throughput_per_minute,omitempty"`
+	// success_rate is completed / tasks_finished (0 when none finished).
+	SuccessRate float64 `protobuf:"fixed64,12,opt,name=success_rate,json=successRate,proto3" json:"success_rate,omitempty"`
+	// error_rate is errored / tasks_finished.
+	ErrorRate float64 `protobuf:"fixed64,13,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// cancel_rate is cancelled / tasks_finished.
+	CancelRate float64 `protobuf:"fixed64,14,opt,name=cancel_rate,json=cancelRate,proto3" json:"cancel_rate,omitempty"`
+	// duration is the time from creation to the final state.
+	Duration *Percentiles `protobuf:"bytes,15,opt,name=duration,proto3" json:"duration,omitempty"`
+	// retry_rate is the share of attempts that were retries (attempt > 1).
+	RetryRate float64 `protobuf:"fixed64,16,opt,name=retry_rate,json=retryRate,proto3" json:"retry_rate,omitempty"`
+	// steps are the per-step numbers, in template order.
+	Steps []*StepAnalytics `protobuf:"bytes,17,rep,name=steps,proto3" json:"steps,omitempty"`
+	// top_errors are the most common failure messages, most frequent first.
+	TopErrors []*ErrorCount `protobuf:"bytes,18,rep,name=top_errors,json=topErrors,proto3" json:"top_errors,omitempty"`
+	// bottleneck_step is the step with the largest share of the tasks'
+	// critical paths; empty when no task completed.
+	BottleneckStep string `protobuf:"bytes,19,opt,name=bottleneck_step,json=bottleneckStep,proto3" json:"bottleneck_step,omitempty"`
+	// bottleneck_share is that share, 0 to 1.
+	BottleneckShare float64 `protobuf:"fixed64,20,opt,name=bottleneck_share,json=bottleneckShare,proto3" json:"bottleneck_share,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TemplateAnalytics) Reset() {
+	*x = TemplateAnalytics{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateAnalytics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateAnalytics) ProtoMessage() {}
+
+func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateAnalytics.ProtoReflect.Descriptor instead.
+func (*TemplateAnalytics) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *TemplateAnalytics) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TemplateAnalytics) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TemplateAnalytics) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *TemplateAnalytics) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *TemplateAnalytics) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *TemplateAnalytics) GetTasksFinished() int64 {
+	if x != nil {
+		return x.TasksFinished
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetCompleted() int64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetErrored() int64 {
+	if x != nil {
+		return x.Errored
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetCancelled() int64 {
+	if x != nil {
+		return x.Cancelled
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetResolved() int64 {
+	if x != nil {
+		return x.Resolved
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetThroughputPerMinute() float64 {
+	if x != nil {
+		return x.ThroughputPerMinute
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetSuccessRate() float64 {
+	if x != nil {
+		return x.SuccessRate
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetCancelRate() float64 {
+	if x != nil {
+		return x.CancelRate
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetDuration() *Percentiles {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *TemplateAnalytics) GetRetryRate() float64 {
+	if x != nil {
+		return x.RetryRate
+	}
+	return 0
+}
+
+func (x *TemplateAnalytics) GetSteps() []*StepAnalytics {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *TemplateAnalytics) GetTopErrors() []*ErrorCount {
+	if x != nil {
+		return x.TopErrors
+	}
+	return nil
+}
+
+func (x *TemplateAnalytics) GetBottleneckStep() string {
+	if x != nil {
+		return x.BottleneckStep
+	}
+	return ""
+}
+
+func (x *TemplateAnalytics) GetBottleneckShare() float64 {
+	if x != nil {
+		return x.BottleneckShare
+	}
+	return 0
+}
+
+// Percentiles summarizes a set of durations.
+type Percentiles struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// count of durations measured.
+	Count int64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// p50 is the median.
+	P50 *durationpb.Duration `protobuf:"bytes,2,opt,name=p50,proto3" json:"p50,omitempty"`
+	// p95 is the 95th percentile.
+	P95 *durationpb.Duration `protobuf:"bytes,3,opt,name=p95,proto3" json:"p95,omitempty"`
+	// p99 is the 99th percentile.
+	P99           *durationpb.Duration `protobuf:"bytes,4,opt,name=p99,proto3" json:"p99,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Percentiles) Reset() {
+	*x = Percentiles{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Percentiles) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Percentiles) ProtoMessage() {}
+
+func (x *Percentiles) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Percentiles.ProtoReflect.Descriptor instead.
+func (*Percentiles) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Percentiles) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Percentiles) GetP50() *durationpb.Duration {
+	if x != nil {
+		return x.P50
+	}
+	return nil
+}
+
+func (x *Percentiles) GetP95() *durationpb.Duration {
+	if x != nil {
+		return x.P95
+	}
+	return nil
+}
+
+func (x *Percentiles) GetP99() *durationpb.Duration {
+	if x != nil {
+		return x.P99
+	}
+	return nil
+}
+
+// StepAnalytics is what one step did across the window's tasks.
+type StepAnalytics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the step.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// running is the time from dispatch to the attempt's result, per
+	// attempt.
+	Running *Percentiles `protobuf:"bytes,2,opt,name=running,proto3" json:"running,omitempty"`
+	// queue_wait is the time from the step becoming ready (created, its
+	// last parent done, or its retry due) to its dispatch, per attempt.
+	QueueWait *Percentiles `protobuf:"bytes,3,opt,name=queue_wait,json=queueWait,proto3" json:"queue_wait,omitempty"`
+	// attempts made.
+	Attempts int64 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// retries are attempts after the first.
+	Retries int64 `protobuf:"varint,5,opt,name=retries,proto3" json:"retries,omitempty"`
+	// failures are attempts that failed.
+	Failures int64 `protobuf:"varint,6,opt,name=failures,proto3" json:"failures,omitempty"`
+	// critical_path_share is the share of the completed tasks' critical
+	// paths spent in this step, 0 to 1.
+	CriticalPathShare float64 `protobuf:"fixed64,7,opt,name=critical_path_share,json=criticalPathShare,proto3" json:"critical_path_share,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *StepAnalytics) Reset() {
+	*x = StepAnalytics{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepAnalytics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepAnalytics) ProtoMessage() {}
+
+func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepAnalytics.ProtoReflect.Descriptor instead.
+func (*StepAnalytics) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *StepAnalytics) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StepAnalytics) GetRunning() *Percentiles {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+func (x *StepAnalytics) GetQueueWait() *Percentiles {
+	if x != nil {
+		return x.QueueWait
+	}
+	return nil
+}
+
+func (x *StepAnalytics) GetAttempts() int64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *StepAnalytics) GetRetries() int64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *StepAnalytics) GetFailures() int64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *StepAnalytics) GetCriticalPathShare() float64 {
+	if x != nil {
+		return x.CriticalPathShare
+	}
+	return 0
+}
+
+// ErrorCount is how often one failure message was seen.
+type ErrorCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// step_name that failed.
+	StepName string `protobuf:"bytes,1,opt,name=step_name,json=stepName,proto3" json:"step_name,omitempty"`
+	// error_class of the failure.
+	ErrorClass string `protobuf:"bytes,2,opt,name=error_class,json=errorClass,proto3" json:"error_class,omitempty"`
+	// message of the failure.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// count of failed attempts with it.
+	Count         int64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorCount) Reset() {
+	*x = ErrorCount{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorCount) ProtoMessage() {}
+
+func (x *ErrorCount) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorCount.ProtoReflect.Descriptor instead.
+func (*ErrorCount) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ErrorCount) GetStepName() string {
+	if x != nil {
+		return x.StepName
+	}
+	return ""
+}
+
+func (x *ErrorCount) GetErrorClass() string {
+	if x != nil {
+		return x.ErrorClass
+	}
+	return ""
+}
+
+func (x *ErrorCount) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ErrorCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
 }
 
 var File_tasker_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
@@ -2456,7 +3684,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\fcompleted_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x121\n" +
 	"\x05steps\x18\v \x03(\v2\x1b.tasker.coordinator.v1.StepR\x05steps\x12C\n" +
-	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\"\x81\x04\n" +
+	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\"\xbb\x04\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -2472,7 +3700,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	" \x01(\v2 .tasker.coordinator.v1.StepErrorR\x05error\x12>\n" +
 	"\rnext_retry_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vnextRetryAt\x12C\n" +
 	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x12\x1c\n" +
-	"\tskippable\x18\r \x01(\bR\tskippable\"d\n" +
+	"\tskippable\x18\r \x01(\bR\tskippable\x128\n" +
+	"\awaiting\x18\x0e \x01(\v2\x1e.tasker.coordinator.v1.WaitingR\awaiting\"d\n" +
 	"\tStepError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
@@ -2492,7 +3721,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\bmetadata\x18\t \x01(\v2\x17.google.protobuf.StructR\bmetadata\x12\x1f\n" +
 	"\vlease_token\x18\n" +
 	" \x01(\x03R\n" +
-	"leaseToken\"\x86\x02\n" +
+	"leaseToken\"\xe5\x02\n" +
 	"\fExecutorInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -2501,7 +3730,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tin_flight\x18\x05 \x01(\x05R\binFlight\x12\x1a\n" +
 	"\blanguage\x18\x06 \x01(\tR\blanguage\x12\x1c\n" +
 	"\tconnected\x18\a \x01(\bR\tconnected\x12=\n" +
-	"\fconnected_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\"\x7f\n" +
+	"\fconnected_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x129\n" +
+	"\n" +
+	"last_heard\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tlastHeard\x12\"\n" +
+	"\fcoordinators\x18\n" +
+	" \x03(\tR\fcoordinators\"\x7f\n" +
 	"\x17RegisterTemplateRequest\x12?\n" +
 	"\btemplate\x18\x01 \x01(\v2#.tasker.coordinator.v1.TaskTemplateR\btemplate\x12#\n" +
 	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"\x91\x01\n" +
@@ -2533,7 +3766,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
 	"\x0fGetTaskResponse\x12/\n" +
-	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\"\xc8\x01\n" +
+	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\"\xe4\x02\n" +
 	"\x10ListTasksRequest\x122\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1c.tasker.coordinator.v1.StateR\x05state\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -2541,7 +3774,10 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x12\n" +
-	"\x04full\x18\x06 \x01(\bR\x04full\"n\n" +
+	"\x04full\x18\x06 \x01(\bR\x04full\x12?\n" +
+	"\rcreated_after\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\x16\n" +
+	"\x06search\x18\t \x01(\tR\x06search\"n\n" +
 	"\x11ListTasksResponse\x121\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x1b.tasker.coordinator.v1.TaskR\x05tasks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\";\n" +
@@ -2576,13 +3812,102 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x18RegisterExecutorResponse\x12?\n" +
 	"\bexecutor\x18\x01 \x01(\v2#.tasker.coordinator.v1.ExecutorInfoR\bexecutor\x12%\n" +
 	"\x0ecoordinator_id\x18\x02 \x01(\tR\rcoordinatorId\"\x16\n" +
-	"\x14ListExecutorsRequest\"Z\n" +
+	"\x14ListExecutorsRequest\"\x9e\x01\n" +
 	"\x15ListExecutorsResponse\x12A\n" +
-	"\texecutors\x18\x01 \x03(\v2#.tasker.coordinator.v1.ExecutorInfoR\texecutors\"Q\n" +
+	"\texecutors\x18\x01 \x03(\v2#.tasker.coordinator.v1.ExecutorInfoR\texecutors\x12B\n" +
+	"\bunhosted\x18\x02 \x03(\v2&.tasker.coordinator.v1.UnhostedHandlerR\bunhosted\"I\n" +
+	"\x0fUnhostedHandler\x12\x18\n" +
+	"\ahandler\x18\x01 \x01(\tR\ahandler\x12\x1c\n" +
+	"\ttemplates\x18\x02 \x03(\tR\ttemplates\"Q\n" +
 	"\x17ReportStepResultRequest\x126\n" +
 	"\x06result\x18\x01 \x01(\v2\x1e.tasker.executor.v1.StepResultR\x06result\"4\n" +
 	"\x18ReportStepResultResponse\x12\x18\n" +
-	"\aapplied\x18\x01 \x01(\bR\aapplied*\x9f\x01\n" +
+	"\aapplied\x18\x01 \x01(\bR\aapplied\"}\n" +
+	"\aWaiting\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02on\x18\x02 \x03(\tR\x02on\x120\n" +
+	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x18\n" +
+	"\ahandler\x18\x04 \x01(\tR\ahandler\"\xcb\x01\n" +
+	"\x16SubscribeEventsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
+	"\x05kinds\x18\x03 \x03(\x0e2 .tasker.coordinator.v1.EventKindR\x05kinds\x12\x14\n" +
+	"\x05after\x18\x04 \x01(\tR\x05after\x12\x19\n" +
+	"\bfrom_now\x18\x05 \x01(\bR\afromNow\x12\x16\n" +
+	"\x06follow\x18\x06 \x01(\bR\x06follow\"M\n" +
+	"\x17SubscribeEventsResponse\x122\n" +
+	"\x05event\x18\x01 \x01(\v2\x1c.tasker.coordinator.v1.EventR\x05event\"\x94\x01\n" +
+	"\x05Event\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12A\n" +
+	"\n" +
+	"transition\x18\x02 \x01(\v2!.tasker.coordinator.v1.TransitionR\n" +
+	"transition\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"E\n" +
+	"\x11CountTasksRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"O\n" +
+	"\x12CountTasksResponse\x129\n" +
+	"\x06counts\x18\x01 \x03(\v2!.tasker.coordinator.v1.StateCountR\x06counts\"V\n" +
+	"\n" +
+	"StateCount\x122\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1c.tasker.coordinator.v1.StateR\x05state\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\xc5\x01\n" +
+	"\x13GetAnalyticsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"^\n" +
+	"\x14GetAnalyticsResponse\x12F\n" +
+	"\tanalytics\x18\x01 \x01(\v2(.tasker.coordinator.v1.TemplateAnalyticsR\tanalytics\"\xa4\x06\n" +
+	"\x11TemplateAnalytics\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12%\n" +
+	"\x0etasks_finished\x18\x06 \x01(\x03R\rtasksFinished\x12\x1c\n" +
+	"\tcompleted\x18\a \x01(\x03R\tcompleted\x12\x18\n" +
+	"\aerrored\x18\b \x01(\x03R\aerrored\x12\x1c\n" +
+	"\tcancelled\x18\t \x01(\x03R\tcancelled\x12\x1a\n" +
+	"\bresolved\x18\n" +
+	" \x01(\x03R\bresolved\x122\n" +
+	"\x15throughput_per_minute\x18\v \x01(\x01R\x13throughputPerMinute\x12!\n" +
+	"\fsuccess_rate\x18\f \x01(\x01R\vsuccessRate\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\r \x01(\x01R\terrorRate\x12\x1f\n" +
+	"\vcancel_rate\x18\x0e \x01(\x01R\n" +
+	"cancelRate\x12>\n" +
+	"\bduration\x18\x0f \x01(\v2\".tasker.coordinator.v1.PercentilesR\bduration\x12\x1d\n" +
+	"\n" +
+	"retry_rate\x18\x10 \x01(\x01R\tretryRate\x12:\n" +
+	"\x05steps\x18\x11 \x03(\v2$.tasker.coordinator.v1.StepAnalyticsR\x05steps\x12@\n" +
+	"\n" +
+	"top_errors\x18\x12 \x03(\v2!.tasker.coordinator.v1.ErrorCountR\ttopErrors\x12'\n" +
+	"\x0fbottleneck_step\x18\x13 \x01(\tR\x0ebottleneckStep\x12)\n" +
+	"\x10bottleneck_share\x18\x14 \x01(\x01R\x0fbottleneckShare\"\xaa\x01\n" +
+	"\vPercentiles\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x12+\n" +
+	"\x03p50\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03p50\x12+\n" +
+	"\x03p95\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03p95\x12+\n" +
+	"\x03p99\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03p99\"\xa6\x02\n" +
+	"\rStepAnalytics\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
+	"\arunning\x18\x02 \x01(\v2\".tasker.coordinator.v1.PercentilesR\arunning\x12A\n" +
+	"\n" +
+	"queue_wait\x18\x03 \x01(\v2\".tasker.coordinator.v1.PercentilesR\tqueueWait\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\x03R\battempts\x12\x18\n" +
+	"\aretries\x18\x05 \x01(\x03R\aretries\x12\x1a\n" +
+	"\bfailures\x18\x06 \x01(\x03R\bfailures\x12.\n" +
+	"\x13critical_path_share\x18\a \x01(\x01R\x11criticalPathShare\"z\n" +
+	"\n" +
+	"ErrorCount\x12\x1b\n" +
+	"\tstep_name\x18\x01 \x01(\tR\bstepName\x12\x1f\n" +
+	"\verror_class\x18\x02 \x01(\tR\n" +
+	"errorClass\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count*\x9f\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x15\n" +
@@ -2590,8 +3915,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0eSTATE_COMPLETE\x10\x03\x12\x0f\n" +
 	"\vSTATE_ERROR\x10\x04\x12\x13\n" +
 	"\x0fSTATE_CANCELLED\x10\x05\x12\x1b\n" +
-	"\x17STATE_RESOLVED_MANUALLY\x10\x062\xd9\n" +
-	"\n" +
+	"\x17STATE_RESOLVED_MANUALLY\x10\x06*Q\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
+	"\x0fEVENT_KIND_STEP\x10\x022\x99\r\n" +
 	"\x12CoordinatorService\x12s\n" +
 	"\x10RegisterTemplate\x12..tasker.coordinator.v1.RegisterTemplateRequest\x1a/.tasker.coordinator.v1.RegisterTemplateResponse\x12d\n" +
 	"\vGetTemplate\x12).tasker.coordinator.v1.GetTemplateRequest\x1a*.tasker.coordinator.v1.GetTemplateResponse\x12j\n" +
@@ -2607,7 +3935,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vResolveStep\x12).tasker.coordinator.v1.ResolveStepRequest\x1a*.tasker.coordinator.v1.ResolveStepResponse\x12s\n" +
 	"\x10RegisterExecutor\x12..tasker.coordinator.v1.RegisterExecutorRequest\x1a/.tasker.coordinator.v1.RegisterExecutorResponse\x12j\n" +
 	"\rListExecutors\x12+.tasker.coordinator.v1.ListExecutorsRequest\x1a,.tasker.coordinator.v1.ListExecutorsResponse\x12s\n" +
-	"\x10ReportStepResult\x12..tasker.coordinator.v1.ReportStepResultRequest\x1a/.tasker.coordinator.v1.ReportStepResultResponseBEZCgithub.com/tasker-go/tasker/gen/tasker/coordinator/v1;coordinatorv1b\x06proto3"
+	"\x10ReportStepResult\x12..tasker.coordinator.v1.ReportStepResultRequest\x1a/.tasker.coordinator.v1.ReportStepResultResponse\x12r\n" +
+	"\x0fSubscribeEvents\x12-.tasker.coordinator.v1.SubscribeEventsRequest\x1a..tasker.coordinator.v1.SubscribeEventsResponse0\x01\x12a\n" +
+	"\n" +
+	"CountTasks\x12(.tasker.coordinator.v1.CountTasksRequest\x1a).tasker.coordinator.v1.CountTasksResponse\x12g\n" +
+	"\fGetAnalytics\x12*.tasker.coordinator.v1.GetAnalyticsRequest\x1a+.tasker.coordinator.v1.GetAnalyticsResponseBEZCgithub.com/tasker-go/tasker/gen/tasker/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_tasker_coordinator_v1_coordinator_proto_rawDescOnce sync.Once
@@ -2621,124 +3953,169 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_tasker_coordinator_v1_coordinator_proto_rawDescData
 }
 
-var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
-	(*TaskTemplate)(nil),             // 1: tasker.coordinator.v1.TaskTemplate
-	(*StepTemplate)(nil),             // 2: tasker.coordinator.v1.StepTemplate
-	(*Backoff)(nil),                  // 3: tasker.coordinator.v1.Backoff
-	(*Task)(nil),                     // 4: tasker.coordinator.v1.Task
-	(*Step)(nil),                     // 5: tasker.coordinator.v1.Step
-	(*StepError)(nil),                // 6: tasker.coordinator.v1.StepError
-	(*Transition)(nil),               // 7: tasker.coordinator.v1.Transition
-	(*ExecutorInfo)(nil),             // 8: tasker.coordinator.v1.ExecutorInfo
-	(*RegisterTemplateRequest)(nil),  // 9: tasker.coordinator.v1.RegisterTemplateRequest
-	(*RegisterTemplateResponse)(nil), // 10: tasker.coordinator.v1.RegisterTemplateResponse
-	(*GetTemplateRequest)(nil),       // 11: tasker.coordinator.v1.GetTemplateRequest
-	(*GetTemplateResponse)(nil),      // 12: tasker.coordinator.v1.GetTemplateResponse
-	(*ListTemplatesRequest)(nil),     // 13: tasker.coordinator.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),    // 14: tasker.coordinator.v1.ListTemplatesResponse
-	(*CreateTaskRequest)(nil),        // 15: tasker.coordinator.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),       // 16: tasker.coordinator.v1.CreateTaskResponse
-	(*GetTaskRequest)(nil),           // 17: tasker.coordinator.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),          // 18: tasker.coordinator.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),         // 19: tasker.coordinator.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 20: tasker.coordinator.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),        // 21: tasker.coordinator.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),       // 22: tasker.coordinator.v1.CancelTaskResponse
-	(*RetryTaskRequest)(nil),         // 23: tasker.coordinator.v1.RetryTaskRequest
-	(*RetryTaskResponse)(nil),        // 24: tasker.coordinator.v1.RetryTaskResponse
-	(*WatchTaskRequest)(nil),         // 25: tasker.coordinator.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),        // 26: tasker.coordinator.v1.WatchTaskResponse
-	(*ResolveStepRequest)(nil),       // 27: tasker.coordinator.v1.ResolveStepRequest
-	(*ResolveStepResponse)(nil),      // 28: tasker.coordinator.v1.ResolveStepResponse
-	(*RegisterExecutorRequest)(nil),  // 29: tasker.coordinator.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 30: tasker.coordinator.v1.RegisterExecutorResponse
-	(*ListExecutorsRequest)(nil),     // 31: tasker.coordinator.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 32: tasker.coordinator.v1.ListExecutorsResponse
-	(*ReportStepResultRequest)(nil),  // 33: tasker.coordinator.v1.ReportStepResultRequest
-	(*ReportStepResultResponse)(nil), // 34: tasker.coordinator.v1.ReportStepResultResponse
-	(*structpb.Struct)(nil),          // 35: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 38: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 39: tasker.executor.v1.StepResult
+	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
+	(*TaskTemplate)(nil),             // 2: tasker.coordinator.v1.TaskTemplate
+	(*StepTemplate)(nil),             // 3: tasker.coordinator.v1.StepTemplate
+	(*Backoff)(nil),                  // 4: tasker.coordinator.v1.Backoff
+	(*Task)(nil),                     // 5: tasker.coordinator.v1.Task
+	(*Step)(nil),                     // 6: tasker.coordinator.v1.Step
+	(*StepError)(nil),                // 7: tasker.coordinator.v1.StepError
+	(*Transition)(nil),               // 8: tasker.coordinator.v1.Transition
+	(*ExecutorInfo)(nil),             // 9: tasker.coordinator.v1.ExecutorInfo
+	(*RegisterTemplateRequest)(nil),  // 10: tasker.coordinator.v1.RegisterTemplateRequest
+	(*RegisterTemplateResponse)(nil), // 11: tasker.coordinator.v1.RegisterTemplateResponse
+	(*GetTemplateRequest)(nil),       // 12: tasker.coordinator.v1.GetTemplateRequest
+	(*GetTemplateResponse)(nil),      // 13: tasker.coordinator.v1.GetTemplateResponse
+	(*ListTemplatesRequest)(nil),     // 14: tasker.coordinator.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),    // 15: tasker.coordinator.v1.ListTemplatesResponse
+	(*CreateTaskRequest)(nil),        // 16: tasker.coordinator.v1.CreateTaskRequest
+	(*CreateTaskResponse)(nil),       // 17: tasker.coordinator.v1.CreateTaskResponse
+	(*GetTaskRequest)(nil),           // 18: tasker.coordinator.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),          // 19: tasker.coordinator.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),         // 20: tasker.coordinator.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 21: tasker.coordinator.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 22: tasker.coordinator.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),       // 23: tasker.coordinator.v1.CancelTaskResponse
+	(*RetryTaskRequest)(nil),         // 24: tasker.coordinator.v1.RetryTaskRequest
+	(*RetryTaskResponse)(nil),        // 25: tasker.coordinator.v1.RetryTaskResponse
+	(*WatchTaskRequest)(nil),         // 26: tasker.coordinator.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),        // 27: tasker.coordinator.v1.WatchTaskResponse
+	(*ResolveStepRequest)(nil),       // 28: tasker.coordinator.v1.ResolveStepRequest
+	(*ResolveStepResponse)(nil),      // 29: tasker.coordinator.v1.ResolveStepResponse
+	(*RegisterExecutorRequest)(nil),  // 30: tasker.coordinator.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 31: tasker.coordinator.v1.RegisterExecutorResponse
+	(*ListExecutorsRequest)(nil),     // 32: tasker.coordinator.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 33: tasker.coordinator.v1.ListExecutorsResponse
+	(*UnhostedHandler)(nil),          // 34: tasker.coordinator.v1.UnhostedHandler
+	(*ReportStepResultRequest)(nil),  // 35: tasker.coordinator.v1.ReportStepResultRequest
+	(*ReportStepResultResponse)(nil), // 36: tasker.coordinator.v1.ReportStepResultResponse
+	(*Waiting)(nil),                  // 37: tasker.coordinator.v1.Waiting
+	(*SubscribeEventsRequest)(nil),   // 38: tasker.coordinator.v1.SubscribeEventsRequest
+	(*SubscribeEventsResponse)(nil),  // 39: tasker.coordinator.v1.SubscribeEventsResponse
+	(*Event)(nil),                    // 40: tasker.coordinator.v1.Event
+	(*CountTasksRequest)(nil),        // 41: tasker.coordinator.v1.CountTasksRequest
+	(*CountTasksResponse)(nil),       // 42: tasker.coordinator.v1.CountTasksResponse
+	(*StateCount)(nil),               // 43: tasker.coordinator.v1.StateCount
+	(*GetAnalyticsRequest)(nil),      // 44: tasker.coordinator.v1.GetAnalyticsRequest
+	(*GetAnalyticsResponse)(nil),     // 45: tasker.coordinator.v1.GetAnalyticsResponse
+	(*TemplateAnalytics)(nil),        // 46: tasker.coordinator.v1.TemplateAnalytics
+	(*Percentiles)(nil),              // 47: tasker.coordinator.v1.Percentiles
+	(*StepAnalytics)(nil),            // 48: tasker.coordinator.v1.StepAnalytics
+	(*ErrorCount)(nil),               // 49: tasker.coordinator.v1.ErrorCount
+	(*structpb.Struct)(nil),          // 50: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 51: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 52: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 53: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 54: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	35, // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
-	2,  // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
-	35, // 2: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
-	3,  // 3: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	36, // 4: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
-	36, // 5: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	36, // 6: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	50, // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	3,  // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
+	50, // 2: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	4,  // 3: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
+	51, // 4: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	51, // 5: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	51, // 6: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
 	0,  // 7: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	35, // 8: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	37, // 9: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	37, // 10: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 11: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
-	5,  // 12: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
-	7,  // 13: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
+	50, // 8: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	52, // 9: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	52, // 10: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	52, // 11: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	6,  // 12: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
+	8,  // 13: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
 	0,  // 14: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	38, // 15: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
-	6,  // 16: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	37, // 17: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
-	7,  // 18: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	0,  // 19: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
-	0,  // 20: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	37, // 21: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	35, // 22: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	37, // 23: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	1,  // 24: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	1,  // 25: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	1,  // 26: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	1,  // 27: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	35, // 28: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	4,  // 29: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	4,  // 30: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	0,  // 31: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	4,  // 32: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
-	4,  // 33: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	4,  // 34: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	7,  // 35: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,  // 36: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	38, // 37: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	4,  // 38: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,  // 39: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	8,  // 40: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	39, // 41: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	9,  // 42: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	11, // 43: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	13, // 44: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	15, // 45: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	17, // 46: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	19, // 47: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	21, // 48: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	23, // 49: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	25, // 50: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	27, // 51: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	29, // 52: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	31, // 53: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	33, // 54: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	10, // 55: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	12, // 56: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	14, // 57: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	16, // 58: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	18, // 59: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	20, // 60: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	22, // 61: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	24, // 62: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	26, // 63: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	28, // 64: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	30, // 65: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	32, // 66: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	34, // 67: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	55, // [55:68] is the sub-list for method output_type
-	42, // [42:55] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	53, // 15: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	7,  // 16: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
+	52, // 17: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	8,  // 18: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
+	37, // 19: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	0,  // 20: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
+	0,  // 21: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
+	52, // 22: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	50, // 23: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	52, // 24: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	52, // 25: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	2,  // 26: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,  // 27: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,  // 28: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,  // 29: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
+	50, // 30: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	5,  // 31: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	5,  // 32: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	0,  // 33: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
+	52, // 34: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	52, // 35: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	5,  // 36: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
+	5,  // 37: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	5,  // 38: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,  // 39: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,  // 40: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	53, // 41: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	5,  // 42: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,  // 43: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	9,  // 44: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	34, // 45: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	54, // 46: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	52, // 47: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	1,  // 48: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	40, // 49: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	8,  // 50: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	43, // 51: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,  // 52: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	52, // 53: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	52, // 54: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	46, // 55: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	52, // 56: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	52, // 57: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	47, // 58: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	48, // 59: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	49, // 60: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	51, // 61: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	51, // 62: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	51, // 63: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	47, // 64: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	47, // 65: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	10, // 66: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	12, // 67: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	14, // 68: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	16, // 69: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	18, // 70: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	20, // 71: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	22, // 72: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	24, // 73: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	26, // 74: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	28, // 75: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	30, // 76: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	32, // 77: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	35, // 78: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	38, // 79: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	41, // 80: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	44, // 81: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	11, // 82: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	13, // 83: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	15, // 84: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	17, // 85: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	19, // 86: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	21, // 87: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	23, // 88: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	25, // 89: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	27, // 90: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	29, // 91: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	31, // 92: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	33, // 93: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	36, // 94: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	39, // 95: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	42, // 96: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	45, // 97: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	82, // [82:98] is the sub-list for method output_type
+	66, // [66:82] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -2752,8 +4129,8 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   34,
+			NumEnums:      2,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

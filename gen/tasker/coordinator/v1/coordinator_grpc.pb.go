@@ -35,6 +35,9 @@ const (
 	CoordinatorService_RegisterExecutor_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/RegisterExecutor"
 	CoordinatorService_ListExecutors_FullMethodName    = "/tasker.coordinator.v1.CoordinatorService/ListExecutors"
 	CoordinatorService_ReportStepResult_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/ReportStepResult"
+	CoordinatorService_SubscribeEvents_FullMethodName  = "/tasker.coordinator.v1.CoordinatorService/SubscribeEvents"
+	CoordinatorService_CountTasks_FullMethodName       = "/tasker.coordinator.v1.CoordinatorService/CountTasks"
+	CoordinatorService_GetAnalytics_FullMethodName     = "/tasker.coordinator.v1.CoordinatorService/GetAnalytics"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -89,6 +92,19 @@ type CoordinatorServiceClient interface {
 	// same rule as a streamed result: only for the step's current attempt. A
 	// duplicate or stale result is acknowledged with applied=false. Unary.
 	ReportStepResult(ctx context.Context, in *ReportStepResultRequest, opts ...grpc.CallOption) (*ReportStepResultResponse, error)
+	// SubscribeEvents streams task and step transitions across all tasks in
+	// commit order, each with a cursor. A subscriber that reconnects with the
+	// cursor of the last event it got receives everything after it, nothing
+	// missed and nothing twice, on any coordinator and across restarts, as
+	// long as the events are retained. Server streaming.
+	SubscribeEvents(ctx context.Context, in *SubscribeEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEventsResponse], error)
+	// CountTasks counts tasks by state, optionally for one namespace or
+	// template. Unary.
+	CountTasks(ctx context.Context, in *CountTasksRequest, opts ...grpc.CallOption) (*CountTasksResponse, error)
+	// GetAnalytics measures a template's finished tasks over a time window,
+	// from their stored transitions: outcomes, durations, per-step running
+	// and queue times, retries, common errors and the bottleneck step. Unary.
+	GetAnalytics(ctx context.Context, in *GetAnalyticsRequest, opts ...grpc.CallOption) (*GetAnalyticsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -238,6 +254,45 @@ func (c *coordinatorServiceClient) ReportStepResult(ctx context.Context, in *Rep
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) SubscribeEvents(ctx context.Context, in *SubscribeEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[1], CoordinatorService_SubscribeEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeEventsRequest, SubscribeEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_SubscribeEventsClient = grpc.ServerStreamingClient[SubscribeEventsResponse]
+
+func (c *coordinatorServiceClient) CountTasks(ctx context.Context, in *CountTasksRequest, opts ...grpc.CallOption) (*CountTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountTasksResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_CountTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) GetAnalytics(ctx context.Context, in *GetAnalyticsRequest, opts ...grpc.CallOption) (*GetAnalyticsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAnalyticsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_GetAnalytics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -290,6 +345,19 @@ type CoordinatorServiceServer interface {
 	// same rule as a streamed result: only for the step's current attempt. A
 	// duplicate or stale result is acknowledged with applied=false. Unary.
 	ReportStepResult(context.Context, *ReportStepResultRequest) (*ReportStepResultResponse, error)
+	// SubscribeEvents streams task and step transitions across all tasks in
+	// commit order, each with a cursor. A subscriber that reconnects with the
+	// cursor of the last event it got receives everything after it, nothing
+	// missed and nothing twice, on any coordinator and across restarts, as
+	// long as the events are retained. Server streaming.
+	SubscribeEvents(*SubscribeEventsRequest, grpc.ServerStreamingServer[SubscribeEventsResponse]) error
+	// CountTasks counts tasks by state, optionally for one namespace or
+	// template. Unary.
+	CountTasks(context.Context, *CountTasksRequest) (*CountTasksResponse, error)
+	// GetAnalytics measures a template's finished tasks over a time window,
+	// from their stored transitions: outcomes, durations, per-step running
+	// and queue times, retries, common errors and the bottleneck step. Unary.
+	GetAnalytics(context.Context, *GetAnalyticsRequest) (*GetAnalyticsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -338,6 +406,15 @@ func (UnimplementedCoordinatorServiceServer) ListExecutors(context.Context, *Lis
 }
 func (UnimplementedCoordinatorServiceServer) ReportStepResult(context.Context, *ReportStepResultRequest) (*ReportStepResultResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportStepResult not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) SubscribeEvents(*SubscribeEventsRequest, grpc.ServerStreamingServer[SubscribeEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeEvents not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) CountTasks(context.Context, *CountTasksRequest) (*CountTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountTasks not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) GetAnalytics(context.Context, *GetAnalyticsRequest) (*GetAnalyticsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAnalytics not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -587,6 +664,53 @@ func _CoordinatorService_ReportStepResult_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_SubscribeEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).SubscribeEvents(m, &grpc.GenericServerStream[SubscribeEventsRequest, SubscribeEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_SubscribeEventsServer = grpc.ServerStreamingServer[SubscribeEventsResponse]
+
+func _CoordinatorService_CountTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).CountTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_CountTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).CountTasks(ctx, req.(*CountTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_GetAnalytics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAnalyticsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).GetAnalytics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_GetAnalytics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).GetAnalytics(ctx, req.(*GetAnalyticsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -642,11 +766,24 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReportStepResult",
 			Handler:    _CoordinatorService_ReportStepResult_Handler,
 		},
+		{
+			MethodName: "CountTasks",
+			Handler:    _CoordinatorService_CountTasks_Handler,
+		},
+		{
+			MethodName: "GetAnalytics",
+			Handler:    _CoordinatorService_GetAnalytics_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchTask",
 			Handler:       _CoordinatorService_WatchTask_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribeEvents",
+			Handler:       _CoordinatorService_SubscribeEvents_Handler,
 			ServerStreams: true,
 		},
 	},

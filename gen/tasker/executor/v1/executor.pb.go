@@ -98,7 +98,10 @@ type DescribeResponse struct {
 	ProtocolVersion int32 `protobuf:"varint,6,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// capabilities names optional protocol features the executor supports,
 	// such as "cancel", "heartbeat" and "progress".
-	Capabilities  []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Capabilities []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// coordinators are the coordinator addresses the executor registers
+	// with; shown to operators.
+	Coordinators  []string `protobuf:"bytes,8,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +181,13 @@ func (x *DescribeResponse) GetProtocolVersion() int32 {
 func (x *DescribeResponse) GetCapabilities() []string {
 	if x != nil {
 		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *DescribeResponse) GetCoordinators() []string {
+	if x != nil {
+		return x.Coordinators
 	}
 	return nil
 }
@@ -1070,7 +1080,7 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\n" +
 	"!tasker/executor/v1/executor.proto\x12\x12tasker.executor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
 	"\x0fDescribeRequest\x12%\n" +
-	"\x0ecoordinator_id\x18\x01 \x01(\tR\rcoordinatorId\"\xf7\x01\n" +
+	"\x0ecoordinator_id\x18\x01 \x01(\tR\rcoordinatorId\"\x9b\x02\n" +
 	"\x10DescribeResponse\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12\x1a\n" +
@@ -1080,7 +1090,8 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\vsdk_version\x18\x05 \x01(\tR\n" +
 	"sdkVersion\x12)\n" +
 	"\x10protocol_version\x18\x06 \x01(\x05R\x0fprotocolVersion\x12\"\n" +
-	"\fcapabilities\x18\a \x03(\tR\fcapabilities\"\xa1\x01\n" +
+	"\fcapabilities\x18\a \x03(\tR\fcapabilities\x12\"\n" +
+	"\fcoordinators\x18\b \x03(\tR\fcoordinators\"\xa1\x01\n" +
 	"\x0eExecuteRequest\x12D\n" +
 	"\fexecute_step\x18\x01 \x01(\v2\x1f.tasker.executor.v1.ExecuteStepH\x00R\vexecuteStep\x12A\n" +
 	"\vcancel_step\x18\x02 \x01(\v2\x1e.tasker.executor.v1.CancelStepH\x00R\n" +
