@@ -86,49 +86,66 @@ func latestPart(tasks []*store.Task, since time.Time, limit int) ([]*store.Task,
 	return tasks[:n], cut.Add(time.Nanosecond)
 }
 
-// measure reads the steps and transitions of a chunk of tasks and adds
-// each task to acc.
+// measure reads the transitions of a chunk of tasks and adds each task to
+// acc. A task's DAG is its pinned template version's (cached); its steps
+// are read only for the tasks with a failure, for the failures' classes.
 func (e *engine) measure(ctx context.Context, acc *analytics.Accumulator, tasks []*store.Task) error {
 	ids := make([]string, len(tasks))
 	for i, t := range tasks {
 		ids[i] = t.ID
 	}
-	steps, err := e.store.StepList(ctx, ids...)
-	if err != nil {
-		return err
-	}
 	trs, err := e.store.TransitionListTasks(ctx, ids...)
 	if err != nil {
 		return err
 	}
-	stepsOf := map[string][]*store.Step{}
-	for _, s := range steps {
-		stepsOf[s.TaskID] = append(stepsOf[s.TaskID], s)
-	}
 	trsOf := map[string][]*store.Transition{}
+	var failing []string
 	for _, tr := range trs {
+		if tr.StepID != "" && tr.To == state.Error && (len(failing) == 0 || failing[len(failing)-1] != tr.TaskID) {
+			failing = append(failing, tr.TaskID)
+		}
 		trsOf[tr.TaskID] = append(trsOf[tr.TaskID], tr)
 	}
+	lastErr := map[string]*store.StepError{}
+	if len(failing) > 0 {
+		steps, err := e.store.StepList(ctx, failing...)
+		if err != nil {
+			return err
+		}
+		for _, s := range steps {
+			if s.Error != nil {
+				lastErr[s.ID] = s.Error
+			}
+		}
+	}
+	dags := map[string][]analytics.Step{}
 	for _, t := range tasks {
-		acc.Add(analyticsTask(t, stepsOf[t.ID], trsOf[t.ID]))
+		dag, ok := dags[t.Version]
+		if !ok {
+			ct, err := e.templates.get(ctx, t.Namespace, t.Name, t.Version)
+			if err != nil {
+				return err
+			}
+			for _, s := range ct.tmpl.Steps {
+				dag = append(dag, analytics.Step{Name: s.Name, DependsOn: s.DependsOn})
+			}
+			dags[t.Version] = dag
+		}
+		acc.Add(analyticsTask(t, dag, trsOf[t.ID], lastErr))
 	}
 	return nil
 }
 
-// analyticsTask is a stored task as analytics measures it. The failure of
-// an attempt is read from its transition: the message and the retry's due
-// time from the reason the engine wrote (see failureReason), the class from
-// the step's stored error when that is the same failure (the store keeps
-// only a step's last error, and clears it when the step completes).
-func analyticsTask(t *store.Task, steps []*store.Step, trs []*store.Transition) *analytics.Task {
+// analyticsTask is a stored task as analytics measures it, with the DAG of
+// its template version. The failure of an attempt is read from its
+// transition: the message and the retry's due time from the reason the
+// engine wrote (see failureReason), the class from the step's stored error
+// (lastErr, by step ID) when that is the same failure: the store keeps only
+// a step's last error, and clears it when the step completes.
+func analyticsTask(t *store.Task, dag []analytics.Step, trs []*store.Transition, lastErr map[string]*store.StepError) *analytics.Task {
 	out := &analytics.Task{
 		ID: t.ID, State: t.State, CreatedAt: t.CreatedAt, FinishedAt: t.UpdatedAt,
-		Steps: make([]analytics.Step, len(steps)), Transitions: make([]analytics.Transition, len(trs)),
-	}
-	lastErr := make(map[string]*store.StepError, len(steps))
-	for i, s := range steps {
-		out.Steps[i] = analytics.Step{Name: s.Name, DependsOn: s.DependsOn}
-		lastErr[s.ID] = s.Error
+		Steps: dag, Transitions: make([]analytics.Transition, len(trs)),
 	}
 	for i, tr := range trs {
 		at := analytics.Transition{From: tr.From, To: tr.To, At: tr.At, Attempt: tr.Attempt}
