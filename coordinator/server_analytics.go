@@ -18,12 +18,12 @@ import (
 // request gives no since.
 const defaultAnalyticsWindow = 24 * time.Hour
 
-// The stores keep times as int64 unix nanoseconds, which span these years;
-// a window reaching past them could not be compared with what is stored.
-var (
-	earliestStoreTime = time.Unix(0, math.MinInt64).UTC()
-	latestStoreTime   = time.Unix(0, math.MaxInt64).UTC()
-)
+// storeTimes are the first and last instants the stores can hold: they
+// keep times as int64 unix nanoseconds (1677 to 2262), and a window
+// reaching past them could not be compared with what is stored.
+func storeTimes() (first, last time.Time) {
+	return time.Unix(0, math.MinInt64).UTC(), time.Unix(0, math.MaxInt64).UTC()
+}
 
 // GetAnalytics measures a template's tasks that finished in a window. The
 // window defaults to the 24 hours before now; when it holds more finished
@@ -53,13 +53,14 @@ func (s *server) GetAnalytics(ctx context.Context, req *coordinatorv1.GetAnalyti
 		}
 		since = ts.AsTime()
 	}
+	first, last := storeTimes()
 	for _, f := range []struct {
 		name string
 		t    time.Time
 	}{{"since", since}, {"until", until}} {
-		if f.t.Before(earliestStoreTime) || f.t.After(latestStoreTime) {
+		if f.t.Before(first) || f.t.After(last) {
 			return nil, status.Errorf(codes.InvalidArgument, "%s: %s is outside the times the store holds (%s to %s)",
-				f.name, f.t.UTC().Format(time.RFC3339Nano), earliestStoreTime.Format(time.RFC3339), latestStoreTime.Format(time.RFC3339))
+				f.name, f.t.UTC().Format(time.RFC3339Nano), first.Format(time.RFC3339), last.Format(time.RFC3339))
 		}
 	}
 	if !since.Before(until) {
