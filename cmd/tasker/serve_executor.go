@@ -108,7 +108,7 @@ func runExecutor(ctx context.Context, opts executorOptions) (*runningExecutor, e
 	}
 	var httpSrv *httpServer
 	if opts.httpListen != "" {
-		if httpSrv, err = serveHTTP(opts.httpListen, reg, false, sec.http, opts.log); err != nil {
+		if httpSrv, err = serveHTTP(httpConfig{addr: opts.httpListen, reg: reg, sec: sec.http, log: opts.log, ready: func(context.Context) error { return ex.Ready() }}); err != nil {
 			_ = lis.Close()
 			return nil, err
 		}
