@@ -252,10 +252,16 @@ register templates, create, cancel, retry, resolve) and executor
 listing tasks without --namespace needs a token granted "*" or exactly one
 namespace.
 
---http-listen follows the same rules: HTTPS with --tls-cert and --tls-key
-(client certificates only with --tls-client-ca), plaintext only on loopback
-unless --insecure, and with tokens on every path but /healthz needs
-"Authorization: Bearer <token>" of a token with read access.`,
+--http-listen serves the REST/JSON API under /api/v1/ (every RPC as JSON;
+its OpenAPI document at /api/openapi.json), /metrics and the health checks
+/healthz, /healthz/live and /healthz/ready (200 while this coordinator holds
+a live lease and its store answers, else 503 with the reason). It follows
+the same rules: HTTPS with --tls-cert and --tls-key (client certificates only
+with --tls-client-ca), plaintext only on loopback unless --insecure. The REST
+API calls this coordinator's own listener with the caller's
+"Authorization: Bearer <token>", so each call needs what the RPC needs over
+gRPC; with tokens on, /metrics and /debug/pprof need a token with read
+access; the health checks and the OpenAPI document need none.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.validate(); err != nil {
