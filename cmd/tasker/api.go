@@ -44,10 +44,14 @@ type apiConfig struct {
 	// gateway presents, would otherwise stand in for the caller's).
 	executorCAs *x509.CertPool
 	// maxRequestBytes bounds a request body, as --max-request-bytes bounds
-	// a gRPC request.
+	// a gRPC request (and with its default when zero): the gateway reads a
+	// whole body before it calls.
 	maxRequestBytes int
 	reg             prometheus.Registerer
 }
+
+// defaultMaxRequestBytes is --max-request-bytes' default.
+const defaultMaxRequestBytes = 8 << 20
 
 // apiGateway serves CoordinatorService as JSON under /api/v1/.
 type apiGateway struct {
@@ -113,11 +117,12 @@ func newAPIGateway(cfg apiConfig) (*apiGateway, error) {
 		return nil, fmt.Errorf("REST API: %w", err)
 	}
 	limit := int64(cfg.maxRequestBytes)
+	if limit <= 0 {
+		limit = defaultMaxRequestBytes
+	}
 	g.conn = conn
 	g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if limit > 0 {
-			r.Body = http.MaxBytesReader(w, r.Body, limit)
-		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), httpTLSKey{}, r.TLS)))
 	})
 	return g, nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -486,4 +487,15 @@ func TestRESTAPIWithTokens(t *testing.T) {
 	}
 	code, _ = a.do(http.MethodGet, "/metrics", "", nil)
 	require.Equal(t, http.StatusUnauthorized, code, "metrics still need a read token")
+}
+
+// A request body larger than --max-request-bytes is refused before the
+// gateway reads it all, as InvalidArgument.
+func TestRESTAPIBoundsRequestBodies(t *testing.T) {
+	t.Parallel()
+	a := startREST(t, coordinatorOptions{limits: coordinator.Limits{MaxRequestBytes: 1024}})
+	a.registerTemplates("")
+	a.refused(http.MethodPost, "/api/v1/tasks", "", map[string]any{"namespace": "rest", "name": "blocked",
+		"context": map[string]any{"pad": strings.Repeat("x", 2048)}}, http.StatusBadRequest, 3, "request body too large")
+	a.create("", "blocked", map[string]any{"pad": strings.Repeat("x", 100)})
 }

@@ -305,7 +305,7 @@ access; the health checks and the OpenAPI document need none.`,
 	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
 	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
 	f.IntVar(&opts.limits.MaxSteps, "max-steps", template.DefaultMaxSteps, "most steps a template may have")
-	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", 8<<20, "largest gRPC request accepted, in bytes")
+	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", defaultMaxRequestBytes, "largest gRPC request (and REST API request body) accepted, in bytes")
 	f.StringVar(&opts.httpListen, "http-listen", "", "serve the REST/JSON API (/api/v1/, /api/openapi.json), /metrics and /healthz, /healthz/live, /healthz/ready on this address (off when empty)")
 	f.BoolVar(&opts.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on the --http-listen address")
 	opts.store.register(cmd, "tasker.db")
