@@ -20,10 +20,11 @@ import (
 
 func newDevCmd(g *globals) *cobra.Command {
 	var (
-		listen string
-		store  storeFlags
-		logs   logFlags
-		once   bool
+		listen     string
+		httpListen string
+		store      storeFlags
+		logs       logFlags
+		once       bool
 		// allowPlaintext permits --listen off loopback without TLS.
 		allowPlaintext bool
 	)
@@ -36,9 +37,13 @@ the example templates, runs demo/order_fulfillment to completion while
 printing its transitions, then keeps serving until Ctrl-C (or exits with
 --once), so other terminals can use the CLI against it.
 
+--http-listen serves the REST/JSON API under /api/v1/ (its OpenAPI document
+at /api/openapi.json), /metrics and the health checks /healthz/live and
+/healthz/ready; give it an empty value to serve no HTTP.
+
 The global --tls-cert, --tls-key and --tls-ca apply to both services and to
-dev's own client, as for the coordinator and executor commands. dev never
-asks for tokens.`,
+dev's own client, as for the coordinator and executor commands (HTTPS then
+too). dev never asks for tokens.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -70,7 +75,7 @@ asks for tokens.`,
 			defer func() { _ = stopTracing(context.Background()) }()
 			fmt.Fprintf(out, "starting a coordinator on %s with the SQLite store %s%s\n", listen, store.db, storeNote)
 			rc, err := startCoordinator(ctx, coordinatorOptions{
-				listen: listen, store: store, grace: 5 * time.Second, log: log, tracer: tp,
+				listen: listen, httpListen: httpListen, store: store, grace: 5 * time.Second, log: log, tracer: tp,
 				security: coordinatorSecurityFlags{files: g.tls, allowPlaintext: allowPlaintext},
 			})
 			if err != nil {
@@ -91,6 +96,13 @@ asks for tokens.`,
 				<-exDone
 			}()
 			fmt.Fprintf(out, "coordinator on %s (store %s), executor on %s\n", rc.addr, store.db, exAddr)
+			if rc.httpAddr != "" {
+				scheme := "http"
+				if g.tls.cert != "" {
+					scheme = "https"
+				}
+				fmt.Fprintf(out, "REST/JSON API on %s://%s/api/v1/ (OpenAPI document at /api/openapi.json)\n", scheme, rc.httpAddr)
+			}
 
 			g.coordinator = rc.addr
 			return g.withClient(ctx, func(ctx context.Context, c *client) error {
@@ -142,6 +154,7 @@ asks for tokens.`,
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
+	cmd.Flags().StringVar(&httpListen, "http-listen", "127.0.0.1:7080", "address to serve the REST/JSON API, /metrics and health checks on (empty: none)")
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
 	registerInsecure(cmd, &allowPlaintext)
 	store.register(cmd, "")
