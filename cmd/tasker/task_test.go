@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -466,4 +467,19 @@ func TestTaskThatCannotRunSaysSo(t *testing.T) {
 	require.Equal(t, "pending", got.Steps[0].State, "nothing could run it")
 	require.Equal(t, `warning: no connected executor hosts handler "charge_card" (step "charge"): tasks wait at it until an executor hosting it connects`+"\n"+
 		"tasker: task "+got.ID+" is still "+got.State+" after --timeout 300ms\n", res.stderr)
+}
+
+func TestParseSince(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	got, err := parseSince("90m", now)
+	require.NoError(t, err)
+	require.Equal(t, now.Add(-90*time.Minute), got)
+	got, err = parseSince("2026-11-29T08:00:00Z", now)
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC), got)
+	_, err = parseSince("-1h", now)
+	require.ErrorContains(t, err, "must not be negative")
+	_, err = parseSince("yesterday", now)
+	require.ErrorContains(t, err, "RFC 3339")
 }
