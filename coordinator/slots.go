@@ -110,7 +110,7 @@ type execConn struct {
 	address, language string
 	handlers          []string
 	coordinators      []string // as the executor described itself
-	declared          int // capacity from Describe
+	declared          int      // capacity from Describe
 	client            executorv1.ExecutorServiceClient
 	cc                *grpc.ClientConn
 	capacity          int // this coordinator's share of declared
