@@ -21,6 +21,9 @@ type executorJSON struct {
 	InFlight    int32    `json:"in_flight"`
 	Connected   bool     `json:"connected"`
 	ConnectedAt *string  `json:"connected_at"`
+	// LastHeard is when its stream last carried anything.
+	LastHeard    *string  `json:"last_heard"`
+	Coordinators []string `json:"coordinators"`
 }
 
 // newExecutorsCmd lists executors. It is plural because "tasker executor"
@@ -47,14 +50,16 @@ func newExecutorsCmd(g *globals) *cobra.Command {
 				if asJSON {
 					for _, e := range resp.GetExecutors() {
 						line := executorJSON{
-							ID:          e.GetId(),
-							Address:     e.GetAddress(),
-							Language:    e.GetLanguage(),
-							Handlers:    append([]string{}, e.GetHandlers()...),
-							Capacity:    e.GetCapacity(),
-							InFlight:    e.GetInFlight(),
-							Connected:   e.GetConnected(),
-							ConnectedAt: optionalTime(e.GetConnectedAt()),
+							ID:           e.GetId(),
+							Address:      e.GetAddress(),
+							Language:     e.GetLanguage(),
+							Handlers:     append([]string{}, e.GetHandlers()...),
+							Capacity:     e.GetCapacity(),
+							InFlight:     e.GetInFlight(),
+							Connected:    e.GetConnected(),
+							ConnectedAt:  optionalTime(e.GetConnectedAt()),
+							LastHeard:    optionalTime(e.GetLastHeard()),
+							Coordinators: append([]string{}, e.GetCoordinators()...),
 						}
 						if err := writeJSONLine(w, line); err != nil {
 							return err
@@ -72,7 +77,15 @@ func newExecutorsCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", e.GetId(), e.GetAddress(), e.GetLanguage(), connected,
 						e.GetInFlight(), e.GetCapacity(), strings.Join(e.GetHandlers(), ","))
 				}
-				return flush(tw)
+				if err := flush(tw); err != nil {
+					return err
+				}
+				// Handlers nobody hosts go to stderr, like create's warnings:
+				// the table stays parseable.
+				for _, u := range resp.GetUnhosted() {
+					fmt.Fprintf(g.env.Stderr, "warning: no connected executor hosts handler %q, used by %s\n", u.GetHandler(), strings.Join(u.GetTemplates(), ", "))
+				}
+				return nil
 			})
 		},
 	}
