@@ -306,18 +306,20 @@ func TestExecutors(t *testing.T) {
 	f := &fakeCoordinator{listExecutors: func(*coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error) {
 		return &coordinatorv1.ListExecutorsResponse{Executors: []*coordinatorv1.ExecutorInfo{
 			{Id: "ex-1", Address: "127.0.0.1:7071", Handlers: []string{"echo", "sleep"}, Capacity: 8, InFlight: 3,
-				Language: "go", Connected: true, ConnectedAt: connectedAt},
+				Language: "go", Connected: true, ConnectedAt: connectedAt, LastHeard: ts(t, "2026-01-02T03:04:09Z"),
+				Coordinators: []string{"127.0.0.1:7070"}},
 			{Id: "ex-2", Address: "10.0.0.2:7071", Language: "python"},
-		}}, nil
+		}, Unhosted: []*coordinatorv1.UnhostedHandler{{Handler: "charge_card", Templates: []string{"shop/checkout@1.0.0"}}}}, nil
 	}}
 	addr := serve(t, f)
 
 	res := runCLI(t, addr, "executors", "-o", "json")
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Equal(t,
-		`{"id":"ex-1","address":"127.0.0.1:7071","language":"go","handlers":["echo","sleep"],"capacity":8,"in_flight":3,"connected":true,"connected_at":"2026-01-02T03:04:05.5Z"}`+"\n"+
-			`{"id":"ex-2","address":"10.0.0.2:7071","language":"python","handlers":[],"capacity":0,"in_flight":0,"connected":false,"connected_at":null}`+"\n",
+		`{"id":"ex-1","address":"127.0.0.1:7071","language":"go","handlers":["echo","sleep"],"capacity":8,"in_flight":3,"connected":true,"connected_at":"2026-01-02T03:04:05.5Z","last_heard":"2026-01-02T03:04:09Z","coordinators":["127.0.0.1:7070"]}`+"\n"+
+			`{"id":"ex-2","address":"10.0.0.2:7071","language":"python","handlers":[],"capacity":0,"in_flight":0,"connected":false,"connected_at":null,"last_heard":null,"coordinators":[]}`+"\n",
 		res.stdout)
+	require.Equal(t, "warning: no connected executor hosts handler \"charge_card\", used by shop/checkout@1.0.0\n", res.stderr)
 
 	res = runCLI(t, addr, "executors")
 	require.Equal(t, 0, res.code, res.stderr)
