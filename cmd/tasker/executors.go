@@ -47,6 +47,13 @@ func newExecutorsCmd(g *globals) *cobra.Command {
 					return err
 				}
 				w := g.env.Stdout
+				// Handlers nobody hosts go to stderr, like create's warnings:
+				// the output stays parseable.
+				defer func() {
+					for _, u := range resp.GetUnhosted() {
+						fmt.Fprintf(g.env.Stderr, "warning: no connected executor hosts handler %q, used by %s\n", u.GetHandler(), strings.Join(u.GetTemplates(), ", "))
+					}
+				}()
 				if asJSON {
 					for _, e := range resp.GetExecutors() {
 						line := executorJSON{
@@ -77,15 +84,7 @@ func newExecutorsCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", e.GetId(), e.GetAddress(), e.GetLanguage(), connected,
 						e.GetInFlight(), e.GetCapacity(), strings.Join(e.GetHandlers(), ","))
 				}
-				if err := flush(tw); err != nil {
-					return err
-				}
-				// Handlers nobody hosts go to stderr, like create's warnings:
-				// the table stays parseable.
-				for _, u := range resp.GetUnhosted() {
-					fmt.Fprintf(g.env.Stderr, "warning: no connected executor hosts handler %q, used by %s\n", u.GetHandler(), strings.Join(u.GetTemplates(), ", "))
-				}
-				return nil
+				return flush(tw)
 			})
 		},
 	}
