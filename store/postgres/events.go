@@ -183,19 +183,23 @@ const eventPruneAgedSQL = `SELECT xact, seq, at FROM transitions
 	ORDER BY xact, seq
 	LIMIT $3`
 
-// eventPruneDeleteSQL deletes, among the entries in ($1, $2] .. ($3, $4] of
-// the log, those of tasks finished before $5 with no step running, keeping
-// each such task's last task transition. Each condition is a lookup by key
-// (the task, its running steps through steps_in_progress, its newest task
-// transition through transitions_task_id_seq), so the statement costs in
-// proportion to the entries in the range.
-const eventPruneDeleteSQL = `DELETE FROM transitions t
-	WHERE (t.xact, t.seq) > ($1::bigint, $2::bigint) AND (t.xact, t.seq) <= ($3::bigint, $4::bigint)
-	AND EXISTS (SELECT 1 FROM tasks k WHERE k.id = t.task_id
-		AND k.state IN ('complete', 'error', 'cancelled', 'resolved_manually') AND k.updated_at < $5::bigint)
-	AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.task_id = t.task_id AND state = 'in_progress')
-	AND NOT (t.step_id IS NULL AND t.seq = (SELECT t2.seq FROM transitions t2
-		WHERE t2.task_id = t.task_id AND t2.step_id IS NULL ORDER BY t2.seq DESC LIMIT 1))`
+// eventPruneDeleteSQL deletes, among the entries with the seqs in $1 (the
+// aged run EventPrune read), those of tasks finished before $2 with no step
+// running, keeping each such task's last task transition. Each condition
+// is a lookup by key (the entries by seq, first and on their own, then the task, its running steps through
+// steps_in_progress, its newest task transition through
+// transitions_task_id_seq), so the statement costs in proportion to the
+// entries given.
+const eventPruneDeleteSQL = `WITH given AS MATERIALIZED (
+	SELECT seq, task_id, step_id FROM transitions WHERE seq = ANY($1::bigint[])
+)
+DELETE FROM transitions t USING given g
+	WHERE t.seq = g.seq
+	AND EXISTS (SELECT 1 FROM tasks k WHERE k.id = g.task_id
+		AND k.state IN ('complete', 'error', 'cancelled', 'resolved_manually') AND k.updated_at < $2::bigint)
+	AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.task_id = g.task_id AND state = 'in_progress')
+	AND NOT (g.step_id IS NULL AND g.seq = (SELECT t2.seq FROM transitions t2
+		WHERE t2.task_id = g.task_id AND t2.step_id IS NULL ORDER BY t2.seq DESC LIMIT 1))`
 
 // EventPrune implements store.Store. It runs in a transaction of its own,
 // outside the group committer, so a batch of deletes never delays the
@@ -223,7 +227,8 @@ func (s *Store) EventPrune(ctx context.Context, params *store.EventPruneParams) 
 		if err != nil {
 			return fmt.Errorf("read events after %s: %w", floor, err)
 		}
-		last, examined, aged := floor, 0, true
+		last, aged := floor, true
+		var seqs []int64
 		for rows.Next() {
 			var p position
 			var at int64
@@ -231,19 +236,19 @@ func (s *Store) EventPrune(ctx context.Context, params *store.EventPruneParams) 
 				rows.Close()
 				return fmt.Errorf("read events after %s: %w", floor, err)
 			}
-			examined++
 			if aged = aged && at < before; aged {
 				last = p
-				res.Examined++
+				seqs = append(seqs, p.seq)
 			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("read events after %s: %w", floor, err)
 		}
-		res.More = res.Examined == limit && examined == limit
+		res.Examined = len(seqs)
+		res.More = res.Examined == limit
 		if res.Examined > 0 {
-			tag, err := tx.Exec(ctx, eventPruneDeleteSQL, floor.xact, floor.seq, last.xact, last.seq, before)
+			tag, err := tx.Exec(ctx, eventPruneDeleteSQL, seqs, before)
 			if err != nil {
 				return fmt.Errorf("delete events in (%s, %s]: %w", floor, last, err)
 			}

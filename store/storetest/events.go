@@ -182,9 +182,17 @@ func (s *suite) events(t *testing.T) {
 		f.create(t, p)
 		f.runRound(t, p.Task.ID, p.Steps, 0)
 		f.runRound(t, old.Task.ID, old.Steps, 1)
+		history := f.allTransitions(t, old.Task.ID)[:2]
 		want := append(f.allTransitions(t, p.Task.ID), f.allTransitions(t, old.Task.ID)[2:]...)
 		got := f.readEvents(t, &store.EventListParams{After: tail}, len(want))
-		requireEventsAre(t, want, got)
+		// Everything after the tail, and of what came before it at most
+		// what was committed just before (a shared database's horizon may
+		// trail the call a little), ahead of the rest.
+		var extra int
+		for extra < len(got) && extra < len(history) && got[extra].Transition.Seq == history[extra].Seq {
+			extra++
+		}
+		requireEventsAre(t, want, got[extra:])
 	})
 
 	t.Run("EventPrune", func(t *testing.T) {
