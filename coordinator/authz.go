@@ -54,6 +54,7 @@ func methodAccess() map[string]auth.Access {
 		coordinatorv1.CoordinatorService_GetTask_FullMethodName:          auth.AccessRead,
 		coordinatorv1.CoordinatorService_ListTasks_FullMethodName:        auth.AccessRead,
 		coordinatorv1.CoordinatorService_WatchTask_FullMethodName:        auth.AccessRead,
+		coordinatorv1.CoordinatorService_SubscribeEvents_FullMethodName:  auth.AccessRead,
 		coordinatorv1.CoordinatorService_ListExecutors_FullMethodName:    auth.AccessRead,
 		coordinatorv1.CoordinatorService_RegisterTemplate_FullMethodName: auth.AccessWrite,
 		coordinatorv1.CoordinatorService_CreateTask_FullMethodName:       auth.AccessWrite,
