@@ -34,6 +34,12 @@ func (s *server) SubscribeEvents(req *coordinatorv1.SubscribeEventsRequest, stre
 			return toStatus(err)
 		}
 	}
+	// The header tells the caller the starting point is fixed: whatever
+	// commits from now on will be sent (with from_now, the wait a client
+	// needs before it acts and expects to see the events of its act).
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	f := &eventFollower{store: st, bell: &s.c.engine.hub.commits, stopping: s.c.stopping, poll: eventPollInterval, gap: eventReadGap}
 	err = f.run(ctx, params, req.GetFollow(), func(ev *store.Event) error {
 		return stream.Send(&coordinatorv1.SubscribeEventsResponse{Event: &coordinatorv1.Event{
