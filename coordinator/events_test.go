@@ -394,3 +394,51 @@ func TestSubscribeEventsRefusesACursorPastRetention(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, rest)
 }
+
+// TestSubscribeEventsNamespaces: the stream is authorized like ListTasks:
+// a token limited to one namespace gets that namespace's events without
+// asking; one granted several must name one; another namespace is refused.
+func TestSubscribeEventsNamespaces(t *testing.T) {
+	t.Parallel()
+	s := newSecured(t, securedConfig{})
+	all, readerA, readerAB := s.client("all-token-0123456789"), s.client("reader-a-token-0123456789"), s.client("reader-ab-token-0123456789")
+	require.NoError(t, s.register(all, "a"))
+	require.NoError(t, s.register(all, "b"))
+	// No executor: the tasks wait, and cancelling them leaves three
+	// events each (the task and its two steps).
+	for _, ns := range []string{"a", "b"} {
+		task, err := s.create(all, ns)
+		require.NoError(t, err)
+		_, err = all.CancelTask(s.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId()})
+		require.NoError(t, err)
+	}
+	read := func(c coordinatorv1.CoordinatorServiceClient, ns string) ([]string, error) {
+		stream, err := c.SubscribeEvents(s.ctx, &coordinatorv1.SubscribeEventsRequest{Namespace: ns})
+		require.NoError(t, err)
+		var got []string
+		for {
+			msg, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return got, nil
+			}
+			if err != nil {
+				return got, err
+			}
+			got = append(got, msg.GetEvent().GetNamespace())
+		}
+	}
+	three := func(ns string) []string { return []string{ns, ns, ns} }
+	got, err := read(readerA, "")
+	require.NoError(t, err)
+	require.Equal(t, three("a"), got)
+	got, err = read(all, "")
+	require.NoError(t, err)
+	require.ElementsMatch(t, append(three("a"), three("b")...), got)
+	_, err = read(readerAB, "")
+	requireCode(t, err, codes.PermissionDenied, "give a namespace filter")
+	got, err = read(readerAB, "b")
+	require.NoError(t, err)
+	require.Equal(t, three("b"), got)
+	_, err = read(readerA, "b")
+	requireCode(t, err, codes.PermissionDenied, `namespace "b"`)
+}
