@@ -54,6 +54,7 @@ func methodAccess() map[string]auth.Access {
 		coordinatorv1.CoordinatorService_GetTask_FullMethodName:          auth.AccessRead,
 		coordinatorv1.CoordinatorService_ListTasks_FullMethodName:        auth.AccessRead,
 		coordinatorv1.CoordinatorService_WatchTask_FullMethodName:        auth.AccessRead,
+		coordinatorv1.CoordinatorService_SubscribeEvents_FullMethodName:  auth.AccessRead,
 		coordinatorv1.CoordinatorService_ListExecutors_FullMethodName:    auth.AccessRead,
 		coordinatorv1.CoordinatorService_GetAnalytics_FullMethodName:     auth.AccessRead,
 		coordinatorv1.CoordinatorService_CountTasks_FullMethodName:       auth.AccessRead,

@@ -79,6 +79,13 @@ type Config struct {
 	// certificates); the zero value lets every caller do anything. See
 	// Security.
 	Security Security
+	// EventRetention is how long the history of finished tasks is kept:
+	// a background loop deletes the transitions of tasks that finished
+	// longer ago (each keeps its last one), and SubscribeEvents refuses
+	// cursors older than what was deleted. Zero keeps everything forever,
+	// so a library user never loses history unasked; the CLI defaults to
+	// seven days.
+	EventRetention time.Duration
 }
 
 // Limits bound request sizes; zero means the default.
@@ -151,6 +158,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.ExecutorLiveness <= 0 {
 		cfg.ExecutorLiveness = 15 * time.Second
 	}
+	if cfg.EventRetention < 0 {
+		return nil, fmt.Errorf("coordinator: Config.EventRetention %s is negative (zero keeps events forever)", cfg.EventRetention)
+	}
 	guard, err := newGuard(cfg.Security, cfg.Logger.With("coordinator_id", cfg.ID))
 	if err != nil {
 		return nil, err
@@ -216,6 +226,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		e.log.Info("continued unfinished tasks", "tasks", n)
 	}
 	e.bg.goFn(e.keepLease)
+	if r := c.cfg.EventRetention; r > 0 {
+		e.bg.goFn(func() { e.keepRetention(r) })
+	}
 	return nil
 }
 

@@ -35,6 +35,8 @@ type watcher struct {
 type hub struct {
 	mu   sync.Mutex // protects subs and every watcher's lagged
 	subs map[string]map[*watcher]struct{}
+	// commits rings on every commit of any task, for event followers.
+	commits bell
 }
 
 func newHub() *hub { return &hub{subs: map[string]map[*watcher]struct{}{}} }
@@ -73,6 +75,7 @@ func (h *hub) takeLag(w *watcher) bool {
 }
 
 func (h *hub) publish(taskID string, ev watchEvent) {
+	h.commits.ring()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.subs[taskID] {

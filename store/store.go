@@ -159,6 +159,35 @@ type Store interface {
 	// call then gets a definite answer.
 	TaskTake(ctx context.Context, params *TaskTakeParams) (*Task, error)
 
+	// EventList returns a page of the event log: the transitions of all
+	// tasks after params.After, in log order, each with its cursor, and
+	// the cursor to continue from. The log order is the same for every
+	// reader and every call, and an entry is listed only once every entry
+	// before it in that order is committed (or will never be), so reading
+	// on from Next, or from the cursor of the last event received, misses
+	// nothing and repeats nothing, across calls, processes and
+	// coordinators sharing the database. A task's transitions appear in
+	// the order they were written, and the entries of a transaction that
+	// committed before another began come before the other's. A cursor
+	// below the floor EventPrune left is refused with a
+	// *CursorExpiredError; one this store did not issue, with
+	// ErrCursorInvalid.
+	EventList(ctx context.Context, params *EventListParams) (*EventPage, error)
+	// EventTail returns a cursor after which EventList lists only entries
+	// not yet committed when the call was made (on a shared database,
+	// possibly also a few committed just before it; never fewer).
+	EventTail(ctx context.Context) (string, error)
+	// EventPrune deletes old entries of the event log in one bounded
+	// batch: it moves the log's floor forward over the entries, in log
+	// order, written before params.Before (stopping at the first newer
+	// one), and of those deletes the ones of tasks that finished before
+	// params.Before with no step still running, except each such task's
+	// last task transition, which says how it ended. Entries of tasks
+	// still running are kept: a task's history is deleted only once it is
+	// finished. Cursors below the new floor are refused by EventList from
+	// then on.
+	EventPrune(ctx context.Context, params *EventPruneParams) (*EventPruneResult, error)
+
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
 }

@@ -209,6 +209,7 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newStepCmd(g),
 		newExecutorsCmd(g),
 		newAnalyticsCmd(g),
+		newEventsCmd(g),
 		newCoordinatorCmd(g),
 		newExecutorCmd(g),
 		newDevCmd(g),

@@ -111,6 +111,15 @@ func positiveDuration(flag string, d time.Duration) error {
 	return nil
 }
 
+// nonNegativeDuration refuses a negative duration for a flag where zero
+// means "off".
+func nonNegativeDuration(flag string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%s: want zero (off) or a positive duration, got %s", flag, d)
+	}
+	return nil
+}
+
 // positiveInt refuses a zero or negative count or size flag; the libraries
 // read zero as "the default", which is not what someone who typed 0 meant.
 func positiveInt(flag string, n int) error {

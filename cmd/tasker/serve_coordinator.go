@@ -38,7 +38,10 @@ type coordinatorOptions struct {
 	store     storeFlags
 	grace     time.Duration
 	liveness  time.Duration
-	limits    coordinator.Limits
+	// eventRetention is how long finished tasks' history is kept (0:
+	// forever).
+	eventRetention time.Duration
+	limits         coordinator.Limits
 	// shutdown bounds how long stop waits for results of attempts in
 	// flight.
 	shutdown time.Duration
@@ -64,6 +67,7 @@ func (o *coordinatorOptions) validate() error {
 		positiveDuration("--executor-grace", o.grace),
 		positiveDuration("--executor-liveness", o.liveness),
 		positiveDuration("--shutdown-timeout", o.shutdown),
+		nonNegativeDuration("--event-retention", o.eventRetention),
 		positiveInt("--max-context-bytes", o.limits.MaxContextBytes),
 		positiveInt("--max-result-bytes", o.limits.MaxResultBytes),
 		positiveInt("--max-steps", o.limits.MaxSteps),
@@ -141,6 +145,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
 		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer,
 		DialOptions: sec.dial, PeerDialOptions: sec.peerDial, Security: sec.security, Address: advertise,
+		EventRetention: opts.eventRetention,
 	})
 	if err != nil {
 		_ = lis.Close()
@@ -302,6 +307,7 @@ access; the health checks and the OpenAPI document need none.`,
 	f.DurationVar(&opts.leaseTTL, "lease-ttl", 10*time.Second, "how long this coordinator owns its tasks without renewing; others take them over within about this long after it dies")
 	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
 	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
+	f.DurationVar(&opts.eventRetention, "event-retention", 7*24*time.Hour, "how long the transitions of finished tasks are kept (each keeps its last); tasker events refuses cursors older than what was deleted (0: keep forever)")
 	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
 	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
 	f.IntVar(&opts.limits.MaxSteps, "max-steps", template.DefaultMaxSteps, "most steps a template may have")

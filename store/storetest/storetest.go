@@ -8,8 +8,8 @@
 //
 // Cases are split by area (templates.go, task_create.go, task_advance.go,
 // listing.go, finished.go, counts.go, concurrency.go, leases.go, take.go,
-// lifecycle.go), and subtests are named after the interface method they
-// exercise, so a failure names the method at fault.
+// lifecycle.go, events.go), and subtests are named after the interface
+// method they exercise, so a failure names the method at fault.
 package storetest
 
 import (
@@ -68,6 +68,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.leases(t)
 	s.taskTake(t)
 	s.lifecycle(t)
+	s.events(t)
 }
 
 type suite struct {

@@ -1,0 +1,92 @@
+package sqlite
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/storetest"
+)
+
+// TestEventPruneNeverReusesSeq: pruning every entry of a finished history
+// keeps the newest row, so the next transition gets a larger seq than any
+// cursor handed out and resuming from the last cursor finds it. Without
+// that row SQLite would give the next row max(rowid)+1 of what is left.
+func TestEventPruneNeverReusesSeq(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Unix(1_700_000_000, 0)
+	p := storetest.TaskParams("ns", at, "a")
+	_, _, err := s.TaskCreate(ctx, p)
+	require.NoError(t, err)
+	start := []*store.StepChange{{StepID: p.Steps[0].ID, StepName: "a", From: state.Pending, To: state.InProgress, Attempts: 1}}
+	_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: at, Steps: start,
+		Task: &store.TaskChange{From: state.Pending, To: state.InProgress}})
+	require.NoError(t, err)
+	// The task is cancelled, then its running step: the newest row is a
+	// step's, which the prune would otherwise delete.
+	_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: at, Task: &store.TaskChange{From: state.InProgress, To: state.Cancelled}})
+	require.NoError(t, err)
+	_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: at,
+		Steps: []*store.StepChange{{StepID: p.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Cancelled, ExpectAttempts: 1, Attempts: 1}}})
+	require.NoError(t, err)
+	page, err := s.EventList(ctx, &store.EventListParams{})
+	require.NoError(t, err)
+	require.Len(t, page.Events, 4)
+	last := page.Next
+
+	res, err := s.EventPrune(ctx, &store.EventPruneParams{Before: at.Add(time.Hour)})
+	require.NoError(t, err)
+	require.Equal(t, 4, res.Examined)
+	require.Equal(t, 2, res.Deleted, "the task's first transition and the step's first go; the task's last one and the newest row stay")
+	require.Equal(t, last, res.Oldest)
+
+	q := storetest.TaskParams("ns", at, "a")
+	_, _, err = s.TaskCreate(ctx, q)
+	require.NoError(t, err)
+	trs, err := s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: q.Task.ID, At: at,
+		Task: &store.TaskChange{From: state.Pending, To: state.Cancelled}})
+	require.NoError(t, err)
+	page, err = s.EventList(ctx, &store.EventListParams{After: last})
+	require.NoError(t, err)
+	require.Len(t, page.Events, 1)
+	require.Equal(t, trs[0].Seq, page.Events[0].Transition.Seq)
+}
+
+// TestEventPlans pins the event log's reads and the prune's delete to
+// their indexes, so they cost in proportion to the entries they touch.
+func TestEventPlans(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	storetest.SeedTasks(t, s, "ns", 20)
+	plan := func(query string, args ...any) string {
+		t.Helper()
+		rows, err := s.reader.QueryxContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
+		require.NoError(t, err)
+		defer rows.Close()
+		var details []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+			details = append(details, detail)
+		}
+		require.NoError(t, rows.Err())
+		return strings.Join(details, "; ")
+	}
+	list := plan(eventListQuery, 0, 100)
+	require.Contains(t, list, "SEARCH transitions USING INTEGER PRIMARY KEY (rowid>?)", list)
+	require.Contains(t, list, "SEARCH k USING PRIMARY KEY (id=?)", list)
+	require.NotContains(t, list, "SCAN transitions", list)
+	del := plan(eventPruneDelete, 0, 10, 1)
+	require.Contains(t, del, "SEARCH transitions USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)", del)
+	require.Contains(t, del, "SEARCH k USING PRIMARY KEY (id=?)", del)
+	require.Contains(t, del, "steps_in_progress", del)
+	require.Contains(t, del, "SEARCH t2 USING INDEX transitions_task_id_seq (task_id=?)", del)
+}
