@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,9 +22,11 @@ import (
 func newDevCmd(g *globals) *cobra.Command {
 	var (
 		listen string
-		store  storeFlags
-		logs   logFlags
-		once   bool
+		// httpListen serves the dashboard, the REST API and /metrics.
+		httpListen string
+		store      storeFlags
+		logs       logFlags
+		once       bool
 		// allowPlaintext permits --listen off loopback without TLS.
 		allowPlaintext bool
 	)
@@ -36,13 +39,22 @@ the example templates, runs demo/order_fulfillment to completion while
 printing its transitions, then keeps serving until Ctrl-C (or exits with
 --once), so other terminals can use the CLI against it.
 
+The dashboard, the REST/JSON API (/api/v1/) and /metrics are served on
+--http-listen (default 127.0.0.1:7080; empty turns it off), and dev prints
+the dashboard's URL once it is up.
+
 The global --tls-cert, --tls-key and --tls-ca apply to both services and to
-dev's own client, as for the coordinator and executor commands. dev never
-asks for tokens.`,
+dev's own client, as for the coordinator and executor commands; with them
+the dashboard is served over HTTPS. dev never asks for tokens.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := g.env.Stdout
+			if httpListen != "" {
+				if err := checkHostPort("--http-listen", httpListen, "7080"); err != nil {
+					return err
+				}
+			}
 			log, err := logs.logger(g.env.Stderr)
 			if err != nil {
 				return err
@@ -70,7 +82,7 @@ asks for tokens.`,
 			defer func() { _ = stopTracing(context.Background()) }()
 			fmt.Fprintf(out, "starting a coordinator on %s with the SQLite store %s%s\n", listen, store.db, storeNote)
 			rc, err := startCoordinator(ctx, coordinatorOptions{
-				listen: listen, store: store, grace: 5 * time.Second, log: log, tracer: tp,
+				listen: listen, httpListen: httpListen, store: store, grace: 5 * time.Second, log: log, tracer: tp,
 				security: coordinatorSecurityFlags{files: g.tls, allowPlaintext: allowPlaintext},
 			})
 			if err != nil {
@@ -91,6 +103,9 @@ asks for tokens.`,
 				<-exDone
 			}()
 			fmt.Fprintf(out, "coordinator on %s (store %s), executor on %s\n", rc.addr, store.db, exAddr)
+			if rc.httpAddr != "" {
+				fmt.Fprintf(out, "dashboard on %s\n", dashboardURL(rc.httpAddr, g.tls.cert != ""))
+			}
 
 			g.coordinator = rc.addr
 			return g.withClient(ctx, func(ctx context.Context, c *client) error {
@@ -142,12 +157,31 @@ asks for tokens.`,
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
+	cmd.Flags().StringVar(&httpListen, "http-listen", "127.0.0.1:7080", "address to serve the dashboard, the REST API (/api/v1/) and /metrics on (off when empty)")
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
 	registerInsecure(cmd, &allowPlaintext)
 	store.register(cmd, "")
 	cmd.Flags().Lookup("db").Usage = "SQLite file to keep (default: a new file in a temporary directory, removed on exit)"
 	logs.register(cmd, "error")
 	return cmd
+}
+
+// dashboardURL is the URL a browser opens for the dashboard served on
+// addr: a host the listener took as "any interface" is shown as loopback,
+// since that is an address the browser on this machine can reach.
+func dashboardURL(addr string, https bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	if https {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/"
 }
 
 // waitForExecutor waits until the coordinator has an executor connected.
