@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { JsonSyntaxError, parseJsonText } from './jsontext';
-import { checkContextText, fieldLabel, newValidator } from './schema';
+import { checkContextText, exampleContext, fieldLabel, newValidator } from './schema';
 
 describe('parseJsonText', () => {
   it('parses like JSON.parse and records where each value is', () => {
@@ -119,5 +119,27 @@ describe('fieldLabel', () => {
     expect(fieldLabel('/order_id')).toBe('order_id');
     expect(fieldLabel('/items/2/sku')).toBe('items[2].sku');
     expect(fieldLabel('/a~1b/c~0d')).toBe('a/b.c~d');
+  });
+});
+
+describe('exampleContext', () => {
+  it('fills what the schema requires', () => {
+    expect(exampleContext(orderSchema)).toEqual({ order_id: '' });
+    expect(
+      exampleContext({
+        type: 'object',
+        required: ['n', 'tags', 'nested', 'mode', 'untyped'],
+        properties: {
+          n: { type: 'integer', minimum: 1 },
+          tags: { type: 'array' },
+          nested: { type: 'object', required: ['ok'], properties: { ok: { type: 'boolean' } } },
+          mode: { enum: ['fast', 'slow'] },
+          region: { type: 'string', default: 'eu' },
+          optional: { type: 'string' },
+        },
+      }),
+    ).toEqual({ n: 1, tags: [], nested: { ok: false }, mode: 'fast', region: 'eu', untyped: null });
+    expect(exampleContext(null)).toEqual({});
+    expect(exampleContext({ type: 'string' })).toEqual({});
   });
 });

@@ -133,3 +133,47 @@ export function fieldLabel(path: string): string {
     .map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'))
     .reduce((acc, t) => (/^\d+$/.test(t) ? `${acc}[${t}]` : acc === '' ? t : `${acc}.${t}`), '');
 }
+
+/**
+ * exampleContext is a starting point for a context that a schema wants:
+ * its required properties (and any with a default) filled with their
+ * default, first example or an empty value of their type.
+ */
+export function exampleContext(schema: Record<string, unknown> | null | undefined): Record<string, unknown> {
+  const v = exampleOf(schema, 0);
+  return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+function exampleOf(schema: unknown, depth: number): unknown {
+  if (!schema || typeof schema !== 'object' || depth > 6) return null;
+  const s = schema as Record<string, unknown>;
+  if ('default' in s) return s.default;
+  if (Array.isArray(s.examples) && s.examples.length > 0) return s.examples[0];
+  if ('const' in s) return s.const;
+  if (Array.isArray(s.enum) && s.enum.length > 0) return s.enum[0];
+  const type = Array.isArray(s.type) ? s.type[0] : s.type;
+  switch (type) {
+    case 'object': {
+      const props = (s.properties ?? {}) as Record<string, unknown>;
+      const required = new Set(Array.isArray(s.required) ? (s.required as string[]) : []);
+      const out: Record<string, unknown> = {};
+      for (const [k, p] of Object.entries(props)) {
+        const hasDefault = !!p && typeof p === 'object' && 'default' in (p as object);
+        if (required.has(k) || hasDefault) out[k] = exampleOf(p, depth + 1);
+      }
+      for (const k of required) if (!(k in out)) out[k] = null;
+      return out;
+    }
+    case 'array':
+      return [];
+    case 'string':
+      return '';
+    case 'integer':
+    case 'number':
+      return typeof s.minimum === 'number' ? s.minimum : 0;
+    case 'boolean':
+      return false;
+    default:
+      return s.properties ? exampleOf({ ...s, type: 'object' }, depth) : null;
+  }
+}
