@@ -94,6 +94,9 @@ type taskRun struct {
 	// repairing is set while a repair goroutine owns the reload of a broken
 	// task, so a failure during repair never starts a second one.
 	repairing bool
+	// waitCounts is the task's share of tasker_steps_waiting as of the last
+	// scrape that found it idle; read without mu.
+	waitCounts atomic.Pointer[map[waitCount]int]
 }
 
 // active reports whether the task must stay in memory: it is unfinished, or

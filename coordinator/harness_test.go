@@ -104,7 +104,11 @@ func serveCoordinator(t testing.TB, cfg coordinator.Config, lis net.Listener) *h
 	t.Cleanup(func() {
 		_ = cc.Close()
 		srv.Stop()
-		_ = coord.Stop(context.Background())
+		// No wait for attempts still in flight (a fake executor may hold
+		// one for ever); Stop still waits for its own goroutines.
+		stopNow, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = coord.Stop(stopNow)
 	})
 	return &harness{t: t, ctx: ctx, coord: coord, addr: lis.Addr().String(), client: coordinatorv1.NewCoordinatorServiceClient(cc), log: testLogger(t)}
 }

@@ -81,7 +81,8 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		return float64(len(e.tasks))
 	})
 	executors := &executorCollector{pool: e.pool}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, active, executors} {
+	waiting := &waitingCollector{e: e}
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, active, executors, waiting} {
 		reg.MustRegister(c)
 	}
 	return m
@@ -142,5 +143,53 @@ func (c *executorCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(executorCapacityDesc, prometheus.GaugeValue, float64(e.GetCapacity()), e.GetId())
 		ch <- prometheus.MustNewConstMetric(executorInFlightDesc, prometheus.GaugeValue, float64(e.GetInFlight()), e.GetId())
 		ch <- prometheus.MustNewConstMetric(executorUpDesc, prometheus.GaugeValue, up, e.GetId())
+	}
+}
+
+// waitingCollector counts, at scrape time, the steps of the tasks running
+// here by why they wait, so alerting sees a handler no executor hosts (or
+// one short of capacity) as soon as steps queue for it. A scrape never
+// waits for a task busy with a write (a slow store must not stall
+// /metrics): such a task counts as it did at the previous scrape.
+type waitingCollector struct{ e *engine }
+
+var stepsWaitingDesc = prometheus.NewDesc("tasker_steps_waiting",
+	"Steps of the tasks this coordinator runs that wait, by reason (parents, backoff, no_executor, capacity) and handler.",
+	[]string{"reason", "handler"}, nil)
+
+// waitCount is one series of tasker_steps_waiting.
+type waitCount struct{ reason, handler string }
+
+func (c *waitingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- stepsWaitingDesc }
+
+func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
+	e := c.e
+	e.mu.Lock()
+	runs := make([]*taskRun, 0, len(e.tasks))
+	for _, tr := range e.tasks {
+		runs = append(runs, tr)
+	}
+	e.mu.Unlock()
+	counts := map[waitCount]int{}
+	now := e.now()
+	for _, tr := range runs {
+		if tr.mu.TryLock() {
+			if !tr.done && !tr.broken {
+				mine := map[waitCount]int{}
+				for id, w := range e.waitingOf(tr, now) {
+					mine[waitCount{w.reason, tr.steps[tr.byID[id]].Handler}]++
+				}
+				tr.waitCounts.Store(&mine)
+			}
+			tr.mu.Unlock()
+		}
+		if mine := tr.waitCounts.Load(); mine != nil {
+			for k, n := range *mine {
+				counts[k] += n
+			}
+		}
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(stepsWaitingDesc, prometheus.GaugeValue, float64(n), k.reason, k.handler)
 	}
 }

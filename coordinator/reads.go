@@ -13,6 +13,8 @@ type taskView struct {
 	task        *store.Task
 	steps       []*store.Step
 	transitions []*store.Transition
+	// waiting says why each waiting step waits, by step id.
+	waiting map[string]*waitReason
 }
 
 // readTask reads a task with its steps and transitions from the store.
@@ -35,7 +37,38 @@ func (e *engine) readTask(ctx context.Context, id string) (*taskView, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &taskView{task: t, steps: steps, transitions: trs}, nil
+	v := &taskView{task: t, steps: steps, transitions: trs}
+	if err := e.addWaiting(ctx, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// addWaiting says why the view's waiting steps wait. A task running here is
+// judged from the run the engine decides with; any other from its stored
+// steps, read the same way.
+func (e *engine) addWaiting(ctx context.Context, v *taskView) error {
+	if v.task.State.Terminal() {
+		return nil
+	}
+	now := e.now()
+	// A run busy with a write is not waited for: its stored steps, just
+	// read, say the same up to that write.
+	if tr := e.lookup(v.task.ID); tr != nil && tr.mu.TryLock() {
+		if !tr.done && !tr.broken {
+			v.waiting = e.waitingOf(tr, now)
+		}
+		tr.mu.Unlock()
+		if v.waiting != nil {
+			return nil
+		}
+	}
+	ct, err := e.templates.get(ctx, v.task.Namespace, v.task.Name, v.task.Version)
+	if err != nil {
+		return err
+	}
+	v.waiting = e.waitingOf(newTaskRun(v.task, ct, v.steps), now)
+	return nil
 }
 
 // taskNamespace says which namespace a task lives in, for authorization.
@@ -63,17 +96,19 @@ func (e *engine) listTasks(ctx context.Context, p *store.TaskListParams) ([]*sto
 // commit wrote. seq is the sequence number of that commit's last
 // transition, 0 when the run has committed nothing yet.
 type snapshot struct {
-	task  store.Task
-	steps []store.Step
-	seq   int64
+	task    store.Task
+	steps   []store.Step
+	seq     int64
+	waiting map[string]*waitReason
 }
 
 // snapshot copies what a run holds. The caller holds tr.mu.
-func (tr *taskRun) snapshot() *snapshot {
+func (e *engine) snapshot(tr *taskRun) *snapshot {
 	s := &snapshot{task: tr.task, steps: make([]store.Step, len(tr.steps)), seq: tr.lastSeq}
 	for i, st := range tr.steps {
 		s.steps[i] = st.Step
 	}
+	s.waiting = e.waitingOf(tr, e.now())
 	return s
 }
 
@@ -92,7 +127,7 @@ func (e *engine) view(ctx context.Context, s *snapshot) (*taskView, error) {
 		}
 		trs = trs[:n]
 	}
-	v := &taskView{task: &s.task, steps: make([]*store.Step, len(s.steps)), transitions: trs}
+	v := &taskView{task: &s.task, steps: make([]*store.Step, len(s.steps)), transitions: trs, waiting: s.waiting}
 	for i := range s.steps {
 		v.steps[i] = &s.steps[i]
 	}

@@ -46,7 +46,9 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 }
 
 func (s *server) toProto(v *taskView) *coordinatorv1.Task {
-	return taskToProto(v.task, v.steps, v.transitions, s.meta)
+	p := taskToProto(v.task, v.steps, v.transitions, s.meta)
+	waitingToProto(p, v.waiting)
+	return p
 }
 
 func (s *server) GetTask(ctx context.Context, req *coordinatorv1.GetTaskRequest) (*coordinatorv1.GetTaskResponse, error) {

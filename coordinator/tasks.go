@@ -133,7 +133,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	e.mu.Unlock()
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
-	return &taskView{task: got, steps: created.Steps, transitions: created.Transitions}, true, nil
+	return &taskView{task: got, steps: created.Steps, transitions: created.Transitions, waiting: e.waitingOf(tr, now)}, true, nil
 }
 
 // createUnknown handles a creation whose write failed without saying
@@ -217,7 +217,7 @@ func (e *engine) withTask(ctx context.Context, id string, fn func(tr *taskRun) e
 			return nil, errRepairing
 		}
 		err := fn(tr)
-		snap := tr.snapshot()
+		snap := e.snapshot(tr)
 		if !tr.done && !tr.broken && !tr.active() {
 			e.retire(tr)
 		}

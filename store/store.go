@@ -101,12 +101,25 @@ type Store interface {
 	// order, with their sequence numbers.
 	TaskAdvance(ctx context.Context, params *TaskAdvanceParams) ([]*Transition, error)
 
+	// TaskListFinished returns the tasks of one template (of one version,
+	// when Version is set) that are in a final state (complete, error,
+	// cancelled or resolved_manually) and reached it in [Since, Until):
+	// their UpdatedAt, which moves only with the task's own state, is in
+	// the window. Latest first (by UpdatedAt, then ID), at most Limit. It
+	// reads an index of finished tasks by template and UpdatedAt, so it
+	// costs in proportion to the template's tasks that finished in the
+	// window, however many are stored outside it.
+	TaskListFinished(ctx context.Context, params *TaskListFinishedParams) ([]*Task, error)
+
 	// StepList returns the steps of the given tasks, ordered by task then
 	// position in the template.
 	StepList(ctx context.Context, taskIDs ...string) ([]*Step, error)
 	// TransitionList returns a task's transitions (task and step) with Seq
 	// greater than AfterSeq, oldest first.
 	TransitionList(ctx context.Context, params *TransitionListParams) ([]*Transition, error)
+	// TransitionListTasks returns the transitions (task and step) of the
+	// given tasks, ordered by task then Seq.
+	TransitionListTasks(ctx context.Context, taskIDs ...string) ([]*Transition, error)
 
 	// LeaseAcquire starts a lease for a coordinator with a fresh token,
 	// larger than every token issued before. It replaces any lease held

@@ -42,6 +42,42 @@ type stepJSON struct {
 	Results     any              `json:"results"`
 	Error       *stepErrorJSON   `json:"error"`
 	Transitions []transitionJSON `json:"transitions"`
+	// Waiting says why a step that is neither running nor finished waits;
+	// omitted otherwise.
+	Waiting *waitingJSON `json:"waiting,omitempty"`
+}
+
+// waitingJSON is a step's waiting reason: {"reason":"parents","on":[…]},
+// {"reason":"backoff","until":"…"}, {"reason":"no_executor","handler":"…"}
+// or {"reason":"capacity","handler":"…"}.
+type waitingJSON struct {
+	Reason  string   `json:"reason"`
+	On      []string `json:"on,omitempty"`
+	Until   string   `json:"until,omitempty"`
+	Handler string   `json:"handler,omitempty"`
+}
+
+func toWaitingJSON(w *coordinatorv1.Waiting) *waitingJSON {
+	if w == nil {
+		return nil
+	}
+	return &waitingJSON{Reason: w.GetReason(), On: w.GetOn(), Until: formatTime(w.GetUntil()), Handler: w.GetHandler()}
+}
+
+// waitingText is a waiting reason as the human table shows it.
+func waitingText(w *coordinatorv1.Waiting) string {
+	switch {
+	case w == nil:
+		return ""
+	case len(w.GetOn()) > 0:
+		return w.GetReason() + ": " + strings.Join(w.GetOn(), ", ")
+	case w.GetUntil() != nil:
+		return w.GetReason() + " until " + shortTime(w.GetUntil())
+	case w.GetHandler() != "":
+		return w.GetReason() + ": " + w.GetHandler()
+	default:
+		return w.GetReason()
+	}
 }
 
 // stepErrorJSON is the last failed attempt of a step.
@@ -104,6 +140,7 @@ func toStepJSON(s *coordinatorv1.Step) stepJSON {
 		State:       statepb.Name(s.GetState()),
 		Attempts:    s.GetAttempts(),
 		Transitions: make([]transitionJSON, 0, len(s.GetTransitions())),
+		Waiting:     toWaitingJSON(s.GetWaiting()),
 	}
 	if s.GetResults() != nil {
 		out.Results = s.GetResults().AsInterface()
@@ -174,13 +211,14 @@ func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  STEP\tSTATE\tATTEMPTS\tHANDLER\tERROR")
+	fmt.Fprintln(tw, "  STEP\tSTATE\tATTEMPTS\tHANDLER\tWAITING\tERROR")
 	for _, s := range t.GetSteps() {
 		attempts := fmt.Sprint(s.GetAttempts())
 		if s.GetMaxAttempts() > 0 {
 			attempts += fmt.Sprintf("/%d", s.GetMaxAttempts())
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.GetName(), statepb.Name(s.GetState()), attempts, s.GetHandler(), oneLine(s.GetError().GetMessage()))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.GetName(), statepb.Name(s.GetState()), attempts, s.GetHandler(),
+			waitingText(s.GetWaiting()), oneLine(s.GetError().GetMessage()))
 	}
 	return flush(tw)
 }

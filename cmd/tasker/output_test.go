@@ -68,7 +68,8 @@ func fixtureTask(t *testing.T) *coordinatorv1.Task {
 			},
 			{
 				Name: "charge", Handler: "flaky", DependsOn: []string{"validate"}, State: coordinatorv1.State_STATE_ERROR, Attempts: 1, MaxAttempts: 3,
-				Error: &coordinatorv1.StepError{Message: "card <declined> & retry", ErrorClass: "CardError", Retryable: true},
+				Error:   &coordinatorv1.StepError{Message: "card <declined> & retry", ErrorClass: "CardError", Retryable: true},
+				Waiting: &coordinatorv1.Waiting{Reason: "backoff", Until: ts(t, "2026-01-02T03:04:07Z")},
 				Transitions: []*coordinatorv1.Transition{
 					tr(p, ip, "2026-01-02T03:04:05.4Z", "dispatched"),
 					tr(ip, coordinatorv1.State_STATE_ERROR, "2026-01-02T03:04:05.5Z", "failed"),
@@ -81,7 +82,8 @@ func fixtureTask(t *testing.T) *coordinatorv1.Task {
 					tr(p, coordinatorv1.State_STATE_RESOLVED_MANUALLY, "2026-01-02T03:04:05.6Z", "operator"),
 				},
 			},
-			{Name: "ship", Handler: "noop", DependsOn: []string{"charge", "reserve"}, State: p},
+			{Name: "ship", Handler: "noop", DependsOn: []string{"charge", "reserve"}, State: p,
+				Waiting: &coordinatorv1.Waiting{Reason: "parents", On: []string{"charge"}}},
 		},
 	}
 }
@@ -107,13 +109,14 @@ const fixtureTaskJSON = `{
      "results": null, "error": {"message": "card <declined> & retry", "class": "CardError", "retryable": true},
      "transitions": [
        {"from": "pending", "to": "in_progress", "at": "2026-01-02T03:04:05.4Z", "reason": "dispatched"},
-       {"from": "in_progress", "to": "error", "at": "2026-01-02T03:04:05.5Z", "reason": "failed"}]},
+       {"from": "in_progress", "to": "error", "at": "2026-01-02T03:04:05.5Z", "reason": "failed"}],
+     "waiting": {"reason": "backoff", "until": "2026-01-02T03:04:07Z"}},
     {"name": "reserve", "handler": "sleep", "depends_on": ["validate"], "state": "resolved_manually", "attempts": 0,
      "results": "by hand", "error": null,
      "transitions": [
        {"from": "pending", "to": "resolved_manually", "at": "2026-01-02T03:04:05.6Z", "reason": "operator"}]},
     {"name": "ship", "handler": "noop", "depends_on": ["charge", "reserve"], "state": "pending", "attempts": 0,
-     "results": null, "error": null, "transitions": []}
+     "results": null, "error": null, "transitions": [], "waiting": {"reason": "parents", "on": ["charge"]}}
   ]
 }`
 
@@ -152,8 +155,8 @@ func TestTaskHumanOutput(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
 	require.Len(t, lines, 6, b.String())
 	require.Equal(t, "task t-1  demo/order_fulfillment@1.0.0  in_progress  steps 2/4  created 2026-01-02T03:04:05Z", lines[0])
-	require.Equal(t, []string{"STEP", "STATE", "ATTEMPTS", "HANDLER", "ERROR"}, strings.Fields(lines[1]))
+	require.Equal(t, []string{"STEP", "STATE", "ATTEMPTS", "HANDLER", "WAITING", "ERROR"}, strings.Fields(lines[1]))
 	require.Equal(t, []string{"validate", "complete", "1/3", "echo"}, strings.Fields(lines[2]))
-	require.Equal(t, []string{"charge", "error", "1/3", "flaky", "card", "<declined>", "&", "retry"}, strings.Fields(lines[3]))
-	require.Equal(t, []string{"ship", "pending", "0", "noop"}, strings.Fields(lines[5]))
+	require.Equal(t, []string{"charge", "error", "1/3", "flaky", "backoff", "until", "2026-01-02T03:04:07Z", "card", "<declined>", "&", "retry"}, strings.Fields(lines[3]))
+	require.Equal(t, []string{"ship", "pending", "0", "noop", "parents:", "charge"}, strings.Fields(lines[5]))
 }

@@ -208,6 +208,7 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newTaskCmd(g),
 		newStepCmd(g),
 		newExecutorsCmd(g),
+		newAnalyticsCmd(g),
 		newCoordinatorCmd(g),
 		newExecutorCmd(g),
 		newDevCmd(g),

@@ -7,9 +7,9 @@
 // skip them.
 //
 // Cases are split by area (templates.go, task_create.go, task_advance.go,
-// listing.go, concurrency.go, leases.go, take.go, lifecycle.go), and
-// subtests are named after the interface method they exercise, so a failure
-// names the method at fault.
+// listing.go, finished.go, concurrency.go, leases.go, take.go,
+// lifecycle.go), and subtests are named after the interface method they
+// exercise, so a failure names the method at fault.
 package storetest
 
 import (
@@ -62,6 +62,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.taskCreate(t)
 	s.taskAdvance(t)
 	s.listing(t)
+	s.finished(t)
 	s.concurrency(t)
 	s.leases(t)
 	s.taskTake(t)

@@ -1,0 +1,76 @@
+package coordinator
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/plan"
+	"github.com/tasker-go/tasker/state"
+)
+
+// The waiting reasons, as the API and the metrics name them.
+const (
+	waitParents    = "parents"
+	waitBackoff    = "backoff"
+	waitNoExecutor = "no_executor"
+	waitCapacity   = "capacity"
+)
+
+// waitReason is why one step waits.
+type waitReason struct {
+	reason  string
+	on      []string  // parents
+	until   time.Time // backoff
+	handler string    // no_executor, capacity
+}
+
+// waitingOf says why each step of a run waits, by step id; steps that run,
+// finished or failed for good are absent, as are all steps of a task that
+// is not running. The stages come from plan.Wait, which reads the view
+// readiness decides with; a step that may run now waits for a slot, and
+// whether any connected executor hosts its handler says which kind. The
+// caller holds tr.mu, or tr is its own.
+func (e *engine) waitingOf(tr *taskRun, now time.Time) map[string]*waitReason {
+	if tr.task.State != state.Pending && tr.task.State != state.InProgress {
+		return nil
+	}
+	out := map[string]*waitReason{}
+	for i, s := range tr.steps {
+		stage, parents, until := plan.Wait(tr.view, i, now)
+		var w *waitReason
+		switch stage {
+		case plan.StageNone:
+			continue
+		case plan.StageParents:
+			w = &waitReason{reason: waitParents, on: make([]string, len(parents))}
+			for k, p := range parents {
+				w.on[k] = tr.steps[p].Name
+			}
+		case plan.StageBackoff:
+			w = &waitReason{reason: waitBackoff, until: until}
+		case plan.StageSlot:
+			w = &waitReason{reason: waitCapacity, handler: s.Handler}
+			if !e.pool.hosted(s.Handler) {
+				w.reason = waitNoExecutor
+			}
+		}
+		out[s.ID] = w
+	}
+	return out
+}
+
+// waitingToProto sets each step's waiting reason.
+func waitingToProto(p *coordinatorv1.Task, waiting map[string]*waitReason) {
+	for _, st := range p.GetSteps() {
+		w := waiting[st.GetId()]
+		if w == nil {
+			continue
+		}
+		st.Waiting = &coordinatorv1.Waiting{Reason: w.reason, On: w.on, Handler: w.handler}
+		if !w.until.IsZero() {
+			st.Waiting.Until = timestamppb.New(w.until)
+		}
+	}
+}
