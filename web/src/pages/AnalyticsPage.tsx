@@ -19,6 +19,13 @@ function pct(x: number | undefined): string {
   return `${((x ?? 0) * 100).toFixed(1)}%`;
 }
 
+/** perMinute keeps two significant digits of small rates, which would otherwise read as 0.00. */
+function perMinute(x: number | undefined): string {
+  const v = x ?? 0;
+  if (v === 0) return '0';
+  return v >= 10 ? v.toFixed(1) : v >= 0.01 ? v.toFixed(2) : v.toPrecision(2);
+}
+
 function int(s: string | undefined): string {
   return String(Number(s ?? 0));
 }
@@ -146,17 +153,19 @@ export function AnalyticsPage({ namespace, name }: { namespace?: string; name?: 
           </p>
           <div className="stats">
             <Stat label="tasks finished" value={int(a.tasksFinished)} metric="tasks_finished" />
-            <Stat label="throughput" value={`${(a.throughputPerMinute ?? 0).toFixed(2)}/min`} metric="throughput" />
+            <Stat label="throughput" value={`${perMinute(a.throughputPerMinute)}/min`} metric="throughput" />
             <Stat label="success rate" value={pct(a.successRate)} metric="success_rate" sub={<><span data-metric="completed">{int(a.completed)}</span> completed</>} />
             <Stat label="error rate" value={pct(a.errorRate)} metric="error_rate" sub={<><span data-metric="errored">{int(a.errored)}</span> errored</>} />
             <Stat label="cancel rate" value={pct(a.cancelRate)} metric="cancel_rate" sub={<><span data-metric="cancelled">{int(a.cancelled)}</span> cancelled · <span data-metric="resolved">{int(a.resolved)}</span> resolved</>} />
             <Stat label="retry rate" value={pct(a.retryRate)} metric="retry_rate" sub="attempts that were retries" />
             <Stat
-              label="duration p50 / p95 / p99"
-              value={`${formatProtoDuration(a.duration?.p50)} / ${formatProtoDuration(a.duration?.p95)} / ${formatProtoDuration(a.duration?.p99)}`}
-              metric="duration"
+              label="duration p50"
+              value={formatProtoDuration(a.duration?.p50)}
+              metric="duration_p50"
               sub={`creation to final state, ${int(a.duration?.count)} tasks`}
             />
+            <Stat label="duration p95" value={formatProtoDuration(a.duration?.p95)} metric="duration_p95" />
+            <Stat label="duration p99" value={formatProtoDuration(a.duration?.p99)} metric="duration_p99" />
             <Stat
               label="bottleneck step"
               value={a.bottleneckStep || '—'}
