@@ -201,6 +201,16 @@ func countNodes(state string) string {
 	return fmt.Sprintf(`document.querySelectorAll('.dag-node[data-state="%s"]').length`, state)
 }
 
+// getTask reads task get -o json (or task create -o json) for the fields
+// this test uses; unlike decodeTask it accepts fields it does not know,
+// such as a waiting step's "waiting".
+func getTask(t *testing.T, out string) taskJSON {
+	t.Helper()
+	var task taskJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &task), out)
+	return task
+}
+
 // dashboardStepStats is what analytics reports per step, computed here
 // from task get's transitions.
 type dashboardStepStats struct{ attempts, retries, failures int }
@@ -295,12 +305,12 @@ func TestDashboard(t *testing.T) {
 	b.waitVisible(`[data-step-panel="charge"]`)
 	b.waitVisible(`[data-step-panel="charge"] .attempts tr.failed`)
 	b.shot("task-complete-with-retried-step")
-	require.Equal(t, "complete", decodeTask(t, c.tasker("task", "get", checkout, "-o", "json")).State)
+	require.Equal(t, "complete", getTask(t, c.tasker("task", "get", checkout, "-o", "json")).State)
 
 	// A step that failed shows its error; Retry task completes the task.
-	failed := decodeTask(t, c.tasker("task", "create", "dash/flaky", "--context", `{"n":0}`, "-o", "json")).ID
+	failed := getTask(t, c.tasker("task", "create", "dash/flaky", "--context", `{"n":0}`, "-o", "json")).ID
 	require.Eventually(t, func() bool {
-		return decodeTask(t, c.tasker("task", "get", failed, "-o", "json")).State == "error"
+		return getTask(t, c.tasker("task", "get", failed, "-o", "json")).State == "error"
 	}, 30*time.Second, 50*time.Millisecond)
 	b.open("/tasks/" + failed)
 	b.waitVisible(`.dag-node[data-step="b"][data-state="STATE_ERROR"]`)
@@ -314,10 +324,10 @@ func TestDashboard(t *testing.T) {
 	b.waitFor("the retried task completes", countNodes("STATE_COMPLETE")+` === 3`)
 	b.waitFor("the task's badge turns complete", `!!document.querySelector('.title-row .badge[data-state="STATE_COMPLETE"]')`)
 	b.shot("task-retried-and-complete")
-	require.Equal(t, "complete", decodeTask(t, c.tasker("task", "get", failed, "-o", "json")).State)
+	require.Equal(t, "complete", getTask(t, c.tasker("task", "get", failed, "-o", "json")).State)
 
 	// A step whose handler no executor hosts says so at once.
-	gpu := decodeTask(t, c.tasker("task", "create", "dash/gpu", "-o", "json")).ID
+	gpu := getTask(t, c.tasker("task", "create", "dash/gpu", "-o", "json")).ID
 	b.open("/tasks/" + gpu + "?step=render")
 	waiting := b.text(`[data-step-panel="render"] [data-waiting="no_executor"]`)
 	require.Contains(t, waiting, `no connected executor hosts its handler "gpu_render"`)
@@ -333,13 +343,13 @@ func TestDashboard(t *testing.T) {
 	// More tasks of dash/flaky, left in error, for the list and analytics.
 	ids := []string{failed}
 	for i := 1; i <= 3; i++ {
-		ids = append(ids, decodeTask(t, c.tasker("task", "create", "dash/flaky", "--context", fmt.Sprintf(`{"n":%d}`, i), "-o", "json")).ID)
+		ids = append(ids, getTask(t, c.tasker("task", "create", "dash/flaky", "--context", fmt.Sprintf(`{"n":%d}`, i), "-o", "json")).ID)
 	}
 	tasks := make([]taskJSON, 0, len(ids))
 	require.Eventually(t, func() bool {
 		tasks = tasks[:0]
 		for _, id := range ids {
-			task := decodeTask(t, c.tasker("task", "get", id, "-o", "json"))
+			task := getTask(t, c.tasker("task", "get", id, "-o", "json"))
 			if task.State != "complete" && task.State != "error" {
 				return false
 			}
