@@ -56,6 +56,7 @@ func methodAccess() map[string]auth.Access {
 		coordinatorv1.CoordinatorService_WatchTask_FullMethodName:        auth.AccessRead,
 		coordinatorv1.CoordinatorService_ListExecutors_FullMethodName:    auth.AccessRead,
 		coordinatorv1.CoordinatorService_GetAnalytics_FullMethodName:     auth.AccessRead,
+		coordinatorv1.CoordinatorService_CountTasks_FullMethodName:       auth.AccessRead,
 		coordinatorv1.CoordinatorService_RegisterTemplate_FullMethodName: auth.AccessWrite,
 		coordinatorv1.CoordinatorService_CreateTask_FullMethodName:       auth.AccessWrite,
 		coordinatorv1.CoordinatorService_CancelTask_FullMethodName:       auth.AccessWrite,

@@ -91,6 +91,10 @@ type Store interface {
 	// Limit is honoured exactly, so a caller may ask for one more row than
 	// it shows to learn whether another page exists.
 	TaskList(ctx context.Context, params *TaskListParams) ([]*Task, error)
+	// TaskCount counts tasks by state, filtered by TaskCountParams, in the
+	// order of state.All, leaving out states with none. It is answered
+	// from an index (one entry per task, no task row read).
+	TaskCount(ctx context.Context, params *TaskCountParams) ([]StateCount, error)
 	// TaskListActive returns tasks in pending or in_progress, oldest first,
 	// after AfterID; the coordinator resumes them on start.
 	TaskListActive(ctx context.Context, params *TaskListActiveParams) ([]*Task, error)

@@ -39,13 +39,14 @@ the example templates, runs demo/order_fulfillment to completion while
 printing its transitions, then keeps serving until Ctrl-C (or exits with
 --once), so other terminals can use the CLI against it.
 
-The dashboard, the REST/JSON API (/api/v1/) and /metrics are served on
---http-listen (default 127.0.0.1:7080; empty turns it off), and dev prints
-the dashboard's URL once it is up.
+--http-listen serves the dashboard at /, the REST/JSON API under /api/v1/
+(its OpenAPI document at /api/openapi.json), /metrics and the health checks
+/healthz/live and /healthz/ready; dev prints the dashboard's URL once it is
+up. Give it an empty value to serve no HTTP.
 
 The global --tls-cert, --tls-key and --tls-ca apply to both services and to
-dev's own client, as for the coordinator and executor commands; with them
-the dashboard is served over HTTPS. dev never asks for tokens.`,
+dev's own client, as for the coordinator and executor commands (HTTPS then
+too). dev never asks for tokens.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -104,7 +105,9 @@ the dashboard is served over HTTPS. dev never asks for tokens.`,
 			}()
 			fmt.Fprintf(out, "coordinator on %s (store %s), executor on %s\n", rc.addr, store.db, exAddr)
 			if rc.httpAddr != "" {
-				fmt.Fprintf(out, "dashboard on %s\n", dashboardURL(rc.httpAddr, g.tls.cert != ""))
+				https := g.tls.cert != ""
+				fmt.Fprintf(out, "dashboard on %s\n", dashboardURL(rc.httpAddr, https))
+				fmt.Fprintf(out, "REST/JSON API on %sapi/v1/ (OpenAPI document at /api/openapi.json)\n", dashboardURL(rc.httpAddr, https))
 			}
 
 			g.coordinator = rc.addr
@@ -157,7 +160,7 @@ the dashboard is served over HTTPS. dev never asks for tokens.`,
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
-	cmd.Flags().StringVar(&httpListen, "http-listen", "127.0.0.1:7080", "address to serve the dashboard, the REST API (/api/v1/) and /metrics on (off when empty)")
+	cmd.Flags().StringVar(&httpListen, "http-listen", "127.0.0.1:7080", "address to serve the dashboard, the REST/JSON API, /metrics and health checks on (empty: none)")
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
 	registerInsecure(cmd, &allowPlaintext)
 	store.register(cmd, "")

@@ -15,7 +15,7 @@ import (
 func TestDevRemovesItsTemporaryStore(t *testing.T) {
 	t.Parallel()
 	tmp := t.TempDir()
-	res := runCLIEnv(t, cliEnvFor(map[string]string{"TMPDIR": tmp}), "dev", "--once", "--listen", "127.0.0.1:0")
+	res := runCLIEnv(t, cliEnvFor(map[string]string{"TMPDIR": tmp}), "dev", "--once", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	require.Equal(t, 0, res.code, res.stderr)
 	lines := strings.Split(res.stdout, "\n")
 	require.Regexp(t, `^starting a coordinator on 127\.0\.0\.1:0 with the SQLite store `+regexp.QuoteMeta(tmp)+`/tasker-dev-\d+/tasker\.db, removed on exit; give --db to keep one$`, lines[0])
@@ -27,7 +27,7 @@ func TestDevRemovesItsTemporaryStore(t *testing.T) {
 
 	// A store the user names is theirs to keep.
 	db := filepath.Join(t.TempDir(), "mine.db")
-	res = runCLIEnv(t, cliEnvFor(map[string]string{"TMPDIR": tmp}), "dev", "--once", "--listen", "127.0.0.1:0", "--db", db)
+	res = runCLIEnv(t, cliEnvFor(map[string]string{"TMPDIR": tmp}), "dev", "--once", "--listen", "127.0.0.1:0", "--http-listen", "", "--db", db)
 	require.Equal(t, 0, res.code, res.stderr)
 	require.True(t, strings.HasPrefix(res.stdout, "starting a coordinator on 127.0.0.1:0 with the SQLite store "+db+"\n"), res.stdout)
 	require.FileExists(t, db)

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tasker-go/tasker"
 	"github.com/tasker-go/tasker/auth"
 )
 
@@ -42,51 +45,117 @@ type httpServer struct {
 	done chan struct{}
 }
 
-// serveHTTP serves /metrics, /healthz and, when withPprof, /debug/pprof on
-// addr until stop. sec decides TLS and tokens; every path but /healthz
-// needs a read token when tokens are on, since what is served here (and
-// the dashboard and REST API to come) tells a caller as much as the read
-// RPCs do.
-func serveHTTP(addr string, reg *prometheus.Registry, withPprof bool, sec httpSecurity, log *slog.Logger) (*httpServer, error) {
+// httpConfig is what one --http-listen server serves.
+type httpConfig struct {
+	addr  string
+	reg   *prometheus.Registry
+	pprof bool
+	sec   httpSecurity
+	log   *slog.Logger
+	// ready answers /healthz/ready; nil is ready whenever the process
+	// serves.
+	ready func(context.Context) error
+	// api, when set, serves the REST/JSON API under /api/v1/. It checks
+	// tokens itself (the coordinator does, for each call), so it is not
+	// behind the guard, and /api/openapi.json is served beside it.
+	api *apiGateway
+}
+
+// readyTimeout bounds one readiness check, whatever the probe allows.
+const readyTimeout = 5 * time.Second
+
+// serveHTTP serves cfg on cfg.addr until stop. cfg.sec decides TLS and
+// tokens. Public are the health checks (/healthz, /healthz/live,
+// /healthz/ready), which orchestrators call without tokens, and
+// /api/openapi.json, which describes the API as gRPC reflection does; the
+// REST API answers for itself, as the coordinator's RPCs do; everything
+// else (/metrics, /debug/pprof) needs a read token when tokens are on,
+// since it tells a caller as much as the read RPCs do.
+func serveHTTP(cfg httpConfig) (*httpServer, error) {
+	guarded := http.NewServeMux()
+	guarded.Handle("GET /metrics", promhttp.HandlerFor(cfg.reg, promhttp.HandlerOpts{Registry: cfg.reg}))
+	if cfg.pprof {
+		guarded.HandleFunc("/debug/pprof/", pprof.Index)
+		guarded.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		guarded.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		guarded.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		guarded.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	guard := auth.NewHTTPGuard(auth.HTTPGuardConfig{Authenticator: cfg.sec.authn, Need: auth.AccessRead, Logger: cfg.log})
+
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	guard := auth.NewHTTPGuard(auth.HTTPGuardConfig{
-		Authenticator: sec.authn, Need: auth.AccessRead, Public: []string{"/healthz"}, Logger: log,
+	mux.HandleFunc("GET /healthz/live", func(w http.ResponseWriter, _ *http.Request) {
+		writeHealth(w, nil)
 	})
-	lis, err := net.Listen("tcp", addr)
+	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		if cfg.ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			err = cfg.ready(ctx)
+			cancel()
+		}
+		writeHealth(w, err)
+	})
+	if cfg.api != nil {
+		mux.Handle("/api/v1/", cfg.api.handler)
+		mux.HandleFunc("GET /api/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, tasker.OpenAPI())
+		})
+	}
+	mux.Handle("/", guard.Wrap(guarded))
+
+	lis, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		return nil, fmt.Errorf("--http-listen: listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("--http-listen: listen on %s: %w", cfg.addr, err)
 	}
 	h := &httpServer{
 		addr: lis.Addr().String(),
-		srv:  &http.Server{Handler: guard.Wrap(mux), ReadHeaderTimeout: 10 * time.Second, TLSConfig: sec.tls},
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: cfg.sec.tls},
 		done: make(chan struct{}),
+	}
+	if cfg.api != nil {
+		// Streams never end by themselves; unary calls are left to finish.
+		h.srv.RegisterOnShutdown(cfg.api.endStreams)
 	}
 	go func() {
 		defer close(h.done)
 		var err error
-		if sec.tls != nil {
+		if cfg.sec.tls != nil {
 			// The certificate is in TLSConfig already.
 			err = h.srv.ServeTLS(lis, "", "")
 		} else {
 			err = h.srv.Serve(lis)
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "err", err)
+			cfg.log.Error("http server stopped", "err", err)
 		}
 	}()
-	log.Info("http serving", "addr", h.addr, "pprof", withPprof, "tls", sec.tls != nil, "tokens", sec.authn != nil)
+	cfg.log.Info("http serving", "addr", h.addr, "api", cfg.api != nil, "pprof", cfg.pprof, "tls", cfg.sec.tls != nil, "tokens", cfg.sec.authn != nil)
 	return h, nil
+}
+
+// health is the body of /healthz/live and /healthz/ready.
+type health struct {
+	Status string `json:"status"`
+	// Reason says why a check failed.
+	Reason string `json:"reason,omitempty"`
+}
+
+// writeHealth answers a health check: 200 {"status":"ok"}, or 503 with
+// what is wrong.
+func writeHealth(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	body := health{Status: "ok"}
+	if err != nil {
+		body = health{Status: "unavailable", Reason: err.Error()}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // stop shuts the server down, giving requests in progress a few seconds,

@@ -100,6 +100,8 @@ type runningCoordinator struct {
 	httpAddr string
 	// http serves --http-listen; nil when off.
 	http *httpServer
+	// api is the REST/JSON gateway http serves; nil when off.
+	api *apiGateway
 }
 
 // startCoordinator opens the store, resumes unfinished tasks and serves the
@@ -150,10 +152,23 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		_ = st.Close()
 		return nil, err
 	}
-	var httpSrv *httpServer
-	httpAddr := ""
+	var (
+		httpSrv  *httpServer
+		api      *apiGateway
+		httpAddr string
+	)
 	if opts.httpListen != "" {
-		if httpSrv, err = serveHTTP(opts.httpListen, reg, opts.pprof, sec.http, opts.log); err != nil {
+		api, err = newAPIGateway(apiConfig{
+			target: loopbackTarget(lis.Addr().String()), dial: sec.loopback, executorCAs: sec.security.ExecutorCAs,
+			maxRequestBytes: opts.limits.MaxRequestBytes, reg: reg,
+		})
+		if err == nil {
+			httpSrv, err = serveHTTP(httpConfig{
+				addr: opts.httpListen, reg: reg, pprof: opts.pprof, sec: sec.http, log: opts.log, ready: coord.Ready, api: api,
+			})
+		}
+		if err != nil {
+			api.close()
 			_ = lis.Close()
 			_ = coord.Stop(ctx)
 			_ = st.Close()
@@ -168,7 +183,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	reflection.Register(srv)
 	rc := &runningCoordinator{
 		addr: lis.Addr().String(), httpAddr: httpAddr, store: st, coord: coord, srv: srv, done: make(chan error, 1),
-		shutdown: opts.shutdown, log: opts.log, http: httpSrv,
+		shutdown: opts.shutdown, log: opts.log, http: httpSrv, api: api,
 	}
 	go func() { rc.done <- srv.Serve(lis) }()
 	if sec.security.Authenticator == nil && auth.CheckPlaintextListen(opts.listen) != nil {
@@ -192,6 +207,9 @@ func (rc *runningCoordinator) stop() error {
 	if err := rc.coord.Stop(ctx); err != nil {
 		rc.log.Warn("stopped with attempts in flight", "err", err)
 	}
+	// Before the gRPC server: the REST API's streams are calls to it,
+	// which its graceful stop would wait for.
+	rc.http.stop()
 	stopped := make(chan struct{})
 	go func() {
 		rc.srv.GracefulStop()
@@ -202,7 +220,7 @@ func (rc *runningCoordinator) stop() error {
 	case <-time.After(5 * time.Second):
 		rc.srv.Stop()
 	}
-	rc.http.stop()
+	rc.api.close()
 	return rc.store.Close()
 }
 
@@ -234,10 +252,16 @@ register templates, create, cancel, retry, resolve) and executor
 listing tasks without --namespace needs a token granted "*" or exactly one
 namespace.
 
---http-listen follows the same rules: HTTPS with --tls-cert and --tls-key
-(client certificates only with --tls-client-ca), plaintext only on loopback
-unless --insecure, and with tokens on every path but /healthz needs
-"Authorization: Bearer <token>" of a token with read access.`,
+--http-listen serves the REST/JSON API under /api/v1/ (every RPC as JSON;
+its OpenAPI document at /api/openapi.json), /metrics and the health checks
+/healthz, /healthz/live and /healthz/ready (200 while this coordinator holds
+a live lease and its store answers, else 503 with the reason). It follows
+the same rules: HTTPS with --tls-cert and --tls-key (client certificates only
+with --tls-client-ca), plaintext only on loopback unless --insecure. The REST
+API calls this coordinator's own listener with the caller's
+"Authorization: Bearer <token>", so each call needs what the RPC needs over
+gRPC; with tokens on, /metrics and /debug/pprof need a token with read
+access; the health checks and the OpenAPI document need none.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.validate(); err != nil {
@@ -281,8 +305,8 @@ unless --insecure, and with tokens on every path but /healthz needs
 	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
 	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
 	f.IntVar(&opts.limits.MaxSteps, "max-steps", template.DefaultMaxSteps, "most steps a template may have")
-	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", 8<<20, "largest gRPC request accepted, in bytes")
-	f.StringVar(&opts.httpListen, "http-listen", "", "serve /metrics and /healthz on this address (off when empty)")
+	f.IntVar(&opts.limits.MaxRequestBytes, "max-request-bytes", defaultMaxRequestBytes, "largest gRPC request (and REST API request body) accepted, in bytes")
+	f.StringVar(&opts.httpListen, "http-listen", "", "serve the REST/JSON API (/api/v1/, /api/openapi.json), /metrics and /healthz, /healthz/live, /healthz/ready on this address (off when empty)")
 	f.BoolVar(&opts.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on the --http-listen address")
 	opts.store.register(cmd, "tasker.db")
 	opts.security.register(cmd)
@@ -330,6 +354,11 @@ type coordinatorSecurity struct {
 	security coordinator.Security
 	// http protects --http-listen.
 	http httpSecurity
+	// loopback is how the REST API reaches this coordinator's own
+	// listener: its transport security (see loopbackTLS), presenting the
+	// coordinator's certificate where the listener requires one of every
+	// caller.
+	loopback []grpc.DialOption
 	// tlsMode and authMode describe the setup in the startup log.
 	tlsMode, authMode string
 }
@@ -349,6 +378,7 @@ func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, e
 			return nil, err
 		}
 		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		out.loopback = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	} else {
 		cert, err := f.files.keyPair()
 		if err != nil {
@@ -386,6 +416,9 @@ func (f *coordinatorSecurityFlags) build(listen string) (*coordinatorSecurity, e
 		}
 		out.dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(auth.ClientTLS(mesh, cert)))}
 		out.security.ExecutorCAs = mesh
+		if out.loopback, err = loopbackDial(cert, mode == tls.RequireAndVerifyClientCert); err != nil {
+			return nil, err
+		}
 	}
 	out.peerDial = slices.Clone(out.dial)
 	if f.executorSecret != "" {

@@ -108,7 +108,7 @@ func runExecutor(ctx context.Context, opts executorOptions) (*runningExecutor, e
 	}
 	var httpSrv *httpServer
 	if opts.httpListen != "" {
-		if httpSrv, err = serveHTTP(opts.httpListen, reg, false, sec.http, opts.log); err != nil {
+		if httpSrv, err = serveHTTP(httpConfig{addr: opts.httpListen, reg: reg, sec: sec.http, log: opts.log, ready: func(context.Context) error { return ex.Ready() }}); err != nil {
 			_ = lis.Close()
 			return nil, err
 		}
@@ -166,14 +166,14 @@ func newExecutorCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&opts.listen, "listen", "127.0.0.1:7071", "address to serve the executor on")
-	cmd.Flags().StringVar(&opts.httpListen, "http-listen", "", "serve the executor's /metrics and /healthz on this address (off when empty)")
+	cmd.Flags().StringVar(&opts.httpListen, "http-listen", "", "serve the executor's /metrics and health checks (/healthz, /healthz/live, /healthz/ready: ready while a coordinator has an Execute stream open) on this address (off when empty)")
 	cmd.Flags().StringVar(&opts.advertise, "advertise", "", "address the coordinator should dial (default: the listen address)")
 	cmd.Flags().StringVar(&opts.id, "id", "", "executor id (default: random)")
 	cmd.Flags().IntVar(&opts.capacity, "capacity", executor.DefaultCapacity, "steps run at once")
 	cmd.Flags().StringSliceVar(&opts.coordinators, "coordinators", nil, "further coordinators (ADDR[,ADDR...]) to register with besides --coordinator, when several share one database; the capacity is split between them")
 	cmd.Flags().StringVar(&opts.secret, "executor-secret", "", "secret coordinators must send as \"authorization: Bearer <secret>\" on Describe and Execute (give the coordinators the same --executor-secret); prefer the env "+envExecutorSecret)
-	cmd.Flags().StringVar(&opts.tokensFile, "tokens-file", "", "tokens file as the coordinator's (see tasker coordinator --help): --http-listen then needs a read token on every path but /healthz")
-	cmd.Flags().StringVar(&opts.jwtKey, "jwt-key", "", "key verifying JWT bearer tokens, as the coordinator's: --http-listen then needs a read token on every path but /healthz")
+	cmd.Flags().StringVar(&opts.tokensFile, "tokens-file", "", "tokens file as the coordinator's (see tasker coordinator --help): --http-listen then needs a read token on every path but the health checks")
+	cmd.Flags().StringVar(&opts.jwtKey, "jwt-key", "", "key verifying JWT bearer tokens, as the coordinator's: --http-listen then needs a read token on every path but the health checks")
 	registerInsecure(cmd, &opts.allowPlaintext)
 	logs.register(cmd, "info")
 	return cmd

@@ -7,7 +7,7 @@
 // skip them.
 //
 // Cases are split by area (templates.go, task_create.go, task_advance.go,
-// listing.go, finished.go, concurrency.go, leases.go, take.go,
+// listing.go, finished.go, counts.go, concurrency.go, leases.go, take.go,
 // lifecycle.go), and subtests are named after the interface method they
 // exercise, so a failure names the method at fault.
 package storetest
@@ -63,6 +63,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.taskAdvance(t)
 	s.listing(t)
 	s.finished(t)
+	s.counts(t)
 	s.concurrency(t)
 	s.leases(t)
 	s.taskTake(t)

@@ -1,0 +1,44 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotReady is wrapped by Ready's refusals.
+var ErrNotReady = errors.New("not ready")
+
+// Ready reports whether this coordinator can do its work now: it is not
+// stopping, it holds a lease that has not expired, and the store answers a
+// read in which that lease is still live (not replaced by a restart under
+// the same id, nor expired as the store's clock sees it). The read is of
+// the leases, a table with one row per coordinator, so probes cost the
+// same however many tasks are stored. The error says what is wrong, for
+// the body of a readiness probe's refusal.
+func (c *Coordinator) Ready(ctx context.Context) error {
+	select {
+	case <-c.stopping:
+		return fmt.Errorf("%w: coordinator %s is stopping", ErrNotReady, c.cfg.ID)
+	default:
+	}
+	l := c.engine.lease.Load()
+	if l == nil {
+		return fmt.Errorf("%w: coordinator %s holds no lease yet", ErrNotReady, c.cfg.ID)
+	}
+	now := c.engine.now()
+	if !now.Before(l.Expires) {
+		return fmt.Errorf("%w: lease %d of coordinator %s expired at %s", ErrNotReady, l.Token, c.cfg.ID, l.Expires.Format(time.RFC3339Nano))
+	}
+	live, err := c.engine.store.LeaseList(ctx, now)
+	if err != nil {
+		return fmt.Errorf("%w: store: %w", ErrNotReady, err)
+	}
+	for _, x := range live {
+		if x.Token == l.Token {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: lease %d of coordinator %s is no longer live in the store (lost; a new one is being taken)", ErrNotReady, l.Token, c.cfg.ID)
+}

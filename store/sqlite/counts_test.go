@@ -1,0 +1,51 @@
+package sqlite
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/store/storetest"
+)
+
+// TestTaskCountPlans pins every TaskCount filter to a covering index: the
+// counts read index entries, never task rows (whose contexts may be large),
+// and the index's order forms the groups, so no row is sorted.
+func TestTaskCountPlans(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, Config{})
+	storetest.SeedTasks(t, s, "ns", 20)
+	for _, tc := range []struct {
+		params store.TaskCountParams
+		index  string
+	}{
+		{store.TaskCountParams{}, "tasks_state_id"},
+		{store.TaskCountParams{Namespace: "ns"}, "tasks_namespace_name_state"},
+		{store.TaskCountParams{Namespace: "ns", Name: "linear"}, "tasks_namespace_name_state"},
+		{store.TaskCountParams{Name: "linear"}, "tasks_namespace_name_state"},
+	} {
+		query, args := taskCountQuery(&tc.params)
+		rows, err := s.reader.QueryxContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
+		require.NoError(t, err)
+		var details []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+			details = append(details, detail)
+		}
+		require.NoError(t, rows.Err())
+		require.NoError(t, rows.Close())
+		plan := strings.Join(details, "; ")
+		t.Logf("%+v: %s", tc.params, plan)
+		require.Contains(t, plan, "USING COVERING INDEX "+tc.index, "%+v: %s", tc.params, plan)
+		if tc.params.Namespace != "" || tc.params.Name == "" {
+			// A name alone (across namespaces) is the one filter whose
+			// entries the index does not hold together; its groups are
+			// formed by a temporary tree.
+			require.NotContains(t, plan, "TEMP B-TREE", "%+v: %s", tc.params, plan)
+		}
+	}
+}
