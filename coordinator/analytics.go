@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -152,19 +153,36 @@ func analyticsTask(t *store.Task, dag []analytics.Step, trs []*store.Transition,
 		if tr.StepID != "" {
 			at.Step = tr.StepName
 			if tr.To == state.Error {
-				msg, retryIn, retrying := parseFailureReason(tr.Reason)
-				at.Message = msg
-				if retrying {
-					at.RetryAt = tr.At.Add(retryIn)
-				}
-				if e := lastErr[tr.StepID]; e != nil && e.Message == msg {
-					at.Class = e.Class
-				}
+				failureOf(tr, lastErr[tr.StepID], &at)
 			}
 		}
 		out.Transitions[i] = at
 	}
 	return out
+}
+
+// failureOf reads what failed on a failed attempt's transition into at:
+// from its metadata (failureMeta), or, for history written before the
+// metadata carried it, from the reason text and the step's stored error.
+func failureOf(tr *store.Transition, lastErr *store.StepError, at *analytics.Transition) {
+	var meta failureMeta
+	if len(tr.Metadata) > 0 && json.Unmarshal(tr.Metadata, &meta) == nil && meta.Error != "" {
+		at.Message, at.Class = meta.Error, meta.ErrorClass
+		if meta.RetryAt != "" {
+			if t, err := time.Parse(time.RFC3339Nano, meta.RetryAt); err == nil {
+				at.RetryAt = t
+			}
+		}
+		return
+	}
+	msg, retryIn, retrying := parseFailureReason(tr.Reason)
+	at.Message = msg
+	if retrying {
+		at.RetryAt = tr.At.Add(retryIn)
+	}
+	if lastErr != nil && lastErr.Message == msg {
+		at.Class = lastErr.Class
+	}
 }
 
 // parseFailureReason reads back what failureReason wrote on a failed

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-go/tasker/state"
@@ -110,4 +112,23 @@ func TestFailureReason(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, failureReason(tc.attempt, tc.max, tc.retryable, tc.retryIn, "card declined"))
 	}
+}
+
+// idFloor bounds ids from below by time: every id made at or after t is
+// at least idFloor(t), and ids made a millisecond before are below it.
+func TestIDFloor(t *testing.T) {
+	t.Parallel()
+	for range 100 {
+		before := uuid.Must(uuid.NewV7()).String()
+		at := time.Now()
+		for at.UnixMilli() == time.Now().UnixMilli() {
+			runtime.Gosched() // the next id must be made in a later millisecond than before's
+		}
+		after := uuid.Must(uuid.NewV7()).String()
+		floor := idFloor(at)
+		require.LessOrEqual(t, floor, after)
+		require.Less(t, before, idFloor(at.Add(time.Millisecond)))
+	}
+	require.Equal(t, "00000000-0000", idFloor(time.Unix(0, 0)))
+	require.Equal(t, "00000000-03e8", idFloor(time.Unix(1, 0)))
 }

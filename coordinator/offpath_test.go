@@ -222,3 +222,37 @@ func TestNonFiniteNumbersAreRefused(t *testing.T) {
 	require.Contains(t, status.Convert(err).Message(), "results.score: NaN")
 	require.Equal(t, coordinatorv1.State_STATE_PENDING, step(h.get(task.GetId()), "work").GetState())
 }
+
+// ListTasks finds a task by its id or idempotency key and keeps those
+// created in a time range.
+func TestListTasksSearchAndCreatedRange(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(oneStepTemplate)
+	var tasks []*coordinatorv1.Task
+	for _, key := range []string{"first", "second", "third"} {
+		tasks = append(tasks, h.create("test", "one_step", map[string]any{}, func(r *coordinatorv1.CreateTaskRequest) { r.IdempotencyKey = key }))
+	}
+	list := func(req *coordinatorv1.ListTasksRequest) []string {
+		t.Helper()
+		resp, err := h.client.ListTasks(h.ctx, req)
+		require.NoError(t, err)
+		var ids []string
+		for _, task := range resp.GetTasks() {
+			ids = append(ids, task.GetId())
+		}
+		return ids
+	}
+	require.Equal(t, []string{tasks[1].GetId()}, list(&coordinatorv1.ListTasksRequest{Search: tasks[1].GetId()}))
+	require.Equal(t, []string{tasks[2].GetId()}, list(&coordinatorv1.ListTasksRequest{Search: "third"}))
+	require.Empty(t, list(&coordinatorv1.ListTasksRequest{Search: "fourth"}))
+	require.Equal(t, []string{tasks[2].GetId(), tasks[1].GetId()},
+		list(&coordinatorv1.ListTasksRequest{CreatedAfter: tasks[1].GetCreatedAt()}))
+	require.Equal(t, []string{tasks[1].GetId(), tasks[0].GetId()},
+		list(&coordinatorv1.ListTasksRequest{CreatedBefore: tasks[2].GetCreatedAt()}))
+	require.Equal(t, []string{tasks[1].GetId()},
+		list(&coordinatorv1.ListTasksRequest{CreatedAfter: tasks[1].GetCreatedAt(), CreatedBefore: tasks[2].GetCreatedAt()}))
+	_, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{CreatedAfter: tasks[2].GetCreatedAt(), CreatedBefore: tasks[1].GetCreatedAt()})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "created_after")
+}

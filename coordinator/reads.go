@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/tasker-go/tasker/store"
 )
@@ -87,9 +89,32 @@ func (e *engine) taskNamespace(ctx context.Context, id string) (string, error) {
 	return t.Namespace, nil
 }
 
-// listTasks reads a page of tasks, newest first.
+// listTasks reads a page of tasks, newest first. A creation-time range is
+// also given to the store as the id range it implies (task ids are UUIDv7,
+// which begin with their creation's unix milliseconds), so the primary key
+// finds the range instead of every newer task being read and dropped.
 func (e *engine) listTasks(ctx context.Context, p *store.TaskListParams) ([]*store.Task, error) {
+	if !p.CreatedAfter.IsZero() {
+		// An id is made just after its task's creation time is taken, so
+		// it is never older than it.
+		p.FromID = max(p.FromID, idFloor(p.CreatedAfter))
+	}
+	if !p.CreatedBefore.IsZero() {
+		// A burst of ids within one millisecond may run a little ahead of
+		// the clock; a minute's slack keeps every task created before the
+		// bound in the range, and created_at decides exactly.
+		if bound := idFloor(p.CreatedBefore.Add(time.Minute)); p.BeforeID == "" || bound < p.BeforeID {
+			p.BeforeID = bound
+		}
+	}
 	return e.store.TaskList(ctx, p)
+}
+
+// idFloor is the smallest UUIDv7 string of a millisecond at or after t: a
+// prefix of every id made in t's millisecond, and less than all later ones.
+func idFloor(t time.Time) string {
+	ms := uint64(max(t.UnixMilli(), 0))
+	return fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff)
 }
 
 // snapshot is a task and its steps as its run holds them: what the last

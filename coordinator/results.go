@@ -299,9 +299,9 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 			e.failStep(c, i, &store.StepError{
 				Message: fmt.Sprintf("results are %d bytes, over the limit of %d bytes (max_result_bytes)", len(results), e.limits.MaxResultBytes),
 				Class:   "ResultTooLarge",
-			}, 0, meta)
+			}, 0, from)
 		case !json.Valid(results):
-			e.failStep(c, i, &store.StepError{Message: "results are not valid JSON", Class: "InvalidResult"}, 0, meta)
+			e.failStep(c, i, &store.StepError{Message: "results are not valid JSON", Class: "InvalidResult"}, 0, from)
 		default:
 			c.moveStep(i, state.Complete, fmt.Sprintf("attempt %d succeeded", s.Attempts), func(sc *store.StepChange) {
 				sc.Results = results
@@ -313,28 +313,44 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 	}
 	f := r.GetFailure()
 	e.failStep(c, i, &store.StepError{Message: f.GetMessage(), Class: f.GetErrorClass(), Retryable: !f.GetPermanent()},
-		f.GetBackoff().AsDuration(), meta)
+		f.GetBackoff().AsDuration(), from)
 	return true
 }
 
 // failStep records the failure of step i's current attempt. A retryable
 // failure with attempts left waits for its backoff; otherwise the step is
 // exhausted and schedule fails the task.
-func (e *engine) failStep(c *change, i int, serr *store.StepError, requested time.Duration, meta json.RawMessage) {
+func (e *engine) failStep(c *change, i int, serr *store.StepError, requested time.Duration, executorID string) {
 	tr, s := c.tr, c.tr.steps[i]
 	if !s.Retryable {
 		serr.Retryable = false
 	}
 	var delay time.Duration
-	if serr.Retryable && s.Attempts < s.MaxAttempts {
+	retrying := serr.Retryable && s.Attempts < s.MaxAttempts
+	if retrying {
 		delay = plan.RetryDelay(tr.tmpl.backoff[i], s.Attempts, requested, jitter())
 	}
+	meta := failureMeta{Executor: executorID, Error: serr.Message, ErrorClass: serr.Class}
+	if retrying {
+		meta.RetryAt = c.params.At.Add(delay).Format(time.RFC3339Nano)
+	}
+	raw, _ := json.Marshal(meta)
 	c.moveStep(i, state.Error, failureReason(s.Attempts, s.MaxAttempts, serr.Retryable, delay, serr.Message), func(sc *store.StepChange) {
 		sc.Error = serr
-		sc.Metadata = meta
+		sc.Metadata = raw
 		sc.NextRetryAt = c.params.At.Add(delay)
 	})
 	e.schedule(c, []int{i})
+}
+
+// failureMeta is the metadata of a failed attempt's transition: where it
+// ran and what failed, and when its retry is due, so readers of history
+// (analytics, the dashboard) need not parse the reason text.
+type failureMeta struct {
+	Executor   string `json:"executor,omitempty"`
+	Error      string `json:"error"`
+	ErrorClass string `json:"error_class,omitempty"`
+	RetryAt    string `json:"retry_at,omitempty"`
 }
 
 // failureReason says what a failed attempt means for its step: it is
@@ -389,7 +405,7 @@ func (e *engine) failAttempt(taskID, stepID string, attempt int32, class, reason
 		c.cancelOn = append(c.cancelOn, s.executor)
 	}
 	e.settleAttempt(tr, i, reason)
-	e.failStep(c, i, &store.StepError{Message: reason, Class: class, Retryable: true}, 0, nil)
+	e.failStep(c, i, &store.StepError{Message: reason, Class: class, Retryable: true}, 0, s.lastExecutor)
 	if err := e.commit(e.ctx, c); err != nil {
 		e.log.Error("failing attempt failed", "task_id", taskID, "step_id", stepID, "attempt", attempt, "err", err)
 	}

@@ -116,10 +116,15 @@ func (s *server) RegisterExecutor(ctx context.Context, req *coordinatorv1.Regist
 }
 
 func (s *server) ListExecutors(ctx context.Context, _ *coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error) {
-	if err := s.authorize(ctx, ""); err != nil {
+	allowed, err := s.listFilter(ctx, "")
+	if err != nil {
 		return nil, err
 	}
-	return &coordinatorv1.ListExecutorsResponse{Executors: s.c.engine.pool.list()}, nil
+	unhosted, err := s.c.engine.unhosted(ctx, allowed)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &coordinatorv1.ListExecutorsResponse{Executors: s.c.engine.pool.list(), Unhosted: unhosted}, nil
 }
 
 func (s *server) ReportStepResult(ctx context.Context, req *coordinatorv1.ReportStepResultRequest) (*coordinatorv1.ReportStepResultResponse, error) {

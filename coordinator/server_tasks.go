@@ -5,9 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state/statepb"
@@ -99,10 +101,29 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 		}
 		before = string(b)
 	}
-	// One row more than the page shows says whether another page exists.
-	tasks, err := s.c.engine.listTasks(ctx, &store.TaskListParams{
-		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before, Limit: size + 1,
-	})
+	params := &store.TaskListParams{
+		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before, Key: req.GetSearch(),
+		// One row more than the page shows says whether another page exists.
+		Limit: size + 1,
+	}
+	for _, b := range []struct {
+		name string
+		ts   *timestamppb.Timestamp
+		dst  *time.Time
+	}{{"created_after", req.GetCreatedAfter(), &params.CreatedAfter}, {"created_before", req.GetCreatedBefore(), &params.CreatedBefore}} {
+		if b.ts == nil {
+			continue
+		}
+		if err := b.ts.CheckValid(); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: %v", b.name, err)
+		}
+		*b.dst = b.ts.AsTime()
+	}
+	if !params.CreatedAfter.IsZero() && !params.CreatedBefore.IsZero() && !params.CreatedAfter.Before(params.CreatedBefore) {
+		return nil, status.Errorf(codes.InvalidArgument, "created_after (%s) must be before created_before (%s)",
+			params.CreatedAfter.Format(time.RFC3339Nano), params.CreatedBefore.Format(time.RFC3339Nano))
+	}
+	tasks, err := s.c.engine.listTasks(ctx, params)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,7 +109,8 @@ type execConn struct {
 	// Guarded by pool.mu.
 	address, language string
 	handlers          []string
-	declared          int // capacity from Describe
+	coordinators      []string // as the executor described itself
+	declared          int      // capacity from Describe
 	client            executorv1.ExecutorServiceClient
 	cc                *grpc.ClientConn
 	capacity          int // this coordinator's share of declared
@@ -124,6 +126,10 @@ type execConn struct {
 	generation  int
 	stop        func()
 	out         *mailbox[*executorv1.ExecuteRequest]
+
+	// lastHeard is when the stream last carried anything, in unix
+	// nanoseconds; written by the stream's reader without pool.mu.
+	lastHeard atomic.Int64
 }
 
 func (c *execConn) hosts(handler string) bool {
@@ -376,6 +382,10 @@ func (p *pool) infoLocked(c *execConn) *coordinatorv1.ExecutorInfo {
 	if c.connected {
 		info.ConnectedAt = timestamppb.New(c.connectedAt)
 	}
+	if ns := c.lastHeard.Load(); ns > 0 {
+		info.LastHeard = timestamppb.New(time.Unix(0, ns))
+	}
+	info.Coordinators = c.coordinators
 	return info
 }
 

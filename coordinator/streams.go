@@ -74,7 +74,7 @@ func (p *pool) register(ctx context.Context, address string) (*coordinatorv1.Exe
 		}
 		conn.unconfirmed = maps.Clone(conn.inflight)
 	}
-	conn.address, conn.language = address, desc.GetLanguage()
+	conn.address, conn.language, conn.coordinators = address, desc.GetLanguage(), desc.GetCoordinators()
 	conn.handlers = slices.Compact(slices.Sorted(slices.Values(desc.GetHandlers())))
 	conn.capacity, conn.declared = int(desc.GetCapacity()), int(desc.GetCapacity())
 	conn.client, conn.cc = client, cc
@@ -112,13 +112,13 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *mail
 		return
 	}
 	in := newMailbox[*executorv1.ExecuteResponse]()
-	var lastSeen atomic.Int64
+	lastSeen := &conn.lastHeard
 	lastSeen.Store(time.Now().UnixNano())
 	done := make(chan struct{})
 	started := 0
 	for _, f := range []func(){
 		func() { _ = p.sendLoop(ctx, out, stream) },
-		func() { p.watch(ctx, cancel, &lastSeen) },
+		func() { p.watch(ctx, cancel, lastSeen) },
 		func() { p.applyLoop(ctx, conn, in) },
 	} {
 		if p.bg.goFn(func() { defer func() { done <- struct{}{} }(); f() }) {

@@ -81,3 +81,32 @@ steps:
 	require.Nil(t, step(got, "child").GetWaiting())
 	require.Equal(t, "no_executor", step(got, "orphan").GetWaiting().GetReason(), "still nobody hosts it")
 }
+
+// ListExecutors says when each executor was last heard from and which
+// coordinators it serves, and names the handlers that templates use but no
+// connected executor hosts.
+func TestListExecutorsShowsHeartbeatsAndUnhostedHandlers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	runExecutor(h, executorConfig(2), listen(t), nil)
+	h.apply(`
+namespace: test
+name: half_hosted
+version: 1.0.0
+steps:
+  - name: known
+    handler: noop
+  - name: unknown
+    handler: nobody_hosts_this
+`)
+	resp, err := h.client.ListExecutors(h.ctx, &coordinatorv1.ListExecutorsRequest{})
+	require.NoError(t, err)
+	require.Len(t, resp.GetExecutors(), 1)
+	ex := resp.GetExecutors()[0]
+	require.NotNil(t, ex.GetLastHeard())
+	require.False(t, ex.GetLastHeard().AsTime().Before(ex.GetConnectedAt().AsTime()))
+	require.Equal(t, []string{h.addr}, ex.GetCoordinators())
+	require.Len(t, resp.GetUnhosted(), 1)
+	require.Equal(t, "nobody_hosts_this", resp.GetUnhosted()[0].GetHandler())
+	require.Equal(t, []string{"test/half_hosted@1.0.0"}, resp.GetUnhosted()[0].GetTemplates())
+}

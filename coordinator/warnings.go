@@ -1,9 +1,14 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
 // stepHandler is a step that will need its handler to run.
@@ -91,4 +96,33 @@ func (u *unhostedHandlers) seenHosted(handler string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	delete(u.logged, handler)
+}
+
+// unhosted lists the handlers that registered templates (in namespaces
+// allowed shows) use and no connected executor hosts, each with the
+// templates that use it, in name order: steps needing them wait.
+func (e *engine) unhosted(ctx context.Context, allowed func(namespace string) bool) ([]*coordinatorv1.UnhostedHandler, error) {
+	all, err := e.templates.list(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	users := map[string][]string{}
+	for _, t := range all {
+		if !allowed(t.Namespace) {
+			continue
+		}
+		ref := templateKey(t.Namespace, t.Name, t.Version)
+		for _, st := range t.Steps {
+			if us := users[st.Handler]; len(us) == 0 || us[len(us)-1] != ref {
+				users[st.Handler] = append(us, ref)
+			}
+		}
+	}
+	var out []*coordinatorv1.UnhostedHandler
+	for _, h := range slices.Sorted(maps.Keys(users)) {
+		if !e.pool.hosted(h) {
+			out = append(out, &coordinatorv1.UnhostedHandler{Handler: h, Templates: users[h]})
+		}
+	}
+	return out, nil
 }

@@ -55,6 +55,7 @@ func (s *service) Describe(ctx context.Context, req *executorv1.DescribeRequest)
 		SdkVersion:      SDKVersion,
 		ProtocolVersion: ProtocolVersion,
 		Capabilities:    Capabilities(),
+		Coordinators:    s.e.cfg.coordinators(),
 	}, nil
 }
 

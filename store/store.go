@@ -326,6 +326,15 @@ type TaskListParams struct {
 	Name      string
 	// BeforeID returns only tasks with a smaller ID (the next page).
 	BeforeID string
+	// FromID returns only tasks with an ID at least this one. IDs grow with
+	// creation time, so a caller that knows how its IDs encode time turns a
+	// time range into an ID range the primary key can serve.
+	FromID string
+	// CreatedAfter keeps tasks created at or after it; CreatedBefore keeps
+	// tasks created before it; zero means no bound.
+	CreatedAfter, CreatedBefore time.Time
+	// Key keeps only the task whose ID or IdentityKey it is.
+	Key string
 	// Limit is the most tasks returned, honoured exactly; zero (or less)
 	// means DefaultListLimit.
 	Limit int

@@ -21,6 +21,9 @@ type executorJSON struct {
 	InFlight    int32    `json:"in_flight"`
 	Connected   bool     `json:"connected"`
 	ConnectedAt *string  `json:"connected_at"`
+	// LastHeard is when its stream last carried anything.
+	LastHeard    *string  `json:"last_heard"`
+	Coordinators []string `json:"coordinators"`
 }
 
 // newExecutorsCmd lists executors. It is plural because "tasker executor"
@@ -44,17 +47,26 @@ func newExecutorsCmd(g *globals) *cobra.Command {
 					return err
 				}
 				w := g.env.Stdout
+				// Handlers nobody hosts go to stderr, like create's warnings:
+				// the output stays parseable.
+				defer func() {
+					for _, u := range resp.GetUnhosted() {
+						fmt.Fprintf(g.env.Stderr, "warning: no connected executor hosts handler %q, used by %s\n", u.GetHandler(), strings.Join(u.GetTemplates(), ", "))
+					}
+				}()
 				if asJSON {
 					for _, e := range resp.GetExecutors() {
 						line := executorJSON{
-							ID:          e.GetId(),
-							Address:     e.GetAddress(),
-							Language:    e.GetLanguage(),
-							Handlers:    append([]string{}, e.GetHandlers()...),
-							Capacity:    e.GetCapacity(),
-							InFlight:    e.GetInFlight(),
-							Connected:   e.GetConnected(),
-							ConnectedAt: optionalTime(e.GetConnectedAt()),
+							ID:           e.GetId(),
+							Address:      e.GetAddress(),
+							Language:     e.GetLanguage(),
+							Handlers:     append([]string{}, e.GetHandlers()...),
+							Capacity:     e.GetCapacity(),
+							InFlight:     e.GetInFlight(),
+							Connected:    e.GetConnected(),
+							ConnectedAt:  optionalTime(e.GetConnectedAt()),
+							LastHeard:    optionalTime(e.GetLastHeard()),
+							Coordinators: append([]string{}, e.GetCoordinators()...),
 						}
 						if err := writeJSONLine(w, line); err != nil {
 							return err

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state/statepb"
@@ -358,6 +359,9 @@ func newTaskListCmd(g *globals) *cobra.Command {
 		namespace string
 		name      string
 		limit     int
+		search    string
+		since     string
+		until     string
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -375,7 +379,21 @@ func newTaskListCmd(g *globals) *cobra.Command {
 			if limit <= 0 {
 				return fmt.Errorf("--limit must be positive, got %d", limit)
 			}
-			req := &coordinatorv1.ListTasksRequest{State: st, Namespace: namespace, Name: name, Full: true}
+			req := &coordinatorv1.ListTasksRequest{State: st, Namespace: namespace, Name: name, Full: true, Search: search}
+			now := time.Now()
+			for _, b := range []struct {
+				flag, value string
+				dst         **timestamppb.Timestamp
+			}{{"--since", since, &req.CreatedAfter}, {"--until", until, &req.CreatedBefore}} {
+				if b.value == "" {
+					continue
+				}
+				at, err := parseSince(b.value, now)
+				if err != nil {
+					return fmt.Errorf("%s: %w", b.flag, err)
+				}
+				*b.dst = timestamppb.New(at)
+			}
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
 				tasks, err := listTasks(ctx, g, c, req, limit)
 				if err != nil {
@@ -390,6 +408,9 @@ func newTaskListCmd(g *globals) *cobra.Command {
 	f.StringVar(&namespace, "namespace", "", "only tasks of templates in this namespace")
 	f.StringVar(&name, "name", "", "only tasks of templates with this name")
 	f.IntVar(&limit, "limit", 50, "most tasks to list; pages are followed until it is reached")
+	f.StringVar(&search, "search", "", "only the task with this id or idempotency key")
+	f.StringVar(&since, "since", "", "only tasks created at or after this: a duration back from now (24h) or an RFC 3339 time")
+	f.StringVar(&until, "until", "", "only tasks created before this: a duration back from now or an RFC 3339 time")
 	out.register(cmd)
 	return cmd
 }
@@ -485,4 +506,20 @@ func newTaskRetryCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the transitions")
 	out.register(cmd)
 	return cmd
+}
+
+// parseSince reads a time flag: a duration back from now (24h, 90m) or an
+// RFC 3339 time.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q: a duration back from now must not be negative", v)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want a duration back from now (24h, 90m) or an RFC 3339 time such as 2026-03-01T12:00:00Z", v)
+	}
+	return t, nil
 }

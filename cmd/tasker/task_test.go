@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -305,18 +306,20 @@ func TestExecutors(t *testing.T) {
 	f := &fakeCoordinator{listExecutors: func(*coordinatorv1.ListExecutorsRequest) (*coordinatorv1.ListExecutorsResponse, error) {
 		return &coordinatorv1.ListExecutorsResponse{Executors: []*coordinatorv1.ExecutorInfo{
 			{Id: "ex-1", Address: "127.0.0.1:7071", Handlers: []string{"echo", "sleep"}, Capacity: 8, InFlight: 3,
-				Language: "go", Connected: true, ConnectedAt: connectedAt},
+				Language: "go", Connected: true, ConnectedAt: connectedAt, LastHeard: ts(t, "2026-01-02T03:04:09Z"),
+				Coordinators: []string{"127.0.0.1:7070"}},
 			{Id: "ex-2", Address: "10.0.0.2:7071", Language: "python"},
-		}}, nil
+		}, Unhosted: []*coordinatorv1.UnhostedHandler{{Handler: "charge_card", Templates: []string{"shop/checkout@1.0.0"}}}}, nil
 	}}
 	addr := serve(t, f)
 
 	res := runCLI(t, addr, "executors", "-o", "json")
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Equal(t,
-		`{"id":"ex-1","address":"127.0.0.1:7071","language":"go","handlers":["echo","sleep"],"capacity":8,"in_flight":3,"connected":true,"connected_at":"2026-01-02T03:04:05.5Z"}`+"\n"+
-			`{"id":"ex-2","address":"10.0.0.2:7071","language":"python","handlers":[],"capacity":0,"in_flight":0,"connected":false,"connected_at":null}`+"\n",
+		`{"id":"ex-1","address":"127.0.0.1:7071","language":"go","handlers":["echo","sleep"],"capacity":8,"in_flight":3,"connected":true,"connected_at":"2026-01-02T03:04:05.5Z","last_heard":"2026-01-02T03:04:09Z","coordinators":["127.0.0.1:7070"]}`+"\n"+
+			`{"id":"ex-2","address":"10.0.0.2:7071","language":"python","handlers":[],"capacity":0,"in_flight":0,"connected":false,"connected_at":null,"last_heard":null,"coordinators":[]}`+"\n",
 		res.stdout)
+	require.Equal(t, "warning: no connected executor hosts handler \"charge_card\", used by shop/checkout@1.0.0\n", res.stderr)
 
 	res = runCLI(t, addr, "executors")
 	require.Equal(t, 0, res.code, res.stderr)
@@ -466,4 +469,19 @@ func TestTaskThatCannotRunSaysSo(t *testing.T) {
 	require.Equal(t, "pending", got.Steps[0].State, "nothing could run it")
 	require.Equal(t, `warning: no connected executor hosts handler "charge_card" (step "charge"): tasks wait at it until an executor hosting it connects`+"\n"+
 		"tasker: task "+got.ID+" is still "+got.State+" after --timeout 300ms\n", res.stderr)
+}
+
+func TestParseSince(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	got, err := parseSince("90m", now)
+	require.NoError(t, err)
+	require.Equal(t, now.Add(-90*time.Minute), got)
+	got, err = parseSince("2026-11-29T08:00:00Z", now)
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC), got)
+	_, err = parseSince("-1h", now)
+	require.ErrorContains(t, err, "must not be negative")
+	_, err = parseSince("yesterday", now)
+	require.ErrorContains(t, err, "RFC 3339")
 }

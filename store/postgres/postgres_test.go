@@ -310,13 +310,22 @@ func TestQueryPlans(t *testing.T) {
 
 	cases := append(storetest.TaskListPlans("ns"),
 		storetest.TaskListPlan{Params: store.TaskListParams{}, Index: "tasks_pkey"},
-		storetest.TaskListPlan{Params: store.TaskListParams{BeforeID: "z"}, Index: "tasks_pkey"})
+		storetest.TaskListPlan{Params: store.TaskListParams{BeforeID: "z"}, Index: "tasks_pkey"},
+		// A creation-time range comes with the id range it implies.
+		storetest.TaskListPlan{Params: store.TaskListParams{FromID: "a", BeforeID: "z", CreatedAfter: time.Unix(1, 0), CreatedBefore: time.Unix(2, 0)}, Index: "tasks_pkey"})
 	for _, tc := range cases {
 		query, args := taskListQuery(&tc.Params)
 		got := plan(query, args...)
 		require.Contains(t, got, tc.Index, "%+v: %s", tc.Params, got)
 		require.NotContains(t, got, "Sort", "%+v: %s", tc.Params, got)
 	}
+
+	// A search by id or idempotency key reads the two unique indexes.
+	byKey, keyArgs := taskListQuery(&store.TaskListParams{Key: "k"})
+	got := plan(byKey, keyArgs...)
+	require.Contains(t, got, "tasks_pkey", got)
+	require.Contains(t, got, "tasks_identity_key", got)
+	require.NotContains(t, got, "Seq Scan", got)
 
 	steps := plan(`SELECT `+stepColumns+` FROM steps WHERE task_id = ANY($1::text[]) ORDER BY task_id, position`,
 		[]string{"a", "b"})

@@ -249,6 +249,21 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 	if p.BeforeID != "" {
 		arg("id <", p.BeforeID)
 	}
+	if p.FromID != "" {
+		arg("id >=", p.FromID)
+	}
+	if !p.CreatedAfter.IsZero() {
+		arg("created_at >=", toNanos(p.CreatedAfter))
+	}
+	if !p.CreatedBefore.IsZero() {
+		arg("created_at <", toNanos(p.CreatedBefore))
+	}
+	if p.Key != "" {
+		// Both columns are unique keys: a BitmapOr of the two indexes.
+		args = append(args, p.Key)
+		n := "$" + strconv.Itoa(len(args))
+		where = append(where, "(id = "+n+" OR identity_key = "+n+")")
+	}
 	query := `SELECT ` + taskColumns + ` FROM tasks`
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, " AND ")

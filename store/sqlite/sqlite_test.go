@@ -192,6 +192,17 @@ func TestQueryPlans(t *testing.T) {
 		require.NotContains(t, got, "TEMP B-TREE", "%+v: %s", tc.Params, got)
 	}
 
+	// A search by id or idempotency key reads the two unique indexes, and
+	// a creation-time range becomes an id range on the primary key.
+	byKey, keyArgs := taskListQuery(&store.TaskListParams{Key: "k"})
+	got := plan(byKey, keyArgs...)
+	require.Contains(t, got, "MULTI-INDEX OR", got)
+	require.NotContains(t, got, "SCAN tasks", got)
+	byTime, timeArgs := taskListQuery(&store.TaskListParams{FromID: "a", BeforeID: "b", CreatedAfter: time.Unix(1, 0), CreatedBefore: time.Unix(2, 0)})
+	got = plan(byTime, timeArgs...)
+	require.Regexp(t, `SEARCH tasks USING PRIMARY KEY \(id>\? AND id<\?\)`, got)
+	require.NotContains(t, got, "TEMP B-TREE", got)
+
 	// Claiming merges the two indexes of work in id order and stops at the
 	// limit: no finished task without a running step is read, nothing is
 	// sorted.

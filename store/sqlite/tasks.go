@@ -206,6 +206,24 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 		where = append(where, "id < ?")
 		args = append(args, p.BeforeID)
 	}
+	if p.FromID != "" {
+		where = append(where, "id >= ?")
+		args = append(args, p.FromID)
+	}
+	if !p.CreatedAfter.IsZero() {
+		where = append(where, "created_at >= ?")
+		args = append(args, toNanos(p.CreatedAfter))
+	}
+	if !p.CreatedBefore.IsZero() {
+		where = append(where, "created_at < ?")
+		args = append(args, toNanos(p.CreatedBefore))
+	}
+	if p.Key != "" {
+		// Both columns are unique keys: the planner reads each index once
+		// (a multi-index OR), never the table.
+		where = append(where, "(id = ? OR identity_key = ?)")
+		args = append(args, p.Key, p.Key)
+	}
 	query := `SELECT ` + taskColumns + ` FROM tasks`
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, " AND ")

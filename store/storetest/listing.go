@@ -36,6 +36,32 @@ func (s *suite) listing(t *testing.T) {
 			require.Equal(t, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}, f.list(t, &store.TaskListParams{}))
 		})
 
+		t.Run("FiltersByCreationTimeIDRangeAndKey", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			var tasks []*store.Task
+			for range 4 {
+				task, _ := f.createTask(t, "a")
+				tasks = append(tasks, task)
+			}
+			ids := func(ts ...*store.Task) []string {
+				out := make([]string, len(ts))
+				for i, task := range ts {
+					out[len(ts)-1-i] = task.ID // newest first
+				}
+				return out
+			}
+			require.Equal(t, ids(tasks[1], tasks[2], tasks[3]), f.list(t, &store.TaskListParams{CreatedAfter: tasks[1].CreatedAt}))
+			require.Equal(t, ids(tasks[0], tasks[1]), f.list(t, &store.TaskListParams{CreatedBefore: tasks[2].CreatedAt}))
+			require.Equal(t, ids(tasks[1], tasks[2]), f.list(t, &store.TaskListParams{CreatedAfter: tasks[1].CreatedAt, CreatedBefore: tasks[3].CreatedAt}))
+			require.Equal(t, ids(tasks[2], tasks[3]), f.list(t, &store.TaskListParams{FromID: tasks[2].ID}))
+			require.Equal(t, ids(tasks[2]), f.list(t, &store.TaskListParams{FromID: tasks[2].ID, BeforeID: tasks[3].ID}))
+			require.Equal(t, ids(tasks[1]), f.list(t, &store.TaskListParams{Key: tasks[1].ID}))
+			require.Equal(t, ids(tasks[3]), f.list(t, &store.TaskListParams{Key: tasks[3].IdentityKey}))
+			require.Empty(t, f.list(t, &store.TaskListParams{Key: "no-such-key"}))
+			require.Empty(t, f.list(t, &store.TaskListParams{Key: tasks[1].ID, State: "complete"}), "filters combine")
+		})
+
 		t.Run("HonoursLimitAboveDefault", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
