@@ -121,7 +121,9 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
 	defer cancel()
-	require.NoError(b.t, chromedp.Do(ctx, actions...), what)
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.failed(what, err)
+	}
 }
 
 func run[T any](b *browser, what string, a chromedp.Action[T]) T {
@@ -129,8 +131,24 @@ func run[T any](b *browser, what string, a chromedp.Action[T]) T {
 	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
-	require.NoError(b.t, err, what)
+	if err != nil {
+		b.failed(what, err)
+	}
 	return v
+}
+
+// failed ends the test with what the page showed when an action failed.
+func (b *browser) failed(what string, err error) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if buf, serr := chromedp.Run(ctx, chromedp.FullScreenshot(100)); serr == nil {
+		path := filepath.Join(b.shots, "failed.png")
+		if os.WriteFile(path, buf, 0o644) == nil {
+			b.t.Logf("the page when %q failed: %s", what, path)
+		}
+	}
+	require.NoError(b.t, err, what)
 }
 
 func (b *browser) open(path string) {
@@ -146,6 +164,13 @@ func (b *browser) waitVisible(sel string) {
 func (b *browser) click(sel string) {
 	b.t.Helper()
 	b.do("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+}
+
+// clickNode clicks a step of the DAG once the graph has settled its first
+// view (before that, a node can move between finding it and clicking it).
+func (b *browser) clickNode(step string) {
+	b.t.Helper()
+	b.click(fmt.Sprintf(`.dag[data-placed="true"] .dag-node[data-step=%q]`, step))
 }
 
 func (b *browser) text(sel string) string {
@@ -190,7 +215,7 @@ func (b *browser) location() string {
 func (b *browser) shot(name string) {
 	b.t.Helper()
 	b.n++
-	buf := run(b, "screenshot "+name, chromedp.FullScreenshot(90))
+	buf := run(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	path := filepath.Join(b.shots, fmt.Sprintf("%02d-%s.png", b.n, name))
 	require.NoError(b.t, os.WriteFile(path, buf, 0o644))
 	b.t.Logf("screenshot %s", path)
@@ -285,8 +310,7 @@ func TestDashboard(t *testing.T) {
 	checkout := strings.TrimPrefix(b.location(), base+"/tasks/")
 
 	// No executor yet: the task's first step waits, and says why.
-	b.waitVisible(`.dag-node[data-step="validate"]`)
-	b.click(`.dag-node[data-step="validate"]`)
+	b.clickNode("validate")
 	require.Contains(t, b.text(`[data-waiting="no_executor"]`), `"echo"`)
 	require.Equal(t, "4", fmt.Sprint(run(b, "pending nodes", chromedp.Evaluate[int](countNodes("STATE_PENDING")))))
 	b.shot("task-waits-for-an-executor")
@@ -314,7 +338,7 @@ func TestDashboard(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond)
 	b.open("/tasks/" + failed)
 	b.waitVisible(`.dag-node[data-step="b"][data-state="STATE_ERROR"]`)
-	b.click(`.dag-node[data-step="b"]`)
+	b.clickNode("b")
 	stepErr := b.text(`[data-step-panel="b"] [data-step-error]`)
 	require.Contains(t, stepErr, "FlakyFailure")
 	require.Contains(t, stepErr, "flaky: attempt 1 fails on purpose (fail_times 1)")
@@ -334,11 +358,6 @@ func TestDashboard(t *testing.T) {
 	b.waitVisible(`.dag-node[data-step="render"][data-state="STATE_PENDING"]`)
 	b.shot("task-step-waits-for-an-unhosted-handler")
 
-	b.open("/executors")
-	b.waitVisible(`[data-executor="dash-exec"]`)
-	require.Contains(t, b.text(`[data-executor="dash-exec"]`), "flaky")
-	require.Contains(t, b.text("[data-unhosted]"), "gpu_render")
-	b.shot("executors")
 
 	// More tasks of dash/flaky, left in error, for the list and analytics.
 	ids := []string{failed}
@@ -420,4 +439,12 @@ func TestDashboard(t *testing.T) {
 	}
 	require.Regexp(t, regexp.MustCompile(`^4\s`), b.text(`[data-error-row="0"]`), "b's one failure message, seen once per task")
 	b.shot("analytics")
+
+	// The executors page: the executor with its handlers, and a warning
+	// about the handler dash/gpu needs that no executor hosts.
+	b.open("/executors")
+	b.waitVisible(`[data-executor="dash-exec"]`)
+	require.Contains(t, b.text(`[data-executor="dash-exec"]`), "flaky")
+	b.shot("executors")
+	require.Contains(t, b.text("[data-unhosted]"), "gpu_render")
 }

@@ -13,7 +13,7 @@ import {
   type NodeProps,
 } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
-import { memo, useCallback, useEffect, useMemo, useRef } from 'react';
+import { memo, useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import type { State, Waiting } from '../api/types';
 import { dagEdges, layoutDag, structureKey, LARGE_DAG, NODE_HEIGHT, NODE_WIDTH } from '../lib/layout';
 import { stateColor, stateLabel, stateTextColor } from '../lib/states';
@@ -99,28 +99,38 @@ const FIT = { padding: 0.08, maxZoom: 1.2 };
  * useViewport shows the whole DAG at first, or, when a step is already
  * chosen (from the address), that step close enough to read; and it brings
  * a step chosen later elsewhere (the waterfall, a parent's chip) into view.
+ * data-placed on the graph says the first view is set, for tests that
+ * click nodes.
  */
-function useViewport(selected: string | undefined, positions: Map<string, { x: number; y: number }>) {
+function useViewport(
+  selected: string | undefined,
+  positions: Map<string, { x: number; y: number }>,
+  clicked: { current: string | undefined },
+) {
   const flow = useReactFlow();
   const ready = useRef(false);
+  // placed turns true once the first view is set: what is on screen then
+  // stays where it is until someone zooms or pans.
+  const [placed, setPlaced] = useState(false);
   const center = useCallback(
     (name: string, duration: number) => {
       const p = positions.get(name);
-      if (!p) return false;
-      void flow.setCenter(p.x + NODE_WIDTH / 2, p.y + NODE_HEIGHT / 2, { zoom: Math.max(flow.getZoom(), 0.9), duration });
-      return true;
+      if (!p) return undefined;
+      return flow.setCenter(p.x + NODE_WIDTH / 2, p.y + NODE_HEIGHT / 2, { zoom: Math.max(flow.getZoom(), 0.9), duration });
     },
     [flow, positions],
   );
   const onInit = useCallback(() => {
     ready.current = true;
-    if (!(selected && center(selected, 0))) void flow.fitView(FIT);
+    const moved = (selected && center(selected, 0)) || flow.fitView(FIT);
+    void Promise.resolve(moved).then(() => setPlaced(true));
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [flow, center]);
   useEffect(() => {
-    if (ready.current && selected) center(selected, 250);
-  }, [selected, center]);
-  return onInit;
+    // A node clicked in the graph is on screen already: the view stays.
+    if (ready.current && selected && selected !== clicked.current) void center(selected, 250);
+  }, [selected, center, clicked]);
+  return { onInit, placed };
 }
 
 function Graph({ steps, plain, selected, onSelect, critical, height = 420 }: DagGraphProps) {
@@ -166,15 +176,19 @@ function Graph({ steps, plain, selected, onSelect, critical, height = 420 }: Dag
     [key, criticalEdges, plain],
   );
   const large = steps.length > LARGE_DAG;
-  const onInit = useViewport(selected, layout.positions);
+  const clicked = useRef<string | undefined>(undefined);
+  const { onInit, placed } = useViewport(selected, layout.positions, clicked);
   return (
-    <div className="dag" style={{ height }} data-nodes={steps.length}>
+    <div className="dag" style={{ height }} data-nodes={steps.length} data-placed={placed ? 'true' : undefined}>
       <ReactFlow
         key={key}
         nodes={nodes}
         edges={edges}
         nodeTypes={nodeTypes}
-        onNodeClick={(_, n) => onSelect?.(n.id)}
+        onNodeClick={(_, n) => {
+          clicked.current = n.id;
+          onSelect?.(n.id);
+        }}
         nodesDraggable={false}
         nodesConnectable={false}
         elementsSelectable={!!onSelect}
