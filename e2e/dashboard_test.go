@@ -358,7 +358,6 @@ func TestDashboard(t *testing.T) {
 	b.waitVisible(`.dag-node[data-step="render"][data-state="STATE_PENDING"]`)
 	b.shot("task-step-waits-for-an-unhosted-handler")
 
-
 	// More tasks of dash/flaky, left in error, for the list and analytics.
 	ids := []string{failed}
 	for i := 1; i <= 3; i++ {
