@@ -447,3 +447,82 @@ func TestDashboard(t *testing.T) {
 	b.shot("executors")
 	require.Contains(t, b.text("[data-unhosted]"), "gpu_render")
 }
+
+// TestDashboardWithTokens serves the dashboard with tokens on: it asks for
+// a token, keeps it for the tab and sends it with every call; with a read
+// token it shows a task but the coordinator refuses Retry task, the
+// dialog says why, and every action is disabled from then on; with a
+// write token the same retry goes through.
+func TestDashboardWithTokens(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skipf("no browser at %s (Debian's chromium package; .ci/run installs it): skipping the dashboard test", chromiumPath)
+	}
+	const (
+		reader   = "dash-reader-token-0123456789"
+		writer   = "dash-writer-token-0123456789"
+		executor = "dash-executor-token-0123456789"
+	)
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.yaml")
+	require.NoError(t, os.WriteFile(tokens, []byte(`
+- {name: reader, token: `+reader+`, namespaces: ["*"], access: read}
+- {name: writer, token: `+writer+`, namespaces: ["*"], access: write}
+- {name: executors, token: `+executor+`, access: executor}
+`), 0o600))
+	coord, httpAddr := freeAddr(t), freeAddr(t)
+	start(t, "coordinator", "coordinator", "--listen", coord, "--http-listen", httpAddr, "--tokens-file", tokens,
+		"--db", filepath.Join(dir, "tasker.db"), "--log-level", "debug")
+	start(t, "executor", "executor", "--listen", freeAddr(t), "--coordinator", coord, "--id", "dash-exec",
+		"--token", executor, "--log-level", "debug")
+	as := []string{"TASKER_TOKEN=" + writer}
+	require.Eventually(t, func() bool {
+		out, _, err := runTasker(t, as, "executors", "-o", "json", "--coordinator", coord)
+		return err == nil && strings.Contains(out, `"connected":true`)
+	}, 30*time.Second, 100*time.Millisecond, "the executor did not connect")
+	flaky := filepath.Join(dir, "flaky.yaml")
+	require.NoError(t, os.WriteFile(flaky, []byte(dashboardTemplates["flaky.yaml"]), 0o600))
+	_, errOut, err := runTasker(t, as, "template", "apply", flaky, "--coordinator", coord)
+	require.NoError(t, err, errOut)
+	out, errOut, err := runTasker(t, as, "task", "create", "dash/flaky", "-o", "json", "--coordinator", coord)
+	require.NoError(t, err, errOut)
+	id := getTask(t, out).ID
+	require.Eventually(t, func() bool {
+		out, _, err := runTasker(t, as, "task", "get", id, "-o", "json", "--coordinator", coord)
+		return err == nil && getTask(t, out).State == "error"
+	}, 30*time.Second, 50*time.Millisecond)
+
+	b := newBrowser(t, "http://"+httpAddr)
+	b.open("/tasks/" + id)
+	// Refused without a token: the dashboard asks for one.
+	b.waitVisible(`input[name="token"]`)
+	b.shot("asks-for-a-token")
+	b.setValue(`input[name="token"]`, reader)
+	b.click(`.modal button[type="submit"]`)
+	b.waitVisible(`.dag-node[data-step="b"][data-state="STATE_ERROR"]`)
+	b.waitFor("the token is kept for the tab", fmt.Sprintf(`sessionStorage.getItem('tasker.token') === %q`, reader))
+
+	// A read token sees everything, but the coordinator refuses its retry.
+	b.click(`[data-action="retry"]`)
+	b.click(`.modal [data-confirm]`)
+	refusal := b.text(".modal .refusal")
+	require.Contains(t, refusal, "PermissionDenied")
+	b.shot("read-token-refused")
+	b.click(`.modal-actions button:not([data-confirm])`)
+	b.waitFor("actions are disabled after the refusal",
+		`document.querySelector('[data-action="retry"]').disabled && document.querySelector('[data-action="cancel"]').disabled`)
+	require.Contains(t, b.text(".note.warn"), "This token can look but not act")
+	b.shot("read-token-cannot-act")
+	out, _, err = runTasker(t, as, "task", "get", id, "-o", "json", "--coordinator", coord)
+	require.NoError(t, err)
+	require.Equal(t, "error", getTask(t, out).State, "the refused retry changed nothing")
+
+	// Another token, with write access, retries the task.
+	b.click(`header.top button.link`)
+	b.waitVisible(`input[name="token"]`)
+	b.setValue(`input[name="token"]`, writer)
+	b.click(`.modal button[type="submit"]`)
+	b.click(`[data-action="retry"]`)
+	b.click(`.modal [data-confirm]`)
+	b.waitFor("the retried task completes", countNodes("STATE_COMPLETE")+` === 3`)
+	b.shot("write-token-retried")
+}
