@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState, type ReactNode } from 'react';
-import { errorMessage } from '../api/client';
+import { ApiError, errorMessage } from '../api/client';
 import { isForbidden } from '../hooks';
 import { useAccess } from '../access';
 
@@ -10,7 +10,7 @@ export interface ConfirmProps {
   danger?: boolean;
   /** withReason shows a field for the reason recorded on the transitions. */
   withReason?: boolean;
-  /** extra renders more inputs; its value is handed to onConfirm. */
+  /** onConfirm runs the action; what it throws is shown in the dialog. */
   onConfirm: (reason: string) => Promise<void>;
   onClose: () => void;
   children?: ReactNode;
@@ -59,7 +59,8 @@ export function ConfirmDialog({ title, body, confirmLabel, danger, withReason, o
         {children}
         {error !== undefined && (
           <div className="note error refusal" role="alert">
-            Refused — {errorMessage(error)}
+            {error instanceof ApiError ? 'Refused — ' : ''}
+            {errorMessage(error)}
           </div>
         )}
         <div className="modal-actions">

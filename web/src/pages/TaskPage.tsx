@@ -255,7 +255,6 @@ export function TaskPage({ id }: { id: string }) {
 
 function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step: string; onDone: () => Promise<void>; onClose: () => void }) {
   const [results, setResults] = useState('');
-  const [bad, setBad] = useState<string>();
   return (
     <ConfirmDialog
       title={`Resolve step ${step} manually?`}
@@ -268,11 +267,9 @@ function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step
           try {
             value = JSON.parse(results);
           } catch (e) {
-            setBad(errorMessage(e));
-            throw new Error('the results are not valid JSON');
+            throw new Error(`the results are not valid JSON: ${errorMessage(e)}`);
           }
         }
-        setBad(undefined);
         await api.resolveStep(taskId, step, reason, value);
         await onDone();
       }}
@@ -282,7 +279,6 @@ function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step
         Results for its children (JSON, optional)
         <textarea rows={4} value={results} onChange={(e) => setResults(e.target.value)} placeholder='{"shipped": true}' />
       </label>
-      {bad && <div className="field-error">{bad}</div>}
     </ConfirmDialog>
   );
 }
