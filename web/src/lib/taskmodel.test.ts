@@ -32,6 +32,17 @@ describe('applyTransition', () => {
     expect(twice.steps![0].transitions).toHaveLength(1);
   });
 
+  it('lets no transition it holds already take the task back to an older state', () => {
+    const fresh = applyTransition(
+      applyTransition(base(), { seq: '5', stepName: 'a', toState: 'STATE_IN_PROGRESS' }, 'STATE_IN_PROGRESS'),
+      { seq: '9', toState: 'STATE_COMPLETE' },
+      'STATE_COMPLETE',
+    );
+    const stale = applyTransition(fresh, { seq: '5', stepName: 'a', toState: 'STATE_IN_PROGRESS' }, 'STATE_IN_PROGRESS');
+    expect(stale).toBe(fresh);
+    expect(stale.state).toBe('STATE_COMPLETE');
+  });
+
   it('applies task transitions to the task', () => {
     const t = applyTransition(base(), { seq: '9', toState: 'STATE_COMPLETE' });
     expect(t.state).toBe('STATE_COMPLETE');

@@ -21,6 +21,9 @@ export function maxSeq(task: Task): number {
 export function applyTransition(task: Task, tr: Transition, taskState?: State): Task {
   const seq = tr.seq ?? '';
   const has = (ts: Transition[] | undefined) => seq !== '' && (ts ?? []).some((t) => t.seq === seq);
+  // Held already (a reload brought it first): then so is its task state,
+  // and an older one must not overwrite a newer.
+  if (tr.stepName ? has(task.steps?.find((s) => s.name === tr.stepName)?.transitions) : has(task.transitions)) return task;
   let next: Task = task;
   if (tr.stepName) {
     const steps = (task.steps ?? []).map((s): Step => {

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { api, errorMessage, isAbort } from '../api/client';
-import type { Step, Task, Transition } from '../api/types';
+import type { Step, Task, Transition, WatchTaskResponse } from '../api/types';
 import { useAccess } from '../access';
 import { ConfirmDialog } from '../components/ConfirmDialog';
 import { DagGraph } from '../components/DagGraph';
@@ -39,7 +39,17 @@ export function TaskPage({ id }: { id: string }) {
       return undefined;
     }
   }, [id]);
-  const reloadSoon = useThrottled(load, 400);
+  // A large task is a large answer: reload it less often while it runs.
+  const large = (task?.steps?.length ?? 0) > 200;
+  const reloadSoon = useThrottled(load, large ? 2000 : 400);
+  // Streamed transitions are applied in batches, one render per batch,
+  // however fast a wide DAG's steps finish.
+  const pending = useRef<WatchTaskResponse[]>([]);
+  const applySoon = useThrottled(() => {
+    const batch = pending.current;
+    pending.current = [];
+    setTask((cur) => batch.reduce((t, m) => (t && m.transition ? applyTransition(t, m.transition, m.taskState) : t), cur));
+  }, 100);
 
   useEffect(() => {
     setTask(undefined);
@@ -64,7 +74,8 @@ export function TaskPage({ id }: { id: string }) {
         id,
         maxSeq(t),
         (m) => {
-          if (m.transition) setTask((cur) => (cur ? applyTransition(cur, m.transition!, m.taskState) : cur));
+          pending.current.push(m);
+          applySoon();
           reloadSoon();
         },
         ac.signal,
