@@ -110,6 +110,31 @@ describe('stepTimelines', () => {
     expect(charge.doneAt! - T0).toBeCloseTo(20);
   });
 
+  it("reads a failure's error, class and retry time from its metadata", () => {
+    seq = 0;
+    const transitions = [
+      tr('STATE_PENDING', 'STATE_IN_PROGRESS', 1, 'dispatched attempt 1 to executor e1', 1, 'e1'),
+      tr('STATE_IN_PROGRESS', 'STATE_ERROR', 5, 'attempt 1 of 3 failed, retrying in 10ms: boom', 1),
+      tr('STATE_ERROR', 'STATE_PENDING', 20, 'retrying after attempt 1 of 3 failed', 1),
+      tr('STATE_PENDING', 'STATE_IN_PROGRESS', 20, 'dispatched attempt 2 to executor e2', 2, 'e2'),
+      tr('STATE_IN_PROGRESS', 'STATE_COMPLETE', 22, 'attempt 2 succeeded', 2, 'e2'),
+    ];
+    // The coordinator's metadata wins over the rounded delay in the reason.
+    transitions[1].metadata = { executor: 'e1', error: 'boom', error_class: 'Boom', retry_at: iso(17) };
+    const rows = stepTimelines(
+      { createdAt: iso(0), state: 'STATE_COMPLETE', steps: [{ name: 's', state: 'STATE_COMPLETE', transitions }] },
+      T0 + 50,
+    );
+    expect(rows[0].attempts[0]).toMatchObject({ executor: 'e1', errorMessage: 'boom', errorClass: 'Boom' });
+    expect(rel(rows, 's')).toEqual([
+      ['queued', 1, 0, 1, false],
+      ['running', 1, 1, 5, false],
+      ['backoff', 1, 5, 17, false],
+      ['queued', 2, 17, 20, false],
+      ['running', 2, 20, 22, false],
+    ]);
+  });
+
   it('takes the stored error class for a last attempt that failed', () => {
     seq = 0;
     const rows = stepTimelines(
