@@ -475,6 +475,11 @@ function StepPanel({
 
       <h3>Transitions</h3>
       <TransitionsList transitions={sortTransitions(step.transitions)} />
+
+      <details className="task-context">
+        <summary>Task context</summary>
+        <JsonView value={task.context ?? {}} />
+      </details>
       <div className="muted small ids">
         task <Mono>{task.id}</Mono> · step id <Mono>{step.id}</Mono>
       </div>
