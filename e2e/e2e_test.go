@@ -193,6 +193,12 @@ type taskJSON struct {
 			At     string  `json:"at"`
 			Reason string  `json:"reason"`
 		} `json:"transitions"`
+		Waiting *struct {
+			Reason  string   `json:"reason"`
+			On      []string `json:"on"`
+			Until   string   `json:"until"`
+			Handler string   `json:"handler"`
+		} `json:"waiting"`
 	} `json:"steps"`
 }
 
