@@ -18,25 +18,32 @@ import (
 //go:embed dist
 var dist embed.FS
 
-// assetExtensions are the file kinds the build emits. A missing file of
-// one of these kinds is a 404, never index.html: a browser told that a
-// stale script is HTML fails with a baffling error instead of a clear one.
-var assetExtensions = map[string]bool{
-	".js": true, ".mjs": true, ".css": true, ".map": true, ".json": true, ".svg": true, ".png": true,
-	".ico": true, ".woff": true, ".woff2": true, ".txt": true, ".wasm": true,
+// isAsset says whether a path names a kind of file the build emits. A
+// missing file of one of these kinds is a 404, never index.html: a browser
+// told that a stale script is HTML fails with a baffling error instead of a
+// clear one.
+func isAsset(name string) bool {
+	if strings.HasPrefix(name, "assets/") {
+		return true
+	}
+	switch path.Ext(name) {
+	case ".js", ".mjs", ".css", ".map", ".json", ".svg", ".png", ".ico", ".woff", ".woff2", ".txt", ".wasm":
+		return true
+	}
+	return false
 }
 
-// securityHeaders go on every answer. The app loads nothing from other
+// setSecurityHeaders marks every answer. The app loads nothing from other
 // origins and is never framed (its buttons cancel and retry tasks).
 // 'unsafe-eval' is there because ajv compiles a template's context schema
 // into a function, which is how the create form checks contexts in the
 // browser; inline styles come from the graph library's positioning.
-var securityHeaders = map[string]string{
-	"Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; " +
-		"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-	"X-Content-Type-Options": "nosniff",
-	"X-Frame-Options":        "DENY",
-	"Referrer-Policy":        "same-origin",
+func setSecurityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "+
+		"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
 }
 
 type handler struct {
@@ -71,9 +78,7 @@ func newHandler(embedded fs.FS) (*handler, error) {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	for k, v := range securityHeaders {
-		w.Header().Set(k, v)
-	}
+	setSecurityHeaders(w.Header())
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "the dashboard only answers GET and HEAD", http.StatusMethodNotAllowed)
@@ -97,7 +102,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.ServeFileFS(w, r, h.files, name)
 			return
 		}
-		if strings.HasPrefix(name, "assets/") || assetExtensions[path.Ext(name)] {
+		if isAsset(name) {
 			http.NotFound(w, r)
 			return
 		}

@@ -24,7 +24,6 @@ export function useAsync<T>(fn: (signal: AbortSignal) => Promise<T>, deps: unkno
       },
     );
     return () => ac.abort();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, gen]);
   const reload = useCallback(() => setGen((g) => g + 1), []);
   return { ...state, reload };
@@ -122,7 +121,6 @@ export function useEventStream(
       }
     })();
     return () => ac.abort();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [filter.namespace, filter.name, kinds]);
   return status;
 }

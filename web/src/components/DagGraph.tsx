@@ -124,7 +124,6 @@ function useViewport(
     ready.current = true;
     const moved = (selected && center(selected, 0)) || flow.fitView(FIT);
     void Promise.resolve(moved).then(() => setPlaced(true));
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [flow, center]);
   useEffect(() => {
     // A node clicked in the graph is on screen already: the view stays.
@@ -136,7 +135,6 @@ function useViewport(
 function Graph({ steps, plain, selected, onSelect, critical, height = 420 }: DagGraphProps) {
   const key = structureKey(steps);
   // Laid out once per shape; state changes only recolour.
-  // eslint-disable-next-line react-hooks/exhaustive-deps
   const layout = useMemo(() => layoutDag(steps), [key]);
   const criticalSet = useMemo(() => new Set(critical ?? []), [critical]);
   const criticalEdges = useMemo(() => {
@@ -172,7 +170,6 @@ function Graph({ steps, plain, selected, onSelect, critical, height = 420 }: Dag
           markerEnd: { type: MarkerType.ArrowClosed, width: 14, height: 14, color: hot ? '#c2410c' : '#8a94a6' },
         };
       }),
-    // eslint-disable-next-line react-hooks/exhaustive-deps
     [key, criticalEdges, plain],
   );
   const large = steps.length > LARGE_DAG;

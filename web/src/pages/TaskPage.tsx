@@ -91,7 +91,6 @@ export function TaskPage({ id }: { id: string }) {
         },
       );
     return () => ac.abort();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [id, loaded, watchGen]);
 
   useInterval(
