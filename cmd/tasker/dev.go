@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,7 +21,8 @@ import (
 
 func newDevCmd(g *globals) *cobra.Command {
 	var (
-		listen     string
+		listen string
+		// httpListen serves the dashboard, the REST API and /metrics.
 		httpListen string
 		store      storeFlags
 		logs       logFlags
@@ -37,9 +39,10 @@ the example templates, runs demo/order_fulfillment to completion while
 printing its transitions, then keeps serving until Ctrl-C (or exits with
 --once), so other terminals can use the CLI against it.
 
---http-listen serves the REST/JSON API under /api/v1/ (its OpenAPI document
-at /api/openapi.json), /metrics and the health checks /healthz/live and
-/healthz/ready; give it an empty value to serve no HTTP.
+--http-listen serves the dashboard at /, the REST/JSON API under /api/v1/
+(its OpenAPI document at /api/openapi.json), /metrics and the health checks
+/healthz/live and /healthz/ready; dev prints the dashboard's URL once it is
+up. Give it an empty value to serve no HTTP.
 
 The global --tls-cert, --tls-key and --tls-ca apply to both services and to
 dev's own client, as for the coordinator and executor commands (HTTPS then
@@ -48,6 +51,11 @@ too). dev never asks for tokens.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := g.env.Stdout
+			if httpListen != "" {
+				if err := checkHostPort("--http-listen", httpListen, "7080"); err != nil {
+					return err
+				}
+			}
 			log, err := logs.logger(g.env.Stderr)
 			if err != nil {
 				return err
@@ -97,11 +105,9 @@ too). dev never asks for tokens.`,
 			}()
 			fmt.Fprintf(out, "coordinator on %s (store %s), executor on %s\n", rc.addr, store.db, exAddr)
 			if rc.httpAddr != "" {
-				scheme := "http"
-				if g.tls.cert != "" {
-					scheme = "https"
-				}
-				fmt.Fprintf(out, "REST/JSON API on %s://%s/api/v1/ (OpenAPI document at /api/openapi.json)\n", scheme, rc.httpAddr)
+				https := g.tls.cert != ""
+				fmt.Fprintf(out, "dashboard on %s\n", dashboardURL(rc.httpAddr, https))
+				fmt.Fprintf(out, "REST/JSON API on %sapi/v1/ (OpenAPI document at /api/openapi.json)\n", dashboardURL(rc.httpAddr, https))
 			}
 
 			g.coordinator = rc.addr
@@ -154,13 +160,31 @@ too). dev never asks for tokens.`,
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", defaultCoordinator, "address to serve the coordinator API on")
-	cmd.Flags().StringVar(&httpListen, "http-listen", "127.0.0.1:7080", "address to serve the REST/JSON API, /metrics and health checks on (empty: none)")
+	cmd.Flags().StringVar(&httpListen, "http-listen", "127.0.0.1:7080", "address to serve the dashboard, the REST/JSON API, /metrics and health checks on (empty: none)")
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the sample task completes instead of serving")
 	registerInsecure(cmd, &allowPlaintext)
 	store.register(cmd, "")
 	cmd.Flags().Lookup("db").Usage = "SQLite file to keep (default: a new file in a temporary directory, removed on exit)"
 	logs.register(cmd, "error")
 	return cmd
+}
+
+// dashboardURL is the URL a browser opens for the dashboard served on
+// addr: a host the listener took as "any interface" is shown as loopback,
+// since that is an address the browser on this machine can reach.
+func dashboardURL(addr string, https bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	if https {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/"
 }
 
 // waitForExecutor waits until the coordinator has an executor connected.

@@ -1,0 +1,274 @@
+import { useMemo, useState, type FormEvent } from 'react';
+import { api } from '../api/client';
+import type { State, TaskTemplate } from '../api/types';
+import { ErrorNote, LiveDot, Mono, StateBadge } from '../components/common';
+import { useAsync, useEventStream, useInterval, useNow, useThrottled } from '../hooks';
+import { paths } from '../lib/routes';
+import { STATES, isTerminal, parseState, stateColor, stateLabel, stateTextColor } from '../lib/states';
+import { formatDuration, formatTime, fromLocalInput, parseTimestamp, toRFC3339 } from '../lib/time';
+import { Link, useRouter } from '../router';
+
+const PAGE_SIZE = 50;
+
+interface Filters {
+  namespace: string;
+  name: string;
+  state?: State;
+  after: string;
+  before: string;
+  q: string;
+}
+
+function filtersFrom(search: URLSearchParams): Filters {
+  return {
+    namespace: search.get('namespace') ?? '',
+    name: search.get('name') ?? '',
+    state: parseState(search.get('state')),
+    after: search.get('after') ?? '',
+    before: search.get('before') ?? '',
+    q: search.get('q') ?? '',
+  };
+}
+
+function queryOf(f: Filters): URLSearchParams {
+  const q = new URLSearchParams();
+  if (f.namespace) q.set('namespace', f.namespace);
+  if (f.name) q.set('name', f.name);
+  if (f.state) q.set('state', stateLabel(f.state));
+  if (f.after) q.set('after', f.after);
+  if (f.before) q.set('before', f.before);
+  if (f.q) q.set('q', f.q);
+  return q;
+}
+
+/** templateNames lists namespaces and, per namespace, template names. */
+function templateNames(ts: TaskTemplate[] | undefined): Map<string, string[]> {
+  const m = new Map<string, Set<string>>();
+  for (const t of ts ?? []) {
+    const ns = t.namespace ?? '';
+    if (!m.has(ns)) m.set(ns, new Set());
+    m.get(ns)!.add(t.name ?? '');
+  }
+  return new Map([...m].sort().map(([k, v]) => [k, [...v].sort()]));
+}
+
+export function TasksPage() {
+  const { search, navigate } = useRouter();
+  const filters = useMemo(() => filtersFrom(search), [search]);
+  const [draft, setDraft] = useState<Filters>(filters);
+  const [draftKey, setDraftKey] = useState(search.toString());
+  if (draftKey !== search.toString()) {
+    // The address changed (back button, a count clicked): show its filters.
+    setDraftKey(search.toString());
+    setDraft(filters);
+  }
+  const [pages, setPages] = useState<string[]>(['']); // page tokens visited; last is current
+  const pageToken = pages[pages.length - 1];
+  const filterKey = search.toString();
+  const [pagesKey, setPagesKey] = useState(filterKey);
+  if (pagesKey !== filterKey) {
+    setPagesKey(filterKey);
+    setPages(['']);
+  }
+
+  const templates = useAsync((s) => api.listTemplates(undefined, s), []);
+  const names = useMemo(() => templateNames(templates.data?.templates), [templates.data]);
+
+  const after = fromLocalInput(filters.after);
+  const before = fromLocalInput(filters.before);
+  const list = useAsync(
+    (s) =>
+      api.listTasks(
+        {
+          namespace: filters.namespace || undefined,
+          name: filters.name || undefined,
+          state: filters.state,
+          createdAfter: after !== undefined ? toRFC3339(after) : undefined,
+          createdBefore: before !== undefined ? toRFC3339(before) : undefined,
+          search: filters.q.trim() || undefined,
+          pageSize: PAGE_SIZE,
+          pageToken: pageToken || undefined,
+        },
+        s,
+      ),
+    [filterKey, pageToken],
+  );
+  const counts = useAsync(
+    (s) => api.countTasks({ namespace: filters.namespace || undefined, name: filters.name || undefined }, s),
+    [filters.namespace, filters.name],
+  );
+
+  // Live: any task transition in scope reloads the counts, and the list
+  // while it shows the newest tasks.
+  const refresh = useThrottled(() => {
+    counts.reload();
+    if (pageToken === '') list.reload();
+  }, 700);
+  const live = useEventStream(
+    { namespace: filters.namespace || undefined, name: filters.name || undefined, kinds: ['EVENT_KIND_TASK'] },
+    refresh,
+  );
+  useInterval(refresh, 5000, live !== 'live');
+  const now = useNow(5000);
+
+  const apply = (e: FormEvent) => {
+    e.preventDefault();
+    navigate(paths.tasks(queryOf(draft)));
+  };
+  const setState = (st?: State) => navigate(paths.tasks(queryOf({ ...filters, state: st })));
+
+  const total = (counts.data?.counts ?? []).reduce((n, c) => n + Number(c.count ?? 0), 0);
+  const countOf = (st: State) => Number(counts.data?.counts?.find((c) => c.state === st)?.count ?? 0);
+  const tasks = list.data?.tasks ?? [];
+  const next = list.data?.nextPageToken;
+
+  return (
+    <div className="page">
+      <div className="title-row">
+        <h1>Tasks</h1>
+        <LiveDot status={live} />
+      </div>
+
+      <div className="counts" data-counts>
+        <button className={`count${filters.state ? '' : ' active'}`} onClick={() => setState(undefined)} data-count="all">
+          <span className="count-n">{counts.data ? total : '…'}</span> all
+        </button>
+        {STATES.map((st) => (
+          <button
+            key={st}
+            className={`count${filters.state === st ? ' active' : ''}`}
+            style={{ borderColor: stateColor(st) }}
+            onClick={() => setState(filters.state === st ? undefined : st)}
+            data-count={stateLabel(st)}
+          >
+            <span className="count-n" style={{ background: stateColor(st), color: stateTextColor(st) }}>
+              {counts.data ? countOf(st) : '…'}
+            </span>{' '}
+            {stateLabel(st)}
+          </button>
+        ))}
+      </div>
+      <ErrorNote error={counts.error} prefix="Counts" />
+
+      <form className="filters" onSubmit={apply}>
+        <label>
+          Namespace
+          <select value={draft.namespace} onChange={(e) => setDraft({ ...draft, namespace: e.target.value, name: '' })}>
+            <option value="">any</option>
+            {[...names.keys()].map((ns) => (
+              <option key={ns}>{ns}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Template
+          <select value={draft.name} onChange={(e) => setDraft({ ...draft, name: e.target.value })}>
+            <option value="">any</option>
+            {(draft.namespace ? names.get(draft.namespace) ?? [] : [...new Set([...names.values()].flat())].sort()).map((n) => (
+              <option key={n}>{n}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          State
+          <select
+            value={draft.state ? stateLabel(draft.state) : ''}
+            onChange={(e) => setDraft({ ...draft, state: parseState(e.target.value) })}
+          >
+            <option value="">any</option>
+            {STATES.map((st) => (
+              <option key={st} value={stateLabel(st)}>
+                {stateLabel(st)}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Created after
+          <input type="datetime-local" value={draft.after} onChange={(e) => setDraft({ ...draft, after: e.target.value })} />
+        </label>
+        <label>
+          Created before
+          <input type="datetime-local" value={draft.before} onChange={(e) => setDraft({ ...draft, before: e.target.value })} />
+        </label>
+        <label className="grow">
+          Id or idempotency key
+          <input
+            value={draft.q}
+            placeholder="exact id or key"
+            onChange={(e) => setDraft({ ...draft, q: e.target.value })}
+            name="search"
+          />
+        </label>
+        <div className="filter-buttons">
+          <button className="primary" type="submit">
+            Apply
+          </button>
+          <button type="button" onClick={() => navigate(paths.tasks())}>
+            Clear
+          </button>
+        </div>
+      </form>
+
+      <ErrorNote error={list.error} />
+      <table className="table tasks-table">
+        <thead>
+          <tr>
+            <th>id</th>
+            <th>template</th>
+            <th>state</th>
+            <th>created</th>
+            <th>duration</th>
+            <th>idempotency key</th>
+          </tr>
+        </thead>
+        <tbody>
+          {tasks.map((t) => {
+            const created = parseTimestamp(t.createdAt);
+            const end = parseTimestamp(t.completedAt) ?? (isTerminal(t.state) ? parseTimestamp(t.updatedAt) : now);
+            return (
+              <tr key={t.id} data-task={t.id}>
+                <td>
+                  <Link to={paths.task(t.id)}>
+                    <Mono>{t.id}</Mono>
+                  </Link>
+                </td>
+                <td>
+                  {t.namespace}/{t.name}
+                  <span className="muted">@{t.version}</span>
+                </td>
+                <td>
+                  <StateBadge state={t.state} />
+                </td>
+                <td className="nowrap">{formatTime(created)}</td>
+                <td className="num">{created !== undefined && end !== undefined ? formatDuration(end - created) : '—'}</td>
+                <td className="key" title={t.idempotencyKey}>
+                  <Mono>{t.idempotencyKey}</Mono>
+                </td>
+              </tr>
+            );
+          })}
+          {list.data && tasks.length === 0 && (
+            <tr>
+              <td colSpan={6} className="muted">
+                No tasks match.
+              </td>
+            </tr>
+          )}
+        </tbody>
+      </table>
+      <div className="pager">
+        <button disabled={pages.length <= 1} onClick={() => setPages(pages.slice(0, -1))}>
+          ← Newer
+        </button>
+        <span className="muted">
+          page {pages.length}
+          {list.loading ? ' · loading…' : ''}
+        </span>
+        <button disabled={!next} onClick={() => next && setPages([...pages, next])}>
+          Older →
+        </button>
+      </div>
+    </div>
+  );
+}
