@@ -18,6 +18,7 @@ import (
 
 	"github.com/tasker-go/tasker"
 	"github.com/tasker-go/tasker/auth"
+	"github.com/tasker-go/tasker/web"
 )
 
 // newRegistry is the Prometheus registry of a coordinator process: Go
@@ -67,10 +68,10 @@ const readyTimeout = 5 * time.Second
 // serveHTTP serves cfg on cfg.addr until stop. cfg.sec decides TLS and
 // tokens. Public are the health checks (/healthz, /healthz/live,
 // /healthz/ready), which orchestrators call without tokens, and
-// /api/openapi.json, which describes the API as gRPC reflection does; the
-// REST API answers for itself, as the coordinator's RPCs do; everything
-// else (/metrics, /debug/pprof) needs a read token when tokens are on,
-// since it tells a caller as much as the read RPCs do.
+// /api/openapi.json, which describes the API as gRPC reflection does, and a
+// coordinator's dashboard files; the REST API answers for itself, as the
+// coordinator's RPCs do; /metrics and /debug/pprof need a read token when
+// tokens are on, since they tell a caller as much as the read RPCs do.
 func serveHTTP(cfg httpConfig) (*httpServer, error) {
 	guarded := http.NewServeMux()
 	guarded.Handle("GET /metrics", promhttp.HandlerFor(cfg.reg, promhttp.HandlerOpts{Registry: cfg.reg}))
@@ -106,7 +107,17 @@ func serveHTTP(cfg httpConfig) (*httpServer, error) {
 			_, _ = io.WriteString(w, tasker.OpenAPI())
 		})
 	}
-	mux.Handle("/", guard.Wrap(guarded))
+	if cfg.api != nil {
+		// The dashboard's files hold no data (it reads everything through
+		// the API, with the token it asks for), and a browser cannot send a
+		// token to load a page: they are public. /metrics and pprof keep
+		// the guard.
+		mux.Handle("GET /metrics", guard.Wrap(guarded))
+		mux.Handle("/debug/pprof/", guard.Wrap(guarded))
+		mux.Handle("/", web.Handler())
+	} else {
+		mux.Handle("/", guard.Wrap(guarded))
+	}
 
 	lis, err := net.Listen("tcp", cfg.addr)
 	if err != nil {

@@ -88,11 +88,16 @@ func TestCoordinatorHTTPNeedsReadToken(t *testing.T) {
 	code, body := httpGet(t, c, base+"/healthz", "")
 	require.Equal(t, http.StatusOK, code, "health checks need no token")
 	require.Equal(t, "ok\n", body)
-	for _, path := range []string{"/metrics", "/debug/pprof/", "/nowhere"} {
+	for _, path := range []string{"/metrics", "/debug/pprof/"} {
 		code, body = httpGet(t, c, base+path, "")
 		require.Equal(t, http.StatusUnauthorized, code, path)
 		require.Contains(t, body, "no bearer token", path)
 	}
+	// The dashboard's page is public (it holds no data and asks for a token
+	// itself); a client route gets the same page.
+	code, body = httpGet(t, c, base+"/nowhere", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "<div id=\"root\">")
 	code, _ = httpGet(t, c, base+"/metrics", "not-a-token-anyone-issued")
 	require.Equal(t, http.StatusUnauthorized, code)
 	code, body = httpGet(t, c, base+"/metrics", executorToken)
