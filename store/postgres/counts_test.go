@@ -1,10 +1,8 @@
 package postgres
 
 import (
-	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-go/tasker/store"
@@ -37,11 +35,7 @@ func TestTaskCountPlans(t *testing.T) {
 		{store.TaskCountParams{Name: "linear"}, "tasks_namespace_name_state"},
 	} {
 		query, args := taskCountQuery(&tc.params)
-		rows, err := conn.Query(ctx, "EXPLAIN "+query, args...)
-		require.NoError(t, err)
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		plan := strings.Join(lines, "\n")
+		plan := explainPlan(t, conn, query, args...)
 		t.Logf("%+v:\n%s", tc.params, plan)
 		require.Contains(t, plan, "Index Only Scan using "+tc.index, "%+v: %s", tc.params, plan)
 		require.NotContains(t, plan, "Seq Scan", "%+v: %s", tc.params, plan)

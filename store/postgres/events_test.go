@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -182,11 +181,7 @@ func TestEventPlans(t *testing.T) {
 	require.NoError(t, err)
 	plan := func(query string, args ...any) string {
 		t.Helper()
-		rows, err := conn.Query(ctx, "EXPLAIN "+query, args...)
-		require.NoError(t, err)
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return strings.Join(lines, "\n")
+		return explainPlan(t, conn, query, args...)
 	}
 	list := plan(eventListSQL, 0, 0, 100)
 	require.Contains(t, list, "Index Scan using transitions_xact_seq", list)

@@ -30,11 +30,7 @@ func TestFinishedQueryPlans(t *testing.T) {
 
 	plan := func(query string, args ...any) string {
 		t.Helper()
-		rows, err := conn.Query(ctx, "EXPLAIN "+query, args...)
-		require.NoError(t, err)
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return strings.Join(lines, "\n")
+		return explainPlan(t, conn, query, args...)
 	}
 
 	now := time.Now()

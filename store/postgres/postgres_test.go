@@ -83,6 +83,16 @@ func openStore(tb testing.TB, cfg Config) *Store {
 
 // adminConn is a plain connection into the store's schema, standing in for
 // another process.
+// explainPlan is PostgreSQL's plan for query, one line per node.
+func explainPlan(t *testing.T, conn *pgx.Conn, query string, args ...any) string {
+	t.Helper()
+	rows, err := conn.Query(t.Context(), "EXPLAIN "+query, args...)
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return strings.Join(lines, "\n")
+}
+
 func adminConn(tb testing.TB, schema string) *pgx.Conn {
 	tb.Helper()
 	cfg, err := pgx.ParseConfig(testURL(tb))
@@ -297,11 +307,7 @@ func TestQueryPlans(t *testing.T) {
 
 	plan := func(query string, args ...any) string {
 		t.Helper()
-		rows, err := conn.Query(ctx, "EXPLAIN "+query, args...)
-		require.NoError(t, err)
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return strings.Join(lines, "\n")
+		return explainPlan(t, conn, query, args...)
 	}
 
 	active := plan(taskListActiveQuery, "", 100)

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -27,18 +26,7 @@ func TestTaskCountPlans(t *testing.T) {
 		{store.TaskCountParams{Name: "linear"}, "tasks_namespace_name_state"},
 	} {
 		query, args := taskCountQuery(&tc.params)
-		rows, err := s.reader.QueryxContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
-		require.NoError(t, err)
-		var details []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
-			details = append(details, detail)
-		}
-		require.NoError(t, rows.Err())
-		require.NoError(t, rows.Close())
-		plan := strings.Join(details, "; ")
+		plan := explainPlan(t, s, query, args...)
 		t.Logf("%+v: %s", tc.params, plan)
 		require.Contains(t, plan, "USING COVERING INDEX "+tc.index, "%+v: %s", tc.params, plan)
 		if tc.params.Namespace != "" || tc.params.Name == "" {

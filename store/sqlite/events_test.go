@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -62,23 +61,11 @@ func TestEventPruneNeverReusesSeq(t *testing.T) {
 // their indexes, so they cost in proportion to the entries they touch.
 func TestEventPlans(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
 	s := openStore(t, Config{})
 	storetest.SeedTasks(t, s, "ns", 20)
 	plan := func(query string, args ...any) string {
 		t.Helper()
-		rows, err := s.reader.QueryxContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
-		require.NoError(t, err)
-		defer rows.Close()
-		var details []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
-			details = append(details, detail)
-		}
-		require.NoError(t, rows.Err())
-		return strings.Join(details, "; ")
+		return explainPlan(t, s, query, args...)
 	}
 	list := plan(eventListQuery, 0, 100)
 	require.Contains(t, list, "SEARCH transitions USING INTEGER PRIMARY KEY (rowid>?)", list)

@@ -26,18 +26,7 @@ func TestFinishedQueryPlans(t *testing.T) {
 
 	plan := func(query string, args ...any) string {
 		t.Helper()
-		rows, err := s.reader.QueryxContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
-		require.NoError(t, err)
-		defer rows.Close()
-		var details []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
-			details = append(details, detail)
-		}
-		require.NoError(t, rows.Err())
-		return strings.Join(details, "; ")
+		return explainPlan(t, s, query, args...)
 	}
 
 	now := time.Now()

@@ -157,28 +157,33 @@ func TestBatchFailsTogether(t *testing.T) {
 	storetest.RequireBatchFailed(t, s, before, p, batch[0].Wait(), batch[1].Wait())
 }
 
+// explainPlan is SQLite's plan for query, its steps joined by "; ".
+func explainPlan(t *testing.T, s *Store, query string, args ...any) string {
+	t.Helper()
+	rows, err := s.reader.QueryxContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
+	require.NoError(t, err)
+	defer rows.Close()
+	var details []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+		details = append(details, detail)
+	}
+	require.NoError(t, rows.Err())
+	return strings.Join(details, "; ")
+}
+
 // TestQueryPlans pins the hot-path reads to their indexes: listing active
 // tasks must never read finished ones, and filtered lists must not sort.
 func TestQueryPlans(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
 	s := openStore(t, Config{})
 	storetest.SeedTasks(t, s, "ns", 20)
 
 	plan := func(query string, args ...any) string {
 		t.Helper()
-		rows, err := s.reader.QueryxContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
-		require.NoError(t, err)
-		defer rows.Close()
-		var details []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
-			details = append(details, detail)
-		}
-		require.NoError(t, rows.Err())
-		return strings.Join(details, "; ")
+		return explainPlan(t, s, query, args...)
 	}
 
 	active := plan(taskListActiveQuery, "", 100)
