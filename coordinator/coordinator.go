@@ -179,6 +179,7 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg.TracerProvider = noop.NewTracerProvider()
 	}
 	e.trace = newTracing(cfg.TracerProvider)
+	e.events = newEventLog(ctx, cfg.Store)
 	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e, &e.bg)
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()

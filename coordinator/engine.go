@@ -35,10 +35,12 @@ type engine struct {
 	templates *templateBook
 	pool      *pool
 	hub       *hub
-	metrics   *metrics
-	trace     tracing
-	grace     time.Duration
-	now       func() time.Time
+	// events reads the event log for the subscribers of SubscribeEvents.
+	events  *eventLog
+	metrics *metrics
+	trace   tracing
+	grace   time.Duration
+	now     func() time.Time
 	// id names this coordinator's lease; leaseTTL is its life; address is
 	// stored with it for peers.
 	id       string

@@ -2,8 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -65,9 +68,107 @@ const (
 	eventPage = 500
 )
 
+// eventLog reads the store's event log for every follower of this
+// coordinator. Followers read it unfiltered and filter in memory, so all
+// those at the same place in the log want the same page: concurrent reads
+// of one page are one store read, and a page that moved the log on is kept
+// for the followers that come to it next. N subscribers then cost about one
+// read of each page, not N. A page that found nothing new is never kept:
+// what follows its cursor may commit at any time.
+type eventLog struct {
+	store store.Store
+	// ctx bounds the shared reads, which outlive any one follower.
+	ctx    context.Context
+	flight singleflight.Group
+
+	mu    sync.Mutex // protects pages and order
+	pages map[string]*store.EventPage
+	order []string // keys of pages, oldest first
+}
+
+// eventLogPages bounds the pages kept: about this many × eventPage events
+// behind the newest, a follower still reads from memory.
+const eventLogPages = 32
+
+func newEventLog(ctx context.Context, st store.Store) *eventLog {
+	return &eventLog{store: st, ctx: ctx, pages: map[string]*store.EventPage{}}
+}
+
+// page returns the unfiltered page of the log after the cursor, from
+// memory or from one store read shared with every follower asking at once.
+func (l *eventLog) page(ctx context.Context, after string) (*store.EventPage, error) {
+	l.mu.Lock()
+	p := l.pages[after]
+	l.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	ch := l.flight.DoChan(after, func() (any, error) {
+		p, err := l.store.EventList(l.ctx, &store.EventListParams{After: after, Limit: eventPage})
+		if err == nil && p.Next != after {
+			l.keep(after, p)
+		}
+		return p, err
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*store.EventPage), nil
+	}
+}
+
+// forget drops every page kept. Another coordinator pruning a shared
+// database is not seen here, so a page kept from below its floor may still
+// serve a follower: it gets the events pruned since (they were real and
+// are not skipped) instead of OutOfRange; within eventLogPages pages of
+// the head, which retention, counted in days, never reaches in practice.
+func (l *eventLog) forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.pages)
+	l.order = nil
+}
+
+func (l *eventLog) keep(after string, p *store.EventPage) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.pages[after]; ok {
+		return
+	}
+	l.pages[after] = p
+	l.order = append(l.order, after)
+	if len(l.order) > eventLogPages {
+		delete(l.pages, l.order[0])
+		l.order = l.order[1:]
+	}
+}
+
+// eventFilter is what one subscriber keeps of the log, as
+// store.EventListParams filters it.
+type eventFilter struct {
+	namespace, name string
+	kind            store.EventKind
+}
+
+func (f eventFilter) keeps(ev *store.Event) bool {
+	switch {
+	case f.namespace != "" && ev.Namespace != f.namespace, f.name != "" && ev.Name != f.name:
+		return false
+	case f.kind == store.EventKindTask:
+		return ev.Transition.StepID == ""
+	case f.kind == store.EventKindStep:
+		return ev.Transition.StepID != ""
+	}
+	return true
+}
+
 // eventFollower streams the log to one subscriber.
 type eventFollower struct {
-	store    store.Store
+	log      *eventLog
 	bell     *bell
 	stopping <-chan struct{}
 	poll     time.Duration
@@ -78,7 +179,7 @@ type eventFollower struct {
 // in log order; with follow it then waits for more until ctx ends, and
 // without it returns once it has caught up.
 func (f *eventFollower) run(ctx context.Context, params store.EventListParams, follow bool, send func(*store.Event) error) error {
-	params.Limit = eventPage
+	filter := eventFilter{namespace: params.Namespace, name: params.Name, kind: params.Kind}
 	var poll <-chan time.Time
 	if follow {
 		t := time.NewTicker(f.poll)
@@ -88,11 +189,14 @@ func (f *eventFollower) run(ctx context.Context, params store.EventListParams, f
 	for {
 		wake := f.bell.wait()
 		read := time.Now()
-		page, err := f.store.EventList(ctx, &params)
+		page, err := f.log.page(ctx, params.After)
 		if err != nil {
 			return err
 		}
 		for _, ev := range page.Events {
+			if !filter.keeps(ev) {
+				continue
+			}
 			if err := send(ev); err != nil {
 				return err
 			}

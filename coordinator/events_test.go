@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -441,4 +442,56 @@ func TestSubscribeEventsNamespaces(t *testing.T) {
 	require.Equal(t, three("b"), got)
 	_, err = read(readerA, "b")
 	requireCode(t, err, codes.PermissionDenied, `namespace "b"`)
+}
+
+// eventCountingStore counts the event log reads that reach the store.
+type eventCountingStore struct {
+	store.Store
+	lists atomic.Int64
+}
+
+func (s *eventCountingStore) EventList(ctx context.Context, p *store.EventListParams) (*store.EventPage, error) {
+	s.lists.Add(1)
+	return s.Store.EventList(ctx, p)
+}
+
+// Subscribers share the coordinator's reads of the event log: each page is
+// read from the store once, whoever asks for it next is served from
+// memory, and each subscriber still gets exactly what its filters keep.
+func TestSubscribersShareReadsOfTheEventLog(t *testing.T) {
+	t.Parallel()
+	st := &eventCountingStore{Store: openSQLite(t)}
+	h := storeHarness(t, st, coordinator.Config{})
+	h.apply(fmt.Sprintf(eventsTemplate, "alpha", "waits"))
+	h.apply(fmt.Sprintf(eventsTemplate, "beta", "waits"))
+	// No executor: each task waits until cancelled, which records three
+	// transitions (two steps, then the task): 2 × 120 × 3 = 720 events,
+	// two pages of the log.
+	for i := range 120 {
+		for _, ns := range []string{"alpha", "beta"} {
+			task := h.create(ns, "waits", map[string]any{"n": i})
+			_, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId()})
+			require.NoError(t, err)
+		}
+	}
+	before := st.lists.Load()
+	all, err := history(t, h, &coordinatorv1.SubscribeEventsRequest{})
+	require.NoError(t, err)
+	require.Len(t, all, 720)
+	pages := st.lists.Load() - before
+	require.EqualValues(t, 2, pages, "the whole log in two pages")
+
+	for range 4 {
+		again, err := history(t, h, &coordinatorv1.SubscribeEventsRequest{})
+		require.NoError(t, err)
+		require.Len(t, again, 720)
+	}
+	alpha, err := history(t, h, &coordinatorv1.SubscribeEventsRequest{Namespace: "alpha", Kinds: []coordinatorv1.EventKind{coordinatorv1.EventKind_EVENT_KIND_TASK}})
+	require.NoError(t, err)
+	require.Len(t, alpha, 120)
+	for _, ev := range alpha {
+		require.Equal(t, "alpha", ev.GetNamespace())
+		require.Empty(t, ev.GetTransition().GetStepName())
+	}
+	require.Equal(t, pages, st.lists.Load()-before, "later subscribers were served from memory")
 }

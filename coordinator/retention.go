@@ -60,6 +60,11 @@ func (e *engine) pruneEvents(ctx context.Context, before time.Time) (int, error)
 		if err != nil {
 			return deleted, err
 		}
+		if res.Examined > 0 {
+			// The floor moved: pages kept from below it must not answer
+			// a cursor the store now refuses.
+			e.events.forget()
+		}
 		deleted += res.Deleted
 		if !res.More {
 			return deleted, nil
