@@ -108,7 +108,7 @@ func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transi
 	p := &coordinatorv1.Task{
 		Id: t.ID, Namespace: t.Namespace, Name: t.Name, Version: t.Version, State: protoState(t.State),
 		Context: jsonStruct(t.Context), IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
-		UpdatedAt: timestamp(t.UpdatedAt), CompletedAt: timestamp(t.CompletedAt),
+		UpdatedAt: timestamp(t.UpdatedAt), CompletedAt: timestamp(t.CompletedAt), RunAt: timestamp(t.RunAt),
 	}
 	byStep := map[string][]*coordinatorv1.Transition{}
 	for _, tr := range transitions {

@@ -165,6 +165,12 @@ func (tr *taskRun) sync(i int) {
 	}
 }
 
+// waitsToStart reports whether the task was created to start later and
+// that time has not come: it stays pending, dispatching nothing.
+func (tr *taskRun) waitsToStart(now time.Time) bool {
+	return tr.task.State == state.Pending && now.Before(tr.task.RunAt)
+}
+
 // failedReason names the steps that failed the task.
 func (tr *taskRun) failedReason() string {
 	var names []string
@@ -306,6 +312,9 @@ func (e *engine) schedule(c *change, candidates []int) {
 		return
 	}
 	now := c.params.At
+	if tr.waitsToStart(now) {
+		return // armWake wakes it at its start time
+	}
 	if candidates == nil {
 		for i := range tr.steps {
 			e.tryDispatch(c, i, now)
@@ -495,6 +504,9 @@ func (e *engine) armAttemptTimer(tr *taskRun, i int, d time.Duration, reason str
 // at once, again and again, until a slot frees).
 func (e *engine) armWake(tr *taskRun) {
 	var at time.Time
+	if tr.waitsToStart(e.now()) {
+		at = tr.task.RunAt
+	}
 	if tr.task.State == state.Pending || tr.task.State == state.InProgress {
 		for i := range tr.errored {
 			v := &tr.view[i]
@@ -528,9 +540,12 @@ func (e *engine) wakeTask(taskID string, gen uint64) {
 	e.metrics.wakes.Inc()
 	tr.wake = nil
 	c := e.newChange(tr)
-	cands := make([]int, 0, len(tr.errored))
-	for i := range tr.errored {
-		cands = append(cands, i)
+	var cands []int // nil: every step, for a task whose start time came
+	if tr.task.State != state.Pending || tr.task.RunAt.IsZero() {
+		cands = make([]int, 0, len(tr.errored))
+		for i := range tr.errored {
+			cands = append(cands, i)
+		}
 	}
 	e.schedule(c, cands)
 	if err := e.commit(e.ctx, c); err != nil {

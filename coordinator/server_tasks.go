@@ -28,9 +28,13 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	runAt, err := startTime(req, s.c.engine.now())
+	if err != nil {
+		return nil, err
+	}
 	v, created, err := s.c.engine.createTask(ctx, &createParams{
 		namespace: req.GetNamespace(), name: req.GetName(), version: req.GetVersion(), context: raw,
-		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(),
+		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(), runAt: runAt,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -45,6 +49,30 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	}
 	warnings := s.handlerWarnings("task "+task.GetId(), steps)
 	return &coordinatorv1.CreateTaskResponse{Task: task, Created: created, Warnings: warnings}, nil
+}
+
+// startTime reads a create's run_at or delay: when the task is to start,
+// zero for at once.
+func startTime(req *coordinatorv1.CreateTaskRequest, now time.Time) (time.Time, error) {
+	switch {
+	case req.GetRunAt() != nil && req.GetDelay() != nil:
+		return time.Time{}, status.Error(codes.InvalidArgument, "run_at and delay: give one or the other")
+	case req.GetRunAt() != nil:
+		if err := req.GetRunAt().CheckValid(); err != nil {
+			return time.Time{}, status.Errorf(codes.InvalidArgument, "run_at: %v", err)
+		}
+		return req.GetRunAt().AsTime(), nil
+	case req.GetDelay() != nil:
+		if err := req.GetDelay().CheckValid(); err != nil {
+			return time.Time{}, status.Errorf(codes.InvalidArgument, "delay: %v", err)
+		}
+		d := req.GetDelay().AsDuration()
+		if d < 0 {
+			return time.Time{}, status.Errorf(codes.InvalidArgument, "delay: %s is negative", d)
+		}
+		return now.Add(d), nil
+	}
+	return time.Time{}, nil
 }
 
 func (s *server) toProto(v *taskView) *coordinatorv1.Task {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -22,6 +23,8 @@ type createParams struct {
 	context                  json.RawMessage
 	idempotencyKey           string
 	bypass                   []string
+	// runAt, when after the creation, delays the task's start.
+	runAt time.Time
 }
 
 // createTask validates the request, inserts the task and dispatches its
@@ -65,6 +68,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 		ID: uuid.Must(uuid.NewV7()).String(), Namespace: ct.tmpl.Namespace, Name: ct.tmpl.Name,
 		Version: ct.tmpl.Version, State: state.Pending, Context: p.context, IdentityKey: key,
 		BypassSteps: p.bypass, CreatedAt: now, UpdatedAt: now,
+	}
+	if p.runAt.After(now) {
+		task.RunAt = p.runAt
 	}
 	if l := e.lease.Load(); l != nil {
 		task.OwnerToken = l.Token

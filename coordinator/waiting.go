@@ -14,6 +14,7 @@ import (
 const (
 	waitParents    = "parents"
 	waitBackoff    = "backoff"
+	waitScheduled  = "scheduled"
 	waitNoExecutor = "no_executor"
 	waitCapacity   = "capacity"
 )
@@ -51,9 +52,13 @@ func (e *engine) waitingOf(tr *taskRun, now time.Time) map[string]*waitReason {
 		case plan.StageBackoff:
 			w = &waitReason{reason: waitBackoff, until: until}
 		case plan.StageSlot:
-			w = &waitReason{reason: waitCapacity, handler: s.Handler}
-			if !e.pool.hosted(s.Handler) {
-				w.reason = waitNoExecutor
+			switch {
+			case tr.waitsToStart(now):
+				w = &waitReason{reason: waitScheduled, until: tr.task.RunAt}
+			case !e.pool.hosted(s.Handler):
+				w = &waitReason{reason: waitNoExecutor, handler: s.Handler}
+			default:
+				w = &waitReason{reason: waitCapacity, handler: s.Handler}
 			}
 		}
 		out[s.ID] = w

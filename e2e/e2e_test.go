@@ -175,6 +175,7 @@ type taskJSON struct {
 	Context     map[string]any `json:"context"`
 	CreatedAt   string         `json:"created_at"`
 	CompletedAt *string        `json:"completed_at"`
+	RunAt       string         `json:"run_at"`
 	Steps       []struct {
 		Name      string          `json:"name"`
 		Handler   string          `json:"handler"`

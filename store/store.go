@@ -285,6 +285,9 @@ type Task struct {
 	CompletedAt time.Time
 	// OwnerToken is the token of the lease that owns the task (0: none).
 	OwnerToken int64
+	// RunAt, when set, is when the task was to start: it waits, pending,
+	// until then.
+	RunAt time.Time
 }
 
 // Step is a stored step. Its handler config, backoff and timeout live in the

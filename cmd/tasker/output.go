@@ -26,8 +26,10 @@ type taskJSON struct {
 	Context   map[string]any `json:"context"`
 	CreatedAt string         `json:"created_at"`
 	// CompletedAt is null unless the coordinator recorded a completion.
-	CompletedAt *string    `json:"completed_at"`
-	Steps       []stepJSON `json:"steps"`
+	CompletedAt *string `json:"completed_at"`
+	// RunAt is when a delayed task was to start; omitted otherwise.
+	RunAt string     `json:"run_at,omitempty"`
+	Steps []stepJSON `json:"steps"`
 }
 
 // stepJSON is one step inside taskJSON.
@@ -124,6 +126,7 @@ func toTaskJSON(t *coordinatorv1.Task) taskJSON {
 		Context:     ctx,
 		CreatedAt:   formatTime(t.GetCreatedAt()),
 		CompletedAt: optionalTime(t.GetCompletedAt()),
+		RunAt:       formatTime(t.GetRunAt()),
 		Steps:       make([]stepJSON, 0, len(t.GetSteps())),
 	}
 	for _, s := range t.GetSteps() {

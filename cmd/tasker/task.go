@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -48,6 +49,8 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 		idempotencyKey string
 		bypass         []string
 		wait           bool
+		runAt          string
+		delay          time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAMESPACE/NAME[@VERSION]",
@@ -85,6 +88,18 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 				Context:        taskCtx,
 				IdempotencyKey: idempotencyKey,
 				BypassSteps:    bypass,
+			}
+			switch {
+			case runAt != "" && cmd.Flags().Changed("delay"):
+				return &usageError{err: errors.New("--run-at and --delay: give one or the other"), cmd: cmd}
+			case runAt != "":
+				at, err := time.Parse(time.RFC3339Nano, runAt)
+				if err != nil {
+					return fmt.Errorf("--run-at %q: want an RFC 3339 time such as 2026-03-01T12:00:00Z", runAt)
+				}
+				req.RunAt = timestamppb.New(at)
+			case cmd.Flags().Changed("delay"):
+				req.Delay = durationpb.New(delay)
 			}
 			w := g.env.Stdout
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
@@ -130,6 +145,8 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 	f.StringVar(&idempotencyKey, "idempotency-key", "", "identifies the task; a repeat returns the existing one")
 	f.StringArrayVar(&bypass, "bypass", nil, "skippable step to settle as resolved_manually at once (repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait until the task stops, print it, and exit non-zero unless it completed (see --help)")
+	f.StringVar(&runAt, "run-at", "", "start the task at this RFC 3339 time instead of at once (it is stored now, pending, and can be cancelled)")
+	f.DurationVar(&delay, "delay", 0, "start the task after this long instead of at once")
 	out.register(cmd)
 	return cmd
 }

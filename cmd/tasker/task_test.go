@@ -485,3 +485,35 @@ func TestParseSince(t *testing.T) {
 	_, err = parseSince("yesterday", now)
 	require.ErrorContains(t, err, "RFC 3339")
 }
+
+func TestTaskCreateDelayed(t *testing.T) {
+	t.Parallel()
+	fixture := fixtureTask(t)
+	f := &fakeCoordinator{createTask: func(r *coordinatorv1.CreateTaskRequest) (*coordinatorv1.CreateTaskResponse, error) {
+		task := proto.Clone(fixture).(*coordinatorv1.Task)
+		task.RunAt = r.GetRunAt()
+		return &coordinatorv1.CreateTaskResponse{Task: task, Created: true}, nil
+	}}
+	addr := serve(t, f)
+
+	res := runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--delay", "90m")
+	require.Equal(t, 0, res.code, res.stderr)
+	res = runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--run-at", "2026-12-01T08:00:00Z", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &got))
+	require.Equal(t, "2026-12-01T08:00:00Z", got["run_at"])
+	reqs := f.requests()
+	require.Len(t, reqs, 2)
+	require.Equal(t, 90*time.Minute, reqs[0].(*coordinatorv1.CreateTaskRequest).GetDelay().AsDuration())
+	require.Nil(t, reqs[0].(*coordinatorv1.CreateTaskRequest).GetRunAt())
+	require.Equal(t, time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC), reqs[1].(*coordinatorv1.CreateTaskRequest).GetRunAt().AsTime())
+
+	res = runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--delay", "1m", "--run-at", "2026-12-01T08:00:00Z")
+	require.Equal(t, exitUsage, res.code)
+	require.Contains(t, res.stderr, "--run-at and --delay")
+	res = runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--run-at", "tomorrow")
+	require.Equal(t, exitFailed, res.code)
+	require.Contains(t, res.stderr, "want an RFC 3339 time")
+	require.Len(t, f.requests(), 2, "refused commands send nothing")
+}

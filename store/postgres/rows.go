@@ -32,7 +32,7 @@ func scanTemplate(row pgx.Row, extra ...any) (*store.Template, error) {
 }
 
 const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps,
-	created_at, updated_at, completed_at, owner_token`
+	created_at, updated_at, completed_at, owner_token, run_at`
 
 // scanTask reads taskColumns, then any extra columns into extra.
 func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
@@ -43,10 +43,10 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 		identityKey      *string
 		bypass           []string
 		created, updated int64
-		completed        *int64
+		completed, runAt *int64
 	)
 	dest := append([]any{&t.ID, &t.Namespace, &t.Name, &t.Version, &taskState, &taskContext, &identityKey, &bypass,
-		&created, &updated, &completed, &t.OwnerToken}, extra...)
+		&created, &updated, &completed, &t.OwnerToken, &runAt}, extra...)
 	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err
@@ -58,6 +58,7 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 	t.CreatedAt = fromNanos(created)
 	t.UpdatedAt = fromNanos(updated)
 	t.CompletedAt = fromNullNanos(completed)
+	t.RunAt = fromNullNanos(runAt)
 	return &t, nil
 }
 

@@ -35,7 +35,7 @@ func (r *templateRow) template() *store.Template {
 	}
 }
 
-const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token`
+const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token, run_at`
 
 type taskRow struct {
 	ID          string         `db:"id"`
@@ -50,6 +50,7 @@ type taskRow struct {
 	UpdatedAt   int64          `db:"updated_at"`
 	CompletedAt sql.NullInt64  `db:"completed_at"`
 	OwnerToken  int64          `db:"owner_token"`
+	RunAt       sql.NullInt64  `db:"run_at"`
 }
 
 func (r *taskRow) task() (*store.Task, error) {
@@ -70,6 +71,7 @@ func (r *taskRow) task() (*store.Task, error) {
 		UpdatedAt:   fromNanos(r.UpdatedAt),
 		CompletedAt: fromNullNanos(r.CompletedAt),
 		OwnerToken:  r.OwnerToken,
+		RunAt:       fromNullNanos(r.RunAt),
 	}, nil
 }
 

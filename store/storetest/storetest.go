@@ -262,6 +262,7 @@ func normTask(t *testing.T, in *store.Task) store.Task {
 	out.CreatedAt = in.CreatedAt.UTC()
 	out.UpdatedAt = in.UpdatedAt.UTC()
 	out.CompletedAt = in.CompletedAt.UTC()
+	out.RunAt = in.RunAt.UTC()
 	return out
 }
 

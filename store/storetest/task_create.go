@@ -21,6 +21,7 @@ func (s *suite) taskCreate(t *testing.T) {
 			p := f.taskParams("linear", linearSteps...)
 			p.Task.BypassSteps = []string{"validate_output"}
 			p.Task.CompletedAt = f.now()
+			p.Task.RunAt = f.now().Add(time.Hour)
 			// Fill every optional step field somewhere, so a column the
 			// driver forgets to write or read shows up.
 			last := p.Steps[len(p.Steps)-1]

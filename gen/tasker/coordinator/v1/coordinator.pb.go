@@ -451,7 +451,10 @@ type Task struct {
 	Steps []*Step `protobuf:"bytes,11,rep,name=steps,proto3" json:"steps,omitempty"`
 	// transitions of the task itself (not its steps); only filled when asked
 	// for.
-	Transitions   []*Transition `protobuf:"bytes,12,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	Transitions []*Transition `protobuf:"bytes,12,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	// run_at is when the task was to start, if it was created with a delay;
+	// unset otherwise.
+	RunAt         *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,6 +569,13 @@ func (x *Task) GetSteps() []*Step {
 func (x *Task) GetTransitions() []*Transition {
 	if x != nil {
 		return x.Transitions
+	}
+	return nil
+}
+
+func (x *Task) GetRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunAt
 	}
 	return nil
 }
@@ -1403,7 +1413,14 @@ type CreateTaskRequest struct {
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// bypass_steps names skippable steps to settle as resolved_manually at
 	// once.
-	BypassSteps   []string `protobuf:"bytes,6,rep,name=bypass_steps,json=bypassSteps,proto3" json:"bypass_steps,omitempty"`
+	BypassSteps []string `protobuf:"bytes,6,rep,name=bypass_steps,json=bypassSteps,proto3" json:"bypass_steps,omitempty"`
+	// run_at, when set and in the future, delays the task's start: it is
+	// stored at once (pending, cancellable) and its first steps are
+	// dispatched at that time, also after a coordinator restart. At most one
+	// of run_at and delay.
+	RunAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
+	// delay is run_at given as a wait from now.
+	Delay         *durationpb.Duration `protobuf:"bytes,8,opt,name=delay,proto3" json:"delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1476,6 +1493,20 @@ func (x *CreateTaskRequest) GetIdempotencyKey() string {
 func (x *CreateTaskRequest) GetBypassSteps() []string {
 	if x != nil {
 		return x.BypassSteps
+	}
+	return nil
+}
+
+func (x *CreateTaskRequest) GetRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunAt
+	}
+	return nil
+}
+
+func (x *CreateTaskRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
 	}
 	return nil
 }
@@ -2591,6 +2622,7 @@ type Waiting struct {
 	//
 	//	"parents"     a parent is not done (on names them);
 	//	"backoff"     a failed attempt's retry is not due (until says when);
+	//	"scheduled"   its task starts later (until says when);
 	//	"no_executor" no connected executor hosts its handler (handler);
 	//	"capacity"    every connected executor hosting its handler is full
 	//	              (handler).
@@ -2599,7 +2631,7 @@ type Waiting struct {
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// on names the steps waited for (reason "parents").
 	On []string `protobuf:"bytes,2,rep,name=on,proto3" json:"on,omitempty"`
-	// until is when the wait ends by itself (reason "backoff").
+	// until is when the wait ends by itself (reasons "backoff", "scheduled").
 	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
 	// handler is the handler no executor serves now ("no_executor",
 	// "capacity").
@@ -3668,7 +3700,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"multiplier\x18\x02 \x01(\x01R\n" +
 	"multiplier\x12+\n" +
-	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\x9f\x04\n" +
+	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\xd2\x04\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -3684,7 +3716,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\fcompleted_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x121\n" +
 	"\x05steps\x18\v \x03(\v2\x1b.tasker.coordinator.v1.StepR\x05steps\x12C\n" +
-	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\"\xbb\x04\n" +
+	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x121\n" +
+	"\x06run_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\"\xbb\x04\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3751,14 +3784,16 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x14ListTemplatesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"Z\n" +
 	"\x15ListTemplatesResponse\x12A\n" +
-	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\xde\x01\n" +
+	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\xc2\x02\n" +
 	"\x11CreateTaskRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x121\n" +
 	"\acontext\x18\x04 \x01(\v2\x17.google.protobuf.StructR\acontext\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12!\n" +
-	"\fbypass_steps\x18\x06 \x03(\tR\vbypassSteps\"{\n" +
+	"\fbypass_steps\x18\x06 \x03(\tR\vbypassSteps\x121\n" +
+	"\x06run_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12/\n" +
+	"\x05delay\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05delay\"{\n" +
 	"\x12CreateTaskResponse\x12/\n" +
 	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
@@ -4027,95 +4062,98 @@ var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
 	52, // 11: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
 	6,  // 12: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
 	8,  // 13: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	0,  // 14: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	53, // 15: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
-	7,  // 16: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	52, // 17: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
-	8,  // 18: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	37, // 19: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
-	0,  // 20: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
-	0,  // 21: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	52, // 22: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	50, // 23: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	52, // 24: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	52, // 25: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
-	2,  // 26: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,  // 27: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,  // 28: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,  // 29: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	50, // 30: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	5,  // 31: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	5,  // 32: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	0,  // 33: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	52, // 34: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	52, // 35: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
-	5,  // 36: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
-	5,  // 37: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	5,  // 38: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,  // 39: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,  // 40: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	53, // 41: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	5,  // 42: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	9,  // 43: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	9,  // 44: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	34, // 45: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	54, // 46: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	52, // 47: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
-	1,  // 48: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
-	40, // 49: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
-	8,  // 50: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
-	43, // 51: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
-	0,  // 52: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	52, // 53: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	52, // 54: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
-	46, // 55: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	52, // 56: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	52, // 57: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
-	47, // 58: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
-	48, // 59: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
-	49, // 60: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	51, // 61: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	51, // 62: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	51, // 63: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
-	47, // 64: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
-	47, // 65: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	10, // 66: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	12, // 67: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	14, // 68: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	16, // 69: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	18, // 70: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	20, // 71: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	22, // 72: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	24, // 73: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	26, // 74: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	28, // 75: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	30, // 76: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	32, // 77: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	35, // 78: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	38, // 79: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	41, // 80: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	44, // 81: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	11, // 82: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	13, // 83: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	15, // 84: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	17, // 85: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	19, // 86: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	21, // 87: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	23, // 88: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	25, // 89: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	27, // 90: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	29, // 91: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	31, // 92: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	33, // 93: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	36, // 94: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	39, // 95: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	42, // 96: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	45, // 97: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	82, // [82:98] is the sub-list for method output_type
-	66, // [66:82] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	52, // 14: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
+	53, // 16: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	7,  // 17: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
+	52, // 18: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	8,  // 19: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
+	37, // 20: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	0,  // 21: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
+	0,  // 22: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
+	52, // 23: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	50, // 24: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	52, // 25: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	52, // 26: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	2,  // 27: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,  // 28: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,  // 29: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,  // 30: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
+	50, // 31: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	52, // 32: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	51, // 33: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	5,  // 34: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	5,  // 35: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	0,  // 36: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
+	52, // 37: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	52, // 38: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	5,  // 39: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
+	5,  // 40: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	5,  // 41: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,  // 42: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,  // 43: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	53, // 44: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	5,  // 45: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,  // 46: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	9,  // 47: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	34, // 48: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	54, // 49: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	52, // 50: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	1,  // 51: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	40, // 52: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	8,  // 53: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	43, // 54: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,  // 55: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	52, // 56: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	52, // 57: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	46, // 58: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	52, // 59: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	52, // 60: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	47, // 61: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	48, // 62: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	49, // 63: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	51, // 64: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	51, // 65: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	51, // 66: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	47, // 67: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	47, // 68: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	10, // 69: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	12, // 70: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	14, // 71: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	16, // 72: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	18, // 73: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	20, // 74: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	22, // 75: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	24, // 76: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	26, // 77: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	28, // 78: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	30, // 79: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	32, // 80: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	35, // 81: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	38, // 82: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	41, // 83: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	44, // 84: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	11, // 85: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	13, // 86: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	15, // 87: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	17, // 88: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	19, // 89: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	21, // 90: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	23, // 91: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	25, // 92: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	27, // 93: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	29, // 94: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	31, // 95: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	33, // 96: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	36, // 97: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	39, // 98: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	42, // 99: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	45, // 100: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	85, // [85:101] is the sub-list for method output_type
+	69, // [69:85] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
