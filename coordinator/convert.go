@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -17,6 +18,7 @@ import (
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/state/statepb"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template"
 )
 
 // protoState is the API enum of s; the mapping lives in statepb.
@@ -109,6 +111,7 @@ func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transi
 		Id: t.ID, Namespace: t.Namespace, Name: t.Name, Version: t.Version, State: protoState(t.State),
 		Context: jsonStruct(t.Context), IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
 		UpdatedAt: timestamp(t.UpdatedAt), CompletedAt: timestamp(t.CompletedAt), RunAt: timestamp(t.RunAt),
+		Priority: int32(cmp.Or(t.Priority, template.DefaultPriority)),
 	}
 	byStep := map[string][]*coordinatorv1.Transition{}
 	for _, tr := range transitions {

@@ -79,6 +79,11 @@ type Config struct {
 	// certificates); the zero value lets every caller do anything. See
 	// Security.
 	Security Security
+	// PriorityAging is how long a step waiting for an executor slot waits
+	// to gain one priority level; default 30s. Higher priority goes first,
+	// but a step of low priority that has waited long enough goes before
+	// newer ones of higher priority: none waits for ever.
+	PriorityAging time.Duration
 	// EventRetention is how long the history of finished tasks is kept:
 	// a background loop deletes the transitions of tasks that finished
 	// longer ago (each keeps its last one), and SubscribeEvents refuses
@@ -155,6 +160,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 10 * time.Second
 	}
+	if cfg.PriorityAging <= 0 {
+		cfg.PriorityAging = 30 * time.Second
+	}
 	if cfg.ExecutorLiveness <= 0 {
 		cfg.ExecutorLiveness = 15 * time.Second
 	}
@@ -181,6 +189,7 @@ func New(cfg Config) (*Coordinator, error) {
 	e.trace = newTracing(cfg.TracerProvider)
 	e.events = newEventLog(ctx, cfg.Store)
 	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e, &e.bg)
+	e.pool.aging = cfg.PriorityAging
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}

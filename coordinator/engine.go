@@ -21,6 +21,7 @@ import (
 	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template"
 )
 
 // engine runs the state machines of the active tasks. Every active task
@@ -163,6 +164,14 @@ func (tr *taskRun) sync(i int) {
 	} else {
 		delete(tr.errored, i)
 	}
+}
+
+// priority is the task's, or the default for a task stored without one.
+func (tr *taskRun) priority() int {
+	if tr.task.Priority == 0 {
+		return template.DefaultPriority
+	}
+	return tr.task.Priority
 }
 
 // waitsToStart reports whether the task was created to start later and
@@ -451,7 +460,7 @@ func (e *engine) afterCommit(c *change) {
 		e.metrics.dispatchLatency.WithLabelValues(s.Handler).Observe(s.dispatchedAt.Sub(c.params.At).Seconds())
 	}
 	for _, i := range c.waits {
-		e.pool.wait(tr.task.ID, tr.steps[i].ID, tr.steps[i].Handler)
+		e.pool.wait(tr.task.ID, tr.steps[i].ID, tr.steps[i].Handler, tr.priority())
 	}
 	for k, req := range c.cancel {
 		e.pool.send(c.cancelOn[k], req)

@@ -34,7 +34,7 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	}
 	v, created, err := s.c.engine.createTask(ctx, &createParams{
 		namespace: req.GetNamespace(), name: req.GetName(), version: req.GetVersion(), context: raw,
-		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(), runAt: runAt,
+		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(), runAt: runAt, priority: int(req.GetPriority()),
 	})
 	if err != nil {
 		return nil, toStatus(err)

@@ -14,6 +14,7 @@ import (
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
+	"github.com/tasker-go/tasker/template"
 )
 
 // attemptKey identifies one attempt of one step.
@@ -25,10 +26,52 @@ type attemptKey struct {
 // waiter is a ready step that found no free executor slot for its handler.
 type waiter struct {
 	taskID, stepID, handler string
-	seq                     uint64
+	// priority is its task's; since is when it began to wait.
+	priority int
+	since    time.Time
+	seq      uint64
 }
 
-// waitQueue holds the waiters of one handler, oldest first.
+// effective is w's priority at now: its task's, plus one level for every
+// aging it has waited, so a step of low priority is never passed over for
+// ever by a stream of higher ones.
+func (w *waiter) effective(now time.Time, aging time.Duration) int64 {
+	return int64(w.priority) + int64(now.Sub(w.since)/aging)
+}
+
+// before orders two waiters for a slot: higher effective priority first,
+// then the one that has waited longer.
+func (w *waiter) before(o *waiter, now time.Time, aging time.Duration) bool {
+	if a, b := w.effective(now, aging), o.effective(now, aging); a != b {
+		return a > b
+	}
+	return w.seq < o.seq
+}
+
+// handlerWaiters are the waiters of one handler, a FIFO queue per priority:
+// within a priority the oldest is first, so only the queues' heads compete.
+type handlerWaiters [template.MaxPriority + 1]waitQueue
+
+func (h *handlerWaiters) len() int {
+	n := 0
+	for i := range h {
+		n += h[i].len()
+	}
+	return n
+}
+
+// first is the queue whose head goes next, nil if all are empty.
+func (h *handlerWaiters) first(now time.Time, aging time.Duration) *waitQueue {
+	var best *waitQueue
+	for i := range h {
+		if q := &h[i]; q.len() > 0 && (best == nil || q.peek().before(best.peek(), now, aging)) {
+			best = q
+		}
+	}
+	return best
+}
+
+// waitQueue holds waiters oldest first.
 type waitQueue struct {
 	items []waiter
 	head  int
@@ -90,9 +133,11 @@ type pool struct {
 	// attempts says on which executor each attempt in flight runs.
 	attempts map[attemptKey]*execConn
 	// waiters are the steps waiting for a slot, by handler.
-	waiters map[string]*waitQueue
-	seq     uint64
-	closed  bool
+	waiters map[string]*handlerWaiters
+	// aging is how long a waiter waits to gain one priority level.
+	aging  time.Duration
+	seq    uint64
+	closed bool
 	// applying counts results whose slots were freed but that are not yet
 	// applied; shutdown waits for them as for attempts in flight.
 	applying int
@@ -140,7 +185,7 @@ func (c *execConn) hosts(handler string) bool {
 func newPool(log *slog.Logger, coordinatorID string, dial []grpc.DialOption, grace, liveness time.Duration, ev poolEvents, bg *routines) *pool {
 	return &pool{
 		log: log, coordinatorID: coordinatorID, dialOptions: dial, grace: grace, liveness: liveness, events: ev, bg: bg,
-		conns: map[string]*execConn{}, attempts: map[attemptKey]*execConn{}, waiters: map[string]*waitQueue{},
+		conns: map[string]*execConn{}, attempts: map[attemptKey]*execConn{}, waiters: map[string]*handlerWaiters{},
 	}
 }
 
@@ -186,17 +231,20 @@ func loadLess(a, b *execConn) bool {
 	return a.lastPick < b.lastPick
 }
 
-// wait queues a ready step until a slot for its handler frees up.
-func (p *pool) wait(taskID, stepID, handler string) {
+// wait queues a ready step until a slot for its handler frees up; among
+// those waiting, higher priority goes first (see waiter.before).
+func (p *pool) wait(taskID, stepID, handler string, priority int) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.seq++
-	q := p.waiters[handler]
-	if q == nil {
-		q = &waitQueue{}
-		p.waiters[handler] = q
+	hw := p.waiters[handler]
+	if hw == nil {
+		hw = &handlerWaiters{}
+		p.waiters[handler] = hw
 	}
-	q.items = append(q.items, waiter{taskID: taskID, stepID: stepID, handler: handler, seq: p.seq})
-	p.mu.Unlock()
+	priority = min(max(priority, template.MinPriority), template.MaxPriority)
+	q := &hw[priority]
+	q.items = append(q.items, waiter{taskID: taskID, stepID: stepID, handler: handler, priority: priority, since: time.Now(), seq: p.seq})
 }
 
 // track records that an attempt was sent to an executor on a reserved slot.
@@ -316,11 +364,15 @@ func (p *pool) grantAndHandLocked(conn *execConn) {
 	if !conn.connected {
 		return
 	}
+	now := time.Now()
 	for conn.used < conn.capacity {
 		var best *waitQueue
 		for _, h := range conn.handlers {
-			q := p.waiters[h]
-			if q != nil && q.len() > 0 && (best == nil || q.peek().seq < best.peek().seq) {
+			hw := p.waiters[h]
+			if hw == nil {
+				continue
+			}
+			if q := hw.first(now, p.aging); q != nil && (best == nil || q.peek().before(best.peek(), now, p.aging)) {
 				best = q
 			}
 		}
@@ -328,7 +380,7 @@ func (p *pool) grantAndHandLocked(conn *execConn) {
 			return
 		}
 		w := best.pop()
-		if best.len() == 0 {
+		if p.waiters[w.handler].len() == 0 {
 			delete(p.waiters, w.handler)
 		}
 		conn.used++

@@ -350,7 +350,7 @@ func (p *pool) close() {
 	conns := p.conns
 	p.conns = map[string]*execConn{}
 	p.attempts = map[attemptKey]*execConn{}
-	p.waiters = map[string]*waitQueue{}
+	p.waiters = map[string]*handlerWaiters{}
 	if p.idle != nil {
 		close(p.idle)
 		p.idle = nil

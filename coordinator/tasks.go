@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,8 @@ type createParams struct {
 	bypass                   []string
 	// runAt, when after the creation, delays the task's start.
 	runAt time.Time
+	// priority overrides the template's; 0 takes it.
+	priority int
 }
 
 // createTask validates the request, inserts the task and dispatches its
@@ -38,6 +41,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	if p.namespace == "" || p.name == "" {
 		return nil, false, invalidf("namespace and name are required")
+	}
+	if p.priority != 0 && (p.priority < template.MinPriority || p.priority > template.MaxPriority) {
+		return nil, false, invalidf("priority: %d is out of range (want %d to %d, higher runs first; 0 takes the template's)", p.priority, template.MinPriority, template.MaxPriority)
 	}
 	if len(p.context) > e.limits.MaxContextBytes {
 		return nil, false, exhaustedf("context is %d bytes, over the limit of %d bytes (max_context_bytes)", len(p.context), e.limits.MaxContextBytes)
@@ -72,6 +78,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	if p.runAt.After(now) {
 		task.RunAt = p.runAt
 	}
+	task.Priority = cmp.Or(p.priority, ct.tmpl.Priority, template.DefaultPriority)
 	if l := e.lease.Load(); l != nil {
 		task.OwnerToken = l.Token
 	}

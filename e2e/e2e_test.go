@@ -176,6 +176,7 @@ type taskJSON struct {
 	CreatedAt   string         `json:"created_at"`
 	CompletedAt *string        `json:"completed_at"`
 	RunAt       string         `json:"run_at"`
+	Priority    int            `json:"priority"`
 	Steps       []struct {
 		Name      string          `json:"name"`
 		Handler   string          `json:"handler"`

@@ -288,6 +288,9 @@ type Task struct {
 	// RunAt, when set, is when the task was to start: it waits, pending,
 	// until then.
 	RunAt time.Time
+	// Priority orders the task's steps when executor slots are short
+	// (higher first); 0 reads as the default.
+	Priority int
 }
 
 // Step is a stored step. Its handler config, backoff and timeout live in the

@@ -25,8 +25,20 @@ type Template struct {
 	// ContextSchema is a JSON Schema (as JSON) every task context must meet;
 	// nil means any JSON object.
 	ContextSchema json.RawMessage `json:"context_schema,omitempty"`
-	Steps         []Step          `json:"steps"`
+	// Priority is its tasks' default priority, from MinPriority (lowest)
+	// to MaxPriority; 0 means DefaultPriority. A task's own, given at
+	// creation, wins.
+	Priority int    `json:"priority,omitempty"`
+	Steps    []Step `json:"steps"`
 }
+
+// Task priorities: when executor slots are short, higher ones are
+// dispatched first.
+const (
+	MinPriority     = 1
+	MaxPriority     = 4
+	DefaultPriority = 2
+)
 
 // Step is one node of the DAG.
 type Step struct {

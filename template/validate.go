@@ -96,6 +96,9 @@ func validateHeader(t *Template) error {
 	if _, err := CompileContextSchema(t.ContextSchema); err != nil {
 		return err
 	}
+	if t.Priority != 0 && (t.Priority < MinPriority || t.Priority > MaxPriority) {
+		return &ValidationError{Field: "priority", Message: fmt.Sprintf("%d is out of range (want %d to %d, higher runs first)", t.Priority, MinPriority, MaxPriority)}
+	}
 	return nil
 }
 

@@ -28,8 +28,10 @@ type taskJSON struct {
 	// CompletedAt is null unless the coordinator recorded a completion.
 	CompletedAt *string `json:"completed_at"`
 	// RunAt is when a delayed task was to start; omitted otherwise.
-	RunAt string     `json:"run_at,omitempty"`
-	Steps []stepJSON `json:"steps"`
+	RunAt string `json:"run_at,omitempty"`
+	// Priority is 1 (lowest) to 4; omitted when the coordinator gave none.
+	Priority int32      `json:"priority,omitempty"`
+	Steps    []stepJSON `json:"steps"`
 }
 
 // stepJSON is one step inside taskJSON.
@@ -127,6 +129,7 @@ func toTaskJSON(t *coordinatorv1.Task) taskJSON {
 		CreatedAt:   formatTime(t.GetCreatedAt()),
 		CompletedAt: optionalTime(t.GetCompletedAt()),
 		RunAt:       formatTime(t.GetRunAt()),
+		Priority:    t.GetPriority(),
 		Steps:       make([]stepJSON, 0, len(t.GetSteps())),
 	}
 	for _, s := range t.GetSteps() {

@@ -35,9 +35,11 @@ type coordinatorOptions struct {
 	advertise string
 	id        string
 	leaseTTL  time.Duration
-	store     storeFlags
-	grace     time.Duration
-	liveness  time.Duration
+	// priorityAging is coordinator.Config.PriorityAging.
+	priorityAging time.Duration
+	store         storeFlags
+	grace         time.Duration
+	liveness      time.Duration
 	// eventRetention is how long finished tasks' history is kept (0:
 	// forever).
 	eventRetention time.Duration
@@ -64,6 +66,7 @@ func (o *coordinatorOptions) validate() error {
 	return errors.Join(append(errs,
 		o.store.validate(),
 		positiveDuration("--lease-ttl", o.leaseTTL),
+		positiveDuration("--priority-aging", o.priorityAging),
 		positiveDuration("--executor-grace", o.grace),
 		positiveDuration("--executor-liveness", o.liveness),
 		positiveDuration("--shutdown-timeout", o.shutdown),
@@ -143,7 +146,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	reg := newRegistry(st.stats)
 	coord, err := coordinator.New(coordinator.Config{
 		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
-		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer,
+		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer, PriorityAging: opts.priorityAging,
 		DialOptions: sec.dial, PeerDialOptions: sec.peerDial, Security: sec.security, Address: advertise,
 		EventRetention: opts.eventRetention,
 	})
@@ -304,6 +307,7 @@ access; the health checks and the OpenAPI document need none.`,
 	f.DurationVar(&opts.grace, "executor-grace", 5*time.Second, "how long an executor may be gone before its running steps are retried elsewhere")
 	f.StringVar(&opts.advertise, "advertise", "", "address other coordinators reach this one at, to forward requests about tasks it owns (default: the listen address, with this host's name if it listens on all interfaces)")
 	f.StringVar(&opts.id, "id", "", "coordinator id for its lease (default: host name and listen address, stable across restarts)")
+	f.DurationVar(&opts.priorityAging, "priority-aging", 30*time.Second, "a step waiting for an executor slot gains one priority level per this much waiting, so none waits for ever behind higher priorities")
 	f.DurationVar(&opts.leaseTTL, "lease-ttl", 10*time.Second, "how long this coordinator owns its tasks without renewing; others take them over within about this long after it dies")
 	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
 	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")

@@ -51,6 +51,7 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 		wait           bool
 		runAt          string
 		delay          time.Duration
+		priority       int
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAMESPACE/NAME[@VERSION]",
@@ -88,6 +89,7 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 				Context:        taskCtx,
 				IdempotencyKey: idempotencyKey,
 				BypassSteps:    bypass,
+				Priority:       int32(priority),
 			}
 			switch {
 			case runAt != "" && cmd.Flags().Changed("delay"):
@@ -147,6 +149,7 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 	f.BoolVar(&wait, "wait", false, "wait until the task stops, print it, and exit non-zero unless it completed (see --help)")
 	f.StringVar(&runAt, "run-at", "", "start the task at this RFC 3339 time instead of at once (it is stored now, pending, and can be cancelled)")
 	f.DurationVar(&delay, "delay", 0, "start the task after this long instead of at once")
+	f.IntVar(&priority, "priority", 0, "1 (lowest) to 4 (highest): when executor slots are short, higher goes first (default: the template's, else 2)")
 	out.register(cmd)
 	return cmd
 }

@@ -496,7 +496,7 @@ func TestTaskCreateDelayed(t *testing.T) {
 	}}
 	addr := serve(t, f)
 
-	res := runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--delay", "90m")
+	res := runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--delay", "90m", "--priority", "4")
 	require.Equal(t, 0, res.code, res.stderr)
 	res = runCLI(t, addr, "task", "create", "demo/order_fulfillment", "--run-at", "2026-12-01T08:00:00Z", "-o", "json")
 	require.Equal(t, 0, res.code, res.stderr)
@@ -506,6 +506,7 @@ func TestTaskCreateDelayed(t *testing.T) {
 	reqs := f.requests()
 	require.Len(t, reqs, 2)
 	require.Equal(t, 90*time.Minute, reqs[0].(*coordinatorv1.CreateTaskRequest).GetDelay().AsDuration())
+	require.EqualValues(t, 4, reqs[0].(*coordinatorv1.CreateTaskRequest).GetPriority())
 	require.Nil(t, reqs[0].(*coordinatorv1.CreateTaskRequest).GetRunAt())
 	require.Equal(t, time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC), reqs[1].(*coordinatorv1.CreateTaskRequest).GetRunAt().AsTime())
 

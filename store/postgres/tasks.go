@@ -38,7 +38,7 @@ const stmtCreateTask = "tasker_create_task"
 const createTaskSQL = `WITH task AS (
 	INSERT INTO tasks (` + taskColumns + `)
 	VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text[],
-		$9::bigint, $10::bigint, $11::bigint, $38::bigint, $39::bigint)
+		$9::bigint, $10::bigint, $11::bigint, $38::bigint, $39::bigint, $40::integer)
 	ON CONFLICT DO NOTHING
 	RETURNING ` + taskColumns + `
 ), new_steps AS (
@@ -188,7 +188,7 @@ func createArgs(p *store.TaskCreateParams) []any {
 		ids, names, positions, handlers, depsFrom, depsTo, states, attempts, maxAttempts, retryable, skippable,
 		results, errMessages, errClasses, errRetryable, nextRetryAt, updatedAt, deps,
 		trStepIDs, trStepNames, trFrom, trTo, trAt, trReasons, trAttempts, trMetadata,
-		t.OwnerToken, toNullNanos(t.RunAt),
+		t.OwnerToken, toNullNanos(t.RunAt), int32(t.Priority),
 	}
 }
 

@@ -35,7 +35,7 @@ func (r *templateRow) template() *store.Template {
 	}
 }
 
-const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token, run_at`
+const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token, run_at, priority`
 
 type taskRow struct {
 	ID          string         `db:"id"`
@@ -51,6 +51,7 @@ type taskRow struct {
 	CompletedAt sql.NullInt64  `db:"completed_at"`
 	OwnerToken  int64          `db:"owner_token"`
 	RunAt       sql.NullInt64  `db:"run_at"`
+	Priority    int            `db:"priority"`
 }
 
 func (r *taskRow) task() (*store.Task, error) {
@@ -72,6 +73,7 @@ func (r *taskRow) task() (*store.Task, error) {
 		CompletedAt: fromNullNanos(r.CompletedAt),
 		OwnerToken:  r.OwnerToken,
 		RunAt:       fromNullNanos(r.RunAt),
+		Priority:    r.Priority,
 	}, nil
 }
 

@@ -14,7 +14,7 @@ import (
 // statements for every step of every task, which is most of a write's CPU.
 const (
 	sqlInsertTask = `INSERT INTO tasks (` + taskColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`
 	// sqlFence finds the task only if it is owned by the given lease and
 	// that lease is live.

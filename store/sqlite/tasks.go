@@ -60,12 +60,13 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 		CompletedAt: toNullNanos(t.CompletedAt),
 		RunAt:       toNullNanos(t.RunAt),
 		OwnerToken:  t.OwnerToken,
+		Priority:    t.Priority,
 	}
 	// Any uniqueness conflict leaves the row alone; the identity key then
 	// says whether this is a repeat (return the stored task) or a reused ID
 	// (an error).
 	res, err := tx.ExecContext(ctx, sqlInsertTask, row.ID, row.Namespace, row.Name, row.Version, row.State,
-		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken, row.RunAt)
+		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken, row.RunAt, row.Priority)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert task %s: %w", t.ID, err)
 	}

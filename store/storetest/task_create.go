@@ -22,6 +22,7 @@ func (s *suite) taskCreate(t *testing.T) {
 			p.Task.BypassSteps = []string{"validate_output"}
 			p.Task.CompletedAt = f.now()
 			p.Task.RunAt = f.now().Add(time.Hour)
+			p.Task.Priority = 4
 			// Fill every optional step field somewhere, so a column the
 			// driver forgets to write or read shows up.
 			last := p.Steps[len(p.Steps)-1]

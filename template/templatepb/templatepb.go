@@ -29,6 +29,7 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 		Version:       t.Version,
 		Description:   t.Description,
 		ContextSchema: schema,
+		Priority:      int32(t.Priority),
 		Steps:         make([]*coordinatorv1.StepTemplate, 0, len(t.Steps)),
 	}
 	for i := range t.Steps {
@@ -79,6 +80,7 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 		Version:       p.GetVersion(),
 		Description:   p.GetDescription(),
 		ContextSchema: schema,
+		Priority:      int(p.GetPriority()),
 		Steps:         make([]template.Step, 0, len(p.GetSteps())),
 	}
 	for _, ps := range p.GetSteps() {

@@ -164,7 +164,11 @@ type TaskTemplate struct {
 	// context_schema, when set, is a JSON Schema every task context must meet.
 	ContextSchema *structpb.Struct `protobuf:"bytes,5,opt,name=context_schema,json=contextSchema,proto3" json:"context_schema,omitempty"`
 	// steps of the DAG; names are unique within the template.
-	Steps         []*StepTemplate `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty"`
+	Steps []*StepTemplate `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty"`
+	// priority is its tasks' default priority, 1 (lowest) to 4 (highest); 0
+	// means 2. When executor slots are short, higher priority is dispatched
+	// first.
+	Priority      int32 `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,6 +243,13 @@ func (x *TaskTemplate) GetSteps() []*StepTemplate {
 		return x.Steps
 	}
 	return nil
+}
+
+func (x *TaskTemplate) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
 }
 
 // StepTemplate describes one step of a template.
@@ -454,7 +465,9 @@ type Task struct {
 	Transitions []*Transition `protobuf:"bytes,12,rep,name=transitions,proto3" json:"transitions,omitempty"`
 	// run_at is when the task was to start, if it was created with a delay;
 	// unset otherwise.
-	RunAt         *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
+	RunAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
+	// priority of the task, 1 (lowest) to 4 (highest).
+	Priority      int32 `protobuf:"varint,14,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -578,6 +591,13 @@ func (x *Task) GetRunAt() *timestamppb.Timestamp {
 		return x.RunAt
 	}
 	return nil
+}
+
+func (x *Task) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
 }
 
 // Step is one step of a task.
@@ -1420,7 +1440,10 @@ type CreateTaskRequest struct {
 	// of run_at and delay.
 	RunAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
 	// delay is run_at given as a wait from now.
-	Delay         *durationpb.Duration `protobuf:"bytes,8,opt,name=delay,proto3" json:"delay,omitempty"`
+	Delay *durationpb.Duration `protobuf:"bytes,8,opt,name=delay,proto3" json:"delay,omitempty"`
+	// priority, 1 (lowest) to 4 (highest), overrides the template's; 0 takes
+	// the template's.
+	Priority      int32 `protobuf:"varint,9,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1509,6 +1532,13 @@ func (x *CreateTaskRequest) GetDelay() *durationpb.Duration {
 		return x.Delay
 	}
 	return nil
+}
+
+func (x *CreateTaskRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
 }
 
 // CreateTaskResponse returns the task.
@@ -3672,14 +3702,15 @@ var File_tasker_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"'tasker/coordinator/v1/coordinator.proto\x12\x15tasker.coordinator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tasker/executor/v1/executor.proto\"\xf7\x01\n" +
+	"'tasker/coordinator/v1/coordinator.proto\x12\x15tasker.coordinator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tasker/executor/v1/executor.proto\"\x93\x02\n" +
 	"\fTaskTemplate\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12>\n" +
 	"\x0econtext_schema\x18\x05 \x01(\v2\x17.google.protobuf.StructR\rcontextSchema\x129\n" +
-	"\x05steps\x18\x06 \x03(\v2#.tasker.coordinator.v1.StepTemplateR\x05steps\"\x80\x03\n" +
+	"\x05steps\x18\x06 \x03(\v2#.tasker.coordinator.v1.StepTemplateR\x05steps\x12\x1a\n" +
+	"\bpriority\x18\a \x01(\x05R\bpriority\"\x80\x03\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -3700,7 +3731,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"multiplier\x18\x02 \x01(\x01R\n" +
 	"multiplier\x12+\n" +
-	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\xd2\x04\n" +
+	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\xee\x04\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -3717,7 +3748,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x121\n" +
 	"\x05steps\x18\v \x03(\v2\x1b.tasker.coordinator.v1.StepR\x05steps\x12C\n" +
 	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x121\n" +
-	"\x06run_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\"\xbb\x04\n" +
+	"\x06run_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12\x1a\n" +
+	"\bpriority\x18\x0e \x01(\x05R\bpriority\"\xbb\x04\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3784,7 +3816,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x14ListTemplatesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"Z\n" +
 	"\x15ListTemplatesResponse\x12A\n" +
-	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\xc2\x02\n" +
+	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\xde\x02\n" +
 	"\x11CreateTaskRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3793,7 +3825,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12!\n" +
 	"\fbypass_steps\x18\x06 \x03(\tR\vbypassSteps\x121\n" +
 	"\x06run_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12/\n" +
-	"\x05delay\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05delay\"{\n" +
+	"\x05delay\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x1a\n" +
+	"\bpriority\x18\t \x01(\x05R\bpriority\"{\n" +
 	"\x12CreateTaskResponse\x12/\n" +
 	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
