@@ -24,22 +24,16 @@ func (e *engine) readTask(ctx context.Context, id string) (*taskView, error) {
 	if id == "" {
 		return nil, invalidf("id is required")
 	}
-	t, err := e.store.TaskGet(ctx, id)
+	// One snapshot, so the states shown are those the last transition
+	// shown left: a watcher that follows on from it misses nothing.
+	snap, err := e.store.TaskSnapshot(ctx, id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, notFoundf("task %s not found", id)
 		}
 		return nil, err
 	}
-	steps, err := e.store.StepList(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	trs, err := e.store.TransitionList(ctx, &store.TransitionListParams{TaskID: id})
-	if err != nil {
-		return nil, err
-	}
-	v := &taskView{task: t, steps: steps, transitions: trs}
+	v := &taskView{task: snap.Task, steps: snap.Steps, transitions: snap.Transitions}
 	if err := e.addWaiting(ctx, v); err != nil {
 		return nil, err
 	}

@@ -86,6 +86,11 @@ type Store interface {
 	TaskCreate(ctx context.Context, params *TaskCreateParams) (task *Task, created bool, err error)
 	// TaskGet returns one task without its steps, or ErrNotFound.
 	TaskGet(ctx context.Context, id string) (*Task, error)
+	// TaskSnapshot returns one task with its steps and transitions as of a
+	// single moment (one read transaction), or ErrNotFound: the states it
+	// shows are the ones its last transition left, so a reader that follows
+	// on from that transition misses nothing and repeats nothing.
+	TaskSnapshot(ctx context.Context, id string) (*TaskSnapshot, error)
 	// TaskList returns tasks newest first (by ID, which is time-ordered),
 	// filtered and paged by BeforeID, at most Limit of them: any positive
 	// Limit is honoured exactly, so a caller may ask for one more row than
@@ -431,6 +436,14 @@ type StepChange struct {
 	NextRetryAt time.Time
 	Reason      string
 	Metadata    json.RawMessage
+}
+
+// TaskSnapshot is a task with its steps (in template order) and its
+// transitions (oldest first), all read at one moment.
+type TaskSnapshot struct {
+	Task        *Task
+	Steps       []*Step
+	Transitions []*Transition
 }
 
 // TransitionListParams selects transitions of one task.

@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -62,4 +64,50 @@ func (s *Store) TransitionList(ctx context.Context, params *store.TransitionList
 		out[i] = rows[i].transition()
 	}
 	return out, nil
+}
+
+// TaskSnapshot implements store.Store. The three reads share one read
+// transaction, which in WAL mode sees the database as of its first read.
+func (s *Store) TaskSnapshot(ctx context.Context, id string) (_ *store.TaskSnapshot, err error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("TaskSnapshot: %w", store.ErrClosed)
+	}
+	tx, err := s.reader.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, s.readErr(err, "read task %s", id)
+	}
+	defer func() { err = errors.Join(err, tx.Rollback()) }()
+	var row taskRow
+	err = tx.GetContext(ctx, &row, `SELECT `+taskColumns+` FROM tasks WHERE id = ?`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("task %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.readErr(err, "read task %s", id)
+	}
+	snap := &store.TaskSnapshot{}
+	if snap.Task, err = row.task(); err != nil {
+		return nil, err
+	}
+	var steps []stepRow
+	if err := tx.SelectContext(ctx, &steps, `SELECT `+stepColumns+` FROM steps
+		WHERE task_id = ? ORDER BY position`, id); err != nil {
+		return nil, s.readErr(err, "read steps of task %s", id)
+	}
+	for i := range steps {
+		st, err := steps[i].step()
+		if err != nil {
+			return nil, err
+		}
+		snap.Steps = append(snap.Steps, st)
+	}
+	var trs []transitionRow
+	if err := tx.SelectContext(ctx, &trs, `SELECT `+transitionColumns+` FROM transitions
+		WHERE task_id = ? ORDER BY seq`, id); err != nil {
+		return nil, s.readErr(err, "read transitions of task %s", id)
+	}
+	for i := range trs {
+		snap.Transitions = append(snap.Transitions, trs[i].transition())
+	}
+	return snap, nil
 }

@@ -55,6 +55,56 @@ func (s *suite) concurrency(t *testing.T) {
 			require.Empty(t, f.active(t, &store.TaskListActiveParams{}))
 		})
 
+		// A snapshot taken while tasks advance shows each task and step in
+		// the state its own last transition in the snapshot left it, so a
+		// reader following on from that transition misses nothing.
+		t.Run("SnapshotsAgreeWithTheirTransitions", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			const tasks = 8
+			names := []string{"a", "b", "c", "d"}
+			params := make([]*store.TaskCreateParams, tasks)
+			for i := range params {
+				params[i] = f.taskParams("linear", names...)
+				f.create(t, params[i])
+			}
+			done := make(chan struct{})
+			errs := make([]error, tasks)
+			var wg sync.WaitGroup
+			for i, p := range params {
+				wg.Go(func() { errs[i] = f.walkTask(p) })
+			}
+			go func() { wg.Wait(); close(done) }()
+
+			snapshots := 0
+			for finished := false; !finished; {
+				select {
+				case <-done:
+					finished = true // one more round sees the final states
+				default:
+				}
+				for _, p := range params {
+					snap, err := f.store.TaskSnapshot(f.ctx, p.Task.ID)
+					require.NoError(t, err)
+					requireSnapshotAgrees(t, snap)
+					snapshots++
+				}
+			}
+			require.NoError(t, errors.Join(errs...))
+			t.Logf("%d snapshots", snapshots)
+
+			for _, p := range params {
+				snap, err := f.store.TaskSnapshot(f.ctx, p.Task.ID)
+				require.NoError(t, err)
+				requireTask(t, f.task(t, p.Task.ID), snap.Task)
+				requireSteps(t, f.steps(t, p.Task.ID), snap.Steps)
+				requireTransitions(t, f.transitions(t, p.Task.ID), snap.Transitions)
+				require.Equal(t, state.Complete, snap.Task.State)
+			}
+			_, err := f.store.TaskSnapshot(f.ctx, newID())
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+
 		t.Run("ConflictsDoNotSpoilConcurrentWrites", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
@@ -310,6 +360,11 @@ func (f *fixture) runTask(names []string) (string, error) {
 	if _, created, err := f.store.TaskCreate(f.ctx, p); err != nil || !created {
 		return p.Task.ID, fmt.Errorf("create %s: created=%v: %w", p.Task.ID, created, err)
 	}
+	return p.Task.ID, f.walkTask(p)
+}
+
+// walkTask walks a created chained task to complete, as runTask does.
+func (f *fixture) walkTask(p *store.TaskCreateParams) error {
 	steps := p.Steps
 	advance := func(adv *store.TaskAdvanceParams) error {
 		adv.TaskID, adv.At = p.Task.ID, f.now()
@@ -322,7 +377,7 @@ func (f *fixture) runTask(names []string) (string, error) {
 		Task:  &store.TaskChange{From: state.Pending, To: state.InProgress},
 		Steps: []*store.StepChange{startStep(steps[0])},
 	}); err != nil {
-		return p.Task.ID, err
+		return err
 	}
 	for i, st := range steps {
 		adv := &store.TaskAdvanceParams{Steps: []*store.StepChange{completeStep(st, 1, `{"ok":true}`)}}
@@ -332,8 +387,31 @@ func (f *fixture) runTask(names []string) (string, error) {
 			adv.Task = &store.TaskChange{From: state.InProgress, To: state.Complete}
 		}
 		if err := advance(adv); err != nil {
-			return p.Task.ID, err
+			return err
 		}
 	}
-	return p.Task.ID, nil
+	return nil
+}
+
+// requireSnapshotAgrees checks that a snapshot's task and steps are in the
+// states its transitions last moved them to (pending before any).
+func requireSnapshotAgrees(t *testing.T, snap *store.TaskSnapshot) {
+	t.Helper()
+	taskState := state.Pending
+	stepState := map[string]state.State{}
+	for _, tr := range snap.Transitions {
+		if tr.StepID == "" {
+			taskState = tr.To
+		} else {
+			stepState[tr.StepID] = tr.To
+		}
+	}
+	require.Equal(t, taskState, snap.Task.State, "task %s", snap.Task.ID)
+	for _, st := range snap.Steps {
+		want, moved := stepState[st.ID]
+		if !moved {
+			want = state.Pending
+		}
+		require.Equal(t, want, st.State, "task %s step %s", snap.Task.ID, st.Name)
+	}
 }
