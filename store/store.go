@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tasker-go/tasker/admission"
 	"github.com/tasker-go/tasker/state"
 )
 
@@ -403,6 +404,24 @@ type TaskAdvanceParams struct {
 	Task  *TaskChange
 	Steps []*StepChange
 	At    time.Time
+	// Admit, when set, makes the whole change conditional on admitting the
+	// task under its concurrency keys (its first dispatch): refused,
+	// nothing of the change is written, the task keeps its place in line,
+	// and Refused says why.
+	Admit *admission.Request
+	// Aging is how long a waiter waits to gain a priority level in the
+	// admission queues.
+	Aging time.Duration
+	// Refused is set by TaskAdvance: the admissions it refused, whose
+	// changes it did not write. Their transitions are not returned.
+	Refused []Refusal
+}
+
+// Refusal is an admission TaskAdvance refused: of the step StepID, or of
+// the task when StepID is "".
+type Refusal struct {
+	StepID string
+	admission.Verdict
 }
 
 // TaskChange moves a task from one state to another.
@@ -436,6 +455,10 @@ type StepChange struct {
 	NextRetryAt time.Time
 	Reason      string
 	Metadata    json.RawMessage
+	// Admit, when set, makes this change (a dispatch: To is in_progress)
+	// conditional on admitting the attempt under its step's concurrency
+	// keys and rate limits; refused, it is not written.
+	Admit *admission.Request
 }
 
 // TaskSnapshot is a task with its steps (in template order) and its

@@ -3,6 +3,8 @@ package store
 import (
 	"errors"
 	"fmt"
+
+	"github.com/tasker-go/tasker/state"
 )
 
 // Validate checks what every driver needs of TaskCreate's arguments: ids
@@ -45,6 +47,12 @@ func (p *TaskAdvanceParams) Validate() error {
 		if c == nil || c.StepID == "" {
 			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)
 		}
+		if c.Admit != nil && c.To != state.InProgress {
+			return fmt.Errorf("TaskAdvance: task %s step change %d asks for admission but moves to %s, not in_progress", p.TaskID, i, c.To)
+		}
+	}
+	if p.Admit != nil && (p.Task == nil || p.Task.To != state.InProgress) {
+		return fmt.Errorf("TaskAdvance: task %s asks for admission without moving to in_progress", p.TaskID)
 	}
 	return nil
 }

@@ -65,6 +65,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.finished(t)
 	s.counts(t)
 	s.concurrency(t)
+	s.admission(t)
 	s.leases(t)
 	s.taskTake(t)
 	s.lifecycle(t)

@@ -1,0 +1,211 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Tx is what Admit needs from a store driver's write transaction.
+type Tx interface {
+	// Entries reads every entry of key, joined with its task and step.
+	Entries(ctx context.Context, key string) ([]Row, error)
+	// PutEntry inserts an entry, or updates the one of the same key and
+	// owner: its attempt, priority and holding flag; Since is kept unless
+	// reset is set.
+	PutEntry(ctx context.Context, key string, e *Row, reset bool) error
+	// DeleteEntries deletes the entries of key owned by owners.
+	DeleteEntries(ctx context.Context, key string, owners []string) error
+	// Limit reads a rate limit's definition; found is false if there is
+	// none by that name.
+	Limit(ctx context.Context, name string) (l Limit, found bool, err error)
+	// Bucket reads a bucket; found is false for one never used.
+	Bucket(ctx context.Context, limit, key string) (b Bucket, found bool, err error)
+	// PutBucket stores a bucket.
+	PutBucket(ctx context.Context, limit, key string, b Bucket) error
+}
+
+// Request asks to start a task (StepID "") or an attempt of a step.
+type Request struct {
+	TaskID, StepID string
+	// Attempt is the attempt to start (steps only).
+	Attempt  int
+	Priority int
+	Keys     []KeyClaim
+	Tokens   []TokenClaim
+}
+
+// KeyClaim asks for a place in a concurrency key.
+type KeyClaim struct {
+	Key        string
+	MaxRunning int
+	Strategy   string
+}
+
+// TokenClaim asks for units of a rate limit's bucket (Key "" for the
+// limit's single bucket).
+type TokenClaim struct {
+	Limit, Key string
+	Units      int
+}
+
+// Verdict is Admit's answer. When not admitted, Reason and Key say what
+// the request waits on, RetryAt when tokens will be there (rate limits),
+// and Cancel which tasks the request replaces (cancel_in_progress).
+type Verdict struct {
+	Admitted bool
+	Reason   string
+	Key      string
+	RetryAt  time.Time
+	Cancel   []string
+}
+
+// Admit decides r at now, all or nothing: either every key gets a holder
+// and every bucket gives its units, or nothing is taken and r waits in
+// line on each of its keys and buckets (its place kept for the next try).
+// The caller runs it in the write transaction of the dispatch it allows;
+// on PostgreSQL, admissions of concurrent coordinators must be serialized
+// (a lock held to commit) before it is called.
+func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Duration) (*Verdict, error) {
+	owner := r.StepID
+	if owner == "" {
+		owner = r.TaskID
+	}
+	self := Entry{Owner: owner, TaskID: r.TaskID, Priority: r.Priority, Since: now}
+	var refused *Verdict
+	refuse := func(v *Verdict) {
+		// The first refusal is the one reported, except that a
+		// cancellation of the newcomer outranks waiting.
+		if refused == nil || v.Reason == ReasonCancelled {
+			refused = v
+		}
+	}
+	// put records self on a key: kept in line (or holding) if its entry
+	// is for this attempt, renewed otherwise.
+	put := func(key string, rows []Row, holding bool) error {
+		var mine *Row
+		for i := range rows {
+			if rows[i].Owner == owner {
+				mine = &rows[i]
+			}
+		}
+		reset := mine == nil || r.StepID != "" && mine.Attempt != r.Attempt || mine.Holding && Classify(mine) == Stale
+		return tx.PutEntry(ctx, key, &Row{Owner: owner, TaskID: r.TaskID, StepID: r.StepID, Attempt: r.Attempt, Priority: r.Priority, Since: now, Holding: holding}, reset)
+	}
+
+	keyRows := make([][]Row, len(r.Keys))
+	for i, k := range r.Keys {
+		rows, err := tx.Entries(ctx, k.Key)
+		if err != nil {
+			return nil, fmt.Errorf("admit %s on %s: %w", owner, k.Key, err)
+		}
+		keyRows[i] = rows
+		live, stale := Live(rows)
+		if len(stale) > 0 {
+			if err := tx.DeleteEntries(ctx, k.Key, stale); err != nil {
+				return nil, fmt.Errorf("admit %s on %s: %w", owner, k.Key, err)
+			}
+		}
+		me := self
+		for _, e := range live {
+			if e.Owner == owner && !e.Holding {
+				me.Since = e.Since // its place in line
+			}
+		}
+		if d := Concurrency(live, me, k.MaxRunning, k.Strategy, now, aging); !d.Admit {
+			refuse(&Verdict{Reason: d.Reason, Key: k.Key, Cancel: d.Cancel})
+		}
+	}
+
+	type take struct {
+		limit Limit
+		b     Bucket
+	}
+	takes := make([]take, len(r.Tokens))
+	for i, t := range r.Tokens {
+		l, found, err := tx.Limit(ctx, t.Limit)
+		if err != nil {
+			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+		}
+		if !found {
+			// Deleted after the template was registered: the step waits
+			// until it is defined again; a retry a period later sees it.
+			refuse(&Verdict{Reason: ReasonRateLimit, Key: Describe(t.Limit, t.Key), RetryAt: now.Add(time.Second)})
+			continue
+		}
+		b, found, err := tx.Bucket(ctx, t.Limit, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+		}
+		if !found {
+			b = l.Full(now)
+		}
+		b = l.Refill(b, now)
+		takes[i] = take{l, b}
+		rk := RateKey(t.Limit, t.Key)
+		rows, err := tx.Entries(ctx, rk)
+		if err != nil {
+			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+		}
+		live, stale := Live(rows)
+		if len(stale) > 0 {
+			if err := tx.DeleteEntries(ctx, rk, stale); err != nil {
+				return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+			}
+		}
+		me := self
+		for _, e := range live {
+			if e.Owner == owner {
+				me.Since = e.Since
+			}
+		}
+		switch {
+		case b.Tokens < float64(t.Units):
+			refuse(&Verdict{Reason: ReasonRateLimit, Key: Describe(t.Limit, t.Key), RetryAt: l.Ready(b, t.Units, now)})
+		case Ahead(live, me, now, aging):
+			// Tokens are there, but they go to a waiter before this one;
+			// try again once it has had them.
+			refuse(&Verdict{Reason: ReasonPriority, Key: Describe(t.Limit, t.Key), RetryAt: l.Ready(Bucket{Tokens: b.Tokens - float64(t.Units), At: now}, t.Units, now)})
+		}
+	}
+
+	if refused != nil {
+		if refused.Reason == ReasonCancelled {
+			return refused, nil // the newcomer is cancelled: it waits for nothing
+		}
+		for i, k := range r.Keys {
+			if err := put(k.Key, keyRows[i], false); err != nil {
+				return nil, fmt.Errorf("admit %s on %s: %w", owner, k.Key, err)
+			}
+		}
+		for _, t := range r.Tokens {
+			rk := RateKey(t.Limit, t.Key)
+			rows, err := tx.Entries(ctx, rk)
+			if err != nil {
+				return nil, err
+			}
+			if err := put(rk, rows, false); err != nil {
+				return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+			}
+		}
+		slices.Sort(refused.Cancel)
+		return refused, nil
+	}
+	for i, k := range r.Keys {
+		if err := put(k.Key, keyRows[i], true); err != nil {
+			return nil, fmt.Errorf("admit %s on %s: %w", owner, k.Key, err)
+		}
+	}
+	for i, t := range r.Tokens {
+		b := takes[i].b
+		b.Tokens -= float64(t.Units)
+		if err := tx.PutBucket(ctx, t.Limit, t.Key, b); err != nil {
+			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+		}
+		if err := tx.DeleteEntries(ctx, RateKey(t.Limit, t.Key), []string{owner}); err != nil {
+			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+		}
+	}
+	return &Verdict{Admitted: true}, nil
+}
