@@ -215,6 +215,7 @@ func Concurrency(live []Entry, self Entry, max int, strategy string, now time.Ti
 				d.Cancel = append(d.Cancel, e.TaskID)
 			}
 		}
+		slices.Sort(d.Cancel)
 		if len(d.Cancel) > 0 || holders >= max {
 			d.Reason = ReasonConcurrency
 			return d

@@ -417,6 +417,20 @@ type TaskAdvanceParams struct {
 	Refused []Refusal
 }
 
+// AdmissionNotifier is implemented by drivers whose database several
+// coordinators share (PostgreSQL): a coordinator whose task or step ended
+// while holding concurrency keys tells the others, whose waiters it may
+// free. A driver without it serves one coordinator.
+type AdmissionNotifier interface {
+	// AdmissionNotify tells every listening coordinator that keys freed a
+	// place. from names the sender, so it can ignore its own.
+	AdmissionNotify(ctx context.Context, from string, keys []string) error
+	// AdmissionListen calls fn with the keys of every notification from
+	// another coordinator until ctx ends; also, with nil keys, each time
+	// it (re)connects, since notifications sent meanwhile were lost.
+	AdmissionListen(ctx context.Context, self string, fn func(keys []string)) error
+}
+
 // Refusal is an admission TaskAdvance refused: of the step StepID, or of
 // the task when StepID is "".
 type Refusal struct {

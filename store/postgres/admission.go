@@ -3,6 +3,9 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -113,4 +116,78 @@ func (a admissionTx) PutBucket(ctx context.Context, limit, key string, b admissi
 	_, err := a.conn.Exec(ctx, `INSERT INTO rate_buckets (limit_name, key, tokens, at) VALUES ($1::text, $2::text, $3::double precision, $4::bigint)
 ON CONFLICT (limit_name, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at`, limit, key, b.Tokens, toNanos(b.At))
 	return err
+}
+
+// admissionChannel is the notification channel of one schema's
+// coordinators, so tests (and tenants) in other schemas of the same
+// database do not hear each other.
+func admissionChannel(schema string) string {
+	if schema == "" {
+		return "tasker_admission"
+	}
+	h := fnv.New64a()
+	h.Write([]byte(schema))
+	return fmt.Sprintf("tasker_admission_%x", h.Sum64())
+}
+
+// AdmissionNotify implements store.AdmissionNotifier with NOTIFY: the
+// payload is the sender, then the keys, one per line (a notification
+// carries under 8000 bytes, so long lists go in several).
+func (s *Store) AdmissionNotify(ctx context.Context, from string, keys []string) error {
+	for len(keys) > 0 {
+		payload, n := from, 0
+		for n < len(keys) && len(payload)+1+len(keys[n]) < 7000 {
+			payload += "\n" + keys[n]
+			n++
+		}
+		if n == 0 {
+			n = 1 // a key too long to share a notification is skipped; the waiters' recheck finds it free
+		} else if _, err := s.reader.Exec(ctx, `SELECT pg_notify($1::text, $2::text)`, s.channel, payload); err != nil {
+			return s.readErr(err, "notify %d concurrency keys", n)
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
+// AdmissionListen implements store.AdmissionNotifier with LISTEN on a
+// connection of its own, reconnecting after a failure.
+func (s *Store) AdmissionListen(ctx context.Context, self string, fn func(keys []string)) error {
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, self, fn)
+		if ctx.Err() != nil {
+			break
+		}
+		s.logger.Warn("admission notifications interrupted; reconnecting", "err", err, "after", wait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+	return ctx.Err()
+}
+
+func (s *Store) listenOnce(ctx context.Context, self string, fn func(keys []string)) error {
+	conn, err := pgx.ConnectConfig(ctx, s.listen)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return err
+	}
+	fn(nil) // anything sent while not listening was lost
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		from, rest, _ := strings.Cut(n.Payload, "\n")
+		if from == self || rest == "" {
+			continue
+		}
+		fn(strings.Split(rest, "\n"))
+	}
 }

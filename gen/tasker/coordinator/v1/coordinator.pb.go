@@ -2655,17 +2655,30 @@ type Waiting struct {
 	//	"scheduled"   its task starts later (until says when);
 	//	"no_executor" no connected executor hosts its handler (handler);
 	//	"capacity"    every connected executor hosting its handler is full
-	//	              (handler).
+	//	              (handler);
+	//	"concurrency" a concurrency key has max_running holders (key);
+	//	"rate_limit"  a rate limit's bucket has too few tokens (key names
+	//	              the limit, and its key value in brackets; until says
+	//	              when enough will be there);
+	//	"priority"    there is room, but a waiter that goes first is ahead
+	//	              (key).
 	//
+	// A task's start waits on its own concurrency keys: its first steps show
+	// "concurrency" or "priority" until it is admitted.
 	// New reasons may be added; clients show unknown ones as they are.
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// on names the steps waited for (reason "parents").
 	On []string `protobuf:"bytes,2,rep,name=on,proto3" json:"on,omitempty"`
-	// until is when the wait ends by itself (reasons "backoff", "scheduled").
+	// until is when the wait ends by itself (reasons "backoff", "scheduled",
+	// "rate_limit").
 	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
 	// handler is the handler no executor serves now ("no_executor",
 	// "capacity").
-	Handler       string `protobuf:"bytes,4,opt,name=handler,proto3" json:"handler,omitempty"`
+	Handler string `protobuf:"bytes,4,opt,name=handler,proto3" json:"handler,omitempty"`
+	// key is the concurrency key value ("task:NS/NAME:EXPR=VALUE" for a
+	// template's tasks, "handler:HANDLER:EXPR=VALUE" for a handler's steps)
+	// or rate limit ("NAME" or "NAME[VALUE]") waited on.
+	Key           string `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2724,6 +2737,13 @@ func (x *Waiting) GetUntil() *timestamppb.Timestamp {
 func (x *Waiting) GetHandler() string {
 	if x != nil {
 		return x.Handler
+	}
+	return ""
+}
+
+func (x *Waiting) GetKey() string {
+	if x != nil {
+		return x.Key
 	}
 	return ""
 }
@@ -3890,12 +3910,13 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x17ReportStepResultRequest\x126\n" +
 	"\x06result\x18\x01 \x01(\v2\x1e.tasker.executor.v1.StepResultR\x06result\"4\n" +
 	"\x18ReportStepResultResponse\x12\x18\n" +
-	"\aapplied\x18\x01 \x01(\bR\aapplied\"}\n" +
+	"\aapplied\x18\x01 \x01(\bR\aapplied\"\x8f\x01\n" +
 	"\aWaiting\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x0e\n" +
 	"\x02on\x18\x02 \x03(\tR\x02on\x120\n" +
 	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x18\n" +
-	"\ahandler\x18\x04 \x01(\tR\ahandler\"\xcb\x01\n" +
+	"\ahandler\x18\x04 \x01(\tR\ahandler\x12\x10\n" +
+	"\x03key\x18\x05 \x01(\tR\x03key\"\xcb\x01\n" +
 	"\x16SubscribeEventsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
