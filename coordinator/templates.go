@@ -10,6 +10,7 @@ import (
 
 	"github.com/Masterminds/semver/v3"
 
+	"github.com/tasker-go/tasker/expr"
 	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/template"
@@ -27,6 +28,13 @@ type compiledTemplate struct {
 	configs  [][]byte
 	backoff  []plan.Backoff
 	timeouts []time.Duration
+	// taskKeys holds one program per task-level concurrency entry;
+	// stepKeys[i] one per step i's concurrency entry; limitKeys[i][j] the
+	// key of step i's rate_limits[j], nil where it has none. Compiled once
+	// here so admission only evaluates.
+	taskKeys  []*expr.Program
+	stepKeys  [][]*expr.Program
+	limitKeys [][]*expr.Program
 }
 
 func compile(t *template.Template) (*compiledTemplate, error) {
@@ -45,7 +53,28 @@ func compile(t *template.Template) (*compiledTemplate, error) {
 		backoff:  make([]plan.Backoff, n),
 		timeouts: make([]time.Duration, n),
 	}
+	if ct.taskKeys, err = compileKeys(t.Concurrency); err != nil {
+		return nil, fmt.Errorf("compile concurrency keys of %s/%s@%s: %w", t.Namespace, t.Name, t.Version, err)
+	}
+	if n > 0 {
+		ct.stepKeys = make([][]*expr.Program, n)
+		ct.limitKeys = make([][]*expr.Program, n)
+	}
 	for i, s := range t.Steps {
+		if ct.stepKeys[i], err = compileKeys(s.Concurrency); err != nil {
+			return nil, fmt.Errorf("compile concurrency keys of step %q of %s/%s@%s: %w", s.Name, t.Namespace, t.Name, t.Version, err)
+		}
+		if len(s.RateLimits) > 0 {
+			ct.limitKeys[i] = make([]*expr.Program, len(s.RateLimits))
+			for j, u := range s.RateLimits {
+				if u.Key == "" {
+					continue
+				}
+				if ct.limitKeys[i][j], err = expr.Compile(u.Key); err != nil {
+					return nil, fmt.Errorf("compile rate_limits[%d].key of step %q of %s/%s@%s: %w", j, s.Name, t.Namespace, t.Name, t.Version, err)
+				}
+			}
+		}
 		for _, d := range s.DependsOn {
 			p := ct.index[d]
 			ct.parents[i] = append(ct.parents[i], p)
@@ -63,6 +92,22 @@ func compile(t *template.Template) (*compiledTemplate, error) {
 		ct.timeouts[i] = time.Duration(s.Timeout)
 	}
 	return ct, nil
+}
+
+// compileKeys compiles the keys of a concurrency list; nil for none.
+func compileKeys(cs []template.Concurrency) ([]*expr.Program, error) {
+	if len(cs) == 0 {
+		return nil, nil
+	}
+	out := make([]*expr.Program, len(cs))
+	for i, c := range cs {
+		p, err := expr.Compile(c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("concurrency[%d].key: %w", i, err)
+		}
+		out[i] = p
+	}
+	return out, nil
 }
 
 // templateBook registers templates and serves compiled versions from a

@@ -194,6 +194,16 @@ type Store interface {
 	// then on.
 	EventPrune(ctx context.Context, params *EventPruneParams) (*EventPruneResult, error)
 
+	// RateLimitSet creates the named rate limit or replaces its Units,
+	// Period and Burst, keeping CreatedAt, and returns it as stored.
+	RateLimitSet(ctx context.Context, params *RateLimitSetParams) (*RateLimit, error)
+	// RateLimitGet returns one rate limit, or ErrNotFound.
+	RateLimitGet(ctx context.Context, name string) (*RateLimit, error)
+	// RateLimitList returns every rate limit, by name.
+	RateLimitList(ctx context.Context) ([]*RateLimit, error)
+	// RateLimitDelete deletes a rate limit, or returns ErrNotFound.
+	RateLimitDelete(ctx context.Context, name string) error
+
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
 }
