@@ -58,7 +58,7 @@ func TestConcurrency(t *testing.T) {
 		{"older waiter goes first", []Entry{entry("a", 2, 0, true), entry("w", 2, time.Second, false)}, entry("n", 2, 50*time.Second, false), 2, StrategyQueue, Decision{Reason: ReasonPriority}},
 		{"higher priority goes first", []Entry{entry("w", 3, 30*time.Second, false)}, entry("n", 2, 10*time.Second, false), 1, StrategyQueue, Decision{Reason: ReasonPriority}},
 		{"lower priority does not block", []Entry{entry("w", 1, 0, false)}, entry("n", 2, 30*time.Second, false), 1, StrategyQueue, Decision{Admit: true}},
-		{"aged waiter overtakes", []Entry{entry("w", 1, -2 * time.Hour, false)}, entry("n", 2, 30*time.Second, false), 1, StrategyQueue, Decision{Reason: ReasonPriority}},
+		{"aged waiter overtakes", []Entry{entry("w", 1, -2*time.Hour, false)}, entry("n", 2, 30*time.Second, false), 1, StrategyQueue, Decision{Reason: ReasonPriority}},
 		{"room behind waiters", []Entry{entry("w", 2, 0, false)}, entry("n", 2, 30*time.Second, false), 2, StrategyQueue, Decision{Admit: true}},
 		{"cancel newest: full", []Entry{entry("a", 2, 0, true)}, entry("n", 2, 50*time.Second, false), 1, StrategyCancelNewest, Decision{Reason: ReasonCancelled}},
 		{"cancel newest: a waiter fills it", []Entry{entry("a", 2, 0, true), entry("w", 2, 0, false)}, entry("n", 2, 50*time.Second, false), 2, StrategyCancelNewest, Decision{Reason: ReasonCancelled}},

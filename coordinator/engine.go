@@ -17,8 +17,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/admission"
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"

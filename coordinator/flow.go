@@ -3,9 +3,10 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"strings"
 	"hash/maphash"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,6 +74,17 @@ func flowOf(ct *compiledTemplate, context []byte) (*taskFlow, error) {
 		}
 	}
 	return f, nil
+}
+
+// loadedFlow is the flow control of a stored task. Its keys evaluated when
+// it was created, so an error now means the template changed under it (it
+// cannot: versions are immutable) or a bug; the task then runs without.
+func loadedFlow(log *slog.Logger, ct *compiledTemplate, t *store.Task) *taskFlow {
+	f, err := flowOf(ct, t.Context)
+	if err != nil {
+		log.Error("flow control keys of a stored task do not evaluate; it runs without them", "task_id", t.ID, "err", err)
+	}
+	return f
 }
 
 func cmpStrategy(s string) string {
@@ -156,60 +168,6 @@ type admissionPrev struct {
 	step store.Step
 }
 
-// refused puts back in memory what the store did not write because an
-// admission was refused, and makes the refused wait: on the key's release,
-// on a timer for tokens, or not at all for a task its key cancels. The
-// caller holds tr.mu; c is committed.
-func (e *engine) refused(c *change) {
-	tr := c.tr
-	undo := func(i int) {
-		for _, p := range c.prevs {
-			if p.i != i {
-				continue
-			}
-			s := tr.steps[i]
-			if s.executor != "" {
-				e.pool.release(s.executor)
-			}
-			s.Step, s.executor = p.step, ""
-			tr.sync(i)
-			tr.setInFlight(i, false)
-			c.dispatch = slices.DeleteFunc(c.dispatch, func(d int) bool { return d == i })
-		}
-	}
-	for _, r := range c.params.Refused {
-		v := r.Verdict
-		if r.StepID == "" {
-			// Nothing of the change was written.
-			tr.task.State, tr.task.UpdatedAt = c.prevTask.State, c.prevTask.UpdatedAt
-			c.params.Task = nil
-			for _, p := range c.prevs {
-				undo(p.i)
-			}
-			tr.blocked = &v
-			e.metrics.admissions.WithLabelValues(v.Reason).Inc()
-			switch {
-			case v.Reason == admission.ReasonCancelled:
-				e.cancelForKey(tr.task.ID, fmt.Sprintf("cancelled: concurrency key %s is full and its strategy is cancel_newest", v.Key))
-			case len(v.Cancel) > 0:
-				for _, id := range v.Cancel {
-					e.cancelForKey(id, fmt.Sprintf("cancelled: replaced by the newer task %s on concurrency key %s (cancel_in_progress)", tr.task.ID, v.Key))
-				}
-			}
-			continue
-		}
-		i, ok := tr.byID[r.StepID]
-		if !ok {
-			continue
-		}
-		undo(i)
-		tr.steps[i].blocked = &v
-		e.metrics.admissions.WithLabelValues(v.Reason).Inc()
-	}
-}
-
-// blockedAt reports whether an admission refused with v is not to be asked
-// again at now: before its retry time, or until its key frees if it has
 // none.
 func blockedAt(v *admission.Verdict, now time.Time) bool {
 	return v != nil && (v.RetryAt.IsZero() || now.Before(v.RetryAt))
@@ -341,10 +299,33 @@ func (e *engine) keysFreed(keys []string) {
 	})
 	if n, ok := e.store.(store.AdmissionNotifier); ok {
 		e.bg.goFn(func() {
-			if err := n.AdmissionNotify(e.ctx, keys); err != nil {
+			if err := n.AdmissionNotify(e.ctx, e.id, keys); err != nil {
 				e.log.Warn("could not tell other coordinators that concurrency keys freed", "keys", keys, "err", err)
 			}
 		})
+	}
+}
+
+// keysFreedElsewhere is told of keys another coordinator freed; nil keys
+// mean notifications may have been lost, so every task here waiting on a
+// key asks again.
+func (e *engine) keysFreedElsewhere(keys []string) {
+	if keys == nil {
+		e.mu.Lock()
+		var ids []string
+		for id, tr := range e.tasks {
+			if tr.flow != nil {
+				ids = append(ids, id)
+			}
+		}
+		e.mu.Unlock()
+		for _, id := range ids {
+			e.askAgain(id)
+		}
+		return
+	}
+	for _, k := range keys {
+		e.keyFreed(k)
 	}
 }
 

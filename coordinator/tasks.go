@@ -65,6 +65,10 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 			return nil, false, invalidf("bypass_steps: step %q is not skippable", b)
 		}
 	}
+	flow, err := flowOf(ct, p.context)
+	if err != nil {
+		return nil, false, err
+	}
 	key := p.idempotencyKey
 	if key == "" {
 		key = template.Identity(ct.tmpl.Namespace, ct.tmpl.Name, ct.tmpl.Version, p.context)
@@ -92,6 +96,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 
 	tr := newTaskRun(task, ct, steps)
+	tr.flow = flow
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	c := e.newChange(tr)
@@ -101,7 +106,11 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	// The initial dispatch rides in the creating transaction: the task is
 	// stored already in_progress with its roots sent, one commit in all.
-	e.schedule(c, nil)
+	// Under flow control it needs an admission, which only an advance of a
+	// stored task carries: it follows the creation.
+	if flow == nil {
+		e.schedule(c, nil)
+	}
 	stored := *task
 	created := &store.TaskCreateParams{Task: &stored, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
 	if tr.satisfied == len(tr.steps) {
@@ -146,6 +155,14 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	e.mu.Unlock()
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
+	if flow != nil && !tr.done {
+		c := e.newChange(tr)
+		e.schedule(c, nil)
+		if err := e.commit(e.ctx, c); err != nil {
+			// The task is stored; its repair carries it on.
+			e.log.Error("first dispatch of a created task failed", "task_id", task.ID, "err", err)
+		}
+	}
 	return &taskView{task: got, steps: created.Steps, transitions: created.Transitions, waiting: e.waitingOf(tr, now)}, true, nil
 }
 
@@ -302,6 +319,7 @@ func (e *engine) register(t *store.Task, ct *compiledTemplate, steps []*store.St
 		return existing, false
 	}
 	tr := newTaskRun(t, ct, steps)
+	tr.flow = loadedFlow(e.log, ct, t)
 	e.tasks[t.ID] = tr
 	return tr, true
 }
