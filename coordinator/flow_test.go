@@ -235,3 +235,28 @@ steps:
 	f.send(succeed(pay, "exec-w"))
 	require.Equal(t, b.GetId(), f.next().GetTaskId())
 }
+
+// Waiters for a key go highest priority first, first come within one.
+func TestConcurrencyKeyQueueRespectsPriority(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	f := startFakeExecutor(t, "exec-pk", 10, "work")
+	f.register(h)
+	h.apply(keyedTemplate("queue"))
+	h.create("test", "keyed-queue", map[string]any{"customer": "acme", "n": 0})
+	running := f.next()
+	var queued []*coordinatorv1.Task
+	for i, p := range []int32{1, 3, 4, 2, 4} {
+		task := h.create("test", "keyed-queue", map[string]any{"customer": "acme", "n": i + 1}, withPriority(p))
+		waitReason(t, h, task.GetId(), "sync", "concurrency")
+		queued = append(queued, task)
+	}
+	want := []string{queued[2].GetId(), queued[4].GetId(), queued[1].GetId(), queued[3].GetId(), queued[0].GetId()}
+	var order []string
+	for range queued {
+		f.send(succeed(running, "exec-pk"))
+		running = f.next()
+		order = append(order, running.GetTaskId())
+	}
+	require.Equal(t, want, order, "priority 4, 4 (first come first), 3, 2, 1")
+}

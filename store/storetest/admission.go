@@ -124,5 +124,79 @@ func (s *suite) admission(t *testing.T) {
 			close(admitted)
 			require.Len(t, admitted, maxRunning)
 		})
+
+		t.Run("RateLimitTakesTokensAndRefusesWithTheirTime", func(t *testing.T) {
+			f := s.setup(t)
+			name := "api-" + f.ns
+			_, err := f.store.RateLimitSet(f.ctx, &store.RateLimitSetParams{Name: name, Units: 10, Period: time.Second, Burst: 2, At: f.now()})
+			require.NoError(t, err)
+			at := baseTime.Add(time.Hour)
+			dispatch := func(at time.Time) *store.TaskAdvanceParams {
+				task, steps := f.createTask(t, "a")
+				c := startStep(steps[0])
+				c.Admit = &admission.Request{TaskID: task.ID, StepID: steps[0].ID, Attempt: 1, Priority: 2,
+					Tokens: []admission.TokenClaim{{Limit: name, Key: "acct-1", Units: 1}}}
+				p := &store.TaskAdvanceParams{TaskID: task.ID, At: at, Steps: []*store.StepChange{c}}
+				_, err := f.store.TaskAdvance(f.ctx, p)
+				require.NoError(t, err)
+				return p
+			}
+			require.Empty(t, dispatch(at).Refused)
+			require.Empty(t, dispatch(at).Refused, "the burst")
+			p := dispatch(at)
+			require.Len(t, p.Refused, 1)
+			require.Equal(t, admission.ReasonRateLimit, p.Refused[0].Reason)
+			require.Equal(t, name+"[acct-1]", p.Refused[0].Key)
+			requireTimeEqual(t, at.Add(100*time.Millisecond), p.Refused[0].RetryAt, "one token at 10/s")
+			// A newcomer waits behind it; it has the refilled token.
+			later := dispatch(at.Add(100 * time.Millisecond))
+			require.Equal(t, admission.ReasonPriority, later.Refused[0].Reason)
+			p.At, p.Refused = at.Add(100*time.Millisecond), nil
+			_, err = f.store.TaskAdvance(f.ctx, p)
+			require.NoError(t, err)
+			require.Empty(t, p.Refused, "a token refilled")
+
+			// An unknown limit waits, retried later, rather than failing.
+			task, steps := f.createTask(t, "a")
+			c := startStep(steps[0])
+			c.Admit = &admission.Request{TaskID: task.ID, StepID: steps[0].ID, Attempt: 1, Tokens: []admission.TokenClaim{{Limit: "nope-" + f.ns, Units: 1}}}
+			p = &store.TaskAdvanceParams{TaskID: task.ID, At: at, Steps: []*store.StepChange{c}}
+			_, err = f.store.TaskAdvance(f.ctx, p)
+			require.NoError(t, err)
+			require.Equal(t, admission.ReasonRateLimit, p.Refused[0].Reason)
+		})
+
+		t.Run("ConcurrentRateAdmissionsNeverExceedTheBurst", func(t *testing.T) {
+			f := s.setup(t)
+			name := "burst-" + f.ns
+			_, err := f.store.RateLimitSet(f.ctx, &store.RateLimitSetParams{Name: name, Units: 1, Period: time.Hour, Burst: 4, At: f.now()})
+			require.NoError(t, err)
+			other := f.open(t)
+			at := time.Now()
+			const n = 12
+			var wg sync.WaitGroup
+			admitted := make(chan string, n)
+			for i := range n {
+				task, steps := f.createTask(t, "a")
+				st := store.Store(f.store)
+				if i%2 == 1 {
+					st = other
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c := startStep(steps[0])
+					c.Admit = &admission.Request{TaskID: task.ID, StepID: steps[0].ID, Attempt: 1, Priority: 2,
+						Tokens: []admission.TokenClaim{{Limit: name, Units: 1}}}
+					p := &store.TaskAdvanceParams{TaskID: task.ID, At: at, Steps: []*store.StepChange{c}}
+					if _, err := st.TaskAdvance(f.ctx, p); err == nil && len(p.Refused) == 0 {
+						admitted <- task.ID
+					}
+				}()
+			}
+			wg.Wait()
+			close(admitted)
+			require.Len(t, admitted, 4)
+		})
 	})
 }
