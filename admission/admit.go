@@ -141,6 +141,13 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 		if !found {
 			b = l.Full(now)
 		}
+		if now.Before(b.At) {
+			// Another coordinator's clock, or a request that waited for
+			// the lock, is ahead: take nothing at a time before the
+			// bucket's, so the stored dispatch times keep to the rate.
+			refuse(&Verdict{Reason: ReasonRateLimit, Key: Describe(t.Limit, t.Key), RetryAt: b.At})
+			continue
+		}
 		b = l.Refill(b, now)
 		takes[i] = take{l, b}
 		rk := RateKey(t.Limit, t.Key)
