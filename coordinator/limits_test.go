@@ -188,7 +188,9 @@ func TestTemplateFlowFieldsRefused(t *testing.T) {
 			`concurrency[0].strategy: unknown strategy "drop"`},
 		{"max_running zero", bad(func(p *coordinatorv1.TaskTemplate) { p.GetConcurrency()[0].MaxRunning = 0 }),
 			`concurrency[0].max_running: 0 is out of range`},
-		{"step-level cancel", bad(func(p *coordinatorv1.TaskTemplate) { p.GetSteps()[0].GetConcurrency()[0].Strategy = "cancel_in_progress" }),
+		{"step-level cancel", bad(func(p *coordinatorv1.TaskTemplate) {
+			p.GetSteps()[0].GetConcurrency()[0].Strategy = "cancel_in_progress"
+		}),
 			`step "charge": concurrency[0].strategy: "cancel_in_progress" is for task-level concurrency`},
 		{"zero units", bad(func(p *coordinatorv1.TaskTemplate) {
 			p.GetSteps()[0].RateLimits = []*coordinatorv1.RateLimitUse{{Name: "stripe", Units: proto.Int32(0)}}
