@@ -132,6 +132,9 @@ func (b *templateBook) register(ctx context.Context, t *template.Template, now t
 	if err := template.Validate(t, b.limits); err != nil {
 		return nil, false, err
 	}
+	if err := b.checkRateLimits(ctx, t); err != nil {
+		return nil, false, err
+	}
 	spec, err := json.Marshal(t)
 	if err != nil {
 		return nil, false, fmt.Errorf("encode template: %w", err)
@@ -208,6 +211,41 @@ func (b *templateBook) latest(ctx context.Context, ns, name string) (string, err
 	return best.Original(), nil
 }
 
+// checkRateLimits refuses a normalized template whose steps use a rate
+// limit that is not defined, or take more units than its burst (such a
+// step could never be dispatched). The error is a *template.ValidationError.
+// A limit deleted or lowered just after this check is the admission
+// engine's to report; DeleteRateLimit and SetRateLimit refuse it for
+// templates registered before.
+func (b *templateBook) checkRateLimits(ctx context.Context, t *template.Template) error {
+	limits := map[string]*store.RateLimit{}
+	for _, s := range t.Steps {
+		for j, u := range s.RateLimits {
+			rl, seen := limits[u.Name]
+			if !seen {
+				got, err := b.store.RateLimitGet(ctx, u.Name)
+				switch {
+				case errors.Is(err, store.ErrNotFound):
+				case err != nil:
+					return fmt.Errorf("load rate limit %q: %w", u.Name, err)
+				default:
+					rl = got
+				}
+				limits[u.Name] = rl
+			}
+			if rl == nil {
+				return &template.ValidationError{Step: s.Name, Field: fmt.Sprintf("rate_limits[%d].name", j),
+					Message: fmt.Sprintf("no rate limit named %q; define it with: tasker limit set %s --rate N/s", u.Name, u.Name)}
+			}
+			if int64(u.Units) > rl.Burst {
+				return &template.ValidationError{Step: s.Name, Field: fmt.Sprintf("rate_limits[%d].units", j),
+					Message: fmt.Sprintf("%d is more than rate limit %q's burst of %d, so the step could never be dispatched; take fewer units or raise the burst (tasker limit set %s --burst %d ...)", u.Units, u.Name, rl.Burst, u.Name, u.Units)}
+			}
+		}
+	}
+	return nil
+}
+
 // list returns stored templates, decoded.
 func (b *templateBook) list(ctx context.Context, ns string) ([]*template.Template, error) {
 	all, err := b.store.TemplateList(ctx, &store.TemplateListParams{Namespace: ns})
@@ -232,6 +270,9 @@ func (b *templateBook) list(ctx context.Context, ns string) ([]*template.Templat
 func (b *templateBook) check(ctx context.Context, t *template.Template) (*template.Template, bool, error) {
 	t.Normalize()
 	if err := template.Validate(t, b.limits); err != nil {
+		return nil, false, err
+	}
+	if err := b.checkRateLimits(ctx, t); err != nil {
 		return nil, false, err
 	}
 	key := templateKey(t.Namespace, t.Name, t.Version)

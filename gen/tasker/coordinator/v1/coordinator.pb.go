@@ -3882,6 +3882,452 @@ func (x *ErrorCount) GetCount() int64 {
 	return 0
 }
 
+// RateLimit is a named token bucket: units tokens are added every period,
+// and it holds at most burst. A step using it is dispatched only when it
+// can take its units.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name, unique; letters, digits, '_', '.' and '-'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// units added per period; 1 to 1000000000.
+	Units int64 `protobuf:"varint,2,opt,name=units,proto3" json:"units,omitempty"`
+	// period over which units are added; a positive whole number of
+	// milliseconds.
+	Period *durationpb.Duration `protobuf:"bytes,3,opt,name=period,proto3" json:"period,omitempty"`
+	// burst is the most tokens the bucket holds, so the most units taken at
+	// once; at least 1.
+	Burst int64 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	// created_at is when the limit was first set.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when it was last set.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RateLimit) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RateLimit) GetUnits() int64 {
+	if x != nil {
+		return x.Units
+	}
+	return 0
+}
+
+func (x *RateLimit) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
+func (x *RateLimit) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *RateLimit) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *RateLimit) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// SetRateLimitRequest carries the limit to create or replace; its
+// timestamps are ignored.
+type SetRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limit to store.
+	RateLimit     *RateLimit `protobuf:"bytes,1,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRateLimitRequest) Reset() {
+	*x = SetRateLimitRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRateLimitRequest) ProtoMessage() {}
+
+func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*SetRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *SetRateLimitRequest) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// SetRateLimitResponse returns the limit as stored.
+type SetRateLimitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limit as stored.
+	RateLimit     *RateLimit `protobuf:"bytes,1,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRateLimitResponse) Reset() {
+	*x = SetRateLimitResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRateLimitResponse) ProtoMessage() {}
+
+func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*SetRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *SetRateLimitResponse) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// GetRateLimitRequest names a rate limit.
+type GetRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the limit.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRateLimitRequest) Reset() {
+	*x = GetRateLimitRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRateLimitRequest) ProtoMessage() {}
+
+func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*GetRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *GetRateLimitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetRateLimitResponse returns one rate limit.
+type GetRateLimitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limit found.
+	RateLimit     *RateLimit `protobuf:"bytes,1,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRateLimitResponse) Reset() {
+	*x = GetRateLimitResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRateLimitResponse) ProtoMessage() {}
+
+func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*GetRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *GetRateLimitResponse) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// ListRateLimitsRequest has no filters: limits are few.
+type ListRateLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRateLimitsRequest) Reset() {
+	*x = ListRateLimitsRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRateLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRateLimitsRequest) ProtoMessage() {}
+
+func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRateLimitsRequest.ProtoReflect.Descriptor instead.
+func (*ListRateLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
+}
+
+// ListRateLimitsResponse lists rate limits by name.
+type ListRateLimitsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limits by name.
+	RateLimits    []*RateLimit `protobuf:"bytes,1,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRateLimitsResponse) Reset() {
+	*x = ListRateLimitsResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRateLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRateLimitsResponse) ProtoMessage() {}
+
+func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRateLimitsResponse.ProtoReflect.Descriptor instead.
+func (*ListRateLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListRateLimitsResponse) GetRateLimits() []*RateLimit {
+	if x != nil {
+		return x.RateLimits
+	}
+	return nil
+}
+
+// DeleteRateLimitRequest names the limit to delete.
+type DeleteRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the limit.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRateLimitRequest) Reset() {
+	*x = DeleteRateLimitRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRateLimitRequest) ProtoMessage() {}
+
+func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *DeleteRateLimitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteRateLimitResponse is empty: the limit is gone.
+type DeleteRateLimitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRateLimitResponse) Reset() {
+	*x = DeleteRateLimitResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRateLimitResponse) ProtoMessage() {}
+
+func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
+}
+
 var File_tasker_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
@@ -4175,7 +4621,34 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x03R\x05count*\x9f\x01\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\"\xf4\x01\n" +
+	"\tRateLimit\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05units\x18\x02 \x01(\x03R\x05units\x121\n" +
+	"\x06period\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
+	"\x05burst\x18\x04 \x01(\x03R\x05burst\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"V\n" +
+	"\x13SetRateLimitRequest\x12?\n" +
+	"\n" +
+	"rate_limit\x18\x01 \x01(\v2 .tasker.coordinator.v1.RateLimitR\trateLimit\"W\n" +
+	"\x14SetRateLimitResponse\x12?\n" +
+	"\n" +
+	"rate_limit\x18\x01 \x01(\v2 .tasker.coordinator.v1.RateLimitR\trateLimit\")\n" +
+	"\x13GetRateLimitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"W\n" +
+	"\x14GetRateLimitResponse\x12?\n" +
+	"\n" +
+	"rate_limit\x18\x01 \x01(\v2 .tasker.coordinator.v1.RateLimitR\trateLimit\"\x17\n" +
+	"\x15ListRateLimitsRequest\"[\n" +
+	"\x16ListRateLimitsResponse\x12A\n" +
+	"\vrate_limits\x18\x01 \x03(\v2 .tasker.coordinator.v1.RateLimitR\n" +
+	"rateLimits\",\n" +
+	"\x16DeleteRateLimitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
+	"\x17DeleteRateLimitResponse*\x9f\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x15\n" +
@@ -4187,7 +4660,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
-	"\x0fEVENT_KIND_STEP\x10\x022\x99\r\n" +
+	"\x0fEVENT_KIND_STEP\x10\x022\xcc\x10\n" +
 	"\x12CoordinatorService\x12s\n" +
 	"\x10RegisterTemplate\x12..tasker.coordinator.v1.RegisterTemplateRequest\x1a/.tasker.coordinator.v1.RegisterTemplateResponse\x12d\n" +
 	"\vGetTemplate\x12).tasker.coordinator.v1.GetTemplateRequest\x1a*.tasker.coordinator.v1.GetTemplateResponse\x12j\n" +
@@ -4207,7 +4680,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0fSubscribeEvents\x12-.tasker.coordinator.v1.SubscribeEventsRequest\x1a..tasker.coordinator.v1.SubscribeEventsResponse0\x01\x12a\n" +
 	"\n" +
 	"CountTasks\x12(.tasker.coordinator.v1.CountTasksRequest\x1a).tasker.coordinator.v1.CountTasksResponse\x12g\n" +
-	"\fGetAnalytics\x12*.tasker.coordinator.v1.GetAnalyticsRequest\x1a+.tasker.coordinator.v1.GetAnalyticsResponseBEZCgithub.com/tasker-go/tasker/gen/tasker/coordinator/v1;coordinatorv1b\x06proto3"
+	"\fGetAnalytics\x12*.tasker.coordinator.v1.GetAnalyticsRequest\x1a+.tasker.coordinator.v1.GetAnalyticsResponse\x12g\n" +
+	"\fSetRateLimit\x12*.tasker.coordinator.v1.SetRateLimitRequest\x1a+.tasker.coordinator.v1.SetRateLimitResponse\x12g\n" +
+	"\fGetRateLimit\x12*.tasker.coordinator.v1.GetRateLimitRequest\x1a+.tasker.coordinator.v1.GetRateLimitResponse\x12m\n" +
+	"\x0eListRateLimits\x12,.tasker.coordinator.v1.ListRateLimitsRequest\x1a-.tasker.coordinator.v1.ListRateLimitsResponse\x12p\n" +
+	"\x0fDeleteRateLimit\x12-.tasker.coordinator.v1.DeleteRateLimitRequest\x1a..tasker.coordinator.v1.DeleteRateLimitResponseBEZCgithub.com/tasker-go/tasker/gen/tasker/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_tasker_coordinator_v1_coordinator_proto_rawDescOnce sync.Once
@@ -4222,7 +4699,7 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
 	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
@@ -4276,122 +4753,146 @@ var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*Percentiles)(nil),              // 49: tasker.coordinator.v1.Percentiles
 	(*StepAnalytics)(nil),            // 50: tasker.coordinator.v1.StepAnalytics
 	(*ErrorCount)(nil),               // 51: tasker.coordinator.v1.ErrorCount
-	(*structpb.Struct)(nil),          // 52: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 53: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 54: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 55: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 56: tasker.executor.v1.StepResult
+	(*RateLimit)(nil),                // 52: tasker.coordinator.v1.RateLimit
+	(*SetRateLimitRequest)(nil),      // 53: tasker.coordinator.v1.SetRateLimitRequest
+	(*SetRateLimitResponse)(nil),     // 54: tasker.coordinator.v1.SetRateLimitResponse
+	(*GetRateLimitRequest)(nil),      // 55: tasker.coordinator.v1.GetRateLimitRequest
+	(*GetRateLimitResponse)(nil),     // 56: tasker.coordinator.v1.GetRateLimitResponse
+	(*ListRateLimitsRequest)(nil),    // 57: tasker.coordinator.v1.ListRateLimitsRequest
+	(*ListRateLimitsResponse)(nil),   // 58: tasker.coordinator.v1.ListRateLimitsResponse
+	(*DeleteRateLimitRequest)(nil),   // 59: tasker.coordinator.v1.DeleteRateLimitRequest
+	(*DeleteRateLimitResponse)(nil),  // 60: tasker.coordinator.v1.DeleteRateLimitResponse
+	(*structpb.Struct)(nil),          // 61: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 62: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 63: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 64: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 65: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	52, // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	61, // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
 	5,  // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
 	3,  // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	52, // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	61, // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
 	6,  // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	53, // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	62, // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
 	3,  // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
 	4,  // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
-	53, // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	53, // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	62, // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	62, // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
 	0,  // 10: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	52, // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	54, // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	54, // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	54, // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	61, // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	63, // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	63, // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	63, // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
 	8,  // 15: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
 	10, // 16: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	54, // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	63, // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
 	0,  // 18: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	55, // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	64, // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
 	9,  // 20: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	54, // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	63, // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
 	10, // 22: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
 	39, // 23: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
 	0,  // 24: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
 	0,  // 25: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	54, // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	52, // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	54, // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	54, // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	63, // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	61, // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	63, // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	63, // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
 	2,  // 30: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	2,  // 31: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	2,  // 32: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	2,  // 33: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	52, // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	54, // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	53, // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	61, // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	63, // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	62, // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
 	7,  // 37: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	7,  // 38: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	0,  // 39: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	54, // 40: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	54, // 41: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	63, // 40: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	63, // 41: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
 	7,  // 42: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
 	7,  // 43: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	7,  // 44: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	10, // 45: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
 	0,  // 46: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	55, // 47: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	64, // 47: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
 	7,  // 48: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
 	11, // 49: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
 	11, // 50: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
 	36, // 51: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	56, // 52: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	54, // 53: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	65, // 52: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	63, // 53: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
 	1,  // 54: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
 	42, // 55: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
 	10, // 56: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
 	45, // 57: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
 	0,  // 58: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	54, // 59: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	54, // 60: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	63, // 59: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	63, // 60: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
 	48, // 61: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	54, // 62: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	54, // 63: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	63, // 62: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	63, // 63: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
 	49, // 64: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
 	50, // 65: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
 	51, // 66: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	53, // 67: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	53, // 68: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	53, // 69: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	62, // 67: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	62, // 68: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	62, // 69: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
 	49, // 70: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
 	49, // 71: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	12, // 72: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	14, // 73: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	16, // 74: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	18, // 75: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	20, // 76: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	22, // 77: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	24, // 78: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	26, // 79: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	28, // 80: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	30, // 81: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	32, // 82: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	34, // 83: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	37, // 84: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	40, // 85: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	43, // 86: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	46, // 87: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	13, // 88: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	15, // 89: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	17, // 90: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	19, // 91: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	21, // 92: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	23, // 93: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	25, // 94: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	27, // 95: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	29, // 96: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	31, // 97: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	33, // 98: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	35, // 99: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	38, // 100: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	41, // 101: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	44, // 102: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	47, // 103: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	88, // [88:104] is the sub-list for method output_type
-	72, // [72:88] is the sub-list for method input_type
-	72, // [72:72] is the sub-list for extension type_name
-	72, // [72:72] is the sub-list for extension extendee
-	0,  // [0:72] is the sub-list for field type_name
+	62, // 72: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	63, // 73: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	63, // 74: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	52, // 75: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	52, // 76: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	52, // 77: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	52, // 78: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
+	12, // 79: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	14, // 80: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	16, // 81: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	18, // 82: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	20, // 83: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	22, // 84: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	24, // 85: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	26, // 86: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	28, // 87: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	30, // 88: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	32, // 89: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	34, // 90: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	37, // 91: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	40, // 92: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	43, // 93: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	46, // 94: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	53, // 95: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	55, // 96: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	57, // 97: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	59, // 98: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	13, // 99: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	15, // 100: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	17, // 101: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	19, // 102: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	21, // 103: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	23, // 104: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	25, // 105: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	27, // 106: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	29, // 107: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	31, // 108: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	33, // 109: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	35, // 110: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	38, // 111: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	41, // 112: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	44, // 113: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	47, // 114: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	54, // 115: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	56, // 116: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	58, // 117: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	60, // 118: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	99, // [99:119] is the sub-list for method output_type
+	79, // [79:99] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -4407,7 +4908,7 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
