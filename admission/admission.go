@@ -267,14 +267,15 @@ func (l Limit) Ready(b Bucket, units int, now time.Time) time.Time {
 	return now.Add(wait)
 }
 
-// Ahead reports whether a live waiter other than self goes before it.
-func Ahead(live []Entry, self Entry, now time.Time, aging time.Duration) bool {
+// AheadCount counts the live waiters other than self that go before it.
+func AheadCount(live []Entry, self Entry, now time.Time, aging time.Duration) int {
+	n := 0
 	for i := range live {
 		if e := &live[i]; e.Owner != self.Owner && !e.Holding && Before(e, &self, now, aging) {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // RateKey is the entry key under which waiters for a bucket line up.

@@ -167,13 +167,15 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 				me.Since = e.Since
 			}
 		}
+		// The waiters before this one are served first: it takes its units
+		// only if enough are left after theirs, and otherwise comes back
+		// when they will be.
+		need := t.Units * (1 + AheadCount(live, me, now, aging))
 		switch {
 		case b.Tokens < float64(t.Units):
-			refuse(&Verdict{Reason: ReasonRateLimit, Key: Describe(t.Limit, t.Key), RetryAt: l.Ready(b, t.Units, now)})
-		case Ahead(live, me, now, aging):
-			// Tokens are there, but they go to a waiter before this one;
-			// try again once it has had them.
-			refuse(&Verdict{Reason: ReasonPriority, Key: Describe(t.Limit, t.Key), RetryAt: l.Ready(Bucket{Tokens: b.Tokens - float64(t.Units), At: now}, t.Units, now)})
+			refuse(&Verdict{Reason: ReasonRateLimit, Key: Describe(t.Limit, t.Key), RetryAt: l.Ready(b, need, now)})
+		case b.Tokens < float64(need):
+			refuse(&Verdict{Reason: ReasonPriority, Key: Describe(t.Limit, t.Key), RetryAt: l.Ready(b, need, now)})
 		}
 	}
 

@@ -220,7 +220,7 @@ func (e *engine) refused(c *change) {
 		case admission.ReasonConcurrency:
 			v.RetryAt = now.Add(admissionRecheck)
 		case admission.ReasonPriority:
-			if v.RetryAt.IsZero() || v.RetryAt.Before(now.Add(retryAfterPriority)) {
+			if v.RetryAt.IsZero() { // behind a waiter for a key, not for tokens
 				v.RetryAt = now.Add(retryAfterPriority)
 			}
 		}

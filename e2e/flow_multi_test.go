@@ -173,7 +173,9 @@ func TestFlowControlMultiCoordinatorPostgres(t *testing.T) {
 	require.NoError(t, err)
 	ats, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	require.NoError(t, err)
-	require.Len(t, ats, 2*flowTasks, "each step dispatched once")
+	// Attempts in flight on the killed coordinator are dispatched again
+	// by the one that takes its tasks over, drawing tokens again.
+	require.GreaterOrEqual(t, len(ats), 2*flowTasks, "each step dispatched")
 	slices.Sort(ats)
 	for i := range ats {
 		for j := i; j < len(ats); j++ {
