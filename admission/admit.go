@@ -17,13 +17,19 @@ type Tx interface {
 	PutEntry(ctx context.Context, key string, e *Row, reset bool) error
 	// DeleteEntries deletes the entries of key owned by owners.
 	DeleteEntries(ctx context.Context, key string, owners []string) error
-	// Limit reads a rate limit's definition; found is false if there is
-	// none by that name.
-	Limit(ctx context.Context, name string) (l Limit, found bool, err error)
-	// Bucket reads a bucket; found is false for one never used.
-	Bucket(ctx context.Context, limit, key string) (b Bucket, found bool, err error)
+	// Draw reads, in one go, what a draw on a rate limit's bucket needs.
+	Draw(ctx context.Context, limit, key string) (*DrawState, error)
 	// PutBucket stores a bucket.
 	PutBucket(ctx context.Context, limit, key string, b Bucket) error
+}
+
+// DrawState is a rate limit's definition (Limit unset if there is none by
+// that name), its bucket (Bucket unset if never used) and how many entries
+// wait in line for the bucket.
+type DrawState struct {
+	Limit   *Limit
+	Bucket  *Bucket
+	Waiting int
 }
 
 // Request asks to start a task (StepID "") or an attempt of a step.
@@ -121,25 +127,25 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 	type take struct {
 		limit Limit
 		b     Bucket
+		// queued: entries wait for the bucket, perhaps this request's.
+		queued bool
 	}
 	takes := make([]take, len(r.Tokens))
 	for i, t := range r.Tokens {
-		l, found, err := tx.Limit(ctx, t.Limit)
+		d, err := tx.Draw(ctx, t.Limit, t.Key)
 		if err != nil {
 			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
 		}
-		if !found {
+		if d.Limit == nil {
 			// Deleted after the template was registered: the step waits
 			// until it is defined again; a retry a period later sees it.
 			refuse(&Verdict{Reason: ReasonRateLimit, Key: Describe(t.Limit, t.Key), RetryAt: now.Add(time.Second)})
 			continue
 		}
-		b, found, err := tx.Bucket(ctx, t.Limit, t.Key)
-		if err != nil {
-			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
-		}
-		if !found {
-			b = l.Full(now)
+		l := *d.Limit
+		b := l.Full(now)
+		if d.Bucket != nil {
+			b = *d.Bucket
 		}
 		if now.Before(b.At) {
 			// Another coordinator's clock, or a request that waited for
@@ -149,22 +155,26 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 			continue
 		}
 		b = l.Refill(b, now)
-		takes[i] = take{l, b}
-		rk := RateKey(t.Limit, t.Key)
-		rows, err := tx.Entries(ctx, rk)
-		if err != nil {
-			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
-		}
-		live, stale := Live(rows)
-		if len(stale) > 0 {
-			if err := tx.DeleteEntries(ctx, rk, stale); err != nil {
+		takes[i] = take{l, b, d.Waiting > 0}
+		me := self
+		var live []Entry
+		if d.Waiting > 0 {
+			rk := RateKey(t.Limit, t.Key)
+			rows, err := tx.Entries(ctx, rk)
+			if err != nil {
 				return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
 			}
-		}
-		me := self
-		for _, e := range live {
-			if e.Owner == owner {
-				me.Since = e.Since
+			var stale []string
+			live, stale = Live(rows)
+			if len(stale) > 0 {
+				if err := tx.DeleteEntries(ctx, rk, stale); err != nil {
+					return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+				}
+			}
+			for _, e := range live {
+				if e.Owner == owner {
+					me.Since = e.Since
+				}
 			}
 		}
 		// The waiters before this one are served first: it takes its units
@@ -212,8 +222,10 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 		if err := tx.PutBucket(ctx, t.Limit, t.Key, b); err != nil {
 			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
 		}
-		if err := tx.DeleteEntries(ctx, RateKey(t.Limit, t.Key), []string{owner}); err != nil {
-			return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+		if takes[i].queued {
+			if err := tx.DeleteEntries(ctx, RateKey(t.Limit, t.Key), []string{owner}); err != nil {
+				return nil, fmt.Errorf("admit %s on rate limit %s: %w", owner, t.Limit, err)
+			}
 		}
 	}
 	return &Verdict{Admitted: true}, nil

@@ -231,7 +231,7 @@ steps:
 	b := h.create("test", "charge-b", map[string]any{"account": "x"})
 	got = step(waitReason(t, h, b.GetId(), "pay", "concurrency"), "pay").GetWaiting()
 	require.Equal(t, "handler:charge:context.account=x", got.GetKey())
-	require.Equal(t, coordinatorv1.State_STATE_IN_PROGRESS, h.get(b.GetId()).GetState(), "a step-level key holds the step, not the task")
+	require.Equal(t, coordinatorv1.State_STATE_PENDING, h.get(b.GetId()).GetState(), "nothing of the task was dispatched")
 	f.send(succeed(pay, "exec-w"))
 	require.Equal(t, b.GetId(), f.next().GetTaskId())
 }

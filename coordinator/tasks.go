@@ -106,11 +106,18 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	// The initial dispatch rides in the creating transaction: the task is
 	// stored already in_progress with its roots sent, one commit in all.
-	// Under flow control it needs an admission, which only an advance of a
-	// stored task carries: it follows the creation.
-	if flow == nil {
-		e.schedule(c, nil)
+	// Under flow control that dispatch is admitted in the same
+	// transaction; refused, the task is stored as it is now instead.
+	var undispatched *store.TaskCreateParams
+	if flow != nil {
+		pending := *task
+		undispatched = &store.TaskCreateParams{Task: &pending, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
+		for i, s := range tr.steps {
+			st := s.Step
+			undispatched.Steps[i] = &st
+		}
 	}
+	e.schedule(c, nil)
 	stored := *task
 	created := &store.TaskCreateParams{Task: &stored, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
 	if tr.satisfied == len(tr.steps) {
@@ -133,6 +140,19 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 		c.abandon()
 		return nil, false, fmt.Errorf("create task: %w", c.refused)
 	}
+	if undispatched != nil {
+		if c.params.Admit != nil {
+			created.Admit = append(created.Admit, c.params.Admit)
+		}
+		for _, sc := range c.params.Steps {
+			if sc.Admit != nil {
+				created.Admit = append(created.Admit, sc.Admit)
+			}
+		}
+		if len(created.Admit) > 0 {
+			created.Undispatched, created.Aging = undispatched, e.pool.aging
+		}
+	}
 	got, isNew, err := e.store.TaskCreate(ctx, created)
 	switch {
 	case err != nil:
@@ -145,6 +165,21 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 		c.abandon()
 		return e.existing(ctx, got)
 	}
+	refused := len(created.Refused) > 0
+	if refused {
+		// Nothing was dispatched: memory goes back to what was stored.
+		for _, i := range c.dispatch {
+			s := tr.steps[i]
+			e.pool.release(s.executor)
+			s.Step, s.executor = *undispatched.Steps[i], ""
+			tr.sync(i)
+			tr.setInFlight(i, false)
+		}
+		tr.task.State, tr.task.UpdatedAt = state.Pending, now
+		c.dispatch, c.prevs, c.params.Task, c.params.Refused = nil, nil, nil, created.Refused
+		e.refused(c)
+		created = undispatched
+	}
 	for _, t := range created.Transitions {
 		tr.lastSeq = max(tr.lastSeq, t.Seq)
 	}
@@ -155,7 +190,10 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	e.mu.Unlock()
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
-	if flow != nil && !tr.done {
+	if refused && !tr.done {
+		e.awaitAdmission(c)
+		// Steps admitted before the refusal hold their places: they go
+		// now (and the refused wait).
 		c := e.newChange(tr)
 		e.schedule(c, nil)
 		if err := e.commit(e.ctx, c); err != nil {

@@ -368,6 +368,27 @@ type TaskCreateParams struct {
 	Task        *Task
 	Steps       []*Step
 	Transitions []*Transition
+	// Admit, when set, makes the dispatch the creation carries conditional
+	// on admitting each request in order (the task's concurrency keys
+	// first, then each dispatched step's keys and rate limits): if one is
+	// refused, Undispatched (the same task, pending, nothing dispatched) is
+	// stored instead, and Refused says why. Requests admitted before the
+	// refusal keep their places, which the next dispatch finds its own.
+	Admit        []*admission.Request
+	Undispatched *TaskCreateParams
+	// Aging is as in TaskAdvanceParams.
+	Aging time.Duration
+	// Refused is set by TaskCreate: the refusal that stored Undispatched.
+	Refused []Refusal
+}
+
+// Stored is what TaskCreate stored of p: p itself, or p.Undispatched after
+// a refused admission.
+func (p *TaskCreateParams) Stored() *TaskCreateParams {
+	if len(p.Refused) > 0 && p.Undispatched != nil {
+		return p.Undispatched
+	}
+	return p
 }
 
 // TaskListParams filters and pages TaskList; zero fields match all.

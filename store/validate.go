@@ -32,6 +32,21 @@ func (p *TaskCreateParams) Validate() error {
 			return fmt.Errorf("TaskCreate: transition %d names task %s, not %s", i, tr.TaskID, p.Task.ID)
 		}
 	}
+	if err := p.validateAdmit(); err != nil {
+		return err
+	}
+	if p.Undispatched != nil {
+		return p.Undispatched.Validate()
+	}
+	return nil
+}
+
+// validateAdmit checks that a creation asking for admissions says what to
+// store if they are refused.
+func (p *TaskCreateParams) validateAdmit() error {
+	if len(p.Admit) > 0 && (p.Undispatched == nil || p.Undispatched.Task == nil || p.Undispatched.Task.ID != p.Task.ID) {
+		return fmt.Errorf("TaskCreate: task %s asks for admission without an undispatched version of itself", p.Task.ID)
+	}
 	return nil
 }
 

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/tasker-go/tasker/admission"
 	"github.com/tasker-go/tasker/state"
+	"github.com/tasker-go/tasker/store"
 )
 
 // admissionLock is the advisory lock that serializes admissions across
@@ -88,28 +88,33 @@ func (a admissionTx) DeleteEntries(ctx context.Context, key string, owners []str
 	return err
 }
 
-func (a admissionTx) Limit(ctx context.Context, name string) (admission.Limit, bool, error) {
-	var l admission.Limit
-	var periodMS int64
-	err := a.conn.QueryRow(ctx, `SELECT units, period_ms, burst FROM rate_limits WHERE name = $1::text`, name).
-		Scan(&l.Units, &periodMS, &l.Burst)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return l, false, nil
-	}
-	l.Period = time.Duration(periodMS) * time.Millisecond
-	return l, err == nil, err
-}
+// sqlAdmissionDraw reads a limit, its bucket and the size of its line at
+// once: the common draw (no one waiting) needs nothing else.
+const sqlAdmissionDraw = `SELECT l.units, l.period_ms, l.burst, b.tokens, b.at,
+	(SELECT count(*) FROM admission_entries e WHERE e.key = $3::text)
+FROM (SELECT 1) one
+LEFT JOIN rate_limits l ON l.name = $1::text
+LEFT JOIN rate_buckets b ON b.limit_name = $1::text AND b.key = $2::text`
 
-func (a admissionTx) Bucket(ctx context.Context, limit, key string) (admission.Bucket, bool, error) {
-	var b admission.Bucket
-	var at int64
-	err := a.conn.QueryRow(ctx, `SELECT tokens, at FROM rate_buckets WHERE limit_name = $1::text AND key = $2::text`, limit, key).
-		Scan(&b.Tokens, &at)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return b, false, nil
+func (a admissionTx) Draw(ctx context.Context, limit, key string) (*admission.DrawState, error) {
+	var (
+		units, periodMS, burst, at *int64
+		tokens                     *float64
+		waiting                    int64
+	)
+	err := a.conn.QueryRow(ctx, sqlAdmissionDraw, limit, key, admission.RateKey(limit, key)).
+		Scan(&units, &periodMS, &burst, &tokens, &at, &waiting)
+	if err != nil {
+		return nil, err
 	}
-	b.At = fromNanos(at)
-	return b, err == nil, err
+	d := &admission.DrawState{Waiting: int(waiting)}
+	if units != nil {
+		d.Limit = &admission.Limit{Units: *units, Period: time.Duration(*periodMS) * time.Millisecond, Burst: *burst}
+	}
+	if tokens != nil {
+		d.Bucket = &admission.Bucket{Tokens: *tokens, At: fromNanos(*at)}
+	}
+	return d, nil
 }
 
 func (a admissionTx) PutBucket(ctx context.Context, limit, key string, b admission.Bucket) error {
@@ -190,4 +195,30 @@ func (s *Store) listenOnce(ctx context.Context, self string, fn func(keys []stri
 		}
 		fn(strings.Split(rest, "\n"))
 	}
+}
+
+// admitCreation decides a creation's admissions in order, stopping at the
+// first refusal, which it records in params.Refused; it reports whether
+// all were admitted.
+func admitCreation(p *pipe, params *store.TaskCreateParams) bool {
+	admitted := true
+	p.interact(func(ctx context.Context, conn *pgx.Conn) error {
+		tx := admissionTx{conn}
+		if err := tx.lock(ctx); err != nil {
+			return err
+		}
+		for _, r := range params.Admit {
+			v, err := admission.Admit(ctx, tx, r, params.Task.CreatedAt, params.Aging)
+			if err != nil {
+				return fmt.Errorf("task %s: %w", params.Task.ID, err)
+			}
+			if !v.Admitted {
+				params.Refused = append(params.Refused, store.Refusal{StepID: r.StepID, Verdict: *v})
+				admitted = false
+				return nil
+			}
+		}
+		return nil
+	})
+	return admitted
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
+	"sync"
+
 	"time"
 
 	"github.com/tasker-go/tasker/admission"
@@ -46,7 +49,13 @@ func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, 
 		}
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		a.tx.buckets.waiting(key, false)
+	}
+	return out, nil
 }
 
 const sqlPutAdmissionEntry = `INSERT INTO admission_entries (key, owner, task_id, step_id, attempt, priority, since, holding)
@@ -60,46 +69,149 @@ func (a admissionTx) PutEntry(ctx context.Context, key string, e *admission.Row,
 	if e.StepID != "" {
 		step = e.StepID
 	}
+	a.tx.buckets.waiting(key, true)
 	_, err := a.tx.ExecContext(ctx, sqlPutAdmissionEntry, key, e.Owner, e.TaskID, step, e.Attempt, e.Priority,
 		toNanos(e.Since), e.Holding, reset)
 	return err
 }
 
+const sqlDeleteAdmissionEntry = `DELETE FROM admission_entries WHERE key = ? AND owner = ?`
+
 func (a admissionTx) DeleteEntries(ctx context.Context, key string, owners []string) error {
 	for _, o := range owners {
-		if _, err := a.tx.ExecContext(ctx, `DELETE FROM admission_entries WHERE key = ? AND owner = ?`, key, o); err != nil {
+		if _, err := a.tx.ExecContext(ctx, sqlDeleteAdmissionEntry, key, o); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (a admissionTx) Limit(ctx context.Context, name string) (admission.Limit, bool, error) {
-	var l admission.Limit
-	var periodMS int64
-	err := a.tx.QueryRowContext(ctx, `SELECT units, period_ms, burst FROM rate_limits WHERE name = ?`, name).
-		Scan(&l.Units, &periodMS, &l.Burst)
-	if errors.Is(err, sql.ErrNoRows) {
-		return l, false, nil
-	}
-	l.Period = time.Duration(periodMS) * time.Millisecond
-	return l, err == nil, err
+// buckets cache the rate limits' definitions and tokens. A SQLite database
+// has one writer, the committer, which alone reads and changes them inside
+// its transactions, so the cache is exact: a draw reads nothing from the
+// database and writes its bucket back in the dispatch's transaction (a
+// write that fails leaves the cache with fewer tokens than stored, which
+// only slows the rate until the next restart). lines are the rate keys
+// that may have entries waiting in line, so the common draw, with no one
+// waiting, reads no entries either.
+type buckets struct {
+	mu    sync.Mutex
+	at    map[bucketKey]admission.Bucket
+	lines map[string]bool
+	// limits caches definitions; the writes that change one forget it.
+	limits map[string]admission.Limit
+	// version is the database's data_version when the cache was last
+	// known to be exact; another writer's commit changes it.
+	version int64
 }
 
-func (a admissionTx) Bucket(ctx context.Context, limit, key string) (admission.Bucket, bool, error) {
-	var b admission.Bucket
-	var at int64
-	err := a.tx.QueryRowContext(ctx, `SELECT tokens, at FROM rate_buckets WHERE limit_name = ? AND key = ?`, limit, key).
-		Scan(&b.Tokens, &at)
-	if errors.Is(err, sql.ErrNoRows) {
-		return b, false, nil
+type bucketKey struct{ limit, key string }
+
+const sqlRateLines = `SELECT DISTINCT key FROM admission_entries WHERE key LIKE 'rate:%'`
+
+func (a admissionTx) Draw(ctx context.Context, limit, key string) (*admission.DrawState, error) {
+	b := a.tx.buckets
+	b.mu.Lock()
+	l, cached := b.limits[limit]
+	b.mu.Unlock()
+	if !cached {
+		var periodMS int64
+		err := a.tx.QueryRowContext(ctx, sqlRateLimit, limit).Scan(&l.Units, &periodMS, &l.Burst)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &admission.DrawState{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		l.Period = time.Duration(periodMS) * time.Millisecond
 	}
-	b.At = fromNanos(at)
-	return b, err == nil, err
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limits[limit] = l
+	d := &admission.DrawState{Limit: &l}
+	bk, ok := b.at[bucketKey{limit, key}]
+	if !ok {
+		var at int64
+		err := a.tx.QueryRowContext(ctx, sqlBucket, limit, key).Scan(&bk.Tokens, &at)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			bk = l.Full(time.Time{}) // never used: full
+		case err != nil:
+			return nil, err
+		default:
+			bk.At = fromNanos(at)
+		}
+		b.at[bucketKey{limit, key}] = bk
+	}
+	d.Bucket = &bk
+	if b.lines[admission.RateKey(limit, key)] {
+		d.Waiting = 1 // Admit reads the line
+	}
+	return d, nil
 }
 
-func (a admissionTx) PutBucket(ctx context.Context, limit, key string, b admission.Bucket) error {
-	_, err := a.tx.ExecContext(ctx, `INSERT INTO rate_buckets (limit_name, key, tokens, at) VALUES (?, ?, ?, ?)
-ON CONFLICT (limit_name, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at`, limit, key, b.Tokens, toNanos(b.At))
+// stale reports whether another writer on the file has committed since
+// the cache was last exact (data_version moved).
+func (b *buckets) stale(version int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return version != b.version
+}
+
+// reset empties the cache for data_version version, with the rate keys
+// that now have entries in line.
+func (b *buckets) reset(version int64, lines []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.version = version
+	clear(b.at)
+	clear(b.limits)
+	clear(b.lines)
+	for _, k := range lines {
+		b.lines[k] = true
+	}
+}
+
+// forget drops a limit's cached definition and its buckets' tokens: a
+// changed limit starts again from empty buckets.
+func (b *buckets) forget(limit string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.limits, limit)
+	for k := range b.at {
+		if k.limit == limit {
+			delete(b.at, k)
+		}
+	}
+}
+
+// waiting records whether a rate key may have entries in line.
+func (b *buckets) waiting(key string, may bool) {
+	if !strings.HasPrefix(key, "rate:") {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if may {
+		b.lines[key] = true
+	} else {
+		delete(b.lines, key)
+	}
+}
+
+const sqlRateLimit = `SELECT units, period_ms, burst FROM rate_limits WHERE name = ?`
+
+func (a admissionTx) PutBucket(ctx context.Context, limit, key string, bk admission.Bucket) error {
+	b := a.tx.buckets
+	b.mu.Lock()
+	b.at[bucketKey{limit, key}] = bk
+	b.mu.Unlock()
+	_, err := a.tx.ExecContext(ctx, sqlPutBucket, limit, key, bk.Tokens, toNanos(bk.At))
 	return err
 }
+
+const (
+	sqlBucket    = `SELECT tokens, at FROM rate_buckets WHERE limit_name = ? AND key = ?`
+	sqlPutBucket = `INSERT INTO rate_buckets (limit_name, key, tokens, at) VALUES (?, ?, ?, ?)
+ON CONFLICT (limit_name, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at`
+)

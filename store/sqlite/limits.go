@@ -39,6 +39,7 @@ func (s *Store) RateLimitSet(ctx context.Context, params *store.RateLimitSetPara
 	}
 	var out *store.RateLimit
 	err := s.write(ctx, "RateLimitSet", func(ctx context.Context, tx *wtx) error {
+		tx.buckets.forget(params.Name)
 		var row rateLimitRow
 		err := tx.QueryRowContext(ctx, `INSERT INTO rate_limits (`+rateLimitColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?)
@@ -94,6 +95,7 @@ func (s *Store) RateLimitList(ctx context.Context) ([]*store.RateLimit, error) {
 // RateLimitDelete implements store.Store.
 func (s *Store) RateLimitDelete(ctx context.Context, name string) error {
 	return s.write(ctx, "RateLimitDelete", func(ctx context.Context, tx *wtx) error {
+		tx.buckets.forget(name)
 		res, err := tx.ExecContext(ctx, `DELETE FROM rate_limits WHERE name = ?`, name)
 		if err != nil {
 			return fmt.Errorf("delete rate limit %q: %w", name, err)
