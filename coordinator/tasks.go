@@ -28,6 +28,8 @@ type createParams struct {
 	runAt time.Time
 	// priority overrides the template's; 0 takes it.
 	priority int
+	// debounce, when set, makes a debounced create (see debounce.go).
+	debounce *debounceParams
 }
 
 // createTask validates the request, inserts the task and dispatches its
@@ -36,6 +38,15 @@ type createParams struct {
 // read it back. A repeat of an existing identity returns only the stored
 // task, with created=false.
 func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bool, error) {
+	if p.debounce != nil {
+		return e.createDebounced(ctx, p)
+	}
+	return e.createOnce(ctx, p)
+}
+
+// createOnce is one attempt of createTask; a debounced create may take
+// more (createDebounced).
+func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bool, error) {
 	if e.draining.Load() {
 		return nil, false, &codedError{codes.Unavailable, errors.New("coordinator is shutting down; retry against another coordinator or after restart")}
 	}
@@ -70,7 +81,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 		return nil, false, err
 	}
 	key := p.idempotencyKey
-	if key == "" {
+	if key == "" && p.debounce == nil {
+		// A debounced task has no identity: its debounce key finds it, and
+		// its context changes.
 		key = template.Identity(ct.tmpl.Namespace, ct.tmpl.Name, ct.tmpl.Version, p.context)
 	}
 	now := e.now()
@@ -81,6 +94,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	if p.runAt.After(now) {
 		task.RunAt = p.runAt
+	}
+	if p.debounce != nil {
+		task.DebounceKey, task.RunAt = p.debounce.key, now.Add(p.debounce.delay)
 	}
 	task.Priority = cmp.Or(p.priority, ct.tmpl.Priority, template.DefaultPriority)
 	if l := e.lease.Load(); l != nil {
@@ -137,12 +153,16 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	switch {
 	case err != nil:
 		c.abandon()
-		if !errors.Is(err, store.ErrLeaseLost) {
+		// A lease lost or a conflict is a definite refusal: nothing written.
+		if !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, store.ErrConflict) {
 			e.createUnknown(tr)
 		}
 		return nil, false, fmt.Errorf("create task: %w", err)
 	case !isNew:
 		c.abandon()
+		if task.DebounceKey != "" && got.DebounceKey == task.DebounceKey {
+			return e.debounceInto(ctx, got, p)
+		}
 		return e.existing(ctx, got)
 	}
 	for _, t := range created.Transitions {
