@@ -149,17 +149,27 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 		c.abandon()
 		return nil, false, fmt.Errorf("create task: %w", c.refused)
 	}
+	// The run is registered before the write: once the task is visible in
+	// the store, another request may act on it here (a repeated create, a
+	// debounced one folding into it) and must find this run, waiting on its
+	// lock, rather than load a second run of the same task.
+	e.mu.Lock()
+	e.tasks[task.ID] = tr
+	e.mu.Unlock()
 	got, isNew, err := e.store.TaskCreate(ctx, created)
 	switch {
 	case err != nil:
 		c.abandon()
 		// A lease lost or a conflict is a definite refusal: nothing written.
-		if !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrConflict) {
+			e.unregister(tr)
+		} else {
 			e.createUnknown(tr)
 		}
 		return nil, false, fmt.Errorf("create task: %w", err)
 	case !isNew:
 		c.abandon()
+		e.unregister(tr)
 		if task.DebounceKey != "" && got.DebounceKey == task.DebounceKey {
 			return e.debounceInto(ctx, got, p)
 		}
@@ -170,9 +180,6 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	e.trace.startTask(ctx, tr, false)
 	e.metrics.observeCreate(tr, created.Transitions)
-	e.mu.Lock()
-	e.tasks[task.ID] = tr
-	e.mu.Unlock()
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
 	if flow != nil && !tr.done {
@@ -190,18 +197,23 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 // whether it committed (the connection may have dropped after COMMIT): the
 // task may exist, owned by this coordinator, with its roots recorded as
 // dispatched but never sent, and no claim would ever pick it up, since its
-// owner is alive. So it is treated as a broken run: repair reads the store
-// until it answers, drops the run if the task is not there, and carries it
-// on if it is. The caller holds tr.mu.
+// owner is alive. So its run, registered before the write, is treated as
+// broken: repair reads the store until it answers, drops the run if the
+// task is not there, and carries it on if it is. The caller holds tr.mu.
 func (e *engine) createUnknown(tr *taskRun) {
-	e.mu.Lock()
-	if e.tasks[tr.task.ID] != nil {
-		e.mu.Unlock()
-		return
-	}
-	e.tasks[tr.task.ID] = tr
-	e.mu.Unlock()
 	e.breakTask(tr)
+}
+
+// unregister drops the run of a task whose creation stored nothing. A
+// request that found the run meanwhile sees it done and looks again. The
+// caller holds tr.mu.
+func (e *engine) unregister(tr *taskRun) {
+	tr.done = true
+	e.mu.Lock()
+	if e.tasks[tr.task.ID] == tr {
+		delete(e.tasks, tr.task.ID)
+	}
+	e.mu.Unlock()
 }
 
 // existing answers a create that found its task already stored (the same
