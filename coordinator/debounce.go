@@ -115,8 +115,15 @@ func (e *engine) debounceInto(ctx context.Context, found *store.Task, p *createP
 		if err := tr.tmpl.schema.Validate(p.context); err != nil {
 			return err
 		}
+		// Flow control keys come from the context, so they follow it. A
+		// task that has not started holds no admission, so nothing held
+		// under the old keys needs giving back.
+		flow, err := flowOf(tr.tmpl, p.context)
+		if err != nil {
+			return err
+		}
 		runAt := now.Add(p.debounce.delay)
-		err := e.store.TaskDebounce(ctx, &store.TaskDebounceParams{
+		err = e.store.TaskDebounce(ctx, &store.TaskDebounceParams{
 			TaskID: tr.task.ID, Lease: e.lease.Load(), Context: p.context, RunAt: runAt, ExpectRunAt: tr.task.RunAt, At: now,
 		})
 		switch {
@@ -128,11 +135,12 @@ func (e *engine) debounceInto(ctx context.Context, found *store.Task, p *createP
 			e.retire(tr)
 			return err
 		case err != nil:
-			// It may have committed: memory is rebuilt from the store.
+			// It may have committed: memory is rebuilt from the store
+			// (repair takes the flow control of the context it finds).
 			e.breakTask(tr)
 			return err
 		}
-		tr.task.Context, tr.task.RunAt = p.context, runAt
+		tr.task.Context, tr.task.RunAt, tr.flow = p.context, runAt, flow
 		e.armWake(tr)
 		return nil
 	})

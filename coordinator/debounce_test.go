@@ -346,3 +346,44 @@ func TestDebouncedOnTwoCoordinatorsPostgres(t *testing.T) {
 	schema := newPostgresSchema(t)
 	testDebouncedOnTwoCoordinators(t, peerHarness(t, openPostgres(t, schema), "coord-a"), peerHarness(t, openPostgres(t, schema), "coord-b"))
 }
+
+// A debounced task's flow control keys come from the context it starts
+// with: a fold that changes the customer moves it to that customer's key.
+func TestDebouncedTaskTakesTheKeysOfItsLastContext(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	f := startFakeExecutor(t, "exec-d", 10, "work")
+	f.register(h)
+	h.apply(keyedTemplate("queue"))
+	running := h.create("test", "keyed-queue", map[string]any{"customer": "acme"})
+	first := f.next()
+	require.Equal(t, running.GetId(), first.GetTaskId(), "acme's key is full from now on")
+
+	create := func(customer string, delay time.Duration) *coordinatorv1.CreateTaskResponse {
+		s, err := structpb.NewStruct(map[string]any{"customer": customer})
+		require.NoError(t, err)
+		resp, err := h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{
+			Namespace: "test", Name: "keyed-queue", Context: s,
+			Debounce: &coordinatorv1.Debounce{Key: "d", Delay: durationpb.New(delay)},
+		})
+		require.NoError(t, err)
+		return resp
+	}
+	d := create("acme", time.Hour)
+	folded := create("globex", 10*time.Millisecond)
+	require.Equal(t, d.GetTask().GetId(), folded.GetTask().GetId())
+	started := f.next()
+	require.Equal(t, d.GetTask().GetId(), started.GetTaskId(), "it runs under globex's key, not behind acme")
+	require.JSONEq(t, `{"customer":"globex"}`, string(started.GetContext()))
+
+	// A context whose keys do not evaluate is refused, and the task keeps
+	// the one it had.
+	e := create("acme", time.Hour)
+	_, err := h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{
+		Namespace: "test", Name: "keyed-queue", Debounce: &coordinatorv1.Debounce{Key: "d", Delay: durationpb.New(time.Hour)},
+	})
+	requireCode(t, err, codes.InvalidArgument, "concurrency[0].key")
+	require.Equal(t, "acme", h.get(e.GetTask().GetId()).GetContext().GetFields()["customer"].GetStringValue())
+	f.send(succeed(first, "exec-d"))
+	f.send(succeed(started, "exec-d"))
+}
