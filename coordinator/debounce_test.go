@@ -170,6 +170,15 @@ func TestDebouncedCreatesFoldIntoOneTask(t *testing.T) {
 	// Other keys and the burst's task are untouched.
 	require.Equal(t, contextN(t, task), contextN(t, h.get(task.GetId())))
 	require.Empty(t, r.of(task.GetId()))
+
+	// A cancelled task takes no more creates: the next one is a new task.
+	_, err = h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId()})
+	require.NoError(t, err)
+	after, err := debounce(h.ctx, h.client, "burst", 99, time.Hour)
+	require.NoError(t, err)
+	require.True(t, after.GetCreated())
+	require.NotEqual(t, task.GetId(), after.GetTask().GetId())
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, h.get(task.GetId()).GetState())
 }
 
 // A task whose start time passed but which has not been dispatched yet (no
