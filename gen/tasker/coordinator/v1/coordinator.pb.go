@@ -631,7 +631,11 @@ type Task struct {
 	// unset otherwise.
 	RunAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
 	// priority of the task, 1 (lowest) to 4 (highest).
-	Priority      int32 `protobuf:"varint,14,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,14,opt,name=priority,proto3" json:"priority,omitempty"`
+	// debounce_key is the key of a debounced task (see
+	// CreateTaskRequest.debounce); empty otherwise. Its run_at moves with
+	// each create folded into it until it starts.
+	DebounceKey   string `protobuf:"bytes,15,opt,name=debounce_key,json=debounceKey,proto3" json:"debounce_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +766,13 @@ func (x *Task) GetPriority() int32 {
 		return x.Priority
 	}
 	return 0
+}
+
+func (x *Task) GetDebounceKey() string {
+	if x != nil {
+		return x.DebounceKey
+	}
+	return ""
 }
 
 // Step is one step of a task.
@@ -1607,7 +1618,15 @@ type CreateTaskRequest struct {
 	Delay *durationpb.Duration `protobuf:"bytes,8,opt,name=delay,proto3" json:"delay,omitempty"`
 	// priority, 1 (lowest) to 4 (highest), overrides the template's; 0 takes
 	// the template's.
-	Priority      int32 `protobuf:"varint,9,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,9,opt,name=priority,proto3" json:"priority,omitempty"`
+	// debounce, when set, makes the create a debounced one (trailing
+	// debounce): creates of one template with one debounce key, each within
+	// the delay of the one before, make one task, which starts delay after
+	// the last of them with the last one's context. Each returns that task
+	// (created true for the first only). Once it has started, the next
+	// create with the key makes a new task. Not with run_at, delay or
+	// idempotency_key.
+	Debounce      *Debounce `protobuf:"bytes,10,opt,name=debounce,proto3" json:"debounce,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1705,6 +1724,70 @@ func (x *CreateTaskRequest) GetPriority() int32 {
 	return 0
 }
 
+func (x *CreateTaskRequest) GetDebounce() *Debounce {
+	if x != nil {
+		return x.Debounce
+	}
+	return nil
+}
+
+// Debounce folds repeated creates into one task (see
+// CreateTaskRequest.debounce).
+type Debounce struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key names the stream of creates to fold, within the template; required.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// delay is how long the task waits after the last create before it
+	// starts; more than zero and at most 24 hours.
+	Delay         *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Debounce) Reset() {
+	*x = Debounce{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Debounce) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Debounce) ProtoMessage() {}
+
+func (x *Debounce) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Debounce.ProtoReflect.Descriptor instead.
+func (*Debounce) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Debounce) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Debounce) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
 // CreateTaskResponse returns the task.
 type CreateTaskResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1722,7 +1805,7 @@ type CreateTaskResponse struct {
 
 func (x *CreateTaskResponse) Reset() {
 	*x = CreateTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1817,7 @@ func (x *CreateTaskResponse) String() string {
 func (*CreateTaskResponse) ProtoMessage() {}
 
 func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1830,7 @@ func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskResponse.ProtoReflect.Descriptor instead.
 func (*CreateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateTaskResponse) GetTask() *Task {
@@ -1782,7 +1865,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1877,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1890,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -1828,7 +1911,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1923,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1936,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1890,7 +1973,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +1985,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +1998,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListTasksRequest) GetState() State {
@@ -1994,7 +2077,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2089,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2102,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -2049,7 +2132,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2144,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2157,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -2102,7 +2185,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2197,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2210,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelTaskResponse) GetTask() *Task {
@@ -2150,7 +2233,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2245,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2258,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -2203,7 +2286,7 @@ type RetryTaskResponse struct {
 
 func (x *RetryTaskResponse) Reset() {
 	*x = RetryTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2298,7 @@ func (x *RetryTaskResponse) String() string {
 func (*RetryTaskResponse) ProtoMessage() {}
 
 func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2311,7 @@ func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskResponse.ProtoReflect.Descriptor instead.
 func (*RetryTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RetryTaskResponse) GetTask() *Task {
@@ -2251,7 +2334,7 @@ type WatchTaskRequest struct {
 
 func (x *WatchTaskRequest) Reset() {
 	*x = WatchTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2346,7 @@ func (x *WatchTaskRequest) String() string {
 func (*WatchTaskRequest) ProtoMessage() {}
 
 func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2359,7 @@ func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
 func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchTaskRequest) GetId() string {
@@ -2306,7 +2389,7 @@ type WatchTaskResponse struct {
 
 func (x *WatchTaskResponse) Reset() {
 	*x = WatchTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2401,7 @@ func (x *WatchTaskResponse) String() string {
 func (*WatchTaskResponse) ProtoMessage() {}
 
 func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2414,7 @@ func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskResponse.ProtoReflect.Descriptor instead.
 func (*WatchTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchTaskResponse) GetTransition() *Transition {
@@ -2365,7 +2448,7 @@ type ResolveStepRequest struct {
 
 func (x *ResolveStepRequest) Reset() {
 	*x = ResolveStepRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2460,7 @@ func (x *ResolveStepRequest) String() string {
 func (*ResolveStepRequest) ProtoMessage() {}
 
 func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2473,7 @@ func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepRequest.ProtoReflect.Descriptor instead.
 func (*ResolveStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResolveStepRequest) GetTaskId() string {
@@ -2432,7 +2515,7 @@ type ResolveStepResponse struct {
 
 func (x *ResolveStepResponse) Reset() {
 	*x = ResolveStepResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2527,7 @@ func (x *ResolveStepResponse) String() string {
 func (*ResolveStepResponse) ProtoMessage() {}
 
 func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2540,7 @@ func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepResponse.ProtoReflect.Descriptor instead.
 func (*ResolveStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResolveStepResponse) GetTask() *Task {
@@ -2478,7 +2561,7 @@ type RegisterExecutorRequest struct {
 
 func (x *RegisterExecutorRequest) Reset() {
 	*x = RegisterExecutorRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2573,7 @@ func (x *RegisterExecutorRequest) String() string {
 func (*RegisterExecutorRequest) ProtoMessage() {}
 
 func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2586,7 @@ func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegisterExecutorRequest) GetAddress() string {
@@ -2526,7 +2609,7 @@ type RegisterExecutorResponse struct {
 
 func (x *RegisterExecutorResponse) Reset() {
 	*x = RegisterExecutorResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2621,7 @@ func (x *RegisterExecutorResponse) String() string {
 func (*RegisterExecutorResponse) ProtoMessage() {}
 
 func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2634,7 @@ func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegisterExecutorResponse) GetExecutor() *ExecutorInfo {
@@ -2577,7 +2660,7 @@ type ListExecutorsRequest struct {
 
 func (x *ListExecutorsRequest) Reset() {
 	*x = ListExecutorsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2672,7 @@ func (x *ListExecutorsRequest) String() string {
 func (*ListExecutorsRequest) ProtoMessage() {}
 
 func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2685,7 @@ func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutorsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 // ListExecutorsResponse lists executors.
@@ -2619,7 +2702,7 @@ type ListExecutorsResponse struct {
 
 func (x *ListExecutorsResponse) Reset() {
 	*x = ListExecutorsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2714,7 @@ func (x *ListExecutorsResponse) String() string {
 func (*ListExecutorsResponse) ProtoMessage() {}
 
 func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2727,7 @@ func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutorsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
@@ -2674,7 +2757,7 @@ type UnhostedHandler struct {
 
 func (x *UnhostedHandler) Reset() {
 	*x = UnhostedHandler{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2769,7 @@ func (x *UnhostedHandler) String() string {
 func (*UnhostedHandler) ProtoMessage() {}
 
 func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2782,7 @@ func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnhostedHandler.ProtoReflect.Descriptor instead.
 func (*UnhostedHandler) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UnhostedHandler) GetHandler() string {
@@ -2727,7 +2810,7 @@ type ReportStepResultRequest struct {
 
 func (x *ReportStepResultRequest) Reset() {
 	*x = ReportStepResultRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2739,7 +2822,7 @@ func (x *ReportStepResultRequest) String() string {
 func (*ReportStepResultRequest) ProtoMessage() {}
 
 func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2752,7 +2835,7 @@ func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultRequest.ProtoReflect.Descriptor instead.
 func (*ReportStepResultRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReportStepResultRequest) GetResult() *v1.StepResult {
@@ -2773,7 +2856,7 @@ type ReportStepResultResponse struct {
 
 func (x *ReportStepResultResponse) Reset() {
 	*x = ReportStepResultResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2785,7 +2868,7 @@ func (x *ReportStepResultResponse) String() string {
 func (*ReportStepResultResponse) ProtoMessage() {}
 
 func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2798,7 +2881,7 @@ func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultResponse.ProtoReflect.Descriptor instead.
 func (*ReportStepResultResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportStepResultResponse) GetApplied() bool {
@@ -2849,7 +2932,7 @@ type Waiting struct {
 
 func (x *Waiting) Reset() {
 	*x = Waiting{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +2944,7 @@ func (x *Waiting) String() string {
 func (*Waiting) ProtoMessage() {}
 
 func (x *Waiting) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +2957,7 @@ func (x *Waiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiting.ProtoReflect.Descriptor instead.
 func (*Waiting) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Waiting) GetReason() string {
@@ -2937,7 +3020,7 @@ type SubscribeEventsRequest struct {
 
 func (x *SubscribeEventsRequest) Reset() {
 	*x = SubscribeEventsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3032,7 @@ func (x *SubscribeEventsRequest) String() string {
 func (*SubscribeEventsRequest) ProtoMessage() {}
 
 func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3045,7 @@ func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubscribeEventsRequest) GetNamespace() string {
@@ -3018,7 +3101,7 @@ type SubscribeEventsResponse struct {
 
 func (x *SubscribeEventsResponse) Reset() {
 	*x = SubscribeEventsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3113,7 @@ func (x *SubscribeEventsResponse) String() string {
 func (*SubscribeEventsResponse) ProtoMessage() {}
 
 func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3126,7 @@ func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SubscribeEventsResponse) GetEvent() *Event {
@@ -3071,7 +3154,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3166,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3179,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Event) GetCursor() string {
@@ -3140,7 +3223,7 @@ type CountTasksRequest struct {
 
 func (x *CountTasksRequest) Reset() {
 	*x = CountTasksRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3235,7 @@ func (x *CountTasksRequest) String() string {
 func (*CountTasksRequest) ProtoMessage() {}
 
 func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3248,7 @@ func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksRequest.ProtoReflect.Descriptor instead.
 func (*CountTasksRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CountTasksRequest) GetNamespace() string {
@@ -3193,7 +3276,7 @@ type CountTasksResponse struct {
 
 func (x *CountTasksResponse) Reset() {
 	*x = CountTasksResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3205,7 +3288,7 @@ func (x *CountTasksResponse) String() string {
 func (*CountTasksResponse) ProtoMessage() {}
 
 func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3218,7 +3301,7 @@ func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksResponse.ProtoReflect.Descriptor instead.
 func (*CountTasksResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CountTasksResponse) GetCounts() []*StateCount {
@@ -3241,7 +3324,7 @@ type StateCount struct {
 
 func (x *StateCount) Reset() {
 	*x = StateCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3253,7 +3336,7 @@ func (x *StateCount) String() string {
 func (*StateCount) ProtoMessage() {}
 
 func (x *StateCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3266,7 +3349,7 @@ func (x *StateCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCount.ProtoReflect.Descriptor instead.
 func (*StateCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *StateCount) GetState() State {
@@ -3304,7 +3387,7 @@ type GetAnalyticsRequest struct {
 
 func (x *GetAnalyticsRequest) Reset() {
 	*x = GetAnalyticsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3399,7 @@ func (x *GetAnalyticsRequest) String() string {
 func (*GetAnalyticsRequest) ProtoMessage() {}
 
 func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3412,7 @@ func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsRequest.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetAnalyticsRequest) GetNamespace() string {
@@ -3378,7 +3461,7 @@ type GetAnalyticsResponse struct {
 
 func (x *GetAnalyticsResponse) Reset() {
 	*x = GetAnalyticsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3473,7 @@ func (x *GetAnalyticsResponse) String() string {
 func (*GetAnalyticsResponse) ProtoMessage() {}
 
 func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3486,7 @@ func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsResponse.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetAnalyticsResponse) GetAnalytics() *TemplateAnalytics {
@@ -3465,7 +3548,7 @@ type TemplateAnalytics struct {
 
 func (x *TemplateAnalytics) Reset() {
 	*x = TemplateAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3477,7 +3560,7 @@ func (x *TemplateAnalytics) String() string {
 func (*TemplateAnalytics) ProtoMessage() {}
 
 func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3490,7 +3573,7 @@ func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateAnalytics.ProtoReflect.Descriptor instead.
 func (*TemplateAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TemplateAnalytics) GetNamespace() string {
@@ -3650,7 +3733,7 @@ type Percentiles struct {
 
 func (x *Percentiles) Reset() {
 	*x = Percentiles{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3745,7 @@ func (x *Percentiles) String() string {
 func (*Percentiles) ProtoMessage() {}
 
 func (x *Percentiles) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3758,7 @@ func (x *Percentiles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Percentiles.ProtoReflect.Descriptor instead.
 func (*Percentiles) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Percentiles) GetCount() int64 {
@@ -3732,7 +3815,7 @@ type StepAnalytics struct {
 
 func (x *StepAnalytics) Reset() {
 	*x = StepAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3744,7 +3827,7 @@ func (x *StepAnalytics) String() string {
 func (*StepAnalytics) ProtoMessage() {}
 
 func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3757,7 +3840,7 @@ func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAnalytics.ProtoReflect.Descriptor instead.
 func (*StepAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StepAnalytics) GetName() string {
@@ -3826,7 +3909,7 @@ type ErrorCount struct {
 
 func (x *ErrorCount) Reset() {
 	*x = ErrorCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3838,7 +3921,7 @@ func (x *ErrorCount) String() string {
 func (*ErrorCount) ProtoMessage() {}
 
 func (x *ErrorCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3851,7 +3934,7 @@ func (x *ErrorCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorCount.ProtoReflect.Descriptor instead.
 func (*ErrorCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ErrorCount) GetStepName() string {
@@ -3907,7 +3990,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3919,7 +4002,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3932,7 +4015,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RateLimit) GetName() string {
@@ -3989,7 +4072,7 @@ type SetRateLimitRequest struct {
 
 func (x *SetRateLimitRequest) Reset() {
 	*x = SetRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4001,7 +4084,7 @@ func (x *SetRateLimitRequest) String() string {
 func (*SetRateLimitRequest) ProtoMessage() {}
 
 func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4014,7 +4097,7 @@ func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*SetRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetRateLimitRequest) GetRateLimit() *RateLimit {
@@ -4035,7 +4118,7 @@ type SetRateLimitResponse struct {
 
 func (x *SetRateLimitResponse) Reset() {
 	*x = SetRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4047,7 +4130,7 @@ func (x *SetRateLimitResponse) String() string {
 func (*SetRateLimitResponse) ProtoMessage() {}
 
 func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4060,7 +4143,7 @@ func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*SetRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetRateLimitResponse) GetRateLimit() *RateLimit {
@@ -4081,7 +4164,7 @@ type GetRateLimitRequest struct {
 
 func (x *GetRateLimitRequest) Reset() {
 	*x = GetRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4093,7 +4176,7 @@ func (x *GetRateLimitRequest) String() string {
 func (*GetRateLimitRequest) ProtoMessage() {}
 
 func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4106,7 +4189,7 @@ func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*GetRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetRateLimitRequest) GetName() string {
@@ -4127,7 +4210,7 @@ type GetRateLimitResponse struct {
 
 func (x *GetRateLimitResponse) Reset() {
 	*x = GetRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4139,7 +4222,7 @@ func (x *GetRateLimitResponse) String() string {
 func (*GetRateLimitResponse) ProtoMessage() {}
 
 func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4152,7 +4235,7 @@ func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*GetRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetRateLimitResponse) GetRateLimit() *RateLimit {
@@ -4171,7 +4254,7 @@ type ListRateLimitsRequest struct {
 
 func (x *ListRateLimitsRequest) Reset() {
 	*x = ListRateLimitsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4183,7 +4266,7 @@ func (x *ListRateLimitsRequest) String() string {
 func (*ListRateLimitsRequest) ProtoMessage() {}
 
 func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4196,7 +4279,7 @@ func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRateLimitsRequest.ProtoReflect.Descriptor instead.
 func (*ListRateLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
 }
 
 // ListRateLimitsResponse lists rate limits by name.
@@ -4210,7 +4293,7 @@ type ListRateLimitsResponse struct {
 
 func (x *ListRateLimitsResponse) Reset() {
 	*x = ListRateLimitsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4222,7 +4305,7 @@ func (x *ListRateLimitsResponse) String() string {
 func (*ListRateLimitsResponse) ProtoMessage() {}
 
 func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4235,7 +4318,7 @@ func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRateLimitsResponse.ProtoReflect.Descriptor instead.
 func (*ListRateLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListRateLimitsResponse) GetRateLimits() []*RateLimit {
@@ -4256,7 +4339,7 @@ type DeleteRateLimitRequest struct {
 
 func (x *DeleteRateLimitRequest) Reset() {
 	*x = DeleteRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4268,7 +4351,7 @@ func (x *DeleteRateLimitRequest) String() string {
 func (*DeleteRateLimitRequest) ProtoMessage() {}
 
 func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4281,7 +4364,7 @@ func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteRateLimitRequest) GetName() string {
@@ -4300,7 +4383,7 @@ type DeleteRateLimitResponse struct {
 
 func (x *DeleteRateLimitResponse) Reset() {
 	*x = DeleteRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4312,7 +4395,7 @@ func (x *DeleteRateLimitResponse) String() string {
 func (*DeleteRateLimitResponse) ProtoMessage() {}
 
 func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4325,7 +4408,7 @@ func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
 }
 
 var File_tasker_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
@@ -4376,7 +4459,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"multiplier\x18\x02 \x01(\x01R\n" +
 	"multiplier\x12+\n" +
-	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\xee\x04\n" +
+	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\x91\x05\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -4394,7 +4477,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x05steps\x18\v \x03(\v2\x1b.tasker.coordinator.v1.StepR\x05steps\x12C\n" +
 	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x121\n" +
 	"\x06run_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12\x1a\n" +
-	"\bpriority\x18\x0e \x01(\x05R\bpriority\"\xbb\x04\n" +
+	"\bpriority\x18\x0e \x01(\x05R\bpriority\x12!\n" +
+	"\fdebounce_key\x18\x0f \x01(\tR\vdebounceKey\"\xbb\x04\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -4461,7 +4545,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x14ListTemplatesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"Z\n" +
 	"\x15ListTemplatesResponse\x12A\n" +
-	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\xde\x02\n" +
+	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\x9b\x03\n" +
 	"\x11CreateTaskRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -4471,7 +4555,12 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\fbypass_steps\x18\x06 \x03(\tR\vbypassSteps\x121\n" +
 	"\x06run_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12/\n" +
 	"\x05delay\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x1a\n" +
-	"\bpriority\x18\t \x01(\x05R\bpriority\"{\n" +
+	"\bpriority\x18\t \x01(\x05R\bpriority\x12;\n" +
+	"\bdebounce\x18\n" +
+	" \x01(\v2\x1f.tasker.coordinator.v1.DebounceR\bdebounce\"M\n" +
+	"\bDebounce\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"{\n" +
 	"\x12CreateTaskResponse\x12/\n" +
 	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
@@ -4699,7 +4788,7 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
 	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
@@ -4720,179 +4809,182 @@ var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*ListTemplatesRequest)(nil),     // 16: tasker.coordinator.v1.ListTemplatesRequest
 	(*ListTemplatesResponse)(nil),    // 17: tasker.coordinator.v1.ListTemplatesResponse
 	(*CreateTaskRequest)(nil),        // 18: tasker.coordinator.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),       // 19: tasker.coordinator.v1.CreateTaskResponse
-	(*GetTaskRequest)(nil),           // 20: tasker.coordinator.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),          // 21: tasker.coordinator.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),         // 22: tasker.coordinator.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 23: tasker.coordinator.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),        // 24: tasker.coordinator.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),       // 25: tasker.coordinator.v1.CancelTaskResponse
-	(*RetryTaskRequest)(nil),         // 26: tasker.coordinator.v1.RetryTaskRequest
-	(*RetryTaskResponse)(nil),        // 27: tasker.coordinator.v1.RetryTaskResponse
-	(*WatchTaskRequest)(nil),         // 28: tasker.coordinator.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),        // 29: tasker.coordinator.v1.WatchTaskResponse
-	(*ResolveStepRequest)(nil),       // 30: tasker.coordinator.v1.ResolveStepRequest
-	(*ResolveStepResponse)(nil),      // 31: tasker.coordinator.v1.ResolveStepResponse
-	(*RegisterExecutorRequest)(nil),  // 32: tasker.coordinator.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 33: tasker.coordinator.v1.RegisterExecutorResponse
-	(*ListExecutorsRequest)(nil),     // 34: tasker.coordinator.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 35: tasker.coordinator.v1.ListExecutorsResponse
-	(*UnhostedHandler)(nil),          // 36: tasker.coordinator.v1.UnhostedHandler
-	(*ReportStepResultRequest)(nil),  // 37: tasker.coordinator.v1.ReportStepResultRequest
-	(*ReportStepResultResponse)(nil), // 38: tasker.coordinator.v1.ReportStepResultResponse
-	(*Waiting)(nil),                  // 39: tasker.coordinator.v1.Waiting
-	(*SubscribeEventsRequest)(nil),   // 40: tasker.coordinator.v1.SubscribeEventsRequest
-	(*SubscribeEventsResponse)(nil),  // 41: tasker.coordinator.v1.SubscribeEventsResponse
-	(*Event)(nil),                    // 42: tasker.coordinator.v1.Event
-	(*CountTasksRequest)(nil),        // 43: tasker.coordinator.v1.CountTasksRequest
-	(*CountTasksResponse)(nil),       // 44: tasker.coordinator.v1.CountTasksResponse
-	(*StateCount)(nil),               // 45: tasker.coordinator.v1.StateCount
-	(*GetAnalyticsRequest)(nil),      // 46: tasker.coordinator.v1.GetAnalyticsRequest
-	(*GetAnalyticsResponse)(nil),     // 47: tasker.coordinator.v1.GetAnalyticsResponse
-	(*TemplateAnalytics)(nil),        // 48: tasker.coordinator.v1.TemplateAnalytics
-	(*Percentiles)(nil),              // 49: tasker.coordinator.v1.Percentiles
-	(*StepAnalytics)(nil),            // 50: tasker.coordinator.v1.StepAnalytics
-	(*ErrorCount)(nil),               // 51: tasker.coordinator.v1.ErrorCount
-	(*RateLimit)(nil),                // 52: tasker.coordinator.v1.RateLimit
-	(*SetRateLimitRequest)(nil),      // 53: tasker.coordinator.v1.SetRateLimitRequest
-	(*SetRateLimitResponse)(nil),     // 54: tasker.coordinator.v1.SetRateLimitResponse
-	(*GetRateLimitRequest)(nil),      // 55: tasker.coordinator.v1.GetRateLimitRequest
-	(*GetRateLimitResponse)(nil),     // 56: tasker.coordinator.v1.GetRateLimitResponse
-	(*ListRateLimitsRequest)(nil),    // 57: tasker.coordinator.v1.ListRateLimitsRequest
-	(*ListRateLimitsResponse)(nil),   // 58: tasker.coordinator.v1.ListRateLimitsResponse
-	(*DeleteRateLimitRequest)(nil),   // 59: tasker.coordinator.v1.DeleteRateLimitRequest
-	(*DeleteRateLimitResponse)(nil),  // 60: tasker.coordinator.v1.DeleteRateLimitResponse
-	(*structpb.Struct)(nil),          // 61: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 62: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 63: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 64: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 65: tasker.executor.v1.StepResult
+	(*Debounce)(nil),                 // 19: tasker.coordinator.v1.Debounce
+	(*CreateTaskResponse)(nil),       // 20: tasker.coordinator.v1.CreateTaskResponse
+	(*GetTaskRequest)(nil),           // 21: tasker.coordinator.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),          // 22: tasker.coordinator.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),         // 23: tasker.coordinator.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 24: tasker.coordinator.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 25: tasker.coordinator.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),       // 26: tasker.coordinator.v1.CancelTaskResponse
+	(*RetryTaskRequest)(nil),         // 27: tasker.coordinator.v1.RetryTaskRequest
+	(*RetryTaskResponse)(nil),        // 28: tasker.coordinator.v1.RetryTaskResponse
+	(*WatchTaskRequest)(nil),         // 29: tasker.coordinator.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),        // 30: tasker.coordinator.v1.WatchTaskResponse
+	(*ResolveStepRequest)(nil),       // 31: tasker.coordinator.v1.ResolveStepRequest
+	(*ResolveStepResponse)(nil),      // 32: tasker.coordinator.v1.ResolveStepResponse
+	(*RegisterExecutorRequest)(nil),  // 33: tasker.coordinator.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 34: tasker.coordinator.v1.RegisterExecutorResponse
+	(*ListExecutorsRequest)(nil),     // 35: tasker.coordinator.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 36: tasker.coordinator.v1.ListExecutorsResponse
+	(*UnhostedHandler)(nil),          // 37: tasker.coordinator.v1.UnhostedHandler
+	(*ReportStepResultRequest)(nil),  // 38: tasker.coordinator.v1.ReportStepResultRequest
+	(*ReportStepResultResponse)(nil), // 39: tasker.coordinator.v1.ReportStepResultResponse
+	(*Waiting)(nil),                  // 40: tasker.coordinator.v1.Waiting
+	(*SubscribeEventsRequest)(nil),   // 41: tasker.coordinator.v1.SubscribeEventsRequest
+	(*SubscribeEventsResponse)(nil),  // 42: tasker.coordinator.v1.SubscribeEventsResponse
+	(*Event)(nil),                    // 43: tasker.coordinator.v1.Event
+	(*CountTasksRequest)(nil),        // 44: tasker.coordinator.v1.CountTasksRequest
+	(*CountTasksResponse)(nil),       // 45: tasker.coordinator.v1.CountTasksResponse
+	(*StateCount)(nil),               // 46: tasker.coordinator.v1.StateCount
+	(*GetAnalyticsRequest)(nil),      // 47: tasker.coordinator.v1.GetAnalyticsRequest
+	(*GetAnalyticsResponse)(nil),     // 48: tasker.coordinator.v1.GetAnalyticsResponse
+	(*TemplateAnalytics)(nil),        // 49: tasker.coordinator.v1.TemplateAnalytics
+	(*Percentiles)(nil),              // 50: tasker.coordinator.v1.Percentiles
+	(*StepAnalytics)(nil),            // 51: tasker.coordinator.v1.StepAnalytics
+	(*ErrorCount)(nil),               // 52: tasker.coordinator.v1.ErrorCount
+	(*RateLimit)(nil),                // 53: tasker.coordinator.v1.RateLimit
+	(*SetRateLimitRequest)(nil),      // 54: tasker.coordinator.v1.SetRateLimitRequest
+	(*SetRateLimitResponse)(nil),     // 55: tasker.coordinator.v1.SetRateLimitResponse
+	(*GetRateLimitRequest)(nil),      // 56: tasker.coordinator.v1.GetRateLimitRequest
+	(*GetRateLimitResponse)(nil),     // 57: tasker.coordinator.v1.GetRateLimitResponse
+	(*ListRateLimitsRequest)(nil),    // 58: tasker.coordinator.v1.ListRateLimitsRequest
+	(*ListRateLimitsResponse)(nil),   // 59: tasker.coordinator.v1.ListRateLimitsResponse
+	(*DeleteRateLimitRequest)(nil),   // 60: tasker.coordinator.v1.DeleteRateLimitRequest
+	(*DeleteRateLimitResponse)(nil),  // 61: tasker.coordinator.v1.DeleteRateLimitResponse
+	(*structpb.Struct)(nil),          // 62: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 63: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 64: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 65: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 66: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	61, // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
-	5,  // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
-	3,  // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	61, // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
-	6,  // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	62, // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
-	3,  // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	4,  // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
-	62, // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	62, // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
-	0,  // 10: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	61, // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	63, // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	63, // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	63, // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
-	8,  // 15: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
-	10, // 16: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	63, // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
-	0,  // 18: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	64, // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
-	9,  // 20: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	63, // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
-	10, // 22: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	39, // 23: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
-	0,  // 24: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
-	0,  // 25: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	63, // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	61, // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	63, // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	63, // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
-	2,  // 30: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,  // 31: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,  // 32: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,  // 33: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	61, // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	63, // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	62, // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
-	7,  // 37: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	7,  // 38: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	0,  // 39: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	63, // 40: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	63, // 41: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
-	7,  // 42: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
-	7,  // 43: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	7,  // 44: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	10, // 45: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,  // 46: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	64, // 47: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	7,  // 48: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	11, // 49: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	11, // 50: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	36, // 51: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	65, // 52: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	63, // 53: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
-	1,  // 54: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
-	42, // 55: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
-	10, // 56: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
-	45, // 57: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
-	0,  // 58: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	63, // 59: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	63, // 60: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
-	48, // 61: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	63, // 62: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	63, // 63: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
-	49, // 64: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
-	50, // 65: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
-	51, // 66: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	62, // 67: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	62, // 68: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	62, // 69: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
-	49, // 70: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
-	49, // 71: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	62, // 72: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	63, // 73: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
-	63, // 74: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
-	52, // 75: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	52, // 76: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	52, // 77: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	52, // 78: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
-	12, // 79: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	14, // 80: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	16, // 81: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	18, // 82: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	20, // 83: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	22, // 84: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	24, // 85: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	26, // 86: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	28, // 87: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	30, // 88: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	32, // 89: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	34, // 90: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	37, // 91: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	40, // 92: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	43, // 93: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	46, // 94: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	53, // 95: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
-	55, // 96: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
-	57, // 97: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
-	59, // 98: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
-	13, // 99: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	15, // 100: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	17, // 101: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	19, // 102: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	21, // 103: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	23, // 104: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	25, // 105: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	27, // 106: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	29, // 107: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	31, // 108: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	33, // 109: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	35, // 110: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	38, // 111: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	41, // 112: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	44, // 113: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	47, // 114: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	54, // 115: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
-	56, // 116: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
-	58, // 117: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
-	60, // 118: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
-	99, // [99:119] is the sub-list for method output_type
-	79, // [79:99] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	62,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	5,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
+	3,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
+	62,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	6,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
+	63,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	3,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
+	4,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
+	63,  // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	63,  // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	0,   // 10: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
+	62,  // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	64,  // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	64,  // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	64,  // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	8,   // 15: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
+	10,  // 16: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
+	64,  // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	0,   // 18: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
+	65,  // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	9,   // 20: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
+	64,  // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	10,  // 22: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
+	40,  // 23: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	0,   // 24: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
+	0,   // 25: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
+	64,  // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	62,  // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	64,  // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	64,  // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	2,   // 30: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 31: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 32: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 33: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
+	62,  // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	64,  // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	63,  // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	19,  // 37: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
+	63,  // 38: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
+	7,   // 39: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	7,   // 40: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	0,   // 41: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
+	64,  // 42: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	64,  // 43: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	7,   // 44: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
+	7,   // 45: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	7,   // 46: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	10,  // 47: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,   // 48: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	65,  // 49: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	7,   // 50: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	11,  // 51: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	11,  // 52: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	37,  // 53: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	66,  // 54: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	64,  // 55: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	1,   // 56: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	43,  // 57: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	10,  // 58: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	46,  // 59: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,   // 60: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	64,  // 61: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	64,  // 62: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	49,  // 63: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	64,  // 64: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	64,  // 65: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	50,  // 66: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	51,  // 67: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	52,  // 68: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	63,  // 69: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	63,  // 70: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	63,  // 71: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	50,  // 72: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	50,  // 73: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	63,  // 74: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	64,  // 75: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	64,  // 76: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	53,  // 77: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	53,  // 78: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	53,  // 79: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	53,  // 80: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
+	12,  // 81: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	14,  // 82: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	16,  // 83: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	18,  // 84: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	21,  // 85: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	23,  // 86: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	25,  // 87: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	27,  // 88: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	29,  // 89: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	31,  // 90: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	33,  // 91: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	35,  // 92: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	38,  // 93: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	41,  // 94: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	44,  // 95: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	47,  // 96: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	54,  // 97: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	56,  // 98: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	58,  // 99: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	60,  // 100: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	13,  // 101: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	15,  // 102: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	17,  // 103: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	20,  // 104: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	22,  // 105: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	24,  // 106: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	26,  // 107: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	28,  // 108: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	30,  // 109: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	32,  // 110: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	34,  // 111: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	36,  // 112: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	39,  // 113: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	42,  // 114: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	45,  // 115: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	48,  // 116: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	55,  // 117: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	57,  // 118: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	59,  // 119: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	61,  // 120: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	101, // [101:121] is the sub-list for method output_type
+	81,  // [81:101] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -4908,7 +5000,7 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   59,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
