@@ -245,7 +245,7 @@ type change struct {
 }
 
 func (e *engine) newChange(tr *taskRun) *change {
-	return &change{pool: e.pool, tr: tr, params: store.TaskAdvanceParams{TaskID: tr.task.ID, At: e.now(), Lease: e.lease.Load()}}
+	return &change{pool: e.pool, tr: tr, params: store.TaskAdvanceParams{TaskID: tr.task.ID, At: e.now(), Lease: e.lease.Load(), Aging: e.pool.aging}}
 }
 
 func (c *change) empty() bool { return c.params.Task == nil && len(c.params.Steps) == 0 }

@@ -257,7 +257,9 @@ func (e *engine) awaitAdmission(c *change) {
 				e.cancelForKey(id, fmt.Sprintf("cancelled: replaced by the newer task %s on concurrency key %s (cancel_in_progress)", tr.task.ID, r.Key))
 			}
 		}
-		if r.Reason != admission.ReasonConcurrency {
+		// A key's refusals carry no retry time; a bucket's do.
+		onKey := r.RetryAt.IsZero() && (r.Reason == admission.ReasonConcurrency || r.Reason == admission.ReasonPriority)
+		if !onKey {
 			continue
 		}
 		since := tr.task.CreatedAt
@@ -266,6 +268,14 @@ func (e *engine) awaitAdmission(c *change) {
 		}
 		if !e.admission.wait(r.Key, admissionWaiter{taskID: tr.task.ID, priority: tr.priority(), since: since}, c.gens[r.Key]) {
 			e.askAgain(tr.task.ID)
+			continue
+		}
+		if r.Reason == admission.ReasonPriority {
+			// There is a place, and a waiter before this one: if it waits
+			// here, it is woken now (the order here can differ from the
+			// store's by an aging step); elsewhere, its coordinator woke it.
+			key, self := r.Key, tr.task.ID
+			e.bg.goFn(func() { e.passOn(key, self) })
 		}
 	}
 }
@@ -333,7 +343,18 @@ func (e *engine) keysFreedElsewhere(keys []string) {
 // longer waits passes it on.
 func (e *engine) keyFreed(key string) {
 	for first := true; ; first = false {
-		id := e.admission.release(key, first)
+		id := e.admission.release(key, first, "")
+		if id == "" || e.askAgain(id) {
+			return
+		}
+	}
+}
+
+// passOn hands a place of key that self was refused, a waiter being before
+// it, to the best other waiter here.
+func (e *engine) passOn(key, self string) {
+	for {
+		id := e.admission.release(key, false, self)
 		if id == "" || e.askAgain(id) {
 			return
 		}
@@ -436,27 +457,30 @@ func (w *admissionWaits) wait(key string, a admissionWaiter, gen uint64) bool {
 	return true
 }
 
-// release takes the best waiter off key, by the store's order (priority
-// raised by aging, then arrival); count says whether this is a new release
-// or a place passed on by a waiter that no longer waits.
-func (w *admissionWaits) release(key string, count bool) (taskID string) {
+// release takes the best waiter but except off key, by the store's order
+// (priority raised by aging, then arrival); count says whether this is a
+// new release or a place passed on by a waiter that does not take it.
+func (w *admissionWaits) release(key string, count bool, except string) (taskID string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if count {
 		w.gens[w.shard(key)]++
 	}
 	q := w.waiters[key]
-	if len(q) == 0 {
-		return ""
-	}
-	now, best := w.now(), 0
+	now, best := w.now(), -1
 	entry := func(a admissionWaiter) admission.Entry {
 		return admission.Entry{Owner: a.taskID, Priority: a.priority, Since: a.since}
 	}
-	for i := 1; i < len(q); i++ {
-		if a, b := entry(q[i]), entry(q[best]); admission.Before(&a, &b, now, w.aging) {
+	for i := range q {
+		if q[i].taskID == except {
+			continue
+		}
+		if a := entry(q[i]); best < 0 || admission.Before(&a, ptr(entry(q[best])), now, w.aging) {
 			best = i
 		}
+	}
+	if best < 0 {
+		return ""
 	}
 	taskID = q[best].taskID
 	q = slices.Delete(q, best, best+1)
@@ -478,3 +502,5 @@ func (w *admissionWaits) count() int {
 	}
 	return n
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -260,3 +260,32 @@ func TestConcurrencyKeyQueueRespectsPriority(t *testing.T) {
 	}
 	require.Equal(t, want, order, "priority 4, 4 (first come first), 3, 2, 1")
 }
+
+// A task of low priority waiting for a key gains a level per aging
+// waited, so a stream of higher-priority tasks cannot hold it back for
+// ever.
+func TestConcurrencyKeyLowPriorityIsNotStarved(t *testing.T) {
+	t.Parallel()
+	const aging = 20 * time.Millisecond
+	h := serveCoordinator(t, coordinator.Config{Store: openSQLite(t), PriorityAging: aging}, nil)
+	f := startFakeExecutor(t, "exec-st", 10, "work")
+	f.register(h)
+	h.apply(keyedTemplate("queue"))
+	h.create("test", "keyed-queue", map[string]any{"customer": "acme", "n": -1}, withPriority(4))
+	running := f.next()
+	low := h.create("test", "keyed-queue", map[string]any{"customer": "acme", "n": 0}, withPriority(1))
+	waitReason(t, h, low.GetId(), "sync", "concurrency")
+	// Each round a new task of the highest priority joins the line before
+	// the running one ends; the low one must win a round eventually.
+	for round := 1; ; round++ {
+		require.Less(t, round, 2000, "the low-priority task was passed over 2000 times")
+		high := h.create("test", "keyed-queue", map[string]any{"customer": "acme", "n": round}, withPriority(4))
+		waitReason(t, h, high.GetId(), "sync", "concurrency")
+		f.send(succeed(running, "exec-st"))
+		running = f.next()
+		if running.GetTaskId() == low.GetId() {
+			t.Logf("admitted after %d rounds", round)
+			return
+		}
+	}
+}
