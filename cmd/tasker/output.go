@@ -61,13 +61,14 @@ type waitingJSON struct {
 	On      []string `json:"on,omitempty"`
 	Until   string   `json:"until,omitempty"`
 	Handler string   `json:"handler,omitempty"`
+	Key     string   `json:"key,omitempty"`
 }
 
 func toWaitingJSON(w *coordinatorv1.Waiting) *waitingJSON {
 	if w == nil {
 		return nil
 	}
-	return &waitingJSON{Reason: w.GetReason(), On: w.GetOn(), Until: formatTime(w.GetUntil()), Handler: w.GetHandler()}
+	return &waitingJSON{Reason: w.GetReason(), On: w.GetOn(), Until: formatTime(w.GetUntil()), Handler: w.GetHandler(), Key: w.GetKey()}
 }
 
 // waitingText is a waiting reason as the human table shows it.
@@ -77,6 +78,10 @@ func waitingText(w *coordinatorv1.Waiting) string {
 		return ""
 	case len(w.GetOn()) > 0:
 		return w.GetReason() + ": " + strings.Join(w.GetOn(), ", ")
+	case w.GetKey() != "" && w.GetUntil() != nil:
+		return w.GetReason() + ": " + w.GetKey() + " until " + shortTime(w.GetUntil())
+	case w.GetKey() != "":
+		return w.GetReason() + ": " + w.GetKey()
 	case w.GetUntil() != nil:
 		return w.GetReason() + " until " + shortTime(w.GetUntil())
 	case w.GetHandler() != "":
