@@ -193,6 +193,9 @@ type Store interface {
 	// then on.
 	EventPrune(ctx context.Context, params *EventPruneParams) (*EventPruneResult, error)
 
+	// ScheduleStore keeps cron schedules and their runs (schedules.go).
+	ScheduleStore
+
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
 }
