@@ -75,7 +75,7 @@ func (s *server) CreateSchedule(ctx context.Context, req *coordinatorv1.CreateSc
 		return nil, status.Errorf(codes.ResourceExhausted, "context: %d bytes, over the limit of %d bytes (max_context_bytes)", len(raw), s.c.cfg.Limits.MaxContextBytes)
 	}
 	ct, err := s.c.engine.templates.get(ctx, req.GetNamespace(), req.GetTemplate(), req.GetVersion())
-	if errors.Is(err, store.ErrNotFound) {
+	if status.Code(toStatus(err)) == codes.NotFound {
 		return nil, status.Errorf(codes.InvalidArgument, "template: %s/%s@%s is not registered", req.GetNamespace(), req.GetTemplate(), cmpVersion(req.GetVersion()))
 	}
 	if err != nil {
