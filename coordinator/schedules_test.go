@@ -166,8 +166,14 @@ func TestScheduleValidation(t *testing.T) {
 		require.Contains(t, status.Convert(err).Message(), tc.field, tc.name)
 	}
 	for _, call := range []func() error{
-		func() error { _, err := h.client.GetSchedule(h.ctx, &coordinatorv1.GetScheduleRequest{Name: "missing"}); return err },
-		func() error { _, err := h.client.PauseSchedule(h.ctx, &coordinatorv1.PauseScheduleRequest{Name: "missing"}); return err },
+		func() error {
+			_, err := h.client.GetSchedule(h.ctx, &coordinatorv1.GetScheduleRequest{Name: "missing"})
+			return err
+		},
+		func() error {
+			_, err := h.client.PauseSchedule(h.ctx, &coordinatorv1.PauseScheduleRequest{Name: "missing"})
+			return err
+		},
 		func() error {
 			_, err := h.client.ResumeSchedule(h.ctx, &coordinatorv1.ResumeScheduleRequest{Name: "missing"})
 			return err
@@ -260,7 +266,9 @@ type holder struct {
 	cancelled atomic.Int64
 }
 
-func newHolder() *holder { return &holder{started: make(chan string, 100), release: make(chan struct{})} }
+func newHolder() *holder {
+	return &holder{started: make(chan string, 100), release: make(chan struct{})}
+}
 
 func (hd *holder) handle(ctx context.Context, req *executor.Request) (any, error) {
 	hd.started <- req.TaskID
