@@ -129,7 +129,7 @@ func (s *scheduler) pass(ctx context.Context) time.Duration {
 		}
 		next, err := s.handle(ctx, sc)
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !s.e.draining.Load() {
 				s.log.Warn("schedule firing failed; retrying", "schedule", sc.Name, "err", err)
 			}
 			wait = min(wait, time.Second)
@@ -193,6 +193,24 @@ func (s *scheduler) step(ctx context.Context, sc *store.Schedule, spec *schedule
 		out, err := s.e.store.ScheduleAdvance(ctx, &p)
 		if err == nil && n > 0 {
 			s.firings.WithLabelValues(sc.Name, outcome).Add(float64(n))
+		}
+		if errors.Is(err, store.ErrConflict) {
+			// The task this firing created exists whoever moved the
+			// schedule (another coordinator firing the same time, whose
+			// run names the same task, or a pause): its run is recorded
+			// if no run with a task has that fire time yet, so no task
+			// of the schedule is left without its run.
+			var mine []*store.ScheduleRun
+			for _, r := range p.Runs {
+				if r.TaskID != "" {
+					mine = append(mine, r)
+				}
+			}
+			if len(mine) > 0 {
+				if _, rerr := s.e.store.ScheduleRunRecord(ctx, sc.ID, mine); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+					return nil, errors.Join(err, rerr)
+				}
+			}
 		}
 		return out, err
 	}

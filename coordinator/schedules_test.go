@@ -446,3 +446,46 @@ func TestScheduleSharedByCoordinators(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, total, float64(n))
 }
+
+// After downtime, fire times inside the catch-up window still run; older
+// ones are stored as one skipped run that counts them.
+func TestScheduleCatchUpAfterDowntime(t *testing.T) {
+	t.Parallel()
+	h, n := nodeHarness(t, coordinator.Config{}, 0)
+	h.apply(scheduledTemplate)
+	sched := h.createSchedule(&coordinatorv1.CreateScheduleRequest{
+		Name: "catchup", Namespace: "test", Template: "scheduled", Cron: everySecond, Overlap: "allow",
+		CatchupWindow: durationpb.New(1500 * time.Millisecond),
+	})
+	h.waitRuns("catchup", 1)
+	n.crash()
+	down := time.Now()
+	require.Eventually(t, func() bool { return time.Since(down) > 5*time.Second }, 10*time.Second, 10*time.Millisecond)
+	n.start()
+	var missed *coordinatorv1.ScheduleRun
+	require.Eventually(t, func() bool {
+		resp, err := h.client.GetSchedule(h.ctx, &coordinatorv1.GetScheduleRequest{Name: "catchup", Runs: 1000})
+		if err != nil {
+			return false
+		}
+		for _, r := range resp.GetRuns() {
+			if r.GetSkipped() == "catchup_window" {
+				missed = r
+			}
+		}
+		return missed != nil && resp.GetSchedule().GetNextFireTime().AsTime().After(time.Now())
+	}, 20*time.Second, 20*time.Millisecond)
+	require.GreaterOrEqual(t, missed.GetCount(), int64(2), "at least two fire times fell out of the window")
+	resp := h.getSchedule("catchup")
+	runs := taskRuns(resp)
+	// Every fire time up to the cursor is run or inside the skipped range,
+	// never both.
+	last := missed.GetLastFireTime().AsTime()
+	require.Equal(t, int64(last.Sub(missed.GetFireTime().AsTime())/time.Second)+1, missed.GetCount())
+	for at := sched.GetNextFireTime().AsTime(); at.Before(resp.GetSchedule().GetNextFireTime().AsTime()); at = at.Add(time.Second) {
+		skipped := !at.Before(missed.GetFireTime().AsTime()) && !at.After(last)
+		require.NotEqual(t, skipped, runs[at] != "", "fire time %s: skipped=%v task=%q", at, skipped, runs[at])
+	}
+	// The ones just inside the window ran late, after the restart.
+	require.NotEmpty(t, runs[last.Add(time.Second)])
+}
