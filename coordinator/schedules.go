@@ -36,6 +36,10 @@ import (
 const (
 	defaultCatchupWindow  = time.Hour
 	defaultScheduleReload = 5 * time.Second
+	// minCatchupWindow is how late a fire time may run whatever the
+	// schedule's window: a timer that fires a little late on a busy
+	// machine is not downtime, so a window of 0 still runs each firing.
+	minCatchupWindow = 2 * time.Second
 	// maxBackfill bounds the fire times one BackfillSchedule may create.
 	maxBackfill = 10_000
 )
@@ -233,19 +237,21 @@ func (s *scheduler) step(ctx context.Context, sc *store.Schedule, spec *schedule
 	if sc.NextFireAt.After(now) {
 		return nil, nil
 	}
-	due := schedule.Plan(spec, sc.NextFireAt, now, sc.CatchupWindow)
-	if due.Missed > 0 {
-		s.log.Info("schedule missed fire times older than its catch-up window", "schedule", sc.Name,
-			"missed", due.Missed, "first", due.MissedFirst, "last", due.MissedLast)
-		return advance(store.ScheduleAdvanceParams{
-			NextFireAt: due.Next, Buffered: sc.Buffered,
-			Runs: []*store.ScheduleRun{{FireAt: due.MissedFirst, LastFireAt: due.MissedLast, Count: due.Missed, Skipped: skippedCatchup}},
-		}, "skipped_"+skippedCatchup, due.Missed)
+	// Planning walks every fire time from the cursor to now; it is needed
+	// only when the cursor fell behind the window, and then once.
+	window := max(sc.CatchupWindow, minCatchupWindow)
+	if sc.NextFireAt.Before(now.Add(-window)) {
+		due := schedule.Plan(spec, sc.NextFireAt, now, window)
+		if due.Missed > 0 {
+			s.log.Info("schedule missed fire times older than its catch-up window", "schedule", sc.Name,
+				"missed", due.Missed, "first", due.MissedFirst, "last", due.MissedLast)
+			return advance(store.ScheduleAdvanceParams{
+				NextFireAt: due.Next, Buffered: sc.Buffered,
+				Runs: []*store.ScheduleRun{{FireAt: due.MissedFirst, LastFireAt: due.MissedLast, Count: due.Missed, Skipped: skippedCatchup}},
+			}, "skipped_"+skippedCatchup, due.Missed)
+		}
 	}
-	if len(due.Run) == 0 {
-		return nil, nil
-	}
-	fireAt := due.Run[0]
+	fireAt := sc.NextFireAt
 	nextFire := spec.Next(fireAt)
 	running := false
 	if policy != schedule.OverlapAllow {
@@ -447,7 +453,19 @@ func (s *scheduler) setPaused(ctx context.Context, name string, paused bool) (*s
 			if err != nil {
 				return nil, 0, fmt.Errorf("stored schedule %s: %w", sc.Name, err)
 			}
-			n, first, last, next := schedule.Missed(spec, sc.NextFireAt, now)
+			from := sc.NextFireAt
+			// A firing of the cursor's time under way when the pause
+			// landed may have recorded its task since: it is not missed.
+			ran, err := s.e.store.ScheduleRunList(ctx, &store.ScheduleRunListParams{
+				ScheduleID: sc.ID, From: from, To: from, TasksOnly: true, Limit: 1,
+			})
+			if err != nil {
+				return nil, 0, err
+			}
+			if len(ran) > 0 {
+				from = spec.Next(from)
+			}
+			n, first, last, next := schedule.Missed(spec, from, now)
 			p.NextFireAt = next
 			if n > 0 {
 				skipped = n
