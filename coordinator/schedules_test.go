@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -496,4 +497,74 @@ func TestScheduleCatchUpAfterDowntime(t *testing.T) {
 	}
 	// The ones just inside the window ran late, after the restart.
 	require.NotEmpty(t, runs[last.Add(time.Second)])
+}
+
+// A firing the create path refuses for good (here: a newer template version,
+// which a schedule without a version follows, requires a context field the
+// schedule does not give) is recorded as skipped, not retried for ever.
+func TestScheduleFiringRefusedIsSkipped(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	h := serveCoordinator(t, coordinator.Config{Store: openSQLite(t), Registerer: reg}, nil)
+	h.apply(scheduledTemplate)
+	h.createSchedule(&coordinatorv1.CreateScheduleRequest{
+		Name: "strict", Namespace: "test", Template: "scheduled", Cron: everySecond, Overlap: "allow",
+	})
+	h.waitRuns("strict", 1)
+	h.apply(strings.Replace(strings.Replace(scheduledTemplate, "version: 1.0.0", "version: 2.0.0", 1),
+		"  type: object\n", "  type: object\n  required: [region]\n", 1))
+	require.Eventually(t, func() bool {
+		return metricValue(t, reg, "tasker_schedule_firings_total", "schedule", "strict", "outcome", "skipped_failed") >= 2
+	}, 20*time.Second, 10*time.Millisecond)
+	var failed *coordinatorv1.ScheduleRun
+	for _, r := range h.getSchedule("strict").GetRuns() {
+		if strings.HasPrefix(r.GetSkipped(), "failed: ") {
+			failed = r
+		}
+	}
+	require.NotNil(t, failed)
+	require.Contains(t, failed.GetSkipped(), "region")
+	require.Empty(t, failed.GetTaskId())
+}
+
+// Schedules are guarded by their template's namespace: writes need write
+// access there, reads read access, and a list shows only granted
+// namespaces.
+func TestScheduleSecurity(t *testing.T) {
+	t.Parallel()
+	s := newSecured(t, securedConfig{})
+	all, writerA, readerA, writerB := s.client("all-token-0123456789"), s.client("writer-a-token-0123456789"),
+		s.client("reader-a-token-0123456789"), s.client("writer-b-token-0123456789")
+	require.NoError(t, s.register(all, "a"))
+	require.NoError(t, s.register(all, "b"))
+	req := func(name, ns string) *coordinatorv1.CreateScheduleRequest {
+		return &coordinatorv1.CreateScheduleRequest{Name: name, Namespace: ns, Template: "flow", Cron: "@daily"}
+	}
+	_, err := writerA.CreateSchedule(s.ctx, req("in-a", "a"))
+	require.NoError(t, err)
+	_, err = writerB.CreateSchedule(s.ctx, req("in-b", "b"))
+	require.NoError(t, err)
+	_, err = readerA.CreateSchedule(s.ctx, req("nope", "a"))
+	requireCode(t, err, codes.PermissionDenied, "")
+	_, err = writerA.CreateSchedule(s.ctx, req("nope", "b"))
+	requireCode(t, err, codes.PermissionDenied, "")
+
+	_, err = readerA.GetSchedule(s.ctx, &coordinatorv1.GetScheduleRequest{Name: "in-a"})
+	require.NoError(t, err)
+	_, err = readerA.GetSchedule(s.ctx, &coordinatorv1.GetScheduleRequest{Name: "in-b"})
+	requireCode(t, err, codes.PermissionDenied, "")
+	_, err = writerA.PauseSchedule(s.ctx, &coordinatorv1.PauseScheduleRequest{Name: "in-b"})
+	requireCode(t, err, codes.PermissionDenied, "")
+	_, err = readerA.PauseSchedule(s.ctx, &coordinatorv1.PauseScheduleRequest{Name: "in-a"})
+	requireCode(t, err, codes.PermissionDenied, "")
+	_, err = writerB.DeleteSchedule(s.ctx, &coordinatorv1.DeleteScheduleRequest{Name: "in-a"})
+	requireCode(t, err, codes.PermissionDenied, "")
+
+	list, err := readerA.ListSchedules(s.ctx, &coordinatorv1.ListSchedulesRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetSchedules(), 1)
+	require.Equal(t, "in-a", list.GetSchedules()[0].GetName())
+	list, err = all.ListSchedules(s.ctx, &coordinatorv1.ListSchedulesRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetSchedules(), 2)
 }
