@@ -11,6 +11,9 @@
 package bench
 
 import (
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"context"
 	"errors"
 	"fmt"
@@ -81,6 +84,10 @@ type Config struct {
 	// Shape is one of ShapeNames; Fanout is the width of the fanout shape.
 	Shape  string
 	Fanout int
+	// Flow adds flow control to the template (see WithFlow), loose enough
+	// never to hold a task back, to measure what its bookkeeping costs.
+	// Tasks carry a tenant in their context either way.
+	Flow bool
 	// Tasks is how many tasks to create; 0 means no limit, in which case
 	// Duration must be set.
 	Tasks int
@@ -208,6 +215,8 @@ type runner struct {
 	template *coordinatorv1.TaskTemplate
 	targets  []*target
 	rec      *Recorder
+	// tenants are the task contexts, one per tenant, taken in turn.
+	tenants []*structpb.Struct
 
 	start time.Time
 	// next is the index of the next task to create.
@@ -243,9 +252,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
+	if cfg.Flow {
+		tmpl = WithFlow(tmpl, cfg.Concurrency)
+	}
 	r := &runner{
 		cfg: cfg, runID: uuid.NewString()[:8], template: tmpl, rec: NewRecorder(),
 		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	for i := range FlowTenants {
+		r.tenants = append(r.tenants, &structpb.Struct{Fields: map[string]*structpb.Value{"tenant": structpb.NewStringValue(fmt.Sprintf("t%d", i))}})
 	}
 	all := append([]Target{{Addr: cfg.Coordinator, MetricsURL: cfg.MetricsURL, PID: cfg.PID}}, cfg.Coordinators...)
 	// The workers are spread over the coordinators, and each coordinator's
@@ -264,6 +279,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			t.clients = append(t.clients, coordinatorv1.NewCoordinatorServiceClient(conn))
 		}
 		r.targets = append(r.targets, t)
+	}
+	if cfg.Flow {
+		// A million a second per tenant: never short, always counted.
+		limit := &coordinatorv1.RateLimit{Name: FlowLimit, Units: 1_000_000, Period: durationpb.New(time.Second), Burst: 1_000_000}
+		if _, err := r.targets[0].clients[0].SetRateLimit(ctx, &coordinatorv1.SetRateLimitRequest{RateLimit: limit}); err != nil {
+			return nil, fmt.Errorf("set rate limit %s: %w", FlowLimit, err)
+		}
 	}
 	// One registration serves every coordinator: they share the store, and
 	// each reads a template it has not cached from there.
@@ -438,7 +460,7 @@ func (r *runner) runTask(ctx context.Context, ti, w int, i int64) error {
 	start := time.Now()
 	resp, err := client.CreateTask(ctx, &coordinatorv1.CreateTaskRequest{
 		Namespace: r.template.GetNamespace(), Name: r.template.GetName(), Version: r.template.GetVersion(),
-		IdempotencyKey: fmt.Sprintf("bench-%s-%d", r.runID, i),
+		IdempotencyKey: fmt.Sprintf("bench-%s-%d", r.runID, i), Context: r.tenants[i%FlowTenants],
 	})
 	if err != nil {
 		return fmt.Errorf("create task %d on %s: %w", i, t.Addr, err)

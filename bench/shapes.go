@@ -133,3 +133,27 @@ func Template(shape string, fanout int) (*coordinatorv1.TaskTemplate, error) {
 	}
 	return t, nil
 }
+
+// Flow control that bench's --flow adds to a template: a task-level
+// concurrency key and a rate limit drawn by every step, both keyed by the
+// task's tenant, set so loose they never hold a task back. What the run
+// measures against the same shape without them is their bookkeeping.
+const (
+	// FlowLimit is the rate limit flow templates draw on.
+	FlowLimit = "bench"
+	// FlowTenants is how many tenant values tasks spread over.
+	FlowTenants = 16
+)
+
+// WithFlow adds flow control to t: a concurrency key over context.tenant
+// allowing maxRunning per tenant, and a draw of one unit of FlowLimit per
+// step, also per tenant.
+func WithFlow(t *coordinatorv1.TaskTemplate, maxRunning int) *coordinatorv1.TaskTemplate {
+	t.Name += "_flow"
+	t.Description += ", with a concurrency key and a rate limit"
+	t.Concurrency = []*coordinatorv1.Concurrency{{Key: "context.tenant", MaxRunning: int32(maxRunning)}}
+	for _, st := range t.Steps {
+		st.RateLimits = []*coordinatorv1.RateLimitUse{{Name: FlowLimit, Key: "context.tenant"}}
+	}
+	return t
+}

@@ -201,6 +201,8 @@ func New(cfg Config) (*Coordinator, error) {
 	e.events = newEventLog(ctx, cfg.Store)
 	e.pool = newPool(e.log, cfg.ID, cfg.DialOptions, cfg.ExecutorGrace, cfg.ExecutorLiveness, e, &e.bg)
 	e.pool.aging = cfg.PriorityAging
+	e.admission = newAdmissionWaits(cfg.PriorityAging, e.now)
+	e.cancelAnywhere = c.cancelAnywhere
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
@@ -248,11 +250,26 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		e.log.Info("continued unfinished tasks", "tasks", n)
 	}
 	e.bg.goFn(e.keepLease)
+	if n, ok := e.store.(store.AdmissionNotifier); ok {
+		e.bg.goFn(func() { _ = n.AdmissionListen(e.ctx, e.id, e.keysFreedElsewhere) })
+	}
 	e.bg.goFn(func() { c.sched.run(e.ctx) })
 	if r := c.cfg.EventRetention; r > 0 {
 		e.bg.goFn(func() { e.keepRetention(r) })
 	}
 	return nil
+}
+
+// cancelAnywhere cancels a task on whichever coordinator owns it.
+func (c *Coordinator) cancelAnywhere(ctx context.Context, id, reason string) error {
+	_, err := c.engine.cancelTask(ctx, id, reason)
+	var owned *store.OwnedError
+	if errors.As(err, &owned) {
+		_, err = forward(ctx, c.peers, owned, func(ctx context.Context, cl coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.CancelTaskResponse, error) {
+			return cl.CancelTask(ctx, &coordinatorv1.CancelTaskRequest{Id: id, Reason: reason})
+		})
+	}
+	return err
 }
 
 // Register adds the CoordinatorService and the grpc.health.v1 service to s.

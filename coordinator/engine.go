@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tasker-go/tasker/admission"
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/state"
@@ -59,6 +60,11 @@ type engine struct {
 	tasks map[string]*taskRun
 	// draining is set at shutdown: nothing new is dispatched or created.
 	draining atomic.Bool
+	// admission holds the tasks waiting for concurrency keys to free.
+	admission *admissionWaits
+	// cancelAnywhere cancels a task wherever it runs (forwarding to its
+	// owner); a concurrency key's strategy uses it.
+	cancelAnywhere func(ctx context.Context, id, reason string) error
 }
 
 // taskRun is an active task in memory.
@@ -100,6 +106,10 @@ type taskRun struct {
 	// waitCounts is the task's share of tasker_steps_waiting as of the last
 	// scrape that found it idle; read without mu.
 	waitCounts atomic.Pointer[map[waitCount]int]
+	// flow is the task's flow control (nil for none); blocked, while the
+	// task is pending, is why its start was not admitted.
+	flow    *taskFlow
+	blocked *admission.Verdict
 }
 
 // active reports whether the task must stay in memory: it is unfinished, or
@@ -122,6 +132,10 @@ type stepRun struct {
 	span    trace.Span
 	timer   *time.Timer // fires when the current attempt times out or is presumed lost
 	waiting bool        // queued in the pool for a slot
+	// blocked is why the step's next attempt was not admitted; it is not
+	// asked again before blocked.RetryAt, or, without one, before its key
+	// frees.
+	blocked *admission.Verdict
 }
 
 func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskRun {
@@ -219,6 +233,12 @@ type change struct {
 	cancelOn []string // executor of each cancel
 	reserved []string // executors whose slots were taken for dispatch, given back if the commit fails
 	waits    []int    // ready steps with no free slot, queued once committed
+	// prevs and prevTask are what dispatches subject to an admission
+	// changed, put back if it is refused; gens are the release counts of
+	// their keys before asking (see admissionWaits).
+	prevs    []admissionPrev
+	prevTask store.Task
+	gens     map[string]uint64
 	// refused is the first move the state tables do not allow; a change
 	// holding one is never written.
 	refused error
@@ -345,6 +365,9 @@ func (e *engine) tryDispatch(c *change, i int, now time.Time) {
 	if tr.task.State == state.Pending && c.params.Task != nil {
 		return // the task moves once per change; the follow-up event dispatches
 	}
+	if blockedAt(s.blocked, now) || tr.task.State == state.Pending && blockedAt(tr.blocked, now) {
+		return // a release or its retry time asks again
+	}
 	executorID := e.pool.acquire(s.Handler, s.lastExecutor)
 	if executorID == "" {
 		s.waiting = true
@@ -360,15 +383,27 @@ func (e *engine) dispatchOn(c *change, i int, executorID string) {
 	tr, s := c.tr, c.tr.steps[i]
 	c.reserved = append(c.reserved, executorID)
 	if tr.task.State == state.Pending {
+		if a := tr.taskAdmission(); a != nil {
+			c.params.Admit, c.prevTask, tr.blocked = a, tr.task, nil
+			c.noteGens(e.admission, a)
+		}
 		c.moveTask(state.InProgress, "first step dispatched")
 	}
 	if s.State == state.Error {
 		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
 	}
+	a := tr.stepAdmission(i)
+	if a != nil || c.params.Admit != nil {
+		c.prevs = append(c.prevs, admissionPrev{i: i, step: s.Step})
+	}
+	s.blocked = nil
 	meta, _ := json.Marshal(map[string]string{"executor": executorID})
 	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d to executor %s", s.Attempts+1, executorID), func(sc *store.StepChange) {
 		sc.Attempts = s.Attempts + 1
 		sc.Metadata = meta
+		if sc.Admit = a; a != nil {
+			c.noteGens(e.admission, a)
+		}
 	})
 	tr.setInFlight(i, true)
 	s.executor = executorID
@@ -426,12 +461,21 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		e.breakTask(tr)
 		return fmt.Errorf("task %s: %w", tr.task.ID, err)
 	}
+	if len(c.params.Refused) > 0 {
+		e.refused(c)
+	}
 	e.metrics.observeCommit(tr, c, time.Since(start))
 	if n := len(trs); n > 0 {
 		tr.lastSeq = trs[n-1].Seq
 	}
 	e.hub.publish(tr.task.ID, watchEvent{transitions: trs, before: taskStateBefore(&c.params, tr.task.State)})
+	if keys := c.heldKeys(); len(keys) > 0 {
+		e.keysFreed(keys)
+	}
 	e.afterCommit(c)
+	if len(c.params.Refused) > 0 {
+		e.awaitAdmission(c)
+	}
 	return nil
 }
 
@@ -517,6 +561,21 @@ func (e *engine) armWake(tr *taskRun) {
 		at = tr.task.RunAt
 	}
 	if tr.task.State == state.Pending || tr.task.State == state.InProgress {
+		earliest := func(t time.Time) {
+			if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+				at = t
+			}
+		}
+		if tr.blocked != nil && tr.task.State == state.Pending {
+			earliest(tr.blocked.RetryAt)
+		}
+		if tr.flow != nil {
+			for _, s := range tr.steps {
+				if s.blocked != nil && !s.waiting {
+					earliest(s.blocked.RetryAt)
+				}
+			}
+		}
 		for i := range tr.errored {
 			v := &tr.view[i]
 			if plan.Retriable(v) && !v.InFlight && !tr.steps[i].waiting && (at.IsZero() || v.NextRetryAt.Before(at)) {
@@ -549,8 +608,8 @@ func (e *engine) wakeTask(taskID string, gen uint64) {
 	e.metrics.wakes.Inc()
 	tr.wake = nil
 	c := e.newChange(tr)
-	var cands []int // nil: every step, for a task whose start time came
-	if tr.task.State != state.Pending || tr.task.RunAt.IsZero() {
+	var cands []int // nil: every step, for a task whose start time came or that waits on an admission
+	if (tr.task.State != state.Pending || tr.task.RunAt.IsZero()) && tr.flow == nil {
 		cands = make([]int, 0, len(tr.errored))
 		for i := range tr.errored {
 			cands = append(cands, i)

@@ -24,6 +24,9 @@ type metrics struct {
 	repairs         prometheus.Counter
 	results         *prometheus.CounterVec
 	streamMessages  *prometheus.CounterVec
+	// admissionRefusals counts dispatches flow control held back, by
+	// reason and by key or limit (without the key's value).
+	admissionRefusals *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
@@ -62,6 +65,10 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 			Name: "tasker_executor_stream_messages_total",
 			Help: "Messages read from executors' Execute streams, by kind (result, heartbeat, progress).",
 		}, []string{"kind"}),
+		admissionRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_admission_refusals_total",
+			Help: "Task starts and step dispatches flow control held back, by reason (concurrency, rate_limit, priority, cancelled) and key or rate limit (without the key's value).",
+		}, []string{"reason", "key"}),
 		wakes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tasker_task_wakes_total", Help: "Times a task's retry timer fired (a backoff ended).",
 		}),
@@ -82,7 +89,7 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 	})
 	executors := &executorCollector{pool: e.pool}
 	waiting := &waitingCollector{e: e}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, active, executors, waiting} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, m.admissionRefusals, active, executors, waiting} {
 		reg.MustRegister(c)
 	}
 	return m

@@ -101,6 +101,7 @@ func (e *engine) reload(tr *taskRun) error {
 		return err
 	}
 	fresh := newTaskRun(t, tr.tmpl, steps)
+	fresh.flow = tr.flow
 	for i, s := range fresh.steps {
 		old := tr.steps[i]
 		if old.timer != nil {

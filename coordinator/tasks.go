@@ -65,6 +65,10 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 			return nil, false, invalidf("bypass_steps: step %q is not skippable", b)
 		}
 	}
+	flow, err := flowOf(ct, p.context)
+	if err != nil {
+		return nil, false, err
+	}
 	key := p.idempotencyKey
 	if key == "" {
 		key = template.Identity(ct.tmpl.Namespace, ct.tmpl.Name, ct.tmpl.Version, p.context)
@@ -92,6 +96,7 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 
 	tr := newTaskRun(task, ct, steps)
+	tr.flow = flow
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	c := e.newChange(tr)
@@ -101,6 +106,17 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	// The initial dispatch rides in the creating transaction: the task is
 	// stored already in_progress with its roots sent, one commit in all.
+	// Under flow control that dispatch is admitted in the same
+	// transaction; refused, the task is stored as it is now instead.
+	var undispatched *store.TaskCreateParams
+	if flow != nil {
+		pending := *task
+		undispatched = &store.TaskCreateParams{Task: &pending, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
+		for i, s := range tr.steps {
+			st := s.Step
+			undispatched.Steps[i] = &st
+		}
+	}
 	e.schedule(c, nil)
 	stored := *task
 	created := &store.TaskCreateParams{Task: &stored, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
@@ -124,6 +140,19 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 		c.abandon()
 		return nil, false, fmt.Errorf("create task: %w", c.refused)
 	}
+	if undispatched != nil {
+		if c.params.Admit != nil {
+			created.Admit = append(created.Admit, c.params.Admit)
+		}
+		for _, sc := range c.params.Steps {
+			if sc.Admit != nil {
+				created.Admit = append(created.Admit, sc.Admit)
+			}
+		}
+		if len(created.Admit) > 0 {
+			created.Undispatched, created.Aging = undispatched, e.pool.aging
+		}
+	}
 	got, isNew, err := e.store.TaskCreate(ctx, created)
 	switch {
 	case err != nil:
@@ -136,6 +165,21 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 		c.abandon()
 		return e.existing(ctx, got)
 	}
+	refused := len(created.Refused) > 0
+	if refused {
+		// Nothing was dispatched: memory goes back to what was stored.
+		for _, i := range c.dispatch {
+			s := tr.steps[i]
+			e.pool.release(s.executor)
+			s.Step, s.executor = *undispatched.Steps[i], ""
+			tr.sync(i)
+			tr.setInFlight(i, false)
+		}
+		tr.task.State, tr.task.UpdatedAt = state.Pending, now
+		c.dispatch, c.prevs, c.params.Task, c.params.Refused = nil, nil, nil, created.Refused
+		e.refused(c)
+		created = undispatched
+	}
 	for _, t := range created.Transitions {
 		tr.lastSeq = max(tr.lastSeq, t.Seq)
 	}
@@ -146,6 +190,17 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	e.mu.Unlock()
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
+	if refused && !tr.done {
+		e.awaitAdmission(c)
+		// Steps admitted before the refusal hold their places: they go
+		// now (and the refused wait).
+		c := e.newChange(tr)
+		e.schedule(c, nil)
+		if err := e.commit(e.ctx, c); err != nil {
+			// The task is stored; its repair carries it on.
+			e.log.Error("first dispatch of a created task failed", "task_id", task.ID, "err", err)
+		}
+	}
 	return &taskView{task: got, steps: created.Steps, transitions: created.Transitions, waiting: e.waitingOf(tr, now)}, true, nil
 }
 
@@ -302,6 +357,7 @@ func (e *engine) register(t *store.Task, ct *compiledTemplate, steps []*store.St
 		return existing, false
 	}
 	tr := newTaskRun(t, ct, steps)
+	tr.flow = loadedFlow(e.log, ct, t)
 	e.tasks[t.ID] = tr
 	return tr, true
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/Masterminds/semver/v3"
 
+	"github.com/tasker-go/tasker/expr"
 	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/template"
@@ -27,6 +28,13 @@ type compiledTemplate struct {
 	configs  [][]byte
 	backoff  []plan.Backoff
 	timeouts []time.Duration
+	// taskKeys holds one program per task-level concurrency entry;
+	// stepKeys[i] one per step i's concurrency entry; limitKeys[i][j] the
+	// key of step i's rate_limits[j], nil where it has none. Compiled once
+	// here so admission only evaluates.
+	taskKeys  []*expr.Program
+	stepKeys  [][]*expr.Program
+	limitKeys [][]*expr.Program
 }
 
 func compile(t *template.Template) (*compiledTemplate, error) {
@@ -45,7 +53,28 @@ func compile(t *template.Template) (*compiledTemplate, error) {
 		backoff:  make([]plan.Backoff, n),
 		timeouts: make([]time.Duration, n),
 	}
+	if ct.taskKeys, err = compileKeys(t.Concurrency); err != nil {
+		return nil, fmt.Errorf("compile concurrency keys of %s/%s@%s: %w", t.Namespace, t.Name, t.Version, err)
+	}
+	if n > 0 {
+		ct.stepKeys = make([][]*expr.Program, n)
+		ct.limitKeys = make([][]*expr.Program, n)
+	}
 	for i, s := range t.Steps {
+		if ct.stepKeys[i], err = compileKeys(s.Concurrency); err != nil {
+			return nil, fmt.Errorf("compile concurrency keys of step %q of %s/%s@%s: %w", s.Name, t.Namespace, t.Name, t.Version, err)
+		}
+		if len(s.RateLimits) > 0 {
+			ct.limitKeys[i] = make([]*expr.Program, len(s.RateLimits))
+			for j, u := range s.RateLimits {
+				if u.Key == "" {
+					continue
+				}
+				if ct.limitKeys[i][j], err = expr.Compile(u.Key); err != nil {
+					return nil, fmt.Errorf("compile rate_limits[%d].key of step %q of %s/%s@%s: %w", j, s.Name, t.Namespace, t.Name, t.Version, err)
+				}
+			}
+		}
 		for _, d := range s.DependsOn {
 			p := ct.index[d]
 			ct.parents[i] = append(ct.parents[i], p)
@@ -63,6 +92,22 @@ func compile(t *template.Template) (*compiledTemplate, error) {
 		ct.timeouts[i] = time.Duration(s.Timeout)
 	}
 	return ct, nil
+}
+
+// compileKeys compiles the keys of a concurrency list; nil for none.
+func compileKeys(cs []template.Concurrency) ([]*expr.Program, error) {
+	if len(cs) == 0 {
+		return nil, nil
+	}
+	out := make([]*expr.Program, len(cs))
+	for i, c := range cs {
+		p, err := expr.Compile(c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("concurrency[%d].key: %w", i, err)
+		}
+		out[i] = p
+	}
+	return out, nil
 }
 
 // templateBook registers templates and serves compiled versions from a
@@ -85,6 +130,9 @@ func templateKey(ns, name, version string) string { return ns + "/" + name + "@"
 func (b *templateBook) register(ctx context.Context, t *template.Template, now time.Time) (*template.Template, bool, error) {
 	t.Normalize()
 	if err := template.Validate(t, b.limits); err != nil {
+		return nil, false, err
+	}
+	if err := b.checkRateLimits(ctx, t); err != nil {
 		return nil, false, err
 	}
 	spec, err := json.Marshal(t)
@@ -163,6 +211,41 @@ func (b *templateBook) latest(ctx context.Context, ns, name string) (string, err
 	return best.Original(), nil
 }
 
+// checkRateLimits refuses a normalized template whose steps use a rate
+// limit that is not defined, or take more units than its burst (such a
+// step could never be dispatched). The error is a *template.ValidationError.
+// A limit deleted or lowered just after this check is the admission
+// engine's to report; DeleteRateLimit and SetRateLimit refuse it for
+// templates registered before.
+func (b *templateBook) checkRateLimits(ctx context.Context, t *template.Template) error {
+	limits := map[string]*store.RateLimit{}
+	for _, s := range t.Steps {
+		for j, u := range s.RateLimits {
+			rl, seen := limits[u.Name]
+			if !seen {
+				got, err := b.store.RateLimitGet(ctx, u.Name)
+				switch {
+				case errors.Is(err, store.ErrNotFound):
+				case err != nil:
+					return fmt.Errorf("load rate limit %q: %w", u.Name, err)
+				default:
+					rl = got
+				}
+				limits[u.Name] = rl
+			}
+			if rl == nil {
+				return &template.ValidationError{Step: s.Name, Field: fmt.Sprintf("rate_limits[%d].name", j),
+					Message: fmt.Sprintf("no rate limit named %q; define it with: tasker limit set %s --rate N/s", u.Name, u.Name)}
+			}
+			if int64(u.Units) > rl.Burst {
+				return &template.ValidationError{Step: s.Name, Field: fmt.Sprintf("rate_limits[%d].units", j),
+					Message: fmt.Sprintf("%d is more than rate limit %q's burst of %d, so the step could never be dispatched; take fewer units or raise the burst (tasker limit set %s --burst %d ...)", u.Units, u.Name, rl.Burst, u.Name, u.Units)}
+			}
+		}
+	}
+	return nil
+}
+
 // list returns stored templates, decoded.
 func (b *templateBook) list(ctx context.Context, ns string) ([]*template.Template, error) {
 	all, err := b.store.TemplateList(ctx, &store.TemplateListParams{Namespace: ns})
@@ -187,6 +270,9 @@ func (b *templateBook) list(ctx context.Context, ns string) ([]*template.Templat
 func (b *templateBook) check(ctx context.Context, t *template.Template) (*template.Template, bool, error) {
 	t.Normalize()
 	if err := template.Validate(t, b.limits); err != nil {
+		return nil, false, err
+	}
+	if err := b.checkRateLimits(ctx, t); err != nil {
 		return nil, false, err
 	}
 	key := templateKey(t.Namespace, t.Name, t.Version)

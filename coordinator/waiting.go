@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tasker-go/tasker/admission"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/state"
@@ -17,6 +18,8 @@ const (
 	waitScheduled  = "scheduled"
 	waitNoExecutor = "no_executor"
 	waitCapacity   = "capacity"
+	// Flow control: admission.ReasonConcurrency, ReasonRateLimit and
+	// ReasonPriority, naming the key or limit.
 )
 
 // waitReason is why one step waits.
@@ -25,6 +28,7 @@ type waitReason struct {
 	on      []string  // parents
 	until   time.Time // backoff
 	handler string    // no_executor, capacity
+	key     string    // concurrency, rate_limit, priority
 }
 
 // waitingOf says why each step of a run waits, by step id; steps that run,
@@ -55,6 +59,10 @@ func (e *engine) waitingOf(tr *taskRun, now time.Time) map[string]*waitReason {
 			switch {
 			case tr.waitsToStart(now):
 				w = &waitReason{reason: waitScheduled, until: tr.task.RunAt}
+			case tr.task.State == state.Pending && tr.blocked != nil:
+				w = blockedReason(tr.blocked)
+			case s.blocked != nil && !s.waiting:
+				w = blockedReason(s.blocked)
 			case !e.pool.hosted(s.Handler):
 				w = &waitReason{reason: waitNoExecutor, handler: s.Handler}
 			default:
@@ -66,6 +74,16 @@ func (e *engine) waitingOf(tr *taskRun, now time.Time) map[string]*waitReason {
 	return out
 }
 
+// blockedReason is the waiting reason of a refused admission: the key
+// (or limit) it waits on, and for tokens, when they will be there.
+func blockedReason(v *admission.Verdict) *waitReason {
+	w := &waitReason{reason: v.Reason, key: v.Key}
+	if v.Reason == admission.ReasonRateLimit {
+		w.until = v.RetryAt
+	}
+	return w
+}
+
 // waitingToProto sets each step's waiting reason.
 func waitingToProto(p *coordinatorv1.Task, waiting map[string]*waitReason) {
 	for _, st := range p.GetSteps() {
@@ -73,7 +91,7 @@ func waitingToProto(p *coordinatorv1.Task, waiting map[string]*waitReason) {
 		if w == nil {
 			continue
 		}
-		st.Waiting = &coordinatorv1.Waiting{Reason: w.reason, On: w.on, Handler: w.handler}
+		st.Waiting = &coordinatorv1.Waiting{Reason: w.reason, On: w.on, Handler: w.handler, Key: w.key}
 		if !w.until.IsZero() {
 			st.Waiting.Until = timestamppb.New(w.until)
 		}

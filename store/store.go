@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tasker-go/tasker/admission"
 	"github.com/tasker-go/tasker/state"
 )
 
@@ -193,6 +194,16 @@ type Store interface {
 	// then on.
 	EventPrune(ctx context.Context, params *EventPruneParams) (*EventPruneResult, error)
 
+	// RateLimitSet creates the named rate limit or replaces its Units,
+	// Period and Burst, keeping CreatedAt, and returns it as stored.
+	RateLimitSet(ctx context.Context, params *RateLimitSetParams) (*RateLimit, error)
+	// RateLimitGet returns one rate limit, or ErrNotFound.
+	RateLimitGet(ctx context.Context, name string) (*RateLimit, error)
+	// RateLimitList returns every rate limit, by name.
+	RateLimitList(ctx context.Context) ([]*RateLimit, error)
+	// RateLimitDelete deletes a rate limit, or returns ErrNotFound.
+	RateLimitDelete(ctx context.Context, name string) error
+
 	// ScheduleStore keeps cron schedules and their runs (schedules.go).
 	ScheduleStore
 
@@ -360,6 +371,27 @@ type TaskCreateParams struct {
 	Task        *Task
 	Steps       []*Step
 	Transitions []*Transition
+	// Admit, when set, makes the dispatch the creation carries conditional
+	// on admitting each request in order (the task's concurrency keys
+	// first, then each dispatched step's keys and rate limits): if one is
+	// refused, Undispatched (the same task, pending, nothing dispatched) is
+	// stored instead, and Refused says why. Requests admitted before the
+	// refusal keep their places, which the next dispatch finds its own.
+	Admit        []*admission.Request
+	Undispatched *TaskCreateParams
+	// Aging is as in TaskAdvanceParams.
+	Aging time.Duration
+	// Refused is set by TaskCreate: the refusal that stored Undispatched.
+	Refused []Refusal
+}
+
+// Stored is what TaskCreate stored of p: p itself, or p.Undispatched after
+// a refused admission.
+func (p *TaskCreateParams) Stored() *TaskCreateParams {
+	if len(p.Refused) > 0 && p.Undispatched != nil {
+		return p.Undispatched
+	}
+	return p
 }
 
 // TaskListParams filters and pages TaskList; zero fields match all.
@@ -406,6 +438,38 @@ type TaskAdvanceParams struct {
 	Task  *TaskChange
 	Steps []*StepChange
 	At    time.Time
+	// Admit, when set, makes the whole change conditional on admitting the
+	// task under its concurrency keys (its first dispatch): refused,
+	// nothing of the change is written, the task keeps its place in line,
+	// and Refused says why.
+	Admit *admission.Request
+	// Aging is how long a waiter waits to gain a priority level in the
+	// admission queues.
+	Aging time.Duration
+	// Refused is set by TaskAdvance: the admissions it refused, whose
+	// changes it did not write. Their transitions are not returned.
+	Refused []Refusal
+}
+
+// AdmissionNotifier is implemented by drivers whose database several
+// coordinators share (PostgreSQL): a coordinator whose task or step ended
+// while holding concurrency keys tells the others, whose waiters it may
+// free. A driver without it serves one coordinator.
+type AdmissionNotifier interface {
+	// AdmissionNotify tells every listening coordinator that keys freed a
+	// place. from names the sender, so it can ignore its own.
+	AdmissionNotify(ctx context.Context, from string, keys []string) error
+	// AdmissionListen calls fn with the keys of every notification from
+	// another coordinator until ctx ends; also, with nil keys, each time
+	// it (re)connects, since notifications sent meanwhile were lost.
+	AdmissionListen(ctx context.Context, self string, fn func(keys []string)) error
+}
+
+// Refusal is an admission TaskAdvance refused: of the step StepID, or of
+// the task when StepID is "".
+type Refusal struct {
+	StepID string
+	admission.Verdict
 }
 
 // TaskChange moves a task from one state to another.
@@ -439,6 +503,10 @@ type StepChange struct {
 	NextRetryAt time.Time
 	Reason      string
 	Metadata    json.RawMessage
+	// Admit, when set, makes this change (a dispatch: To is in_progress)
+	// conditional on admitting the attempt under its step's concurrency
+	// keys and rate limits; refused, it is not written.
+	Admit *admission.Request
 }
 
 // TaskSnapshot is a task with its steps (in template order) and its

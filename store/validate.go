@@ -3,6 +3,8 @@ package store
 import (
 	"errors"
 	"fmt"
+
+	"github.com/tasker-go/tasker/state"
 )
 
 // Validate checks what every driver needs of TaskCreate's arguments: ids
@@ -30,6 +32,21 @@ func (p *TaskCreateParams) Validate() error {
 			return fmt.Errorf("TaskCreate: transition %d names task %s, not %s", i, tr.TaskID, p.Task.ID)
 		}
 	}
+	if err := p.validateAdmit(); err != nil {
+		return err
+	}
+	if p.Undispatched != nil {
+		return p.Undispatched.Validate()
+	}
+	return nil
+}
+
+// validateAdmit checks that a creation asking for admissions says what to
+// store if they are refused.
+func (p *TaskCreateParams) validateAdmit() error {
+	if len(p.Admit) > 0 && (p.Undispatched == nil || p.Undispatched.Task == nil || p.Undispatched.Task.ID != p.Task.ID) {
+		return fmt.Errorf("TaskCreate: task %s asks for admission without an undispatched version of itself", p.Task.ID)
+	}
 	return nil
 }
 
@@ -45,6 +62,12 @@ func (p *TaskAdvanceParams) Validate() error {
 		if c == nil || c.StepID == "" {
 			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)
 		}
+		if c.Admit != nil && c.To != state.InProgress {
+			return fmt.Errorf("TaskAdvance: task %s step change %d asks for admission but moves to %s, not in_progress", p.TaskID, i, c.To)
+		}
+	}
+	if p.Admit != nil && (p.Task == nil || p.Task.To != state.InProgress) {
+		return fmt.Errorf("TaskAdvance: task %s asks for admission without moving to in_progress", p.TaskID)
 	}
 	return nil
 }

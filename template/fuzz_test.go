@@ -23,6 +23,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("namespace: n\nname: t\nversion: 1.0.0\ncontext_schema: {$ref: '#'}\nsteps: [{name: a, handler: h, timeout: 1e308}]\n"))
 	f.Add([]byte("steps: [{name: a, backoff: {initial: -1, multiplier: .nan}}]"))
 	f.Add([]byte("&a [*a]"))
+	f.Add([]byte(flowTemplate))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tpl, err := template.Parse(data)
 		if err != nil {

@@ -56,8 +56,15 @@ func (t *Template) Normalize() {
 	if isJSONNull(t.ContextSchema) {
 		t.ContextSchema = nil
 	}
+	normalizeConcurrency(t.Concurrency)
 	for i := range t.Steps {
 		s := &t.Steps[i]
+		normalizeConcurrency(s.Concurrency)
+		for j := range s.RateLimits {
+			if s.RateLimits[j].Units == 0 {
+				s.RateLimits[j].Units = 1
+			}
+		}
 		if s.Retryable == nil {
 			yes := true
 			s.Retryable = &yes
@@ -80,13 +87,24 @@ func (t *Template) Normalize() {
 	}
 }
 
+func normalizeConcurrency(cs []Concurrency) {
+	for i := range cs {
+		if cs[i].Strategy == "" {
+			cs[i].Strategy = StrategyQueue
+		}
+	}
+}
+
 // normalizedCopy returns a normalized copy of t that shares no mutable
 // memory with it, so Validate and Digest never change their argument.
 func normalizedCopy(t *Template) *Template {
 	c := *t
 	c.Steps = slices.Clone(t.Steps)
+	c.Concurrency = slices.Clone(t.Concurrency)
 	for i := range c.Steps {
 		c.Steps[i].DependsOn = slices.Clone(c.Steps[i].DependsOn)
+		c.Steps[i].Concurrency = slices.Clone(c.Steps[i].Concurrency)
+		c.Steps[i].RateLimits = slices.Clone(c.Steps[i].RateLimits)
 		if r := c.Steps[i].Retryable; r != nil {
 			v := *r
 			c.Steps[i].Retryable = &v

@@ -28,8 +28,48 @@ type Template struct {
 	// Priority is its tasks' default priority, from MinPriority (lowest)
 	// to MaxPriority; 0 means DefaultPriority. A task's own, given at
 	// creation, wins.
-	Priority int    `json:"priority,omitempty"`
-	Steps    []Step `json:"steps"`
+	Priority int `json:"priority,omitempty"`
+	// Concurrency bounds how many of the template's tasks run at once per
+	// key value; every entry must admit a task for it to start.
+	Concurrency []Concurrency `json:"concurrency,omitempty"`
+	Steps       []Step        `json:"steps"`
+}
+
+// Concurrency allows at most MaxRunning at once among those whose Key
+// evaluates to the same value: tasks of the template at task level, steps
+// with the same handler (across templates) at step level.
+type Concurrency struct {
+	// Key is a CEL expression over the task's context (package expr),
+	// e.g. "context.customer_id".
+	Key        string `json:"key"`
+	MaxRunning int    `json:"max_running"`
+	// Strategy says what happens to a task that finds its key full; empty
+	// means StrategyQueue. Step-level entries only queue.
+	Strategy string `json:"strategy,omitempty"`
+}
+
+// Concurrency strategies.
+const (
+	// StrategyQueue makes the newcomer wait; waiting ones start in
+	// priority order, first come within a priority.
+	StrategyQueue = "queue"
+	// StrategyCancelInProgress cancels the oldest running task with the
+	// key so the newcomer can start.
+	StrategyCancelInProgress = "cancel_in_progress"
+	// StrategyCancelNewest cancels the newcomer.
+	StrategyCancelNewest = "cancel_newest"
+)
+
+// RateLimitUse is a step's draw on a named rate limit (defined with
+// `tasker limit set`): each dispatch takes Units tokens from the limit's
+// bucket, or from the bucket of Key's value when Key is set.
+type RateLimitUse struct {
+	Name string `json:"name"`
+	// Units per dispatch; 0 means 1.
+	Units int `json:"units,omitempty"`
+	// Key, optional, is a CEL expression over the task's context giving
+	// each value its own bucket.
+	Key string `json:"key,omitempty"`
 }
 
 // Task priorities: when executor slots are short, higher ones are
@@ -54,6 +94,10 @@ type Step struct {
 	Backoff    Backoff  `json:"backoff,omitzero"`
 	Timeout    Duration `json:"timeout,omitempty"`
 	Skippable  bool     `json:"skippable,omitempty"`
+	// Concurrency bounds how many steps with this step's handler run at
+	// once per key value, across templates.
+	Concurrency []Concurrency  `json:"concurrency,omitempty"`
+	RateLimits  []RateLimitUse `json:"rate_limits,omitempty"`
 }
 
 // Backoff is exponential backoff between attempts:

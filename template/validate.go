@@ -3,11 +3,14 @@ package template
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 
 	"github.com/Masterminds/semver/v3"
+
+	"github.com/tasker-go/tasker/expr"
 )
 
 // DefaultMaxSteps is the step limit when Limits.MaxSteps is zero.
@@ -99,6 +102,91 @@ func validateHeader(t *Template) error {
 	if t.Priority != 0 && (t.Priority < MinPriority || t.Priority > MaxPriority) {
 		return &ValidationError{Field: "priority", Message: fmt.Sprintf("%d is out of range (want %d to %d, higher runs first)", t.Priority, MinPriority, MaxPriority)}
 	}
+	return validateConcurrency("", "concurrency", t.Concurrency, false)
+}
+
+// MaxCount bounds max_running and rate-limit units: far above any real
+// use, and inside the API's int32.
+const MaxCount = 1_000_000_000
+
+// validateConcurrency checks one concurrency list; step names the step
+// for step-level lists, which may only queue (a step cannot be cancelled
+// in favour of another without cancelling its task).
+func validateConcurrency(step, field string, cs []Concurrency, stepLevel bool) error {
+	seen := make(map[string]int, len(cs))
+	for i, c := range cs {
+		fail := func(sub, format string, args ...any) error {
+			return &ValidationError{Step: step, Field: fmt.Sprintf("%s[%d].%s", field, i, sub), Message: fmt.Sprintf(format, args...)}
+		}
+		if err := checkKey(c.Key); err != nil {
+			return fail("key", "%s", err)
+		}
+		if first, ok := seen[c.Key]; ok {
+			return fail("key", "%q is listed twice (%s[%d] and %s[%d]); merge them", c.Key, field, first, field, i)
+		}
+		seen[c.Key] = i
+		if c.MaxRunning < 1 || c.MaxRunning > MaxCount {
+			return fail("max_running", "%d is out of range (want 1 to %d)", c.MaxRunning, MaxCount)
+		}
+		switch c.Strategy {
+		case StrategyQueue:
+		case StrategyCancelInProgress, StrategyCancelNewest:
+			if stepLevel {
+				return fail("strategy", "%q is for task-level concurrency; a step's concurrency can only queue", c.Strategy)
+			}
+		default:
+			return fail("strategy", "unknown strategy %q (want %s, %s or %s)", c.Strategy, StrategyQueue, StrategyCancelInProgress, StrategyCancelNewest)
+		}
+	}
+	return nil
+}
+
+// checkKey compiles a key expression; the message is what is wrong.
+func checkKey(src string) error {
+	if src == "" {
+		return errors.New("required: a CEL expression over the task context, e.g. context.customer_id")
+	}
+	if _, err := expr.Compile(src); err != nil {
+		return fmt.Errorf("%q does not compile: %w", src, err)
+	}
+	return nil
+}
+
+func validateRateLimits(step string, uses []RateLimitUse) error {
+	type use struct{ name, key string }
+	seen := make(map[use]int, len(uses))
+	for i, u := range uses {
+		field := func(sub string) string { return fmt.Sprintf("rate_limits[%d].%s", i, sub) }
+		fail := func(sub, format string, args ...any) error {
+			return &ValidationError{Step: step, Field: field(sub), Message: fmt.Sprintf(format, args...)}
+		}
+		if err := checkName(field("name"), u.Name); err != nil {
+			err.Step = step
+			return err
+		}
+		if u.Units < 1 || u.Units > MaxCount {
+			return fail("units", "%d is out of range (want 1 to %d)", u.Units, MaxCount)
+		}
+		if u.Key != "" {
+			if err := checkKey(u.Key); err != nil {
+				return fail("key", "%s", err)
+			}
+		}
+		if first, ok := seen[use{u.Name, u.Key}]; ok {
+			return fail("name", "rate limit %q with this key is listed twice (rate_limits[%d] and rate_limits[%d]); add up the units instead", u.Name, first, i)
+		}
+		seen[use{u.Name, u.Key}] = i
+	}
+	return nil
+}
+
+// CheckName reports whether v is a valid name (of a template, namespace,
+// step or rate limit): not empty, only letters, digits, '_', '.' and '-'.
+// The error is a *ValidationError naming field.
+func CheckName(field, v string) error {
+	if err := checkName(field, v); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -167,7 +255,10 @@ func validateStep(t *Template, i int, idx map[string]int) error {
 	if len(s.Config) > 0 && !isJSONObject(s.Config) {
 		return fail("config", "must be a JSON object")
 	}
-	return nil
+	if err := validateConcurrency(s.Name, "concurrency", s.Concurrency, true); err != nil {
+		return err
+	}
+	return validateRateLimits(s.Name, s.RateLimits)
 }
 
 func isJSONObject(raw []byte) bool {

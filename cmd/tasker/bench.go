@@ -20,6 +20,7 @@ import (
 // benchFlags are the options of tasker bench.
 type benchFlags struct {
 	shape            string
+	flow             bool
 	fanout           int
 	tasks            int
 	concurrency      int
@@ -79,6 +80,7 @@ one JSON object with -o json) goes to stdout.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.shape, "shape", "linear4", "workflow shape: "+strings.Join(bench.ShapeNames(), ", "))
 	fl.IntVar(&f.fanout, "fanout", bench.DefaultFanout, "width of the fanout shape (1 → N → 1)")
+	fl.BoolVar(&f.flow, "flow", false, "add a concurrency key and a rate limit (per tenant, never short) to the template, to measure their bookkeeping")
 	fl.IntVar(&f.tasks, "tasks", bench.DefaultTasks, "tasks to create (0: no limit, needs --duration)")
 	fl.IntVar(&f.concurrency, "concurrency", bench.DefaultConcurrency, "tasks in flight at once")
 	fl.DurationVar(&f.duration, "duration", 0, "stop creating tasks after this long (0: only --tasks limits the run)")
@@ -115,7 +117,7 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) (err error) {
 		return err
 	}
 	cfg := bench.Config{
-		Shape: f.shape, Fanout: f.fanout, Tasks: f.tasks, Concurrency: f.concurrency, Duration: f.duration,
+		Shape: f.shape, Fanout: f.fanout, Flow: f.flow, Tasks: f.tasks, Concurrency: f.concurrency, Duration: f.duration,
 		Executors: f.executors, ExecutorCapacity: f.executorCapacity, SampleTasks: f.sample,
 		Progress: stderr, Logger: log,
 	}

@@ -210,6 +210,7 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newExecutorsCmd(g),
 		newAnalyticsCmd(g),
 		newEventsCmd(g),
+		newLimitCmd(g),
 		newScheduleCmd(g),
 		newCoordinatorCmd(g),
 		newExecutorCmd(g),

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tasker-go/tasker/admission"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 )
@@ -135,7 +136,35 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 		})
 	}
 
+	params.Refused = nil
+	// admit decides an admission in the transaction, after the fence; a
+	// refusal is recorded and the change it guards is not queued.
+	admit := func(r *admission.Request, stepID string) bool {
+		admitted := false
+		p.interact(func(ctx context.Context, conn *pgx.Conn) error {
+			tx := admissionTx{conn}
+			if err := tx.lock(ctx); err != nil {
+				return err
+			}
+			v, err := admission.Admit(ctx, tx, r, fromNanos(at), params.Aging)
+			if err != nil {
+				return fmt.Errorf("task %s: %w", taskID, err)
+			}
+			if admitted = v.Admitted; !admitted {
+				params.Refused = append(params.Refused, store.Refusal{StepID: stepID, Verdict: *v})
+			}
+			return nil
+		})
+		return admitted
+	}
+	if params.Admit != nil && !admit(params.Admit, "") {
+		return nil
+	}
+
 	for _, c := range params.Steps {
+		if c.Admit != nil && !admit(c.Admit, c.StepID) {
+			continue
+		}
 		tr := c.Transition(taskID, fromNanos(at), token)
 		out = append(out, tr)
 		var (

@@ -87,16 +87,19 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []
 			p.exec(stmtRollbackTo)
 			p.exec(stmtRelease)
 		}
-		for i := next; i < len(batch); i++ {
+		p.ctx, p.conn = ctx, conn.Conn()
+		for i := next; i < len(batch) && p.err == nil; i++ {
 			p.req = i
 			p.exec(stmtSavepoint)
 			batch[i].Work(p)
 			p.exec(stmtRelease)
 		}
 		p.req = -1
-		p.commit()
-
-		failed, err := p.send(ctx, conn.Conn())
+		failed, err := p.failed, p.err
+		if err == nil {
+			p.commit()
+			failed, err = p.send(ctx, conn.Conn())
+		}
 		if err == nil {
 			return nil
 		}
@@ -126,6 +129,40 @@ type pipe struct {
 	batch pgx.Batch
 	stmts []queuedStmt
 	req   int // the request now queuing, or -1 for the committer's own statements
+
+	// ctx and conn serve interact, which needs answers in the middle of a
+	// request; err and failed record an interaction's failure, after which
+	// nothing more is queued and the batch goes the way of a refused
+	// statement.
+	ctx    context.Context
+	conn   *pgx.Conn
+	err    error
+	failed int
+}
+
+// interact runs fn in the transaction, at this point of the current
+// request: what is queued is sent first, so fn sees it. A request that must
+// decide on what the database holds (an admission) does so here, at the
+// cost of a round trip.
+func (p *pipe) interact(fn func(ctx context.Context, conn *pgx.Conn) error) {
+	if p.err != nil {
+		return
+	}
+	if len(p.stmts) > 0 {
+		failed, err := p.send(p.ctx, p.conn)
+		p.batch, p.stmts = pgx.Batch{}, nil
+		if err != nil {
+			p.err, p.failed = err, failed
+			return
+		}
+	}
+	if err := fn(p.ctx, p.conn); err != nil {
+		var pgErr *pgconn.PgError
+		p.err, p.failed = err, -1
+		if p.req >= 0 && errors.As(err, &pgErr) && p.conn.PgConn().TxStatus() == 'E' {
+			p.failed = p.req // the request's savepoint undoes it
+		}
+	}
 }
 
 type queuedStmt struct {
@@ -162,6 +199,9 @@ func (p *pipe) query(name string, args []any, each func(pgx.Rows) error, explain
 }
 
 func (p *pipe) add(name string, args []any, read func(pgx.BatchResults) error, explain func(*pgconn.PgError) error) {
+	if p.err != nil {
+		return
+	}
 	p.batch.Queue(name, args...)
 	p.stmts = append(p.stmts, queuedStmt{req: p.req, read: read, explain: explain})
 }

@@ -66,6 +66,10 @@ type Store struct {
 	writer    *pgxpool.Pool // one connection, used only by the committer
 	reader    *pgxpool.Pool
 	committer *groupcommit.Committer[queueFunc]
+	// listen connects AdmissionListen's own connection; channel is the
+	// notification channel of this schema's coordinators.
+	listen  *pgx.ConnConfig
+	channel string
 
 	closeOnce sync.Once
 }
@@ -125,7 +129,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: open reader: %w", classify(err))
 	}
 
-	s := &Store{logger: cfg.Logger, writer: writer, reader: reader}
+	s := &Store{logger: cfg.Logger, writer: writer, reader: reader, listen: base.ConnConfig.Copy(), channel: admissionChannel(cfg.Schema)}
 	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
 	return s, nil
 }

@@ -75,14 +75,24 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 	// Arguments are built here, on the caller's goroutine, so the committer
 	// only queues them.
 	args := createArgs(params)
+	var undispatched []any
+	if params.Undispatched != nil {
+		undispatched = createArgs(params.Undispatched)
+	}
 	id := params.Task.ID
 	var res *createResult
 	err := s.write(ctx, "TaskCreate", func(p *pipe) {
-		res = queueCreate(p, id, args)
+		params.Refused = nil
+		use := args
+		if len(params.Admit) > 0 && !admitCreation(p, params) {
+			use = undispatched
+		}
+		res = queueCreate(p, id, use)
 	})
 	if err != nil {
 		return nil, false, err
 	}
+	params = params.Stored()
 	if res.task != nil {
 		if res.created {
 			if len(res.seqs) != len(params.Transitions) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tasker-go/tasker/admission"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -48,8 +49,31 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		}
 	}
 	out := make([]*store.Transition, 0, len(p.Steps)+1)
+	p.Refused = nil
+	admit := func(r *admission.Request, stepID string) (bool, error) {
+		v, err := admission.Admit(ctx, admissionTx{tx}, r, fromNanos(at), p.Aging)
+		if err != nil {
+			return false, fmt.Errorf("task %s: %w", p.TaskID, err)
+		}
+		if !v.Admitted {
+			p.Refused = append(p.Refused, store.Refusal{StepID: stepID, Verdict: *v})
+		}
+		return v.Admitted, nil
+	}
+	if p.Admit != nil {
+		if ok, err := admit(p.Admit, ""); !ok || err != nil {
+			return nil, err
+		}
+	}
 
 	for _, c := range p.Steps {
+		if c.Admit != nil {
+			if ok, err := admit(c.Admit, c.StepID); err != nil {
+				return nil, err
+			} else if !ok {
+				continue
+			}
+		}
 		name, err := updateStep(ctx, tx, p.TaskID, at, c)
 		if err != nil {
 			return nil, err

@@ -49,11 +49,25 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 			}
 		}
 	}()
+	// The transaction holds the write lock (BEGIN IMMEDIATE): if another
+	// writer on the same file committed since the last batch, the rate-limit
+	// cache may be stale, so it starts over.
+	var version int64
+	if err := tx.QueryRowContext(ctx, "PRAGMA data_version").Scan(&version); err != nil {
+		return fmt.Errorf("read data_version: %w", err)
+	}
+	if s.buckets.stale(version) {
+		var keys []string
+		if err := tx.SelectContext(ctx, &keys, sqlRateLines); err != nil {
+			return fmt.Errorf("read rate-limit lines: %w", err)
+		}
+		s.buckets.reset(version, keys)
+	}
 	for i, req := range batch {
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		if applyErr := req.Work(ctx, &wtx{Tx: tx, stmts: s.stmts}); applyErr != nil {
+		if applyErr := req.Work(ctx, &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}); applyErr != nil {
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no

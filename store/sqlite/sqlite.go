@@ -30,6 +30,7 @@ import (
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" database/sql driver
 	"github.com/pressly/goose/v3"
 
+	"github.com/tasker-go/tasker/admission"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/store/groupcommit"
 )
@@ -68,8 +69,10 @@ type Store struct {
 	reader *sqlx.DB             // query-only pool; WAL readers never block the writer
 
 	committer *groupcommit.Committer[applyFunc]
-	ckpt      *sqlx.DB      // one connection for background checkpoints
-	ckptDone  chan struct{} // closed when the checkpointer has returned
+	// buckets are the rate limits' tokens (see buckets).
+	buckets  *buckets
+	ckpt     *sqlx.DB      // one connection for background checkpoints
+	ckptDone chan struct{} // closed when the checkpointer has returned
 
 	closeOnce sync.Once
 	closeErr  error
@@ -122,6 +125,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 
 	s := &Store{
+		// version -1: the first batch reads the lines.
+		buckets:  &buckets{at: map[bucketKey]admission.Bucket{}, lines: map[string]bool{}, limits: map[string]admission.Limit{}, version: -1},
 		logger:   cfg.Logger,
 		writer:   writer,
 		stmts:    stmts,

@@ -44,7 +44,8 @@ const (
 		RETURNING name`
 )
 
-var writeStatements = []string{sqlInsertTask, sqlInsertStep, sqlInsertTransition, sqlUpdateTask, sqlUpdateStep, sqlFence}
+var writeStatements = []string{sqlInsertTask, sqlInsertStep, sqlInsertTransition, sqlUpdateTask, sqlUpdateStep, sqlFence,
+	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket}
 
 // prepareWrites prepares the write statements on the writer connection.
 func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {
@@ -67,7 +68,8 @@ func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, 
 // runs as a plain statement.
 type wtx struct {
 	*sqlx.Tx
-	stmts map[string]*sql.Stmt
+	stmts   map[string]*sql.Stmt
+	buckets *buckets
 }
 
 func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -75,6 +77,13 @@ func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 		return t.Tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 	}
 	return t.Tx.ExecContext(ctx, query, args...)
+}
+
+func (t *wtx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.stmts[query]; st != nil {
+		return t.Tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return t.Tx.QueryContext(ctx, query, args...)
 }
 
 func (t *wtx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {

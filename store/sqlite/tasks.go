@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tasker-go/tasker/admission"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 )
@@ -37,6 +38,18 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 }
 
 func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store.Task, bool, error) {
+	p.Refused = nil
+	for _, r := range p.Admit {
+		v, err := admission.Admit(ctx, admissionTx{tx}, r, p.Task.CreatedAt, p.Aging)
+		if err != nil {
+			return nil, false, fmt.Errorf("task %s: %w", p.Task.ID, err)
+		}
+		if !v.Admitted {
+			p.Refused = append(p.Refused, store.Refusal{StepID: r.StepID, Verdict: *v})
+			break
+		}
+	}
+	p = p.Stored()
 	t := p.Task
 	bypass, err := encodeNames(t.BypassSteps)
 	if err != nil {

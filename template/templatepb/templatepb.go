@@ -32,6 +32,9 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 		Priority:      int32(t.Priority),
 		Steps:         make([]*coordinatorv1.StepTemplate, 0, len(t.Steps)),
 	}
+	if out.Concurrency, err = concurrencyToProto(t.Concurrency); err != nil {
+		return nil, err
+	}
 	for i := range t.Steps {
 		s := &t.Steps[i]
 		config, err := rawToStruct(s.Config)
@@ -45,6 +48,19 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 			Config:    config,
 			Skippable: s.Skippable,
 			Timeout:   optionalDuration(s.Timeout),
+		}
+		if ps.Concurrency, err = concurrencyToProto(s.Concurrency); err != nil {
+			return nil, fmt.Errorf("step %q: %w", s.Name, err)
+		}
+		for j, u := range s.RateLimits {
+			pu := &coordinatorv1.RateLimitUse{Name: u.Name, Key: u.Key}
+			if u.Units != 0 {
+				if u.Units < 0 || u.Units > math.MaxInt32 {
+					return nil, fmt.Errorf("step %q: rate_limits[%d].units %d out of range", s.Name, j, u.Units)
+				}
+				pu.Units = new(int32(u.Units))
+			}
+			ps.RateLimits = append(ps.RateLimits, pu)
 		}
 		if s.Retryable != nil {
 			ps.Retryable = new(*s.Retryable)
@@ -81,6 +97,7 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 		Description:   p.GetDescription(),
 		ContextSchema: schema,
 		Priority:      int(p.GetPriority()),
+		Concurrency:   concurrencyFromProto(p.GetConcurrency()),
 		Steps:         make([]template.Step, 0, len(p.GetSteps())),
 	}
 	for _, ps := range p.GetSteps() {
@@ -95,6 +112,18 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 			Config:    config,
 			Skippable: ps.GetSkippable(),
 			Timeout:   template.Duration(ps.GetTimeout().AsDuration()),
+
+			Concurrency: concurrencyFromProto(ps.GetConcurrency()),
+		}
+		for j, pu := range ps.GetRateLimits() {
+			u := template.RateLimitUse{Name: pu.GetName(), Key: pu.GetKey()}
+			if pu.Units != nil {
+				if pu.GetUnits() < 1 {
+					return nil, fmt.Errorf("step %q: rate_limits[%d].units must be at least 1, got %d", ps.GetName(), j, pu.GetUnits())
+				}
+				u.Units = int(pu.GetUnits())
+			}
+			s.RateLimits = append(s.RateLimits, u)
 		}
 		if ps.Retryable != nil {
 			s.Retryable = new(ps.GetRetryable())
@@ -115,6 +144,25 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 		t.Steps = append(t.Steps, s)
 	}
 	return t, nil
+}
+
+func concurrencyToProto(cs []template.Concurrency) ([]*coordinatorv1.Concurrency, error) {
+	var out []*coordinatorv1.Concurrency
+	for i, c := range cs {
+		if c.MaxRunning < math.MinInt32 || c.MaxRunning > math.MaxInt32 {
+			return nil, fmt.Errorf("concurrency[%d].max_running %d out of range", i, c.MaxRunning)
+		}
+		out = append(out, &coordinatorv1.Concurrency{Key: c.Key, MaxRunning: int32(c.MaxRunning), Strategy: c.Strategy})
+	}
+	return out, nil
+}
+
+func concurrencyFromProto(pcs []*coordinatorv1.Concurrency) []template.Concurrency {
+	var out []template.Concurrency
+	for _, pc := range pcs {
+		out = append(out, template.Concurrency{Key: pc.GetKey(), MaxRunning: int(pc.GetMaxRunning()), Strategy: pc.GetStrategy()})
+	}
+	return out
 }
 
 func optionalDuration(d template.Duration) *durationpb.Duration {

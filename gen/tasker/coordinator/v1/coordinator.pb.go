@@ -168,7 +168,10 @@ type TaskTemplate struct {
 	// priority is its tasks' default priority, 1 (lowest) to 4 (highest); 0
 	// means 2. When executor slots are short, higher priority is dispatched
 	// first.
-	Priority      int32 `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
+	// concurrency bounds how many of the template's tasks run at once per key
+	// value; a task starts only when every entry admits it.
+	Concurrency   []*Concurrency `protobuf:"bytes,8,rep,name=concurrency,proto3" json:"concurrency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,6 +255,148 @@ func (x *TaskTemplate) GetPriority() int32 {
 	return 0
 }
 
+func (x *TaskTemplate) GetConcurrency() []*Concurrency {
+	if x != nil {
+		return x.Concurrency
+	}
+	return nil
+}
+
+// Concurrency allows at most max_running at once among those whose key
+// evaluates to the same value: tasks of the template (task level), or steps
+// with the same handler across templates (step level).
+type Concurrency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is a CEL expression over the task's context, e.g.
+	// context.customer_id; it must evaluate to a string, number or bool.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// max_running is at least 1.
+	MaxRunning int32 `protobuf:"varint,2,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
+	// strategy, for a task that finds its key full: "queue" (the default;
+	// it waits), "cancel_in_progress" (the oldest running one is cancelled)
+	// or "cancel_newest" (the newcomer is cancelled). Step-level entries only
+	// queue.
+	Strategy      string `protobuf:"bytes,3,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Concurrency) Reset() {
+	*x = Concurrency{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Concurrency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Concurrency) ProtoMessage() {}
+
+func (x *Concurrency) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Concurrency.ProtoReflect.Descriptor instead.
+func (*Concurrency) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Concurrency) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Concurrency) GetMaxRunning() int32 {
+	if x != nil {
+		return x.MaxRunning
+	}
+	return 0
+}
+
+func (x *Concurrency) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+// RateLimitUse is a step's draw on a named rate limit (see SetRateLimit).
+type RateLimitUse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the rate limit; it must exist when the template is registered.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// units taken per dispatch; unset means 1. At most the limit's burst.
+	Units *int32 `protobuf:"varint,2,opt,name=units,proto3,oneof" json:"units,omitempty"`
+	// key, optional, is a CEL expression over the task's context giving each
+	// value its own bucket of the limit.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimitUse) Reset() {
+	*x = RateLimitUse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimitUse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimitUse) ProtoMessage() {}
+
+func (x *RateLimitUse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimitUse.ProtoReflect.Descriptor instead.
+func (*RateLimitUse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RateLimitUse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RateLimitUse) GetUnits() int32 {
+	if x != nil && x.Units != nil {
+		return *x.Units
+	}
+	return 0
+}
+
+func (x *RateLimitUse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 // StepTemplate describes one step of a template.
 type StepTemplate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -272,14 +417,19 @@ type StepTemplate struct {
 	// timeout, when set, fails an attempt that runs longer.
 	Timeout *durationpb.Duration `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// skippable allows a task to bypass the step at creation.
-	Skippable     bool `protobuf:"varint,9,opt,name=skippable,proto3" json:"skippable,omitempty"`
+	Skippable bool `protobuf:"varint,9,opt,name=skippable,proto3" json:"skippable,omitempty"`
+	// concurrency bounds how many steps with this step's handler run at once
+	// per key value, across templates; strategy must be queue or unset.
+	Concurrency []*Concurrency `protobuf:"bytes,10,rep,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// rate_limits are drawn on each time the step is dispatched.
+	RateLimits    []*RateLimitUse `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepTemplate) Reset() {
 	*x = StepTemplate{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[1]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +441,7 @@ func (x *StepTemplate) String() string {
 func (*StepTemplate) ProtoMessage() {}
 
 func (x *StepTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[1]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +454,7 @@ func (x *StepTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepTemplate.ProtoReflect.Descriptor instead.
 func (*StepTemplate) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{1}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StepTemplate) GetName() string {
@@ -370,6 +520,20 @@ func (x *StepTemplate) GetSkippable() bool {
 	return false
 }
 
+func (x *StepTemplate) GetConcurrency() []*Concurrency {
+	if x != nil {
+		return x.Concurrency
+	}
+	return nil
+}
+
+func (x *StepTemplate) GetRateLimits() []*RateLimitUse {
+	if x != nil {
+		return x.RateLimits
+	}
+	return nil
+}
+
 // Backoff is exponential: min(initial * multiplier^(attempts-1), max), with
 // jitter. Unset fields take the defaults 2s, 2 and 30s.
 type Backoff struct {
@@ -386,7 +550,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[2]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +562,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[2]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +575,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{2}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Backoff) GetInitial() *durationpb.Duration {
@@ -474,7 +638,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[3]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +650,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[3]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +663,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{3}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Task) GetId() string {
@@ -638,7 +802,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +814,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +827,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{4}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Step) GetId() string {
@@ -779,7 +943,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +955,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +968,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{5}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StepError) GetMessage() string {
@@ -860,7 +1024,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1036,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1049,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{6}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Transition) GetSeq() int64 {
@@ -989,7 +1153,7 @@ type ExecutorInfo struct {
 
 func (x *ExecutorInfo) Reset() {
 	*x = ExecutorInfo{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1165,7 @@ func (x *ExecutorInfo) String() string {
 func (*ExecutorInfo) ProtoMessage() {}
 
 func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1178,7 @@ func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutorInfo.ProtoReflect.Descriptor instead.
 func (*ExecutorInfo) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecutorInfo) GetId() string {
@@ -1104,7 +1268,7 @@ type RegisterTemplateRequest struct {
 
 func (x *RegisterTemplateRequest) Reset() {
 	*x = RegisterTemplateRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1280,7 @@ func (x *RegisterTemplateRequest) String() string {
 func (*RegisterTemplateRequest) ProtoMessage() {}
 
 func (x *RegisterTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1293,7 @@ func (x *RegisterTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterTemplateRequest) GetTemplate() *TaskTemplate {
@@ -1166,7 +1330,7 @@ type RegisterTemplateResponse struct {
 
 func (x *RegisterTemplateResponse) Reset() {
 	*x = RegisterTemplateResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1342,7 @@ func (x *RegisterTemplateResponse) String() string {
 func (*RegisterTemplateResponse) ProtoMessage() {}
 
 func (x *RegisterTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1355,7 @@ func (x *RegisterTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTemplateResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegisterTemplateResponse) GetTemplate() *TaskTemplate {
@@ -1230,7 +1394,7 @@ type GetTemplateRequest struct {
 
 func (x *GetTemplateRequest) Reset() {
 	*x = GetTemplateRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1406,7 @@ func (x *GetTemplateRequest) String() string {
 func (*GetTemplateRequest) ProtoMessage() {}
 
 func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1419,7 @@ func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateRequest.ProtoReflect.Descriptor instead.
 func (*GetTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetTemplateRequest) GetNamespace() string {
@@ -1290,7 +1454,7 @@ type GetTemplateResponse struct {
 
 func (x *GetTemplateResponse) Reset() {
 	*x = GetTemplateResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1466,7 @@ func (x *GetTemplateResponse) String() string {
 func (*GetTemplateResponse) ProtoMessage() {}
 
 func (x *GetTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1479,7 @@ func (x *GetTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateResponse.ProtoReflect.Descriptor instead.
 func (*GetTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetTemplateResponse) GetTemplate() *TaskTemplate {
@@ -1336,7 +1500,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1512,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1525,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListTemplatesRequest) GetNamespace() string {
@@ -1382,7 +1546,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1558,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1571,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*TaskTemplate {
@@ -1450,7 +1614,7 @@ type CreateTaskRequest struct {
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1626,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1639,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateTaskRequest) GetNamespace() string {
@@ -1558,7 +1722,7 @@ type CreateTaskResponse struct {
 
 func (x *CreateTaskResponse) Reset() {
 	*x = CreateTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1734,7 @@ func (x *CreateTaskResponse) String() string {
 func (*CreateTaskResponse) ProtoMessage() {}
 
 func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1747,7 @@ func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskResponse.ProtoReflect.Descriptor instead.
 func (*CreateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateTaskResponse) GetTask() *Task {
@@ -1618,7 +1782,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1794,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1807,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -1664,7 +1828,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1840,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1853,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1726,7 +1890,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1902,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1915,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListTasksRequest) GetState() State {
@@ -1830,7 +1994,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2006,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2019,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -1885,7 +2049,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2061,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2074,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -1938,7 +2102,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2114,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2127,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelTaskResponse) GetTask() *Task {
@@ -1986,7 +2150,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2162,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2175,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -2039,7 +2203,7 @@ type RetryTaskResponse struct {
 
 func (x *RetryTaskResponse) Reset() {
 	*x = RetryTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2215,7 @@ func (x *RetryTaskResponse) String() string {
 func (*RetryTaskResponse) ProtoMessage() {}
 
 func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2228,7 @@ func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskResponse.ProtoReflect.Descriptor instead.
 func (*RetryTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RetryTaskResponse) GetTask() *Task {
@@ -2087,7 +2251,7 @@ type WatchTaskRequest struct {
 
 func (x *WatchTaskRequest) Reset() {
 	*x = WatchTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2263,7 @@ func (x *WatchTaskRequest) String() string {
 func (*WatchTaskRequest) ProtoMessage() {}
 
 func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2276,7 @@ func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
 func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchTaskRequest) GetId() string {
@@ -2142,7 +2306,7 @@ type WatchTaskResponse struct {
 
 func (x *WatchTaskResponse) Reset() {
 	*x = WatchTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2318,7 @@ func (x *WatchTaskResponse) String() string {
 func (*WatchTaskResponse) ProtoMessage() {}
 
 func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2331,7 @@ func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskResponse.ProtoReflect.Descriptor instead.
 func (*WatchTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchTaskResponse) GetTransition() *Transition {
@@ -2201,7 +2365,7 @@ type ResolveStepRequest struct {
 
 func (x *ResolveStepRequest) Reset() {
 	*x = ResolveStepRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2377,7 @@ func (x *ResolveStepRequest) String() string {
 func (*ResolveStepRequest) ProtoMessage() {}
 
 func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2390,7 @@ func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepRequest.ProtoReflect.Descriptor instead.
 func (*ResolveStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResolveStepRequest) GetTaskId() string {
@@ -2268,7 +2432,7 @@ type ResolveStepResponse struct {
 
 func (x *ResolveStepResponse) Reset() {
 	*x = ResolveStepResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2444,7 @@ func (x *ResolveStepResponse) String() string {
 func (*ResolveStepResponse) ProtoMessage() {}
 
 func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2457,7 @@ func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepResponse.ProtoReflect.Descriptor instead.
 func (*ResolveStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResolveStepResponse) GetTask() *Task {
@@ -2314,7 +2478,7 @@ type RegisterExecutorRequest struct {
 
 func (x *RegisterExecutorRequest) Reset() {
 	*x = RegisterExecutorRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2490,7 @@ func (x *RegisterExecutorRequest) String() string {
 func (*RegisterExecutorRequest) ProtoMessage() {}
 
 func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2503,7 @@ func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegisterExecutorRequest) GetAddress() string {
@@ -2362,7 +2526,7 @@ type RegisterExecutorResponse struct {
 
 func (x *RegisterExecutorResponse) Reset() {
 	*x = RegisterExecutorResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2538,7 @@ func (x *RegisterExecutorResponse) String() string {
 func (*RegisterExecutorResponse) ProtoMessage() {}
 
 func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2551,7 @@ func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegisterExecutorResponse) GetExecutor() *ExecutorInfo {
@@ -2413,7 +2577,7 @@ type ListExecutorsRequest struct {
 
 func (x *ListExecutorsRequest) Reset() {
 	*x = ListExecutorsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2589,7 @@ func (x *ListExecutorsRequest) String() string {
 func (*ListExecutorsRequest) ProtoMessage() {}
 
 func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2602,7 @@ func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutorsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 // ListExecutorsResponse lists executors.
@@ -2455,7 +2619,7 @@ type ListExecutorsResponse struct {
 
 func (x *ListExecutorsResponse) Reset() {
 	*x = ListExecutorsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2631,7 @@ func (x *ListExecutorsResponse) String() string {
 func (*ListExecutorsResponse) ProtoMessage() {}
 
 func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2644,7 @@ func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutorsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
@@ -2510,7 +2674,7 @@ type UnhostedHandler struct {
 
 func (x *UnhostedHandler) Reset() {
 	*x = UnhostedHandler{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2686,7 @@ func (x *UnhostedHandler) String() string {
 func (*UnhostedHandler) ProtoMessage() {}
 
 func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2699,7 @@ func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnhostedHandler.ProtoReflect.Descriptor instead.
 func (*UnhostedHandler) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UnhostedHandler) GetHandler() string {
@@ -2563,7 +2727,7 @@ type ReportStepResultRequest struct {
 
 func (x *ReportStepResultRequest) Reset() {
 	*x = ReportStepResultRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2739,7 @@ func (x *ReportStepResultRequest) String() string {
 func (*ReportStepResultRequest) ProtoMessage() {}
 
 func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2752,7 @@ func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultRequest.ProtoReflect.Descriptor instead.
 func (*ReportStepResultRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReportStepResultRequest) GetResult() *v1.StepResult {
@@ -2609,7 +2773,7 @@ type ReportStepResultResponse struct {
 
 func (x *ReportStepResultResponse) Reset() {
 	*x = ReportStepResultResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2785,7 @@ func (x *ReportStepResultResponse) String() string {
 func (*ReportStepResultResponse) ProtoMessage() {}
 
 func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2798,7 @@ func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultResponse.ProtoReflect.Descriptor instead.
 func (*ReportStepResultResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReportStepResultResponse) GetApplied() bool {
@@ -2655,24 +2819,37 @@ type Waiting struct {
 	//	"scheduled"   its task starts later (until says when);
 	//	"no_executor" no connected executor hosts its handler (handler);
 	//	"capacity"    every connected executor hosting its handler is full
-	//	              (handler).
+	//	              (handler);
+	//	"concurrency" a concurrency key has max_running holders (key);
+	//	"rate_limit"  a rate limit's bucket has too few tokens (key names
+	//	              the limit, and its key value in brackets; until says
+	//	              when enough will be there);
+	//	"priority"    there is room, but a waiter that goes first is ahead
+	//	              (key).
 	//
+	// A task's start waits on its own concurrency keys: its first steps show
+	// "concurrency" or "priority" until it is admitted.
 	// New reasons may be added; clients show unknown ones as they are.
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// on names the steps waited for (reason "parents").
 	On []string `protobuf:"bytes,2,rep,name=on,proto3" json:"on,omitempty"`
-	// until is when the wait ends by itself (reasons "backoff", "scheduled").
+	// until is when the wait ends by itself (reasons "backoff", "scheduled",
+	// "rate_limit").
 	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
 	// handler is the handler no executor serves now ("no_executor",
 	// "capacity").
-	Handler       string `protobuf:"bytes,4,opt,name=handler,proto3" json:"handler,omitempty"`
+	Handler string `protobuf:"bytes,4,opt,name=handler,proto3" json:"handler,omitempty"`
+	// key is the concurrency key value ("task:NS/NAME:EXPR=VALUE" for a
+	// template's tasks, "handler:HANDLER:EXPR=VALUE" for a handler's steps)
+	// or rate limit ("NAME" or "NAME[VALUE]") waited on.
+	Key           string `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Waiting) Reset() {
 	*x = Waiting{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2861,7 @@ func (x *Waiting) String() string {
 func (*Waiting) ProtoMessage() {}
 
 func (x *Waiting) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2874,7 @@ func (x *Waiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiting.ProtoReflect.Descriptor instead.
 func (*Waiting) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Waiting) GetReason() string {
@@ -2728,6 +2905,13 @@ func (x *Waiting) GetHandler() string {
 	return ""
 }
 
+func (x *Waiting) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 // SubscribeEventsRequest says which events to send, from where.
 type SubscribeEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2753,7 +2937,7 @@ type SubscribeEventsRequest struct {
 
 func (x *SubscribeEventsRequest) Reset() {
 	*x = SubscribeEventsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2765,7 +2949,7 @@ func (x *SubscribeEventsRequest) String() string {
 func (*SubscribeEventsRequest) ProtoMessage() {}
 
 func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2778,7 +2962,7 @@ func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SubscribeEventsRequest) GetNamespace() string {
@@ -2834,7 +3018,7 @@ type SubscribeEventsResponse struct {
 
 func (x *SubscribeEventsResponse) Reset() {
 	*x = SubscribeEventsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +3030,7 @@ func (x *SubscribeEventsResponse) String() string {
 func (*SubscribeEventsResponse) ProtoMessage() {}
 
 func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +3043,7 @@ func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubscribeEventsResponse) GetEvent() *Event {
@@ -2887,7 +3071,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3083,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3096,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Event) GetCursor() string {
@@ -2956,7 +3140,7 @@ type CountTasksRequest struct {
 
 func (x *CountTasksRequest) Reset() {
 	*x = CountTasksRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3152,7 @@ func (x *CountTasksRequest) String() string {
 func (*CountTasksRequest) ProtoMessage() {}
 
 func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3165,7 @@ func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksRequest.ProtoReflect.Descriptor instead.
 func (*CountTasksRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CountTasksRequest) GetNamespace() string {
@@ -3009,7 +3193,7 @@ type CountTasksResponse struct {
 
 func (x *CountTasksResponse) Reset() {
 	*x = CountTasksResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3021,7 +3205,7 @@ func (x *CountTasksResponse) String() string {
 func (*CountTasksResponse) ProtoMessage() {}
 
 func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3034,7 +3218,7 @@ func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksResponse.ProtoReflect.Descriptor instead.
 func (*CountTasksResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CountTasksResponse) GetCounts() []*StateCount {
@@ -3057,7 +3241,7 @@ type StateCount struct {
 
 func (x *StateCount) Reset() {
 	*x = StateCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3253,7 @@ func (x *StateCount) String() string {
 func (*StateCount) ProtoMessage() {}
 
 func (x *StateCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3266,7 @@ func (x *StateCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCount.ProtoReflect.Descriptor instead.
 func (*StateCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StateCount) GetState() State {
@@ -3120,7 +3304,7 @@ type GetAnalyticsRequest struct {
 
 func (x *GetAnalyticsRequest) Reset() {
 	*x = GetAnalyticsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3132,7 +3316,7 @@ func (x *GetAnalyticsRequest) String() string {
 func (*GetAnalyticsRequest) ProtoMessage() {}
 
 func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3145,7 +3329,7 @@ func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsRequest.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetAnalyticsRequest) GetNamespace() string {
@@ -3194,7 +3378,7 @@ type GetAnalyticsResponse struct {
 
 func (x *GetAnalyticsResponse) Reset() {
 	*x = GetAnalyticsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3390,7 @@ func (x *GetAnalyticsResponse) String() string {
 func (*GetAnalyticsResponse) ProtoMessage() {}
 
 func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3403,7 @@ func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsResponse.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetAnalyticsResponse) GetAnalytics() *TemplateAnalytics {
@@ -3281,7 +3465,7 @@ type TemplateAnalytics struct {
 
 func (x *TemplateAnalytics) Reset() {
 	*x = TemplateAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3477,7 @@ func (x *TemplateAnalytics) String() string {
 func (*TemplateAnalytics) ProtoMessage() {}
 
 func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3490,7 @@ func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateAnalytics.ProtoReflect.Descriptor instead.
 func (*TemplateAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TemplateAnalytics) GetNamespace() string {
@@ -3466,7 +3650,7 @@ type Percentiles struct {
 
 func (x *Percentiles) Reset() {
 	*x = Percentiles{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3478,7 +3662,7 @@ func (x *Percentiles) String() string {
 func (*Percentiles) ProtoMessage() {}
 
 func (x *Percentiles) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3491,7 +3675,7 @@ func (x *Percentiles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Percentiles.ProtoReflect.Descriptor instead.
 func (*Percentiles) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Percentiles) GetCount() int64 {
@@ -3548,7 +3732,7 @@ type StepAnalytics struct {
 
 func (x *StepAnalytics) Reset() {
 	*x = StepAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3560,7 +3744,7 @@ func (x *StepAnalytics) String() string {
 func (*StepAnalytics) ProtoMessage() {}
 
 func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3573,7 +3757,7 @@ func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAnalytics.ProtoReflect.Descriptor instead.
 func (*StepAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StepAnalytics) GetName() string {
@@ -3642,7 +3826,7 @@ type ErrorCount struct {
 
 func (x *ErrorCount) Reset() {
 	*x = ErrorCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3838,7 @@ func (x *ErrorCount) String() string {
 func (*ErrorCount) ProtoMessage() {}
 
 func (x *ErrorCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3851,7 @@ func (x *ErrorCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorCount.ProtoReflect.Descriptor instead.
 func (*ErrorCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ErrorCount) GetStepName() string {
@@ -3696,6 +3880,452 @@ func (x *ErrorCount) GetCount() int64 {
 		return x.Count
 	}
 	return 0
+}
+
+// RateLimit is a named token bucket: units tokens are added every period,
+// and it holds at most burst. A step using it is dispatched only when it
+// can take its units.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name, unique; letters, digits, '_', '.' and '-'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// units added per period; 1 to 1000000000.
+	Units int64 `protobuf:"varint,2,opt,name=units,proto3" json:"units,omitempty"`
+	// period over which units are added; a positive whole number of
+	// milliseconds.
+	Period *durationpb.Duration `protobuf:"bytes,3,opt,name=period,proto3" json:"period,omitempty"`
+	// burst is the most tokens the bucket holds, so the most units taken at
+	// once; at least 1.
+	Burst int64 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	// created_at is when the limit was first set.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when it was last set.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RateLimit) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RateLimit) GetUnits() int64 {
+	if x != nil {
+		return x.Units
+	}
+	return 0
+}
+
+func (x *RateLimit) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
+func (x *RateLimit) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *RateLimit) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *RateLimit) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// SetRateLimitRequest carries the limit to create or replace; its
+// timestamps are ignored.
+type SetRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limit to store.
+	RateLimit     *RateLimit `protobuf:"bytes,1,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRateLimitRequest) Reset() {
+	*x = SetRateLimitRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRateLimitRequest) ProtoMessage() {}
+
+func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*SetRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *SetRateLimitRequest) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// SetRateLimitResponse returns the limit as stored.
+type SetRateLimitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limit as stored.
+	RateLimit     *RateLimit `protobuf:"bytes,1,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRateLimitResponse) Reset() {
+	*x = SetRateLimitResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRateLimitResponse) ProtoMessage() {}
+
+func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*SetRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *SetRateLimitResponse) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// GetRateLimitRequest names a rate limit.
+type GetRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the limit.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRateLimitRequest) Reset() {
+	*x = GetRateLimitRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRateLimitRequest) ProtoMessage() {}
+
+func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*GetRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *GetRateLimitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetRateLimitResponse returns one rate limit.
+type GetRateLimitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limit found.
+	RateLimit     *RateLimit `protobuf:"bytes,1,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRateLimitResponse) Reset() {
+	*x = GetRateLimitResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRateLimitResponse) ProtoMessage() {}
+
+func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*GetRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *GetRateLimitResponse) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// ListRateLimitsRequest has no filters: limits are few.
+type ListRateLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRateLimitsRequest) Reset() {
+	*x = ListRateLimitsRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRateLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRateLimitsRequest) ProtoMessage() {}
+
+func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRateLimitsRequest.ProtoReflect.Descriptor instead.
+func (*ListRateLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
+}
+
+// ListRateLimitsResponse lists rate limits by name.
+type ListRateLimitsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rate_limits by name.
+	RateLimits    []*RateLimit `protobuf:"bytes,1,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRateLimitsResponse) Reset() {
+	*x = ListRateLimitsResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRateLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRateLimitsResponse) ProtoMessage() {}
+
+func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRateLimitsResponse.ProtoReflect.Descriptor instead.
+func (*ListRateLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListRateLimitsResponse) GetRateLimits() []*RateLimit {
+	if x != nil {
+		return x.RateLimits
+	}
+	return nil
+}
+
+// DeleteRateLimitRequest names the limit to delete.
+type DeleteRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the limit.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRateLimitRequest) Reset() {
+	*x = DeleteRateLimitRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRateLimitRequest) ProtoMessage() {}
+
+func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *DeleteRateLimitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteRateLimitResponse is empty: the limit is gone.
+type DeleteRateLimitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRateLimitResponse) Reset() {
+	*x = DeleteRateLimitResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRateLimitResponse) ProtoMessage() {}
+
+func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
 }
 
 // Schedule is a cron schedule that creates tasks from a template.
@@ -3744,7 +4374,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +4386,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +4399,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Schedule) GetId() string {
@@ -3897,7 +4527,7 @@ type ScheduleRun struct {
 
 func (x *ScheduleRun) Reset() {
 	*x = ScheduleRun{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +4539,7 @@ func (x *ScheduleRun) String() string {
 func (*ScheduleRun) ProtoMessage() {}
 
 func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +4552,7 @@ func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleRun.ProtoReflect.Descriptor instead.
 func (*ScheduleRun) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ScheduleRun) GetFireTime() *timestamppb.Timestamp {
@@ -3987,7 +4617,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3999,7 +4629,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4012,7 +4642,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateScheduleRequest) GetName() string {
@@ -4089,7 +4719,7 @@ type CreateScheduleResponse struct {
 
 func (x *CreateScheduleResponse) Reset() {
 	*x = CreateScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4101,7 +4731,7 @@ func (x *CreateScheduleResponse) String() string {
 func (*CreateScheduleResponse) ProtoMessage() {}
 
 func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4114,7 +4744,7 @@ func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleResponse.ProtoReflect.Descriptor instead.
 func (*CreateScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreateScheduleResponse) GetSchedule() *Schedule {
@@ -4139,7 +4769,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4151,7 +4781,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4164,7 +4794,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetScheduleRequest) GetName() string {
@@ -4203,7 +4833,7 @@ type GetScheduleResponse struct {
 
 func (x *GetScheduleResponse) Reset() {
 	*x = GetScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4215,7 +4845,7 @@ func (x *GetScheduleResponse) String() string {
 func (*GetScheduleResponse) ProtoMessage() {}
 
 func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4228,7 +4858,7 @@ func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
 func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetScheduleResponse) GetSchedule() *Schedule {
@@ -4263,7 +4893,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4275,7 +4905,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4288,7 +4918,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListSchedulesRequest) GetNamespace() string {
@@ -4309,7 +4939,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4321,7 +4951,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4334,7 +4964,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -4355,7 +4985,7 @@ type PauseScheduleRequest struct {
 
 func (x *PauseScheduleRequest) Reset() {
 	*x = PauseScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4367,7 +4997,7 @@ func (x *PauseScheduleRequest) String() string {
 func (*PauseScheduleRequest) ProtoMessage() {}
 
 func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4380,7 +5010,7 @@ func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleRequest.ProtoReflect.Descriptor instead.
 func (*PauseScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PauseScheduleRequest) GetName() string {
@@ -4401,7 +5031,7 @@ type PauseScheduleResponse struct {
 
 func (x *PauseScheduleResponse) Reset() {
 	*x = PauseScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4413,7 +5043,7 @@ func (x *PauseScheduleResponse) String() string {
 func (*PauseScheduleResponse) ProtoMessage() {}
 
 func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4426,7 +5056,7 @@ func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleResponse.ProtoReflect.Descriptor instead.
 func (*PauseScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PauseScheduleResponse) GetSchedule() *Schedule {
@@ -4447,7 +5077,7 @@ type ResumeScheduleRequest struct {
 
 func (x *ResumeScheduleRequest) Reset() {
 	*x = ResumeScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4459,7 +5089,7 @@ func (x *ResumeScheduleRequest) String() string {
 func (*ResumeScheduleRequest) ProtoMessage() {}
 
 func (x *ResumeScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4472,7 +5102,7 @@ func (x *ResumeScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeScheduleRequest.ProtoReflect.Descriptor instead.
 func (*ResumeScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ResumeScheduleRequest) GetName() string {
@@ -4495,7 +5125,7 @@ type ResumeScheduleResponse struct {
 
 func (x *ResumeScheduleResponse) Reset() {
 	*x = ResumeScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4507,7 +5137,7 @@ func (x *ResumeScheduleResponse) String() string {
 func (*ResumeScheduleResponse) ProtoMessage() {}
 
 func (x *ResumeScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4520,7 +5150,7 @@ func (x *ResumeScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeScheduleResponse.ProtoReflect.Descriptor instead.
 func (*ResumeScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ResumeScheduleResponse) GetSchedule() *Schedule {
@@ -4548,7 +5178,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4560,7 +5190,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4573,7 +5203,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{60}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteScheduleRequest) GetName() string {
@@ -4592,7 +5222,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4604,7 +5234,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4617,7 +5247,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{61}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{72}
 }
 
 // BackfillScheduleRequest names a schedule and a range of fire times.
@@ -4635,7 +5265,7 @@ type BackfillScheduleRequest struct {
 
 func (x *BackfillScheduleRequest) Reset() {
 	*x = BackfillScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4647,7 +5277,7 @@ func (x *BackfillScheduleRequest) String() string {
 func (*BackfillScheduleRequest) ProtoMessage() {}
 
 func (x *BackfillScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4660,7 +5290,7 @@ func (x *BackfillScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackfillScheduleRequest.ProtoReflect.Descriptor instead.
 func (*BackfillScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{62}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *BackfillScheduleRequest) GetName() string {
@@ -4697,7 +5327,7 @@ type BackfillScheduleResponse struct {
 
 func (x *BackfillScheduleResponse) Reset() {
 	*x = BackfillScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4709,7 +5339,7 @@ func (x *BackfillScheduleResponse) String() string {
 func (*BackfillScheduleResponse) ProtoMessage() {}
 
 func (x *BackfillScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4722,7 +5352,7 @@ func (x *BackfillScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackfillScheduleResponse.ProtoReflect.Descriptor instead.
 func (*BackfillScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{63}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *BackfillScheduleResponse) GetCreated() []*ScheduleRun {
@@ -4743,7 +5373,7 @@ var File_tasker_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"'tasker/coordinator/v1/coordinator.proto\x12\x15tasker.coordinator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tasker/executor/v1/executor.proto\"\x93\x02\n" +
+	"'tasker/coordinator/v1/coordinator.proto\x12\x15tasker.coordinator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tasker/executor/v1/executor.proto\"\xd9\x02\n" +
 	"\fTaskTemplate\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -4751,7 +5381,18 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12>\n" +
 	"\x0econtext_schema\x18\x05 \x01(\v2\x17.google.protobuf.StructR\rcontextSchema\x129\n" +
 	"\x05steps\x18\x06 \x03(\v2#.tasker.coordinator.v1.StepTemplateR\x05steps\x12\x1a\n" +
-	"\bpriority\x18\a \x01(\x05R\bpriority\"\x80\x03\n" +
+	"\bpriority\x18\a \x01(\x05R\bpriority\x12D\n" +
+	"\vconcurrency\x18\b \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\"\\\n" +
+	"\vConcurrency\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
+	"\vmax_running\x18\x02 \x01(\x05R\n" +
+	"maxRunning\x12\x1a\n" +
+	"\bstrategy\x18\x03 \x01(\tR\bstrategy\"Y\n" +
+	"\fRateLimitUse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
+	"\x06_units\"\x8c\x04\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -4763,7 +5404,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"retryLimit\x88\x01\x01\x128\n" +
 	"\abackoff\x18\a \x01(\v2\x1e.tasker.coordinator.v1.BackoffR\abackoff\x123\n" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1c\n" +
-	"\tskippable\x18\t \x01(\bR\tskippableB\f\n" +
+	"\tskippable\x18\t \x01(\bR\tskippable\x12D\n" +
+	"\vconcurrency\x18\n" +
+	" \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\x12D\n" +
+	"\vrate_limits\x18\v \x03(\v2#.tasker.coordinator.v1.RateLimitUseR\n" +
+	"rateLimitsB\f\n" +
 	"\n" +
 	"_retryableB\x0e\n" +
 	"\f_retry_limit\"\x8b\x01\n" +
@@ -4931,12 +5576,13 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x17ReportStepResultRequest\x126\n" +
 	"\x06result\x18\x01 \x01(\v2\x1e.tasker.executor.v1.StepResultR\x06result\"4\n" +
 	"\x18ReportStepResultResponse\x12\x18\n" +
-	"\aapplied\x18\x01 \x01(\bR\aapplied\"}\n" +
+	"\aapplied\x18\x01 \x01(\bR\aapplied\"\x8f\x01\n" +
 	"\aWaiting\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x0e\n" +
 	"\x02on\x18\x02 \x03(\tR\x02on\x120\n" +
 	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x18\n" +
-	"\ahandler\x18\x04 \x01(\tR\ahandler\"\xcb\x01\n" +
+	"\ahandler\x18\x04 \x01(\tR\ahandler\x12\x10\n" +
+	"\x03key\x18\x05 \x01(\tR\x03key\"\xcb\x01\n" +
 	"\x16SubscribeEventsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
@@ -5016,7 +5662,34 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x03R\x05count\"\xdf\x04\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\"\xf4\x01\n" +
+	"\tRateLimit\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05units\x18\x02 \x01(\x03R\x05units\x121\n" +
+	"\x06period\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
+	"\x05burst\x18\x04 \x01(\x03R\x05burst\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"V\n" +
+	"\x13SetRateLimitRequest\x12?\n" +
+	"\n" +
+	"rate_limit\x18\x01 \x01(\v2 .tasker.coordinator.v1.RateLimitR\trateLimit\"W\n" +
+	"\x14SetRateLimitResponse\x12?\n" +
+	"\n" +
+	"rate_limit\x18\x01 \x01(\v2 .tasker.coordinator.v1.RateLimitR\trateLimit\")\n" +
+	"\x13GetRateLimitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"W\n" +
+	"\x14GetRateLimitResponse\x12?\n" +
+	"\n" +
+	"rate_limit\x18\x01 \x01(\v2 .tasker.coordinator.v1.RateLimitR\trateLimit\"\x17\n" +
+	"\x15ListRateLimitsRequest\"[\n" +
+	"\x16ListRateLimitsResponse\x12A\n" +
+	"\vrate_limits\x18\x01 \x03(\v2 .tasker.coordinator.v1.RateLimitR\n" +
+	"rateLimits\",\n" +
+	"\x16DeleteRateLimitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
+	"\x17DeleteRateLimitResponse\"\xdf\x04\n" +
 	"\bSchedule\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -5096,7 +5769,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
-	"\x0fEVENT_KIND_STEP\x10\x022\x99\x13\n" +
+	"\x0fEVENT_KIND_STEP\x10\x022\xcc\x16\n" +
 	"\x12CoordinatorService\x12s\n" +
 	"\x10RegisterTemplate\x12..tasker.coordinator.v1.RegisterTemplateRequest\x1a/.tasker.coordinator.v1.RegisterTemplateResponse\x12d\n" +
 	"\vGetTemplate\x12).tasker.coordinator.v1.GetTemplateRequest\x1a*.tasker.coordinator.v1.GetTemplateResponse\x12j\n" +
@@ -5116,7 +5789,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0fSubscribeEvents\x12-.tasker.coordinator.v1.SubscribeEventsRequest\x1a..tasker.coordinator.v1.SubscribeEventsResponse0\x01\x12a\n" +
 	"\n" +
 	"CountTasks\x12(.tasker.coordinator.v1.CountTasksRequest\x1a).tasker.coordinator.v1.CountTasksResponse\x12g\n" +
-	"\fGetAnalytics\x12*.tasker.coordinator.v1.GetAnalyticsRequest\x1a+.tasker.coordinator.v1.GetAnalyticsResponse\x12m\n" +
+	"\fGetAnalytics\x12*.tasker.coordinator.v1.GetAnalyticsRequest\x1a+.tasker.coordinator.v1.GetAnalyticsResponse\x12g\n" +
+	"\fSetRateLimit\x12*.tasker.coordinator.v1.SetRateLimitRequest\x1a+.tasker.coordinator.v1.SetRateLimitResponse\x12g\n" +
+	"\fGetRateLimit\x12*.tasker.coordinator.v1.GetRateLimitRequest\x1a+.tasker.coordinator.v1.GetRateLimitResponse\x12m\n" +
+	"\x0eListRateLimits\x12,.tasker.coordinator.v1.ListRateLimitsRequest\x1a-.tasker.coordinator.v1.ListRateLimitsResponse\x12p\n" +
+	"\x0fDeleteRateLimit\x12-.tasker.coordinator.v1.DeleteRateLimitRequest\x1a..tasker.coordinator.v1.DeleteRateLimitResponse\x12m\n" +
 	"\x0eCreateSchedule\x12,.tasker.coordinator.v1.CreateScheduleRequest\x1a-.tasker.coordinator.v1.CreateScheduleResponse\x12d\n" +
 	"\vGetSchedule\x12).tasker.coordinator.v1.GetScheduleRequest\x1a*.tasker.coordinator.v1.GetScheduleResponse\x12j\n" +
 	"\rListSchedules\x12+.tasker.coordinator.v1.ListSchedulesRequest\x1a,.tasker.coordinator.v1.ListSchedulesResponse\x12j\n" +
@@ -5138,221 +5815,250 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
 	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
 	(*TaskTemplate)(nil),             // 2: tasker.coordinator.v1.TaskTemplate
-	(*StepTemplate)(nil),             // 3: tasker.coordinator.v1.StepTemplate
-	(*Backoff)(nil),                  // 4: tasker.coordinator.v1.Backoff
-	(*Task)(nil),                     // 5: tasker.coordinator.v1.Task
-	(*Step)(nil),                     // 6: tasker.coordinator.v1.Step
-	(*StepError)(nil),                // 7: tasker.coordinator.v1.StepError
-	(*Transition)(nil),               // 8: tasker.coordinator.v1.Transition
-	(*ExecutorInfo)(nil),             // 9: tasker.coordinator.v1.ExecutorInfo
-	(*RegisterTemplateRequest)(nil),  // 10: tasker.coordinator.v1.RegisterTemplateRequest
-	(*RegisterTemplateResponse)(nil), // 11: tasker.coordinator.v1.RegisterTemplateResponse
-	(*GetTemplateRequest)(nil),       // 12: tasker.coordinator.v1.GetTemplateRequest
-	(*GetTemplateResponse)(nil),      // 13: tasker.coordinator.v1.GetTemplateResponse
-	(*ListTemplatesRequest)(nil),     // 14: tasker.coordinator.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),    // 15: tasker.coordinator.v1.ListTemplatesResponse
-	(*CreateTaskRequest)(nil),        // 16: tasker.coordinator.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),       // 17: tasker.coordinator.v1.CreateTaskResponse
-	(*GetTaskRequest)(nil),           // 18: tasker.coordinator.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),          // 19: tasker.coordinator.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),         // 20: tasker.coordinator.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 21: tasker.coordinator.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),        // 22: tasker.coordinator.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),       // 23: tasker.coordinator.v1.CancelTaskResponse
-	(*RetryTaskRequest)(nil),         // 24: tasker.coordinator.v1.RetryTaskRequest
-	(*RetryTaskResponse)(nil),        // 25: tasker.coordinator.v1.RetryTaskResponse
-	(*WatchTaskRequest)(nil),         // 26: tasker.coordinator.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),        // 27: tasker.coordinator.v1.WatchTaskResponse
-	(*ResolveStepRequest)(nil),       // 28: tasker.coordinator.v1.ResolveStepRequest
-	(*ResolveStepResponse)(nil),      // 29: tasker.coordinator.v1.ResolveStepResponse
-	(*RegisterExecutorRequest)(nil),  // 30: tasker.coordinator.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 31: tasker.coordinator.v1.RegisterExecutorResponse
-	(*ListExecutorsRequest)(nil),     // 32: tasker.coordinator.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 33: tasker.coordinator.v1.ListExecutorsResponse
-	(*UnhostedHandler)(nil),          // 34: tasker.coordinator.v1.UnhostedHandler
-	(*ReportStepResultRequest)(nil),  // 35: tasker.coordinator.v1.ReportStepResultRequest
-	(*ReportStepResultResponse)(nil), // 36: tasker.coordinator.v1.ReportStepResultResponse
-	(*Waiting)(nil),                  // 37: tasker.coordinator.v1.Waiting
-	(*SubscribeEventsRequest)(nil),   // 38: tasker.coordinator.v1.SubscribeEventsRequest
-	(*SubscribeEventsResponse)(nil),  // 39: tasker.coordinator.v1.SubscribeEventsResponse
-	(*Event)(nil),                    // 40: tasker.coordinator.v1.Event
-	(*CountTasksRequest)(nil),        // 41: tasker.coordinator.v1.CountTasksRequest
-	(*CountTasksResponse)(nil),       // 42: tasker.coordinator.v1.CountTasksResponse
-	(*StateCount)(nil),               // 43: tasker.coordinator.v1.StateCount
-	(*GetAnalyticsRequest)(nil),      // 44: tasker.coordinator.v1.GetAnalyticsRequest
-	(*GetAnalyticsResponse)(nil),     // 45: tasker.coordinator.v1.GetAnalyticsResponse
-	(*TemplateAnalytics)(nil),        // 46: tasker.coordinator.v1.TemplateAnalytics
-	(*Percentiles)(nil),              // 47: tasker.coordinator.v1.Percentiles
-	(*StepAnalytics)(nil),            // 48: tasker.coordinator.v1.StepAnalytics
-	(*ErrorCount)(nil),               // 49: tasker.coordinator.v1.ErrorCount
-	(*Schedule)(nil),                 // 50: tasker.coordinator.v1.Schedule
-	(*ScheduleRun)(nil),              // 51: tasker.coordinator.v1.ScheduleRun
-	(*CreateScheduleRequest)(nil),    // 52: tasker.coordinator.v1.CreateScheduleRequest
-	(*CreateScheduleResponse)(nil),   // 53: tasker.coordinator.v1.CreateScheduleResponse
-	(*GetScheduleRequest)(nil),       // 54: tasker.coordinator.v1.GetScheduleRequest
-	(*GetScheduleResponse)(nil),      // 55: tasker.coordinator.v1.GetScheduleResponse
-	(*ListSchedulesRequest)(nil),     // 56: tasker.coordinator.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),    // 57: tasker.coordinator.v1.ListSchedulesResponse
-	(*PauseScheduleRequest)(nil),     // 58: tasker.coordinator.v1.PauseScheduleRequest
-	(*PauseScheduleResponse)(nil),    // 59: tasker.coordinator.v1.PauseScheduleResponse
-	(*ResumeScheduleRequest)(nil),    // 60: tasker.coordinator.v1.ResumeScheduleRequest
-	(*ResumeScheduleResponse)(nil),   // 61: tasker.coordinator.v1.ResumeScheduleResponse
-	(*DeleteScheduleRequest)(nil),    // 62: tasker.coordinator.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),   // 63: tasker.coordinator.v1.DeleteScheduleResponse
-	(*BackfillScheduleRequest)(nil),  // 64: tasker.coordinator.v1.BackfillScheduleRequest
-	(*BackfillScheduleResponse)(nil), // 65: tasker.coordinator.v1.BackfillScheduleResponse
-	(*structpb.Struct)(nil),          // 66: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 67: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 68: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 69: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 70: tasker.executor.v1.StepResult
+	(*Concurrency)(nil),              // 3: tasker.coordinator.v1.Concurrency
+	(*RateLimitUse)(nil),             // 4: tasker.coordinator.v1.RateLimitUse
+	(*StepTemplate)(nil),             // 5: tasker.coordinator.v1.StepTemplate
+	(*Backoff)(nil),                  // 6: tasker.coordinator.v1.Backoff
+	(*Task)(nil),                     // 7: tasker.coordinator.v1.Task
+	(*Step)(nil),                     // 8: tasker.coordinator.v1.Step
+	(*StepError)(nil),                // 9: tasker.coordinator.v1.StepError
+	(*Transition)(nil),               // 10: tasker.coordinator.v1.Transition
+	(*ExecutorInfo)(nil),             // 11: tasker.coordinator.v1.ExecutorInfo
+	(*RegisterTemplateRequest)(nil),  // 12: tasker.coordinator.v1.RegisterTemplateRequest
+	(*RegisterTemplateResponse)(nil), // 13: tasker.coordinator.v1.RegisterTemplateResponse
+	(*GetTemplateRequest)(nil),       // 14: tasker.coordinator.v1.GetTemplateRequest
+	(*GetTemplateResponse)(nil),      // 15: tasker.coordinator.v1.GetTemplateResponse
+	(*ListTemplatesRequest)(nil),     // 16: tasker.coordinator.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),    // 17: tasker.coordinator.v1.ListTemplatesResponse
+	(*CreateTaskRequest)(nil),        // 18: tasker.coordinator.v1.CreateTaskRequest
+	(*CreateTaskResponse)(nil),       // 19: tasker.coordinator.v1.CreateTaskResponse
+	(*GetTaskRequest)(nil),           // 20: tasker.coordinator.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),          // 21: tasker.coordinator.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),         // 22: tasker.coordinator.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 23: tasker.coordinator.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 24: tasker.coordinator.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),       // 25: tasker.coordinator.v1.CancelTaskResponse
+	(*RetryTaskRequest)(nil),         // 26: tasker.coordinator.v1.RetryTaskRequest
+	(*RetryTaskResponse)(nil),        // 27: tasker.coordinator.v1.RetryTaskResponse
+	(*WatchTaskRequest)(nil),         // 28: tasker.coordinator.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),        // 29: tasker.coordinator.v1.WatchTaskResponse
+	(*ResolveStepRequest)(nil),       // 30: tasker.coordinator.v1.ResolveStepRequest
+	(*ResolveStepResponse)(nil),      // 31: tasker.coordinator.v1.ResolveStepResponse
+	(*RegisterExecutorRequest)(nil),  // 32: tasker.coordinator.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 33: tasker.coordinator.v1.RegisterExecutorResponse
+	(*ListExecutorsRequest)(nil),     // 34: tasker.coordinator.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 35: tasker.coordinator.v1.ListExecutorsResponse
+	(*UnhostedHandler)(nil),          // 36: tasker.coordinator.v1.UnhostedHandler
+	(*ReportStepResultRequest)(nil),  // 37: tasker.coordinator.v1.ReportStepResultRequest
+	(*ReportStepResultResponse)(nil), // 38: tasker.coordinator.v1.ReportStepResultResponse
+	(*Waiting)(nil),                  // 39: tasker.coordinator.v1.Waiting
+	(*SubscribeEventsRequest)(nil),   // 40: tasker.coordinator.v1.SubscribeEventsRequest
+	(*SubscribeEventsResponse)(nil),  // 41: tasker.coordinator.v1.SubscribeEventsResponse
+	(*Event)(nil),                    // 42: tasker.coordinator.v1.Event
+	(*CountTasksRequest)(nil),        // 43: tasker.coordinator.v1.CountTasksRequest
+	(*CountTasksResponse)(nil),       // 44: tasker.coordinator.v1.CountTasksResponse
+	(*StateCount)(nil),               // 45: tasker.coordinator.v1.StateCount
+	(*GetAnalyticsRequest)(nil),      // 46: tasker.coordinator.v1.GetAnalyticsRequest
+	(*GetAnalyticsResponse)(nil),     // 47: tasker.coordinator.v1.GetAnalyticsResponse
+	(*TemplateAnalytics)(nil),        // 48: tasker.coordinator.v1.TemplateAnalytics
+	(*Percentiles)(nil),              // 49: tasker.coordinator.v1.Percentiles
+	(*StepAnalytics)(nil),            // 50: tasker.coordinator.v1.StepAnalytics
+	(*ErrorCount)(nil),               // 51: tasker.coordinator.v1.ErrorCount
+	(*RateLimit)(nil),                // 52: tasker.coordinator.v1.RateLimit
+	(*SetRateLimitRequest)(nil),      // 53: tasker.coordinator.v1.SetRateLimitRequest
+	(*SetRateLimitResponse)(nil),     // 54: tasker.coordinator.v1.SetRateLimitResponse
+	(*GetRateLimitRequest)(nil),      // 55: tasker.coordinator.v1.GetRateLimitRequest
+	(*GetRateLimitResponse)(nil),     // 56: tasker.coordinator.v1.GetRateLimitResponse
+	(*ListRateLimitsRequest)(nil),    // 57: tasker.coordinator.v1.ListRateLimitsRequest
+	(*ListRateLimitsResponse)(nil),   // 58: tasker.coordinator.v1.ListRateLimitsResponse
+	(*DeleteRateLimitRequest)(nil),   // 59: tasker.coordinator.v1.DeleteRateLimitRequest
+	(*DeleteRateLimitResponse)(nil),  // 60: tasker.coordinator.v1.DeleteRateLimitResponse
+	(*Schedule)(nil),                 // 61: tasker.coordinator.v1.Schedule
+	(*ScheduleRun)(nil),              // 62: tasker.coordinator.v1.ScheduleRun
+	(*CreateScheduleRequest)(nil),    // 63: tasker.coordinator.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),   // 64: tasker.coordinator.v1.CreateScheduleResponse
+	(*GetScheduleRequest)(nil),       // 65: tasker.coordinator.v1.GetScheduleRequest
+	(*GetScheduleResponse)(nil),      // 66: tasker.coordinator.v1.GetScheduleResponse
+	(*ListSchedulesRequest)(nil),     // 67: tasker.coordinator.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 68: tasker.coordinator.v1.ListSchedulesResponse
+	(*PauseScheduleRequest)(nil),     // 69: tasker.coordinator.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),    // 70: tasker.coordinator.v1.PauseScheduleResponse
+	(*ResumeScheduleRequest)(nil),    // 71: tasker.coordinator.v1.ResumeScheduleRequest
+	(*ResumeScheduleResponse)(nil),   // 72: tasker.coordinator.v1.ResumeScheduleResponse
+	(*DeleteScheduleRequest)(nil),    // 73: tasker.coordinator.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 74: tasker.coordinator.v1.DeleteScheduleResponse
+	(*BackfillScheduleRequest)(nil),  // 75: tasker.coordinator.v1.BackfillScheduleRequest
+	(*BackfillScheduleResponse)(nil), // 76: tasker.coordinator.v1.BackfillScheduleResponse
+	(*structpb.Struct)(nil),          // 77: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 78: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 79: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 80: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 81: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	66,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
-	3,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
-	66,  // 2: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
-	4,   // 3: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	67,  // 4: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
-	67,  // 5: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	67,  // 6: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
-	0,   // 7: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	66,  // 8: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	68,  // 9: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	68,  // 10: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	68,  // 11: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
-	6,   // 12: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
-	8,   // 13: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	68,  // 14: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
-	0,   // 15: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	69,  // 16: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
-	7,   // 17: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	68,  // 18: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
-	8,   // 19: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	37,  // 20: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
-	0,   // 21: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
-	0,   // 22: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	68,  // 23: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	66,  // 24: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	68,  // 25: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	68,  // 26: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
-	2,   // 27: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 28: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 29: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 30: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	66,  // 31: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	68,  // 32: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	67,  // 33: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
-	5,   // 34: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	5,   // 35: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	0,   // 36: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	68,  // 37: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	68,  // 38: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
-	5,   // 39: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
-	5,   // 40: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	5,   // 41: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 42: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,   // 43: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	69,  // 44: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	5,   // 45: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	9,   // 46: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	9,   // 47: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	34,  // 48: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	70,  // 49: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	68,  // 50: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
-	1,   // 51: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
-	40,  // 52: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
-	8,   // 53: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
-	43,  // 54: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
-	0,   // 55: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	68,  // 56: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	68,  // 57: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
-	46,  // 58: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	68,  // 59: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	68,  // 60: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
-	47,  // 61: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
-	48,  // 62: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
-	49,  // 63: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	67,  // 64: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	67,  // 65: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	67,  // 66: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
-	47,  // 67: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
-	47,  // 68: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	66,  // 69: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
-	67,  // 70: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
-	68,  // 71: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
-	68,  // 72: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
-	68,  // 73: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
-	68,  // 74: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
-	68,  // 75: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
-	68,  // 76: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
-	66,  // 77: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
-	67,  // 78: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
-	50,  // 79: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	50,  // 80: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	68,  // 81: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
-	51,  // 82: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
-	50,  // 83: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
-	50,  // 84: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	50,  // 85: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	68,  // 86: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
-	68,  // 87: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
-	51,  // 88: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
-	10,  // 89: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	12,  // 90: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	14,  // 91: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	16,  // 92: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	18,  // 93: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	20,  // 94: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	22,  // 95: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	24,  // 96: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	26,  // 97: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	28,  // 98: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	30,  // 99: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	32,  // 100: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	35,  // 101: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	38,  // 102: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	41,  // 103: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	44,  // 104: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	52,  // 105: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
-	54,  // 106: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
-	56,  // 107: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
-	58,  // 108: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
-	60,  // 109: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
-	62,  // 110: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
-	64,  // 111: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
-	11,  // 112: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	13,  // 113: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	15,  // 114: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	17,  // 115: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	19,  // 116: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	21,  // 117: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	23,  // 118: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	25,  // 119: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	27,  // 120: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	29,  // 121: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	31,  // 122: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	33,  // 123: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	36,  // 124: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	39,  // 125: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	42,  // 126: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	45,  // 127: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	53,  // 128: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
-	55,  // 129: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
-	57,  // 130: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
-	59,  // 131: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
-	61,  // 132: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
-	63,  // 133: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
-	65,  // 134: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
-	112, // [112:135] is the sub-list for method output_type
-	89,  // [89:112] is the sub-list for method input_type
-	89,  // [89:89] is the sub-list for extension type_name
-	89,  // [89:89] is the sub-list for extension extendee
-	0,   // [0:89] is the sub-list for field type_name
+	77,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	5,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
+	3,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
+	77,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	6,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
+	78,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	3,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
+	4,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
+	78,  // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	78,  // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	0,   // 10: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
+	77,  // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	79,  // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	79,  // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	79,  // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	8,   // 15: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
+	10,  // 16: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
+	79,  // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	0,   // 18: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
+	80,  // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	9,   // 20: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
+	79,  // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	10,  // 22: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
+	39,  // 23: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	0,   // 24: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
+	0,   // 25: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
+	79,  // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	77,  // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	79,  // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	79,  // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	2,   // 30: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 31: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 32: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 33: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
+	77,  // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	79,  // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	78,  // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	7,   // 37: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	7,   // 38: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	0,   // 39: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
+	79,  // 40: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	79,  // 41: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	7,   // 42: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
+	7,   // 43: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	7,   // 44: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	10,  // 45: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,   // 46: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	80,  // 47: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	7,   // 48: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	11,  // 49: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	11,  // 50: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	36,  // 51: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	81,  // 52: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	79,  // 53: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	1,   // 54: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	42,  // 55: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	10,  // 56: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	45,  // 57: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,   // 58: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	79,  // 59: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	79,  // 60: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	48,  // 61: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	79,  // 62: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	79,  // 63: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	49,  // 64: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	50,  // 65: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	51,  // 66: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	78,  // 67: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	78,  // 68: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	78,  // 69: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	49,  // 70: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	49,  // 71: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	78,  // 72: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	79,  // 73: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	79,  // 74: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	52,  // 75: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	52,  // 76: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	52,  // 77: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	52,  // 78: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
+	77,  // 79: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
+	78,  // 80: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
+	79,  // 81: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
+	79,  // 82: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
+	79,  // 83: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 84: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	79,  // 85: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
+	79,  // 86: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
+	77,  // 87: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
+	78,  // 88: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
+	61,  // 89: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	61,  // 90: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	79,  // 91: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
+	62,  // 92: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
+	61,  // 93: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
+	61,  // 94: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	61,  // 95: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	79,  // 96: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
+	79,  // 97: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
+	62,  // 98: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
+	12,  // 99: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	14,  // 100: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	16,  // 101: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	18,  // 102: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	20,  // 103: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	22,  // 104: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	24,  // 105: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	26,  // 106: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	28,  // 107: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	30,  // 108: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	32,  // 109: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	34,  // 110: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	37,  // 111: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	40,  // 112: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	43,  // 113: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	46,  // 114: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	53,  // 115: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	55,  // 116: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	57,  // 117: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	59,  // 118: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	63,  // 119: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
+	65,  // 120: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
+	67,  // 121: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
+	69,  // 122: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
+	71,  // 123: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
+	73,  // 124: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
+	75,  // 125: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
+	13,  // 126: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	15,  // 127: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	17,  // 128: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	19,  // 129: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	21,  // 130: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	23,  // 131: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	25,  // 132: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	27,  // 133: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	29,  // 134: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	31,  // 135: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	33,  // 136: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	35,  // 137: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	38,  // 138: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	41,  // 139: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	44,  // 140: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	47,  // 141: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	54,  // 142: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	56,  // 143: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	58,  // 144: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	60,  // 145: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	64,  // 146: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
+	66,  // 147: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
+	68,  // 148: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
+	70,  // 149: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
+	72,  // 150: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
+	74,  // 151: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
+	76,  // 152: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
+	126, // [126:153] is the sub-list for method output_type
+	99,  // [99:126] is the sub-list for method input_type
+	99,  // [99:99] is the sub-list for extension type_name
+	99,  // [99:99] is the sub-list for extension extendee
+	0,   // [0:99] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -5360,14 +6066,15 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 	if File_tasker_coordinator_v1_coordinator_proto != nil {
 		return
 	}
-	file_tasker_coordinator_v1_coordinator_proto_msgTypes[1].OneofWrappers = []any{}
+	file_tasker_coordinator_v1_coordinator_proto_msgTypes[2].OneofWrappers = []any{}
+	file_tasker_coordinator_v1_coordinator_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   64,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,10 @@ const (
 	CoordinatorService_SubscribeEvents_FullMethodName  = "/tasker.coordinator.v1.CoordinatorService/SubscribeEvents"
 	CoordinatorService_CountTasks_FullMethodName       = "/tasker.coordinator.v1.CoordinatorService/CountTasks"
 	CoordinatorService_GetAnalytics_FullMethodName     = "/tasker.coordinator.v1.CoordinatorService/GetAnalytics"
+	CoordinatorService_SetRateLimit_FullMethodName     = "/tasker.coordinator.v1.CoordinatorService/SetRateLimit"
+	CoordinatorService_GetRateLimit_FullMethodName     = "/tasker.coordinator.v1.CoordinatorService/GetRateLimit"
+	CoordinatorService_ListRateLimits_FullMethodName   = "/tasker.coordinator.v1.CoordinatorService/ListRateLimits"
+	CoordinatorService_DeleteRateLimit_FullMethodName  = "/tasker.coordinator.v1.CoordinatorService/DeleteRateLimit"
 	CoordinatorService_CreateSchedule_FullMethodName   = "/tasker.coordinator.v1.CoordinatorService/CreateSchedule"
 	CoordinatorService_GetSchedule_FullMethodName      = "/tasker.coordinator.v1.CoordinatorService/GetSchedule"
 	CoordinatorService_ListSchedules_FullMethodName    = "/tasker.coordinator.v1.CoordinatorService/ListSchedules"
@@ -112,6 +116,16 @@ type CoordinatorServiceClient interface {
 	// from their stored transitions: outcomes, durations, per-step running
 	// and queue times, retries, common errors and the bottleneck step. Unary.
 	GetAnalytics(ctx context.Context, in *GetAnalyticsRequest, opts ...grpc.CallOption) (*GetAnalyticsResponse, error)
+	// SetRateLimit creates a named rate limit or replaces its rate and burst.
+	// Steps draw on it by name (StepTemplate.rate_limits). Unary.
+	SetRateLimit(ctx context.Context, in *SetRateLimitRequest, opts ...grpc.CallOption) (*SetRateLimitResponse, error)
+	// GetRateLimit returns one rate limit. Unary.
+	GetRateLimit(ctx context.Context, in *GetRateLimitRequest, opts ...grpc.CallOption) (*GetRateLimitResponse, error)
+	// ListRateLimits lists every rate limit, by name. Unary.
+	ListRateLimits(ctx context.Context, in *ListRateLimitsRequest, opts ...grpc.CallOption) (*ListRateLimitsResponse, error)
+	// DeleteRateLimit deletes a rate limit no registered template uses;
+	// FailedPrecondition names the templates that still do. Unary.
+	DeleteRateLimit(ctx context.Context, in *DeleteRateLimitRequest, opts ...grpc.CallOption) (*DeleteRateLimitResponse, error)
 	// CreateSchedule stores a cron schedule: from then on, each fire time
 	// creates a task from the template (once, with the idempotency key
 	// "schedule:<id>:<fire time RFC 3339>"), even across coordinator
@@ -322,6 +336,46 @@ func (c *coordinatorServiceClient) GetAnalytics(ctx context.Context, in *GetAnal
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) SetRateLimit(ctx context.Context, in *SetRateLimitRequest, opts ...grpc.CallOption) (*SetRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRateLimitResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_SetRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) GetRateLimit(ctx context.Context, in *GetRateLimitRequest, opts ...grpc.CallOption) (*GetRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRateLimitResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_GetRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) ListRateLimits(ctx context.Context, in *ListRateLimitsRequest, opts ...grpc.CallOption) (*ListRateLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRateLimitsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListRateLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) DeleteRateLimit(ctx context.Context, in *DeleteRateLimitRequest, opts ...grpc.CallOption) (*DeleteRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteRateLimitResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_DeleteRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorServiceClient) CreateSchedule(ctx context.Context, in *CreateScheduleRequest, opts ...grpc.CallOption) (*CreateScheduleResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateScheduleResponse)
@@ -457,6 +511,16 @@ type CoordinatorServiceServer interface {
 	// from their stored transitions: outcomes, durations, per-step running
 	// and queue times, retries, common errors and the bottleneck step. Unary.
 	GetAnalytics(context.Context, *GetAnalyticsRequest) (*GetAnalyticsResponse, error)
+	// SetRateLimit creates a named rate limit or replaces its rate and burst.
+	// Steps draw on it by name (StepTemplate.rate_limits). Unary.
+	SetRateLimit(context.Context, *SetRateLimitRequest) (*SetRateLimitResponse, error)
+	// GetRateLimit returns one rate limit. Unary.
+	GetRateLimit(context.Context, *GetRateLimitRequest) (*GetRateLimitResponse, error)
+	// ListRateLimits lists every rate limit, by name. Unary.
+	ListRateLimits(context.Context, *ListRateLimitsRequest) (*ListRateLimitsResponse, error)
+	// DeleteRateLimit deletes a rate limit no registered template uses;
+	// FailedPrecondition names the templates that still do. Unary.
+	DeleteRateLimit(context.Context, *DeleteRateLimitRequest) (*DeleteRateLimitResponse, error)
 	// CreateSchedule stores a cron schedule: from then on, each fire time
 	// creates a task from the template (once, with the idempotency key
 	// "schedule:<id>:<fire time RFC 3339>"), even across coordinator
@@ -536,6 +600,18 @@ func (UnimplementedCoordinatorServiceServer) CountTasks(context.Context, *CountT
 }
 func (UnimplementedCoordinatorServiceServer) GetAnalytics(context.Context, *GetAnalyticsRequest) (*GetAnalyticsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAnalytics not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) SetRateLimit(context.Context, *SetRateLimitRequest) (*SetRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRateLimit not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) GetRateLimit(context.Context, *GetRateLimitRequest) (*GetRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRateLimit not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListRateLimits(context.Context, *ListRateLimitsRequest) (*ListRateLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRateLimits not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) DeleteRateLimit(context.Context, *DeleteRateLimitRequest) (*DeleteRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteRateLimit not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) CreateSchedule(context.Context, *CreateScheduleRequest) (*CreateScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateSchedule not implemented")
@@ -853,6 +929,78 @@ func _CoordinatorService_GetAnalytics_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_SetRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).SetRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_SetRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).SetRateLimit(ctx, req.(*SetRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_GetRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).GetRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_GetRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).GetRateLimit(ctx, req.(*GetRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_ListRateLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRateLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListRateLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListRateLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListRateLimits(ctx, req.(*ListRateLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_DeleteRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).DeleteRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_DeleteRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).DeleteRateLimit(ctx, req.(*DeleteRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CoordinatorService_CreateSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateScheduleRequest)
 	if err := dec(in); err != nil {
@@ -1041,6 +1189,22 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAnalytics",
 			Handler:    _CoordinatorService_GetAnalytics_Handler,
+		},
+		{
+			MethodName: "SetRateLimit",
+			Handler:    _CoordinatorService_SetRateLimit_Handler,
+		},
+		{
+			MethodName: "GetRateLimit",
+			Handler:    _CoordinatorService_GetRateLimit_Handler,
+		},
+		{
+			MethodName: "ListRateLimits",
+			Handler:    _CoordinatorService_ListRateLimits_Handler,
+		},
+		{
+			MethodName: "DeleteRateLimit",
+			Handler:    _CoordinatorService_DeleteRateLimit_Handler,
 		},
 		{
 			MethodName: "CreateSchedule",

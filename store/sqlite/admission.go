@@ -1,0 +1,217 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"sync"
+
+	"time"
+
+	"github.com/tasker-go/tasker/admission"
+	"github.com/tasker-go/tasker/state"
+)
+
+// admissionTx gives package admission the rows it decides on, inside the
+// write transaction of the dispatch it allows. SQLite has one writer, so
+// admissions are serialized without a lock.
+type admissionTx struct{ tx *wtx }
+
+const sqlAdmissionEntries = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
+	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
+FROM admission_entries e
+LEFT JOIN tasks t ON t.id = e.task_id
+LEFT JOIN steps s ON s.id = e.step_id
+WHERE e.key = ?`
+
+func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, error) {
+	rows, err := a.tx.QueryContext(ctx, sqlAdmissionEntries, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []admission.Row
+	for rows.Next() {
+		var (
+			r                 admission.Row
+			since, created    int64
+			taskState, stepSt string
+			holding           bool
+		)
+		if err := rows.Scan(&r.Owner, &r.TaskID, &r.StepID, &r.Attempt, &r.Priority, &since, &holding,
+			&taskState, &created, &stepSt, &r.StepAttempts); err != nil {
+			return nil, err
+		}
+		r.Since, r.Holding, r.TaskState, r.StepState = fromNanos(since), holding, state.State(taskState), state.State(stepSt)
+		if created != 0 {
+			r.TaskCreated = fromNanos(created)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		a.tx.buckets.waiting(key, false)
+	}
+	return out, nil
+}
+
+const sqlPutAdmissionEntry = `INSERT INTO admission_entries (key, owner, task_id, step_id, attempt, priority, since, holding)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key, owner) DO UPDATE SET
+	attempt = excluded.attempt, priority = excluded.priority, holding = excluded.holding,
+	since = CASE WHEN ? THEN excluded.since ELSE admission_entries.since END`
+
+func (a admissionTx) PutEntry(ctx context.Context, key string, e *admission.Row, reset bool) error {
+	var step any
+	if e.StepID != "" {
+		step = e.StepID
+	}
+	a.tx.buckets.waiting(key, true)
+	_, err := a.tx.ExecContext(ctx, sqlPutAdmissionEntry, key, e.Owner, e.TaskID, step, e.Attempt, e.Priority,
+		toNanos(e.Since), e.Holding, reset)
+	return err
+}
+
+const sqlDeleteAdmissionEntry = `DELETE FROM admission_entries WHERE key = ? AND owner = ?`
+
+func (a admissionTx) DeleteEntries(ctx context.Context, key string, owners []string) error {
+	for _, o := range owners {
+		if _, err := a.tx.ExecContext(ctx, sqlDeleteAdmissionEntry, key, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buckets cache the rate limits' definitions and tokens. A SQLite database
+// has one writer, the committer, which alone reads and changes them inside
+// its transactions, so the cache is exact: a draw reads nothing from the
+// database and writes its bucket back in the dispatch's transaction (a
+// write that fails leaves the cache with fewer tokens than stored, which
+// only slows the rate until the next restart). lines are the rate keys
+// that may have entries waiting in line, so the common draw, with no one
+// waiting, reads no entries either.
+type buckets struct {
+	mu    sync.Mutex
+	at    map[bucketKey]admission.Bucket
+	lines map[string]bool
+	// limits caches definitions; the writes that change one forget it.
+	limits map[string]admission.Limit
+	// version is the database's data_version when the cache was last
+	// known to be exact; another writer's commit changes it.
+	version int64
+}
+
+type bucketKey struct{ limit, key string }
+
+const sqlRateLines = `SELECT DISTINCT key FROM admission_entries WHERE key LIKE 'rate:%'`
+
+func (a admissionTx) Draw(ctx context.Context, limit, key string) (*admission.DrawState, error) {
+	b := a.tx.buckets
+	b.mu.Lock()
+	l, cached := b.limits[limit]
+	b.mu.Unlock()
+	if !cached {
+		var periodMS int64
+		err := a.tx.QueryRowContext(ctx, sqlRateLimit, limit).Scan(&l.Units, &periodMS, &l.Burst)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &admission.DrawState{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		l.Period = time.Duration(periodMS) * time.Millisecond
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limits[limit] = l
+	d := &admission.DrawState{Limit: &l}
+	bk, ok := b.at[bucketKey{limit, key}]
+	if !ok {
+		var at int64
+		err := a.tx.QueryRowContext(ctx, sqlBucket, limit, key).Scan(&bk.Tokens, &at)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			bk = l.Full(time.Time{}) // never used: full
+		case err != nil:
+			return nil, err
+		default:
+			bk.At = fromNanos(at)
+		}
+		b.at[bucketKey{limit, key}] = bk
+	}
+	d.Bucket = &bk
+	if b.lines[admission.RateKey(limit, key)] {
+		d.Waiting = 1 // Admit reads the line
+	}
+	return d, nil
+}
+
+// stale reports whether another writer on the file has committed since
+// the cache was last exact (data_version moved).
+func (b *buckets) stale(version int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return version != b.version
+}
+
+// reset empties the cache for data_version version, with the rate keys
+// that now have entries in line.
+func (b *buckets) reset(version int64, lines []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.version = version
+	clear(b.at)
+	clear(b.limits)
+	clear(b.lines)
+	for _, k := range lines {
+		b.lines[k] = true
+	}
+}
+
+// forget drops a limit's cached definition and its buckets' tokens: a
+// changed limit starts again from empty buckets.
+func (b *buckets) forget(limit string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.limits, limit)
+	for k := range b.at {
+		if k.limit == limit {
+			delete(b.at, k)
+		}
+	}
+}
+
+// waiting records whether a rate key may have entries in line.
+func (b *buckets) waiting(key string, may bool) {
+	if !strings.HasPrefix(key, "rate:") {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if may {
+		b.lines[key] = true
+	} else {
+		delete(b.lines, key)
+	}
+}
+
+const sqlRateLimit = `SELECT units, period_ms, burst FROM rate_limits WHERE name = ?`
+
+func (a admissionTx) PutBucket(ctx context.Context, limit, key string, bk admission.Bucket) error {
+	b := a.tx.buckets
+	b.mu.Lock()
+	b.at[bucketKey{limit, key}] = bk
+	b.mu.Unlock()
+	_, err := a.tx.ExecContext(ctx, sqlPutBucket, limit, key, bk.Tokens, toNanos(bk.At))
+	return err
+}
+
+const (
+	sqlBucket    = `SELECT tokens, at FROM rate_buckets WHERE limit_name = ? AND key = ?`
+	sqlPutBucket = `INSERT INTO rate_buckets (limit_name, key, tokens, at) VALUES (?, ?, ?, ?)
+ON CONFLICT (limit_name, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at`
+)
