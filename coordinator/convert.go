@@ -111,7 +111,7 @@ func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transi
 		Id: t.ID, Namespace: t.Namespace, Name: t.Name, Version: t.Version, State: protoState(t.State),
 		Context: jsonStruct(t.Context), IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
 		UpdatedAt: timestamp(t.UpdatedAt), CompletedAt: timestamp(t.CompletedAt), RunAt: timestamp(t.RunAt),
-		Priority: int32(cmp.Or(t.Priority, template.DefaultPriority)),
+		Priority: int32(cmp.Or(t.Priority, template.DefaultPriority)), DebounceKey: t.DebounceKey,
 	}
 	byStep := map[string][]*coordinatorv1.Transition{}
 	for _, tr := range transitions {

@@ -87,9 +87,13 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		defer e.mu.Unlock()
 		return float64(len(e.tasks))
 	})
+	keyWaits := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tasker_concurrency_key_waits",
+		Help: "Tasks here waiting for a full concurrency key to free a place (tasker_steps_waiting{reason=\"concurrency\"} counts their steps).",
+	}, func() float64 { return float64(e.admission.count()) })
 	executors := &executorCollector{pool: e.pool}
 	waiting := &waitingCollector{e: e}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, m.admissionRefusals, active, executors, waiting} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, m.admissionRefusals, active, keyWaits, executors, waiting} {
 		reg.MustRegister(c)
 	}
 	return m

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -102,6 +103,11 @@ func (e *engine) reload(tr *taskRun) error {
 	}
 	fresh := newTaskRun(t, tr.tmpl, steps)
 	fresh.flow = tr.flow
+	if !bytes.Equal(t.Context, tr.task.Context) {
+		// A debounced create replaced the context in a write whose outcome
+		// was unknown, and it committed: the keys follow the stored context.
+		fresh.flow = loadedFlow(e.log, tr.tmpl, t)
+	}
 	for i, s := range fresh.steps {
 		old := tr.steps[i]
 		if old.timer != nil {

@@ -28,6 +28,10 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	debounce, err := debounceOf(req)
+	if err != nil {
+		return nil, err
+	}
 	runAt, err := startTime(req, s.c.engine.now())
 	if err != nil {
 		return nil, err
@@ -35,7 +39,16 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	v, created, err := s.c.engine.createTask(ctx, &createParams{
 		namespace: req.GetNamespace(), name: req.GetName(), version: req.GetVersion(), context: raw,
 		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(), runAt: runAt, priority: int(req.GetPriority()),
+		debounce: debounce,
 	})
+	var owned *store.OwnedError
+	if errors.As(err, &owned) {
+		// A debounced create whose open task another coordinator owns:
+		// that owner folds it in.
+		return forward(ctx, s.c.peers, owned, func(ctx context.Context, c coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.CreateTaskResponse, error) {
+			return c.CreateTask(ctx, req)
+		})
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}

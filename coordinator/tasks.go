@@ -28,6 +28,8 @@ type createParams struct {
 	runAt time.Time
 	// priority overrides the template's; 0 takes it.
 	priority int
+	// debounce, when set, makes a debounced create (see debounce.go).
+	debounce *debounceParams
 }
 
 // createTask validates the request, inserts the task and dispatches its
@@ -36,6 +38,15 @@ type createParams struct {
 // read it back. A repeat of an existing identity returns only the stored
 // task, with created=false.
 func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bool, error) {
+	if p.debounce != nil {
+		return e.createDebounced(ctx, p)
+	}
+	return e.createOnce(ctx, p)
+}
+
+// createOnce is one attempt of createTask; a debounced create may take
+// more (createDebounced).
+func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bool, error) {
 	if e.draining.Load() {
 		return nil, false, &codedError{codes.Unavailable, errors.New("coordinator is shutting down; retry against another coordinator or after restart")}
 	}
@@ -70,7 +81,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 		return nil, false, err
 	}
 	key := p.idempotencyKey
-	if key == "" {
+	if key == "" && p.debounce == nil {
+		// A debounced task has no identity: its debounce key finds it, and
+		// its context changes.
 		key = template.Identity(ct.tmpl.Namespace, ct.tmpl.Name, ct.tmpl.Version, p.context)
 	}
 	now := e.now()
@@ -81,6 +94,9 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	if p.runAt.After(now) {
 		task.RunAt = p.runAt
+	}
+	if p.debounce != nil {
+		task.DebounceKey, task.RunAt = p.debounce.key, now.Add(p.debounce.delay)
 	}
 	task.Priority = cmp.Or(p.priority, ct.tmpl.Priority, template.DefaultPriority)
 	if l := e.lease.Load(); l != nil {
@@ -153,16 +169,30 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 			created.Undispatched, created.Aging = undispatched, e.pool.aging
 		}
 	}
+	// The run is registered before the write: once the task is visible in
+	// the store, another request may act on it here (a repeated create, a
+	// debounced one folding into it) and must find this run, waiting on its
+	// lock, rather than load a second run of the same task.
+	e.mu.Lock()
+	e.tasks[task.ID] = tr
+	e.mu.Unlock()
 	got, isNew, err := e.store.TaskCreate(ctx, created)
 	switch {
 	case err != nil:
 		c.abandon()
-		if !errors.Is(err, store.ErrLeaseLost) {
+		// A lease lost or a conflict is a definite refusal: nothing written.
+		if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrConflict) {
+			e.unregister(tr)
+		} else {
 			e.createUnknown(tr)
 		}
 		return nil, false, fmt.Errorf("create task: %w", err)
 	case !isNew:
 		c.abandon()
+		e.unregister(tr)
+		if task.DebounceKey != "" && got.DebounceKey == task.DebounceKey {
+			return e.debounceInto(ctx, got, p)
+		}
 		return e.existing(ctx, got)
 	}
 	refused := len(created.Refused) > 0
@@ -185,9 +215,6 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	e.trace.startTask(ctx, tr, false)
 	e.metrics.observeCreate(tr, created.Transitions)
-	e.mu.Lock()
-	e.tasks[task.ID] = tr
-	e.mu.Unlock()
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
 	if refused && !tr.done {
@@ -208,18 +235,23 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 // whether it committed (the connection may have dropped after COMMIT): the
 // task may exist, owned by this coordinator, with its roots recorded as
 // dispatched but never sent, and no claim would ever pick it up, since its
-// owner is alive. So it is treated as a broken run: repair reads the store
-// until it answers, drops the run if the task is not there, and carries it
-// on if it is. The caller holds tr.mu.
+// owner is alive. So its run, registered before the write, is treated as
+// broken: repair reads the store until it answers, drops the run if the
+// task is not there, and carries it on if it is. The caller holds tr.mu.
 func (e *engine) createUnknown(tr *taskRun) {
-	e.mu.Lock()
-	if e.tasks[tr.task.ID] != nil {
-		e.mu.Unlock()
-		return
-	}
-	e.tasks[tr.task.ID] = tr
-	e.mu.Unlock()
 	e.breakTask(tr)
+}
+
+// unregister drops the run of a task whose creation stored nothing. A
+// request that found the run meanwhile sees it done and looks again. The
+// caller holds tr.mu.
+func (e *engine) unregister(tr *taskRun) {
+	tr.done = true
+	e.mu.Lock()
+	if e.tasks[tr.task.ID] == tr {
+		delete(e.tasks, tr.task.ID)
+	}
+	e.mu.Unlock()
 }
 
 // existing answers a create that found its task already stored (the same

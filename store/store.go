@@ -84,7 +84,24 @@ type Store interface {
 	// one transaction, and sets Seq and LeaseToken on each of
 	// params.Transitions. If a task with the same IdentityKey exists,
 	// nothing is written and that task is returned with created=false.
+	//
+	// A task with a DebounceKey is stored open to debounced creates: at most
+	// one task per Namespace, Name and DebounceKey is open. If another is
+	// open and has not started (it is pending and its RunAt is after the
+	// new task's CreatedAt), nothing is written and that task is returned
+	// with created=false; if it has started, it is closed and the new task
+	// stored in its place, in one transaction. Of concurrent creates with
+	// one key, exactly one stores a task and the others return it.
 	TaskCreate(ctx context.Context, params *TaskCreateParams) (task *Task, created bool, err error)
+	// TaskDebounce folds a repeated debounced create into the open task it
+	// found: it replaces the task's Context and RunAt, on condition that the
+	// task is still pending and open to debounced creates, its stored RunAt
+	// is ExpectRunAt, and that time is after At (the task has not started).
+	// If any does not hold, nothing is written and the error wraps
+	// ErrConflict; an unknown task is ErrNotFound; Lease, when set, fences
+	// the write as in TaskAdvance (ErrLeaseLost). No transition is recorded
+	// and UpdatedAt is kept: the task's state does not change.
+	TaskDebounce(ctx context.Context, params *TaskDebounceParams) error
 	// TaskGet returns one task without its steps, or ErrNotFound.
 	TaskGet(ctx context.Context, id string) (*Task, error)
 	// TaskSnapshot returns one task with its steps and transitions as of a
@@ -310,6 +327,10 @@ type Task struct {
 	// Priority orders the task's steps when executor slots are short
 	// (higher first); 0 reads as the default.
 	Priority int
+	// DebounceKey, when set, makes the task a debounced one: creates of
+	// the same template with the same key fold into it until it starts
+	// (see TaskCreate and TaskDebounce). It stays set after that.
+	DebounceKey string
 }
 
 // Step is a stored step. Its handler config, backoff and timeout live in the
@@ -392,6 +413,20 @@ func (p *TaskCreateParams) Stored() *TaskCreateParams {
 		return p.Undispatched
 	}
 	return p
+}
+
+// TaskDebounceParams are the arguments of TaskDebounce.
+type TaskDebounceParams struct {
+	TaskID string
+	// Lease, when set, fences the write (see TaskAdvanceParams.Lease).
+	Lease *Lease
+	// Context replaces the stored context; nil stores {}.
+	Context json.RawMessage
+	// RunAt replaces the stored start time.
+	RunAt time.Time
+	// ExpectRunAt must equal the stored start time, which must be after At.
+	ExpectRunAt time.Time
+	At          time.Time
 }
 
 // TaskListParams filters and pages TaskList; zero fields match all.

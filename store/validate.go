@@ -118,3 +118,17 @@ func (p *TaskClaimParams) Validate() error {
 	}
 	return nil
 }
+
+// Validate checks what every driver needs of TaskDebounce's arguments.
+func (p *TaskDebounceParams) Validate() error {
+	if p == nil {
+		return errors.New("TaskDebounce: params are nil")
+	}
+	if p.TaskID == "" {
+		return errors.New("TaskDebounce: task ID is required")
+	}
+	if p.RunAt.IsZero() || p.ExpectRunAt.IsZero() {
+		return fmt.Errorf("TaskDebounce: task %s: RunAt and ExpectRunAt are required", p.TaskID)
+	}
+	return nil
+}

@@ -30,8 +30,10 @@ type taskJSON struct {
 	// RunAt is when a delayed task was to start; omitted otherwise.
 	RunAt string `json:"run_at,omitempty"`
 	// Priority is 1 (lowest) to 4; omitted when the coordinator gave none.
-	Priority int32      `json:"priority,omitempty"`
-	Steps    []stepJSON `json:"steps"`
+	Priority int32 `json:"priority,omitempty"`
+	// DebounceKey is the key of a debounced task; omitted otherwise.
+	DebounceKey string     `json:"debounce_key,omitempty"`
+	Steps       []stepJSON `json:"steps"`
 }
 
 // stepJSON is one step inside taskJSON.
@@ -130,6 +132,7 @@ func toTaskJSON(t *coordinatorv1.Task) taskJSON {
 		CompletedAt: optionalTime(t.GetCompletedAt()),
 		RunAt:       formatTime(t.GetRunAt()),
 		Priority:    t.GetPriority(),
+		DebounceKey: t.GetDebounceKey(),
 		Steps:       make([]stepJSON, 0, len(t.GetSteps())),
 	}
 	for _, s := range t.GetSteps() {

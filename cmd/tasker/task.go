@@ -52,6 +52,8 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 		runAt          string
 		delay          time.Duration
 		priority       int
+		debounceKey    string
+		debounce       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAMESPACE/NAME[@VERSION]",
@@ -62,6 +64,9 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 			"--context takes a JSON object inline, @FILE to read it from a file, or - to\n" +
 			"read it from stdin (needed for contexts over about 128 KiB, the most one\n" +
 			"command-line argument may hold).\n\n" +
+			"With --debounce-key K --debounce D, creates of the template with key K fold\n" +
+			"into one task while it waits: it starts D after the last of them, with the\n" +
+			"last one's context, and each prints that task (\"debounced\" after the first).\n\n" +
 			"With --wait, follow the task until it stops, print it, and exit 0 only if it\n" +
 			"completed: 3 when it ended in error, 4 cancelled, 5 resolved_manually. An\n" +
 			"explicit --timeout bounds the whole wait; when it passes, the task is printed\n" +
@@ -103,6 +108,12 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 			case cmd.Flags().Changed("delay"):
 				req.Delay = durationpb.New(delay)
 			}
+			switch {
+			case debounceKey != "" && cmd.Flags().Changed("debounce"):
+				req.Debounce = &coordinatorv1.Debounce{Key: debounceKey, Delay: durationpb.New(debounce)}
+			case debounceKey != "" || cmd.Flags().Changed("debounce"):
+				return &usageError{err: errors.New("--debounce-key and --debounce: give both or neither"), cmd: cmd}
+			}
 			w := g.env.Stdout
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
 				waitCtx, stopWait := g.waitBound(cmd, ctx)
@@ -117,7 +128,10 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 				task := resp.GetTask()
 				if !asJSON {
 					verb := "created"
-					if !resp.GetCreated() {
+					switch {
+					case !resp.GetCreated() && req.GetDebounce() != nil:
+						verb = "debounced"
+					case !resp.GetCreated():
 						verb = "existing"
 					}
 					fmt.Fprintf(w, "%s task %s %s\n", verb, task.GetId(), taskTemplate(task))
@@ -149,6 +163,8 @@ func newTaskCreateCmd(g *globals) *cobra.Command {
 	f.BoolVar(&wait, "wait", false, "wait until the task stops, print it, and exit non-zero unless it completed (see --help)")
 	f.StringVar(&runAt, "run-at", "", "start the task at this RFC 3339 time instead of at once (it is stored now, pending, and can be cancelled)")
 	f.DurationVar(&delay, "delay", 0, "start the task after this long instead of at once")
+	f.StringVar(&debounceKey, "debounce-key", "", "fold creates of this template with this key into one task until it starts (with --debounce)")
+	f.DurationVar(&debounce, "debounce", 0, "with --debounce-key: start the task this long after the last create (at most 24h)")
 	f.IntVar(&priority, "priority", 0, "1 (lowest) to 4 (highest): when executor slots are short, higher goes first (default: the template's, else 2)")
 	out.register(cmd)
 	return cmd

@@ -32,7 +32,7 @@ func scanTemplate(row pgx.Row, extra ...any) (*store.Template, error) {
 }
 
 const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps,
-	created_at, updated_at, completed_at, owner_token, run_at, priority`
+	created_at, updated_at, completed_at, owner_token, run_at, priority, debounce_key`
 
 // scanTask reads taskColumns, then any extra columns into extra.
 func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
@@ -41,13 +41,14 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 		taskState        string
 		taskContext      string
 		identityKey      *string
+		debounceKey      *string
 		bypass           []string
 		created, updated int64
 		completed, runAt *int64
 		priority         int32
 	)
 	dest := append([]any{&t.ID, &t.Namespace, &t.Name, &t.Version, &taskState, &taskContext, &identityKey, &bypass,
-		&created, &updated, &completed, &t.OwnerToken, &runAt, &priority}, extra...)
+		&created, &updated, &completed, &t.OwnerToken, &runAt, &priority, &debounceKey}, extra...)
 	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err
@@ -61,6 +62,7 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 	t.CompletedAt = fromNullNanos(completed)
 	t.RunAt = fromNullNanos(runAt)
 	t.Priority = int(priority)
+	t.DebounceKey = fromNullString(debounceKey)
 	return &t, nil
 }
 

@@ -35,10 +35,15 @@ const stmtCreateTask = "tasker_create_task"
 // Transitions are inserted in the order given (identity values are drawn as
 // the sorted rows reach the INSERT), so their seqs, sorted, are theirs in
 // order.
-const createTaskSQL = `WITH task AS (
-	INSERT INTO tasks (` + taskColumns + `)
+const createTaskSQL = createTaskCTE + `WHERE identity_key = $7::text AND NOT EXISTS (SELECT 1 FROM task)`
+
+// createTaskCTE is createTaskSQL up to the WHERE that finds the task
+// already stored; createDebouncedSQL shares it. A task with a debounce key
+// ($41) is inserted open to debounced creates.
+const createTaskCTE = `WITH task AS (
+	INSERT INTO tasks (` + taskColumns + `, debounce_open)
 	VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text[],
-		$9::bigint, $10::bigint, $11::bigint, $38::bigint, $39::bigint, $40::integer)
+		$9::bigint, $10::bigint, $11::bigint, $38::bigint, $39::bigint, $40::integer, $41::text, $41::text IS NOT NULL)
 	ON CONFLICT DO NOTHING
 	RETURNING ` + taskColumns + `
 ), new_steps AS (
@@ -64,7 +69,7 @@ const createTaskSQL = `WITH task AS (
 SELECT ` + taskColumns + `, true, (SELECT array_agg(seq ORDER BY seq) FROM new_transitions) FROM task
 UNION ALL
 SELECT ` + taskColumns + `, false, NULL FROM tasks
-WHERE identity_key = $7::text AND NOT EXISTS (SELECT 1 FROM task)`
+`
 
 // TaskCreate implements store.Store. A nil Task.Context is stored as {}; the
 // Task's ID is used for its steps and transitions.
@@ -81,7 +86,15 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 	}
 	id := params.Task.ID
 	var res *createResult
+	debounced := params.Task.DebounceKey != ""
 	err := s.write(ctx, "TaskCreate", func(p *pipe) {
+		if debounced {
+			// A debounced task starts later: its creation dispatches
+			// nothing, so there is nothing to admit.
+			queueCloseDebounce(p, params.Task)
+			res = queueCreateWith(p, stmtCreateDebounced, id, args)
+			return
+		}
 		params.Refused = nil
 		use := args
 		if len(params.Admit) > 0 && !admitCreation(p, params) {
@@ -105,6 +118,11 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 			}
 		}
 		return res.task, res.created, nil
+	}
+	if debounced {
+		// The open task another create stored after this statement began
+		// (its insert waited for that one to commit, so it is visible now).
+		return s.openDebounced(ctx, params.Task)
 	}
 	// Nothing was inserted and no task with this identity key was visible
 	// to the statement: another coordinator inserted it after the statement
@@ -131,8 +149,14 @@ type createResult struct {
 }
 
 func queueCreate(p *pipe, id string, args []any) *createResult {
+	return queueCreateWith(p, stmtCreateTask, id, args)
+}
+
+// queueCreateWith queues createTaskSQL or a statement sharing its
+// parameters and answer (createDebouncedSQL).
+func queueCreateWith(p *pipe, stmt, id string, args []any) *createResult {
 	res := &createResult{}
-	p.query(stmtCreateTask, args, func(rows pgx.Rows) error {
+	p.query(stmt, args, func(rows pgx.Rows) error {
 		var err error
 		res.task, err = scanTask(rows, &res.created, &res.seqs)
 		return err
@@ -198,7 +222,7 @@ func createArgs(p *store.TaskCreateParams) []any {
 		ids, names, positions, handlers, depsFrom, depsTo, states, attempts, maxAttempts, retryable, skippable,
 		results, errMessages, errClasses, errRetryable, nextRetryAt, updatedAt, deps,
 		trStepIDs, trStepNames, trFrom, trTo, trAt, trReasons, trAttempts, trMetadata,
-		t.OwnerToken, toNullNanos(t.RunAt), int32(t.Priority),
+		t.OwnerToken, toNullNanos(t.RunAt), int32(t.Priority), toNullString(t.DebounceKey),
 	}
 }
 

@@ -35,7 +35,7 @@ func (r *templateRow) template() *store.Template {
 	}
 }
 
-const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token, run_at, priority`
+const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token, run_at, priority, debounce_key`
 
 type taskRow struct {
 	ID          string         `db:"id"`
@@ -52,6 +52,7 @@ type taskRow struct {
 	OwnerToken  int64          `db:"owner_token"`
 	RunAt       sql.NullInt64  `db:"run_at"`
 	Priority    int            `db:"priority"`
+	DebounceKey sql.NullString `db:"debounce_key"`
 }
 
 func (r *taskRow) task() (*store.Task, error) {
@@ -74,6 +75,7 @@ func (r *taskRow) task() (*store.Task, error) {
 		OwnerToken:  r.OwnerToken,
 		RunAt:       fromNullNanos(r.RunAt),
 		Priority:    r.Priority,
+		DebounceKey: r.DebounceKey.String,
 	}, nil
 }
 

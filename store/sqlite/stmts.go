@@ -13,8 +13,10 @@ import (
 // connection at Open: SQLite would otherwise parse and plan the same few
 // statements for every step of every task, which is most of a write's CPU.
 const (
-	sqlInsertTask = `INSERT INTO tasks (` + taskColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	// A task with a debounce key is inserted open to debounced creates
+	// (debounce_open); the last value is the key.
+	sqlInsertTask = `INSERT INTO tasks (` + taskColumns + `, debounce_open)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?15, ?15 IS NOT NULL)
 		ON CONFLICT DO NOTHING`
 	// sqlFence finds the task only if it is owned by the given lease and
 	// that lease is live.

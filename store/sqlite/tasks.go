@@ -74,18 +74,31 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 		RunAt:       toNullNanos(t.RunAt),
 		OwnerToken:  t.OwnerToken,
 		Priority:    t.Priority,
+		DebounceKey: toNullString(t.DebounceKey),
+	}
+	if t.DebounceKey != "" {
+		if err := closeDebounce(ctx, tx, t); err != nil {
+			return nil, false, err
+		}
 	}
 	// Any uniqueness conflict leaves the row alone; the identity key then
 	// says whether this is a repeat (return the stored task) or a reused ID
 	// (an error).
 	res, err := tx.ExecContext(ctx, sqlInsertTask, row.ID, row.Namespace, row.Name, row.Version, row.State,
-		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken, row.RunAt, row.Priority)
+		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken, row.RunAt, row.Priority, row.DebounceKey)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert task %s: %w", t.ID, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
 		return nil, false, fmt.Errorf("insert task %s: %w", t.ID, err)
+	}
+	if n == 0 && t.DebounceKey != "" {
+		if open, err := openDebounced(ctx, tx, t); err == nil {
+			return open, false, nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return nil, false, err
+		}
 	}
 	if n == 0 {
 		var existing taskRow
