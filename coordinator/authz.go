@@ -67,6 +67,13 @@ func methodAccess() map[string]auth.Access {
 		coordinatorv1.CoordinatorService_CancelTask_FullMethodName:       auth.AccessWrite,
 		coordinatorv1.CoordinatorService_RetryTask_FullMethodName:        auth.AccessWrite,
 		coordinatorv1.CoordinatorService_ResolveStep_FullMethodName:      auth.AccessWrite,
+		coordinatorv1.CoordinatorService_GetSchedule_FullMethodName:      auth.AccessRead,
+		coordinatorv1.CoordinatorService_ListSchedules_FullMethodName:    auth.AccessRead,
+		coordinatorv1.CoordinatorService_CreateSchedule_FullMethodName:   auth.AccessWrite,
+		coordinatorv1.CoordinatorService_PauseSchedule_FullMethodName:    auth.AccessWrite,
+		coordinatorv1.CoordinatorService_ResumeSchedule_FullMethodName:   auth.AccessWrite,
+		coordinatorv1.CoordinatorService_DeleteSchedule_FullMethodName:   auth.AccessWrite,
+		coordinatorv1.CoordinatorService_BackfillSchedule_FullMethodName: auth.AccessWrite,
 		coordinatorv1.CoordinatorService_RegisterExecutor_FullMethodName: auth.AccessExecutor,
 		coordinatorv1.CoordinatorService_ReportStepResult_FullMethodName: auth.AccessExecutor,
 	}

@@ -91,6 +91,12 @@ type Config struct {
 	// so a library user never loses history unasked; the CLI defaults to
 	// seven days.
 	EventRetention time.Duration
+	// ScheduleReload is how often the scheduler re-reads the stored
+	// schedules when no firing is due sooner; default 5s. It bounds how
+	// long a schedule created, paused or deleted through another
+	// coordinator takes to be seen here (changes made here are seen at
+	// once). Shorter costs one small read per interval.
+	ScheduleReload time.Duration
 }
 
 // Limits bound request sizes; zero means the default.
@@ -126,6 +132,8 @@ type Coordinator struct {
 	health *health.Server
 	// peers forwards requests about tasks other coordinators own.
 	peers *peers
+	// sched fires cron schedules (schedules.go).
+	sched *scheduler
 }
 
 // New checks cfg, fills in defaults and builds a Coordinator; it does no I/O.
@@ -166,6 +174,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.ExecutorLiveness <= 0 {
 		cfg.ExecutorLiveness = 15 * time.Second
 	}
+	if cfg.ScheduleReload <= 0 {
+		cfg.ScheduleReload = defaultScheduleReload
+	}
 	if cfg.EventRetention < 0 {
 		return nil, fmt.Errorf("coordinator: Config.EventRetention %s is negative (zero keeps events forever)", cfg.EventRetention)
 	}
@@ -198,6 +209,7 @@ func New(cfg Config) (*Coordinator, error) {
 	e.metrics = newMetrics(cfg.Registerer, e)
 	e.pool.messages = e.metrics.streamMessages
 	c.engine = e
+	c.sched = newScheduler(e, c.peers, cfg.ScheduleReload, cfg.Registerer)
 	return c, nil
 }
 
@@ -241,6 +253,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if n, ok := e.store.(store.AdmissionNotifier); ok {
 		e.bg.goFn(func() { _ = n.AdmissionListen(e.ctx, e.id, e.keysFreedElsewhere) })
 	}
+	e.bg.goFn(func() { c.sched.run(e.ctx) })
 	if r := c.cfg.EventRetention; r > 0 {
 		e.bg.goFn(func() { e.keepRetention(r) })
 	}

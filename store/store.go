@@ -221,6 +221,9 @@ type Store interface {
 	// RateLimitDelete deletes a rate limit, or returns ErrNotFound.
 	RateLimitDelete(ctx context.Context, name string) error
 
+	// ScheduleStore keeps cron schedules and their runs (schedules.go).
+	ScheduleStore
+
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
 }

@@ -211,6 +211,7 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newAnalyticsCmd(g),
 		newEventsCmd(g),
 		newLimitCmd(g),
+		newScheduleCmd(g),
 		newCoordinatorCmd(g),
 		newExecutorCmd(g),
 		newDevCmd(g),

@@ -43,6 +43,8 @@ type coordinatorOptions struct {
 	// eventRetention is how long finished tasks' history is kept (0:
 	// forever).
 	eventRetention time.Duration
+	// scheduleReload is how often stored schedules are re-read.
+	scheduleReload time.Duration
 	limits         coordinator.Limits
 	// shutdown bounds how long stop waits for results of attempts in
 	// flight.
@@ -71,6 +73,7 @@ func (o *coordinatorOptions) validate() error {
 		positiveDuration("--executor-liveness", o.liveness),
 		positiveDuration("--shutdown-timeout", o.shutdown),
 		nonNegativeDuration("--event-retention", o.eventRetention),
+		positiveDuration("--schedule-reload", o.scheduleReload),
 		positiveInt("--max-context-bytes", o.limits.MaxContextBytes),
 		positiveInt("--max-result-bytes", o.limits.MaxResultBytes),
 		positiveInt("--max-steps", o.limits.MaxSteps),
@@ -148,7 +151,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
 		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer, PriorityAging: opts.priorityAging,
 		DialOptions: sec.dial, PeerDialOptions: sec.peerDial, Security: sec.security, Address: advertise,
-		EventRetention: opts.eventRetention,
+		EventRetention: opts.eventRetention, ScheduleReload: opts.scheduleReload,
 	})
 	if err != nil {
 		_ = lis.Close()
@@ -312,6 +315,7 @@ access; the health checks and the OpenAPI document need none.`,
 	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
 	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
 	f.DurationVar(&opts.eventRetention, "event-retention", 7*24*time.Hour, "how long the transitions of finished tasks are kept (each keeps its last); tasker events refuses cursors older than what was deleted (0: keep forever)")
+	f.DurationVar(&opts.scheduleReload, "schedule-reload", 5*time.Second, "how often stored schedules are re-read, which bounds how soon a schedule created, paused or deleted on another coordinator is seen here")
 	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
 	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")
 	f.IntVar(&opts.limits.MaxSteps, "max-steps", template.DefaultMaxSteps, "most steps a template may have")

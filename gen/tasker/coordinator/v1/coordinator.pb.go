@@ -4411,6 +4411,1047 @@ func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
 	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
 }
 
+// Schedule is a cron schedule that creates tasks from a template.
+type Schedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is assigned by the coordinator; it is part of its tasks'
+	// idempotency keys.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// name is unique.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// namespace of the template.
+	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// template name.
+	Template string `protobuf:"bytes,4,opt,name=template,proto3" json:"template,omitempty"`
+	// version of the template; empty means the highest at each firing.
+	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// cron expression: five fields (minute hour day-of-month month
+	// day-of-week), or six with a leading seconds field, or a descriptor
+	// (@hourly, @daily, @weekly, @monthly, @yearly, @every 1h). L, W and #
+	// are not supported.
+	Cron string `protobuf:"bytes,6,opt,name=cron,proto3" json:"cron,omitempty"`
+	// timezone the expression is read in, an IANA name; empty means UTC.
+	Timezone string `protobuf:"bytes,7,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	// context of every task it creates.
+	Context *structpb.Struct `protobuf:"bytes,8,opt,name=context,proto3" json:"context,omitempty"`
+	// overlap policy while the previous task is unfinished: skip (default),
+	// allow, cancel_previous or buffer_one.
+	Overlap string `protobuf:"bytes,9,opt,name=overlap,proto3" json:"overlap,omitempty"`
+	// catchup_window is how late a firing may still run after downtime;
+	// older ones are skipped and counted. Default 1h.
+	CatchupWindow *durationpb.Duration `protobuf:"bytes,10,opt,name=catchup_window,json=catchupWindow,proto3" json:"catchup_window,omitempty"`
+	// paused schedules do not fire.
+	Paused bool `protobuf:"varint,11,opt,name=paused,proto3" json:"paused,omitempty"`
+	// next_fire_time is the first fire time not yet handled.
+	NextFireTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=next_fire_time,json=nextFireTime,proto3" json:"next_fire_time,omitempty"`
+	// buffered_fire_time is a firing waiting for the previous task to
+	// finish (buffer_one); unset when none waits.
+	BufferedFireTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=buffered_fire_time,json=bufferedFireTime,proto3" json:"buffered_fire_time,omitempty"`
+	// create_time of the schedule.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// update_time of its last change (a firing handled, a pause).
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schedule) Reset() {
+	*x = Schedule{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schedule) ProtoMessage() {}
+
+func (x *Schedule) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
+func (*Schedule) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *Schedule) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Schedule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Schedule) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Schedule) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *Schedule) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Schedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *Schedule) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *Schedule) GetContext() *structpb.Struct {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+func (x *Schedule) GetOverlap() string {
+	if x != nil {
+		return x.Overlap
+	}
+	return ""
+}
+
+func (x *Schedule) GetCatchupWindow() *durationpb.Duration {
+	if x != nil {
+		return x.CatchupWindow
+	}
+	return nil
+}
+
+func (x *Schedule) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Schedule) GetNextFireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextFireTime
+	}
+	return nil
+}
+
+func (x *Schedule) GetBufferedFireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BufferedFireTime
+	}
+	return nil
+}
+
+func (x *Schedule) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Schedule) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// ScheduleRun is what one firing did, or a range of skipped ones.
+type ScheduleRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// fire_time of the firing (the first, for a range).
+	FireTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=fire_time,json=fireTime,proto3" json:"fire_time,omitempty"`
+	// task_id of the task it created; empty when skipped.
+	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// skipped says why no task was created: overlap, catchup_window, paused
+	// or buffer_full.
+	Skipped string `protobuf:"bytes,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// count of fire times a skipped run stands for.
+	Count int64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	// last_fire_time of a skipped range.
+	LastFireTime  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_fire_time,json=lastFireTime,proto3" json:"last_fire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleRun) Reset() {
+	*x = ScheduleRun{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleRun) ProtoMessage() {}
+
+func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleRun.ProtoReflect.Descriptor instead.
+func (*ScheduleRun) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ScheduleRun) GetFireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FireTime
+	}
+	return nil
+}
+
+func (x *ScheduleRun) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ScheduleRun) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
+	}
+	return ""
+}
+
+func (x *ScheduleRun) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ScheduleRun) GetLastFireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFireTime
+	}
+	return nil
+}
+
+// CreateScheduleRequest describes a new schedule.
+type CreateScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is unique; AlreadyExists if taken.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// namespace of the template.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// template name.
+	Template string `protobuf:"bytes,3,opt,name=template,proto3" json:"template,omitempty"`
+	// version of the template; empty means the highest at each firing.
+	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// cron expression (see Schedule.cron).
+	Cron string `protobuf:"bytes,5,opt,name=cron,proto3" json:"cron,omitempty"`
+	// timezone, an IANA name; empty means UTC.
+	Timezone string `protobuf:"bytes,6,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	// context of every task; must meet the template's context_schema.
+	Context *structpb.Struct `protobuf:"bytes,7,opt,name=context,proto3" json:"context,omitempty"`
+	// overlap policy: skip (default), allow, cancel_previous or buffer_one.
+	Overlap string `protobuf:"bytes,8,opt,name=overlap,proto3" json:"overlap,omitempty"`
+	// catchup_window; unset means 1h.
+	CatchupWindow *durationpb.Duration `protobuf:"bytes,9,opt,name=catchup_window,json=catchupWindow,proto3" json:"catchup_window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateScheduleRequest) Reset() {
+	*x = CreateScheduleRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateScheduleRequest) ProtoMessage() {}
+
+func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
+func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *CreateScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetContext() *structpb.Struct {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+func (x *CreateScheduleRequest) GetOverlap() string {
+	if x != nil {
+		return x.Overlap
+	}
+	return ""
+}
+
+func (x *CreateScheduleRequest) GetCatchupWindow() *durationpb.Duration {
+	if x != nil {
+		return x.CatchupWindow
+	}
+	return nil
+}
+
+// CreateScheduleResponse returns the stored schedule.
+type CreateScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// schedule stored.
+	Schedule      *Schedule `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateScheduleResponse) Reset() {
+	*x = CreateScheduleResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateScheduleResponse) ProtoMessage() {}
+
+func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateScheduleResponse.ProtoReflect.Descriptor instead.
+func (*CreateScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *CreateScheduleResponse) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+// GetScheduleRequest names a schedule.
+type GetScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the schedule.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// next is how many coming fire times to return; 0 means 5, at most 100.
+	Next int32 `protobuf:"varint,2,opt,name=next,proto3" json:"next,omitempty"`
+	// runs is how many latest runs to return; 0 means 10, at most 1000.
+	Runs          int32 `protobuf:"varint,3,opt,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleRequest) Reset() {
+	*x = GetScheduleRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleRequest) ProtoMessage() {}
+
+func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
+func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetScheduleRequest) GetNext() int32 {
+	if x != nil {
+		return x.Next
+	}
+	return 0
+}
+
+func (x *GetScheduleRequest) GetRuns() int32 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+// GetScheduleResponse returns a schedule, what comes and what was.
+type GetScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// schedule found.
+	Schedule *Schedule `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// next_fire_times from the cursor on (for a paused schedule, from now).
+	NextFireTimes []*timestamppb.Timestamp `protobuf:"bytes,2,rep,name=next_fire_times,json=nextFireTimes,proto3" json:"next_fire_times,omitempty"`
+	// runs, latest fire time first.
+	Runs          []*ScheduleRun `protobuf:"bytes,3,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleResponse) Reset() {
+	*x = GetScheduleResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleResponse) ProtoMessage() {}
+
+func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
+func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *GetScheduleResponse) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *GetScheduleResponse) GetNextFireTimes() []*timestamppb.Timestamp {
+	if x != nil {
+		return x.NextFireTimes
+	}
+	return nil
+}
+
+func (x *GetScheduleResponse) GetRuns() []*ScheduleRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+// ListSchedulesRequest lists schedules.
+type ListSchedulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace, when set, keeps only schedules of its templates.
+	Namespace     string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesRequest) Reset() {
+	*x = ListSchedulesRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesRequest) ProtoMessage() {}
+
+func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
+func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ListSchedulesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+// ListSchedulesResponse lists schedules.
+type ListSchedulesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// schedules by name.
+	Schedules     []*Schedule `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesResponse) Reset() {
+	*x = ListSchedulesResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesResponse) ProtoMessage() {}
+
+func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
+func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+// PauseScheduleRequest names a schedule.
+type PauseScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the schedule.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseScheduleRequest) Reset() {
+	*x = PauseScheduleRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseScheduleRequest) ProtoMessage() {}
+
+func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseScheduleRequest.ProtoReflect.Descriptor instead.
+func (*PauseScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *PauseScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// PauseScheduleResponse returns the schedule.
+type PauseScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// schedule as paused.
+	Schedule      *Schedule `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseScheduleResponse) Reset() {
+	*x = PauseScheduleResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseScheduleResponse) ProtoMessage() {}
+
+func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseScheduleResponse.ProtoReflect.Descriptor instead.
+func (*PauseScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *PauseScheduleResponse) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+// ResumeScheduleRequest names a schedule.
+type ResumeScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the schedule.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeScheduleRequest) Reset() {
+	*x = ResumeScheduleRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeScheduleRequest) ProtoMessage() {}
+
+func (x *ResumeScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeScheduleRequest.ProtoReflect.Descriptor instead.
+func (*ResumeScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ResumeScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ResumeScheduleResponse returns the schedule.
+type ResumeScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// schedule as resumed.
+	Schedule *Schedule `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// skipped counts the fire times missed while paused.
+	Skipped       int64 `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeScheduleResponse) Reset() {
+	*x = ResumeScheduleResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeScheduleResponse) ProtoMessage() {}
+
+func (x *ResumeScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeScheduleResponse.ProtoReflect.Descriptor instead.
+func (*ResumeScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ResumeScheduleResponse) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *ResumeScheduleResponse) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+// DeleteScheduleRequest names a schedule.
+type DeleteScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the schedule.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleRequest) Reset() {
+	*x = DeleteScheduleRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleRequest) ProtoMessage() {}
+
+func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *DeleteScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteScheduleResponse is empty.
+type DeleteScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleResponse) Reset() {
+	*x = DeleteScheduleResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleResponse) ProtoMessage() {}
+
+func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{73}
+}
+
+// BackfillScheduleRequest names a schedule and a range of fire times.
+type BackfillScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the schedule.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// from is the first fire time considered (inclusive).
+	From *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	// to is the last fire time considered (inclusive); not before from.
+	To            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackfillScheduleRequest) Reset() {
+	*x = BackfillScheduleRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackfillScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackfillScheduleRequest) ProtoMessage() {}
+
+func (x *BackfillScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackfillScheduleRequest.ProtoReflect.Descriptor instead.
+func (*BackfillScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *BackfillScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackfillScheduleRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *BackfillScheduleRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+// BackfillScheduleResponse says what the backfill did.
+type BackfillScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// created are the runs whose tasks were created now.
+	Created []*ScheduleRun `protobuf:"bytes,1,rep,name=created,proto3" json:"created,omitempty"`
+	// existing counts the fire times in range that had a task already.
+	Existing      int64 `protobuf:"varint,2,opt,name=existing,proto3" json:"existing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackfillScheduleResponse) Reset() {
+	*x = BackfillScheduleResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackfillScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackfillScheduleResponse) ProtoMessage() {}
+
+func (x *BackfillScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackfillScheduleResponse.ProtoReflect.Descriptor instead.
+func (*BackfillScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *BackfillScheduleResponse) GetCreated() []*ScheduleRun {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *BackfillScheduleResponse) GetExisting() int64 {
+	if x != nil {
+		return x.Existing
+	}
+	return 0
+}
+
 var File_tasker_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
@@ -4737,7 +5778,75 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"rateLimits\",\n" +
 	"\x16DeleteRateLimitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
-	"\x17DeleteRateLimitResponse*\x9f\x01\n" +
+	"\x17DeleteRateLimitResponse\"\xdf\x04\n" +
+	"\bSchedule\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\btemplate\x18\x04 \x01(\tR\btemplate\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x12\n" +
+	"\x04cron\x18\x06 \x01(\tR\x04cron\x12\x1a\n" +
+	"\btimezone\x18\a \x01(\tR\btimezone\x121\n" +
+	"\acontext\x18\b \x01(\v2\x17.google.protobuf.StructR\acontext\x12\x18\n" +
+	"\aoverlap\x18\t \x01(\tR\aoverlap\x12@\n" +
+	"\x0ecatchup_window\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\rcatchupWindow\x12\x16\n" +
+	"\x06paused\x18\v \x01(\bR\x06paused\x12@\n" +
+	"\x0enext_fire_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\fnextFireTime\x12H\n" +
+	"\x12buffered_fire_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x10bufferedFireTime\x12;\n" +
+	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\xd1\x01\n" +
+	"\vScheduleRun\x127\n" +
+	"\tfire_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bfireTime\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\tR\askipped\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\x12@\n" +
+	"\x0elast_fire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\flastFireTime\"\xbe\x02\n" +
+	"\x15CreateScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\btemplate\x18\x03 \x01(\tR\btemplate\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x12\n" +
+	"\x04cron\x18\x05 \x01(\tR\x04cron\x12\x1a\n" +
+	"\btimezone\x18\x06 \x01(\tR\btimezone\x121\n" +
+	"\acontext\x18\a \x01(\v2\x17.google.protobuf.StructR\acontext\x12\x18\n" +
+	"\aoverlap\x18\b \x01(\tR\aoverlap\x12@\n" +
+	"\x0ecatchup_window\x18\t \x01(\v2\x19.google.protobuf.DurationR\rcatchupWindow\"U\n" +
+	"\x16CreateScheduleResponse\x12;\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1f.tasker.coordinator.v1.ScheduleR\bschedule\"P\n" +
+	"\x12GetScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\x05R\x04next\x12\x12\n" +
+	"\x04runs\x18\x03 \x01(\x05R\x04runs\"\xce\x01\n" +
+	"\x13GetScheduleResponse\x12;\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1f.tasker.coordinator.v1.ScheduleR\bschedule\x12B\n" +
+	"\x0fnext_fire_times\x18\x02 \x03(\v2\x1a.google.protobuf.TimestampR\rnextFireTimes\x126\n" +
+	"\x04runs\x18\x03 \x03(\v2\".tasker.coordinator.v1.ScheduleRunR\x04runs\"4\n" +
+	"\x14ListSchedulesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"V\n" +
+	"\x15ListSchedulesResponse\x12=\n" +
+	"\tschedules\x18\x01 \x03(\v2\x1f.tasker.coordinator.v1.ScheduleR\tschedules\"*\n" +
+	"\x14PauseScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"T\n" +
+	"\x15PauseScheduleResponse\x12;\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1f.tasker.coordinator.v1.ScheduleR\bschedule\"+\n" +
+	"\x15ResumeScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"o\n" +
+	"\x16ResumeScheduleResponse\x12;\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1f.tasker.coordinator.v1.ScheduleR\bschedule\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\x03R\askipped\"+\n" +
+	"\x15DeleteScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
+	"\x16DeleteScheduleResponse\"\x89\x01\n" +
+	"\x17BackfillScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"t\n" +
+	"\x18BackfillScheduleResponse\x12<\n" +
+	"\acreated\x18\x01 \x03(\v2\".tasker.coordinator.v1.ScheduleRunR\acreated\x12\x1a\n" +
+	"\bexisting\x18\x02 \x01(\x03R\bexisting*\x9f\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x15\n" +
@@ -4749,7 +5858,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
-	"\x0fEVENT_KIND_STEP\x10\x022\xcc\x10\n" +
+	"\x0fEVENT_KIND_STEP\x10\x022\xcc\x16\n" +
 	"\x12CoordinatorService\x12s\n" +
 	"\x10RegisterTemplate\x12..tasker.coordinator.v1.RegisterTemplateRequest\x1a/.tasker.coordinator.v1.RegisterTemplateResponse\x12d\n" +
 	"\vGetTemplate\x12).tasker.coordinator.v1.GetTemplateRequest\x1a*.tasker.coordinator.v1.GetTemplateResponse\x12j\n" +
@@ -4773,7 +5882,14 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\fSetRateLimit\x12*.tasker.coordinator.v1.SetRateLimitRequest\x1a+.tasker.coordinator.v1.SetRateLimitResponse\x12g\n" +
 	"\fGetRateLimit\x12*.tasker.coordinator.v1.GetRateLimitRequest\x1a+.tasker.coordinator.v1.GetRateLimitResponse\x12m\n" +
 	"\x0eListRateLimits\x12,.tasker.coordinator.v1.ListRateLimitsRequest\x1a-.tasker.coordinator.v1.ListRateLimitsResponse\x12p\n" +
-	"\x0fDeleteRateLimit\x12-.tasker.coordinator.v1.DeleteRateLimitRequest\x1a..tasker.coordinator.v1.DeleteRateLimitResponseBEZCgithub.com/tasker-go/tasker/gen/tasker/coordinator/v1;coordinatorv1b\x06proto3"
+	"\x0fDeleteRateLimit\x12-.tasker.coordinator.v1.DeleteRateLimitRequest\x1a..tasker.coordinator.v1.DeleteRateLimitResponse\x12m\n" +
+	"\x0eCreateSchedule\x12,.tasker.coordinator.v1.CreateScheduleRequest\x1a-.tasker.coordinator.v1.CreateScheduleResponse\x12d\n" +
+	"\vGetSchedule\x12).tasker.coordinator.v1.GetScheduleRequest\x1a*.tasker.coordinator.v1.GetScheduleResponse\x12j\n" +
+	"\rListSchedules\x12+.tasker.coordinator.v1.ListSchedulesRequest\x1a,.tasker.coordinator.v1.ListSchedulesResponse\x12j\n" +
+	"\rPauseSchedule\x12+.tasker.coordinator.v1.PauseScheduleRequest\x1a,.tasker.coordinator.v1.PauseScheduleResponse\x12m\n" +
+	"\x0eResumeSchedule\x12,.tasker.coordinator.v1.ResumeScheduleRequest\x1a-.tasker.coordinator.v1.ResumeScheduleResponse\x12m\n" +
+	"\x0eDeleteSchedule\x12,.tasker.coordinator.v1.DeleteScheduleRequest\x1a-.tasker.coordinator.v1.DeleteScheduleResponse\x12s\n" +
+	"\x10BackfillSchedule\x12..tasker.coordinator.v1.BackfillScheduleRequest\x1a/.tasker.coordinator.v1.BackfillScheduleResponseBEZCgithub.com/tasker-go/tasker/gen/tasker/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_tasker_coordinator_v1_coordinator_proto_rawDescOnce sync.Once
@@ -4788,7 +5904,7 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
 	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
@@ -4852,139 +5968,189 @@ var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*ListRateLimitsResponse)(nil),   // 59: tasker.coordinator.v1.ListRateLimitsResponse
 	(*DeleteRateLimitRequest)(nil),   // 60: tasker.coordinator.v1.DeleteRateLimitRequest
 	(*DeleteRateLimitResponse)(nil),  // 61: tasker.coordinator.v1.DeleteRateLimitResponse
-	(*structpb.Struct)(nil),          // 62: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 63: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 64: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 65: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 66: tasker.executor.v1.StepResult
+	(*Schedule)(nil),                 // 62: tasker.coordinator.v1.Schedule
+	(*ScheduleRun)(nil),              // 63: tasker.coordinator.v1.ScheduleRun
+	(*CreateScheduleRequest)(nil),    // 64: tasker.coordinator.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),   // 65: tasker.coordinator.v1.CreateScheduleResponse
+	(*GetScheduleRequest)(nil),       // 66: tasker.coordinator.v1.GetScheduleRequest
+	(*GetScheduleResponse)(nil),      // 67: tasker.coordinator.v1.GetScheduleResponse
+	(*ListSchedulesRequest)(nil),     // 68: tasker.coordinator.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 69: tasker.coordinator.v1.ListSchedulesResponse
+	(*PauseScheduleRequest)(nil),     // 70: tasker.coordinator.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),    // 71: tasker.coordinator.v1.PauseScheduleResponse
+	(*ResumeScheduleRequest)(nil),    // 72: tasker.coordinator.v1.ResumeScheduleRequest
+	(*ResumeScheduleResponse)(nil),   // 73: tasker.coordinator.v1.ResumeScheduleResponse
+	(*DeleteScheduleRequest)(nil),    // 74: tasker.coordinator.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 75: tasker.coordinator.v1.DeleteScheduleResponse
+	(*BackfillScheduleRequest)(nil),  // 76: tasker.coordinator.v1.BackfillScheduleRequest
+	(*BackfillScheduleResponse)(nil), // 77: tasker.coordinator.v1.BackfillScheduleResponse
+	(*structpb.Struct)(nil),          // 78: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 79: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 80: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 81: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 82: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	62,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	78,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
 	5,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
 	3,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	62,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	78,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
 	6,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	63,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	79,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
 	3,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
 	4,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
-	63,  // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	63,  // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	79,  // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	79,  // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
 	0,   // 10: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	62,  // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	64,  // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	64,  // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	64,  // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	78,  // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	80,  // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	80,  // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	80,  // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
 	8,   // 15: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
 	10,  // 16: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	64,  // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	80,  // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
 	0,   // 18: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	65,  // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	81,  // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
 	9,   // 20: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	64,  // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	80,  // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
 	10,  // 22: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
 	40,  // 23: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
 	0,   // 24: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
 	0,   // 25: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	64,  // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	62,  // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	64,  // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	64,  // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	80,  // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	78,  // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	80,  // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	80,  // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
 	2,   // 30: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	2,   // 31: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	2,   // 32: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	2,   // 33: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	62,  // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	64,  // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	63,  // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	78,  // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	80,  // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	79,  // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
 	19,  // 37: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
-	63,  // 38: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
+	79,  // 38: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
 	7,   // 39: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	7,   // 40: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	0,   // 41: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	64,  // 42: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	64,  // 43: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	80,  // 42: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	80,  // 43: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
 	7,   // 44: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
 	7,   // 45: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	7,   // 46: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	10,  // 47: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
 	0,   // 48: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	65,  // 49: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	81,  // 49: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
 	7,   // 50: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
 	11,  // 51: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
 	11,  // 52: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
 	37,  // 53: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	66,  // 54: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	64,  // 55: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	82,  // 54: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	80,  // 55: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
 	1,   // 56: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
 	43,  // 57: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
 	10,  // 58: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
 	46,  // 59: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
 	0,   // 60: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	64,  // 61: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	64,  // 62: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	80,  // 61: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	80,  // 62: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
 	49,  // 63: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	64,  // 64: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	64,  // 65: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	80,  // 64: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	80,  // 65: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
 	50,  // 66: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
 	51,  // 67: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
 	52,  // 68: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	63,  // 69: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	63,  // 70: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	63,  // 71: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	79,  // 69: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	79,  // 70: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	79,  // 71: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
 	50,  // 72: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
 	50,  // 73: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	63,  // 74: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	64,  // 75: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
-	64,  // 76: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	79,  // 74: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	80,  // 75: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	80,  // 76: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
 	53,  // 77: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
 	53,  // 78: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
 	53,  // 79: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
 	53,  // 80: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
-	12,  // 81: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	14,  // 82: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	16,  // 83: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	18,  // 84: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	21,  // 85: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	23,  // 86: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	25,  // 87: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	27,  // 88: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	29,  // 89: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	31,  // 90: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	33,  // 91: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	35,  // 92: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	38,  // 93: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	41,  // 94: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	44,  // 95: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	47,  // 96: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	54,  // 97: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
-	56,  // 98: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
-	58,  // 99: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
-	60,  // 100: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
-	13,  // 101: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	15,  // 102: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	17,  // 103: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	20,  // 104: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	22,  // 105: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	24,  // 106: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	26,  // 107: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	28,  // 108: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	30,  // 109: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	32,  // 110: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	34,  // 111: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	36,  // 112: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	39,  // 113: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	42,  // 114: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	45,  // 115: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	48,  // 116: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	55,  // 117: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
-	57,  // 118: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
-	59,  // 119: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
-	61,  // 120: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
-	101, // [101:121] is the sub-list for method output_type
-	81,  // [81:101] is the sub-list for method input_type
-	81,  // [81:81] is the sub-list for extension type_name
-	81,  // [81:81] is the sub-list for extension extendee
-	0,   // [0:81] is the sub-list for field type_name
+	78,  // 81: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
+	79,  // 82: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
+	80,  // 83: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
+	80,  // 84: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
+	80,  // 85: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	80,  // 86: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	80,  // 87: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
+	80,  // 88: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
+	78,  // 89: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
+	79,  // 90: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
+	62,  // 91: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	62,  // 92: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	80,  // 93: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
+	63,  // 94: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
+	62,  // 95: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
+	62,  // 96: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	62,  // 97: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	80,  // 98: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
+	80,  // 99: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
+	63,  // 100: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
+	12,  // 101: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	14,  // 102: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	16,  // 103: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	18,  // 104: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	21,  // 105: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	23,  // 106: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	25,  // 107: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	27,  // 108: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	29,  // 109: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	31,  // 110: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	33,  // 111: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	35,  // 112: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	38,  // 113: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	41,  // 114: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	44,  // 115: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	47,  // 116: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	54,  // 117: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	56,  // 118: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	58,  // 119: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	60,  // 120: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	64,  // 121: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
+	66,  // 122: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
+	68,  // 123: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
+	70,  // 124: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
+	72,  // 125: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
+	74,  // 126: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
+	76,  // 127: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
+	13,  // 128: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	15,  // 129: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	17,  // 130: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	20,  // 131: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	22,  // 132: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	24,  // 133: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	26,  // 134: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	28,  // 135: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	30,  // 136: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	32,  // 137: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	34,  // 138: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	36,  // 139: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	39,  // 140: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	42,  // 141: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	45,  // 142: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	48,  // 143: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	55,  // 144: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	57,  // 145: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	59,  // 146: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	61,  // 147: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	65,  // 148: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
+	67,  // 149: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
+	69,  // 150: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
+	71,  // 151: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
+	73,  // 152: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
+	75,  // 153: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
+	77,  // 154: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
+	128, // [128:155] is the sub-list for method output_type
+	101, // [101:128] is the sub-list for method input_type
+	101, // [101:101] is the sub-list for extension type_name
+	101, // [101:101] is the sub-list for extension extendee
+	0,   // [0:101] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -5000,7 +6166,7 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   60,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
