@@ -11,6 +11,11 @@ import (
 type Tx interface {
 	// Entries reads every entry of key, joined with its task and step.
 	Entries(ctx context.Context, key string) ([]Row, error)
+	// Line reads what a queue decision on key needs, cheaper than Entries
+	// when many hold it: how many entries other than owner's hold key
+	// (judged as Classify judges), and the rows of the others (waiting or
+	// stale) and of owner.
+	Line(ctx context.Context, key, owner string) (rows []Row, holders int, err error)
 	// PutEntry inserts an entry, or updates the one of the same key and
 	// owner: its attempt, priority and holding flag; Since is kept unless
 	// reset is set.
@@ -102,12 +107,25 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 
 	keyRows := make([][]Row, len(r.Keys))
 	for i, k := range r.Keys {
-		rows, err := tx.Entries(ctx, k.Key)
+		var (
+			rows    []Row
+			holders int
+			err     error
+		)
+		if k.Strategy == StrategyQueue || k.Strategy == "" {
+			// Only a cancelling strategy needs to know who holds the key.
+			rows, holders, err = tx.Line(ctx, k.Key, owner)
+		} else {
+			rows, err = tx.Entries(ctx, k.Key)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("admit %s on %s: %w", owner, k.Key, err)
 		}
 		keyRows[i] = rows
 		live, stale := Live(rows)
+		for h := range holders {
+			live = append(live, Entry{Owner: fmt.Sprintf("\x00holder-%d", h), Holding: true})
+		}
 		if len(stale) > 0 {
 			if err := tx.DeleteEntries(ctx, k.Key, stale); err != nil {
 				return nil, fmt.Errorf("admit %s on %s: %w", owner, k.Key, err)

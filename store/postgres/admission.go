@@ -39,7 +39,41 @@ LEFT JOIN steps s ON s.id = e.step_id
 WHERE e.key = $1::text`
 
 func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, error) {
-	rows, err := a.conn.Query(ctx, sqlAdmissionEntries, key)
+	return a.scanEntries(ctx, sqlAdmissionEntries, key)
+}
+
+// admissionHolds is Classify's Holding, in SQL over sqlAdmissionEntries'
+// joins (NULL, for a missing task or step, is not holding).
+const admissionHolds = `COALESCE((e.step_id IS NULL AND (t.state = 'in_progress' OR (t.state = 'pending' AND e.holding)))
+	OR (e.step_id IS NOT NULL AND e.holding AND (
+		(s.state = 'in_progress' AND s.attempts = e.attempt)
+		OR (s.state IN ('pending', 'error') AND s.attempts = e.attempt - 1 AND t.state IN ('pending', 'in_progress')))), false)`
+
+const (
+	sqlAdmissionHolders = `SELECT count(*) FROM admission_entries e
+LEFT JOIN tasks t ON t.id = e.task_id
+LEFT JOIN steps s ON s.id = e.step_id
+WHERE e.key = $1::text AND e.owner <> $2::text AND ` + admissionHolds
+	sqlAdmissionLine = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
+	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
+FROM admission_entries e
+LEFT JOIN tasks t ON t.id = e.task_id
+LEFT JOIN steps s ON s.id = e.step_id
+WHERE e.key = $1::text AND (e.owner = $2::text OR NOT ` + admissionHolds + `)`
+)
+
+func (a admissionTx) Line(ctx context.Context, key, owner string) ([]admission.Row, int, error) {
+	var holders int64
+	if err := a.conn.QueryRow(ctx, sqlAdmissionHolders, key, owner).Scan(&holders); err != nil {
+		return nil, 0, err
+	}
+	rows, err := a.scanEntries(ctx, sqlAdmissionLine, key, owner)
+	return rows, int(holders), err
+}
+
+// scanEntries runs a query selecting sqlAdmissionEntries' columns.
+func (a admissionTx) scanEntries(ctx context.Context, query string, args ...any) ([]admission.Row, error) {
+	rows, err := a.conn.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

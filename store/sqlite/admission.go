@@ -26,7 +26,16 @@ LEFT JOIN steps s ON s.id = e.step_id
 WHERE e.key = ?`
 
 func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, error) {
-	rows, err := a.tx.QueryContext(ctx, sqlAdmissionEntries, key)
+	out, err := a.scanEntries(ctx, sqlAdmissionEntries, key)
+	if err == nil && len(out) == 0 {
+		a.tx.buckets.waiting(key, false)
+	}
+	return out, err
+}
+
+// scanEntries runs a query selecting sqlAdmissionEntries' columns.
+func (a admissionTx) scanEntries(ctx context.Context, query string, args ...any) ([]admission.Row, error) {
+	rows, err := a.tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -49,13 +58,36 @@ func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, 
 		}
 		out = append(out, r)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
+	return out, rows.Err()
+}
+
+// admissionHolds is Classify's Holding, in SQL over sqlAdmissionEntries'
+// joins (NULL, for a missing task or step, is not holding).
+const admissionHolds = `COALESCE((e.step_id IS NULL AND (t.state = 'in_progress' OR (t.state = 'pending' AND e.holding)))
+	OR (e.step_id IS NOT NULL AND e.holding AND (
+		(s.state = 'in_progress' AND s.attempts = e.attempt)
+		OR (s.state IN ('pending', 'error') AND s.attempts = e.attempt - 1 AND t.state IN ('pending', 'in_progress')))), 0)`
+
+const (
+	sqlAdmissionHolders = `SELECT count(*) FROM admission_entries e
+LEFT JOIN tasks t ON t.id = e.task_id
+LEFT JOIN steps s ON s.id = e.step_id
+WHERE e.key = ?1 AND e.owner <> ?2 AND ` + admissionHolds
+	sqlAdmissionLine = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
+	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
+FROM admission_entries e
+LEFT JOIN tasks t ON t.id = e.task_id
+LEFT JOIN steps s ON s.id = e.step_id
+WHERE e.key = ?1 AND (e.owner = ?2 OR NOT ` + admissionHolds + `)`
+)
+
+func (a admissionTx) Line(ctx context.Context, key, owner string) ([]admission.Row, int, error) {
+	var holders int
+	if err := a.tx.QueryRowContext(ctx, sqlAdmissionHolders, key, owner).Scan(&holders); err != nil {
+		return nil, 0, err
 	}
-	if len(out) == 0 {
-		a.tx.buckets.waiting(key, false)
-	}
-	return out, nil
+	rows, err := a.scanEntries(ctx, sqlAdmissionLine, key, owner)
+	return rows, holders, err
 }
 
 const sqlPutAdmissionEntry = `INSERT INTO admission_entries (key, owner, task_id, step_id, attempt, priority, since, holding)

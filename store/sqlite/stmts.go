@@ -47,7 +47,7 @@ const (
 )
 
 var writeStatements = []string{sqlInsertTask, sqlInsertStep, sqlInsertTransition, sqlUpdateTask, sqlUpdateStep, sqlFence,
-	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket}
+	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket, sqlAdmissionHolders, sqlAdmissionLine}
 
 // prepareWrites prepares the write statements on the writer connection.
 func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {
