@@ -18,9 +18,16 @@ const defaultActor = "operator"
 
 // rerunStep runs a step and every step downstream of it again, keeping the
 // results of all others: each finished step of that set goes back to
-// pending with fresh attempts, no results, no error and a new generation
-// (so handlers get a new idempotency key), and a complete or errored task
-// goes back to pending and on to in_progress as its steps are dispatched.
+// pending with a fresh set of attempts, no results, no error and a new
+// generation (so handlers get a new idempotency key), and a complete or
+// errored task goes back to pending and on to in_progress as its steps are
+// dispatched.
+//
+// The attempt count goes on from where it was, as after retryTask, and
+// the retry limit is granted again on top of it: a result is matched to
+// its attempt by (step, attempt number), and executors resend recent
+// results after a broken stream, so a number used again would let a late
+// copy of the previous run's result complete the new run unseen.
 // The transitions record who asked (actor) and why. It is the sibling of
 // retryTask and resolveStep, and like them runs on the task's owner
 // (withTask takes a task nobody live owns; the server forwards otherwise).
@@ -93,12 +100,13 @@ func (e *engine) rerunStep(ctx context.Context, taskID, stepName, reason, actor 
 // back to pending). The caller checked state.StepRerun.
 func (c *change) rerun(i, retryLimit int, reason string, meta json.RawMessage) {
 	s := c.tr.steps[i]
+	limit := s.Attempts + retryLimit
 	c.params.Steps = append(c.params.Steps, &store.StepChange{
 		StepID: s.ID, StepName: s.Name, From: s.State, To: state.Pending,
-		ExpectAttempts: s.Attempts, Attempts: 0, MaxAttempts: retryLimit,
+		ExpectAttempts: s.Attempts, Attempts: s.Attempts, MaxAttempts: limit,
 		Rerun: true, Reason: reason, Metadata: meta,
 	})
-	s.State, s.Attempts, s.MaxAttempts, s.NextRetryAt, s.UpdatedAt = state.Pending, 0, retryLimit, time.Time{}, c.params.At
+	s.State, s.MaxAttempts, s.NextRetryAt, s.UpdatedAt = state.Pending, limit, time.Time{}, c.params.At
 	s.Results, s.Error, s.blocked = nil, nil, nil
 	s.Generation++
 	c.tr.sync(i)
