@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -396,4 +398,42 @@ steps:
 		}
 	}
 	require.Equal(t, 2, completions, "one completion per run")
+}
+
+// On a secured coordinator a rerun records the token that asked, needs
+// write access and a grant of the task's namespace.
+func TestRerunStepRecordsTheCaller(t *testing.T) {
+	t.Parallel()
+	s := newSecured(t, securedConfig{})
+	all, writerA, writerB, readerA := s.client("all-token-0123456789"), s.client("writer-a-token-0123456789"),
+		s.client("writer-b-token-0123456789"), s.client("reader-a-token-0123456789")
+	require.NoError(t, s.register(all, "a"))
+	id, _ := s.startExecutor(s.mesh.Issue(t, "executor"))
+	require.Eventually(t, func() bool { return slices.Equal(s.connected(all), []string{id}) }, 10*time.Second, 20*time.Millisecond)
+	task, err := s.create(writerA, "a")
+	require.NoError(t, err)
+	waitComplete := func() *coordinatorv1.Task {
+		var last *coordinatorv1.Task
+		require.Eventually(t, func() bool {
+			resp, err := all.GetTask(s.ctx, &coordinatorv1.GetTaskRequest{Id: task.GetId()})
+			require.NoError(t, err)
+			last = resp.GetTask()
+			return last.GetState() == coordinatorv1.State_STATE_COMPLETE
+		}, 20*time.Second, 20*time.Millisecond)
+		return last
+	}
+	waitComplete()
+
+	req := &coordinatorv1.RerunStepRequest{TaskId: task.GetId(), StepName: "second", Reason: "bad output"}
+	_, err = readerA.RerunStep(s.ctx, req)
+	requireCode(t, err, codes.PermissionDenied, `token "reader-a" has read access; RerunStep needs write access`)
+	_, err = writerB.RerunStep(s.ctx, req)
+	requireCode(t, err, codes.PermissionDenied, `not granted namespace "a"`)
+	_, err = writerA.RerunStep(s.ctx, req)
+	require.NoError(t, err)
+	done := waitComplete()
+	trs := rerunTransitions(step(done, "second"))
+	require.Len(t, trs, 1)
+	require.Equal(t, "rerun from second by writer-a: bad output", trs[0].GetReason())
+	require.Empty(t, rerunTransitions(step(done, "first")))
 }
