@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,7 +25,7 @@ func TestStepRerun(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rc, err := startCoordinator(t.Context(), coordinatorOptions{
-		listen: "127.0.0.1:0",
+		listen: "127.0.0.1:0", httpListen: "127.0.0.1:0",
 		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
 		log:    log,
 	})
@@ -70,12 +71,15 @@ steps:
 	require.NotEqual(t, "complete", got.State, "the task runs again")
 
 	var done taskJSON
-	require.Eventually(t, func() bool {
-		res := runCLI(t, rc.addr, "task", "get", task.ID, "-o", "json")
-		require.Equal(t, 0, res.code, res.stderr)
-		require.NoError(t, json.Unmarshal([]byte(res.stdout), &done), res.stdout)
-		return done.State == "complete"
-	}, 20*time.Second, 10*time.Millisecond)
+	waitComplete := func() {
+		require.Eventually(t, func() bool {
+			res := runCLI(t, rc.addr, "task", "get", task.ID, "-o", "json")
+			require.Equal(t, 0, res.code, res.stderr)
+			require.NoError(t, json.Unmarshal([]byte(res.stdout), &done), res.stdout)
+			return done.State == "complete"
+		}, 20*time.Second, 10*time.Millisecond)
+	}
+	waitComplete()
 	reruns := map[string]int{}
 	for _, s := range done.Steps {
 		require.Equal(t, "complete", s.State, s.Name)
@@ -95,4 +99,29 @@ steps:
 	res = runCLI(t, rc.addr, "step", "rerun", task.ID)
 	require.Equal(t, 2, res.code, "a usage error")
 	require.Contains(t, res.stderr, "accepts 2 arg(s)")
+
+	// The same over REST.
+	post := func(stepName string) (int, string) {
+		resp, err := http.Post("http://"+rc.httpAddr+"/api/v1/tasks/"+task.ID+"/steps/"+stepName+":rerun",
+			"application/json", strings.NewReader(`{"reason": "via REST"}`))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	code, body := post("ship")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, task.ID)
+	waitComplete()
+	var viaREST int
+	for _, tr := range done.Steps[2].Transitions {
+		if tr.Reason == "rerun from ship by operator: via REST" {
+			viaREST++
+		}
+	}
+	require.Equal(t, 1, viaREST)
+	code, body = post("nope")
+	require.Equal(t, http.StatusNotFound, code, body)
+	require.Contains(t, body, `no step \"nope\"`)
 }
