@@ -26,8 +26,8 @@ func TestStepRerun(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rc, err := startCoordinator(t.Context(), coordinatorOptions{
 		listen: "127.0.0.1:0", httpListen: "127.0.0.1:0",
-		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
-		log:    log,
+		store: storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:   log,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, rc.stop()) })
