@@ -532,6 +532,7 @@ func (e *engine) executeRequest(tr *taskRun, i int, traceContext map[string]stri
 		Attempt: int32(s.Attempts), HandlerConfig: tr.tmpl.configs[i], Context: tr.task.Context,
 		ParentResults: parents, Namespace: tr.task.Namespace, TemplateName: tr.task.Name,
 		TemplateVersion: tr.task.Version, TraceContext: traceContext,
+		IdempotencyKey: idempotencyKey(tr.task.ID, s.ID, s.Generation),
 	}
 	if d := tr.tmpl.timeouts[i]; d > 0 {
 		step.Deadline = timestamppb.New(e.now().Add(d))

@@ -256,3 +256,25 @@ func (s *server) ResolveStep(ctx context.Context, req *coordinatorv1.ResolveStep
 			return c.ResolveStep(ctx, req)
 		})
 }
+
+func (s *server) RerunStep(ctx context.Context, req *coordinatorv1.RerunStepRequest) (*coordinatorv1.RerunStepResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetTaskId()); err != nil {
+		return nil, err
+	}
+	// The caller's token names who asked; forwarded to the task's owner,
+	// the request carries the same token and is recorded the same way.
+	actor := defaultActor
+	if p, err := s.principal(ctx); err != nil {
+		return nil, err
+	} else if p != nil {
+		actor = p.Name
+	}
+	snap, err := s.c.engine.rerunStep(ctx, req.GetTaskId(), req.GetStepName(), req.GetReason(), actor)
+	return answer(ctx, s, snap, err,
+		func(t *coordinatorv1.Task) *coordinatorv1.RerunStepResponse {
+			return &coordinatorv1.RerunStepResponse{Task: t}
+		},
+		func(ctx context.Context, c coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.RerunStepResponse, error) {
+			return c.RerunStep(ctx, req)
+		})
+}

@@ -52,6 +52,13 @@ type Request struct {
 	TemplateName string
 	// TemplateVersion is the template version the task was created with.
 	TemplateVersion string
+	// IdempotencyKey is the same for every attempt of one run of the step
+	// and new after an operator reruns it. Pass it to the services the
+	// handler calls (a payment API's idempotency key) so a retry does not
+	// repeat what an earlier attempt of the run already did, while a
+	// deliberate rerun does. Treat it as opaque; it is empty when the
+	// coordinator is older than the field.
+	IdempotencyKey string
 
 	// progress sends a StepProgress for this attempt; nil when the request
 	// was built outside an executor (e.g. a handler unit test).
@@ -94,6 +101,7 @@ func newRequest(step *executorv1.ExecuteStep) *Request {
 		Namespace:       step.GetNamespace(),
 		TemplateName:    step.GetTemplateName(),
 		TemplateVersion: step.GetTemplateVersion(),
+		IdempotencyKey:  step.GetIdempotencyKey(),
 		traceContext:    step.GetTraceContext(),
 	}
 	if step.GetDeadline() != nil {

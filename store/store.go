@@ -356,6 +356,11 @@ type Step struct {
 	// NextRetryAt is when an errored step may be retried; zero if unset.
 	NextRetryAt time.Time
 	UpdatedAt   time.Time
+	// Generation counts the reruns of the step: 0 at creation (TaskCreate
+	// stores 0 whatever it is given), one more after each StepChange with
+	// Rerun. Every attempt of one run shares it, so it makes the
+	// idempotency key handlers get for their own side effects.
+	Generation int
 }
 
 // StepError describes a failed attempt.
@@ -542,6 +547,11 @@ type StepChange struct {
 	// conditional on admitting the attempt under its step's concurrency
 	// keys and rate limits; refused, it is not written.
 	Admit *admission.Request
+	// Rerun makes the change an operator's rerun of the step: its results
+	// and error are cleared (Results and Error are ignored) and its
+	// Generation goes up by one, so the next run gets a new idempotency
+	// key.
+	Rerun bool
 }
 
 // TaskSnapshot is a task with its steps (in template order) and its

@@ -46,7 +46,8 @@ WHERE NOT EXISTS (
 // caller left StepName empty.
 //
 // The statement is fixed (optional fields are switched by parameters, not
-// by editing the SQL), so it is prepared once per connection.
+// by editing the SQL), so it is prepared once per connection. A rerun ($18)
+// clears results and error and counts a generation.
 const advanceStepSQL = `WITH changed AS (
 	UPDATE steps SET
 		state = $5::text,
@@ -54,13 +55,14 @@ const advanceStepSQL = `WITH changed AS (
 		updated_at = $7::bigint,
 		next_retry_at = $8::bigint,
 		max_attempts = CASE WHEN $9::integer > 0 THEN $9::integer ELSE max_attempts END,
-		results = COALESCE($10::text, results),
-		error_message = CASE WHEN $5::text = '` + string(state.Complete) + `' THEN NULL
+		results = CASE WHEN $18::boolean THEN NULL ELSE COALESCE($10::text, results) END,
+		error_message = CASE WHEN $5::text = '` + string(state.Complete) + `' OR $18::boolean THEN NULL
 			WHEN $11::boolean THEN $12::text ELSE error_message END,
-		error_class = CASE WHEN $5::text = '` + string(state.Complete) + `' THEN NULL
+		error_class = CASE WHEN $5::text = '` + string(state.Complete) + `' OR $18::boolean THEN NULL
 			WHEN $11::boolean THEN $13::text ELSE error_class END,
-		error_retryable = CASE WHEN $5::text = '` + string(state.Complete) + `' THEN NULL
-			WHEN $11::boolean THEN $14::boolean ELSE error_retryable END
+		error_retryable = CASE WHEN $5::text = '` + string(state.Complete) + `' OR $18::boolean THEN NULL
+			WHEN $11::boolean THEN $14::boolean ELSE error_retryable END,
+		generation = generation + CASE WHEN $18::boolean THEN 1 ELSE 0 END
 	WHERE id = $2::text AND task_id = $1::text AND state = $3::text AND attempts = $4::integer
 	RETURNING name
 ), recorded AS (
@@ -179,7 +181,7 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 		p.query(stmtAdvanceStep, []any{
 			taskID, c.StepID, string(c.From), int32(c.ExpectAttempts), string(c.To), int32(c.Attempts), at,
 			toNullNanos(c.NextRetryAt), int32(c.MaxAttempts), toNullJSON(c.Results),
-			hasError, message, class, errorRetryable, c.Reason, toNullJSON(c.Metadata), token,
+			hasError, message, class, errorRetryable, c.Reason, toNullJSON(c.Metadata), token, c.Rerun,
 		}, func(rows pgx.Rows) error {
 			return rows.Scan(&tr.Seq, &tr.StepName)
 		}, func(err *pgconn.PgError) error {

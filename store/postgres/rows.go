@@ -69,6 +69,10 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 const stepColumns = `id, task_id, name, position, handler, depends_on, state, attempts, max_attempts,
 	retryable, skippable, results, error_message, error_class, error_retryable, next_retry_at, updated_at`
 
+// stepReadColumns are what reads select (scanStep): the inserted columns
+// plus those only updates set (a new step starts from their defaults).
+const stepReadColumns = stepColumns + `, generation`
+
 func scanStep(row pgx.Row) (*store.Step, error) {
 	var (
 		st             store.Step
@@ -83,9 +87,11 @@ func scanStep(row pgx.Row) (*store.Step, error) {
 		errorRetryable *bool
 		nextRetryAt    *int64
 		updated        int64
+		generation     int32
 	)
 	err := row.Scan(&st.ID, &st.TaskID, &st.Name, &position, &st.Handler, &deps, &stepState, &attempts, &maxAttempts,
-		&st.Retryable, &st.Skippable, &results, &errorMessage, &errorClass, &errorRetryable, &nextRetryAt, &updated)
+		&st.Retryable, &st.Skippable, &results, &errorMessage, &errorClass, &errorRetryable, &nextRetryAt, &updated,
+		&generation)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +103,7 @@ func scanStep(row pgx.Row) (*store.Step, error) {
 	st.Results = fromNullJSON(results)
 	st.NextRetryAt = fromNullNanos(nextRetryAt)
 	st.UpdatedAt = fromNanos(updated)
+	st.Generation = int(generation)
 	// error_message is the marker: the three columns are set and cleared
 	// together.
 	if errorMessage != nil {

@@ -21,7 +21,7 @@ func (s *Store) StepList(ctx context.Context, taskIDs ...string) ([]*store.Step,
 		return nil, nil
 	}
 	ids := slices.Compact(slices.Sorted(slices.Values(taskIDs)))
-	rows, err := s.reader.Query(ctx, `SELECT `+stepColumns+` FROM steps
+	rows, err := s.reader.Query(ctx, `SELECT `+stepReadColumns+` FROM steps
 		WHERE task_id = ANY($1::text[]) ORDER BY task_id, position`, ids)
 	if err != nil {
 		return nil, s.readErr(err, "list steps of %d tasks", len(ids))
@@ -74,7 +74,7 @@ func (s *Store) TaskSnapshot(ctx context.Context, id string) (_ *store.TaskSnaps
 	if err != nil {
 		return nil, s.readErr(err, "read task %s", id)
 	}
-	rows, err := tx.Query(ctx, `SELECT `+stepColumns+` FROM steps WHERE task_id = $1 ORDER BY position`, id)
+	rows, err := tx.Query(ctx, `SELECT `+stepReadColumns+` FROM steps WHERE task_id = $1 ORDER BY position`, id)
 	if err != nil {
 		return nil, s.readErr(err, "read steps of task %s", id)
 	}

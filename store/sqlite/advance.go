@@ -126,7 +126,7 @@ func updateStep(ctx context.Context, tx *wtx, taskID string, at int64, c *store.
 	err := tx.QueryRowContext(ctx, sqlUpdateStep,
 		string(c.To), c.Attempts, toNullNanos(c.NextRetryAt), at,
 		c.MaxAttempts, results, c.Error != nil, errMsg, errClass, errRetryable,
-		c.StepID, taskID, string(c.From), c.ExpectAttempts,
+		c.StepID, taskID, string(c.From), c.ExpectAttempts, c.Rerun,
 	).Scan(&name)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", stepMismatch(ctx, tx, taskID, c)

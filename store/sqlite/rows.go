@@ -82,6 +82,10 @@ func (r *taskRow) task() (*store.Task, error) {
 const stepColumns = `id, task_id, name, position, handler, depends_on, state, attempts, max_attempts,
 	retryable, skippable, results, error_message, error_class, error_retryable, next_retry_at, updated_at`
 
+// stepReadColumns are what reads select: the inserted columns plus those
+// only updates set (a new step starts from their defaults).
+const stepReadColumns = stepColumns + `, generation`
+
 type stepRow struct {
 	ID             string         `db:"id"`
 	TaskID         string         `db:"task_id"`
@@ -100,6 +104,7 @@ type stepRow struct {
 	ErrorRetryable sql.NullBool   `db:"error_retryable"`
 	NextRetryAt    sql.NullInt64  `db:"next_retry_at"`
 	UpdatedAt      int64          `db:"updated_at"`
+	Generation     int            `db:"generation"`
 }
 
 func (r *stepRow) step() (*store.Step, error) {
@@ -122,6 +127,7 @@ func (r *stepRow) step() (*store.Step, error) {
 		Results:     fromNullJSON(r.Results),
 		NextRetryAt: fromNullNanos(r.NextRetryAt),
 		UpdatedAt:   fromNanos(r.UpdatedAt),
+		Generation:  r.Generation,
 	}
 	// error_message is the marker: the three columns are set and cleared
 	// together.

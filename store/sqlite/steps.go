@@ -25,7 +25,7 @@ func (s *Store) StepList(ctx context.Context, taskIDs ...string) ([]*store.Step,
 	ids := slices.Compact(slices.Sorted(slices.Values(taskIDs)))
 	var out []*store.Step
 	for chunk := range slices.Chunk(ids, stepListChunk) {
-		query, args, err := sqlx.In(`SELECT `+stepColumns+` FROM steps
+		query, args, err := sqlx.In(`SELECT `+stepReadColumns+` FROM steps
 			WHERE task_id IN (?) ORDER BY task_id, position`, chunk)
 		if err != nil {
 			return nil, fmt.Errorf("list steps: %w", err)
@@ -90,7 +90,7 @@ func (s *Store) TaskSnapshot(ctx context.Context, id string) (_ *store.TaskSnaps
 		return nil, err
 	}
 	var steps []stepRow
-	if err := tx.SelectContext(ctx, &steps, `SELECT `+stepColumns+` FROM steps
+	if err := tx.SelectContext(ctx, &steps, `SELECT `+stepReadColumns+` FROM steps
 		WHERE task_id = ? ORDER BY position`, id); err != nil {
 		return nil, s.readErr(err, "read steps of task %s", id)
 	}

@@ -35,13 +35,15 @@ const (
 	// One text for every kind of step change, so it is prepared once: a
 	// positive max_attempts replaces the stored one, non-NULL results
 	// replace the stored ones, a change to complete clears the error and a
-	// given error (?7) replaces it.
+	// given error (?7) replaces it; a rerun (?15) clears results and error
+	// and counts a generation.
 	sqlUpdateStep = `UPDATE steps SET state = ?1, attempts = ?2, next_retry_at = ?3, updated_at = ?4,
 		max_attempts = CASE WHEN ?5 > 0 THEN ?5 ELSE max_attempts END,
-		results = COALESCE(?6, results),
-		error_message = CASE WHEN ?1 = 'complete' THEN NULL WHEN ?7 THEN ?8 ELSE error_message END,
-		error_class = CASE WHEN ?1 = 'complete' THEN NULL WHEN ?7 THEN ?9 ELSE error_class END,
-		error_retryable = CASE WHEN ?1 = 'complete' THEN NULL WHEN ?7 THEN ?10 ELSE error_retryable END
+		results = CASE WHEN ?15 THEN NULL ELSE COALESCE(?6, results) END,
+		error_message = CASE WHEN ?1 = 'complete' OR ?15 THEN NULL WHEN ?7 THEN ?8 ELSE error_message END,
+		error_class = CASE WHEN ?1 = 'complete' OR ?15 THEN NULL WHEN ?7 THEN ?9 ELSE error_class END,
+		error_retryable = CASE WHEN ?1 = 'complete' OR ?15 THEN NULL WHEN ?7 THEN ?10 ELSE error_retryable END,
+		generation = generation + ?15
 		WHERE id = ?11 AND task_id = ?12 AND state = ?13 AND attempts = ?14
 		RETURNING name`
 )

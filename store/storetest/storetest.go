@@ -73,6 +73,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.rateLimits(t)
 	s.debounce(t)
 	s.schedules(t)
+	s.rerun(t)
 }
 
 type suite struct {

@@ -91,6 +91,10 @@ function newStepContext(step, { signal, progress }) {
     namespace: step.namespace,
     templateName: step.template_name,
     templateVersion: step.template_version,
+    // The same for every attempt of one run of the step, new after a rerun:
+    // for the idempotency keys of the services a handler calls. '' from a
+    // coordinator older than the field.
+    idempotencyKey: step.idempotency_key || '',
     config: decodeJSON(step.handler_config, 'handler_config') ?? {},
     context: decodeJSON(step.context, 'context') ?? {},
     parents: Object.freeze(parents),

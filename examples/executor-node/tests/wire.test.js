@@ -61,6 +61,7 @@ test('newStepContext parses config, context and parents, with {} defaults', () =
     context: Buffer.from('{"text":"hello"}'),
     parent_results: { greet: Buffer.from('{"ok":true}'), empty: Buffer.alloc(0) },
     namespace: 'ns', template_name: 'tpl', template_version: '1.0.0',
+    idempotency_key: 't1/s1/2',
   }, { signal, progress: () => {} });
   assert.equal(ctx.taskId, 't1');
   assert.equal(ctx.stepId, 's1');
@@ -72,6 +73,7 @@ test('newStepContext parses config, context and parents, with {} defaults', () =
   assert.equal(ctx.deadline.getTime(), 1_700_000_000_000);
   assert.equal(ctx.signal, signal);
   assert.equal(ctx.templateVersion, '1.0.0');
+  assert.equal(ctx.idempotencyKey, 't1/s1/2');
   assert.ok(Object.isFrozen(ctx));
 });
 

@@ -32,6 +32,7 @@ const (
 	CoordinatorService_RetryTask_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/RetryTask"
 	CoordinatorService_WatchTask_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/WatchTask"
 	CoordinatorService_ResolveStep_FullMethodName      = "/tasker.coordinator.v1.CoordinatorService/ResolveStep"
+	CoordinatorService_RerunStep_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/RerunStep"
 	CoordinatorService_RegisterExecutor_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/RegisterExecutor"
 	CoordinatorService_ListExecutors_FullMethodName    = "/tasker.coordinator.v1.CoordinatorService/ListExecutors"
 	CoordinatorService_ReportStepResult_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/ReportStepResult"
@@ -90,6 +91,13 @@ type CoordinatorServiceClient interface {
 	// ResolveStep marks a pending or errored step resolved_manually, which
 	// satisfies its children. Unary.
 	ResolveStep(ctx context.Context, in *ResolveStepRequest, opts ...grpc.CallOption) (*ResolveStepResponse, error)
+	// RerunStep runs a step and all its descendants again, keeping every
+	// other step's result: each is reset to pending with fresh attempts
+	// (results and error cleared, a new idempotency key), and a complete or
+	// errored task goes back to pending. Refused (FailedPrecondition) while
+	// the step or a descendant is running, or while the task is still
+	// running anything; NotFound for an unknown step. Unary.
+	RerunStep(ctx context.Context, in *RerunStepRequest, opts ...grpc.CallOption) (*RerunStepResponse, error)
 	// RegisterExecutor tells the coordinator where an executor listens. The
 	// coordinator calls the executor's Describe, then keeps an Execute stream
 	// open to it. Executors call this again whenever they have no stream, so a
@@ -261,6 +269,16 @@ func (c *coordinatorServiceClient) ResolveStep(ctx context.Context, in *ResolveS
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ResolveStepResponse)
 	err := c.cc.Invoke(ctx, CoordinatorService_ResolveStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) RerunStep(ctx context.Context, in *RerunStepRequest, opts ...grpc.CallOption) (*RerunStepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RerunStepResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RerunStep_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -485,6 +503,13 @@ type CoordinatorServiceServer interface {
 	// ResolveStep marks a pending or errored step resolved_manually, which
 	// satisfies its children. Unary.
 	ResolveStep(context.Context, *ResolveStepRequest) (*ResolveStepResponse, error)
+	// RerunStep runs a step and all its descendants again, keeping every
+	// other step's result: each is reset to pending with fresh attempts
+	// (results and error cleared, a new idempotency key), and a complete or
+	// errored task goes back to pending. Refused (FailedPrecondition) while
+	// the step or a descendant is running, or while the task is still
+	// running anything; NotFound for an unknown step. Unary.
+	RerunStep(context.Context, *RerunStepRequest) (*RerunStepResponse, error)
 	// RegisterExecutor tells the coordinator where an executor listens. The
 	// coordinator calls the executor's Describe, then keeps an Execute stream
 	// open to it. Executors call this again whenever they have no stream, so a
@@ -582,6 +607,9 @@ func (UnimplementedCoordinatorServiceServer) WatchTask(*WatchTaskRequest, grpc.S
 }
 func (UnimplementedCoordinatorServiceServer) ResolveStep(context.Context, *ResolveStepRequest) (*ResolveStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveStep not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RerunStep(context.Context, *RerunStepRequest) (*RerunStepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RerunStep not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) RegisterExecutor(context.Context, *RegisterExecutorRequest) (*RegisterExecutorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterExecutor not implemented")
@@ -824,6 +852,24 @@ func _CoordinatorService_ResolveStep_Handler(srv interface{}, ctx context.Contex
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServiceServer).ResolveStep(ctx, req.(*ResolveStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_RerunStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RerunStepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RerunStep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RerunStep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RerunStep(ctx, req.(*RerunStepRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1169,6 +1215,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveStep",
 			Handler:    _CoordinatorService_ResolveStep_Handler,
+		},
+		{
+			MethodName: "RerunStep",
+			Handler:    _CoordinatorService_RerunStep_Handler,
 		},
 		{
 			MethodName: "RegisterExecutor",

@@ -311,9 +311,17 @@ type ExecuteStep struct {
 	// when set, "tracestate") of the coordinator's span for this attempt, so
 	// the handler's spans join the task's trace. It travels in the message
 	// rather than in gRPC metadata because one stream carries many steps.
-	TraceContext  map[string]string `protobuf:"bytes,13,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TraceContext map[string]string `protobuf:"bytes,13,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// idempotency_key is the same for every attempt of one run of the step
+	// and new after an operator reruns it (RerunStep): pass it to external
+	// services (a payment API's idempotency key) so a retried attempt does
+	// not repeat a side effect the run already had. Today it reads
+	// "<task_id>/<step_id>/<generation>", where generation counts the
+	// step's reruns; treat it as opaque. Empty from coordinators older than
+	// the field.
+	IdempotencyKey string `protobuf:"bytes,14,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ExecuteStep) Reset() {
@@ -435,6 +443,13 @@ func (x *ExecuteStep) GetTraceContext() map[string]string {
 		return x.TraceContext
 	}
 	return nil
+}
+
+func (x *ExecuteStep) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 // CancelStep asks the executor to stop a running attempt. The executor should
@@ -1096,7 +1111,7 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\fexecute_step\x18\x01 \x01(\v2\x1f.tasker.executor.v1.ExecuteStepH\x00R\vexecuteStep\x12A\n" +
 	"\vcancel_step\x18\x02 \x01(\v2\x1e.tasker.executor.v1.CancelStepH\x00R\n" +
 	"cancelStepB\x06\n" +
-	"\x04kind\"\xad\x05\n" +
+	"\x04kind\"\xd6\x05\n" +
 	"\vExecuteStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x1b\n" +
@@ -1111,7 +1126,8 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	" \x01(\tR\tnamespace\x12#\n" +
 	"\rtemplate_name\x18\v \x01(\tR\ftemplateName\x12)\n" +
 	"\x10template_version\x18\f \x01(\tR\x0ftemplateVersion\x12V\n" +
-	"\rtrace_context\x18\r \x03(\v21.tasker.executor.v1.ExecuteStep.TraceContextEntryR\ftraceContext\x1a@\n" +
+	"\rtrace_context\x18\r \x03(\v21.tasker.executor.v1.ExecuteStep.TraceContextEntryR\ftraceContext\x12'\n" +
+	"\x0fidempotency_key\x18\x0e \x01(\tR\x0eidempotencyKey\x1a@\n" +
 	"\x12ParentResultsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a?\n" +
