@@ -32,6 +32,7 @@ const (
 	CoordinatorService_RetryTask_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/RetryTask"
 	CoordinatorService_WatchTask_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/WatchTask"
 	CoordinatorService_ResolveStep_FullMethodName      = "/tasker.coordinator.v1.CoordinatorService/ResolveStep"
+	CoordinatorService_SignalTask_FullMethodName       = "/tasker.coordinator.v1.CoordinatorService/SignalTask"
 	CoordinatorService_RegisterExecutor_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/RegisterExecutor"
 	CoordinatorService_ListExecutors_FullMethodName    = "/tasker.coordinator.v1.CoordinatorService/ListExecutors"
 	CoordinatorService_ReportStepResult_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/ReportStepResult"
@@ -90,6 +91,14 @@ type CoordinatorServiceClient interface {
 	// ResolveStep marks a pending or errored step resolved_manually, which
 	// satisfies its children. Unary.
 	ResolveStep(ctx context.Context, in *ResolveStepRequest, opts ...grpc.CallOption) (*ResolveStepResponse, error)
+	// SignalTask delivers a named signal to a task. A step waiting for it
+	// (wait_for) completes with the payload as its result; a signal sent
+	// before its step waits is kept and consumed when the step is reached,
+	// by exactly one step attempt. Refused with FailedPrecondition for a
+	// task that is not pending or in progress, or when no step could still
+	// consume the signal; with NotFound when no step of the task declares
+	// it. Unary.
+	SignalTask(ctx context.Context, in *SignalTaskRequest, opts ...grpc.CallOption) (*SignalTaskResponse, error)
 	// RegisterExecutor tells the coordinator where an executor listens. The
 	// coordinator calls the executor's Describe, then keeps an Execute stream
 	// open to it. Executors call this again whenever they have no stream, so a
@@ -261,6 +270,16 @@ func (c *coordinatorServiceClient) ResolveStep(ctx context.Context, in *ResolveS
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ResolveStepResponse)
 	err := c.cc.Invoke(ctx, CoordinatorService_ResolveStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) SignalTask(ctx context.Context, in *SignalTaskRequest, opts ...grpc.CallOption) (*SignalTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignalTaskResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_SignalTask_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -485,6 +504,14 @@ type CoordinatorServiceServer interface {
 	// ResolveStep marks a pending or errored step resolved_manually, which
 	// satisfies its children. Unary.
 	ResolveStep(context.Context, *ResolveStepRequest) (*ResolveStepResponse, error)
+	// SignalTask delivers a named signal to a task. A step waiting for it
+	// (wait_for) completes with the payload as its result; a signal sent
+	// before its step waits is kept and consumed when the step is reached,
+	// by exactly one step attempt. Refused with FailedPrecondition for a
+	// task that is not pending or in progress, or when no step could still
+	// consume the signal; with NotFound when no step of the task declares
+	// it. Unary.
+	SignalTask(context.Context, *SignalTaskRequest) (*SignalTaskResponse, error)
 	// RegisterExecutor tells the coordinator where an executor listens. The
 	// coordinator calls the executor's Describe, then keeps an Execute stream
 	// open to it. Executors call this again whenever they have no stream, so a
@@ -582,6 +609,9 @@ func (UnimplementedCoordinatorServiceServer) WatchTask(*WatchTaskRequest, grpc.S
 }
 func (UnimplementedCoordinatorServiceServer) ResolveStep(context.Context, *ResolveStepRequest) (*ResolveStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveStep not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) SignalTask(context.Context, *SignalTaskRequest) (*SignalTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignalTask not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) RegisterExecutor(context.Context, *RegisterExecutorRequest) (*RegisterExecutorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterExecutor not implemented")
@@ -824,6 +854,24 @@ func _CoordinatorService_ResolveStep_Handler(srv interface{}, ctx context.Contex
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServiceServer).ResolveStep(ctx, req.(*ResolveStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_SignalTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignalTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).SignalTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_SignalTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).SignalTask(ctx, req.(*SignalTaskRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1169,6 +1217,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveStep",
 			Handler:    _CoordinatorService_ResolveStep_Handler,
+		},
+		{
+			MethodName: "SignalTask",
+			Handler:    _CoordinatorService_SignalTask_Handler,
 		},
 		{
 			MethodName: "RegisterExecutor",
