@@ -223,6 +223,8 @@ type Store interface {
 
 	// ScheduleStore keeps cron schedules and their runs (schedules.go).
 	ScheduleStore
+	// SignalStore keeps the signals sent to tasks (signals.go).
+	SignalStore
 
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
@@ -542,6 +544,12 @@ type StepChange struct {
 	// conditional on admitting the attempt under its step's concurrency
 	// keys and rate limits; refused, it is not written.
 	Admit *admission.Request
+	// Signal, when set, is consumed by this change (To must be complete):
+	// the stored signal of that ID, which must not be consumed yet (else
+	// ErrConflict and nothing is written), or, if none is stored, this
+	// one, stored consumed. Either way it records the step and Attempts
+	// as its consumer, at the advance's time.
+	Signal *Signal
 }
 
 // TaskSnapshot is a task with its steps (in template order) and its
