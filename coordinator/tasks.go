@@ -196,6 +196,7 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	refused := len(created.Refused) > 0
 	if refused {
+		e.undoWaitStarts(c, undispatched)
 		// Nothing was dispatched: memory goes back to what was stored.
 		for _, i := range c.dispatch {
 			s := tr.steps[i]
