@@ -234,10 +234,16 @@ steps:
     depends_on: [approve]
     wait_for: {signal: second}
 `)
-	task := h.create("test", "restart_waits", map[string]any{})
+	created, err := h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: "restart_waits"})
+	require.NoError(t, err)
+	require.Empty(t, created.GetWarnings(), "waits need no executor")
+	task := created.GetTask()
+	execs, err := h.client.ListExecutors(h.ctx, &coordinatorv1.ListExecutorsRequest{})
+	require.NoError(t, err)
+	require.Empty(t, execs.GetUnhosted(), "waits name no handler")
 	waitWaiting(t, h, task.GetId(), "approve", "signal")
 	waitWaiting(t, h, task.GetId(), "nap", "sleep")
-	_, err := signal(h, task.GetId(), "second", `{"n":2}`)
+	_, err = signal(h, task.GetId(), "second", `{"n":2}`)
 	require.NoError(t, err, "kept for a step not reached")
 
 	n.crash()
