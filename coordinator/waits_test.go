@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -178,6 +179,17 @@ func TestSignalWaitTimesOutAndRetries(t *testing.T) {
 	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 	require.Contains(t, err.Error(), "is error")
 	require.Empty(t, storedSignals(t, h.store, task.GetId()))
+
+	// Retried, the step waits again, and a signal now completes it.
+	_, err = h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId()})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		resp, err := signal(h, task.GetId(), "approved", `{"late":true}`)
+		return err == nil && resp.GetConsumedBy() == "approve"
+	}, 10*time.Second, time.Millisecond, "the retried wait never took the signal")
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 3, step(done, "approve").GetAttempts())
+	require.Len(t, storedSignals(t, h.store, task.GetId()), 1)
 }
 
 // Bad signals are refused with a message naming what is wrong, and
@@ -302,4 +314,84 @@ steps:
 		require.Equal(t, step(done, "approve").GetTransitions()[0].GetLeaseToken(), tr.GetLeaseToken(), "a, the owner, wrote every transition")
 	}
 	require.Len(t, storedSignals(t, st, task.GetId()), 1)
+}
+
+// A coordinator that stops while a step sleeps and another waits for a
+// signal leaves both to the coordinator that takes its tasks over, which
+// rebuilds the sleep's timer from the store and takes the signal.
+func TestWaitsSurviveTakeOver(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	serve := func(id string) *harness {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		return serveCoordinator(t, coordinator.Config{Store: st, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
+	}
+	a := serve("coord-a")
+	a.apply(`
+namespace: test
+name: takeover_waits
+version: 1.0.0
+steps:
+  - name: approve
+    wait_for: {signal: approved}
+  - name: nap
+    sleep: 200ms
+`)
+	task := a.create("test", "takeover_waits", map[string]any{})
+	waitWaiting(t, a, task.GetId(), "nap", "sleep")
+	waitWaiting(t, a, task.GetId(), "approve", "signal")
+	stopNow, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, a.coord.Stop(stopNow))
+
+	b := serve("coord-b")
+	var resp *coordinatorv1.SignalTaskResponse
+	require.Eventually(t, func() bool {
+		var err error
+		resp, err = signal(b, task.GetId(), "approved", `{"on":"b"}`)
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, "approve", resp.GetConsumedBy())
+	done := b.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 1, step(done, "nap").GetAttempts(), "the sleep went on, not again")
+	first := step(done, "nap").GetTransitions()
+	require.NotEqual(t, first[0].GetLeaseToken(), first[len(first)-1].GetLeaseToken(), "b, not a, ended the sleep")
+}
+
+// A wait is a task's first step like any other under the task's
+// concurrency key: a task refused a place at creation starts its wait
+// only once admitted, and a signal kept while it was pending is consumed
+// then.
+func TestWaitUnderConcurrencyKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(`
+namespace: test
+name: keyed_wait
+version: 1.0.0
+concurrency:
+  - key: context.customer
+    max_running: 1
+steps:
+  - name: approve
+    wait_for: {signal: go}
+`)
+	first := h.create("test", "keyed_wait", map[string]any{"customer": "c1", "n": 1})
+	second := h.create("test", "keyed_wait", map[string]any{"customer": "c1", "n": 2})
+	waitWaiting(t, h, first.GetId(), "approve", "signal")
+	require.Equal(t, coordinatorv1.State_STATE_PENDING, second.GetState())
+	require.Equal(t, "concurrency", step(h.get(second.GetId()), "approve").GetWaiting().GetReason())
+
+	resp, err := signal(h, second.GetId(), "go", `2`)
+	require.NoError(t, err)
+	require.Empty(t, resp.GetConsumedBy(), "kept while its task waits for a place")
+	resp, err = signal(h, first.GetId(), "go", `1`)
+	require.NoError(t, err)
+	require.Equal(t, "approve", resp.GetConsumedBy())
+
+	done := h.waitState(second.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 2, step(done, "approve").GetResults().GetNumberValue())
+	require.EqualValues(t, 1, step(done, "approve").GetAttempts())
+	h.waitState(first.GetId(), coordinatorv1.State_STATE_COMPLETE)
 }
