@@ -886,7 +886,8 @@ type Step struct {
 	Results *structpb.Value `protobuf:"bytes,9,opt,name=results,proto3" json:"results,omitempty"`
 	// error of the last failed attempt, if any.
 	Error *StepError `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
-	// next_retry_at is when an errored step may be retried.
+	// next_retry_at is when an errored step may be retried; for a step in a
+	// durable wait (wait_for, sleep; in_progress), when the wait ends.
 	NextRetryAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=next_retry_at,json=nextRetryAt,proto3" json:"next_retry_at,omitempty"`
 	// transitions of the step, oldest first.
 	Transitions []*Transition `protobuf:"bytes,12,rep,name=transitions,proto3" json:"transitions,omitempty"`
