@@ -2,10 +2,12 @@ package coordinator_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -138,6 +140,10 @@ steps:
 	require.True(t, a.GetCreated())
 	require.False(t, b.GetCreated())
 	require.Equal(t, a.GetTask().GetId(), b.GetTask().GetId())
+	// A debounced create is identified by the caller's debounce key.
+	_, err = h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: "id-caller_key",
+		Debounce: &coordinatorv1.Debounce{Key: "d1", Delay: durationpb.New(time.Hour)}})
+	require.NoError(t, err)
 
 	// unique: the same context twice is two tasks; a key still dedupes.
 	u1, err := create("id-unique", "")

@@ -235,17 +235,17 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 // under its template's identity strategy: the caller's idempotency key
 // whenever one is given; without one, a hash of template and context
 // (strict), the task's own id (unique: always a new task), or a refusal
-// (caller_key). A debounced task has no identity: its debounce key finds
-// it, and its context changes.
+// (caller_key). A debounced task has no identity: its debounce key, which
+// the caller gives, finds it, and its context changes.
 func identityKey(t *template.Template, p *createParams, id string) (string, error) {
 	if p.idempotencyKey != "" {
 		return p.idempotencyKey, nil
 	}
 	switch {
+	case p.debounce != nil:
+		return "", nil // its debounce key, the caller's, identifies it
 	case t.Identity == template.IdentityCallerKey:
 		return "", invalidf("idempotency_key: required by template %s/%s@%s (identity: caller_key)", t.Namespace, t.Name, t.Version)
-	case p.debounce != nil:
-		return "", nil
 	case t.Identity == template.IdentityUnique:
 		return id, nil
 	}
