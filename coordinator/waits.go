@@ -147,12 +147,15 @@ func (e *engine) startWait(c *change, i int, now time.Time) {
 // The caller holds tr.mu.
 func (e *engine) settleWait(c *change, i int, now time.Time) {
 	tr, s, st := c.tr, c.tr.steps[i], waitSpec(c.tr, i)
-	if st == nil || !tr.waiting(i) || tr.waits.stale {
+	if st == nil || !tr.waiting(i) {
 		return
 	}
 	due := !s.NextRetryAt.IsZero() && !now.Before(s.NextRetryAt)
 	switch {
 	case st.WaitFor != nil:
+		if tr.waits.stale {
+			return // a signal may be stored that memory lacks; the wake reads them first
+		}
 		if sig := tr.availableSignal(st.WaitFor.Signal); sig != nil {
 			e.consumeSignal(c, i, sig)
 			return
@@ -219,7 +222,7 @@ func (e *engine) settleWaits(c *change) {
 func (e *engine) nextWaitWake(tr *taskRun) time.Time {
 	var at time.Time
 	if tr.waits.stale {
-		return e.now().Add(time.Second) // read the signals again
+		at = e.now().Add(time.Second) // read the signals again
 	}
 	for i := range tr.steps {
 		if !tr.waiting(i) {

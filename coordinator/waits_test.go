@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,4 +395,59 @@ steps:
 	require.EqualValues(t, 2, step(done, "approve").GetResults().GetNumberValue())
 	require.EqualValues(t, 1, step(done, "approve").GetAttempts())
 	h.waitState(first.GetId(), coordinatorv1.State_STATE_COMPLETE)
+}
+
+// signalsFailOnce fails the first SignalList, as a database that is busy
+// just as a coordinator takes a task over.
+type signalsFailOnce struct {
+	store.Store
+	failed atomic.Bool
+}
+
+func (s *signalsFailOnce) SignalList(ctx context.Context, p *store.SignalListParams) ([]*store.Signal, error) {
+	if s.failed.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("database is locked: %w", store.ErrUnavailable)
+	}
+	return s.Store.SignalList(ctx, p)
+}
+
+// A coordinator that takes a task over and cannot read its kept signals
+// does not let a wait pass them by: the wait holds until a later wake
+// reads them, then consumes the kept one; a sleep meanwhile goes on.
+func TestKeptSignalSurvivesAFailedRead(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	serve := func(id string, s store.Store) *harness {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
+	}
+	a := serve("coord-a", st)
+	a.apply(`
+namespace: test
+name: failed_read
+version: 1.0.0
+steps:
+  - name: nap
+    sleep: 300ms
+  - name: approve
+    depends_on: [nap]
+    wait_for: {signal: approved}
+`)
+	task := a.create("test", "failed_read", map[string]any{})
+	resp, err := signal(a, task.GetId(), "approved", `"kept"`)
+	require.NoError(t, err)
+	require.Empty(t, resp.GetConsumedBy())
+	stopNow, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, a.coord.Stop(stopNow))
+
+	flaky := &signalsFailOnce{Store: st}
+	b := serve("coord-b", flaky)
+	done := b.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.True(t, flaky.failed.Load(), "b's first read of the signals failed")
+	require.Equal(t, "kept", step(done, "approve").GetResults().GetStringValue())
+	sigs := storedSignals(t, st, task.GetId())
+	require.Len(t, sigs, 1)
+	require.Equal(t, step(done, "approve").GetId(), sigs[0].ConsumedStepID)
 }
