@@ -68,6 +68,7 @@ func methodAccess() map[string]auth.Access {
 		coordinatorv1.CoordinatorService_RetryTask_FullMethodName:        auth.AccessWrite,
 		coordinatorv1.CoordinatorService_ResolveStep_FullMethodName:      auth.AccessWrite,
 		coordinatorv1.CoordinatorService_RerunStep_FullMethodName:        auth.AccessWrite,
+		coordinatorv1.CoordinatorService_SignalTask_FullMethodName:       auth.AccessWrite,
 		coordinatorv1.CoordinatorService_GetSchedule_FullMethodName:      auth.AccessRead,
 		coordinatorv1.CoordinatorService_ListSchedules_FullMethodName:    auth.AccessRead,
 		coordinatorv1.CoordinatorService_CreateSchedule_FullMethodName:   auth.AccessWrite,

@@ -110,6 +110,8 @@ type taskRun struct {
 	// task is pending, is why its start was not admitted.
 	flow    *taskFlow
 	blocked *admission.Verdict
+	// waits is the memory of the task's signals (waits.go).
+	waits waitState
 }
 
 // active reports whether the task must stay in memory: it is unfinished, or
@@ -332,6 +334,7 @@ func (e *engine) schedule(c *change, candidates []int) {
 	case tr.exhausted > 0:
 		if c.params.Task == nil {
 			c.moveTask(state.Error, tr.failedReason())
+			e.endWaits(c, "the task failed")
 		}
 		return
 	case tr.satisfied == len(tr.steps):
@@ -367,6 +370,10 @@ func (e *engine) tryDispatch(c *change, i int, now time.Time) {
 	}
 	if blockedAt(s.blocked, now) || tr.task.State == state.Pending && blockedAt(tr.blocked, now) {
 		return // a release or its retry time asks again
+	}
+	if waitSpec(tr, i) != nil {
+		e.startWait(c, i, now) // a durable wait takes no executor slot
+		return
 	}
 	executorID := e.pool.acquire(s.Handler, s.lastExecutor)
 	if executorID == "" {
@@ -577,6 +584,7 @@ func (e *engine) armWake(tr *taskRun) {
 				}
 			}
 		}
+		earliest(e.nextWaitWake(tr))
 		for i := range tr.errored {
 			v := &tr.view[i]
 			if plan.Retriable(v) && !v.InFlight && !tr.steps[i].waiting && (at.IsZero() || v.NextRetryAt.Before(at)) {
@@ -616,6 +624,7 @@ func (e *engine) wakeTask(taskID string, gen uint64) {
 			cands = append(cands, i)
 		}
 	}
+	e.settleWaits(c)
 	e.schedule(c, cands)
 	if err := e.commit(e.ctx, c); err != nil {
 		e.log.Error("retry dispatch failed", "task_id", taskID, "err", err)
@@ -671,11 +680,15 @@ func (e *engine) lookup(taskID string) *taskRun {
 // unknown (the coordinator restarted) is presumed lost unless its result
 // arrives within the grace period. The caller holds tr.mu.
 func (e *engine) watchInFlight(tr *taskRun) {
+	e.loadSignals(tr)
 	for i, s := range tr.steps {
 		if s.State != state.InProgress {
 			continue
 		}
 		tr.setInFlight(i, true)
+		if tr.waiting(i) {
+			continue // a durable wait: armWake wakes it when it ends
+		}
 		switch timeout := tr.tmpl.timeouts[i]; {
 		case s.executor == "":
 			e.armAttemptTimer(tr, i, e.grace+timeout, fmt.Sprintf("attempt %d presumed lost: no executor reported it within %s", s.Attempts, e.grace+timeout))

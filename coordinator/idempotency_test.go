@@ -2,8 +2,12 @@ package coordinator_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -96,4 +100,76 @@ steps:
 	got, err := s.GetResults().MarshalJSON()
 	require.NoError(t, err)
 	require.JSONEq(t, string(results), string(got))
+}
+
+func TestIdentityStrategies(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, identity := range []string{"caller_key", "unique", "strict"} {
+		h.apply(`
+namespace: test
+name: id-` + identity + `
+version: 1.0.0
+identity: ` + identity + `
+steps:
+  - name: only
+    handler: noop
+`)
+	}
+	create := func(name, key string) (*coordinatorv1.CreateTaskResponse, error) {
+		s, err := structpb.NewStruct(map[string]any{"a": 1})
+		require.NoError(t, err)
+		return h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: name, Context: s, IdempotencyKey: key})
+	}
+	count := func(name string) int {
+		list, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{Name: name})
+		require.NoError(t, err)
+		return len(list.GetTasks())
+	}
+
+	// caller_key: no key is refused, naming the field; nothing stored.
+	_, err := create("id-caller_key", "")
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, err.Error(), "idempotency_key")
+	require.Contains(t, err.Error(), "caller_key")
+	require.Zero(t, count("id-caller_key"))
+	a, err := create("id-caller_key", "k1")
+	require.NoError(t, err)
+	b, err := create("id-caller_key", "k1")
+	require.NoError(t, err)
+	require.True(t, a.GetCreated())
+	require.False(t, b.GetCreated())
+	require.Equal(t, a.GetTask().GetId(), b.GetTask().GetId())
+	// A debounced create is identified by the caller's debounce key.
+	_, err = h.client.CreateTask(h.ctx, &coordinatorv1.CreateTaskRequest{Namespace: "test", Name: "id-caller_key",
+		Debounce: &coordinatorv1.Debounce{Key: "d1", Delay: durationpb.New(time.Hour)}})
+	require.NoError(t, err)
+
+	// unique: the same context twice is two tasks; a key still dedupes.
+	u1, err := create("id-unique", "")
+	require.NoError(t, err)
+	u2, err := create("id-unique", "")
+	require.NoError(t, err)
+	require.True(t, u1.GetCreated())
+	require.True(t, u2.GetCreated())
+	require.NotEqual(t, u1.GetTask().GetId(), u2.GetTask().GetId())
+	k1, err := create("id-unique", "same")
+	require.NoError(t, err)
+	k2, err := create("id-unique", "same")
+	require.NoError(t, err)
+	require.False(t, k2.GetCreated())
+	require.Equal(t, k1.GetTask().GetId(), k2.GetTask().GetId())
+	require.Equal(t, 3, count("id-unique"))
+
+	// strict (spelt out): today's hash of template and context.
+	s1, err := create("id-strict", "")
+	require.NoError(t, err)
+	s2, err := create("id-strict", "")
+	require.NoError(t, err)
+	require.False(t, s2.GetCreated())
+	require.Equal(t, s1.GetTask().GetId(), s2.GetTask().GetId())
+
+	got, err := h.client.GetTemplate(h.ctx, &coordinatorv1.GetTemplateRequest{Namespace: "test", Name: "id-unique"})
+	require.NoError(t, err)
+	require.Equal(t, "unique", got.GetTemplate().GetIdentity())
 }

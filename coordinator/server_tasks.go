@@ -278,3 +278,17 @@ func (s *server) RerunStep(ctx context.Context, req *coordinatorv1.RerunStepRequ
 			return c.RerunStep(ctx, req)
 		})
 }
+
+func (s *server) SignalTask(ctx context.Context, req *coordinatorv1.SignalTaskRequest) (*coordinatorv1.SignalTaskResponse, error) {
+	if err := s.authorizeTask(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	snap, consumedBy, err := s.c.engine.signalTask(ctx, req.GetId(), req.GetSignal(), json.RawMessage(req.GetPayload()))
+	return answer(ctx, s, snap, err,
+		func(t *coordinatorv1.Task) *coordinatorv1.SignalTaskResponse {
+			return &coordinatorv1.SignalTaskResponse{Task: t, ConsumedBy: consumedBy}
+		},
+		func(ctx context.Context, c coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.SignalTaskResponse, error) {
+			return c.SignalTask(ctx, req)
+		})
+}

@@ -80,15 +80,14 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	if err != nil {
 		return nil, false, err
 	}
-	key := p.idempotencyKey
-	if key == "" && p.debounce == nil {
-		// A debounced task has no identity: its debounce key finds it, and
-		// its context changes.
-		key = template.Identity(ct.tmpl.Namespace, ct.tmpl.Name, ct.tmpl.Version, p.context)
+	id := uuid.Must(uuid.NewV7()).String()
+	key, err := identityKey(ct.tmpl, p, id)
+	if err != nil {
+		return nil, false, err
 	}
 	now := e.now()
 	task := &store.Task{
-		ID: uuid.Must(uuid.NewV7()).String(), Namespace: ct.tmpl.Namespace, Name: ct.tmpl.Name,
+		ID: id, Namespace: ct.tmpl.Namespace, Name: ct.tmpl.Name,
 		Version: ct.tmpl.Version, State: state.Pending, Context: p.context, IdentityKey: key,
 		BypassSteps: p.bypass, CreatedAt: now, UpdatedAt: now,
 	}
@@ -197,6 +196,7 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	}
 	refused := len(created.Refused) > 0
 	if refused {
+		e.undoWaitStarts(c, undispatched)
 		// Nothing was dispatched: memory goes back to what was stored.
 		for _, i := range c.dispatch {
 			s := tr.steps[i]
@@ -229,6 +229,27 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 		}
 	}
 	return &taskView{task: got, steps: created.Steps, transitions: created.Transitions, waiting: e.waitingOf(tr, now)}, true, nil
+}
+
+// identityKey is what identifies a new task (store.Task.IdentityKey)
+// under its template's identity strategy: the caller's idempotency key
+// whenever one is given; without one, a hash of template and context
+// (strict), the task's own id (unique: always a new task), or a refusal
+// (caller_key). A debounced task has no identity: its debounce key, which
+// the caller gives, finds it, and its context changes.
+func identityKey(t *template.Template, p *createParams, id string) (string, error) {
+	if p.idempotencyKey != "" {
+		return p.idempotencyKey, nil
+	}
+	switch {
+	case p.debounce != nil:
+		return "", nil // its debounce key, the caller's, identifies it
+	case t.Identity == template.IdentityCallerKey:
+		return "", invalidf("idempotency_key: required by template %s/%s@%s (identity: caller_key)", t.Namespace, t.Name, t.Version)
+	case t.Identity == template.IdentityUnique:
+		return id, nil
+	}
+	return template.Identity(t.Namespace, t.Name, t.Version, p.context), nil
 }
 
 // createUnknown handles a creation whose write failed without saying

@@ -16,6 +16,8 @@ const (
 	waitParents    = "parents"
 	waitBackoff    = "backoff"
 	waitScheduled  = "scheduled"
+	waitSignal     = "signal" // a durable wait for a signal (waits.go)
+	waitSleep      = "sleep"
 	waitNoExecutor = "no_executor"
 	waitCapacity   = "capacity"
 	// Flow control: admission.ReasonConcurrency, ReasonRateLimit and
@@ -43,6 +45,10 @@ func (e *engine) waitingOf(tr *taskRun, now time.Time) map[string]*waitReason {
 	}
 	out := map[string]*waitReason{}
 	for i, s := range tr.steps {
+		if w := waitReasonOf(tr, i); w != nil {
+			out[s.ID] = w
+			continue
+		}
 		stage, parents, until := plan.Wait(tr.view, i, now)
 		var w *waitReason
 		switch stage {

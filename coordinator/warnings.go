@@ -38,6 +38,9 @@ func (s *server) handlerWarnings(subject string, steps []stepHandler) []string {
 	)
 	for _, st := range steps {
 		h := st.handler
+		if h == "" {
+			continue // a durable wait (wait_for, sleep) runs no handler
+		}
 		if _, checked := hosted[h]; !checked {
 			hosted[h] = s.c.engine.pool.hosted(h)
 			if hosted[h] {
@@ -113,6 +116,9 @@ func (e *engine) unhosted(ctx context.Context, allowed func(namespace string) bo
 		}
 		ref := templateKey(t.Namespace, t.Name, t.Version)
 		for _, st := range t.Steps {
+			if st.Handler == "" {
+				continue // a durable wait runs no handler
+			}
 			if us := users[st.Handler]; len(us) == 0 || us[len(us)-1] != ref {
 				users[st.Handler] = append(us, ref)
 			}

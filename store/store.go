@@ -223,6 +223,8 @@ type Store interface {
 
 	// ScheduleStore keeps cron schedules and their runs (schedules.go).
 	ScheduleStore
+	// SignalStore keeps the signals sent to tasks (signals.go).
+	SignalStore
 
 	// Close releases the store; calls in progress may fail with ErrClosed.
 	Close() error
@@ -552,6 +554,12 @@ type StepChange struct {
 	// Generation goes up by one, so the next run gets a new idempotency
 	// key.
 	Rerun bool
+	// Signal, when set, is consumed by this change (To must be complete):
+	// the stored signal of that ID, which must not be consumed yet (else
+	// ErrConflict and nothing is written), or, if none is stored, this
+	// one, stored consumed. Either way it records the step and Attempts
+	// as its consumer, at the advance's time.
+	Signal *Signal
 }
 
 // TaskSnapshot is a task with its steps (in template order) and its

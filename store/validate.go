@@ -65,6 +65,9 @@ func (p *TaskAdvanceParams) Validate() error {
 		if c.Admit != nil && c.To != state.InProgress {
 			return fmt.Errorf("TaskAdvance: task %s step change %d asks for admission but moves to %s, not in_progress", p.TaskID, i, c.To)
 		}
+		if err := validateConsume(p.TaskID, c); err != nil {
+			return err
+		}
 	}
 	if p.Admit != nil && (p.Task == nil || p.Task.To != state.InProgress) {
 		return fmt.Errorf("TaskAdvance: task %s asks for admission without moving to in_progress", p.TaskID)

@@ -57,6 +57,11 @@ func (t *Template) Normalize() {
 		t.ContextSchema = nil
 	}
 	normalizeConcurrency(t.Concurrency)
+	if t.Identity == IdentityStrict {
+		// The default is stored as "", so templates written before
+		// identity strategies keep their digest.
+		t.Identity = ""
+	}
 	for i := range t.Steps {
 		s := &t.Steps[i]
 		normalizeConcurrency(s.Concurrency)
@@ -108,6 +113,10 @@ func normalizedCopy(t *Template) *Template {
 		if r := c.Steps[i].Retryable; r != nil {
 			v := *r
 			c.Steps[i].Retryable = &v
+		}
+		if w := c.Steps[i].WaitFor; w != nil {
+			v := *w
+			c.Steps[i].WaitFor = &v
 		}
 	}
 	c.Normalize()

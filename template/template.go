@@ -32,8 +32,27 @@ type Template struct {
 	// Concurrency bounds how many of the template's tasks run at once per
 	// key value; every entry must admit a task for it to start.
 	Concurrency []Concurrency `json:"concurrency,omitempty"`
-	Steps       []Step        `json:"steps"`
+	// Identity is how a task of the template is told apart from a repeat
+	// of one: IdentityStrict (the default, also spelt ""), IdentityCallerKey
+	// or IdentityUnique.
+	Identity string `json:"identity,omitempty"`
+	Steps    []Step `json:"steps"`
 }
+
+// Identity strategies: what makes two creates of a template the same task.
+const (
+	// IdentityStrict identifies a task by the caller's idempotency key if
+	// it gives one, else by a hash of template and context (Tasker's
+	// "hash" strategy), so a repeated request finds the existing task.
+	IdentityStrict = "strict"
+	// IdentityCallerKey requires the caller's idempotency key: a create
+	// without one is refused, so no two callers' tasks are merged by
+	// accident of equal contexts.
+	IdentityCallerKey = "caller_key"
+	// IdentityUnique makes every create without an idempotency key a new
+	// task, whatever its context; a key, when given, still dedupes.
+	IdentityUnique = "unique"
+)
 
 // Concurrency allows at most MaxRunning at once among those whose Key
 // evaluates to the same value: tasks of the template at task level, steps
@@ -98,7 +117,26 @@ type Step struct {
 	// once per key value, across templates.
 	Concurrency []Concurrency  `json:"concurrency,omitempty"`
 	RateLimits  []RateLimitUse `json:"rate_limits,omitempty"`
+	// WaitFor, when set, makes the step a durable wait for a signal
+	// instead of a handler's work: no executor runs it.
+	WaitFor *WaitFor `json:"wait_for,omitempty"`
+	// Sleep, when positive, makes the step a durable wait of that long
+	// from when it became ready; then it completes. No executor runs it.
+	Sleep Duration `json:"sleep,omitempty"`
 }
+
+// WaitFor is a step that waits for a named signal (SignalTask), whose
+// payload becomes its result.
+type WaitFor struct {
+	Signal string `json:"signal"`
+	// Timeout, when positive, fails the wait (under the step's retry
+	// policy; a retry waits again) if no signal came within it.
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// IsWait reports whether the step waits (for a signal or a sleep) rather
+// than running a handler.
+func (s *Step) IsWait() bool { return s.WaitFor != nil || s.Sleep > 0 }
 
 // Backoff is exponential backoff between attempts:
 // min(Initial × Multiplier^(attempts−1), Max), with jitter.

@@ -99,6 +99,11 @@ func validateHeader(t *Template) error {
 	if _, err := CompileContextSchema(t.ContextSchema); err != nil {
 		return err
 	}
+	switch t.Identity {
+	case "", IdentityCallerKey, IdentityUnique:
+	default:
+		return &ValidationError{Field: "identity", Message: fmt.Sprintf("unknown strategy %q (want %s, %s or %s)", t.Identity, IdentityStrict, IdentityCallerKey, IdentityUnique)}
+	}
 	if t.Priority != 0 && (t.Priority < MinPriority || t.Priority > MaxPriority) {
 		return &ValidationError{Field: "priority", Message: fmt.Sprintf("%d is out of range (want %d to %d, higher runs first)", t.Priority, MinPriority, MaxPriority)}
 	}
@@ -221,7 +226,10 @@ func validateStep(t *Template, i int, idx map[string]int) error {
 	if first := idx[s.Name]; first != i {
 		return fail("name", "duplicate step name (steps[%d] and steps[%d])", first, i)
 	}
-	if s.Handler == "" {
+	if err := validateWait(s); err != nil {
+		return err
+	}
+	if s.Handler == "" && !s.IsWait() {
 		return fail("handler", "required: the name of a handler an executor registers")
 	}
 	seen := make(map[string]bool, len(s.DependsOn))
@@ -268,4 +276,47 @@ func isJSONObject(raw []byte) bool {
 	}
 	var m map[string]json.RawMessage
 	return json.Unmarshal(raw, &m) == nil
+}
+
+// validateWait checks a waiting step (wait_for or sleep): it runs no
+// handler, so it takes none of a handler's settings.
+func validateWait(s *Step) error {
+	fail := func(field, format string, args ...any) error {
+		return &ValidationError{Step: s.Name, Field: field, Message: fmt.Sprintf(format, args...)}
+	}
+	if s.Sleep < 0 {
+		return fail("sleep", "%s must not be negative", s.Sleep)
+	}
+	if !s.IsWait() {
+		return nil
+	}
+	if s.WaitFor != nil && s.Sleep > 0 {
+		return fail("sleep", "a step waits for a signal (wait_for) or sleeps, not both")
+	}
+	if s.WaitFor != nil {
+		if err := checkName("wait_for.signal", s.WaitFor.Signal); err != nil {
+			err.Step = s.Name
+			return err
+		}
+		if s.WaitFor.Timeout < 0 {
+			return fail("wait_for.timeout", "%s must not be negative", s.WaitFor.Timeout)
+		}
+	}
+	kind := "sleep"
+	if s.WaitFor != nil {
+		kind = "wait_for"
+	}
+	switch {
+	case s.Handler != "":
+		return fail("handler", "a %s step runs no handler; remove handler %q", kind, s.Handler)
+	case len(s.Config) > 0:
+		return fail("config", "a %s step runs no handler, so it takes no config", kind)
+	case s.Timeout != 0:
+		return fail("timeout", "a %s step runs no handler; give a wait its timeout in wait_for.timeout", kind)
+	case len(s.Concurrency) > 0:
+		return fail("concurrency", "a %s step holds no executor slot, so it takes no concurrency", kind)
+	case len(s.RateLimits) > 0:
+		return fail("rate_limits", "a %s step is not dispatched, so it draws on no rate limit", kind)
+	}
+	return nil
 }

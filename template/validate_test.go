@@ -90,6 +90,36 @@ func TestValidate(t *testing.T) {
 		{name: "context schema invalid", edit: func(tp *template.Template) {
 			tp.ContextSchema = json.RawMessage(`{"type":"objekt"}`)
 		}, field: "context_schema", wantErr: true},
+		{name: "valid identity strategies", edit: func(tp *template.Template) { tp.Identity = template.IdentityCallerKey }},
+		{name: "valid identity unique", edit: func(tp *template.Template) { tp.Identity = template.IdentityUnique }},
+		{name: "valid identity strict", edit: func(tp *template.Template) { tp.Identity = template.IdentityStrict }},
+		{name: "unknown identity", edit: func(tp *template.Template) { tp.Identity = "hash" },
+			want: `identity: unknown strategy "hash" (want strict, caller_key or unique)`, field: "identity"},
+		{name: "valid signal wait", edit: func(tp *template.Template) {
+			tp.Steps[1] = template.Step{Name: "charge", DependsOn: []string{"validate"}, WaitFor: &template.WaitFor{Signal: "approved", Timeout: dur(time.Hour)}}
+		}},
+		{name: "valid sleep", edit: func(tp *template.Template) {
+			tp.Steps[1] = template.Step{Name: "charge", DependsOn: []string{"validate"}, Sleep: dur(time.Minute)}
+		}},
+		{name: "wait with handler", edit: func(tp *template.Template) { tp.Steps[1].WaitFor = &template.WaitFor{Signal: "ok"} },
+			want: `step "charge": handler: a wait_for step runs no handler; remove handler "flaky"`, field: "handler", step: "charge"},
+		{name: "wait with bad signal name", edit: func(tp *template.Template) {
+			tp.Steps[1] = template.Step{Name: "charge", WaitFor: &template.WaitFor{Signal: "a b"}}
+		}, field: "wait_for.signal", step: "charge", wantErr: true},
+		{name: "wait without signal", edit: func(tp *template.Template) {
+			tp.Steps[1] = template.Step{Name: "charge", WaitFor: &template.WaitFor{}}
+		}, want: `step "charge": wait_for.signal: required`, field: "wait_for.signal", step: "charge"},
+		{name: "wait negative timeout", edit: func(tp *template.Template) {
+			tp.Steps[1] = template.Step{Name: "charge", WaitFor: &template.WaitFor{Signal: "ok", Timeout: dur(-time.Second)}}
+		}, field: "wait_for.timeout", step: "charge", wantErr: true},
+		{name: "wait and sleep", edit: func(tp *template.Template) {
+			tp.Steps[1] = template.Step{Name: "charge", WaitFor: &template.WaitFor{Signal: "ok"}, Sleep: dur(time.Second)}
+		}, field: "sleep", step: "charge", wantErr: true},
+		{name: "sleep with timeout", edit: func(tp *template.Template) {
+			tp.Steps[1] = template.Step{Name: "charge", Sleep: dur(time.Second), Timeout: dur(time.Second)}
+		}, field: "timeout", step: "charge", wantErr: true},
+		{name: "negative sleep", edit: func(tp *template.Template) { tp.Steps[1].Sleep = dur(-time.Second) },
+			field: "sleep", step: "charge", wantErr: true},
 		{name: "namespace checked before version", edit: func(tp *template.Template) { tp.Namespace, tp.Version = "", "x" },
 			want: "namespace: required", field: "namespace"},
 

@@ -34,6 +34,7 @@ type fakeCoordinator struct {
 	getTask          func(*coordinatorv1.GetTaskRequest) (*coordinatorv1.GetTaskResponse, error)
 	listTasks        func(*coordinatorv1.ListTasksRequest) (*coordinatorv1.ListTasksResponse, error)
 	cancelTask       func(*coordinatorv1.CancelTaskRequest) (*coordinatorv1.CancelTaskResponse, error)
+	signalTask       func(*coordinatorv1.SignalTaskRequest) (*coordinatorv1.SignalTaskResponse, error)
 	retryTask        func(*coordinatorv1.RetryTaskRequest) (*coordinatorv1.RetryTaskResponse, error)
 	watchTask        []*coordinatorv1.WatchTaskResponse
 	watchErr         error
@@ -90,6 +91,11 @@ func (f *fakeCoordinator) GetTask(_ context.Context, r *coordinatorv1.GetTaskReq
 func (f *fakeCoordinator) ListTasks(_ context.Context, r *coordinatorv1.ListTasksRequest) (*coordinatorv1.ListTasksResponse, error) {
 	f.record(r)
 	return f.listTasks(r)
+}
+
+func (f *fakeCoordinator) SignalTask(_ context.Context, r *coordinatorv1.SignalTaskRequest) (*coordinatorv1.SignalTaskResponse, error) {
+	f.record(r)
+	return f.signalTask(r)
 }
 
 func (f *fakeCoordinator) CancelTask(_ context.Context, r *coordinatorv1.CancelTaskRequest) (*coordinatorv1.CancelTaskResponse, error) {

@@ -38,6 +38,7 @@ func newTaskCmd(g *globals) *cobra.Command {
 		newTaskWatchCmd(g),
 		newTaskCancelCmd(g),
 		newTaskRetryCmd(g),
+		newTaskSignalCmd(g),
 	)
 	return cmd
 }
@@ -540,6 +541,42 @@ func newTaskRetryCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the transitions")
+	out.register(cmd)
+	return cmd
+}
+
+func newTaskSignalCmd(g *globals) *cobra.Command {
+	var (
+		out     outputFlag
+		payload string
+	)
+	cmd := &cobra.Command{
+		Use:   "signal ID SIGNAL",
+		Short: "Send a signal to a task: the step waiting for it completes with the payload",
+		Long: `Send a named signal to a task. A step declared with wait_for: {signal: SIGNAL}
+that waits for it completes with the payload as its result. A signal sent
+before its step waits is kept, and consumed when the step waits. Refused for
+a finished task, a signal no step declares, or one no step could consume.`,
+		Example: `  tasker task signal 0193c5a2-... approved --payload '{"by": "ana"}'`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if payload != "" && !json.Valid([]byte(payload)) {
+				return fmt.Errorf("--payload is not valid JSON")
+			}
+			return g.showTask(cmd, &out, func(ctx context.Context, c *client) (*coordinatorv1.Task, error) {
+				resp, err := c.SignalTask(ctx, &coordinatorv1.SignalTaskRequest{Id: args[0], Signal: args[1], Payload: payload})
+				if err == nil {
+					if by := resp.GetConsumedBy(); by != "" {
+						fmt.Fprintf(g.env.Stderr, "signal %s consumed by step %s\n", args[1], by)
+					} else {
+						fmt.Fprintf(g.env.Stderr, "signal %s kept until a step waits for it\n", args[1])
+					}
+				}
+				return resp.GetTask(), err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&payload, "payload", "", "JSON that becomes the result of the step that consumes the signal (default null)")
 	out.register(cmd)
 	return cmd
 }

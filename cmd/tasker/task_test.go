@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -517,4 +518,43 @@ func TestTaskCreateDelayed(t *testing.T) {
 	require.Equal(t, exitFailed, res.code)
 	require.Contains(t, res.stderr, "want an RFC 3339 time")
 	require.Len(t, f.requests(), 2, "refused commands send nothing")
+}
+
+func TestTaskSignal(t *testing.T) {
+	t.Parallel()
+	task := fixtureTask(t)
+	var got []*coordinatorv1.SignalTaskRequest
+	var mu sync.Mutex
+	f := &fakeCoordinator{
+		signalTask: func(r *coordinatorv1.SignalTaskRequest) (*coordinatorv1.SignalTaskResponse, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, r)
+			if r.GetSignal() == "rejected" {
+				return nil, status.Error(codes.NotFound, `signal "rejected": no step of task t-1 waits for it`)
+			}
+			return &coordinatorv1.SignalTaskResponse{Task: task, ConsumedBy: "approve"}, nil
+		},
+	}
+	addr := serve(t, f)
+
+	res := runCLI(t, addr, "task", "signal", "t-1", "approved", "--payload", `{"by": "ana"}`, "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, compactJSON(t, fixtureTaskJSON)+"\n", res.stdout)
+	require.Equal(t, "signal approved consumed by step approve\n", res.stderr)
+
+	res = runCLI(t, addr, "task", "signal", "t-1", "rejected")
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "no step of task t-1 waits for it (NotFound)")
+
+	res = runCLI(t, addr, "task", "signal", "t-1", "approved", "--payload", `{by}`)
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "tasker: --payload is not valid JSON")
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, got, 2, "a bad payload is refused before any call")
+	require.Equal(t, "t-1", got[0].GetId())
+	require.JSONEq(t, `{"by": "ana"}`, got[0].GetPayload())
+	require.Empty(t, got[1].GetPayload())
 }

@@ -187,6 +187,9 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 		}, func(err *pgconn.PgError) error {
 			return explainRefusal(describe, err)
 		})
+		if c.Signal != nil {
+			queueConsume(p, taskID, at, c)
+		}
 	}
 
 	if c := params.Task; c != nil {

@@ -337,6 +337,8 @@ func writeStatements() []struct{ name, sql string } {
 		{stmtLeaseLive, leaseLiveSQL},
 		{stmtTaskClaim, taskClaimSQL},
 		{stmtTaskTake, taskTakeSQL},
+		{stmtSignalCreate, signalCreateSQL},
+		{stmtSignalConsume, signalConsumeSQL},
 	}
 }
 

@@ -78,6 +78,11 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		if err != nil {
 			return nil, err
 		}
+		if c.Signal != nil {
+			if err := consumeSignal(ctx, tx, p.TaskID, at, c); err != nil {
+				return nil, err
+			}
+		}
 		tr := c.Transition(p.TaskID, fromNanos(at), token)
 		tr.StepName = name
 		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {

@@ -8,7 +8,7 @@
 //
 // Cases are split by area (templates.go, task_create.go, task_advance.go,
 // listing.go, finished.go, counts.go, concurrency.go, leases.go, take.go,
-// lifecycle.go, events.go, limits.go, debounce.go, schedules.go), and subtests are named after the interface
+// lifecycle.go, events.go, limits.go, debounce.go, schedules.go, signals.go), and subtests are named after the interface
 // method they exercise, so a failure names the method at fault.
 package storetest
 
@@ -74,6 +74,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.debounce(t)
 	s.schedules(t)
 	s.rerun(t)
+	s.signals(t)
 }
 
 type suite struct {

@@ -30,6 +30,7 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 		Description:   t.Description,
 		ContextSchema: schema,
 		Priority:      int32(t.Priority),
+		Identity:      t.Identity,
 		Steps:         make([]*coordinatorv1.StepTemplate, 0, len(t.Steps)),
 	}
 	if out.Concurrency, err = concurrencyToProto(t.Concurrency); err != nil {
@@ -48,6 +49,10 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 			Config:    config,
 			Skippable: s.Skippable,
 			Timeout:   optionalDuration(s.Timeout),
+			Sleep:     optionalDuration(s.Sleep),
+		}
+		if w := s.WaitFor; w != nil {
+			ps.WaitFor = &coordinatorv1.WaitFor{Signal: w.Signal, Timeout: optionalDuration(w.Timeout)}
 		}
 		if ps.Concurrency, err = concurrencyToProto(s.Concurrency); err != nil {
 			return nil, fmt.Errorf("step %q: %w", s.Name, err)
@@ -97,6 +102,7 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 		Description:   p.GetDescription(),
 		ContextSchema: schema,
 		Priority:      int(p.GetPriority()),
+		Identity:      p.GetIdentity(),
 		Concurrency:   concurrencyFromProto(p.GetConcurrency()),
 		Steps:         make([]template.Step, 0, len(p.GetSteps())),
 	}
@@ -112,8 +118,12 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 			Config:    config,
 			Skippable: ps.GetSkippable(),
 			Timeout:   template.Duration(ps.GetTimeout().AsDuration()),
+			Sleep:     template.Duration(ps.GetSleep().AsDuration()),
 
 			Concurrency: concurrencyFromProto(ps.GetConcurrency()),
+		}
+		if w := ps.GetWaitFor(); w != nil {
+			s.WaitFor = &template.WaitFor{Signal: w.GetSignal(), Timeout: template.Duration(w.GetTimeout().AsDuration())}
 		}
 		for j, pu := range ps.GetRateLimits() {
 			u := template.RateLimitUse{Name: pu.GetName(), Key: pu.GetKey()}

@@ -171,7 +171,12 @@ type TaskTemplate struct {
 	Priority int32 `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
 	// concurrency bounds how many of the template's tasks run at once per key
 	// value; a task starts only when every entry admits it.
-	Concurrency   []*Concurrency `protobuf:"bytes,8,rep,name=concurrency,proto3" json:"concurrency,omitempty"`
+	Concurrency []*Concurrency `protobuf:"bytes,8,rep,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// identity says what makes two creates the same task: "strict" (the
+	// default, also ""; the idempotency key if given, else a hash of template
+	// and context), "caller_key" (an idempotency key is required) or
+	// "unique" (every create without a key is a new task).
+	Identity      string `protobuf:"bytes,9,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +265,13 @@ func (x *TaskTemplate) GetConcurrency() []*Concurrency {
 		return x.Concurrency
 	}
 	return nil
+}
+
+func (x *TaskTemplate) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
 }
 
 // Concurrency allows at most max_running at once among those whose key
@@ -422,7 +434,13 @@ type StepTemplate struct {
 	// per key value, across templates; strategy must be queue or unset.
 	Concurrency []*Concurrency `protobuf:"bytes,10,rep,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// rate_limits are drawn on each time the step is dispatched.
-	RateLimits    []*RateLimitUse `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	RateLimits []*RateLimitUse `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	// wait_for, when set, makes the step wait for a signal (SignalTask)
+	// instead of running a handler; handler must then be empty.
+	WaitFor *WaitFor `protobuf:"bytes,12,opt,name=wait_for,json=waitFor,proto3" json:"wait_for,omitempty"`
+	// sleep, when set, makes the step wait that long from when it became
+	// ready and then complete, instead of running a handler.
+	Sleep         *durationpb.Duration `protobuf:"bytes,13,opt,name=sleep,proto3" json:"sleep,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -534,6 +552,76 @@ func (x *StepTemplate) GetRateLimits() []*RateLimitUse {
 	return nil
 }
 
+func (x *StepTemplate) GetWaitFor() *WaitFor {
+	if x != nil {
+		return x.WaitFor
+	}
+	return nil
+}
+
+func (x *StepTemplate) GetSleep() *durationpb.Duration {
+	if x != nil {
+		return x.Sleep
+	}
+	return nil
+}
+
+// WaitFor is a step's wait for a named signal.
+type WaitFor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// signal names the signal, e.g. approved.
+	Signal string `protobuf:"bytes,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	// timeout, when set, fails a wait that received no signal within it,
+	// under the step's retry policy (a retry waits again).
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitFor) Reset() {
+	*x = WaitFor{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitFor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitFor) ProtoMessage() {}
+
+func (x *WaitFor) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitFor.ProtoReflect.Descriptor instead.
+func (*WaitFor) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WaitFor) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *WaitFor) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 // Backoff is exponential: min(initial * multiplier^(attempts-1), max), with
 // jitter. Unset fields take the defaults 2s, 2 and 30s.
 type Backoff struct {
@@ -550,7 +638,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +650,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[4]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +663,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{4}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Backoff) GetInitial() *durationpb.Duration {
@@ -642,7 +730,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +742,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[5]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +755,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{5}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Task) GetId() string {
@@ -798,7 +886,8 @@ type Step struct {
 	Results *structpb.Value `protobuf:"bytes,9,opt,name=results,proto3" json:"results,omitempty"`
 	// error of the last failed attempt, if any.
 	Error *StepError `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
-	// next_retry_at is when an errored step may be retried.
+	// next_retry_at is when an errored step may be retried; for a step in a
+	// durable wait (wait_for, sleep; in_progress), when the wait ends.
 	NextRetryAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=next_retry_at,json=nextRetryAt,proto3" json:"next_retry_at,omitempty"`
 	// transitions of the step, oldest first.
 	Transitions []*Transition `protobuf:"bytes,12,rep,name=transitions,proto3" json:"transitions,omitempty"`
@@ -813,7 +902,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +914,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[6]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +927,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{6}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Step) GetId() string {
@@ -954,7 +1043,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1055,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1068,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StepError) GetMessage() string {
@@ -1035,7 +1124,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1136,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1149,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Transition) GetSeq() int64 {
@@ -1164,7 +1253,7 @@ type ExecutorInfo struct {
 
 func (x *ExecutorInfo) Reset() {
 	*x = ExecutorInfo{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1265,7 @@ func (x *ExecutorInfo) String() string {
 func (*ExecutorInfo) ProtoMessage() {}
 
 func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1278,7 @@ func (x *ExecutorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutorInfo.ProtoReflect.Descriptor instead.
 func (*ExecutorInfo) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecutorInfo) GetId() string {
@@ -1279,7 +1368,7 @@ type RegisterTemplateRequest struct {
 
 func (x *RegisterTemplateRequest) Reset() {
 	*x = RegisterTemplateRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1380,7 @@ func (x *RegisterTemplateRequest) String() string {
 func (*RegisterTemplateRequest) ProtoMessage() {}
 
 func (x *RegisterTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1393,7 @@ func (x *RegisterTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegisterTemplateRequest) GetTemplate() *TaskTemplate {
@@ -1341,7 +1430,7 @@ type RegisterTemplateResponse struct {
 
 func (x *RegisterTemplateResponse) Reset() {
 	*x = RegisterTemplateResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1442,7 @@ func (x *RegisterTemplateResponse) String() string {
 func (*RegisterTemplateResponse) ProtoMessage() {}
 
 func (x *RegisterTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1455,7 @@ func (x *RegisterTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTemplateResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RegisterTemplateResponse) GetTemplate() *TaskTemplate {
@@ -1405,7 +1494,7 @@ type GetTemplateRequest struct {
 
 func (x *GetTemplateRequest) Reset() {
 	*x = GetTemplateRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1506,7 @@ func (x *GetTemplateRequest) String() string {
 func (*GetTemplateRequest) ProtoMessage() {}
 
 func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1519,7 @@ func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateRequest.ProtoReflect.Descriptor instead.
 func (*GetTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetTemplateRequest) GetNamespace() string {
@@ -1465,7 +1554,7 @@ type GetTemplateResponse struct {
 
 func (x *GetTemplateResponse) Reset() {
 	*x = GetTemplateResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1566,7 @@ func (x *GetTemplateResponse) String() string {
 func (*GetTemplateResponse) ProtoMessage() {}
 
 func (x *GetTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1579,7 @@ func (x *GetTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateResponse.ProtoReflect.Descriptor instead.
 func (*GetTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetTemplateResponse) GetTemplate() *TaskTemplate {
@@ -1511,7 +1600,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1612,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1625,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListTemplatesRequest) GetNamespace() string {
@@ -1557,7 +1646,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1658,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1671,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*TaskTemplate {
@@ -1633,7 +1722,7 @@ type CreateTaskRequest struct {
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1734,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1747,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateTaskRequest) GetNamespace() string {
@@ -1746,7 +1835,7 @@ type Debounce struct {
 
 func (x *Debounce) Reset() {
 	*x = Debounce{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1847,7 @@ func (x *Debounce) String() string {
 func (*Debounce) ProtoMessage() {}
 
 func (x *Debounce) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1860,7 @@ func (x *Debounce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Debounce.ProtoReflect.Descriptor instead.
 func (*Debounce) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Debounce) GetKey() string {
@@ -1805,7 +1894,7 @@ type CreateTaskResponse struct {
 
 func (x *CreateTaskResponse) Reset() {
 	*x = CreateTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1906,7 @@ func (x *CreateTaskResponse) String() string {
 func (*CreateTaskResponse) ProtoMessage() {}
 
 func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1919,7 @@ func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskResponse.ProtoReflect.Descriptor instead.
 func (*CreateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateTaskResponse) GetTask() *Task {
@@ -1865,7 +1954,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +1966,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +1979,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -1911,7 +2000,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2012,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2025,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1973,7 +2062,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2074,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2087,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListTasksRequest) GetState() State {
@@ -2077,7 +2166,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2178,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2191,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -2132,7 +2221,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2233,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2246,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -2185,7 +2274,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2286,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2299,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelTaskResponse) GetTask() *Task {
@@ -2233,7 +2322,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2334,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2347,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -2286,7 +2375,7 @@ type RetryTaskResponse struct {
 
 func (x *RetryTaskResponse) Reset() {
 	*x = RetryTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2387,7 @@ func (x *RetryTaskResponse) String() string {
 func (*RetryTaskResponse) ProtoMessage() {}
 
 func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2400,7 @@ func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskResponse.ProtoReflect.Descriptor instead.
 func (*RetryTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RetryTaskResponse) GetTask() *Task {
@@ -2319,6 +2408,127 @@ func (x *RetryTaskResponse) GetTask() *Task {
 		return x.Task
 	}
 	return nil
+}
+
+// SignalTaskRequest sends a signal to a task.
+type SignalTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the task.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// signal is the name a step's wait_for declares.
+	Signal string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	// payload is JSON; it becomes the result of the step that consumes the
+	// signal. Empty means null.
+	Payload       string `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalTaskRequest) Reset() {
+	*x = SignalTaskRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalTaskRequest) ProtoMessage() {}
+
+func (x *SignalTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalTaskRequest.ProtoReflect.Descriptor instead.
+func (*SignalTaskRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SignalTaskRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SignalTaskRequest) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *SignalTaskRequest) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+// SignalTaskResponse says what became of the signal.
+type SignalTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// task after the change.
+	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// consumed_by names the step that consumed the signal at once; empty
+	// when the signal was kept for a step not yet waiting.
+	ConsumedBy    string `protobuf:"bytes,2,opt,name=consumed_by,json=consumedBy,proto3" json:"consumed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalTaskResponse) Reset() {
+	*x = SignalTaskResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalTaskResponse) ProtoMessage() {}
+
+func (x *SignalTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalTaskResponse.ProtoReflect.Descriptor instead.
+func (*SignalTaskResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SignalTaskResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *SignalTaskResponse) GetConsumedBy() string {
+	if x != nil {
+		return x.ConsumedBy
+	}
+	return ""
 }
 
 // WatchTaskRequest names a task to watch.
@@ -2334,7 +2544,7 @@ type WatchTaskRequest struct {
 
 func (x *WatchTaskRequest) Reset() {
 	*x = WatchTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2556,7 @@ func (x *WatchTaskRequest) String() string {
 func (*WatchTaskRequest) ProtoMessage() {}
 
 func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2569,7 @@ func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
 func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchTaskRequest) GetId() string {
@@ -2389,7 +2599,7 @@ type WatchTaskResponse struct {
 
 func (x *WatchTaskResponse) Reset() {
 	*x = WatchTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2611,7 @@ func (x *WatchTaskResponse) String() string {
 func (*WatchTaskResponse) ProtoMessage() {}
 
 func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2624,7 @@ func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskResponse.ProtoReflect.Descriptor instead.
 func (*WatchTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchTaskResponse) GetTransition() *Transition {
@@ -2448,7 +2658,7 @@ type ResolveStepRequest struct {
 
 func (x *ResolveStepRequest) Reset() {
 	*x = ResolveStepRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2670,7 @@ func (x *ResolveStepRequest) String() string {
 func (*ResolveStepRequest) ProtoMessage() {}
 
 func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2683,7 @@ func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepRequest.ProtoReflect.Descriptor instead.
 func (*ResolveStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ResolveStepRequest) GetTaskId() string {
@@ -2515,7 +2725,7 @@ type ResolveStepResponse struct {
 
 func (x *ResolveStepResponse) Reset() {
 	*x = ResolveStepResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2527,7 +2737,7 @@ func (x *ResolveStepResponse) String() string {
 func (*ResolveStepResponse) ProtoMessage() {}
 
 func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2540,7 +2750,7 @@ func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepResponse.ProtoReflect.Descriptor instead.
 func (*ResolveStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResolveStepResponse) GetTask() *Task {
@@ -2565,7 +2775,7 @@ type RerunStepRequest struct {
 
 func (x *RerunStepRequest) Reset() {
 	*x = RerunStepRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2787,7 @@ func (x *RerunStepRequest) String() string {
 func (*RerunStepRequest) ProtoMessage() {}
 
 func (x *RerunStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2800,7 @@ func (x *RerunStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RerunStepRequest.ProtoReflect.Descriptor instead.
 func (*RerunStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RerunStepRequest) GetTaskId() string {
@@ -2625,7 +2835,7 @@ type RerunStepResponse struct {
 
 func (x *RerunStepResponse) Reset() {
 	*x = RerunStepResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +2847,7 @@ func (x *RerunStepResponse) String() string {
 func (*RerunStepResponse) ProtoMessage() {}
 
 func (x *RerunStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +2860,7 @@ func (x *RerunStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RerunStepResponse.ProtoReflect.Descriptor instead.
 func (*RerunStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RerunStepResponse) GetTask() *Task {
@@ -2671,7 +2881,7 @@ type RegisterExecutorRequest struct {
 
 func (x *RegisterExecutorRequest) Reset() {
 	*x = RegisterExecutorRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2683,7 +2893,7 @@ func (x *RegisterExecutorRequest) String() string {
 func (*RegisterExecutorRequest) ProtoMessage() {}
 
 func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2696,7 +2906,7 @@ func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RegisterExecutorRequest) GetAddress() string {
@@ -2719,7 +2929,7 @@ type RegisterExecutorResponse struct {
 
 func (x *RegisterExecutorResponse) Reset() {
 	*x = RegisterExecutorResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2941,7 @@ func (x *RegisterExecutorResponse) String() string {
 func (*RegisterExecutorResponse) ProtoMessage() {}
 
 func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2954,7 @@ func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RegisterExecutorResponse) GetExecutor() *ExecutorInfo {
@@ -2770,7 +2980,7 @@ type ListExecutorsRequest struct {
 
 func (x *ListExecutorsRequest) Reset() {
 	*x = ListExecutorsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2992,7 @@ func (x *ListExecutorsRequest) String() string {
 func (*ListExecutorsRequest) ProtoMessage() {}
 
 func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +3005,7 @@ func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutorsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
 }
 
 // ListExecutorsResponse lists executors.
@@ -2812,7 +3022,7 @@ type ListExecutorsResponse struct {
 
 func (x *ListExecutorsResponse) Reset() {
 	*x = ListExecutorsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2824,7 +3034,7 @@ func (x *ListExecutorsResponse) String() string {
 func (*ListExecutorsResponse) ProtoMessage() {}
 
 func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2837,7 +3047,7 @@ func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutorsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
@@ -2867,7 +3077,7 @@ type UnhostedHandler struct {
 
 func (x *UnhostedHandler) Reset() {
 	*x = UnhostedHandler{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3089,7 @@ func (x *UnhostedHandler) String() string {
 func (*UnhostedHandler) ProtoMessage() {}
 
 func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3102,7 @@ func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnhostedHandler.ProtoReflect.Descriptor instead.
 func (*UnhostedHandler) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UnhostedHandler) GetHandler() string {
@@ -2920,7 +3130,7 @@ type ReportStepResultRequest struct {
 
 func (x *ReportStepResultRequest) Reset() {
 	*x = ReportStepResultRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2932,7 +3142,7 @@ func (x *ReportStepResultRequest) String() string {
 func (*ReportStepResultRequest) ProtoMessage() {}
 
 func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2945,7 +3155,7 @@ func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultRequest.ProtoReflect.Descriptor instead.
 func (*ReportStepResultRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReportStepResultRequest) GetResult() *v1.StepResult {
@@ -2966,7 +3176,7 @@ type ReportStepResultResponse struct {
 
 func (x *ReportStepResultResponse) Reset() {
 	*x = ReportStepResultResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3188,7 @@ func (x *ReportStepResultResponse) String() string {
 func (*ReportStepResultResponse) ProtoMessage() {}
 
 func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3201,7 @@ func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultResponse.ProtoReflect.Descriptor instead.
 func (*ReportStepResultResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportStepResultResponse) GetApplied() bool {
@@ -3010,6 +3220,9 @@ type Waiting struct {
 	//	"parents"     a parent is not done (on names them);
 	//	"backoff"     a failed attempt's retry is not due (until says when);
 	//	"scheduled"   its task starts later (until says when);
+	//	"signal"      it waits for a signal (key names it; until is its
+	//	              timeout, if it has one);
+	//	"sleep"       it sleeps (until says when it wakes);
 	//	"no_executor" no connected executor hosts its handler (handler);
 	//	"capacity"    every connected executor hosting its handler is full
 	//	              (handler);
@@ -3042,7 +3255,7 @@ type Waiting struct {
 
 func (x *Waiting) Reset() {
 	*x = Waiting{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3267,7 @@ func (x *Waiting) String() string {
 func (*Waiting) ProtoMessage() {}
 
 func (x *Waiting) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3280,7 @@ func (x *Waiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiting.ProtoReflect.Descriptor instead.
 func (*Waiting) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Waiting) GetReason() string {
@@ -3130,7 +3343,7 @@ type SubscribeEventsRequest struct {
 
 func (x *SubscribeEventsRequest) Reset() {
 	*x = SubscribeEventsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3355,7 @@ func (x *SubscribeEventsRequest) String() string {
 func (*SubscribeEventsRequest) ProtoMessage() {}
 
 func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3368,7 @@ func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SubscribeEventsRequest) GetNamespace() string {
@@ -3211,7 +3424,7 @@ type SubscribeEventsResponse struct {
 
 func (x *SubscribeEventsResponse) Reset() {
 	*x = SubscribeEventsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3436,7 @@ func (x *SubscribeEventsResponse) String() string {
 func (*SubscribeEventsResponse) ProtoMessage() {}
 
 func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3449,7 @@ func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SubscribeEventsResponse) GetEvent() *Event {
@@ -3264,7 +3477,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3489,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3502,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Event) GetCursor() string {
@@ -3333,7 +3546,7 @@ type CountTasksRequest struct {
 
 func (x *CountTasksRequest) Reset() {
 	*x = CountTasksRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +3558,7 @@ func (x *CountTasksRequest) String() string {
 func (*CountTasksRequest) ProtoMessage() {}
 
 func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +3571,7 @@ func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksRequest.ProtoReflect.Descriptor instead.
 func (*CountTasksRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CountTasksRequest) GetNamespace() string {
@@ -3386,7 +3599,7 @@ type CountTasksResponse struct {
 
 func (x *CountTasksResponse) Reset() {
 	*x = CountTasksResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3611,7 @@ func (x *CountTasksResponse) String() string {
 func (*CountTasksResponse) ProtoMessage() {}
 
 func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3624,7 @@ func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksResponse.ProtoReflect.Descriptor instead.
 func (*CountTasksResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CountTasksResponse) GetCounts() []*StateCount {
@@ -3434,7 +3647,7 @@ type StateCount struct {
 
 func (x *StateCount) Reset() {
 	*x = StateCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3659,7 @@ func (x *StateCount) String() string {
 func (*StateCount) ProtoMessage() {}
 
 func (x *StateCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3672,7 @@ func (x *StateCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCount.ProtoReflect.Descriptor instead.
 func (*StateCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StateCount) GetState() State {
@@ -3497,7 +3710,7 @@ type GetAnalyticsRequest struct {
 
 func (x *GetAnalyticsRequest) Reset() {
 	*x = GetAnalyticsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +3722,7 @@ func (x *GetAnalyticsRequest) String() string {
 func (*GetAnalyticsRequest) ProtoMessage() {}
 
 func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +3735,7 @@ func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsRequest.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetAnalyticsRequest) GetNamespace() string {
@@ -3571,7 +3784,7 @@ type GetAnalyticsResponse struct {
 
 func (x *GetAnalyticsResponse) Reset() {
 	*x = GetAnalyticsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3583,7 +3796,7 @@ func (x *GetAnalyticsResponse) String() string {
 func (*GetAnalyticsResponse) ProtoMessage() {}
 
 func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3596,7 +3809,7 @@ func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsResponse.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetAnalyticsResponse) GetAnalytics() *TemplateAnalytics {
@@ -3658,7 +3871,7 @@ type TemplateAnalytics struct {
 
 func (x *TemplateAnalytics) Reset() {
 	*x = TemplateAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3670,7 +3883,7 @@ func (x *TemplateAnalytics) String() string {
 func (*TemplateAnalytics) ProtoMessage() {}
 
 func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3683,7 +3896,7 @@ func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateAnalytics.ProtoReflect.Descriptor instead.
 func (*TemplateAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *TemplateAnalytics) GetNamespace() string {
@@ -3843,7 +4056,7 @@ type Percentiles struct {
 
 func (x *Percentiles) Reset() {
 	*x = Percentiles{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3855,7 +4068,7 @@ func (x *Percentiles) String() string {
 func (*Percentiles) ProtoMessage() {}
 
 func (x *Percentiles) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3868,7 +4081,7 @@ func (x *Percentiles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Percentiles.ProtoReflect.Descriptor instead.
 func (*Percentiles) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Percentiles) GetCount() int64 {
@@ -3925,7 +4138,7 @@ type StepAnalytics struct {
 
 func (x *StepAnalytics) Reset() {
 	*x = StepAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3937,7 +4150,7 @@ func (x *StepAnalytics) String() string {
 func (*StepAnalytics) ProtoMessage() {}
 
 func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3950,7 +4163,7 @@ func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAnalytics.ProtoReflect.Descriptor instead.
 func (*StepAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StepAnalytics) GetName() string {
@@ -4019,7 +4232,7 @@ type ErrorCount struct {
 
 func (x *ErrorCount) Reset() {
 	*x = ErrorCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4031,7 +4244,7 @@ func (x *ErrorCount) String() string {
 func (*ErrorCount) ProtoMessage() {}
 
 func (x *ErrorCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4044,7 +4257,7 @@ func (x *ErrorCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorCount.ProtoReflect.Descriptor instead.
 func (*ErrorCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ErrorCount) GetStepName() string {
@@ -4100,7 +4313,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4112,7 +4325,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4125,7 +4338,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RateLimit) GetName() string {
@@ -4182,7 +4395,7 @@ type SetRateLimitRequest struct {
 
 func (x *SetRateLimitRequest) Reset() {
 	*x = SetRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4194,7 +4407,7 @@ func (x *SetRateLimitRequest) String() string {
 func (*SetRateLimitRequest) ProtoMessage() {}
 
 func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4207,7 +4420,7 @@ func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*SetRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SetRateLimitRequest) GetRateLimit() *RateLimit {
@@ -4228,7 +4441,7 @@ type SetRateLimitResponse struct {
 
 func (x *SetRateLimitResponse) Reset() {
 	*x = SetRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4240,7 +4453,7 @@ func (x *SetRateLimitResponse) String() string {
 func (*SetRateLimitResponse) ProtoMessage() {}
 
 func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4253,7 +4466,7 @@ func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*SetRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SetRateLimitResponse) GetRateLimit() *RateLimit {
@@ -4274,7 +4487,7 @@ type GetRateLimitRequest struct {
 
 func (x *GetRateLimitRequest) Reset() {
 	*x = GetRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4286,7 +4499,7 @@ func (x *GetRateLimitRequest) String() string {
 func (*GetRateLimitRequest) ProtoMessage() {}
 
 func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4299,7 +4512,7 @@ func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*GetRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetRateLimitRequest) GetName() string {
@@ -4320,7 +4533,7 @@ type GetRateLimitResponse struct {
 
 func (x *GetRateLimitResponse) Reset() {
 	*x = GetRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4545,7 @@ func (x *GetRateLimitResponse) String() string {
 func (*GetRateLimitResponse) ProtoMessage() {}
 
 func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4558,7 @@ func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*GetRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetRateLimitResponse) GetRateLimit() *RateLimit {
@@ -4364,7 +4577,7 @@ type ListRateLimitsRequest struct {
 
 func (x *ListRateLimitsRequest) Reset() {
 	*x = ListRateLimitsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4376,7 +4589,7 @@ func (x *ListRateLimitsRequest) String() string {
 func (*ListRateLimitsRequest) ProtoMessage() {}
 
 func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4389,7 +4602,7 @@ func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRateLimitsRequest.ProtoReflect.Descriptor instead.
 func (*ListRateLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{61}
 }
 
 // ListRateLimitsResponse lists rate limits by name.
@@ -4403,7 +4616,7 @@ type ListRateLimitsResponse struct {
 
 func (x *ListRateLimitsResponse) Reset() {
 	*x = ListRateLimitsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4415,7 +4628,7 @@ func (x *ListRateLimitsResponse) String() string {
 func (*ListRateLimitsResponse) ProtoMessage() {}
 
 func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4428,7 +4641,7 @@ func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRateLimitsResponse.ProtoReflect.Descriptor instead.
 func (*ListRateLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListRateLimitsResponse) GetRateLimits() []*RateLimit {
@@ -4449,7 +4662,7 @@ type DeleteRateLimitRequest struct {
 
 func (x *DeleteRateLimitRequest) Reset() {
 	*x = DeleteRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4461,7 +4674,7 @@ func (x *DeleteRateLimitRequest) String() string {
 func (*DeleteRateLimitRequest) ProtoMessage() {}
 
 func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4474,7 +4687,7 @@ func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{60}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DeleteRateLimitRequest) GetName() string {
@@ -4493,7 +4706,7 @@ type DeleteRateLimitResponse struct {
 
 func (x *DeleteRateLimitResponse) Reset() {
 	*x = DeleteRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4505,7 +4718,7 @@ func (x *DeleteRateLimitResponse) String() string {
 func (*DeleteRateLimitResponse) ProtoMessage() {}
 
 func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4518,7 +4731,7 @@ func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{61}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{64}
 }
 
 // Schedule is a cron schedule that creates tasks from a template.
@@ -4567,7 +4780,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4579,7 +4792,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4592,7 +4805,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{62}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Schedule) GetId() string {
@@ -4720,7 +4933,7 @@ type ScheduleRun struct {
 
 func (x *ScheduleRun) Reset() {
 	*x = ScheduleRun{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4732,7 +4945,7 @@ func (x *ScheduleRun) String() string {
 func (*ScheduleRun) ProtoMessage() {}
 
 func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4745,7 +4958,7 @@ func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleRun.ProtoReflect.Descriptor instead.
 func (*ScheduleRun) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{63}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ScheduleRun) GetFireTime() *timestamppb.Timestamp {
@@ -4810,7 +5023,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4822,7 +5035,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4835,7 +5048,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{64}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CreateScheduleRequest) GetName() string {
@@ -4912,7 +5125,7 @@ type CreateScheduleResponse struct {
 
 func (x *CreateScheduleResponse) Reset() {
 	*x = CreateScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4924,7 +5137,7 @@ func (x *CreateScheduleResponse) String() string {
 func (*CreateScheduleResponse) ProtoMessage() {}
 
 func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4937,7 +5150,7 @@ func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleResponse.ProtoReflect.Descriptor instead.
 func (*CreateScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{65}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CreateScheduleResponse) GetSchedule() *Schedule {
@@ -4962,7 +5175,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4974,7 +5187,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4987,7 +5200,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{66}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetScheduleRequest) GetName() string {
@@ -5026,7 +5239,7 @@ type GetScheduleResponse struct {
 
 func (x *GetScheduleResponse) Reset() {
 	*x = GetScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5038,7 +5251,7 @@ func (x *GetScheduleResponse) String() string {
 func (*GetScheduleResponse) ProtoMessage() {}
 
 func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5051,7 +5264,7 @@ func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
 func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{67}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *GetScheduleResponse) GetSchedule() *Schedule {
@@ -5086,7 +5299,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5098,7 +5311,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5111,7 +5324,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{68}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListSchedulesRequest) GetNamespace() string {
@@ -5132,7 +5345,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5144,7 +5357,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5157,7 +5370,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{69}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -5178,7 +5391,7 @@ type PauseScheduleRequest struct {
 
 func (x *PauseScheduleRequest) Reset() {
 	*x = PauseScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5190,7 +5403,7 @@ func (x *PauseScheduleRequest) String() string {
 func (*PauseScheduleRequest) ProtoMessage() {}
 
 func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5203,7 +5416,7 @@ func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleRequest.ProtoReflect.Descriptor instead.
 func (*PauseScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{70}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PauseScheduleRequest) GetName() string {
@@ -5224,7 +5437,7 @@ type PauseScheduleResponse struct {
 
 func (x *PauseScheduleResponse) Reset() {
 	*x = PauseScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5236,7 +5449,7 @@ func (x *PauseScheduleResponse) String() string {
 func (*PauseScheduleResponse) ProtoMessage() {}
 
 func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5249,7 +5462,7 @@ func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleResponse.ProtoReflect.Descriptor instead.
 func (*PauseScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{71}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *PauseScheduleResponse) GetSchedule() *Schedule {
@@ -5270,7 +5483,7 @@ type ResumeScheduleRequest struct {
 
 func (x *ResumeScheduleRequest) Reset() {
 	*x = ResumeScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5282,7 +5495,7 @@ func (x *ResumeScheduleRequest) String() string {
 func (*ResumeScheduleRequest) ProtoMessage() {}
 
 func (x *ResumeScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5295,7 +5508,7 @@ func (x *ResumeScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeScheduleRequest.ProtoReflect.Descriptor instead.
 func (*ResumeScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{72}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ResumeScheduleRequest) GetName() string {
@@ -5318,7 +5531,7 @@ type ResumeScheduleResponse struct {
 
 func (x *ResumeScheduleResponse) Reset() {
 	*x = ResumeScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5330,7 +5543,7 @@ func (x *ResumeScheduleResponse) String() string {
 func (*ResumeScheduleResponse) ProtoMessage() {}
 
 func (x *ResumeScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5343,7 +5556,7 @@ func (x *ResumeScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeScheduleResponse.ProtoReflect.Descriptor instead.
 func (*ResumeScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{73}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ResumeScheduleResponse) GetSchedule() *Schedule {
@@ -5371,7 +5584,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5383,7 +5596,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5396,7 +5609,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{74}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteScheduleRequest) GetName() string {
@@ -5415,7 +5628,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5427,7 +5640,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5440,7 +5653,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{75}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{78}
 }
 
 // BackfillScheduleRequest names a schedule and a range of fire times.
@@ -5458,7 +5671,7 @@ type BackfillScheduleRequest struct {
 
 func (x *BackfillScheduleRequest) Reset() {
 	*x = BackfillScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5470,7 +5683,7 @@ func (x *BackfillScheduleRequest) String() string {
 func (*BackfillScheduleRequest) ProtoMessage() {}
 
 func (x *BackfillScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5483,7 +5696,7 @@ func (x *BackfillScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackfillScheduleRequest.ProtoReflect.Descriptor instead.
 func (*BackfillScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{76}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *BackfillScheduleRequest) GetName() string {
@@ -5520,7 +5733,7 @@ type BackfillScheduleResponse struct {
 
 func (x *BackfillScheduleResponse) Reset() {
 	*x = BackfillScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5532,7 +5745,7 @@ func (x *BackfillScheduleResponse) String() string {
 func (*BackfillScheduleResponse) ProtoMessage() {}
 
 func (x *BackfillScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5545,7 +5758,7 @@ func (x *BackfillScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackfillScheduleResponse.ProtoReflect.Descriptor instead.
 func (*BackfillScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{77}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *BackfillScheduleResponse) GetCreated() []*ScheduleRun {
@@ -5566,7 +5779,7 @@ var File_tasker_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"'tasker/coordinator/v1/coordinator.proto\x12\x15tasker.coordinator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tasker/executor/v1/executor.proto\"\xd9\x02\n" +
+	"'tasker/coordinator/v1/coordinator.proto\x12\x15tasker.coordinator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tasker/executor/v1/executor.proto\"\xf5\x02\n" +
 	"\fTaskTemplate\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -5575,7 +5788,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0econtext_schema\x18\x05 \x01(\v2\x17.google.protobuf.StructR\rcontextSchema\x129\n" +
 	"\x05steps\x18\x06 \x03(\v2#.tasker.coordinator.v1.StepTemplateR\x05steps\x12\x1a\n" +
 	"\bpriority\x18\a \x01(\x05R\bpriority\x12D\n" +
-	"\vconcurrency\x18\b \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\"\\\n" +
+	"\vconcurrency\x18\b \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\x12\x1a\n" +
+	"\bidentity\x18\t \x01(\tR\bidentity\"\\\n" +
 	"\vConcurrency\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
 	"\vmax_running\x18\x02 \x01(\x05R\n" +
@@ -5585,7 +5799,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
-	"\x06_units\"\x8c\x04\n" +
+	"\x06_units\"\xf8\x04\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -5601,10 +5815,15 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vconcurrency\x18\n" +
 	" \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\x12D\n" +
 	"\vrate_limits\x18\v \x03(\v2#.tasker.coordinator.v1.RateLimitUseR\n" +
-	"rateLimitsB\f\n" +
+	"rateLimits\x129\n" +
+	"\bwait_for\x18\f \x01(\v2\x1e.tasker.coordinator.v1.WaitForR\awaitFor\x12/\n" +
+	"\x05sleep\x18\r \x01(\v2\x19.google.protobuf.DurationR\x05sleepB\f\n" +
 	"\n" +
 	"_retryableB\x0e\n" +
-	"\f_retry_limit\"\x8b\x01\n" +
+	"\f_retry_limit\"V\n" +
+	"\aWaitFor\x12\x16\n" +
+	"\x06signal\x18\x01 \x01(\tR\x06signal\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x8b\x01\n" +
 	"\aBackoff\x123\n" +
 	"\ainitial\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\ainitial\x12\x1e\n" +
 	"\n" +
@@ -5743,7 +5962,15 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"D\n" +
 	"\x11RetryTaskResponse\x12/\n" +
-	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\"?\n" +
+	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\"U\n" +
+	"\x11SignalTaskRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\tR\apayload\"f\n" +
+	"\x12SignalTaskResponse\x12/\n" +
+	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\x12\x1f\n" +
+	"\vconsumed_by\x18\x02 \x01(\tR\n" +
+	"consumedBy\"?\n" +
 	"\x10WatchTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\"\x93\x01\n" +
@@ -5974,7 +6201,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
-	"\x0fEVENT_KIND_STEP\x10\x022\xac\x17\n" +
+	"\x0fEVENT_KIND_STEP\x10\x022\x8f\x18\n" +
 	"\x12CoordinatorService\x12s\n" +
 	"\x10RegisterTemplate\x12..tasker.coordinator.v1.RegisterTemplateRequest\x1a/.tasker.coordinator.v1.RegisterTemplateResponse\x12d\n" +
 	"\vGetTemplate\x12).tasker.coordinator.v1.GetTemplateRequest\x1a*.tasker.coordinator.v1.GetTemplateResponse\x12j\n" +
@@ -5988,7 +6215,9 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tRetryTask\x12'.tasker.coordinator.v1.RetryTaskRequest\x1a(.tasker.coordinator.v1.RetryTaskResponse\x12`\n" +
 	"\tWatchTask\x12'.tasker.coordinator.v1.WatchTaskRequest\x1a(.tasker.coordinator.v1.WatchTaskResponse0\x01\x12d\n" +
 	"\vResolveStep\x12).tasker.coordinator.v1.ResolveStepRequest\x1a*.tasker.coordinator.v1.ResolveStepResponse\x12^\n" +
-	"\tRerunStep\x12'.tasker.coordinator.v1.RerunStepRequest\x1a(.tasker.coordinator.v1.RerunStepResponse\x12s\n" +
+	"\tRerunStep\x12'.tasker.coordinator.v1.RerunStepRequest\x1a(.tasker.coordinator.v1.RerunStepResponse\x12a\n" +
+	"\n" +
+	"SignalTask\x12(.tasker.coordinator.v1.SignalTaskRequest\x1a).tasker.coordinator.v1.SignalTaskResponse\x12s\n" +
 	"\x10RegisterExecutor\x12..tasker.coordinator.v1.RegisterExecutorRequest\x1a/.tasker.coordinator.v1.RegisterExecutorResponse\x12j\n" +
 	"\rListExecutors\x12+.tasker.coordinator.v1.ListExecutorsRequest\x1a,.tasker.coordinator.v1.ListExecutorsResponse\x12s\n" +
 	"\x10ReportStepResult\x12..tasker.coordinator.v1.ReportStepResultRequest\x1a/.tasker.coordinator.v1.ReportStepResultResponse\x12r\n" +
@@ -6021,7 +6250,7 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
 	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
@@ -6029,250 +6258,259 @@ var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*Concurrency)(nil),              // 3: tasker.coordinator.v1.Concurrency
 	(*RateLimitUse)(nil),             // 4: tasker.coordinator.v1.RateLimitUse
 	(*StepTemplate)(nil),             // 5: tasker.coordinator.v1.StepTemplate
-	(*Backoff)(nil),                  // 6: tasker.coordinator.v1.Backoff
-	(*Task)(nil),                     // 7: tasker.coordinator.v1.Task
-	(*Step)(nil),                     // 8: tasker.coordinator.v1.Step
-	(*StepError)(nil),                // 9: tasker.coordinator.v1.StepError
-	(*Transition)(nil),               // 10: tasker.coordinator.v1.Transition
-	(*ExecutorInfo)(nil),             // 11: tasker.coordinator.v1.ExecutorInfo
-	(*RegisterTemplateRequest)(nil),  // 12: tasker.coordinator.v1.RegisterTemplateRequest
-	(*RegisterTemplateResponse)(nil), // 13: tasker.coordinator.v1.RegisterTemplateResponse
-	(*GetTemplateRequest)(nil),       // 14: tasker.coordinator.v1.GetTemplateRequest
-	(*GetTemplateResponse)(nil),      // 15: tasker.coordinator.v1.GetTemplateResponse
-	(*ListTemplatesRequest)(nil),     // 16: tasker.coordinator.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),    // 17: tasker.coordinator.v1.ListTemplatesResponse
-	(*CreateTaskRequest)(nil),        // 18: tasker.coordinator.v1.CreateTaskRequest
-	(*Debounce)(nil),                 // 19: tasker.coordinator.v1.Debounce
-	(*CreateTaskResponse)(nil),       // 20: tasker.coordinator.v1.CreateTaskResponse
-	(*GetTaskRequest)(nil),           // 21: tasker.coordinator.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),          // 22: tasker.coordinator.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),         // 23: tasker.coordinator.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 24: tasker.coordinator.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),        // 25: tasker.coordinator.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),       // 26: tasker.coordinator.v1.CancelTaskResponse
-	(*RetryTaskRequest)(nil),         // 27: tasker.coordinator.v1.RetryTaskRequest
-	(*RetryTaskResponse)(nil),        // 28: tasker.coordinator.v1.RetryTaskResponse
-	(*WatchTaskRequest)(nil),         // 29: tasker.coordinator.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),        // 30: tasker.coordinator.v1.WatchTaskResponse
-	(*ResolveStepRequest)(nil),       // 31: tasker.coordinator.v1.ResolveStepRequest
-	(*ResolveStepResponse)(nil),      // 32: tasker.coordinator.v1.ResolveStepResponse
-	(*RerunStepRequest)(nil),         // 33: tasker.coordinator.v1.RerunStepRequest
-	(*RerunStepResponse)(nil),        // 34: tasker.coordinator.v1.RerunStepResponse
-	(*RegisterExecutorRequest)(nil),  // 35: tasker.coordinator.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 36: tasker.coordinator.v1.RegisterExecutorResponse
-	(*ListExecutorsRequest)(nil),     // 37: tasker.coordinator.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 38: tasker.coordinator.v1.ListExecutorsResponse
-	(*UnhostedHandler)(nil),          // 39: tasker.coordinator.v1.UnhostedHandler
-	(*ReportStepResultRequest)(nil),  // 40: tasker.coordinator.v1.ReportStepResultRequest
-	(*ReportStepResultResponse)(nil), // 41: tasker.coordinator.v1.ReportStepResultResponse
-	(*Waiting)(nil),                  // 42: tasker.coordinator.v1.Waiting
-	(*SubscribeEventsRequest)(nil),   // 43: tasker.coordinator.v1.SubscribeEventsRequest
-	(*SubscribeEventsResponse)(nil),  // 44: tasker.coordinator.v1.SubscribeEventsResponse
-	(*Event)(nil),                    // 45: tasker.coordinator.v1.Event
-	(*CountTasksRequest)(nil),        // 46: tasker.coordinator.v1.CountTasksRequest
-	(*CountTasksResponse)(nil),       // 47: tasker.coordinator.v1.CountTasksResponse
-	(*StateCount)(nil),               // 48: tasker.coordinator.v1.StateCount
-	(*GetAnalyticsRequest)(nil),      // 49: tasker.coordinator.v1.GetAnalyticsRequest
-	(*GetAnalyticsResponse)(nil),     // 50: tasker.coordinator.v1.GetAnalyticsResponse
-	(*TemplateAnalytics)(nil),        // 51: tasker.coordinator.v1.TemplateAnalytics
-	(*Percentiles)(nil),              // 52: tasker.coordinator.v1.Percentiles
-	(*StepAnalytics)(nil),            // 53: tasker.coordinator.v1.StepAnalytics
-	(*ErrorCount)(nil),               // 54: tasker.coordinator.v1.ErrorCount
-	(*RateLimit)(nil),                // 55: tasker.coordinator.v1.RateLimit
-	(*SetRateLimitRequest)(nil),      // 56: tasker.coordinator.v1.SetRateLimitRequest
-	(*SetRateLimitResponse)(nil),     // 57: tasker.coordinator.v1.SetRateLimitResponse
-	(*GetRateLimitRequest)(nil),      // 58: tasker.coordinator.v1.GetRateLimitRequest
-	(*GetRateLimitResponse)(nil),     // 59: tasker.coordinator.v1.GetRateLimitResponse
-	(*ListRateLimitsRequest)(nil),    // 60: tasker.coordinator.v1.ListRateLimitsRequest
-	(*ListRateLimitsResponse)(nil),   // 61: tasker.coordinator.v1.ListRateLimitsResponse
-	(*DeleteRateLimitRequest)(nil),   // 62: tasker.coordinator.v1.DeleteRateLimitRequest
-	(*DeleteRateLimitResponse)(nil),  // 63: tasker.coordinator.v1.DeleteRateLimitResponse
-	(*Schedule)(nil),                 // 64: tasker.coordinator.v1.Schedule
-	(*ScheduleRun)(nil),              // 65: tasker.coordinator.v1.ScheduleRun
-	(*CreateScheduleRequest)(nil),    // 66: tasker.coordinator.v1.CreateScheduleRequest
-	(*CreateScheduleResponse)(nil),   // 67: tasker.coordinator.v1.CreateScheduleResponse
-	(*GetScheduleRequest)(nil),       // 68: tasker.coordinator.v1.GetScheduleRequest
-	(*GetScheduleResponse)(nil),      // 69: tasker.coordinator.v1.GetScheduleResponse
-	(*ListSchedulesRequest)(nil),     // 70: tasker.coordinator.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),    // 71: tasker.coordinator.v1.ListSchedulesResponse
-	(*PauseScheduleRequest)(nil),     // 72: tasker.coordinator.v1.PauseScheduleRequest
-	(*PauseScheduleResponse)(nil),    // 73: tasker.coordinator.v1.PauseScheduleResponse
-	(*ResumeScheduleRequest)(nil),    // 74: tasker.coordinator.v1.ResumeScheduleRequest
-	(*ResumeScheduleResponse)(nil),   // 75: tasker.coordinator.v1.ResumeScheduleResponse
-	(*DeleteScheduleRequest)(nil),    // 76: tasker.coordinator.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),   // 77: tasker.coordinator.v1.DeleteScheduleResponse
-	(*BackfillScheduleRequest)(nil),  // 78: tasker.coordinator.v1.BackfillScheduleRequest
-	(*BackfillScheduleResponse)(nil), // 79: tasker.coordinator.v1.BackfillScheduleResponse
-	(*structpb.Struct)(nil),          // 80: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 81: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 82: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 83: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 84: tasker.executor.v1.StepResult
+	(*WaitFor)(nil),                  // 6: tasker.coordinator.v1.WaitFor
+	(*Backoff)(nil),                  // 7: tasker.coordinator.v1.Backoff
+	(*Task)(nil),                     // 8: tasker.coordinator.v1.Task
+	(*Step)(nil),                     // 9: tasker.coordinator.v1.Step
+	(*StepError)(nil),                // 10: tasker.coordinator.v1.StepError
+	(*Transition)(nil),               // 11: tasker.coordinator.v1.Transition
+	(*ExecutorInfo)(nil),             // 12: tasker.coordinator.v1.ExecutorInfo
+	(*RegisterTemplateRequest)(nil),  // 13: tasker.coordinator.v1.RegisterTemplateRequest
+	(*RegisterTemplateResponse)(nil), // 14: tasker.coordinator.v1.RegisterTemplateResponse
+	(*GetTemplateRequest)(nil),       // 15: tasker.coordinator.v1.GetTemplateRequest
+	(*GetTemplateResponse)(nil),      // 16: tasker.coordinator.v1.GetTemplateResponse
+	(*ListTemplatesRequest)(nil),     // 17: tasker.coordinator.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),    // 18: tasker.coordinator.v1.ListTemplatesResponse
+	(*CreateTaskRequest)(nil),        // 19: tasker.coordinator.v1.CreateTaskRequest
+	(*Debounce)(nil),                 // 20: tasker.coordinator.v1.Debounce
+	(*CreateTaskResponse)(nil),       // 21: tasker.coordinator.v1.CreateTaskResponse
+	(*GetTaskRequest)(nil),           // 22: tasker.coordinator.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),          // 23: tasker.coordinator.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),         // 24: tasker.coordinator.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 25: tasker.coordinator.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 26: tasker.coordinator.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),       // 27: tasker.coordinator.v1.CancelTaskResponse
+	(*RetryTaskRequest)(nil),         // 28: tasker.coordinator.v1.RetryTaskRequest
+	(*RetryTaskResponse)(nil),        // 29: tasker.coordinator.v1.RetryTaskResponse
+	(*SignalTaskRequest)(nil),        // 30: tasker.coordinator.v1.SignalTaskRequest
+	(*SignalTaskResponse)(nil),       // 31: tasker.coordinator.v1.SignalTaskResponse
+	(*WatchTaskRequest)(nil),         // 32: tasker.coordinator.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),        // 33: tasker.coordinator.v1.WatchTaskResponse
+	(*ResolveStepRequest)(nil),       // 34: tasker.coordinator.v1.ResolveStepRequest
+	(*ResolveStepResponse)(nil),      // 35: tasker.coordinator.v1.ResolveStepResponse
+	(*RerunStepRequest)(nil),         // 36: tasker.coordinator.v1.RerunStepRequest
+	(*RerunStepResponse)(nil),        // 37: tasker.coordinator.v1.RerunStepResponse
+	(*RegisterExecutorRequest)(nil),  // 38: tasker.coordinator.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 39: tasker.coordinator.v1.RegisterExecutorResponse
+	(*ListExecutorsRequest)(nil),     // 40: tasker.coordinator.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 41: tasker.coordinator.v1.ListExecutorsResponse
+	(*UnhostedHandler)(nil),          // 42: tasker.coordinator.v1.UnhostedHandler
+	(*ReportStepResultRequest)(nil),  // 43: tasker.coordinator.v1.ReportStepResultRequest
+	(*ReportStepResultResponse)(nil), // 44: tasker.coordinator.v1.ReportStepResultResponse
+	(*Waiting)(nil),                  // 45: tasker.coordinator.v1.Waiting
+	(*SubscribeEventsRequest)(nil),   // 46: tasker.coordinator.v1.SubscribeEventsRequest
+	(*SubscribeEventsResponse)(nil),  // 47: tasker.coordinator.v1.SubscribeEventsResponse
+	(*Event)(nil),                    // 48: tasker.coordinator.v1.Event
+	(*CountTasksRequest)(nil),        // 49: tasker.coordinator.v1.CountTasksRequest
+	(*CountTasksResponse)(nil),       // 50: tasker.coordinator.v1.CountTasksResponse
+	(*StateCount)(nil),               // 51: tasker.coordinator.v1.StateCount
+	(*GetAnalyticsRequest)(nil),      // 52: tasker.coordinator.v1.GetAnalyticsRequest
+	(*GetAnalyticsResponse)(nil),     // 53: tasker.coordinator.v1.GetAnalyticsResponse
+	(*TemplateAnalytics)(nil),        // 54: tasker.coordinator.v1.TemplateAnalytics
+	(*Percentiles)(nil),              // 55: tasker.coordinator.v1.Percentiles
+	(*StepAnalytics)(nil),            // 56: tasker.coordinator.v1.StepAnalytics
+	(*ErrorCount)(nil),               // 57: tasker.coordinator.v1.ErrorCount
+	(*RateLimit)(nil),                // 58: tasker.coordinator.v1.RateLimit
+	(*SetRateLimitRequest)(nil),      // 59: tasker.coordinator.v1.SetRateLimitRequest
+	(*SetRateLimitResponse)(nil),     // 60: tasker.coordinator.v1.SetRateLimitResponse
+	(*GetRateLimitRequest)(nil),      // 61: tasker.coordinator.v1.GetRateLimitRequest
+	(*GetRateLimitResponse)(nil),     // 62: tasker.coordinator.v1.GetRateLimitResponse
+	(*ListRateLimitsRequest)(nil),    // 63: tasker.coordinator.v1.ListRateLimitsRequest
+	(*ListRateLimitsResponse)(nil),   // 64: tasker.coordinator.v1.ListRateLimitsResponse
+	(*DeleteRateLimitRequest)(nil),   // 65: tasker.coordinator.v1.DeleteRateLimitRequest
+	(*DeleteRateLimitResponse)(nil),  // 66: tasker.coordinator.v1.DeleteRateLimitResponse
+	(*Schedule)(nil),                 // 67: tasker.coordinator.v1.Schedule
+	(*ScheduleRun)(nil),              // 68: tasker.coordinator.v1.ScheduleRun
+	(*CreateScheduleRequest)(nil),    // 69: tasker.coordinator.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),   // 70: tasker.coordinator.v1.CreateScheduleResponse
+	(*GetScheduleRequest)(nil),       // 71: tasker.coordinator.v1.GetScheduleRequest
+	(*GetScheduleResponse)(nil),      // 72: tasker.coordinator.v1.GetScheduleResponse
+	(*ListSchedulesRequest)(nil),     // 73: tasker.coordinator.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 74: tasker.coordinator.v1.ListSchedulesResponse
+	(*PauseScheduleRequest)(nil),     // 75: tasker.coordinator.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),    // 76: tasker.coordinator.v1.PauseScheduleResponse
+	(*ResumeScheduleRequest)(nil),    // 77: tasker.coordinator.v1.ResumeScheduleRequest
+	(*ResumeScheduleResponse)(nil),   // 78: tasker.coordinator.v1.ResumeScheduleResponse
+	(*DeleteScheduleRequest)(nil),    // 79: tasker.coordinator.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 80: tasker.coordinator.v1.DeleteScheduleResponse
+	(*BackfillScheduleRequest)(nil),  // 81: tasker.coordinator.v1.BackfillScheduleRequest
+	(*BackfillScheduleResponse)(nil), // 82: tasker.coordinator.v1.BackfillScheduleResponse
+	(*structpb.Struct)(nil),          // 83: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 84: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 85: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 86: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 87: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	80,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	83,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
 	5,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
 	3,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	80,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
-	6,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	81,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	83,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	7,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
+	84,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
 	3,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
 	4,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
-	81,  // 8: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	81,  // 9: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
-	0,   // 10: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	80,  // 11: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	82,  // 12: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	82,  // 13: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	82,  // 14: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
-	8,   // 15: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
-	10,  // 16: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	82,  // 17: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
-	0,   // 18: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	83,  // 19: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
-	9,   // 20: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	82,  // 21: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
-	10,  // 22: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	42,  // 23: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
-	0,   // 24: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
-	0,   // 25: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	82,  // 26: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	80,  // 27: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	82,  // 28: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	82,  // 29: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
-	2,   // 30: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 31: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 32: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 33: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	80,  // 34: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	82,  // 35: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	81,  // 36: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
-	19,  // 37: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
-	81,  // 38: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
-	7,   // 39: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	7,   // 40: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	0,   // 41: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	82,  // 42: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	82,  // 43: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
-	7,   // 44: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
-	7,   // 45: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	7,   // 46: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	10,  // 47: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,   // 48: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	83,  // 49: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	7,   // 50: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	7,   // 51: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	11,  // 52: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	11,  // 53: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	39,  // 54: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	84,  // 55: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	82,  // 56: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
-	1,   // 57: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
-	45,  // 58: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
-	10,  // 59: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
-	48,  // 60: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
-	0,   // 61: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	82,  // 62: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	82,  // 63: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
-	51,  // 64: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	82,  // 65: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	82,  // 66: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
-	52,  // 67: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
-	53,  // 68: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
-	54,  // 69: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	81,  // 70: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	81,  // 71: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	81,  // 72: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
-	52,  // 73: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
-	52,  // 74: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	81,  // 75: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	82,  // 76: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
-	82,  // 77: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
-	55,  // 78: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	55,  // 79: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	55,  // 80: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	55,  // 81: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
-	80,  // 82: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
-	81,  // 83: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
-	82,  // 84: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
-	82,  // 85: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
-	82,  // 86: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
-	82,  // 87: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
-	82,  // 88: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
-	82,  // 89: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
-	80,  // 90: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
-	81,  // 91: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
-	64,  // 92: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	64,  // 93: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	82,  // 94: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
-	65,  // 95: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
-	64,  // 96: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
-	64,  // 97: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	64,  // 98: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	82,  // 99: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
-	82,  // 100: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
-	65,  // 101: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
-	12,  // 102: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	14,  // 103: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	16,  // 104: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	18,  // 105: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	21,  // 106: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	23,  // 107: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	25,  // 108: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	27,  // 109: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	29,  // 110: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	31,  // 111: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	33,  // 112: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
-	35,  // 113: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	37,  // 114: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	40,  // 115: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	43,  // 116: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	46,  // 117: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	49,  // 118: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	56,  // 119: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
-	58,  // 120: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
-	60,  // 121: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
-	62,  // 122: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
-	66,  // 123: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
-	68,  // 124: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
-	70,  // 125: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
-	72,  // 126: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
-	74,  // 127: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
-	76,  // 128: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
-	78,  // 129: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
-	13,  // 130: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	15,  // 131: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	17,  // 132: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	20,  // 133: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	22,  // 134: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	24,  // 135: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	26,  // 136: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	28,  // 137: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	30,  // 138: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	32,  // 139: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	34,  // 140: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
-	36,  // 141: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	38,  // 142: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	41,  // 143: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	44,  // 144: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	47,  // 145: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	50,  // 146: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	57,  // 147: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
-	59,  // 148: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
-	61,  // 149: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
-	63,  // 150: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
-	67,  // 151: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
-	69,  // 152: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
-	71,  // 153: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
-	73,  // 154: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
-	75,  // 155: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
-	77,  // 156: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
-	79,  // 157: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
-	130, // [130:158] is the sub-list for method output_type
-	102, // [102:130] is the sub-list for method input_type
-	102, // [102:102] is the sub-list for extension type_name
-	102, // [102:102] is the sub-list for extension extendee
-	0,   // [0:102] is the sub-list for field type_name
+	6,   // 8: tasker.coordinator.v1.StepTemplate.wait_for:type_name -> tasker.coordinator.v1.WaitFor
+	84,  // 9: tasker.coordinator.v1.StepTemplate.sleep:type_name -> google.protobuf.Duration
+	84,  // 10: tasker.coordinator.v1.WaitFor.timeout:type_name -> google.protobuf.Duration
+	84,  // 11: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	84,  // 12: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	0,   // 13: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
+	83,  // 14: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	85,  // 15: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	85,  // 16: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	85,  // 17: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	9,   // 18: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
+	11,  // 19: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
+	85,  // 20: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	0,   // 21: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
+	86,  // 22: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	10,  // 23: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
+	85,  // 24: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	11,  // 25: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
+	45,  // 26: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	0,   // 27: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
+	0,   // 28: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
+	85,  // 29: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	83,  // 30: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	85,  // 31: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	85,  // 32: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	2,   // 33: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 34: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 35: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 36: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
+	83,  // 37: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	85,  // 38: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	84,  // 39: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	20,  // 40: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
+	84,  // 41: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
+	8,   // 42: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 43: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	0,   // 44: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
+	85,  // 45: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	85,  // 46: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	8,   // 47: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
+	8,   // 48: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 49: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 50: tasker.coordinator.v1.SignalTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	11,  // 51: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,   // 52: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	86,  // 53: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	8,   // 54: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 55: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	12,  // 56: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	12,  // 57: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	42,  // 58: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	87,  // 59: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	85,  // 60: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	1,   // 61: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	48,  // 62: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	11,  // 63: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	51,  // 64: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,   // 65: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	85,  // 66: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	85,  // 67: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	54,  // 68: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	85,  // 69: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	85,  // 70: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	55,  // 71: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	56,  // 72: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	57,  // 73: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	84,  // 74: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	84,  // 75: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	84,  // 76: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	55,  // 77: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	55,  // 78: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	84,  // 79: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	85,  // 80: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	85,  // 81: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	58,  // 82: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	58,  // 83: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	58,  // 84: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	58,  // 85: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
+	83,  // 86: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
+	84,  // 87: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
+	85,  // 88: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
+	85,  // 89: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
+	85,  // 90: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	85,  // 91: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	85,  // 92: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
+	85,  // 93: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
+	83,  // 94: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
+	84,  // 95: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
+	67,  // 96: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	67,  // 97: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	85,  // 98: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
+	68,  // 99: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
+	67,  // 100: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
+	67,  // 101: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	67,  // 102: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	85,  // 103: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
+	85,  // 104: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
+	68,  // 105: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
+	13,  // 106: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	15,  // 107: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	17,  // 108: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	19,  // 109: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	22,  // 110: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	24,  // 111: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	26,  // 112: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	28,  // 113: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	32,  // 114: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	34,  // 115: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	36,  // 116: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
+	30,  // 117: tasker.coordinator.v1.CoordinatorService.SignalTask:input_type -> tasker.coordinator.v1.SignalTaskRequest
+	38,  // 118: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	40,  // 119: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	43,  // 120: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	46,  // 121: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	49,  // 122: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	52,  // 123: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	59,  // 124: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	61,  // 125: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	63,  // 126: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	65,  // 127: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	69,  // 128: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
+	71,  // 129: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
+	73,  // 130: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
+	75,  // 131: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
+	77,  // 132: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
+	79,  // 133: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
+	81,  // 134: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
+	14,  // 135: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	16,  // 136: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	18,  // 137: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	21,  // 138: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	23,  // 139: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	25,  // 140: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	27,  // 141: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	29,  // 142: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	33,  // 143: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	35,  // 144: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	37,  // 145: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
+	31,  // 146: tasker.coordinator.v1.CoordinatorService.SignalTask:output_type -> tasker.coordinator.v1.SignalTaskResponse
+	39,  // 147: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	41,  // 148: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	44,  // 149: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	47,  // 150: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	50,  // 151: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	53,  // 152: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	60,  // 153: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	62,  // 154: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	64,  // 155: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	66,  // 156: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	70,  // 157: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
+	72,  // 158: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
+	74,  // 159: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
+	76,  // 160: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
+	78,  // 161: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
+	80,  // 162: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
+	82,  // 163: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
+	135, // [135:164] is the sub-list for method output_type
+	106, // [106:135] is the sub-list for method input_type
+	106, // [106:106] is the sub-list for extension type_name
+	106, // [106:106] is the sub-list for extension extendee
+	0,   // [0:106] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -6288,7 +6526,7 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   78,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	CoordinatorService_WatchTask_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/WatchTask"
 	CoordinatorService_ResolveStep_FullMethodName      = "/tasker.coordinator.v1.CoordinatorService/ResolveStep"
 	CoordinatorService_RerunStep_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/RerunStep"
+	CoordinatorService_SignalTask_FullMethodName       = "/tasker.coordinator.v1.CoordinatorService/SignalTask"
 	CoordinatorService_RegisterExecutor_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/RegisterExecutor"
 	CoordinatorService_ListExecutors_FullMethodName    = "/tasker.coordinator.v1.CoordinatorService/ListExecutors"
 	CoordinatorService_ReportStepResult_FullMethodName = "/tasker.coordinator.v1.CoordinatorService/ReportStepResult"
@@ -98,6 +99,14 @@ type CoordinatorServiceClient interface {
 	// the step or a descendant is running, or while the task is still
 	// running anything; NotFound for an unknown step. Unary.
 	RerunStep(ctx context.Context, in *RerunStepRequest, opts ...grpc.CallOption) (*RerunStepResponse, error)
+	// SignalTask delivers a named signal to a task. A step waiting for it
+	// (wait_for) completes with the payload as its result; a signal sent
+	// before its step waits is kept and consumed when the step is reached,
+	// by exactly one step attempt. Refused with FailedPrecondition for a
+	// task that is not pending or in progress, or when no step could still
+	// consume the signal; with NotFound when no step of the task declares
+	// it. Unary.
+	SignalTask(ctx context.Context, in *SignalTaskRequest, opts ...grpc.CallOption) (*SignalTaskResponse, error)
 	// RegisterExecutor tells the coordinator where an executor listens. The
 	// coordinator calls the executor's Describe, then keeps an Execute stream
 	// open to it. Executors call this again whenever they have no stream, so a
@@ -279,6 +288,16 @@ func (c *coordinatorServiceClient) RerunStep(ctx context.Context, in *RerunStepR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RerunStepResponse)
 	err := c.cc.Invoke(ctx, CoordinatorService_RerunStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) SignalTask(ctx context.Context, in *SignalTaskRequest, opts ...grpc.CallOption) (*SignalTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignalTaskResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_SignalTask_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -510,6 +529,14 @@ type CoordinatorServiceServer interface {
 	// the step or a descendant is running, or while the task is still
 	// running anything; NotFound for an unknown step. Unary.
 	RerunStep(context.Context, *RerunStepRequest) (*RerunStepResponse, error)
+	// SignalTask delivers a named signal to a task. A step waiting for it
+	// (wait_for) completes with the payload as its result; a signal sent
+	// before its step waits is kept and consumed when the step is reached,
+	// by exactly one step attempt. Refused with FailedPrecondition for a
+	// task that is not pending or in progress, or when no step could still
+	// consume the signal; with NotFound when no step of the task declares
+	// it. Unary.
+	SignalTask(context.Context, *SignalTaskRequest) (*SignalTaskResponse, error)
 	// RegisterExecutor tells the coordinator where an executor listens. The
 	// coordinator calls the executor's Describe, then keeps an Execute stream
 	// open to it. Executors call this again whenever they have no stream, so a
@@ -610,6 +637,9 @@ func (UnimplementedCoordinatorServiceServer) ResolveStep(context.Context, *Resol
 }
 func (UnimplementedCoordinatorServiceServer) RerunStep(context.Context, *RerunStepRequest) (*RerunStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RerunStep not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) SignalTask(context.Context, *SignalTaskRequest) (*SignalTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignalTask not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) RegisterExecutor(context.Context, *RegisterExecutorRequest) (*RegisterExecutorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterExecutor not implemented")
@@ -870,6 +900,24 @@ func _CoordinatorService_RerunStep_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServiceServer).RerunStep(ctx, req.(*RerunStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_SignalTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignalTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).SignalTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_SignalTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).SignalTask(ctx, req.(*SignalTaskRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1219,6 +1267,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RerunStep",
 			Handler:    _CoordinatorService_RerunStep_Handler,
+		},
+		{
+			MethodName: "SignalTask",
+			Handler:    _CoordinatorService_SignalTask_Handler,
 		},
 		{
 			MethodName: "RegisterExecutor",
