@@ -269,6 +269,12 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 	if s.State != state.InProgress || int32(s.Attempts) != r.GetAttempt() {
 		return false
 	}
+	if waitSpec(tr, i) != nil {
+		// A wait runs on no executor: only its signal or its time ends it.
+		e.log.Warn("result ignored: the step waits for a signal or a time, not for an executor",
+			"task_id", tr.task.ID, "step_id", s.ID, "attempt", s.Attempts, "from", p.from)
+		return false
+	}
 	if p.streamed && s.executor != "" && s.executor != p.from {
 		// Another executor's stream carried it: a bug or a forgery. The
 		// attempt's own executor still runs it and will report.
@@ -462,7 +468,7 @@ func (e *engine) running(executorID string, attempts []*executorv1.RunningStep) 
 		tr.mu.Lock()
 		if i, ok := tr.byID[a.GetStepId()]; ok && !tr.done && !tr.broken {
 			s := tr.steps[i]
-			if s.State == state.InProgress && int32(s.Attempts) == a.GetAttempt() && s.executor == "" &&
+			if s.State == state.InProgress && int32(s.Attempts) == a.GetAttempt() && s.executor == "" && waitSpec(tr, i) == nil &&
 				e.pool.adopt(executorID, tr.task.ID, s.ID, a.GetAttempt()) {
 				s.executor = executorID
 				if s.timer != nil {

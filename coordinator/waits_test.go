@@ -16,6 +16,7 @@ import (
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -450,4 +451,32 @@ steps:
 	sigs := storedSignals(t, st, task.GetId())
 	require.Len(t, sigs, 1)
 	require.Equal(t, step(done, "approve").GetId(), sigs[0].ConsumedStepID)
+}
+
+// A wait runs on no executor, so a result reported for it, through the API
+// as any executor could, is ignored: only its signal ends it.
+func TestResultReportedForAWaitIsIgnored(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	g := newGate()
+	close(g.release)
+	h.startExecutor(1, map[string]executor.HandlerFunc{"gated": g.handler()})
+	h.apply(fmt.Sprintf(approvalTemplate, "approval-forged", ""))
+	task := h.create("test", "approval-forged", map[string]any{})
+	approve := waitWaiting(t, h, task.GetId(), "approve", "signal")
+
+	_, err := h.client.ReportStepResult(h.ctx, &coordinatorv1.ReportStepResultRequest{Result: &executorv1.StepResult{
+		TaskId: task.GetId(), StepId: approve.GetId(), Attempt: approve.GetAttempts(), ExecutorId: "forger",
+		Outcome: &executorv1.StepResult_Success{Success: &executorv1.StepSuccess{Results: []byte(`{"forged":true}`)}},
+	}})
+	require.NoError(t, err, "a result nobody waits for is accepted and dropped, as for any stale attempt")
+	got := waitWaiting(t, h, task.GetId(), "approve", "signal")
+	require.Equal(t, coordinatorv1.State_STATE_IN_PROGRESS, got.GetState())
+
+	_, err = signal(h, task.GetId(), "approved", `{"by":"ana"}`)
+	require.NoError(t, err)
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	raw, err := json.Marshal(step(done, "approve").GetResults().AsInterface())
+	require.NoError(t, err)
+	require.JSONEq(t, `{"by":"ana"}`, string(raw))
 }
