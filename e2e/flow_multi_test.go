@@ -184,6 +184,12 @@ func TestFlowControlMultiCoordinatorPostgres(t *testing.T) {
 			require.LessOrEqual(t, float64(j-i+1), allowed+1e-9, "%d dispatches within %s", j-i+1, w)
 		}
 	}
+	gaps := make([]time.Duration, 0, len(ats))
+	for i := 1; i < len(ats); i++ {
+		gaps = append(gaps, time.Duration(ats[i]-ats[i-1]))
+	}
+	slices.Sort(gaps)
+	t.Logf("longest gaps between dispatches: %v", gaps[max(len(gaps)-5, 0):])
 	span := time.Duration(ats[len(ats)-1] - ats[0])
 	t.Logf("%d dispatches over %s (%.1f/s against a limit of %d/s, burst %d); peak per customer %v",
 		len(ats), span.Round(time.Millisecond), float64(len(ats))/span.Seconds(), flowRate, flowBurst, peak)
