@@ -14,8 +14,10 @@ type Tx interface {
 	// Line reads what a queue decision on key needs, cheaper than Entries
 	// when many hold it: how many entries other than owner's hold key
 	// (judged as Classify judges), and the rows of the others (waiting or
-	// stale) and of owner.
-	Line(ctx context.Context, key, owner string) (rows []Row, holders int, err error)
+	// stale) and of owner. taskLevel says key's entries are all tasks',
+	// which the store releases when their task ends (see
+	// store.TaskAdvanceParams.Release), so their holding flag is exact.
+	Line(ctx context.Context, key, owner string, taskLevel bool) (rows []Row, holders int, err error)
 	// PutEntry inserts an entry, or updates the one of the same key and
 	// owner: its attempt, priority and holding flag; Since is kept unless
 	// reset is set.
@@ -114,7 +116,7 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 		)
 		if k.Strategy == StrategyQueue || k.Strategy == "" {
 			// Only a cancelling strategy needs to know who holds the key.
-			rows, holders, err = tx.Line(ctx, k.Key, owner)
+			rows, holders, err = tx.Line(ctx, k.Key, owner, r.StepID == "")
 		} else {
 			rows, err = tx.Entries(ctx, k.Key)
 		}

@@ -449,6 +449,9 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		e.afterCommit(c)
 		return nil
 	}
+	if t := c.params.Task; t != nil && tr.flow != nil && t.To.Terminal() {
+		c.params.Release = true // its keys are free
+	}
 	start := time.Now()
 	trs, err := e.store.TaskAdvance(ctx, &c.params)
 	if errors.Is(err, store.ErrLeaseLost) {

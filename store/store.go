@@ -491,6 +491,10 @@ type TaskAdvanceParams struct {
 	// Refused is set by TaskAdvance: the admissions it refused, whose
 	// changes it did not write. Their transitions are not returned.
 	Refused []Refusal
+	// Release drops the task's admission entries: set it with the task's
+	// move to a terminal state, so its keys' task entries hold exactly
+	// while flagged (admission.Tx.Line counts them without joins).
+	Release bool
 }
 
 // AdmissionNotifier is implemented by drivers whose database several

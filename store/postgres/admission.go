@@ -62,14 +62,39 @@ LEFT JOIN steps s ON s.id = e.step_id
 WHERE e.key = $1::text AND (e.owner = $2::text OR NOT ` + admissionHolds + `)`
 )
 
-func (a admissionTx) Line(ctx context.Context, key, owner string) ([]admission.Row, int, error) {
+func (a admissionTx) Line(ctx context.Context, key, owner string, taskLevel bool) ([]admission.Row, int, error) {
 	var holders int64
+	if taskLevel {
+		// Released when their task ends, a key's task entries hold exactly
+		// when flagged: count them without joins, and read rows only if
+		// any others wait (or this one has an entry).
+		var others int64
+		if err := a.conn.QueryRow(ctx, sqlAdmissionTaskLine, key, owner).Scan(&holders, &others); err != nil {
+			return nil, 0, err
+		}
+		if others == 0 {
+			return nil, int(holders), nil
+		}
+		rows, err := a.scanEntries(ctx, sqlAdmissionTaskRows, key, owner)
+		return rows, int(holders), err
+	}
 	if err := a.conn.QueryRow(ctx, sqlAdmissionHolders, key, owner).Scan(&holders); err != nil {
 		return nil, 0, err
 	}
 	rows, err := a.scanEntries(ctx, sqlAdmissionLine, key, owner)
 	return rows, int(holders), err
 }
+
+const (
+	sqlAdmissionTaskLine = `SELECT count(*) FILTER (WHERE holding AND owner <> $2::text), count(*) FILTER (WHERE NOT holding OR owner = $2::text)
+FROM admission_entries WHERE key = $1::text`
+	sqlAdmissionTaskRows = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
+	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
+FROM admission_entries e
+LEFT JOIN tasks t ON t.id = e.task_id
+LEFT JOIN steps s ON s.id = e.step_id
+WHERE e.key = $1::text AND (e.owner = $2::text OR NOT e.holding)`
+)
 
 // scanEntries runs a query selecting sqlAdmissionEntries' columns.
 func (a admissionTx) scanEntries(ctx context.Context, query string, args ...any) ([]admission.Row, error) {

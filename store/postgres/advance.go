@@ -17,6 +17,8 @@ const (
 	stmtAdvanceStep = "tasker_advance_step"
 	stmtAdvanceTask = "tasker_advance_task"
 	stmtTaskExists  = "tasker_task_exists"
+	// stmtAdmissionRelease drops a task's admission entries as it ends.
+	stmtAdmissionRelease = "tasker_admission_release"
 )
 
 // fenceSQL goes first in a TaskAdvance that carries a lease: it raises TK410
@@ -192,6 +194,9 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 		}
 	}
 
+	if params.Release {
+		p.exec(stmtAdmissionRelease, taskID)
+	}
 	if c := params.Task; c != nil {
 		tr := c.Transition(taskID, fromNanos(at), token)
 		out = append(out, tr)

@@ -330,6 +330,7 @@ func writeStatements() []struct{ name, sql string } {
 		{stmtAdvanceStep, advanceStepSQL},
 		{stmtAdvanceTask, advanceTaskSQL},
 		{stmtTaskExists, taskExistsSQL},
+		{stmtAdmissionRelease, `DELETE FROM admission_entries WHERE task_id = $1::text`},
 		{stmtRegisterTemplate, registerTemplateSQL},
 		{stmtFence, fenceSQL},
 		{stmtLeaseAcquire, leaseAcquireSQL},

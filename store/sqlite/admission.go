@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -81,14 +82,41 @@ LEFT JOIN steps s ON s.id = e.step_id
 WHERE e.key = ?1 AND (e.owner = ?2 OR NOT ` + admissionHolds + `)`
 )
 
-func (a admissionTx) Line(ctx context.Context, key, owner string) ([]admission.Row, int, error) {
+func (a admissionTx) Line(ctx context.Context, key, owner string, taskLevel bool) ([]admission.Row, int, error) {
 	var holders int
+	if taskLevel {
+		// Released when their task ends, a key's task entries hold exactly
+		// when flagged: count them without joins, and read rows only if
+		// any others wait (or this one has an entry).
+		var others int
+		if err := a.tx.QueryRowContext(ctx, sqlAdmissionTaskLine, key, owner).Scan(&holders, &others); err != nil {
+			return nil, 0, err
+		}
+		if others == 0 {
+			return nil, holders, nil
+		}
+		rows, err := a.scanEntries(ctx, sqlAdmissionTaskRows, key, owner)
+		return rows, holders, err
+	}
 	if err := a.tx.QueryRowContext(ctx, sqlAdmissionHolders, key, owner).Scan(&holders); err != nil {
 		return nil, 0, err
 	}
 	rows, err := a.scanEntries(ctx, sqlAdmissionLine, key, owner)
 	return rows, holders, err
 }
+
+const (
+	sqlAdmissionTaskLine = `SELECT COALESCE(SUM(holding AND owner <> ?2), 0), COALESCE(SUM(NOT holding OR owner = ?2), 0)
+FROM admission_entries WHERE key = ?1`
+	sqlAdmissionTaskRows = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
+	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
+FROM admission_entries e
+LEFT JOIN tasks t ON t.id = e.task_id
+LEFT JOIN steps s ON s.id = e.step_id
+WHERE e.key = ?1 AND (e.owner = ?2 OR NOT e.holding)`
+	// sqlAdmissionRelease drops a task's entries as it ends.
+	sqlAdmissionRelease = `DELETE FROM admission_entries WHERE task_id = ?`
+)
 
 const sqlPutAdmissionEntry = `INSERT INTO admission_entries (key, owner, task_id, step_id, attempt, priority, since, holding)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -132,6 +160,8 @@ type buckets struct {
 	lines map[string]bool
 	// limits caches definitions; the writes that change one forget it.
 	limits map[string]admission.Limit
+	// dirty are the buckets drawn from since the batch began.
+	dirty map[bucketKey]struct{}
 	// version is the database's data_version when the cache was last
 	// known to be exact; another writer's commit changes it.
 	version int64
@@ -233,13 +263,36 @@ func (b *buckets) waiting(key string, may bool) {
 
 const sqlRateLimit = `SELECT units, period_ms, burst FROM rate_limits WHERE name = ?`
 
-func (a admissionTx) PutBucket(ctx context.Context, limit, key string, bk admission.Bucket) error {
+// PutBucket changes the cached bucket; the batch writes it once, before it
+// commits (see flush), however many draws took from it.
+func (a admissionTx) PutBucket(_ context.Context, limit, key string, bk admission.Bucket) error {
 	b := a.tx.buckets
 	b.mu.Lock()
-	b.at[bucketKey{limit, key}] = bk
-	b.mu.Unlock()
-	_, err := a.tx.ExecContext(ctx, sqlPutBucket, limit, key, bk.Tokens, toNanos(bk.At))
-	return err
+	defer b.mu.Unlock()
+	k := bucketKey{limit, key}
+	b.at[k] = bk
+	if b.dirty == nil {
+		b.dirty = map[bucketKey]struct{}{}
+	}
+	b.dirty[k] = struct{}{}
+	return nil
+}
+
+// flush writes the buckets the batch drew from, in its transaction, just
+// before it commits. A draw whose request was then rolled back to its
+// savepoint still counts: the stored tokens are never more than what is
+// left, so a restart never gives more than the rate allows.
+func (b *buckets) flush(ctx context.Context, tx *wtx) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.dirty {
+		bk := b.at[k]
+		if _, err := tx.ExecContext(ctx, sqlPutBucket, k.limit, k.key, bk.Tokens, toNanos(bk.At)); err != nil {
+			return fmt.Errorf("write rate-limit bucket %s: %w", admission.Describe(k.limit, k.key), err)
+		}
+	}
+	clear(b.dirty)
+	return nil
 }
 
 const (

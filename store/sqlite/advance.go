@@ -90,6 +90,11 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		}
 		out = append(out, tr)
 	}
+	if p.Release {
+		if _, err := tx.ExecContext(ctx, sqlAdmissionRelease, p.TaskID); err != nil {
+			return nil, fmt.Errorf("task %s: release admission entries: %w", p.TaskID, err)
+		}
+	}
 	if c := p.Task; c != nil {
 		res, err := tx.ExecContext(ctx, sqlUpdateTask, string(c.To), at, p.TaskID, string(c.From))
 		if err != nil {

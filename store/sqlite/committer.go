@@ -80,6 +80,9 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 			return fmt.Errorf("release savepoint: %w", err)
 		}
 	}
+	if err := s.buckets.flush(ctx, &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

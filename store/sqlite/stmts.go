@@ -49,7 +49,8 @@ const (
 )
 
 var writeStatements = []string{sqlInsertTask, sqlInsertStep, sqlInsertTransition, sqlUpdateTask, sqlUpdateStep, sqlFence,
-	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket, sqlAdmissionHolders, sqlAdmissionLine}
+	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket, sqlAdmissionHolders, sqlAdmissionLine,
+	sqlAdmissionTaskLine, sqlAdmissionTaskRows, sqlAdmissionRelease}
 
 // prepareWrites prepares the write statements on the writer connection.
 func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {

@@ -52,7 +52,7 @@ func (s *suite) admission(t *testing.T) {
 
 			// The holder ends: the key is free for the one created first,
 			// so the newest still waits, now behind it.
-			f.advance(t, &store.TaskAdvanceParams{TaskID: tasks[0].ID, At: f.now(),
+			f.advance(t, &store.TaskAdvanceParams{TaskID: tasks[0].ID, At: f.now(), Release: true,
 				Task: &store.TaskChange{From: state.InProgress, To: state.Cancelled, Reason: "cancelled"}})
 			p = start(2)
 			require.Empty(t, f.advance(t, p))
