@@ -19,9 +19,10 @@ func TestEveryStateRoundTrips(t *testing.T) {
 		state.Error:            coordinatorv1.State_STATE_ERROR,
 		state.Cancelled:        coordinatorv1.State_STATE_CANCELLED,
 		state.ResolvedManually: coordinatorv1.State_STATE_RESOLVED_MANUALLY,
+		state.Skipped:          coordinatorv1.State_STATE_SKIPPED,
 	}
 	require.Len(t, want, len(state.All))
-	// Every enum value but UNSPECIFIED is one of the six.
+	// Every enum value but UNSPECIFIED is one of the states.
 	require.Len(t, coordinatorv1.State_name, len(state.All)+1)
 	for _, s := range state.All {
 		p := statepb.ToProto(s)

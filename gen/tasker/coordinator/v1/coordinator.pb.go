@@ -46,6 +46,9 @@ const (
 	State_STATE_CANCELLED State = 5
 	// STATE_RESOLVED_MANUALLY was settled by an operator or bypassed.
 	State_STATE_RESOLVED_MANUALLY State = 6
+	// STATE_SKIPPED is a step on a branch a decision step did not take; it
+	// never runs. Tasks are never skipped.
+	State_STATE_SKIPPED State = 7
 )
 
 // Enum value maps for State.
@@ -58,6 +61,7 @@ var (
 		4: "STATE_ERROR",
 		5: "STATE_CANCELLED",
 		6: "STATE_RESOLVED_MANUALLY",
+		7: "STATE_SKIPPED",
 	}
 	State_value = map[string]int32{
 		"STATE_UNSPECIFIED":       0,
@@ -67,6 +71,7 @@ var (
 		"STATE_ERROR":             4,
 		"STATE_CANCELLED":         5,
 		"STATE_RESOLVED_MANUALLY": 6,
+		"STATE_SKIPPED":           7,
 	}
 )
 
@@ -422,7 +427,11 @@ type StepTemplate struct {
 	// per key value, across templates; strategy must be queue or unset.
 	Concurrency []*Concurrency `protobuf:"bytes,10,rep,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// rate_limits are drawn on each time the step is dispatched.
-	RateLimits    []*RateLimitUse `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	RateLimits []*RateLimitUse `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	// decision marks a step whose result chooses which of its children run:
+	// {"next": ["child", ...]}. Children not chosen, and steps reachable only
+	// through them, end skipped. It needs at least one child.
+	Decision      bool `protobuf:"varint,12,opt,name=decision,proto3" json:"decision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +541,13 @@ func (x *StepTemplate) GetRateLimits() []*RateLimitUse {
 		return x.RateLimits
 	}
 	return nil
+}
+
+func (x *StepTemplate) GetDecision() bool {
+	if x != nil {
+		return x.Decision
+	}
+	return false
 }
 
 // Backoff is exponential: min(initial * multiplier^(attempts-1), max), with
@@ -5475,7 +5491,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
-	"\x06_units\"\x8c\x04\n" +
+	"\x06_units\"\xa8\x04\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -5491,7 +5507,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vconcurrency\x18\n" +
 	" \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\x12D\n" +
 	"\vrate_limits\x18\v \x03(\v2#.tasker.coordinator.v1.RateLimitUseR\n" +
-	"rateLimitsB\f\n" +
+	"rateLimits\x12\x1a\n" +
+	"\bdecision\x18\f \x01(\bR\bdecisionB\f\n" +
 	"\n" +
 	"_retryableB\x0e\n" +
 	"\f_retry_limit\"\x8b\x01\n" +
@@ -5846,7 +5863,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"t\n" +
 	"\x18BackfillScheduleResponse\x12<\n" +
 	"\acreated\x18\x01 \x03(\v2\".tasker.coordinator.v1.ScheduleRunR\acreated\x12\x1a\n" +
-	"\bexisting\x18\x02 \x01(\x03R\bexisting*\x9f\x01\n" +
+	"\bexisting\x18\x02 \x01(\x03R\bexisting*\xb2\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x15\n" +
@@ -5854,7 +5871,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0eSTATE_COMPLETE\x10\x03\x12\x0f\n" +
 	"\vSTATE_ERROR\x10\x04\x12\x13\n" +
 	"\x0fSTATE_CANCELLED\x10\x05\x12\x1b\n" +
-	"\x17STATE_RESOLVED_MANUALLY\x10\x06*Q\n" +
+	"\x17STATE_RESOLVED_MANUALLY\x10\x06\x12\x11\n" +
+	"\rSTATE_SKIPPED\x10\a*Q\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
