@@ -98,6 +98,10 @@ type Step struct {
 	// once per key value, across templates.
 	Concurrency []Concurrency  `json:"concurrency,omitempty"`
 	RateLimits  []RateLimitUse `json:"rate_limits,omitempty"`
+	// Decision marks a step whose result chooses which of its children
+	// run: {"next": ["child", ...]}. Children not chosen, and steps
+	// reachable only through them, end skipped. It needs a child.
+	Decision bool `json:"decision,omitempty"`
 }
 
 // Backoff is exponential backoff between attempts:

@@ -48,6 +48,7 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 			Config:    config,
 			Skippable: s.Skippable,
 			Timeout:   optionalDuration(s.Timeout),
+			Decision:  s.Decision,
 		}
 		if ps.Concurrency, err = concurrencyToProto(s.Concurrency); err != nil {
 			return nil, fmt.Errorf("step %q: %w", s.Name, err)
@@ -112,6 +113,7 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 			Config:    config,
 			Skippable: ps.GetSkippable(),
 			Timeout:   template.Duration(ps.GetTimeout().AsDuration()),
+			Decision:  ps.GetDecision(),
 
 			Concurrency: concurrencyFromProto(ps.GetConcurrency()),
 		}
