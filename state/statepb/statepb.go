@@ -97,3 +97,11 @@ func Satisfied(p coordinatorv1.State) bool {
 	s, ok := FromProto(p)
 	return ok && s.Satisfied()
 }
+
+// Settled reports whether a step in p needs nothing more for its task to
+// complete (see state.State.Settled): complete, resolved manually or
+// skipped.
+func Settled(p coordinatorv1.State) bool {
+	s, ok := FromProto(p)
+	return ok && s.Settled()
+}

@@ -36,6 +36,7 @@ func TestEveryStateRoundTrips(t *testing.T) {
 		require.Equal(t, p, parsed)
 		require.Equal(t, s.Terminal(), statepb.Terminal(p), s)
 		require.Equal(t, s.Satisfied(), statepb.Satisfied(p), s)
+		require.Equal(t, s.Settled(), statepb.Settled(p), s)
 	}
 }
 
@@ -53,6 +54,7 @@ func TestUnspecifiedAndUnknown(t *testing.T) {
 	require.Equal(t, "unknown(42)", statepb.Name(newer))
 	require.False(t, statepb.Terminal(newer))
 	require.False(t, statepb.Satisfied(newer))
+	require.False(t, statepb.Settled(newer))
 
 	unspecified, err := statepb.Parse("")
 	require.NoError(t, err)
