@@ -21,15 +21,17 @@ import (
 func (tr *taskRun) isDecision(i int) bool { return tr.tmpl.tmpl.Steps[i].Decision }
 
 // chooseNext reads the children decision step i chose from results, as
-// step indices.
+// step indices. It reads names from the template, not from tr.steps, which
+// newTaskRun fills in while it syncs.
 func (tr *taskRun) chooseNext(i int, results []byte) ([]int, error) {
+	steps := tr.tmpl.tmpl.Steps
 	children := make(map[string]int, len(tr.tmpl.children[i]))
 	for _, c := range tr.tmpl.children[i] {
-		children[tr.steps[c].Name] = c
+		children[steps[c].Name] = c
 	}
 	chosen, err := plan.Choose(results, children)
 	if err != nil {
-		return nil, fmt.Errorf("decision step %s: %w", tr.steps[i].Name, err)
+		return nil, fmt.Errorf("decision step %s: %w", steps[i].Name, err)
 	}
 	return chosen, nil
 }
@@ -103,9 +105,9 @@ func (tr *taskRun) skipReason(j int) string {
 	var notChosen, skipped []string
 	for _, p := range tr.tmpl.parents[j] {
 		if tr.view[p].State == state.Skipped {
-			skipped = append(skipped, tr.steps[p].Name)
+			skipped = append(skipped, tr.tmpl.tmpl.Steps[p].Name)
 		} else {
-			notChosen = append(notChosen, tr.steps[p].Name)
+			notChosen = append(notChosen, tr.tmpl.tmpl.Steps[p].Name)
 		}
 	}
 	var parts []string

@@ -3,12 +3,15 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/template"
@@ -237,4 +240,47 @@ func upper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// A coordinator that restarts while a decision's branch still runs loads
+// the task from the store, choice and skips included (the decision's result
+// is read again while its children are not loaded yet), and finishes it:
+// the join waits for the taken branch only.
+func TestDecisionSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	h, n := nodeHarness(t, coordinator.Config{ExecutorGrace: 10 * time.Second}, 0)
+	h.apply(strings.Replace(shippingTemplate, "name: customs\n    handler: noop", "name: customs\n    handler: hold", 1))
+	release := make(chan struct{})
+	handlers := decisionHandlers()
+	handlers["hold"] = func(ctx context.Context, _ *executor.Request) (any, error) {
+		select {
+		case <-release:
+			return map[string]any{}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	runExecutor(h, executor.Config{ID: "exec-1", Capacity: 4}, listen(t), handlers)
+	created := h.create("decide", "shipping", map[string]any{"next": []any{"customs"}})
+	require.Eventually(t, func() bool {
+		return step(h.get(created.GetId()), "customs").GetState() == coordinatorv1.State_STATE_IN_PROGRESS
+	}, 20*time.Second, 5*time.Millisecond)
+
+	n.crash()
+	n.start()
+	require.Eventually(t, func() bool { return n.coord.AttemptExecutor(created.GetId(), "customs") == "exec-1" },
+		20*time.Second, 5*time.Millisecond, "the restarted coordinator adopted the running attempt")
+	task := h.get(created.GetId())
+	require.Equal(t, coordinatorv1.State_STATE_SKIPPED, step(task, "domestic").GetState())
+	require.Equal(t, coordinatorv1.State_STATE_PENDING, step(task, "ship").GetState())
+	require.Equal(t, []string{"paperwork"}, step(task, "ship").GetWaiting().GetOn(), "ship waits for the taken branch only")
+
+	close(release)
+	done := h.waitState(created.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.Equal(t, map[string]coordinatorv1.State{
+		"route": coordinatorv1.State_STATE_COMPLETE, "customs": coordinatorv1.State_STATE_COMPLETE,
+		"paperwork": coordinatorv1.State_STATE_COMPLETE, "domestic": coordinatorv1.State_STATE_SKIPPED,
+		"ship": coordinatorv1.State_STATE_COMPLETE,
+	}, states(done))
+	require.EqualValues(t, 1, step(done, "route").GetAttempts(), "the decision ran once")
 }
