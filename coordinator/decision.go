@@ -36,6 +36,16 @@ func (tr *taskRun) chooseNext(i int, results []byte) ([]int, error) {
 	return chosen, nil
 }
 
+// checkDecision refuses results of step i that do not say which of its
+// children to run, if it is a decision step.
+func (tr *taskRun) checkDecision(i int, results []byte) error {
+	if !tr.isDecision(i) {
+		return nil
+	}
+	_, err := tr.chooseNext(i, results)
+	return err
+}
+
 // syncChosen refreshes the readiness view's choice of decision step i after
 // its state changed: the children its stored result chose once it is
 // complete, none otherwise. A stored result was checked before it was

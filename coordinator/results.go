@@ -303,12 +303,8 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 		case !json.Valid(results):
 			e.failStep(c, i, &store.StepError{Message: "results are not valid JSON", Class: "InvalidResult"}, 0, from)
 		default:
-			var chosenErr error
-			if tr.isDecision(i) {
-				_, chosenErr = tr.chooseNext(i, results)
-			}
-			if chosenErr != nil {
-				e.failDecision(c, i, chosenErr, from)
+			if err := tr.checkDecision(i, results); err != nil {
+				e.failDecision(c, i, err, from)
 				break
 			}
 			c.moveStep(i, state.Complete, fmt.Sprintf("attempt %d succeeded", s.Attempts), func(sc *store.StepChange) {
