@@ -80,10 +80,15 @@ type taskRun struct {
 	steps []*stepRun
 	view  []plan.Step // readiness view of steps, kept in step with them
 	byID  map[string]int
-	// satisfied and exhausted count steps, so finalization is O(1).
+	// satisfied and exhausted count steps, so finalization is O(1);
+	// satisfied counts the settled ones (complete, resolved manually or
+	// skipped), which is what completing the task needs.
 	satisfied, exhausted int
-	errored              map[int]struct{}
-	wake                 *time.Timer
+	// decisions is set when the template has a decision step, so only
+	// such tasks look for branches to skip (decision.go).
+	decisions bool
+	errored   map[int]struct{}
+	wake      *time.Timer
 	// wakeGen numbers the arming of wake, so a timer that fired just as
 	// it was replaced does nothing.
 	wakeGen uint64
@@ -148,7 +153,8 @@ func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskR
 		i := ct.index[s.Name]
 		tr.steps[i] = &stepRun{Step: *s}
 		tr.byID[s.ID] = i
-		tr.view[i] = plan.Step{Parents: ct.parents[i]}
+		tr.view[i] = plan.Step{Parents: ct.parents[i], Decision: tr.isDecision(i)}
+		tr.decisions = tr.decisions || tr.view[i].Decision
 		tr.sync(i)
 	}
 	return tr
@@ -158,7 +164,7 @@ func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskR
 // stored fields changed.
 func (tr *taskRun) sync(i int) {
 	s, v := tr.steps[i], &tr.view[i]
-	if v.State.Satisfied() {
+	if v.State.Settled() {
 		tr.satisfied--
 	}
 	if v.State != "" && plan.Exhausted(v) {
@@ -169,7 +175,8 @@ func (tr *taskRun) sync(i int) {
 	// says; an operator's retry moves it to pending, where this no longer
 	// matters.
 	v.Retryable = s.Retryable && (s.Error == nil || s.Error.Retryable)
-	if v.State.Satisfied() {
+	tr.syncChosen(i)
+	if v.State.Settled() {
 		tr.satisfied++
 	}
 	if plan.Exhausted(v) {
@@ -329,6 +336,9 @@ func (e *engine) schedule(c *change, candidates []int) {
 	tr := c.tr
 	if tr.task.State != state.Pending && tr.task.State != state.InProgress {
 		return
+	}
+	if candidates == nil {
+		e.skipUntaken(c, nil) // a full pass settles branches a reload or an operator left open
 	}
 	switch {
 	case tr.exhausted > 0:

@@ -309,11 +309,16 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 		case !json.Valid(results):
 			e.failStep(c, i, &store.StepError{Message: "results are not valid JSON", Class: "InvalidResult"}, 0, from)
 		default:
+			if err := tr.checkDecision(i, results); err != nil {
+				e.failDecision(c, i, err, from)
+				break
+			}
 			c.moveStep(i, state.Complete, fmt.Sprintf("attempt %d succeeded", s.Attempts), func(sc *store.StepChange) {
 				sc.Results = results
 				sc.Metadata = meta
 			})
-			e.schedule(c, tr.tmpl.children[i])
+			// A decision's skips go into the same change as its result.
+			e.schedule(c, e.skipUntaken(c, tr.tmpl.children[i]))
 		}
 		return true
 	}

@@ -58,7 +58,7 @@ func chaosShapes() ([]*template.Template, error) {
 // randomTemplate builds a DAG of 1..maxRandomSteps steps in which each step
 // depends on a random subset of the earlier ones. The density of edges is
 // drawn per template, so some DAGs are wide and shallow and others nearly a
-// chain.
+// chain. Half of them get decision points (addDecisions).
 func randomTemplate(rng *rand.Rand, k int) *template.Template {
 	n := 1 + rng.IntN(maxRandomSteps)
 	density := []float64{0.05, 0.15, 0.3, 0.5}[rng.IntN(4)]
@@ -94,7 +94,36 @@ func randomTemplate(rng *rand.Rand, k int) *template.Template {
 		}
 		tmpl.Steps[i] = s
 	}
+	if rng.IntN(2) == 0 {
+		addDecisions(rng, tmpl)
+	}
 	return tmpl
+}
+
+// addDecisions turns up to two steps that have children into decision
+// steps, each choosing a random subset of its children (now and then
+// none), so some branches of the DAG are skipped and some joins run after
+// a skipped parent.
+func addDecisions(rng *rand.Rand, tmpl *template.Template) {
+	children := tmpl.Children()
+	var candidates []int
+	for i, s := range tmpl.Steps {
+		if len(children[s.Name]) > 0 {
+			candidates = append(candidates, i)
+		}
+	}
+	rng.Shuffle(len(candidates), func(a, b int) { candidates[a], candidates[b] = candidates[b], candidates[a] })
+	for _, i := range candidates[:min(2, len(candidates))] {
+		s := &tmpl.Steps[i]
+		next := []string{}
+		for _, c := range children[s.Name] {
+			if rng.IntN(2) == 0 {
+				next = append(next, c)
+			}
+		}
+		cfg, _ := json.Marshal(map[string][]string{"next": next})
+		s.Handler, s.Config, s.Decision = "decide", cfg, true
+	}
 }
 
 // planName is how a template is named in the plan and the report.
@@ -103,10 +132,13 @@ func planName(t *template.Template) string { return t.Namespace + "/" + t.Name }
 // describeTemplate is a one-line summary for the test log.
 func describeTemplate(t *template.Template) string {
 	handlers := map[string]int{}
-	edges := 0
+	edges, decisions := 0, 0
 	for _, s := range t.Steps {
 		handlers[s.Handler]++
 		edges += len(s.DependsOn)
+		if s.Decision {
+			decisions++
+		}
 	}
 	keys := make([]string, 0, len(handlers))
 	for h := range handlers {
@@ -117,5 +149,5 @@ func describeTemplate(t *template.Template) string {
 	for i, h := range keys {
 		parts[i] = fmt.Sprintf("%s=%d", h, handlers[h])
 	}
-	return fmt.Sprintf("%s steps=%d edges=%d %s", planName(t), len(t.Steps), edges, strings.Join(parts, " "))
+	return fmt.Sprintf("%s steps=%d edges=%d decisions=%d %s", planName(t), len(t.Steps), edges, decisions, strings.Join(parts, " "))
 }

@@ -612,15 +612,15 @@ func runChaos(t *testing.T, db, schema string) {
 	a, err := auditStore(ctx, c.db, c.schema, subs, rec.coordinatorKills)
 	require.NoError(t, err)
 	overhead := 0.0
-	if a.steps > 0 {
-		overhead = float64(a.dispatches) / float64(a.steps)
+	if ran := a.steps - a.skippedSteps; ran > 0 {
+		overhead = float64(a.dispatches) / float64(ran) // skipped steps are never dispatched
 	}
 	storeKind := "sqlite"
 	if schema != "" {
 		storeKind = "postgres"
 	}
-	t.Logf("chaos: store=%s seed=%d tasks=%d steps=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s interrupted_tasks=%d duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
-		storeKind, cfg.seed, len(subs), a.steps, len(rec.coordinatorKills), rec.executorKills, rec.partitions, a.lost, a.doubleCompletions,
+	t.Logf("chaos: store=%s seed=%d tasks=%d steps=%d skipped=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s interrupted_tasks=%d duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
+		storeKind, cfg.seed, len(subs), a.steps, a.skippedSteps, len(rec.coordinatorKills), rec.executorKills, rec.partitions, a.lost, a.doubleCompletions,
 		a.dispatches, overhead, a.maxRecovery.Round(10*time.Millisecond), a.interrupted, a.duplicates, a.lostAttempts, a.violationCount, createRetries,
 		elapsed.Round(100*time.Millisecond))
 

@@ -3,15 +3,19 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
+	"github.com/tasker-go/tasker/template"
 )
 
 // The chaos and multi-coordinator suites end the same way: the coordinators
@@ -52,8 +56,10 @@ type historyAudit struct {
 	// a task's) first.
 	doubleCompletions int
 	// earlyStarts counts dispatches stored before one of the step's
-	// parents had completed.
+	// parents had completed (or been skipped).
 	earlyStarts int
+	// skippedSteps counts steps skipped on branches no decision took.
+	skippedSteps int
 	// lostAttempts counts attempts failed by the coordinator (executor
 	// lost, presumed lost, timed out) rather than by a handler on purpose.
 	lostAttempts int
@@ -104,13 +110,79 @@ func auditHistories(ctx context.Context, st store.Store, rules historyRules, wan
 		before = page[len(page)-1].ID
 	}
 	a.checkKeys(tasks, want)
+	decisions := map[string]map[string]bool{} // template ns/name@version -> its decision steps
+	var templateErr error
 	err := eachHistory(ctx, st, tasks, func(t *store.Task, steps []*store.Step, trs []*store.Transition) {
-		a.checkTask(t, steps, trs)
+		ref := t.Namespace + "/" + t.Name + "@" + t.Version
+		if _, ok := decisions[ref]; !ok {
+			ds, err := decisionSteps(ctx, st, t)
+			templateErr = errors.Join(templateErr, err)
+			decisions[ref] = ds
+		}
+		a.checkTask(t, steps, trs, decisions[ref])
 		if also != nil {
 			also(t, steps, trs)
 		}
 	})
-	return a, err
+	return a, errors.Join(err, templateErr)
+}
+
+// decisionSteps names the decision steps of t's template version.
+func decisionSteps(ctx context.Context, st store.Store, t *store.Task) (map[string]bool, error) {
+	stored, err := st.TemplateGet(ctx, &store.TemplateGetParams{Namespace: t.Namespace, Name: t.Name, Version: t.Version})
+	if err != nil {
+		return nil, fmt.Errorf("template of task %s: %w", t.ID, err)
+	}
+	var tmpl template.Template
+	if err := json.Unmarshal(stored.Spec, &tmpl); err != nil {
+		return nil, fmt.Errorf("template of task %s: %w", t.ID, err)
+	}
+	out := map[string]bool{}
+	for _, s := range tmpl.Steps {
+		if s.Decision {
+			out[s.Name] = true
+		}
+	}
+	return out, nil
+}
+
+// expectedEnds is the state each step of a finished task must end in, by
+// the branch rules (package plan) over the stored outcome: skipped where
+// every edge into it was not taken, complete elsewhere.
+func expectedEnds(steps []*store.Step, decisions map[string]bool) []state.State {
+	index := make(map[string]int, len(steps))
+	for i, s := range steps {
+		index[s.Name] = i
+	}
+	view := make([]plan.Step, len(steps))
+	children := make([]map[string]int, len(steps))
+	for i, s := range steps {
+		view[i] = plan.Step{State: s.State, Decision: decisions[s.Name]}
+		for _, p := range s.DependsOn {
+			pi := index[p]
+			view[i].Parents = append(view[i].Parents, pi)
+			if children[pi] == nil {
+				children[pi] = map[string]int{}
+			}
+			children[pi][s.Name] = i
+		}
+	}
+	for i, s := range steps {
+		if view[i].Decision && s.State == state.Complete {
+			view[i].Chosen, _ = plan.Choose(s.Results, children[i])
+			if view[i].Chosen == nil {
+				view[i].Chosen = []int{}
+			}
+		}
+	}
+	want := make([]state.State, len(steps))
+	for i := range steps {
+		want[i] = state.Complete
+		if plan.NotTaken(view, i) {
+			want[i] = state.Skipped
+		}
+	}
+	return want
 }
 
 // eachHistory calls visit with each task's steps and transitions.
@@ -181,10 +253,11 @@ func (a *historyAudit) checkKeys(tasks []*store.Task, want []expectedTask) {
 // checkTask replays one task's history (trs, in seq order): every
 // transition legal and continuing from the last; every step complete
 // exactly once, its attempts numbered 1, 2, ... within its limit, none
-// started before all its parents completed; the task complete once, after
-// its steps; every transition written under a lease, and no lease older
-// than one that wrote before it.
-func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*store.Transition) {
+// started before all its parents settled — or, on a branch no decision
+// took, skipped without an attempt, in the write that settled a parent;
+// the task complete once, after its steps; every transition written under
+// a lease, and no lease older than one that wrote before it.
+func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*store.Transition, decisions map[string]bool) {
 	where := fmt.Sprintf("task %s (%s/%s)", t.ID, t.Namespace, t.Name)
 	a.checkFencing(where, trs)
 
@@ -197,9 +270,11 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 		}
 		byStep[tr.StepID] = append(byStep[tr.StepID], tr)
 	}
-	completedAt := map[string]int64{} // step name -> seq of its first completion
+	completedAt := map[string]int64{} // step name -> seq of its first completion or its skip
+	settledWhen := map[string]time.Time{}
 	var lastStepComplete int64
-	for _, s := range steps {
+	wantEnd := expectedEnds(steps, decisions)
+	for n, s := range steps {
 		a.steps++
 		stepWhere := fmt.Sprintf("%s step %s", where, s.Name)
 		prev, completes, nextAttempt := state.Pending, 0, 1
@@ -232,6 +307,17 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 					a.doubleCompletions++
 					a.violatef("%s: completed again at seq %d (attempt %d, %q)", stepWhere, tr.Seq, tr.Attempt, tr.Reason)
 				}
+				if _, ok := settledWhen[s.Name]; !ok {
+					settledWhen[s.Name] = tr.At
+				}
+			case state.Skipped:
+				a.skippedSteps++
+				completedAt[s.Name] = tr.Seq
+				settledWhen[s.Name] = tr.At
+				lastStepComplete = max(lastStepComplete, tr.Seq)
+				if tr.Attempt != 0 {
+					a.violatef("%s: skipped at seq %d after %d attempts", stepWhere, tr.Seq, tr.Attempt)
+				}
 			case state.Error:
 				if a.rules.onPurpose == "" || !strings.Contains(tr.Reason, a.rules.onPurpose) {
 					a.lostAttempts++
@@ -242,8 +328,8 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 		if prev != s.State {
 			a.violatef("%s: stored state %s but its transitions end at %s", stepWhere, s.State, prev)
 		}
-		if s.State != state.Complete {
-			a.violatef("%s: ended %s after %d of %d attempts (error %+v)", stepWhere, s.State, s.Attempts, s.MaxAttempts, s.Error)
+		if s.State != wantEnd[n] {
+			a.violatef("%s: ended %s after %d of %d attempts (error %+v); the branch rules say %s", stepWhere, s.State, s.Attempts, s.MaxAttempts, s.Error, wantEnd[n])
 		}
 		if a.rules.maxAttempts != 0 && s.MaxAttempts != a.rules.maxAttempts {
 			a.violatef("%s: max_attempts %d, template says %d", stepWhere, s.MaxAttempts, a.rules.maxAttempts)
@@ -257,13 +343,26 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 	}
 	for _, s := range steps {
 		for _, tr := range byStep[s.ID] {
+			if tr.To == state.Skipped {
+				// A skip is written with the settling of a parent (the
+				// decision's result, or the skip of a parent above).
+				inParentsWrite := false
+				for _, p := range s.DependsOn {
+					if at, ok := settledWhen[p]; ok && at.Equal(tr.At) && completedAt[p] < tr.Seq {
+						inParentsWrite = true
+					}
+				}
+				if !inParentsWrite {
+					a.violatef("%s step %s: skipped at seq %d, not in the write that settled a parent", where, s.Name, tr.Seq)
+				}
+			}
 			if tr.To != state.InProgress {
 				continue
 			}
 			for _, p := range s.DependsOn {
 				if seq, ok := completedAt[p]; !ok || seq > tr.Seq {
 					a.earlyStarts++
-					a.violatef("%s step %s: attempt %d started at seq %d before parent %s completed (seq %d)", where, s.Name, tr.Attempt, tr.Seq, p, seq)
+					a.violatef("%s step %s: attempt %d started at seq %d before parent %s completed or was skipped (seq %d)", where, s.Name, tr.Attempt, tr.Seq, p, seq)
 				}
 			}
 		}
@@ -391,8 +490,108 @@ func (h sampleHistory) audit(rules historyRules, trs []*store.Transition, task .
 	if len(task) > 0 {
 		t = task[0]
 	}
-	a.checkTask(t, h.steps, trs)
+	a.checkTask(t, h.steps, trs, nil)
 	return a
+}
+
+// TestHistoryAuditDecisions: a history with a decision point passes when
+// the branch it did not take is skipped with its result, and each way of
+// getting that wrong is caught.
+func TestHistoryAuditDecisions(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	task := &store.Task{ID: "t1", Namespace: "chaos", Name: "branch", State: state.Complete, CompletedAt: at.Add(time.Second), OwnerToken: 5}
+	decisions := map[string]bool{"d": true}
+	steps := func(chose string) []*store.Step {
+		return []*store.Step{
+			{ID: "d", Name: "d", State: state.Complete, Attempts: 1, MaxAttempts: chaosRetryLimit, Results: json.RawMessage(`{"next":[` + chose + `]}`)},
+			{ID: "x", Name: "x", DependsOn: []string{"d"}, State: state.Complete, Attempts: 1, MaxAttempts: chaosRetryLimit},
+			{ID: "y", Name: "y", DependsOn: []string{"d"}, State: state.Skipped, MaxAttempts: chaosRetryLimit},
+			{ID: "j", Name: "j", DependsOn: []string{"x", "y"}, State: state.Complete, Attempts: 1, MaxAttempts: chaosRetryLimit},
+		}
+	}
+	// history: seq i is at at+i*100ms unless sameWrite pins it to the
+	// previous one.
+	type row struct {
+		step     string
+		from, to state.State
+		attempt  int
+		sameAs   bool
+	}
+	history := func(rows []row) []*store.Transition {
+		var out []*store.Transition
+		when := at
+		for i, r := range rows {
+			if !r.sameAs {
+				when = at.Add(time.Duration(i+1) * 100 * time.Millisecond)
+			}
+			out = append(out, &store.Transition{Seq: int64(i + 1), TaskID: "t1", StepID: r.step, StepName: r.step,
+				From: r.from, To: r.to, At: when, Attempt: r.attempt, LeaseToken: 5})
+		}
+		return out
+	}
+	clean := []row{
+		{"d", state.Pending, state.InProgress, 1, false},
+		{"", state.Pending, state.InProgress, 0, true},
+		{"d", state.InProgress, state.Complete, 1, false},
+		{"y", state.Pending, state.Skipped, 0, true},
+		{"x", state.Pending, state.InProgress, 1, true},
+		{"x", state.InProgress, state.Complete, 1, false},
+		{"j", state.Pending, state.InProgress, 1, true},
+		{"j", state.InProgress, state.Complete, 1, false},
+		{"", state.InProgress, state.Complete, 0, true},
+	}
+	audit := func(steps []*store.Step, rows []row) *historyAudit {
+		a := &historyAudit{rules: chaosRules}
+		a.checkTask(task, steps, history(rows), decisions)
+		return a
+	}
+	t.Run("clean", func(t *testing.T) {
+		a := audit(steps(`"x"`), clean)
+		require.Zero(t, a.violationCount, a.violations)
+		require.Equal(t, 1, a.skippedSteps)
+		require.Equal(t, 1, a.completeTasks)
+	})
+	t.Run("skipped a chosen branch", func(t *testing.T) {
+		a := audit(steps(`"x","y"`), clean)
+		require.Equal(t, 1, a.violationCount, a.violations)
+		require.Contains(t, a.violations[0], "step y: ended skipped after 0 of 10 attempts")
+		require.Contains(t, a.violations[0], "the branch rules say complete")
+	})
+	t.Run("skip not written with the decision", func(t *testing.T) {
+		rows := slices.Clone(clean)
+		rows[3].sameAs = false
+		a := audit(steps(`"x"`), rows)
+		require.Equal(t, 1, a.violationCount, a.violations)
+		require.Contains(t, a.violations[0], "step y: skipped at seq 4, not in the write that settled a parent")
+	})
+	t.Run("ran a branch not taken", func(t *testing.T) {
+		ss := steps(`"x"`)
+		ss[2].State, ss[2].Attempts = state.Complete, 1
+		rows := slices.Clone(clean)
+		rows[3] = row{"y", state.Pending, state.InProgress, 1, true}
+		rows = append(rows[:4], append([]row{{"y", state.InProgress, state.Complete, 1, false}}, rows[4:]...)...)
+		a := audit(ss, rows)
+		require.NotZero(t, a.violationCount)
+		require.Contains(t, strings.Join(a.violations, "\n"), "step y: ended complete after 1 of 10 attempts (error <nil>); the branch rules say skipped")
+	})
+	t.Run("join started before the skip", func(t *testing.T) {
+		rows := []row{
+			{"d", state.Pending, state.InProgress, 1, false},
+			{"", state.Pending, state.InProgress, 0, true},
+			{"d", state.InProgress, state.Complete, 1, false},
+			{"x", state.Pending, state.InProgress, 1, true},
+			{"x", state.InProgress, state.Complete, 1, false},
+			{"j", state.Pending, state.InProgress, 1, true},
+			{"y", state.Pending, state.Skipped, 0, false},
+			{"j", state.InProgress, state.Complete, 1, false},
+			{"", state.InProgress, state.Complete, 0, true},
+		}
+		a := audit(steps(`"x"`), rows)
+		joined := strings.Join(a.violations, "\n")
+		require.Contains(t, joined, "step j: attempt 1 started at seq 6 before parent y completed or was skipped")
+		require.Contains(t, joined, "step y: skipped at seq 7, not in the write that settled a parent")
+	})
 }
 
 // TestHistoryAudit feeds the replay histories with the faults it exists to

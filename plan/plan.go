@@ -23,6 +23,10 @@ type Step struct {
 	InFlight bool
 	// Parents are indices into the task's step slice.
 	Parents []int
+	// Decision marks a decision step; once it is complete, Chosen lists
+	// the children its result chose, sorted. See EdgeOf.
+	Decision bool
+	Chosen   []int
 }
 
 // Retriable reports whether an errored step has an attempt left. It says
@@ -35,20 +39,10 @@ func Retriable(s *Step) bool {
 // fails its task.
 func Exhausted(s *Step) bool { return s.State == state.Error && !Retriable(s) }
 
-// ParentsSatisfied reports whether every parent of steps[i] is complete or
-// resolved manually.
-func ParentsSatisfied(steps []Step, i int) bool {
-	for _, p := range steps[i].Parents {
-		if !steps[p].State.Satisfied() {
-			return false
-		}
-	}
-	return true
-}
-
 // Ready reports whether steps[i] may be dispatched at now: it is pending, or
 // errored with an attempt left and its retry time reached; it is not in
-// flight; and all its parents are satisfied.
+// flight; and its parents let it start (ParentsSatisfied: none unsettled,
+// and at least one branch into it taken).
 func Ready(steps []Step, i int, now time.Time) bool {
 	s := &steps[i]
 	if s.InFlight {
@@ -69,7 +63,7 @@ type Outcome int
 const (
 	// Continue means the task is still running or waiting.
 	Continue Outcome = iota
-	// Complete means every step is complete or resolved manually.
+	// Complete means every step is complete, resolved manually or skipped.
 	Complete
 	// Fail means some step is in error with no retry left.
 	Fail
@@ -90,12 +84,12 @@ type Verdict struct {
 // the children of the step that changed.
 func Evaluate(steps []Step, now time.Time) Verdict {
 	var v Verdict
-	satisfied := 0
+	settled := 0
 	for i := range steps {
 		s := &steps[i]
 		switch {
-		case s.State.Satisfied():
-			satisfied++
+		case s.State.Settled():
+			settled++
 		case Exhausted(s):
 			v.Outcome = Fail
 		case Ready(steps, i, now):
@@ -110,7 +104,7 @@ func Evaluate(steps []Step, now time.Time) Verdict {
 		v.Ready, v.WakeAt = nil, time.Time{}
 		return v
 	}
-	if satisfied == len(steps) {
+	if settled == len(steps) {
 		v.Outcome = Complete
 	}
 	return v

@@ -14,7 +14,7 @@ const (
 	// StageNone: the step does not wait: it runs, finished, or failed
 	// with no retry left.
 	StageNone Stage = iota
-	// StageParents: a parent is not complete or resolved.
+	// StageParents: a parent has not settled (complete, resolved, skipped).
 	StageParents
 	// StageBackoff: a failed attempt's retry is not due yet.
 	StageBackoff
@@ -37,12 +37,15 @@ func Wait(steps []Step, i int, now time.Time) (stage Stage, parents []int, until
 		return StageNone, nil, time.Time{}
 	}
 	for _, p := range s.Parents {
-		if !steps[p].State.Satisfied() {
+		if EdgeOf(steps, p, i) == EdgeOpen {
 			parents = append(parents, p)
 		}
 	}
 	if len(parents) > 0 {
 		return StageParents, parents, time.Time{}
+	}
+	if NotTaken(steps, i) {
+		return StageNone, nil, time.Time{} // on no branch taken: it is skipped, not run
 	}
 	if s.State == state.Error && now.Before(s.NextRetryAt) {
 		return StageBackoff, nil, s.NextRetryAt

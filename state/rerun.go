@@ -16,6 +16,9 @@ var stepRerun = map[State]bool{
 	Complete:         true,
 	Error:            true,
 	ResolvedManually: true,
+	// A branch a decision did not take: rerunning the decision (or a step
+	// above it) lets it choose again.
+	Skipped: true,
 }
 
 // taskRerun lists the states a task goes back to pending from when one of
@@ -27,7 +30,8 @@ var taskRerun = map[State]bool{
 }
 
 // StepRerun judges resetting a step in state from to pending for a rerun:
-// Applied for a finished step (complete, error, resolved_manually),
+// Applied for a finished step (complete, error, resolved_manually,
+// skipped),
 // NotApplied for a pending one (left as it is), Refused otherwise.
 func StepRerun(from State) Outcome {
 	switch {

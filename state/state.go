@@ -1,5 +1,6 @@
-// Package state defines the six states shared by tasks and steps and the
-// transitions allowed between them. It is pure: no I/O, no clocks.
+// Package state defines the states of tasks and steps and the transitions
+// allowed between them. It is pure: no I/O, no clocks. docs/states.md
+// describes the tables for people.
 package state
 
 import "fmt"
@@ -7,8 +8,9 @@ import "fmt"
 // State is the state of a task or a step.
 type State string
 
-// The six states. Their string forms are what the store, the CLI and the JSON
-// output use, so they must never change.
+// The states. Their string forms are what the store, the CLI and the JSON
+// output use, so they must never change. The first six are shared by tasks
+// and steps; Skipped is a step's only.
 const (
 	Pending          State = "pending"
 	InProgress       State = "in_progress"
@@ -16,10 +18,18 @@ const (
 	Error            State = "error"
 	Cancelled        State = "cancelled"
 	ResolvedManually State = "resolved_manually"
+	// Skipped is a step on a branch a decision step did not take: a
+	// non-chosen child of a decision, or a step all of whose parents were
+	// not taken. It ran never and never will; its task completes without it.
+	Skipped State = "skipped"
 )
 
 // All lists every state in a stable order.
-var All = [...]State{Pending, InProgress, Complete, Error, Cancelled, ResolvedManually}
+var All = [...]State{Pending, InProgress, Complete, Error, Cancelled, ResolvedManually, Skipped}
+
+// TaskStates lists the states a task can be in, in the order of All: every
+// state but Skipped.
+var TaskStates = [...]State{Pending, InProgress, Complete, Error, Cancelled, ResolvedManually}
 
 // Parse returns the State named s, or an error naming the valid ones.
 func Parse(s string) (State, error) {
@@ -28,29 +38,38 @@ func Parse(s string) (State, error) {
 			return st, nil
 		}
 	}
-	return "", fmt.Errorf("unknown state %q (want one of pending, in_progress, complete, error, cancelled, resolved_manually)", s)
+	return "", fmt.Errorf("unknown state %q (want one of pending, in_progress, complete, error, cancelled, resolved_manually, skipped)", s)
 }
 
-// Valid reports whether s is one of the six states.
+// Valid reports whether s is one of the states.
 func (s State) Valid() bool {
 	_, err := Parse(string(s))
 	return err == nil
 }
 
 // Satisfied reports whether a step in state s lets its children start.
+// Skipped satisfies nothing: see package plan for how a child of a skipped
+// step is decided.
 func (s State) Satisfied() bool { return s == Complete || s == ResolvedManually }
+
+// Settled reports whether a step in state s needs nothing more for its task
+// to complete: it is satisfied, or it was skipped.
+func (s State) Settled() bool { return s.Satisfied() || s == Skipped }
 
 // Terminal reports whether a task in state s has stopped moving on its own:
 // complete, error, cancelled or resolved_manually. Only an operator moves it
 // on from there (retry, resolve, cancel), so watches end at these states and
 // waiting for a task means waiting for one of them. A step in error is
-// different: its retry policy may still move it back to pending.
+// different: its retry policy may still move it back to pending. Skipped,
+// a step's only, is terminal too: nothing moves a skipped step on.
 func (s State) Terminal() bool {
-	return s == Complete || s == Error || s == Cancelled || s == ResolvedManually
+	return s == Complete || s == Error || s == Cancelled || s == ResolvedManually || s == Skipped
 }
 
-// taskTransitions and stepTransitions are the tables from the design; they
-// are read-only after package initialisation.
+// taskTransitions and stepTransitions are the tables from the design (and
+// docs/states.md); they are read-only after package initialisation. A task
+// is never skipped. A step is skipped only from pending: a decision settles
+// before any step below it could start.
 var taskTransitions = map[State][]State{
 	Pending:          {InProgress, Cancelled, Error},
 	InProgress:       {Complete, Error, Cancelled, Pending},
@@ -60,7 +79,7 @@ var taskTransitions = map[State][]State{
 }
 
 var stepTransitions = map[State][]State{
-	Pending:    {InProgress, Error, Cancelled, ResolvedManually},
+	Pending:    {InProgress, Error, Cancelled, ResolvedManually, Skipped},
 	InProgress: {Complete, Error, Cancelled},
 	Error:      {Pending, ResolvedManually},
 }

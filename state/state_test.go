@@ -10,18 +10,19 @@ import (
 )
 
 // The transition rules exactly as /work/shared/DESIGN.md ("States") writes
-// them. The expected tables are parsed from this text rather than taken from
+// them, plus a step's move to skipped (docs/states.md, decision points). The expected tables are parsed from this text rather than taken from
 // the package, so a typo in the package's maps cannot hide itself.
 const (
 	designTaskTransitions = `pending→{in_progress, cancelled, error}; in_progress→{complete,
 error, cancelled, pending}; error→{pending, resolved_manually}; complete→cancelled;
 resolved_manually→cancelled.`
 	designStepTransitions = `pending→{in_progress, error, cancelled, resolved_manually};
-in_progress→{complete, error, cancelled}; error→{pending, resolved_manually}.`
+in_progress→{complete, error, cancelled}; error→{pending, resolved_manually};
+pending→skipped.`
 )
 
 // allStates is spelled out here, independent of state.All.
-var allStates = []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"}
+var allStates = []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually", "skipped"}
 
 // parseDesign turns "a→{b, c}; d→e." into the set of allowed (from, to) pairs.
 func parseDesign(t *testing.T, text string) map[[2]string]bool {
@@ -55,7 +56,7 @@ func TestTransitionsMatchDesign(t *testing.T) {
 		wantCount int // allowed pairs counted by hand from the design text
 	}{
 		{kind: "task", design: designTaskTransitions, judge: state.TaskTransition, wantCount: 11},
-		{kind: "step", design: designStepTransitions, judge: state.StepTransition, wantCount: 9},
+		{kind: "step", design: designStepTransitions, judge: state.StepTransition, wantCount: 10},
 	}
 	for _, tc := range cases {
 		t.Run(tc.kind, func(t *testing.T) {
@@ -91,8 +92,9 @@ func TestTransitionsMatchDesign(t *testing.T) {
 				}
 			}
 			require.Equal(t, tc.wantCount, applied)
-			require.Equal(t, 6, notApplied)
-			require.Equal(t, 36-6-tc.wantCount, refused)
+			n := len(allStates)
+			require.Equal(t, n, notApplied)
+			require.Equal(t, n*n-n-tc.wantCount, refused)
 		})
 	}
 }
@@ -131,13 +133,24 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestAllIsTheSixStatesInOrder(t *testing.T) {
+func TestAllIsEveryStateInOrder(t *testing.T) {
 	t.Parallel()
 	got := make([]string, 0, len(state.All))
 	for _, s := range state.All {
 		got = append(got, string(s))
 	}
 	require.Equal(t, allStates, got)
+}
+
+func TestTaskStatesAreAllButSkipped(t *testing.T) {
+	t.Parallel()
+	var want []state.State
+	for _, s := range state.All {
+		if s != state.Skipped {
+			want = append(want, s)
+		}
+	}
+	require.Equal(t, want, state.TaskStates[:])
 }
 
 func TestSatisfied(t *testing.T) {
@@ -149,6 +162,38 @@ func TestSatisfied(t *testing.T) {
 		require.Equal(t, want[s], state.State(s).Satisfied(), "state %s", s)
 	}
 	require.False(t, state.State("bogus").Satisfied())
+}
+
+func TestSettled(t *testing.T) {
+	t.Parallel()
+	// A task completes when every step is complete, resolved manually or
+	// skipped; skipped satisfies no child (TestSatisfied).
+	want := map[string]bool{"complete": true, "resolved_manually": true, "skipped": true}
+	for _, s := range allStates {
+		require.Equal(t, want[s], state.State(s).Settled(), "state %s", s)
+	}
+	require.False(t, state.State("bogus").Settled())
+}
+
+// A task is never skipped; a step is skipped only from pending, and
+// nothing leaves skipped.
+func TestSkipped(t *testing.T) {
+	t.Parallel()
+	for _, from := range state.All {
+		require.Equal(t, from == state.Skipped, state.TaskTransition(from, state.Skipped) == state.NotApplied, "task %s -> skipped", from)
+		if from != state.Skipped {
+			require.Equal(t, state.Refused, state.TaskTransition(from, state.Skipped), "task %s -> skipped", from)
+			require.Equal(t, state.Refused, state.StepTransition(state.Skipped, from), "step skipped -> %s", from)
+		}
+		want := state.Refused
+		switch from {
+		case state.Pending:
+			want = state.Applied
+		case state.Skipped:
+			want = state.NotApplied
+		}
+		require.Equal(t, want, state.StepTransition(from, state.Skipped), "step %s -> skipped", from)
+	}
 }
 
 func TestOutcomeString(t *testing.T) {
@@ -170,6 +215,7 @@ func TestTerminal(t *testing.T) {
 	want := map[state.State]bool{
 		state.Pending: false, state.InProgress: false,
 		state.Complete: true, state.Error: true, state.Cancelled: true, state.ResolvedManually: true,
+		state.Skipped: true,
 	}
 	require.Len(t, want, len(state.All))
 	for _, s := range state.All {

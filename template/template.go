@@ -123,6 +123,10 @@ type Step struct {
 	// Sleep, when positive, makes the step a durable wait of that long
 	// from when it became ready; then it completes. No executor runs it.
 	Sleep Duration `json:"sleep,omitempty"`
+	// Decision marks a step whose result chooses which of its children
+	// run: {"next": ["child", ...]}. Children not chosen, and steps
+	// reachable only through them, end skipped. It needs a child.
+	Decision bool `json:"decision,omitempty"`
 }
 
 // WaitFor is a step that waits for a named signal (SignalTask), whose

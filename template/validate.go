@@ -80,6 +80,25 @@ func Validate(t *Template, lim Limits) error {
 	if cycle := findCycle(c.Steps, c.parentIndexes(idx)); cycle != nil {
 		return &ValidationError{Step: c.Steps[cycle[0]].Name, Field: "depends_on", Message: formatCycle(c.Steps, cycle)}
 	}
+	return validateDecisions(c)
+}
+
+// validateDecisions refuses a decision step with no child: it would have
+// nothing to choose, and any "next" it returned would fail it.
+func validateDecisions(t *Template) error {
+	var children map[string][]string
+	for i := range t.Steps {
+		s := &t.Steps[i]
+		if !s.Decision {
+			continue
+		}
+		if children == nil {
+			children = t.Children()
+		}
+		if len(children[s.Name]) == 0 {
+			return &ValidationError{Step: s.Name, Field: "decision", Message: "a decision step needs at least one child (a step that depends_on it) to choose from"}
+		}
+	}
 	return nil
 }
 

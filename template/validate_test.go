@@ -57,6 +57,9 @@ func TestValidate(t *testing.T) {
 		{name: "valid names with dots and dashes", edit: func(tp *template.Template) {
 			tp.Namespace, tp.Name = "acme.billing-v2", "Charge_Card-2.0"
 		}},
+		{name: "valid decision with children", edit: func(tp *template.Template) { tp.Steps[0].Decision = true }},
+		{name: "decision without a child", edit: func(tp *template.Template) { tp.Steps[2].Decision = true },
+			want: `step "ship": decision: a decision step needs at least one child (a step that depends_on it) to choose from`, field: "decision", step: "ship"},
 		{name: "valid prerelease version", edit: func(tp *template.Template) { tp.Version = "2.0.0-rc.1+build.5" }},
 		{name: "valid null config and schema", edit: func(tp *template.Template) {
 			tp.ContextSchema = json.RawMessage(`null`)

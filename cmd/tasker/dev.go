@@ -90,7 +90,7 @@ too). dev never asks for tokens.`,
 				return err
 			}
 			defer func() { _ = rc.stop() }()
-			fmt.Fprintln(out, "starting an executor hosting the built-in handlers (noop, echo, sleep, flaky)")
+			fmt.Fprintln(out, "starting an executor hosting the built-in handlers (noop, echo, sleep, flaky, decide)")
 			exCtx, stopExecutor := context.WithCancel(context.Background())
 			_, exAddr, exDone, err := startExecutor(exCtx, executorOptions{
 				listen: "127.0.0.1:0", coordinator: rc.addr, capacity: 16, log: log, tls: g.tls, token: g.bearerToken(), tracer: tp,

@@ -19,7 +19,7 @@ func TestDevRemovesItsTemporaryStore(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	lines := strings.Split(res.stdout, "\n")
 	require.Regexp(t, `^starting a coordinator on 127\.0\.0\.1:0 with the SQLite store `+regexp.QuoteMeta(tmp)+`/tasker-dev-\d+/tasker\.db, removed on exit; give --db to keep one$`, lines[0])
-	require.Equal(t, "starting an executor hosting the built-in handlers (noop, echo, sleep, flaky)", lines[1])
+	require.Equal(t, "starting an executor hosting the built-in handlers (noop, echo, sleep, flaky, decide)", lines[1])
 	require.Contains(t, res.stdout, "\nwaiting for the executor to connect\nregistering the example templates\nregistered ")
 	left, err := os.ReadDir(tmp)
 	require.NoError(t, err)

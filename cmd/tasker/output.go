@@ -258,10 +258,11 @@ func writeTransition(w io.Writer, tr *coordinatorv1.Transition) error {
 	return nil
 }
 
-// stepProgress counts the steps that no longer hold up their children.
+// stepProgress counts the steps that no longer hold up their task:
+// complete, resolved manually or skipped.
 func stepProgress(t *coordinatorv1.Task) (done, total int) {
 	for _, s := range t.GetSteps() {
-		if statepb.Satisfied(s.GetState()) {
+		if statepb.Settled(s.GetState()) {
 			done++
 		}
 	}

@@ -138,7 +138,7 @@ func newExecutorCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "executor",
-		Short: "Run an executor hosting the built-in handlers (noop, echo, sleep, flaky)",
+		Short: "Run an executor hosting the built-in handlers (noop, echo, sleep, flaky, decide)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.validate(); err != nil {

@@ -22,6 +22,8 @@ const (
 	NameEcho  = "echo"
 	NameSleep = "sleep"
 	NameFlaky = "flaky"
+	// NameDecide is for decision steps (template decision: true).
+	NameDecide = "decide"
 )
 
 // ClassFlakyFailure is the error_class of the failures Flaky makes on
@@ -46,6 +48,7 @@ func Register(e *executor.Executor) error {
 		{NameEcho, Echo},
 		{NameSleep, Sleep},
 		{NameFlaky, Flaky},
+		{NameDecide, Decide},
 	}
 	for _, h := range handlers {
 		if err := e.Handle(h.name, h.fn); err != nil {
@@ -162,4 +165,23 @@ func Flaky(_ context.Context, req *executor.Request) (any, error) {
 		fail = executor.Permanent(fail)
 	}
 	return nil, fail
+}
+
+// Decide succeeds with {"next": config.next}: the handler for a decision
+// step (decision: true in its template), whose result names the children
+// to run. config.next is a list of step names; missing or null, it
+// chooses none.
+// The coordinator, not Decide, checks that the names are children.
+func Decide(_ context.Context, req *executor.Request) (any, error) {
+	fields, err := configFields(req.Config)
+	if err != nil {
+		return nil, err
+	}
+	next := []string{}
+	if raw, ok := present(fields, "next"); ok {
+		if err := json.Unmarshal(raw, &next); err != nil || next == nil {
+			return nil, invalidConfig("config.next: want a list of step names, got %s", clip(raw))
+		}
+	}
+	return map[string][]string{"next": next}, nil
 }

@@ -125,7 +125,7 @@ func TestRegisterHostsAllBuiltins(t *testing.T) {
 	b := setup(t)
 	resp, err := b.client.Describe(context.Background(), &executorv1.DescribeRequest{})
 	require.NoError(t, err)
-	require.Equal(t, []string{NameEcho, NameFlaky, NameNoop, NameSleep}, resp.GetHandlers())
+	require.Equal(t, []string{NameDecide, NameEcho, NameFlaky, NameNoop, NameSleep}, resp.GetHandlers())
 
 	again, err := executor.New(executor.Config{})
 	require.NoError(t, err)
@@ -154,6 +154,21 @@ func TestEcho(t *testing.T) {
 
 	bare := b.run(t, step(NameEcho, 1, ""))
 	require.JSONEq(t, `{"context": null, "parents": {}, "config": null}`, string(bare.GetSuccess().GetResults()))
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	res := b.run(t, step(NameDecide, 1, `{"next": ["customs", "ship"]}`))
+	require.JSONEq(t, `{"next": ["customs", "ship"]}`, string(res.GetSuccess().GetResults()))
+	none := b.run(t, step(NameDecide, 1, ``))
+	require.JSONEq(t, `{"next": []}`, string(none.GetSuccess().GetResults()))
+	for _, bad := range []string{`{"next": "ship"}`, `{"next": [1]}`, `{"next": {}}`} {
+		res := b.run(t, step(NameDecide, 1, bad))
+		require.Equal(t, ClassInvalidConfig, res.GetFailure().GetErrorClass(), bad)
+		require.True(t, res.GetFailure().GetPermanent(), bad)
+		require.Contains(t, res.GetFailure().GetMessage(), "config.next", bad)
+	}
 }
 
 func TestSleep(t *testing.T) {

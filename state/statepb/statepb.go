@@ -10,7 +10,7 @@ import (
 	"github.com/tasker-go/tasker/state"
 )
 
-// ToProto returns the enum value of s; a string that is not one of the six
+// ToProto returns the enum value of s; a string that is not one of the
 // states gives STATE_UNSPECIFIED.
 func ToProto(s state.State) coordinatorv1.State {
 	switch s {
@@ -26,6 +26,8 @@ func ToProto(s state.State) coordinatorv1.State {
 		return coordinatorv1.State_STATE_CANCELLED
 	case state.ResolvedManually:
 		return coordinatorv1.State_STATE_RESOLVED_MANUALLY
+	case state.Skipped:
+		return coordinatorv1.State_STATE_SKIPPED
 	default:
 		return coordinatorv1.State_STATE_UNSPECIFIED
 	}
@@ -48,6 +50,8 @@ func FromProto(p coordinatorv1.State) (s state.State, ok bool) {
 		return state.Cancelled, true
 	case coordinatorv1.State_STATE_RESOLVED_MANUALLY:
 		return state.ResolvedManually, true
+	case coordinatorv1.State_STATE_SKIPPED:
+		return state.Skipped, true
 	default:
 		return "", false
 	}
@@ -92,4 +96,12 @@ func Terminal(p coordinatorv1.State) bool {
 func Satisfied(p coordinatorv1.State) bool {
 	s, ok := FromProto(p)
 	return ok && s.Satisfied()
+}
+
+// Settled reports whether a step in p needs nothing more for its task to
+// complete (see state.State.Settled): complete, resolved manually or
+// skipped.
+func Settled(p coordinatorv1.State) bool {
+	s, ok := FromProto(p)
+	return ok && s.Settled()
 }

@@ -19,9 +19,10 @@ func TestEveryStateRoundTrips(t *testing.T) {
 		state.Error:            coordinatorv1.State_STATE_ERROR,
 		state.Cancelled:        coordinatorv1.State_STATE_CANCELLED,
 		state.ResolvedManually: coordinatorv1.State_STATE_RESOLVED_MANUALLY,
+		state.Skipped:          coordinatorv1.State_STATE_SKIPPED,
 	}
 	require.Len(t, want, len(state.All))
-	// Every enum value but UNSPECIFIED is one of the six.
+	// Every enum value but UNSPECIFIED is one of the states.
 	require.Len(t, coordinatorv1.State_name, len(state.All)+1)
 	for _, s := range state.All {
 		p := statepb.ToProto(s)
@@ -35,6 +36,7 @@ func TestEveryStateRoundTrips(t *testing.T) {
 		require.Equal(t, p, parsed)
 		require.Equal(t, s.Terminal(), statepb.Terminal(p), s)
 		require.Equal(t, s.Satisfied(), statepb.Satisfied(p), s)
+		require.Equal(t, s.Settled(), statepb.Settled(p), s)
 	}
 }
 
@@ -52,6 +54,7 @@ func TestUnspecifiedAndUnknown(t *testing.T) {
 	require.Equal(t, "unknown(42)", statepb.Name(newer))
 	require.False(t, statepb.Terminal(newer))
 	require.False(t, statepb.Satisfied(newer))
+	require.False(t, statepb.Settled(newer))
 
 	unspecified, err := statepb.Parse("")
 	require.NoError(t, err)

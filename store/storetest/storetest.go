@@ -61,6 +61,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.templates(t)
 	s.taskCreate(t)
 	s.taskAdvance(t)
+	s.skipped(t)
 	s.listing(t)
 	s.finished(t)
 	s.counts(t)

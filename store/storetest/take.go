@@ -21,7 +21,7 @@ func (s *suite) taskTake(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
 			l := f.acquire(t, "a")
-			for _, st := range state.All {
+			for _, st := range state.TaskStates {
 				task := f.createIn(t, st)
 				got := f.take(t, l, task.ID, f.now())
 				requireTask(t, owned(task, l), got)

@@ -50,6 +50,7 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 			Skippable: s.Skippable,
 			Timeout:   optionalDuration(s.Timeout),
 			Sleep:     optionalDuration(s.Sleep),
+			Decision:  s.Decision,
 		}
 		if w := s.WaitFor; w != nil {
 			ps.WaitFor = &coordinatorv1.WaitFor{Signal: w.Signal, Timeout: optionalDuration(w.Timeout)}
@@ -119,6 +120,7 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 			Skippable: ps.GetSkippable(),
 			Timeout:   template.Duration(ps.GetTimeout().AsDuration()),
 			Sleep:     template.Duration(ps.GetSleep().AsDuration()),
+			Decision:  ps.GetDecision(),
 
 			Concurrency: concurrencyFromProto(ps.GetConcurrency()),
 		}

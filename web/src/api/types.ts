@@ -11,7 +11,8 @@ export type State =
   | 'STATE_COMPLETE'
   | 'STATE_ERROR'
   | 'STATE_CANCELLED'
-  | 'STATE_RESOLVED_MANUALLY';
+  | 'STATE_RESOLVED_MANUALLY'
+  | 'STATE_SKIPPED';
 
 export type JsonObject = { [key: string]: unknown };
 

@@ -1,6 +1,10 @@
 import type { State } from '../api/types';
 
-/** States in the order a task or step usually goes through them. */
+/**
+ * States in the order a task or step usually goes through them. These are
+ * the task states (the list page filters by them); a step may also be
+ * STATE_SKIPPED, on a branch a decision step did not take.
+ */
 export const STATES: State[] = [
   'STATE_PENDING',
   'STATE_IN_PROGRESS',
@@ -36,14 +40,28 @@ export function stateColor(s: State | undefined): string {
       return '#6b6b6b';
     case 'STATE_RESOLVED_MANUALLY':
       return '#8a4fd1';
+    case 'STATE_SKIPPED':
+      return '#f1ead2';
     default:
       return '#e0e0e0';
   }
 }
 
-/** stateTextColor is a text colour readable on stateColor. */
+/**
+ * stateTextColor is a text colour readable on stateColor: dark on the light
+ * fills (pending, skipped, and any state this build does not know).
+ */
 export function stateTextColor(s: State | undefined): string {
-  return s === 'STATE_PENDING' || s === undefined || s === 'STATE_UNSPECIFIED' ? '#1d2330' : '#ffffff';
+  switch (s) {
+    case 'STATE_IN_PROGRESS':
+    case 'STATE_COMPLETE':
+    case 'STATE_ERROR':
+    case 'STATE_CANCELLED':
+    case 'STATE_RESOLVED_MANUALLY':
+      return '#ffffff';
+    default:
+      return '#1d2330';
+  }
 }
 
 /** isTerminal is true for the states a task stops in (a watch ends there). */

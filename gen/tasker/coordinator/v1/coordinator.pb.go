@@ -46,6 +46,9 @@ const (
 	State_STATE_CANCELLED State = 5
 	// STATE_RESOLVED_MANUALLY was settled by an operator or bypassed.
 	State_STATE_RESOLVED_MANUALLY State = 6
+	// STATE_SKIPPED is a step on a branch a decision step did not take; it
+	// never runs. Tasks are never skipped.
+	State_STATE_SKIPPED State = 7
 )
 
 // Enum value maps for State.
@@ -58,6 +61,7 @@ var (
 		4: "STATE_ERROR",
 		5: "STATE_CANCELLED",
 		6: "STATE_RESOLVED_MANUALLY",
+		7: "STATE_SKIPPED",
 	}
 	State_value = map[string]int32{
 		"STATE_UNSPECIFIED":       0,
@@ -67,6 +71,7 @@ var (
 		"STATE_ERROR":             4,
 		"STATE_CANCELLED":         5,
 		"STATE_RESOLVED_MANUALLY": 6,
+		"STATE_SKIPPED":           7,
 	}
 )
 
@@ -435,6 +440,10 @@ type StepTemplate struct {
 	Concurrency []*Concurrency `protobuf:"bytes,10,rep,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// rate_limits are drawn on each time the step is dispatched.
 	RateLimits []*RateLimitUse `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	// decision marks a step whose result chooses which of its children run:
+	// {"next": ["child", ...]}. Children not chosen, and steps reachable only
+	// through them, end skipped. It needs at least one child.
+	Decision bool `protobuf:"varint,14,opt,name=decision,proto3" json:"decision,omitempty"`
 	// wait_for, when set, makes the step wait for a signal (SignalTask)
 	// instead of running a handler; handler must then be empty.
 	WaitFor *WaitFor `protobuf:"bytes,12,opt,name=wait_for,json=waitFor,proto3" json:"wait_for,omitempty"`
@@ -550,6 +559,13 @@ func (x *StepTemplate) GetRateLimits() []*RateLimitUse {
 		return x.RateLimits
 	}
 	return nil
+}
+
+func (x *StepTemplate) GetDecision() bool {
+	if x != nil {
+		return x.Decision
+	}
+	return false
 }
 
 func (x *StepTemplate) GetWaitFor() *WaitFor {
@@ -5799,7 +5815,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
-	"\x06_units\"\xf8\x04\n" +
+	"\x06_units\"\x94\x05\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -5815,7 +5831,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vconcurrency\x18\n" +
 	" \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\x12D\n" +
 	"\vrate_limits\x18\v \x03(\v2#.tasker.coordinator.v1.RateLimitUseR\n" +
-	"rateLimits\x129\n" +
+	"rateLimits\x12\x1a\n" +
+	"\bdecision\x18\x0e \x01(\bR\bdecision\x129\n" +
 	"\bwait_for\x18\f \x01(\v2\x1e.tasker.coordinator.v1.WaitForR\awaitFor\x12/\n" +
 	"\x05sleep\x18\r \x01(\v2\x19.google.protobuf.DurationR\x05sleepB\f\n" +
 	"\n" +
@@ -6189,7 +6206,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"t\n" +
 	"\x18BackfillScheduleResponse\x12<\n" +
 	"\acreated\x18\x01 \x03(\v2\".tasker.coordinator.v1.ScheduleRunR\acreated\x12\x1a\n" +
-	"\bexisting\x18\x02 \x01(\x03R\bexisting*\x9f\x01\n" +
+	"\bexisting\x18\x02 \x01(\x03R\bexisting*\xb2\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x15\n" +
@@ -6197,7 +6214,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0eSTATE_COMPLETE\x10\x03\x12\x0f\n" +
 	"\vSTATE_ERROR\x10\x04\x12\x13\n" +
 	"\x0fSTATE_CANCELLED\x10\x05\x12\x1b\n" +
-	"\x17STATE_RESOLVED_MANUALLY\x10\x06*Q\n" +
+	"\x17STATE_RESOLVED_MANUALLY\x10\x06\x12\x11\n" +
+	"\rSTATE_SKIPPED\x10\a*Q\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
