@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,4 +284,36 @@ func TestDecisionSurvivesRestart(t *testing.T) {
 		"ship": coordinatorv1.State_STATE_COMPLETE,
 	}, states(done))
 	require.EqualValues(t, 1, step(done, "route").GetAttempts(), "the decision ran once")
+}
+
+// Rerunning a decision lets it choose again: its skipped branch is reset
+// with the rest of its descendants, and this time the other side runs.
+func TestRerunDecisionChoosesAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(shippingTemplate)
+	var runs atomic.Int32
+	handlers := decisionHandlers()
+	handlers["route"] = func(context.Context, *executor.Request) (any, error) {
+		if runs.Add(1) == 1 {
+			return map[string]any{"next": []string{"customs"}}, nil
+		}
+		return map[string]any{"next": []string{"domestic"}}, nil
+	}
+	h.startExecutor(4, handlers)
+	task := h.create("decide", "shipping", map[string]any{"order": 1})
+	first := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.Equal(t, coordinatorv1.State_STATE_SKIPPED, states(first)["domestic"])
+
+	_, err := rerun(h, task.GetId(), "route", "wrong route")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		got := h.get(task.GetId())
+		return got.GetState() == coordinatorv1.State_STATE_COMPLETE && states(got)["domestic"] == coordinatorv1.State_STATE_COMPLETE
+	}, 10*time.Second, 5*time.Millisecond)
+	got := states(h.get(task.GetId()))
+	require.Equal(t, coordinatorv1.State_STATE_SKIPPED, got["customs"], "the branch not taken the second time")
+	require.Equal(t, coordinatorv1.State_STATE_SKIPPED, got["paperwork"])
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, got["ship"])
+	require.EqualValues(t, 2, runs.Load())
 }

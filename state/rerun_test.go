@@ -24,6 +24,7 @@ func TestRerunTables(t *testing.T) {
 			"error":             state.Applied,
 			"cancelled":         state.Refused,
 			"resolved_manually": state.Applied,
+			"skipped":           state.Applied,
 		}},
 		{kind: "task", judge: state.TaskRerun, want: map[string]state.Outcome{
 			"pending":           state.NotApplied,
@@ -32,6 +33,7 @@ func TestRerunTables(t *testing.T) {
 			"error":             state.Applied,
 			"cancelled":         state.Refused,
 			"resolved_manually": state.Refused,
+			"skipped":           state.Refused, // tasks are never skipped
 		}},
 	}
 	for _, tc := range cases {
