@@ -114,8 +114,9 @@ FROM admission_entries e
 LEFT JOIN tasks t ON t.id = e.task_id
 LEFT JOIN steps s ON s.id = e.step_id
 WHERE e.key = ?1 AND (e.owner = ?2 OR NOT e.holding)`
-	// sqlAdmissionRelease drops a task's entries as it ends.
-	sqlAdmissionRelease = `DELETE FROM admission_entries WHERE task_id = ?`
+	// sqlAdmissionRelease drops the entries of the tasks (a JSON array of
+	// ids) that ended in a batch.
+	sqlAdmissionRelease = `DELETE FROM admission_entries WHERE task_id IN (SELECT value FROM json_each(?))`
 )
 
 const sqlPutAdmissionEntry = `INSERT INTO admission_entries (key, owner, task_id, step_id, attempt, priority, since, holding)

@@ -91,9 +91,9 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		out = append(out, tr)
 	}
 	if p.Release {
-		if _, err := tx.ExecContext(ctx, sqlAdmissionRelease, p.TaskID); err != nil {
-			return nil, fmt.Errorf("task %s: release admission entries: %w", p.TaskID, err)
-		}
+		// Deleted with the batch's other releases, before it commits; until
+		// then the task still counts as holding, which is only cautious.
+		tx.released = append(tx.released, p.TaskID)
 	}
 	if c := p.Task; c != nil {
 		res, err := tx.ExecContext(ctx, sqlUpdateTask, string(c.To), at, p.TaskID, string(c.From))

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,11 +64,18 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 		}
 		s.buckets.reset(version, keys)
 	}
+	// released are the tasks whose admission entries the batch's requests
+	// released (tasks that ended), deleted in one statement at the end.
+	var released []string
 	for i, req := range batch {
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		if applyErr := req.Work(ctx, &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}); applyErr != nil {
+		w := &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}
+		applyErr := req.Work(ctx, w)
+		if applyErr == nil {
+			released = append(released, w.released...)
+		} else {
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no
@@ -80,8 +88,15 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 			return fmt.Errorf("release savepoint: %w", err)
 		}
 	}
-	if err := s.buckets.flush(ctx, &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}); err != nil {
+	w := &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}
+	if err := s.buckets.flush(ctx, w); err != nil {
 		return err
+	}
+	if len(released) > 0 {
+		ids, _ := json.Marshal(released)
+		if _, err := w.ExecContext(ctx, sqlAdmissionRelease, string(ids)); err != nil {
+			return fmt.Errorf("release admission entries of %d ended tasks: %w", len(released), err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)

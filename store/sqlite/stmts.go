@@ -75,6 +75,9 @@ type wtx struct {
 	*sqlx.Tx
 	stmts   map[string]*sql.Stmt
 	buckets *buckets
+	// released are tasks whose admission entries this request released;
+	// the batch deletes them once, with the rest, if the request stands.
+	released []string
 }
 
 func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
