@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/tasker-go/tasker/coordinator"
+	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/store"
 )
@@ -288,4 +289,41 @@ func TestConcurrencyKeyLowPriorityIsNotStarved(t *testing.T) {
 			return
 		}
 	}
+}
+
+// A key's holder and its waiter survive a crash of the coordinator: after
+// the restart the waiter still waits (the store counts the holder from its
+// row), and starts once the holder, whose result arrives late, has ended.
+func TestConcurrencyKeySurvivesRestart(t *testing.T) {
+	t.Parallel()
+	h, n := nodeHarness(t, coordinator.Config{}, 0)
+	g := newGate()
+	h.startExecutor(4, map[string]executor.HandlerFunc{"work": g.handler()})
+	h.apply(keyedTemplate("queue"))
+	a := h.create("test", "keyed-queue", map[string]any{"customer": "acme", "n": 1})
+	g.waitStarted(t)
+	b := h.create("test", "keyed-queue", map[string]any{"customer": "acme", "n": 2})
+	waitReason(t, h, b.GetId(), "sync", "concurrency")
+
+	n.crash()
+	n.start()
+	require.Eventually(t, func() bool {
+		resp, err := h.client.GetTask(h.ctx, &coordinatorv1.GetTaskRequest{Id: b.GetId()})
+		return err == nil && step(resp.GetTask(), "sync").GetWaiting().GetReason() == "concurrency"
+	}, 20*time.Second, 10*time.Millisecond, "after the restart the second task waits for the key again")
+	close(g.release)
+	doneA := h.waitState(a.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	doneB := h.waitState(b.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	var aEnd, bStart int64
+	for _, tr := range doneA.GetTransitions() {
+		if tr.GetToState() == coordinatorv1.State_STATE_COMPLETE {
+			aEnd = tr.GetSeq()
+		}
+	}
+	for _, tr := range doneB.GetTransitions() {
+		if tr.GetToState() == coordinatorv1.State_STATE_IN_PROGRESS {
+			bStart = tr.GetSeq()
+		}
+	}
+	require.Greater(t, bStart, aEnd, "the second task started only after the first ended")
 }
