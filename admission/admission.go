@@ -167,9 +167,10 @@ type Decision struct {
 }
 
 // Concurrency decides for self on a key with at most max holders. live
-// holds the key's live entries, self's included or not.
-func Concurrency(live []Entry, self Entry, max int, strategy string, now time.Time, aging time.Duration) Decision {
-	holders, ahead, others := 0, 0, 0
+// holds the key's live entries, self's included or not; held counts
+// further holders not in live (read as a count, for the queue strategy).
+func Concurrency(live []Entry, held int, self Entry, max int, strategy string, now time.Time, aging time.Duration) Decision {
+	holders, ahead, others := held, 0, held
 	for i := range live {
 		e := &live[i]
 		if e.Owner == self.Owner {

@@ -69,7 +69,7 @@ func TestConcurrency(t *testing.T) {
 		{"cancel in progress: room", []Entry{entry("a", 2, 0, true)}, entry("n", 2, 50*time.Second, false), 2, StrategyCancelInProgress, Decision{Admit: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, Concurrency(tc.live, tc.self, tc.max, tc.strategy, now, aging))
+			require.Equal(t, tc.want, Concurrency(tc.live, 0, tc.self, tc.max, tc.strategy, now, aging))
 		})
 	}
 }
@@ -109,4 +109,13 @@ func TestBucketNeverExceedsRatePlusBurst(t *testing.T) {
 			require.LessOrEqual(t, float64(j-i+1), allowed+1e-9, "%d dispatches in %s", j-i+1, window)
 		}
 	}
+}
+
+// Holders read as a count count like listed ones.
+func TestConcurrencyCountedHolders(t *testing.T) {
+	now := t0.Add(time.Minute)
+	self := entry("n", 2, 50*time.Second, false)
+	require.Equal(t, Decision{Reason: ReasonConcurrency}, Concurrency(nil, 2, self, 2, StrategyQueue, now, time.Hour))
+	require.Equal(t, Decision{Admit: true}, Concurrency(nil, 1, self, 2, StrategyQueue, now, time.Hour))
+	require.Equal(t, Decision{Reason: ReasonPriority}, Concurrency([]Entry{entry("w", 2, 0, false)}, 1, self, 2, StrategyQueue, now, time.Hour))
 }

@@ -125,9 +125,6 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 		}
 		keyRows[i] = rows
 		live, stale := Live(rows)
-		for h := range holders {
-			live = append(live, Entry{Owner: fmt.Sprintf("\x00holder-%d", h), Holding: true})
-		}
 		if len(stale) > 0 {
 			if err := tx.DeleteEntries(ctx, k.Key, stale); err != nil {
 				return nil, fmt.Errorf("admit %s on %s: %w", owner, k.Key, err)
@@ -139,7 +136,7 @@ func Admit(ctx context.Context, tx Tx, r *Request, now time.Time, aging time.Dur
 				me.Since = e.Since // its place in line
 			}
 		}
-		if d := Concurrency(live, me, k.MaxRunning, k.Strategy, now, aging); !d.Admit {
+		if d := Concurrency(live, holders, me, k.MaxRunning, k.Strategy, now, aging); !d.Admit {
 			refuse(&Verdict{Reason: d.Reason, Key: k.Key, Cancel: d.Cancel})
 		}
 	}
