@@ -5,11 +5,13 @@
 // through the small Tx interface each driver implements, so the decision
 // and the dispatch it allows commit together.
 //
-// Holding is derived, never bookkept: an entry counts as running while the
-// task or step it names is, judged from the task and step rows in the same
-// transaction. A crash between admission and dispatch, a cancelled task or
-// a deleted one therefore frees its key by itself, and the count of
-// holders can never disagree with the stored transitions.
+// A step's holding is derived, never bookkept: its entry counts as running
+// while its attempt is, judged from the step's row in the same transaction
+// (Classify), so a crash between admission and dispatch or a lost attempt
+// frees the key by itself. A task's entry is flagged when it is admitted
+// and deleted by the store in the commit that ends the task, so its count
+// needs no joins; either way the holders change only with the stored
+// transitions.
 package admission
 
 import (
