@@ -31,12 +31,16 @@ func (a admissionTx) lock(ctx context.Context) error {
 	return err
 }
 
-const sqlAdmissionEntries = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
+// admissionRows selects an entry joined with its task and step, the
+// columns scanEntries reads.
+const admissionRows = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
 	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
 FROM admission_entries e
 LEFT JOIN tasks t ON t.id = e.task_id
 LEFT JOIN steps s ON s.id = e.step_id
-WHERE e.key = $1::text`
+`
+
+const sqlAdmissionEntries = admissionRows + `WHERE e.key = $1::text`
 
 func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, error) {
 	return a.scanEntries(ctx, sqlAdmissionEntries, key)
@@ -54,12 +58,7 @@ const (
 LEFT JOIN tasks t ON t.id = e.task_id
 LEFT JOIN steps s ON s.id = e.step_id
 WHERE e.key = $1::text AND e.owner <> $2::text AND ` + admissionHolds
-	sqlAdmissionLine = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
-	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
-FROM admission_entries e
-LEFT JOIN tasks t ON t.id = e.task_id
-LEFT JOIN steps s ON s.id = e.step_id
-WHERE e.key = $1::text AND (e.owner = $2::text OR NOT ` + admissionHolds + `)`
+	sqlAdmissionLine = admissionRows + `WHERE e.key = $1::text AND (e.owner = $2::text OR NOT ` + admissionHolds + `)`
 )
 
 func (a admissionTx) Line(ctx context.Context, key, owner string, taskLevel bool) ([]admission.Row, int, error) {
@@ -88,15 +87,10 @@ func (a admissionTx) Line(ctx context.Context, key, owner string, taskLevel bool
 const (
 	sqlAdmissionTaskLine = `SELECT count(*) FILTER (WHERE holding AND owner <> $2::text), count(*) FILTER (WHERE NOT holding OR owner = $2::text)
 FROM admission_entries WHERE key = $1::text`
-	sqlAdmissionTaskRows = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
-	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
-FROM admission_entries e
-LEFT JOIN tasks t ON t.id = e.task_id
-LEFT JOIN steps s ON s.id = e.step_id
-WHERE e.key = $1::text AND (e.owner = $2::text OR NOT e.holding)`
+	sqlAdmissionTaskRows = admissionRows + `WHERE e.key = $1::text AND (e.owner = $2::text OR NOT e.holding)`
 )
 
-// scanEntries runs a query selecting sqlAdmissionEntries' columns.
+// scanEntries runs a query selecting admissionRows' columns.
 func (a admissionTx) scanEntries(ctx context.Context, query string, args ...any) ([]admission.Row, error) {
 	rows, err := a.conn.Query(ctx, query, args...)
 	if err != nil {

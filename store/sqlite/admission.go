@@ -19,12 +19,16 @@ import (
 // admissions are serialized without a lock.
 type admissionTx struct{ tx *wtx }
 
-const sqlAdmissionEntries = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
+// admissionRows selects an entry joined with its task and step, the
+// columns scanEntries reads.
+const admissionRows = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
 	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
 FROM admission_entries e
 LEFT JOIN tasks t ON t.id = e.task_id
 LEFT JOIN steps s ON s.id = e.step_id
-WHERE e.key = ?`
+`
+
+const sqlAdmissionEntries = admissionRows + `WHERE e.key = ?`
 
 func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, error) {
 	out, err := a.scanEntries(ctx, sqlAdmissionEntries, key)
@@ -34,7 +38,7 @@ func (a admissionTx) Entries(ctx context.Context, key string) ([]admission.Row, 
 	return out, err
 }
 
-// scanEntries runs a query selecting sqlAdmissionEntries' columns.
+// scanEntries runs a query selecting admissionRows' columns.
 func (a admissionTx) scanEntries(ctx context.Context, query string, args ...any) ([]admission.Row, error) {
 	rows, err := a.tx.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -74,12 +78,7 @@ const (
 LEFT JOIN tasks t ON t.id = e.task_id
 LEFT JOIN steps s ON s.id = e.step_id
 WHERE e.key = ?1 AND e.owner <> ?2 AND ` + admissionHolds
-	sqlAdmissionLine = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
-	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
-FROM admission_entries e
-LEFT JOIN tasks t ON t.id = e.task_id
-LEFT JOIN steps s ON s.id = e.step_id
-WHERE e.key = ?1 AND (e.owner = ?2 OR NOT ` + admissionHolds + `)`
+	sqlAdmissionLine = admissionRows + `WHERE e.key = ?1 AND (e.owner = ?2 OR NOT ` + admissionHolds + `)`
 )
 
 func (a admissionTx) Line(ctx context.Context, key, owner string, taskLevel bool) ([]admission.Row, int, error) {
@@ -108,12 +107,7 @@ func (a admissionTx) Line(ctx context.Context, key, owner string, taskLevel bool
 const (
 	sqlAdmissionTaskLine = `SELECT COALESCE(SUM(holding AND owner <> ?2), 0), COALESCE(SUM(NOT holding OR owner = ?2), 0)
 FROM admission_entries WHERE key = ?1`
-	sqlAdmissionTaskRows = `SELECT e.owner, e.task_id, COALESCE(e.step_id, ''), e.attempt, e.priority, e.since, e.holding,
-	COALESCE(t.state, ''), COALESCE(t.created_at, 0), COALESCE(s.state, ''), COALESCE(s.attempts, 0)
-FROM admission_entries e
-LEFT JOIN tasks t ON t.id = e.task_id
-LEFT JOIN steps s ON s.id = e.step_id
-WHERE e.key = ?1 AND (e.owner = ?2 OR NOT e.holding)`
+	sqlAdmissionTaskRows = admissionRows + `WHERE e.key = ?1 AND (e.owner = ?2 OR NOT e.holding)`
 	// sqlAdmissionRelease drops the entries of the tasks (a JSON array of
 	// ids) that ended in a batch.
 	sqlAdmissionRelease = `DELETE FROM admission_entries WHERE task_id IN (SELECT value FROM json_each(?))`
