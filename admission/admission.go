@@ -123,16 +123,16 @@ type Entry struct {
 func Live(rows []Row) (live []Entry, stale []string) {
 	for i := range rows {
 		r := &rows[i]
-		switch Classify(r) {
-		case Stale:
+		status := Classify(r)
+		if status == Stale {
 			stale = append(stale, r.Owner)
-		case Holding, Waiting:
-			since := r.Since
-			if r.StepID == "" && !r.TaskCreated.IsZero() {
-				since = r.TaskCreated
-			}
-			live = append(live, Entry{Owner: r.Owner, TaskID: r.TaskID, Priority: r.Priority, Since: since, Holding: Classify(r) == Holding})
+			continue
 		}
+		since := r.Since
+		if r.StepID == "" && !r.TaskCreated.IsZero() {
+			since = r.TaskCreated
+		}
+		live = append(live, Entry{Owner: r.Owner, TaskID: r.TaskID, Priority: r.Priority, Since: since, Holding: status == Holding})
 	}
 	return live, stale
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/tasker-go/tasker/expr"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
-	"github.com/tasker-go/tasker/template"
 )
 
 // taskFlow is what flow control asks of one task: its concurrency keys and,
@@ -49,7 +48,7 @@ func flowOf(ct *compiledTemplate, context []byte) (*taskFlow, error) {
 		}
 		f.keys = append(f.keys, admission.KeyClaim{
 			Key:        taskKey(t.Namespace, t.Name, c.Key, v),
-			MaxRunning: c.MaxRunning, Strategy: cmpStrategy(c.Strategy),
+			MaxRunning: c.MaxRunning, Strategy: c.Strategy,
 		})
 	}
 	for i := range t.Steps {
@@ -70,7 +69,7 @@ func flowOf(ct *compiledTemplate, context []byte) (*taskFlow, error) {
 					return nil, invalidf("steps.%s.rate_limits[%d].key: %v", st.Name, k, err)
 				}
 			}
-			f.tokens[i] = append(f.tokens[i], admission.TokenClaim{Limit: u.Name, Key: v, Units: max(u.Units, 1)})
+			f.tokens[i] = append(f.tokens[i], admission.TokenClaim{Limit: u.Name, Key: v, Units: u.Units})
 		}
 	}
 	return f, nil
@@ -85,13 +84,6 @@ func loadedFlow(log *slog.Logger, ct *compiledTemplate, t *store.Task) *taskFlow
 		log.Error("flow control keys of a stored task do not evaluate; it runs without them", "task_id", t.ID, "err", err)
 	}
 	return f
-}
-
-func cmpStrategy(s string) string {
-	if s == "" {
-		return template.StrategyQueue
-	}
-	return s
 }
 
 // taskKey names a task-level key value: the template's tasks share it,

@@ -180,6 +180,10 @@ func (b *templateBook) get(ctx context.Context, ns, name, version string) (*comp
 	if err := json.Unmarshal(st.Spec, &t); err != nil {
 		return nil, fmt.Errorf("decode stored template %s: %w", key, err)
 	}
+	// Stored templates were normalized when registered; doing it again is
+	// a no-op for them and gives older rows today's defaults, so nothing
+	// downstream fills in defaults of its own.
+	t.Normalize()
 	ct, err = compile(&t)
 	if err != nil {
 		return nil, err
