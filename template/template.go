@@ -127,7 +127,20 @@ type Step struct {
 	// run: {"next": ["child", ...]}. Children not chosen, and steps
 	// reachable only through them, end skipped. It needs a child.
 	Decision bool `json:"decision,omitempty"`
+	// Task, when set, makes the step run a child task instead of a
+	// handler: "namespace/name" (the latest version when the step
+	// starts) or "namespace/name@version". See ParseTaskRef.
+	Task string `json:"task,omitempty"`
+	// TaskContext builds the child task's context, field by field: each
+	// value is a CEL expression over context (the parent task's) and
+	// results (the step's parents', by step name). Without it the child's
+	// context is an empty object. Only with Task.
+	TaskContext map[string]string `json:"context,omitempty"`
 }
+
+// IsChild reports whether the step runs a child task rather than a
+// handler.
+func (s *Step) IsChild() bool { return s.Task != "" }
 
 // WaitFor is a step that waits for a named signal (SignalTask), whose
 // payload becomes its result.
