@@ -262,7 +262,7 @@ func (e *engine) endWaits(c *change, reason string) {
 func (e *engine) undoWaitStarts(c *change, undispatched *store.TaskCreateParams) {
 	tr := c.tr
 	for _, p := range c.prevs {
-		if waitSpec(tr, p.i) == nil {
+		if waitSpec(tr, p.i) == nil && childSpec(tr, p.i) == nil { // child steps start alike (children.go)
 			continue
 		}
 		tr.steps[p.i].Step = *undispatched.Steps[p.i]

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,6 +35,11 @@ type taskJSON struct {
 	// DebounceKey is the key of a debounced task; omitted otherwise.
 	DebounceKey string     `json:"debounce_key,omitempty"`
 	Steps       []stepJSON `json:"steps"`
+	// ParentTaskID, ParentStepID and ParentStep name, for a child task,
+	// the task and step that created it; omitted otherwise.
+	ParentTaskID string `json:"parent_task_id,omitempty"`
+	ParentStepID string `json:"parent_step_id,omitempty"`
+	ParentStep   string `json:"parent_step,omitempty"`
 }
 
 // stepJSON is one step inside taskJSON.
@@ -51,6 +57,9 @@ type stepJSON struct {
 	// Waiting says why a step that is neither running nor finished waits;
 	// omitted otherwise.
 	Waiting *waitingJSON `json:"waiting,omitempty"`
+	// ChildTaskID is the child task of a step that runs one (task: in
+	// its template), as of its latest attempt; omitted otherwise.
+	ChildTaskID string `json:"child_task_id,omitempty"`
 }
 
 // waitingJSON is a step's waiting reason: {"reason":"parents","on":[…]},
@@ -139,6 +148,10 @@ func toTaskJSON(t *coordinatorv1.Task) taskJSON {
 		Priority:    t.GetPriority(),
 		DebounceKey: t.GetDebounceKey(),
 		Steps:       make([]stepJSON, 0, len(t.GetSteps())),
+
+		ParentTaskID: t.GetParentTaskId(),
+		ParentStepID: t.GetParentStepId(),
+		ParentStep:   t.GetParentStep(),
 	}
 	for _, s := range t.GetSteps() {
 		out.Steps = append(out.Steps, toStepJSON(s))
@@ -155,6 +168,7 @@ func toStepJSON(s *coordinatorv1.Step) stepJSON {
 		Attempts:    s.GetAttempts(),
 		Transitions: make([]transitionJSON, 0, len(s.GetTransitions())),
 		Waiting:     toWaitingJSON(s.GetWaiting()),
+		ChildTaskID: s.GetChildTaskId(),
 	}
 	if s.GetResults() != nil {
 		out.Results = s.GetResults().AsInterface()
@@ -220,6 +234,9 @@ func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
 	if t.GetCompletedAt() != nil {
 		fmt.Fprintf(w, "  completed %s", shortTime(t.GetCompletedAt()))
 	}
+	if p := t.GetParentTaskId(); p != "" {
+		fmt.Fprintf(w, "  child of %s step %s", p, cmp.Or(t.GetParentStep(), t.GetParentStepId()))
+	}
 	fmt.Fprintln(w)
 	if len(t.GetSteps()) == 0 {
 		return nil
@@ -231,7 +248,11 @@ func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
 		if s.GetMaxAttempts() > 0 {
 			attempts += fmt.Sprintf("/%d", s.GetMaxAttempts())
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.GetName(), statepb.Name(s.GetState()), attempts, s.GetHandler(),
+		handler := s.GetHandler()
+		if id := s.GetChildTaskId(); id != "" {
+			handler = "child task " + id
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.GetName(), statepb.Name(s.GetState()), attempts, handler,
 			waitingText(s.GetWaiting()), oneLine(s.GetError().GetMessage()))
 	}
 	return flush(tw)
