@@ -16,6 +16,7 @@ import (
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -318,4 +319,101 @@ func testChildTaskSurvivesRestart(t *testing.T, open func() store.Store) {
 		require.EqualValues(t, 1, call.GetAttempts(), "the same attempt carried on")
 		require.Contains(t, call.GetResults().GetStructValue().AsMap(), "charge")
 	}
+}
+
+// A task that fails while a child step waits ends that step and cancels
+// its child: nothing will use the child's results.
+func TestFailedParentCancelsChild(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	g := newGate()
+	failNow := make(chan struct{})
+	h.startExecutor(2, childHandlers(map[string]executor.HandlerFunc{
+		"gated": g.handler(),
+		"boom_later": func(ctx context.Context, _ *executor.Request) (any, error) {
+			select {
+			case <-failNow:
+			case <-ctx.Done():
+			}
+			return nil, executor.Permanent(errors.New("out of stock"))
+		},
+	}))
+	h.apply(fmt.Sprintf(childTemplate, "child_orphaned", "gated"))
+	h.apply(`
+namespace: test
+name: parent_failing
+version: 1.0.0
+steps:
+  - name: call
+    task: test/child_orphaned
+  - name: reserve
+    handler: boom_later
+`)
+	task := h.create("test", "parent_failing", map[string]any{})
+	g.waitStarted(t)
+	close(failNow)
+
+	failed := h.waitState(task.GetId(), coordinatorv1.State_STATE_ERROR)
+	require.Equal(t, coordinatorv1.State_STATE_ERROR, step(failed, "call").GetState())
+	require.Equal(t, "TaskFailed", step(failed, "call").GetError().GetErrorClass())
+	kids := childrenOf(t, h, "child_orphaned")
+	require.Len(t, kids, 1)
+	h.waitState(kids[0].GetId(), coordinatorv1.State_STATE_CANCELLED)
+}
+
+// Rerunning a child step runs a new child for the new run; the first
+// child stays as it was.
+func TestRerunChildStepCreatesANewChild(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.startExecutor(2, childHandlers(nil))
+	h.apply(fmt.Sprintf(childTemplate, "child_rerun", "echo"))
+	h.apply(fmt.Sprintf(parentTemplate, "parent_rerun", "child_rerun"))
+	task := h.create("test", "parent_rerun", map[string]any{"customer": "c-6"})
+	first := step(h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE), "call").GetChildTaskId()
+
+	_, err := h.client.RerunStep(h.ctx, &coordinatorv1.RerunStepRequest{TaskId: task.GetId(), StepName: "call", Reason: "charge again"})
+	require.NoError(t, err)
+	var second string
+	require.Eventually(t, func() bool {
+		got := h.get(task.GetId())
+		second = step(got, "call").GetChildTaskId()
+		return got.GetState() == coordinatorv1.State_STATE_COMPLETE && second != first
+	}, 20*time.Second, 5*time.Millisecond)
+	kids := childrenOf(t, h, "child_rerun")
+	require.Len(t, kids, 2)
+	require.Equal(t, second, kids[0].GetId(), "newest first")
+	require.Equal(t, first, kids[1].GetId())
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, kids[1].GetState())
+}
+
+// A result reported for a child step, through any coordinator (forwarded
+// to the parent's owner), completes nothing: it only makes the owner look
+// at the child, which is how a child's coordinator tells of its end.
+func TestReportForAChildStepOnlyLooksAtTheChild(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	a := peerHarness(t, st, "coord-a")
+	b := peerHarness(t, st, "coord-b")
+	g := newGate()
+	a.startExecutor(2, childHandlers(map[string]executor.HandlerFunc{"gated": g.handler()}))
+	a.apply(fmt.Sprintf(childTemplate, "child_reported", "gated"))
+	a.apply(fmt.Sprintf(parentTemplate, "parent_reported", "child_reported"))
+	task := a.create("test", "parent_reported", map[string]any{"customer": "c-7"})
+	g.waitStarted(t)
+	call := step(a.get(task.GetId()), "call")
+	require.Equal(t, coordinatorv1.State_STATE_IN_PROGRESS, call.GetState())
+
+	resp, err := b.client.ReportStepResult(b.ctx, &coordinatorv1.ReportStepResultRequest{Result: &executorv1.StepResult{
+		TaskId: task.GetId(), StepId: call.GetId(), Attempt: call.GetAttempts(), ExecutorId: "forger",
+		Outcome: &executorv1.StepResult_Success{Success: &executorv1.StepSuccess{Results: []byte(`{"forged":true}`)}},
+	}})
+	require.NoError(t, err, "forwarded to a and acknowledged")
+	require.False(t, resp.GetApplied())
+	require.Equal(t, coordinatorv1.State_STATE_IN_PROGRESS, step(a.get(task.GetId()), "call").GetState())
+
+	close(g.release)
+	done := a.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.NotContains(t, step(done, "call").GetResults().GetStructValue().AsMap(), "forged")
+	require.Contains(t, step(done, "call").GetResults().GetStructValue().AsMap(), "charge")
 }
