@@ -48,6 +48,15 @@ import (
 // Cancelling the parent cancels its running children, and a parent that
 // fails cancels them too, each once its own move is committed.
 
+// waitChild is the waiting reason of a step whose child task runs.
+const waitChild = "child_task"
+
+// childWaitReason is why child step i, in progress, waits: for its child,
+// the key naming the child's template as the step gives it.
+func childWaitReason(tr *taskRun, i int) *waitReason {
+	return &waitReason{reason: waitChild, key: childSpec(tr, i).Task}
+}
+
 // childRecheck is how often a coordinator looks at the child of a step it
 // waits on, in case the notice of the child's end was lost (the child's
 // coordinator died between its commit and the notice). Shorter notices a

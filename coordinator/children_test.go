@@ -154,6 +154,10 @@ func TestCancelParentCancelsChild(t *testing.T) {
 	g.waitStarted(t)
 	kids := childrenOf(t, h, "child_held")
 	require.Len(t, kids, 1)
+	call := step(h.get(task.GetId()), "call")
+	require.Equal(t, "child_task", call.GetWaiting().GetReason())
+	require.Equal(t, "test/child_held", call.GetWaiting().GetKey())
+	require.Equal(t, kids[0].GetId(), call.GetChildTaskId())
 
 	_, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId(), Reason: "customer left"})
 	require.NoError(t, err)

@@ -275,6 +275,9 @@ func (e *engine) undoWaitStarts(c *change, undispatched *store.TaskCreateParams)
 // it; until is its timeout) or in its sleep (until it ends); nil for a
 // step not in a wait.
 func waitReasonOf(tr *taskRun, i int) *waitReason {
+	if tr.childRunning(i) {
+		return childWaitReason(tr, i) // children.go
+	}
 	if !tr.waiting(i) {
 		return nil
 	}

@@ -3305,6 +3305,8 @@ type Waiting struct {
 	//	"signal"      it waits for a signal (key names it; until is its
 	//	              timeout, if it has one);
 	//	"sleep"       it sleeps (until says when it wakes);
+	//	"child_task"  it waits for its child task to finish (key names the
+	//	              child's template as the step's task: gives it);
 	//	"no_executor" no connected executor hosts its handler (handler);
 	//	"capacity"    every connected executor hosting its handler is full
 	//	              (handler);
