@@ -421,3 +421,76 @@ func TestReportForAChildStepOnlyLooksAtTheChild(t *testing.T) {
 	require.NotContains(t, step(done, "call").GetResults().GetStructValue().AsMap(), "forged")
 	require.Contains(t, step(done, "call").GetResults().GetStructValue().AsMap(), "charge")
 }
+
+// stepListFails fails StepList for any task but one while failing is set,
+// as a database too busy to read a finished child's steps.
+type stepListFails struct {
+	store.Store
+	keep    atomic.Value // task id whose steps still read
+	failing atomic.Bool
+	failed  atomic.Int32
+}
+
+func (s *stepListFails) StepList(ctx context.Context, ids ...string) ([]*store.Step, error) {
+	if s.failing.Load() && (len(ids) != 1 || ids[0] != s.keep.Load()) {
+		s.failed.Add(1)
+		return nil, fmt.Errorf("database is locked: %w", store.ErrUnavailable)
+	}
+	return s.Store.StepList(ctx, ids...)
+}
+
+// A child's end told by another coordinator reaches the parent's owner
+// (a forwarded report for the parent's step), which settles the step then
+// rather than at its next recheck.
+func TestChildEndToldByAnotherCoordinator(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	flaky := &stepListFails{Store: st}
+	serve := func(id string, s store.Store) *harness {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String()}, lis)
+	}
+	a := serve("coord-a", flaky)
+	b := serve("coord-b", st)
+	a.apply(`
+namespace: test
+name: child_signalled
+version: 1.0.0
+steps:
+  - name: approve
+    wait_for: {signal: go}
+`)
+	a.apply(`
+namespace: test
+name: parent_told
+version: 1.0.0
+steps:
+  - name: call
+    task: test/child_signalled
+`)
+	task := a.create("test", "parent_told", map[string]any{})
+	flaky.keep.Store(task.GetId())
+	var kids []*coordinatorv1.Task
+	require.Eventually(t, func() bool { kids = childrenOf(t, a, "child_signalled"); return len(kids) == 1 }, 10*time.Second, 5*time.Millisecond)
+	waitWaiting(t, a, kids[0].GetId(), "approve", "signal")
+
+	// a's own look at the finished child fails to read its steps.
+	flaky.failing.Store(true)
+	_, err := signal(a, kids[0].GetId(), "go", `{"ok":true}`)
+	require.NoError(t, err)
+	a.waitState(kids[0].GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.Eventually(t, func() bool { return flaky.failed.Load() > 0 }, 10*time.Second, 5*time.Millisecond)
+	flaky.failing.Store(false)
+	require.Equal(t, coordinatorv1.State_STATE_IN_PROGRESS, a.get(task.GetId()).GetState())
+
+	// b tells a, well before a's recheck would look again.
+	call := step(a.get(task.GetId()), "call")
+	require.NoError(t, b.coord.NotifyParent(b.ctx, task.GetId(), call.GetId()))
+	require.Eventually(t, func() bool {
+		return a.get(task.GetId()).GetState() == coordinatorv1.State_STATE_COMPLETE
+	}, 5*time.Second, 5*time.Millisecond, "settled on b's notice, not a's 10 s recheck")
+	done := a.get(task.GetId())
+	require.Equal(t, true, step(done, "call").GetResults().GetStructValue().AsMap()["approve"].(map[string]any)["ok"])
+	require.False(t, b.coord.InMemory(task.GetId()), "b forwarded; it did not take the parent")
+}
