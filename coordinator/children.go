@@ -183,24 +183,21 @@ func (e *engine) startChild(c *change, i int, _ time.Time) {
 // watchChild arms step i's timer to look at its child after d. The timer
 // is the attempt's own (settleAttempt and retire stop it), and its
 // callback takes the task's lock, so it acts only on what is committed.
-// The caller holds tr.mu.
+// It holds the run itself, not its id: a run being created is not
+// registered yet when its first step starts. The caller holds tr.mu.
 func (e *engine) watchChild(tr *taskRun, i int, d time.Duration) {
 	s := tr.steps[i]
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	taskID, stepID, attempt := tr.task.ID, s.ID, s.Attempts
-	s.timer = e.bg.afterFunc(d, func() { e.superviseChild(taskID, stepID, attempt) })
+	stepID, attempt := s.ID, s.Attempts
+	s.timer = e.bg.afterFunc(d, func() { e.superviseChild(tr, stepID, attempt) })
 }
 
 // superviseChild looks at the child of one step attempt: it creates the
 // child if it is missing and settles the step if the child finished. It
 // arms the next look first, so a failure here is retried.
-func (e *engine) superviseChild(taskID, stepID string, attempt int) {
-	tr := e.lookup(taskID)
-	if tr == nil {
-		return
-	}
+func (e *engine) superviseChild(tr *taskRun, stepID string, attempt int) {
 	tr.mu.Lock()
 	ref := e.childRefOf(tr, stepID, attempt)
 	if ref != nil {
