@@ -96,6 +96,8 @@ func childKey(parentID, stepID string, generation, attempt int) string {
 // childRef is one child step attempt, as read under the parent's lock, for
 // the work done without it (reads, the child's creation).
 type childRef struct {
+	// run is the parent's run the attempt was read from.
+	run                        *taskRun
 	parentID, stepID, stepName string
 	attempt                    int
 	key                        string
@@ -224,7 +226,7 @@ func (e *engine) childRefOf(tr *taskRun, stepID string, attempt int) *childRef {
 	}
 	ref, _ := template.ParseTaskRef(childSpec(tr, i).Task) // validated at registration
 	r := &childRef{
-		parentID: tr.task.ID, stepID: s.ID, stepName: s.Name, attempt: s.Attempts,
+		run: tr, parentID: tr.task.ID, stepID: s.ID, stepName: s.Name, attempt: s.Attempts,
 		key: childKey(tr.task.ID, s.ID, s.Generation, s.Attempts), ref: ref,
 	}
 	r.context, r.contextErr = childContext(tr, i)
@@ -269,6 +271,12 @@ func (e *engine) ensureChild(ctx context.Context, ref *childRef) {
 		case err == nil:
 			child = v.task
 			e.log.Info("created child task", "task_id", ref.parentID, "step", ref.stepName, "attempt", ref.attempt, "child_task_id", child.ID)
+			if !e.childWanted(ctx, ref) {
+				// The parent was cancelled (or failed) while the child was
+				// being created: its cancel found no child to cancel.
+				e.cancelChild(ctx, ref.parentID, ref.key, fmt.Sprintf("parent task %s no longer waits for it (step %s ended)", ref.parentID, ref.stepName))
+				return
+			}
 		case childRefused(err):
 			e.settleChild(ctx, ref, nil, &store.StepError{
 				Message: fmt.Sprintf("child task %s refused: %s", ref.ref, status.Convert(toStatus(err)).Message()),
@@ -283,6 +291,28 @@ func (e *engine) ensureChild(ctx context.Context, ref *childRef) {
 	if childEnded(child.State) {
 		e.settleChild(ctx, ref, child, nil)
 	}
+}
+
+// childWanted reports whether ref's attempt still waits for its child: in
+// the run it was read from, or, if that run was dropped or is being
+// rebuilt, in the store. A read that fails counts as wanted; the owner's
+// next look settles the step either way.
+func (e *engine) childWanted(ctx context.Context, ref *childRef) bool {
+	tr := ref.run
+	tr.mu.Lock()
+	if !tr.done && !tr.broken {
+		i, ok := tr.byID[ref.stepID]
+		wanted := ok && tr.childRunning(i) && tr.steps[i].Attempts == ref.attempt
+		tr.mu.Unlock()
+		return wanted
+	}
+	tr.mu.Unlock()
+	steps, err := e.store.StepList(ctx, ref.parentID)
+	if err != nil {
+		return true
+	}
+	i := slices.IndexFunc(steps, func(s *store.Step) bool { return s.ID == ref.stepID })
+	return i >= 0 && steps[i].State == state.InProgress && steps[i].Attempts == ref.attempt
 }
 
 // childRefused reports whether a creation was refused for what it asked,

@@ -494,3 +494,58 @@ steps:
 	require.Equal(t, true, step(done, "call").GetResults().GetStructValue().AsMap()["approve"].(map[string]any)["ok"])
 	require.False(t, b.coord.InMemory(task.GetId()), "b forwarded; it did not take the parent")
 }
+
+// childCreateHeld holds the creation of child tasks until released.
+type childCreateHeld struct {
+	store.Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *childCreateHeld) TaskCreate(ctx context.Context, p *store.TaskCreateParams) (*store.Task, bool, error) {
+	if p.Task.ParentTaskID != "" {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.release
+	}
+	return s.Store.TaskCreate(ctx, p)
+}
+
+// A parent cancelled while its child is being created, so its cancel finds
+// no child yet, still has the child cancelled once it is stored.
+func TestParentCancelledWhileChildIsCreated(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	held := &childCreateHeld{Store: st, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h := serveCoordinator(t, coordinator.Config{Store: held}, nil)
+	h.store = st
+	g := newGate()
+	h.startExecutor(2, childHandlers(map[string]executor.HandlerFunc{"gated": g.handler()}))
+	h.apply(fmt.Sprintf(childTemplate, "child_late", "gated"))
+	h.apply(`
+namespace: test
+name: parent_gone
+version: 1.0.0
+steps:
+  - name: call
+    task: test/child_late
+`)
+	task := h.create("test", "parent_gone", map[string]any{})
+	select {
+	case <-held.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the child's creation never started")
+	}
+	_, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId(), Reason: "changed my mind"})
+	require.NoError(t, err)
+	require.Empty(t, childrenOf(t, h, "child_late"), "not stored yet")
+	close(held.release)
+
+	var kids []*coordinatorv1.Task
+	require.Eventually(t, func() bool { kids = childrenOf(t, h, "child_late"); return len(kids) == 1 }, 10*time.Second, 5*time.Millisecond)
+	h.waitState(kids[0].GetId(), coordinatorv1.State_STATE_CANCELLED)
+	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, h.get(task.GetId()).GetState())
+	close(g.release)
+}
