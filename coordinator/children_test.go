@@ -298,11 +298,12 @@ func testChildTaskSurvivesRestart(t *testing.T, open func() store.Store) {
 		name := fmt.Sprintf("restart_written_%v", written)
 		flaky := &childCreateFails{Store: st, write: written}
 		a := serve("coord-a-"+name, flaky)
-		a.startExecutor(2, childHandlers(nil))
+		_, stopExec := a.startExecutor(2, childHandlers(nil))
 		a.apply(fmt.Sprintf(childTemplate, "child_"+name, "echo"))
 		a.apply(fmt.Sprintf(parentTemplate, "parent_"+name, "child_"+name))
 		task := a.create("test", "parent_"+name, map[string]any{"customer": "c-5"})
 		require.Eventually(t, func() bool { return flaky.hits.Load() > 0 }, 10*time.Second, 5*time.Millisecond, "the child's creation was tried")
+		stopExec() // while a still takes its last results, so it leaves none to resend
 		stopNow, cancel := context.WithCancel(context.Background())
 		cancel()
 		require.NoError(t, a.coord.Stop(stopNow))
