@@ -291,7 +291,9 @@ func (e *engine) newChange(tr *taskRun) *change {
 	return &change{pool: e.pool, tr: tr, params: store.TaskAdvanceParams{TaskID: tr.task.ID, At: e.now(), Lease: e.lease.Load(), Aging: e.pool.aging}}
 }
 
-func (c *change) empty() bool { return c.params.Task == nil && len(c.params.Steps) == 0 }
+func (c *change) empty() bool {
+	return c.params.Task == nil && len(c.params.Steps) == 0 && len(c.params.NewSteps) == 0
+}
 
 // moveStep records a step transition and applies it to memory at once, so
 // later decisions in the same event see it. edit may set attempts, results,

@@ -287,3 +287,49 @@ func TestForEachSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// Two for_each steps at the root, with more instances than executor
+// slots: a step started in the task's first dispatch makes its instances
+// after that commit, and instances that wait for a slot are stored all
+// the same. Each step completes with one result per item of its list.
+func TestForEachAtTheRootWithFewSlots(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(`
+namespace: fan
+name: roots
+version: 1.0.0
+steps:
+  - name: a
+    handler: noop
+  - name: b
+    handler: sleep
+    config: {ms: 2}
+    for_each: "[0, 1, 2, 3, 4, 5, 6, 7].filter(i, i < context.n % 9)"
+  - name: c
+    handler: flaky
+    config: {fail_times: 1}
+    for_each: "[0, 1, 2].filter(i, i < context.n % 4)"
+    backoff: {initial: 1ms, max: 5ms}
+  - name: d
+    handler: noop
+    depends_on: [a, b, c]
+`)
+	h.startExecutor(4, nil)
+	const tasks = 40
+	ids := make([]string, tasks)
+	for n := range tasks {
+		ids[n] = h.create("fan", "roots", map[string]any{"n": n}).GetId()
+	}
+	for n, id := range ids {
+		done := h.waitState(id, coordinatorv1.State_STATE_COMPLETE)
+		for name, want := range map[string]int{"b": n % 9, "c": n % 4} {
+			raw, err := step(done, name).GetResults().MarshalJSON()
+			require.NoError(t, err)
+			var list []json.RawMessage
+			require.NoError(t, json.Unmarshal(raw, &list))
+			require.Len(t, list, want, "task %d step %s", n, name)
+		}
+		require.Len(t, done.GetSteps(), 4+n%9+n%4, "task %d: one stored instance per item", n)
+	}
+}
