@@ -178,7 +178,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Completions = CompletionsEvents
 	case CompletionsEvents, CompletionsWatch:
 	default:
-		return c, fmt.Errorf("%w: %w, got %q", ErrInvalidConfig, errNoCompletions, c.Completions)
+		return c, fmt.Errorf("%w: completions must be %s or %s, got %q", ErrInvalidConfig, CompletionsEvents, CompletionsWatch, c.Completions)
 	}
 	if c.ExecutorBinary != "" && (len(c.ExecutorDialOptions) > 0 || len(c.ExecutorServerOptions) > 0) {
 		return c, fmt.Errorf("%w: executor processes speak plaintext; executor dial or server options need executors in this process", ErrInvalidConfig)

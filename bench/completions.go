@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -151,6 +150,3 @@ func (c *completions) stop() {
 	c.cancel()
 	c.wg.Wait()
 }
-
-// errNoCompletions is returned for an unknown Config.Completions.
-var errNoCompletions = errors.New("completions must be " + CompletionsEvents + " or " + CompletionsWatch)

@@ -256,6 +256,9 @@ func benchSecurity(cfg *bench.Config, g *globals, f *benchFlags) error {
 // checkBenchFlags refuses combinations that would not do what they say.
 func checkBenchFlags(cmd *cobra.Command, f *benchFlags) error {
 	changed := cmd.Flags().Changed
+	if f.completions != bench.CompletionsEvents && f.completions != bench.CompletionsWatch {
+		return fmt.Errorf("--completions must be %s or %s, got %q", bench.CompletionsEvents, bench.CompletionsWatch, f.completions)
+	}
 	if f.coordinators < 1 {
 		return fmt.Errorf("--coordinators must be at least 1, got %d", f.coordinators)
 	}
