@@ -138,6 +138,15 @@ func (c *control) handler() http.Handler {
 		inv, steps := c.rec.Counts()
 		writeJSON(w, countsBody{Invocations: inv, Steps: steps})
 	})
+	mux.HandleFunc("GET /steps", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		bw := bufio.NewWriter(w)
+		for _, id := range c.rec.stepIDs() {
+			_, _ = bw.WriteString(id)
+			_ = bw.WriteByte('\n')
+		}
+		_ = bw.Flush()
+	})
 	mux.HandleFunc("POST /received", func(w http.ResponseWriter, r *http.Request) {
 		var req receivedRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -260,7 +269,7 @@ func startExecutorProcess(ctx context.Context, cfg Config, id string, addrs []st
 	return c, "http://" + addr, nil
 }
 
-func (f *processFleet) counts(ctx context.Context) (int64, int64, error) {
+func (f *processFleet) counts(ctx context.Context, exact bool) (int64, int64, error) {
 	var inv, steps int64
 	for _, ctl := range f.controls {
 		var body countsBody
@@ -270,7 +279,21 @@ func (f *processFleet) counts(ctx context.Context) (int64, int64, error) {
 		inv += body.Invocations
 		steps += body.Steps
 	}
-	return inv, steps, nil
+	if !exact || len(f.controls) < 2 {
+		return inv, steps, nil
+	}
+	// A step dispatched twice, to two executors, is one step run twice.
+	seen := map[string]struct{}{}
+	for _, ctl := range f.controls {
+		var ids bytes.Buffer
+		if err := f.call(ctx, http.MethodGet, ctl+"/steps", nil, &ids); err != nil {
+			return 0, 0, err
+		}
+		for id := range strings.Lines(ids.String()) {
+			seen[strings.TrimSuffix(id, "\n")] = struct{}{}
+		}
+	}
+	return inv, int64(len(seen)), nil
 }
 
 func (f *processFleet) receivedAt(ctx context.Context, keys []attemptKey) (map[attemptKey]time.Time, error) {

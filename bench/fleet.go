@@ -15,9 +15,11 @@ import (
 // of its own (processFleet), which is what lets their CPU be measured apart
 // from the load generator's.
 type fleet interface {
-	// counts sums the handler invocations and distinct steps over every
-	// executor.
-	counts(ctx context.Context) (invocations, steps int64, err error)
+	// counts returns the handler invocations and the distinct steps they
+	// ran, over every executor. Without exact, a step that ran on two
+	// executor processes may count as two distinct steps (cheap enough for
+	// progress lines); with it, step ids are compared across processes.
+	counts(ctx context.Context, exact bool) (invocations, steps int64, err error)
 	// receivedAt looks up when each attempt first reached a handler; an
 	// attempt no executor ran is absent from the result.
 	receivedAt(ctx context.Context, keys []attemptKey) (map[attemptKey]time.Time, error)
@@ -77,7 +79,8 @@ func startInProcessFleet(ctx context.Context, cfg Config, rec *Recorder, ids []s
 	return f, nil
 }
 
-func (f *inProcessFleet) counts(context.Context) (int64, int64, error) {
+// One recorder serves every executor here, so its counts are exact.
+func (f *inProcessFleet) counts(context.Context, bool) (int64, int64, error) {
 	inv, steps := f.rec.Counts()
 	return inv, steps, nil
 }

@@ -32,7 +32,7 @@ func (r *runner) progress(ctx context.Context) (stop func()) {
 				}
 			}
 			if r.cfg.Progress != nil {
-				_, steps, _ := r.fleet.counts(ctx)
+				_, steps, _ := r.fleet.counts(ctx, false)
 				_, _ = io.WriteString(r.cfg.Progress, progressLine(time.Since(r.start), r.done.Load(), int64(r.cfg.Tasks), steps, r.inFlight.Load()))
 			}
 		}
@@ -164,7 +164,7 @@ func (r *runner) usage(t *target, before, after snapshot) usage {
 // figures of several coordinators are given only when every one of them
 // was measured: a sum over some would read as the cluster's.
 func (r *runner) report(ctx context.Context, elapsed time.Duration, before, after window, overheads []time.Duration) (*Report, error) {
-	invocations, steps, err := r.fleet.counts(ctx)
+	invocations, steps, err := r.fleet.counts(ctx, true)
 	if err != nil {
 		return nil, fmt.Errorf("read the executors' counts: %w", err)
 	}
