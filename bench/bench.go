@@ -131,7 +131,7 @@ type Config struct {
 	// TLS.
 	ExecutorServerOptions []grpc.ServerOption
 	// ExecutorBinary, when set, runs each executor as a child process of
-	// this tasker binary (ExecutorCommand), so that its CPU is measured on
+	// this tasker binary (its hidden `bench executor` command), so that its CPU is measured on
 	// its own; empty runs them inside the load generator's process, whose
 	// CPU figure then includes them. Child executors speak plaintext to
 	// loopback coordinators, so ExecutorDialOptions and

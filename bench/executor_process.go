@@ -21,10 +21,10 @@ import (
 	"github.com/tasker-go/tasker/executor"
 )
 
-// ExecutorCommand is the subcommand of the tasker binary that runs
-// ServeExecutorProcess: bench starts its executors with it when
-// Config.ExecutorBinary is set.
-var ExecutorCommand = []string{"bench", "executor"}
+// executorCommand is the subcommand of the tasker binary that runs
+// ServeExecutorProcess (cmd/tasker registers it): bench starts its
+// executors with it when Config.ExecutorBinary is set.
+var executorCommand = []string{"bench", "executor"}
 
 // announcePrefix starts the one line an executor process writes to stdout
 // once it serves; the control server's address follows.
@@ -223,7 +223,7 @@ func startProcessFleet(ctx context.Context, cfg Config, ids []string, addrs []st
 }
 
 func startExecutorProcess(ctx context.Context, cfg Config, id string, addrs []string) (*Child, string, error) {
-	args := append(append([]string(nil), ExecutorCommand...),
+	args := append(append([]string(nil), executorCommand...),
 		"--id", id, "--capacity", strconv.Itoa(cfg.ExecutorCapacity), "--coordinator-addrs", strings.Join(addrs, ","))
 	cmd := exec.Command(cfg.ExecutorBinary, args...)
 	out := cfg.ExecutorOutput
