@@ -51,6 +51,7 @@ type options struct {
 	storedSteps int
 	ghz         bool
 	durableN    int
+	only        *regexp.Regexp
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -62,8 +63,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.storedSteps, "stored-steps", 1_000_000, "steps to store before the stored-steps row (0 skips the row)")
 	fs.BoolVar(&o.ghz, "ghz", true, "run the ghz CreateTask row (scripts/load-create-task.sh)")
 	fs.IntVar(&o.durableN, "durable-iterations", 500, "iterations of each durable-commit benchmark (0 skips them)")
+	only := fs.String("only", "", "run only the rows whose measure matches this regular expression (the durable rows' is \"durable\")")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var err error
+	if o.only, err = regexp.Compile(*only); err != nil {
+		return fmt.Errorf("-only: %w", err)
 	}
 	if o.runs < 1 {
 		return fmt.Errorf("-runs must be at least 1, got %d", o.runs)
@@ -85,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if out, err := command(ctx, root, "go", "build", "-o", bin, "./cmd/tasker").CombinedOutput(); err != nil {
 		return fmt.Errorf("build tasker: %w\n%s", err, out)
 	}
-	t := &table{ctx: ctx, bin: bin, root: root, runs: o.runs, log: stderr}
+	t := &table{ctx: ctx, bin: bin, root: root, runs: o.runs, log: stderr, only: o.only}
 	t.started, t.loadBefore, t.busy = time.Now(), loadavg(), busiest(ctx)
 
 	c1 := []string{"--shape", "linear4", "--tasks", "1000", "--concurrency", "1"}
@@ -94,16 +100,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	empty := t.throughputRow("`linear4`, 10,000 tasks, c=500: steps/s", []string{"--shape", "linear4", "--tasks", "10000", "--concurrency", "500"})
 	t.throughputRow("`diamond`, 10,000 tasks, c=500: steps/s", []string{"--shape", "diamond", "--tasks", "10000", "--concurrency", "500"})
 	t.latencyRow("`fanout 1000`, one task at a time: latency p50 (p99)", []string{"--shape", "fanout", "--fanout", "1000", "--tasks", "5", "--concurrency", "1"})
-	if o.ghz {
+	if o.ghz && t.wants(ghzMeasure) {
 		t.ghzRow()
 	}
 	if o.postgres != "" {
 		t.throughputRow("PostgreSQL, one coordinator, `linear4` c=500: steps/s", []string{"--db", o.postgres, "--shape", "linear4", "--tasks", "10000", "--concurrency", "500"})
+		// The URL may carry a password.
+		if n := len(t.rows); n > 0 && strings.Contains(t.rows[n-1].command, o.postgres) {
+			t.rows[n-1].command = strings.ReplaceAll(t.rows[n-1].command, o.postgres, "$TASKER_TEST_POSTGRES")
+		}
 	}
-	if o.storedSteps > 0 {
+	if o.storedSteps > 0 && t.wants(storedMeasure) {
 		t.storedRow(work, o.storedSteps, empty)
 	}
-	if o.durableN > 0 {
+	if o.durableN > 0 && t.wants("durable") {
 		t.durableRows(o.durableN)
 	}
 	t.loadAfter = loadavg()
@@ -178,6 +188,7 @@ type table struct {
 	bin, root             string
 	runs                  int
 	log                   io.Writer
+	only                  *regexp.Regexp
 	rows                  []row
 	notes                 []string
 	errs                  []error
@@ -249,7 +260,13 @@ func benchCommand(args []string) string {
 	return "`tasker bench " + strings.Join(args, " ") + "`"
 }
 
+// wants reports whether -only selects the row named measure.
+func (t *table) wants(measure string) bool { return t.only.MatchString(measure) }
+
 func (t *table) latencyRow(measure string, args []string) *bench.Report {
+	if !t.wants(measure) {
+		return nil
+	}
 	rep := median(t.bench(measure, args), func(r *bench.Report) float64 { return r.TaskLatencyMS.P50 })
 	fig := "failed"
 	if rep != nil {
@@ -260,6 +277,9 @@ func (t *table) latencyRow(measure string, args []string) *bench.Report {
 }
 
 func (t *table) throughputRow(measure string, args []string) *bench.Report {
+	if !t.wants(measure) {
+		return nil
+	}
 	rep := median(t.bench(measure, args), func(r *bench.Report) float64 { return r.StepsPerSec })
 	fig := "failed"
 	if rep != nil {
@@ -280,9 +300,13 @@ func (t *table) storedRow(work string, steps int, empty *bench.Report) {
 		t.errs = append(t.errs, fmt.Errorf("fill the store: %w", err))
 		return
 	}
+	// The store is a temporary file: the table names it STORE.
+	shown := func(args []string) string {
+		return strings.ReplaceAll(benchCommand(args), db, "STORE")
+	}
 	t.rows = append(t.rows, row{
 		measure: fmt.Sprintf("filling the store with %d steps (`linear4` c=500): steps/s", steps),
-		figure:  fmt.Sprintf("%.0f", fillRep.StepsPerSec), report: fillRep, command: benchCommand(fill),
+		figure:  fmt.Sprintf("%.0f", fillRep.StepsPerSec), report: fillRep, command: shown(fill),
 	})
 	args := []string{"--db", db, "--shape", "linear4", "--tasks", "10000", "--concurrency", "500"}
 	measure := fmt.Sprintf("`linear4` c=500 with %d stored steps: steps/s; peak RSS, against the empty store", steps)
@@ -297,8 +321,14 @@ func (t *table) storedRow(work string, steps int, empty *bench.Report) {
 			fig += fmt.Sprintf("; RSS %+.1f%%", (*rep.PeakRSSMB / *empty.PeakRSSMB - 1)*100)
 		}
 	}
-	t.rows = append(t.rows, row{measure: measure, figure: fig, report: rep, command: benchCommand(args)})
+	t.rows = append(t.rows, row{measure: measure, figure: fig, report: rep, command: shown(args)})
 }
+
+// Names of rows that -only selects before running them.
+const (
+	ghzMeasure    = "ghz `CreateTask`, 4-step template, 50 concurrent"
+	storedMeasure = "stored steps"
+)
 
 // ghz's summary lines read by ghzRow.
 var (
@@ -309,7 +339,7 @@ var (
 
 // ghzRow runs scripts/load-create-task.sh -runs times.
 func (t *table) ghzRow() {
-	const measure = "ghz `CreateTask`, 4-step template, 50 concurrent"
+	const measure = ghzMeasure
 	type result struct{ rate, p99 float64 }
 	var results []result
 	for i := range t.runs {
