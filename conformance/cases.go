@@ -138,6 +138,23 @@ func (k *kit) send(r *caseRun, s *stream, steps ...*executorv1.ExecuteStep) bool
 	return true
 }
 
+// sendWithin sends steps on s keeping at most Describe's capacity in
+// flight, as a coordinator must: a step beyond it is sent once the result
+// of the step capacity places before it came. It reports false after
+// recording why it could not.
+func (k *kit) sendWithin(ctx context.Context, r *caseRun, s *stream, steps ...*executorv1.ExecuteStep) bool {
+	capacity := max(int(k.desc.GetCapacity()), 1)
+	for i, st := range steps {
+		if i >= capacity && k.await(ctx, r, s, steps[i-capacity]) == nil {
+			return false
+		}
+		if !k.send(r, s, st) {
+			return false
+		}
+	}
+	return true
+}
+
 // await waits for step's result on s, recording a failure when none came.
 func (k *kit) await(ctx context.Context, r *caseRun, s *stream, step *executorv1.ExecuteStep) *executorv1.StepResult {
 	start := time.Now()
@@ -173,16 +190,19 @@ func (k *kit) finish(r *caseRun, s *stream, steps ...*executorv1.ExecuteStep) {
 
 // barrier sends an echo step after others on s and waits for its result:
 // a stream's requests are handled in order, so once it answers, every
-// step sent before it was admitted.
+// step sent before it was admitted. On an executor of capacity 1 the echo
+// is refused as over capacity, which proves the same.
 func (k *kit) barrier(ctx context.Context, r *caseRun, s *stream) *executorv1.ExecuteStep {
 	b := k.step(HandlerEcho, map[string]any{})
 	if !k.send(r, s, b) {
 		return nil
 	}
-	if res := k.await(ctx, r, s, b); res == nil || res.GetSuccess() == nil {
-		if res != nil {
-			r.failf("the barrier echo step failed: %s", summarize(res))
-		}
+	res := k.await(ctx, r, s, b)
+	if res == nil {
+		return nil
+	}
+	if f := res.GetFailure(); f != nil && !(k.desc.GetCapacity() <= 1 && strings.EqualFold(f.GetErrorClass(), classOverCapacity)) {
+		r.failf("the echo step sent to see the step before it admitted failed: %s", summarize(res))
 		return nil
 	}
 	return b
@@ -272,7 +292,7 @@ func runFailure(ctx context.Context, k *kit, r *caseRun) {
 	defaults.Context = []byte(`{"class":"FromContext"}`)
 	r.sentf("3 × %s: permanent CardDeclined; retryable RateLimited with backoff_ms 1500; params in context (class FromContext, default message)", HandlerFail)
 	s := k.open(ctx, r)
-	if s == nil || !k.send(r, s, permanent, retryable, defaults) {
+	if s == nil || !k.sendWithin(ctx, r, s, permanent, retryable, defaults) {
 		return
 	}
 	defer s.drop()
@@ -345,7 +365,7 @@ func runDeadline(ctx context.Context, k *kit, r *caseRun) {
 	running.Deadline = timestamppb.New(time.Now().Add(time.Second))
 	r.sentf("%s with a deadline an hour ago; %s %s with a deadline in 1s", HandlerEcho, HandlerSleep, 100*k.opts.CaseTimeout)
 	s := k.open(ctx, r)
-	if s == nil || !k.send(r, s, past, running) {
+	if s == nil || !k.sendWithin(ctx, r, s, past, running) {
 		return
 	}
 	defer s.drop()
@@ -402,7 +422,7 @@ func runLargeMessages(ctx context.Context, k *kit, r *caseRun) {
 	r.sentf("%s with a %d-byte context and a %d-byte parent result; %s with pad %d (results just under %d bytes)",
 		HandlerEcho, len(big.GetContext()), len(big.GetParentResults()["bulk"]), HandlerEcho, pad, resultBytes)
 	s := k.open(ctx, r)
-	if s == nil || !k.send(r, s, big, near) {
+	if s == nil || !k.sendWithin(ctx, r, s, big, near) {
 		return
 	}
 	defer s.drop()

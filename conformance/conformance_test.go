@@ -67,3 +67,11 @@ func logReport(t *testing.T, r *Report) {
 		t.Logf("%s %-18s %s | sent: %s | got: %s | %v", res.Status, res.ID, res.Duration, res.Sent, res.Got, res.Problems)
 	}
 }
+
+func TestGoSDKOfCapacityOnePasses(t *testing.T) {
+	t.Parallel()
+	// The kit itself keeps within the capacity, as a coordinator must.
+	sdk := startSDK(t, executor.Config{Capacity: 1})
+	report := runKit(t, sdk.addr, func(o *Options) { o.Shutdown = sdk.shutdown })
+	requireAllPass(t, report)
+}
