@@ -155,8 +155,17 @@ func (k *kit) sendWithin(ctx context.Context, r *caseRun, s *stream, steps ...*e
 	return true
 }
 
-// await waits for step's result on s, recording a failure when none came.
+// await waits for step's result on s, recording a failure when none
+// came: for the case timeout beyond the time the step's handler is asked
+// to take (a conformance.sleep's ms, up to its deadline).
 func (k *kit) await(ctx context.Context, r *caseRun, s *stream, step *executorv1.ExecuteStep) *executorv1.StepResult {
+	return k.awaitWithin(ctx, r, s, step, k.opts.CaseTimeout+expectedRun(step))
+}
+
+// awaitWithin is await with its own bound.
+func (k *kit) awaitWithin(ctx context.Context, r *caseRun, s *stream, step *executorv1.ExecuteStep, d time.Duration) *executorv1.StepResult {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
 	start := time.Now()
 	res := s.result(ctx, step)
 	if res == nil {
@@ -168,6 +177,23 @@ func (k *kit) await(ctx context.Context, r *caseRun, s *stream, step *executorv1
 		r.fail(p)
 	}
 	return res
+}
+
+// expectedRun is how long step's handler is asked to run: a
+// conformance.sleep's ms, cut short by its deadline; nothing for others.
+func expectedRun(step *executorv1.ExecuteStep) time.Duration {
+	if step.GetHandler() != HandlerSleep {
+		return 0
+	}
+	var p struct {
+		MS float64 `json:"ms"`
+	}
+	_ = json.Unmarshal(step.GetHandlerConfig(), &p)
+	d := time.Duration(p.MS * float64(time.Millisecond))
+	if dl := step.GetDeadline(); dl != nil {
+		d = min(d, max(time.Until(dl.AsTime()), 0))
+	}
+	return d
 }
 
 // finish half-closes s, waits for the executor to end it, and checks
@@ -578,7 +604,7 @@ func runCancel(ctx context.Context, k *kit, r *caseRun) {
 		return
 	}
 	cancelled := time.Now()
-	res := k.await(ctx, r, s, st)
+	res := k.awaitWithin(ctx, r, s, st, k.opts.CaseTimeout)
 	if res == nil {
 		r.failf("CancelStep did not stop %s: the handler must be cancelled and the attempt still answered", HandlerSleep)
 		return
@@ -673,7 +699,9 @@ func runRedelivery(ctx context.Context, k *kit, r *caseRun) {
 		return
 	}
 	defer second.drop()
-	if !k.waitAnywhere(ctx, second, st, false) {
+	wctx, cancel := context.WithTimeout(ctx, k.opts.CaseTimeout+run)
+	defer cancel()
+	if !k.waitAnywhere(wctx, second, st, false) {
 		_, end := second.snapshot()
 		if end != nil && k.coord == nil {
 			r.failf("stream 2 ended before the result came: %s", describeErr(end))
@@ -745,7 +773,9 @@ func runShutdown(ctx context.Context, k *kit, r *caseRun) {
 		r.failf("the shutdown command failed: %v", err)
 		return
 	}
-	k.waitAnywhere(ctx, s, st, true)
+	wctx, cancel := context.WithTimeout(ctx, k.opts.CaseTimeout+run)
+	defer cancel()
+	k.waitAnywhere(wctx, s, st, true)
 	msgs, end := s.snapshot()
 	onStream, reported := resultsFor(msgs, st), k.coord.reportsFor(st)
 	r.gotf("%d result(s) on the stream, %d through ReportStepResult; the stream ended: %s", len(onStream), len(reported), describeErr(end))
