@@ -168,3 +168,4 @@ func TestBrokenExecutorsFailTheRightCase(t *testing.T) {
 		})
 	}
 }
+

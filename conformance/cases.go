@@ -548,8 +548,11 @@ func runCapacity(ctx context.Context, k *kit, r *caseRun) {
 	if listed > capacity {
 		r.failf("a heartbeat listed %d of these steps running, over the capacity of %d", listed, capacity)
 	}
-	if refused > n-capacity {
+	switch {
+	case refused > n-capacity:
 		r.failf("%d steps were refused but only %d were over the capacity", refused, n-capacity)
+	case refused < n-capacity && len(spans)+refused == n:
+		r.failf("%d of the %d steps beyond the capacity were not refused: a step that arrives while capacity steps run is answered at once with a retryable ExecutorOverCapacity, not queued", n-capacity-refused, n-capacity)
 	}
 }
 
