@@ -168,4 +168,3 @@ func TestBrokenExecutorsFailTheRightCase(t *testing.T) {
 		})
 	}
 }
-
