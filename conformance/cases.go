@@ -564,11 +564,8 @@ func runHalfClose(ctx context.Context, k *kit, r *caseRun) {
 		return
 	}
 	defer s.drop()
-	s.sendMu.Lock()
-	err := s.call.CloseSend()
-	s.sendMu.Unlock()
-	if err != nil {
-		r.failf("half-close: %v", err)
+	if err := s.halfClose(); err != nil {
+		r.fail(err.Error())
 		return
 	}
 	var end error

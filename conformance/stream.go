@@ -153,17 +153,25 @@ func (s *stream) result(ctx context.Context, step *executorv1.ExecuteStep) *exec
 	return res
 }
 
+// halfClose ends the kit's side of the stream: no more requests, but the
+// executor still owes the results of those sent.
+func (s *stream) halfClose() error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if err := s.call.CloseSend(); err != nil {
+		return fmt.Errorf("half-close the stream: %w", err)
+	}
+	return nil
+}
+
 // closeAndDrain half-closes the stream and waits for the executor to end
 // it, which it must do once every step sent on it has its result. After a
 // nil return every message the executor sent on the stream has been read,
 // so counting results is exact.
 func (s *stream) closeAndDrain(ctx context.Context) error {
-	s.sendMu.Lock()
-	err := s.call.CloseSend()
-	s.sendMu.Unlock()
-	if err != nil {
+	if err := s.halfClose(); err != nil {
 		s.drop()
-		return fmt.Errorf("half-close the stream: %w", err)
+		return err
 	}
 	var end error
 	if !s.waitFor(ctx, func(_ []received, e error) bool { end = e; return e != nil }) {
