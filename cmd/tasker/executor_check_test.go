@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasker-go/tasker/auth/authtest"
 	"github.com/tasker-go/tasker/conformance"
 )
 
@@ -91,4 +92,24 @@ func TestExecutorCheckRefusesBadFlags(t *testing.T) {
 		require.Equal(t, tc.code, res.code, "%v: %s", tc.args, res.stderr)
 		require.Contains(t, res.stderr, tc.want, fmt.Sprint(tc.args))
 	}
+}
+
+func TestExecutorCheckOverMutualTLSWithASecret(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := authtest.NewCA(t, "ca")
+	caFile := ca.WriteFile(t, dir, "ca.pem")
+	cert, key := ca.Issue(t, "executor").WriteFiles(t, dir, "executor")
+	re, err := serveExecutor(t, executorOptions{tls: tlsFiles{ca: caFile, cert: cert, key: key}, secret: testExecutorSecret, conformance: true})
+	require.NoError(t, err)
+	checkCert, checkKey := ca.Issue(t, "coordinator").WriteFiles(t, dir, "coordinator")
+	args := []string{"executor-check", re.addr, "--case", "echo", "--tls-ca", caFile, "--tls-cert", checkCert, "--tls-key", checkKey}
+
+	res := runCLIEnv(t, cliEnvFor(map[string]string{envExecutorSecret: testExecutorSecret}), args...)
+	require.Equal(t, exitOK, res.code, "stdout:\n%s\nstderr:\n%s", res.stdout, res.stderr)
+	require.Contains(t, res.stdout, "2 passed, 0 failed")
+
+	res = runCLIEnv(t, cliEnvFor(nil), args...)
+	require.Equal(t, exitFailed, res.code, res.stdout)
+	require.Contains(t, res.stdout, "Describe failed: Unauthenticated")
 }
