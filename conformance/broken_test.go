@@ -100,6 +100,25 @@ func TestBrokenExecutorsFailTheRightCase(t *testing.T) {
 			problem: "no heartbeat listed attempt 1",
 		},
 		{
+			name:  "heartbeats list only their own stream's attempts",
+			cases: []string{"heartbeat-open"},
+			fault: fault{up: func(ps *proxyStream, msg *executorv1.ExecuteResponse) []*executorv1.ExecuteResponse {
+				hb := msg.GetHeartbeat()
+				if hb == nil {
+					return []*executorv1.ExecuteResponse{msg}
+				}
+				own := &executorv1.Heartbeat{Capacity: hb.GetCapacity()}
+				for _, r := range hb.GetRunning() {
+					if ps.startedOn(r.GetStepId()) == ps.id {
+						own.Running = append(own.Running, r)
+						own.RunningStepIds = append(own.RunningStepIds, r.GetStepId())
+					}
+				}
+				return []*executorv1.ExecuteResponse{{Kind: &executorv1.ExecuteResponse_Heartbeat{Heartbeat: own}}}
+			}},
+			problem: "list every attempt running in the process, whichever stream sent it",
+		},
+		{
 			name:  "unknown handler hangs",
 			cases: []string{"unknown-handler"},
 			fault: fault{up: func(_ *proxyStream, msg *executorv1.ExecuteResponse) []*executorv1.ExecuteResponse {

@@ -50,8 +50,8 @@ const (
 var cases = []caseDef{
 	{id: "describe", title: "Describe answers id, handlers, capacity, language, protocol version",
 		rule: protocolDoc + "describe-coordinator--executor-unary", budget: timeout(1), run: runDescribe},
-	{id: "heartbeat-open", title: "a heartbeat arrives at once when a stream opens",
-		rule: protocolDoc + "opening", budget: timeout(1), run: runHeartbeatOpen},
+	{id: "heartbeat-open", title: "a heartbeat arrives at once when a stream opens, listing what runs on other streams",
+		rule: protocolDoc + "opening", budget: timeout(3), run: runHeartbeatOpen},
 	{id: "echo", title: "a step runs; its result echoes task, step, attempt, executor id and the request",
 		rule: protocolDoc + "executor--coordinator", budget: timeout(2), run: runEcho},
 	{id: "failure", title: "a handler error comes back with message, class, permanence and backoff",
@@ -250,34 +250,70 @@ func runDescribe(ctx context.Context, k *kit, r *caseRun) {
 }
 
 func runHeartbeatOpen(ctx context.Context, k *kit, r *caseRun) {
-	r.sentf("open an Execute stream (tasker-coordinator-id %s) and send nothing", k.coordinatorID)
-	s := k.open(ctx, r)
-	if s == nil {
+	long := 100 * k.opts.CaseTimeout
+	st := k.step(HandlerSleep, sleepParams(long))
+	r.sentf("open stream 1 and send nothing; then %s %s on it (and an echo, to see it admitted); open stream 2 and send nothing; then CancelStep", HandlerSleep, long)
+	first := k.open(ctx, r)
+	if first == nil {
 		return
 	}
-	defer s.drop()
+	defer first.drop()
+	hb1, after1 := k.firstHeartbeat(ctx, r, first, "stream 1")
+	if hb1 == nil || !k.send(r, first, st) {
+		return
+	}
+	b := k.barrier(ctx, r, first)
+	if b == nil {
+		return
+	}
+	second := k.open(ctx, r)
+	if second == nil {
+		return
+	}
+	defer second.drop()
+	hb2, after2 := k.firstHeartbeat(ctx, r, second, "stream 2")
+	if hb2 != nil {
+		r.gotf("stream 1: a heartbeat after %s (%d running, capacity share %d); stream 2: a heartbeat after %s listing %d running",
+			after1, len(hb1.GetRunning()), hb1.GetCapacity(), after2, len(hb2.GetRunning()))
+		if !lists(hb2, st) {
+			r.failf("the first heartbeat of stream 2 did not list attempt 1 of step %s, running since stream 1 sent it: list every attempt running in the process, whichever stream sent it", st.GetStepId())
+		}
+	}
+	if err := first.cancelStep(st, "executor-check heartbeat-open case"); err != nil {
+		r.fail(err.Error())
+		return
+	}
+	if k.awaitWithin(ctx, r, first, st, k.opts.CaseTimeout) != nil {
+		k.finish(r, first, st, b)
+	}
+}
+
+// firstHeartbeat waits for the first heartbeat on a stream just opened,
+// recording a failure when none comes at once or something but pending
+// results precedes it; it returns the heartbeat and how long it took.
+func (k *kit) firstHeartbeat(ctx context.Context, r *caseRun, s *stream, name string) (*executorv1.Heartbeat, time.Duration) {
 	wctx, cancel := context.WithTimeout(ctx, openWithin)
 	defer cancel()
 	s.waitFor(wctx, func(msgs []received, _ error) bool { return len(heartbeats(msgs)) > 0 })
 	msgs, end := s.snapshot()
 	hbs := heartbeats(msgs)
 	if len(hbs) == 0 {
-		r.gotf("%d messages, no heartbeat; stream end: %s", len(msgs), describeErr(end))
-		r.failf("no heartbeat within %s of opening the stream; send one at once, before the first interval", openWithin)
-		return
+		r.gotf("%s: %d messages, no heartbeat; stream end: %s", name, len(msgs), describeErr(end))
+		r.failf("no heartbeat within %s of opening %s; send one at once, before the first interval", openWithin, name)
+		return nil, 0
 	}
 	first := hbs[0]
-	hb := first.msg.GetHeartbeat()
-	r.gotf("a heartbeat after %s: %d running, capacity share %d", first.at.Sub(s.opened).Round(time.Millisecond), len(hb.GetRunning()), hb.GetCapacity())
-	r.fail(checkHeartbeat(hb, k.desc.GetCapacity())...)
 	for _, m := range msgs {
 		if m.msg == first.msg {
 			break
 		}
 		if m.msg.GetStepResult() == nil {
-			r.failf("a %T came before the first heartbeat; only pending results may precede it", m.msg.GetKind())
+			r.failf("a %T came before the first heartbeat of %s; only pending results may precede it", m.msg.GetKind(), name)
 		}
 	}
+	hb := first.msg.GetHeartbeat()
+	r.fail(checkHeartbeat(hb, k.desc.GetCapacity())...)
+	return hb, first.at.Sub(s.opened).Round(time.Millisecond)
 }
 
 func runEcho(ctx context.Context, k *kit, r *caseRun) {
@@ -507,6 +543,7 @@ func runCapacity(ctx context.Context, k *kit, r *caseRun) {
 		return
 	}
 	defer s.drop()
+	probed := k.probeRunning(ctx, s, steps, n-capacity)
 	var spans []interval
 	refused := 0
 	for _, st := range steps {
@@ -530,18 +567,19 @@ func runCapacity(ctx context.Context, k *kit, r *caseRun) {
 	k.finish(r, s, steps...)
 	most := maxConcurrent(spans)
 	msgs, _ := s.snapshot()
-	listed := 0
+	listed := max(probed, 0)
 	for _, hb := range heartbeats(msgs) {
-		c := 0
-		for _, st := range steps {
-			if lists(hb.msg.GetHeartbeat(), st) {
-				c++
-			}
-		}
-		listed = max(listed, c)
+		listed = max(listed, countListed(hb.msg.GetHeartbeat(), steps))
 	}
-	r.gotf("%d succeeded (at most %d running at once by their timestamps), %d refused; heartbeats listed at most %d of them running",
-		len(spans), most, refused, listed)
+	probe := "no heartbeat on a second stream"
+	if probed >= 0 {
+		probe = fmt.Sprintf("the first heartbeat of a second stream listed %d of them running", probed)
+	}
+	r.gotf("%d succeeded (at most %d running at once by their timestamps), %d refused; %s; heartbeats listed at most %d",
+		len(spans), most, refused, probe, listed)
+	if probed < 0 {
+		r.failf("a second stream opened while the steps ran got no heartbeat within %s", openWithin)
+	}
 	if most > capacity {
 		r.failf("%d steps ran at once, over the capacity of %d", most, capacity)
 	}
@@ -554,6 +592,50 @@ func runCapacity(ctx context.Context, k *kit, r *caseRun) {
 	case refused < n-capacity && len(spans)+refused == n:
 		r.failf("%d of the %d steps beyond the capacity were not refused: a step that arrives while capacity steps run is answered at once with a retryable ExecutorOverCapacity, not queued", n-capacity-refused, n-capacity)
 	}
+}
+
+// probeRunning waits until the executor has answered refused of steps
+// (the refusals come at once; the others run), then opens a second stream:
+// its first heartbeat must list every attempt running in the process,
+// whichever stream sent it. It returns how many of steps it listed, or -1
+// when no heartbeat came.
+func (k *kit) probeRunning(ctx context.Context, s *stream, steps []*executorv1.ExecuteStep, refused int) int {
+	wctx, cancel := context.WithTimeout(ctx, k.opts.CaseTimeout)
+	defer cancel()
+	s.waitFor(wctx, func(msgs []received, _ error) bool {
+		n := 0
+		for _, st := range steps {
+			if firstResult(msgs, st) != nil {
+				n++
+			}
+		}
+		return n >= refused
+	})
+	probe, err := openStream(ctx, k.client, k.coordinatorID)
+	if err != nil {
+		return -1
+	}
+	defer probe.drop()
+	hctx, hcancel := context.WithTimeout(ctx, openWithin)
+	defer hcancel()
+	probe.waitFor(hctx, func(msgs []received, _ error) bool { return len(heartbeats(msgs)) > 0 })
+	msgs, _ := probe.snapshot()
+	hbs := heartbeats(msgs)
+	if len(hbs) == 0 {
+		return -1
+	}
+	return countListed(hbs[0].msg.GetHeartbeat(), steps)
+}
+
+// countListed is how many of steps hb lists as running.
+func countListed(hb *executorv1.Heartbeat, steps []*executorv1.ExecuteStep) int {
+	n := 0
+	for _, st := range steps {
+		if lists(hb, st) {
+			n++
+		}
+	}
+	return n
 }
 
 func runHalfClose(ctx context.Context, k *kit, r *caseRun) {
