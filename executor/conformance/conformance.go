@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,7 +143,7 @@ func Sleep(ctx context.Context, req *executor.Request) (any, error) {
 	case <-timer.C:
 		return sleepResult{SleptMS: ms, StartedUnixNano: start.UnixNano(), EndedUnixNano: time.Now().UnixNano()}, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("conformance.sleep: stopped after %s of %vms: %w", time.Since(start).Round(time.Millisecond), ms, context.Cause(ctx))
+		return nil, fmt.Errorf("conformance.sleep: stopped after %s of %sms: %w", time.Since(start).Round(time.Millisecond), strconv.FormatFloat(ms, 'f', -1, 64), context.Cause(ctx))
 	}
 }
 
