@@ -73,7 +73,7 @@ const (
 
 // childSpec is step i's template if it runs a child task, else nil.
 func childSpec(tr *taskRun, i int) *template.Step {
-	st := &tr.tmpl.tmpl.Steps[i]
+	st := &tr.tmpl.tmpl.Steps[tr.tix(i)]
 	if !st.IsChild() {
 		return nil
 	}
@@ -83,7 +83,7 @@ func childSpec(tr *taskRun, i int) *template.Step {
 // childRunning reports whether step i runs a child task and has an attempt
 // in progress.
 func (tr *taskRun) childRunning(i int) bool {
-	return tr.steps[i].State == state.InProgress && tr.tmpl.tmpl.Steps[i].IsChild()
+	return tr.steps[i].State == state.InProgress && tr.tmpl.tmpl.Steps[tr.tix(i)].IsChild()
 }
 
 // childKey is the idempotency key (and so the identity) of the child task
@@ -112,12 +112,13 @@ type childRef struct {
 // without expressions it is an empty object. Field order is the encoder's
 // (sorted), so the same inputs always give the same bytes.
 func childContext(tr *taskRun, i int) (json.RawMessage, error) {
-	progs := tr.tmpl.tmpl.Steps[i].TaskContext
+	t := tr.tix(i) // a child step is never a for_each instance (template validation); t is i
+	progs := tr.tmpl.tmpl.Steps[t].TaskContext
 	if len(progs) == 0 {
 		return json.RawMessage("{}"), nil
 	}
-	results := make(map[string]json.RawMessage, len(tr.tmpl.parents[i]))
-	for _, p := range tr.tmpl.parents[i] {
+	results := make(map[string]json.RawMessage, len(tr.tmpl.parents[t]))
+	for _, p := range tr.tmpl.parents[t] {
 		results[tr.steps[p].Name] = tr.steps[p].Results
 	}
 	in, err := expr.ParseInputs(tr.task.Context, results)
@@ -395,7 +396,7 @@ func (e *engine) settleChild(ctx context.Context, ref *childRef, child *store.Ta
 				sc.Results = results
 				sc.Metadata = meta
 			})
-			e.schedule(c, tr.tmpl.children[i])
+			e.schedule(c, tr.childrenOf(i))
 		}
 		return e.commit(ctx, c)
 	})

@@ -5,18 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 
 	"github.com/google/cel-go/cel"
-	"github.com/google/cel-go/common/types"
-	"github.com/google/cel-go/common/types/ref"
-	"github.com/google/cel-go/common/types/traits"
 )
-
-// ResultsVar is the second variable a value expression sees: the results
-// of the step's parents, by step name.
-const ResultsVar = "results"
 
 // ValueProgram is a compiled value expression: CEL over a task's context
 // and its step's parents' results ("results.quote.total",
@@ -79,29 +71,25 @@ func ParseInputs(context json.RawMessage, results map[string]json.RawMessage) (*
 	}
 	rs := make(map[string]any, len(results))
 	for name, raw := range results {
-		var v any
-		if t := bytes.TrimSpace(raw); len(t) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(t))
-			dec.UseNumber()
-			if err := dec.Decode(&v); err != nil {
-				return nil, fmt.Errorf("decode results of %s: %w", name, err)
-			}
+		v, err := decodeJSON(bytes.TrimSpace(raw))
+		if err != nil {
+			return nil, fmt.Errorf("decode results of %s: %w", name, err)
 		}
-		rs[name] = convertNumbers(v)
+		rs[name] = v
 	}
 	return &Inputs{vars: map[string]any{VarName: c.vars[VarName], ResultsVar: rs}}, nil
 }
 
 // Eval evaluates the program and returns its value as JSON. Ints and
-// uints keep every digit; a double that is not finite, or a value JSON
-// cannot hold (a type, a timestamp, bytes), is an error naming the
+// uints keep every digit; a double that is not finite, or a value with no
+// JSON form (a type, a timestamp, bytes), is an error naming the
 // expression, as is a missing field.
 func (p *ValueProgram) Eval(in *Inputs) (json.RawMessage, error) {
 	out, _, err := p.prg.Eval(in.vars)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.src, err)
 	}
-	v, err := toJSON(out)
+	v, err := jsonValue(out) // list.go: the conversion for_each items use
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.src, err)
 	}
@@ -110,60 +98,4 @@ func (p *ValueProgram) Eval(in *Inputs) (json.RawMessage, error) {
 		return nil, fmt.Errorf("%s: %w", p.src, err)
 	}
 	return raw, nil
-}
-
-// toJSON turns a CEL value into what encoding/json writes as the same
-// JSON value; ints are json.Numbers so none is rounded through a double.
-func toJSON(v ref.Val) (any, error) {
-	switch x := v.(type) {
-	case types.Null:
-		return nil, nil
-	case types.Bool:
-		return bool(x), nil
-	case types.String:
-		return string(x), nil
-	case types.Int:
-		return json.Number(fmt.Sprint(int64(x))), nil
-	case types.Uint:
-		return json.Number(fmt.Sprint(uint64(x))), nil
-	case types.Double:
-		f := float64(x)
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("evaluates to %v; JSON has no such number", f)
-		}
-		return f, nil
-	case traits.Lister:
-		n, ok := x.Size().(types.Int)
-		if !ok {
-			return nil, errors.New("a list of unknown size")
-		}
-		out := make([]any, 0, int(n))
-		for i := types.Int(0); i < n; i++ {
-			e, err := toJSON(x.Get(i))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, e)
-		}
-		return out, nil
-	case traits.Mapper:
-		out := map[string]any{}
-		it := x.Iterator()
-		for it.HasNext() == types.True {
-			k := it.Next()
-			ks, ok := k.(types.String)
-			if !ok {
-				return nil, fmt.Errorf("a map key %v is not a string; JSON objects have string keys", k)
-			}
-			e, err := toJSON(x.Get(k))
-			if err != nil {
-				return nil, err
-			}
-			out[string(ks)] = e
-		}
-		return out, nil
-	case *types.Err:
-		return nil, x
-	}
-	return nil, fmt.Errorf("evaluates to %s, which JSON cannot hold", kindName(v))
 }

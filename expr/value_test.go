@@ -52,9 +52,9 @@ func TestValueErrors(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
 		{"missing field", "context.nope", "no such key"},
 		{"missing result", "results.quote", "no such key"},
-		{"not finite", "1.0 / 0.0", "JSON has no such number"},
-		{"type", "type(context)", "JSON cannot hold"},
-		{"bytes", "b'abc'", "JSON cannot hold"},
+		{"not finite", "1.0 / 0.0", "has no JSON form"},
+		{"type", "type(context)", "has no JSON form"},
+		{"bytes", "b'abc'", "has no JSON form"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -86,6 +86,8 @@ func validateChild(s *Step) error {
 		return fail("rate_limits", "a step with task is not dispatched, so it draws on no rate limit")
 	case s.Decision:
 		return fail("decision", "a step with task completes with its child's results, which choose no branch")
+	case s.ForEach != "":
+		return fail("for_each", "a step runs one child task; a child task per item (for_each with task) is not supported yet")
 	}
 	for _, field := range slices.Sorted(maps.Keys(s.TaskContext)) {
 		if field == "" {

@@ -65,6 +65,7 @@ func TestValidateChildStep(t *testing.T) {
 		{"config", func(s *template.Step) { s.Config = []byte(`{"a":1}`) }, `step "call": config:`},
 		{"timeout", func(s *template.Step) { s.Timeout = 5 }, `step "call": timeout:`},
 		{"decision", func(s *template.Step) { s.Decision = true }, `step "call": decision:`},
+		{"for_each", func(s *template.Step) { s.ForEach = "results.quote.lines" }, `step "call": for_each: a step runs one child task`},
 		{"context without task", func(s *template.Step) { s.Task = ""; s.Handler = "h" }, `step "call": context: builds a child task's context, so it needs task`},
 		{"bad expression", func(s *template.Step) { s.TaskContext["amount"] = "results." }, `step "call": context.amount: "results." does not compile`},
 		{"empty field", func(s *template.Step) { s.TaskContext[""] = "1" }, `step "call": context: a field name is empty`},

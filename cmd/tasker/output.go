@@ -57,6 +57,10 @@ type stepJSON struct {
 	// Waiting says why a step that is neither running nor finished waits;
 	// omitted otherwise.
 	Waiting *waitingJSON `json:"waiting,omitempty"`
+	// InstanceOf and Index are set for an instance of a for_each step:
+	// the step's name and the instance's place in its list.
+	InstanceOf string `json:"instance_of,omitempty"`
+	Index      *int32 `json:"index,omitempty"`
 	// ChildTaskID is the child task of a step that runs one (task: in
 	// its template), as of its latest attempt; omitted otherwise.
 	ChildTaskID string `json:"child_task_id,omitempty"`
@@ -172,6 +176,10 @@ func toStepJSON(s *coordinatorv1.Step) stepJSON {
 	}
 	if s.GetResults() != nil {
 		out.Results = s.GetResults().AsInterface()
+	}
+	if of := s.GetInstanceOf(); of != "" {
+		index := s.GetIndex()
+		out.InstanceOf, out.Index = of, &index
 	}
 	if e := s.GetError(); e != nil {
 		out.Error = &stepErrorJSON{Message: e.GetMessage(), Class: e.GetErrorClass(), Retryable: e.GetRetryable()}

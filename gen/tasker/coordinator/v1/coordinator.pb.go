@@ -444,6 +444,12 @@ type StepTemplate struct {
 	// {"next": ["child", ...]}. Children not chosen, and steps reachable only
 	// through them, end skipped. It needs at least one child.
 	Decision bool `protobuf:"varint,14,opt,name=decision,proto3" json:"decision,omitempty"`
+	// for_each, when set, makes the step run once per item of a list known
+	// only at run time: a CEL expression over results (the parents' results
+	// by step name) and context, e.g. "results.split.items". Each instance
+	// gets its item (ExecuteStep.item) and is retried on its own; the step
+	// completes with the instances' results as a list, in order.
+	ForEach string `protobuf:"bytes,15,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
 	// wait_for, when set, makes the step wait for a signal (SignalTask)
 	// instead of running a handler; handler must then be empty.
 	WaitFor *WaitFor `protobuf:"bytes,12,opt,name=wait_for,json=waitFor,proto3" json:"wait_for,omitempty"`
@@ -578,6 +584,13 @@ func (x *StepTemplate) GetDecision() bool {
 		return x.Decision
 	}
 	return false
+}
+
+func (x *StepTemplate) GetForEach() string {
+	if x != nil {
+		return x.ForEach
+	}
+	return ""
 }
 
 func (x *StepTemplate) GetWaitFor() *WaitFor {
@@ -966,10 +979,14 @@ type Step struct {
 	// waiting says why a step that is not running and not finished waits:
 	// the stage it is in. Unset for a step running or finished.
 	Waiting *Waiting `protobuf:"bytes,14,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// instance_of names the for_each step this step is an instance of
+	// (its name is then "<instance_of>[<index>]"); empty for other steps.
+	InstanceOf string `protobuf:"bytes,15,opt,name=instance_of,json=instanceOf,proto3" json:"instance_of,omitempty"`
+	// index is the instance's position in its for_each list.
+	Index int32 `protobuf:"varint,16,opt,name=index,proto3" json:"index,omitempty"`
 	// child_task_id, for a step that runs a child task (task: in its
 	// template), is the id of the child its latest attempt created; empty
-	// before its first attempt. Field numbers 15 and 16 are taken by
-	// for_each instances.
+	// before its first attempt.
 	ChildTaskId   string `protobuf:"bytes,17,opt,name=child_task_id,json=childTaskId,proto3" json:"child_task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1101,6 +1118,20 @@ func (x *Step) GetWaiting() *Waiting {
 		return x.Waiting
 	}
 	return nil
+}
+
+func (x *Step) GetInstanceOf() string {
+	if x != nil {
+		return x.InstanceOf
+	}
+	return ""
+}
+
+func (x *Step) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 func (x *Step) GetChildTaskId() string {
@@ -5883,7 +5914,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
-	"\x06_units\"\xc1\x06\n" +
+	"\x06_units\"\xdc\x06\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -5900,7 +5931,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	" \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\x12D\n" +
 	"\vrate_limits\x18\v \x03(\v2#.tasker.coordinator.v1.RateLimitUseR\n" +
 	"rateLimits\x12\x1a\n" +
-	"\bdecision\x18\x0e \x01(\bR\bdecision\x129\n" +
+	"\bdecision\x18\x0e \x01(\bR\bdecision\x12\x19\n" +
+	"\bfor_each\x18\x0f \x01(\tR\aforEach\x129\n" +
 	"\bwait_for\x18\f \x01(\v2\x1e.tasker.coordinator.v1.WaitForR\awaitFor\x12/\n" +
 	"\x05sleep\x18\r \x01(\v2\x19.google.protobuf.DurationR\x05sleep\x12\x12\n" +
 	"\x04task\x18\x10 \x01(\tR\x04task\x12W\n" +
@@ -5942,7 +5974,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0eparent_task_id\x18\x10 \x01(\tR\fparentTaskId\x12$\n" +
 	"\x0eparent_step_id\x18\x11 \x01(\tR\fparentStepId\x12\x1f\n" +
 	"\vparent_step\x18\x12 \x01(\tR\n" +
-	"parentStep\"\xdf\x04\n" +
+	"parentStep\"\x96\x05\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -5959,7 +5991,10 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\rnext_retry_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vnextRetryAt\x12C\n" +
 	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x12\x1c\n" +
 	"\tskippable\x18\r \x01(\bR\tskippable\x128\n" +
-	"\awaiting\x18\x0e \x01(\v2\x1e.tasker.coordinator.v1.WaitingR\awaiting\x12\"\n" +
+	"\awaiting\x18\x0e \x01(\v2\x1e.tasker.coordinator.v1.WaitingR\awaiting\x12\x1f\n" +
+	"\vinstance_of\x18\x0f \x01(\tR\n" +
+	"instanceOf\x12\x14\n" +
+	"\x05index\x18\x10 \x01(\x05R\x05index\x12\"\n" +
 	"\rchild_task_id\x18\x11 \x01(\tR\vchildTaskId\"d\n" +
 	"\tStepError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1f\n" +
