@@ -177,7 +177,11 @@ type taskJSON struct {
 	CompletedAt *string        `json:"completed_at"`
 	RunAt       string         `json:"run_at"`
 	Priority    int            `json:"priority"`
-	Steps       []struct {
+	// A child task's parent; omitted for others.
+	ParentTaskID string `json:"parent_task_id"`
+	ParentStepID string `json:"parent_step_id"`
+	ParentStep   string `json:"parent_step"`
+	Steps        []struct {
 		Name      string          `json:"name"`
 		Handler   string          `json:"handler"`
 		DependsOn []string        `json:"depends_on"`
@@ -201,8 +205,9 @@ type taskJSON struct {
 			Until   string   `json:"until"`
 			Handler string   `json:"handler"`
 		} `json:"waiting"`
-		InstanceOf string `json:"instance_of"`
-		Index      *int   `json:"index"`
+		InstanceOf  string `json:"instance_of"`
+		Index       *int   `json:"index"`
+		ChildTaskID string `json:"child_task_id"`
 	} `json:"steps"`
 }
 

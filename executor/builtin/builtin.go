@@ -170,7 +170,7 @@ func Flaky(_ context.Context, req *executor.Request) (any, error) {
 // Decide succeeds with {"next": config.next}: the handler for a decision
 // step (decision: true in its template), whose result names the children
 // to run. config.next is a list of step names; missing or null, it
-// chooses none. To branch on data instead, config.on names a field of the
+// chooses none. To branch on data instead, config.field names a field of the
 // task's context and config.cases maps each of its values (as a string) to
 // the list of children to run; a value with no case chooses config.next.
 // The coordinator, not Decide, checks that the names are children.
@@ -179,7 +179,7 @@ func Decide(_ context.Context, req *executor.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if raw, ok := present(fields, "on"); ok {
+	if raw, ok := present(fields, "field"); ok {
 		if next, ok, err := decideOn(raw, fields, req.Context); err != nil || ok {
 			return map[string][]string{"next": next}, err
 		}
@@ -193,12 +193,12 @@ func Decide(_ context.Context, req *executor.Request) (any, error) {
 	return map[string][]string{"next": next}, nil
 }
 
-// decideOn reads the case config.cases[context[config.on]]; ok is false
+// decideOn reads the case config.cases[context[config.field]]; ok is false
 // when the value has no case.
 func decideOn(on json.RawMessage, fields map[string]json.RawMessage, taskContext json.RawMessage) (next []string, ok bool, err error) {
 	var field string
 	if err := json.Unmarshal(on, &field); err != nil || field == "" {
-		return nil, false, invalidConfig("config.on: want the name of a context field, got %s", clip(on))
+		return nil, false, invalidConfig("config.field: want the name of a context field, got %s", clip(on))
 	}
 	var cases map[string][]string
 	if raw, ok := present(fields, "cases"); ok {
