@@ -662,7 +662,9 @@ func (e *engine) armWake(tr *taskRun) {
 			}
 		}
 		earliest(e.nextWaitWake(tr))
-		if tr.unexpanded() {
+		if tr.unexpanded() || tr.exhausted > 0 && tr.task.State == state.InProgress {
+			// Instances to make, or a step that failed for good in the
+			// change that started the task, which could not also end it.
 			earliest(e.now())
 		}
 		for i := range tr.errored {

@@ -38,6 +38,9 @@ type compiledTemplate struct {
 	// forEach[i] is step i's for_each list expression; nil where it has
 	// none, and nil as a whole for a template without for_each.
 	forEach []*expr.ListProgram
+	// until[i] is step i's until expression; nil where it has none, and
+	// nil as a whole for a template without one.
+	until []*expr.ValueProgram
 }
 
 func compile(t *template.Template) (*compiledTemplate, error) {
@@ -93,6 +96,14 @@ func compile(t *template.Template) (*compiledTemplate, error) {
 			Max:        time.Duration(s.Backoff.Max),
 		}
 		ct.timeouts[i] = time.Duration(s.Timeout)
+		if s.Until != "" {
+			if ct.until == nil {
+				ct.until = make([]*expr.ValueProgram, n)
+			}
+			if ct.until[i], err = expr.CompileValue(s.Until); err != nil {
+				return nil, fmt.Errorf("compile until of step %q of %s/%s@%s: %w", s.Name, t.Namespace, t.Name, t.Version, err)
+			}
+		}
 		if s.ForEach != "" {
 			if ct.forEach == nil {
 				ct.forEach = make([]*expr.ListProgram, n)

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/tasker-go/tasker/expr"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/template"
@@ -122,6 +124,18 @@ func (e *engine) startWait(c *change, i int, now time.Time) {
 			until = now.Add(d)
 			reason += fmt.Sprintf(" until %s (timeout %s)", until.UTC().Format(time.RFC3339Nano), d)
 		}
+	case st.Until != "":
+		var err error
+		if until, err = e.untilOf(tr, i); err != nil {
+			c.moveStep(i, state.InProgress, fmt.Sprintf("attempt %d waits until %s", s.Attempts+1, st.Until),
+				func(sc *store.StepChange) { sc.Attempts = s.Attempts + 1 })
+			// The same inputs give the same time: no retry can help.
+			e.failStep(c, i, &store.StepError{Message: err.Error(), Class: "InvalidUntil"}, 0, "")
+			return
+		}
+		until = maxTime(until, now) // a time already past ends the wait at once
+		meta["wait"] = "until"
+		reason = fmt.Sprintf("attempt %d waits until %s (%s)", s.Attempts+1, until.UTC().Format(time.RFC3339Nano), st.Until)
 	default:
 		until = now.Add(time.Duration(st.Sleep))
 		meta["wait"] = "sleep"
@@ -168,7 +182,11 @@ func (e *engine) settleWait(c *change, i int, now time.Time) {
 	case due:
 		e.settleAttempt(tr, i, "")
 		results, _ := json.Marshal(map[string]string{"slept_until": s.NextRetryAt.UTC().Format(time.RFC3339Nano)})
-		c.moveStep(i, state.Complete, fmt.Sprintf("attempt %d slept %s", s.Attempts, time.Duration(st.Sleep)), func(sc *store.StepChange) {
+		slept := fmt.Sprintf("attempt %d slept %s", s.Attempts, time.Duration(st.Sleep))
+		if st.Until != "" {
+			slept = fmt.Sprintf("attempt %d waited until %s", s.Attempts, s.NextRetryAt.UTC().Format(time.RFC3339Nano))
+		}
+		c.moveStep(i, state.Complete, slept, func(sc *store.StepChange) {
 			sc.Results = results
 		})
 		e.schedule(c, tr.tmpl.children[i])
@@ -398,4 +416,52 @@ func (e *engine) signalTask(ctx context.Context, id, name string, payload json.R
 		return nil
 	})
 	return snap, consumedBy, err
+}
+
+// untilOf evaluates waiting step i's until expression over the task's
+// context and its parents' results: an RFC 3339 time, or seconds since
+// the Unix epoch.
+func (e *engine) untilOf(tr *taskRun, i int) (time.Time, error) {
+	t := tr.tix(i)
+	results := make(map[string]json.RawMessage, len(tr.tmpl.parents[t]))
+	for _, p := range tr.tmpl.parents[t] {
+		results[tr.steps[p].Name] = tr.steps[p].Results
+	}
+	in, err := expr.ParseInputs(tr.task.Context, results)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("until: %w", err)
+	}
+	raw, err := tr.tmpl.until[t].Eval(in)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("until %w", err)
+	}
+	return parseUntil(raw)
+}
+
+// parseUntil reads the value of an until expression: an RFC 3339 string
+// or a number of seconds since the Unix epoch.
+func parseUntil(raw json.RawMessage) (time.Time, error) {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return time.Time{}, fmt.Errorf("until: %w", err)
+	}
+	switch x := v.(type) {
+	case string:
+		at, err := time.Parse(time.RFC3339Nano, x)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("until: %q is not an RFC 3339 time", x)
+		}
+		return at, nil
+	case float64:
+		sec, frac := math.Modf(x)
+		return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("until: %s is neither an RFC 3339 time nor seconds since the epoch", raw)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -480,3 +480,54 @@ func TestResultReportedForAWaitIsIgnored(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"by":"ana"}`, string(raw))
 }
+
+// until waits for the time its expression gives, from a parent's result
+// or the context, across a restart; a time already past completes the
+// step at once; a value that is not a time fails it for good.
+func TestUntilWaitsForTheTimeItsExpressionGives(t *testing.T) {
+	t.Parallel()
+	h, n := nodeHarness(t, coordinator.Config{}, 0)
+	h.apply(`
+namespace: test
+name: until
+version: 1.0.0
+steps:
+  - name: at
+    until: context.at
+  - name: past
+    until: context.past
+  - name: epoch
+    until: context.epoch
+`)
+	at := time.Now().Add(700 * time.Millisecond).UTC()
+	ctx := map[string]any{"at": at.Format(time.RFC3339Nano), "past": "2001-02-03T04:05:06Z", "epoch": float64(at.Unix() + 1)}
+	task := h.create("test", "until", ctx)
+	w := waitWaiting(t, h, task.GetId(), "at", "sleep")
+	require.Equal(t, at.Format(time.RFC3339Nano), w.GetWaiting().GetUntil().AsTime().UTC().Format(time.RFC3339Nano))
+
+	n.crash()
+	n.start()
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	ends := map[string]time.Time{}
+	for _, s := range done.GetSteps() {
+		trs := s.GetTransitions()
+		ends[s.GetName()] = trs[len(trs)-1].GetAt().AsTime()
+	}
+	require.False(t, ends["at"].Before(at), "at ended at %s, before %s", ends["at"], at)
+	require.False(t, ends["epoch"].Before(time.Unix(at.Unix()+1, 0)))
+	require.True(t, ends["past"].Before(at), "a time past ends the wait at once")
+
+	h.apply(`
+namespace: test
+name: until_bad
+version: 1.0.0
+steps:
+  - name: at
+    until: context.at
+`)
+	bad := h.create("test", "until_bad", map[string]any{"at": "tomorrow"})
+	failed := h.waitState(bad.GetId(), coordinatorv1.State_STATE_ERROR)
+	require.Equal(t, "InvalidUntil", step(failed, "at").GetError().GetErrorClass())
+	require.Contains(t, step(failed, "at").GetError().GetMessage(), `"tomorrow" is not an RFC 3339 time`)
+	require.False(t, step(failed, "at").GetError().GetRetryable())
+}

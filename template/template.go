@@ -125,6 +125,11 @@ type Step struct {
 	// Sleep, when positive, makes the step a durable wait of that long
 	// from when it became ready; then it completes. No executor runs it.
 	Sleep Duration `json:"sleep,omitempty"`
+	// Until, when set, makes the step a durable wait until the time a CEL
+	// expression over context and results gives (an RFC 3339 string, or
+	// seconds since the Unix epoch), evaluated when the step becomes
+	// ready; then it completes. A time already past completes it at once.
+	Until string `json:"until,omitempty"`
 	// Decision marks a step whose result chooses which of its children
 	// run: {"next": ["child", ...]}. Children not chosen, and steps
 	// reachable only through them, end skipped. It needs a child.
@@ -185,7 +190,7 @@ type WaitFor struct {
 
 // IsWait reports whether the step waits (for a signal or a sleep) rather
 // than running a handler.
-func (s *Step) IsWait() bool { return s.WaitFor != nil || s.Sleep > 0 }
+func (s *Step) IsWait() bool { return s.WaitFor != nil || s.Sleep > 0 || s.Until != "" }
 
 // Backoff is exponential backoff between attempts:
 // min(Initial × Multiplier^(attempts−1), Max), with jitter.

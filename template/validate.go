@@ -340,6 +340,14 @@ func validateWait(s *Step) error {
 	if s.WaitFor != nil && s.Sleep > 0 {
 		return fail("sleep", "a step waits for a signal (wait_for) or sleeps, not both")
 	}
+	if s.Until != "" {
+		if s.WaitFor != nil || s.Sleep > 0 {
+			return fail("until", "a step waits until a time, for a signal (wait_for) or for a while (sleep): one of them")
+		}
+		if _, err := expr.CompileValue(s.Until); err != nil {
+			return fail("until", "%v", err)
+		}
+	}
 	if s.WaitFor != nil {
 		if err := checkName("wait_for.signal", s.WaitFor.Signal); err != nil {
 			err.Step = s.Name
@@ -350,8 +358,11 @@ func validateWait(s *Step) error {
 		}
 	}
 	kind := "sleep"
-	if s.WaitFor != nil {
+	switch {
+	case s.WaitFor != nil:
 		kind = "wait_for"
+	case s.Until != "":
+		kind = "until"
 	}
 	switch {
 	case s.Handler != "":

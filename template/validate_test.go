@@ -339,3 +339,27 @@ func TestInstanceName(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateUntil(t *testing.T) {
+	tmpl := func(s template.Step) *template.Template {
+		return &template.Template{Namespace: "ns", Name: "u", Version: "1.0.0", Steps: []template.Step{s}}
+	}
+	require.NoError(t, template.Validate(tmpl(template.Step{Name: "w", Until: "context.at"}), template.Limits{}))
+	for name, tc := range map[string]struct {
+		step template.Step
+		want string
+	}{
+		"with sleep":    {template.Step{Name: "w", Until: "context.at", Sleep: template.Duration(time.Second)}, "one of them"},
+		"with a signal": {template.Step{Name: "w", Until: "context.at", WaitFor: &template.WaitFor{Signal: "go"}}, "one of them"},
+		"syntax":        {template.Step{Name: "w", Until: "context.("}, "1:"},
+		"with handler":  {template.Step{Name: "w", Until: "context.at", Handler: "h"}, "until step runs no handler"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := template.Validate(tmpl(tc.step), template.Limits{})
+			var ve *template.ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.Equal(t, "w", ve.Step)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

@@ -52,6 +52,7 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 			Sleep:     optionalDuration(s.Sleep),
 			Decision:  s.Decision,
 			ForEach:   s.ForEach,
+			Until:     s.Until,
 			// Child tasks.
 			Task:        s.Task,
 			TaskContext: s.TaskContext,
@@ -126,6 +127,7 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 			Sleep:     template.Duration(ps.GetSleep().AsDuration()),
 			Decision:  ps.GetDecision(),
 			ForEach:   ps.GetForEach(),
+			Until:     ps.GetUntil(),
 
 			Concurrency: concurrencyFromProto(ps.GetConcurrency()),
 			// Child tasks.

@@ -450,6 +450,10 @@ type StepTemplate struct {
 	// gets its item (ExecuteStep.item) and is retried on its own; the step
 	// completes with the instances' results as a list, in order.
 	ForEach string `protobuf:"bytes,15,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
+	// until, when set, makes the step wait, running no handler, until the
+	// time a CEL expression over context and results gives (an RFC 3339
+	// string, or seconds since the Unix epoch); then it completes.
+	Until string `protobuf:"bytes,18,opt,name=until,proto3" json:"until,omitempty"`
 	// wait_for, when set, makes the step wait for a signal (SignalTask)
 	// instead of running a handler; handler must then be empty.
 	WaitFor *WaitFor `protobuf:"bytes,12,opt,name=wait_for,json=waitFor,proto3" json:"wait_for,omitempty"`
@@ -589,6 +593,13 @@ func (x *StepTemplate) GetDecision() bool {
 func (x *StepTemplate) GetForEach() string {
 	if x != nil {
 		return x.ForEach
+	}
+	return ""
+}
+
+func (x *StepTemplate) GetUntil() string {
+	if x != nil {
+		return x.Until
 	}
 	return ""
 }
@@ -5914,7 +5925,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
-	"\x06_units\"\xdc\x06\n" +
+	"\x06_units\"\xf2\x06\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -5932,7 +5943,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vrate_limits\x18\v \x03(\v2#.tasker.coordinator.v1.RateLimitUseR\n" +
 	"rateLimits\x12\x1a\n" +
 	"\bdecision\x18\x0e \x01(\bR\bdecision\x12\x19\n" +
-	"\bfor_each\x18\x0f \x01(\tR\aforEach\x129\n" +
+	"\bfor_each\x18\x0f \x01(\tR\aforEach\x12\x14\n" +
+	"\x05until\x18\x12 \x01(\tR\x05until\x129\n" +
 	"\bwait_for\x18\f \x01(\v2\x1e.tasker.coordinator.v1.WaitForR\awaitFor\x12/\n" +
 	"\x05sleep\x18\r \x01(\v2\x19.google.protobuf.DurationR\x05sleep\x12\x12\n" +
 	"\x04task\x18\x10 \x01(\tR\x04task\x12W\n" +
