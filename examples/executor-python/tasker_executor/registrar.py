@@ -1,0 +1,81 @@
+"""Registration with a coordinator.
+
+The coordinator dials executors, not the other way round, so an executor
+tells it where to dial (RegisterExecutor) whenever no Execute stream from
+that coordinator is open: at start, every interval while it has none, and
+at once when a stream closes. That is how a restarted coordinator, which has
+forgotten every executor, finds them again. One Registrar runs per
+coordinator address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Optional
+
+import grpc
+
+from .log import Logger
+from .proto import coordinator_pb2
+
+REGISTER_TIMEOUT = 10.0
+
+
+class Registrar:
+    """Registrar keeps one coordinator informed of this executor's address."""
+
+    def __init__(self, stub, target: str, address: str, interval: float,
+                 has_session: Callable[[str], bool], log: Logger):
+        self._stub = stub
+        self._address = address
+        self._interval = interval
+        self._has_session = has_session
+        self._log = log.with_(coordinator=target)
+        self._wake = asyncio.Event()
+        self._task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        """start runs the registration loop."""
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def wake(self) -> None:
+        """wake re-checks at once, e.g. right after a stream closed."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """stop ends the loop, cancelling a call in flight, and waits for it."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    async def _loop(self) -> None:
+        registered = False
+        failing = False
+        coordinator_id = ""
+        while True:
+            if not self._has_session(coordinator_id):
+                try:
+                    reply = await self._stub.RegisterExecutor(
+                        coordinator_pb2.RegisterExecutorRequest(address=self._address), timeout=REGISTER_TIMEOUT)
+                    coordinator_id = reply.coordinator_id
+                    if not registered:
+                        self._log.info("registered with coordinator", coordinator_id=coordinator_id,
+                                       address=self._address)
+                    registered, failing = True, False
+                except grpc.aio.AioRpcError as err:
+                    # Warn once per outage: a down coordinator is retried
+                    # every interval and would flood the log otherwise.
+                    (self._log.debug if failing else self._log.warn)(
+                        "register with coordinator failed", err=err.details() or err.code().name)
+                    registered, failing = False, True
+            else:
+                registered = False
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
