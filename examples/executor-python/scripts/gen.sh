@@ -44,8 +44,8 @@ protoc -I "$root/proto" \
   tasker/coordinator/v1/coordinator.proto
 
 if $check; then
-  if ! diff -r "$out" "$here/gen" >/dev/null; then
-    diff -r "$out" "$here/gen" | head -20 >&2 || true
+  if ! diff -r -x __pycache__ "$out" "$here/gen" >/dev/null; then
+    diff -r -x __pycache__ "$out" "$here/gen" | head -20 >&2 || true
     echo "examples/executor-python/gen differs from scripts/gen.sh: regenerate and commit" >&2
     exit 1
   fi
