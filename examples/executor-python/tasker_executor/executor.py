@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import math
+import os
 import signal
 import time
 import uuid
@@ -262,9 +263,10 @@ class Executor:
                 nonlocal signals
                 signals += 1
                 if signals > 1:
-                    # A second signal means "now": skip the graceful wait.
+                    # A second signal means "now": skip the graceful wait,
+                    # and the interpreter's wait for handler threads.
                     self._log.warn("second signal, exiting at once", signal=sig.name)
-                    raise SystemExit(1)
+                    os._exit(1)
                 self._log.info("signal received, shutting down", signal=sig.name)
                 stop.set()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -525,7 +527,10 @@ class Executor:
             p = 0.0
         msg = executor_pb2.StepProgress(task_id=step.task_id, step_id=step.step_id, attempt=step.attempt,
                                         message=str(message or ""), percent=p)
-        self._loop.call_soon_threadsafe(session.send_progress, msg)
+        try:
+            self._loop.call_soon_threadsafe(session.send_progress, msg)
+        except RuntimeError:
+            pass  # the loop is closed: the executor is gone, and progress is best effort
 
 
 def _is_result_error(err: Optional[BaseException]) -> bool:

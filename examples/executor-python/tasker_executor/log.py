@@ -4,11 +4,15 @@ TextHandler), so one grep works across the executors of every language."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import sys
 from typing import Any, Mapping
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+# Each new_logger gets its own logging.Logger (loggers live for the process,
+# keyed by name); a counter keeps the names distinct.
+_SEQUENCE = itertools.count(1)
 _NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN", logging.ERROR: "ERROR"}
 
 
@@ -39,7 +43,7 @@ def new_logger(level: str = "info", stream=None) -> "Logger":
     """new_logger writes records at level and above to stream (stderr)."""
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
-    base = logging.getLogger(f"tasker_executor.{id(object())}")
+    base = logging.getLogger(f"tasker_executor.{next(_SEQUENCE)}")
     base.propagate = False
     base.setLevel(LEVELS[level])
     handler = logging.StreamHandler(stream or sys.stderr)
