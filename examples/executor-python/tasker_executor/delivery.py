@@ -178,14 +178,16 @@ class Deliveries:
                     await self._report(d)
                     self.mark_delivered(d)
                     continue
-                except grpc.aio.AioRpcError as err:
-                    if err.code() in DEFINITIVE_REJECTIONS:
+                except Exception as err:  # pylint: disable=broad-except
+                    # Anything but a definitive answer is treated as transient:
+                    # this loop must outlive every error, or results are lost.
+                    if isinstance(err, grpc.aio.AioRpcError) and err.code() in DEFINITIVE_REJECTIONS:
                         d.unary_rejected = True
                         self._log.error("coordinator rejected reported result; waiting for a stream to carry it",
-                                        err=err.details(), **d.fields())
+                                        err=_describe(err), **d.fields())
                     else:
                         # Probably down: stop calling it this pass, retry later.
-                        self._log.warn("report step result failed, will retry", err=err.details(), **d.fields())
+                        self._log.warn("report step result failed, will retry", err=_describe(err), **d.fields())
                         unary_up = False
                         retry = True
             elif self._stubs and not d.unary_rejected:
@@ -206,7 +208,7 @@ class Deliveries:
             try:
                 reply = await stub.ReportStepResult(
                     coordinator_pb2.ReportStepResultRequest(result=d.result), timeout=REPORT_TIMEOUT)
-            except grpc.aio.AioRpcError as err:
+            except Exception as err:  # pylint: disable=broad-except
                 errors.append(err)
                 continue
             if reply.applied or len(self._stubs) == 1:
@@ -225,3 +227,9 @@ class Deliveries:
             return
         self._pending = [p for p in self._pending if p is not d]
         session.send_result(d)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"{err.code().name}: {err.details()}"
+    return f"{type(err).__name__}: {err}"

@@ -66,11 +66,12 @@ class Registrar:
                         self._log.info("registered with coordinator", coordinator_id=coordinator_id,
                                        address=self._address)
                     registered, failing = True, False
-                except grpc.aio.AioRpcError as err:
+                except Exception as err:  # pylint: disable=broad-except
                     # Warn once per outage: a down coordinator is retried
                     # every interval and would flood the log otherwise.
-                    (self._log.debug if failing else self._log.warn)(
-                        "register with coordinator failed", err=err.details() or err.code().name)
+                    detail = (f"{err.code().name}: {err.details()}" if isinstance(err, grpc.aio.AioRpcError)
+                              else f"{type(err).__name__}: {err}")
+                    (self._log.debug if failing else self._log.warn)("register with coordinator failed", err=detail)
                     registered, failing = False, True
             else:
                 registered = False
