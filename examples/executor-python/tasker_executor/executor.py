@@ -216,6 +216,10 @@ class Executor:
         await self._server.stop(STOP_GRACE)
         for c in self._channels:
             await c.close()
+        # grpc's aio engine stays bound to this event loop while any of its
+        # objects lives: drop them, so an embedding program can run another
+        # loop (tests run one per case).
+        self._server, self._channels = None, []
         self._pool.shutdown(wait=False)
         self._log.info("executor stopped")
 

@@ -4,7 +4,9 @@ the test over real gRPC, both on the test's event loop."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
+import unittest
 import json
 import os
 import sys
@@ -21,6 +23,16 @@ from tasker_executor.proto import (coordinator_pb2, coordinator_pb2_grpc, execut
 
 # WAIT bounds every wait for an event; tests never sleep and then assert.
 WAIT = 10.0
+
+
+class AsyncTestCase(unittest.IsolatedAsyncioTestCase):
+    """AsyncTestCase collects garbage before each test's event loop closes:
+    grpc's aio engine stays bound to a loop while any of its objects lives,
+    and a later test's loop would then get the old loop's callbacks."""
+
+    def tearDown(self):
+        gc.collect()
+        super().tearDown()
 
 
 def new_executor(**kwargs) -> Executor:
@@ -82,6 +94,7 @@ class Stream:
             self.status = err.code()
         except asyncio.CancelledError:
             self.status = grpc.StatusCode.CANCELLED
+            raise
         finally:
             self.ended.set()
 
@@ -122,13 +135,17 @@ class Stream:
         await self.close()
 
     async def close(self) -> None:
-        """close releases the client side."""
-        self._reader.cancel()
-        try:
-            await self._reader
-        except asyncio.CancelledError:
-            pass
+        """close releases the client side: it cancels the call (a no-op once it
+        ended) and lets the reader see that, rather than cancelling the reader
+        mid-read, which grpc's aio stream reader does not survive. Idempotent."""
+        if self.call is None:
+            return
+        self.call.cancel()
+        await asyncio.wait_for(self.ended.wait(), WAIT)
         await self.channel.close()
+        # grpc's aio engine stays bound to this test's event loop while any
+        # of its objects is alive; drop them so the next test starts clean.
+        self.call = self.stub = self.channel = None
 
 
 class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
@@ -155,6 +172,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     async def stop(self) -> None:
         """stop ends the server at once."""
         await self.server.stop(None)
+        self.server = None
 
     async def RegisterExecutor(self, request, context):  # noqa: N802
         self.registered.put_nowait(request.address)

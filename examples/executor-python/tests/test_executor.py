@@ -9,7 +9,7 @@ import unittest
 
 import grpc
 
-from tests.harness import WAIT, FakeCoordinator, Stream, cancel, new_executor, step
+from tests.harness import WAIT, AsyncTestCase, FakeCoordinator, Stream, cancel, new_executor, step
 from tasker_executor import PermanentError, RetryableError, conformance
 from tasker_executor.proto import executor_pb2, executor_pb2_grpc
 
@@ -30,7 +30,7 @@ class Gate:
         return await asyncio.wait_for(self.started.get(), WAIT)
 
 
-class ExecutorTest(unittest.IsolatedAsyncioTestCase):
+class ExecutorTest(AsyncTestCase):
     """Base: an executor with test handlers, served on a free port."""
 
     executor_args: dict = {}
@@ -279,7 +279,7 @@ class Redelivery(ExecutorTest):
         self.gate.release.set()
 
 
-class ReportStepResult(unittest.IsolatedAsyncioTestCase):
+class ReportStepResult(AsyncTestCase):
     async def test_result_after_break_goes_through_report_and_registration(self):
         coord = FakeCoordinator()
         addr = await coord.start()
@@ -329,7 +329,7 @@ class ReportStepResult(unittest.IsolatedAsyncioTestCase):
             await coord.stop()
 
 
-class Shutdown(unittest.IsolatedAsyncioTestCase):
+class Shutdown(AsyncTestCase):
     async def test_shutdown_delivers_running_results_and_refuses_new_steps(self):
         gate = Gate()
         e = new_executor(shutdown_timeout=30)

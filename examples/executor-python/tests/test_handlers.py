@@ -14,7 +14,7 @@ import sys
 import time
 import unittest
 
-from tests.harness import WAIT, Stream, new_executor, step
+from tests.harness import WAIT, AsyncTestCase, Stream, new_executor, step
 from tasker_executor import PermanentError, RetryableError, StepError, conformance, handlers
 from tasker_executor.errors import failure_of
 from tasker_executor.wire import decode_json, encode_results
@@ -22,7 +22,7 @@ from tasker_executor.wire import decode_json, encode_results
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class Handlers(unittest.IsolatedAsyncioTestCase):
+class Handlers(AsyncTestCase):
     async def asyncSetUp(self):
         self.executor = new_executor(heartbeat_interval=0.05)
         conformance.register(self.executor)
