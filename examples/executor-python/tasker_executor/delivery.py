@@ -42,18 +42,19 @@ DEFINITIVE_REJECTIONS = frozenset({
 class Delivery:
     """Delivery is one result on its way to a coordinator.
 
-    uncounted marks a resend of a result already written to a stream that
-    then broke: it probably arrived, so shutdown does not wait for it unless
-    ReportStepResult can settle it quickly.
+    resend marks a result already written to a stream that then broke: it
+    probably arrived. uncounted marks such a resend that shutdown does not
+    wait for, as no ReportStepResult can settle it quickly.
     """
 
-    __slots__ = ("result", "done", "unary_rejected", "uncounted")
+    __slots__ = ("result", "done", "unary_rejected", "uncounted", "resend")
 
-    def __init__(self, result: executor_pb2.StepResult, uncounted: bool = False):
+    def __init__(self, result: executor_pb2.StepResult, uncounted: bool = False, resend: bool = False):
         self.result = result
         self.done = False
         self.unary_rejected = False
         self.uncounted = uncounted
+        self.resend = resend
 
     def fields(self) -> dict:
         """fields identifies the result in logs."""
@@ -94,8 +95,10 @@ class Deliveries:
         coordinator hanging up.
         """
         if self._stubs:
-            return self.create(result)
-        return Delivery(result, uncounted=True)
+            d = self.create(result)
+            d.resend = True
+            return d
+        return Delivery(result, uncounted=True, resend=True)
 
     def mark_delivered(self, d: Delivery) -> None:
         """mark_delivered is idempotent: one result may travel two paths at once."""
@@ -144,12 +147,12 @@ class Deliveries:
     async def stop(self) -> None:
         """stop ends the loop, cancelling a report in flight, and waits for it."""
         self._stopped = True
+        self._wake.set()
         if self._task is not None:
+            # The flag ends the loop even if grpc turns the cancellation of a
+            # report in flight into an error, or wait_for swallows it.
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({self._task}, timeout=REPORT_TIMEOUT)
 
     async def _loop(self) -> None:
         delay = RETRY_MIN
@@ -160,6 +163,8 @@ class Deliveries:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if self._stopped:
+                return
             retry = await self._pass()
             delay = min(delay * 2, RETRY_MAX) if retry else RETRY_MIN
 
@@ -171,6 +176,8 @@ class Deliveries:
         unary_up = bool(self._stubs)
         retry = False
         for d in list(self._pending):
+            if self._stopped:
+                return False
             if d.done:
                 continue
             if unary_up and not d.unary_rejected:

@@ -32,6 +32,7 @@ class Registrar:
         self._has_session = has_session
         self._log = log.with_(coordinator=target)
         self._wake = asyncio.Event()
+        self._stopped = False
         self._task: Optional[asyncio.Task] = None
 
     def start(self) -> None:
@@ -43,20 +44,24 @@ class Registrar:
         self._wake.set()
 
     async def stop(self) -> None:
-        """stop ends the loop, cancelling a call in flight, and waits for it."""
+        """stop ends the loop, cancelling a call in flight, and waits for it.
+
+        The flag, not only the cancellation, ends the loop: grpc may turn the
+        cancellation of a call in flight into an error the loop handles, and
+        Python 3.11's wait_for can swallow one that races its timeout.
+        """
+        self._stopped = True
+        self._wake.set()
         if self._task is None:
             return
         self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await asyncio.wait({self._task}, timeout=REGISTER_TIMEOUT)
 
     async def _loop(self) -> None:
         registered = False
         failing = False
         coordinator_id = ""
-        while True:
+        while not self._stopped:
             if not self._has_session(coordinator_id):
                 try:
                     reply = await self._stub.RegisterExecutor(
@@ -67,6 +72,8 @@ class Registrar:
                                        address=self._address)
                     registered, failing = True, False
                 except Exception as err:  # pylint: disable=broad-except
+                    if self._stopped:
+                        return
                     # Warn once per outage: a down coordinator is retried
                     # every interval and would flood the log otherwise.
                     detail = (f"{err.code().name}: {err.details()}" if isinstance(err, grpc.aio.AioRpcError)
