@@ -330,6 +330,23 @@ class ReportStepResult(AsyncTestCase):
 
 
 class Shutdown(AsyncTestCase):
+    async def test_shutdown_after_the_coordinator_went_away_is_bounded(self):
+        coord = FakeCoordinator()
+        addr = await coord.start()
+        e = new_executor(coordinators=[addr], register_interval=0.01, delivery_timeout=0.2)
+        conformance.register(e)
+        bound = await e.start("127.0.0.1:0")
+        await asyncio.wait_for(coord.registered.get(), WAIT)
+        s = Stream(bound, "fake-coordinator")
+        await s.send(step(step_id="e", handler="conformance.echo"))
+        await s.result()
+        await coord.stop()
+        await s.break_()
+        # Registration and reports now fail over and over; shutdown still ends.
+        await _until(lambda: "register with coordinator failed" in e.log_buffer.getvalue())
+        await asyncio.wait_for(e.shutdown(), WAIT)
+        self.assertIn("may not have arrived", e.log_buffer.getvalue())
+
     async def test_shutdown_delivers_running_results_and_refuses_new_steps(self):
         gate = Gate()
         e = new_executor(shutdown_timeout=30)
