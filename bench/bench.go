@@ -260,7 +260,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
 	for i := range FlowTenants {
-		r.tenants = append(r.tenants, &structpb.Struct{Fields: map[string]*structpb.Value{"tenant": structpb.NewStringValue(fmt.Sprintf("t%d", i))}})
+		fields := map[string]*structpb.Value{"tenant": structpb.NewStringValue(fmt.Sprintf("t%d", i))}
+		if cfg.Shape == "mapreduce" {
+			fields[MapItemsField] = MapItems(cfg.Fanout)
+		}
+		r.tenants = append(r.tenants, &structpb.Struct{Fields: fields})
 	}
 	all := append([]Target{{Addr: cfg.Coordinator, MetricsURL: cfg.MetricsURL, PID: cfg.PID}}, cfg.Coordinators...)
 	// The workers are spread over the coordinators, and each coordinator's

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
 
@@ -95,6 +97,14 @@ func shapeNodes(shape string, fanout int) ([]node, error) {
 			out = append(out, node{leaves[i], []string{"start"}})
 		}
 		return append(out, node{"finish", leaves}), nil
+	case "mapreduce":
+		// The same width as fanout, decided at run time: the task's context
+		// carries the list (MapItems), and one for_each step becomes an
+		// instance per item.
+		if fanout < 1 {
+			return nil, fmt.Errorf("fanout must be at least 1, got %d", fanout)
+		}
+		return edges{{"start", nil}, {"map", []string{"start"}}, {"finish", []string{"map"}}}, nil
 	default:
 		return nil, fmt.Errorf("unknown shape %q (want one of %v)", shape, ShapeNames())
 	}
@@ -102,7 +112,19 @@ func shapeNodes(shape string, fanout int) ([]node, error) {
 
 // ShapeNames lists the workflow shapes Template accepts.
 func ShapeNames() []string {
-	return []string{"linear4", "linear6", "diamond", "tree", "parallel-merge", "mixed", "fanout"}
+	return []string{"linear4", "linear6", "diamond", "tree", "parallel-merge", "mixed", "fanout", "mapreduce"}
+}
+
+// MapItemsField is the context field holding the mapreduce shape's list.
+const MapItemsField = "items"
+
+// MapItems is the list a mapreduce task maps over: fanout numbers.
+func MapItems(fanout int) *structpb.Value {
+	vals := make([]*structpb.Value, fanout)
+	for i := range vals {
+		vals[i] = structpb.NewNumberValue(float64(i))
+	}
+	return structpb.NewListValue(&structpb.ListValue{Values: vals})
 }
 
 // Template builds the template for a shape with every step on the noop
@@ -118,6 +140,9 @@ func Template(shape string, fanout int) (*coordinatorv1.TaskTemplate, error) {
 	if shape == "fanout" {
 		name = fmt.Sprintf("bench_fanout_%d", fanout)
 	}
+	if shape == "mapreduce" {
+		name = "bench_mapreduce" // its width is in the context, not the template
+	}
 	t := &coordinatorv1.TaskTemplate{
 		Namespace:   TemplateNamespace,
 		Name:        name,
@@ -130,6 +155,9 @@ func Template(shape string, fanout int) (*coordinatorv1.TaskTemplate, error) {
 			Handler:   NoopHandler,
 			DependsOn: slices.Clone(n.parents),
 		})
+		if shape == "mapreduce" && n.name == "map" {
+			t.Steps[len(t.Steps)-1].ForEach = "context." + MapItemsField
+		}
 	}
 	return t, nil
 }

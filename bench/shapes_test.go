@@ -32,7 +32,7 @@ func edges(t *template.Template) []string {
 func TestShapesAreValidNoopTemplates(t *testing.T) {
 	t.Parallel()
 	wantSteps := map[string]int{
-		"linear4": 4, "linear6": 6, "diamond": 7, "tree": 8, "parallel-merge": 7, "mixed": 8, "fanout": 12,
+		"linear4": 4, "linear6": 6, "diamond": 7, "tree": 8, "parallel-merge": 7, "mixed": 8, "fanout": 12, "mapreduce": 3,
 	}
 	require.ElementsMatch(t, ShapeNames(), slices.Collect(maps.Keys(wantSteps)))
 	for _, shape := range ShapeNames() {

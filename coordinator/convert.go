@@ -131,6 +131,9 @@ func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transi
 		if s.Error != nil {
 			ps.Error = &coordinatorv1.StepError{Message: s.Error.Message, ErrorClass: s.Error.Class, Retryable: s.Error.Retryable}
 		}
+		if of, k, ok := template.ParseInstanceName(s.Name); ok {
+			ps.InstanceOf, ps.Index = of, int32(k)
+		}
 		p.Steps = append(p.Steps, ps)
 	}
 	return p

@@ -18,7 +18,9 @@ import (
 // run, wait or are skipped are plan's (plan.EdgeOf, plan.Skips).
 
 // isDecision reports whether step i of the task is a decision step.
-func (tr *taskRun) isDecision(i int) bool { return tr.tmpl.tmpl.Steps[i].Decision }
+func (tr *taskRun) isDecision(i int) bool {
+	return i < len(tr.tmpl.tmpl.Steps) && tr.tmpl.tmpl.Steps[i].Decision
+}
 
 // chooseNext reads the children decision step i chose from results, as
 // step indices. It reads names from the template, not from tr.steps, which

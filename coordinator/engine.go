@@ -117,6 +117,14 @@ type taskRun struct {
 	blocked *admission.Verdict
 	// waits is the memory of the task's signals (waits.go).
 	waits waitState
+	// fanouts is the memory of the task's for_each steps, by step index;
+	// nil for a template without one. The steps after the template's
+	// (from index len(tmpl.tmpl.Steps) on) are their instances, and
+	// instances[i-len] says whose (foreach.go).
+	fanouts   map[int]*fanout
+	instances []instanceRef
+	// nextPosition is the stored position a new step (an instance) takes.
+	nextPosition int
 }
 
 // active reports whether the task must stay in memory: it is unfinished, or
@@ -149,12 +157,31 @@ func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskR
 	tr := &taskRun{task: *t, tmpl: ct, byID: make(map[string]int, len(steps)), errored: map[int]struct{}{}}
 	tr.steps = make([]*stepRun, len(steps))
 	tr.view = make([]plan.Step, len(steps))
+	n := len(ct.tmpl.Steps)
+	tr.initFanouts()
+	next := n // instances follow the template's steps, in stored order
 	for _, s := range steps {
-		i := ct.index[s.Name]
+		tr.nextPosition = max(tr.nextPosition, s.Position+1)
+		i, ok := ct.index[s.Name]
+		if !ok {
+			if i, ok = tr.placeInstance(s, next); !ok {
+				continue // not a step this template has: placeInstance logged nothing to act on
+			}
+			next++
+		}
 		tr.steps[i] = &stepRun{Step: *s}
 		tr.byID[s.ID] = i
-		tr.view[i] = plan.Step{Parents: ct.parents[i], Decision: tr.isDecision(i)}
+		if i < n {
+			tr.view[i] = plan.Step{Parents: ct.parents[i], Decision: tr.isDecision(i)}
+		} else {
+			tr.view[i] = plan.Step{Parents: []int{tr.instances[i-n].of}, Instance: true}
+		}
 		tr.decisions = tr.decisions || tr.view[i].Decision
+	}
+	if next < len(tr.steps) { // rows that named no step of the template
+		tr.steps, tr.view = tr.steps[:next], tr.view[:next]
+	}
+	for i := range tr.steps {
 		tr.sync(i)
 	}
 	return tr
@@ -164,10 +191,11 @@ func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskR
 // stored fields changed.
 func (tr *taskRun) sync(i int) {
 	s, v := tr.steps[i], &tr.view[i]
-	if v.State.Settled() {
+	wasSettled, wasExhausted := v.State.Settled(), v.State != "" && plan.Exhausted(v)
+	if wasSettled {
 		tr.satisfied--
 	}
-	if v.State != "" && plan.Exhausted(v) {
+	if wasExhausted {
 		tr.exhausted--
 	}
 	v.State, v.Attempts, v.MaxAttempts, v.NextRetryAt = s.State, s.Attempts, s.MaxAttempts, s.NextRetryAt
@@ -186,6 +214,9 @@ func (tr *taskRun) sync(i int) {
 		tr.errored[i] = struct{}{}
 	} else {
 		delete(tr.errored, i)
+	}
+	if tr.instances != nil {
+		tr.countInstance(i, wasSettled, wasExhausted)
 	}
 }
 
@@ -251,13 +282,18 @@ type change struct {
 	// refused is the first move the state tables do not allow; a change
 	// holding one is never written.
 	refused error
+	// gather lists the for_each steps whose instances moved, for
+	// gatherForEach.
+	gather []int
 }
 
 func (e *engine) newChange(tr *taskRun) *change {
 	return &change{pool: e.pool, tr: tr, params: store.TaskAdvanceParams{TaskID: tr.task.ID, At: e.now(), Lease: e.lease.Load(), Aging: e.pool.aging}}
 }
 
-func (c *change) empty() bool { return c.params.Task == nil && len(c.params.Steps) == 0 }
+func (c *change) empty() bool {
+	return c.params.Task == nil && len(c.params.Steps) == 0 && len(c.params.NewSteps) == 0
+}
 
 // moveStep records a step transition and applies it to memory at once, so
 // later decisions in the same event see it. edit may set attempts, results,
@@ -298,6 +334,9 @@ func (c *change) moveStep(i int, to state.State, reason string, edit func(*store
 		s.Error = nil
 	}
 	c.tr.sync(i)
+	if ref, ok := c.tr.instanceOf(i); ok {
+		c.gather = append(c.gather, ref.of)
+	}
 }
 
 // moveTask records the task's transition, checked against the task table
@@ -340,11 +379,18 @@ func (e *engine) schedule(c *change, candidates []int) {
 	if candidates == nil {
 		e.skipUntaken(c, nil) // a full pass settles branches a reload or an operator left open
 	}
+	if tr.fanouts != nil {
+		e.expandPending(c)
+		if more := e.gatherForEach(c); len(more) > 0 && candidates != nil {
+			candidates = append(slices.Clip(candidates), more...)
+		}
+	}
 	switch {
 	case tr.exhausted > 0:
 		if c.params.Task == nil {
 			c.moveTask(state.Error, tr.failedReason())
 			e.endWaits(c, "the task failed")
+			e.endForEach(c, "the task failed")
 		}
 		return
 	case tr.satisfied == len(tr.steps):
@@ -378,11 +424,18 @@ func (e *engine) tryDispatch(c *change, i int, now time.Time) {
 	if tr.task.State == state.Pending && c.params.Task != nil {
 		return // the task moves once per change; the follow-up event dispatches
 	}
+	if ref, ok := tr.instanceOf(i); ok && !tr.fanouts[ref.of].expanded {
+		return // its list is not computed yet: expandForEach dispatches it
+	}
 	if blockedAt(s.blocked, now) || tr.task.State == state.Pending && blockedAt(tr.blocked, now) {
 		return // a release or its retry time asks again
 	}
 	if waitSpec(tr, i) != nil {
 		e.startWait(c, i, now) // a durable wait takes no executor slot
+		return
+	}
+	if tr.isForEach(i) {
+		e.startForEach(c, i) // its instances take the slots
 		return
 	}
 	executorID := e.pool.acquire(s.Handler, s.lastExecutor)
@@ -516,7 +569,7 @@ func (e *engine) afterCommit(c *change) {
 		s := tr.steps[i]
 		e.pool.track(s.executor, tr.task.ID, s.ID, int32(s.Attempts))
 		req := e.executeRequest(tr, i, e.trace.startAttempt(tr, i, s.executor))
-		if d := tr.tmpl.timeouts[i]; d > 0 {
+		if d := tr.tmpl.timeouts[tr.tix(i)]; d > 0 {
 			e.armAttemptTimer(tr, i, d, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, d))
 		}
 		e.pool.send(s.executor, req)
@@ -537,9 +590,9 @@ func (e *engine) afterCommit(c *change) {
 }
 
 func (e *engine) executeRequest(tr *taskRun, i int, traceContext map[string]string) *executorv1.ExecuteRequest {
-	s := tr.steps[i]
-	parents := make(map[string][]byte, len(tr.tmpl.parents[i]))
-	for _, p := range tr.tmpl.parents[i] {
+	s, t := tr.steps[i], tr.tix(i)
+	parents := make(map[string][]byte, len(tr.tmpl.parents[t]))
+	for _, p := range tr.tmpl.parents[t] {
 		ps := tr.steps[p]
 		res := ps.Results
 		if res == nil {
@@ -549,12 +602,12 @@ func (e *engine) executeRequest(tr *taskRun, i int, traceContext map[string]stri
 	}
 	step := &executorv1.ExecuteStep{
 		TaskId: tr.task.ID, StepId: s.ID, StepName: s.Name, Handler: s.Handler,
-		Attempt: int32(s.Attempts), HandlerConfig: tr.tmpl.configs[i], Context: tr.task.Context,
+		Attempt: int32(s.Attempts), HandlerConfig: tr.tmpl.configs[t], Context: tr.task.Context,
 		ParentResults: parents, Namespace: tr.task.Namespace, TemplateName: tr.task.Name,
 		TemplateVersion: tr.task.Version, TraceContext: traceContext,
-		IdempotencyKey: idempotencyKey(tr.task.ID, s.ID, s.Generation),
+		IdempotencyKey: idempotencyKey(tr.task.ID, s.ID, s.Generation), ForEach: forEachItem(tr, i),
 	}
-	if d := tr.tmpl.timeouts[i]; d > 0 {
+	if d := tr.tmpl.timeouts[t]; d > 0 {
 		step.Deadline = timestamppb.New(e.now().Add(d))
 	}
 	return &executorv1.ExecuteRequest{Kind: &executorv1.ExecuteRequest_ExecuteStep{ExecuteStep: step}}
@@ -598,6 +651,9 @@ func (e *engine) armWake(tr *taskRun) {
 			}
 		}
 		earliest(e.nextWaitWake(tr))
+		if tr.unexpanded() {
+			earliest(e.now())
+		}
 		for i := range tr.errored {
 			v := &tr.view[i]
 			if plan.Retriable(v) && !v.InFlight && !tr.steps[i].waiting && (at.IsZero() || v.NextRetryAt.Before(at)) {
@@ -698,11 +754,14 @@ func (e *engine) watchInFlight(tr *taskRun) {
 		if s.State != state.InProgress {
 			continue
 		}
+		if tr.isForEach(i) {
+			continue // its instances run; expandPending puts them back in place
+		}
 		tr.setInFlight(i, true)
 		if tr.waiting(i) {
 			continue // a durable wait: armWake wakes it when it ends
 		}
-		switch timeout := tr.tmpl.timeouts[i]; {
+		switch timeout := tr.tmpl.timeouts[tr.tix(i)]; {
 		case s.executor == "":
 			e.armAttemptTimer(tr, i, e.grace+timeout, fmt.Sprintf("attempt %d presumed lost: no executor reported it within %s", s.Attempts, e.grace+timeout))
 		case timeout > 0:

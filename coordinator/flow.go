@@ -101,14 +101,14 @@ func handlerKey(handler, expression, value string) string {
 // gated reports whether step i's dispatch needs an admission, and the
 // request if so.
 func (tr *taskRun) stepAdmission(i int) *admission.Request {
-	f := tr.flow
-	if f == nil || len(f.steps[i]) == 0 && len(f.tokens[i]) == 0 {
+	f, t := tr.flow, tr.tix(i) // an instance is admitted as its for_each step would be
+	if f == nil || len(f.steps[t]) == 0 && len(f.tokens[t]) == 0 {
 		return nil
 	}
 	s := tr.steps[i]
 	return &admission.Request{
 		TaskID: tr.task.ID, StepID: s.ID, Attempt: s.Attempts + 1, Priority: tr.priority(),
-		Keys: f.steps[i], Tokens: f.tokens[i],
+		Keys: f.steps[t], Tokens: f.tokens[t],
 	}
 }
 
@@ -143,8 +143,8 @@ func (c *change) heldKeys() []string {
 		if sc.From != state.InProgress {
 			continue
 		}
-		if i, ok := c.tr.byID[sc.StepID]; ok {
-			for _, k := range f.steps[i] {
+		if i, ok := c.tr.byID[sc.StepID]; ok && !c.tr.isForEach(i) { // a for_each step holds no place; its instances do
+			for _, k := range f.steps[c.tr.tix(i)] {
 				keys = append(keys, k.Key)
 			}
 		}

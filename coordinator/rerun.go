@@ -42,7 +42,7 @@ func (e *engine) rerunStep(ctx context.Context, taskID, stepName, reason, actor 
 		actor = defaultActor
 	}
 	return e.withTask(ctx, taskID, func(tr *taskRun) error {
-		from, ok := tr.tmpl.index[stepName]
+		from, ok := tr.stepIndex(stepName)
 		if !ok {
 			return notFoundf("task %s has no step %q", taskID, stepName)
 		}
@@ -52,7 +52,7 @@ func (e *engine) rerunStep(ctx context.Context, taskID, stepName, reason, actor 
 		if !tr.task.State.Terminal() && tr.running > 0 {
 			return preconditionf("task %s is %s with %d step(s) running; rerun once nothing runs", taskID, tr.task.State, tr.running)
 		}
-		set := descendants(tr.tmpl.children, from)
+		set := rerunSet(tr, from)
 		var reset []int
 		exhausted := 0
 		for _, i := range set {
@@ -80,7 +80,7 @@ func (e *engine) rerunStep(ctx context.Context, taskID, stepName, reason, actor 
 		}
 		c := e.newChange(tr)
 		for _, i := range reset {
-			c.rerun(i, tr.tmpl.tmpl.Steps[i].RetryLimit, why, meta)
+			c.rerun(i, tr.tmpl.tmpl.Steps[tr.tix(i)].RetryLimit, why, meta)
 		}
 		if state.TaskRerun(tr.task.State) == state.Applied {
 			c.params.Task = &store.TaskChange{From: tr.task.State, To: state.Pending, Reason: why, Metadata: meta}
@@ -110,6 +110,21 @@ func (c *change) rerun(i, retryLimit int, reason string, meta json.RawMessage) {
 	s.Results, s.Error, s.blocked = nil, nil, nil
 	s.Generation++
 	c.tr.sync(i)
+}
+
+// rerunSet is what a rerun from step from resets: it and its descendants
+// with every instance of the for_each steps among them; from an instance,
+// that instance, its for_each step (which starts again, keeping its other
+// instances' results) and the step's descendants.
+func rerunSet(tr *taskRun, from int) []int {
+	if ref, ok := tr.instanceOf(from); ok {
+		return append([]int{from}, descendants(tr.tmpl.children, ref.of)...)
+	}
+	set := descendants(tr.tmpl.children, from)
+	if tr.fanouts == nil {
+		return set
+	}
+	return append(set, tr.instancesOf(set)...)
 }
 
 // descendants returns step from and every step reachable from it through

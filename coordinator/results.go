@@ -318,7 +318,7 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 				sc.Metadata = meta
 			})
 			// A decision's skips go into the same change as its result.
-			e.schedule(c, e.skipUntaken(c, tr.tmpl.children[i]))
+			e.schedule(c, e.skipUntaken(c, tr.childrenOf(i)))
 		}
 		return true
 	}
@@ -339,7 +339,7 @@ func (e *engine) failStep(c *change, i int, serr *store.StepError, requested tim
 	var delay time.Duration
 	retrying := serr.Retryable && s.Attempts < s.MaxAttempts
 	if retrying {
-		delay = plan.RetryDelay(tr.tmpl.backoff[i], s.Attempts, requested, jitter())
+		delay = plan.RetryDelay(tr.tmpl.backoff[tr.tix(i)], s.Attempts, requested, jitter())
 	}
 	meta := failureMeta{Executor: executorID, Error: serr.Message, ErrorClass: serr.Class}
 	if retrying {
@@ -480,7 +480,7 @@ func (e *engine) running(executorID string, attempts []*executorv1.RunningStep) 
 					s.timer.Stop()
 					s.timer = nil
 				}
-				if d := tr.tmpl.timeouts[i]; d > 0 {
+				if d := tr.tmpl.timeouts[tr.tix(i)]; d > 0 {
 					e.armAttemptTimer(tr, i, d, fmt.Sprintf("attempt %d timed out after %s", s.Attempts, d))
 				}
 				e.log.Info("adopted running attempt", "task_id", tr.task.ID, "step_id", s.ID, "attempt", s.Attempts, "executor_id", executorID)

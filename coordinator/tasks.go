@@ -484,7 +484,7 @@ func (e *engine) retryTask(ctx context.Context, id, reason string) (*snapshot, e
 		c := e.newChange(tr)
 		for i, s := range tr.steps {
 			if s.State == state.Error {
-				limit := tr.tmpl.tmpl.Steps[i].RetryLimit
+				limit := tr.tmpl.tmpl.Steps[tr.tix(i)].RetryLimit
 				c.moveStep(i, state.Pending, reason, func(sc *store.StepChange) {
 					sc.MaxAttempts = s.Attempts + limit
 					sc.NextRetryAt = c.params.At
@@ -512,7 +512,7 @@ func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason strin
 		reason = "resolved manually"
 	}
 	return e.withTask(ctx, taskID, func(tr *taskRun) error {
-		i, ok := tr.tmpl.index[stepName]
+		i, ok := tr.stepIndex(stepName)
 		if !ok {
 			return notFoundf("task %s has no step %q", taskID, stepName)
 		}
@@ -545,7 +545,7 @@ func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason strin
 			e.schedule(c, nil)
 			return e.commit(ctx, c)
 		}
-		e.schedule(c, tr.tmpl.children[i])
+		e.schedule(c, tr.childrenOf(i))
 		return e.commit(ctx, c)
 	})
 }

@@ -35,6 +35,9 @@ type compiledTemplate struct {
 	taskKeys  []*expr.Program
 	stepKeys  [][]*expr.Program
 	limitKeys [][]*expr.Program
+	// forEach[i] is step i's for_each list expression; nil where it has
+	// none, and nil as a whole for a template without for_each.
+	forEach []*expr.ListProgram
 }
 
 func compile(t *template.Template) (*compiledTemplate, error) {
@@ -90,6 +93,14 @@ func compile(t *template.Template) (*compiledTemplate, error) {
 			Max:        time.Duration(s.Backoff.Max),
 		}
 		ct.timeouts[i] = time.Duration(s.Timeout)
+		if s.ForEach != "" {
+			if ct.forEach == nil {
+				ct.forEach = make([]*expr.ListProgram, n)
+			}
+			if ct.forEach[i], err = expr.CompileList(s.ForEach); err != nil {
+				return nil, fmt.Errorf("compile for_each of step %q of %s/%s@%s: %w", s.Name, t.Namespace, t.Name, t.Version, err)
+			}
+		}
 	}
 	return ct, nil
 }

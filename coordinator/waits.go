@@ -44,7 +44,7 @@ type waitState struct {
 
 // waitSpec is step i's wait, or nil for a step that runs a handler.
 func waitSpec(tr *taskRun, i int) *template.Step {
-	st := &tr.tmpl.tmpl.Steps[i]
+	st := &tr.tmpl.tmpl.Steps[tr.tix(i)]
 	if !st.IsWait() {
 		return nil
 	}
@@ -86,7 +86,7 @@ func (tr *taskRun) availableSignal(name string) *store.Signal {
 // waiting reports whether step i is in a wait: a wait step with an
 // attempt in progress.
 func (tr *taskRun) waiting(i int) bool {
-	return tr.steps[i].State == state.InProgress && tr.tmpl.tmpl.Steps[i].IsWait()
+	return tr.steps[i].State == state.InProgress && tr.tmpl.tmpl.Steps[tr.tix(i)].IsWait()
 }
 
 // startWait starts step i's wait instead of dispatching it: the step moves
@@ -229,7 +229,7 @@ func (e *engine) nextWaitWake(tr *taskRun) time.Time {
 			continue
 		}
 		t := tr.steps[i].NextRetryAt
-		if w := tr.tmpl.tmpl.Steps[i].WaitFor; w != nil && tr.availableSignal(w.Signal) != nil {
+		if w := tr.tmpl.tmpl.Steps[tr.tix(i)].WaitFor; w != nil && tr.availableSignal(w.Signal) != nil {
 			t = e.now()
 		}
 		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
@@ -279,7 +279,7 @@ func waitReasonOf(tr *taskRun, i int) *waitReason {
 		return nil
 	}
 	s := tr.steps[i]
-	if w := tr.tmpl.tmpl.Steps[i].WaitFor; w != nil {
+	if w := tr.tmpl.tmpl.Steps[tr.tix(i)].WaitFor; w != nil {
 		return &waitReason{reason: waitSignal, key: w.Signal, until: s.NextRetryAt}
 	}
 	return &waitReason{reason: waitSleep, until: s.NextRetryAt}

@@ -97,7 +97,64 @@ func randomTemplate(rng *rand.Rand, k int) *template.Template {
 	if rng.IntN(2) == 0 {
 		addDecisions(rng, tmpl)
 	}
+	if rng.IntN(2) == 0 {
+		addForEach(rng, tmpl)
+	}
+	if rng.IntN(3) == 0 {
+		addWait(rng, tmpl)
+	}
 	return tmpl
+}
+
+// chaosSignal is the signal a chaos template's wait step waits for; the
+// submitter sends it to every task once created (see signalWithRetry).
+const chaosSignal = "go"
+
+// addForEach turns up to two handler steps (not decisions) into for_each
+// steps over a list whose length depends on the task (context.n), from
+// empty to chaosMaxItems, so instances, empty lists and their joins are
+// all exercised; flaky ones fail per instance.
+func addForEach(rng *rand.Rand, tmpl *template.Template) {
+	var candidates []int
+	for i, s := range tmpl.Steps {
+		if !s.Decision && s.Handler != "" {
+			candidates = append(candidates, i)
+		}
+	}
+	rng.Shuffle(len(candidates), func(a, b int) { candidates[a], candidates[b] = candidates[b], candidates[a] })
+	for _, i := range candidates[:min(2, len(candidates))] {
+		width := 1 + rng.IntN(chaosMaxItems)
+		items := make([]string, width)
+		for k := range items {
+			items[k] = fmt.Sprint(k)
+		}
+		// Between 0 and width items, by the task's place in the plan.
+		tmpl.Steps[i].ForEach = fmt.Sprintf("[%s].filter(i, i < context.n %% %d)", strings.Join(items, ", "), width+1)
+	}
+}
+
+// chaosMaxItems bounds a chaos for_each list.
+const chaosMaxItems = 8
+
+// addWait turns one handler step (not a decision or for_each) into a wait
+// for chaosSignal.
+func addWait(rng *rand.Rand, tmpl *template.Template) {
+	var candidates []int
+	for i, s := range tmpl.Steps {
+		if !s.Decision && s.ForEach == "" && s.Handler != "" {
+			candidates = append(candidates, i)
+		}
+	}
+	if len(candidates) == 0 {
+		return
+	}
+	s := &tmpl.Steps[candidates[rng.IntN(len(candidates))]]
+	s.Handler, s.Config, s.WaitFor = "", nil, &template.WaitFor{Signal: chaosSignal}
+}
+
+// waitsForSignal reports whether tasks of tmpl need chaosSignal.
+func waitsForSignal(tmpl *template.Template) bool {
+	return slices.ContainsFunc(tmpl.Steps, func(s template.Step) bool { return s.WaitFor != nil })
 }
 
 // addDecisions turns up to two steps that have children into decision
@@ -132,14 +189,21 @@ func planName(t *template.Template) string { return t.Namespace + "/" + t.Name }
 // describeTemplate is a one-line summary for the test log.
 func describeTemplate(t *template.Template) string {
 	handlers := map[string]int{}
-	edges, decisions := 0, 0
+	edges, decisions, forEach, waits := 0, 0, 0, 0
 	for _, s := range t.Steps {
 		handlers[s.Handler]++
 		edges += len(s.DependsOn)
 		if s.Decision {
 			decisions++
 		}
+		if s.ForEach != "" {
+			forEach++
+		}
+		if s.WaitFor != nil {
+			waits++
+		}
 	}
+	delete(handlers, "")
 	keys := make([]string, 0, len(handlers))
 	for h := range handlers {
 		keys = append(keys, h)
@@ -149,5 +213,5 @@ func describeTemplate(t *template.Template) string {
 	for i, h := range keys {
 		parts[i] = fmt.Sprintf("%s=%d", h, handlers[h])
 	}
-	return fmt.Sprintf("%s steps=%d edges=%d decisions=%d %s", planName(t), len(t.Steps), edges, decisions, strings.Join(parts, " "))
+	return fmt.Sprintf("%s steps=%d edges=%d decisions=%d for_each=%d waits=%d %s", planName(t), len(t.Steps), edges, decisions, forEach, waits, strings.Join(parts, " "))
 }

@@ -384,6 +384,9 @@ func (c *chaosCluster) submitAll(ctx context.Context, seed int64, plan *chaosPla
 				return
 			}
 			subs[i].id, subs[i].created, subs[i].calls, subs[i].err = createWithRetry(ctx, c.client, req)
+			if subs[i].err == nil && waitsForSignal(tmpl) {
+				subs[i].err = signalWithRetry(ctx, c.client, subs[i].id, i)
+			}
 		}()
 	}
 	for range plan.tasks {
@@ -436,6 +439,31 @@ func createWithRetry(ctx context.Context, client coordinatorv1.CoordinatorServic
 		select {
 		case <-ctx.Done():
 			return "", false, calls, fmt.Errorf("create %s: gave up after %d calls: %w", req.GetIdempotencyKey(), calls, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// signalWithRetry sends chaosSignal to a task until the coordinator has
+// it: stored for the wait step, or consumed by it. A call that timed out
+// may have been applied, so a retry refused with FailedPrecondition (no
+// step of the task can take another) means the first one landed, as does
+// one refused because the wait was skipped on a branch not taken.
+func signalWithRetry(ctx context.Context, client coordinatorv1.CoordinatorServiceClient, id string, n int) error {
+	payload := fmt.Sprintf(`{"n":%d}`, n)
+	for calls := 1; ; calls++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := client.SignalTask(cctx, &coordinatorv1.SignalTaskRequest{Id: id, Signal: chaosSignal, Payload: payload})
+		cancel()
+		switch status.Code(err) {
+		case codes.OK, codes.FailedPrecondition:
+			return nil
+		case codes.InvalidArgument, codes.NotFound:
+			return fmt.Errorf("signal task %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("signal task %s: gave up after %d calls: %w", id, calls, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -619,8 +647,8 @@ func runChaos(t *testing.T, db, schema string) {
 	if schema != "" {
 		storeKind = "postgres"
 	}
-	t.Logf("chaos: store=%s seed=%d tasks=%d steps=%d skipped=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s interrupted_tasks=%d duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
-		storeKind, cfg.seed, len(subs), a.steps, a.skippedSteps, len(rec.coordinatorKills), rec.executorKills, rec.partitions, a.lost, a.doubleCompletions,
+	t.Logf("chaos: store=%s seed=%d tasks=%d steps=%d skipped=%d instance_dispatches=%d coordinator_kills=%d executor_kills=%d partitions=%d lost=%d double_completions=%d dispatches=%d dispatch_overhead=%.2f max_recovery=%s interrupted_tasks=%d duplicates=%d lost_attempts=%d violations=%d create_retries=%d elapsed=%s",
+		storeKind, cfg.seed, len(subs), a.steps, a.skippedSteps, a.instances, len(rec.coordinatorKills), rec.executorKills, rec.partitions, a.lost, a.doubleCompletions,
 		a.dispatches, overhead, a.maxRecovery.Round(10*time.Millisecond), a.interrupted, a.duplicates, a.lostAttempts, a.violationCount, createRetries,
 		elapsed.Round(100*time.Millisecond))
 

@@ -201,6 +201,8 @@ type taskJSON struct {
 			Until   string   `json:"until"`
 			Handler string   `json:"handler"`
 		} `json:"waiting"`
+		InstanceOf string `json:"instance_of"`
+		Index      *int   `json:"index"`
 	} `json:"steps"`
 }
 

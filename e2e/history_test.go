@@ -60,6 +60,8 @@ type historyAudit struct {
 	earlyStarts int
 	// skippedSteps counts steps skipped on branches no decision took.
 	skippedSteps int
+	// instances counts the dispatches of for_each instances.
+	instances int
 	// lostAttempts counts attempts failed by the coordinator (executor
 	// lost, presumed lost, timed out) rather than by a handler on purpose.
 	lostAttempts int
@@ -271,6 +273,7 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 		byStep[tr.StepID] = append(byStep[tr.StepID], tr)
 	}
 	completedAt := map[string]int64{} // step name -> seq of its first completion or its skip
+	startedAt := map[string][]int64{}  // step name -> seqs of its moves to in_progress
 	settledWhen := map[string]time.Time{}
 	var lastStepComplete int64
 	wantEnd := expectedEnds(steps, decisions)
@@ -287,6 +290,7 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 			}
 			switch tr.To {
 			case state.InProgress:
+				startedAt[s.Name] = append(startedAt[s.Name], tr.Seq)
 				a.dispatches++
 				if tr.Attempt > 1 {
 					a.redispatches++
@@ -358,6 +362,21 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 			}
 			if tr.To != state.InProgress {
 				continue
+			}
+			if of, _, ok := template.ParseInstanceName(s.Name); ok {
+				// An instance starts only while its for_each step runs:
+				// after the step's start, before its completion.
+				a.instances++
+				if !slices.ContainsFunc(startedAt[of], func(seq int64) bool { return seq < tr.Seq }) {
+					a.earlyStarts++
+					a.violatef("%s step %s: attempt %d started at seq %d before its for_each step %s started", where, s.Name, tr.Attempt, tr.Seq, of)
+				}
+				if seq, ok := completedAt[of]; ok && seq < tr.Seq {
+					a.violatef("%s step %s: attempt %d started at seq %d after its for_each step %s completed (seq %d)", where, s.Name, tr.Attempt, tr.Seq, of, seq)
+				}
+				if seq, ok := completedAt[s.Name]; ok && completedAt[of] < seq {
+					a.violatef("%s step %s: completed at seq %d, after its for_each step %s (seq %d)", where, s.Name, seq, of, completedAt[of])
+				}
 			}
 			for _, p := range s.DependsOn {
 				if seq, ok := completedAt[p]; !ok || seq > tr.Seq {

@@ -59,6 +59,9 @@ type Request struct {
 	// deliberate rerun does. Treat it as opaque; it is empty when the
 	// coordinator is older than the field.
 	IdempotencyKey string
+	// Item is set when the step is an instance of a for_each step: the
+	// list element it runs on, its index and the list's length.
+	Item *Item
 
 	// progress sends a StepProgress for this attempt; nil when the request
 	// was built outside an executor (e.g. a handler unit test).
@@ -87,6 +90,16 @@ func (r *Request) Progress(percent float64, message string) {
 	})
 }
 
+// Item is the list element a for_each instance runs on.
+type Item struct {
+	// Index is the element's position in the list, from 0.
+	Index int
+	// Count is the list's length.
+	Count int
+	// Value is the element as JSON.
+	Value json.RawMessage
+}
+
 // newRequest converts the wire message; bytes are copied by reference since
 // the proto message is not reused after this.
 func newRequest(step *executorv1.ExecuteStep) *Request {
@@ -106,6 +119,9 @@ func newRequest(step *executorv1.ExecuteStep) *Request {
 	}
 	if step.GetDeadline() != nil {
 		req.Deadline = step.GetDeadline().AsTime()
+	}
+	if fe := step.GetForEach(); fe != nil {
+		req.Item = &Item{Index: int(fe.GetIndex()), Count: int(fe.GetCount()), Value: rawOrNil(fe.GetItem())}
 	}
 	if len(step.GetParentResults()) > 0 {
 		req.ParentResults = make(map[string]json.RawMessage, len(step.GetParentResults()))

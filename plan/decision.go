@@ -75,6 +75,9 @@ func edgeOf(p *Step, child int, st state.State) Edge {
 // ParentsSatisfied reports whether the parents of steps[i] let it start: no
 // edge into it is open, and it is a root or at least one edge is taken.
 func ParentsSatisfied(steps []Step, i int) bool {
+	if steps[i].Instance {
+		return InstanceMayRun(steps, i)
+	}
 	taken := len(steps[i].Parents) == 0
 	for _, p := range steps[i].Parents {
 		switch EdgeOf(steps, p, i) {
@@ -96,6 +99,9 @@ func NotTaken(steps []Step, i int) bool {
 func notTaken(steps []Step, i int, stateOf func(int) state.State) bool {
 	if len(steps[i].Parents) == 0 {
 		return false
+	}
+	if steps[i].Instance {
+		return stateOf(steps[i].Parents[0]) == state.Skipped
 	}
 	for _, p := range steps[i].Parents {
 		if edgeOf(&steps[p], i, stateOf(p)) != EdgeNotTaken {
@@ -140,7 +146,9 @@ func Skips(steps []Step, children [][]int, seeds []int) []int {
 		}
 		skipped[i] = true
 		out = append(out, i)
-		work = append(work, children[i]...)
+		if i < len(children) { // for_each instances, after the template's steps, have no children
+			work = append(work, children[i]...)
+		}
 	}
 	return out
 }

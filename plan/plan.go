@@ -27,6 +27,9 @@ type Step struct {
 	// the children its result chose, sorted. See EdgeOf.
 	Decision bool
 	Chosen   []int
+	// Instance marks an instance of a for_each step (see ForEach): its
+	// one parent is that step.
+	Instance bool
 }
 
 // Retriable reports whether an errored step has an attempt left. It says

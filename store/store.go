@@ -477,9 +477,14 @@ type TaskAdvanceParams struct {
 	// At.
 	Lease *Lease
 	// Task, when set, moves the task itself.
-	Task  *TaskChange
-	Steps []*StepChange
-	At    time.Time
+	Task *TaskChange
+	// NewSteps are steps added to the task (the instances of a for_each
+	// step), stored before Steps are applied, so a change may move them.
+	// Each is a fresh step: pending, no attempts, results or error, no
+	// dependencies; its ID and (task, name) must be new.
+	NewSteps []*Step
+	Steps    []*StepChange
+	At       time.Time
 	// Admit, when set, makes the whole change conditional on admitting the
 	// task under its concurrency keys (its first dispatch): refused,
 	// nothing of the change is written, the task keeps its place in line,

@@ -58,6 +58,16 @@ func (p *TaskAdvanceParams) Validate() error {
 	if p.TaskID == "" {
 		return errors.New("TaskAdvance: task ID is required")
 	}
+	for i, st := range p.NewSteps {
+		switch {
+		case st == nil || st.ID == "" || st.Name == "" || st.Handler == "":
+			return fmt.Errorf("TaskAdvance: task %s new step %d needs an ID, a name and a handler", p.TaskID, i)
+		case st.State != state.Pending || st.Attempts != 0 || st.Results != nil || st.Error != nil || len(st.DependsOn) > 0:
+			return fmt.Errorf("TaskAdvance: task %s new step %s must be fresh: pending, with no attempts, results, error or dependencies", p.TaskID, st.Name)
+		case st.MaxAttempts < 1:
+			return fmt.Errorf("TaskAdvance: task %s new step %s needs max attempts of at least 1", p.TaskID, st.Name)
+		}
+	}
 	for i, c := range p.Steps {
 		if c == nil || c.StepID == "" {
 			return fmt.Errorf("TaskAdvance: task %s step change %d has no step ID", p.TaskID, i)

@@ -4,6 +4,8 @@ package template
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -127,6 +129,36 @@ type Step struct {
 	// run: {"next": ["child", ...]}. Children not chosen, and steps
 	// reachable only through them, end skipped. It needs a child.
 	Decision bool `json:"decision,omitempty"`
+	// ForEach, when set, makes the step a map over a list known only at
+	// run time: a CEL expression over "results" (the parents' results by
+	// step name) and "context" that must evaluate to a list. The step runs
+	// as one instance per item, each given its item and retried on its
+	// own; it completes with the instances' results as a list, in order.
+	ForEach string `json:"for_each,omitempty"`
+}
+
+// InstanceName is the name of the index-th instance of a for_each step.
+func InstanceName(step string, index int) string {
+	return step + "[" + strconv.Itoa(index) + "]"
+}
+
+// ParseInstanceName splits an instance name ("charge[3]") into its step
+// and index; ok is false for any other name. Step names cannot contain
+// brackets, so the two never collide.
+func ParseInstanceName(name string) (step string, index int, ok bool) {
+	open := strings.IndexByte(name, '[')
+	if open <= 0 || !strings.HasSuffix(name, "]") {
+		return "", 0, false
+	}
+	digits := name[open+1 : len(name)-1]
+	if digits == "" || (len(digits) > 1 && digits[0] == '0') {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil || n < 0 {
+		return "", 0, false
+	}
+	return name[:open], n, true
 }
 
 // WaitFor is a step that waits for a named signal (SignalTask), whose

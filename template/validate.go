@@ -251,6 +251,9 @@ func validateStep(t *Template, i int, idx map[string]int) error {
 	if s.Handler == "" && !s.IsWait() {
 		return fail("handler", "required: the name of a handler an executor registers")
 	}
+	if err := validateForEach(s); err != nil {
+		return err
+	}
 	seen := make(map[string]bool, len(s.DependsOn))
 	for _, dep := range s.DependsOn {
 		switch {
@@ -295,6 +298,28 @@ func isJSONObject(raw []byte) bool {
 	}
 	var m map[string]json.RawMessage
 	return json.Unmarshal(raw, &m) == nil
+}
+
+// validateForEach checks a for_each step: its expression compiles, and it
+// runs a handler per item, so it is neither a wait nor a decision (whose
+// one result chooses branches).
+func validateForEach(s *Step) error {
+	if s.ForEach == "" {
+		return nil
+	}
+	fail := func(field, format string, args ...any) error {
+		return &ValidationError{Step: s.Name, Field: field, Message: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case s.IsWait():
+		return fail("for_each", "a waiting step (wait_for or sleep) cannot run for each item; put the wait before or after it")
+	case s.Decision:
+		return fail("for_each", "a decision step cannot run for each item: one result chooses its branches")
+	}
+	if _, err := expr.CompileList(s.ForEach); err != nil {
+		return fail("for_each", "%v", err)
+	}
+	return nil
 }
 
 // validateWait checks a waiting step (wait_for or sleep): it runs no

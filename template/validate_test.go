@@ -285,3 +285,57 @@ func TestValidateYAMLErrors(t *testing.T) {
 	err := template.Validate(mustParse(t, src), template.Limits{})
 	require.EqualError(t, err, `step "charge": depends_on: unknown step "valdate"`)
 }
+
+func TestValidateForEach(t *testing.T) {
+	base := func(mod func(*template.Step)) *template.Template {
+		tm := &template.Template{Namespace: "ns", Name: "map", Version: "1.0.0", Steps: []template.Step{
+			{Name: "split", Handler: "split"},
+			{Name: "charge", Handler: "charge", DependsOn: []string{"split"}, ForEach: "results.split.items"},
+		}}
+		mod(&tm.Steps[1])
+		return tm
+	}
+	require.NoError(t, template.Validate(base(func(*template.Step) {}), template.Limits{}))
+	for name, tc := range map[string]struct {
+		mod  func(*template.Step)
+		want string
+	}{
+		"not a list":  {func(s *template.Step) { s.ForEach = `"x"` }, "want a list"},
+		"syntax":      {func(s *template.Step) { s.ForEach = `results.(` }, "for_each"},
+		"with a wait": {func(s *template.Step) { s.Handler = ""; s.Sleep = template.Duration(time.Second) }, "cannot run for each item"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := template.Validate(base(tc.mod), template.Limits{})
+			var ve *template.ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.Equal(t, "charge", ve.Step)
+			require.Equal(t, "for_each", ve.Field)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestInstanceName(t *testing.T) {
+	require.Equal(t, "charge[12]", template.InstanceName("charge", 12))
+	for name, want := range map[string]struct {
+		step  string
+		index int
+		ok    bool
+	}{
+		"charge[0]":  {"charge", 0, true},
+		"charge[12]": {"charge", 12, true},
+		"charge":     {},
+		"charge[]":   {},
+		"charge[01]": {},
+		"charge[-1]": {},
+		"[3]":        {},
+		"charge[3":   {},
+	} {
+		step, index, ok := template.ParseInstanceName(name)
+		require.Equal(t, want.ok, ok, name)
+		if ok {
+			require.Equal(t, want.step, step, name)
+			require.Equal(t, want.index, index, name)
+		}
+	}
+}

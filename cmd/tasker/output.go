@@ -51,6 +51,10 @@ type stepJSON struct {
 	// Waiting says why a step that is neither running nor finished waits;
 	// omitted otherwise.
 	Waiting *waitingJSON `json:"waiting,omitempty"`
+	// InstanceOf and Index are set for an instance of a for_each step:
+	// the step's name and the instance's place in its list.
+	InstanceOf string `json:"instance_of,omitempty"`
+	Index      *int32 `json:"index,omitempty"`
 }
 
 // waitingJSON is a step's waiting reason: {"reason":"parents","on":[…]},
@@ -158,6 +162,10 @@ func toStepJSON(s *coordinatorv1.Step) stepJSON {
 	}
 	if s.GetResults() != nil {
 		out.Results = s.GetResults().AsInterface()
+	}
+	if of := s.GetInstanceOf(); of != "" {
+		index := s.GetIndex()
+		out.InstanceOf, out.Index = of, &index
 	}
 	if e := s.GetError(); e != nil {
 		out.Error = &stepErrorJSON{Message: e.GetMessage(), Class: e.GetErrorClass(), Retryable: e.GetRetryable()}

@@ -170,12 +170,19 @@ func Flaky(_ context.Context, req *executor.Request) (any, error) {
 // Decide succeeds with {"next": config.next}: the handler for a decision
 // step (decision: true in its template), whose result names the children
 // to run. config.next is a list of step names; missing or null, it
-// chooses none.
+// chooses none. To branch on data instead, config.on names a field of the
+// task's context and config.cases maps each of its values (as a string) to
+// the list of children to run; a value with no case chooses config.next.
 // The coordinator, not Decide, checks that the names are children.
 func Decide(_ context.Context, req *executor.Request) (any, error) {
 	fields, err := configFields(req.Config)
 	if err != nil {
 		return nil, err
+	}
+	if raw, ok := present(fields, "on"); ok {
+		if next, ok, err := decideOn(raw, fields, req.Context); err != nil || ok {
+			return map[string][]string{"next": next}, err
+		}
 	}
 	next := []string{}
 	if raw, ok := present(fields, "next"); ok {
@@ -184,4 +191,39 @@ func Decide(_ context.Context, req *executor.Request) (any, error) {
 		}
 	}
 	return map[string][]string{"next": next}, nil
+}
+
+// decideOn reads the case config.cases[context[config.on]]; ok is false
+// when the value has no case.
+func decideOn(on json.RawMessage, fields map[string]json.RawMessage, taskContext json.RawMessage) (next []string, ok bool, err error) {
+	var field string
+	if err := json.Unmarshal(on, &field); err != nil || field == "" {
+		return nil, false, invalidConfig("config.on: want the name of a context field, got %s", clip(on))
+	}
+	var cases map[string][]string
+	if raw, ok := present(fields, "cases"); ok {
+		if err := json.Unmarshal(raw, &cases); err != nil {
+			return nil, false, invalidConfig("config.cases: want an object of lists of step names, got %s", clip(raw))
+		}
+	}
+	var values map[string]any
+	if len(taskContext) > 0 {
+		if err := json.Unmarshal(taskContext, &values); err != nil {
+			return nil, false, executor.Permanent(fmt.Errorf("context is not a JSON object: %w", err))
+		}
+	}
+	value, present := values[field]
+	if !present {
+		return nil, false, nil
+	}
+	key, isString := value.(string)
+	if !isString {
+		b, _ := json.Marshal(value)
+		key = string(b)
+	}
+	next, ok = cases[key]
+	if ok && next == nil {
+		next = []string{}
+	}
+	return next, ok, nil
 }

@@ -171,6 +171,31 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// Decide branches on data: the case of the context field config.on,
+// config.next when the value has none.
+func TestDecideOnContext(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := `{"on": "region", "cases": {"intl": ["customs", "ship"], "home": ["ship"], "5": []}, "next": ["review"]}`
+	for ctx, want := range map[string]string{
+		`{"region": "intl"}`: `["customs", "ship"]`,
+		`{"region": "home"}`: `["ship"]`,
+		`{"region": 5}`:      `[]`,
+		`{"region": "mars"}`: `["review"]`,
+		`{}`:                 `["review"]`,
+	} {
+		s := step(NameDecide, 1, cfg)
+		s.Context = []byte(ctx)
+		res := b.run(t, s)
+		require.JSONEq(t, `{"next": `+want+`}`, string(res.GetSuccess().GetResults()), ctx)
+	}
+	for bad, field := range map[string]string{`{"on": 3}`: "config.on", `{"on": "x", "cases": []}`: "config.cases"} {
+		res := b.run(t, step(NameDecide, 1, bad))
+		require.Equal(t, ClassInvalidConfig, res.GetFailure().GetErrorClass(), bad)
+		require.Contains(t, res.GetFailure().GetMessage(), field, bad)
+	}
+}
+
 func TestSleep(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

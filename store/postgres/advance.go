@@ -15,6 +15,7 @@ import (
 const (
 	stmtFence       = "tasker_fence"
 	stmtAdvanceStep = "tasker_advance_step"
+	stmtInsertSteps = "tasker_insert_steps"
 	stmtAdvanceTask = "tasker_advance_task"
 	stmtTaskExists  = "tasker_task_exists"
 	// stmtAdmissionRelease drops a task's admission entries as it ends.
@@ -99,6 +100,14 @@ UNION ALL
 SELECT tasker_task_refused($1::text, $2::text)
 WHERE NOT EXISTS (SELECT 1 FROM changed)`
 
+// insertStepsSQL adds fresh steps to a task (a for_each step's instances),
+// all in one statement however many there are.
+const insertStepsSQL = `INSERT INTO steps (id, task_id, name, position, handler, depends_on, state, attempts,
+	max_attempts, retryable, skippable, updated_at)
+SELECT s.id, $1::text, s.name, s.position, s.handler, '{}', 'pending', 0, s.max_attempts, s.retryable, false, $2::bigint
+FROM unnest($3::text[], $4::text[], $5::integer[], $6::text[], $7::integer[], $8::boolean[])
+	AS s(id, name, position, handler, max_attempts, retryable)`
+
 // taskExistsSQL refuses (TK404) an advance of a task that does not exist
 // when there is nothing else in it to notice.
 const taskExistsSQL = `SELECT tasker_task_refused($1::text, NULL)
@@ -165,6 +174,16 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 		return nil
 	}
 
+	if n := len(params.NewSteps); n > 0 {
+		ids, names, handlers := make([]string, n), make([]string, n), make([]string, n)
+		positions, maxAttempts := make([]int32, n), make([]int32, n)
+		retryable := make([]bool, n)
+		for k, st := range params.NewSteps {
+			ids[k], names[k], handlers[k] = st.ID, st.Name, st.Handler
+			positions[k], maxAttempts[k], retryable[k] = int32(st.Position), int32(st.MaxAttempts), st.Retryable
+		}
+		p.exec(stmtInsertSteps, taskID, at, ids, names, positions, handlers, maxAttempts, retryable)
+	}
 	for _, c := range params.Steps {
 		if c.Admit != nil && !admit(c.Admit, c.StepID) {
 			continue

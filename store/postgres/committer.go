@@ -328,6 +328,7 @@ func writeStatements() []struct{ name, sql string } {
 		{stmtCloseDebounce, closeDebounceSQL},
 		{stmtDebounce, debounceSQL},
 		{stmtAdvanceStep, advanceStepSQL},
+		{stmtInsertSteps, insertStepsSQL},
 		{stmtAdvanceTask, advanceTaskSQL},
 		{stmtTaskExists, taskExistsSQL},
 		{stmtAdmissionRelease, `DELETE FROM admission_entries WHERE task_id = $1::text`},

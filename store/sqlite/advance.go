@@ -66,6 +66,13 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		}
 	}
 
+	for _, st := range p.NewSteps {
+		row := *st
+		row.UpdatedAt = fromNanos(at)
+		if err := insertStep(ctx, tx, p.TaskID, &row); err != nil {
+			return nil, err
+		}
+	}
 	for _, c := range p.Steps {
 		if c.Admit != nil {
 			if ok, err := admit(c.Admit, c.StepID); err != nil {

@@ -62,6 +62,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.taskCreate(t)
 	s.taskAdvance(t)
 	s.skipped(t)
+	s.newSteps(t)
 	s.listing(t)
 	s.finished(t)
 	s.counts(t)

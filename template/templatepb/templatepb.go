@@ -51,6 +51,7 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 			Timeout:   optionalDuration(s.Timeout),
 			Sleep:     optionalDuration(s.Sleep),
 			Decision:  s.Decision,
+			ForEach:   s.ForEach,
 		}
 		if w := s.WaitFor; w != nil {
 			ps.WaitFor = &coordinatorv1.WaitFor{Signal: w.Signal, Timeout: optionalDuration(w.Timeout)}
@@ -121,6 +122,7 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 			Timeout:   template.Duration(ps.GetTimeout().AsDuration()),
 			Sleep:     template.Duration(ps.GetSleep().AsDuration()),
 			Decision:  ps.GetDecision(),
+			ForEach:   ps.GetForEach(),
 
 			Concurrency: concurrencyFromProto(ps.GetConcurrency()),
 		}

@@ -95,6 +95,15 @@ function newStepContext(step, { signal, progress }) {
     // for the idempotency keys of the services a handler calls. '' from a
     // coordinator older than the field.
     idempotencyKey: step.idempotency_key || '',
+    // Set for an instance of a for_each step: its list element (parsed),
+    // its index and the list's length; null for other steps.
+    item: step.for_each
+      ? Object.freeze({
+          index: step.for_each.index,
+          count: step.for_each.count,
+          value: decodeJSON(step.for_each.item, 'for_each.item') ?? null,
+        })
+      : null,
     config: decodeJSON(step.handler_config, 'handler_config') ?? {},
     context: decodeJSON(step.context, 'context') ?? {},
     parents: Object.freeze(parents),

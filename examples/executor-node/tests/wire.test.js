@@ -74,7 +74,16 @@ test('newStepContext parses config, context and parents, with {} defaults', () =
   assert.equal(ctx.signal, signal);
   assert.equal(ctx.templateVersion, '1.0.0');
   assert.equal(ctx.idempotencyKey, 't1/s1/2');
+  assert.equal(ctx.item, null);
   assert.ok(Object.isFrozen(ctx));
+});
+
+test('newStepContext gives a for_each instance its item', () => {
+  const ctx = newStepContext({
+    handler_config: Buffer.alloc(0), context: Buffer.alloc(0),
+    for_each: { index: 3, count: 10, item: Buffer.from('{"sku":"a-1"}') },
+  }, {});
+  assert.deepEqual(ctx.item, { index: 3, count: 10, value: { sku: 'a-1' } });
 });
 
 test('newStepContext names the parent whose results are not JSON', () => {

@@ -444,6 +444,12 @@ type StepTemplate struct {
 	// {"next": ["child", ...]}. Children not chosen, and steps reachable only
 	// through them, end skipped. It needs at least one child.
 	Decision bool `protobuf:"varint,14,opt,name=decision,proto3" json:"decision,omitempty"`
+	// for_each, when set, makes the step run once per item of a list known
+	// only at run time: a CEL expression over results (the parents' results
+	// by step name) and context, e.g. "results.split.items". Each instance
+	// gets its item (ExecuteStep.item) and is retried on its own; the step
+	// completes with the instances' results as a list, in order.
+	ForEach string `protobuf:"bytes,15,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
 	// wait_for, when set, makes the step wait for a signal (SignalTask)
 	// instead of running a handler; handler must then be empty.
 	WaitFor *WaitFor `protobuf:"bytes,12,opt,name=wait_for,json=waitFor,proto3" json:"wait_for,omitempty"`
@@ -566,6 +572,13 @@ func (x *StepTemplate) GetDecision() bool {
 		return x.Decision
 	}
 	return false
+}
+
+func (x *StepTemplate) GetForEach() string {
+	if x != nil {
+		return x.ForEach
+	}
+	return ""
 }
 
 func (x *StepTemplate) GetWaitFor() *WaitFor {
@@ -911,7 +924,12 @@ type Step struct {
 	Skippable bool `protobuf:"varint,13,opt,name=skippable,proto3" json:"skippable,omitempty"`
 	// waiting says why a step that is not running and not finished waits:
 	// the stage it is in. Unset for a step running or finished.
-	Waiting       *Waiting `protobuf:"bytes,14,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Waiting *Waiting `protobuf:"bytes,14,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// instance_of names the for_each step this step is an instance of
+	// (its name is then "<instance_of>[<index>]"); empty for other steps.
+	InstanceOf string `protobuf:"bytes,15,opt,name=instance_of,json=instanceOf,proto3" json:"instance_of,omitempty"`
+	// index is the instance's position in its for_each list.
+	Index         int32 `protobuf:"varint,16,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1042,6 +1060,20 @@ func (x *Step) GetWaiting() *Waiting {
 		return x.Waiting
 	}
 	return nil
+}
+
+func (x *Step) GetInstanceOf() string {
+	if x != nil {
+		return x.InstanceOf
+	}
+	return ""
+}
+
+func (x *Step) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 // StepError describes a failed attempt.
@@ -5815,7 +5847,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
-	"\x06_units\"\x94\x05\n" +
+	"\x06_units\"\xaf\x05\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -5832,7 +5864,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	" \x03(\v2\".tasker.coordinator.v1.ConcurrencyR\vconcurrency\x12D\n" +
 	"\vrate_limits\x18\v \x03(\v2#.tasker.coordinator.v1.RateLimitUseR\n" +
 	"rateLimits\x12\x1a\n" +
-	"\bdecision\x18\x0e \x01(\bR\bdecision\x129\n" +
+	"\bdecision\x18\x0e \x01(\bR\bdecision\x12\x19\n" +
+	"\bfor_each\x18\x0f \x01(\tR\aforEach\x129\n" +
 	"\bwait_for\x18\f \x01(\v2\x1e.tasker.coordinator.v1.WaitForR\awaitFor\x12/\n" +
 	"\x05sleep\x18\r \x01(\v2\x19.google.protobuf.DurationR\x05sleepB\f\n" +
 	"\n" +
@@ -5865,7 +5898,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x121\n" +
 	"\x06run_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12\x1a\n" +
 	"\bpriority\x18\x0e \x01(\x05R\bpriority\x12!\n" +
-	"\fdebounce_key\x18\x0f \x01(\tR\vdebounceKey\"\xbb\x04\n" +
+	"\fdebounce_key\x18\x0f \x01(\tR\vdebounceKey\"\xf2\x04\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -5882,7 +5915,10 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\rnext_retry_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vnextRetryAt\x12C\n" +
 	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x12\x1c\n" +
 	"\tskippable\x18\r \x01(\bR\tskippable\x128\n" +
-	"\awaiting\x18\x0e \x01(\v2\x1e.tasker.coordinator.v1.WaitingR\awaiting\"d\n" +
+	"\awaiting\x18\x0e \x01(\v2\x1e.tasker.coordinator.v1.WaitingR\awaiting\x12\x1f\n" +
+	"\vinstance_of\x18\x0f \x01(\tR\n" +
+	"instanceOf\x12\x14\n" +
+	"\x05index\x18\x10 \x01(\x05R\x05index\"d\n" +
 	"\tStepError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +

@@ -320,8 +320,11 @@ type ExecuteStep struct {
 	// step's reruns; treat it as opaque. Empty from coordinators older than
 	// the field.
 	IdempotencyKey string `protobuf:"bytes,14,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// for_each is set when the step is an instance of a for_each step: its
+	// item and its position in the list. Unset for other steps.
+	ForEach       *ForEachItem `protobuf:"bytes,15,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecuteStep) Reset() {
@@ -452,8 +455,79 @@ func (x *ExecuteStep) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *ExecuteStep) GetForEach() *ForEachItem {
+	if x != nil {
+		return x.ForEach
+	}
+	return nil
+}
+
 // CancelStep asks the executor to stop a running attempt. The executor should
 // cancel the handler and still answer with a StepResult for that attempt.
+// ForEachItem is the item a for_each instance runs on.
+type ForEachItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the instance's position in the list, from 0.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// item is the list element, as JSON.
+	Item []byte `protobuf:"bytes,2,opt,name=item,proto3" json:"item,omitempty"`
+	// count is the length of the list.
+	Count         int32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForEachItem) Reset() {
+	*x = ForEachItem{}
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForEachItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForEachItem) ProtoMessage() {}
+
+func (x *ForEachItem) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForEachItem.ProtoReflect.Descriptor instead.
+func (*ForEachItem) Descriptor() ([]byte, []int) {
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ForEachItem) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ForEachItem) GetItem() []byte {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *ForEachItem) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type CancelStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// task_id identifies the task.
@@ -470,7 +544,7 @@ type CancelStep struct {
 
 func (x *CancelStep) Reset() {
 	*x = CancelStep{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[4]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +556,7 @@ func (x *CancelStep) String() string {
 func (*CancelStep) ProtoMessage() {}
 
 func (x *CancelStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[4]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +569,7 @@ func (x *CancelStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelStep.ProtoReflect.Descriptor instead.
 func (*CancelStep) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{4}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CancelStep) GetTaskId() string {
@@ -543,7 +617,7 @@ type ExecuteResponse struct {
 
 func (x *ExecuteResponse) Reset() {
 	*x = ExecuteResponse{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[5]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +629,7 @@ func (x *ExecuteResponse) String() string {
 func (*ExecuteResponse) ProtoMessage() {}
 
 func (x *ExecuteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[5]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +642,7 @@ func (x *ExecuteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{5}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExecuteResponse) GetKind() isExecuteResponse_Kind {
@@ -654,7 +728,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[6]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +740,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[6]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +753,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{6}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StepResult) GetTaskId() string {
@@ -764,7 +838,7 @@ type StepSuccess struct {
 
 func (x *StepSuccess) Reset() {
 	*x = StepSuccess{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[7]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +850,7 @@ func (x *StepSuccess) String() string {
 func (*StepSuccess) ProtoMessage() {}
 
 func (x *StepSuccess) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[7]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +863,7 @@ func (x *StepSuccess) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepSuccess.ProtoReflect.Descriptor instead.
 func (*StepSuccess) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{7}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StepSuccess) GetResults() []byte {
@@ -817,7 +891,7 @@ type StepFailure struct {
 
 func (x *StepFailure) Reset() {
 	*x = StepFailure{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[8]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +903,7 @@ func (x *StepFailure) String() string {
 func (*StepFailure) ProtoMessage() {}
 
 func (x *StepFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[8]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +916,7 @@ func (x *StepFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepFailure.ProtoReflect.Descriptor instead.
 func (*StepFailure) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{8}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StepFailure) GetMessage() string {
@@ -894,7 +968,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[9]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +980,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[9]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +993,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{9}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Heartbeat) GetRunningStepIds() []string {
@@ -958,7 +1032,7 @@ type RunningStep struct {
 
 func (x *RunningStep) Reset() {
 	*x = RunningStep{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1044,7 @@ func (x *RunningStep) String() string {
 func (*RunningStep) ProtoMessage() {}
 
 func (x *RunningStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[10]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1057,7 @@ func (x *RunningStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningStep.ProtoReflect.Descriptor instead.
 func (*RunningStep) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{10}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunningStep) GetTaskId() string {
@@ -1026,7 +1100,7 @@ type StepProgress struct {
 
 func (x *StepProgress) Reset() {
 	*x = StepProgress{}
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[11]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1112,7 @@ func (x *StepProgress) String() string {
 func (*StepProgress) ProtoMessage() {}
 
 func (x *StepProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_executor_v1_executor_proto_msgTypes[11]
+	mi := &file_tasker_executor_v1_executor_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1125,7 @@ func (x *StepProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepProgress.ProtoReflect.Descriptor instead.
 func (*StepProgress) Descriptor() ([]byte, []int) {
-	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{11}
+	return file_tasker_executor_v1_executor_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StepProgress) GetTaskId() string {
@@ -1111,7 +1185,7 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\fexecute_step\x18\x01 \x01(\v2\x1f.tasker.executor.v1.ExecuteStepH\x00R\vexecuteStep\x12A\n" +
 	"\vcancel_step\x18\x02 \x01(\v2\x1e.tasker.executor.v1.CancelStepH\x00R\n" +
 	"cancelStepB\x06\n" +
-	"\x04kind\"\xd6\x05\n" +
+	"\x04kind\"\x92\x06\n" +
 	"\vExecuteStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x1b\n" +
@@ -1127,13 +1201,18 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\rtemplate_name\x18\v \x01(\tR\ftemplateName\x12)\n" +
 	"\x10template_version\x18\f \x01(\tR\x0ftemplateVersion\x12V\n" +
 	"\rtrace_context\x18\r \x03(\v21.tasker.executor.v1.ExecuteStep.TraceContextEntryR\ftraceContext\x12'\n" +
-	"\x0fidempotency_key\x18\x0e \x01(\tR\x0eidempotencyKey\x1a@\n" +
+	"\x0fidempotency_key\x18\x0e \x01(\tR\x0eidempotencyKey\x12:\n" +
+	"\bfor_each\x18\x0f \x01(\v2\x1f.tasker.executor.v1.ForEachItemR\aforEach\x1a@\n" +
 	"\x12ParentResultsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\vForEachItem\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
+	"\x04item\x18\x02 \x01(\fR\x04item\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x05R\x05count\"p\n" +
 	"\n" +
 	"CancelStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
@@ -1194,47 +1273,49 @@ func file_tasker_executor_v1_executor_proto_rawDescGZIP() []byte {
 	return file_tasker_executor_v1_executor_proto_rawDescData
 }
 
-var file_tasker_executor_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tasker_executor_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_tasker_executor_v1_executor_proto_goTypes = []any{
 	(*DescribeRequest)(nil),       // 0: tasker.executor.v1.DescribeRequest
 	(*DescribeResponse)(nil),      // 1: tasker.executor.v1.DescribeResponse
 	(*ExecuteRequest)(nil),        // 2: tasker.executor.v1.ExecuteRequest
 	(*ExecuteStep)(nil),           // 3: tasker.executor.v1.ExecuteStep
-	(*CancelStep)(nil),            // 4: tasker.executor.v1.CancelStep
-	(*ExecuteResponse)(nil),       // 5: tasker.executor.v1.ExecuteResponse
-	(*StepResult)(nil),            // 6: tasker.executor.v1.StepResult
-	(*StepSuccess)(nil),           // 7: tasker.executor.v1.StepSuccess
-	(*StepFailure)(nil),           // 8: tasker.executor.v1.StepFailure
-	(*Heartbeat)(nil),             // 9: tasker.executor.v1.Heartbeat
-	(*RunningStep)(nil),           // 10: tasker.executor.v1.RunningStep
-	(*StepProgress)(nil),          // 11: tasker.executor.v1.StepProgress
-	nil,                           // 12: tasker.executor.v1.ExecuteStep.ParentResultsEntry
-	nil,                           // 13: tasker.executor.v1.ExecuteStep.TraceContextEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*ForEachItem)(nil),           // 4: tasker.executor.v1.ForEachItem
+	(*CancelStep)(nil),            // 5: tasker.executor.v1.CancelStep
+	(*ExecuteResponse)(nil),       // 6: tasker.executor.v1.ExecuteResponse
+	(*StepResult)(nil),            // 7: tasker.executor.v1.StepResult
+	(*StepSuccess)(nil),           // 8: tasker.executor.v1.StepSuccess
+	(*StepFailure)(nil),           // 9: tasker.executor.v1.StepFailure
+	(*Heartbeat)(nil),             // 10: tasker.executor.v1.Heartbeat
+	(*RunningStep)(nil),           // 11: tasker.executor.v1.RunningStep
+	(*StepProgress)(nil),          // 12: tasker.executor.v1.StepProgress
+	nil,                           // 13: tasker.executor.v1.ExecuteStep.ParentResultsEntry
+	nil,                           // 14: tasker.executor.v1.ExecuteStep.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 }
 var file_tasker_executor_v1_executor_proto_depIdxs = []int32{
 	3,  // 0: tasker.executor.v1.ExecuteRequest.execute_step:type_name -> tasker.executor.v1.ExecuteStep
-	4,  // 1: tasker.executor.v1.ExecuteRequest.cancel_step:type_name -> tasker.executor.v1.CancelStep
-	14, // 2: tasker.executor.v1.ExecuteStep.deadline:type_name -> google.protobuf.Timestamp
-	12, // 3: tasker.executor.v1.ExecuteStep.parent_results:type_name -> tasker.executor.v1.ExecuteStep.ParentResultsEntry
-	13, // 4: tasker.executor.v1.ExecuteStep.trace_context:type_name -> tasker.executor.v1.ExecuteStep.TraceContextEntry
-	6,  // 5: tasker.executor.v1.ExecuteResponse.step_result:type_name -> tasker.executor.v1.StepResult
-	9,  // 6: tasker.executor.v1.ExecuteResponse.heartbeat:type_name -> tasker.executor.v1.Heartbeat
-	11, // 7: tasker.executor.v1.ExecuteResponse.progress:type_name -> tasker.executor.v1.StepProgress
-	7,  // 8: tasker.executor.v1.StepResult.success:type_name -> tasker.executor.v1.StepSuccess
-	8,  // 9: tasker.executor.v1.StepResult.failure:type_name -> tasker.executor.v1.StepFailure
-	15, // 10: tasker.executor.v1.StepFailure.backoff:type_name -> google.protobuf.Duration
-	10, // 11: tasker.executor.v1.Heartbeat.running:type_name -> tasker.executor.v1.RunningStep
-	0,  // 12: tasker.executor.v1.ExecutorService.Describe:input_type -> tasker.executor.v1.DescribeRequest
-	2,  // 13: tasker.executor.v1.ExecutorService.Execute:input_type -> tasker.executor.v1.ExecuteRequest
-	1,  // 14: tasker.executor.v1.ExecutorService.Describe:output_type -> tasker.executor.v1.DescribeResponse
-	5,  // 15: tasker.executor.v1.ExecutorService.Execute:output_type -> tasker.executor.v1.ExecuteResponse
-	14, // [14:16] is the sub-list for method output_type
-	12, // [12:14] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 1: tasker.executor.v1.ExecuteRequest.cancel_step:type_name -> tasker.executor.v1.CancelStep
+	15, // 2: tasker.executor.v1.ExecuteStep.deadline:type_name -> google.protobuf.Timestamp
+	13, // 3: tasker.executor.v1.ExecuteStep.parent_results:type_name -> tasker.executor.v1.ExecuteStep.ParentResultsEntry
+	14, // 4: tasker.executor.v1.ExecuteStep.trace_context:type_name -> tasker.executor.v1.ExecuteStep.TraceContextEntry
+	4,  // 5: tasker.executor.v1.ExecuteStep.for_each:type_name -> tasker.executor.v1.ForEachItem
+	7,  // 6: tasker.executor.v1.ExecuteResponse.step_result:type_name -> tasker.executor.v1.StepResult
+	10, // 7: tasker.executor.v1.ExecuteResponse.heartbeat:type_name -> tasker.executor.v1.Heartbeat
+	12, // 8: tasker.executor.v1.ExecuteResponse.progress:type_name -> tasker.executor.v1.StepProgress
+	8,  // 9: tasker.executor.v1.StepResult.success:type_name -> tasker.executor.v1.StepSuccess
+	9,  // 10: tasker.executor.v1.StepResult.failure:type_name -> tasker.executor.v1.StepFailure
+	16, // 11: tasker.executor.v1.StepFailure.backoff:type_name -> google.protobuf.Duration
+	11, // 12: tasker.executor.v1.Heartbeat.running:type_name -> tasker.executor.v1.RunningStep
+	0,  // 13: tasker.executor.v1.ExecutorService.Describe:input_type -> tasker.executor.v1.DescribeRequest
+	2,  // 14: tasker.executor.v1.ExecutorService.Execute:input_type -> tasker.executor.v1.ExecuteRequest
+	1,  // 15: tasker.executor.v1.ExecutorService.Describe:output_type -> tasker.executor.v1.DescribeResponse
+	6,  // 16: tasker.executor.v1.ExecutorService.Execute:output_type -> tasker.executor.v1.ExecuteResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_tasker_executor_v1_executor_proto_init() }
@@ -1246,12 +1327,12 @@ func file_tasker_executor_v1_executor_proto_init() {
 		(*ExecuteRequest_ExecuteStep)(nil),
 		(*ExecuteRequest_CancelStep)(nil),
 	}
-	file_tasker_executor_v1_executor_proto_msgTypes[5].OneofWrappers = []any{
+	file_tasker_executor_v1_executor_proto_msgTypes[6].OneofWrappers = []any{
 		(*ExecuteResponse_StepResult)(nil),
 		(*ExecuteResponse_Heartbeat)(nil),
 		(*ExecuteResponse_Progress)(nil),
 	}
-	file_tasker_executor_v1_executor_proto_msgTypes[6].OneofWrappers = []any{
+	file_tasker_executor_v1_executor_proto_msgTypes[7].OneofWrappers = []any{
 		(*StepResult_Success)(nil),
 		(*StepResult_Failure)(nil),
 	}
@@ -1261,7 +1342,7 @@ func file_tasker_executor_v1_executor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_executor_v1_executor_proto_rawDesc), len(file_tasker_executor_v1_executor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
