@@ -45,7 +45,7 @@ protoc -I "$root/proto" \
 
 if $check; then
   if ! diff -r -x __pycache__ "$out" "$here/gen" >/dev/null; then
-    diff -r -x __pycache__ "$out" "$here/gen" | head -20 >&2 || true
+    diff -rq -x __pycache__ "$out" "$here/gen" >&2 || true
     echo "examples/executor-python/gen differs from scripts/gen.sh: regenerate and commit" >&2
     exit 1
   fi

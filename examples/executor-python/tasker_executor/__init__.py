@@ -17,13 +17,14 @@ See README.md in this directory and docs/executor-protocol.md for the protocol.
 from .errors import ErrorClass, PermanentError, RetryableError, StepCancelled, StepError
 from .executor import CAPABILITIES, PROTOCOL_VERSION, SDK_VERSION, Executor
 from .log import new_logger
-from .wire import StepContext
+from .wire import Item, StepContext
 
 
 __all__ = [
     "CAPABILITIES",
     "ErrorClass",
     "Executor",
+    "Item",
     "PROTOCOL_VERSION",
     "PermanentError",
     "RetryableError",

@@ -129,6 +129,21 @@ class Cancellation:
             return self.fired
 
 
+class Item:
+    """Item is the list element a for_each instance runs on: value (parsed
+    JSON), index (from 0) and count (the list's length)."""
+
+    __slots__ = ("index", "count", "value")
+
+    def __init__(self, index: int, count: int, value: Any):
+        self.index = index
+        self.count = count
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Item(index={self.index}, count={self.count}, value={self.value!r})"
+
+
 class StepContext:
     """StepContext is what a handler receives for one attempt of one step.
 
@@ -138,8 +153,8 @@ class StepContext:
     of the step, new after a rerun; "" from older coordinators), config and
     context (parsed JSON; {} when not sent), parents (parent step name ->
     parsed results; None for a skipped parent), trace_context (W3C keys such
-    as "traceparent"), and step (the ExecuteStep message itself, for the raw
-    bytes).
+    as "traceparent"), item (an Item for an instance of a for_each step,
+    else None), and step (the ExecuteStep message itself, for the raw bytes).
 
     Cancellation: cancelled, cancel_reason, check_cancelled(),
     await sleep(seconds), sleep_sync(seconds). Progress: progress(percent, message).
@@ -153,8 +168,13 @@ class StepContext:
         config = decode_json(step.handler_config, "handler_config")
         context = decode_json(step.context, "context")
         deadline = deadline_of(step)
+        item = None
+        if step.HasField("for_each"):
+            item = Item(step.for_each.index, step.for_each.count,
+                        decode_json(step.for_each.item, "for_each.item"))
 
         self.step = step
+        self.item = item
         self.task_id = step.task_id
         self.step_id = step.step_id
         self.step_name = step.step_name

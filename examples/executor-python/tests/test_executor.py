@@ -43,7 +43,8 @@ class ExecutorTest(AsyncTestCase):
         async def echo(ctx):
             return {"context": ctx.context, "config": ctx.config, "parents": dict(ctx.parents),
                     "attempt": ctx.attempt, "idempotency_key": ctx.idempotency_key,
-                    "trace_context": dict(ctx.trace_context)}
+                    "trace_context": dict(ctx.trace_context),
+                    "item": None if ctx.item is None else [ctx.item.index, ctx.item.count, ctx.item.value]}
         self.executor.handle("echo", echo)
 
         def blocking(ctx):
@@ -119,6 +120,13 @@ class DescribeAndRun(ExecutorTest):
         self.assertEqual(got["parents"], {"a": {"n": 1.5}, "skipped": None})
         self.assertEqual(got["idempotency_key"], "t9/s9/0")
         self.assertEqual(got["trace_context"], {"traceparent": "00-abc-def-01"})
+        self.assertIsNone(got["item"])
+
+    async def test_for_each_item(self):
+        s = self.open()
+        await s.send(step(step_id="i", handler="echo",
+                          for_each=executor_pb2.ForEachItem(index=2, count=5, item=b'{"sku": "a"}')))
+        self.assertEqual(json.loads((await s.result()).success.results)["item"], [2, 5, {"sku": "a"}])
 
     async def test_failures_carry_class_permanence_and_backoff(self):
         s = self.open()
