@@ -475,7 +475,10 @@ class Executor:
                 value = await self._loop.run_in_executor(self._pool, fn, ctx)
                 if inspect.isawaitable(value):
                     value = await value
-        except (Exception, asyncio.CancelledError) as err:  # pylint: disable=broad-except
+        except BaseException as err:  # pylint: disable=broad-except
+            # Whatever the handler raised, SystemExit and a stray
+            # CancelledError included, the attempt answers exactly once and
+            # frees its slot; it is not the executor's to exit on.
             error = err
         result = self._result_of(run, error, value)
         if run.deadline_timer is not None:

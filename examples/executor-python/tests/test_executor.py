@@ -67,6 +67,8 @@ class ExecutorTest(AsyncTestCase):
                     raise PermanentError("root")
                 except PermanentError as err:
                     raise ValueError("wrapped") from err
+            if kind == "exit":
+                raise SystemExit(3)
             if kind == "not_json":
                 return {1, 2}
             if kind == "big":
@@ -135,6 +137,7 @@ class DescribeAndRun(ExecutorTest):
             "permanent": ("CardDeclined", True, None),
             "plain": ("KeyError", False, None),
             "cause": ("ValueError", True, None),
+            "exit": ("SystemExit", False, None),
             "not_json": ("InvalidResult", True, None),
             "big": ("ResultTooLarge", True, None),
         }
