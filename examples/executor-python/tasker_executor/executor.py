@@ -184,11 +184,18 @@ class Executor:
         self._channels = [grpc.aio.insecure_channel(t, options=_COORDINATOR_CHANNEL_OPTIONS) for t in self._targets]
         stubs = [coordinator_pb2_grpc.CoordinatorServiceStub(c) for c in self._channels]
         self._deliveries = Deliveries(stubs, self._newest_session, self._log)
-        self._server = grpc.aio.server()
+        # Without so_reuseport=0 gRPC binds with SO_REUSEPORT, and a second
+        # executor on a taken port would share it instead of failing.
+        self._server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
         executor_pb2_grpc.add_ExecutorServiceServicer_to_server(_Servicer(self), self._server)
-        port = self._server.add_insecure_port(address)
+        try:
+            port = self._server.add_insecure_port(address)
+        except RuntimeError as err:
+            port, cause = 0, err
+        else:
+            cause = None
         if port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise OSError(f"cannot listen on {address!r} (--listen): the address is taken or not host:port") from cause
         await self._server.start()
         bound = f"{address.rsplit(':', 1)[0]}:{port}"
         advertise = self._advertise or bound

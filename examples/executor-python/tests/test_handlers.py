@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,6 +130,23 @@ class Wire(unittest.TestCase):
 
 
 class CommandLine(unittest.TestCase):
+    def test_taken_listen_address_fails_naming_the_flag(self):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            proc = subprocess.run([sys.executable, "-m", "tasker_executor", "--listen", f"127.0.0.1:{port}",
+                                   "--coordinator", ""], cwd=HERE, capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("--listen", proc.stderr)
+        self.assertIn('msg="cannot serve"', proc.stderr)
+
+    def test_bad_flag_is_named(self):
+        proc = subprocess.run([sys.executable, "-m", "tasker_executor", "--capacity", "0"],
+                              cwd=HERE, capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("--capacity must be a positive whole number", proc.stderr)
+
     def test_sigterm_delivers_running_result(self):
         env = dict(os.environ, TASKER_CONFORMANCE="1")
         proc = subprocess.Popen([sys.executable, "-m", "tasker_executor", "--listen", "127.0.0.1:0",
