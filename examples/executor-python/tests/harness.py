@@ -152,9 +152,11 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     """FakeCoordinator serves RegisterExecutor and ReportStepResult and
     records what it received."""
 
-    def __init__(self, coordinator_id: str = "fake-coordinator", report_code: Optional[grpc.StatusCode] = None):
+    def __init__(self, coordinator_id: str = "fake-coordinator", report_code: Optional[grpc.StatusCode] = None,
+                 applied: bool = True):
         self.coordinator_id = coordinator_id
         self.report_code = report_code
+        self.applied = applied
         self.registered: asyncio.Queue = asyncio.Queue()
         self.reports: asyncio.Queue = asyncio.Queue()
         self.server: Optional[grpc.aio.Server] = None
@@ -182,4 +184,4 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if self.report_code is not None:
             await context.abort(self.report_code, "refused by the test")
         self.reports.put_nowait(request.result)
-        return coordinator_pb2.ReportStepResultResponse(applied=True)
+        return coordinator_pb2.ReportStepResultResponse(applied=self.applied)

@@ -316,6 +316,30 @@ class ReportStepResult(AsyncTestCase):
             await e.shutdown()
             await coord.stop()
 
+    async def test_report_tries_each_coordinator_until_one_applies(self):
+        other = FakeCoordinator("other", applied=False)
+        owner = FakeCoordinator("owner")
+        addrs = [await other.start(), await owner.start()]
+        gate = Gate()
+        e = new_executor(coordinators=addrs, register_interval=0.05)
+        e.handle("gate", gate)
+        bound = await e.start("127.0.0.1:0")
+        try:
+            s = Stream(bound, "owner")
+            await s.send(step(step_id="multi", handler="gate"))
+            await gate.wait_started()
+            await s.break_()
+            await _until(lambda: not e._sessions)
+            gate.release.set()
+            self.assertEqual((await asyncio.wait_for(other.reports.get(), WAIT)).step_id, "multi")
+            self.assertEqual((await asyncio.wait_for(owner.reports.get(), WAIT)).step_id, "multi")
+            await _until(lambda: e._deliveries.undelivered == 0)
+            self.assertIn("applied=True", e.log_buffer.getvalue())
+        finally:
+            await e.shutdown()
+            await other.stop()
+            await owner.stop()
+
     async def test_rejected_report_leaves_result_to_a_stream(self):
         coord = FakeCoordinator(report_code=grpc.StatusCode.FAILED_PRECONDITION)
         addr = await coord.start()
