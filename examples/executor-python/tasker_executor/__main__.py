@@ -12,7 +12,8 @@ import os
 import sys
 
 from . import conformance, handlers
-from .executor import (DEFAULT_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT, Executor)
+from .executor import (DEFAULT_CAPACITY, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT, MIN_SECRET_LENGTH,
+                       Executor)
 from .log import LEVELS, new_logger
 
 
@@ -47,6 +48,12 @@ def parse_args(argv):
                    default=os.environ.get("TASKER_CONFORMANCE", "") not in ("", "0", "false"),
                    help="also host conformance.echo, conformance.sleep and conformance.fail, the handlers "
                         "`tasker executor-check` runs (default: $TASKER_CONFORMANCE=1)")
+    p.add_argument("--executor-secret", default=os.environ.get("TASKER_EXECUTOR_SECRET", ""), metavar="SECRET",
+                   help='secret coordinators must send as "authorization: Bearer <secret>" on Describe and '
+                        "Execute (at least 16 characters); prefer the env TASKER_EXECUTOR_SECRET")
+    p.add_argument("--token", default=os.environ.get("TASKER_TOKEN", ""),
+                   help="bearer token sent on RegisterExecutor and ReportStepResult, for a coordinator that "
+                        "requires one; prefer the env TASKER_TOKEN")
     p.add_argument("--log-level", default="info", choices=sorted(LEVELS), help="log level")
     args = p.parse_args(argv)
     if args.coordinator is None:
@@ -57,11 +64,20 @@ def parse_args(argv):
 def main(argv=None) -> int:
     """main runs the executor until a signal; it returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.executor_secret and len(args.executor_secret) < MIN_SECRET_LENGTH:
+        print(f"python3 -m tasker_executor: --executor-secret must be at least {MIN_SECRET_LENGTH} characters "
+              f"(shorter ones are guessable), got {len(args.executor_secret)}", file=sys.stderr)
+        return 2
     log = new_logger(args.log_level)
-    executor = Executor(id=args.id, capacity=args.capacity, coordinators=args.coordinator,
-                        advertise=args.advertise, logger=log,
-                        shutdown_timeout=args.shutdown_timeout_ms / 1000,
-                        heartbeat_interval=args.heartbeat_interval_ms / 1000)
+    try:
+        executor = Executor(id=args.id, capacity=args.capacity, coordinators=args.coordinator,
+                            advertise=args.advertise, logger=log,
+                            shutdown_timeout=args.shutdown_timeout_ms / 1000,
+                            heartbeat_interval=args.heartbeat_interval_ms / 1000,
+                            secret=args.executor_secret, token=args.token)
+    except ValueError as err:
+        print(f"python3 -m tasker_executor: {err}", file=sys.stderr)
+        return 2
     handlers.register(executor)
     if args.conformance:
         conformance.register(executor)

@@ -68,8 +68,10 @@ class Deliveries:
     Everything runs on the executor's event loop.
     """
 
-    def __init__(self, stubs: Sequence, newest_session: Callable[[], Optional[object]], log: Logger):
+    def __init__(self, stubs: Sequence, newest_session: Callable[[], Optional[object]], log: Logger,
+                 metadata: Optional[tuple] = None):
         self._stubs = list(stubs)
+        self._metadata = metadata
         self._newest_session = newest_session
         self._log = log
         self._undelivered = 0
@@ -214,7 +216,8 @@ class Deliveries:
         for stub in self._stubs:
             try:
                 reply = await stub.ReportStepResult(
-                    coordinator_pb2.ReportStepResultRequest(result=d.result), timeout=REPORT_TIMEOUT)
+                    coordinator_pb2.ReportStepResultRequest(result=d.result), timeout=REPORT_TIMEOUT,
+                    metadata=self._metadata)
             except Exception as err:  # pylint: disable=broad-except
                 errors.append(err)
                 continue

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import hmac
 import inspect
 import math
 import os
@@ -42,6 +44,8 @@ DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 DEFAULT_DELIVERY_TIMEOUT = 10.0
 DEFAULT_MAX_RESULT_BYTES = 16 << 20
+MIN_SECRET_LENGTH = 16
+"""MIN_SECRET_LENGTH is the shortest executor secret accepted, as in the Go SDK."""
 
 # Bounds on shutdown beyond the configurable ones; they only matter when
 # something misbehaves (a handler ignoring cancellation, a client never
@@ -94,7 +98,8 @@ class Executor:
                  heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
                  shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
                  delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, language: str = "python"):
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, language: str = "python",
+                 secret: str = "", token: str = ""):
         # pylint: disable=redefined-builtin,too-many-arguments
         if id is not None and (not isinstance(id, str) or id == ""):
             raise ValueError("id must be a non-empty string")
@@ -105,6 +110,9 @@ class Executor:
                             ("max_result_bytes", max_result_bytes)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if secret and len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"secret must be at least {MIN_SECRET_LENGTH} characters (shorter ones are guessable), "
+                             f"got {len(secret)}")
         if isinstance(coordinators, str):
             coordinators = [coordinators]
         self.id = id or str(uuid.uuid4())
@@ -117,6 +125,11 @@ class Executor:
         self._shutdown_timeout = shutdown_timeout
         self._delivery_timeout = delivery_timeout
         self._max_result_bytes = max_result_bytes
+        # The digest of the secret coordinators must send: comparing digests
+        # takes the same time whatever a caller sent.
+        self._secret_digest = hashlib.sha256(secret.encode()).digest() if secret else None
+        # Sent on the calls to coordinators that require credentials.
+        self._call_metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._log = (logger or new_logger()).with_(executor_id=self.id)
         self._handlers: Dict[str, Handler] = {}
         self._started = False
@@ -183,7 +196,7 @@ class Executor:
                                                            thread_name_prefix="tasker-handler")
         self._channels = [grpc.aio.insecure_channel(t, options=_COORDINATOR_CHANNEL_OPTIONS) for t in self._targets]
         stubs = [coordinator_pb2_grpc.CoordinatorServiceStub(c) for c in self._channels]
-        self._deliveries = Deliveries(stubs, self._newest_session, self._log)
+        self._deliveries = Deliveries(stubs, self._newest_session, self._log, self._call_metadata)
         # Without so_reuseport=0 gRPC binds with SO_REUSEPORT, and a second
         # executor on a taken port would share it instead of failing.
         self._server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
@@ -201,7 +214,7 @@ class Executor:
         advertise = self._advertise or bound
         self._deliveries.start()
         self._registrars = [Registrar(stub, target, advertise, self._register_interval,
-                                      self._has_session_from, self._log)
+                                      self._has_session_from, self._log, self._call_metadata)
                             for stub, target in zip(stubs, self._targets)]
         for r in self._registrars:
             r.start()
@@ -307,6 +320,20 @@ class Executor:
         asyncio.run(self.serve(address))
 
     # -- the ExecutorService ---------------------------------------------
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
+        """_authenticate refuses a caller without the secret, when one is set,
+        as the Go SDK does: metadata "authorization: Bearer <secret>"."""
+        if self._secret_digest is None:
+            return
+        values = [v for k, v in (context.invocation_metadata() or ()) if k == "authorization"]
+        if len(values) != 1:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                'executor secret required: send metadata "authorization: Bearer <secret>"')
+        scheme, _, given = values[0].strip().partition(" ")
+        digest = hashlib.sha256(given.strip().encode()).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(digest, self._secret_digest):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong executor secret")
 
     def describe(self) -> executor_pb2.DescribeResponse:
         """describe is the answer to Describe."""
@@ -572,9 +599,11 @@ class _Servicer(executor_pb2_grpc.ExecutorServiceServicer):
         self._executor = executor
 
     async def Describe(self, request, context):  # noqa: N802 (generated name)
+        await self._executor._authenticate(context)
         self._executor._log.debug("describe", coordinator_id=request.coordinator_id, peer=context.peer())
         return self._executor.describe()
 
     async def Execute(self, request_iterator, context):  # noqa: N802 (generated name)
         # pylint: disable=protected-access
+        await self._executor._authenticate(context)
         await self._executor._serve_session(context)

@@ -25,8 +25,9 @@ class Registrar:
     """Registrar keeps one coordinator informed of this executor's address."""
 
     def __init__(self, stub, target: str, address: str, interval: float,
-                 has_session: Callable[[str], bool], log: Logger):
+                 has_session: Callable[[str], bool], log: Logger, metadata: Optional[tuple] = None):
         self._stub = stub
+        self._metadata = metadata
         self._address = address
         self._interval = interval
         self._has_session = has_session
@@ -65,7 +66,8 @@ class Registrar:
             if not self._has_session(coordinator_id):
                 try:
                     reply = await self._stub.RegisterExecutor(
-                        coordinator_pb2.RegisterExecutorRequest(address=self._address), timeout=REGISTER_TIMEOUT)
+                        coordinator_pb2.RegisterExecutorRequest(address=self._address), timeout=REGISTER_TIMEOUT,
+                        metadata=self._metadata)
                     coordinator_id = reply.coordinator_id
                     if not registered:
                         self._log.info("registered with coordinator", coordinator_id=coordinator_id,

@@ -70,10 +70,13 @@ class Stream:
     progress, and every message in order (all).
     """
 
-    def __init__(self, address: str, coordinator_id: str = "test-coordinator"):
+    def __init__(self, address: str, coordinator_id: str = "test-coordinator", secret: str = ""):
         self.channel = grpc.aio.insecure_channel(address)
         self.stub = executor_pb2_grpc.ExecutorServiceStub(self.channel)
-        self.call = self.stub.Execute(metadata=(("tasker-coordinator-id", coordinator_id),))
+        metadata = [("tasker-coordinator-id", coordinator_id)]
+        if secret:
+            metadata.append(("authorization", f"Bearer {secret}"))
+        self.call = self.stub.Execute(metadata=tuple(metadata))
         self.results: asyncio.Queue = asyncio.Queue()
         self.heartbeats: asyncio.Queue = asyncio.Queue()
         self.progress: asyncio.Queue = asyncio.Queue()
@@ -158,6 +161,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.report_code = report_code
         self.applied = applied
         self.registered: asyncio.Queue = asyncio.Queue()
+        self.authorization: List[str] = []
         self.reports: asyncio.Queue = asyncio.Queue()
         self.server: Optional[grpc.aio.Server] = None
         self.address = ""
@@ -177,6 +181,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.server = None
 
     async def RegisterExecutor(self, request, context):  # noqa: N802
+        self.authorization += [v for k, v in context.invocation_metadata() if k == "authorization"]
         self.registered.put_nowait(request.address)
         return coordinator_pb2.RegisterExecutorResponse(coordinator_id=self.coordinator_id)
 

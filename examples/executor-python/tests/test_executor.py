@@ -364,6 +364,44 @@ class ReportStepResult(AsyncTestCase):
             await coord.stop()
 
 
+class Security(AsyncTestCase):
+    async def test_secret_guards_describe_and_execute_and_token_goes_to_the_coordinator(self):
+        coord = FakeCoordinator()
+        addr = await coord.start()
+        secret = "s3cret-s3cret-s3cret"
+        e = new_executor(coordinators=[addr], secret=secret, token="tok-1")
+        conformance.register(e)
+        bound = await e.start("127.0.0.1:0")
+        try:
+            await asyncio.wait_for(coord.registered.get(), WAIT)
+            self.assertEqual(coord.authorization[0], "Bearer tok-1")
+            async with grpc.aio.insecure_channel(bound) as ch:
+                stub = executor_pb2_grpc.ExecutorServiceStub(ch)
+                for metadata in ((), (("authorization", "Bearer wrong-wrong-wrong"),)):
+                    with self.assertRaises(grpc.aio.AioRpcError) as cm:
+                        await stub.Describe(executor_pb2.DescribeRequest(), metadata=metadata)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                d = await stub.Describe(executor_pb2.DescribeRequest(),
+                                        metadata=(("authorization", f"Bearer {secret}"),))
+                self.assertEqual(d.language, "python")
+            refused = Stream(bound)
+            self.assertEqual(await refused.wait_ended(), grpc.StatusCode.UNAUTHENTICATED)
+            await refused.close()
+            s = Stream(bound, secret=secret)
+            await s.send(step(step_id="ok", handler="conformance.echo"))
+            self.assertEqual((await s.result()).step_id, "ok")
+            await e.shutdown()
+            await s.close()
+        finally:
+            await e.shutdown()
+            await coord.stop()
+
+    def test_short_secret_is_refused(self):
+        with self.assertRaises(ValueError) as cm:
+            new_executor(secret="short")
+        self.assertIn("at least 16", str(cm.exception))
+
+
 class Shutdown(AsyncTestCase):
     async def test_shutdown_after_the_coordinator_went_away_is_bounded(self):
         coord = FakeCoordinator()
