@@ -86,13 +86,16 @@ def main(argv=None) -> int:
     except OSError as err:
         log.error("cannot serve", listen=args.listen, err=str(err))
         return 1
-    if executor.abandoned:
-        # Worker threads of abandoned handlers would keep the interpreter
-        # from exiting; their results are lost already (and logged).
-        sys.stderr.flush()
-        os._exit(1)
-    return 0
+    # Abandoned handlers lost their results (logged): not a clean stop.
+    return 1 if executor.abandoned else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Everything is delivered or logged by now. Exit without the
+    # interpreter's teardown: grpc's can hang at exit (seen after a failed
+    # bind, now and then, on a loaded machine), and so would the worker
+    # threads of abandoned handlers.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

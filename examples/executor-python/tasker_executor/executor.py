@@ -52,6 +52,9 @@ MIN_SECRET_LENGTH = 16
 # hanging up), so they are generous but finite.
 CANCEL_GRACE = 5.0
 STOP_GRACE = 5.0
+# How long a half-closed stream with nothing in flight stays open, so that a
+# reset read as end-of-stream is reported as the break it is first.
+HALF_CLOSE_GRACE = 0.2
 
 # gRPC backs off reconnecting to a coordinator that went away, up to 2
 # minutes by default, and fails calls at once meanwhile: a restarted
@@ -240,11 +243,14 @@ class Executor:
             await r.stop()
         await self._drain_runs()
         await self._await_delivery()
+        self._log.debug("shutdown: results delivered")
         await self._deliveries.stop()
         self._closed = True
         for s in list(self._sessions.values()):
             s.end()
+        self._log.debug("shutdown: stopping the server", streams=len(self._sessions))
         await self._server.stop(STOP_GRACE)
+        self._log.debug("shutdown: server stopped")
         for c in self._channels:
             await c.close()
         # grpc's aio engine stays bound to this event loop while any of its
@@ -377,10 +383,14 @@ class Executor:
                 req = await context.read()
                 if req is grpc.aio.EOF:
                     # The coordinator sends no more steps but still wants the
-                    # results of those it sent: end the stream once they are out.
+                    # results of those it sent: end the stream once they are
+                    # out. A stream reset also reads as EOF, with the break
+                    # reported just after: ending at once could take a break
+                    # for a clean end and skip the resend of recent results,
+                    # so a stream with nothing left to send ends after a grace.
                     s.half_closed = True
                     if s.inflight == 0:
-                        s.end()
+                        asyncio.get_running_loop().call_later(HALF_CLOSE_GRACE, s.end)
                     return
                 kind = req.WhichOneof("kind")
                 if kind == "execute_step":

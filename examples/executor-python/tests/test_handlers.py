@@ -12,8 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
+
+import grpc
 
 from tests.harness import WAIT, AsyncTestCase, Stream, new_executor, step
 from tasker_executor import PermanentError, RetryableError, StepError, conformance, handlers
@@ -149,33 +152,38 @@ class CommandLine(unittest.TestCase):
 
     def test_sigterm_delivers_running_result(self):
         env = dict(os.environ, TASKER_CONFORMANCE="1")
-        proc = subprocess.Popen([sys.executable, "-m", "tasker_executor", "--listen", "127.0.0.1:0",
-                                 "--coordinator", "", "--id", "py-cli", "--log-level", "debug",
-                                 "--heartbeat-interval-ms", "20"],
-                                cwd=HERE, env=env, stderr=subprocess.PIPE, text=True)
-        try:
-            lines = []
-            address = None
-            deadline = time.monotonic() + WAIT
-            while address is None and time.monotonic() < deadline:
-                line = proc.stderr.readline()
-                if not line:
-                    break
-                lines.append(line)
-                m = re.search(r'msg="executor serving".* address=(\S+)', line)
-                if m:
-                    address = m.group(1)
-            self.assertIsNotNone(address, "".join(lines))
-            self.assertIn("conformance.sleep", lines[-1])
-            asyncio.run(self._sleep_through_sigterm(proc, address))
-            _, out = proc.communicate(timeout=WAIT)
-            log = "".join(lines) + out
-            self.assertEqual(proc.returncode, 0, log)
-            self.assertIn('msg="executor stopped"', log)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        # The log goes to a file, not a pipe: a pipe nobody reads while the
+        # test talks gRPC could fill and block the executor's writes.
+        with tempfile.TemporaryFile("w+") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "tasker_executor", "--listen", "127.0.0.1:0",
+                                     "--coordinator", "", "--id", "py-cli", "--log-level", "debug",
+                                     "--heartbeat-interval-ms", "20"],
+                                    cwd=HERE, env=env, stderr=log_file)
+
+            def log() -> str:
+                log_file.seek(0)
+                return log_file.read()
+            try:
+                address = None
+                deadline = time.monotonic() + WAIT
+                while address is None and time.monotonic() < deadline and proc.poll() is None:
+                    m = re.search(r'msg="executor serving".* address=(\S+)', log())
+                    if m:
+                        address = m.group(1)
+                    else:
+                        time.sleep(0.01)
+                self.assertIsNotNone(address, log())
+                asyncio.run(self._sleep_through_sigterm(proc, address))
+                try:
+                    proc.wait(timeout=WAIT)
+                except subprocess.TimeoutExpired:
+                    self.fail(f"executor still running {WAIT}s after SIGTERM:\n{log()}")
+                self.assertEqual(proc.returncode, 0, log())
+                self.assertIn('msg="executor stopped"', log())
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     async def _sleep_through_sigterm(self, proc, address):
         s = Stream(address)
@@ -187,6 +195,10 @@ class CommandLine(unittest.TestCase):
             r = await s.result()
             self.assertEqual(r.step_id, "nap")
             self.assertTrue(r.HasField("success"), r)
+            # Graceful shutdown ends the stream cleanly; closing it from
+            # here first would be a break, after which the executor cannot
+            # know the result arrived and waits its delivery timeout.
+            self.assertEqual(await s.wait_ended(), grpc.StatusCode.OK)
         finally:
             await s.close()
 
