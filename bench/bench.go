@@ -1,13 +1,17 @@
 // Package bench drives a workload against a Tasker coordinator and reports
 // what it costs: task and step throughput, task latency, the overhead the
 // coordinator adds between a step's parents finishing and the step reaching
-// its executor, group-commit batching, and the coordinator's CPU and memory.
+// its executor, group-commit batching, the coordinator's memory, and the
+// CPU of each process taking part (coordinators, executors, load
+// generator).
 //
-// The load generator hosts its own executors (a noop handler that records
-// every dispatch), creates tasks from one of Tasker's workflow shapes with a
-// bounded number in flight, and watches each to its end. The coordinator is
-// reached over gRPC only, so it may be a child process (see StartChild), a
-// remote server or, in tests, one in the same process.
+// The load generator runs the executors (a noop handler that records every
+// dispatch), in its own process or each in a child process of its own (see
+// Config.ExecutorBinary), creates tasks from one of Tasker's workflow
+// shapes with a bounded number in flight, and learns of their ends from the
+// coordinators' event logs (or, on request, a WatchTask stream per task).
+// The coordinator is reached over gRPC only, so it may be a child process
+// (see StartChild), a remote server or, in tests, one in the same process.
 package bench
 
 import (
@@ -20,7 +24,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -31,7 +34,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	"github.com/tasker-go/tasker/state/statepb"
 )
@@ -69,6 +71,9 @@ type Config struct {
 	// CPU and peak RSS are then read from /proc. Zero falls back to
 	// MetricsURL.
 	PID int
+	// PprofURL is the base of the coordinator's /debug/pprof endpoints
+	// (its --pprof), for ProfileDir; empty leaves it unprofiled.
+	PprofURL string
 	// Coordinators are further coordinators sharing Coordinator's database
 	// (PostgreSQL). Tasks are created on all of them in turn, each watched
 	// on the coordinator that created it, and the executors register with
@@ -125,6 +130,23 @@ type Config struct {
 	// instance TLS credentials when the coordinators dial executors over
 	// TLS.
 	ExecutorServerOptions []grpc.ServerOption
+	// ExecutorBinary, when set, runs each executor as a child process of
+	// this tasker binary (its hidden `bench executor` command), so that its CPU is measured on
+	// its own; empty runs them inside the load generator's process, whose
+	// CPU figure then includes them. Child executors speak plaintext to
+	// loopback coordinators, so ExecutorDialOptions and
+	// ExecutorServerOptions cannot be combined with it.
+	ExecutorBinary string
+	// ExecutorOutput receives the executor processes' output; nil discards
+	// it.
+	ExecutorOutput io.Writer
+	// Completions is how the load generator learns that a task ended:
+	// CompletionsEvents (the default) or CompletionsWatch.
+	Completions string
+	// ProfileDir, when set, receives CPU profiles of every process over the
+	// measured window (see profiler): coordinators with a PprofURL, the
+	// executor processes and the load generator.
+	ProfileDir string
 }
 
 // ErrInvalidConfig is wrapped by Run when a Config field is out of range.
@@ -150,6 +172,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Tasks == 0 && c.Duration == 0 {
 		return c, fmt.Errorf("%w: give a number of tasks or a duration", ErrInvalidConfig)
+	}
+	switch c.Completions {
+	case "":
+		c.Completions = CompletionsEvents
+	case CompletionsEvents, CompletionsWatch:
+	default:
+		return c, fmt.Errorf("%w: completions must be %s or %s, got %q", ErrInvalidConfig, CompletionsEvents, CompletionsWatch, c.Completions)
+	}
+	if c.ExecutorBinary != "" && (len(c.ExecutorDialOptions) > 0 || len(c.ExecutorServerOptions) > 0) {
+		return c, fmt.Errorf("%w: executor processes speak plaintext; executor dial or server options need executors in this process", ErrInvalidConfig)
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
@@ -188,6 +220,9 @@ type Target struct {
 	// PID is its process id when it runs on this machine, to read its CPU
 	// and peak RSS from /proc; zero falls back to MetricsURL.
 	PID int
+	// PprofURL is the base of its /debug/pprof endpoints, for
+	// Config.ProfileDir; empty leaves it unprofiled.
+	PprofURL string
 }
 
 // target is a Target with the connections and counts of one run.
@@ -215,6 +250,9 @@ type runner struct {
 	template *coordinatorv1.TaskTemplate
 	targets  []*target
 	rec      *Recorder
+	fleet    fleet
+	// ends tells of finished tasks with CompletionsEvents.
+	ends *completions
 	// tenants are the task contexts, one per tenant, taken in turn.
 	tenants []*structpb.Struct
 
@@ -266,7 +304,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		r.tenants = append(r.tenants, &structpb.Struct{Fields: fields})
 	}
-	all := append([]Target{{Addr: cfg.Coordinator, MetricsURL: cfg.MetricsURL, PID: cfg.PID}}, cfg.Coordinators...)
+	all := append([]Target{{Addr: cfg.Coordinator, MetricsURL: cfg.MetricsURL, PID: cfg.PID, PprofURL: cfg.PprofURL}}, cfg.Coordinators...)
 	// The workers are spread over the coordinators, and each coordinator's
 	// share over its connections.
 	perTarget := (cfg.Concurrency + len(all) - 1) / len(all)
@@ -297,14 +335,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("register template %s/%s: %w", tmpl.GetNamespace(), tmpl.GetName(), err)
 	}
 
-	exCtx, stopExecutors := context.WithCancel(context.WithoutCancel(ctx))
-	exDone, err := r.startExecutors(exCtx)
+	var ids, addrs []string
+	for i := range cfg.Executors {
+		ids = append(ids, r.executorID(i))
+	}
+	for _, t := range r.targets {
+		addrs = append(addrs, t.Addr)
+	}
+	if cfg.ExecutorBinary != "" {
+		r.fleet, err = startProcessFleet(ctx, cfg, ids, addrs)
+	} else {
+		r.fleet, err = startInProcessFleet(ctx, cfg, r.rec, ids, addrs)
+	}
 	defer func() {
-		stopExecutors()
-		for _, d := range exDone {
-			if err := <-d; err != nil {
-				cfg.Logger.Warn("executor stopped with an error", "err", err)
-			}
+		if err := r.fleet.stop(); err != nil {
+			cfg.Logger.Warn("executor stopped with an error", "err", err)
 		}
 	}()
 	if err != nil {
@@ -315,63 +360,47 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
+	if cfg.Completions == CompletionsEvents {
+		if r.ends, err = followCompletions(ctx, r.targets, tmpl.GetNamespace(), tmpl.GetName()); err != nil {
+			return nil, err
+		}
+		defer r.ends.stop()
+	}
 
+	var prof *profiler
+	if cfg.ProfileDir != "" {
+		if prof, err = startProfiles(ctx, cfg.ProfileDir, r.targets, r.fleet, cfg.HTTPClient); err != nil {
+			return nil, err
+		}
+	}
 	before := r.measure(ctx)
 	r.start = time.Now()
 	progressDone := r.progress(ctx)
 	loadErr := r.load(ctx)
 	elapsed := time.Since(r.start)
 	progressDone()
+	after := r.measure(ctx)
+	var profiles []string
+	if prof != nil {
+		var perr error
+		profiles, perr = prof.stop(ctx)
+		if perr != nil && loadErr == nil {
+			loadErr = perr
+		}
+	}
 	if loadErr != nil {
 		return nil, loadErr
 	}
-	after := r.measure(ctx)
 	overheads, err := r.dispatchOverheads(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return r.report(elapsed, before, after, overheads), nil
-}
-
-// startExecutors starts cfg.Executors executors hosting the recorder, each
-// registered with every coordinator; each returned channel yields its Serve
-// result once ctx ends.
-func (r *runner) startExecutors(ctx context.Context) ([]<-chan error, error) {
-	var further []string
-	for _, t := range r.targets[1:] {
-		further = append(further, t.Addr)
+	rep, err := r.report(ctx, elapsed, before, after, overheads)
+	if err != nil {
+		return nil, err
 	}
-	var done []<-chan error
-	for i := range r.cfg.Executors {
-		ex, err := executor.New(executor.Config{
-			ID:           r.executorID(i),
-			Capacity:     r.cfg.ExecutorCapacity,
-			Coordinator:  r.targets[0].Addr,
-			Coordinators: further,
-			Logger:       r.cfg.Logger,
-			// Empty options mean the SDK's plaintext defaults.
-			DialOptions:   r.cfg.ExecutorDialOptions,
-			ServerOptions: r.cfg.ExecutorServerOptions,
-			// Nothing runs long, so shutdown need not wait as long as for
-			// real handlers.
-			ShutdownTimeout: 5 * time.Second,
-			DeliveryTimeout: 5 * time.Second,
-		})
-		if err != nil {
-			return done, fmt.Errorf("executor %d: %w", i, err)
-		}
-		if err := ex.Handle(NoopHandler, r.rec.Handle); err != nil {
-			return done, fmt.Errorf("executor %d: %w", i, err)
-		}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return done, fmt.Errorf("executor %d: listen: %w", i, err)
-		}
-		d := make(chan error, 1)
-		go func() { d <- ex.Serve(ctx, lis) }()
-		done = append(done, d)
-	}
-	return done, nil
+	rep.Profiles = profiles
+	return rep, nil
 }
 
 func (r *runner) executorID(i int) string { return fmt.Sprintf("bench-%s-%d", r.runID, i) }
@@ -453,9 +482,10 @@ func (r *runner) load(ctx context.Context) error {
 }
 
 // runTask creates task i on coordinator ti, using worker w's connection to
-// it, and watches it there to its end. Its latency runs from the start of
-// the create call to the arrival of the transition that made the task
-// terminal.
+// it, and waits for its end. Its latency runs from the start of the create
+// call to the recorded time of the task's terminal transition
+// (CompletionsEvents), or to that transition's arrival at bench
+// (CompletionsWatch).
 func (r *runner) runTask(ctx context.Context, ti, w int, i int64) error {
 	r.inFlight.Add(1)
 	defer r.inFlight.Add(-1)
@@ -472,7 +502,16 @@ func (r *runner) runTask(ctx context.Context, ti, w int, i int64) error {
 	t.created.Add(1)
 	id := resp.GetTask().GetId()
 	final := resp.GetTask().GetState()
-	if !statepb.Terminal(final) {
+	var endedAt time.Time
+	switch {
+	case statepb.Terminal(final):
+	case r.ends != nil:
+		end, err := r.ends.await(ctx, id)
+		if err != nil {
+			return fmt.Errorf("%w (on %s)", err, t.Addr)
+		}
+		final, endedAt = end.state, end.at
+	default:
 		// Watching from the last transition the create returned spares
 		// the coordinator reading the task's history back.
 		var after int64
@@ -489,6 +528,12 @@ func (r *runner) runTask(ctx context.Context, ti, w int, i int64) error {
 		}
 	}
 	latency := time.Since(start)
+	if !endedAt.IsZero() {
+		// The coordinator's clock against bench's: one clock when both
+		// run on this machine. Round() drops start's monotonic reading, so
+		// both sides are wall-clock times.
+		latency = max(endedAt.Sub(start.Round(0)), 0)
+	}
 	if final != coordinatorv1.State_STATE_COMPLETE {
 		r.failed.Add(1)
 	}
@@ -569,5 +614,20 @@ func (r *runner) dispatchOverheads(ctx context.Context) ([]time.Duration, error)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return dispatchOverheads(tasks, r.rec.ReceivedAt), nil
+	var keys []attemptKey
+	for _, t := range tasks {
+		for _, st := range t.GetSteps() {
+			if st.GetAttempts() > 0 {
+				keys = append(keys, attemptKey{stepID: st.GetId(), attempt: int(st.GetAttempts())})
+			}
+		}
+	}
+	received, err := r.fleet.receivedAt(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read the executors' receive times: %w", err)
+	}
+	return dispatchOverheads(tasks, func(stepID string, attempt int) (time.Time, bool) {
+		at, ok := received[attemptKey{stepID: stepID, attempt: attempt}]
+		return at, ok
+	}), nil
 }

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 )
@@ -30,7 +32,7 @@ func (r *runner) progress(ctx context.Context) (stop func()) {
 				}
 			}
 			if r.cfg.Progress != nil {
-				_, steps := r.rec.Counts()
+				_, steps, _ := r.fleet.counts(ctx, false)
 				_, _ = io.WriteString(r.cfg.Progress, progressLine(time.Since(r.start), r.done.Load(), int64(r.cfg.Tasks), steps, r.inFlight.Load()))
 			}
 		}
@@ -62,15 +64,42 @@ type snapshot struct {
 	cpuOK   bool
 }
 
-// measure reads every coordinator's counters, in the order of r.targets.
-// Failures leave figures out of the report (logged) rather than failing a
-// run that otherwise worked.
-func (r *runner) measure(ctx context.Context) []snapshot {
-	out := make([]snapshot, len(r.targets))
+// window is what every process's counters said at one moment.
+type window struct {
+	// coordinators are in the order of r.targets.
+	coordinators []snapshot
+	// executors is the CPU of the executor processes, summed; not ok when
+	// they run in the load generator's process.
+	executors, loadGenerator time.Duration
+	executorsOK, loadOK      bool
+}
+
+// measure reads every process's counters. Failures leave figures out of
+// the report (logged) rather than failing a run that otherwise worked.
+func (r *runner) measure(ctx context.Context) window {
+	w := window{coordinators: make([]snapshot, len(r.targets))}
 	for i, t := range r.targets {
-		out[i] = r.measureOne(ctx, t)
+		w.coordinators[i] = r.measureOne(ctx, t)
 	}
-	return out
+	if pids := r.fleet.pids(); pids != nil {
+		w.executorsOK = true
+		for _, pid := range pids {
+			cpu, err := ProcCPU(pid)
+			if err != nil {
+				r.cfg.Logger.Warn("executor cpu unavailable", "pid", pid, "err", err)
+				w.executorsOK = false
+				break
+			}
+			w.executors += cpu
+		}
+	}
+	cpu, err := ProcCPU(os.Getpid())
+	if err != nil {
+		r.cfg.Logger.Warn("load generator cpu unavailable", "err", err)
+	} else {
+		w.loadGenerator, w.loadOK = cpu, true
+	}
+	return w
 }
 
 func (r *runner) measureOne(ctx context.Context, t *target) snapshot {
@@ -134,8 +163,11 @@ func (r *runner) usage(t *target, before, after snapshot) usage {
 // report turns the raw counts into the figures of a Report. Store and CPU
 // figures of several coordinators are given only when every one of them
 // was measured: a sum over some would read as the cluster's.
-func (r *runner) report(elapsed time.Duration, before, after []snapshot, overheads []time.Duration) *Report {
-	invocations, steps := r.rec.Counts()
+func (r *runner) report(ctx context.Context, elapsed time.Duration, before, after window, overheads []time.Duration) (*Report, error) {
+	invocations, steps, err := r.fleet.counts(ctx, true)
+	if err != nil {
+		return nil, fmt.Errorf("read the executors' counts: %w", err)
+	}
 	secs := elapsed.Seconds()
 	rep := &Report{
 		Shape: r.cfg.Shape, Store: r.cfg.Store, Schema: r.cfg.Schema, Sync: r.cfg.Sync,
@@ -157,7 +189,7 @@ func (r *runner) report(elapsed time.Duration, before, after []snapshot, overhea
 
 	total := usage{storeOK: true, cpuOK: true, peakOK: true}
 	for i, t := range r.targets {
-		u := r.usage(t, before[i], after[i])
+		u := r.usage(t, before.coordinators[i], after.coordinators[i])
 		total.commits += u.commits
 		total.writes += u.writes
 		total.storeOK = total.storeOK && u.storeOK
@@ -177,13 +209,27 @@ func (r *runner) report(elapsed time.Duration, before, after []snapshot, overhea
 			rep.MeanBatchSize = ptr(round3(total.writes / total.commits))
 		}
 	}
-	if total.cpuOK && steps > 0 {
-		rep.CPUSecondsPer1kSteps = ptr(round3(total.cpu.Seconds() / float64(steps) * 1000))
+	per1k := func(d time.Duration) *float64 {
+		if steps == 0 {
+			return nil
+		}
+		return ptr(round3(d.Seconds() / float64(steps) * 1000))
+	}
+	rep.ExecutorsInProcess = r.fleet.pids() == nil
+	if total.cpuOK {
+		rep.CPUSecondsPer1kSteps = per1k(total.cpu)
+		rep.CPUPer1kSteps.Coordinator = rep.CPUSecondsPer1kSteps
+	}
+	if before.executorsOK && after.executorsOK {
+		rep.CPUPer1kSteps.Executors = per1k(after.executors - before.executors)
+	}
+	if before.loadOK && after.loadOK {
+		rep.CPUPer1kSteps.LoadGenerator = per1k(after.loadGenerator - before.loadGenerator)
 	}
 	if total.peakOK {
 		rep.PeakRSSMB = ptr(round3(float64(total.peakRSS) / (1 << 20)))
 	}
-	return rep
+	return rep, nil
 }
 
 // coordinatorFigures is one coordinator's share of the report.

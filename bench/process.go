@@ -39,17 +39,24 @@ type ChildConfig struct {
 	Output io.Writer
 	// ReadyTimeout bounds the wait for the child to serve; default 30s.
 	ReadyTimeout time.Duration
+	// Pprof serves net/http/pprof beside /metrics (the coordinator's
+	// --pprof), so a run can take the child's CPU profile.
+	Pprof bool
 }
 
-// Child is a coordinator running as a child process.
+// Child is a coordinator or an executor running as a child process.
 type Child struct {
 	// Addr is its gRPC address, MetricsURL its Prometheus endpoint and PID
-	// its process id.
+	// its process id; PprofURL is the base of its /debug/pprof endpoints
+	// when it serves them. An executor child has only a PID.
 	Addr       string
 	MetricsURL string
+	PprofURL   string
 	PID        int
 
-	cmd *exec.Cmd
+	// what names the child in errors.
+	what string
+	cmd  *exec.Cmd
 	// exited is closed once the process has been waited for; waitErr is
 	// valid after that.
 	exited  chan struct{}
@@ -91,6 +98,9 @@ func StartChild(ctx context.Context, cfg ChildConfig) (*Child, error) {
 	if cfg.ID != "" {
 		args = append(args, "--id", cfg.ID)
 	}
+	if cfg.Pprof {
+		args = append(args, "--pprof")
+	}
 	cmd := exec.Command(cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = cfg.Output, cfg.Output
 	cmd.SysProcAttr = childProcAttr()
@@ -99,7 +109,10 @@ func StartChild(ctx context.Context, cfg ChildConfig) (*Child, error) {
 	}
 	c := &Child{
 		Addr: grpcAddr, MetricsURL: "http://" + httpAddr + "/metrics", PID: cmd.Process.Pid,
-		cmd: cmd, exited: make(chan struct{}),
+		what: "coordinator", cmd: cmd, exited: make(chan struct{}),
+	}
+	if cfg.Pprof {
+		c.PprofURL = "http://" + httpAddr + "/debug/pprof"
 	}
 	go func() {
 		c.waitErr = cmd.Wait()
@@ -186,7 +199,7 @@ func (c *Child) Stop(grace time.Duration) error {
 	default:
 	}
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stop coordinator: %w", err)
+		return fmt.Errorf("stop %s: %w", c.what, err)
 	}
 	select {
 	case <-c.exited:
@@ -195,13 +208,13 @@ func (c *Child) Stop(grace time.Duration) error {
 	}
 	_ = c.cmd.Process.Kill()
 	<-c.exited
-	return fmt.Errorf("stop coordinator: killed after %s without exiting", grace)
+	return fmt.Errorf("stop %s: killed after %s without exiting", c.what, grace)
 }
 
 // exitErr is the child's exit status as an error; call it after exited.
 func (c *Child) exitErr() error {
 	if c.waitErr != nil {
-		return fmt.Errorf("coordinator exited: %w", c.waitErr)
+		return fmt.Errorf("%s exited: %w", c.what, c.waitErr)
 	}
 	return nil
 }

@@ -95,6 +95,20 @@ func (r *Recorder) ReceivedAt(stepID string, attempt int) (time.Time, bool) {
 	return time.Unix(0, ns), true
 }
 
+// stepIDs returns every step invoked at least once.
+func (r *Recorder) stepIDs() []string {
+	var out []string
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for id := range s.steps {
+			out = append(out, id)
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
 // Counts returns the handler invocations and the distinct steps they were
 // for; without faults or retries the two are equal.
 func (r *Recorder) Counts() (invocations, steps int64) {

@@ -11,7 +11,8 @@ import (
 
 // Report is the outcome of a run. Its JSON form is a contract: scripts read
 // tasks_per_sec, steps_per_sec, task_latency_ms, dispatch_overhead_ms,
-// commits_per_sec, mean_batch_size, cpu_seconds_per_1k_steps, peak_rss_mb
+// commits_per_sec, mean_batch_size, cpu_seconds_per_1k_steps,
+// cpu_seconds_per_1k_steps_by_process, executors_in_process, peak_rss_mb
 // and duplicate_dispatches, so those keys are always present; fields may be
 // added, never renamed. Figures bench could not measure (no /metrics, no
 // process to read) are null rather than a misleading zero.
@@ -24,10 +25,17 @@ type Report struct {
 	// counters on /metrics.
 	CommitsPerSec *float64 `json:"commits_per_sec"`
 	MeanBatchSize *float64 `json:"mean_batch_size"`
-	// CPUSecondsPer1kSteps is the coordinator's CPU (not the load
-	// generator's) per 1,000 steps executed.
+	// CPUSecondsPer1kSteps is the coordinators' CPU (not the executors' nor
+	// the load generator's) per 1,000 steps executed; the same figure as
+	// CPUPer1kSteps.Coordinator.
 	CPUSecondsPer1kSteps *float64 `json:"cpu_seconds_per_1k_steps"`
-	PeakRSSMB            *float64 `json:"peak_rss_mb"`
+	// CPUPer1kSteps breaks the CPU of the run down by process.
+	CPUPer1kSteps CPUBreakdown `json:"cpu_seconds_per_1k_steps_by_process"`
+	// ExecutorsInProcess is true when the executors ran inside the load
+	// generator's process: their CPU is then in LoadGenerator and
+	// Executors is null.
+	ExecutorsInProcess bool     `json:"executors_in_process"`
+	PeakRSSMB          *float64 `json:"peak_rss_mb"`
 	// DuplicateDispatches is handler invocations minus distinct steps
 	// executed; anything but 0 without faults is a bug.
 	DuplicateDispatches int64 `json:"duplicate_dispatches"`
@@ -57,6 +65,27 @@ type Report struct {
 	// task's own terminal transition gave an earlier task_state; the watch
 	// still ended there. Anything but 0 is a coordinator bug.
 	StaleWatchStates int64 `json:"stale_watch_states,omitempty"`
+	// Profiles are the CPU profile files written (Config.ProfileDir).
+	Profiles []string `json:"profiles,omitempty"`
+}
+
+// CPUBreakdown is CPU seconds (user plus system, from /proc or the
+// coordinator's process_cpu_seconds_total) per 1,000 steps over the
+// measured window, for each kind of process in a run. Each covers whole
+// processes: gRPC, garbage collection and the runtime included. Null
+// means not measured.
+type CPUBreakdown struct {
+	// Coordinator sums every coordinator process. A coordinator bench did
+	// not start (--coordinator) is whatever process serves that address:
+	// `tasker dev` would include its own executor.
+	Coordinator *float64 `json:"coordinator"`
+	// Executors sums the executor processes bench started; null when the
+	// executors ran inside the load generator.
+	Executors *float64 `json:"executors"`
+	// LoadGenerator is bench's own process: creating tasks, learning of
+	// their ends, progress and measurement, and the executors when they
+	// ran in it.
+	LoadGenerator *float64 `json:"load_generator"`
 }
 
 // CoordinatorFigures are one coordinator's figures in a run with several.
@@ -135,8 +164,15 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteText writes r as one fixed-format summary line, key=value pairs in
 // a stable order so it is as easy to grep as to read; unmeasured figures
-// print as "-". A run on several coordinators ends with coordinators=N.
+// print as "-". cpu_s/1k_steps is the coordinators'; executors that ran in
+// the load generator print executors_cpu_s/1k_steps=in_load. A run on
+// several coordinators ends with coordinators=N.
 func (r *Report) WriteText(w io.Writer) error {
+	executorsCPU := optional(r.CPUPer1kSteps.Executors, "%.3f")
+	if r.ExecutorsInProcess {
+		// Counted in the load generator's figure, not unmeasured.
+		executorsCPU = "in_load"
+	}
 	cluster := ""
 	if r.Coordinators > 1 {
 		cluster = fmt.Sprintf(" coordinators=%d", r.Coordinators)
@@ -144,12 +180,13 @@ func (r *Report) WriteText(w io.Writer) error {
 	_, err := fmt.Fprintf(w,
 		"bench: shape=%s tasks=%d failed=%d steps=%d duration=%.1fs tasks/s=%.0f steps/s=%.0f "+
 			"latency_ms(p50/p95/p99)=%.1f/%.1f/%.1f dispatch_ms(p50/p99)=%.2f/%.2f "+
-			"commits/s=%s batch=%s cpu_s/1k_steps=%s peak_rss_mb=%s duplicates=%d%s\n",
+			"commits/s=%s batch=%s cpu_s/1k_steps=%s executors_cpu_s/1k_steps=%s load_cpu_s/1k_steps=%s peak_rss_mb=%s duplicates=%d%s\n",
 		r.Shape, r.Tasks, r.TasksFailed, r.Steps, r.DurationSec, r.TasksPerSec, r.StepsPerSec,
 		r.TaskLatencyMS.P50, r.TaskLatencyMS.P95, r.TaskLatencyMS.P99,
 		r.DispatchOverheadMS.P50, r.DispatchOverheadMS.P99,
 		optional(r.CommitsPerSec, "%.0f"), optional(r.MeanBatchSize, "%.1f"),
-		optional(r.CPUSecondsPer1kSteps, "%.3f"), optional(r.PeakRSSMB, "%.1f"), r.DuplicateDispatches, cluster)
+		optional(r.CPUSecondsPer1kSteps, "%.3f"), executorsCPU, optional(r.CPUPer1kSteps.LoadGenerator, "%.3f"),
+		optional(r.PeakRSSMB, "%.1f"), r.DuplicateDispatches, cluster)
 	if err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}

@@ -60,7 +60,8 @@ func TestSummarizeLatencySortsAndRounds(t *testing.T) {
 // requiredKeys are the keys scripts rely on.
 var requiredKeys = []string{
 	"tasks_per_sec", "steps_per_sec", "task_latency_ms", "dispatch_overhead_ms", "commits_per_sec",
-	"mean_batch_size", "cpu_seconds_per_1k_steps", "peak_rss_mb", "duplicate_dispatches",
+	"mean_batch_size", "cpu_seconds_per_1k_steps", "cpu_seconds_per_1k_steps_by_process", "executors_in_process",
+	"peak_rss_mb", "duplicate_dispatches",
 }
 
 func decodeReport(t *testing.T, r *Report) map[string]any {
@@ -88,6 +89,8 @@ func TestReportJSONKeys(t *testing.T) {
 	require.Equal(t, map[string]any{"p50": 0.5, "p99": 0.9}, got["dispatch_overhead_ms"])
 	require.Equal(t, 15.2, got["mean_batch_size"])
 	require.Equal(t, "linear4", got["shape"])
+	require.Equal(t, map[string]any{"coordinator": nil, "executors": nil, "load_generator": nil}, got["cpu_seconds_per_1k_steps_by_process"],
+		"every process has its key, null when unmeasured")
 
 	// Unmeasured figures keep their keys, as null.
 	bare := decodeReport(t, &Report{Shape: "tree"})
@@ -108,7 +111,19 @@ func TestReportText(t *testing.T) {
 	line := buf.String()
 	require.Equal(t, 1, strings.Count(line, "\n"))
 	require.True(t, strings.HasPrefix(line, "bench: shape=diamond tasks=10 failed=0 steps=70 duration=2.0s tasks/s=5 steps/s=35 "), line)
-	require.Contains(t, line, " commits/s=- batch=3.2 cpu_s/1k_steps=- peak_rss_mb=- duplicates=0\n")
+	require.Contains(t, line, " commits/s=- batch=3.2 cpu_s/1k_steps=- executors_cpu_s/1k_steps=- load_cpu_s/1k_steps=- peak_rss_mb=- duplicates=0\n")
+
+	// Each process's figure has its own key; executors that ran inside the
+	// load generator say so rather than look unmeasured.
+	buf.Reset()
+	r.CPUSecondsPer1kSteps = ptr(0.15)
+	r.CPUPer1kSteps = CPUBreakdown{Coordinator: r.CPUSecondsPer1kSteps, Executors: ptr(0.0714), LoadGenerator: ptr(0.02)}
+	require.NoError(t, r.WriteText(&buf))
+	require.Contains(t, buf.String(), " cpu_s/1k_steps=0.150 executors_cpu_s/1k_steps=0.071 load_cpu_s/1k_steps=0.020 ")
+	buf.Reset()
+	r.ExecutorsInProcess, r.CPUPer1kSteps.Executors = true, nil
+	require.NoError(t, r.WriteText(&buf))
+	require.Contains(t, buf.String(), " executors_cpu_s/1k_steps=in_load load_cpu_s/1k_steps=0.020 ")
 }
 
 // progressRE is the documented progress line format.

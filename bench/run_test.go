@@ -123,6 +123,10 @@ func TestRunLinear4InProcess(t *testing.T) {
 	require.NotNil(t, rep.MeanBatchSize)
 	require.GreaterOrEqual(t, *rep.MeanBatchSize, 1.0)
 	require.NotNil(t, rep.CPUSecondsPer1kSteps)
+	require.Equal(t, rep.CPUSecondsPer1kSteps, rep.CPUPer1kSteps.Coordinator)
+	require.True(t, rep.ExecutorsInProcess)
+	require.Nil(t, rep.CPUPer1kSteps.Executors, "executors in this process are in the load generator's figure")
+	require.NotNil(t, rep.CPUPer1kSteps.LoadGenerator)
 	require.NotNil(t, rep.PeakRSSMB)
 	require.Positive(t, *rep.PeakRSSMB)
 	require.LessOrEqual(t, rep.TaskLatencyMS.P50, rep.TaskLatencyMS.P95)
@@ -135,8 +139,9 @@ func TestRunLinear4InProcess(t *testing.T) {
 	}
 
 	// A second run against the same store registers the same template
-	// again (a no-op) and counts only its own tasks and steps.
-	rep, err = Run(t.Context(), Config{Coordinator: tc.addr, Shape: "linear4", Tasks: 5, Concurrency: 2})
+	// again (a no-op) and counts only its own tasks and steps; it learns of
+	// their ends from a WatchTask stream each.
+	rep, err = Run(t.Context(), Config{Coordinator: tc.addr, Shape: "linear4", Tasks: 5, Concurrency: 2, Completions: CompletionsWatch})
 	require.NoError(t, err)
 	require.Equal(t, int64(5), rep.Tasks)
 	require.Equal(t, int64(20), rep.Steps)
@@ -152,6 +157,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{Coordinator: "127.0.0.1:9", Tasks: 0},
 		{Coordinator: "127.0.0.1:9", Tasks: 1, Shape: "spiral"},
 		{Coordinator: "127.0.0.1:9", Tasks: 1, Coordinators: []Target{{MetricsURL: "http://127.0.0.1:9/metrics"}}},
+		{Coordinator: "127.0.0.1:9", Tasks: 1, Completions: "poll"},
+		{Coordinator: "127.0.0.1:9", Tasks: 1, ExecutorBinary: "tasker", ExecutorServerOptions: []grpc.ServerOption{grpc.MaxConcurrentStreams(1)}},
 	} {
 		_, err := Run(t.Context(), cfg)
 		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", cfg)
@@ -178,7 +185,7 @@ func TestStartChild(t *testing.T) {
 
 	db := filepath.Join(t.TempDir(), "child.db")
 	var output syncBuffer
-	child, err := StartChild(t.Context(), ChildConfig{Binary: bin, DB: db, Sync: "normal", Output: &output})
+	child, err := StartChild(t.Context(), ChildConfig{Binary: bin, DB: db, Sync: "normal", Output: &output, Pprof: true})
 	require.NoError(t, err)
 	stopped := false
 	t.Cleanup(func() {
@@ -188,14 +195,32 @@ func TestStartChild(t *testing.T) {
 	})
 	httpClient := &http.Client{Timeout: 5 * time.Second}
 	t.Cleanup(httpClient.CloseIdleConnections)
+	// Every process of the run is its own: the coordinator, two executor
+	// processes of the same binary, and this one.
+	profiles := t.TempDir()
 	rep, err := Run(t.Context(), Config{
-		Coordinator: child.Addr, MetricsURL: child.MetricsURL, PID: child.PID, HTTPClient: httpClient,
-		Shape: "diamond", Tasks: 10, Concurrency: 5,
+		Coordinator: child.Addr, MetricsURL: child.MetricsURL, PID: child.PID, PprofURL: child.PprofURL, HTTPClient: httpClient,
+		Shape: "diamond", Tasks: 10, Concurrency: 5, Executors: 2, ExecutorBinary: bin, ExecutorOutput: &output,
+		ProfileDir: profiles,
 	})
-	require.NoError(t, err)
+	require.NoError(t, err, output.String())
 	require.Equal(t, int64(70), rep.Steps)
+	require.Zero(t, rep.DuplicateDispatches)
+	require.Equal(t, 60, rep.DispatchSamples, "six non-root steps in each of 10 tasks: the executor processes' receive times are read back")
 	require.NotNil(t, rep.MeanBatchSize)
 	require.NotNil(t, rep.PeakRSSMB)
+	require.False(t, rep.ExecutorsInProcess)
+	for name, v := range map[string]*float64{
+		"coordinator": rep.CPUPer1kSteps.Coordinator, "executors": rep.CPUPer1kSteps.Executors, "load generator": rep.CPUPer1kSteps.LoadGenerator,
+	} {
+		require.NotNil(t, v, name)
+	}
+	for _, name := range []string{"load-generator.pprof", "executor-0.pprof", "executor-1.pprof", "coordinator-0-001.pprof"} {
+		require.Contains(t, rep.Profiles, filepath.Join(profiles, name))
+		info, err := os.Stat(filepath.Join(profiles, name))
+		require.NoError(t, err)
+		require.Positive(t, info.Size(), name)
+	}
 
 	stopped = true
 	require.NoError(t, child.Stop(10*time.Second), output.String())

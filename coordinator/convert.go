@@ -112,6 +112,7 @@ func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transi
 		Context: jsonStruct(t.Context), IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
 		UpdatedAt: timestamp(t.UpdatedAt), CompletedAt: timestamp(t.CompletedAt), RunAt: timestamp(t.RunAt),
 		Priority: int32(cmp.Or(t.Priority, template.DefaultPriority)), DebounceKey: t.DebounceKey,
+		ParentTaskId: t.ParentTaskID, ParentStepId: t.ParentStepID,
 	}
 	byStep := map[string][]*coordinatorv1.Transition{}
 	for _, tr := range transitions {

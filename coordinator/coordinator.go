@@ -203,6 +203,7 @@ func New(cfg Config) (*Coordinator, error) {
 	e.pool.aging = cfg.PriorityAging
 	e.admission = newAdmissionWaits(cfg.PriorityAging, e.now)
 	e.cancelAnywhere = c.cancelAnywhere
+	e.notifyElsewhere = c.notifyElsewhere
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}

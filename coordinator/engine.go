@@ -65,6 +65,9 @@ type engine struct {
 	// cancelAnywhere cancels a task wherever it runs (forwarding to its
 	// owner); a concurrency key's strategy uses it.
 	cancelAnywhere func(ctx context.Context, id, reason string) error
+	// notifyElsewhere tells the coordinator owning a parent task that
+	// the child of one of its steps finished (children.go).
+	notifyElsewhere func(ctx context.Context, owned *store.OwnedError, parentID, stepID string) error
 }
 
 // taskRun is an active task in memory.
@@ -391,6 +394,7 @@ func (e *engine) schedule(c *change, candidates []int) {
 			c.moveTask(state.Error, tr.failedReason())
 			e.endWaits(c, "the task failed")
 			e.endForEach(c, "the task failed")
+			e.endChildren(c, "the task failed") // children.go
 		}
 		return
 	case tr.satisfied == len(tr.steps):
@@ -436,6 +440,10 @@ func (e *engine) tryDispatch(c *change, i int, now time.Time) {
 	}
 	if tr.isForEach(i) {
 		e.startForEach(c, i) // its instances take the slots
+		return
+	}
+	if childSpec(tr, i) != nil {
+		e.startChild(c, i, now) // a child task takes no executor slot (children.go)
 		return
 	}
 	executorID := e.pool.acquire(s.Handler, s.lastExecutor)
@@ -544,6 +552,9 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 	e.hub.publish(tr.task.ID, watchEvent{transitions: trs, before: taskStateBefore(&c.params, tr.task.State)})
 	if keys := c.heldKeys(); len(keys) > 0 {
 		e.keysFreed(keys)
+	}
+	if c.params.Task != nil && tr.task.ParentTaskID != "" {
+		e.childFinished(tr) // a child tells its parent (children.go)
 	}
 	e.afterCommit(c)
 	if len(c.params.Refused) > 0 {
@@ -760,6 +771,10 @@ func (e *engine) watchInFlight(tr *taskRun) {
 		tr.setInFlight(i, true)
 		if tr.waiting(i) {
 			continue // a durable wait: armWake wakes it when it ends
+		}
+		if tr.childRunning(i) {
+			e.watchChild(tr, i, 0) // looks at its child: creates it if missing, settles if finished (children.go)
+			continue
 		}
 		switch timeout := tr.tmpl.timeouts[tr.tix(i)]; {
 		case s.executor == "":

@@ -1,6 +1,9 @@
 package coordinator
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Test hooks: read-only views of the engine's memory for tests in
 // coordinator_test, which otherwise see only the API.
@@ -51,4 +54,11 @@ func (c *Coordinator) AttemptExecutor(taskID, stepName string) string {
 		return ""
 	}
 	return tr.steps[i].executor
+}
+
+// NotifyParent tells the owner of a parent task that the child of one of
+// its steps finished, as the coordinator committing the child's end does
+// (children.go).
+func (c *Coordinator) NotifyParent(ctx context.Context, parentID, stepID string) error {
+	return c.engine.notifyParent(ctx, parentID, stepID)
 }

@@ -266,6 +266,13 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 		return false
 	}
 	s := tr.steps[i]
+	if tr.childRunning(i) {
+		// A step running a child task takes no result: a report for it
+		// (a child's coordinator telling of the child's end) only makes
+		// this owner look at the child (children.go).
+		e.watchChild(tr, i, 0)
+		return false
+	}
 	if s.State != state.InProgress || int32(s.Attempts) != r.GetAttempt() {
 		return false
 	}
@@ -473,7 +480,7 @@ func (e *engine) running(executorID string, attempts []*executorv1.RunningStep) 
 		tr.mu.Lock()
 		if i, ok := tr.byID[a.GetStepId()]; ok && !tr.done && !tr.broken {
 			s := tr.steps[i]
-			if s.State == state.InProgress && int32(s.Attempts) == a.GetAttempt() && s.executor == "" && waitSpec(tr, i) == nil &&
+			if s.State == state.InProgress && int32(s.Attempts) == a.GetAttempt() && s.executor == "" && waitSpec(tr, i) == nil && childSpec(tr, i) == nil &&
 				e.pool.adopt(executorID, tr.task.ID, s.ID, a.GetAttempt()) {
 				s.executor = executorID
 				if s.timer != nil {

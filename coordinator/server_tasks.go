@@ -107,7 +107,9 @@ func (s *server) GetTask(ctx context.Context, req *coordinatorv1.GetTaskRequest)
 	if err := s.authorize(ctx, v.task.Namespace); err != nil {
 		return nil, err
 	}
-	return &coordinatorv1.GetTaskResponse{Task: s.toProto(v)}, nil
+	p := s.toProto(v)
+	s.c.engine.addChildLinks(ctx, p, v) // children.go
+	return &coordinatorv1.GetTaskResponse{Task: p}, nil
 }
 
 // Page sizes of ListTasks.

@@ -245,6 +245,14 @@ func (p *pool) wait(taskID, stepID, handler string, priority int) {
 	priority = min(max(priority, template.MinPriority), template.MaxPriority)
 	q := &hw[priority]
 	q.items = append(q.items, waiter{taskID: taskID, stepID: stepID, handler: handler, priority: priority, since: time.Now(), seq: p.seq})
+	// The step found no free slot before its change was committed; one may
+	// have freed since (a release that found no waiter, an executor that
+	// registered), and no release will come for it: hand it out now.
+	for _, c := range p.conns {
+		if c.connected && c.used < c.capacity && c.hosts(handler) {
+			p.grantAndHandLocked(c)
+		}
+	}
 }
 
 // track records that an attempt was sent to an executor on a reserved slot.

@@ -30,6 +30,9 @@ type createParams struct {
 	priority int
 	// debounce, when set, makes a debounced create (see debounce.go).
 	debounce *debounceParams
+	// parentTaskID and parentStepID make the task a child of that task's
+	// step (children.go).
+	parentTaskID, parentStepID string
 }
 
 // createTask validates the request, inserts the task and dispatches its
@@ -90,6 +93,7 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 		ID: id, Namespace: ct.tmpl.Namespace, Name: ct.tmpl.Name,
 		Version: ct.tmpl.Version, State: state.Pending, Context: p.context, IdentityKey: key,
 		BypassSteps: p.bypass, CreatedAt: now, UpdatedAt: now,
+		ParentTaskID: p.parentTaskID, ParentStepID: p.parentStepID,
 	}
 	if p.runAt.After(now) {
 		task.RunAt = p.runAt
@@ -453,6 +457,7 @@ func (e *engine) cancelTask(ctx context.Context, id, reason string) (*snapshot, 
 			return nil
 		}
 		c := e.newChange(tr)
+		children := runningChildren(tr) // cancelled with the task (children.go)
 		for i, s := range tr.steps {
 			switch s.State {
 			case state.Pending:
@@ -467,7 +472,11 @@ func (e *engine) cancelTask(ctx context.Context, id, reason string) (*snapshot, 
 			}
 		}
 		c.moveTask(state.Cancelled, reason)
-		return e.commit(ctx, c)
+		if err := e.commit(ctx, c); err != nil {
+			return err
+		}
+		e.cancelChildren(id, children, fmt.Sprintf("parent task %s cancelled: %s", id, reason))
+		return nil
 	})
 }
 

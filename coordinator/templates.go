@@ -146,6 +146,9 @@ func (b *templateBook) register(ctx context.Context, t *template.Template, now t
 	if err := b.checkRateLimits(ctx, t); err != nil {
 		return nil, false, err
 	}
+	if err := b.checkChildren(ctx, t); err != nil { // children.go
+		return nil, false, err
+	}
 	spec, err := json.Marshal(t)
 	if err != nil {
 		return nil, false, fmt.Errorf("encode template: %w", err)
@@ -288,6 +291,9 @@ func (b *templateBook) check(ctx context.Context, t *template.Template) (*templa
 		return nil, false, err
 	}
 	if err := b.checkRateLimits(ctx, t); err != nil {
+		return nil, false, err
+	}
+	if err := b.checkChildren(ctx, t); err != nil { // children.go
 		return nil, false, err
 	}
 	key := templateKey(t.Namespace, t.Name, t.Version)

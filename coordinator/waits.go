@@ -262,7 +262,7 @@ func (e *engine) endWaits(c *change, reason string) {
 func (e *engine) undoWaitStarts(c *change, undispatched *store.TaskCreateParams) {
 	tr := c.tr
 	for _, p := range c.prevs {
-		if waitSpec(tr, p.i) == nil {
+		if waitSpec(tr, p.i) == nil && childSpec(tr, p.i) == nil { // child steps start alike (children.go)
 			continue
 		}
 		tr.steps[p.i].Step = *undispatched.Steps[p.i]
@@ -275,6 +275,9 @@ func (e *engine) undoWaitStarts(c *change, undispatched *store.TaskCreateParams)
 // it; until is its timeout) or in its sleep (until it ends); nil for a
 // step not in a wait.
 func waitReasonOf(tr *taskRun, i int) *waitReason {
+	if tr.childRunning(i) {
+		return childWaitReason(tr, i) // children.go
+	}
 	if !tr.waiting(i) {
 		return nil
 	}

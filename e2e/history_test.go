@@ -273,7 +273,7 @@ func (a *historyAudit) checkTask(t *store.Task, steps []*store.Step, trs []*stor
 		byStep[tr.StepID] = append(byStep[tr.StepID], tr)
 	}
 	completedAt := map[string]int64{} // step name -> seq of its first completion or its skip
-	startedAt := map[string][]int64{}  // step name -> seqs of its moves to in_progress
+	startedAt := map[string][]int64{} // step name -> seqs of its moves to in_progress
 	settledWhen := map[string]time.Time{}
 	var lastStepComplete int64
 	wantEnd := expectedEnds(steps, decisions)

@@ -333,6 +333,12 @@ type Task struct {
 	// the same template with the same key fold into it until it starts
 	// (see TaskCreate and TaskDebounce). It stays set after that.
 	DebounceKey string
+	// ParentTaskID and ParentStepID, for a child task (a step of the
+	// parent declared `task:`), name the parent task and the step whose
+	// attempt created it; empty for any other task. They are set at
+	// creation and never change.
+	ParentTaskID string
+	ParentStepID string
 }
 
 // Step is a stored step. Its handler config, backoff and timeout live in the

@@ -3,6 +3,7 @@ package template
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"slices"
 
 	"sigs.k8s.io/yaml"
@@ -114,6 +115,7 @@ func normalizedCopy(t *Template) *Template {
 			v := *r
 			c.Steps[i].Retryable = &v
 		}
+		c.Steps[i].TaskContext = maps.Clone(c.Steps[i].TaskContext)
 		if w := c.Steps[i].WaitFor; w != nil {
 			v := *w
 			c.Steps[i].WaitFor = &v

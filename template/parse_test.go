@@ -156,7 +156,7 @@ steps:
 
 	// The first problem in the document's order is the one reported.
 	_, err = template.Parse([]byte("steps:\n  - name: a\n    zzz: 1\n    aaa: 2\n"))
-	require.EqualError(t, err, `parse template: line 3: steps[0].zzz: unknown field; want one of name, handler, depends_on, config, retryable, retry_limit, backoff, timeout, skippable, concurrency, rate_limits, wait_for, sleep, decision, for_each`)
+	require.EqualError(t, err, `parse template: line 3: steps[0].zzz: unknown field; want one of name, handler, depends_on, config, retryable, retry_limit, backoff, timeout, skippable, concurrency, rate_limits, wait_for, sleep, decision, for_each, task, context`)
 
 	// A value given through an alias is judged, and placed, as written
 	// at its anchor.

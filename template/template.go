@@ -135,6 +135,15 @@ type Step struct {
 	// as one instance per item, each given its item and retried on its
 	// own; it completes with the instances' results as a list, in order.
 	ForEach string `json:"for_each,omitempty"`
+	// Task, when set, makes the step run a child task instead of a
+	// handler: "namespace/name" (the latest version when the step
+	// starts) or "namespace/name@version". See ParseTaskRef.
+	Task string `json:"task,omitempty"`
+	// TaskContext builds the child task's context, field by field: each
+	// value is a CEL expression over context (the parent task's) and
+	// results (the step's parents', by step name). Without it the child's
+	// context is an empty object. Only with Task.
+	TaskContext map[string]string `json:"context,omitempty"`
 }
 
 // InstanceName is the name of the index-th instance of a for_each step.
@@ -160,6 +169,10 @@ func ParseInstanceName(name string) (step string, index int, ok bool) {
 	}
 	return name[:open], n, true
 }
+
+// IsChild reports whether the step runs a child task rather than a
+// handler.
+func (s *Step) IsChild() bool { return s.Task != "" }
 
 // WaitFor is a step that waits for a named signal (SignalTask), whose
 // payload becomes its result.

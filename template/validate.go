@@ -248,7 +248,10 @@ func validateStep(t *Template, i int, idx map[string]int) error {
 	if err := validateWait(s); err != nil {
 		return err
 	}
-	if s.Handler == "" && !s.IsWait() {
+	if err := validateChild(s); err != nil { // child tasks (children.go)
+		return err
+	}
+	if s.Handler == "" && !s.IsWait() && !s.IsChild() {
 		return fail("handler", "required: the name of a handler an executor registers")
 	}
 	if err := validateForEach(s); err != nil {

@@ -31,6 +31,11 @@ type benchFlags struct {
 	metricsURL       string
 	coordinators     int
 	keepDB           bool
+	// executorsInProcess keeps the executors inside bench's process instead
+	// of a child process each.
+	executorsInProcess bool
+	completions        string
+	profileDir         string
 	// executorToken is the token of the executors bench hosts; default
 	// the global --token.
 	executorToken string
@@ -69,9 +74,28 @@ and --tls-key (requiring the coordinator's certificate from --tls-ca, as the
 executor command does) and register with --executor-token (or
 TASKER_EXECUTOR_TOKEN; default --token), which needs executor access.
 
-The executors run inside bench and host a noop handler that records every
-dispatch. A progress line goes to stderr every 2s; the summary (one line, or
-one JSON object with -o json) goes to stdout.`,
+The executors host a noop handler that records every dispatch. When bench
+starts the coordinators, each executor runs as a child process of this binary
+too (unless --executors-in-process), so the CPU of the coordinators, of the
+executors and of the load generator (bench itself: creating tasks and
+learning of their ends) is each measured on its own, from /proc, over the
+measured window: cpu_seconds_per_1k_steps_by_process in -o json. With
+--coordinator the executors run inside bench, and its load-generator figure
+includes them. --profile DIR writes CPU profiles of each over the same window:
+load-generator.pprof, executor-N.pprof, and coordinator-N-SSS.pprof, slices of
+2s taken from the coordinator's /debug/pprof (bench starts its coordinators
+with --pprof; with --coordinator it needs --coordinator-metrics and a
+coordinator serving --pprof there). Merge slices with go tool pprof FILE....
+
+bench learns of finished tasks from each coordinator's event log
+(SubscribeEvents, one stream per coordinator), and a task's latency ends at
+its terminal transition's recorded time: it leaves out the durable commit of
+that last transition. --completions watch opens a WatchTask stream per task
+instead, as earlier versions did, and ends the latency when the transition
+reaches bench.
+
+A progress line goes to stderr every 2s; the summary (one line, or one JSON
+object with -o json) goes to stdout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd, g, &f)
@@ -91,12 +115,46 @@ one JSON object with -o json) goes to stdout.`,
 	fl.IntVar(&f.coordinators, "coordinators", 1, "coordinators bench starts on the same --db (more than 1 needs PostgreSQL)")
 	fl.StringVar(&f.executorToken, "executor-token", "", "with --coordinator: token the executors bench hosts send when they register and report (executor access; env "+envExecutorToken+"; default --token)")
 	fl.BoolVar(&f.keepDB, "keep-db", false, "keep the temporary SQLite file or PostgreSQL schema of the run, to inspect it")
+	fl.BoolVar(&f.executorsInProcess, "executors-in-process", false, "run the executors inside bench instead of a child process each (their CPU then counts as the load generator's)")
+	fl.StringVar(&f.completions, "completions", bench.CompletionsEvents, "how bench learns that a task ended: events (one event stream per coordinator) or watch (a WatchTask stream per task)")
+	fl.StringVar(&f.profileDir, "profile", "", "write CPU profiles of the coordinators, the executors and the load generator over the measured window to this directory")
 	f.store.register(cmd, "")
 	fl.Lookup("db").Usage = "store for the coordinators bench starts: a SQLite file (default: a new temporary file, removed afterwards) " +
 		"or a postgres:// URL (the run uses a new schema there)"
 	fl.Lookup("sync").Usage = "SQLite synchronous mode of the coordinator bench starts: full or normal (not for PostgreSQL)"
 	f.logs.register(cmd, "error")
 	f.out.register(cmd)
+	cmd.AddCommand(newBenchExecutorCmd())
+	return cmd
+}
+
+// newBenchExecutorCmd is the executor process bench starts for each of its
+// executors: not for people, so hidden.
+func newBenchExecutorCmd() *cobra.Command {
+	var (
+		cfg   bench.ExecutorProcessConfig
+		addrs []string
+		logs  logFlags
+	)
+	cmd := &cobra.Command{
+		Use:    "executor",
+		Short:  "Run one of bench's executors (started by bench itself)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cfg.Logger, cfg.Coordinators = log, addrs
+			return bench.ServeExecutorProcess(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&cfg.ID, "id", "", "executor id")
+	fl.IntVar(&cfg.Capacity, "capacity", bench.DefaultExecutorCapacity, "steps run at once")
+	fl.StringSliceVar(&addrs, "coordinator-addrs", nil, "coordinators to register with, comma-separated")
+	logs.register(cmd, "error")
 	return cmd
 }
 
@@ -119,10 +177,14 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) (err error) {
 	cfg := bench.Config{
 		Shape: f.shape, Fanout: f.fanout, Flow: f.flow, Tasks: f.tasks, Concurrency: f.concurrency, Duration: f.duration,
 		Executors: f.executors, ExecutorCapacity: f.executorCapacity, SampleTasks: f.sample,
-		Progress: stderr, Logger: log,
+		Progress: stderr, Logger: log, Completions: f.completions, ProfileDir: f.profileDir,
 	}
 	if cmd.Flags().Changed("coordinator") {
 		cfg.Coordinator, cfg.MetricsURL = g.coordinator, f.metricsURL
+		if f.profileDir != "" && f.metricsURL != "" {
+			// --pprof serves beside /metrics.
+			cfg.PprofURL = strings.TrimSuffix(f.metricsURL, "/metrics") + "/debug/pprof"
+		}
 		if err := benchSecurity(&cfg, g, f); err != nil {
 			return err
 		}
@@ -137,9 +199,15 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) (err error) {
 			}
 		}()
 		first := cluster.children[0]
-		cfg.Coordinator, cfg.MetricsURL, cfg.PID = first.Addr, first.MetricsURL, first.PID
+		cfg.Coordinator, cfg.MetricsURL, cfg.PID, cfg.PprofURL = first.Addr, first.MetricsURL, first.PID, first.PprofURL
 		for _, c := range cluster.children[1:] {
-			cfg.Coordinators = append(cfg.Coordinators, bench.Target{Addr: c.Addr, MetricsURL: c.MetricsURL, PID: c.PID})
+			cfg.Coordinators = append(cfg.Coordinators, bench.Target{Addr: c.Addr, MetricsURL: c.MetricsURL, PID: c.PID, PprofURL: c.PprofURL})
+		}
+		if !f.executorsInProcess {
+			if cfg.ExecutorBinary, err = os.Executable(); err != nil {
+				return fmt.Errorf("find the tasker binary: %w", err)
+			}
+			cfg.ExecutorOutput = stderr
 		}
 		cfg.Store, cfg.Schema = "sqlite", cluster.schema
 		if cluster.postgres {
@@ -188,6 +256,9 @@ func benchSecurity(cfg *bench.Config, g *globals, f *benchFlags) error {
 // checkBenchFlags refuses combinations that would not do what they say.
 func checkBenchFlags(cmd *cobra.Command, f *benchFlags) error {
 	changed := cmd.Flags().Changed
+	if f.completions != bench.CompletionsEvents && f.completions != bench.CompletionsWatch {
+		return fmt.Errorf("--completions must be %s or %s, got %q", bench.CompletionsEvents, bench.CompletionsWatch, f.completions)
+	}
 	if f.coordinators < 1 {
 		return fmt.Errorf("--coordinators must be at least 1, got %d", f.coordinators)
 	}
@@ -197,6 +268,9 @@ func checkBenchFlags(cmd *cobra.Command, f *benchFlags) error {
 	if changed("coordinator") {
 		if changed("db") || changed("sync") || changed("coordinators") || changed("keep-db") {
 			return errors.New("--db, --sync, --coordinators and --keep-db configure the coordinators bench starts; they cannot be used with --coordinator")
+		}
+		if changed("executors-in-process") {
+			return errors.New("--executors-in-process cannot be used with --coordinator: the executors always run inside bench then")
 		}
 		return nil
 	}
@@ -266,6 +340,7 @@ func startBenchCoordinators(cmd *cobra.Command, stderr io.Writer, f *benchFlags)
 	for i := range f.coordinators {
 		child, err := bench.StartChild(ctx, bench.ChildConfig{
 			Binary: bin, DB: st.db, Sync: syncMode, ID: fmt.Sprintf("bench-coordinator-%d", i), Output: stderr,
+			Pprof: f.profileDir != "",
 		})
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("coordinator %d: %w", i, err), stopAll())

@@ -34,9 +34,15 @@ func TestBenchAgainstRunningCoordinator(t *testing.T) {
 	require.Equal(t, 0.0, got["duplicate_dispatches"])
 	require.NotNil(t, got["mean_batch_size"], "read from --coordinator-metrics")
 	require.NotNil(t, got["cpu_seconds_per_1k_steps"], "from process_cpu_seconds_total")
+	require.Equal(t, true, got["executors_in_process"], "with --coordinator the executors run inside bench")
+	byProcess, ok := got["cpu_seconds_per_1k_steps_by_process"].(map[string]any)
+	require.True(t, ok, res.stdout)
+	require.Equal(t, got["cpu_seconds_per_1k_steps"], byProcess["coordinator"])
+	require.Nil(t, byProcess["executors"])
+	require.NotNil(t, byProcess["load_generator"])
 	require.NotContains(t, got, "sync", "bench cannot know a running coordinator's sync mode")
 
-	res = runCLI(t, rc.addr, "bench", "--shape", "tree", "--tasks", "3")
+	res = runCLI(t, rc.addr, "bench", "--shape", "tree", "--tasks", "3", "--completions", "watch")
 	require.Equal(t, 0, res.code, res.stderr)
 	require.True(t, strings.HasPrefix(res.stdout, "bench: shape=tree tasks=3 failed=0 steps=24 "), res.stdout)
 	require.Equal(t, 1, strings.Count(res.stdout, "\n"))
@@ -63,6 +69,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"bench", "-o", "yaml"}, "unknown output format"},
 		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--shape", "spiral"}, `unknown shape "spiral"`},
 		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--tasks", "0"}, "give a number of tasks or a duration"},
+		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--completions", "poll"}, `--completions must be events or watch, got "poll"`},
+		{[]string{"bench", "--coordinator", "127.0.0.1:9", "--executors-in-process"}, "--executors-in-process cannot be used with --coordinator"},
+		{[]string{"bench", "executor", "--coordinator-addrs", "127.0.0.1:9"}, "an executor process needs an id"},
 	} {
 		res := runCLIEnv(t, cliEnvFor(nil), tc.args...)
 		require.Equal(t, 1, res.code, tc.args)

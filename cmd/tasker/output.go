@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,6 +35,11 @@ type taskJSON struct {
 	// DebounceKey is the key of a debounced task; omitted otherwise.
 	DebounceKey string     `json:"debounce_key,omitempty"`
 	Steps       []stepJSON `json:"steps"`
+	// ParentTaskID, ParentStepID and ParentStep name, for a child task,
+	// the task and step that created it; omitted otherwise.
+	ParentTaskID string `json:"parent_task_id,omitempty"`
+	ParentStepID string `json:"parent_step_id,omitempty"`
+	ParentStep   string `json:"parent_step,omitempty"`
 }
 
 // stepJSON is one step inside taskJSON.
@@ -55,6 +61,9 @@ type stepJSON struct {
 	// the step's name and the instance's place in its list.
 	InstanceOf string `json:"instance_of,omitempty"`
 	Index      *int32 `json:"index,omitempty"`
+	// ChildTaskID is the child task of a step that runs one (task: in
+	// its template), as of its latest attempt; omitted otherwise.
+	ChildTaskID string `json:"child_task_id,omitempty"`
 }
 
 // waitingJSON is a step's waiting reason: {"reason":"parents","on":[…]},
@@ -143,6 +152,10 @@ func toTaskJSON(t *coordinatorv1.Task) taskJSON {
 		Priority:    t.GetPriority(),
 		DebounceKey: t.GetDebounceKey(),
 		Steps:       make([]stepJSON, 0, len(t.GetSteps())),
+
+		ParentTaskID: t.GetParentTaskId(),
+		ParentStepID: t.GetParentStepId(),
+		ParentStep:   t.GetParentStep(),
 	}
 	for _, s := range t.GetSteps() {
 		out.Steps = append(out.Steps, toStepJSON(s))
@@ -159,6 +172,7 @@ func toStepJSON(s *coordinatorv1.Step) stepJSON {
 		Attempts:    s.GetAttempts(),
 		Transitions: make([]transitionJSON, 0, len(s.GetTransitions())),
 		Waiting:     toWaitingJSON(s.GetWaiting()),
+		ChildTaskID: s.GetChildTaskId(),
 	}
 	if s.GetResults() != nil {
 		out.Results = s.GetResults().AsInterface()
@@ -228,6 +242,9 @@ func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
 	if t.GetCompletedAt() != nil {
 		fmt.Fprintf(w, "  completed %s", shortTime(t.GetCompletedAt()))
 	}
+	if p := t.GetParentTaskId(); p != "" {
+		fmt.Fprintf(w, "  child of %s step %s", p, cmp.Or(t.GetParentStep(), t.GetParentStepId()))
+	}
 	fmt.Fprintln(w)
 	if len(t.GetSteps()) == 0 {
 		return nil
@@ -239,7 +256,11 @@ func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {
 		if s.GetMaxAttempts() > 0 {
 			attempts += fmt.Sprintf("/%d", s.GetMaxAttempts())
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.GetName(), statepb.Name(s.GetState()), attempts, s.GetHandler(),
+		handler := s.GetHandler()
+		if id := s.GetChildTaskId(); id != "" {
+			handler = "child task " + id
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.GetName(), statepb.Name(s.GetState()), attempts, handler,
 			waitingText(s.GetWaiting()), oneLine(s.GetError().GetMessage()))
 	}
 	return flush(tw)

@@ -160,3 +160,42 @@ func TestTaskHumanOutput(t *testing.T) {
 	require.Equal(t, []string{"charge", "error", "1/3", "flaky", "backoff", "until", "2026-01-02T03:04:07Z", "card", "<declined>", "&", "retry"}, strings.Fields(lines[3]))
 	require.Equal(t, []string{"ship", "pending", "0", "noop", "parents:", "charge"}, strings.Fields(lines[5]))
 }
+
+// A child step names its child, and a child names its parent, in both
+// outputs; tasks without either print as before (the tests above).
+func TestTaskOutputChildLinks(t *testing.T) {
+	t.Parallel()
+	parent := &coordinatorv1.Task{
+		Id: "p-1", Namespace: "shop", Name: "order", Version: "1.0.0", State: coordinatorv1.State_STATE_IN_PROGRESS,
+		CreatedAt: ts(t, "2026-01-02T03:04:05Z"),
+		Steps: []*coordinatorv1.Step{{
+			Id: "s-1", Name: "charge", State: coordinatorv1.State_STATE_IN_PROGRESS, Attempts: 1, MaxAttempts: 3,
+			ChildTaskId: "c-1", Waiting: &coordinatorv1.Waiting{Reason: "child_task", Key: "billing/charge"},
+		}},
+	}
+	child := &coordinatorv1.Task{
+		Id: "c-1", Namespace: "billing", Name: "charge", Version: "2.0.0", State: coordinatorv1.State_STATE_IN_PROGRESS,
+		CreatedAt: ts(t, "2026-01-02T03:04:06Z"), ParentTaskId: "p-1", ParentStepId: "s-1", ParentStep: "charge",
+	}
+
+	var b bytes.Buffer
+	require.NoError(t, writeTask(&b, false, parent))
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	require.Equal(t, []string{"charge", "in_progress", "1/3", "child", "task", "c-1", "child_task:", "billing/charge"}, strings.Fields(lines[2]))
+	b.Reset()
+	require.NoError(t, writeTask(&b, false, child))
+	require.Equal(t, "task c-1  billing/charge@2.0.0  in_progress  steps 0/0  created 2026-01-02T03:04:06Z  child of p-1 step charge\n", b.String())
+
+	b.Reset()
+	require.NoError(t, writeTask(&b, true, parent))
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(b.Bytes(), &got))
+	require.Equal(t, "c-1", got["steps"].([]any)[0].(map[string]any)["child_task_id"])
+	require.NotContains(t, got, "parent_task_id", "omitted for a task that is no child")
+	b.Reset()
+	require.NoError(t, writeTask(&b, true, child))
+	require.NoError(t, json.Unmarshal(b.Bytes(), &got))
+	require.Equal(t, "p-1", got["parent_task_id"])
+	require.Equal(t, "s-1", got["parent_step_id"])
+	require.Equal(t, "charge", got["parent_step"])
+}

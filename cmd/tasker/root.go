@@ -214,6 +214,7 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newScheduleCmd(g),
 		newCoordinatorCmd(g),
 		newExecutorCmd(g),
+		newExecutorCheckCmd(g),
 		newDevCmd(g),
 		newBenchCmd(g),
 		newVersionCmd(g),

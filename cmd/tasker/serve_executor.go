@@ -19,6 +19,7 @@ import (
 	"github.com/tasker-go/tasker/auth"
 	"github.com/tasker-go/tasker/executor"
 	"github.com/tasker-go/tasker/executor/builtin"
+	"github.com/tasker-go/tasker/executor/conformance"
 )
 
 // executorOptions are what it takes to run an executor in-process.
@@ -43,6 +44,9 @@ type executorOptions struct {
 	tokensFile, jwtKey string
 	// secret must be presented by coordinators on Describe and Execute.
 	secret string
+	// conformance also hosts the conformance.* test handlers that
+	// `tasker executor-check` runs.
+	conformance bool
 }
 
 // validate checks the flag values startExecutor would otherwise take for
@@ -101,6 +105,11 @@ func runExecutor(ctx context.Context, opts executorOptions) (*runningExecutor, e
 	}
 	if err := builtin.Register(ex); err != nil {
 		return nil, err
+	}
+	if opts.conformance {
+		if err := conformance.Register(ex); err != nil {
+			return nil, err
+		}
 	}
 	lis, err := net.Listen("tcp", opts.listen)
 	if err != nil {
@@ -174,6 +183,7 @@ func newExecutorCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&opts.secret, "executor-secret", "", "secret coordinators must send as \"authorization: Bearer <secret>\" on Describe and Execute (give the coordinators the same --executor-secret); prefer the env "+envExecutorSecret)
 	cmd.Flags().StringVar(&opts.tokensFile, "tokens-file", "", "tokens file as the coordinator's (see tasker coordinator --help): --http-listen then needs a read token on every path but the health checks")
 	cmd.Flags().StringVar(&opts.jwtKey, "jwt-key", "", "key verifying JWT bearer tokens, as the coordinator's: --http-listen then needs a read token on every path but the health checks")
+	cmd.Flags().BoolVar(&opts.conformance, "conformance", false, "also host the conformance.echo, conformance.sleep and conformance.fail test handlers, for tasker executor-check")
 	registerInsecure(cmd, &opts.allowPlaintext)
 	logs.register(cmd, "info")
 	return cmd

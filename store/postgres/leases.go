@@ -230,7 +230,7 @@ UNION ALL
 SELECT t.id, t.namespace, t.name, t.version, t.state, t.context, t.identity_key, t.bypass_steps,
 	t.created_at, t.updated_at, t.completed_at,
 	CASE WHEN t.owner_token = $1::bigint THEN t.owner_token ELSE tasker_take_refused($2::text, $1::bigint, $3::bigint) END,
-	t.run_at, t.priority, t.debounce_key
+	t.run_at, t.priority, t.debounce_key, t.parent_task_id, t.parent_step_id
 FROM (SELECT $2::text AS id) AS want LEFT JOIN tasks AS t ON t.id = want.id
 WHERE NOT EXISTS (SELECT 1 FROM taken)`
 

@@ -32,7 +32,7 @@ func scanTemplate(row pgx.Row, extra ...any) (*store.Template, error) {
 }
 
 const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps,
-	created_at, updated_at, completed_at, owner_token, run_at, priority, debounce_key`
+	created_at, updated_at, completed_at, owner_token, run_at, priority, debounce_key, parent_task_id, parent_step_id`
 
 // scanTask reads taskColumns, then any extra columns into extra.
 func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
@@ -42,13 +42,15 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 		taskContext      string
 		identityKey      *string
 		debounceKey      *string
+		parentTask       *string
+		parentStep       *string
 		bypass           []string
 		created, updated int64
 		completed, runAt *int64
 		priority         int32
 	)
 	dest := append([]any{&t.ID, &t.Namespace, &t.Name, &t.Version, &taskState, &taskContext, &identityKey, &bypass,
-		&created, &updated, &completed, &t.OwnerToken, &runAt, &priority, &debounceKey}, extra...)
+		&created, &updated, &completed, &t.OwnerToken, &runAt, &priority, &debounceKey, &parentTask, &parentStep}, extra...)
 	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err
@@ -63,6 +65,8 @@ func scanTask(row pgx.Row, extra ...any) (*store.Task, error) {
 	t.RunAt = fromNullNanos(runAt)
 	t.Priority = int(priority)
 	t.DebounceKey = fromNullString(debounceKey)
+	t.ParentTaskID = fromNullString(parentTask)
+	t.ParentStepID = fromNullString(parentStep)
 	return &t, nil
 }
 

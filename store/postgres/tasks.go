@@ -26,8 +26,8 @@ const stmtCreateTask = "tasker_create_task"
 // one per column; each step's depends_on is a slice [from:to] of one
 // flattened array of names, since SQL arrays cannot be ragged.
 //
-// The task's owner_token is the last parameter ($38), so adding it kept the
-// others' numbers.
+// The task's owner_token ($38) and later columns ($39 to $43) come last, so
+// adding them kept the others' numbers.
 //
 // Steps and transitions are joined to the task CTE, so when the task is not
 // inserted (its identity key or ID is taken) neither are they, and the
@@ -43,7 +43,8 @@ const createTaskSQL = createTaskCTE + `WHERE identity_key = $7::text AND NOT EXI
 const createTaskCTE = `WITH task AS (
 	INSERT INTO tasks (` + taskColumns + `, debounce_open)
 	VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text[],
-		$9::bigint, $10::bigint, $11::bigint, $38::bigint, $39::bigint, $40::integer, $41::text, $41::text IS NOT NULL)
+		$9::bigint, $10::bigint, $11::bigint, $38::bigint, $39::bigint, $40::integer, $41::text,
+		$42::text, $43::text, $41::text IS NOT NULL)
 	ON CONFLICT DO NOTHING
 	RETURNING ` + taskColumns + `
 ), new_steps AS (
@@ -223,6 +224,7 @@ func createArgs(p *store.TaskCreateParams) []any {
 		results, errMessages, errClasses, errRetryable, nextRetryAt, updatedAt, deps,
 		trStepIDs, trStepNames, trFrom, trTo, trAt, trReasons, trAttempts, trMetadata,
 		t.OwnerToken, toNullNanos(t.RunAt), int32(t.Priority), toNullString(t.DebounceKey),
+		toNullString(t.ParentTaskID), toNullString(t.ParentStepID),
 	}
 }
 

@@ -35,7 +35,7 @@ func (r *templateRow) template() *store.Template {
 	}
 }
 
-const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token, run_at, priority, debounce_key`
+const taskColumns = `id, namespace, name, version, state, context, identity_key, bypass_steps, created_at, updated_at, completed_at, owner_token, run_at, priority, debounce_key, parent_task_id, parent_step_id`
 
 type taskRow struct {
 	ID          string         `db:"id"`
@@ -53,6 +53,9 @@ type taskRow struct {
 	RunAt       sql.NullInt64  `db:"run_at"`
 	Priority    int            `db:"priority"`
 	DebounceKey sql.NullString `db:"debounce_key"`
+	// Child tasks (migration 00021).
+	ParentTaskID sql.NullString `db:"parent_task_id"`
+	ParentStepID sql.NullString `db:"parent_step_id"`
 }
 
 func (r *taskRow) task() (*store.Task, error) {
@@ -61,21 +64,23 @@ func (r *taskRow) task() (*store.Task, error) {
 		return nil, fmt.Errorf("task %s bypass_steps: %w", r.ID, err)
 	}
 	return &store.Task{
-		ID:          r.ID,
-		Namespace:   r.Namespace,
-		Name:        r.Name,
-		Version:     r.Version,
-		State:       state.State(r.State),
-		Context:     json.RawMessage(r.Context),
-		IdentityKey: r.IdentityKey.String,
-		BypassSteps: bypass,
-		CreatedAt:   fromNanos(r.CreatedAt),
-		UpdatedAt:   fromNanos(r.UpdatedAt),
-		CompletedAt: fromNullNanos(r.CompletedAt),
-		OwnerToken:  r.OwnerToken,
-		RunAt:       fromNullNanos(r.RunAt),
-		Priority:    r.Priority,
-		DebounceKey: r.DebounceKey.String,
+		ID:           r.ID,
+		Namespace:    r.Namespace,
+		Name:         r.Name,
+		Version:      r.Version,
+		State:        state.State(r.State),
+		Context:      json.RawMessage(r.Context),
+		IdentityKey:  r.IdentityKey.String,
+		BypassSteps:  bypass,
+		CreatedAt:    fromNanos(r.CreatedAt),
+		UpdatedAt:    fromNanos(r.UpdatedAt),
+		CompletedAt:  fromNullNanos(r.CompletedAt),
+		OwnerToken:   r.OwnerToken,
+		RunAt:        fromNullNanos(r.RunAt),
+		Priority:     r.Priority,
+		DebounceKey:  r.DebounceKey.String,
+		ParentTaskID: r.ParentTaskID.String,
+		ParentStepID: r.ParentStepID.String,
 	}, nil
 }
 

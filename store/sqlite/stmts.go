@@ -14,9 +14,9 @@ import (
 // statements for every step of every task, which is most of a write's CPU.
 const (
 	// A task with a debounce key is inserted open to debounced creates
-	// (debounce_open); the last value is the key.
+	// (debounce_open); ?15 is the key.
 	sqlInsertTask = `INSERT INTO tasks (` + taskColumns + `, debounce_open)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?15, ?15 IS NOT NULL)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?15, ?16, ?17, ?15 IS NOT NULL)
 		ON CONFLICT DO NOTHING`
 	// sqlFence finds the task only if it is owned by the given lease and
 	// that lease is live.

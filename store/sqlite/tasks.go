@@ -60,21 +60,23 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 		taskContext = "{}"
 	}
 	row := taskRow{
-		ID:          t.ID,
-		Namespace:   t.Namespace,
-		Name:        t.Name,
-		Version:     t.Version,
-		State:       string(t.State),
-		Context:     taskContext,
-		IdentityKey: toNullString(t.IdentityKey),
-		BypassSteps: bypass,
-		CreatedAt:   toNanos(t.CreatedAt),
-		UpdatedAt:   toNanos(t.UpdatedAt),
-		CompletedAt: toNullNanos(t.CompletedAt),
-		RunAt:       toNullNanos(t.RunAt),
-		OwnerToken:  t.OwnerToken,
-		Priority:    t.Priority,
-		DebounceKey: toNullString(t.DebounceKey),
+		ID:           t.ID,
+		Namespace:    t.Namespace,
+		Name:         t.Name,
+		Version:      t.Version,
+		State:        string(t.State),
+		Context:      taskContext,
+		IdentityKey:  toNullString(t.IdentityKey),
+		BypassSteps:  bypass,
+		CreatedAt:    toNanos(t.CreatedAt),
+		UpdatedAt:    toNanos(t.UpdatedAt),
+		CompletedAt:  toNullNanos(t.CompletedAt),
+		RunAt:        toNullNanos(t.RunAt),
+		OwnerToken:   t.OwnerToken,
+		Priority:     t.Priority,
+		DebounceKey:  toNullString(t.DebounceKey),
+		ParentTaskID: toNullString(t.ParentTaskID),
+		ParentStepID: toNullString(t.ParentStepID),
 	}
 	if t.DebounceKey != "" {
 		if err := closeDebounce(ctx, tx, t); err != nil {
@@ -85,7 +87,8 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 	// says whether this is a repeat (return the stored task) or a reused ID
 	// (an error).
 	res, err := tx.ExecContext(ctx, sqlInsertTask, row.ID, row.Namespace, row.Name, row.Version, row.State,
-		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken, row.RunAt, row.Priority, row.DebounceKey)
+		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken, row.RunAt, row.Priority, row.DebounceKey,
+		row.ParentTaskID, row.ParentStepID)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert task %s: %w", t.ID, err)
 	}

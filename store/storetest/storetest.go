@@ -77,6 +77,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.schedules(t)
 	s.rerun(t)
 	s.signals(t)
+	s.children(t)
 }
 
 type suite struct {

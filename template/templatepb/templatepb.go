@@ -52,6 +52,9 @@ func ToProto(t *template.Template) (*coordinatorv1.TaskTemplate, error) {
 			Sleep:     optionalDuration(s.Sleep),
 			Decision:  s.Decision,
 			ForEach:   s.ForEach,
+			// Child tasks.
+			Task:        s.Task,
+			TaskContext: s.TaskContext,
 		}
 		if w := s.WaitFor; w != nil {
 			ps.WaitFor = &coordinatorv1.WaitFor{Signal: w.Signal, Timeout: optionalDuration(w.Timeout)}
@@ -125,6 +128,9 @@ func FromProto(p *coordinatorv1.TaskTemplate) (*template.Template, error) {
 			ForEach:   ps.GetForEach(),
 
 			Concurrency: concurrencyFromProto(ps.GetConcurrency()),
+			// Child tasks.
+			Task:        ps.GetTask(),
+			TaskContext: ps.GetTaskContext(),
 		}
 		if w := ps.GetWaitFor(); w != nil {
 			s.WaitFor = &template.WaitFor{Signal: w.GetSignal(), Timeout: template.Duration(w.GetTimeout().AsDuration())}

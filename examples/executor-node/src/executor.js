@@ -229,6 +229,7 @@ class Executor {
       sdk_version: SDK_VERSION,
       protocol_version: PROTOCOL_VERSION,
       capabilities: [...CAPABILITIES],
+      coordinators: [...this.#cfg.targets],
     };
   }
 

@@ -18,6 +18,7 @@ const { Executor, SDK_VERSION, PROTOCOL_VERSION, CAPABILITIES, DEFAULTS } = requ
 const { PermanentError, RetryableError, StepAbortedError, ErrorClass } = require('./errors');
 const { createLogger } = require('./log');
 const { registerExamples } = require('./handlers');
+const { registerConformance } = require('./conformance');
 
 module.exports = {
   Executor,
@@ -27,6 +28,7 @@ module.exports = {
   ErrorClass,
   createLogger,
   registerExamples,
+  registerConformance,
   SDK_VERSION,
   PROTOCOL_VERSION,
   CAPABILITIES,

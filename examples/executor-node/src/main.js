@@ -9,6 +9,7 @@ const { parseArgs } = require('node:util');
 const { Executor, DEFAULTS } = require('./executor');
 const { createLogger } = require('./log');
 const { registerExamples } = require('./handlers');
+const { registerConformance } = require('./conformance');
 
 const USAGE = `Usage: node src/main.js [flags]
 
@@ -22,6 +23,8 @@ Runs a Tasker executor hosting node_upper, node_sum, node_flaky and node_sleep.
   --id ID                  executor id (default: random)
   --capacity N             steps run at once (default ${DEFAULTS.capacity})
   --shutdown-timeout-ms N  on SIGTERM, wait this long for running steps (default ${DEFAULTS.shutdownTimeoutMs})
+  --conformance            also host conformance.echo, conformance.sleep and conformance.fail,
+                           the handlers 'tasker executor-check' runs (or TASKER_CONFORMANCE=1)
   --log-level LEVEL        debug, info, warn or error (default info)
   -h, --help               show this help
 `;
@@ -38,6 +41,7 @@ function parseFlags(argv) {
       capacity: { type: 'string', default: String(DEFAULTS.capacity) },
       'shutdown-timeout-ms': { type: 'string', default: String(DEFAULTS.shutdownTimeoutMs) },
       'log-level': { type: 'string', default: 'info' },
+      conformance: { type: 'boolean', default: process.env.TASKER_CONFORMANCE === '1' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -73,6 +77,7 @@ async function main() {
       logger: log,
     });
     registerExamples(executor);
+    if (flags.conformance) registerConformance(executor);
   } catch (err) {
     process.stderr.write(`${err.message}\n\n${USAGE}`);
     return 2;

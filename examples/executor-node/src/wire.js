@@ -95,6 +95,10 @@ function newStepContext(step, { signal, progress }) {
     // for the idempotency keys of the services a handler calls. '' from a
     // coordinator older than the field.
     idempotencyKey: step.idempotency_key || '',
+    // The coordinator's W3C trace context for the attempt ("traceparent",
+    // "tracestate"): pass it on in the handler's outgoing calls so its
+    // work joins the task's trace.
+    traceContext: Object.freeze({ ...(step.trace_context || {}) }),
     // Set for an instance of a for_each step: its list element (parsed),
     // its index and the list's length; null for other steps.
     item: step.for_each

@@ -455,7 +455,19 @@ type StepTemplate struct {
 	WaitFor *WaitFor `protobuf:"bytes,12,opt,name=wait_for,json=waitFor,proto3" json:"wait_for,omitempty"`
 	// sleep, when set, makes the step wait that long from when it became
 	// ready and then complete, instead of running a handler.
-	Sleep         *durationpb.Duration `protobuf:"bytes,13,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	Sleep *durationpb.Duration `protobuf:"bytes,13,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	// task, when set, makes the step run a child task instead of a handler:
+	// "namespace/name" (the latest version when the step starts) or
+	// "namespace/name@version". The step completes with the child's results
+	// when the child completes, and fails (under its retry policy; a retry
+	// creates a new child) when the child fails or is cancelled. handler
+	// must then be empty.
+	Task string `protobuf:"bytes,16,opt,name=task,proto3" json:"task,omitempty"`
+	// task_context builds the child task's context: each entry is a field of
+	// it and a CEL expression over context (this task's) and results (this
+	// step's parents', by step name) giving its value. Empty: the child's
+	// context is an empty object. Only with task.
+	TaskContext   map[string]string `protobuf:"bytes,17,rep,name=task_context,json=taskContext,proto3" json:"task_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -591,6 +603,20 @@ func (x *StepTemplate) GetWaitFor() *WaitFor {
 func (x *StepTemplate) GetSleep() *durationpb.Duration {
 	if x != nil {
 		return x.Sleep
+	}
+	return nil
+}
+
+func (x *StepTemplate) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *StepTemplate) GetTaskContext() map[string]string {
+	if x != nil {
+		return x.TaskContext
 	}
 	return nil
 }
@@ -752,7 +778,14 @@ type Task struct {
 	// debounce_key is the key of a debounced task (see
 	// CreateTaskRequest.debounce); empty otherwise. Its run_at moves with
 	// each create folded into it until it starts.
-	DebounceKey   string `protobuf:"bytes,15,opt,name=debounce_key,json=debounceKey,proto3" json:"debounce_key,omitempty"`
+	DebounceKey string `protobuf:"bytes,15,opt,name=debounce_key,json=debounceKey,proto3" json:"debounce_key,omitempty"`
+	// parent_task_id, for a child task (created by a step of another task
+	// declaring task:), is that task's id; empty otherwise.
+	ParentTaskId string `protobuf:"bytes,16,opt,name=parent_task_id,json=parentTaskId,proto3" json:"parent_task_id,omitempty"`
+	// parent_step_id is the id of the parent's step that created the child.
+	ParentStepId string `protobuf:"bytes,17,opt,name=parent_step_id,json=parentStepId,proto3" json:"parent_step_id,omitempty"`
+	// parent_step is that step's name; filled by GetTask.
+	ParentStep    string `protobuf:"bytes,18,opt,name=parent_step,json=parentStep,proto3" json:"parent_step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -892,6 +925,27 @@ func (x *Task) GetDebounceKey() string {
 	return ""
 }
 
+func (x *Task) GetParentTaskId() string {
+	if x != nil {
+		return x.ParentTaskId
+	}
+	return ""
+}
+
+func (x *Task) GetParentStepId() string {
+	if x != nil {
+		return x.ParentStepId
+	}
+	return ""
+}
+
+func (x *Task) GetParentStep() string {
+	if x != nil {
+		return x.ParentStep
+	}
+	return ""
+}
+
 // Step is one step of a task.
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -929,7 +983,11 @@ type Step struct {
 	// (its name is then "<instance_of>[<index>]"); empty for other steps.
 	InstanceOf string `protobuf:"bytes,15,opt,name=instance_of,json=instanceOf,proto3" json:"instance_of,omitempty"`
 	// index is the instance's position in its for_each list.
-	Index         int32 `protobuf:"varint,16,opt,name=index,proto3" json:"index,omitempty"`
+	Index int32 `protobuf:"varint,16,opt,name=index,proto3" json:"index,omitempty"`
+	// child_task_id, for a step that runs a child task (task: in its
+	// template), is the id of the child its latest attempt created; empty
+	// before its first attempt.
+	ChildTaskId   string `protobuf:"bytes,17,opt,name=child_task_id,json=childTaskId,proto3" json:"child_task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1074,6 +1132,13 @@ func (x *Step) GetIndex() int32 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *Step) GetChildTaskId() string {
+	if x != nil {
+		return x.ChildTaskId
+	}
+	return ""
 }
 
 // StepError describes a failed attempt.
@@ -3271,6 +3336,8 @@ type Waiting struct {
 	//	"signal"      it waits for a signal (key names it; until is its
 	//	              timeout, if it has one);
 	//	"sleep"       it sleeps (until says when it wakes);
+	//	"child_task"  it waits for its child task to finish (key names the
+	//	              child's template as the step's task: gives it);
 	//	"no_executor" no connected executor hosts its handler (handler);
 	//	"capacity"    every connected executor hosting its handler is full
 	//	              (handler);
@@ -5847,7 +5914,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05units\x18\x02 \x01(\x05H\x00R\x05units\x88\x01\x01\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03keyB\b\n" +
-	"\x06_units\"\xaf\x05\n" +
+	"\x06_units\"\xdc\x06\n" +
 	"\fStepTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x1d\n" +
@@ -5867,7 +5934,12 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\bdecision\x18\x0e \x01(\bR\bdecision\x12\x19\n" +
 	"\bfor_each\x18\x0f \x01(\tR\aforEach\x129\n" +
 	"\bwait_for\x18\f \x01(\v2\x1e.tasker.coordinator.v1.WaitForR\awaitFor\x12/\n" +
-	"\x05sleep\x18\r \x01(\v2\x19.google.protobuf.DurationR\x05sleepB\f\n" +
+	"\x05sleep\x18\r \x01(\v2\x19.google.protobuf.DurationR\x05sleep\x12\x12\n" +
+	"\x04task\x18\x10 \x01(\tR\x04task\x12W\n" +
+	"\ftask_context\x18\x11 \x03(\v24.tasker.coordinator.v1.StepTemplate.TaskContextEntryR\vtaskContext\x1a>\n" +
+	"\x10TaskContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
 	"\n" +
 	"_retryableB\x0e\n" +
 	"\f_retry_limit\"V\n" +
@@ -5879,7 +5951,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"multiplier\x18\x02 \x01(\x01R\n" +
 	"multiplier\x12+\n" +
-	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\x91\x05\n" +
+	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\xfe\x05\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -5898,7 +5970,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vtransitions\x18\f \x03(\v2!.tasker.coordinator.v1.TransitionR\vtransitions\x121\n" +
 	"\x06run_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12\x1a\n" +
 	"\bpriority\x18\x0e \x01(\x05R\bpriority\x12!\n" +
-	"\fdebounce_key\x18\x0f \x01(\tR\vdebounceKey\"\xf2\x04\n" +
+	"\fdebounce_key\x18\x0f \x01(\tR\vdebounceKey\x12$\n" +
+	"\x0eparent_task_id\x18\x10 \x01(\tR\fparentTaskId\x12$\n" +
+	"\x0eparent_step_id\x18\x11 \x01(\tR\fparentStepId\x12\x1f\n" +
+	"\vparent_step\x18\x12 \x01(\tR\n" +
+	"parentStep\"\x96\x05\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -5918,7 +5994,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\awaiting\x18\x0e \x01(\v2\x1e.tasker.coordinator.v1.WaitingR\awaiting\x12\x1f\n" +
 	"\vinstance_of\x18\x0f \x01(\tR\n" +
 	"instanceOf\x12\x14\n" +
-	"\x05index\x18\x10 \x01(\x05R\x05index\"d\n" +
+	"\x05index\x18\x10 \x01(\x05R\x05index\x12\"\n" +
+	"\rchild_task_id\x18\x11 \x01(\tR\vchildTaskId\"d\n" +
 	"\tStepError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
@@ -6304,7 +6381,7 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
 	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
@@ -6389,182 +6466,184 @@ var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*DeleteScheduleResponse)(nil),   // 80: tasker.coordinator.v1.DeleteScheduleResponse
 	(*BackfillScheduleRequest)(nil),  // 81: tasker.coordinator.v1.BackfillScheduleRequest
 	(*BackfillScheduleResponse)(nil), // 82: tasker.coordinator.v1.BackfillScheduleResponse
-	(*structpb.Struct)(nil),          // 83: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 84: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 85: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 86: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 87: tasker.executor.v1.StepResult
+	nil,                              // 83: tasker.coordinator.v1.StepTemplate.TaskContextEntry
+	(*structpb.Struct)(nil),          // 84: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 85: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 86: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 87: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 88: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	83,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	84,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
 	5,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
 	3,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	83,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	84,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
 	7,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	84,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	85,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
 	3,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
 	4,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
 	6,   // 8: tasker.coordinator.v1.StepTemplate.wait_for:type_name -> tasker.coordinator.v1.WaitFor
-	84,  // 9: tasker.coordinator.v1.StepTemplate.sleep:type_name -> google.protobuf.Duration
-	84,  // 10: tasker.coordinator.v1.WaitFor.timeout:type_name -> google.protobuf.Duration
-	84,  // 11: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	84,  // 12: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
-	0,   // 13: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	83,  // 14: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	85,  // 15: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	85,  // 16: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	85,  // 17: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
-	9,   // 18: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
-	11,  // 19: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	85,  // 20: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
-	0,   // 21: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	86,  // 22: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
-	10,  // 23: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	85,  // 24: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
-	11,  // 25: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	45,  // 26: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
-	0,   // 27: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
-	0,   // 28: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	85,  // 29: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	83,  // 30: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	85,  // 31: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	85,  // 32: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
-	2,   // 33: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 34: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 35: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 36: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	83,  // 37: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	85,  // 38: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	84,  // 39: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
-	20,  // 40: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
-	84,  // 41: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
-	8,   // 42: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 43: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	0,   // 44: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	85,  // 45: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	85,  // 46: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
-	8,   // 47: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
-	8,   // 48: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 49: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 50: tasker.coordinator.v1.SignalTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	11,  // 51: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,   // 52: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	86,  // 53: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	8,   // 54: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 55: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	12,  // 56: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	12,  // 57: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	42,  // 58: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	87,  // 59: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	85,  // 60: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
-	1,   // 61: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
-	48,  // 62: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
-	11,  // 63: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
-	51,  // 64: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
-	0,   // 65: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	85,  // 66: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	85,  // 67: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
-	54,  // 68: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	85,  // 69: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	85,  // 70: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
-	55,  // 71: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
-	56,  // 72: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
-	57,  // 73: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	84,  // 74: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	84,  // 75: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	84,  // 76: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
-	55,  // 77: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
-	55,  // 78: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	84,  // 79: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	85,  // 80: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
-	85,  // 81: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
-	58,  // 82: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	58,  // 83: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	58,  // 84: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	58,  // 85: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
-	83,  // 86: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
-	84,  // 87: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
-	85,  // 88: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
-	85,  // 89: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
-	85,  // 90: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
-	85,  // 91: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
-	85,  // 92: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
-	85,  // 93: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
-	83,  // 94: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
-	84,  // 95: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
-	67,  // 96: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	67,  // 97: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	85,  // 98: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
-	68,  // 99: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
-	67,  // 100: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
-	67,  // 101: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	67,  // 102: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	85,  // 103: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
-	85,  // 104: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
-	68,  // 105: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
-	13,  // 106: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	15,  // 107: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	17,  // 108: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	19,  // 109: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	22,  // 110: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	24,  // 111: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	26,  // 112: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	28,  // 113: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	32,  // 114: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	34,  // 115: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	36,  // 116: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
-	30,  // 117: tasker.coordinator.v1.CoordinatorService.SignalTask:input_type -> tasker.coordinator.v1.SignalTaskRequest
-	38,  // 118: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	40,  // 119: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	43,  // 120: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	46,  // 121: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	49,  // 122: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	52,  // 123: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	59,  // 124: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
-	61,  // 125: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
-	63,  // 126: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
-	65,  // 127: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
-	69,  // 128: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
-	71,  // 129: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
-	73,  // 130: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
-	75,  // 131: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
-	77,  // 132: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
-	79,  // 133: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
-	81,  // 134: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
-	14,  // 135: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	16,  // 136: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	18,  // 137: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	21,  // 138: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	23,  // 139: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	25,  // 140: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	27,  // 141: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	29,  // 142: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	33,  // 143: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	35,  // 144: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	37,  // 145: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
-	31,  // 146: tasker.coordinator.v1.CoordinatorService.SignalTask:output_type -> tasker.coordinator.v1.SignalTaskResponse
-	39,  // 147: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	41,  // 148: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	44,  // 149: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	47,  // 150: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	50,  // 151: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	53,  // 152: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	60,  // 153: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
-	62,  // 154: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
-	64,  // 155: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
-	66,  // 156: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
-	70,  // 157: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
-	72,  // 158: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
-	74,  // 159: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
-	76,  // 160: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
-	78,  // 161: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
-	80,  // 162: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
-	82,  // 163: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
-	135, // [135:164] is the sub-list for method output_type
-	106, // [106:135] is the sub-list for method input_type
-	106, // [106:106] is the sub-list for extension type_name
-	106, // [106:106] is the sub-list for extension extendee
-	0,   // [0:106] is the sub-list for field type_name
+	85,  // 9: tasker.coordinator.v1.StepTemplate.sleep:type_name -> google.protobuf.Duration
+	83,  // 10: tasker.coordinator.v1.StepTemplate.task_context:type_name -> tasker.coordinator.v1.StepTemplate.TaskContextEntry
+	85,  // 11: tasker.coordinator.v1.WaitFor.timeout:type_name -> google.protobuf.Duration
+	85,  // 12: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	85,  // 13: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	0,   // 14: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
+	84,  // 15: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	86,  // 16: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	86,  // 17: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	86,  // 18: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	9,   // 19: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
+	11,  // 20: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
+	86,  // 21: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	0,   // 22: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
+	87,  // 23: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	10,  // 24: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
+	86,  // 25: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	11,  // 26: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
+	45,  // 27: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	0,   // 28: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
+	0,   // 29: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
+	86,  // 30: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	84,  // 31: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	86,  // 32: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	86,  // 33: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	2,   // 34: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 35: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 36: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	2,   // 37: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
+	84,  // 38: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	86,  // 39: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	85,  // 40: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	20,  // 41: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
+	85,  // 42: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
+	8,   // 43: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 44: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	0,   // 45: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
+	86,  // 46: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	86,  // 47: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	8,   // 48: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
+	8,   // 49: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 50: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 51: tasker.coordinator.v1.SignalTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	11,  // 52: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,   // 53: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	87,  // 54: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	8,   // 55: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	8,   // 56: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	12,  // 57: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	12,  // 58: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	42,  // 59: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	88,  // 60: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	86,  // 61: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	1,   // 62: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	48,  // 63: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	11,  // 64: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	51,  // 65: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,   // 66: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	86,  // 67: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	86,  // 68: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	54,  // 69: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	86,  // 70: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	86,  // 71: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	55,  // 72: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	56,  // 73: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	57,  // 74: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	85,  // 75: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	85,  // 76: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	85,  // 77: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	55,  // 78: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	55,  // 79: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	85,  // 80: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	86,  // 81: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	86,  // 82: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	58,  // 83: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	58,  // 84: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	58,  // 85: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	58,  // 86: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
+	84,  // 87: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
+	85,  // 88: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
+	86,  // 89: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
+	86,  // 90: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
+	86,  // 91: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	86,  // 92: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	86,  // 93: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
+	86,  // 94: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
+	84,  // 95: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
+	85,  // 96: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
+	67,  // 97: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	67,  // 98: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	86,  // 99: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
+	68,  // 100: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
+	67,  // 101: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
+	67,  // 102: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	67,  // 103: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	86,  // 104: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
+	86,  // 105: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
+	68,  // 106: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
+	13,  // 107: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	15,  // 108: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	17,  // 109: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	19,  // 110: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	22,  // 111: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	24,  // 112: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	26,  // 113: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	28,  // 114: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	32,  // 115: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	34,  // 116: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	36,  // 117: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
+	30,  // 118: tasker.coordinator.v1.CoordinatorService.SignalTask:input_type -> tasker.coordinator.v1.SignalTaskRequest
+	38,  // 119: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	40,  // 120: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	43,  // 121: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	46,  // 122: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	49,  // 123: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	52,  // 124: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	59,  // 125: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	61,  // 126: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	63,  // 127: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	65,  // 128: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	69,  // 129: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
+	71,  // 130: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
+	73,  // 131: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
+	75,  // 132: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
+	77,  // 133: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
+	79,  // 134: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
+	81,  // 135: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
+	14,  // 136: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	16,  // 137: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	18,  // 138: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	21,  // 139: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	23,  // 140: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	25,  // 141: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	27,  // 142: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	29,  // 143: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	33,  // 144: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	35,  // 145: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	37,  // 146: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
+	31,  // 147: tasker.coordinator.v1.CoordinatorService.SignalTask:output_type -> tasker.coordinator.v1.SignalTaskResponse
+	39,  // 148: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	41,  // 149: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	44,  // 150: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	47,  // 151: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	50,  // 152: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	53,  // 153: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	60,  // 154: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	62,  // 155: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	64,  // 156: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	66,  // 157: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	70,  // 158: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
+	72,  // 159: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
+	74,  // 160: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
+	76,  // 161: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
+	78,  // 162: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
+	80,  // 163: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
+	82,  // 164: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
+	136, // [136:165] is the sub-list for method output_type
+	107, // [107:136] is the sub-list for method input_type
+	107, // [107:107] is the sub-list for extension type_name
+	107, // [107:107] is the sub-list for extension extendee
+	0,   // [0:107] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -6580,7 +6659,7 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   81,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-go/tasker/bench"
+)
+
+func TestParseGhz(t *testing.T) {
+	t.Parallel()
+	out := `Summary:
+  Count:	20000
+  Requests/sec:	1956.26
+
+Latency distribution:
+  95 % in 30.12 ms 
+  99 % in 39.70 ms 
+
+Status code distribution:
+  [OK]   20000 responses
+`
+	rate, p99, err := parseGhz(out)
+	require.NoError(t, err)
+	require.InDelta(t, 1956.26, rate, 1e-9)
+	require.InDelta(t, 39.7, p99, 1e-9)
+
+	_, p99, err = parseGhz("Requests/sec:\t10\n  99 % in 1.5 s \n")
+	require.NoError(t, err)
+	require.InDelta(t, 1500, p99, 1e-9, "seconds are converted to milliseconds")
+
+	_, _, err = parseGhz("Summary:\n")
+	require.ErrorContains(t, err, "no Requests/sec")
+}
+
+func TestMedianPicksTheMiddleRun(t *testing.T) {
+	t.Parallel()
+	reps := []*bench.Report{{StepsPerSec: 3}, {StepsPerSec: 1}, {StepsPerSec: 2}, {StepsPerSec: 4}}
+	steps := func(r *bench.Report) float64 { return r.StepsPerSec }
+	require.Equal(t, 2.0, median(reps, steps).StepsPerSec, "the lower middle of an even count")
+	require.Equal(t, 2.0, median(reps[:3], steps).StepsPerSec)
+	require.Nil(t, median(nil, steps))
+}
