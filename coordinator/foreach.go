@@ -270,9 +270,10 @@ func (e *engine) expandForEach(c *change, i int) {
 	c.gather = append(c.gather, i)
 	now := c.params.At
 	if next := e.gatherForEach(c); tr.steps[i].State != state.InProgress {
-		for _, j := range next { // an empty list, or every instance done before
-			e.tryDispatch(c, j, now)
-		}
+		// An empty list, or every instance done before: the step settled
+		// here, after schedule judged the task, so judge it again (a
+		// for_each step at the end completes the task).
+		e.schedule(c, next)
 		return
 	}
 	for _, j := range list {

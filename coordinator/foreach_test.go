@@ -333,3 +333,31 @@ steps:
 		require.Len(t, done.GetSteps(), 4+n%9+n%4, "task %d: one stored instance per item", n)
 	}
 }
+
+// A for_each step that ends the template completes its task, whether its
+// list is empty (it completes as it starts) or not.
+func TestForEachAsTheLastStepCompletesTheTask(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(`
+namespace: fan
+name: last
+version: 1.0.0
+steps:
+  - name: a
+    handler: noop
+  - name: each
+    handler: noop
+    depends_on: [a]
+    for_each: context.items
+  - name: root_each
+    handler: noop
+    for_each: context.items
+`)
+	h.startExecutor(4, nil)
+	for _, n := range []int{0, 3} {
+		created := h.create("fan", "last", map[string]any{"items": items(n)})
+		done := h.waitState(created.GetId(), coordinatorv1.State_STATE_COMPLETE)
+		require.Len(t, done.GetSteps(), 3+2*n)
+	}
+}
