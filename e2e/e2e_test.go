@@ -204,6 +204,7 @@ type taskJSON struct {
 			On      []string `json:"on"`
 			Until   string   `json:"until"`
 			Handler string   `json:"handler"`
+			Key     string   `json:"key"`
 		} `json:"waiting"`
 		InstanceOf  string `json:"instance_of"`
 		Index       *int   `json:"index"`
