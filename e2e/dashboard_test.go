@@ -446,6 +446,29 @@ func TestDashboard(t *testing.T) {
 	require.Contains(t, b.text(`[data-executor="dash-exec"]`), "flaky")
 	b.shot("executors")
 	require.Contains(t, b.text("[data-unhosted]"), "gpu_render")
+
+	// A for_each step's instances are drawn below it, each with its index.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "fan.yaml"), []byte(`namespace: dash
+name: fan
+version: 1.0.0
+steps:
+  - name: split
+    handler: noop
+  - name: charge
+    handler: noop
+    depends_on: [split]
+    for_each: context.items
+  - name: sum
+    handler: noop
+    depends_on: [charge]
+`), 0o600))
+	c.tasker("template", "apply", filepath.Join(dir, "fan.yaml"))
+	var fan taskJSON
+	require.NoError(t, json.Unmarshal([]byte(c.tasker("task", "create", "dash/fan", "--context", `{"items": [1, 2, 3]}`, "--wait", "-o", "json")), &fan))
+	b.open("/tasks/" + fan.ID)
+	b.waitVisible(`.dag-node[data-step="charge[2]"]`)
+	b.waitFor("the three instances are drawn", `document.querySelectorAll('.dag-node[data-step^="charge["]').length === 3`)
+	b.shot("for-each-instances")
 }
 
 // TestDashboardWithTokens serves the dashboard with tokens on: it asks for

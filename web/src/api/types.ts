@@ -57,6 +57,11 @@ export interface Step {
   transitions?: Transition[];
   skippable?: boolean;
   waiting?: Waiting | null;
+  /** the for_each step this step is an instance of, and its place in the list */
+  instanceOf?: string;
+  index?: number;
+  /** the child task a `task:` step created */
+  childTaskId?: string;
 }
 
 export interface Task {

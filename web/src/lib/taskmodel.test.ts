@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Task } from '../api/types';
-import { applyTransition, maxSeq, waitingText } from './taskmodel';
+import { applyTransition, graphSteps, maxSeq, waitingText } from './taskmodel';
 
 const base = (): Task => ({
   id: 't1',
@@ -68,5 +68,17 @@ describe('waitingText', () => {
     expect(waitingText({ reason: 'signal' })).toBe('signal');
     expect(waitingText(null)).toBeUndefined();
     expect(waitingText({})).toBeUndefined();
+  });
+});
+
+describe('graphSteps', () => {
+  it('hangs each for_each instance below its step', () => {
+    const steps = graphSteps([
+      { name: 'split' },
+      { name: 'charge', dependsOn: ['split'] },
+      { name: 'charge[0]', instanceOf: 'charge', index: 0 },
+      { name: 'sum', dependsOn: ['charge'] },
+    ]);
+    expect(steps.map((s) => s.dependsOn ?? [])).toEqual([[], ['split'], ['charge'], ['charge']]);
   });
 });

@@ -63,3 +63,11 @@ export function waitingText(w: Waiting | null | undefined): string | undefined {
     }
   }
 }
+
+/**
+ * graphSteps draws each for_each instance below its step: an instance
+ * depends on nothing in the template, but it runs inside its step's run.
+ */
+export function graphSteps(steps: Step[]): Step[] {
+  return steps.map((s) => (s.instanceOf ? { ...s, dependsOn: [s.instanceOf] } : s));
+}

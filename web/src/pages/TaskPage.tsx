@@ -10,7 +10,7 @@ import { useInterval, useNow, useThrottled, type LiveStatus } from '../hooks';
 import { criticalPath, rowOrder, sortTransitions, stepTimelines, timeAxis, type StepTimeline } from '../lib/gantt';
 import { paths } from '../lib/routes';
 import { isTerminal, stateLabel } from '../lib/states';
-import { applyTransition, maxSeq, waitingText } from '../lib/taskmodel';
+import { applyTransition, graphSteps, maxSeq, waitingText } from '../lib/taskmodel';
 import { formatDuration, formatTime, parseTimestamp } from '../lib/time';
 import { Link, useRouter } from '../router';
 
@@ -111,6 +111,7 @@ export function TaskPage({ id }: { id: string }) {
     [task?.steps, rows],
   );
   const ordered = useMemo(() => rowOrder(rows), [rows]);
+  const graph = useMemo(() => graphSteps(task?.steps ?? []), [task?.steps]);
 
   const select = useCallback(
     (name?: string) => navigate(paths.task(id, name), { replace: true }),
@@ -196,7 +197,7 @@ export function TaskPage({ id }: { id: string }) {
             right={<span className="muted">click a step for its details · scroll to zoom · drag to pan</span>}
           >
             <DagGraph
-              steps={task.steps ?? []}
+              steps={graph}
               selected={selected}
               onSelect={select}
               critical={critical}
