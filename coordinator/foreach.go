@@ -169,13 +169,15 @@ func b2i(b bool) int {
 // makes them. The caller holds tr.mu; tryDispatch checked readiness.
 func (e *engine) startForEach(c *change, i int) {
 	tr, s := c.tr, c.tr.steps[i]
-	first := tr.task.State == state.Pending
-	if first {
+	first := tr.task.State == state.Pending || c.startsTask()
+	if tr.task.State == state.Pending {
 		if a := tr.taskAdmission(); a != nil {
 			c.params.Admit, c.prevTask, tr.blocked = a, tr.task, nil
 			c.noteGens(e.admission, a)
 		}
 		c.moveTask(state.InProgress, "first step started")
+	}
+	if c.params.Admit != nil {
 		c.prevs = append(c.prevs, admissionPrev{i: i, step: s.Step})
 	}
 	if s.State == state.Error {
@@ -195,14 +197,23 @@ func (e *engine) startForEach(c *change, i int) {
 // first dispatch. The caller holds tr.mu.
 func (e *engine) expandPending(c *change) {
 	tr := c.tr
-	if tr.task.State != state.InProgress {
-		return
+	if tr.task.State != state.InProgress || c.startsTask() {
+		return // a start in the task's first dispatch expands after its commit
 	}
 	for i, fo := range tr.fanouts {
 		if !fo.expanded && tr.steps[i].State == state.InProgress {
 			e.expandForEach(c, i)
 		}
 	}
+}
+
+// startsTask reports whether c holds the task's first move to in_progress:
+// a creation's dispatch, or one that may hang on the task's admission.
+// Instances are never made in such a change: its write may be refused
+// whole (then memory goes back to the steps as they were), and a creation
+// stores the steps it started with.
+func (c *change) startsTask() bool {
+	return c.params.Task != nil && c.params.Task.From == state.Pending && c.params.Task.To == state.InProgress
 }
 
 // unexpanded reports whether a for_each step waits for its instances to

@@ -361,3 +361,44 @@ steps:
 		require.Len(t, done.GetSteps(), 3+2*n)
 	}
 }
+
+// Two for_each steps at the root, their lists empty or not: a start in the
+// task's first dispatch never makes instances in that change, so the task
+// records one move to in_progress and one to complete. Under a task-level
+// concurrency key a creation whose admission is refused stores its
+// for_each steps pending, and they start once the key frees.
+func TestForEachStartsInTheFirstDispatch(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(`
+namespace: fan
+name: tworoots
+version: 1.0.0
+concurrency:
+  - key: context.customer
+    max_running: 1
+steps:
+  - name: s00
+    handler: flaky
+    config: {fail_times: 1}
+    for_each: "[0, 1, 2].filter(i, i < context.n % 4)"
+    backoff: {initial: 1ms, max: 5ms}
+  - name: s01
+    handler: noop
+    for_each: "[0, 1].filter(i, i < context.n % 3)"
+`)
+	h.startExecutor(4, nil)
+	var ids []string
+	for n := range 12 {
+		ids = append(ids, h.create("fan", "tworoots", map[string]any{"n": n, "customer": fmt.Sprint("c", n%2)}).GetId())
+	}
+	for n, id := range ids {
+		done := h.waitState(id, coordinatorv1.State_STATE_COMPLETE)
+		var moves []string
+		for _, tr := range done.GetTransitions() {
+			moves = append(moves, tr.GetFromState().String()+"→"+tr.GetToState().String())
+		}
+		require.Equal(t, []string{"STATE_PENDING→STATE_IN_PROGRESS", "STATE_IN_PROGRESS→STATE_COMPLETE"}, moves, "task %d", n)
+		require.Len(t, done.GetSteps(), 2+n%4+n%3, "task %d", n)
+	}
+}

@@ -139,7 +139,7 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	e.schedule(c, nil)
 	stored := *task
 	created := &store.TaskCreateParams{Task: &stored, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
-	if tr.satisfied == len(tr.steps) {
+	if tr.satisfied == len(tr.steps) && c.params.Task == nil {
 		// Every step was bypassed: the task is complete at once, which
 		// takes two task transitions in the one transaction.
 		for _, to := range []state.State{state.InProgress, state.Complete} {

@@ -280,7 +280,7 @@ func (e *engine) endWaits(c *change, reason string) {
 func (e *engine) undoWaitStarts(c *change, undispatched *store.TaskCreateParams) {
 	tr := c.tr
 	for _, p := range c.prevs {
-		if waitSpec(tr, p.i) == nil && childSpec(tr, p.i) == nil { // child steps start alike (children.go)
+		if waitSpec(tr, p.i) == nil && childSpec(tr, p.i) == nil && !tr.isForEach(p.i) { // child and for_each steps start alike
 			continue
 		}
 		tr.steps[p.i].Step = *undispatched.Steps[p.i]
