@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -51,9 +52,24 @@ func repoRoot() string {
 	return filepath.Dir(filepath.Dir(file))
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// freeAddr returns a loopback address with a port that was free a moment
+// ago. It is drawn below Linux's ephemeral range (32768 and up by
+// default): a port the kernel handed out there can be taken again, before
+// the process meant to listen on it starts, as the source port of any
+// outgoing connection, which the tests make by the thousand; a chaos run
+// failed on exactly that ("bind: address already in use").
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken: draw again
+		}
+		addr := lis.Addr().String()
+		require.NoError(t, lis.Close())
+		return addr
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := lis.Addr().String()
