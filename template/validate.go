@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/Masterminds/semver/v3"
 
@@ -322,6 +324,24 @@ func validateForEach(s *Step) error {
 	if _, err := expr.CompileList(s.ForEach); err != nil {
 		return fail("for_each", "%v", err)
 	}
+	return checkResultsNamed(s, "for_each", s.ForEach)
+}
+
+// checkResultsNamed refuses an expression of step s that reads the results
+// of a step that is not one of its parents: it would have none to read,
+// and would fail every time at run time.
+func checkResultsNamed(s *Step, field, src string) error {
+	names, err := expr.ResultsNamed(src)
+	if err != nil {
+		return nil // compiling it reported the problem already
+	}
+	for _, name := range names {
+		if !slices.Contains(s.DependsOn, name) {
+			return &ValidationError{Step: s.Name, Field: field, Message: fmt.Sprintf(
+				"reads results.%s, but %q is not a parent of this step: add it to depends_on (parents: %s)",
+				name, name, strings.Join(s.DependsOn, ", "))}
+		}
+	}
 	return nil
 }
 
@@ -346,6 +366,9 @@ func validateWait(s *Step) error {
 		}
 		if _, err := expr.CompileValue(s.Until); err != nil {
 			return fail("until", "%v", err)
+		}
+		if err := checkResultsNamed(s, "until", s.Until); err != nil {
+			return err
 		}
 	}
 	if s.WaitFor != nil {

@@ -363,3 +363,22 @@ func TestValidateUntil(t *testing.T) {
 		})
 	}
 }
+
+// An expression that reads the results of a step that is not a parent is
+// refused at registration, naming the step; it could never read them.
+func TestForEachAndUntilReadOnlyParents(t *testing.T) {
+	tmpl := func(s template.Step) *template.Template {
+		return &template.Template{Namespace: "ns", Name: "r", Version: "1.0.0", Steps: []template.Step{{Name: "split", Handler: "h"}, s}}
+	}
+	require.NoError(t, template.Validate(tmpl(template.Step{Name: "each", Handler: "h", DependsOn: []string{"split"}, ForEach: "results.split.items"}), template.Limits{}))
+	for field, s := range map[string]template.Step{
+		"for_each": {Name: "each", Handler: "h", ForEach: "results.split.items"},
+		"until":    {Name: "each", Until: `results["split"].at`},
+	} {
+		err := template.Validate(tmpl(s), template.Limits{})
+		var ve *template.ValidationError
+		require.ErrorAs(t, err, &ve, field)
+		require.Equal(t, field, ve.Field)
+		require.ErrorContains(t, err, `reads results.split, but "split" is not a parent of this step`)
+	}
+}
