@@ -96,6 +96,9 @@ func validateChild(s *Step) error {
 		if _, err := expr.CompileValue(s.TaskContext[field]); err != nil {
 			return fail("context."+field, "%q does not compile: %s", s.TaskContext[field], err)
 		}
+		if err := checkResultsNamed(s, "context."+field, s.TaskContext[field]); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -101,3 +101,19 @@ steps:
 	tm.Normalize()
 	require.NoError(t, template.Validate(tm, template.Limits{}))
 }
+
+// A child's context mapping may read only its step's parents' results.
+func TestChildContextReadsOnlyParents(t *testing.T) {
+	tmpl := func(deps ...string) *template.Template {
+		return &template.Template{Namespace: "ns", Name: "p", Version: "1.0.0", Steps: []template.Step{
+			{Name: "quote", Handler: "h"},
+			{Name: "call", DependsOn: deps, Task: "ns/child", TaskContext: map[string]string{"amount": "results.quote.total"}},
+		}}
+	}
+	err := template.Validate(tmpl(), template.Limits{})
+	var ve *template.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, "context.amount", ve.Field)
+	require.ErrorContains(t, err, `"quote" is not a parent`)
+	require.NoError(t, template.Validate(tmpl("quote"), template.Limits{}))
+}
