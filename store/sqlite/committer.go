@@ -64,31 +64,43 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 		}
 		s.buckets.reset(version, keys)
 	}
+	stmts := &batchStmts{tx: tx, prepared: s.stmts, bound: make(map[string]*sql.Stmt, len(s.stmts))}
 	// released are the tasks whose admission entries the batch's requests
-	// released (tasks that ended), deleted in one statement at the end.
-	var released []string
+	// released (tasks that ended), deleted in one statement at the end;
+	// transitions are the transitions they stored, inserted at the end.
+	var (
+		released    []string
+		transitions []pendingTransition
+	)
+	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets}
 	for i, req := range batch {
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
+		if _, err := w.ExecContext(ctx, sqlSavepoint); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		w := &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}
+		// One wtx serves every request in turn, keeping its slices'
+		// storage; what a request collected is taken only if it stands.
+		w.released, w.transitions = w.released[:0], w.transitions[:0]
 		applyErr := req.Work(ctx, w)
 		if applyErr == nil {
 			released = append(released, w.released...)
+			transitions = append(transitions, w.transitions...)
 		} else {
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no
 			// request in the batch can be trusted and all of them fail.
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO request"); err != nil {
+			if _, err := w.ExecContext(ctx, sqlRollbackSavepoint); err != nil {
 				return fmt.Errorf("roll back %s after %v: %w", req.Op, applyErr, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE request"); err != nil {
+		if _, err := w.ExecContext(ctx, sqlReleaseSavepoint); err != nil {
 			return fmt.Errorf("release savepoint: %w", err)
 		}
 	}
-	w := &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}
+	w.released, w.transitions = nil, nil
+	if err := flushTransitions(ctx, w, transitions); err != nil {
+		return err
+	}
 	if err := s.buckets.flush(ctx, w); err != nil {
 		return err
 	}

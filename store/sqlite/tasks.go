@@ -123,11 +123,7 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 	}
 	for _, tr := range p.Transitions {
 		tr.LeaseToken = t.OwnerToken
-		seq, err := insertTransition(ctx, tx, t.ID, tr)
-		if err != nil {
-			return nil, false, err
-		}
-		tr.Seq = seq
+		insertTransition(tx, t.ID, tr)
 	}
 	task, err := row.task()
 	return task, true, err
@@ -166,28 +162,6 @@ func insertStep(ctx context.Context, tx *wtx, taskID string, st *store.Step) err
 		return fmt.Errorf("insert step %s (%s) of task %s: %w", st.Name, st.ID, taskID, err)
 	}
 	return nil
-}
-
-// insertTransition stores tr under taskID and returns its sequence number.
-func insertTransition(ctx context.Context, tx *wtx, taskID string, tr *store.Transition) (int64, error) {
-	res, err := tx.ExecContext(ctx, sqlInsertTransition,
-		taskID, toNullString(tr.StepID), tr.StepName, string(tr.From), string(tr.To),
-		toNanos(tr.At), tr.Reason, tr.Attempt, toNullJSON(tr.Metadata), tr.LeaseToken)
-	if err != nil {
-		return 0, fmt.Errorf("insert transition of task %s %s: %w", taskID, describeTransition(tr), err)
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("insert transition of task %s %s: %w", taskID, describeTransition(tr), err)
-	}
-	return seq, nil
-}
-
-func describeTransition(tr *store.Transition) string {
-	if tr.StepID == "" {
-		return fmt.Sprintf("%s→%s", tr.From, tr.To)
-	}
-	return fmt.Sprintf("step %s %s→%s", tr.StepName, tr.From, tr.To)
 }
 
 // TaskGet implements store.Store.
