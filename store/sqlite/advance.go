@@ -73,10 +73,14 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		}
 	}
 
-	for _, st := range p.NewSteps {
-		row := *st
-		row.UpdatedAt = fromNanos(at)
-		if err := insertStep(ctx, tx, p.TaskID, &row); err != nil {
+	if len(p.NewSteps) > 0 {
+		rows := make([]*store.Step, len(p.NewSteps))
+		for i, st := range p.NewSteps {
+			row := *st
+			row.UpdatedAt = fromNanos(at)
+			rows[i] = &row
+		}
+		if err := insertSteps(ctx, tx, p.TaskID, rows); err != nil {
 			return nil, err
 		}
 	}

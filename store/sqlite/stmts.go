@@ -24,8 +24,6 @@ const (
 	// connection, this form costs about 1 µs, either of those 8 to 9.
 	sqlFence = `SELECT 1 FROM leases
 		WHERE token = ?2 AND expires_at > ?3 AND token = (SELECT owner_token FROM tasks WHERE id = ?1)`
-	sqlInsertStep = `INSERT INTO steps (` + stepColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// completed_at is kept once set: a completed task that is later
 	// cancelled still records when it completed. ?5, when not 0, fences
 	// the change as sqlFence does (the task is owned by lease ?5, live at
@@ -72,14 +70,14 @@ const (
 	sqlRollbackSavepoint = `ROLLBACK TO request`
 )
 
-var writeStatements = []string{sqlInsertTask, sqlInsertStep, sqlUpdateTask, sqlUpdateStep, sqlUpdateStepNamed, sqlFence,
+var writeStatements = []string{sqlInsertTask, sqlUpdateTask, sqlUpdateStep, sqlUpdateStepNamed, sqlFence,
 	sqlSavepoint, sqlReleaseSavepoint, sqlRollbackSavepoint,
 	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket, sqlAdmissionHolders, sqlAdmissionLine,
 	sqlAdmissionTaskLine, sqlAdmissionTaskRows, sqlAdmissionRelease}
 
 // prepareWrites prepares the write statements on the writer connection.
 func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {
-	texts := append(append([]string(nil), writeStatements...), transitionInserts[:]...)
+	texts := append(append(append([]string(nil), writeStatements...), transitionInserts[:]...), stepInserts[:]...)
 	stmts := make(map[string]*sql.Stmt, len(texts))
 	for _, q := range texts {
 		st, err := writer.PrepareContext(ctx, q)
