@@ -34,7 +34,10 @@ func (s *Store) batchFailed(err error, requests int) error {
 
 // commitBatch runs each request under its own savepoint, so a request that
 // fails (a conflict, an invalid row) is undone alone while the rest commit.
-// A returned error means nothing in the batch was committed.
+// What the standing requests collected for the whole batch (their
+// transitions, their released admission entries) is written after the
+// last of them, just before the commit. A returned error means nothing in
+// the batch was committed.
 func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []error) (err error) {
 	// The batch outlives any caller's ctx: once taken, a request runs to its
 	// real outcome. Close waits for this to finish.
