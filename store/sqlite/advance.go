@@ -36,16 +36,23 @@ func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams
 func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
 	at := toNanos(p.At)
 	var token int64
+	// fence is the lease token the request's first write must still check
+	// ownership against, in its own WHERE (see sqlUpdateStepNamed); 0 once
+	// checked, or with no lease. The check is left to the first write only
+	// when nothing comes before that write: no admission (whose refusals
+	// the caller reads, and whose tokens the batch caches) and no new
+	// steps. Otherwise it is a read of its own, first, as ever.
+	var fence int64
 	if l := p.Lease; l != nil {
 		token = l.Token
-		var one int
-		err := tx.QueryRowContext(ctx, sqlFence, p.TaskID, l.Token, at).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("task %s: lease %d of coordinator %s does not own it or is no longer live: %w",
-				p.TaskID, l.Token, l.CoordinatorID, store.ErrLeaseLost)
+		first := p.Task != nil
+		if len(p.Steps) > 0 {
+			first = p.Steps[0].Admit == nil
 		}
-		if err != nil {
-			return nil, fmt.Errorf("task %s: check lease: %w", p.TaskID, err)
+		if first && p.Admit == nil && len(p.NewSteps) == 0 {
+			fence = l.Token
+		} else if err := checkFence(ctx, tx, p.TaskID, l, at); err != nil {
+			return nil, err
 		}
 	}
 	out := make([]*store.Transition, 0, len(p.Steps)+1)
@@ -66,10 +73,14 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		}
 	}
 
-	for _, st := range p.NewSteps {
-		row := *st
-		row.UpdatedAt = fromNanos(at)
-		if err := insertStep(ctx, tx, p.TaskID, &row); err != nil {
+	if len(p.NewSteps) > 0 {
+		rows := make([]*store.Step, len(p.NewSteps))
+		for i, st := range p.NewSteps {
+			row := *st
+			row.UpdatedAt = fromNanos(at)
+			rows[i] = &row
+		}
+		if err := insertSteps(ctx, tx, p.TaskID, rows); err != nil {
 			return nil, err
 		}
 	}
@@ -81,10 +92,11 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 				continue
 			}
 		}
-		name, err := updateStep(ctx, tx, p.TaskID, at, c)
+		name, err := updateStep(ctx, tx, p.TaskID, at, c, p.Lease, fence)
 		if err != nil {
 			return nil, err
 		}
+		fence = 0
 		if c.Signal != nil {
 			if err := consumeSignal(ctx, tx, p.TaskID, at, c); err != nil {
 				return nil, err
@@ -92,9 +104,7 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		}
 		tr := c.Transition(p.TaskID, fromNanos(at), token)
 		tr.StepName = name
-		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
-			return nil, err
-		}
+		insertTransition(tx, p.TaskID, tr)
 		out = append(out, tr)
 	}
 	if p.Release {
@@ -103,19 +113,22 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		tx.released = append(tx.released, p.TaskID)
 	}
 	if c := p.Task; c != nil {
-		res, err := tx.ExecContext(ctx, sqlUpdateTask, string(c.To), at, p.TaskID, string(c.From))
+		res, err := tx.ExecContext(ctx, sqlUpdateTask, string(c.To), at, p.TaskID, string(c.From), fence)
 		if err != nil {
 			return nil, fmt.Errorf("task %s %s→%s: %w", p.TaskID, c.From, c.To, err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return nil, fmt.Errorf("task %s %s→%s: %w", p.TaskID, c.From, c.To, err)
 		} else if n == 0 {
+			if fence != 0 {
+				if err := checkFence(ctx, tx, p.TaskID, p.Lease, at); err != nil {
+					return nil, err
+				}
+			}
 			return nil, taskMismatch(ctx, tx, p.TaskID, c)
 		}
 		tr := c.Transition(p.TaskID, fromNanos(at), token)
-		if tr.Seq, err = insertTransition(ctx, tx, p.TaskID, tr); err != nil {
-			return nil, err
-		}
+		insertTransition(tx, p.TaskID, tr)
 		out = append(out, tr)
 	} else if len(p.Steps) == 0 {
 		// Nothing to change, but an unknown task is still an error.
@@ -127,10 +140,26 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 	return out, nil
 }
 
+// checkFence returns ErrLeaseLost unless the task is owned by lease l and
+// l is live at at.
+func checkFence(ctx context.Context, tx *wtx, taskID string, l *store.Lease, at int64) error {
+	var one int
+	err := tx.QueryRowContext(ctx, sqlFence, taskID, l.Token, at).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("task %s: lease %d of coordinator %s does not own it or is no longer live: %w",
+			taskID, l.Token, l.CoordinatorID, store.ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("task %s: check lease: %w", taskID, err)
+	}
+	return nil
+}
+
 // updateStep applies one step change if the step is still in c.From with
 // c.ExpectAttempts attempts, and returns the step's stored name (the
-// transition records it even if the caller left StepName empty).
-func updateStep(ctx context.Context, tx *wtx, taskID string, at int64, c *store.StepChange) (string, error) {
+// transition records it even if the caller left StepName empty). With
+// fence not 0 it also checks that lease owns the task, as checkFence does.
+func updateStep(ctx context.Context, tx *wtx, taskID string, at int64, c *store.StepChange, lease *store.Lease, fence int64) (string, error) {
 	var results, errMsg, errClass any
 	var errRetryable any
 	if c.Results != nil {
@@ -138,6 +167,29 @@ func updateStep(ctx context.Context, tx *wtx, taskID string, at int64, c *store.
 	}
 	if c.Error != nil {
 		errMsg, errClass, errRetryable = c.Error.Message, c.Error.Class, c.Error.Retryable
+	}
+	if c.StepName != "" {
+		res, err := tx.ExecContext(ctx, sqlUpdateStepNamed,
+			string(c.To), c.Attempts, toNullNanos(c.NextRetryAt), at,
+			c.MaxAttempts, results, c.Error != nil, errMsg, errClass, errRetryable,
+			c.StepID, taskID, string(c.From), c.ExpectAttempts, c.Rerun, c.StepName, fence,
+		)
+		if err != nil {
+			return "", fmt.Errorf("step %s (%s) of task %s %s→%s: %w", c.StepName, c.StepID, taskID, c.From, c.To, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return "", fmt.Errorf("step %s (%s) of task %s %s→%s: %w", c.StepName, c.StepID, taskID, c.From, c.To, err)
+		} else if n == 1 {
+			return c.StepName, nil
+		}
+		// No row: the lease, the step's state or attempts, or only its
+		// name (the caller's may differ from the stored one, which the
+		// general statement then records) did not match.
+	}
+	if fence != 0 {
+		if err := checkFence(ctx, tx, taskID, lease, at); err != nil {
+			return "", err
+		}
 	}
 	var name string
 	err := tx.QueryRowContext(ctx, sqlUpdateStep,

@@ -34,7 +34,10 @@ func (s *Store) batchFailed(err error, requests int) error {
 
 // commitBatch runs each request under its own savepoint, so a request that
 // fails (a conflict, an invalid row) is undone alone while the rest commit.
-// A returned error means nothing in the batch was committed.
+// What the standing requests collected for the whole batch (their
+// transitions, their released admission entries) is written after the
+// last of them, just before the commit. A returned error means nothing in
+// the batch was committed.
 func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []error) (err error) {
 	// The batch outlives any caller's ctx: once taken, a request runs to its
 	// real outcome. Close waits for this to finish.
@@ -64,31 +67,43 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 		}
 		s.buckets.reset(version, keys)
 	}
+	stmts := &batchStmts{tx: tx, prepared: s.stmts, bound: make(map[string]*sql.Stmt, len(s.stmts))}
 	// released are the tasks whose admission entries the batch's requests
-	// released (tasks that ended), deleted in one statement at the end.
-	var released []string
+	// released (tasks that ended), deleted in one statement at the end;
+	// transitions are the transitions they stored, inserted at the end.
+	var (
+		released    []string
+		transitions []pendingTransition
+	)
+	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets}
 	for i, req := range batch {
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT request"); err != nil {
+		if _, err := w.ExecContext(ctx, sqlSavepoint); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		w := &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}
+		// One wtx serves every request in turn, keeping its slices'
+		// storage; what a request collected is taken only if it stands.
+		w.released, w.transitions = w.released[:0], w.transitions[:0]
 		applyErr := req.Work(ctx, w)
 		if applyErr == nil {
 			released = append(released, w.released...)
+			transitions = append(transitions, w.transitions...)
 		} else {
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no
 			// request in the batch can be trusted and all of them fail.
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO request"); err != nil {
+			if _, err := w.ExecContext(ctx, sqlRollbackSavepoint); err != nil {
 				return fmt.Errorf("roll back %s after %v: %w", req.Op, applyErr, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE request"); err != nil {
+		if _, err := w.ExecContext(ctx, sqlReleaseSavepoint); err != nil {
 			return fmt.Errorf("release savepoint: %w", err)
 		}
 	}
-	w := &wtx{Tx: tx, stmts: s.stmts, buckets: s.buckets}
+	w.released, w.transitions = nil, nil
+	if err := flushTransitions(ctx, w, transitions); err != nil {
+		return err
+	}
 	if err := s.buckets.flush(ctx, w); err != nil {
 		return err
 	}

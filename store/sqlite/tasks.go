@@ -116,78 +116,83 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 		return task, false, err
 	}
 
-	for _, st := range p.Steps {
-		if err := insertStep(ctx, tx, t.ID, st); err != nil {
-			return nil, false, err
-		}
+	if err := insertSteps(ctx, tx, t.ID, p.Steps); err != nil {
+		return nil, false, err
 	}
 	for _, tr := range p.Transitions {
 		tr.LeaseToken = t.OwnerToken
-		seq, err := insertTransition(ctx, tx, t.ID, tr)
-		if err != nil {
-			return nil, false, err
-		}
-		tr.Seq = seq
+		insertTransition(tx, t.ID, tr)
 	}
 	task, err := row.task()
 	return task, true, err
 }
 
-func insertStep(ctx context.Context, tx *wtx, taskID string, st *store.Step) error {
-	deps, err := encodeNames(st.DependsOn)
-	if err != nil {
-		return fmt.Errorf("step %s depends_on: %w", st.Name, err)
+// stepRowColumns is the number of values one step row binds.
+const stepRowColumns = 17
+
+// stepInserts are the prepared multi-row step INSERTs, entry k inserting
+// 2^k rows, used as transitionInserts are: a task's steps go in one
+// statement per power of two in their count, not one per step. The
+// largest binds 64 × 17 = 1,088 values.
+var stepInserts = func() (texts [7]string) {
+	for k := range texts {
+		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", 1<<k), ", ")
+		texts[k] = `INSERT INTO steps (` + stepColumns + `) VALUES ` + rows
 	}
-	row := stepRow{
-		ID:          st.ID,
-		TaskID:      taskID,
-		Name:        st.Name,
-		Position:    st.Position,
-		Handler:     st.Handler,
-		DependsOn:   deps,
-		State:       string(st.State),
-		Attempts:    st.Attempts,
-		MaxAttempts: st.MaxAttempts,
-		Retryable:   st.Retryable,
-		Skippable:   st.Skippable,
-		Results:     toNullJSON(st.Results),
-		NextRetryAt: toNullNanos(st.NextRetryAt),
-		UpdatedAt:   toNanos(st.UpdatedAt),
-	}
-	if st.Error != nil {
-		row.ErrorMessage = sql.NullString{String: st.Error.Message, Valid: true}
-		row.ErrorClass = sql.NullString{String: st.Error.Class, Valid: true}
-		row.ErrorRetryable = sql.NullBool{Bool: st.Error.Retryable, Valid: true}
-	}
-	_, err = tx.ExecContext(ctx, sqlInsertStep, row.ID, row.TaskID, row.Name, row.Position, row.Handler,
-		row.DependsOn, row.State, row.Attempts, row.MaxAttempts, row.Retryable, row.Skippable, row.Results,
-		row.ErrorMessage, row.ErrorClass, row.ErrorRetryable, row.NextRetryAt, row.UpdatedAt)
-	if err != nil {
-		return fmt.Errorf("insert step %s (%s) of task %s: %w", st.Name, st.ID, taskID, err)
+	return texts
+}()
+
+// insertSteps stores steps under taskID, in order. If a statement fails
+// (a step's ID or name is taken), SQLite has undone it alone, and its
+// steps are inserted one at a time, so the error names the step at fault,
+// as it would have had each been inserted by itself.
+func insertSteps(ctx context.Context, tx *wtx, taskID string, steps []*store.Step) error {
+	args := make([]any, 0, min(len(steps), 1<<(len(stepInserts)-1))*stepRowColumns)
+	for k := len(stepInserts) - 1; k >= 0; k-- {
+		size := 1 << k
+		for len(steps) >= size {
+			chunk := steps[:size]
+			steps = steps[size:]
+			args = args[:0]
+			for _, st := range chunk {
+				var err error
+				if args, err = appendStepArgs(args, taskID, st); err != nil {
+					return err
+				}
+			}
+			_, err := tx.ExecContext(ctx, stepInserts[k], args...)
+			if err != nil && size == 1 {
+				return fmt.Errorf("insert step %s (%s) of task %s: %w", chunk[0].Name, chunk[0].ID, taskID, err)
+			}
+			if err != nil {
+				for _, st := range chunk {
+					if err := insertSteps(ctx, tx, taskID, []*store.Step{st}); err != nil {
+						return err
+					}
+				}
+			}
+		}
 	}
 	return nil
 }
 
-// insertTransition stores tr under taskID and returns its sequence number.
-func insertTransition(ctx context.Context, tx *wtx, taskID string, tr *store.Transition) (int64, error) {
-	res, err := tx.ExecContext(ctx, sqlInsertTransition,
-		taskID, toNullString(tr.StepID), tr.StepName, string(tr.From), string(tr.To),
-		toNanos(tr.At), tr.Reason, tr.Attempt, toNullJSON(tr.Metadata), tr.LeaseToken)
+// appendStepArgs appends the values of st's row to args, in stepColumns
+// order.
+func appendStepArgs(args []any, taskID string, st *store.Step) ([]any, error) {
+	deps, err := encodeNames(st.DependsOn)
 	if err != nil {
-		return 0, fmt.Errorf("insert transition of task %s %s: %w", taskID, describeTransition(tr), err)
+		return nil, fmt.Errorf("step %s depends_on: %w", st.Name, err)
 	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("insert transition of task %s %s: %w", taskID, describeTransition(tr), err)
+	var errMsg, errClass sql.NullString
+	var errRetryable sql.NullBool
+	if st.Error != nil {
+		errMsg = sql.NullString{String: st.Error.Message, Valid: true}
+		errClass = sql.NullString{String: st.Error.Class, Valid: true}
+		errRetryable = sql.NullBool{Bool: st.Error.Retryable, Valid: true}
 	}
-	return seq, nil
-}
-
-func describeTransition(tr *store.Transition) string {
-	if tr.StepID == "" {
-		return fmt.Sprintf("%s→%s", tr.From, tr.To)
-	}
-	return fmt.Sprintf("step %s %s→%s", tr.StepName, tr.From, tr.To)
+	return append(args, st.ID, taskID, st.Name, st.Position, st.Handler,
+		deps, string(st.State), st.Attempts, st.MaxAttempts, st.Retryable, st.Skippable, toNullJSON(st.Results),
+		errMsg, errClass, errRetryable, toNullNanos(st.NextRetryAt), toNanos(st.UpdatedAt)), nil
 }
 
 // TaskGet implements store.Store.
