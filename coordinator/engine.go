@@ -475,7 +475,7 @@ func (e *engine) dispatchOn(c *change, i int, executorID string) {
 		c.prevs = append(c.prevs, admissionPrev{i: i, step: s.Step})
 	}
 	s.blocked = nil
-	meta, _ := json.Marshal(map[string]string{"executor": executorID})
+	meta := executorMeta(executorID)
 	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d to executor %s", s.Attempts+1, executorID), func(sc *store.StepChange) {
 		sc.Attempts = s.Attempts + 1
 		sc.Metadata = meta

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -131,4 +132,12 @@ func TestIDFloor(t *testing.T) {
 	}
 	require.Equal(t, "00000000-0000", idFloor(time.Unix(0, 0)))
 	require.Equal(t, "00000000-03e8", idFloor(time.Unix(1, 0)))
+}
+
+func TestExecutorMeta(t *testing.T) {
+	for _, id := range []string{"exec-1", `odd "id"\`, "ünï\u2028"} {
+		var got map[string]string
+		require.NoError(t, json.Unmarshal(executorMeta(id), &got), id)
+		require.Equal(t, map[string]string{"executor": id}, got)
+	}
 }
