@@ -137,17 +137,7 @@ func TestThreeLanguagesInOneTask(t *testing.T) {
 	require.Equal(t, "node", executors["node-1"].Language)
 	require.Equal(t, "go", executors["go-1"].Language)
 
-	tmpl := filepath.Join(t.TempDir(), "languages.yaml")
-	require.NoError(t, os.WriteFile(tmpl, []byte(languagesTemplate), 0o600))
-	require.Contains(t, c.tasker("template", "apply", tmpl), "registered interop/three_languages")
-
-	task := decodeTask(t, c.tasker("task", "create", "interop/three_languages", "--context", `{"text":"hello"}`, "--wait", "-o", "json"))
-	require.Equal(t, "complete", task.State)
-	steps := map[string]int{}
-	for i, s := range task.Steps {
-		steps[s.Name] = i
-		require.Equal(t, "complete", s.State, s.Name)
-	}
+	task, steps := runInterop(t, c, languagesTemplate, "interop/three_languages")
 	require.Len(t, steps, 9)
 	raw := func(name string) string { return string(task.Steps[steps[name]].Results) }
 	results := func(name string) map[string]json.RawMessage {

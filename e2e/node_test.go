@@ -119,6 +119,24 @@ type executorLine struct {
 }
 
 // connectedExecutors lists the executors the coordinator has a stream to.
+// runInterop registers the template yaml (named ref), runs one task of it
+// with the context {"text":"hello"} to its end, requires the task and
+// every step complete, and returns the task with its steps' indices by name.
+func runInterop(t *testing.T, c *cluster, yaml, ref string) (taskJSON, map[string]int) {
+	t.Helper()
+	tmpl := filepath.Join(t.TempDir(), "interop.yaml")
+	require.NoError(t, os.WriteFile(tmpl, []byte(yaml), 0o600))
+	require.Contains(t, c.tasker("template", "apply", tmpl), "registered "+ref)
+	task := decodeTask(t, c.tasker("task", "create", ref, "--context", `{"text":"hello"}`, "--wait", "-o", "json"))
+	require.Equal(t, "complete", task.State)
+	steps := map[string]int{}
+	for i, s := range task.Steps {
+		steps[s.Name] = i
+		require.Equal(t, "complete", s.State, s.Name)
+	}
+	return task, steps
+}
+
 func connectedExecutors(c *cluster) map[string]executorLine {
 	out, _, err := c.run("executors", "-o", "json")
 	if err != nil {
@@ -154,17 +172,7 @@ func TestNodeExecutorInterop(t *testing.T) {
 	require.Equal(t, []string{"node_flaky", "node_sleep", "node_sum", "node_upper"}, executors["node-1"].Handlers)
 	require.Equal(t, "go", executors["go-1"].Language)
 
-	tmpl := filepath.Join(t.TempDir(), "interop.yaml")
-	require.NoError(t, os.WriteFile(tmpl, []byte(interopTemplate), 0o600))
-	require.Contains(t, c.tasker("template", "apply", tmpl), "registered interop/go_node_relay")
-
-	task := decodeTask(t, c.tasker("task", "create", "interop/go_node_relay", "--context", `{"text":"hello"}`, "--wait", "-o", "json"))
-	require.Equal(t, "complete", task.State)
-	steps := map[string]int{}
-	for i, s := range task.Steps {
-		steps[s.Name] = i
-		require.Equal(t, "complete", s.State, s.Name)
-	}
+	task, steps := runInterop(t, c, interopTemplate, "interop/go_node_relay")
 	require.Len(t, steps, 7)
 	results := func(name string) map[string]json.RawMessage {
 		var m map[string]json.RawMessage
