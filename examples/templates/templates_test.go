@@ -28,6 +28,11 @@ type shape struct {
 // them.
 func wantShapes() map[string]shape {
 	return map[string]shape{
+		"charge_items.yaml": {"demo", []node{
+			{"split", []string{}},
+			{"charge", []string{"split"}},
+			{"reconcile", []string{"charge"}},
+		}},
 		"order_fulfillment.yaml": {"demo", []node{
 			{"validate", []string{}},
 			{"charge", []string{"validate"}},
