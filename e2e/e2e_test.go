@@ -242,9 +242,9 @@ func TestClusterThroughCLI(t *testing.T) {
 	c := startCluster(t, 2)
 	files, err := filepath.Glob(filepath.Join(repoRoot(), "examples", "templates", "*.yaml"))
 	require.NoError(t, err)
-	require.Len(t, files, 6)
+	require.Len(t, files, 7)
 	out := c.tasker(append([]string{"template", "apply"}, files...)...)
-	require.Equal(t, 6, strings.Count(out, "registered "), out)
+	require.Equal(t, 7, strings.Count(out, "registered "), out)
 
 	// The order demo: flaky charge retried once, the rest in one attempt.
 	out = c.tasker("task", "create", "demo/order_fulfillment", "--context", `{"order_id":"A-1"}`, "--wait", "-o", "json")
