@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -469,6 +470,27 @@ steps:
 	b.waitVisible(`.dag-node[data-step="charge[2]"]`)
 	b.waitFor("the three instances are drawn", `document.querySelectorAll('.dag-node[data-step^="charge["]').length === 3`)
 	b.shot("for-each-instances")
+
+	// Rerun from one instance: it runs again, with the reason recorded;
+	// its siblings keep their results.
+	b.open("/tasks/" + fan.ID + "?step=" + url.QueryEscape("charge[1]"))
+	b.waitVisible(`[data-step-panel="charge[1]"]`)
+	b.click(`[data-action="rerun"]`)
+	b.setValue(".modal input", "refund issued")
+	b.shot("rerun-from-an-instance")
+	b.click(`.modal [data-confirm]`)
+	require.Eventually(t, func() bool {
+		out, _, err := c.run("task", "get", fan.ID, "-o", "json")
+		if err != nil {
+			return false
+		}
+		again := decodeTask(t, out)
+		attempts := map[string]int{}
+		for _, s := range again.Steps {
+			attempts[s.Name] = s.Attempts
+		}
+		return again.State == "complete" && attempts["charge[1]"] == 2 && attempts["charge[0]"] == 1 && attempts["sum"] == 2
+	}, 30*time.Second, 50*time.Millisecond, "the rerun from charge[1] ran it and sum again, and only them")
 }
 
 // TestDashboardWithTokens serves the dashboard with tokens on: it asks for

@@ -44,6 +44,12 @@ describe('calls', () => {
     expect(url).toBe('/api/v1/tasks/t%2F1/steps/step%20one:resolve');
     expect(init.method).toBe('POST');
     expect(JSON.parse(init.body as string)).toEqual({ reason: 'by hand', results: { ok: true } });
+
+    const g = stubFetch(200, '{"task":{"id":"t/1"}}');
+    await api.rerunStep('t/1', 'charge[3]', 'refund issued');
+    const [rerunURL, rerunInit] = g.mock.calls[0] as unknown as [string, RequestInit];
+    expect(rerunURL).toBe('/api/v1/tasks/t%2F1/steps/charge%5B3%5D:rerun');
+    expect(JSON.parse(rerunInit.body as string)).toEqual({ reason: 'refund issued' });
   });
 
   it('streams NDJSON', async () => {

@@ -191,6 +191,9 @@ export const api = {
     if (results !== undefined) body.results = results;
     return call<{ task?: Task }>('POST', `/api/v1/tasks/${enc(taskId)}/steps/${enc(step)}:resolve`, body);
   },
+  rerunStep(taskId: string, step: string, reason?: string) {
+    return call<{ task?: Task }>('POST', `/api/v1/tasks/${enc(taskId)}/steps/${enc(step)}:rerun`, { reason: reason ?? '' });
+  },
   listExecutors(signal?: AbortSignal) {
     return call<ListExecutorsResponse>('GET', '/api/v1/executors', undefined, signal);
   },

@@ -14,7 +14,7 @@ import { applyTransition, graphSteps, maxSeq, waitingText } from '../lib/taskmod
 import { formatDuration, formatTime, parseTimestamp } from '../lib/time';
 import { Link, useRouter } from '../router';
 
-type Action = 'cancel' | 'retry' | { resolve: string };
+type Action = 'cancel' | 'retry' | { resolve: string } | { rerun: string };
 
 export function TaskPage({ id }: { id: string }) {
   const { search, navigate } = useRouter();
@@ -216,6 +216,7 @@ export function TaskPage({ id }: { id: string }) {
               timeline={timeline}
               onClose={() => select(undefined)}
               onResolve={() => setAction({ resolve: step.name })}
+              onRerun={() => setAction({ rerun: step.name })}
               onSelect={select}
               critical={critical.includes(step.name)}
             />
@@ -252,7 +253,25 @@ export function TaskPage({ id }: { id: string }) {
           onClose={() => setAction(undefined)}
         />
       )}
-      {typeof action === 'object' && (
+      {typeof action === 'object' && 'rerun' in action && (
+        <ConfirmDialog
+          title={`Rerun from step ${action.rerun}?`}
+          body={
+            <p>
+              The step and every step after it run again with fresh attempts and a new idempotency key; every other
+              step keeps its result. The reason is recorded with each transition.
+            </p>
+          }
+          confirmLabel="Rerun"
+          withReason
+          onConfirm={async (reason) => {
+            await api.rerunStep(task.id, action.rerun, reason);
+            await afterAction();
+          }}
+          onClose={() => setAction(undefined)}
+        />
+      )}
+      {typeof action === 'object' && 'resolve' in action && (
         <ResolveDialog
           taskId={task.id}
           step={action.resolve}
@@ -339,19 +358,26 @@ function retryPlanned(step: Step): boolean {
 }
 
 function StepPanel({
-  task, step, timeline, onClose, onResolve, onSelect, critical,
+  task, step, timeline, onClose, onResolve, onRerun, onSelect, critical,
 }: {
   task: Task;
   step: Step;
   timeline?: StepTimeline;
   onClose: () => void;
   onResolve: () => void;
+  onRerun: () => void;
   onSelect: (name: string) => void;
   critical: boolean;
 }) {
   const access = useAccess();
   const waiting = waitingText(step.waiting);
   const canResolve = step.state === 'STATE_PENDING' || step.state === 'STATE_ERROR';
+  // The coordinator decides the rest (a step running below it, a task that
+  // cannot finish); a finished step of a task that is not running is the
+  // common case, offered here.
+  const canRerun =
+    ['STATE_COMPLETE', 'STATE_ERROR', 'STATE_RESOLVED_MANUALLY', 'STATE_SKIPPED'].includes(step.state ?? '') &&
+    ['STATE_COMPLETE', 'STATE_ERROR'].includes(task.state ?? '');
   const attempts = timeline?.attempts ?? [];
   return (
     <div className="panel step-panel" data-step-panel={step.name}>
@@ -425,6 +451,14 @@ function StepPanel({
           onClick={onResolve}
         >
           Resolve step
+        </button>
+        <button
+          data-action="rerun"
+          disabled={!!access.refusal || !canRerun}
+          title={access.refusal ?? (canRerun ? 'run it and every step after it again, keeping the other results' : 'a finished step of a complete or errored task can be rerun')}
+          onClick={onRerun}
+        >
+          Rerun from here
         </button>
       </div>
 
