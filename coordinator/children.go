@@ -117,11 +117,7 @@ func childContext(tr *taskRun, i int) (json.RawMessage, error) {
 	if len(progs) == 0 {
 		return json.RawMessage("{}"), nil
 	}
-	results := make(map[string]json.RawMessage, len(tr.tmpl.parents[t]))
-	for _, p := range tr.tmpl.parents[t] {
-		results[tr.steps[p].Name] = tr.steps[p].Results
-	}
-	in, err := expr.ParseInputs(tr.task.Context, results)
+	in, err := expr.ParseInputs(tr.task.Context, tr.parentResults(t))
 	if err != nil {
 		return nil, err
 	}

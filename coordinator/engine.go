@@ -223,6 +223,16 @@ func (tr *taskRun) sync(i int) {
 	}
 }
 
+// parentResults are the stored results of template step t's parents, by
+// step name: what its for_each, until and child context expressions read.
+func (tr *taskRun) parentResults(t int) map[string]json.RawMessage {
+	results := make(map[string]json.RawMessage, len(tr.tmpl.parents[t]))
+	for _, p := range tr.tmpl.parents[t] {
+		results[tr.steps[p].Name] = tr.steps[p].Results
+	}
+	return results
+}
+
 // priority is the task's, or the default for a task stored without one.
 func (tr *taskRun) priority() int {
 	if tr.task.Priority == 0 {

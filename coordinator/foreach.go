@@ -239,11 +239,7 @@ func (tr *taskRun) unexpanded() bool {
 func (e *engine) expandForEach(c *change, i int) {
 	tr, fo := c.tr, c.tr.fanouts[i]
 	name := tr.tmpl.tmpl.Steps[i].Name
-	results := make(map[string]json.RawMessage, len(tr.tmpl.parents[i]))
-	for _, p := range tr.tmpl.parents[i] {
-		results[tr.steps[p].Name] = tr.steps[p].Results
-	}
-	items, err := tr.tmpl.forEach[i].Items(tr.task.Context, results)
+	items, err := tr.tmpl.forEach[i].Items(tr.task.Context, tr.parentResults(i))
 	if err == nil && len(items) > e.maxInstances() {
 		err = fmt.Errorf("for_each %s gave %d items, over the limit of %d instances (max_steps)", tr.tmpl.tmpl.Steps[i].ForEach, len(items), e.maxInstances())
 	}

@@ -423,11 +423,7 @@ func (e *engine) signalTask(ctx context.Context, id, name string, payload json.R
 // the Unix epoch.
 func (e *engine) untilOf(tr *taskRun, i int) (time.Time, error) {
 	t := tr.tix(i)
-	results := make(map[string]json.RawMessage, len(tr.tmpl.parents[t]))
-	for _, p := range tr.tmpl.parents[t] {
-		results[tr.steps[p].Name] = tr.steps[p].Results
-	}
-	in, err := expr.ParseInputs(tr.task.Context, results)
+	in, err := expr.ParseInputs(tr.task.Context, tr.parentResults(t))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("until: %w", err)
 	}

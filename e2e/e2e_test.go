@@ -93,10 +93,21 @@ const logTail = 64 << 10
 // the test failed.
 func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
+	return startCmd(t, name, exec.Command(binary, args...), func(log []byte) {
+		if bytes.Contains(log, []byte("WARNING: DATA RACE")) {
+			t.Errorf("%s reported a data race", name)
+		}
+	})
+}
+
+// startCmd runs cmd in the background with its output in a log file. When
+// the test ends it is stopped (SIGINT, then a kill after 10 s), check (if
+// any) reads its log, and the log's tail is printed if the test failed.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd, check func(log []byte)) *process {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
 	require.NoError(t, err)
-	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	require.NoError(t, cmd.Start())
 	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
@@ -108,8 +119,8 @@ func start(t *testing.T, name string, args ...string) *process {
 	t.Cleanup(func() {
 		p.stop(10 * time.Second)
 		b, _ := os.ReadFile(logPath)
-		if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
-			t.Errorf("%s reported a data race", name)
+		if check != nil {
+			check(b)
 		}
 		if t.Failed() {
 			if len(b) > logTail {

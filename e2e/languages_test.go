@@ -88,31 +88,10 @@ func requirePython(t *testing.T) string {
 // startPython runs the Python executor like startNode runs the Node one.
 func startPython(t *testing.T, python, name string, args ...string) *process {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	require.NoError(t, err)
 	cmd := exec.Command(python, append([]string{"-m", "tasker_executor"}, args...)...)
 	cmd.Dir = filepath.Join(repoRoot(), pythonExecutorDir)
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(t, cmd.Start())
-	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		_ = f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop(10 * time.Second)
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > logTail {
-				b = append([]byte("[...]"), b[len(b)-logTail:]...)
-			}
-			t.Logf("--- %s log ---\n%s", name, b)
-		}
-	})
-	return p
+	return startCmd(t, name, cmd, nil)
 }
 
 func TestThreeLanguagesInOneTask(t *testing.T) {

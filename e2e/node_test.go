@@ -85,30 +85,9 @@ func requireNode(t *testing.T) string {
 // its log printed if the test failed.
 func startNode(t *testing.T, dir, name string, args ...string) *process {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	require.NoError(t, err)
 	cmd := exec.Command("node", append([]string{"src/main.js"}, args...)...)
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(t, cmd.Start())
-	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		_ = f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop(10 * time.Second)
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > logTail {
-				b = append([]byte("[...]"), b[len(b)-logTail:]...)
-			}
-			t.Logf("--- %s log ---\n%s", name, b)
-		}
-	})
-	return p
+	return startCmd(t, name, cmd, nil)
 }
 
 type executorLine struct {
