@@ -150,19 +150,7 @@ func childContext(tr *taskRun, i int) (json.RawMessage, error) {
 // again. The caller holds tr.mu; tryDispatch checked readiness.
 func (e *engine) startChild(c *change, i int, _ time.Time) {
 	tr, s, st := c.tr, c.tr.steps[i], childSpec(c.tr, i)
-	if tr.task.State == state.Pending {
-		if a := tr.taskAdmission(); a != nil {
-			c.params.Admit, c.prevTask, tr.blocked = a, tr.task, nil
-			c.noteGens(e.admission, a)
-		}
-		c.moveTask(state.InProgress, "first step started")
-	}
-	if c.params.Admit != nil {
-		c.prevs = append(c.prevs, admissionPrev{i: i, step: s.Step})
-	}
-	if s.State == state.Error {
-		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
-	}
+	e.beginOwnAttempt(c, i)
 	attempt := s.Attempts + 1
 	key := childKey(tr.task.ID, s.ID, s.Generation, attempt)
 	meta, _ := json.Marshal(map[string]string{"child_task": st.Task, "child_key": key})

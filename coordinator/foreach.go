@@ -169,25 +169,12 @@ func b2i(b bool) int {
 // makes them. The caller holds tr.mu; tryDispatch checked readiness.
 func (e *engine) startForEach(c *change, i int) {
 	tr, s := c.tr, c.tr.steps[i]
-	first := tr.task.State == state.Pending || c.startsTask()
-	if tr.task.State == state.Pending {
-		if a := tr.taskAdmission(); a != nil {
-			c.params.Admit, c.prevTask, tr.blocked = a, tr.task, nil
-			c.noteGens(e.admission, a)
-		}
-		c.moveTask(state.InProgress, "first step started")
-	}
-	if c.params.Admit != nil {
-		c.prevs = append(c.prevs, admissionPrev{i: i, step: s.Step})
-	}
-	if s.State == state.Error {
-		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
-	}
+	e.beginOwnAttempt(c, i)
 	c.moveStep(i, state.InProgress, fmt.Sprintf("attempt %d starts an instance for each item of %s", s.Attempts+1, tr.tmpl.tmpl.Steps[i].ForEach),
 		func(sc *store.StepChange) { sc.Attempts = s.Attempts + 1 })
 	fo := tr.fanouts[i]
 	fo.expanded, fo.items = false, nil
-	if !first {
+	if !c.startsTask() { // else the wake after this commit expands it (expandPending)
 		e.expandForEach(c, i)
 	}
 }

@@ -91,13 +91,13 @@ func (tr *taskRun) waiting(i int) bool {
 	return tr.steps[i].State == state.InProgress && tr.tmpl.tmpl.Steps[tr.tix(i)].IsWait()
 }
 
-// startWait starts step i's wait instead of dispatching it: the step moves
-// to in_progress with no executor, storing when the wait ends. A signal
-// kept for it is consumed at once, in the same change, unless the change
-// hangs on an admission (then the wake that follows the commit consumes
-// it). The caller holds tr.mu; tryDispatch checked readiness.
-func (e *engine) startWait(c *change, i int, now time.Time) {
-	tr, s, st := c.tr, c.tr.steps[i], waitSpec(c.tr, i)
+// beginOwnAttempt prepares step i for an attempt that runs on no executor
+// (a wait, a for_each step, a child task): in the task's first dispatch
+// the task moves to in_progress, under its admission if it has one (and
+// the step is remembered, to be put back if that is refused); an errored
+// step goes back to pending first. The caller then records the attempt.
+func (e *engine) beginOwnAttempt(c *change, i int) {
+	tr, s := c.tr, c.tr.steps[i]
 	if tr.task.State == state.Pending {
 		if a := tr.taskAdmission(); a != nil {
 			c.params.Admit, c.prevTask, tr.blocked = a, tr.task, nil
@@ -111,6 +111,16 @@ func (e *engine) startWait(c *change, i int, now time.Time) {
 	if s.State == state.Error {
 		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
 	}
+}
+
+// startWait starts step i's wait instead of dispatching it: the step moves
+// to in_progress with no executor, storing when the wait ends. A signal
+// kept for it is consumed at once, in the same change, unless the change
+// hangs on an admission (then the wake that follows the commit consumes
+// it). The caller holds tr.mu; tryDispatch checked readiness.
+func (e *engine) startWait(c *change, i int, now time.Time) {
+	tr, s, st := c.tr, c.tr.steps[i], waitSpec(c.tr, i)
+	e.beginOwnAttempt(c, i)
 	var (
 		until  time.Time
 		reason string
