@@ -124,13 +124,13 @@ object with -o json) goes to stdout.`,
 	fl.Lookup("sync").Usage = "SQLite synchronous mode of the coordinator bench starts: full or normal (not for PostgreSQL)"
 	f.logs.register(cmd, "error")
 	f.out.register(cmd)
-	cmd.AddCommand(newBenchExecutorCmd())
+	cmd.AddCommand(newBenchExecutorCmd(g))
 	return cmd
 }
 
 // newBenchExecutorCmd is the executor process bench starts for each of its
 // executors: not for people, so hidden.
-func newBenchExecutorCmd() *cobra.Command {
+func newBenchExecutorCmd(g *globals) *cobra.Command {
 	var (
 		cfg   bench.ExecutorProcessConfig
 		addrs []string
@@ -142,6 +142,8 @@ func newBenchExecutorCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Tuned as tasker executor is, which it stands for.
+			tuneGC(g.env.getenv)
 			log, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err

@@ -51,6 +51,7 @@ too). dev never asks for tokens.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := g.env.Stdout
+			tuneGC(g.env.getenv)
 			if httpListen != "" {
 				if err := checkHostPort("--http-listen", httpListen, "7080"); err != nil {
 					return err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,22 @@ func checkExecutorSecret(secret string) error {
 		return fmt.Errorf("--executor-secret: %d characters; use at least %d", len(secret), executor.MinSecretLength)
 	}
 	return nil
+}
+
+// serverGCPercent is the garbage collector's target for the long-running
+// commands when GOGC is not set: at Go's default of 100, collection took
+// about an eighth of the coordinator's CPU under load (tasker bench
+// linear4 at concurrency 500: 0.089 CPU-seconds per 1,000 steps at 100,
+// 0.077 at 200, 0.075 at 400), for a heap that stays small (about 17 MB
+// more peak RSS at 200). GOMEMLIMIT still caps the heap when set.
+const serverGCPercent = 200
+
+// tuneGC sets the garbage collector's target for a server command unless
+// the operator chose one with GOGC.
+func tuneGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(serverGCPercent)
+	}
 }
 
 // logFlags configure the structured logs of the server commands.

@@ -272,12 +272,17 @@ with --tls-client-ca), plaintext only on loopback unless --insecure. The REST
 API calls this coordinator's own listener with the caller's
 "Authorization: Bearer <token>", so each call needs what the RPC needs over
 gRPC; with tokens on, /metrics and /debug/pprof need a token with read
-access; the health checks and the OpenAPI document need none.`,
+access; the health checks and the OpenAPI document need none.
+
+Unless GOGC is set, the garbage collector runs at GOGC=200 rather than Go's
+100: it trades some memory for about a tenth less CPU under load. GOGC and
+GOMEMLIMIT, when set, are followed as usual.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.validate(); err != nil {
 				return err
 			}
+			tuneGC(g.env.getenv)
 			log, err := logs.logger(g.env.Stderr)
 			if err != nil {
 				return err

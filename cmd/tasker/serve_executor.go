@@ -153,6 +153,7 @@ func newExecutorCmd(g *globals) *cobra.Command {
 			if err := opts.validate(); err != nil {
 				return err
 			}
+			tuneGC(g.env.getenv)
 			log, err := logs.logger(g.env.Stderr)
 			if err != nil {
 				return err
