@@ -63,6 +63,8 @@ const (
 	// Commits come in bursts of hundreds a second under load; reading at
 	// most this often batches them into one read, trading a few
 	// milliseconds of latency for a read per burst instead of per commit.
+	// A store that reads the log's head from memory (store.MemoryTail)
+	// needs no such trade: its followers read after every commit.
 	eventReadGap = 20 * time.Millisecond
 	// eventPage is how many log entries one read examines.
 	eventPage = 500

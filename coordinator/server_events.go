@@ -40,7 +40,11 @@ func (s *server) SubscribeEvents(req *coordinatorv1.SubscribeEventsRequest, stre
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
-	f := &eventFollower{log: s.c.engine.events, bell: &s.c.engine.hub.commits, stopping: s.c.stopping, poll: eventPollInterval, gap: eventReadGap}
+	gap := eventReadGap
+	if m, ok := st.(store.MemoryTail); ok && m.EventTailInMemory() {
+		gap = 0
+	}
+	f := &eventFollower{log: s.c.engine.events, bell: &s.c.engine.hub.commits, stopping: s.c.stopping, poll: eventPollInterval, gap: gap}
 	err = f.run(ctx, params, req.GetFollow(), func(ev *store.Event) error {
 		return stream.Send(&coordinatorv1.SubscribeEventsResponse{Event: &coordinatorv1.Event{
 			Cursor: ev.Cursor, Transition: transitionToProto(ev.Transition, s.meta), Namespace: ev.Namespace, Name: ev.Name,

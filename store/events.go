@@ -23,6 +23,16 @@ var (
 	ErrCursorExpired = errors.New("cursor older than the events retained")
 )
 
+// MemoryTail is implemented by a store whose EventList answers a cursor
+// near the log's head from memory, without reading the database: a
+// follower may then read after every commit rather than let commits
+// gather between reads.
+type MemoryTail interface {
+	// EventTailInMemory reports whether EventList reads the head from
+	// memory.
+	EventTailInMemory() bool
+}
+
 // CursorExpiredError refuses a cursor below the log's floor: events up to
 // Oldest may have been deleted. errors.Is(err, ErrCursorExpired) holds.
 type CursorExpiredError struct {

@@ -148,7 +148,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 	}
 	reg := newRegistry(st.stats)
 	coord, err := coordinator.New(coordinator.Config{
-		Store: st, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
+		Store: st.Store, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
 		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer, PriorityAging: opts.priorityAging,
 		DialOptions: sec.dial, PeerDialOptions: sec.peerDial, Security: sec.security, Address: advertise,
 		EventRetention: opts.eventRetention, ScheduleReload: opts.scheduleReload,

@@ -74,6 +74,7 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 	var (
 		released    []string
 		transitions []pendingTransition
+		floor       int64
 	)
 	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets}
 	for i, req := range batch {
@@ -82,11 +83,12 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 		}
 		// One wtx serves every request in turn, keeping its slices'
 		// storage; what a request collected is taken only if it stands.
-		w.released, w.transitions = w.released[:0], w.transitions[:0]
+		w.released, w.transitions, w.floor = w.released[:0], w.transitions[:0], 0
 		applyErr := req.Work(ctx, w)
 		if applyErr == nil {
 			released = append(released, w.released...)
 			transitions = append(transitions, w.transitions...)
+			floor = max(floor, w.floor)
 		} else {
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
@@ -104,6 +106,10 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 	if err := flushTransitions(ctx, w, transitions); err != nil {
 		return err
 	}
+	entries, err := s.keys.entries(ctx, w, transitions)
+	if err != nil {
+		return err
+	}
 	if err := s.buckets.flush(ctx, w); err != nil {
 		return err
 	}
@@ -115,6 +121,12 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	// Before the requests are answered, so a follower woken by what they
+	// committed finds it here.
+	s.tail.append(entries)
+	if floor > 0 {
+		s.tail.trim(floor)
 	}
 	return nil
 }

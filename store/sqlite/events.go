@@ -47,6 +47,14 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 	if limit <= 0 {
 		limit = store.DefaultEventLimit
 	}
+	if page, ok := s.tail.list(after, params, limit); ok {
+		return page, nil
+	}
+	return s.eventListFile(ctx, params, after, limit)
+}
+
+// eventListFile is EventList read from the file.
+func (s *Store) eventListFile(ctx context.Context, params *store.EventListParams, after int64, limit int) (*store.EventPage, error) {
 	rows, err := s.reader.QueryContext(ctx, eventListQuery, after, limit)
 	if err != nil {
 		return nil, s.readErr(err, "list events after %d", after)
@@ -172,6 +180,7 @@ func (s *Store) EventPrune(ctx context.Context, params *store.EventPruneParams) 
 				return fmt.Errorf("move the event floor to %d: %w", newFloor, err)
 			}
 			floor = newFloor
+			tx.floor = newFloor
 		}
 		if floor > 0 {
 			res.Oldest = formatCursor(floor)

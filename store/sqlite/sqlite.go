@@ -69,6 +69,11 @@ type Store struct {
 	reader *sqlx.DB             // query-only pool; WAL readers never block the writer
 
 	committer *groupcommit.Committer[applyFunc]
+	// tail is the newest part of the event log, in memory; keys are the
+	// namespaces and names of the tasks the committer is writing for,
+	// used only on its goroutine (see tail.go).
+	tail *eventTail
+	keys taskKeys
 	// buckets are the rate limits' tokens (see buckets).
 	buckets  *buckets
 	ckpt     *sqlx.DB      // one connection for background checkpoints
@@ -133,6 +138,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		reader:   reader,
 		ckpt:     ckpt,
 		ckptDone: make(chan struct{}),
+		tail:     newEventTail(tailCapacity),
+		keys:     taskKeys{},
 	}
 	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
 	go checkpointLoop(s.ckpt, s.committer.Closing(), s.ckptDone, s.logger)

@@ -131,6 +131,9 @@ type wtx struct {
 	// inserts them, with the rest, if the request stands (see
 	// insertTransition).
 	transitions []pendingTransition
+	// floor is where this request (an EventPrune) moved the event log's
+	// floor; 0 if it did not.
+	floor int64
 }
 
 func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {

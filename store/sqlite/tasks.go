@@ -121,7 +121,7 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 	}
 	for _, tr := range p.Transitions {
 		tr.LeaseToken = t.OwnerToken
-		insertTransition(tx, t.ID, tr)
+		tx.transitions = append(tx.transitions, pendingTransition{taskID: t.ID, key: taskKey{t.Namespace, t.Name}, tr: tr})
 	}
 	task, err := row.task()
 	return task, true, err

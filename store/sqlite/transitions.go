@@ -56,7 +56,10 @@ func transitionInsertText(rows int) string {
 // inserted.
 type pendingTransition struct {
 	taskID string
-	tr     *store.Transition
+	// key is the task's namespace and name when the request knows them
+	// (it created the task), for the event tail; empty otherwise.
+	key taskKey
+	tr  *store.Transition
 }
 
 // insertTransition stores tr under taskID as part of the request tx runs.
