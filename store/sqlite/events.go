@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
@@ -47,7 +48,7 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 	if limit <= 0 {
 		limit = store.DefaultEventLimit
 	}
-	if page, ok := s.tail.list(after, params, limit); ok {
+	if page, ok := s.tail.list(after, params, limit, time.Now()); ok {
 		return page, nil
 	}
 	return s.eventListFile(ctx, params, after, limit)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/tasker-go/tasker/store"
 )
@@ -22,9 +24,12 @@ import (
 // the range it holds, and only while that range is contiguous: a batch
 // whose first seq does not follow the tail's last (another connection
 // wrote to the file, or a commit reported as failed went through after
-// all) starts the tail over. A cursor at the tail's end is never answered
-// from memory: whether anything follows it is asked of the file, where
-// another writer's entries would be found.
+// all) starts the tail over. At the tail's end, whether anything follows
+// is asked of the file, where another writer's entries would be found, but
+// at most once per tailFileEvery: followers wake several times per commit
+// (once per task it advanced) and would otherwise read the file, to find
+// nothing, every time. So another writer's entries reach a follower at
+// most tailFileEvery later than they would without the tail.
 
 // EventTailInMemory implements store.MemoryTail.
 func (s *Store) EventTailInMemory() bool { return true }
@@ -32,6 +37,10 @@ func (s *Store) EventTailInMemory() bool { return true }
 // tailCapacity is how many of the newest entries the tail keeps: enough for
 // the followers of a busy coordinator to stay inside it between two reads.
 const tailCapacity = 8192
+
+// tailFileEvery is the least time between two reads of the file at the
+// tail's end.
+const tailFileEvery = 50 * time.Millisecond
 
 // tailEntry is an event held by the tail. The tail never changes an entry,
 // so pages share them with their readers.
@@ -49,10 +58,14 @@ type eventTail struct {
 	start int
 	n     int
 	first int64
+	// fileEvery is tailFileEvery (tests change it); checked is when the
+	// file was last asked what follows the tail, in Unix nanoseconds.
+	fileEvery time.Duration
+	checked   atomic.Int64
 }
 
 func newEventTail(capacity int) *eventTail {
-	return &eventTail{ring: make([]*tailEntry, capacity)}
+	return &eventTail{ring: make([]*tailEntry, capacity), fileEvery: tailFileEvery}
 }
 
 // last returns the seq of the newest entry held, or first-1 when empty.
@@ -111,12 +124,19 @@ func (t *eventTail) reset() {
 }
 
 // list answers EventList for a cursor inside the tail, examining up to
-// limit entries; ok is false when the cursor is not strictly inside it
-// (before it, or at or after its newest entry), for the file to answer.
-func (t *eventTail) list(after int64, p *store.EventListParams, limit int) (page *store.EventPage, ok bool) {
+// limit entries, or at its end when the file was read there less than
+// fileEvery before now; ok is false when the file must answer.
+func (t *eventTail) list(after int64, p *store.EventListParams, limit int, now time.Time) (page *store.EventPage, ok bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if t.n == 0 || after < t.first-1 || after >= t.lastLocked() {
+	if t.n == 0 || after < t.first-1 || after > t.lastLocked() {
+		return nil, false
+	}
+	if after == t.lastLocked() {
+		checked := t.checked.Load()
+		if now.UnixNano()-checked < int64(t.fileEvery) || !t.checked.CompareAndSwap(checked, now.UnixNano()) {
+			return &store.EventPage{Next: p.After}, true
+		}
 		return nil, false
 	}
 	page = &store.EventPage{}

@@ -58,7 +58,7 @@ func requireTailMatchesFile(t *testing.T, s *Store, tailFrom, last int64) {
 				if after == 0 {
 					p.After = ""
 				}
-				mem, ok := s.tail.list(after, &p, limit)
+				mem, ok := s.tail.list(after, &p, limit, time.Now())
 				require.Equal(t, after >= tailFrom-1 && after < last, ok, "cursor %d (tail from %d to %d)", after, tailFrom, last)
 				if !ok {
 					continue
@@ -87,6 +87,7 @@ func TestEventTailAnswersAsTheFile(t *testing.T) {
 	t.Parallel()
 	s := openStore(t, Config{})
 	s.tail = newEventTail(13)
+	s.tail.fileEvery = 0
 	runTasks(t, s, "ns-a", 3)
 	runTasks(t, s, "ns-b", 2)
 	requireTailMatchesFile(t, s, 20-13+1, 20)
@@ -119,6 +120,7 @@ func TestEventTailLeavesOtherWritersToTheFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "shared.db")
 	a := openStore(t, Config{Path: path})
 	b := openStore(t, Config{Path: path})
+	a.tail.fileEvery = 0
 
 	runTasks(t, a, "ns-a", 1)
 	head := readAll(t, a, "")
@@ -130,7 +132,7 @@ func TestEventTailLeavesOtherWritersToTheFile(t *testing.T) {
 	require.Equal(t, "ns-b", page.Events[0].Namespace)
 
 	runTasks(t, a, "ns-a", 1)
-	_, ok := a.tail.list(4, &store.EventListParams{}, 500)
+	_, ok := a.tail.list(4, &store.EventListParams{}, 500, time.Now())
 	require.False(t, ok, "the tail started over after the other store's entries")
 	rest := readAll(t, a, page.Next)
 	require.Len(t, rest.Events, 4)
@@ -138,6 +140,29 @@ func TestEventTailLeavesOtherWritersToTheFile(t *testing.T) {
 		require.Equal(t, "ns-a", ev.Namespace)
 	}
 	requireTailMatchesFile(t, a, 9, 12)
+}
+
+// TestEventTailAsksTheFileAtMostEvery: at the tail's end the file is read
+// at most once per fileEvery; in between, the end is answered from memory,
+// so another writer's entries wait for the next read of the file.
+func TestEventTailAsksTheFileAtMostEvery(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "shared.db")
+	a := openStore(t, Config{Path: path})
+	b := openStore(t, Config{Path: path})
+	a.tail.fileEvery = time.Hour
+
+	runTasks(t, a, "ns-a", 1)
+	head := readAll(t, a, "")
+	require.Len(t, head.Events, 4)
+	require.Empty(t, readAll(t, a, head.Next).Events, "nothing after the end, as the file says")
+	runTasks(t, b, "ns-b", 1)
+	require.Empty(t, readAll(t, a, head.Next).Events, "within fileEvery the end is answered from memory")
+
+	a.tail.checked.Store(time.Now().Add(-2 * time.Hour).UnixNano())
+	page := readAll(t, a, head.Next)
+	require.Len(t, page.Events, 4, "once fileEvery has passed, the file is read and the other store's entries found")
+	require.Equal(t, "ns-b", page.Events[0].Namespace)
 }
 
 // readAll reads the log after cursor to its end.
@@ -164,7 +189,7 @@ func TestEventTailRefusesPrunedCursors(t *testing.T) {
 	s := openStore(t, Config{})
 	runTasks(t, s, "ns-a", 3)
 	runTasks(t, s, "ns-b", 1)
-	_, ok := s.tail.list(1, &store.EventListParams{}, 500)
+	_, ok := s.tail.list(1, &store.EventListParams{}, 500, time.Now())
 	require.True(t, ok)
 
 	res, err := s.EventPrune(ctx, &store.EventPruneParams{Before: time.Unix(1_700_000_000, 0).Add(time.Hour)})
