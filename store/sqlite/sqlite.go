@@ -217,6 +217,10 @@ func (c Config) dsn(writer bool) string {
 	q.Set("_busy_timeout", strconv.FormatInt(c.BusyTimeout.Milliseconds(), 10))
 	q.Set("_foreign_keys", "on")
 	q.Set("_stmt_cache_size", "64")
+	// database/sql never uses one connection from two goroutines at once,
+	// so SQLite's per-connection mutex (taken on every call into it) is
+	// left out: the "multi-thread" mode, SQLITE_OPEN_NOMUTEX.
+	q.Set("_mutex", "no")
 	// 32 MiB of page cache per connection (the default is 2 MiB): the hot
 	// pages of steps and transitions stay in memory as the store grows.
 	q.Set("_cache_size", "-32768")
