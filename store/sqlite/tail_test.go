@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -201,5 +202,43 @@ func TestEventTailRefusesPrunedCursors(t *testing.T) {
 	for after := int64(1); after < floor; after++ {
 		_, err = s.EventList(ctx, &store.EventListParams{After: fmt.Sprint(after)})
 		require.ErrorIs(t, err, store.ErrCursorExpired, "cursor %d below the floor %d", after, floor)
+	}
+}
+
+// TestTransitionsStoredByteForByte: a batch's transitions, inserted
+// together, read back exactly as given, whatever their bytes: quotes,
+// backslashes, control characters, NUL, invalid UTF-8, and metadata that is
+// JSON with its own spacing.
+func TestTransitionsStoredByteForByte(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Unix(1_700_000_000, 123456789).UTC()
+	p := storetest.TaskParams("ns", at, "a")
+	odd := []string{"plain", `q"uote\back\\slash`, "tab\tnew\nline\rcr\x01\x1f", "nul\x00byte", "bad\xff\xfeutf8", "ünïcödé ✓ 😀", ""}
+	for i, text := range odd {
+		var meta json.RawMessage
+		if i%2 == 0 {
+			meta = json.RawMessage(fmt.Sprintf(`{ "k" : %q,  "n":[1, 2] }`, "m"+strconv.Itoa(i)))
+		}
+		p.Transitions = append(p.Transitions, &store.Transition{
+			TaskID: p.Task.ID, StepID: p.Steps[0].ID, StepName: text, From: state.Pending, To: state.Pending,
+			At: at.Add(time.Duration(i)), Reason: text, Attempt: i, Metadata: meta,
+		})
+	}
+	p.Transitions = append(p.Transitions, &store.Transition{TaskID: p.Task.ID, From: "", To: state.Pending, At: at, Reason: "created"})
+	_, _, err := s.TaskCreate(ctx, p)
+	require.NoError(t, err)
+
+	page, err := s.eventListFile(ctx, &store.EventListParams{}, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, page.Events, len(p.Transitions))
+	for i, ev := range page.Events {
+		want := *p.Transitions[i]
+		want.Seq = int64(i + 1)
+		require.Equal(t, want, *ev.Transition, "transition %d", i)
+		if want.Metadata != nil {
+			require.Equal(t, string(p.Transitions[i].Metadata), string(ev.Transition.Metadata), "metadata byte for byte")
+		}
 	}
 }
