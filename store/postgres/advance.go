@@ -68,6 +68,20 @@ const advanceStepSQL = `WITH changed AS (
 		generation = generation + CASE WHEN $18::boolean THEN 1 ELSE 0 END
 	WHERE id = $2::text AND task_id = $1::text AND state = $3::text AND attempts = $4::integer
 	RETURNING name
+), drained AS (
+	-- tasks.draining: a task in error with a step still running (see the
+	-- migration 00022). The statement's snapshot still shows this step in
+	-- its old state, so it is left out of the look at the others. A task
+	-- not in error, the usual case, costs a look up of its row. Its state
+	-- is read in a subquery, not filtered on in the UPDATE: a filter on
+	-- state lets the planner read the task through a partial index whose
+	-- WHERE that filter implies (tasks_finished), which has the id last in
+	-- its key and so is read whole.
+	UPDATE tasks SET draining = ($5::text = '` + string(state.InProgress) + `' OR EXISTS (SELECT 1 FROM steps s
+			WHERE s.task_id = $1::text AND s.state = '` + string(state.InProgress) + `' AND s.id <> $2::text))
+	WHERE id = $1::text AND ($3::text = '` + string(state.InProgress) + `' OR $5::text = '` + string(state.InProgress) + `')
+		AND EXISTS (SELECT 1 FROM changed)
+		AND (SELECT k.state FROM tasks k WHERE k.id = $1::text) = '` + string(state.Error) + `'
 ), recorded AS (
 	INSERT INTO transitions (task_id, step_id, step_name, from_state, to_state, at, reason, attempt, metadata, lease_token)
 	SELECT $1::text, $2::text, name, $3::text, $5::text, $7::bigint, $15::text, $6::integer, $16::text, $17::bigint
@@ -81,12 +95,15 @@ WHERE NOT EXISTS (SELECT 1 FROM changed)`
 
 // advanceTaskSQL is advanceStepSQL for the task itself. completed_at is
 // kept once set: a completed task that is later cancelled still records when
-// it completed.
+// it completed. draining is worked out afresh: the steps this request
+// changed came first, so they are seen as changed.
 const advanceTaskSQL = `WITH changed AS (
 	UPDATE tasks SET
 		state = $3::text,
 		updated_at = $4::bigint,
-		completed_at = CASE WHEN $3::text = '` + string(state.Complete) + `' THEN $4::bigint ELSE completed_at END
+		completed_at = CASE WHEN $3::text = '` + string(state.Complete) + `' THEN $4::bigint ELSE completed_at END,
+		draining = $3::text = '` + string(state.Error) + `' AND EXISTS (SELECT 1 FROM steps s
+			WHERE s.task_id = $1::text AND s.state = '` + string(state.InProgress) + `')
 	WHERE id = $1::text AND state = $2::text
 	RETURNING id
 ), recorded AS (

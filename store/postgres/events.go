@@ -186,8 +186,8 @@ const eventPruneAgedSQL = `SELECT xact, seq, at FROM transitions
 // eventPruneDeleteSQL deletes, among the entries with the seqs in $1 (the
 // aged run EventPrune read), those of tasks finished before $2 with no step
 // running, keeping each such task's last task transition. Each condition
-// is a lookup by key (the entries by seq, first and on their own, then the task, its running steps through
-// steps_in_progress, its newest task transition through
+// is a lookup by key (the entries by seq, first and on their own, then the
+// task, its steps by task id, its newest task transition through
 // transitions_task_id_seq), so the statement costs in proportion to the
 // entries given.
 const eventPruneDeleteSQL = `WITH given AS MATERIALIZED (

@@ -54,14 +54,14 @@ WHERE NOT EXISTS (SELECT 1 FROM leases WHERE token = $1::bigint AND expires_at >
 // taskClaimSQL gives the lease $1 the oldest tasks with work whose owner is
 // not live at $2 (token 0, expired, or replaced, which leaves the token in
 // no lease row). A task has work when it is pending or in_progress, or in
-// error with a step still in_progress. Candidates come from two partial
-// indexes that hold only work, merged in id order: tasks_active_id and
-// steps_in_progress (each filter repeats its index's WHERE word for word,
-// so the planner can prove the index covers it). Finished tasks are never
-// read unless a step of theirs is running. The flag says which index a
-// candidate came from, so a task is a candidate once: an active task
-// through the first (its running steps are the normal case), an errored
-// one through the second (DISTINCT, as it may have several).
+// error with a step still in_progress (draining, see the migration 00022).
+// Candidates come from two partial indexes that hold only work, merged in
+// id order: tasks_active_id and tasks_draining (each filter repeats its
+// index's WHERE word for word, so the planner can prove the index covers
+// it). Finished tasks are never read unless a step of theirs is running.
+// The flag says which index a candidate came from, so a task is a
+// candidate once: an active task through the first, an errored one
+// through the second.
 //
 // SKIP LOCKED makes concurrent claimers split the tasks instead of queueing
 // behind each other, and skips tasks a fenced advance of their current
@@ -77,7 +77,7 @@ const taskClaimSQL = `WITH picked AS MATERIALIZED (
 	SELECT t.id FROM (
 		SELECT id, false FROM tasks WHERE state IN ('` + string(state.Pending) + `', '` + string(state.InProgress) + `')
 		UNION ALL
-		SELECT DISTINCT task_id, true FROM steps WHERE state = '` + string(state.InProgress) + `'
+		SELECT id, true FROM tasks WHERE state = '` + string(state.Error) + `' AND draining
 	) AS work (id, running_step) JOIN tasks AS t ON t.id = work.id
 	WHERE t.state IN ('` + string(state.Pending) + `', '` + string(state.InProgress) + `', '` + string(state.Error) + `')
 		AND (t.state = '` + string(state.Error) + `') = work.running_step

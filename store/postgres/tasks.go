@@ -41,10 +41,11 @@ const createTaskSQL = createTaskCTE + `WHERE identity_key = $7::text AND NOT EXI
 // already stored; createDebouncedSQL shares it. A task with a debounce key
 // ($41) is inserted open to debounced creates.
 const createTaskCTE = `WITH task AS (
-	INSERT INTO tasks (` + taskColumns + `, debounce_open)
+	INSERT INTO tasks (` + taskColumns + `, debounce_open, draining)
 	VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text[],
 		$9::bigint, $10::bigint, $11::bigint, $38::bigint, $39::bigint, $40::integer, $41::text,
-		$42::text, $43::text, $41::text IS NOT NULL)
+		$42::text, $43::text, $41::text IS NOT NULL,
+		$5::text = '` + string(state.Error) + `' AND '` + string(state.InProgress) + `' = ANY($18::text[]))
 	ON CONFLICT DO NOTHING
 	RETURNING ` + taskColumns + `
 ), new_steps AS (
