@@ -62,3 +62,16 @@ func (c *Coordinator) AttemptExecutor(taskID, stepName string) string {
 func (c *Coordinator) NotifyParent(ctx context.Context, parentID, stepID string) error {
 	return c.engine.notifyParent(ctx, parentID, stepID)
 }
+
+// HoldTask takes the task's lock, as an event being applied to it holds
+// it, until release; queued reports how many results wait for the lock
+// meanwhile.
+func (c *Coordinator) HoldTask(taskID string) (queued func() int, release func()) {
+	tr := c.engine.lookup(taskID)
+	tr.mu.Lock()
+	return func() int {
+		tr.qmu.Lock()
+		defer tr.qmu.Unlock()
+		return len(tr.queue)
+	}, tr.mu.Unlock
+}

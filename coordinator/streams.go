@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -112,6 +113,7 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *mail
 		return
 	}
 	in := newMailbox[*executorv1.ExecuteResponse]()
+	flights := newResultFlights()
 	lastSeen := &conn.lastHeard
 	lastSeen.Store(time.Now().UnixNano())
 	done := make(chan struct{})
@@ -119,7 +121,7 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *mail
 	for _, f := range []func(){
 		func() { _ = p.sendLoop(ctx, out, stream) },
 		func() { p.watch(ctx, cancel, lastSeen) },
-		func() { p.applyLoop(ctx, conn, in) },
+		func() { p.applyLoop(ctx, conn, in, flights) },
 	} {
 		if p.bg.goFn(func() { defer func() { done <- struct{}{} }(); f() }) {
 			started++
@@ -150,8 +152,9 @@ func (p *pool) runStream(ctx context.Context, conn *execConn, gen int, out *mail
 		<-done
 	}
 	if rest := in.rest(); len(rest) > 0 {
-		p.apply(conn, rest)
+		p.apply(conn, rest, flights)
 	}
+	flights.wait()
 }
 
 func messageKind(msg *executorv1.ExecuteResponse) string {
@@ -183,26 +186,60 @@ func (p *pool) sendLoop(ctx context.Context, out *mailbox[*executorv1.ExecuteReq
 }
 
 // applyLoop applies one stream's messages in the order they were read.
-func (p *pool) applyLoop(ctx context.Context, conn *execConn, in *mailbox[*executorv1.ExecuteResponse]) {
+func (p *pool) applyLoop(ctx context.Context, conn *execConn, in *mailbox[*executorv1.ExecuteResponse], flights *resultFlights) {
 	for {
 		batch, ok := in.take(ctx)
 		if !ok {
 			return
 		}
-		p.apply(conn, batch)
+		p.apply(conn, batch, flights)
 	}
 }
 
+// maxResultFlights bounds the runs of results one stream has handed to
+// the engine and not yet seen applied.
+const maxResultFlights = 4
+
+// resultFlights tracks a stream's runs of results on their way through the
+// engine. A run is applied on a goroutine of its own, so the stream's next
+// run need not wait for the previous one's commit: under load the results
+// read while a batch commits join the next batch instead of the one after
+// it. Runs may then be applied out of order, which only matters for one
+// step's results, and a step's next attempt (the only other result it can
+// have) is dispatched after its previous result is committed.
+type resultFlights struct {
+	wg    sync.WaitGroup
+	slots chan struct{}
+}
+
+func newResultFlights() *resultFlights {
+	return &resultFlights{slots: make(chan struct{}, maxResultFlights)}
+}
+
+// wait returns once every run handed over has been applied.
+func (f *resultFlights) wait() { f.wg.Wait() }
+
 // apply handles a run of messages from conn's stream in order: results
-// free their slots and are applied together (one commit per task, tasks
-// in parallel), then a heartbeat that follows sees them settled.
-func (p *pool) apply(conn *execConn, msgs []*executorv1.ExecuteResponse) {
+// free their slots and are handed to the engine together (one commit per
+// task, tasks in parallel), and a heartbeat that follows waits until every
+// result before it is settled.
+func (p *pool) apply(conn *execConn, msgs []*executorv1.ExecuteResponse, flights *resultFlights) {
 	var results []*executorv1.StepResult
 	flush := func() {
-		if len(results) > 0 {
-			p.events.results(conn.id, results)
-			p.applied(len(results))
-			results = nil
+		if len(results) == 0 {
+			return
+		}
+		rs := results
+		results = nil
+		flights.slots <- struct{}{}
+		flights.wg.Add(1)
+		run := func() {
+			defer func() { <-flights.slots; flights.wg.Done() }()
+			p.events.results(conn.id, rs)
+			p.applied(len(rs))
+		}
+		if !p.bg.goFn(run) {
+			run()
 		}
 	}
 	for _, msg := range msgs {
@@ -213,6 +250,7 @@ func (p *pool) apply(conn *execConn, msgs []*executorv1.ExecuteResponse) {
 			results = append(results, r)
 		case *executorv1.ExecuteResponse_Heartbeat:
 			flush()
+			flights.wait()
 			if share := int(k.Heartbeat.GetCapacity()); share > 0 {
 				p.setShare(conn, share)
 			}

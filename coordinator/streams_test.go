@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/tasker-go/tasker/coordinator"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 )
 
 const oneStepTemplate = `
@@ -168,4 +170,35 @@ func TestWatchTaskStateIsPerTransitionLiveAndReplayed(t *testing.T) {
 	require.Equal(t, replayed, live)
 	require.Contains(t, live, "work:STATE_COMPLETE/STATE_IN_PROGRESS")
 	require.Equal(t, ":STATE_COMPLETE/STATE_COMPLETE", live[len(live)-1])
+}
+
+// A stream's results are not applied one run at a time: while one run
+// waits (here for its task, held by the test), a result read after it is
+// applied and committed. The held result is applied once its task is free.
+func TestResultsReadLaterDoNotWaitForAnEarlierRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	f := startFakeExecutor(t, "exec-p", 4, "work")
+	f.register(h)
+	h.apply(oneStepTemplate)
+	a := h.create("test", "one_step", map[string]any{"n": 1})
+	b := h.create("test", "one_step", map[string]any{"n": 2})
+	steps := map[string]*executorv1.ExecuteStep{}
+	for range 2 {
+		st := f.next()
+		steps[st.GetTaskId()] = st
+	}
+
+	queued, release := h.coord.HoldTask(a.GetId())
+	var once sync.Once
+	defer once.Do(release)
+	f.send(succeed(steps[a.GetId()], "exec-p"))
+	require.Eventually(t, func() bool { return queued() == 1 }, 10*time.Second, time.Millisecond,
+		"a's result reached its task and waits for it")
+	f.send(succeed(steps[b.GetId()], "exec-p"))
+	require.Eventually(t, func() bool { return h.get(b.GetId()).GetState() == coordinatorv1.State_STATE_COMPLETE },
+		10*time.Second, time.Millisecond, "b's result, read after a's, is applied while a's waits")
+	require.Equal(t, coordinatorv1.State_STATE_IN_PROGRESS, h.get(a.GetId()).GetState())
+	once.Do(release)
+	h.waitState(a.GetId(), coordinatorv1.State_STATE_COMPLETE)
 }
