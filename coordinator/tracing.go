@@ -7,6 +7,7 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tasker-go/tasker/state"
 )
@@ -21,12 +22,17 @@ import (
 type tracing struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
+	// off is set for the no-op provider: nothing is recorded, and only a
+	// caller's trace context has to travel on to the executors.
+	off bool
 }
 
 func newTracing(tp trace.TracerProvider) tracing {
+	_, off := tp.(noop.TracerProvider)
 	return tracing{
 		tracer: tp.Tracer("github.com/tasker-go/tasker/coordinator"),
 		prop:   propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		off:    off,
 	}
 }
 
@@ -58,6 +64,12 @@ func (t tracing) endTask(tr *taskRun) {
 // startAttempt opens the span of step i's attempt being dispatched and
 // returns its context for the executor.
 func (t tracing) startAttempt(tr *taskRun, i int, executorID string) map[string]string {
+	if t.off && (tr.span == nil || !tr.span.SpanContext().IsValid()) {
+		// Tracing is off and the task's span is empty: so would the
+		// attempt's be, and the context injected from it (which cost each
+		// dispatch about 600 bytes of garbage).
+		return nil
+	}
 	s := tr.steps[i]
 	parent := context.Background()
 	if tr.span != nil {
