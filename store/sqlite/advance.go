@@ -169,11 +169,26 @@ func updateStep(ctx context.Context, tx *wtx, taskID string, at int64, c *store.
 		errMsg, errClass, errRetryable = c.Error.Message, c.Error.Class, c.Error.Retryable
 	}
 	if c.StepName != "" {
-		res, err := tx.ExecContext(ctx, sqlUpdateStepNamed,
-			string(c.To), c.Attempts, toNullNanos(c.NextRetryAt), at,
-			c.MaxAttempts, results, c.Error != nil, errMsg, errClass, errRetryable,
-			c.StepID, taskID, string(c.From), c.ExpectAttempts, c.Rerun, c.StepName, fence,
-		)
+		r := tx.raw
+		r.reset(17)
+		r.add(string(c.To))
+		r.add(int64(c.Attempts))
+		r.add(nullNanos(c.NextRetryAt))
+		r.add(at)
+		r.add(int64(c.MaxAttempts))
+		r.add(results)
+		r.add(c.Error != nil)
+		r.add(errMsg)
+		r.add(errClass)
+		r.add(errRetryable)
+		r.add(c.StepID)
+		r.add(taskID)
+		r.add(string(c.From))
+		r.add(int64(c.ExpectAttempts))
+		r.add(c.Rerun)
+		r.add(c.StepName)
+		r.add(fence)
+		res, err := r.exec(ctx, sqlUpdateStepNamed)
 		if err != nil {
 			return "", fmt.Errorf("step %s (%s) of task %s %s→%s: %w", c.StepName, c.StepID, taskID, c.From, c.To, err)
 		}

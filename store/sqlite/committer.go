@@ -42,7 +42,7 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 	// The batch outlives any caller's ctx: once taken, a request runs to its
 	// real outcome. Close waits for this to finish.
 	ctx := context.Background()
-	tx, err := s.writer.BeginTxx(ctx, nil)
+	tx, err := s.wconn.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -76,7 +76,7 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 		transitions []pendingTransition
 		floor       int64
 	)
-	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets}
+	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets, raw: s.raw}
 	for i, req := range batch {
 		if _, err := w.ExecContext(ctx, sqlSavepoint); err != nil {
 			return fmt.Errorf("savepoint: %w", err)

@@ -21,7 +21,7 @@ func TestFinishedQueryPlans(t *testing.T) {
 	ctx := t.Context()
 	s := openStore(t, Config{})
 	storetest.SeedTasks(t, s, "ns", 20)
-	_, err := s.writer.ExecContext(ctx, "ANALYZE")
+	_, err := s.wconn.ExecContext(ctx, "ANALYZE")
 	require.NoError(t, err)
 
 	plan := func(query string, args ...any) string {

@@ -64,7 +64,11 @@ type Config struct {
 // Store is the SQLite implementation of store.Store.
 type Store struct {
 	logger *slog.Logger
-	writer *sqlx.DB             // one connection, used only by the committer
+	writer *sqlx.DB // one connection, used only by the committer
+	// wconn is writer's one connection, held for the committer's
+	// transactions; raw runs statements on it directly (raw.go).
+	wconn  *sqlx.Conn
+	raw    *rawWriter
 	stmts  map[string]*sql.Stmt // write statements prepared on writer
 	reader *sqlx.DB             // query-only pool; WAL readers never block the writer
 
@@ -128,12 +132,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(err, ckpt.Close(), reader.Close(), writer.Close())
 	}
+	wconn, err := writer.Connx(ctx)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open sqlite writer %s: %w", cfg.Path, err), closeStatements(stmts), ckpt.Close(), reader.Close(), writer.Close())
+	}
 
 	s := &Store{
 		// version -1: the first batch reads the lines.
 		buckets:  &buckets{at: map[bucketKey]admission.Bucket{}, lines: map[string]bool{}, limits: map[string]admission.Limit{}, version: -1},
 		logger:   cfg.Logger,
 		writer:   writer,
+		wconn:    wconn,
+		raw:      newRawWriter(wconn.Conn),
 		stmts:    stmts,
 		reader:   reader,
 		ckpt:     ckpt,
@@ -155,7 +165,7 @@ func (s *Store) Close() error {
 		<-s.ckptDone
 		// Readers first, so the writer is the last connection and SQLite
 		// checkpoints the WAL back into the main file.
-		s.closeErr = errors.Join(s.reader.Close(), s.ckpt.Close(), closeStatements(s.stmts), s.writer.Close())
+		s.closeErr = errors.Join(s.reader.Close(), s.ckpt.Close(), closeStatements(s.stmts), s.raw.close(), s.wconn.Close(), s.writer.Close())
 	})
 	return s.closeErr
 }

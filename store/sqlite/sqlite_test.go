@@ -108,16 +108,13 @@ func TestPragmas(t *testing.T) {
 				require.Equal(t, 7000, busy, "%s busy_timeout", which)
 			}
 
-			// Hold the writer's one connection (the committer is idle, so
-			// it is free) and several reader connections at once, so each
-			// is a distinct pooled connection.
-			writer, err := s.writer.Connx(ctx)
-			require.NoError(t, err)
-			check(writer, "writer")
+			// The writer's one connection, which the store holds (the
+			// committer is idle, so it is free), and several reader
+			// connections at once, so each is a distinct pooled connection.
+			check(s.wconn, "writer")
 			var tempStore int
-			require.NoError(t, writer.GetContext(ctx, &tempStore, "PRAGMA temp_store"))
+			require.NoError(t, s.wconn.GetContext(ctx, &tempStore, "PRAGMA temp_store"))
 			require.Equal(t, 2, tempStore, "writer temp_store is MEMORY, so savepoint journals stay off disk")
-			require.NoError(t, writer.Close())
 
 			var readers []*sqlx.Conn
 			for i := range 3 {

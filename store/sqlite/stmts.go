@@ -124,6 +124,8 @@ type wtx struct {
 	*sqlx.Tx
 	stmts   *batchStmts
 	buckets *buckets
+	// raw runs the hottest statements without database/sql (raw.go).
+	raw *rawWriter
 	// released are tasks whose admission entries this request released;
 	// the batch deletes them once, with the rest, if the request stands.
 	released []string

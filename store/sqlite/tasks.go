@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -147,20 +148,19 @@ var stepInserts = func() (texts [7]string) {
 // steps are inserted one at a time, so the error names the step at fault,
 // as it would have had each been inserted by itself.
 func insertSteps(ctx context.Context, tx *wtx, taskID string, steps []*store.Step) error {
-	args := make([]any, 0, min(len(steps), 1<<(len(stepInserts)-1))*stepRowColumns)
+	r := tx.raw
 	for k := len(stepInserts) - 1; k >= 0; k-- {
 		size := 1 << k
 		for len(steps) >= size {
 			chunk := steps[:size]
 			steps = steps[size:]
-			args = args[:0]
+			r.reset(size * stepRowColumns)
 			for _, st := range chunk {
-				var err error
-				if args, err = appendStepArgs(args, taskID, st); err != nil {
+				if err := addStepArgs(r, taskID, st); err != nil {
 					return err
 				}
 			}
-			_, err := tx.ExecContext(ctx, stepInserts[k], args...)
+			_, err := r.exec(ctx, stepInserts[k])
 			if err != nil && size == 1 {
 				return fmt.Errorf("insert step %s (%s) of task %s: %w", chunk[0].Name, chunk[0].ID, taskID, err)
 			}
@@ -176,23 +176,35 @@ func insertSteps(ctx context.Context, tx *wtx, taskID string, steps []*store.Ste
 	return nil
 }
 
-// appendStepArgs appends the values of st's row to args, in stepColumns
-// order.
-func appendStepArgs(args []any, taskID string, st *store.Step) ([]any, error) {
+// addStepArgs adds the values of st's row to r's arguments, in
+// stepColumns order.
+func addStepArgs(r *rawWriter, taskID string, st *store.Step) error {
 	deps, err := encodeNames(st.DependsOn)
 	if err != nil {
-		return nil, fmt.Errorf("step %s depends_on: %w", st.Name, err)
+		return fmt.Errorf("step %s depends_on: %w", st.Name, err)
 	}
-	var errMsg, errClass sql.NullString
-	var errRetryable sql.NullBool
+	var errMsg, errClass, errRetryable driver.Value
 	if st.Error != nil {
-		errMsg = sql.NullString{String: st.Error.Message, Valid: true}
-		errClass = sql.NullString{String: st.Error.Class, Valid: true}
-		errRetryable = sql.NullBool{Bool: st.Error.Retryable, Valid: true}
+		errMsg, errClass, errRetryable = st.Error.Message, st.Error.Class, st.Error.Retryable
 	}
-	return append(args, st.ID, taskID, st.Name, st.Position, st.Handler,
-		deps, string(st.State), st.Attempts, st.MaxAttempts, st.Retryable, st.Skippable, toNullJSON(st.Results),
-		errMsg, errClass, errRetryable, toNullNanos(st.NextRetryAt), toNanos(st.UpdatedAt)), nil
+	r.add(st.ID)
+	r.add(taskID)
+	r.add(st.Name)
+	r.add(int64(st.Position))
+	r.add(st.Handler)
+	r.add(deps)
+	r.add(string(st.State))
+	r.add(int64(st.Attempts))
+	r.add(int64(st.MaxAttempts))
+	r.add(st.Retryable)
+	r.add(st.Skippable)
+	r.add(nullJSON(st.Results))
+	r.add(errMsg)
+	r.add(errClass)
+	r.add(errRetryable)
+	r.add(nullNanos(st.NextRetryAt))
+	r.add(toNanos(st.UpdatedAt))
+	return nil
 }
 
 // TaskGet implements store.Store.

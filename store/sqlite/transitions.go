@@ -80,21 +80,30 @@ func flushTransitions(ctx context.Context, tx *wtx, pending []pendingTransition)
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(max(seq), 0) FROM transitions`).Scan(&last); err != nil {
 		return fmt.Errorf("read the last transition's seq: %w", err)
 	}
-	args := make([]any, 0, min(len(pending), 1<<(len(transitionInserts)-1))*transitionRowColumns)
+	r := tx.raw
 	for k := len(transitionInserts) - 1; k >= 0; k-- {
 		size := 1 << k
 		for len(pending) >= size {
 			chunk := pending[:size]
 			pending = pending[size:]
-			args = args[:0]
+			r.reset(size * transitionRowColumns)
 			for _, p := range chunk {
 				last++
 				tr := p.tr
 				tr.Seq = last
-				args = append(args, last, p.taskID, toNullString(tr.StepID), tr.StepName, string(tr.From),
-					string(tr.To), toNanos(tr.At), tr.Reason, tr.Attempt, toNullJSON(tr.Metadata), tr.LeaseToken)
+				r.add(last)
+				r.add(p.taskID)
+				r.add(nullString(tr.StepID))
+				r.add(tr.StepName)
+				r.add(string(tr.From))
+				r.add(string(tr.To))
+				r.add(toNanos(tr.At))
+				r.add(tr.Reason)
+				r.add(int64(tr.Attempt))
+				r.add(nullJSON(tr.Metadata))
+				r.add(tr.LeaseToken)
 			}
-			if _, err := tx.ExecContext(ctx, transitionInserts[k], args...); err != nil {
+			if _, err := r.exec(ctx, transitionInserts[k]); err != nil {
 				return fmt.Errorf("insert %d transitions (seq %d to %d): %w", size, last-int64(size)+1, last, err)
 			}
 		}
