@@ -182,3 +182,35 @@ func TestClosedAndWithdrawn(t *testing.T) {
 	require.ErrorIs(t, c.Submit(context.Background(), "after", 1), store.ErrClosed)
 	require.Zero(t, c.Stats().Taken)
 }
+
+// BenchmarkSubmitIdle is one writer at a time against a committer whose
+// commit does nothing: what a write to an idle store pays the committer
+// itself. The writer commits its own batch (Submit leads it), so no
+// goroutine hands the write over and back.
+func BenchmarkSubmitIdle(b *testing.B) {
+	c := Start(64, func(batch []*Request[int], _ []error) error { return nil }, classifyAsUnavailable)
+	defer c.Close()
+	ctx := context.Background()
+	for b.Loop() {
+		if err := c.Submit(ctx, "write", 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSubmitParallel is many writers at once: batches form while one
+// commits.
+func BenchmarkSubmitParallel(b *testing.B) {
+	c := Start(64, func(batch []*Request[int], _ []error) error { return nil }, classifyAsUnavailable)
+	defer c.Close()
+	ctx := context.Background()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := c.Submit(ctx, "write", 1); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -242,3 +242,42 @@ func TestTransitionsStoredByteForByte(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkEventListHead reads the newest 100 entries of the log, as a
+// follower a commit behind does: from the tail in memory, and from the
+// file (the tail emptied before each read).
+func BenchmarkEventListHead(b *testing.B) {
+	ctx := context.Background()
+	s := openStore(b, Config{})
+	at := time.Unix(1_700_000_000, 0)
+	for range 200 {
+		p := storetest.TaskParams("ns", at, "a", "b")
+		_, _, err := s.TaskCreate(ctx, p)
+		require.NoError(b, err)
+		for _, st := range p.Steps {
+			_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: at,
+				Steps: []*store.StepChange{{StepID: st.ID, StepName: st.Name, From: state.Pending, To: state.InProgress, Attempts: 1}}})
+			require.NoError(b, err)
+		}
+	}
+	tail, err := s.EventTail(ctx)
+	require.NoError(b, err)
+	last, err := strconv.ParseInt(tail, 10, 64)
+	require.NoError(b, err)
+	params := &store.EventListParams{After: strconv.FormatInt(last-100, 10), Limit: 500}
+	for _, mem := range []bool{true, false} {
+		name := "memory"
+		if !mem {
+			name = "file"
+			s.tail.reset()
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				page, err := s.EventList(ctx, params)
+				if err != nil || len(page.Events) != 100 {
+					b.Fatalf("%d events, %v", len(page.Events), err)
+				}
+			}
+		})
+	}
+}
