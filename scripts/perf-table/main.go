@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.postgres, "postgres", os.Getenv("TASKER_TEST_POSTGRES"), "PostgreSQL URL for the PostgreSQL row (default $TASKER_TEST_POSTGRES; empty skips the row)")
 	fs.IntVar(&o.storedSteps, "stored-steps", 1_000_000, "steps to store before the stored-steps row (0 skips the row)")
 	fs.BoolVar(&o.ghz, "ghz", true, "run the ghz CreateTask row (scripts/load-create-task.sh)")
-	fs.IntVar(&o.durableN, "durable-iterations", 500, "iterations of each durable-commit benchmark (0 skips them)")
+	fs.IntVar(&o.durableN, "durable-iterations", 500, "iterations of each durable-commit and round-trip benchmark (0 skips them)")
 	only := fs.String("only", "", "run only the rows whose measure matches this regular expression (the durable rows' is \"durable\")")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -401,40 +401,57 @@ func parseGhz(out string) (rate, p99 float64, err error) {
 // benchLine is one result line of go test -bench.
 var benchLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+([0-9.]+) ns/op`)
 
-// durableRows runs bench's durable-commit benchmarks in the directory the
-// stores of the bench runs live in (the temporary directory).
+// durableRows runs bench's durable-commit and round-trip benchmarks, the
+// floor under one task at a time, in the directory the stores of the bench
+// runs live in (the temporary directory), and adds that floor for linear4:
+// four durable commits and four stream round trips after CreateTask's
+// call.
 func (t *table) durableRows(n int) {
-	fmt.Fprintln(t.log, "perf-table: durable-commit benchmarks")
-	args := []string{"test", "./bench", "-run", "^$", "-bench", "Durable", "-benchtime", fmt.Sprintf("%dx", n), "-count", strconv.Itoa(t.runs)}
-	cmd := command(t.ctx, t.root, "go", args...)
-	cmd.Env = append(os.Environ(), "TASKER_DURABLE_DIR="+os.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.errs = append(t.errs, fmt.Errorf("durable benchmarks: %w\n%s", err, tail(string(out), 20)))
-		return
-	}
-	per := map[string][]float64{}
-	var order []string
-	for line := range strings.Lines(string(out)) {
-		m := benchLine.FindStringSubmatch(strings.TrimSpace(line))
-		if m == nil {
-			continue
-		}
-		ns, err := strconv.ParseFloat(m[3], 64)
+	fmt.Fprintln(t.log, "perf-table: durable-commit and round-trip benchmarks")
+	median := map[string]float64{}
+	for _, pattern := range []string{"Durable", "RoundTrip"} {
+		args := []string{"test", "./bench", "-run", "^$", "-bench", pattern, "-benchtime", fmt.Sprintf("%dx", n), "-count", strconv.Itoa(t.runs)}
+		cmd := command(t.ctx, t.root, "go", args...)
+		cmd.Env = append(os.Environ(), "TASKER_DURABLE_DIR="+os.TempDir())
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			continue
+			t.errs = append(t.errs, fmt.Errorf("%s benchmarks: %w\n%s", pattern, err, tail(string(out), 20)))
+			return
 		}
-		if _, ok := per[m[1]]; !ok {
-			order = append(order, m[1])
+		per := map[string][]float64{}
+		var order []string
+		for line := range strings.Lines(string(out)) {
+			m := benchLine.FindStringSubmatch(strings.TrimSpace(line))
+			if m == nil {
+				continue
+			}
+			ns, err := strconv.ParseFloat(m[3], 64)
+			if err != nil {
+				continue
+			}
+			if _, ok := per[m[1]]; !ok {
+				order = append(order, m[1])
+			}
+			per[m[1]] = append(per[m[1]], ns)
 		}
-		per[m[1]] = append(per[m[1]], ns)
+		for _, name := range order {
+			v := slices.Clone(per[name])
+			slices.Sort(v)
+			median[name] = v[(len(v)-1)/2] / 1000
+			t.rows = append(t.rows, row{
+				measure: "floor: " + name, figure: fmt.Sprintf("%.0f µs", median[name]),
+				command: "`go " + strings.Join(args, " ") + "`",
+			})
+		}
 	}
-	for _, name := range order {
-		v := slices.Clone(per[name])
-		slices.Sort(v)
+	commit, okC := median["DurableSQLiteCommit/synchronous=FULL"]
+	stream, okS := median["RoundTripStream"]
+	unary, okU := median["RoundTripUnary"]
+	if okC && okS && okU {
 		t.rows = append(t.rows, row{
-			measure: "durable: " + name, figure: fmt.Sprintf("%.0f µs", v[(len(v)-1)/2]/1000),
-			command: "`go " + strings.Join(args, " ") + "`",
+			measure: "floor: `linear4` c=1, 4 × (commit + stream round trip) + unary call",
+			figure:  fmt.Sprintf("%.2f ms", (4*(commit+stream)+unary)/1000),
+			command: "computed from the rows above",
 		})
 	}
 }
