@@ -42,12 +42,11 @@ const tailCapacity = 8192
 // tail's end.
 const tailFileEvery = 50 * time.Millisecond
 
-// tailEntry is an event held by the tail. The tail never changes an entry,
-// so pages share them with their readers.
-type tailEntry struct {
-	event store.Event
-	tr    store.Transition
-}
+// tailEntry is an event held by the tail. Nothing changes an entry once it
+// is in the tail, so pages share them with their readers, and an entry's
+// transition is the one the write returned to its caller: a committed
+// transition is a record, which no caller edits.
+type tailEntry = store.Event
 
 // eventTail is the ring of the newest committed entries.
 type eventTail struct {
@@ -79,12 +78,12 @@ func (t *eventTail) append(entries []*tailEntry) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.n == 0 || entries[0].tr.Seq != t.lastLocked()+1 {
-		t.start, t.n, t.first = 0, 0, entries[0].tr.Seq
+	if t.n == 0 || entries[0].Transition.Seq != t.lastLocked()+1 {
+		t.start, t.n, t.first = 0, 0, entries[0].Transition.Seq
 		clear(t.ring)
 	}
 	for _, e := range entries {
-		if e.tr.Seq != t.lastLocked()+1 {
+		if e.Transition.Seq != t.lastLocked()+1 {
 			// Within a batch seqs are consecutive; anything else means the
 			// batch is not what it claims, and the tail trusts nothing.
 			t.start, t.n, t.first = 0, 0, 0
@@ -144,10 +143,10 @@ func (t *eventTail) list(after int64, p *store.EventListParams, limit int, now t
 	examined := min(limit, t.n-from)
 	for i := from; i < from+examined; i++ {
 		e := t.ring[(t.start+i)%len(t.ring)]
-		if eventMatches(p, e.event.Namespace, e.event.Name, &e.tr) {
-			page.Events = append(page.Events, &e.event)
+		if eventMatches(p, e.Namespace, e.Name, e.Transition) {
+			page.Events = append(page.Events, e)
 		}
-		page.Next = e.event.Cursor
+		page.Next = e.Cursor
 	}
 	page.More = examined == limit
 	return page, true
@@ -167,6 +166,9 @@ type taskKeys map[string]taskKey
 // flushTransitions has just set, reading the keys of tasks it does not
 // know within the batch's transaction.
 func (k taskKeys) entries(ctx context.Context, tx *wtx, pending []pendingTransition) ([]*tailEntry, error) {
+	// One allocation for the batch's events; the tail keeps pointers into
+	// it, and the array lives until the last of them leaves the tail.
+	events := make([]store.Event, len(pending))
 	out := make([]*tailEntry, len(pending))
 	for i, p := range pending {
 		key, ok := k[p.taskID]
@@ -185,9 +187,8 @@ func (k taskKeys) entries(ctx context.Context, tx *wtx, pending []pendingTransit
 		} else if !ok {
 			k[p.taskID] = key
 		}
-		e := &tailEntry{tr: *p.tr}
-		e.event = store.Event{Cursor: formatCursor(p.tr.Seq), Namespace: key.namespace, Name: key.name, Transition: &e.tr}
-		out[i] = e
+		events[i] = store.Event{Cursor: formatCursor(p.tr.Seq), Namespace: key.namespace, Name: key.name, Transition: p.tr}
+		out[i] = &events[i]
 	}
 	return out, nil
 }
