@@ -219,6 +219,34 @@ func (s *suite) taskClaim(t *testing.T) {
 			}
 		})
 
+		t.Run("TakesTasksThatFailWhileAStepRuns", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			a := f.acquire(t, "a")
+			// Both steps start; b fails for good and fails the task while
+			// a still runs, all through TaskAdvance.
+			task := f.create(t, f.taskParams("linear", "a", "b"))
+			first, second := f.stepByName(t, task.ID, "a"), f.stepByName(t, task.ID, "b")
+			f.advance(t, &store.TaskAdvanceParams{TaskID: task.ID, At: f.now(),
+				Steps: []*store.StepChange{startStep(first), startStep(second)},
+				Task:  &store.TaskChange{From: state.Pending, To: state.InProgress}})
+			f.advance(t, &store.TaskAdvanceParams{TaskID: task.ID, At: f.now(),
+				Steps: []*store.StepChange{{StepID: second.ID, StepName: "b", From: state.InProgress, To: state.Error,
+					ExpectAttempts: 1, Attempts: 1, Error: &store.StepError{Message: "no"}}},
+				Task: &store.TaskChange{From: state.InProgress, To: state.Error}})
+
+			got := f.claim(t, a, f.now(), 10)
+			require.Len(t, got, 1, "failed with a step running: it has work")
+			require.Equal(t, task.ID, got[0].ID)
+
+			// a's result ends the work; a later owner finds none.
+			f.advance(t, &store.TaskAdvanceParams{TaskID: task.ID, Lease: a, At: f.now(), Steps: []*store.StepChange{
+				completeStep(f.stepByName(t, task.ID, "a"), 1, `{}`),
+			}})
+			b := f.acquire(t, "b")
+			require.Empty(t, f.claim(t, b, a.Expires, 10), "nothing runs any more")
+		})
+
 		t.Run("TakesErroredTasksWithRunningStep", func(t *testing.T) {
 			t.Parallel()
 			f := s.setup(t)
