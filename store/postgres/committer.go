@@ -54,13 +54,19 @@ const (
 	stmtRollbackTo = "tasker_rollback_to"
 )
 
-// commitBatch runs the batch as one transaction, each request under its own
-// savepoint, in as few round trips as it can: the first pipeline carries
-// BEGIN, every request and COMMIT. A request refused by the server stops the
-// pipeline there (the server skips the rest); the next pipeline rolls that
-// request back to its savepoint and carries the requests after it, and so
-// on. So a batch costs one round trip plus one per refused request. A
-// returned error means nothing in the batch was committed.
+// commitBatch runs the batch as one transaction in as few round trips as it
+// can: the first pipeline carries BEGIN, every request and COMMIT, with no
+// savepoints, since nearly every batch commits whole and a savepoint is a
+// subtransaction to PostgreSQL (with an XID of its own for each request
+// that writes, and past 64 of them, snapshots that must look each one up).
+// A request refused by the server stops the pipeline there and aborts the
+// transaction; the batch is then rolled back and run again, each request
+// under its own savepoint: a refusal then stops the pipeline at that
+// request, the next pipeline rolls it back to its savepoint and carries the
+// requests after it, and so on. So a batch costs one round trip, or, with
+// refusals, two plus one per refused request. A returned error means
+// nothing in the batch was committed. Requests can be queued more than
+// once: each sets its results afresh when queued.
 func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []error) (err error) {
 	// The batch outlives any caller's ctx: once taken, a request runs to its
 	// real outcome. Close waits for this to finish.
@@ -76,7 +82,7 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []
 		conn.Release()
 	}()
 
-	next, begun, refused := 0, false, false
+	next, begun, refused, savepoints := 0, false, false, false
 	for {
 		p := &pipe{req: -1}
 		if !begun {
@@ -90,9 +96,13 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []
 		p.ctx, p.conn = ctx, conn.Conn()
 		for i := next; i < len(batch) && p.err == nil; i++ {
 			p.req = i
-			p.exec(stmtSavepoint)
+			if savepoints {
+				p.exec(stmtSavepoint)
+			}
 			batch[i].Work(p)
-			p.exec(stmtRelease)
+			if savepoints {
+				p.exec(stmtRelease)
+			}
 		}
 		p.req = -1
 		failed, err := p.failed, p.err
@@ -105,6 +115,15 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []
 		}
 		if failed < 0 {
 			return err
+		}
+		if !savepoints {
+			// Without savepoints the refusal took the whole transaction
+			// with it: start again, with them.
+			if _, rbErr := conn.Exec(ctx, stmtRollback); rbErr != nil {
+				return fmt.Errorf("roll back the batch after %v: %w", err, rbErr)
+			}
+			next, begun, refused, savepoints = 0, false, false, true
+			continue
 		}
 		begun, refused = true, true
 		outcomes[failed] = classify(err)
@@ -160,7 +179,9 @@ func (p *pipe) interact(fn func(ctx context.Context, conn *pgx.Conn) error) {
 		var pgErr *pgconn.PgError
 		p.err, p.failed = err, -1
 		if p.req >= 0 && errors.As(err, &pgErr) && p.conn.PgConn().TxStatus() == 'E' {
-			p.failed = p.req // the request's savepoint undoes it
+			// The request's savepoint undoes it, or, in a first run
+			// without savepoints, the batch starts again with them.
+			p.failed = p.req
 		}
 	}
 }

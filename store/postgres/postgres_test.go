@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/store/groupcommit"
 	"github.com/tasker-go/tasker/store/storetest"
@@ -258,6 +259,44 @@ func TestBatchFailsTogether(t *testing.T) {
 	}
 	// The committer gets a new connection, with its statements prepared.
 	storetest.RequireBatchFailed(t, s, before, p, errs...)
+}
+
+// TestRefusedRequestFailsAlone: a batch runs without savepoints first; a
+// request the server refuses in the middle aborts that run, and the batch
+// is run again with savepoints, so the refused request fails alone, with
+// its own error, and the requests before and after it commit once each.
+func TestRefusedRequestFailsAlone(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	stale := storetest.TaskParams("ns", at, "a")
+	_, _, err := s.TaskCreate(ctx, stale)
+	require.NoError(t, err)
+	before, after := storetest.TaskParams("ns", at, "a"), storetest.TaskParams("ns", at, "a")
+
+	var refusedOut []*store.Transition
+	batch := []*groupcommit.Request[queueFunc]{
+		groupcommit.NewRequest("before", func(pp *pipe) { queueCreate(pp, before.Task.ID, createArgs(before)) }),
+		groupcommit.NewRequest("refused", func(pp *pipe) {
+			// The step is pending, not in_progress.
+			refusedOut = queueAdvance(pp, &store.TaskAdvanceParams{TaskID: stale.Task.ID, At: at, Steps: []*store.StepChange{{
+				StepID: stale.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}})
+		}),
+		groupcommit.NewRequest("after", func(pp *pipe) { queueCreate(pp, after.Task.ID, createArgs(after)) }),
+	}
+	s.committer.RunBatch(batch)
+	require.NoError(t, batch[0].Wait())
+	require.ErrorIs(t, batch[1].Wait(), store.ErrConflict)
+	require.NoError(t, batch[2].Wait())
+	require.Len(t, refusedOut, 1)
+
+	for _, p := range []*store.TaskCreateParams{before, after} {
+		trs, err := s.TransitionList(ctx, &store.TransitionListParams{TaskID: p.Task.ID})
+		require.NoError(t, err)
+		require.Len(t, trs, len(p.Transitions), "task %s stored once", p.Task.ID)
+	}
+	storetest.RequireTaskState(t, s, stale.Task.ID, state.Pending, 0)
 }
 
 // TestReadOnlyIsUnavailable: a write the server refuses for want of a
