@@ -114,14 +114,6 @@ func (t *eventTail) trim(floor int64) {
 	}
 }
 
-// reset empties the tail.
-func (t *eventTail) reset() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.start, t.n, t.first = 0, 0, 0
-	clear(t.ring)
-}
-
 // list answers EventList for a cursor inside the tail, examining up to
 // limit entries, or at its end when the file was read there less than
 // fileEvery before now; ok is false when the file must answer.
