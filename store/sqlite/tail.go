@@ -42,18 +42,15 @@ const tailCapacity = 8192
 // tail's end.
 const tailFileEvery = 50 * time.Millisecond
 
-// tailEntry is an event held by the tail. Nothing changes an entry once it
-// is in the tail, so pages share them with their readers, and an entry's
-// transition is the one the write returned to its caller: a committed
-// transition is a record, which no caller edits.
-type tailEntry = store.Event
-
-// eventTail is the ring of the newest committed entries.
+// eventTail is the ring of the newest committed entries. Nothing changes an
+// entry once it is in the tail, so pages share them with their readers, and
+// an entry's transition is the one the write returned to its caller: a
+// committed transition is a record, which no caller edits.
 type eventTail struct {
 	mu sync.RWMutex
 	// ring holds the entries with seq first..first+n-1; entry seq s is at
 	// ring[(s-first+start) % len(ring)].
-	ring  []*tailEntry
+	ring  []*store.Event
 	start int
 	n     int
 	first int64
@@ -64,7 +61,7 @@ type eventTail struct {
 }
 
 func newEventTail(capacity int) *eventTail {
-	return &eventTail{ring: make([]*tailEntry, capacity), fileEvery: tailFileEvery}
+	return &eventTail{ring: make([]*store.Event, capacity), fileEvery: tailFileEvery}
 }
 
 // last returns the seq of the newest entry held, or first-1 when empty.
@@ -72,7 +69,7 @@ func (t *eventTail) lastLocked() int64 { return t.first + int64(t.n) - 1 }
 
 // append adds a committed batch's entries, in seq order. A batch that does
 // not follow on from the tail starts it over.
-func (t *eventTail) append(entries []*tailEntry) {
+func (t *eventTail) append(entries []*store.Event) {
 	if len(entries) == 0 {
 		return
 	}
@@ -157,11 +154,11 @@ type taskKeys map[string]taskKey
 // entries makes the tail's entries for a batch's transitions, whose seqs
 // flushTransitions has just set, reading the keys of tasks it does not
 // know within the batch's transaction.
-func (k taskKeys) entries(ctx context.Context, tx *wtx, pending []pendingTransition) ([]*tailEntry, error) {
+func (k taskKeys) entries(ctx context.Context, tx *wtx, pending []pendingTransition) ([]*store.Event, error) {
 	// One allocation for the batch's events; the tail keeps pointers into
 	// it, and the array lives until the last of them leaves the tail.
 	events := make([]store.Event, len(pending))
-	out := make([]*tailEntry, len(pending))
+	out := make([]*store.Event, len(pending))
 	for i, p := range pending {
 		key, ok := k[p.taskID]
 		switch {
