@@ -171,23 +171,9 @@ func updateStep(ctx context.Context, tx *wtx, taskID string, at int64, c *store.
 	if c.StepName != "" {
 		r := tx.raw
 		r.reset(17)
-		r.add(string(c.To))
-		r.add(int64(c.Attempts))
-		r.add(nullNanos(c.NextRetryAt))
-		r.add(at)
-		r.add(int64(c.MaxAttempts))
-		r.add(results)
-		r.add(c.Error != nil)
-		r.add(errMsg)
-		r.add(errClass)
-		r.add(errRetryable)
-		r.add(c.StepID)
-		r.add(taskID)
-		r.add(string(c.From))
-		r.add(int64(c.ExpectAttempts))
-		r.add(c.Rerun)
-		r.add(c.StepName)
-		r.add(fence)
+		r.add(string(c.To), int64(c.Attempts), nullNanos(c.NextRetryAt), at, int64(c.MaxAttempts), results,
+			c.Error != nil, errMsg, errClass, errRetryable, c.StepID, taskID, string(c.From),
+			int64(c.ExpectAttempts), c.Rerun, c.StepName, fence)
 		res, err := r.exec(ctx, sqlUpdateStepNamed)
 		if err != nil {
 			return "", fmt.Errorf("step %s (%s) of task %s %s→%s: %w", c.StepName, c.StepID, taskID, c.From, c.To, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -20,53 +21,67 @@ import (
 // calls, never during one.
 type rawWriter struct {
 	conn *sql.Conn
-	// stmts are prepared on conn's driver connection, by text.
-	stmts map[string]driver.Stmt
+	// stmts are rawStatements, prepared on conn's driver connection.
+	stmts map[string]driver.StmtExecContext
 	// args is the reused argument storage; exec's callers fill it.
 	args []driver.NamedValue
 }
 
-func newRawWriter(conn *sql.Conn) *rawWriter {
-	return &rawWriter{conn: conn, stmts: map[string]driver.Stmt{}}
+// newRawWriter prepares rawStatements on conn's driver connection.
+func newRawWriter(ctx context.Context, conn *sql.Conn) (*rawWriter, error) {
+	r := &rawWriter{conn: conn, stmts: make(map[string]driver.StmtExecContext, len(rawStatements))}
+	err := conn.Raw(func(dc any) error {
+		c, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return fmt.Errorf("driver connection %T cannot prepare statements", dc)
+		}
+		for _, q := range rawStatements {
+			st, err := c.PrepareContext(ctx, q)
+			if err != nil {
+				return fmt.Errorf("prepare %q: %w", q, err)
+			}
+			ex, ok := st.(driver.StmtExecContext)
+			if !ok {
+				_ = st.Close()
+				return fmt.Errorf("driver statement %T cannot execute with a context", st)
+			}
+			r.stmts[q] = ex
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Join(err, r.close())
+	}
+	return r, nil
 }
 
-// reset empties args for a statement of n arguments and returns it.
-func (r *rawWriter) reset(n int) []driver.NamedValue {
+// reset empties the arguments, with room for a statement of n.
+func (r *rawWriter) reset(n int) {
 	if cap(r.args) < n {
 		r.args = make([]driver.NamedValue, 0, n)
 	}
 	r.args = r.args[:0]
-	return r.args
 }
 
-// add appends one argument: v must be a driver.Value (int64, float64,
+// add appends arguments: each must be a driver.Value (int64, float64,
 // bool, []byte, string, time.Time or nil).
-func (r *rawWriter) add(v driver.Value) {
-	r.args = append(r.args, driver.NamedValue{Ordinal: len(r.args) + 1, Value: v})
+func (r *rawWriter) add(vs ...driver.Value) {
+	for _, v := range vs {
+		r.args = append(r.args, driver.NamedValue{Ordinal: len(r.args) + 1, Value: v})
+	}
 }
 
-// exec runs query, prepared once, with the arguments added since reset.
+// exec runs query, one of rawStatements, with the arguments added since
+// reset.
 func (r *rawWriter) exec(ctx context.Context, query string) (driver.Result, error) {
+	st := r.stmts[query]
+	if st == nil {
+		return nil, fmt.Errorf("statement %q was not prepared for the raw writer", query)
+	}
 	var res driver.Result
-	err := r.conn.Raw(func(dc any) error {
-		st := r.stmts[query]
-		if st == nil {
-			c, ok := dc.(driver.ConnPrepareContext)
-			if !ok {
-				return fmt.Errorf("driver connection %T cannot prepare statements", dc)
-			}
-			var err error
-			if st, err = c.PrepareContext(ctx, query); err != nil {
-				return err
-			}
-			r.stmts[query] = st
-		}
-		ex, ok := st.(driver.StmtExecContext)
-		if !ok {
-			return fmt.Errorf("driver statement %T cannot execute with a context", st)
-		}
+	err := r.conn.Raw(func(any) error {
 		var err error
-		res, err = ex.ExecContext(ctx, r.args)
+		res, err = st.ExecContext(ctx, r.args)
 		return err
 	})
 	return res, err
@@ -74,20 +89,17 @@ func (r *rawWriter) exec(ctx context.Context, query string) (driver.Result, erro
 
 // close finalizes the prepared statements; the connection stays open.
 func (r *rawWriter) close() error {
-	var first error
+	var errs []error
 	err := r.conn.Raw(func(any) error {
 		for q, st := range r.stmts {
-			if err := st.Close(); err != nil && first == nil {
-				first = err
+			if c, ok := st.(driver.Stmt); ok {
+				errs = append(errs, c.Close())
 			}
 			delete(r.stmts, q)
 		}
 		return nil
 	})
-	if first != nil {
-		return first
-	}
-	return err
+	return errors.Join(append(errs, err)...)
 }
 
 // nullString is s, or nil (SQL NULL) when s is empty.

@@ -136,6 +136,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open sqlite writer %s: %w", cfg.Path, err), closeStatements(stmts), ckpt.Close(), reader.Close(), writer.Close())
 	}
+	raw, err := newRawWriter(ctx, wconn.Conn)
+	if err != nil {
+		return nil, errors.Join(err, closeStatements(stmts), wconn.Close(), ckpt.Close(), reader.Close(), writer.Close())
+	}
 
 	s := &Store{
 		// version -1: the first batch reads the lines.
@@ -143,7 +147,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		logger:   cfg.Logger,
 		writer:   writer,
 		wconn:    wconn,
-		raw:      newRawWriter(wconn.Conn),
+		raw:      raw,
 		stmts:    stmts,
 		reader:   reader,
 		ckpt:     ckpt,

@@ -70,16 +70,19 @@ const (
 	sqlRollbackSavepoint = `ROLLBACK TO request`
 )
 
-var writeStatements = []string{sqlInsertTask, sqlUpdateTask, sqlUpdateStep, sqlUpdateStepNamed, sqlFence,
+var writeStatements = []string{sqlInsertTask, sqlUpdateTask, sqlUpdateStep, sqlFence,
 	sqlSavepoint, sqlReleaseSavepoint, sqlRollbackSavepoint,
 	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket, sqlAdmissionHolders, sqlAdmissionLine,
 	sqlAdmissionTaskLine, sqlAdmissionTaskRows, sqlAdmissionRelease}
 
+// rawStatements are the write statements run through rawWriter: the
+// most frequent ones.
+var rawStatements = append(append([]string{sqlUpdateStepNamed}, transitionInserts[:]...), stepInserts[:]...)
+
 // prepareWrites prepares the write statements on the writer connection.
 func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {
-	texts := append(append(append([]string(nil), writeStatements...), transitionInserts[:]...), stepInserts[:]...)
-	stmts := make(map[string]*sql.Stmt, len(texts))
-	for _, q := range texts {
+	stmts := make(map[string]*sql.Stmt, len(writeStatements))
+	for _, q := range writeStatements {
 		st, err := writer.PrepareContext(ctx, q)
 		if err != nil {
 			for _, s := range stmts {

@@ -187,23 +187,9 @@ func addStepArgs(r *rawWriter, taskID string, st *store.Step) error {
 	if st.Error != nil {
 		errMsg, errClass, errRetryable = st.Error.Message, st.Error.Class, st.Error.Retryable
 	}
-	r.add(st.ID)
-	r.add(taskID)
-	r.add(st.Name)
-	r.add(int64(st.Position))
-	r.add(st.Handler)
-	r.add(deps)
-	r.add(string(st.State))
-	r.add(int64(st.Attempts))
-	r.add(int64(st.MaxAttempts))
-	r.add(st.Retryable)
-	r.add(st.Skippable)
-	r.add(nullJSON(st.Results))
-	r.add(errMsg)
-	r.add(errClass)
-	r.add(errRetryable)
-	r.add(nullNanos(st.NextRetryAt))
-	r.add(toNanos(st.UpdatedAt))
+	r.add(st.ID, taskID, st.Name, int64(st.Position), st.Handler, deps, string(st.State), int64(st.Attempts),
+		int64(st.MaxAttempts), st.Retryable, st.Skippable, nullJSON(st.Results), errMsg, errClass,
+		errRetryable, nullNanos(st.NextRetryAt), toNanos(st.UpdatedAt))
 	return nil
 }
 

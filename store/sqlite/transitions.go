@@ -91,17 +91,8 @@ func flushTransitions(ctx context.Context, tx *wtx, pending []pendingTransition)
 				last++
 				tr := p.tr
 				tr.Seq = last
-				r.add(last)
-				r.add(p.taskID)
-				r.add(nullString(tr.StepID))
-				r.add(tr.StepName)
-				r.add(string(tr.From))
-				r.add(string(tr.To))
-				r.add(toNanos(tr.At))
-				r.add(tr.Reason)
-				r.add(int64(tr.Attempt))
-				r.add(nullJSON(tr.Metadata))
-				r.add(tr.LeaseToken)
+				r.add(last, p.taskID, nullString(tr.StepID), tr.StepName, string(tr.From), string(tr.To), toNanos(tr.At),
+					tr.Reason, int64(tr.Attempt), nullJSON(tr.Metadata), tr.LeaseToken)
 			}
 			if _, err := r.exec(ctx, transitionInserts[k]); err != nil {
 				return fmt.Errorf("insert %d transitions (seq %d to %d): %w", size, last-int64(size)+1, last, err)
