@@ -12,9 +12,9 @@ import (
 )
 
 // finishedStates repeats the WHERE of the partial index tasks_finished word
-// for word, which is what lets SQLite use it.
-const finishedStates = `state IN ('` + string(state.Complete) + `', '` + string(state.Error) + `', '` +
-	string(state.Cancelled) + `', '` + string(state.ResolvedManually) + `')`
+// for word, which is what lets SQLite use it: every state but the two
+// unfinished ones (see migrationStateChecks for why not the four finished).
+const finishedStates = `state NOT IN ('` + string(state.Pending) + `', '` + string(state.InProgress) + `')`
 
 // taskListFinishedQuery walks tasks_finished backwards from Until to Since
 // within one template. The index is named, as for TaskListActive: left to

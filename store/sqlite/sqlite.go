@@ -249,21 +249,32 @@ func (c Config) dsn(writer bool) string {
 }
 
 func migrate(ctx context.Context, db *sqlx.DB, logger *slog.Logger) error {
-	fsys, err := fs.Sub(migrationFiles, "migrations")
+	provider, err := migrations(db, logger)
 	if err != nil {
-		return fmt.Errorf("sqlite migrations: %w", err)
-	}
-	provider, err := goose.NewProvider(goose.DialectSQLite3, db.DB, fsys,
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithSlog(logger),
-	)
-	if err != nil {
-		return fmt.Errorf("sqlite migrations: %w", err)
+		return err
 	}
 	if _, err := provider.Up(ctx); err != nil {
 		return fmt.Errorf("sqlite migrations: %w", err)
 	}
 	return nil
+}
+
+// migrations is the schema's history for goose: the SQL files and the Go
+// migrations.
+func migrations(db *sqlx.DB, logger *slog.Logger) (*goose.Provider, error) {
+	fsys, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite migrations: %w", err)
+	}
+	provider, err := goose.NewProvider(goose.DialectSQLite3, db.DB, fsys,
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithGoMigrations(stateChecksMigration()),
+		goose.WithSlog(logger),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite migrations: %w", err)
+	}
+	return provider, nil
 }
 
 // connector opens connections with a driver value of our own, so a
