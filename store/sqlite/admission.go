@@ -229,6 +229,16 @@ func (b *buckets) reset(version int64, lines []string) {
 	}
 }
 
+// invalidate makes the cache stale whatever the database's data_version,
+// dropping the draws not yet written: the next batch reads the buckets and
+// lines as stored.
+func (b *buckets) invalidate() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.version = -1
+	clear(b.dirty)
+}
+
 // forget drops a limit's cached definition and its buckets' tokens: a
 // changed limit starts again from empty buckets.
 func (b *buckets) forget(limit string) {

@@ -201,3 +201,70 @@ func TestFencedAdvanceWithoutRead(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "a", trs[0].StepName)
 }
+
+// TestFailedRequestFailsAlone: a batch runs without savepoints first; a
+// request that fails in the middle, after writing, aborts that run, and
+// the batch runs again with savepoints, so the failed request fails alone,
+// with its own error, nothing it wrote stays, and the requests before and
+// after it commit once each. A rate-limit draw made in the aborted run is
+// not counted twice.
+func TestFailedRequestFailsAlone(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	_, err := s.RateLimitSet(ctx, &store.RateLimitSetParams{Name: "api", Units: 1, Period: time.Hour, Burst: 10, At: at})
+	require.NoError(t, err)
+	stale := storetest.TaskParams("ns", at, "a")
+	_, _, err = s.TaskCreate(ctx, stale)
+	require.NoError(t, err)
+	before, partial, after := storetest.TaskParams("ns", at, "a"), storetest.TaskParams("ns", at, "a"), storetest.TaskParams("ns", at, "a")
+
+	runs := 0
+	batch := []*groupcommit.Request[applyFunc]{
+		groupcommit.NewRequest("before", func(ctx context.Context, tx *wtx) error {
+			runs++
+			d, err := admissionTx{tx}.Draw(ctx, "api", "tenant")
+			if err != nil {
+				return err
+			}
+			b := *d.Bucket
+			b.Tokens--
+			if err := (admissionTx{tx}).PutBucket(ctx, "api", "tenant", b); err != nil {
+				return err
+			}
+			_, _, err = createTask(ctx, tx, before)
+			return err
+		}),
+		groupcommit.NewRequest("failed", func(ctx context.Context, tx *wtx) error {
+			// It writes a task, then fails on a stale step change.
+			if _, _, err := createTask(ctx, tx, partial); err != nil {
+				return err
+			}
+			_, err := advanceTask(ctx, tx, &store.TaskAdvanceParams{TaskID: stale.Task.ID, At: at, Steps: []*store.StepChange{{
+				StepID: stale.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}})
+			return err
+		}),
+		groupcommit.NewRequest("after", func(ctx context.Context, tx *wtx) error {
+			_, _, err := createTask(ctx, tx, after)
+			return err
+		}),
+	}
+	s.committer.RunBatch(batch)
+	require.NoError(t, batch[0].Wait())
+	require.ErrorIs(t, batch[1].Wait(), store.ErrConflict)
+	require.NoError(t, batch[2].Wait())
+	require.Equal(t, 2, runs, "the batch ran once without savepoints and once with")
+
+	for _, p := range []*store.TaskCreateParams{before, after} {
+		trs, err := s.TransitionList(ctx, &store.TransitionListParams{TaskID: p.Task.ID})
+		require.NoError(t, err)
+		require.Len(t, trs, len(p.Transitions), "task %s stored once", p.Task.ID)
+	}
+	_, err = s.TaskGet(ctx, partial.Task.ID)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	storetest.RequireTaskState(t, s, stale.Task.ID, state.Pending, 0)
+	var tokens float64
+	require.NoError(t, s.reader.GetContext(ctx, &tokens, `SELECT tokens FROM rate_buckets WHERE limit_name = 'api' AND key = 'tenant'`))
+	require.Equal(t, 9.0, tokens, "one draw of one token from a burst of 10")
+}

@@ -32,13 +32,41 @@ func (s *Store) batchFailed(err error, requests int) error {
 	return classify(err)
 }
 
-// commitBatch runs each request under its own savepoint, so a request that
-// fails (a conflict, an invalid row) is undone alone while the rest commit.
-// What the standing requests collected for the whole batch (their
-// transitions, their released admission entries) is written after the
-// last of them, just before the commit. A returned error means nothing in
-// the batch was committed.
-func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []error) (err error) {
+// errSavepointsNeeded ends a batch run without savepoints in which a
+// request failed: the transaction is rolled back and the batch runs again,
+// each request under its own savepoint.
+var errSavepointsNeeded = errors.New("a request failed in a batch run without savepoints")
+
+// commitBatch commits the batch's requests in one transaction. It first
+// runs them one after another without savepoints, since nearly every batch
+// commits whole and a savepoint copies every page a request first changes
+// into its sub-journal (with a hundred requests changing the same few hot
+// pages, a copy of each of them per request). If a request fails, that run
+// is rolled back whole and the batch runs again with a savepoint per
+// request, so the failed request is undone alone while the rest commit.
+// The requests' work may run twice: it keeps what it reports in the
+// caller's variables, which the second run sets afresh. A returned error
+// means nothing in the batch was committed.
+func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []error) error {
+	err := s.runBatch(batch, outcomes, false)
+	if !errors.Is(err, errSavepointsNeeded) {
+		return err
+	}
+	clear(outcomes)
+	// The rate-limit cache holds the draws of the run rolled back: it
+	// starts over from what is stored.
+	s.buckets.invalidate()
+	return s.runBatch(batch, outcomes, true)
+}
+
+// runBatch runs the batch in one transaction and commits it: with
+// savepoints, each request under its own, so a request that fails (a
+// conflict, an invalid row) is undone alone while the rest commit; without
+// them, the first request to fail rolls back the whole transaction and
+// returns errSavepointsNeeded. What the standing requests collected for the
+// whole batch (their transitions, their released admission entries) is
+// written after the last of them, just before the commit.
+func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []error, savepoints bool) (err error) {
 	// The batch outlives any caller's ctx: once taken, a request runs to its
 	// real outcome. Close waits for this to finish.
 	ctx := context.Background()
@@ -78,8 +106,10 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 	)
 	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets, raw: s.raw}
 	for i, req := range batch {
-		if _, err := w.ExecContext(ctx, sqlSavepoint); err != nil {
-			return fmt.Errorf("savepoint: %w", err)
+		if savepoints {
+			if _, err := w.ExecContext(ctx, sqlSavepoint); err != nil {
+				return fmt.Errorf("savepoint: %w", err)
+			}
 		}
 		// One wtx serves every request in turn, keeping its slices'
 		// storage; what a request collected is taken only if it stands.
@@ -90,6 +120,9 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 			transitions = append(transitions, w.transitions...)
 			floor = max(floor, w.floor)
 		} else {
+			if !savepoints {
+				return errSavepointsNeeded
+			}
 			outcomes[i] = classify(applyErr)
 			// If SQLite already aborted the whole transaction (disk full,
 			// I/O error) the savepoint is gone and this fails: then no
@@ -98,8 +131,10 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[applyFunc], outcomes []
 				return fmt.Errorf("roll back %s after %v: %w", req.Op, applyErr, err)
 			}
 		}
-		if _, err := w.ExecContext(ctx, sqlReleaseSavepoint); err != nil {
-			return fmt.Errorf("release savepoint: %w", err)
+		if savepoints {
+			if _, err := w.ExecContext(ctx, sqlReleaseSavepoint); err != nil {
+				return fmt.Errorf("release savepoint: %w", err)
+			}
 		}
 	}
 	w.released, w.transitions = nil, nil

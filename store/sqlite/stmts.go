@@ -63,8 +63,9 @@ const (
 		AND (?17 = 0 OR ((SELECT owner_token FROM tasks WHERE id = ?12) = ?17
 			AND (SELECT expires_at FROM leases WHERE token = ?17) > ?4))`
 
-	// The savepoint each request of a batch runs under; prepared, since
-	// every request runs two of them.
+	// The savepoint each request of a batch runs under when the batch runs
+	// again after a request failed (see commitBatch); prepared, since every
+	// request then runs two of them.
 	sqlSavepoint         = `SAVEPOINT request`
 	sqlReleaseSavepoint  = `RELEASE request`
 	sqlRollbackSavepoint = `ROLLBACK TO request`
