@@ -107,9 +107,15 @@ func transitionToProto(t *store.Transition, meta *metadataCache) *coordinatorv1.
 // taskToProto converts a task; steps and transitions are included when
 // given.
 func taskToProto(t *store.Task, steps []*store.Step, transitions []*store.Transition, meta *metadataCache) *coordinatorv1.Task {
+	return taskWithContextToProto(t, jsonStruct(t.Context), steps, transitions, meta)
+}
+
+// taskWithContextToProto is taskToProto with the task's context already
+// decoded.
+func taskWithContextToProto(t *store.Task, context *structpb.Struct, steps []*store.Step, transitions []*store.Transition, meta *metadataCache) *coordinatorv1.Task {
 	p := &coordinatorv1.Task{
 		Id: t.ID, Namespace: t.Namespace, Name: t.Name, Version: t.Version, State: protoState(t.State),
-		Context: jsonStruct(t.Context), IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
+		Context: context, IdempotencyKey: t.IdentityKey, CreatedAt: timestamp(t.CreatedAt),
 		UpdatedAt: timestamp(t.UpdatedAt), CompletedAt: timestamp(t.CompletedAt), RunAt: timestamp(t.RunAt),
 		Priority: int32(cmp.Or(t.Priority, template.DefaultPriority)), DebounceKey: t.DebounceKey,
 		ParentTaskId: t.ParentTaskID, ParentStepId: t.ParentStepID,

@@ -290,7 +290,7 @@ type change struct {
 	// changed, put back if it is refused; gens are the release counts of
 	// their keys before asking (see admissionWaits).
 	prevs    []admissionPrev
-	prevTask store.Task
+	prevTask taskMoved
 	gens     map[string]uint64
 	// refused is the first move the state tables do not allow; a change
 	// holding one is never written.
@@ -298,6 +298,15 @@ type change struct {
 	// gather lists the for_each steps whose instances moved, for
 	// gatherForEach.
 	gather []int
+}
+
+// taskMoved is what a change's move of its task to in_progress replaced:
+// the task's state and update time, put back if an admission refuses the
+// move. Only these two, not the whole task, so a change stays small (one
+// is made for every event applied).
+type taskMoved struct {
+	State     state.State
+	UpdatedAt time.Time
 }
 
 func (e *engine) newChange(tr *taskRun) *change {
@@ -472,7 +481,7 @@ func (e *engine) dispatchOn(c *change, i int, executorID string) {
 	c.reserved = append(c.reserved, executorID)
 	if tr.task.State == state.Pending {
 		if a := tr.taskAdmission(); a != nil {
-			c.params.Admit, c.prevTask, tr.blocked = a, tr.task, nil
+			c.params.Admit, c.prevTask, tr.blocked = a, taskMoved{tr.task.State, tr.task.UpdatedAt}, nil
 			c.noteGens(e.admission, a)
 		}
 		c.moveTask(state.InProgress, "first step dispatched")

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -52,7 +54,18 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	task := s.toProto(v)
+	// The stored context is most often the request's own, which then
+	// stands for it in the response rather than the stored JSON decoded
+	// again.
+	taskContext := req.GetContext()
+	if taskContext == nil {
+		taskContext = &structpb.Struct{}
+	}
+	if !bytes.Equal(v.task.Context, raw) {
+		taskContext = jsonStruct(v.task.Context)
+	}
+	task := taskWithContextToProto(v.task, taskContext, v.steps, v.transitions, s.meta)
+	waitingToProto(task, v.waiting)
 	// Steps already settled need no executor; the rest may.
 	var steps []stepHandler
 	for _, st := range task.GetSteps() {

@@ -100,7 +100,7 @@ func (e *engine) beginOwnAttempt(c *change, i int) {
 	tr, s := c.tr, c.tr.steps[i]
 	if tr.task.State == state.Pending {
 		if a := tr.taskAdmission(); a != nil {
-			c.params.Admit, c.prevTask, tr.blocked = a, tr.task, nil
+			c.params.Admit, c.prevTask, tr.blocked = a, taskMoved{tr.task.State, tr.task.UpdatedAt}, nil
 			c.noteGens(e.admission, a)
 		}
 		c.moveTask(state.InProgress, "first step started")
