@@ -159,6 +159,8 @@ type stepRun struct {
 func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskRun {
 	tr := &taskRun{task: *t, tmpl: ct, byID: make(map[string]int, len(steps)), errored: map[int]struct{}{}}
 	tr.steps = make([]*stepRun, len(steps))
+	// One allocation for the task's steps, not one each.
+	runs := make([]stepRun, len(steps))
 	tr.view = make([]plan.Step, len(steps))
 	n := len(ct.tmpl.Steps)
 	tr.initFanouts()
@@ -172,7 +174,8 @@ func newTaskRun(t *store.Task, ct *compiledTemplate, steps []*store.Step) *taskR
 			}
 			next++
 		}
-		tr.steps[i] = &stepRun{Step: *s}
+		runs[i] = stepRun{Step: *s}
+		tr.steps[i] = &runs[i]
 		tr.byID[s.ID] = i
 		if i < n {
 			tr.view[i] = plan.Step{Parents: ct.parents[i], Decision: tr.isDecision(i)}

@@ -106,8 +106,10 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 		task.OwnerToken = l.Token
 	}
 	steps := make([]*store.Step, len(ct.tmpl.Steps))
+	rows := make([]store.Step, len(steps)) // one allocation, not one per step
 	for i, st := range ct.tmpl.Steps {
-		steps[i] = &store.Step{
+		steps[i] = &rows[i]
+		rows[i] = store.Step{
 			ID: uuid.Must(uuid.NewV7()).String(), TaskID: task.ID, Name: st.Name, Position: i,
 			Handler: st.Handler, DependsOn: st.DependsOn, State: state.Pending,
 			MaxAttempts: st.RetryLimit, Retryable: st.IsRetryable(), Skippable: st.Skippable, UpdatedAt: now,
