@@ -101,9 +101,14 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 	// transitions are the transitions they stored, inserted at the end.
 	var (
 		released    []string
-		transitions []pendingTransition
+		transitions = s.pending[:0]
 		floor       int64
 	)
+	defer func() {
+		// Kept for the next batch, emptied so it holds no transition.
+		clear(transitions)
+		s.pending = transitions[:0]
+	}()
 	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets, raw: s.raw}
 	for i, req := range batch {
 		if savepoints {

@@ -67,10 +67,13 @@ type Store struct {
 	writer *sqlx.DB // one connection, used only by the committer
 	// wconn is writer's one connection, held for the committer's
 	// transactions; raw runs statements on it directly (raw.go).
-	wconn  *sqlx.Conn
-	raw    *rawWriter
-	stmts  map[string]*sql.Stmt // write statements prepared on writer
-	reader *sqlx.DB             // query-only pool; WAL readers never block the writer
+	wconn *sqlx.Conn
+	raw   *rawWriter
+	// pending keeps its storage from batch to batch: the transitions of a
+	// batch's standing requests (runBatch; one batch runs at a time).
+	pending []pendingTransition
+	stmts   map[string]*sql.Stmt // write statements prepared on writer
+	reader  *sqlx.DB             // query-only pool; WAL readers never block the writer
 
 	committer *groupcommit.Committer[applyFunc]
 	// tail is the newest part of the event log, in memory; keys are the
