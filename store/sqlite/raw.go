@@ -17,19 +17,26 @@ import (
 // committer's goroutine, which every write waits for. Here the arguments
 // go in a slice the committer reuses, as the driver's own values.
 //
+// Inserts run as queries (run), not executions: the driver binds a
+// query's arguments and takes its first step in one cgo call, where an
+// execution costs a call per argument besides (a transition row has
+// eleven). A statement whose caller needs to know how many rows it changed
+// runs as an execution (exec), which says so: as a query it would need
+// RETURNING, a temporary table on every run, or a second query.
+//
 // Only the committer's goroutine uses it, between the transaction's other
 // calls, never during one.
 type rawWriter struct {
 	conn *sql.Conn
 	// stmts are rawStatements, prepared on conn's driver connection.
-	stmts map[string]driver.StmtExecContext
+	stmts map[string]rawStmt
 	// args is the reused argument storage; exec's callers fill it.
 	args []driver.NamedValue
 }
 
 // newRawWriter prepares rawStatements on conn's driver connection.
 func newRawWriter(ctx context.Context, conn *sql.Conn) (*rawWriter, error) {
-	r := &rawWriter{conn: conn, stmts: make(map[string]driver.StmtExecContext, len(rawStatements))}
+	r := &rawWriter{conn: conn, stmts: make(map[string]rawStmt, len(rawStatements))}
 	err := conn.Raw(func(dc any) error {
 		c, ok := dc.(driver.ConnPrepareContext)
 		if !ok {
@@ -40,12 +47,12 @@ func newRawWriter(ctx context.Context, conn *sql.Conn) (*rawWriter, error) {
 			if err != nil {
 				return fmt.Errorf("prepare %q: %w", q, err)
 			}
-			ex, ok := st.(driver.StmtExecContext)
+			rs, ok := st.(rawStmt)
 			if !ok {
 				_ = st.Close()
-				return fmt.Errorf("driver statement %T cannot execute with a context", st)
+				return fmt.Errorf("driver statement %T cannot execute or query with a context", st)
 			}
-			r.stmts[q] = ex
+			r.stmts[q] = rs
 		}
 		return nil
 	})
@@ -53,6 +60,13 @@ func newRawWriter(ctx context.Context, conn *sql.Conn) (*rawWriter, error) {
 		return nil, errors.Join(err, r.close())
 	}
 	return r, nil
+}
+
+// rawStmt is a driver statement that can be both executed and queried.
+type rawStmt interface {
+	driver.Stmt
+	driver.StmtExecContext
+	driver.StmtQueryContext
 }
 
 // reset empties the arguments, with room for a statement of n.
@@ -87,14 +101,30 @@ func (r *rawWriter) exec(ctx context.Context, query string) (driver.Result, erro
 	return res, err
 }
 
+// run runs query, one of rawStatements, with the arguments added since
+// reset, for its effect alone: a statement that returns rows has done all
+// its writing by the time the first is ready (SQLite runs a write to its
+// end on the first step), and they are not read.
+func (r *rawWriter) run(ctx context.Context, query string) error {
+	st := r.stmts[query]
+	if st == nil {
+		return fmt.Errorf("statement %q was not prepared for the raw writer", query)
+	}
+	return r.conn.Raw(func(any) error {
+		rows, err := st.QueryContext(ctx, r.args)
+		if err != nil {
+			return err
+		}
+		return rows.Close()
+	})
+}
+
 // close finalizes the prepared statements; the connection stays open.
 func (r *rawWriter) close() error {
 	var errs []error
 	err := r.conn.Raw(func(any) error {
 		for q, st := range r.stmts {
-			if c, ok := st.(driver.Stmt); ok {
-				errs = append(errs, c.Close())
-			}
+			errs = append(errs, st.Close())
 			delete(r.stmts, q)
 		}
 		return nil

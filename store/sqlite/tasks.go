@@ -160,7 +160,7 @@ func insertSteps(ctx context.Context, tx *wtx, taskID string, steps []*store.Ste
 					return err
 				}
 			}
-			_, err := r.exec(ctx, stepInserts[k])
+			err := r.run(ctx, stepInserts[k])
 			if err != nil && size == 1 {
 				return fmt.Errorf("insert step %s (%s) of task %s: %w", chunk[0].Name, chunk[0].ID, taskID, err)
 			}

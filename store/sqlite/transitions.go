@@ -94,7 +94,7 @@ func flushTransitions(ctx context.Context, tx *wtx, pending []pendingTransition)
 				r.add(last, p.taskID, nullString(tr.StepID), tr.StepName, string(tr.From), string(tr.To), toNanos(tr.At),
 					tr.Reason, int64(tr.Attempt), nullJSON(tr.Metadata), tr.LeaseToken)
 			}
-			if _, err := r.exec(ctx, transitionInserts[k]); err != nil {
+			if err := r.run(ctx, transitionInserts[k]); err != nil {
 				return fmt.Errorf("insert %d transitions (seq %d to %d): %w", size, last-int64(size)+1, last, err)
 			}
 		}
