@@ -113,7 +113,10 @@ func advanceTask(ctx context.Context, tx *wtx, p *store.TaskAdvanceParams) ([]*s
 		tx.released = append(tx.released, p.TaskID)
 	}
 	if c := p.Task; c != nil {
-		res, err := tx.ExecContext(ctx, sqlUpdateTask, string(c.To), at, p.TaskID, string(c.From), fence)
+		r := tx.raw
+		r.reset(5)
+		r.add(string(c.To), at, p.TaskID, string(c.From), fence)
+		res, err := r.exec(ctx, sqlUpdateTask)
 		if err != nil {
 			return nil, fmt.Errorf("task %s %s→%s: %w", p.TaskID, c.From, c.To, err)
 		}

@@ -71,14 +71,14 @@ const (
 	sqlRollbackSavepoint = `ROLLBACK TO request`
 )
 
-var writeStatements = []string{sqlInsertTask, sqlUpdateTask, sqlUpdateStep, sqlFence,
+var writeStatements = []string{sqlUpdateStep, sqlFence,
 	sqlSavepoint, sqlReleaseSavepoint, sqlRollbackSavepoint,
 	sqlAdmissionEntries, sqlPutAdmissionEntry, sqlDeleteAdmissionEntry, sqlRateLimit, sqlBucket, sqlPutBucket, sqlAdmissionHolders, sqlAdmissionLine,
 	sqlAdmissionTaskLine, sqlAdmissionTaskRows, sqlAdmissionRelease}
 
 // rawStatements are the write statements run through rawWriter: the
 // most frequent ones.
-var rawStatements = append(append([]string{sqlUpdateStepNamed}, transitionInserts[:]...), stepInserts[:]...)
+var rawStatements = append(append([]string{sqlInsertTask, sqlUpdateTask, sqlUpdateStepNamed}, transitionInserts[:]...), stepInserts[:]...)
 
 // prepareWrites prepares the write statements on the writer connection.
 func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {

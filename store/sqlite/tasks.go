@@ -87,9 +87,12 @@ func createTask(ctx context.Context, tx *wtx, p *store.TaskCreateParams) (*store
 	// Any uniqueness conflict leaves the row alone; the identity key then
 	// says whether this is a repeat (return the stored task) or a reused ID
 	// (an error).
-	res, err := tx.ExecContext(ctx, sqlInsertTask, row.ID, row.Namespace, row.Name, row.Version, row.State,
-		row.Context, row.IdentityKey, row.BypassSteps, row.CreatedAt, row.UpdatedAt, row.CompletedAt, t.OwnerToken, row.RunAt, row.Priority, row.DebounceKey,
-		row.ParentTaskID, row.ParentStepID)
+	r := tx.raw
+	r.reset(17)
+	r.add(row.ID, row.Namespace, row.Name, row.Version, row.State, row.Context, nullString(t.IdentityKey), row.BypassSteps,
+		row.CreatedAt, row.UpdatedAt, nullNanos(t.CompletedAt), t.OwnerToken, nullNanos(t.RunAt), int64(row.Priority),
+		nullString(t.DebounceKey), nullString(t.ParentTaskID), nullString(t.ParentStepID))
+	res, err := r.exec(ctx, sqlInsertTask)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert task %s: %w", t.ID, err)
 	}
