@@ -90,6 +90,9 @@ type Executor struct {
 	registerWake  chan struct{}
 	// recvWG tracks the goroutines reading Execute streams.
 	recvWG sync.WaitGroup
+	// work hands a run to a handler goroutine that finished its last run
+	// and waits for another (see spawn).
+	work chan *run
 
 	// mu guards every field below.
 	mu sync.Mutex
@@ -135,6 +138,9 @@ type hooks struct {
 	runStarted func(active int)
 	// stepQueued runs, under e.mu, each time a step waits for a slot.
 	stepQueued func()
+	// workerWaiting runs each time a handler goroutine has finished a run
+	// and is about to wait for the next (see spawn).
+	workerWaiting func()
 }
 
 // New validates cfg and returns an Executor with no handlers.
@@ -153,6 +159,7 @@ func New(cfg Config) (*Executor, error) {
 		tracer:        cfg.TracerProvider.Tracer("github.com/tasker-go/tasker/executor"),
 		propagator:    propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		closing:       make(chan struct{}),
+		work:          make(chan *run),
 		redeliverWake: make(chan struct{}, 1),
 		registerWake:  make(chan struct{}, 1),
 		handlers:      make(map[string]HandlerFunc),
@@ -310,7 +317,7 @@ func (e *Executor) drainRuns() {
 		// Never started: answered at once as retryable, so the coordinator
 		// sends the step elsewhere instead of waiting for this shutdown.
 		r.cancel(&cancelError{shutdown: true})
-		go e.execute(r)
+		e.spawn(r)
 	}
 	if n > 0 {
 		e.log.Info("waiting for running handlers", "running", n, "timeout", e.cfg.ShutdownTimeout)
@@ -325,7 +332,7 @@ func (e *Executor) drainRuns() {
 	}
 	e.mu.Unlock()
 	for _, r := range runs {
-		r.log.Warn("cancelling handler at shutdown", "timeout", e.cfg.ShutdownTimeout)
+		r.logAt(slog.LevelWarn, "cancelling handler at shutdown", "timeout", e.cfg.ShutdownTimeout)
 		r.cancel(&cancelError{shutdown: true})
 	}
 	if waitClosed(idle, cancelGrace) {
@@ -334,7 +341,7 @@ func (e *Executor) drainRuns() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, r := range e.admitted {
-		r.log.Error("abandoning handler that ignored cancellation; its result is lost")
+		r.logAt(slog.LevelError, "abandoning handler that ignored cancellation; its result is lost")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -252,6 +253,62 @@ func TestPanicIsRetryableFailure(t *testing.T) {
 	next := newStep("noop", 1)
 	stream.send(t, next)
 	require.NotNil(t, stream.result(t).GetSuccess())
+}
+
+// TestGoexitIsAnsweredAndEndsOnlyItsRun: a handler that calls
+// runtime.Goexit ends the goroutine it ran on (handler goroutines are
+// reused, see spawn), yet its step is answered and the next step runs.
+func TestGoexitIsAnsweredAndEndsOnlyItsRun(t *testing.T) {
+	t.Parallel()
+	s := startExecutor(t, Config{Capacity: 1}, map[string]HandlerFunc{
+		"exit": func(context.Context, *Request) (any, error) { runtime.Goexit(); return nil, nil },
+		"noop": func(context.Context, *Request) (any, error) { return nil, nil },
+	})
+	stream := dialExecutor(t, s.addr).open(t)
+	for i := range 3 {
+		step := newStep("exit", 1)
+		stream.send(t, step)
+		res := stream.result(t)
+		requireEcho(t, step, s.exec, res)
+		require.Equal(t, ClassPanic, res.GetFailure().GetErrorClass(), "run %d", i)
+		require.Contains(t, res.GetFailure().GetMessage(), "runtime.Goexit")
+
+		next := newStep("noop", 1)
+		stream.send(t, next)
+		require.NotNil(t, stream.result(t).GetSuccess(), "run %d", i)
+	}
+}
+
+// TestHandlerGoroutinesAreReused: a step that arrives while a handler
+// goroutine waits for work runs on it, keeping the stack an earlier step
+// grew, rather than on a new goroutine.
+func TestHandlerGoroutinesAreReused(t *testing.T) {
+	t.Parallel()
+	ran := make(chan string, 8)
+	s := startExecutor(t, Config{Capacity: 1}, map[string]HandlerFunc{
+		"where": func(context.Context, *Request) (any, error) {
+			buf := make([]byte, 64)
+			header, _, _ := strings.Cut(string(buf[:runtime.Stack(buf, false)]), " [")
+			ran <- header // "goroutine N"
+			return nil, nil
+		},
+	})
+	stream := dialExecutor(t, s.addr).open(t)
+	var goroutines []string
+	for range 4 {
+		stream.send(t, newStep("where", 1))
+		require.NotNil(t, stream.result(t).GetSuccess())
+		goroutines = append(goroutines, <-ran)
+		select {
+		case <-s.waiting:
+		case <-time.After(waitFor):
+			t.Fatal("the handler goroutine never waited for another run")
+		}
+	}
+	require.Regexp(t, `^goroutine \d+$`, goroutines[0])
+	for i, g := range goroutines {
+		require.Equal(t, goroutines[0], g, "step %d", i)
+	}
 }
 
 func TestCancelStepCancelsHandler(t *testing.T) {

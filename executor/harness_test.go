@@ -56,6 +56,9 @@ type served struct {
 	// time a step waits for a free slot (hooks.stepQueued).
 	maxActive atomic.Int64
 	queued    chan struct{}
+	// waiting receives a value each time a handler goroutine finished a run
+	// and is about to wait for the next (hooks.workerWaiting).
+	waiting chan struct{}
 }
 
 // startExecutor builds an executor with handlers and serves it until the
@@ -74,7 +77,7 @@ func startExecutor(t *testing.T, cfg Config, handlers map[string]HandlerFunc) *s
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &served{exec: e, addr: lis.Addr().String(), stop: cancel, done: make(chan struct{}),
-		closed: make(chan string, 64), queued: make(chan struct{}, 64)}
+		closed: make(chan string, 64), queued: make(chan struct{}, 64), waiting: make(chan struct{}, 64)}
 	e.hooks.sessionClosed = func(id string) {
 		select {
 		case s.closed <- id:
@@ -92,6 +95,12 @@ func startExecutor(t *testing.T, cfg Config, handlers map[string]HandlerFunc) *s
 	e.hooks.stepQueued = func() {
 		select {
 		case s.queued <- struct{}{}:
+		default:
+		}
+	}
+	e.hooks.workerWaiting = func() {
+		select {
+		case s.waiting <- struct{}{}:
 		default:
 		}
 	}
