@@ -141,7 +141,7 @@ func (e *engine) debounceInto(ctx context.Context, found *store.Task, p *createP
 			return err
 		}
 		tr.task.Context, tr.task.RunAt, tr.flow = p.context, runAt, flow
-		e.armWake(tr)
+		e.armWake(tr, now)
 		return nil
 	})
 	if err != nil {

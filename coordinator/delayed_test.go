@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/store"
 )
 
 const delayedTemplate = `
@@ -61,6 +63,33 @@ func TestDelayedTaskStartsAtItsTimeAcrossARestart(t *testing.T) {
 	n.start()
 	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
 	require.False(t, firstDispatch(t, done).Before(runAt.UTC()), "dispatched at %s, before its start time %s", firstDispatch(t, done), runAt)
+}
+
+// lateCreateStore is a real store whose creates of delayed tasks finish
+// only after the tasks' start times, as a write slower than a short delay
+// does.
+type lateCreateStore struct{ store.Store }
+
+func (s lateCreateStore) TaskCreate(ctx context.Context, p *store.TaskCreateParams) (*store.Task, bool, error) {
+	if !p.Task.RunAt.IsZero() {
+		time.Sleep(time.Until(p.Task.RunAt) + time.Millisecond)
+	}
+	return s.Store.TaskCreate(ctx, p)
+}
+
+// A delayed task whose create is stored only after its start time still
+// starts: the coordinator arms its wake for a start time that was ahead
+// when it decided not to start the task yet, not only for one still ahead
+// when the write ended.
+func TestDelayedCreateSlowerThanItsDelay(t *testing.T) {
+	t.Parallel()
+	h := storeHarness(t, lateCreateStore{openSQLite(t)}, coordinator.Config{})
+	runExecutor(h, executor.Config{ID: "exec-1", Capacity: 4}, listen(t), nil)
+	h.apply(delayedTemplate)
+	task := h.create("test", "delayed", map[string]any{}, func(r *coordinatorv1.CreateTaskRequest) {
+		r.Delay = durationpb.New(10 * time.Millisecond)
+	})
+	h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
 }
 
 // A delayed task waits with reason "scheduled", can be cancelled before it

@@ -616,7 +616,7 @@ func (e *engine) afterCommit(c *change) {
 		e.pool.send(c.cancelOn[k], req)
 	}
 	if tr.active() {
-		e.armWake(tr)
+		e.armWake(tr, c.params.At)
 	} else {
 		e.retire(tr)
 	}
@@ -662,9 +662,15 @@ func (e *engine) armAttemptTimer(tr *taskRun, i int, d time.Duration, reason str
 // queued for an executor slot is not waiting on time: the slot's release
 // wakes it, so it arms nothing (a due retry would otherwise fire the timer
 // at once, again and again, until a slot frees).
-func (e *engine) armWake(tr *taskRun) {
+//
+// asOf is the time the caller's decisions were made at (a change's time,
+// or when a write began): a task that waited to start then is woken at its
+// start time even if that has passed since, for then nothing has tried to
+// start it, and nothing else would (a write that took longer than a short
+// delay left debounced and delayed tasks pending for good).
+func (e *engine) armWake(tr *taskRun, asOf time.Time) {
 	var at time.Time
-	if tr.waitsToStart(e.now()) {
+	if tr.waitsToStart(asOf) {
 		at = tr.task.RunAt
 	}
 	if tr.task.State == state.Pending || tr.task.State == state.InProgress {

@@ -414,7 +414,7 @@ func (e *engine) signalTask(ctx context.Context, id, name string, payload json.R
 		case err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound):
 			// Perhaps stored: read the signals again before relying on them.
 			tr.waits.stale = true
-			e.armWake(tr)
+			e.armWake(tr, now)
 			return err
 		case err != nil:
 			return err
@@ -422,7 +422,7 @@ func (e *engine) signalTask(ctx context.Context, id, name string, payload json.R
 		tr.waits.signals = append(tr.waits.signals, sig)
 		// A wait the signal can end now (one started by a change that hung
 		// on an admission) is woken.
-		e.armWake(tr)
+		e.armWake(tr, now)
 		return nil
 	})
 	return snap, consumedBy, err
