@@ -28,9 +28,12 @@ func TestMain(m *testing.M) {
 
 // Fast timings for executors under test: the kit is told the same
 // heartbeat interval, so the heartbeat case takes well under a second.
+// Each wait for a message gets the kit's default bound: 3 s was too little
+// under the race detector on a loaded machine for large-messages, whose
+// 4 MiB messages are copied, encoded and checked through instrumented code.
 const (
 	testHeartbeat   = 250 * time.Millisecond
-	testCaseTimeout = 3 * time.Second
+	testCaseTimeout = 10 * time.Second
 )
 
 func testLogger() *slog.Logger {
