@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -498,7 +499,9 @@ func (e *engine) dispatchOn(c *change, i int, executorID string) {
 	}
 	s.blocked = nil
 	meta := executorMeta(executorID)
-	c.moveStep(i, state.InProgress, fmt.Sprintf("dispatched attempt %d to executor %s", s.Attempts+1, executorID), func(sc *store.StepChange) {
+	// Put together by hand: it is written for every dispatch.
+	reason := "dispatched attempt " + strconv.Itoa(s.Attempts+1) + " to executor " + executorID
+	c.moveStep(i, state.InProgress, reason, func(sc *store.StepChange) {
 		sc.Attempts = s.Attempts + 1
 		sc.Metadata = meta
 		if sc.Admit = a; a != nil {

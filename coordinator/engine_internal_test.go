@@ -134,10 +134,15 @@ func TestIDFloor(t *testing.T) {
 	require.Equal(t, "00000000-03e8", idFloor(time.Unix(1, 0)))
 }
 
+// executorMeta writes what encoding/json writes for {"executor": id},
+// byte for byte, whether it quotes id itself or leaves it to encoding/json.
 func TestExecutorMeta(t *testing.T) {
-	for _, id := range []string{"exec-1", `odd "id"\`, "ünï\u2028"} {
-		var got map[string]string
-		require.NoError(t, json.Unmarshal(executorMeta(id), &got), id)
-		require.Equal(t, map[string]string{"executor": id}, got)
+	for _, id := range []string{"exec-1", "", "coordinator-0 127.0.0.1:7070", "~ !#$%'()*+,-./:;=?@[]^_`{|}",
+		`odd "id"\`, "a<b>&c", "tab\there", "del\x7f", "ünï\u2028", "\xff"} {
+		want, err := json.Marshal(map[string]string{"executor": id})
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(executorMeta(id)), "%q", id)
 	}
+	require.True(t, plainJSON("exec-1"))
+	require.False(t, plainJSON("a<b"))
 }

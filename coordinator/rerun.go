@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/tasker-go/tasker/plan"
@@ -154,5 +155,5 @@ func descendants(children [][]int, from int) []int {
 // effects: the same for every attempt of one run of a step, new after each
 // rerun (the generation counts them), and stored, so a restart keeps it.
 func idempotencyKey(taskID, stepID string, generation int) string {
-	return fmt.Sprintf("%s/%s/%d", taskID, stepID, generation)
+	return taskID + "/" + stepID + "/" + strconv.Itoa(generation)
 }

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
-	"github.com/tasker-go/tasker/state/statepb"
+	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -25,6 +25,9 @@ import (
 func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRequest) (*coordinatorv1.CreateTaskResponse, error) {
 	if err := s.authorize(ctx, req.GetNamespace()); err != nil {
 		return nil, err
+	}
+	if view := req.GetView(); coordinatorv1.TaskView_name[int32(view)] == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "view: unknown value %d", view)
 	}
 	raw, err := contextJSON(req.GetContext())
 	if err != nil {
@@ -54,6 +57,18 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// Steps already settled need no executor; the rest may.
+	var steps []stepHandler
+	for _, st := range v.steps {
+		if !st.State.Satisfied() && st.State != state.Cancelled {
+			steps = append(steps, stepHandler{step: st.Name, handler: st.Handler})
+		}
+	}
+	warnings := s.handlerWarnings("task "+v.task.ID, steps)
+	if req.GetView() == coordinatorv1.TaskView_TASK_VIEW_BASIC {
+		task := taskWithContextToProto(v.task, nil, nil, nil, s.meta)
+		return &coordinatorv1.CreateTaskResponse{Task: task, Created: created, Warnings: warnings}, nil
+	}
 	// The stored context is most often the request's own, which then
 	// stands for it in the response rather than the stored JSON decoded
 	// again.
@@ -66,14 +81,6 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	}
 	task := taskWithContextToProto(v.task, taskContext, v.steps, v.transitions, s.meta)
 	waitingToProto(task, v.waiting)
-	// Steps already settled need no executor; the rest may.
-	var steps []stepHandler
-	for _, st := range task.GetSteps() {
-		if !statepb.Satisfied(st.GetState()) && st.GetState() != coordinatorv1.State_STATE_CANCELLED {
-			steps = append(steps, stepHandler{step: st.GetName(), handler: st.GetHandler()})
-		}
-	}
-	warnings := s.handlerWarnings("task "+task.GetId(), steps)
 	return &coordinatorv1.CreateTaskResponse{Task: task, Created: created, Warnings: warnings}, nil
 }
 

@@ -16,7 +16,9 @@
 #
 # Environment: REQUESTS (default 20000), CONCURRENCY (default 50),
 # PORT and EXECUTOR_PORT (defaults 17370 and 17371, used when starting the
-# coordinator), SYNC (full or normal, default full), TASKER_COORDINATOR.
+# coordinator), SYNC (full or normal, default full), VIEW (the response's
+# task view: TASK_VIEW_FULL, the default, or TASK_VIEW_BASIC, the task
+# without its context, steps and transitions), TASKER_COORDINATOR.
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-20000}
@@ -24,6 +26,7 @@ CONCURRENCY=${CONCURRENCY:-50}
 PORT=${PORT:-17370}
 EXECUTOR_PORT=${EXECUTOR_PORT:-17371}
 SYNC=${SYNC:-full}
+VIEW=${VIEW:-TASK_VIEW_FULL}
 
 cd "$(dirname "$0")/.."
 work=$(mktemp -d "${TMPDIR:-/tmp}/tasker-load-XXXXXX")
@@ -98,9 +101,9 @@ YAML
 "$tasker" template apply "$work/template.yaml"
 
 run_id=$(date +%s)-$$
-echo "load-create-task: $REQUESTS CreateTask calls, $CONCURRENCY concurrent, against $addr"
+echo "load-create-task: $REQUESTS CreateTask calls, $CONCURRENCY concurrent, $VIEW, against $addr"
 go tool ghz --insecure \
 	--call tasker.coordinator.v1.CoordinatorService/CreateTask \
 	--concurrency "$CONCURRENCY" --total "$REQUESTS" --timeout 30s \
-	--data "{\"namespace\":\"load\",\"name\":\"linear4\",\"version\":\"1.0.0\",\"idempotency_key\":\"ghz-$run_id-{{.RequestNumber}}\"}" \
+	--data "{\"namespace\":\"load\",\"name\":\"linear4\",\"version\":\"1.0.0\",\"idempotency_key\":\"ghz-$run_id-{{.RequestNumber}}\",\"view\":\"$VIEW\"}" \
 	"$addr"

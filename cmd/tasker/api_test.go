@@ -301,6 +301,18 @@ func TestRESTAPI(t *testing.T) {
 	require.Equal(t, []string{blocked.ID}, list("state=STATE_CANCELLED"))
 	require.Empty(t, list("namespace=nobody"))
 
+	// The basic view: the same task (a repeat of the create), without
+	// its steps.
+	var basic struct {
+		Task    apiTask `json:"task"`
+		Created bool    `json:"created"`
+	}
+	a.call(http.MethodPost, "/api/v1/tasks", "", map[string]any{"namespace": "rest", "name": "blocked", "context": map[string]any{"n": 2}, "view": "TASK_VIEW_BASIC"}, &basic)
+	require.False(t, basic.Created)
+	require.Equal(t, second.ID, basic.Task.ID)
+	require.NotEmpty(t, second.Steps)
+	require.Empty(t, basic.Task.Steps)
+
 	// Refused calls: the gRPC code maps to its HTTP status, and the body
 	// is the status as JSON. Retrying a complete task is
 	// FailedPrecondition (9), which the gateway maps to 400.

@@ -102,6 +102,61 @@ func (State) EnumDescriptor() ([]byte, []int) {
 	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{0}
 }
 
+// TaskView is how much of a task a response carries.
+type TaskView int32
+
+const (
+	// TASK_VIEW_UNSPECIFIED is TASK_VIEW_FULL.
+	TaskView_TASK_VIEW_UNSPECIFIED TaskView = 0
+	// TASK_VIEW_BASIC is the task's own fields (id, state, times, priority,
+	// parent) without its context, steps and transitions.
+	TaskView_TASK_VIEW_BASIC TaskView = 1
+	// TASK_VIEW_FULL is the task with its context, its steps and the
+	// transitions of both.
+	TaskView_TASK_VIEW_FULL TaskView = 2
+)
+
+// Enum value maps for TaskView.
+var (
+	TaskView_name = map[int32]string{
+		0: "TASK_VIEW_UNSPECIFIED",
+		1: "TASK_VIEW_BASIC",
+		2: "TASK_VIEW_FULL",
+	}
+	TaskView_value = map[string]int32{
+		"TASK_VIEW_UNSPECIFIED": 0,
+		"TASK_VIEW_BASIC":       1,
+		"TASK_VIEW_FULL":        2,
+	}
+)
+
+func (x TaskView) Enum() *TaskView {
+	p := new(TaskView)
+	*p = x
+	return p
+}
+
+func (x TaskView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskView) Descriptor() protoreflect.EnumDescriptor {
+	return file_tasker_coordinator_v1_coordinator_proto_enumTypes[1].Descriptor()
+}
+
+func (TaskView) Type() protoreflect.EnumType {
+	return &file_tasker_coordinator_v1_coordinator_proto_enumTypes[1]
+}
+
+func (x TaskView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskView.Descriptor instead.
+func (TaskView) EnumDescriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{1}
+}
+
 // EventKind selects task or step transitions.
 type EventKind int32
 
@@ -139,11 +194,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_tasker_coordinator_v1_coordinator_proto_enumTypes[1].Descriptor()
+	return file_tasker_coordinator_v1_coordinator_proto_enumTypes[2].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_tasker_coordinator_v1_coordinator_proto_enumTypes[1]
+	return &file_tasker_coordinator_v1_coordinator_proto_enumTypes[2]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -152,7 +207,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{1}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{2}
 }
 
 // TaskTemplate describes a DAG of steps.
@@ -1839,7 +1894,11 @@ type CreateTaskRequest struct {
 	// (created true for the first only). Once it has started, the next
 	// create with the key makes a new task. Not with run_at, delay or
 	// idempotency_key.
-	Debounce      *Debounce `protobuf:"bytes,10,opt,name=debounce,proto3" json:"debounce,omitempty"`
+	Debounce *Debounce `protobuf:"bytes,10,opt,name=debounce,proto3" json:"debounce,omitempty"`
+	// view is how much of the task the response carries: all of it (the
+	// default), or with TASK_VIEW_BASIC only its own fields, for a caller
+	// that creates many tasks and needs little more than their ids.
+	View          TaskView `protobuf:"varint,11,opt,name=view,proto3,enum=tasker.coordinator.v1.TaskView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1944,6 +2003,13 @@ func (x *CreateTaskRequest) GetDebounce() *Debounce {
 	return nil
 }
 
+func (x *CreateTaskRequest) GetView() TaskView {
+	if x != nil {
+		return x.View
+	}
+	return TaskView_TASK_VIEW_UNSPECIFIED
+}
+
 // Debounce folds repeated creates into one task (see
 // CreateTaskRequest.debounce).
 type Debounce struct {
@@ -2004,7 +2070,8 @@ func (x *Debounce) GetDelay() *durationpb.Duration {
 // CreateTaskResponse returns the task.
 type CreateTaskResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// task created or found, with its steps.
+	// task created or found, with its steps unless the request's view was
+	// TASK_VIEW_BASIC.
 	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
 	// created is false when an existing task was returned.
 	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
@@ -6057,7 +6124,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x14ListTemplatesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"Z\n" +
 	"\x15ListTemplatesResponse\x12A\n" +
-	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\x9b\x03\n" +
+	"\ttemplates\x18\x01 \x03(\v2#.tasker.coordinator.v1.TaskTemplateR\ttemplates\"\xd0\x03\n" +
 	"\x11CreateTaskRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -6069,7 +6136,8 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x05delay\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x1a\n" +
 	"\bpriority\x18\t \x01(\x05R\bpriority\x12;\n" +
 	"\bdebounce\x18\n" +
-	" \x01(\v2\x1f.tasker.coordinator.v1.DebounceR\bdebounce\"M\n" +
+	" \x01(\v2\x1f.tasker.coordinator.v1.DebounceR\bdebounce\x123\n" +
+	"\x04view\x18\v \x01(\x0e2\x1f.tasker.coordinator.v1.TaskViewR\x04view\"M\n" +
 	"\bDebounce\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"{\n" +
@@ -6340,7 +6408,11 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vSTATE_ERROR\x10\x04\x12\x13\n" +
 	"\x0fSTATE_CANCELLED\x10\x05\x12\x1b\n" +
 	"\x17STATE_RESOLVED_MANUALLY\x10\x06\x12\x11\n" +
-	"\rSTATE_SKIPPED\x10\a*Q\n" +
+	"\rSTATE_SKIPPED\x10\a*N\n" +
+	"\bTaskView\x12\x19\n" +
+	"\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n" +
+	"\x0eTASK_VIEW_FULL\x10\x02*Q\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
@@ -6392,270 +6464,272 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_tasker_coordinator_v1_coordinator_proto_rawDescData
 }
 
-var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
-	(EventKind)(0),                   // 1: tasker.coordinator.v1.EventKind
-	(*TaskTemplate)(nil),             // 2: tasker.coordinator.v1.TaskTemplate
-	(*Concurrency)(nil),              // 3: tasker.coordinator.v1.Concurrency
-	(*RateLimitUse)(nil),             // 4: tasker.coordinator.v1.RateLimitUse
-	(*StepTemplate)(nil),             // 5: tasker.coordinator.v1.StepTemplate
-	(*WaitFor)(nil),                  // 6: tasker.coordinator.v1.WaitFor
-	(*Backoff)(nil),                  // 7: tasker.coordinator.v1.Backoff
-	(*Task)(nil),                     // 8: tasker.coordinator.v1.Task
-	(*Step)(nil),                     // 9: tasker.coordinator.v1.Step
-	(*StepError)(nil),                // 10: tasker.coordinator.v1.StepError
-	(*Transition)(nil),               // 11: tasker.coordinator.v1.Transition
-	(*ExecutorInfo)(nil),             // 12: tasker.coordinator.v1.ExecutorInfo
-	(*RegisterTemplateRequest)(nil),  // 13: tasker.coordinator.v1.RegisterTemplateRequest
-	(*RegisterTemplateResponse)(nil), // 14: tasker.coordinator.v1.RegisterTemplateResponse
-	(*GetTemplateRequest)(nil),       // 15: tasker.coordinator.v1.GetTemplateRequest
-	(*GetTemplateResponse)(nil),      // 16: tasker.coordinator.v1.GetTemplateResponse
-	(*ListTemplatesRequest)(nil),     // 17: tasker.coordinator.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),    // 18: tasker.coordinator.v1.ListTemplatesResponse
-	(*CreateTaskRequest)(nil),        // 19: tasker.coordinator.v1.CreateTaskRequest
-	(*Debounce)(nil),                 // 20: tasker.coordinator.v1.Debounce
-	(*CreateTaskResponse)(nil),       // 21: tasker.coordinator.v1.CreateTaskResponse
-	(*GetTaskRequest)(nil),           // 22: tasker.coordinator.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),          // 23: tasker.coordinator.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),         // 24: tasker.coordinator.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 25: tasker.coordinator.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),        // 26: tasker.coordinator.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),       // 27: tasker.coordinator.v1.CancelTaskResponse
-	(*RetryTaskRequest)(nil),         // 28: tasker.coordinator.v1.RetryTaskRequest
-	(*RetryTaskResponse)(nil),        // 29: tasker.coordinator.v1.RetryTaskResponse
-	(*SignalTaskRequest)(nil),        // 30: tasker.coordinator.v1.SignalTaskRequest
-	(*SignalTaskResponse)(nil),       // 31: tasker.coordinator.v1.SignalTaskResponse
-	(*WatchTaskRequest)(nil),         // 32: tasker.coordinator.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),        // 33: tasker.coordinator.v1.WatchTaskResponse
-	(*ResolveStepRequest)(nil),       // 34: tasker.coordinator.v1.ResolveStepRequest
-	(*ResolveStepResponse)(nil),      // 35: tasker.coordinator.v1.ResolveStepResponse
-	(*RerunStepRequest)(nil),         // 36: tasker.coordinator.v1.RerunStepRequest
-	(*RerunStepResponse)(nil),        // 37: tasker.coordinator.v1.RerunStepResponse
-	(*RegisterExecutorRequest)(nil),  // 38: tasker.coordinator.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 39: tasker.coordinator.v1.RegisterExecutorResponse
-	(*ListExecutorsRequest)(nil),     // 40: tasker.coordinator.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 41: tasker.coordinator.v1.ListExecutorsResponse
-	(*UnhostedHandler)(nil),          // 42: tasker.coordinator.v1.UnhostedHandler
-	(*ReportStepResultRequest)(nil),  // 43: tasker.coordinator.v1.ReportStepResultRequest
-	(*ReportStepResultResponse)(nil), // 44: tasker.coordinator.v1.ReportStepResultResponse
-	(*Waiting)(nil),                  // 45: tasker.coordinator.v1.Waiting
-	(*SubscribeEventsRequest)(nil),   // 46: tasker.coordinator.v1.SubscribeEventsRequest
-	(*SubscribeEventsResponse)(nil),  // 47: tasker.coordinator.v1.SubscribeEventsResponse
-	(*Event)(nil),                    // 48: tasker.coordinator.v1.Event
-	(*CountTasksRequest)(nil),        // 49: tasker.coordinator.v1.CountTasksRequest
-	(*CountTasksResponse)(nil),       // 50: tasker.coordinator.v1.CountTasksResponse
-	(*StateCount)(nil),               // 51: tasker.coordinator.v1.StateCount
-	(*GetAnalyticsRequest)(nil),      // 52: tasker.coordinator.v1.GetAnalyticsRequest
-	(*GetAnalyticsResponse)(nil),     // 53: tasker.coordinator.v1.GetAnalyticsResponse
-	(*TemplateAnalytics)(nil),        // 54: tasker.coordinator.v1.TemplateAnalytics
-	(*Percentiles)(nil),              // 55: tasker.coordinator.v1.Percentiles
-	(*StepAnalytics)(nil),            // 56: tasker.coordinator.v1.StepAnalytics
-	(*ErrorCount)(nil),               // 57: tasker.coordinator.v1.ErrorCount
-	(*RateLimit)(nil),                // 58: tasker.coordinator.v1.RateLimit
-	(*SetRateLimitRequest)(nil),      // 59: tasker.coordinator.v1.SetRateLimitRequest
-	(*SetRateLimitResponse)(nil),     // 60: tasker.coordinator.v1.SetRateLimitResponse
-	(*GetRateLimitRequest)(nil),      // 61: tasker.coordinator.v1.GetRateLimitRequest
-	(*GetRateLimitResponse)(nil),     // 62: tasker.coordinator.v1.GetRateLimitResponse
-	(*ListRateLimitsRequest)(nil),    // 63: tasker.coordinator.v1.ListRateLimitsRequest
-	(*ListRateLimitsResponse)(nil),   // 64: tasker.coordinator.v1.ListRateLimitsResponse
-	(*DeleteRateLimitRequest)(nil),   // 65: tasker.coordinator.v1.DeleteRateLimitRequest
-	(*DeleteRateLimitResponse)(nil),  // 66: tasker.coordinator.v1.DeleteRateLimitResponse
-	(*Schedule)(nil),                 // 67: tasker.coordinator.v1.Schedule
-	(*ScheduleRun)(nil),              // 68: tasker.coordinator.v1.ScheduleRun
-	(*CreateScheduleRequest)(nil),    // 69: tasker.coordinator.v1.CreateScheduleRequest
-	(*CreateScheduleResponse)(nil),   // 70: tasker.coordinator.v1.CreateScheduleResponse
-	(*GetScheduleRequest)(nil),       // 71: tasker.coordinator.v1.GetScheduleRequest
-	(*GetScheduleResponse)(nil),      // 72: tasker.coordinator.v1.GetScheduleResponse
-	(*ListSchedulesRequest)(nil),     // 73: tasker.coordinator.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),    // 74: tasker.coordinator.v1.ListSchedulesResponse
-	(*PauseScheduleRequest)(nil),     // 75: tasker.coordinator.v1.PauseScheduleRequest
-	(*PauseScheduleResponse)(nil),    // 76: tasker.coordinator.v1.PauseScheduleResponse
-	(*ResumeScheduleRequest)(nil),    // 77: tasker.coordinator.v1.ResumeScheduleRequest
-	(*ResumeScheduleResponse)(nil),   // 78: tasker.coordinator.v1.ResumeScheduleResponse
-	(*DeleteScheduleRequest)(nil),    // 79: tasker.coordinator.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),   // 80: tasker.coordinator.v1.DeleteScheduleResponse
-	(*BackfillScheduleRequest)(nil),  // 81: tasker.coordinator.v1.BackfillScheduleRequest
-	(*BackfillScheduleResponse)(nil), // 82: tasker.coordinator.v1.BackfillScheduleResponse
-	nil,                              // 83: tasker.coordinator.v1.StepTemplate.TaskContextEntry
-	(*structpb.Struct)(nil),          // 84: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 85: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 86: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 87: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 88: tasker.executor.v1.StepResult
+	(TaskView)(0),                    // 1: tasker.coordinator.v1.TaskView
+	(EventKind)(0),                   // 2: tasker.coordinator.v1.EventKind
+	(*TaskTemplate)(nil),             // 3: tasker.coordinator.v1.TaskTemplate
+	(*Concurrency)(nil),              // 4: tasker.coordinator.v1.Concurrency
+	(*RateLimitUse)(nil),             // 5: tasker.coordinator.v1.RateLimitUse
+	(*StepTemplate)(nil),             // 6: tasker.coordinator.v1.StepTemplate
+	(*WaitFor)(nil),                  // 7: tasker.coordinator.v1.WaitFor
+	(*Backoff)(nil),                  // 8: tasker.coordinator.v1.Backoff
+	(*Task)(nil),                     // 9: tasker.coordinator.v1.Task
+	(*Step)(nil),                     // 10: tasker.coordinator.v1.Step
+	(*StepError)(nil),                // 11: tasker.coordinator.v1.StepError
+	(*Transition)(nil),               // 12: tasker.coordinator.v1.Transition
+	(*ExecutorInfo)(nil),             // 13: tasker.coordinator.v1.ExecutorInfo
+	(*RegisterTemplateRequest)(nil),  // 14: tasker.coordinator.v1.RegisterTemplateRequest
+	(*RegisterTemplateResponse)(nil), // 15: tasker.coordinator.v1.RegisterTemplateResponse
+	(*GetTemplateRequest)(nil),       // 16: tasker.coordinator.v1.GetTemplateRequest
+	(*GetTemplateResponse)(nil),      // 17: tasker.coordinator.v1.GetTemplateResponse
+	(*ListTemplatesRequest)(nil),     // 18: tasker.coordinator.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),    // 19: tasker.coordinator.v1.ListTemplatesResponse
+	(*CreateTaskRequest)(nil),        // 20: tasker.coordinator.v1.CreateTaskRequest
+	(*Debounce)(nil),                 // 21: tasker.coordinator.v1.Debounce
+	(*CreateTaskResponse)(nil),       // 22: tasker.coordinator.v1.CreateTaskResponse
+	(*GetTaskRequest)(nil),           // 23: tasker.coordinator.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),          // 24: tasker.coordinator.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),         // 25: tasker.coordinator.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 26: tasker.coordinator.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 27: tasker.coordinator.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),       // 28: tasker.coordinator.v1.CancelTaskResponse
+	(*RetryTaskRequest)(nil),         // 29: tasker.coordinator.v1.RetryTaskRequest
+	(*RetryTaskResponse)(nil),        // 30: tasker.coordinator.v1.RetryTaskResponse
+	(*SignalTaskRequest)(nil),        // 31: tasker.coordinator.v1.SignalTaskRequest
+	(*SignalTaskResponse)(nil),       // 32: tasker.coordinator.v1.SignalTaskResponse
+	(*WatchTaskRequest)(nil),         // 33: tasker.coordinator.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),        // 34: tasker.coordinator.v1.WatchTaskResponse
+	(*ResolveStepRequest)(nil),       // 35: tasker.coordinator.v1.ResolveStepRequest
+	(*ResolveStepResponse)(nil),      // 36: tasker.coordinator.v1.ResolveStepResponse
+	(*RerunStepRequest)(nil),         // 37: tasker.coordinator.v1.RerunStepRequest
+	(*RerunStepResponse)(nil),        // 38: tasker.coordinator.v1.RerunStepResponse
+	(*RegisterExecutorRequest)(nil),  // 39: tasker.coordinator.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 40: tasker.coordinator.v1.RegisterExecutorResponse
+	(*ListExecutorsRequest)(nil),     // 41: tasker.coordinator.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 42: tasker.coordinator.v1.ListExecutorsResponse
+	(*UnhostedHandler)(nil),          // 43: tasker.coordinator.v1.UnhostedHandler
+	(*ReportStepResultRequest)(nil),  // 44: tasker.coordinator.v1.ReportStepResultRequest
+	(*ReportStepResultResponse)(nil), // 45: tasker.coordinator.v1.ReportStepResultResponse
+	(*Waiting)(nil),                  // 46: tasker.coordinator.v1.Waiting
+	(*SubscribeEventsRequest)(nil),   // 47: tasker.coordinator.v1.SubscribeEventsRequest
+	(*SubscribeEventsResponse)(nil),  // 48: tasker.coordinator.v1.SubscribeEventsResponse
+	(*Event)(nil),                    // 49: tasker.coordinator.v1.Event
+	(*CountTasksRequest)(nil),        // 50: tasker.coordinator.v1.CountTasksRequest
+	(*CountTasksResponse)(nil),       // 51: tasker.coordinator.v1.CountTasksResponse
+	(*StateCount)(nil),               // 52: tasker.coordinator.v1.StateCount
+	(*GetAnalyticsRequest)(nil),      // 53: tasker.coordinator.v1.GetAnalyticsRequest
+	(*GetAnalyticsResponse)(nil),     // 54: tasker.coordinator.v1.GetAnalyticsResponse
+	(*TemplateAnalytics)(nil),        // 55: tasker.coordinator.v1.TemplateAnalytics
+	(*Percentiles)(nil),              // 56: tasker.coordinator.v1.Percentiles
+	(*StepAnalytics)(nil),            // 57: tasker.coordinator.v1.StepAnalytics
+	(*ErrorCount)(nil),               // 58: tasker.coordinator.v1.ErrorCount
+	(*RateLimit)(nil),                // 59: tasker.coordinator.v1.RateLimit
+	(*SetRateLimitRequest)(nil),      // 60: tasker.coordinator.v1.SetRateLimitRequest
+	(*SetRateLimitResponse)(nil),     // 61: tasker.coordinator.v1.SetRateLimitResponse
+	(*GetRateLimitRequest)(nil),      // 62: tasker.coordinator.v1.GetRateLimitRequest
+	(*GetRateLimitResponse)(nil),     // 63: tasker.coordinator.v1.GetRateLimitResponse
+	(*ListRateLimitsRequest)(nil),    // 64: tasker.coordinator.v1.ListRateLimitsRequest
+	(*ListRateLimitsResponse)(nil),   // 65: tasker.coordinator.v1.ListRateLimitsResponse
+	(*DeleteRateLimitRequest)(nil),   // 66: tasker.coordinator.v1.DeleteRateLimitRequest
+	(*DeleteRateLimitResponse)(nil),  // 67: tasker.coordinator.v1.DeleteRateLimitResponse
+	(*Schedule)(nil),                 // 68: tasker.coordinator.v1.Schedule
+	(*ScheduleRun)(nil),              // 69: tasker.coordinator.v1.ScheduleRun
+	(*CreateScheduleRequest)(nil),    // 70: tasker.coordinator.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),   // 71: tasker.coordinator.v1.CreateScheduleResponse
+	(*GetScheduleRequest)(nil),       // 72: tasker.coordinator.v1.GetScheduleRequest
+	(*GetScheduleResponse)(nil),      // 73: tasker.coordinator.v1.GetScheduleResponse
+	(*ListSchedulesRequest)(nil),     // 74: tasker.coordinator.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 75: tasker.coordinator.v1.ListSchedulesResponse
+	(*PauseScheduleRequest)(nil),     // 76: tasker.coordinator.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),    // 77: tasker.coordinator.v1.PauseScheduleResponse
+	(*ResumeScheduleRequest)(nil),    // 78: tasker.coordinator.v1.ResumeScheduleRequest
+	(*ResumeScheduleResponse)(nil),   // 79: tasker.coordinator.v1.ResumeScheduleResponse
+	(*DeleteScheduleRequest)(nil),    // 80: tasker.coordinator.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 81: tasker.coordinator.v1.DeleteScheduleResponse
+	(*BackfillScheduleRequest)(nil),  // 82: tasker.coordinator.v1.BackfillScheduleRequest
+	(*BackfillScheduleResponse)(nil), // 83: tasker.coordinator.v1.BackfillScheduleResponse
+	nil,                              // 84: tasker.coordinator.v1.StepTemplate.TaskContextEntry
+	(*structpb.Struct)(nil),          // 85: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 86: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 87: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 88: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 89: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	84,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
-	5,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
-	3,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	84,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
-	7,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	85,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
-	3,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	4,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
-	6,   // 8: tasker.coordinator.v1.StepTemplate.wait_for:type_name -> tasker.coordinator.v1.WaitFor
-	85,  // 9: tasker.coordinator.v1.StepTemplate.sleep:type_name -> google.protobuf.Duration
-	83,  // 10: tasker.coordinator.v1.StepTemplate.task_context:type_name -> tasker.coordinator.v1.StepTemplate.TaskContextEntry
-	85,  // 11: tasker.coordinator.v1.WaitFor.timeout:type_name -> google.protobuf.Duration
-	85,  // 12: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	85,  // 13: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	85,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	6,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
+	4,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
+	85,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	8,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
+	86,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	4,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
+	5,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
+	7,   // 8: tasker.coordinator.v1.StepTemplate.wait_for:type_name -> tasker.coordinator.v1.WaitFor
+	86,  // 9: tasker.coordinator.v1.StepTemplate.sleep:type_name -> google.protobuf.Duration
+	84,  // 10: tasker.coordinator.v1.StepTemplate.task_context:type_name -> tasker.coordinator.v1.StepTemplate.TaskContextEntry
+	86,  // 11: tasker.coordinator.v1.WaitFor.timeout:type_name -> google.protobuf.Duration
+	86,  // 12: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	86,  // 13: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
 	0,   // 14: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	84,  // 15: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	86,  // 16: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	86,  // 17: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	86,  // 18: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
-	9,   // 19: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
-	11,  // 20: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	86,  // 21: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	85,  // 15: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	87,  // 16: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 17: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	87,  // 18: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	10,  // 19: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
+	12,  // 20: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
+	87,  // 21: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
 	0,   // 22: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	87,  // 23: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
-	10,  // 24: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	86,  // 25: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
-	11,  // 26: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	45,  // 27: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	88,  // 23: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	11,  // 24: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
+	87,  // 25: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	12,  // 26: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
+	46,  // 27: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
 	0,   // 28: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
 	0,   // 29: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	86,  // 30: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	84,  // 31: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	86,  // 32: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	86,  // 33: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
-	2,   // 34: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 35: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 36: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
-	2,   // 37: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	84,  // 38: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	86,  // 39: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	85,  // 40: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
-	20,  // 41: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
-	85,  // 42: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
-	8,   // 43: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 44: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	0,   // 45: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	86,  // 46: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	86,  // 47: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
-	8,   // 48: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
-	8,   // 49: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 50: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 51: tasker.coordinator.v1.SignalTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	11,  // 52: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,   // 53: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	87,  // 54: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	8,   // 55: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	8,   // 56: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	12,  // 57: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	12,  // 58: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	42,  // 59: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	88,  // 60: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	86,  // 61: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
-	1,   // 62: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
-	48,  // 63: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
-	11,  // 64: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
-	51,  // 65: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
-	0,   // 66: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	86,  // 67: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	86,  // 68: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
-	54,  // 69: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	86,  // 70: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	86,  // 71: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
-	55,  // 72: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
-	56,  // 73: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
-	57,  // 74: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	85,  // 75: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	85,  // 76: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	85,  // 77: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
-	55,  // 78: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
-	55,  // 79: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	85,  // 80: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	86,  // 81: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
-	86,  // 82: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
-	58,  // 83: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	58,  // 84: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	58,  // 85: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	58,  // 86: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
-	84,  // 87: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
-	85,  // 88: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
-	86,  // 89: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
-	86,  // 90: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
-	86,  // 91: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
-	86,  // 92: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
-	86,  // 93: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
-	86,  // 94: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
-	84,  // 95: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
-	85,  // 96: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
-	67,  // 97: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	67,  // 98: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	86,  // 99: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
-	68,  // 100: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
-	67,  // 101: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
-	67,  // 102: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	67,  // 103: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	86,  // 104: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
-	86,  // 105: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
-	68,  // 106: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
-	13,  // 107: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	15,  // 108: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	17,  // 109: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	19,  // 110: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	22,  // 111: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	24,  // 112: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	26,  // 113: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	28,  // 114: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	32,  // 115: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	34,  // 116: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	36,  // 117: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
-	30,  // 118: tasker.coordinator.v1.CoordinatorService.SignalTask:input_type -> tasker.coordinator.v1.SignalTaskRequest
-	38,  // 119: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	40,  // 120: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	43,  // 121: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	46,  // 122: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	49,  // 123: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	52,  // 124: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	59,  // 125: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
-	61,  // 126: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
-	63,  // 127: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
-	65,  // 128: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
-	69,  // 129: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
-	71,  // 130: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
-	73,  // 131: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
-	75,  // 132: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
-	77,  // 133: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
-	79,  // 134: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
-	81,  // 135: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
-	14,  // 136: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	16,  // 137: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	18,  // 138: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	21,  // 139: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	23,  // 140: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	25,  // 141: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	27,  // 142: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	29,  // 143: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	33,  // 144: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	35,  // 145: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	37,  // 146: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
-	31,  // 147: tasker.coordinator.v1.CoordinatorService.SignalTask:output_type -> tasker.coordinator.v1.SignalTaskResponse
-	39,  // 148: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	41,  // 149: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	44,  // 150: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	47,  // 151: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	50,  // 152: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	53,  // 153: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	60,  // 154: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
-	62,  // 155: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
-	64,  // 156: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
-	66,  // 157: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
-	70,  // 158: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
-	72,  // 159: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
-	74,  // 160: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
-	76,  // 161: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
-	78,  // 162: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
-	80,  // 163: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
-	82,  // 164: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
-	136, // [136:165] is the sub-list for method output_type
-	107, // [107:136] is the sub-list for method input_type
-	107, // [107:107] is the sub-list for extension type_name
-	107, // [107:107] is the sub-list for extension extendee
-	0,   // [0:107] is the sub-list for field type_name
+	87,  // 30: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	85,  // 31: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	87,  // 32: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	87,  // 33: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	3,   // 34: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	3,   // 35: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	3,   // 36: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
+	3,   // 37: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
+	85,  // 38: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	87,  // 39: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	86,  // 40: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	21,  // 41: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
+	1,   // 42: tasker.coordinator.v1.CreateTaskRequest.view:type_name -> tasker.coordinator.v1.TaskView
+	86,  // 43: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
+	9,   // 44: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,   // 45: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	0,   // 46: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
+	87,  // 47: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	87,  // 48: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	9,   // 49: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
+	9,   // 50: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,   // 51: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,   // 52: tasker.coordinator.v1.SignalTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	12,  // 53: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,   // 54: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	88,  // 55: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	9,   // 56: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,   // 57: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	13,  // 58: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	13,  // 59: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	43,  // 60: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	89,  // 61: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	87,  // 62: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	2,   // 63: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	49,  // 64: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	12,  // 65: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	52,  // 66: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,   // 67: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	87,  // 68: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	87,  // 69: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	55,  // 70: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	87,  // 71: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	87,  // 72: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	56,  // 73: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	57,  // 74: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	58,  // 75: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	86,  // 76: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	86,  // 77: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	86,  // 78: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	56,  // 79: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	56,  // 80: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	86,  // 81: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	87,  // 82: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 83: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	59,  // 84: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	59,  // 85: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	59,  // 86: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	59,  // 87: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
+	85,  // 88: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
+	86,  // 89: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
+	87,  // 90: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
+	87,  // 91: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
+	87,  // 92: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	87,  // 93: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	87,  // 94: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
+	87,  // 95: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
+	85,  // 96: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
+	86,  // 97: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
+	68,  // 98: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	68,  // 99: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	87,  // 100: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
+	69,  // 101: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
+	68,  // 102: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
+	68,  // 103: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	68,  // 104: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	87,  // 105: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
+	87,  // 106: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
+	69,  // 107: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
+	14,  // 108: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	16,  // 109: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	18,  // 110: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	20,  // 111: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	23,  // 112: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	25,  // 113: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	27,  // 114: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	29,  // 115: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	33,  // 116: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	35,  // 117: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	37,  // 118: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
+	31,  // 119: tasker.coordinator.v1.CoordinatorService.SignalTask:input_type -> tasker.coordinator.v1.SignalTaskRequest
+	39,  // 120: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	41,  // 121: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	44,  // 122: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	47,  // 123: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	50,  // 124: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	53,  // 125: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	60,  // 126: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	62,  // 127: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	64,  // 128: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	66,  // 129: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	70,  // 130: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
+	72,  // 131: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
+	74,  // 132: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
+	76,  // 133: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
+	78,  // 134: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
+	80,  // 135: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
+	82,  // 136: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
+	15,  // 137: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	17,  // 138: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	19,  // 139: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	22,  // 140: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	24,  // 141: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	26,  // 142: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	28,  // 143: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	30,  // 144: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	34,  // 145: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	36,  // 146: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	38,  // 147: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
+	32,  // 148: tasker.coordinator.v1.CoordinatorService.SignalTask:output_type -> tasker.coordinator.v1.SignalTaskResponse
+	40,  // 149: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	42,  // 150: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	45,  // 151: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	48,  // 152: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	51,  // 153: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	54,  // 154: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	61,  // 155: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	63,  // 156: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	65,  // 157: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	67,  // 158: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	71,  // 159: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
+	73,  // 160: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
+	75,  // 161: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
+	77,  // 162: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
+	79,  // 163: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
+	81,  // 164: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
+	83,  // 165: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
+	137, // [137:166] is the sub-list for method output_type
+	108, // [108:137] is the sub-list for method input_type
+	108, // [108:108] is the sub-list for extension type_name
+	108, // [108:108] is the sub-list for extension extendee
+	0,   // [0:108] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -6670,7 +6744,7 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
