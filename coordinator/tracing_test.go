@@ -74,6 +74,40 @@ steps:
 	require.Equal(t, handler.SpanContext().SpanID(), inner.Parent().SpanID(), "the handler's own spans join the trace")
 }
 
+// With tracing off in the executor, a handler still runs under its
+// attempt's span context from the coordinator, so what it calls can carry
+// the task's trace on; only the executor's own span is left out.
+func TestTraceReachesHandlerWithExecutorTracingOff(t *testing.T) {
+	t.Parallel()
+	coordSpans := tracetest.NewSpanRecorder()
+	h, _ := nodeHarness(t, coordinator.Config{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(coordSpans))}, 0)
+	seen := make(chan trace.SpanContext, 1)
+	runExecutor(h, executor.Config{}, listen(t), map[string]executor.HandlerFunc{
+		"traced": func(ctx context.Context, _ *executor.Request) (any, error) {
+			seen <- trace.SpanContextFromContext(ctx)
+			return nil, nil
+		},
+	})
+	h.apply("namespace: test\nname: traced\nversion: 1.0.0\nsteps:\n  - {name: only, handler: traced}\n")
+	task := h.create("test", "traced", map[string]any{})
+	h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	got := <-seen
+	var attempt sdktrace.ReadOnlySpan
+	require.Eventually(t, func() bool {
+		for _, s := range coordSpans.Ended() {
+			if s.Name() == "step only" {
+				attempt = s
+				return true
+			}
+		}
+		return false
+	}, 10e9, 10e6, "the attempt's span ended")
+	require.True(t, got.IsValid(), "the handler's context carries a span context")
+	require.True(t, got.IsRemote(), "it came over the wire")
+	require.Equal(t, attempt.SpanContext().TraceID(), got.TraceID())
+	require.Equal(t, attempt.SpanContext().SpanID(), got.SpanID())
+}
+
 // TestMetricsCountEveryTransition checks the transition counters against
 // what the store holds: creation-time transitions count too.
 func TestMetricsCountEveryTransition(t *testing.T) {

@@ -177,3 +177,10 @@ func (cfg Config) coordinators() []string {
 	}
 	return out
 }
+
+// isNoopTracing reports whether tp is OpenTelemetry's no-op provider, the
+// default when Config.TracerProvider is nil.
+func isNoopTracing(tp trace.TracerProvider) bool {
+	_, ok := tp.(tracenoop.TracerProvider)
+	return ok
+}

@@ -81,6 +81,10 @@ type Executor struct {
 	// tracer and propagator continue the coordinator's traces in handlers.
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	// tracingOff is set for the no-op provider, whose spans would record
+	// nothing: a handler then runs under the coordinator's span context
+	// alone, without a span of its own to build for every run.
+	tracingOff bool
 
 	// closing is closed at the end of shutdown to end every Execute stream.
 	closing chan struct{}
@@ -157,6 +161,7 @@ func New(cfg Config) (*Executor, error) {
 		cfg:           cfg,
 		log:           cfg.Logger.With("executor_id", cfg.ID),
 		tracer:        cfg.TracerProvider.Tracer("github.com/tasker-go/tasker/executor"),
+		tracingOff:    isNoopTracing(cfg.TracerProvider),
 		propagator:    propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		closing:       make(chan struct{}),
 		work:          make(chan *run),

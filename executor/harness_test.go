@@ -63,7 +63,7 @@ type served struct {
 
 // startExecutor builds an executor with handlers and serves it until the
 // test ends (or stop is called), requiring a clean shutdown.
-func startExecutor(t *testing.T, cfg Config, handlers map[string]HandlerFunc) *served {
+func startExecutor(t testing.TB, cfg Config, handlers map[string]HandlerFunc) *served {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger()
@@ -166,7 +166,7 @@ type coordinator struct {
 	client executorv1.ExecutorServiceClient
 }
 
-func dialExecutor(t *testing.T, addr string) *coordinator {
+func dialExecutor(t testing.TB, addr string) *coordinator {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
@@ -184,14 +184,14 @@ type execStream struct {
 	err   error
 }
 
-func (c *coordinator) open(t *testing.T) *execStream {
+func (c *coordinator) open(t testing.TB) *execStream {
 	t.Helper()
 	return c.openAs(t, "")
 }
 
 // openAs opens a stream naming itself as coordinator id, as real
 // coordinators do ("" names none).
-func (c *coordinator) openAs(t *testing.T, id string) *execStream {
+func (c *coordinator) openAs(t testing.TB, id string) *execStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	callCtx := ctx
@@ -225,7 +225,7 @@ func (c *coordinator) openAs(t *testing.T, id string) *execStream {
 	return s
 }
 
-func (s *execStream) send(t *testing.T, step *executorv1.ExecuteStep) {
+func (s *execStream) send(t testing.TB, step *executorv1.ExecuteStep) {
 	t.Helper()
 	require.NoError(t, s.stream.Send(&executorv1.ExecuteRequest{Kind: &executorv1.ExecuteRequest_ExecuteStep{ExecuteStep: step}}))
 }
@@ -238,7 +238,7 @@ func (s *execStream) cancelStep(t *testing.T, step *executorv1.ExecuteStep, reas
 }
 
 // next returns the next message matching keep, skipping the others.
-func (s *execStream) next(t *testing.T, keep func(*executorv1.ExecuteResponse) bool) *executorv1.ExecuteResponse {
+func (s *execStream) next(t testing.TB, keep func(*executorv1.ExecuteResponse) bool) *executorv1.ExecuteResponse {
 	t.Helper()
 	deadline := time.After(waitFor)
 	for {
@@ -265,7 +265,7 @@ func (s *execStream) next(t *testing.T, keep func(*executorv1.ExecuteResponse) b
 }
 
 // result returns the next step result.
-func (s *execStream) result(t *testing.T) *executorv1.StepResult {
+func (s *execStream) result(t testing.TB) *executorv1.StepResult {
 	t.Helper()
 	return s.next(t, func(m *executorv1.ExecuteResponse) bool { return m.GetStepResult() != nil }).GetStepResult()
 }

@@ -265,7 +265,15 @@ func (e *Executor) execute(r *run) {
 	}()
 	// The handler runs in a span that continues the coordinator's span for
 	// this attempt, so the handler's own spans join the task's trace.
-	ctx := e.propagator.Extract(r.ctx, propagation.MapCarrier(r.req.traceContext))
+	ctx := r.ctx
+	if len(r.req.traceContext) > 0 {
+		ctx = e.propagator.Extract(ctx, propagation.MapCarrier(r.req.traceContext))
+	}
+	if e.tracingOff {
+		out, err = r.handler(ctx, r.req)
+		returned = true
+		return
+	}
 	ctx, span := e.tracer.Start(ctx, "handler "+r.req.Handler, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 		attribute.String("tasker.task.id", r.req.TaskID),
 		attribute.String("tasker.step.name", r.req.StepName),

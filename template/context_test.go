@@ -122,6 +122,12 @@ func TestContextSchemaNilAcceptsAnyObject(t *testing.T) {
 	require.EqualError(t, s.Validate(json.RawMessage(`[1]`)), "context: must be a JSON object, got an array")
 	require.EqualError(t, s.Validate(json.RawMessage(`42`)), "context: must be a JSON object, got a number")
 	require.EqualError(t, s.Validate(nil), "context: must be a JSON object, got nothing")
+	require.NoError(t, s.Validate(json.RawMessage(" \n{\"a\": 1} ")))
+	// Not JSON, though it starts as an object: refused as before, by the
+	// decoder's account of it.
+	err := s.Validate(json.RawMessage(`{"a":`))
+	require.ErrorContains(t, err, "context: not valid JSON")
+	require.Error(t, s.Validate(json.RawMessage(`{"a":1}{"b":2}`)))
 }
 
 func TestContextSchemaFromExampleTemplate(t *testing.T) {
