@@ -70,6 +70,9 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 	// The batch outlives any caller's ctx: once taken, a request runs to its
 	// real outcome. Close waits for this to finish.
 	ctx := context.Background()
+	if s.finishCkpt.Load() {
+		s.finishCheckpoint(ctx)
+	}
 	tx, err := s.wconn.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

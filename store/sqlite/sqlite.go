@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -85,6 +86,9 @@ type Store struct {
 	buckets  *buckets
 	ckpt     *sqlx.DB      // one connection for background checkpoints
 	ckptDone chan struct{} // closed when the checkpointer has returned
+	// finishCkpt asks the committer to finish a checkpoint before its next
+	// batch (see finishCheckpoint).
+	finishCkpt atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -103,7 +107,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// rather than temporary files, and checkpoints are left to the
 		// checkpointer; the DSN has no parameters for these.
 		ConnectHook: func(c *sqlite3.SQLiteConn) error {
-			_, err := c.Exec("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0", nil)
+			_, err := c.Exec("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = "+strconv.Itoa(walJournalLimit), nil)
 			return err
 		},
 	}}), "sqlite3")
@@ -159,7 +163,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		keys:     taskKeys{},
 	}
 	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
-	go checkpointLoop(s.ckpt, s.committer.Closing(), s.ckptDone, s.logger)
+	go checkpointLoop(s.ckpt, s.committer.Closing(), s.ckptDone, &s.finishCkpt, s.logger)
 	return s, nil
 }
 
