@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -320,7 +321,7 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 				e.failDecision(c, i, err, from)
 				break
 			}
-			c.moveStep(i, state.Complete, fmt.Sprintf("attempt %d succeeded", s.Attempts), func(sc *store.StepChange) {
+			c.moveStep(i, state.Complete, "attempt "+strconv.Itoa(s.Attempts)+" succeeded", func(sc *store.StepChange) {
 				sc.Results = results
 				sc.Metadata = meta
 			})

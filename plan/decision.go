@@ -74,13 +74,20 @@ func edgeOf(p *Step, child int, st state.State) Edge {
 
 // ParentsSatisfied reports whether the parents of steps[i] let it start: no
 // edge into it is open, and it is a root or at least one edge is taken.
+//
+// The parents are looked at last first. A join is checked each time one of
+// its parents settles, and parents tend to settle in the order they were
+// listed (and so dispatched): from the front, each check would walk every
+// parent settled so far before meeting an open one, a thousand-way join
+// costing half a million looks; from the back, it meets an open one at once.
 func ParentsSatisfied(steps []Step, i int) bool {
 	if steps[i].Instance {
 		return InstanceMayRun(steps, i)
 	}
-	taken := len(steps[i].Parents) == 0
-	for _, p := range steps[i].Parents {
-		switch EdgeOf(steps, p, i) {
+	parents := steps[i].Parents
+	taken := len(parents) == 0
+	for k := len(parents) - 1; k >= 0; k-- {
+		switch EdgeOf(steps, parents[k], i) {
 		case EdgeOpen:
 			return false
 		case EdgeTaken:

@@ -93,6 +93,42 @@ func namesOf(spec []dagStep, idx []int) []string {
 // skipped (from every step, and from the decision's children only, which
 // is how the engine calls it), then what is ready and what the task's
 // outcome is once those skips are applied.
+// ParentsSatisfied over several parents: any open edge holds the step
+// back wherever it is in the list, and with none open at least one must be
+// taken.
+func TestParentsSatisfied(t *testing.T) {
+	t.Parallel()
+	var (
+		open     = Step{State: state.InProgress}
+		taken    = Step{State: state.Complete}
+		notTaken = Step{State: state.Skipped}
+	)
+	cases := []struct {
+		name    string
+		parents []Step
+		want    bool
+	}{
+		{"root", nil, true},
+		{"all taken", []Step{taken, taken, taken}, true},
+		{"open first", []Step{open, taken, taken}, false},
+		{"open in the middle", []Step{taken, open, taken}, false},
+		{"open last", []Step{taken, taken, open}, false},
+		{"open behind not taken", []Step{open, notTaken}, false},
+		{"one taken among not taken", []Step{notTaken, taken, notTaken}, true},
+		{"none taken", []Step{notTaken, notTaken}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			steps := append(slices.Clone(tc.parents), Step{State: state.Pending})
+			for i := range tc.parents {
+				steps[len(steps)-1].Parents = append(steps[len(steps)-1].Parents, i)
+			}
+			require.Equal(t, tc.want, ParentsSatisfied(steps, len(steps)-1))
+		})
+	}
+}
+
 func TestBranches(t *testing.T) {
 	t.Parallel()
 	cases := []struct {

@@ -59,6 +59,33 @@ func BenchmarkReady(b *testing.B) {
 	}
 }
 
+// BenchmarkFanIn checks a join of n parents after each of its parents
+// completes, in the order they are listed, as the coordinator does when
+// their results come in: the cost per op is a whole fan-in's checks.
+func BenchmarkFanIn(b *testing.B) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("parents=%d", n), func(b *testing.B) {
+			steps := make([]Step, n+1)
+			steps[n].State = state.Pending
+			for i := range n {
+				steps[n].Parents = append(steps[n].Parents, i)
+			}
+			for b.Loop() {
+				for i := range n {
+					steps[i].State = state.InProgress
+				}
+				for i := range n {
+					steps[i].State = state.Complete
+					if Ready(steps, n, now) != (i == n-1) {
+						b.Fatalf("join ready after %d of %d parents", i+1, n)
+					}
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkEvaluate(b *testing.B) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, size := range []int{10, 100, 1000} {
