@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c1 := []string{"--shape", "linear4", "--tasks", "1000", "--concurrency", "1"}
 	t.latencyRow("`linear4` c=1: task latency p50 (p99), events", c1)
 	t.latencyRow("`linear4` c=1: task latency p50 (p99), --completions watch", append(slices.Clone(c1), "--completions", "watch"))
-	empty := t.throughputRow("`linear4`, 10,000 tasks, c=500: steps/s", []string{"--shape", "linear4", "--tasks", "10000", "--concurrency", "500"})
+	t.throughputRow("`linear4`, 10,000 tasks, c=500: steps/s", []string{"--shape", "linear4", "--tasks", "10000", "--concurrency", "500"})
 	t.throughputRow("`diamond`, 10,000 tasks, c=500: steps/s", []string{"--shape", "diamond", "--tasks", "10000", "--concurrency", "500"})
 	t.latencyRow("`fanout 1000`, one task at a time: latency p50 (p99)", []string{"--shape", "fanout", "--fanout", "1000", "--tasks", "5", "--concurrency", "1"})
 	if o.ghz && t.wants(ghzMeasure) {
@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if o.storedSteps > 0 && t.wants(storedMeasure) {
-		t.storedRow(work, o.storedSteps, empty)
+		t.storedRow(work, o.storedSteps)
 	}
 	if o.durableN > 0 && t.wants("durable") {
 		t.durableRows(o.durableN)
@@ -290,8 +290,12 @@ func (t *table) throughputRow(measure string, args []string) *bench.Report {
 }
 
 // storedRow fills a SQLite store with steps linear4 steps, then measures
-// linear4 c=500 on it against the empty store's run.
-func (t *table) storedRow(work string, steps int, empty *bench.Report) {
+// linear4 c=500 on it in pairs with a run on an empty store, alternating,
+// so that the comparison is of runs moments apart: these VMs drift in
+// speed by more than the difference looked for within minutes, and a
+// comparison with the empty-store row above, run minutes before, showed
+// the drift as much as the store.
+func (t *table) storedRow(work string, steps int) {
 	db := filepath.Join(work, "stored.db")
 	fill := []string{"--db", db, "--shape", "linear4", "--tasks", strconv.Itoa(steps / 4), "--concurrency", "500", "--sample", "1"}
 	fmt.Fprintf(t.log, "perf-table: filling a store with %d steps\n", steps)
@@ -308,20 +312,55 @@ func (t *table) storedRow(work string, steps int, empty *bench.Report) {
 		measure: fmt.Sprintf("filling the store with %d steps (`linear4` c=500): steps/s", steps),
 		figure:  fmt.Sprintf("%.0f", fillRep.StepsPerSec), report: fillRep, command: shown(fill),
 	})
-	args := []string{"--db", db, "--shape", "linear4", "--tasks", "10000", "--concurrency", "500"}
-	measure := fmt.Sprintf("`linear4` c=500 with %d stored steps: steps/s; peak RSS, against the empty store", steps)
-	rep := median(t.bench(measure, args), func(r *bench.Report) float64 { return r.StepsPerSec })
-	fig := "failed"
-	if rep != nil {
-		fig = fmt.Sprintf("%.0f", rep.StepsPerSec)
-		if empty != nil && empty.StepsPerSec > 0 {
-			fig += fmt.Sprintf(" (%+.1f%%)", (rep.StepsPerSec/empty.StepsPerSec-1)*100)
+	emptyArgs := []string{"--shape", "linear4", "--tasks", "10000", "--concurrency", "500"}
+	args := append([]string{"--db", db}, emptyArgs...)
+	measure := fmt.Sprintf("`linear4` c=500 with %d stored steps: steps/s; peak RSS, against an empty store run alternately", steps)
+	var full, empty []*bench.Report
+	var changes, rss []float64
+	for i := range t.runs {
+		fmt.Fprintf(t.log, "perf-table: %s, pair %d/%d\n", measure, i+1, t.runs)
+		e, err := t.benchOnce(emptyArgs)
+		if err != nil {
+			t.errs = append(t.errs, fmt.Errorf("%s: %w", measure, err))
+			continue
 		}
-		if empty != nil && empty.PeakRSSMB != nil && rep.PeakRSSMB != nil && *empty.PeakRSSMB > 0 {
-			fig += fmt.Sprintf("; RSS %+.1f%%", (*rep.PeakRSSMB / *empty.PeakRSSMB - 1)*100)
+		f, err := t.benchOnce(args)
+		if err != nil {
+			t.errs = append(t.errs, fmt.Errorf("%s: %w", measure, err))
+			continue
+		}
+		full, empty = append(full, f), append(empty, e)
+		if e.StepsPerSec > 0 {
+			changes = append(changes, (f.StepsPerSec/e.StepsPerSec-1)*100)
+		}
+		if e.PeakRSSMB != nil && f.PeakRSSMB != nil && *e.PeakRSSMB > 0 {
+			rss = append(rss, (*f.PeakRSSMB / *e.PeakRSSMB - 1)*100)
 		}
 	}
-	t.rows = append(t.rows, row{measure: measure, figure: fig, report: rep, command: shown(args)})
+	stepsOf := func(r *bench.Report) float64 { return r.StepsPerSec }
+	rep := median(full, stepsOf)
+	fig := "failed"
+	if rep != nil {
+		fig = fmt.Sprintf("%.0f vs %.0f empty", rep.StepsPerSec, median(empty, stepsOf).StepsPerSec)
+		if len(changes) > 0 {
+			parts := make([]string, len(changes))
+			for i, c := range changes {
+				parts[i] = fmt.Sprintf("%+.1f%%", c)
+			}
+			fig += fmt.Sprintf(" (pair by pair %s; median %+.1f%%)", strings.Join(parts, ", "), medianOf(changes))
+		}
+		if len(rss) > 0 {
+			fig += fmt.Sprintf("; RSS %+.1f%%", medianOf(rss))
+		}
+	}
+	t.rows = append(t.rows, row{measure: measure, figure: fig, report: rep, command: shown(args) + " alternating with " + benchCommand(emptyArgs)})
+}
+
+// medianOf returns the median of xs (the lower middle of an even count).
+func medianOf(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }
 
 // Names of rows that -only selects before running them.

@@ -41,4 +41,8 @@ func TestMedianPicksTheMiddleRun(t *testing.T) {
 	require.Equal(t, 2.0, median(reps, steps).StepsPerSec, "the lower middle of an even count")
 	require.Equal(t, 2.0, median(reps[:3], steps).StepsPerSec)
 	require.Nil(t, median(nil, steps))
+	xs := []float64{5.7, -7.5, 0.4}
+	require.Equal(t, 0.4, medianOf(xs))
+	require.Equal(t, -7.5, medianOf(xs[1:]), "the lower middle of an even count")
+	require.Equal(t, []float64{5.7, -7.5, 0.4}, xs, "left in its order")
 }
