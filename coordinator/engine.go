@@ -627,7 +627,10 @@ func (e *engine) afterCommit(c *change) {
 
 func (e *engine) executeRequest(tr *taskRun, i int, traceContext map[string]string) *executorv1.ExecuteRequest {
 	s, t := tr.steps[i], tr.tix(i)
-	parents := make(map[string][]byte, len(tr.tmpl.parents[t]))
+	var parents map[string][]byte // a root's stays nil: nothing to allocate
+	if n := len(tr.tmpl.parents[t]); n > 0 {
+		parents = make(map[string][]byte, n)
+	}
 	for _, p := range tr.tmpl.parents[t] {
 		ps := tr.steps[p]
 		res := ps.Results

@@ -44,7 +44,7 @@ func (s *server) CreateTask(ctx context.Context, req *coordinatorv1.CreateTaskRe
 	v, created, err := s.c.engine.createTask(ctx, &createParams{
 		namespace: req.GetNamespace(), name: req.GetName(), version: req.GetVersion(), context: raw,
 		idempotencyKey: req.GetIdempotencyKey(), bypass: req.GetBypassSteps(), runAt: runAt, priority: int(req.GetPriority()),
-		debounce: debounce,
+		debounce: debounce, basic: req.GetView() == coordinatorv1.TaskView_TASK_VIEW_BASIC,
 	})
 	var owned *store.OwnedError
 	if errors.As(err, &owned) {

@@ -33,6 +33,9 @@ type createParams struct {
 	// parentTaskID and parentStepID make the task a child of that task's
 	// step (children.go).
 	parentTaskID, parentStepID string
+	// basic says the caller answers with the task's own fields only
+	// (TASK_VIEW_BASIC), so why its steps wait need not be worked out.
+	basic bool
 }
 
 // createTask validates the request, inserts the task and dispatches its
@@ -234,7 +237,11 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 			e.log.Error("first dispatch of a created task failed", "task_id", task.ID, "err", err)
 		}
 	}
-	return &taskView{task: got, steps: created.Steps, transitions: created.Transitions, waiting: e.waitingOf(tr, now)}, true, nil
+	v := &taskView{task: got, steps: created.Steps, transitions: created.Transitions}
+	if !p.basic {
+		v.waiting = e.waitingOf(tr, now)
+	}
+	return v, true, nil
 }
 
 // identityKey is what identifies a new task (store.Task.IdentityKey)
