@@ -53,9 +53,14 @@ func checkpointLoop(conn *sqlx.DB, closing <-chan struct{}, done chan<- struct{}
 	}
 }
 
+// rowQuerier is a connection or a pool that a checkpoint can run on.
+type rowQuerier interface {
+	QueryRowxContext(ctx context.Context, query string, args ...any) *sqlx.Row
+}
+
 // passiveCheckpoint runs one PASSIVE checkpoint on conn and returns how
 // many frames the WAL holds.
-func passiveCheckpoint(conn *sqlx.DB) (logFrames int, err error) {
+func passiveCheckpoint(conn rowQuerier) (logFrames int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var busy, copied int
@@ -77,10 +82,9 @@ func passiveCheckpoint(conn *sqlx.DB) (logFrames int, err error) {
 // committer only, with no transaction open; finish is set again by the
 // next background pass if this one could not copy everything (a reader
 // still using older frames).
-func (s *Store) finishCheckpoint(ctx context.Context) {
+func (s *Store) finishCheckpoint() {
 	s.finishCkpt.Store(false)
-	var busy, logFrames, copied int
-	if err := s.wconn.QueryRowxContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied); err != nil {
+	if _, err := passiveCheckpoint(s.wconn); err != nil {
 		s.logger.Warn("sqlite checkpoint on the writer failed", "error", err)
 	}
 }

@@ -71,7 +71,7 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 	// real outcome. Close waits for this to finish.
 	ctx := context.Background()
 	if s.finishCkpt.Load() {
-		s.finishCheckpoint(ctx)
+		s.finishCheckpoint()
 	}
 	tx, err := s.wconn.BeginTxx(ctx, nil)
 	if err != nil {
