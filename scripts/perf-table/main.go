@@ -235,14 +235,15 @@ func tail(s string, lines int) string {
 	return strings.Join(all[max(len(all)-lines, 0):], "\n")
 }
 
-// median returns the report whose key is the median (the lower middle of
-// an even count).
-func median(reps []*bench.Report, key func(*bench.Report) float64) *bench.Report {
-	if len(reps) == 0 {
-		return nil
+// median returns the element whose key is the median (the lower middle of
+// an even count), or the zero value of an empty slice.
+func median[T any](xs []T, key func(T) float64) T {
+	var zero T
+	if len(xs) == 0 {
+		return zero
 	}
-	s := slices.Clone(reps)
-	slices.SortFunc(s, func(a, b *bench.Report) int { return cmpFloat(key(a), key(b)) })
+	s := slices.Clone(xs)
+	slices.SortFunc(s, func(a, b T) int { return cmpFloat(key(a), key(b)) })
 	return s[(len(s)-1)/2]
 }
 
@@ -358,9 +359,7 @@ func (t *table) storedRow(work string, steps int) {
 
 // medianOf returns the median of xs (the lower middle of an even count).
 func medianOf(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[(len(s)-1)/2]
+	return median(xs, func(x float64) float64 { return x })
 }
 
 // Names of rows that -only selects before running them.
