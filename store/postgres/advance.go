@@ -153,6 +153,9 @@ func (s *Store) TaskAdvance(ctx context.Context, params *store.TaskAdvanceParams
 // queueAdvance queues one statement per change and returns the transitions
 // they will record; reading the results fills in Seq (and StepName).
 func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition {
+	if p.grouping && groupable(params) {
+		return p.groupAdvance(params)
+	}
 	at := toNanos(params.At)
 	taskID := params.TaskID
 	out := make([]*store.Transition, 0, len(params.Steps)+1)
@@ -160,9 +163,8 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	var token int64
 	if l := params.Lease; l != nil {
 		token = l.Token
-		describe := fmt.Sprintf("task %s: lease %d of coordinator %s", taskID, l.Token, l.CoordinatorID)
 		p.query(stmtFence, []any{taskID, l.Token, at}, func(pgx.Rows) error { return nil }, func(err *pgconn.PgError) error {
-			return explainRefusal(describe, err)
+			return explainRefusal(fmt.Sprintf("task %s: lease %d of coordinator %s", taskID, l.Token, l.CoordinatorID), err)
 		})
 	}
 
@@ -211,7 +213,6 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 			hasError       = c.Error != nil
 			message, class string
 			errorRetryable bool
-			describe       = fmt.Sprintf("step %s (%s) of task %s %s→%s", c.StepName, c.StepID, taskID, c.From, c.To)
 		)
 		if hasError {
 			message, class, errorRetryable = c.Error.Message, c.Error.Class, c.Error.Retryable
@@ -223,7 +224,7 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 		}, func(rows pgx.Rows) error {
 			return rows.Scan(&tr.Seq, &tr.StepName)
 		}, func(err *pgconn.PgError) error {
-			return explainRefusal(describe, err)
+			return explainRefusal(fmt.Sprintf("step %s (%s) of task %s %s→%s", c.StepName, c.StepID, taskID, c.From, c.To), err)
 		})
 		if c.Signal != nil {
 			queueConsume(p, taskID, at, c)
@@ -236,12 +237,11 @@ func queueAdvance(p *pipe, params *store.TaskAdvanceParams) []*store.Transition 
 	if c := params.Task; c != nil {
 		tr := c.Transition(taskID, fromNanos(at), token)
 		out = append(out, tr)
-		describe := fmt.Sprintf("task %s %s→%s", taskID, c.From, c.To)
 		p.query(stmtAdvanceTask, []any{taskID, string(c.From), string(c.To), at, c.Reason, toNullJSON(c.Metadata), token},
 			func(rows pgx.Rows) error {
 				return rows.Scan(&tr.Seq)
 			}, func(err *pgconn.PgError) error {
-				return explainRefusal(describe, err)
+				return explainRefusal(fmt.Sprintf("task %s %s→%s", taskID, c.From, c.To), err)
 			})
 	} else if len(params.Steps) == 0 {
 		// Nothing to change, but an unknown task is still an error.

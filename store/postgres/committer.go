@@ -94,6 +94,7 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []
 			p.exec(stmtRelease)
 		}
 		p.ctx, p.conn = ctx, conn.Conn()
+		p.grouping = !savepoints
 		for i := next; i < len(batch) && p.err == nil; i++ {
 			p.req = i
 			if savepoints {
@@ -157,6 +158,12 @@ type pipe struct {
 	conn   *pgx.Conn
 	err    error
 	failed int
+
+	// grouping lets plain advances gather in group (see advanceGroup): on
+	// in a batch's first run, off in the run with savepoints, where each
+	// request must be queued on its own.
+	grouping bool
+	group    *advanceGroup
 }
 
 // interact runs fn in the transaction, at this point of the current
@@ -167,6 +174,7 @@ func (p *pipe) interact(fn func(ctx context.Context, conn *pgx.Conn) error) {
 	if p.err != nil {
 		return
 	}
+	p.flushGroup()
 	if len(p.stmts) > 0 {
 		failed, err := p.send(p.ctx, p.conn)
 		p.batch, p.stmts = pgx.Batch{}, nil
@@ -196,15 +204,23 @@ type queuedStmt struct {
 
 // exec queues a statement whose result only matters if it is an error.
 func (p *pipe) exec(name string, args ...any) {
-	p.add(name, args, func(br pgx.BatchResults) error {
-		_, err := br.Exec()
-		return err
-	}, nil)
+	p.add(name, args, execResult, nil)
+}
+
+// execResult reads the result of a statement that returns no rows.
+func execResult(br pgx.BatchResults) error {
+	_, err := br.Exec()
+	return err
 }
 
 // query queues a statement and calls each for every row it returns.
 func (p *pipe) query(name string, args []any, each func(pgx.Rows) error, explain func(*pgconn.PgError) error) {
-	p.add(name, args, func(br pgx.BatchResults) error {
+	p.add(name, args, readRows(each), explain)
+}
+
+// readRows reads a statement's result by calling each for every row.
+func readRows(each func(pgx.Rows) error) func(pgx.BatchResults) error {
+	return func(br pgx.BatchResults) error {
 		rows, err := br.Query()
 		if err != nil {
 			return err
@@ -216,10 +232,16 @@ func (p *pipe) query(name string, args []any, each func(pgx.Rows) error, explain
 			}
 		}
 		return rows.Err()
-	}, explain)
+	}
 }
 
+// add queues a statement after whatever the pipe has gathered in its group.
 func (p *pipe) add(name string, args []any, read func(pgx.BatchResults) error, explain func(*pgconn.PgError) error) {
+	p.flushGroup()
+	p.addRaw(name, args, read, explain)
+}
+
+func (p *pipe) addRaw(name string, args []any, read func(pgx.BatchResults) error, explain func(*pgconn.PgError) error) {
 	if p.err != nil {
 		return
 	}
@@ -362,6 +384,12 @@ func writeStatements() []struct{ name, sql string } {
 		{stmtTaskTake, taskTakeSQL},
 		{stmtSignalCreate, signalCreateSQL},
 		{stmtSignalConsume, signalConsumeSQL},
+		{stmtGroupIndexes, groupIndexesSQL},
+		{stmtGroupAnyScan, groupAnyScanSQL},
+		{stmtGroupFence, groupFenceSQL},
+		{stmtGroupSteps, groupStepsSQL},
+		{stmtGroupTasks, groupTasksSQL},
+		{stmtGroupFree, groupReleaseSQL},
 	}
 }
 

@@ -101,7 +101,11 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 	if limit <= 0 {
 		limit = store.DefaultEventLimit
 	}
-	rows, err := s.reader.Query(ctx, eventListSQL, after.xact, after.seq, limit)
+	// Planned afresh for each page (an unnamed statement), not once and
+	// cached: a generic plan made while tasks was small joined it by hash
+	// after reading it whole, and kept doing so, on every page, as it
+	// grew. Planning costs less than one such read of a few thousand tasks.
+	rows, err := s.reader.Query(ctx, eventListSQL, pgx.QueryExecModeExec, after.xact, after.seq, limit)
 	if err != nil {
 		return nil, s.readErr(err, "list events after %s", after)
 	}

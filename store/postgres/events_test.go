@@ -196,3 +196,31 @@ func TestEventPlans(t *testing.T) {
 	require.Regexp(t, `Index (Only )?Scan using (steps_task_id_position|steps_task_id_name_key) on steps`, del)
 	require.Contains(t, del, "transitions_task_id_seq", del)
 }
+
+// TestEventListIsNotCachedAsAGenericPlan: EventList's statement reaches the
+// reader as an unnamed one, planned for each page, so no reader session
+// holds a plan for it that was made while the tables were small.
+func TestEventListIsNotCachedAsAGenericPlan(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{Schema: newSchema(t)})
+	storetest.SeedTasks(t, s, "ns", 20)
+	// pgx prepares a cached statement at its first use, and PostgreSQL
+	// chooses a generic plan after five runs; ten pages cover both.
+	for range 10 {
+		_, err := s.EventList(ctx, &store.EventListParams{Limit: 5})
+		require.NoError(t, err)
+	}
+	conns := s.reader.AcquireAllIdle(ctx)
+	require.NotEmpty(t, conns)
+	for _, c := range conns {
+		var prepared int
+		// The pattern is spelled in pieces so this statement, prepared
+		// too, does not match itself.
+		err := c.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements
+			WHERE statement LIKE '%' || 'FROM event' || '_floor WHERE id' || '%'`).Scan(&prepared)
+		c.Release()
+		require.NoError(t, err)
+		require.Zero(t, prepared, "a reader session holds EventList's statement prepared")
+	}
+}

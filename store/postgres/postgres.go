@@ -104,6 +104,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// re-planning the create statement, which costs more than running it
 	// (measured: serial TaskCreate 1.2-1.8 ms → 0.7 ms).
 	writerCfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	// The writer's statements join few rows to rows found by key, where
+	// nested loops over index lookups are right, and a generic plan made
+	// on small tables must not keep a hash join that reads a whole table
+	// once they have grown (see advanceGroup). JIT never pays for
+	// statements this small.
+	writerCfg.ConnConfig.RuntimeParams["enable_hashjoin"] = "off"
+	writerCfg.ConnConfig.RuntimeParams["enable_mergejoin"] = "off"
+	writerCfg.ConnConfig.RuntimeParams["jit"] = "off"
 	if settings.synchronousCommit == "off" {
 		// A returned write must be durable; the server's default would
 		// acknowledge commits before their WAL is flushed.

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +120,30 @@ func newDatabase(tb testing.TB) storetest.Opener {
 type testStore struct {
 	*Store
 	schema string
+}
+
+// ServerCPU implements storetest.ServerCPUReader: the CPU time of the
+// writer's backend process, read from /proc, since the database under test
+// runs on this machine. It is 0 when the backend is not visible.
+func (s testStore) ServerCPU(tb testing.TB) time.Duration {
+	tb.Helper()
+	conn, err := s.writer.Acquire(context.Background())
+	require.NoError(tb, err)
+	pid := conn.Conn().PgConn().PID()
+	conn.Release()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which ends at the last ')': utime
+	// and stime are the 14th and 15th of the whole line, in clock ticks
+	// (100 a second on Linux).
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	utime, err := strconv.ParseInt(fields[11], 10, 64)
+	require.NoError(tb, err)
+	stime, err := strconv.ParseInt(fields[12], 10, 64)
+	require.NoError(tb, err)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // HoldWrites implements storetest.WriteHolder: another session locks every

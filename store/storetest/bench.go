@@ -41,6 +41,7 @@ func Benchmark(ctx context.Context, b *testing.B, newDatabase NewDatabase) {
 			f := setup(b)
 			b.ReportAllocs()
 			b.SetParallelism(benchWriters)
+			server := startServerCPU(b, f.store)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -50,6 +51,7 @@ func Benchmark(ctx context.Context, b *testing.B, newDatabase NewDatabase) {
 					}
 				}
 			})
+			server.report(b)
 		})
 	})
 
@@ -68,6 +70,7 @@ func Benchmark(ctx context.Context, b *testing.B, newDatabase NewDatabase) {
 		}
 		b.ReportAllocs()
 		b.SetParallelism(benchWriters * 4)
+		server := startServerCPU(b, f.store)
 		b.ResetTimer()
 		cpu := processCPU()
 		b.RunParallel(func(pb *testing.PB) {
@@ -82,6 +85,7 @@ func Benchmark(ctx context.Context, b *testing.B, newDatabase NewDatabase) {
 		// What the coordinator pays per step is CPU, not the wall time
 		// the fsyncs set, so report it beside ns/op.
 		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+		server.report(b)
 	})
 
 	b.Run("TaskAdvance", func(b *testing.B) {
@@ -120,6 +124,36 @@ func Benchmark(ctx context.Context, b *testing.B, newDatabase NewDatabase) {
 			})
 		})
 	})
+}
+
+// ServerCPUReader is implemented by a test store whose database server
+// does the store's writes in a process of its own on this machine (one
+// PostgreSQL backend): the CPU time that process has used. The Workflow
+// benchmark reports it per op beside the client's.
+type ServerCPUReader interface {
+	ServerCPU(tb testing.TB) time.Duration
+}
+
+// serverCPU measures a ServerCPUReader's CPU over a benchmark.
+type serverCPU struct {
+	reader ServerCPUReader
+	start  time.Duration
+}
+
+// startServerCPU starts measuring st's server, if it can be measured.
+func startServerCPU(b *testing.B, st store.Store) serverCPU {
+	r, ok := st.(ServerCPUReader)
+	if !ok {
+		return serverCPU{}
+	}
+	return serverCPU{reader: r, start: r.ServerCPU(b)}
+}
+
+// report adds the server's CPU per op to b's results.
+func (s serverCPU) report(b *testing.B) {
+	if s.reader != nil {
+		b.ReportMetric(float64(s.reader.ServerCPU(b)-s.start)/float64(b.N), "server-cpu-ns/op")
+	}
 }
 
 // cycler moves one step round pending → in_progress → error → pending, one

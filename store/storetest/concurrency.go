@@ -256,6 +256,115 @@ func (s *suite) concurrency(t *testing.T) {
 			require.ErrorIs(t, err, store.ErrNotFound)
 		})
 
+		// Advances of many tasks in one batch, several for one task among
+		// them, commit as if applied one by one in queue order: every
+		// change stored, every transition returned with the seq it was
+		// stored under, and each task's history in the order its changes
+		// were queued.
+		t.Run("AdvancesInOneBatchKeepTheirOrder", func(t *testing.T) {
+			t.Parallel()
+			f, st, hold := s.setupHeld(t)
+			const tasks = 6
+			ids := make([]string, tasks)
+			steps := make([][]*store.Step, tasks)
+			for i := range tasks {
+				task, ss := f.createTask(t, "a", "b")
+				ids[i], steps[i] = task.ID, ss
+			}
+			at := f.now()
+			// Per task, in queue order: start the task and a; complete a
+			// and start b; complete b and the task. Even tasks also fail
+			// b instead, leaving the task in error.
+			var writes []*store.TaskAdvanceParams
+			for i := range tasks {
+				a := steps[i][0]
+				writes = append(writes, &store.TaskAdvanceParams{TaskID: ids[i], At: at,
+					Task:  &store.TaskChange{From: state.Pending, To: state.InProgress, Reason: "started"},
+					Steps: []*store.StepChange{startStep(a)}})
+			}
+			for i := range tasks {
+				a, b := steps[i][0], steps[i][1]
+				writes = append(writes, &store.TaskAdvanceParams{TaskID: ids[i], At: at,
+					Steps: []*store.StepChange{completeStep(a, 1, fmt.Sprintf(`{"task":%d}`, i)), startStep(b)}})
+			}
+			for i := range tasks {
+				b := steps[i][1]
+				last := &store.TaskAdvanceParams{TaskID: ids[i], At: at, Release: true,
+					Steps: []*store.StepChange{completeStep(b, 1, `{"b":true}`)},
+					Task:  &store.TaskChange{From: state.InProgress, To: state.Complete, Reason: "done"}}
+				if i%2 == 0 {
+					last.Steps = []*store.StepChange{{StepID: b.ID, StepName: b.Name, From: state.InProgress, To: state.Error,
+						ExpectAttempts: 1, Attempts: 1, Reason: "failed",
+						Error: &store.StepError{Message: "boom", Class: "Boom", Retryable: false}}}
+					last.Task = &store.TaskChange{From: state.InProgress, To: state.Error, Reason: "failed"}
+				}
+				writes = append(writes, last)
+			}
+
+			before := st.Stats()
+			release := hold.HoldWrites(t)
+			held := make(chan error, 1)
+			go func() {
+				_, _, err := f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
+				held <- err
+			}()
+			waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
+				return now.Taken == before.Taken+1 && now.Queued == 0
+			})
+			type result struct {
+				trs []*store.Transition
+				err error
+			}
+			results := make([]chan result, len(writes))
+			for i, w := range writes {
+				results[i] = make(chan result, 1)
+				go func() {
+					trs, err := f.store.TaskAdvance(f.ctx, w)
+					results[i] <- result{trs, err}
+				}()
+				waitStats(t, st, fmt.Sprintf("write %d queued", i), func(now groupcommit.Stats) bool { return now.Queued == int64(i+1) })
+			}
+			release()
+			require.NoError(t, <-held)
+			returned := map[string][]*store.Transition{}
+			for i := range writes {
+				r := <-results[i]
+				require.NoError(t, r.err, "write %d", i)
+				for _, tr := range r.trs {
+					require.NotZero(t, tr.Seq, "write %d: transition %s→%s has its seq", i, tr.From, tr.To)
+				}
+				returned[writes[i].TaskID] = append(returned[writes[i].TaskID], r.trs...)
+			}
+			require.Equal(t, before.Commits+2, st.Stats().Commits, "the held write, then every advance in one commit")
+
+			for i, id := range ids {
+				stored := f.transitions(t, id)
+				require.Len(t, stored, 6, "task %d", i)
+				var last int64
+				for k, tr := range stored {
+					require.Greater(t, tr.Seq, last, "task %d: history in queue order", i)
+					last = tr.Seq
+					require.Equal(t, returned[id][k].Seq, tr.Seq, "task %d transition %d", i, k)
+					require.Equal(t, returned[id][k].To, tr.To, "task %d transition %d", i, k)
+					require.Equal(t, returned[id][k].StepName, tr.StepName, "task %d transition %d", i, k)
+				}
+				got := f.steps(t, id)
+				require.Equal(t, state.Complete, got[0].State)
+				require.JSONEq(t, fmt.Sprintf(`{"task":%d}`, i), string(got[0].Results))
+				task := f.task(t, id)
+				if i%2 == 0 {
+					require.Equal(t, state.Error, task.State)
+					require.Equal(t, state.Error, got[1].State)
+					require.NotNil(t, got[1].Error)
+					require.Equal(t, "boom", got[1].Error.Message)
+				} else {
+					require.Equal(t, state.Complete, task.State)
+					require.Equal(t, state.Complete, got[1].State)
+					require.Nil(t, got[1].Error)
+				}
+			}
+		})
+
 		// A caller whose context ends while its write waits for the
 		// committer gets its error and nothing is written; one whose write
 		// the committer already took gets the real outcome.
