@@ -224,3 +224,25 @@ func TestEventListIsNotCachedAsAGenericPlan(t *testing.T) {
 		require.Zero(t, prepared, "a reader session holds EventList's statement prepared")
 	}
 }
+
+// TestEventListLooksTasksUpByKey: a page's entries find their tasks through
+// the primary key, one look up each, even where reading all of tasks looks
+// cheaper to the planner (two thousand tasks with an entry each, a page of
+// 500).
+func TestEventListLooksTasksUpByKey(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	schema := newSchema(t)
+	s := openStore(t, Config{Schema: schema})
+	storetest.SeedTasks(t, s, "ns", 2000)
+	conn := adminConn(t, schema)
+	_, err := conn.Exec(ctx, `INSERT INTO transitions (task_id, step_name, from_state, to_state, at, reason, attempt)
+		SELECT id, '', 'pending', 'in_progress', 1, 'seeded', 0 FROM tasks`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "ANALYZE")
+	require.NoError(t, err)
+	plan := explainPlan(t, conn, eventListSQL, int64(0), int64(0), 500)
+	require.Contains(t, plan, "transitions_xact_seq", plan)
+	require.Contains(t, plan, "tasks_pkey", plan)
+	require.NotContains(t, plan, "Seq Scan on tasks", plan)
+}
