@@ -164,18 +164,8 @@ func (s *suite) concurrency(t *testing.T) {
 			t.Parallel()
 			f, st, hold := s.setupHeld(t)
 			const queued = 20
-			before := st.Stats()
-			release := hold.HoldWrites(t)
-
 			// The first write is taken and held; the rest queue behind it.
-			first := make(chan error, 1)
-			go func() {
-				_, _, err := f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
-				first <- err
-			}()
-			waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
-				return now.Taken == before.Taken+1 && now.Queued == 0
-			})
+			before, release, first := f.holdBatch(t, st, hold)
 			errs := make([]error, queued)
 			var wg sync.WaitGroup
 			for i := range queued {
@@ -218,16 +208,7 @@ func (s *suite) concurrency(t *testing.T) {
 				func() error { _, _, err := f.store.TaskCreate(f.ctx, fresh); return err },
 				func() error { _, _, err := f.store.TaskCreate(f.ctx, dupe); return err },
 			}
-			before := st.Stats()
-			release := hold.HoldWrites(t)
-			held := make(chan error, 1)
-			go func() {
-				_, _, err := f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
-				held <- err
-			}()
-			waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
-				return now.Taken == before.Taken+1 && now.Queued == 0
-			})
+			before, release, held := f.holdBatch(t, st, hold)
 			// Queued one at a time, so the batch holds them in this order.
 			errs := make([]chan error, len(writes))
 			for i, write := range writes {
@@ -301,16 +282,7 @@ func (s *suite) concurrency(t *testing.T) {
 				writes = append(writes, last)
 			}
 
-			before := st.Stats()
-			release := hold.HoldWrites(t)
-			held := make(chan error, 1)
-			go func() {
-				_, _, err := f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
-				held <- err
-			}()
-			waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
-				return now.Taken == before.Taken+1 && now.Queued == 0
-			})
+			before, release, held := f.holdBatch(t, st, hold)
 			type result struct {
 				trs []*store.Transition
 				err error
@@ -452,6 +424,25 @@ func (s *suite) setupHeld(t *testing.T) (*fixture, StatsStore, WriteHolder) {
 		t.Skipf("%T does not implement storetest.StatsStore and storetest.WriteHolder", f.store)
 	}
 	return f, st, hold
+}
+
+// holdBatch holds the store's writes and has one write (a TaskCreate)
+// taken by the committer and held, so the writes made next queue behind it
+// and go into the next batch together. It returns the committer's counters
+// from before, the release, and the held write's outcome.
+func (f *fixture) holdBatch(t *testing.T, st StatsStore, hold WriteHolder) (before groupcommit.Stats, release func(), held <-chan error) {
+	t.Helper()
+	before = st.Stats()
+	release = hold.HoldWrites(t)
+	outcome := make(chan error, 1)
+	go func() {
+		_, _, err := f.store.TaskCreate(f.ctx, f.taskParams("linear", "a"))
+		outcome <- err
+	}()
+	waitStats(t, st, "the first write taken and held", func(now groupcommit.Stats) bool {
+		return now.Taken == before.Taken+1 && now.Queued == 0
+	})
+	return before, release, outcome
 }
 
 // waitStats waits until the committer's counters satisfy cond.
