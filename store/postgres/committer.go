@@ -159,9 +159,9 @@ type pipe struct {
 	err    error
 	failed int
 
-	// grouping lets plain advances gather in group (see advanceGroup): on
-	// in a batch's first run, off in the run with savepoints, where each
-	// request must be queued on its own.
+	// grouping lets plain advances gather in group (see advanceGroup). It
+	// is set for a batch's first run and not for the run with savepoints,
+	// where each request must be queued on its own.
 	grouping bool
 	group    *advanceGroup
 }
@@ -241,6 +241,7 @@ func (p *pipe) add(name string, args []any, read func(pgx.BatchResults) error, e
 	p.addRaw(name, args, read, explain)
 }
 
+// addRaw queues a statement as it comes, the group's own included.
 func (p *pipe) addRaw(name string, args []any, read func(pgx.BatchResults) error, explain func(*pgconn.PgError) error) {
 	if p.err != nil {
 		return
