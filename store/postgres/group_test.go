@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-go/tasker/state"
@@ -51,11 +50,7 @@ func TestGroupStatementsLookRowsUpByKey(t *testing.T) {
 	require.Equal(t, "on", seqscan, "SET LOCAL ended with its group")
 	for name, params := range map[string]int{stmtGroupFence: 3, stmtGroupSteps: 18, stmtGroupTasks: 7, stmtGroupFree: 1} {
 		nulls := strings.TrimSuffix(strings.Repeat("NULL,", params), ",")
-		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE "+name+"("+nulls+")")
-		require.NoError(t, err, name)
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err, name)
-		plan := strings.Join(lines, "\n")
+		plan := explainPlan(t, conn.Conn(), "EXECUTE "+name+"("+nulls+")")
 		require.NotContains(t, plan, "Seq Scan on steps", "%s:\n%s", name, plan)
 		require.NotContains(t, plan, "Seq Scan on tasks", "%s:\n%s", name, plan)
 		require.NotContains(t, plan, "Hash Join", "%s:\n%s", name, plan)
