@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tasker-go/tasker/coordinator"
@@ -29,6 +30,11 @@ type node struct {
 	store *sqlite.Store
 	coord *coordinator.Coordinator
 	srv   *grpc.Server
+	// client, when set, is the harness's connection to the node: crash
+	// waits until it has noticed, and start until it is connected again,
+	// so a test's next call goes to the new run instead of into a
+	// connection the old one reset.
+	client *grpc.ClientConn
 }
 
 func startNode(t testing.TB, path, addr string, cfg coordinator.Config, busy time.Duration) *node {
@@ -65,6 +71,23 @@ func (n *node) start() {
 	coord.Register(srv)
 	go func() { _ = srv.Serve(lis) }()
 	n.store, n.coord, n.srv = st, coord, srv
+	if n.client != nil {
+		n.client.Connect()
+		n.awaitClient(func(s connectivity.State) bool { return s == connectivity.Ready })
+	}
+}
+
+// awaitClient waits until the harness's connection is in a state done
+// accepts.
+func (n *node) awaitClient(done func(connectivity.State) bool) {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for s := n.client.GetState(); !done(s); s = n.client.GetState() {
+		if !n.client.WaitForStateChange(ctx, s) {
+			require.FailNow(n.t, "the harness's connection stayed "+s.String())
+		}
+	}
 }
 
 // crash stops the node without a graceful drain: in-memory state is gone,
@@ -74,6 +97,9 @@ func (n *node) crash() {
 		return
 	}
 	n.srv.Stop()
+	if n.client != nil {
+		n.awaitClient(func(s connectivity.State) bool { return s != connectivity.Ready })
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = n.coord.Stop(ctx)
@@ -94,6 +120,7 @@ func nodeHarness(t testing.TB, cfg coordinator.Config, busy time.Duration) (*har
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cc.Close() })
+	n.client = cc
 	return &harness{t: t, ctx: ctx, store: n.store, coord: n.coord, addr: addr, client: coordinatorv1.NewCoordinatorServiceClient(cc), log: testLogger(t)}, n
 }
 
