@@ -268,3 +268,37 @@ func TestFailedRequestFailsAlone(t *testing.T) {
 	require.NoError(t, s.reader.GetContext(ctx, &tokens, `SELECT tokens FROM rate_buckets WHERE limit_name = 'api' AND key = 'tenant'`))
 	require.Equal(t, 9.0, tokens, "one draw of one token from a burst of 10")
 }
+
+// TestFailedCommitLeavesNoTransactionOpen fails a batch at its COMMIT,
+// which SQLite refuses with the transaction still open (a deferred foreign
+// key check fails there), and then writes again: the committer must have
+// ended that transaction, or every later batch fails to begin ("cannot
+// start a transaction within a transaction").
+func TestFailedCommitLeavesNoTransactionOpen(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Unix(1_700_000_000, 0)
+
+	err := s.write(ctx, "orphan signal", func(ctx context.Context, tx *wtx) error {
+		if _, err := tx.ExecContext(ctx, `PRAGMA defer_foreign_keys = ON`); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO signals (id, task_id, name, received_at) VALUES (?, ?, ?, ?)`,
+			uuid.NewString(), uuid.NewString(), "go", at.UnixNano())
+		return err
+	})
+	require.ErrorContains(t, err, "commit")
+	require.ErrorContains(t, err, "FOREIGN KEY")
+
+	var signals int
+	require.NoError(t, s.reader.GetContext(ctx, &signals, `SELECT count(*) FROM signals`))
+	require.Zero(t, signals, "the failed batch stored nothing")
+
+	p := storetest.TaskParams("ns", at, "a")
+	_, _, err = s.TaskCreate(ctx, p)
+	require.NoError(t, err, "the next batch begins afresh")
+	got, err := s.TaskGet(ctx, p.Task.ID)
+	require.NoError(t, err)
+	require.Equal(t, p.Task.ID, got.ID)
+}

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,13 +72,14 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 	if s.finishCkpt.Load() {
 		s.finishCheckpoint()
 	}
-	tx, err := s.wconn.BeginTxx(ctx, nil)
-	if err != nil {
+	// The transaction is begun and ended with statements on the writer's
+	// connection rather than as a database/sql Tx (see wtx).
+	if _, err := s.wconn.ExecContext(ctx, sqlBegin); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			if rbErr := s.rollback(ctx); rbErr != nil {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 			}
 		}
@@ -88,17 +88,16 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 	// writer on the same file committed since the last batch, the rate-limit
 	// cache may be stale, so it starts over.
 	var version int64
-	if err := tx.QueryRowContext(ctx, "PRAGMA data_version").Scan(&version); err != nil {
+	if err := s.wconn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&version); err != nil {
 		return fmt.Errorf("read data_version: %w", err)
 	}
 	if s.buckets.stale(version) {
 		var keys []string
-		if err := tx.SelectContext(ctx, &keys, sqlRateLines); err != nil {
+		if err := s.wconn.SelectContext(ctx, &keys, sqlRateLines); err != nil {
 			return fmt.Errorf("read rate-limit lines: %w", err)
 		}
 		s.buckets.reset(version, keys)
 	}
-	stmts := &batchStmts{tx: tx, prepared: s.stmts, bound: make(map[string]*sql.Stmt, len(s.stmts))}
 	// released are the tasks whose admission entries the batch's requests
 	// released (tasks that ended), deleted in one statement at the end;
 	// transitions are the transitions they stored, inserted at the end.
@@ -112,7 +111,7 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 		clear(transitions)
 		s.pending = transitions[:0]
 	}()
-	w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets, raw: s.raw}
+	w := &wtx{Conn: s.wconn, stmts: s.stmts, buckets: s.buckets, raw: s.raw}
 	for i, req := range batch {
 		if savepoints {
 			if _, err := w.ExecContext(ctx, sqlSavepoint); err != nil {
@@ -162,7 +161,7 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 			return fmt.Errorf("release admission entries of %d ended tasks: %w", len(released), err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := s.wconn.ExecContext(ctx, sqlCommit); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	// Before the requests are answered, so a follower woken by what they
@@ -172,6 +171,21 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 		s.tail.trim(floor)
 	}
 	return nil
+}
+
+// rollback ends the writer's transaction, if one is open. A COMMIT that
+// failed may have left it open (SQLITE_BUSY) or ended it (an I/O error rolls
+// back by itself); either way the next batch must begin afresh.
+func (s *Store) rollback(ctx context.Context) error {
+	var open bool
+	if err := s.wconn.Raw(func(dc any) error {
+		open = !dc.(*sqlite3.SQLiteConn).AutoCommit()
+		return nil
+	}); err != nil || !open {
+		return err
+	}
+	_, err := s.wconn.ExecContext(ctx, sqlRollback)
+	return err
 }
 
 // classify marks errors that say the database cannot work right now, as

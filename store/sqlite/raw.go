@@ -10,8 +10,7 @@ import (
 )
 
 // rawWriter runs the batch's most frequent statements on the writer's
-// driver connection itself, inside the transaction database/sql began on
-// it. Through database/sql every call allocated a fresh argument slice,
+// driver connection itself, inside the committer's transaction. Through database/sql every call allocated a fresh argument slice,
 // checked and converted each value and took the connection's locks: a
 // fifth of the coordinator's allocations under load, all of it on the
 // committer's goroutine, which every write waits for. Here the arguments

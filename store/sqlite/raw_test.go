@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -37,16 +36,14 @@ func BenchmarkRawStatements(b *testing.B) {
 		b.Helper()
 		b.ReportAllocs()
 		for b.Loop() {
-			tx, err := s.wconn.BeginTxx(ctx, nil)
-			if err != nil {
+			if _, err := s.wconn.ExecContext(ctx, sqlBegin); err != nil {
 				b.Fatal(err)
 			}
-			stmts := &batchStmts{tx: tx, prepared: s.stmts, bound: make(map[string]*sql.Stmt, len(s.stmts))}
-			w := &wtx{Tx: tx, stmts: stmts, buckets: s.buckets, raw: s.raw}
+			w := &wtx{Conn: s.wconn, stmts: s.stmts, buckets: s.buckets, raw: s.raw}
 			if err := work(w); err != nil {
 				b.Fatal(err)
 			}
-			if err := tx.Rollback(); err != nil {
+			if err := s.rollback(ctx); err != nil {
 				b.Fatal(err)
 			}
 		}

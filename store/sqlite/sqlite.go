@@ -73,7 +73,7 @@ type Store struct {
 	// pending keeps its storage from batch to batch: the transitions of a
 	// batch's standing requests (runBatch; one batch runs at a time).
 	pending []pendingTransition
-	stmts   map[string]*sql.Stmt // write statements prepared on writer
+	stmts   map[string]*sql.Stmt // write statements prepared on wconn
 	reader  *sqlx.DB             // query-only pool; WAL readers never block the writer
 
 	committer *groupcommit.Committer[applyFunc]
@@ -135,13 +135,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.Join(fmt.Errorf("open sqlite checkpointer %s: %w", cfg.Path, err), reader.Close(), writer.Close())
 	}
 	ckpt.SetMaxOpenConns(1)
-	stmts, err := prepareWrites(ctx, writer)
-	if err != nil {
-		return nil, errors.Join(err, ckpt.Close(), reader.Close(), writer.Close())
-	}
 	wconn, err := writer.Connx(ctx)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("open sqlite writer %s: %w", cfg.Path, err), closeStatements(stmts), ckpt.Close(), reader.Close(), writer.Close())
+		return nil, errors.Join(fmt.Errorf("open sqlite writer %s: %w", cfg.Path, err), ckpt.Close(), reader.Close(), writer.Close())
+	}
+	stmts, err := prepareWrites(ctx, wconn)
+	if err != nil {
+		return nil, errors.Join(err, wconn.Close(), ckpt.Close(), reader.Close(), writer.Close())
 	}
 	raw, err := newRawWriter(ctx, wconn.Conn)
 	if err != nil {

@@ -66,6 +66,12 @@ const (
 	// The savepoint each request of a batch runs under when the batch runs
 	// again after a request failed (see commitBatch); prepared, since every
 	// request then runs two of them.
+	// The committer's transaction. IMMEDIATE takes the write lock at once,
+	// so a batch never fails half way on another writer of the file.
+	sqlBegin    = `BEGIN IMMEDIATE`
+	sqlCommit   = `COMMIT`
+	sqlRollback = `ROLLBACK`
+
 	sqlSavepoint         = `SAVEPOINT request`
 	sqlReleaseSavepoint  = `RELEASE request`
 	sqlRollbackSavepoint = `ROLLBACK TO request`
@@ -80,11 +86,13 @@ var writeStatements = []string{sqlUpdateStep, sqlFence,
 // most frequent ones.
 var rawStatements = append(append([]string{sqlInsertTask, sqlUpdateTask, sqlUpdateStepNamed}, transitionInserts[:]...), stepInserts[:]...)
 
-// prepareWrites prepares the write statements on the writer connection.
-func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, error) {
+// prepareWrites prepares the write statements on the writer's connection,
+// where the committer runs them directly: database/sql would bind a
+// statement prepared on the pool to each transaction anew.
+func prepareWrites(ctx context.Context, conn *sqlx.Conn) (map[string]*sql.Stmt, error) {
 	stmts := make(map[string]*sql.Stmt, len(writeStatements))
 	for _, q := range writeStatements {
-		st, err := writer.PrepareContext(ctx, q)
+		st, err := conn.PrepareContext(ctx, q)
 		if err != nil {
 			for _, s := range stmts {
 				_ = s.Close()
@@ -96,37 +104,19 @@ func prepareWrites(ctx context.Context, writer *sqlx.DB) (map[string]*sql.Stmt, 
 	return stmts, nil
 }
 
-// batchStmts are the prepared statements bound to one batch's
-// transaction. database/sql binds a statement to a transaction anew on
-// every Tx.StmtContext, and keeps each binding until the transaction ends;
-// binding each statement once per batch saves that work on every write.
-type batchStmts struct {
-	tx       *sqlx.Tx
-	prepared map[string]*sql.Stmt
-	bound    map[string]*sql.Stmt
-}
-
-// stmt returns the batch's binding of the prepared statement query, or nil
-// if query is not one of them.
-func (b *batchStmts) stmt(ctx context.Context, query string) *sql.Stmt {
-	if st := b.bound[query]; st != nil {
-		return st
-	}
-	st := b.prepared[query]
-	if st == nil {
-		return nil
-	}
-	st = b.tx.StmtContext(ctx, st)
-	b.bound[query] = st
-	return st
-}
-
-// wtx is the committer's transaction as one request of a batch sees it. Its
-// Exec and QueryRow run the statements prepared at Open when the text is
+// wtx is the committer's transaction as one request of a batch sees it: the
+// writer's connection, inside the transaction the committer began on it.
+// Its Exec and Query run the statements prepared at Open when the text is
 // one of them; any other text runs as a plain statement.
+//
+// It is the connection, not a database/sql Tx, because a Tx starts a
+// goroutine when it begins and another for each query run in it, to watch
+// its context, and wakes each one when it ends: a few goroutines started
+// and woken per commit, on the committer's path, for a context that the
+// committer never cancels (context.Background).
 type wtx struct {
-	*sqlx.Tx
-	stmts   *batchStmts
+	*sqlx.Conn
+	stmts   map[string]*sql.Stmt
 	buckets *buckets
 	// raw runs the hottest statements without database/sql (raw.go).
 	raw *rawWriter
@@ -143,24 +133,24 @@ type wtx struct {
 }
 
 func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if st := t.stmts.stmt(ctx, query); st != nil {
+	if st := t.stmts[query]; st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return t.Tx.ExecContext(ctx, query, args...)
+	return t.Conn.ExecContext(ctx, query, args...)
 }
 
 func (t *wtx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if st := t.stmts.stmt(ctx, query); st != nil {
+	if st := t.stmts[query]; st != nil {
 		return st.QueryContext(ctx, args...)
 	}
-	return t.Tx.QueryContext(ctx, query, args...)
+	return t.Conn.QueryContext(ctx, query, args...)
 }
 
 func (t *wtx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if st := t.stmts.stmt(ctx, query); st != nil {
+	if st := t.stmts[query]; st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
-	return t.Tx.QueryRowContext(ctx, query, args...)
+	return t.Conn.QueryRowContext(ctx, query, args...)
 }
 
 // closeStatements releases the prepared statements.

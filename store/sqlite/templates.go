@@ -39,9 +39,10 @@ func registerTemplate(ctx context.Context, tx *wtx, p *store.TemplateRegisterPar
 		Spec:      string(p.Spec),
 		CreatedAt: toNanos(p.At),
 	}
-	res, err := tx.NamedExecContext(ctx, `INSERT INTO templates (`+templateColumns+`)
-		VALUES (:namespace, :name, :version, :digest, :spec, :created_at)
-		ON CONFLICT (namespace, name, version) DO NOTHING`, &row)
+	res, err := tx.ExecContext(ctx, `INSERT INTO templates (`+templateColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (namespace, name, version) DO NOTHING`,
+		row.Namespace, row.Name, row.Version, row.Digest, row.Spec, row.CreatedAt)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert template %s/%s@%s: %w", p.Namespace, p.Name, p.Version, err)
 	}
