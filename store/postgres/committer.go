@@ -159,11 +159,13 @@ type pipe struct {
 	err    error
 	failed int
 
-	// grouping lets plain advances gather in group (see advanceGroup). It
+	// grouping lets plain advances gather in group (see advanceGroup) and
+	// plain creates in creates (see createGroup). It
 	// is set for a batch's first run and not for the run with savepoints,
 	// where each request must be queued on its own.
 	grouping bool
 	group    *advanceGroup
+	creates  *createGroup
 }
 
 // interact runs fn in the transaction, at this point of the current
@@ -391,6 +393,7 @@ func writeStatements() []struct{ name, sql string } {
 		{stmtGroupSteps, groupStepsSQL},
 		{stmtGroupTasks, groupTasksSQL},
 		{stmtGroupFree, groupReleaseSQL},
+		{stmtGroupCreate, groupCreateSQL},
 	}
 }
 

@@ -206,7 +206,7 @@ func groupable(params *store.TaskAdvanceParams) bool {
 // starts a new one.
 func (p *pipe) groupAdvance(params *store.TaskAdvanceParams) []*store.Transition {
 	taskID := params.TaskID
-	if p.group != nil && p.group.tasks[taskID] {
+	if (p.group != nil && p.group.tasks[taskID]) || (p.creates != nil && p.creates.out[taskID] != nil) {
 		p.flushGroup()
 	}
 	g := p.group
@@ -278,19 +278,37 @@ func (p *pipe) groupAdvance(params *store.TaskAdvanceParams) []*store.Transition
 	return out
 }
 
-// flushGroup queues the group's statements, as its first request, and
-// empties it. Anything queued after comes after the whole group.
+// flushGroup queues the statements of the pipe's groups, each as its
+// first request, and empties them: creates first, so that nothing in the
+// advance group could need a task they insert (groupCreate and groupAdvance
+// queue the groups before a request that would). Anything queued after
+// comes after both.
 func (p *pipe) flushGroup() {
-	g := p.group
-	if g == nil {
+	g, c := p.group, p.creates
+	if g == nil && c == nil {
 		return
 	}
-	p.group = nil
+	p.group, p.creates = nil, nil
 	req := p.req
-	p.req = g.first
 	defer func() { p.req = req }()
+	if c != nil {
+		p.req = c.first
+	} else {
+		p.req = g.first
+	}
 	p.addRaw(stmtGroupIndexes, nil, execResult, nil)
-	defer p.addRaw(stmtGroupAnyScan, nil, execResult, nil)
+	if c != nil {
+		c.queue(p)
+	}
+	if g != nil {
+		p.req = g.first
+		g.queue(p)
+	}
+	p.addRaw(stmtGroupAnyScan, nil, execResult, nil)
+}
+
+// queue queues the group's statements; p.req is the group's first request.
+func (g *advanceGroup) queue(p *pipe) {
 	if len(g.fenceTask) > 0 {
 		p.addRaw(stmtGroupFence, []any{g.fenceTask, g.fenceToken, g.fenceAt}, readRows(func(pgx.Rows) error { return nil }), nil)
 	}

@@ -111,3 +111,112 @@ func TestPlainAdvancesShareStatements(t *testing.T) {
 	require.Equal(t, stmtFence, ungrouped[0])
 	require.Equal(t, stmtAdvanceStep, ungrouped[1])
 }
+
+// TestPlainCreatesShareStatements: in a batch's first run, plain creates
+// are queued as one statement, beside the advance group and before it; a
+// create that is not plain, or an advance of a task in the create group,
+// queues the groups first, so order is kept. With savepoints each create
+// is queued on its own.
+func TestPlainCreatesShareStatements(t *testing.T) {
+	t.Parallel()
+	at := time.Unix(1_700_000_000, 0)
+	lease := &store.Lease{Token: 7, CoordinatorID: "c1"}
+	create := func() *store.TaskCreateParams { return storetest.TaskParams("ns", at, "a", "b") }
+	advance := func(task string) *store.TaskAdvanceParams {
+		return &store.TaskAdvanceParams{TaskID: task, At: at, Lease: lease,
+			Steps: []*store.StepChange{{StepID: task + "-a", StepName: "a", From: state.Pending, To: state.InProgress, Attempts: 1}}}
+	}
+	debounced := create()
+	debounced.Task.DebounceKey = "k"
+	second := create()
+	requests := []any{
+		create(), advance("t1"), create(), advance("t2"), // one create group, one advance group
+		debounced,                       // not plain: on its own
+		second, advance(second.Task.ID), // second's advance: after its create group
+		create(),
+	}
+
+	names := func(grouping bool) []string {
+		p := &pipe{req: -1, grouping: grouping}
+		for i, r := range requests {
+			p.req = i
+			switch r := r.(type) {
+			case *store.TaskCreateParams:
+				queueTaskCreate(p, r, createArgs(r), nil)
+			case *store.TaskAdvanceParams:
+				queueAdvance(p, r)
+			}
+		}
+		p.req = -1
+		p.commit()
+		var got []string
+		for _, q := range p.batch.QueuedQueries {
+			got = append(got, q.SQL)
+		}
+		return got
+	}
+
+	require.Equal(t, []string{
+		stmtGroupIndexes, stmtGroupCreate, stmtGroupFence, stmtGroupSteps, stmtGroupAnyScan,
+		stmtCloseDebounce, stmtCreateDebounced,
+		stmtGroupIndexes, stmtGroupCreate, stmtGroupAnyScan,
+		stmtGroupIndexes, stmtGroupCreate, stmtGroupFence, stmtGroupSteps, stmtGroupAnyScan,
+		stmtCommit,
+	}, names(true))
+
+	ungrouped := names(false)
+	require.NotContains(t, ungrouped, stmtGroupCreate)
+	require.Equal(t, []string{stmtCreateTask, stmtFence, stmtAdvanceStep}, ungrouped[:3])
+}
+
+// TestGroupedCreatesCommitInOneRun sends grouped creates as a batch's first
+// run does and requires the server to take them: a group statement the
+// server refused would not change any answer (the run with savepoints
+// queues each create alone), so only this shows the group working. The
+// groups name no bypassed step and no dependency, or some.
+func TestGroupedCreatesCommitInOneRun(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Unix(1_700_000_000, 0)
+	conn, err := s.writer.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+
+	for name, creates := range map[string][]*store.TaskCreateParams{
+		"plain":  {storetest.TaskParams("ns", at, "a"), storetest.TaskParams("ns", at, "a", "b")},
+		"shaped": {storetest.TaskParams("ns", at, "a", "b", "c"), storetest.TaskParams("ns", at, "a"), storetest.TaskParams("ns", at, "a", "b")},
+	} {
+		if name == "shaped" {
+			creates[0].Steps[1].DependsOn = []string{"a"}
+			creates[0].Steps[2].DependsOn = []string{"a", "b"}
+			creates[2].Task.BypassSteps = []string{"b"}
+			creates[2].Steps[1].DependsOn = []string{"a"}
+		}
+		p := &pipe{req: -1, grouping: true, ctx: ctx, conn: conn.Conn()}
+		p.exec(stmtBegin)
+		results := make([]*createResult, len(creates))
+		for i, c := range creates {
+			p.req = i
+			results[i] = queueTaskCreate(p, c, createArgs(c), nil)
+		}
+		p.req = -1
+		p.commit()
+		require.Equal(t, stmtGroupCreate, p.batch.QueuedQueries[2].SQL, name)
+		failed, err := p.send(ctx, conn.Conn())
+		require.NoError(t, err, "%s: the group's statement was taken", name)
+		require.Equal(t, -1, failed)
+		for i, c := range creates {
+			require.True(t, results[i].created, "%s: create %d", name, i)
+			require.Len(t, results[i].seqs, len(c.Transitions))
+			got, err := s.TaskGet(ctx, c.Task.ID)
+			require.NoError(t, err)
+			require.Equal(t, c.Task.BypassSteps, got.BypassSteps, "%s: create %d", name, i)
+			steps, err := s.StepList(ctx, c.Task.ID)
+			require.NoError(t, err)
+			for k, st := range steps {
+				require.Equal(t, c.Steps[k].DependsOn, st.DependsOn, "%s: create %d step %d", name, i, k)
+			}
+		}
+	}
+}

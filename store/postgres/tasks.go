@@ -90,19 +90,7 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 	var res *createResult
 	debounced := params.Task.DebounceKey != ""
 	err := s.write(ctx, "TaskCreate", func(p *pipe) {
-		if debounced {
-			// A debounced task starts later: its creation dispatches
-			// nothing, so there is nothing to admit.
-			queueCloseDebounce(p, params.Task)
-			res = queueCreateWith(p, stmtCreateDebounced, id, args)
-			return
-		}
-		params.Refused = nil
-		use := args
-		if len(params.Admit) > 0 && !admitCreation(p, params) {
-			use = undispatched
-		}
-		res = queueCreate(p, id, use)
+		res = queueTaskCreate(p, params, args, undispatched)
 	})
 	if err != nil {
 		return nil, false, err
@@ -140,6 +128,27 @@ func (s *Store) TaskCreate(ctx context.Context, params *store.TaskCreateParams) 
 		}
 	}
 	return nil, false, fmt.Errorf("TaskCreate: insert task %s: a task with this ID but another identity key exists", id)
+}
+
+// queueTaskCreate queues a create whose createArgs are args (and those of
+// its Undispatched, if any, undispatched).
+func queueTaskCreate(p *pipe, params *store.TaskCreateParams, args, undispatched []any) *createResult {
+	id := params.Task.ID
+	if params.Task.DebounceKey != "" {
+		// A debounced task starts later: its creation dispatches
+		// nothing, so there is nothing to admit.
+		queueCloseDebounce(p, params.Task)
+		return queueCreateWith(p, stmtCreateDebounced, id, args)
+	}
+	params.Refused = nil
+	if p.grouping && createGroupable(params) {
+		return p.groupCreate(id, args)
+	}
+	use := args
+	if len(params.Admit) > 0 && !admitCreation(p, params) {
+		use = undispatched
+	}
+	return queueCreate(p, id, use)
 }
 
 // createResult is what createTaskSQL answers: the new task, or the one

@@ -337,6 +337,99 @@ func (s *suite) concurrency(t *testing.T) {
 			}
 		})
 
+		// Creates queued together are stored as given, each with its own
+		// steps, dependencies, bypassed steps and initial transitions in
+		// order (a driver may insert them with one statement); a create
+		// whose identity key a task holds, stored before or created earlier
+		// in the same batch, answers with that task and stores nothing.
+		t.Run("CreatesInOneBatch", func(t *testing.T) {
+			t.Parallel()
+			f, st, hold := s.setupHeld(t)
+			stored := f.create(t, f.taskParams("linear", "a"))
+			plain := func(i int) *store.TaskCreateParams {
+				names := []string{"a", "b", "c", "d"}[:1+i%4]
+				p := f.taskParams("linear", names...)
+				if i%3 == 1 {
+					p.Task.BypassSteps = names[:1]
+				}
+				at := p.Task.CreatedAt
+				p.Task.State = state.InProgress
+				p.Steps[0].State, p.Steps[0].Attempts = state.InProgress, 1
+				p.Transitions = []*store.Transition{
+					{TaskID: p.Task.ID, From: state.Pending, To: state.InProgress, At: at, Reason: "started"},
+					{TaskID: p.Task.ID, StepID: p.Steps[0].ID, StepName: p.Steps[0].Name, From: state.Pending,
+						To: state.InProgress, At: at, Reason: "dispatched", Attempt: 1},
+				}
+				return p
+			}
+			type result struct {
+				task    *store.Task
+				created bool
+				err     error
+			}
+			inOneBatch := func(creates []*store.TaskCreateParams) []result {
+				before, release, held := f.holdBatch(t, st, hold)
+				results := make([]chan result, len(creates))
+				for i, p := range creates {
+					results[i] = make(chan result, 1)
+					go func() {
+						task, created, err := f.store.TaskCreate(f.ctx, p)
+						results[i] <- result{task, created, err}
+					}()
+					waitStats(t, st, fmt.Sprintf("create %d queued", i), func(now groupcommit.Stats) bool { return now.Queued == int64(i+1) })
+				}
+				release()
+				require.NoError(t, <-held)
+				out := make([]result, len(creates))
+				for i := range creates {
+					out[i] = <-results[i]
+					require.NoError(t, out[i].err, "create %d", i)
+				}
+				require.Equal(t, before.Commits+2, st.Stats().Commits, "the held write, then every create in one commit")
+				return out
+			}
+			requireStored := func(p *store.TaskCreateParams, got *store.Task) {
+				t.Helper()
+				requireTask(t, p.Task, got)
+				requireTask(t, p.Task, f.task(t, p.Task.ID))
+				requireSteps(t, p.Steps, f.steps(t, p.Task.ID))
+				trs := f.transitions(t, p.Task.ID)
+				requireTransitions(t, p.Transitions, trs)
+				for k, tr := range trs {
+					require.Equal(t, p.Transitions[k].Seq, tr.Seq, "task %s transition %d: its seq as returned", p.Task.ID, k)
+				}
+				requireSeqIncreasing(t, trs, 0)
+			}
+
+			var creates []*store.TaskCreateParams
+			for i := range 6 {
+				creates = append(creates, plain(i))
+			}
+			for i, r := range inOneBatch(creates) {
+				require.True(t, r.created, "create %d", i)
+				requireStored(creates[i], r.task)
+			}
+
+			creates = []*store.TaskCreateParams{plain(0), plain(1), plain(2), plain(3)}
+			takenBefore, takenNow := creates[1], creates[3]
+			takenBefore.Task.IdentityKey = stored.IdentityKey
+			takenNow.Task.IdentityKey = creates[0].Task.IdentityKey
+			got := inOneBatch(creates)
+			for _, i := range []int{0, 2} {
+				require.True(t, got[i].created, "create %d", i)
+				requireStored(creates[i], got[i].task)
+			}
+			require.False(t, got[1].created)
+			require.Equal(t, stored.ID, got[1].task.ID, "the task stored before under the identity key")
+			require.False(t, got[3].created)
+			require.Equal(t, creates[0].Task.ID, got[3].task.ID, "the task created earlier in the batch under the identity key")
+			for _, p := range []*store.TaskCreateParams{takenBefore, takenNow} {
+				_, err := f.store.TaskGet(f.ctx, p.Task.ID)
+				require.ErrorIs(t, err, store.ErrNotFound, "a create answered with another task stores nothing")
+				require.Empty(t, f.transitions(t, p.Task.ID))
+			}
+		})
+
 		// A caller whose context ends while its write waits for the
 		// committer gets its error and nothing is written; one whose write
 		// the committer already took gets the real outcome.
