@@ -61,9 +61,6 @@ const groupCreateSQL = `WITH input AS (
 )
 SELECT t.*, (SELECT array_agg(n.seq ORDER BY n.seq) FROM new_transitions n WHERE n.task_id = t.id) FROM task t`
 
-// groupCreateParams is how many parameters groupCreateSQL takes.
-const groupCreateParams = 47
-
 // createGroupable reports whether a create can join a group: one that is
 // not debounced (its statement also closes the key's open task), decides
 // no admission in the transaction, and does not start in error (whose
