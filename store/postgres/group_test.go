@@ -83,18 +83,11 @@ func TestPlainAdvancesShareStatements(t *testing.T) {
 	}
 
 	names := func(grouping bool) []string {
-		p := &pipe{req: -1, grouping: grouping}
+		queue := make([]any, len(requests))
 		for i, r := range requests {
-			p.req = i
-			queueAdvance(p, r)
+			queue[i] = r
 		}
-		p.req = -1
-		p.commit()
-		var got []string
-		for _, q := range p.batch.QueuedQueries {
-			got = append(got, q.SQL)
-		}
-		return got
+		return queuedStatements(grouping, queue)
 	}
 
 	require.Equal(t, []string{
@@ -136,25 +129,7 @@ func TestPlainCreatesShareStatements(t *testing.T) {
 		create(),
 	}
 
-	names := func(grouping bool) []string {
-		p := &pipe{req: -1, grouping: grouping}
-		for i, r := range requests {
-			p.req = i
-			switch r := r.(type) {
-			case *store.TaskCreateParams:
-				queueTaskCreate(p, r, createArgs(r), nil)
-			case *store.TaskAdvanceParams:
-				queueAdvance(p, r)
-			}
-		}
-		p.req = -1
-		p.commit()
-		var got []string
-		for _, q := range p.batch.QueuedQueries {
-			got = append(got, q.SQL)
-		}
-		return got
-	}
+	names := func(grouping bool) []string { return queuedStatements(grouping, requests) }
 
 	require.Equal(t, []string{
 		stmtGroupIndexes, stmtGroupCreate, stmtGroupFence, stmtGroupSteps, stmtGroupAnyScan,
@@ -219,4 +194,27 @@ func TestGroupedCreatesCommitInOneRun(t *testing.T) {
 			}
 		}
 	}
+}
+
+// queuedStatements queues requests (creates and advances) in one pipe, as
+// a batch's first run (grouping) or its run with savepoints does, then its
+// commit, and returns the names of the statements queued.
+func queuedStatements(grouping bool, requests []any) []string {
+	p := &pipe{req: -1, grouping: grouping}
+	for i, r := range requests {
+		p.req = i
+		switch r := r.(type) {
+		case *store.TaskCreateParams:
+			queueTaskCreate(p, r, createArgs(r), nil)
+		case *store.TaskAdvanceParams:
+			queueAdvance(p, r)
+		}
+	}
+	p.req = -1
+	p.commit()
+	var got []string
+	for _, q := range p.batch.QueuedQueries {
+		got = append(got, q.SQL)
+	}
+	return got
 }
