@@ -420,3 +420,44 @@ steps:
 	require.NoError(t, err)
 	require.True(t, resp.GetCreated())
 }
+
+// An attempt a coordinator adopted from an executor's heartbeat (it was
+// dispatched before a restart, or by a coordinator that has lost the task)
+// sends its result to whoever dispatched it, not necessarily here: seen in
+// the multi-coordinator test, the old owner, having lost its lease, dropped
+// it, and the adopter waited forever. Once the executor's heartbeats stop
+// listing the attempt and no result has come, the attempt is presumed lost
+// and runs again.
+func TestAdoptedAttemptWhoseResultWentElsewhereRunsAgain(t *testing.T) {
+	t.Parallel()
+	h, n := nodeHarness(t, coordinator.Config{ExecutorGrace: time.Minute}, 0)
+	f := startFakeExecutor(t, "exec-a", 1, "work")
+	f.register(h)
+	h.apply(oneStepTemplate)
+	task := h.create("test", "one_step", map[string]any{})
+	first := f.next()
+	require.EqualValues(t, 1, first.GetAttempt())
+
+	n.crash()
+	f.breakStream()
+	n.start()
+	f.register(h)
+	f.send(heartbeat(first))
+	require.Eventually(t, func() bool { return n.coord.AttemptExecutor(task.GetId(), "work") == "exec-a" },
+		10*time.Second, time.Millisecond, "the restarted coordinator adopted the running attempt")
+
+	// The attempt ends; its result goes to another coordinator, so this
+	// stream carries heartbeats without it and nothing else.
+	f.send(heartbeat())
+	f.send(heartbeat())
+	second := f.next()
+	require.Equal(t, first.GetStepId(), second.GetStepId())
+	require.EqualValues(t, 2, second.GetAttempt(), "the adopted attempt was presumed lost and ran again")
+	f.send(succeed(second, "exec-a"))
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	var lost bool
+	for _, tr := range step(done, "work").GetTransitions() {
+		lost = lost || strings.Contains(tr.GetReason(), "no result")
+	}
+	require.True(t, lost, "the failed attempt says why: %v", step(done, "work").GetTransitions())
+}

@@ -441,6 +441,12 @@ func (e *engine) lost(taskID, stepID string, attempt int32, executorID string) {
 	e.failAttempt(taskID, stepID, attempt, "ExecutorLost", fmt.Sprintf("executor %s was lost while running attempt %d", executorID, attempt))
 }
 
+// unreported implements poolEvents.
+func (e *engine) unreported(taskID, stepID string, attempt int32, executorID string) {
+	e.failAttempt(taskID, stepID, attempt, "ResultLost", fmt.Sprintf(
+		"attempt %d ended on executor %s with no result here: adopted from another coordinator's dispatch, its result went there", attempt, executorID))
+}
+
 // slot implements poolEvents: a freed slot on an executor was reserved for
 // w.
 func (e *engine) slot(w waiter, executorID string) {

@@ -102,6 +102,9 @@ type poolEvents interface {
 	// lost reports an attempt whose executor went away for longer than the
 	// grace period, or did not confirm it after reconnecting.
 	lost(taskID, stepID string, attempt int32, executorID string)
+	// unreported reports an adopted attempt that its executor no longer
+	// runs, whose result never came here (see pool.checkAdopted).
+	unreported(taskID, stepID string, attempt int32, executorID string)
 	// slot hands a reserved slot on an executor to a waiting step; the
 	// engine must either dispatch the step there or give the slot back with
 	// release.
@@ -164,6 +167,10 @@ type execConn struct {
 	// unconfirmed are attempts carried over from before a reconnect that
 	// the executor has not yet reported running.
 	unconfirmed map[attemptKey]string
+	// adopted are attempts this coordinator did not dispatch but took on
+	// from a heartbeat (pool.adopt), with how many heartbeats in a row have
+	// not listed them since.
+	adopted     map[attemptKey]int
 	connected   bool
 	connectedAt time.Time
 	lastPick    uint64
@@ -272,6 +279,7 @@ func (p *pool) addLocked(conn *execConn, k attemptKey, taskID string) {
 // removeLocked forgets an attempt in flight on conn and frees its slot.
 func (p *pool) removeLocked(conn *execConn, k attemptKey) {
 	delete(conn.inflight, k)
+	delete(conn.adopted, k)
 	if p.attempts[k] == conn {
 		delete(p.attempts, k)
 	}
@@ -316,7 +324,55 @@ func (p *pool) adopt(executorID, taskID, stepID string, attempt int32) bool {
 	}
 	p.addLocked(conn, k, taskID)
 	conn.used++
+	if conn.adopted == nil {
+		conn.adopted = map[attemptKey]int{}
+	}
+	conn.adopted[k] = 0
 	return true
+}
+
+// adoptedMisses is how many heartbeats in a row may leave out an adopted
+// attempt before it is presumed to have ended with its result gone
+// elsewhere. Two, not one: a result the executor redelivers through
+// ReportStepResult (its stream broke) may arrive just after a heartbeat.
+const adoptedMisses = 2
+
+// checkAdopted settles adopted attempts against a heartbeat. An executor
+// sends a result on the stream of the coordinator that dispatched the
+// attempt, so an adopted attempt's result goes there, not here; if that
+// coordinator no longer holds the task (it lost its lease), nobody applies
+// it, and the attempt would stay in flight here for good. So an adopted
+// attempt that heartbeats stop listing, with no result here, is reported
+// unreported, and fails like a lost one: it runs again.
+func (p *pool) checkAdopted(conn *execConn, running []*executorv1.RunningStep) {
+	p.mu.Lock()
+	if len(conn.adopted) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	runs := make(map[attemptKey]bool, len(running))
+	for _, r := range running {
+		runs[attemptKey{r.GetStepId(), r.GetAttempt()}] = true
+	}
+	gone := map[attemptKey]string{}
+	for k, misses := range conn.adopted {
+		switch {
+		case runs[k]:
+			conn.adopted[k] = 0
+		case misses+1 < adoptedMisses:
+			conn.adopted[k] = misses + 1
+		default:
+			gone[k] = conn.inflight[k]
+			p.removeLocked(conn, k)
+		}
+	}
+	if len(gone) > 0 {
+		p.grantAndHandLocked(conn)
+	}
+	p.mu.Unlock()
+	for k, taskID := range gone {
+		p.events.unreported(taskID, k.stepID, k.attempt, conn.id)
+	}
 }
 
 // release gives back a reserved slot that was not used; a waiting step may

@@ -16,6 +16,7 @@ type slotEvents struct{ granted chan string }
 
 func (slotEvents) results(string, []*executorv1.StepResult)  {}
 func (slotEvents) lost(string, string, int32, string)        {}
+func (slotEvents) unreported(string, string, int32, string)  {}
 func (s slotEvents) slot(w waiter, executorID string)        { s.granted <- w.stepID + "@" + executorID }
 func (slotEvents) running(string, []*executorv1.RunningStep) {}
 

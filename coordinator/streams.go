@@ -255,6 +255,7 @@ func (p *pool) apply(conn *execConn, msgs []*executorv1.ExecuteResponse, flights
 				p.setShare(conn, share)
 			}
 			p.confirm(conn, k.Heartbeat.GetRunning())
+			p.checkAdopted(conn, k.Heartbeat.GetRunning())
 			if len(k.Heartbeat.GetRunning()) > 0 {
 				p.events.running(conn.id, k.Heartbeat.GetRunning())
 			}
