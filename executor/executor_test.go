@@ -349,7 +349,10 @@ func TestDeadlineCancelsHandler(t *testing.T) {
 	s := startExecutor(t, Config{}, map[string]HandlerFunc{"block": g.handler})
 	stream := dialExecutor(t, s.addr).open(t)
 	step := newStep("block", 1)
-	step.Deadline = timestamppb.New(time.Now().Add(50 * time.Millisecond))
+	// Far enough ahead that the handler has started before it passes, on a
+	// loaded machine under -race too (at 50 ms CI once refused the step as
+	// already late); the handler then waits for it.
+	step.Deadline = timestamppb.New(time.Now().Add(2 * time.Second))
 	stream.send(t, step)
 	g.awaitStart(t)
 
