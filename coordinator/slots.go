@@ -331,6 +331,15 @@ func (p *pool) adopt(executorID, taskID, stepID string, attempt int32) bool {
 	return true
 }
 
+// runningKeys are the attempts a heartbeat lists.
+func runningKeys(running []*executorv1.RunningStep) map[attemptKey]bool {
+	runs := make(map[attemptKey]bool, len(running))
+	for _, r := range running {
+		runs[attemptKey{r.GetStepId(), r.GetAttempt()}] = true
+	}
+	return runs
+}
+
 // adoptedMisses is how many heartbeats in a row may leave out an adopted
 // attempt before it is presumed to have ended with its result gone
 // elsewhere. Two, not one: a result the executor redelivers through
@@ -350,10 +359,7 @@ func (p *pool) checkAdopted(conn *execConn, running []*executorv1.RunningStep) {
 		p.mu.Unlock()
 		return
 	}
-	runs := make(map[attemptKey]bool, len(running))
-	for _, r := range running {
-		runs[attemptKey{r.GetStepId(), r.GetAttempt()}] = true
-	}
+	runs := runningKeys(running)
 	gone := map[attemptKey]string{}
 	for k, misses := range conn.adopted {
 		switch {

@@ -276,10 +276,7 @@ func (p *pool) confirm(conn *execConn, running []*executorv1.RunningStep) {
 		p.mu.Unlock()
 		return
 	}
-	runs := make(map[attemptKey]bool, len(running))
-	for _, r := range running {
-		runs[attemptKey{r.GetStepId(), r.GetAttempt()}] = true
-	}
+	runs := runningKeys(running)
 	lost := map[attemptKey]string{}
 	for k, taskID := range conn.unconfirmed {
 		if _, still := conn.inflight[k]; still && !runs[k] {
