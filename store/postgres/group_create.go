@@ -61,12 +61,13 @@ const groupCreateSQL = `WITH input AS (
 )
 SELECT t.*, (SELECT array_agg(n.seq ORDER BY n.seq) FROM new_transitions n WHERE n.task_id = t.id) FROM task t`
 
-// createGroupable reports whether a create can join a group: one that is
-// not debounced (its statement also closes the key's open task), decides
-// no admission in the transaction, and does not start in error (whose
-// draining flag createTaskSQL works out from its steps).
+// createGroupable reports whether a create that is not debounced (a
+// debounced one's statement also closes its key's open task; queueTaskCreate
+// queues it first) can join a group: one that decides no admission in the
+// transaction and does not start in error (whose draining flag
+// createTaskSQL works out from its steps).
 func createGroupable(params *store.TaskCreateParams) bool {
-	return params.Task.DebounceKey == "" && len(params.Admit) == 0 && params.Task.State != state.Error
+	return len(params.Admit) == 0 && params.Task.State != state.Error
 }
 
 // createGroup gathers plain creates of one pipeline, as the columns of
