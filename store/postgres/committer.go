@@ -54,19 +54,28 @@ const (
 	stmtRollbackTo = "tasker_rollback_to"
 )
 
+// savepointRun caps the requests of one transaction run with savepoints.
+// Each request that writes under a savepoint gets a subtransaction XID, and
+// a backend caches only 64 of those (PGPROC_MAX_CACHED_SUBXIDS): past that
+// its transaction "overflows", and every session's snapshot, while it is
+// open, must look its XIDs up in pg_subtrans. A batch can be larger than
+// this (Config.MaxBatch): its run with savepoints is then split into
+// transactions of this many requests each.
+const savepointRun = 64
+
 // commitBatch runs the batch as one transaction in as few round trips as it
 // can: the first pipeline carries BEGIN, every request and COMMIT, with no
 // savepoints, since nearly every batch commits whole and a savepoint is a
-// subtransaction to PostgreSQL (with an XID of its own for each request
-// that writes, and past 64 of them, snapshots that must look each one up).
-// A request refused by the server stops the pipeline there and aborts the
-// transaction; the batch is then rolled back and run again, each request
-// under its own savepoint: a refusal then stops the pipeline at that
-// request, the next pipeline rolls it back to its savepoint and carries the
-// requests after it, and so on. So a batch costs one round trip, or, with
-// refusals, two plus one per refused request. A returned error means
-// nothing in the batch was committed. Requests can be queued more than
-// once: each sets its results afresh when queued.
+// subtransaction to PostgreSQL (see savepointRun). A request refused by the
+// server stops the pipeline there and aborts the transaction; the batch is
+// then rolled back and run again, each request under its own savepoint, in
+// transactions of at most savepointRun requests (runWithSavepoints). So a
+// batch costs one round trip, or, with refusals, two or more plus one per
+// refused request. A returned error means nothing in the batch was
+// committed; if a later transaction of the run with savepoints fails, the
+// requests of the earlier ones stay committed and each later request gets
+// the error as its outcome. Requests can be queued more than once: each
+// sets its results afresh when queued.
 func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []error) (err error) {
 	// The batch outlives any caller's ctx: once taken, a request runs to its
 	// real outcome. Close waits for this to finish.
@@ -82,9 +91,55 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []
 		conn.Release()
 	}()
 
-	next, begun, refused, savepoints := 0, false, false, false
+	p := &pipe{req: -1, ctx: ctx, conn: conn.Conn(), grouping: true}
+	p.exec(stmtBegin)
+	for i := 0; i < len(batch) && p.err == nil; i++ {
+		p.req = i
+		batch[i].Work(p)
+	}
+	p.req = -1
+	failed, err := p.failed, p.err
+	if err == nil {
+		p.commit()
+		failed, err = p.send(ctx, conn.Conn())
+	}
+	if err == nil || failed < 0 {
+		return err
+	}
+	// The refusal took the whole transaction with it: start again, with
+	// savepoints.
+	if _, rbErr := conn.Exec(ctx, stmtRollback); rbErr != nil {
+		return fmt.Errorf("roll back the batch after %v: %w", err, rbErr)
+	}
+	for from := 0; from < len(batch); from += savepointRun {
+		to := min(from+savepointRun, len(batch))
+		runErr := runWithSavepoints(ctx, conn.Conn(), batch[from:to], outcomes[from:to])
+		if runErr == nil {
+			continue
+		}
+		if from == 0 {
+			return runErr
+		}
+		abandon(ctx, conn.Conn())
+		runErr = s.batchFailed(runErr, len(batch)-from)
+		for i := from; i < len(batch); i++ {
+			outcomes[i] = fmt.Errorf("%s: %d of a batch's %d writes failed after the %d before them committed: %w",
+				batch[i].Op, len(batch)-from, len(batch), from, runErr)
+		}
+		return nil
+	}
+	return nil
+}
+
+// runWithSavepoints runs requests in one transaction, each under its own
+// savepoint: a refusal stops the pipeline at that request, the next
+// pipeline rolls it back to its savepoint and carries the requests after
+// it, and so on. It records each refusal in outcomes and returns an error
+// only when nothing was committed.
+func runWithSavepoints(ctx context.Context, conn *pgx.Conn, batch []*groupcommit.Request[queueFunc], outcomes []error) error {
+	next, begun, refused := 0, false, false
 	for {
-		p := &pipe{req: -1}
+		p := &pipe{req: -1, ctx: ctx, conn: conn}
 		if !begun {
 			p.exec(stmtBegin)
 		}
@@ -93,38 +148,23 @@ func (s *Store) commitBatch(batch []*groupcommit.Request[queueFunc], outcomes []
 			p.exec(stmtRollbackTo)
 			p.exec(stmtRelease)
 		}
-		p.ctx, p.conn = ctx, conn.Conn()
-		p.grouping = !savepoints
 		for i := next; i < len(batch) && p.err == nil; i++ {
 			p.req = i
-			if savepoints {
-				p.exec(stmtSavepoint)
-			}
+			p.exec(stmtSavepoint)
 			batch[i].Work(p)
-			if savepoints {
-				p.exec(stmtRelease)
-			}
+			p.exec(stmtRelease)
 		}
 		p.req = -1
 		failed, err := p.failed, p.err
 		if err == nil {
 			p.commit()
-			failed, err = p.send(ctx, conn.Conn())
+			failed, err = p.send(ctx, conn)
 		}
 		if err == nil {
 			return nil
 		}
 		if failed < 0 {
 			return err
-		}
-		if !savepoints {
-			// Without savepoints the refusal took the whole transaction
-			// with it: start again, with them.
-			if _, rbErr := conn.Exec(ctx, stmtRollback); rbErr != nil {
-				return fmt.Errorf("roll back the batch after %v: %w", err, rbErr)
-			}
-			next, begun, refused, savepoints = 0, false, false, true
-			continue
 		}
 		begun, refused = true, true
 		outcomes[failed] = classify(err)

@@ -46,12 +46,11 @@ type Config struct {
 	// it to give each store a database of its own; deployments usually leave
 	// it empty and use the URL's search_path (normally public).
 	Schema string
-	// MaxBatch caps the requests committed in one transaction; default 64.
+	// MaxBatch caps the requests committed in one transaction; default 256.
 	// Larger batches amortise more commits, but every caller in a batch waits
-	// for the whole batch, and past 64 requests (64 savepoints that wrote)
-	// PostgreSQL's per-transaction cache of subtransaction ids overflows,
-	// which makes every other session's snapshots slower while the batch is
-	// open.
+	// for the whole batch. A batch rerun with savepoints (after a refusal)
+	// runs in transactions of at most 64 requests whatever this is (see
+	// savepointRun).
 	MaxBatch int
 	// MaxConns caps the read pool; default max(4, GOMAXPROCS). The committer
 	// holds one more connection of its own.
@@ -176,7 +175,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case c.MaxBatch == 0:
-		c.MaxBatch = 64
+		c.MaxBatch = 256
 	case c.MaxBatch < 0:
 		return c, fmt.Errorf("postgres: Config.MaxBatch %d is negative", c.MaxBatch)
 	}

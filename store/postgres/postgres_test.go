@@ -325,6 +325,124 @@ func TestRefusedRequestFailsAlone(t *testing.T) {
 	storetest.RequireTaskState(t, s, stale.Task.ID, state.Pending, 0)
 }
 
+// TestSavepointRunIsSplit: a batch larger than savepointRun that has a
+// refused request is run again with savepoints in transactions of at most
+// savepointRun requests (so no transaction holds more subtransactions than
+// a backend caches); every request but the refused ones commits once.
+func TestSavepointRunIsSplit(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	stale := storetest.TaskParams("ns", at, "a")
+	_, _, err := s.TaskCreate(ctx, stale)
+	require.NoError(t, err)
+
+	// Prepared by name before the batch, as the committer's own statements
+	// are: pgx would otherwise prepare it in the middle of the batch, which a
+	// transaction aborted by a refusal does not allow.
+	conn, err := s.writer.Acquire(ctx)
+	require.NoError(t, err)
+	_, err = conn.Conn().Prepare(ctx, "test_txid", "SELECT txid_current()")
+	conn.Release()
+	require.NoError(t, err)
+
+	const n = 2*savepointRun + 10
+	refused := map[int]bool{3: true, savepointRun + 5: true}
+	params := make([]*store.TaskCreateParams, n)
+	xids := make([]int64, n)
+	batch := make([]*groupcommit.Request[queueFunc], n)
+	for i := range batch {
+		if refused[i] {
+			batch[i] = groupcommit.NewRequest("refused", func(pp *pipe) {
+				// The step is pending, not in_progress.
+				queueAdvance(pp, &store.TaskAdvanceParams{TaskID: stale.Task.ID, At: at, Steps: []*store.StepChange{{
+					StepID: stale.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}})
+			})
+			continue
+		}
+		params[i] = storetest.TaskParams("ns", at, "a")
+		batch[i] = groupcommit.NewRequest("create", func(pp *pipe) {
+			queueCreate(pp, params[i].Task.ID, createArgs(params[i]))
+			pp.query("test_txid", nil, func(r pgx.Rows) error { return r.Scan(&xids[i]) }, nil)
+		})
+	}
+	s.committer.RunBatch(batch)
+
+	perXid := map[int64]int{}
+	for i, req := range batch {
+		if refused[i] {
+			require.ErrorIs(t, req.Wait(), store.ErrConflict, "request %d", i)
+			continue
+		}
+		require.NoError(t, req.Wait(), "request %d", i)
+		perXid[xids[i]]++
+		trs, err := s.TransitionList(ctx, &store.TransitionListParams{TaskID: params[i].Task.ID})
+		require.NoError(t, err)
+		require.Len(t, trs, len(params[i].Transitions), "task %d stored once", i)
+	}
+	require.Len(t, perXid, 3, "%d requests in transactions of at most %d", n, savepointRun)
+	for xid, count := range perXid {
+		require.LessOrEqual(t, count, savepointRun, "transaction %d", xid)
+	}
+	storetest.RequireTaskState(t, s, stale.Task.ID, state.Pending, 0)
+}
+
+// TestSavepointRunFailingLaterKeepsEarlierCommits: when a later transaction
+// of a split run with savepoints fails (here its connection dies), the
+// requests of the transactions before it stay committed and say so, and
+// every request from the failed one on fails as unavailable, stored nowhere.
+func TestSavepointRunFailingLaterKeepsEarlierCommits(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	stale := storetest.TaskParams("ns", at, "a")
+	_, _, err := s.TaskCreate(ctx, stale)
+	require.NoError(t, err)
+
+	const n = 2*savepointRun + 10
+	const refusedAt, sabotageAt = 3, savepointRun + 5
+	params := make([]*store.TaskCreateParams, n)
+	batch := make([]*groupcommit.Request[queueFunc], n)
+	for i := range batch {
+		switch i {
+		case refusedAt:
+			batch[i] = groupcommit.NewRequest("refused", func(pp *pipe) {
+				queueAdvance(pp, &store.TaskAdvanceParams{TaskID: stale.Task.ID, At: at, Steps: []*store.StepChange{{
+					StepID: stale.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}})
+			})
+		case sabotageAt:
+			batch[i] = groupcommit.NewRequest("saboteur", func(pp *pipe) {
+				pp.exec("SELECT pg_terminate_backend(pg_backend_pid())")
+			})
+		default:
+			params[i] = storetest.TaskParams("ns", at, "a")
+			batch[i] = groupcommit.NewRequest("create", func(pp *pipe) {
+				queueCreate(pp, params[i].Task.ID, createArgs(params[i]))
+			})
+		}
+	}
+	s.committer.RunBatch(batch)
+
+	for i, req := range batch {
+		err := req.Wait()
+		switch {
+		case i == refusedAt:
+			require.ErrorIs(t, err, store.ErrConflict)
+		case i < savepointRun:
+			require.NoError(t, err, "request %d", i)
+			storetest.RequireTaskState(t, s, params[i].Task.ID, state.Pending, 0)
+		default:
+			require.ErrorIs(t, err, store.ErrUnavailable, "request %d", i)
+			if params[i] != nil {
+				_, err := s.TaskGet(ctx, params[i].Task.ID)
+				require.ErrorIs(t, err, store.ErrNotFound, "request %d", i)
+			}
+		}
+	}
+}
+
 // TestReadOnlyIsUnavailable: a write the server refuses for want of a
 // writable database is ErrUnavailable (the same call may succeed later, on
 // the new primary), not a conflict or a bug.
