@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -132,6 +133,90 @@ func TestReportedResultReachesTheOwner(t *testing.T) {
 	again, err := b.client.ReportStepResult(b.ctx, &coordinatorv1.ReportStepResultRequest{Result: res})
 	require.NoError(t, err)
 	require.False(t, again.GetApplied(), "a duplicate is acknowledged and ignored")
+}
+
+// A result streamed to a coordinator that does not own the task (an
+// executor answers on the stream of whoever dispatched the attempt, and
+// the task has since moved) is forwarded to the owner and applied there
+// once, so the attempt does not run again.
+func TestStreamedResultReachesTheOwner(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	a := peerHarness(t, st, "coord-a")
+	b := peerHarness(t, st, "coord-b")
+	f := startFakeExecutor(t, "exec-s", 1, "work")
+	f.register(a)
+	a.apply(oneStepTemplate)
+	task := a.create("test", "one_step", map[string]any{})
+	first := f.next()
+
+	// The executor also serves b; its result goes out on b's stream.
+	f.register(b)
+	f.send(succeed(first, "exec-s"))
+	done := a.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 1, step(done, "work").GetAttempts(), "the attempt ran once")
+	got, err := b.client.GetTask(b.ctx, &coordinatorv1.GetTaskRequest{Id: task.GetId()})
+	require.NoError(t, err)
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, got.GetTask().GetState())
+}
+
+// stalledRenewals holds every LeaseRenew until release is closed, as a
+// coordinator paused by the OS (or cut off from the database only for its
+// lease's row) would: its lease lapses while it still holds its tasks.
+type stalledRenewals struct {
+	store.Store
+	stalled atomic.Bool
+	release chan struct{}
+}
+
+func (s *stalledRenewals) LeaseRenew(ctx context.Context, p *store.LeaseRenewParams) (*store.Lease, error) {
+	if s.stalled.Load() {
+		<-s.release
+	}
+	return s.Store.LeaseRenew(ctx, p)
+}
+
+// A coordinator whose lease lapsed while it was not looking still holds a
+// task another coordinator has taken over; the result of the attempt it
+// dispatched arrives on its stream, and its write is refused. It passes
+// the result on to the new owner (once it has started over with a new
+// lease, if need be), which applies it: the attempt runs once.
+func TestResultRefusedForALapsedLeaseReachesTheNewOwner(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	stall := &stalledRenewals{Store: st, release: make(chan struct{})}
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(stall.release) }) }
+	serve := func(id string, s store.Store, reg *prometheus.Registry) *harness {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond, Registerer: reg}, lis)
+	}
+	oldReg := prometheus.NewRegistry()
+	old := serve("coord-old", stall, oldReg)
+	t.Cleanup(release) // before old stops (cleanups run last first), which renews once more
+	f := startFakeExecutor(t, "exec-l", 1, "work")
+	f.register(old)
+	old.apply(oneStepTemplate)
+	task := old.create("test", "one_step", map[string]any{})
+	first := f.next()
+	stored, err := st.TaskGet(t.Context(), task.GetId())
+	require.NoError(t, err)
+	oldToken := stored.OwnerToken
+
+	stall.stalled.Store(true)
+	next := serve("coord-new", st, prometheus.NewRegistry())
+	require.Eventually(t, func() bool {
+		got, err := st.TaskGet(t.Context(), task.GetId())
+		return err == nil && got.OwnerToken != oldToken
+	}, 10*time.Second, 5*time.Millisecond, "the new coordinator took the task over from the lapsed lease")
+
+	f.send(succeed(first, "exec-l"))
+	require.Eventually(t, func() bool { return metricValue(t, oldReg, "tasker_fenced_writes_total") >= 1 },
+		10*time.Second, time.Millisecond, "the old coordinator's write of the result was refused")
+	release()
+	done := next.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 1, step(done, "work").GetAttempts(), "the attempt ran once")
 }
 
 // After a restart the coordinator holds a new lease, and finished tasks

@@ -451,12 +451,18 @@ func (e *engine) notifyParent(ctx context.Context, parentID, stepID string) erro
 // the child of one of its steps: a ReportStepResult for the step, which
 // for a step that runs a child only triggers that look (applyOne).
 func (c *Coordinator) notifyElsewhere(ctx context.Context, owned *store.OwnedError, parentID, stepID string) error {
-	req := &coordinatorv1.ReportStepResultRequest{Result: &executorv1.StepResult{
+	return c.forwardResult(ctx, owned, &executorv1.StepResult{
 		TaskId: parentID, StepId: stepID, Attempt: 1, ExecutorId: "coordinator:" + c.cfg.ID,
 		Outcome: &executorv1.StepResult_Success{Success: &executorv1.StepSuccess{}},
-	}}
+	})
+}
+
+// forwardResult reports a step result to the coordinator that owns its
+// task, with this coordinator's own peer credentials (a mesh certificate;
+// with bearer tokens and no mesh, the owner refuses it).
+func (c *Coordinator) forwardResult(ctx context.Context, owned *store.OwnedError, r *executorv1.StepResult) error {
 	_, err := forward(ctx, c.peers, owned, func(ctx context.Context, cl coordinatorv1.CoordinatorServiceClient) (*coordinatorv1.ReportStepResultResponse, error) {
-		return cl.ReportStepResult(ctx, req)
+		return cl.ReportStepResult(ctx, &coordinatorv1.ReportStepResultRequest{Result: r})
 	})
 	return err
 }

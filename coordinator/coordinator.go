@@ -204,6 +204,8 @@ func New(cfg Config) (*Coordinator, error) {
 	e.admission = newAdmissionWaits(cfg.PriorityAging, e.now)
 	e.cancelAnywhere = c.cancelAnywhere
 	e.notifyElsewhere = c.notifyElsewhere
+	e.forwardResult = c.forwardResult
+	e.leaseCheck = make(chan struct{}, 1)
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}

@@ -69,6 +69,13 @@ type engine struct {
 	// notifyElsewhere tells the coordinator owning a parent task that
 	// the child of one of its steps finished (children.go).
 	notifyElsewhere func(ctx context.Context, owned *store.OwnedError, parentID, stepID string) error
+	// forwardResult hands a step result to the coordinator that owns its
+	// task (routeResult).
+	forwardResult func(ctx context.Context, owned *store.OwnedError, r *executorv1.StepResult) error
+	// leaseCheck asks keepLease to renew now rather than at its next tick:
+	// a write was refused for the lease, so it has most likely lapsed, and
+	// the sooner that is noticed the sooner this coordinator starts over.
+	leaseCheck chan struct{}
 }
 
 // taskRun is an active task in memory.
@@ -556,6 +563,7 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 		c.abandon()
 		e.metrics.fencedWrites.Inc()
 		e.log.Warn("write refused: task no longer owned by this coordinator; dropping it", "task_id", tr.task.ID, "err", err)
+		e.checkLease()
 		e.retire(tr)
 		return fmt.Errorf("task %s: %w", tr.task.ID, err)
 	}

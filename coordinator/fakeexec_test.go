@@ -74,16 +74,19 @@ func (f *fakeExecutor) Execute(stream grpc.BidiStreamingServer[executorv1.Execut
 	}
 }
 
-// register asks the coordinator to dial the fake and waits until the
-// stream is open.
+// register asks the coordinator to dial the fake and waits until its
+// stream is open; send then writes on that stream.
 func (f *fakeExecutor) register(h *harness) {
 	f.t.Helper()
+	f.mu.Lock()
+	before := f.stream
+	f.mu.Unlock()
 	_, err := h.client.RegisterExecutor(h.ctx, &coordinatorv1.RegisterExecutorRequest{Address: f.addr})
 	require.NoError(f.t, err)
 	require.Eventually(f.t, func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return f.stream != nil
+		return f.stream != nil && f.stream != before
 	}, 10*time.Second, time.Millisecond)
 }
 

@@ -92,6 +92,7 @@ func (e *engine) keepLease() {
 		case <-e.ctx.Done():
 			return
 		case <-tick.C:
+		case <-e.leaseCheck:
 		}
 		ctx, cancel := context.WithTimeout(e.ctx, e.leaseTTL)
 		e.renewAndClaim(ctx)
@@ -121,6 +122,15 @@ func (e *engine) renewAndClaim(ctx context.Context) {
 		e.log.Warn("claiming orphaned tasks failed", "err", err)
 	} else if n > 0 {
 		e.log.Info("took over unfinished tasks", "tasks", n)
+	}
+}
+
+// checkLease asks keepLease to renew the lease now; a request already
+// pending covers this one.
+func (e *engine) checkLease() {
+	select {
+	case e.leaseCheck <- struct{}{}:
+	default:
 	}
 }
 

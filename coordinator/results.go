@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
 	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/state"
@@ -138,9 +141,9 @@ func (e *engine) results(executorID string, rs []*executorv1.StepResult) {
 		ps := byTask[id]
 		tr := e.lookup(id)
 		if tr == nil {
-			e.metrics.results.WithLabelValues("ignored").Add(float64(len(ps)))
 			for _, p := range ps {
-				close(p.done) // finished, unknown or owned elsewhere
+				e.routeResult(p.r, executorID)
+				close(p.done)
 			}
 			continue
 		}
@@ -165,9 +168,9 @@ func (e *engine) holdResult(p *pendingResult, executorID string) {
 	var ce *codedError
 	switch {
 	case errors.Is(p.err, store.ErrLeaseLost):
-		// Another coordinator owns the task now; its owner settles the
-		// attempt.
-		e.log.Warn("result not applied: task owned by another coordinator", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt())
+		// The task was dropped here: another coordinator owns it now (or
+		// will, this one's lease having lapsed).
+		e.routeResult(r, executorID)
 		return
 	case errors.As(p.err, &ce):
 		e.log.Warn("result refused", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", p.err)
@@ -193,6 +196,81 @@ func (e *engine) holdResult(p *pendingResult, executorID string) {
 			timer.Reset(wait)
 		}
 	})
+}
+
+// routeWait bounds how long routeResult keeps trying to settle a result:
+// long enough for this coordinator to notice a lapsed lease and start over
+// (it renews at once after a refused write, else within a third of the
+// lease's life) and for a forward to reach the owner.
+func (e *engine) routeWait() time.Duration { return 2 * e.leaseTTL }
+
+// routeResult settles, on a goroutine of its own so the stream reads on, a
+// streamed result for a task this coordinator does not hold. An executor
+// sends a result on the stream of the coordinator that dispatched the
+// attempt, and that is not always the task's owner: after a takeover, the
+// new owner adopts the attempt from the executor's heartbeats while its
+// result still arrives here. So the result is settled as a reported one
+// (applyReported): ignored if the task has finished, applied here if its
+// owner is gone (this coordinator takes the task), and forwarded if another
+// live coordinator owns it. Dropping it instead would leave the owner to
+// find the attempt missing from the executor's heartbeats and run it again
+// (ResultLost, slots.go), which remains the way out if the forward fails.
+// Refusals that time can clear (this coordinator's lease lapsed and it has
+// not started over yet; the task moved while forwarding; the store is
+// unavailable) are retried until routeWait.
+func (e *engine) routeResult(r *executorv1.StepResult, executorID string) {
+	e.bg.goFn(func() {
+		ctx, cancel := context.WithTimeout(e.ctx, e.routeWait())
+		defer cancel()
+		wait := 20 * time.Millisecond
+		for {
+			_, err := e.applyReported(ctx, r)
+			var owned *store.OwnedError
+			if errors.As(err, &owned) && e.forwardResult != nil {
+				if err = e.forwardResult(ctx, owned, r); err == nil {
+					e.log.Info("streamed result forwarded to the task's owner", "task_id", r.GetTaskId(), "step_id", r.GetStepId(),
+						"attempt", r.GetAttempt(), "executor_id", executorID, "owner", owned.Owner.CoordinatorID)
+					return
+				}
+			}
+			if err == nil || !routeRetryable(err) {
+				if err != nil && !errors.Is(err, ErrStopped) {
+					e.log.Warn("streamed result for a task held elsewhere not settled; its owner runs the attempt again once the executor stops listing it",
+						"task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "executor_id", executorID, "err", err)
+				}
+				return
+			}
+			select {
+			case <-ctx.Done():
+				if e.ctx.Err() == nil {
+					e.log.Warn("streamed result for a task held elsewhere not settled in time; its owner runs the attempt again once the executor stops listing it",
+						"task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "executor_id", executorID, "err", err)
+				}
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Second)
+		}
+	})
+}
+
+// routeRetryable says whether routeResult should try a result again after
+// err: a lease not yet renewed, a task held elsewhere that moved, a store
+// or peer that cannot answer now. A refusal of the result itself, or of
+// this coordinator's credentials by the owner, stays a refusal.
+func routeRetryable(err error) bool {
+	var ce *codedError
+	if errors.As(err, &ce) || errors.Is(err, ErrStopped) {
+		return false
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition,
+			codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented:
+			return false
+		}
+	}
+	return true
 }
 
 // enqueue queues ps for tr and waits until they have been applied, by this
