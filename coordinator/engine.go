@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -486,9 +487,16 @@ func (e *engine) tryDispatch(c *change, i int, now time.Time) {
 }
 
 // dispatchOn records step i's next attempt on an executor whose slot is
-// reserved.
+// reserved, unless its request is too large for that executor.
 func (e *engine) dispatchOn(c *change, i int, executorID string) {
 	tr, s := c.tr, c.tr.steps[i]
+	if n := e.requestEstimate(tr, i); !e.pool.fitsEverywhere(n) {
+		if limit := e.pool.maxReceive(executorID); n > limit && e.oversized(tr, i, limit) {
+			e.pool.release(executorID)
+			e.refuseOversized(c, i, executorID, limit)
+			return
+		}
+	}
 	c.reserved = append(c.reserved, executorID)
 	if tr.task.State == state.Pending {
 		if a := tr.taskAdmission(); a != nil {
@@ -633,6 +641,79 @@ func (e *engine) afterCommit(c *change) {
 	}
 }
 
+// requestSlack bounds what an ExecuteRequest carries besides its context,
+// handler config, parents' results and for_each item (ids, names, the
+// idempotency key, a deadline, trace context, field framing), generously.
+const requestSlack = 16 << 10
+
+// requestEstimate bounds the size of step i's ExecuteRequest from above by
+// summing its large parts: a few additions per dispatch.
+func (e *engine) requestEstimate(tr *taskRun, i int) int {
+	t := tr.tix(i)
+	n := len(tr.task.Context) + len(tr.tmpl.configs[t]) + requestSlack
+	for _, p := range tr.tmpl.parents[t] {
+		n += len(tr.steps[p].Results) + len(tr.steps[p].Name) + 16
+	}
+	if ref, ok := tr.instanceOf(i); ok {
+		if fo := tr.fanouts[ref.of]; ref.index < len(fo.items) {
+			n += len(fo.items[ref.index])
+		}
+	}
+	return n
+}
+
+// oversized reports whether step i's ExecuteRequest, built and measured,
+// would be over limit bytes; dispatch asks only when requestEstimate is
+// over it.
+func (e *engine) oversized(tr *taskRun, i, limit int) bool {
+	return proto.Size(e.executeRequest(tr, i, nil))+requestSlack > limit
+}
+
+// refuseOversized fails step i for good instead of sending it: its request
+// is over the receive limit of the executor granted for it, and a message
+// over that limit ends the executor's stream, failing every attempt in
+// flight on it (as "executor lost"), again at each retry. The reason says
+// how large the request's parts are, so the template or its data can be
+// changed; an operator's retry or rerun tries again.
+func (e *engine) refuseOversized(c *change, i int, executorID string, limit int) {
+	tr, s := c.tr, c.tr.steps[i]
+	size := proto.Size(e.executeRequest(tr, i, nil))
+	var parts []string
+	if n := len(tr.task.Context); n > 0 {
+		parts = append(parts, "context "+byteSize(n))
+	}
+	for _, p := range tr.tmpl.parents[tr.tix(i)] {
+		if n := len(tr.steps[p].Results); n > 0 {
+			parts = append(parts, "results of "+tr.steps[p].Name+" "+byteSize(n))
+		}
+	}
+	msg := fmt.Sprintf("its request to executor %s would be %s, over the %s that executor accepts (%s); raise the executor's limit (max_receive_bytes in its Describe; executor.Config.MaxReceiveBytes in Go) or pass less data to the step",
+		executorID, byteSize(size), byteSize(limit), strings.Join(parts, ", "))
+	serr := &store.StepError{Message: msg, Class: "InputTooLarge"}
+	raw, _ := json.Marshal(failureMeta{Executor: executorID, Error: msg, ErrorClass: serr.Class})
+	if s.State == state.Error {
+		c.moveStep(i, state.Pending, fmt.Sprintf("retrying after attempt %d of %d failed", s.Attempts, s.MaxAttempts), nil)
+	}
+	c.moveStep(i, state.Error, "not dispatched, not retried: "+msg, func(sc *store.StepChange) {
+		sc.Error = serr
+		sc.Metadata = raw
+		sc.NextRetryAt = c.params.At
+	})
+	e.log.Warn("step not dispatched: request over the executor's receive limit", "task_id", tr.task.ID, "step_id", s.ID,
+		"executor_id", executorID, "bytes", size, "limit", limit)
+}
+
+// byteSize writes n bytes for people: 512 B, 3.0 KiB, 6.0 MiB.
+func byteSize(n int) string {
+	switch {
+	case n < 1<<10:
+		return strconv.Itoa(n) + " B"
+	case n < 1<<20:
+		return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + " KiB"
+	}
+	return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB"
+}
+
 func (e *engine) executeRequest(tr *taskRun, i int, traceContext map[string]string) *executorv1.ExecuteRequest {
 	s, t := tr.steps[i], tr.tix(i)
 	var parents map[string][]byte // a root's stays nil: nothing to allocate
@@ -704,9 +785,10 @@ func (e *engine) armWake(tr *taskRun, asOf time.Time) {
 			}
 		}
 		earliest(e.nextWaitWake(tr))
-		if tr.unexpanded() || tr.exhausted > 0 && tr.task.State == state.InProgress {
-			// Instances to make, or a step that failed for good in the
-			// change that started the task, which could not also end it.
+		if tr.unexpanded() || tr.exhausted > 0 {
+			// Instances to make, or a step that failed for good in a change
+			// that could not also end the task (the one that started it, or
+			// one that refused a dispatch in the middle of a pass).
 			earliest(e.now())
 		}
 		for i := range tr.errored {

@@ -146,3 +146,13 @@ func TestExecutorMeta(t *testing.T) {
 	require.True(t, plainJSON("exec-1"))
 	require.False(t, plainJSON("a<b"))
 }
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int]string{
+		0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 100 << 10: "100.0 KiB",
+		1<<20 - 1: "1024.0 KiB", 1 << 20: "1.0 MiB", 6<<20 + 300<<10: "6.3 MiB",
+	} {
+		require.Equal(t, want, byteSize(n), "%d", n)
+	}
+}

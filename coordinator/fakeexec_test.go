@@ -23,8 +23,11 @@ type fakeExecutor struct {
 	id       string
 	capacity int32
 	handlers []string
-	addr     string
-	steps    chan *executorv1.ExecuteStep
+	// maxReceive is declared in Describe and enforced by the fake's server
+	// (0: gRPC's default, declared as 0).
+	maxReceive int
+	addr       string
+	steps      chan *executorv1.ExecuteStep
 
 	mu     sync.Mutex // protects stream, done
 	stream grpc.BidiStreamingServer[executorv1.ExecuteRequest, executorv1.ExecuteResponse]
@@ -33,10 +36,21 @@ type fakeExecutor struct {
 
 func startFakeExecutor(t testing.TB, id string, capacity int32, handlers ...string) *fakeExecutor {
 	t.Helper()
-	f := &fakeExecutor{t: t, id: id, capacity: capacity, handlers: handlers, steps: make(chan *executorv1.ExecuteStep, 64)}
+	return startLimitedFakeExecutor(t, id, capacity, 0, handlers...)
+}
+
+// startLimitedFakeExecutor starts a fake that accepts messages of at most
+// maxReceive bytes, and says so in Describe.
+func startLimitedFakeExecutor(t testing.TB, id string, capacity int32, maxReceive int, handlers ...string) *fakeExecutor {
+	t.Helper()
+	f := &fakeExecutor{t: t, id: id, capacity: capacity, handlers: handlers, maxReceive: maxReceive, steps: make(chan *executorv1.ExecuteStep, 64)}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if maxReceive > 0 {
+		opts = append(opts, grpc.MaxRecvMsgSize(maxReceive))
+	}
+	srv := grpc.NewServer(opts...)
 	executorv1.RegisterExecutorServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
@@ -45,7 +59,7 @@ func startFakeExecutor(t testing.TB, id string, capacity int32, handlers ...stri
 }
 
 func (f *fakeExecutor) Describe(context.Context, *executorv1.DescribeRequest) (*executorv1.DescribeResponse, error) {
-	return &executorv1.DescribeResponse{ExecutorId: f.id, Handlers: f.handlers, Capacity: f.capacity, Language: "test"}, nil
+	return &executorv1.DescribeResponse{ExecutorId: f.id, Handlers: f.handlers, Capacity: f.capacity, Language: "test", MaxReceiveBytes: int64(f.maxReceive)}, nil
 }
 
 func (f *fakeExecutor) Execute(stream grpc.BidiStreamingServer[executorv1.ExecuteRequest, executorv1.ExecuteResponse]) error {

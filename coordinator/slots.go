@@ -130,6 +130,10 @@ type pool struct {
 	bg            *routines
 	// messages counts what the streams read, by kind.
 	messages *prometheus.CounterVec
+	// leastReceive is the smallest receive limit any executor registered
+	// has declared (0 before the first): a request no larger fits every
+	// executor, so dispatch checks most requests without taking mu.
+	leastReceive atomic.Int64
 
 	mu    sync.Mutex // protects every field below and every execConn's mutable fields
 	conns map[string]*execConn
@@ -159,6 +163,7 @@ type execConn struct {
 	handlers          []string
 	coordinators      []string // as the executor described itself
 	declared          int      // capacity from Describe
+	maxReceive        int      // largest ExecuteRequest it accepts (Describe)
 	client            executorv1.ExecutorServiceClient
 	cc                *grpc.ClientConn
 	capacity          int // this coordinator's share of declared
@@ -379,6 +384,26 @@ func (p *pool) checkAdopted(conn *execConn, running []*executorv1.RunningStep) {
 	for k, taskID := range gone {
 		p.events.unreported(taskID, k.stepID, k.attempt, conn.id)
 	}
+}
+
+// defaultMaxReceive is gRPC's default receive limit, which an executor
+// that declares none (max_receive_bytes 0) has.
+const defaultMaxReceive = 4 << 20
+
+// fitsEverywhere reports whether a request of n bytes is within every
+// registered executor's receive limit.
+func (p *pool) fitsEverywhere(n int) bool {
+	return int64(n) <= p.leastReceive.Load()
+}
+
+// maxReceive is the largest ExecuteRequest the executor accepts.
+func (p *pool) maxReceive(executorID string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if conn := p.conns[executorID]; conn != nil && conn.maxReceive > 0 {
+		return conn.maxReceive
+	}
+	return defaultMaxReceive
 }
 
 // release gives back a reserved slot that was not used; a waiting step may

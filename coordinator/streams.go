@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -78,6 +79,13 @@ func (p *pool) register(ctx context.Context, address string) (*coordinatorv1.Exe
 	conn.address, conn.language, conn.coordinators = address, desc.GetLanguage(), desc.GetCoordinators()
 	conn.handlers = slices.Compact(slices.Sorted(slices.Values(desc.GetHandlers())))
 	conn.capacity, conn.declared = int(desc.GetCapacity()), int(desc.GetCapacity())
+	conn.maxReceive = defaultMaxReceive
+	if n := desc.GetMaxReceiveBytes(); n > 0 {
+		conn.maxReceive = int(min(n, math.MaxInt32))
+	}
+	if least := p.leastReceive.Load(); least == 0 || int64(conn.maxReceive) < least {
+		p.leastReceive.Store(int64(conn.maxReceive))
+	}
 	conn.client, conn.cc = client, cc
 	streamCtx, stop := context.WithCancel(context.Background())
 	conn.stop = stop

@@ -85,6 +85,14 @@ type Config struct {
 	// since a message the coordinator cannot read would break the stream
 	// for every step on it. Default 16 MiB.
 	MaxResultBytes int
+	// MaxReceiveBytes bounds one message from a coordinator (an
+	// ExecuteStep carries the task's context and its parents' results, so
+	// it can be far larger than any one of them). It is reported in
+	// Describe, and a coordinator fails a step whose request would be
+	// larger (InputTooLarge) instead of sending it, since a message over
+	// the limit would end the stream and every attempt in flight on it.
+	// Default 64 MiB. It overrides a grpc.MaxRecvMsgSize in ServerOptions.
+	MaxReceiveBytes int
 }
 
 // Defaults, exported so callers can describe them (for example in --help).
@@ -96,6 +104,7 @@ const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultDeliveryTimeout   = 10 * time.Second
 	DefaultMaxResultBytes    = 16 << 20
+	DefaultMaxReceiveBytes   = 64 << 20
 )
 
 // ErrInvalidConfig is wrapped by New when a Config field is out of range.
@@ -162,6 +171,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxResultBytes == 0 {
 		cfg.MaxResultBytes = DefaultMaxResultBytes
+	}
+	if cfg.MaxReceiveBytes < 0 || cfg.MaxReceiveBytes > math.MaxInt32 {
+		return cfg, fmt.Errorf("%w: max receive bytes %d out of range 1..%d", ErrInvalidConfig, cfg.MaxReceiveBytes, math.MaxInt32)
+	}
+	if cfg.MaxReceiveBytes == 0 {
+		cfg.MaxReceiveBytes = DefaultMaxReceiveBytes
 	}
 	return cfg, nil
 }

@@ -243,7 +243,8 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 		coords = append(coords, coordinatorv1.NewCoordinatorServiceClient(conn))
 	}
 
-	serverOpts := e.cfg.ServerOptions
+	// Last, so Describe reports the limit that holds.
+	serverOpts := append(slices.Clone(e.cfg.ServerOptions), grpc.MaxRecvMsgSize(e.cfg.MaxReceiveBytes))
 	if e.cfg.Secret != "" {
 		// First in the chain, so nothing runs for a caller without it.
 		serverOpts = append(newSecretGuard(e.cfg.Secret).serverOptions(), serverOpts...)

@@ -27,6 +27,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		"negative heartbeat": {HeartbeatInterval: -time.Second},
 		"negative register":  {RegisterInterval: -time.Second},
 		"negative shutdown":  {ShutdownTimeout: -time.Second},
+		"negative receive":   {MaxReceiveBytes: -1},
+		"receive over 2 GiB": {MaxReceiveBytes: 1 << 31},
 	} {
 		_, err := New(cfg)
 		require.ErrorIs(t, err, ErrInvalidConfig, name)
@@ -86,6 +88,7 @@ func TestDescribe(t *testing.T) {
 	require.Equal(t, SDKVersion, resp.GetSdkVersion())
 	require.EqualValues(t, 1, resp.GetProtocolVersion())
 	require.Equal(t, []string{"cancel", "heartbeat", "progress", "report"}, resp.GetCapabilities())
+	require.EqualValues(t, DefaultMaxReceiveBytes, resp.GetMaxReceiveBytes())
 }
 
 type quotaError struct{}

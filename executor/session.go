@@ -56,6 +56,7 @@ func (s *service) Describe(ctx context.Context, req *executorv1.DescribeRequest)
 		ProtocolVersion: ProtocolVersion,
 		Capabilities:    Capabilities(),
 		Coordinators:    s.e.cfg.coordinators(),
+		MaxReceiveBytes: int64(s.e.cfg.MaxReceiveBytes),
 	}, nil
 }
 

@@ -101,9 +101,15 @@ type DescribeResponse struct {
 	Capabilities []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	// coordinators are the coordinator addresses the executor registers
 	// with; shown to operators.
-	Coordinators  []string `protobuf:"bytes,8,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Coordinators []string `protobuf:"bytes,8,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
+	// max_receive_bytes is the largest ExecuteRequest message the executor
+	// accepts; 0 means gRPC's default of 4 MiB. The coordinator does not send
+	// a step whose request is larger: it fails the step instead (error class
+	// InputTooLarge), since a message over the limit would end the stream and
+	// with it every attempt in flight on it.
+	MaxReceiveBytes int64 `protobuf:"varint,9,opt,name=max_receive_bytes,json=maxReceiveBytes,proto3" json:"max_receive_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -190,6 +196,13 @@ func (x *DescribeResponse) GetCoordinators() []string {
 		return x.Coordinators
 	}
 	return nil
+}
+
+func (x *DescribeResponse) GetMaxReceiveBytes() int64 {
+	if x != nil {
+		return x.MaxReceiveBytes
+	}
+	return 0
 }
 
 // ExecuteRequest is one message from the coordinator on the Execute stream.
@@ -1169,7 +1182,7 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"\n" +
 	"!tasker/executor/v1/executor.proto\x12\x12tasker.executor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
 	"\x0fDescribeRequest\x12%\n" +
-	"\x0ecoordinator_id\x18\x01 \x01(\tR\rcoordinatorId\"\x9b\x02\n" +
+	"\x0ecoordinator_id\x18\x01 \x01(\tR\rcoordinatorId\"\xc7\x02\n" +
 	"\x10DescribeResponse\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12\x1a\n" +
@@ -1180,7 +1193,8 @@ const file_tasker_executor_v1_executor_proto_rawDesc = "" +
 	"sdkVersion\x12)\n" +
 	"\x10protocol_version\x18\x06 \x01(\x05R\x0fprotocolVersion\x12\"\n" +
 	"\fcapabilities\x18\a \x03(\tR\fcapabilities\x12\"\n" +
-	"\fcoordinators\x18\b \x03(\tR\fcoordinators\"\xa1\x01\n" +
+	"\fcoordinators\x18\b \x03(\tR\fcoordinators\x12*\n" +
+	"\x11max_receive_bytes\x18\t \x01(\x03R\x0fmaxReceiveBytes\"\xa1\x01\n" +
 	"\x0eExecuteRequest\x12D\n" +
 	"\fexecute_step\x18\x01 \x01(\v2\x1f.tasker.executor.v1.ExecuteStepH\x00R\vexecuteStep\x12A\n" +
 	"\vcancel_step\x18\x02 \x01(\v2\x1e.tasker.executor.v1.CancelStepH\x00R\n" +

@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tasker/executor/v1/executor.proto\x12\x12tasker.executor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x0f\x44\x65scribeRequest\x12\x16\n\x0e\x63oordinator_id\x18\x01 \x01(\t\"\xb8\x01\n\x10\x44\x65scribeResponse\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x18\n\x10protocol_version\x18\x06 \x01(\x05\x12\x14\n\x0c\x63\x61pabilities\x18\x07 \x03(\t\x12\x14\n\x0c\x63oordinators\x18\x08 \x03(\t\"\x88\x01\n\x0e\x45xecuteRequest\x12\x37\n\x0c\x65xecute_step\x18\x01 \x01(\x0b\x32\x1f.tasker.executor.v1.ExecuteStepH\x00\x12\x35\n\x0b\x63\x61ncel_step\x18\x02 \x01(\x0b\x32\x1e.tasker.executor.v1.CancelStepH\x00\x42\x06\n\x04kind\"\xcc\x04\n\x0b\x45xecuteStep\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x11\n\tstep_name\x18\x03 \x01(\t\x12\x0f\n\x07handler\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12,\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ehandler_config\x18\x07 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x08 \x01(\x0c\x12J\n\x0eparent_results\x18\t \x03(\x0b\x32\x32.tasker.executor.v1.ExecuteStep.ParentResultsEntry\x12\x11\n\tnamespace\x18\n \x01(\t\x12\x15\n\rtemplate_name\x18\x0b \x01(\t\x12\x18\n\x10template_version\x18\x0c \x01(\t\x12H\n\rtrace_context\x18\r \x03(\x0b\x32\x31.tasker.executor.v1.ExecuteStep.TraceContextEntry\x12\x17\n\x0fidempotency_key\x18\x0e \x01(\t\x12\x31\n\x08\x66or_each\x18\x0f \x01(\x0b\x32\x1f.tasker.executor.v1.ForEachItem\x1a\x34\n\x12ParentResultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x0b\x46orEachItem\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04item\x18\x02 \x01(\x0c\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"O\n\nCancelStep\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xba\x01\n\x0f\x45xecuteResponse\x12\x35\n\x0bstep_result\x18\x01 \x01(\x0b\x32\x1e.tasker.executor.v1.StepResultH\x00\x12\x32\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.tasker.executor.v1.HeartbeatH\x00\x12\x34\n\x08progress\x18\x03 \x01(\x0b\x32 .tasker.executor.v1.StepProgressH\x00\x42\x06\n\x04kind\"\xc7\x01\n\nStepResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x13\n\x0b\x65xecutor_id\x18\x04 \x01(\t\x12\x32\n\x07success\x18\x05 \x01(\x0b\x32\x1f.tasker.executor.v1.StepSuccessH\x00\x12\x32\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x1f.tasker.executor.v1.StepFailureH\x00\x42\t\n\x07outcome\"\x1e\n\x0bStepSuccess\x12\x0f\n\x07results\x18\x01 \x01(\x0c\"r\n\x0bStepFailure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x13\n\x0b\x65rror_class\x18\x02 \x01(\t\x12\x11\n\tpermanent\x18\x03 \x01(\x08\x12*\n\x07\x62\x61\x63koff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"i\n\tHeartbeat\x12\x18\n\x10running_step_ids\x18\x01 \x03(\t\x12\x30\n\x07running\x18\x02 \x03(\x0b\x32\x1f.tasker.executor.v1.RunningStep\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\"@\n\x0bRunningStep\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"c\n\x0cStepProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07percent\x18\x05 \x01(\x01\x32\xc0\x01\n\x0f\x45xecutorService\x12U\n\x08\x44\x65scribe\x12#.tasker.executor.v1.DescribeRequest\x1a$.tasker.executor.v1.DescribeResponse\x12V\n\x07\x45xecute\x12\".tasker.executor.v1.ExecuteRequest\x1a#.tasker.executor.v1.ExecuteResponse(\x01\x30\x01\x42?Z=github.com/tasker-go/tasker/gen/tasker/executor/v1;executorv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tasker/executor/v1/executor.proto\x12\x12tasker.executor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x0f\x44\x65scribeRequest\x12\x16\n\x0e\x63oordinator_id\x18\x01 \x01(\t\"\xd3\x01\n\x10\x44\x65scribeResponse\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x18\n\x10protocol_version\x18\x06 \x01(\x05\x12\x14\n\x0c\x63\x61pabilities\x18\x07 \x03(\t\x12\x14\n\x0c\x63oordinators\x18\x08 \x03(\t\x12\x19\n\x11max_receive_bytes\x18\t \x01(\x03\"\x88\x01\n\x0e\x45xecuteRequest\x12\x37\n\x0c\x65xecute_step\x18\x01 \x01(\x0b\x32\x1f.tasker.executor.v1.ExecuteStepH\x00\x12\x35\n\x0b\x63\x61ncel_step\x18\x02 \x01(\x0b\x32\x1e.tasker.executor.v1.CancelStepH\x00\x42\x06\n\x04kind\"\xcc\x04\n\x0b\x45xecuteStep\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x11\n\tstep_name\x18\x03 \x01(\t\x12\x0f\n\x07handler\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12,\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ehandler_config\x18\x07 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x08 \x01(\x0c\x12J\n\x0eparent_results\x18\t \x03(\x0b\x32\x32.tasker.executor.v1.ExecuteStep.ParentResultsEntry\x12\x11\n\tnamespace\x18\n \x01(\t\x12\x15\n\rtemplate_name\x18\x0b \x01(\t\x12\x18\n\x10template_version\x18\x0c \x01(\t\x12H\n\rtrace_context\x18\r \x03(\x0b\x32\x31.tasker.executor.v1.ExecuteStep.TraceContextEntry\x12\x17\n\x0fidempotency_key\x18\x0e \x01(\t\x12\x31\n\x08\x66or_each\x18\x0f \x01(\x0b\x32\x1f.tasker.executor.v1.ForEachItem\x1a\x34\n\x12ParentResultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x0b\x46orEachItem\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04item\x18\x02 \x01(\x0c\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"O\n\nCancelStep\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xba\x01\n\x0f\x45xecuteResponse\x12\x35\n\x0bstep_result\x18\x01 \x01(\x0b\x32\x1e.tasker.executor.v1.StepResultH\x00\x12\x32\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.tasker.executor.v1.HeartbeatH\x00\x12\x34\n\x08progress\x18\x03 \x01(\x0b\x32 .tasker.executor.v1.StepProgressH\x00\x42\x06\n\x04kind\"\xc7\x01\n\nStepResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x13\n\x0b\x65xecutor_id\x18\x04 \x01(\t\x12\x32\n\x07success\x18\x05 \x01(\x0b\x32\x1f.tasker.executor.v1.StepSuccessH\x00\x12\x32\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x1f.tasker.executor.v1.StepFailureH\x00\x42\t\n\x07outcome\"\x1e\n\x0bStepSuccess\x12\x0f\n\x07results\x18\x01 \x01(\x0c\"r\n\x0bStepFailure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x13\n\x0b\x65rror_class\x18\x02 \x01(\t\x12\x11\n\tpermanent\x18\x03 \x01(\x08\x12*\n\x07\x62\x61\x63koff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"i\n\tHeartbeat\x12\x18\n\x10running_step_ids\x18\x01 \x03(\t\x12\x30\n\x07running\x18\x02 \x03(\x0b\x32\x1f.tasker.executor.v1.RunningStep\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\"@\n\x0bRunningStep\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"c\n\x0cStepProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07percent\x18\x05 \x01(\x01\x32\xc0\x01\n\x0f\x45xecutorService\x12U\n\x08\x44\x65scribe\x12#.tasker.executor.v1.DescribeRequest\x1a$.tasker.executor.v1.DescribeResponse\x12V\n\x07\x45xecute\x12\".tasker.executor.v1.ExecuteRequest\x1a#.tasker.executor.v1.ExecuteResponse(\x01\x30\x01\x42?Z=github.com/tasker-go/tasker/gen/tasker/executor/v1;executorv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tasker.executor.v1.executor_pb2', globals())
@@ -30,33 +30,33 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _DESCRIBEREQUEST._serialized_start=122
   _DESCRIBEREQUEST._serialized_end=163
   _DESCRIBERESPONSE._serialized_start=166
-  _DESCRIBERESPONSE._serialized_end=350
-  _EXECUTEREQUEST._serialized_start=353
-  _EXECUTEREQUEST._serialized_end=489
-  _EXECUTESTEP._serialized_start=492
-  _EXECUTESTEP._serialized_end=1080
-  _EXECUTESTEP_PARENTRESULTSENTRY._serialized_start=975
-  _EXECUTESTEP_PARENTRESULTSENTRY._serialized_end=1027
-  _EXECUTESTEP_TRACECONTEXTENTRY._serialized_start=1029
-  _EXECUTESTEP_TRACECONTEXTENTRY._serialized_end=1080
-  _FOREACHITEM._serialized_start=1082
-  _FOREACHITEM._serialized_end=1139
-  _CANCELSTEP._serialized_start=1141
-  _CANCELSTEP._serialized_end=1220
-  _EXECUTERESPONSE._serialized_start=1223
-  _EXECUTERESPONSE._serialized_end=1409
-  _STEPRESULT._serialized_start=1412
-  _STEPRESULT._serialized_end=1611
-  _STEPSUCCESS._serialized_start=1613
-  _STEPSUCCESS._serialized_end=1643
-  _STEPFAILURE._serialized_start=1645
-  _STEPFAILURE._serialized_end=1759
-  _HEARTBEAT._serialized_start=1761
-  _HEARTBEAT._serialized_end=1866
-  _RUNNINGSTEP._serialized_start=1868
-  _RUNNINGSTEP._serialized_end=1932
-  _STEPPROGRESS._serialized_start=1934
-  _STEPPROGRESS._serialized_end=2033
-  _EXECUTORSERVICE._serialized_start=2036
-  _EXECUTORSERVICE._serialized_end=2228
+  _DESCRIBERESPONSE._serialized_end=377
+  _EXECUTEREQUEST._serialized_start=380
+  _EXECUTEREQUEST._serialized_end=516
+  _EXECUTESTEP._serialized_start=519
+  _EXECUTESTEP._serialized_end=1107
+  _EXECUTESTEP_PARENTRESULTSENTRY._serialized_start=1002
+  _EXECUTESTEP_PARENTRESULTSENTRY._serialized_end=1054
+  _EXECUTESTEP_TRACECONTEXTENTRY._serialized_start=1056
+  _EXECUTESTEP_TRACECONTEXTENTRY._serialized_end=1107
+  _FOREACHITEM._serialized_start=1109
+  _FOREACHITEM._serialized_end=1166
+  _CANCELSTEP._serialized_start=1168
+  _CANCELSTEP._serialized_end=1247
+  _EXECUTERESPONSE._serialized_start=1250
+  _EXECUTERESPONSE._serialized_end=1436
+  _STEPRESULT._serialized_start=1439
+  _STEPRESULT._serialized_end=1638
+  _STEPSUCCESS._serialized_start=1640
+  _STEPSUCCESS._serialized_end=1670
+  _STEPFAILURE._serialized_start=1672
+  _STEPFAILURE._serialized_end=1786
+  _HEARTBEAT._serialized_start=1788
+  _HEARTBEAT._serialized_end=1893
+  _RUNNINGSTEP._serialized_start=1895
+  _RUNNINGSTEP._serialized_end=1959
+  _STEPPROGRESS._serialized_start=1961
+  _STEPPROGRESS._serialized_end=2060
+  _EXECUTORSERVICE._serialized_start=2063
+  _EXECUTORSERVICE._serialized_end=2255
 # @@protoc_insertion_point(module_scope)
