@@ -355,9 +355,7 @@ func TestSavepointRunIsSplit(t *testing.T) {
 	for i := range batch {
 		if refused[i] {
 			batch[i] = groupcommit.NewRequest("refused", func(pp *pipe) {
-				// The step is pending, not in_progress.
-				queueAdvance(pp, &store.TaskAdvanceParams{TaskID: stale.Task.ID, At: at, Steps: []*store.StepChange{{
-					StepID: stale.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}})
+				queueRefusedAdvance(pp, stale, at)
 			})
 			continue
 		}
@@ -409,8 +407,7 @@ func TestSavepointRunFailingLaterKeepsEarlierCommits(t *testing.T) {
 		switch i {
 		case refusedAt:
 			batch[i] = groupcommit.NewRequest("refused", func(pp *pipe) {
-				queueAdvance(pp, &store.TaskAdvanceParams{TaskID: stale.Task.ID, At: at, Steps: []*store.StepChange{{
-					StepID: stale.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}})
+				queueRefusedAdvance(pp, stale, at)
 			})
 		case sabotageAt:
 			batch[i] = groupcommit.NewRequest("saboteur", func(pp *pipe) {
@@ -441,6 +438,13 @@ func TestSavepointRunFailingLaterKeepsEarlierCommits(t *testing.T) {
 			}
 		}
 	}
+}
+
+// queueRefusedAdvance queues an advance the server refuses: it completes
+// stale's first step as if in progress, but the step is pending.
+func queueRefusedAdvance(pp *pipe, stale *store.TaskCreateParams, at time.Time) {
+	queueAdvance(pp, &store.TaskAdvanceParams{TaskID: stale.Task.ID, At: at, Steps: []*store.StepChange{{
+		StepID: stale.Steps[0].ID, StepName: "a", From: state.InProgress, To: state.Complete, ExpectAttempts: 1, Attempts: 1}}})
 }
 
 // TestReadOnlyIsUnavailable: a write the server refuses for want of a
