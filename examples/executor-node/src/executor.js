@@ -6,6 +6,8 @@
 // repository) so both behave the same towards the coordinator; see
 // docs/executor-protocol.md for the contract.
 
+/** The largest ExecuteRequest this executor accepts, in bytes. */
+const MAX_RECEIVE_BYTES = 64 << 20;
 const { EventEmitter } = require('node:events');
 const { randomUUID } = require('node:crypto');
 const grpc = require('@grpc/grpc-js');
@@ -133,7 +135,9 @@ class Executor {
     this.#started = true;
     this.#clients = this.#cfg.targets.map((t) => new this.#protos.CoordinatorClient(t, grpc.credentials.createInsecure()));
     this.#deliveries = new Deliveries({ clients: this.#clients, newestSession: () => this.#newestSession(), log: this.#log });
-    this.#server = new grpc.Server();
+    // Declared in Describe (max_receive_bytes), so the coordinator never
+    // sends a step larger than this stream accepts.
+    this.#server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES });
     this.#server.addService(this.#protos.executorService, {
       Describe: (call, callback) => callback(null, this.#describe(call)),
       Execute: (call) => this.#serveSession(call),
@@ -230,6 +234,7 @@ class Executor {
       protocol_version: PROTOCOL_VERSION,
       capabilities: [...CAPABILITIES],
       coordinators: [...this.#cfg.targets],
+      max_receive_bytes: String(MAX_RECEIVE_BYTES),
     };
   }
 

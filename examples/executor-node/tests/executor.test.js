@@ -20,7 +20,7 @@ test('Describe reports handlers, capacity and protocol', async (t) => {
   const d = await describeCall(client);
   assert.deepEqual(
     { ...d, capabilities: [...d.capabilities] },
-    { executor_id: 'node-x', handlers: ['a', 'b'], capacity: 3, language: 'node', sdk_version: SDK_VERSION, protocol_version: PROTOCOL_VERSION, capabilities: ['cancel', 'heartbeat', 'progress', 'report'], coordinators: [] },
+    { executor_id: 'node-x', handlers: ['a', 'b'], capacity: 3, language: 'node', sdk_version: SDK_VERSION, protocol_version: PROTOCOL_VERSION, capabilities: ['cancel', 'heartbeat', 'progress', 'report'], coordinators: [], max_receive_bytes: String(64 << 20) },
   );
   assert.throws(() => executor.handle('c', () => 3), /already started/);
 });
