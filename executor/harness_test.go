@@ -360,7 +360,11 @@ type fakeCoordinator struct {
 	reports   []*executorv1.StepResult
 	// failReports makes that many ReportStepResult calls fail first.
 	failReports int
-	reported    chan struct{}
+	// reported receives one value per accepted report, sent after the
+	// report was appended to reports; taken counts the reports handed out
+	// by takeReport, so the i-th value received pairs with reports[i].
+	reported chan struct{}
+	taken    int
 }
 
 func startFakeCoordinator(t *testing.T) *fakeCoordinator {
@@ -416,7 +420,7 @@ func (f *fakeCoordinator) registeredAddresses() []string {
 	return append([]string(nil), f.registers...)
 }
 
-// awaitReport waits for the next accepted ReportStepResult.
+// awaitReport waits for the next accepted ReportStepResult and returns it.
 func (f *fakeCoordinator) awaitReport(t *testing.T) *executorv1.StepResult {
 	t.Helper()
 	select {
@@ -424,9 +428,26 @@ func (f *fakeCoordinator) awaitReport(t *testing.T) *executorv1.StepResult {
 	case <-time.After(waitFor):
 		t.Fatal("no ReportStepResult call")
 	}
+	return f.takeReport()
+}
+
+// takeReport returns the oldest accepted report not yet taken; call it once
+// for each value received from reported. It must not return the latest
+// report instead: when two reports arrive before the first value is
+// received, that would hand out the second one twice and never the first.
+func (f *fakeCoordinator) takeReport() *executorv1.StepResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.reports[len(f.reports)-1]
+	res := f.reports[f.taken]
+	f.taken++
+	return res
+}
+
+// untakenReports returns the accepted reports takeReport has not handed out.
+func (f *fakeCoordinator) untakenReports() []*executorv1.StepResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*executorv1.StepResult(nil), f.reports[f.taken:]...)
 }
 
 // awaitRegisters waits until at least n RegisterExecutor calls were made.

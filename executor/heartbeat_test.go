@@ -1,6 +1,8 @@
 package executor
 
 import (
+	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -112,17 +114,97 @@ func TestFirstHeartbeatOfNewStreamListsStepsOfBrokenStream(t *testing.T) {
 	require.ElementsMatch(t, []attemptID{attemptOf(steps[0]), attemptOf(steps[1])}, runningOf(hb))
 	require.ElementsMatch(t, []string{steps[0].GetStepId(), steps[1].GetStepId()}, hb.GetRunningStepIds())
 
-	// The handlers were never disturbed; their results still get back.
+	// The handlers were never disturbed; their results still get back. The
+	// stream they came on is gone, so each result is pending: the executor
+	// reports it with ReportStepResult, or hands it to the newest open stream
+	// (restarted) when that call fails. Both are the protocol's paths, so
+	// each result is taken from whichever one it arrives on.
 	close(g.release)
-	got := map[string]*executorv1.StepResult{}
-	for range steps {
-		res := fc.awaitReport(t)
-		got[res.GetStepId()] = res
+	got := newResultLog(t, steps)
+	deadline := time.After(waitFor)
+	for got.steps() < len(steps) {
+		select {
+		case <-fc.reported:
+			got.add(fc.takeReport(), "ReportStepResult")
+		case msg := <-restarted.msgs:
+			if res := msg.GetStepResult(); res != nil {
+				got.add(res, "restarted stream")
+			}
+		case <-restarted.ended:
+			t.Fatalf("the new stream ended before both results arrived: %v", restarted.err)
+		case <-deadline:
+			t.Fatalf("results of %d of %d steps arrived", got.steps(), len(steps))
+		}
+	}
+
+	// Exactly once: stopping the executor ends both paths. Serve returns
+	// after its redelivery loop stopped, and it ends restarted cleanly once
+	// everything queued on it was sent, so every copy it ever delivered is
+	// now in the fake coordinator's reports or in restarted's messages.
+	s.stop()
+	require.NoError(t, s.wait(t))
+	for _, res := range fc.untakenReports() {
+		got.add(res, "ReportStepResult")
+	}
+	select {
+	case <-restarted.ended:
+	case <-time.After(waitFor):
+		t.Fatal("the new stream did not end at shutdown")
+	}
+	require.ErrorIs(t, restarted.err, io.EOF, "the executor ends its streams cleanly at shutdown")
+	for drained := false; !drained; {
+		select {
+		case msg := <-restarted.msgs:
+			if res := msg.GetStepResult(); res != nil {
+				got.add(res, "restarted stream")
+			}
+		default:
+			drained = true
+		}
 	}
 	for _, step := range steps {
-		requireEcho(t, step, s.exec, got[step.GetStepId()])
-		require.NotNil(t, got[step.GetStepId()].GetSuccess())
+		res := got.only(step)
+		requireEcho(t, step, s.exec, res)
+		require.NotNil(t, res.GetSuccess())
+		require.JSONEq(t, fmt.Sprintf(`{"attempt": %d}`, step.GetAttempt()), string(res.GetSuccess().GetResults()))
 	}
+}
+
+// resultLog records every copy of the results of steps, with the path each
+// copy came on.
+type resultLog struct {
+	t      *testing.T
+	want   map[string]bool
+	copies map[string][]*executorv1.StepResult
+	paths  map[string][]string
+}
+
+func newResultLog(t *testing.T, steps []*executorv1.ExecuteStep) *resultLog {
+	l := &resultLog{t: t, want: map[string]bool{}, copies: map[string][]*executorv1.StepResult{}, paths: map[string][]string{}}
+	for _, step := range steps {
+		l.want[step.GetStepId()] = true
+	}
+	return l
+}
+
+// add records res, which must answer one of the steps.
+func (l *resultLog) add(res *executorv1.StepResult, path string) {
+	l.t.Helper()
+	id := res.GetStepId()
+	require.True(l.t, l.want[id], "a result for a step not sent in this test, on the %s: %v", path, res)
+	l.copies[id] = append(l.copies[id], res)
+	l.paths[id] = append(l.paths[id], path)
+}
+
+// steps counts the steps with at least one result.
+func (l *resultLog) steps() int { return len(l.copies) }
+
+// only returns step's result, requiring that exactly one copy arrived.
+func (l *resultLog) only(step *executorv1.ExecuteStep) *executorv1.StepResult {
+	l.t.Helper()
+	id := step.GetStepId()
+	require.Len(l.t, l.copies[id], 1, "results of step %s, over paths %v", id, l.paths[id])
+	return l.copies[id][0]
 }
 
 func TestFirstHeartbeatFollowsPendingResults(t *testing.T) {
