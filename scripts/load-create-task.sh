@@ -114,9 +114,55 @@ awk -v n="$REQUESTS" -v id="$run_id" -v view="$VIEW" 'BEGIN {
 	}
 	print "]"
 }' >"$work/requests.json"
+# ghz is run as the binary go tool built, not through go tool, so the
+# CPU the shell counts for it below is ghz's alone.
+ghz=$(go tool -n ghz)
+
+# cpu_ticks PID: the process's user and system CPU so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# children_cpu FILE: the CPU seconds of this shell's ended children so
+# far, from the second line of the times builtin ("XmY.YYYs XmZ.ZZZs")
+# written to FILE by this shell itself (in a $(...) subshell, times would
+# count the subshell's children).
+children_cpu() {
+	awk 'NR == 2 {
+		split($1, u, "m"); split($2, s, "m")
+		printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2]
+	}' "$1"
+}
+
+started=${#pids[@]}
+if ((started)); then
+	coord0=$(cpu_ticks "${pids[0]}")
+	exec0=$(cpu_ticks "${pids[1]}")
+fi
+times >"$work/times0"
 echo "load-create-task: $REQUESTS CreateTask calls, $CONCURRENCY concurrent, $VIEW, against $addr"
-go tool ghz --insecure \
+"$ghz" --insecure \
 	--call tasker.coordinator.v1.CoordinatorService/CreateTask \
 	--concurrency "$CONCURRENCY" --total "$REQUESTS" --timeout 30s \
 	--data-file "$work/requests.json" --disable-template-functions --disable-template-data \
 	"$addr"
+times >"$work/times1"
+
+# The CPU of the processes this script started, per 1,000 of the steps the
+# calls created, once those steps have run (at most 120 s more): the
+# coordinator's is its share of each call and of running the task.
+if ((started)); then
+	for _ in $(seq 1200); do
+		open=$("$tasker" task list --namespace load --state pending --limit 1 -o json)
+		[[ -z "$open" ]] && open=$("$tasker" task list --namespace load --state in_progress --limit 1 -o json)
+		[[ -z "$open" ]] && break
+		sleep 0.1
+	done
+	if [[ -n "$open" ]]; then
+		echo "load-create-task: tasks still open 120 s after the last call" >&2
+		exit 1
+	fi
+	ticks=$(getconf CLK_TCK)
+	awk -v c="$(($(cpu_ticks "${pids[0]}") - coord0))" -v e="$(($(cpu_ticks "${pids[1]}") - exec0))" \
+		-v g0="$(children_cpu "$work/times0")" -v g1="$(children_cpu "$work/times1")" -v hz="$ticks" -v steps="$((REQUESTS * 4))" 'BEGIN {
+		printf "load-create-task: CPU seconds per 1k steps (%d steps): coordinator %.3f, executor %.3f, load generator %.3f\n",
+			steps, c / hz / steps * 1000, e / hz / steps * 1000, (g1 - g0) / steps * 1000
+	}'
+fi

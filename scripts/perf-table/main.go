@@ -373,12 +373,18 @@ var (
 	ghzRate = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 	ghzP99  = regexp.MustCompile(`99 % in ([0-9.]+) (ms|s|µs|us)`)
 	ghzErrs = regexp.MustCompile(`\[(\w+)\]\s+(\d+) responses`)
+	// ghzCPU is the line scripts/load-create-task.sh ends with when it
+	// started the coordinator and executor itself.
+	ghzCPU = regexp.MustCompile(`CPU seconds per 1k steps \(\d+ steps\): coordinator ([0-9.]+), executor ([0-9.]+), load generator ([0-9.]+)`)
 )
 
 // ghzRow runs scripts/load-create-task.sh -runs times.
 func (t *table) ghzRow() {
 	const measure = ghzMeasure
-	type result struct{ rate, p99 float64 }
+	type result struct {
+		rate, p99 float64
+		cpu       *bench.Report
+	}
 	var results []result
 	for i := range t.runs {
 		fmt.Fprintf(t.log, "perf-table: %s, run %d/%d\n", measure, i+1, t.runs)
@@ -399,15 +405,43 @@ func (t *table) ghzRow() {
 				t.notes = append(t.notes, fmt.Sprintf("ghz run %d: %s responses %s", i+1, m[2], m[1]))
 			}
 		}
-		results = append(results, result{rate, p99})
+		cpu, err := parseGhzCPU(string(out))
+		if err != nil {
+			t.errs = append(t.errs, fmt.Errorf("%s: %w\n%s", measure, err, tail(string(out), 20)))
+			continue
+		}
+		results = append(results, result{rate, p99, cpu})
 	}
 	fig := "failed"
+	var cpu *bench.Report
 	if len(results) > 0 {
 		slices.SortFunc(results, func(a, b result) int { return cmpFloat(a.rate, b.rate) })
 		m := results[(len(results)-1)/2]
 		fig = fmt.Sprintf("%.0f/s, p99 %.1f ms", m.rate, m.p99)
+		cpu = m.cpu
 	}
-	t.rows = append(t.rows, row{measure: measure, figure: fig, command: "`REQUESTS=20000 CONCURRENCY=50 scripts/load-create-task.sh`"})
+	t.rows = append(t.rows, row{measure: measure, figure: fig, report: cpu, command: "`REQUESTS=20000 CONCURRENCY=50 scripts/load-create-task.sh`"})
+}
+
+// parseGhzCPU reads the CPU per process that load-create-task.sh prints
+// after ghz's summary, as a report with only those figures set (the row
+// has no peak RSS).
+func parseGhzCPU(out string) (*bench.Report, error) {
+	m := ghzCPU.FindStringSubmatch(out)
+	if m == nil {
+		return nil, errors.New("no CPU line from load-create-task.sh")
+	}
+	var v [3]float64
+	for i := range v {
+		f, err := strconv.ParseFloat(m[i+1], 64)
+		if err != nil {
+			return nil, fmt.Errorf("CPU line: %w", err)
+		}
+		v[i] = f
+	}
+	rep := &bench.Report{}
+	rep.CPUPer1kSteps.Coordinator, rep.CPUPer1kSteps.Executors, rep.CPUPer1kSteps.LoadGenerator = &v[0], &v[1], &v[2]
+	return rep, nil
 }
 
 // parseGhz reads requests per second and the p99 in milliseconds from

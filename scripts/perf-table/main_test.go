@@ -34,6 +34,21 @@ Status code distribution:
 	require.ErrorContains(t, err, "no Requests/sec")
 }
 
+func TestParseGhzCPU(t *testing.T) {
+	t.Parallel()
+	out := "  [OK]   20000 responses   \n" +
+		"load-create-task: CPU seconds per 1k steps (80000 steps): coordinator 0.108, executor 0.023, load generator 0.049\n"
+	rep, err := parseGhzCPU(out)
+	require.NoError(t, err)
+	require.InDelta(t, 0.108, *rep.CPUPer1kSteps.Coordinator, 1e-9)
+	require.InDelta(t, 0.023, *rep.CPUPer1kSteps.Executors, 1e-9)
+	require.InDelta(t, 0.049, *rep.CPUPer1kSteps.LoadGenerator, 1e-9)
+	require.Nil(t, rep.PeakRSSMB, "the ghz row has no peak RSS")
+
+	_, err = parseGhzCPU("  [OK]   20000 responses\n")
+	require.ErrorContains(t, err, "no CPU line")
+}
+
 func TestMedianPicksTheMiddleRun(t *testing.T) {
 	t.Parallel()
 	reps := []*bench.Report{{StepsPerSec: 3}, {StepsPerSec: 1}, {StepsPerSec: 2}, {StepsPerSec: 4}}
