@@ -8,7 +8,9 @@
 # reflection: REQUESTS calls, CONCURRENCY at once, each with its own
 # idempotency key so every call creates a task (the requests are written
 # to a file first, so ghz does not render a template per call). Prints
-# ghz's summary and stops what it started.
+# ghz's summary; when it started the coordinator and executor itself, it
+# then waits for the tasks to finish and prints the CPU of each process
+# (coordinator, executor, ghz) per 1,000 steps. Stops what it started.
 #
 # To load a coordinator that is already running instead (for example
 # `go run ./cmd/tasker dev`, which serves on 127.0.0.1:7070 with an
