@@ -36,6 +36,12 @@ SDK_VERSION = "0.1.0"
 PROTOCOL_VERSION = 1
 """PROTOCOL_VERSION is the version of tasker.executor.v1 spoken here."""
 CAPABILITIES = ("cancel", "heartbeat", "progress", "report")
+# MAX_RECEIVE_BYTES is the largest ExecuteRequest the server accepts, and
+# what Describe declares (max_receive_bytes): the coordinator fails a step
+# whose request would be larger (InputTooLarge) rather than send it, since
+# a message over the limit ends the stream and every attempt on it. gRPC's
+# default, 4 MiB, would be assumed if it were not declared.
+MAX_RECEIVE_BYTES = 64 << 20
 """CAPABILITIES are the optional protocol features this executor supports."""
 
 DEFAULT_CAPACITY = 16
@@ -202,7 +208,8 @@ class Executor:
         self._deliveries = Deliveries(stubs, self._newest_session, self._log, self._call_metadata)
         # Without so_reuseport=0 gRPC binds with SO_REUSEPORT, and a second
         # executor on a taken port would share it instead of failing.
-        self._server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+        self._server = grpc.aio.server(options=(("grpc.so_reuseport", 0),
+                                                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)))
         executor_pb2_grpc.add_ExecutorServiceServicer_to_server(_Servicer(self), self._server)
         try:
             port = self._server.add_insecure_port(address)
@@ -346,7 +353,8 @@ class Executor:
         return executor_pb2.DescribeResponse(
             executor_id=self.id, handlers=self.handler_names(), capacity=self.capacity,
             language=self.language, sdk_version=SDK_VERSION, protocol_version=PROTOCOL_VERSION,
-            capabilities=list(CAPABILITIES), coordinators=self._targets)
+            capabilities=list(CAPABILITIES), coordinators=self._targets,
+            max_receive_bytes=MAX_RECEIVE_BYTES)
 
     async def _serve_session(self, context: grpc.aio.ServicerContext) -> None:
         """_serve_session takes one Execute stream.

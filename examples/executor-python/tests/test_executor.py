@@ -47,6 +47,10 @@ class ExecutorTest(AsyncTestCase):
                     "item": None if ctx.item is None else [ctx.item.index, ctx.item.count, ctx.item.value]}
         self.executor.handle("echo", echo)
 
+        async def size(ctx):
+            return {"bytes": len(ctx.context["pad"])}
+        self.executor.handle("size", size)
+
         def blocking(ctx):
             # A plain function runs on a worker thread and may block.
             ctx.progress(50, "half way")
@@ -107,6 +111,16 @@ class DescribeAndRun(ExecutorTest):
         self.assertEqual(list(d.capabilities), ["cancel", "heartbeat", "progress", "report"])
         self.assertEqual(list(d.handlers), sorted(d.handlers))
         self.assertIn("conformance.echo", d.handlers)
+        self.assertEqual(d.max_receive_bytes, 64 << 20)
+
+    async def test_request_over_grpc_default_is_accepted(self):
+        # 6 MiB of context: over gRPC's 4 MiB default, under the declared
+        # 64 MiB; the handler answers with its size only.
+        s = self.open()
+        await s.heartbeat()
+        await s.send(step("t8", "s8", 1, "size", context={"pad": "x" * (6 << 20)}))
+        r = await s.result()
+        self.assertEqual(json.loads(r.success.results), {"bytes": 6 << 20})
 
     async def test_step_result_echoes_and_passes_json_through(self):
         s = self.open()
