@@ -45,10 +45,12 @@ cleanup() {
 trap cleanup EXIT
 
 # Build tasker once, so the pids below are the servers themselves (go run
-# would put its own process in between), and compile ghz before the clock
-# runs.
+# would put its own process in between). ghz, too, is run as the binary
+# go tool builds (go tool -n builds it into the cache and prints its path)
+# rather than through go tool: it is compiled before the clock runs, and
+# the CPU the shell counts for it below is ghz's alone.
 go build -o "$work/tasker" ./cmd/tasker
-go tool ghz --version >/dev/null 2>&1
+ghz=$(go tool -n ghz)
 tasker="$work/tasker"
 
 if [[ -n "${TASKER_COORDINATOR:-}" ]]; then
@@ -116,10 +118,6 @@ awk -v n="$REQUESTS" -v id="$run_id" -v view="$VIEW" 'BEGIN {
 	}
 	print "]"
 }' >"$work/requests.json"
-# ghz is run as the binary go tool built, not through go tool, so the
-# CPU the shell counts for it below is ghz's alone.
-ghz=$(go tool -n ghz)
-
 # cpu_ticks PID: the process's user and system CPU so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # children_cpu FILE: the CPU seconds of this shell's ended children so

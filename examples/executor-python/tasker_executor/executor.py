@@ -36,13 +36,13 @@ SDK_VERSION = "0.1.0"
 PROTOCOL_VERSION = 1
 """PROTOCOL_VERSION is the version of tasker.executor.v1 spoken here."""
 CAPABILITIES = ("cancel", "heartbeat", "progress", "report")
-# MAX_RECEIVE_BYTES is the largest ExecuteRequest the server accepts, and
-# what Describe declares (max_receive_bytes): the coordinator fails a step
-# whose request would be larger (InputTooLarge) rather than send it, since
-# a message over the limit ends the stream and every attempt on it. gRPC's
-# default, 4 MiB, would be assumed if it were not declared.
-MAX_RECEIVE_BYTES = 64 << 20
 """CAPABILITIES are the optional protocol features this executor supports."""
+MAX_RECEIVE_BYTES = 64 << 20
+"""MAX_RECEIVE_BYTES is the largest ExecuteRequest the server accepts, and
+what Describe declares (max_receive_bytes). Declared, the coordinator fails
+a step whose request would be larger (InputTooLarge) rather than send it: a
+message over the limit would end the stream and every attempt on it.
+Undeclared, it would assume gRPC's default, 4 MiB."""
 
 DEFAULT_CAPACITY = 16
 DEFAULT_REGISTER_INTERVAL = 1.0
