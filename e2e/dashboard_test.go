@@ -491,6 +491,55 @@ steps:
 		}
 		return again.State == "complete" && attempts["charge[1]"] == 2 && attempts["charge[0]"] == 1 && attempts["sum"] == 2
 	}, 30*time.Second, 50*time.Millisecond, "the rerun from charge[1] ran it and sum again, and only them")
+
+	// A step waiting for a signal says which, and Send signal completes it
+	// with the payload; a payload that is not JSON is refused in the
+	// dialog, and nothing is sent.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "approval.yaml"), []byte(`namespace: dash
+name: approval
+version: 1.0.0
+steps:
+  - {name: prepare, handler: noop}
+  - {name: approve, depends_on: [prepare], wait_for: {signal: approved, timeout: 1h}}
+  - {name: ship, handler: echo, depends_on: [approve]}
+`), 0o600))
+	c.tasker("template", "apply", filepath.Join(dir, "approval.yaml"))
+	approval := getTask(t, c.tasker("task", "create", "dash/approval", "-o", "json")).ID
+	approveStep := func() (state, waiting string, results json.RawMessage) {
+		for _, s := range getTask(t, c.tasker("task", "get", approval, "-o", "json")).Steps {
+			if s.Name == "approve" {
+				if s.Waiting != nil {
+					waiting = s.Waiting.Reason + ":" + s.Waiting.Key
+				}
+				return s.State, waiting, s.Results
+			}
+		}
+		t.Fatalf("task %s has no step approve", approval)
+		return "", "", nil
+	}
+	require.Eventually(t, func() bool {
+		_, waiting, _ := approveStep()
+		return waiting == "signal:approved"
+	}, 30*time.Second, 50*time.Millisecond, "approve did not come to wait for its signal")
+	b.open("/tasks/" + approval + "?step=approve")
+	waiting = b.text(`[data-step-panel="approve"] [data-waiting="signal"]`)
+	require.Regexp(t, `waiting for signal "approved", or until \d{4}-\d\d-\d\d .* \(its timeout\)`, waiting)
+	b.click(`[data-step-panel="approve"] [data-action="signal"]`)
+	b.setValue(".modal textarea", `{by: "ana"}`)
+	b.click(`.modal [data-confirm]`)
+	require.Contains(t, b.text(".modal .refusal"), "the payload is not valid JSON")
+	b.shot("signal-payload-refused")
+	state, waiting, _ := approveStep()
+	require.Equal(t, "in_progress", state, "a refused payload sends nothing")
+	require.Equal(t, "signal:approved", waiting, "a refused payload sends nothing")
+	b.setValue(".modal textarea", `{"by": "ana"}`)
+	b.click(`.modal [data-confirm]`)
+	b.waitFor("the dialog closes", `!document.querySelector('.modal')`)
+	b.waitFor("the task's badge turns complete", `!!document.querySelector('.title-row .badge[data-state="STATE_COMPLETE"]')`)
+	b.shot("signal-sent-and-task-complete")
+	state, _, results := approveStep()
+	require.Equal(t, "complete", state)
+	require.JSONEq(t, `{"by": "ana"}`, string(results), "approve's result is the signal's payload")
 }
 
 // TestDashboardWithTokens serves the dashboard with tokens on: it asks for

@@ -194,6 +194,13 @@ export const api = {
   rerunStep(taskId: string, step: string, reason?: string) {
     return call<{ task?: Task }>('POST', `/api/v1/tasks/${enc(taskId)}/steps/${enc(step)}:rerun`, { reason: reason ?? '' });
   },
+  /**
+   * signalTask sends the task a signal; payload is JSON text (empty for
+   * null) and becomes the result of the step that consumes it.
+   */
+  signalTask(taskId: string, name: string, payload: string) {
+    return call<{ task?: Task; consumedBy?: string }>('POST', `/api/v1/tasks/${enc(taskId)}/signals/${enc(name)}`, { payload });
+  },
   listExecutors(signal?: AbortSignal) {
     return call<ListExecutorsResponse>('GET', '/api/v1/executors', undefined, signal);
   },

@@ -34,6 +34,8 @@ export interface Waiting {
   on?: string[];
   until?: string | null;
   handler?: string;
+  /** the signal, concurrency key, rate limit or child template waited on */
+  key?: string;
 }
 
 export interface StepError {

@@ -64,8 +64,21 @@ describe('waitingText', () => {
     expect(waitingText({ reason: 'capacity', handler: 'ship' })).toBe('every executor hosting "ship" is full');
     expect(waitingText({ reason: 'backoff', until: '2024-01-01T00:00:00Z' })).toMatch(/^backing off until \d{4}-/);
     expect(waitingText({ reason: 'backoff' })).toBe('backing off before its next attempt');
-    expect(waitingText({ reason: 'rate_limit', handler: 'h' })).toBe('rate_limit (handler h)');
-    expect(waitingText({ reason: 'signal' })).toBe('signal');
+    expect(waitingText({ reason: 'signal', key: 'approved' })).toBe('waiting for signal "approved"');
+    expect(waitingText({ reason: 'signal', key: 'approved', until: '2024-01-01T00:00:00Z' })).toMatch(
+      /^waiting for signal "approved", or until \d{4}-.* \(its timeout\)$/,
+    );
+    expect(waitingText({ reason: 'sleep', until: '2024-01-01T00:00:00Z' })).toMatch(/^sleeping until \d{4}-/);
+    expect(waitingText({ reason: 'scheduled' })).toBe('its task starts later');
+    expect(waitingText({ reason: 'child_task', key: 'shop/pack' })).toBe('waiting for its child task (shop/pack) to finish');
+    expect(waitingText({ reason: 'concurrency', key: 'task:shop/order:context.customer=7' })).toBe(
+      'concurrency key task:shop/order:context.customer=7 has as many running as it allows',
+    );
+    expect(waitingText({ reason: 'rate_limit', key: 'stripe', until: '2024-01-01T00:00:00Z' })).toMatch(
+      /^rate limit stripe is out of tokens until \d{4}-/,
+    );
+    expect(waitingText({ reason: 'priority', key: 'gpu' })).toBe('there is room, but a waiter for gpu goes first');
+    expect(waitingText({ reason: 'thinking', handler: 'h' })).toBe('thinking (handler h)');
     expect(waitingText(null)).toBeUndefined();
     expect(waitingText({})).toBeUndefined();
   });

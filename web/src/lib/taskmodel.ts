@@ -57,11 +57,33 @@ export function waitingText(w: Waiting | null | undefined): string | undefined {
       return `no connected executor hosts its handler "${w.handler ?? '?'}"`;
     case 'capacity':
       return `every executor hosting "${w.handler ?? '?'}" is full`;
+    case 'signal': {
+      const until = parseTimestamp(w.until);
+      return `waiting for signal "${w.key ?? '?'}"${until ? `, or until ${formatTime(until)} (its timeout)` : ''}`;
+    }
+    case 'sleep':
+      return `sleeping${untilText(w, ' until ', '')}`;
+    case 'scheduled':
+      return `its task starts${untilText(w, ' at ', ' later')}`;
+    case 'child_task':
+      return `waiting for its child task${w.key ? ` (${w.key})` : ''} to finish`;
+    case 'concurrency':
+      return `concurrency key ${w.key ?? '?'} has as many running as it allows`;
+    case 'rate_limit':
+      return `rate limit ${w.key ?? '?'} is out of tokens${untilText(w, ' until ', '')}`;
+    case 'priority':
+      return `there is room, but a waiter for ${w.key ?? '?'} goes first`;
     default: {
       const bits = [w.on?.length ? `on ${w.on.join(', ')}` : '', w.handler ? `handler ${w.handler}` : ''].filter(Boolean);
       return bits.length ? `${w.reason} (${bits.join('; ')})` : w.reason;
     }
   }
+}
+
+/** untilText is prefix and the wait's end, or fallback when it has none. */
+function untilText(w: Waiting, prefix: string, fallback: string): string {
+  const until = parseTimestamp(w.until);
+  return until ? `${prefix}${formatTime(until)}` : fallback;
 }
 
 /**

@@ -14,7 +14,7 @@ import { applyTransition, graphSteps, maxSeq, waitingText } from '../lib/taskmod
 import { formatDuration, formatTime, parseTimestamp } from '../lib/time';
 import { Link, useRouter } from '../router';
 
-type Action = 'cancel' | 'retry' | { resolve: string } | { rerun: string };
+type Action = 'cancel' | 'retry' | { resolve: string } | { rerun: string } | { signal: string; step: string };
 
 export function TaskPage({ id }: { id: string }) {
   const { search, navigate } = useRouter();
@@ -217,6 +217,7 @@ export function TaskPage({ id }: { id: string }) {
               onClose={() => select(undefined)}
               onResolve={() => setAction({ resolve: step.name })}
               onRerun={() => setAction({ rerun: step.name })}
+              onSignal={(name) => setAction({ signal: name, step: step.name })}
               onSelect={select}
               critical={critical.includes(step.name)}
             />
@@ -271,6 +272,15 @@ export function TaskPage({ id }: { id: string }) {
           onClose={() => setAction(undefined)}
         />
       )}
+      {typeof action === 'object' && 'signal' in action && (
+        <SignalDialog
+          taskId={task.id}
+          name={action.signal}
+          step={action.step}
+          onDone={afterAction}
+          onClose={() => setAction(undefined)}
+        />
+      )}
       {typeof action === 'object' && 'resolve' in action && (
         <ResolveDialog
           taskId={task.id}
@@ -308,6 +318,42 @@ function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step
       <label className="field">
         Results for its children (JSON, optional)
         <textarea rows={4} value={results} onChange={(e) => setResults(e.target.value)} placeholder='{"shipped": true}' />
+      </label>
+    </ConfirmDialog>
+  );
+}
+
+function SignalDialog({
+  taskId, name, step, onDone, onClose,
+}: { taskId: string; name: string; step: string; onDone: () => Promise<void>; onClose: () => void }) {
+  const [payload, setPayload] = useState('');
+  return (
+    <ConfirmDialog
+      title={`Send signal ${name}?`}
+      body={
+        <p>
+          Step {step} waits for it: the step completes with the payload as its result, and the steps after it may run.
+        </p>
+      }
+      confirmLabel="Send signal"
+      onConfirm={async () => {
+        const text = payload.trim();
+        if (text !== '') {
+          // Checked here too so the field's mistake is named before anything is sent.
+          try {
+            JSON.parse(text);
+          } catch (e) {
+            throw new Error(`the payload is not valid JSON: ${errorMessage(e)}`);
+          }
+        }
+        await api.signalTask(taskId, name, text);
+        await onDone();
+      }}
+      onClose={onClose}
+    >
+      <label className="field">
+        Payload (JSON, optional; none is null)
+        <textarea rows={4} value={payload} onChange={(e) => setPayload(e.target.value)} placeholder='{"approved_by": "ana"}' />
       </label>
     </ConfirmDialog>
   );
@@ -358,7 +404,7 @@ function retryPlanned(step: Step): boolean {
 }
 
 function StepPanel({
-  task, step, timeline, onClose, onResolve, onRerun, onSelect, critical,
+  task, step, timeline, onClose, onResolve, onRerun, onSignal, onSelect, critical,
 }: {
   task: Task;
   step: Step;
@@ -366,6 +412,7 @@ function StepPanel({
   onClose: () => void;
   onResolve: () => void;
   onRerun: () => void;
+  onSignal: (name: string) => void;
   onSelect: (name: string) => void;
   critical: boolean;
 }) {
@@ -378,6 +425,7 @@ function StepPanel({
   const canRerun =
     ['STATE_COMPLETE', 'STATE_ERROR', 'STATE_RESOLVED_MANUALLY', 'STATE_SKIPPED'].includes(step.state ?? '') &&
     ['STATE_COMPLETE', 'STATE_ERROR'].includes(task.state ?? '');
+  const signal = step.waiting?.reason === 'signal' ? step.waiting.key : undefined;
   const attempts = timeline?.attempts ?? [];
   return (
     <div className="panel step-panel" data-step-panel={step.name}>
@@ -397,7 +445,7 @@ function StepPanel({
       <dl className="kv">
         <dt>handler</dt>
         <dd>
-          <Mono>{step.handler}</Mono>
+          {step.handler ? <Mono>{step.handler}</Mono> : <span className="muted">none: the coordinator runs it (a wait or a child task)</span>}
         </dd>
         <dt>attempts</dt>
         <dd>
@@ -444,6 +492,17 @@ function StepPanel({
         </div>
       )}
       <div className="actions">
+        {signal && (
+          <button
+            className="primary"
+            data-action="signal"
+            disabled={!!access.refusal}
+            title={access.refusal ?? `send the task signal ${signal}: this step completes with its payload`}
+            onClick={() => onSignal(signal)}
+          >
+            Send signal
+          </button>
+        )}
         <button
           data-action="resolve"
           disabled={!!access.refusal || !canResolve}
