@@ -344,6 +344,9 @@ func TestDashboard(t *testing.T) {
 	require.Contains(t, stepErr, "FlakyFailure")
 	require.Contains(t, stepErr, "flaky: attempt 1 fails on purpose (fail_times 1)")
 	b.shot("task-failed-step")
+	// The coordinator refuses to cancel a task in error (DESIGN: error goes
+	// only to pending or resolved_manually), so the page does not offer it.
+	b.waitFor("Cancel task is disabled for a task in error", `document.querySelector('[data-action="cancel"]').disabled`)
 	b.click(`[data-action="retry"]`)
 	b.click(`.modal [data-confirm]`)
 	b.waitFor("the retried task completes", countNodes("STATE_COMPLETE")+` === 3`)

@@ -152,8 +152,13 @@ export function TaskPage({ id }: { id: string }) {
           <button
             className="danger"
             data-action="cancel"
-            disabled={!!denied || task.state === 'STATE_CANCELLED'}
-            title={denied ?? 'cancel pending steps and abandon running ones'}
+            disabled={!!denied || task.state === 'STATE_CANCELLED' || task.state === 'STATE_ERROR'}
+            title={
+              denied ??
+              (task.state === 'STATE_ERROR'
+                ? 'a task in error cannot be cancelled: retry it, or resolve its failed steps'
+                : 'cancel pending steps and abandon running ones')
+            }
             onClick={() => setAction('cancel')}
           >
             Cancel task
