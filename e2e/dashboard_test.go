@@ -543,6 +543,64 @@ steps:
 	state, _, results := approveStep()
 	require.Equal(t, "complete", state)
 	require.JSONEq(t, `{"by": "ana"}`, string(results), "approve's result is the signal's payload")
+
+	// Schedules: the list and a schedule's page show what schedule get
+	// says (its runs, each with its task, and its next fire times); Pause
+	// and Resume act on it.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tick.yaml"), []byte(`namespace: dash
+name: tick
+version: 1.0.0
+steps:
+  - {name: tock, handler: noop}
+`), 0o600))
+	c.tasker("template", "apply", filepath.Join(dir, "tick.yaml"))
+	c.tasker("schedule", "create", "hourly", "--template", "dash/tick", "--cron", "@hourly",
+		"--timezone", "Europe/Paris", "--context", `{"region": "eu"}`)
+	require.Contains(t, c.tasker("schedule", "backfill", "hourly", "--from", "3h", "--to", "1s"), "backfilled 3 fire times")
+	type scheduleJSON struct {
+		Paused        bool     `json:"paused"`
+		NextFireTimes []string `json:"next_fire_times"`
+		Runs          []struct {
+			TaskID string `json:"task_id"`
+		} `json:"runs"`
+	}
+	getSchedule := func() scheduleJSON {
+		var sc scheduleJSON
+		out := c.tasker("schedule", "get", "hourly", "-o", "json", "--next", "10", "--runs", "50")
+		require.NoError(t, json.Unmarshal([]byte(out), &sc), out)
+		return sc
+	}
+	sched := getSchedule()
+	require.Len(t, sched.Runs, 3)
+	require.Len(t, sched.NextFireTimes, 10)
+	b.open("/schedules")
+	row := b.text(`[data-schedule="hourly"]`)
+	for _, want := range []string{"dash/tick@highest", "@hourly", "Europe/Paris", "skip", "active"} {
+		require.Contains(t, row, want)
+	}
+	b.shot("schedules")
+	b.click(`[data-schedule="hourly"] a`)
+	b.waitFor("the schedule's page opens", `location.pathname === '/schedules/hourly'`)
+	b.waitFor("its runs are listed", `document.querySelectorAll('tr[data-run="task"]').length === 3`)
+	links := run(b, "the runs' tasks", chromedp.Evaluate[[]string](
+		`[...document.querySelectorAll('tr[data-run="task"] a')].map((a) => a.textContent.trim())`))
+	want := make([]string, 0, len(sched.Runs))
+	for _, r := range sched.Runs {
+		want = append(want, r.TaskID)
+	}
+	require.Equal(t, want, links, "the runs, latest first, each with its task")
+	require.Equal(t, "10", fmt.Sprint(run(b, "next fire times", chromedp.Evaluate[int](
+		`document.querySelectorAll('[data-next-fire-times] li').length`))))
+	b.shot("schedule")
+	b.click(`[data-action="pause"]`)
+	b.click(`.modal [data-confirm]`)
+	b.waitVisible(`[data-schedule-page="hourly"] [data-schedule-status="paused"]`)
+	require.True(t, getSchedule().Paused, "Pause paused the schedule")
+	b.shot("schedule-paused")
+	b.click(`[data-action="resume"]`)
+	b.click(`.modal [data-confirm]`)
+	b.waitVisible(`[data-schedule-page="hourly"] [data-schedule-status="active"]`)
+	require.False(t, getSchedule().Paused, "Resume resumed the schedule")
 }
 
 // TestDashboardWithTokens serves the dashboard with tokens on: it asks for

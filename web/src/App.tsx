@@ -4,6 +4,7 @@ import { AccessContext } from './access';
 import { matchRoute, paths } from './lib/routes';
 import { AnalyticsPage } from './pages/AnalyticsPage';
 import { ExecutorsPage } from './pages/ExecutorsPage';
+import { SchedulesPage } from './pages/SchedulesPage';
 import { TaskPage } from './pages/TaskPage';
 import { TasksPage } from './pages/TasksPage';
 import { TemplatesPage } from './pages/TemplatesPage';
@@ -54,6 +55,8 @@ function Pages() {
       return <TemplatesPage namespace={route.namespace} name={route.name} />;
     case 'executors':
       return <ExecutorsPage />;
+    case 'schedules':
+      return <SchedulesPage name={route.name} />;
     case 'analytics':
       return <AnalyticsPage namespace={route.namespace} name={route.name} />;
     default:
@@ -97,6 +100,7 @@ function Shell() {
           {tab(paths.tasks(), 'Tasks', section === 'tasks' || section === 'task')}
           {tab(paths.templates(), 'Templates', section === 'templates')}
           {tab(paths.executors(), 'Executors', section === 'executors')}
+          {tab(paths.schedules(), 'Schedules', section === 'schedules')}
           {tab(paths.analytics(), 'Analytics', section === 'analytics')}
         </nav>
         <div className="spacer" />

@@ -9,13 +9,16 @@ import type {
   CreateTaskResponse,
   EventKind,
   GetAnalyticsResponse,
+  GetScheduleResponse,
   JsonObject,
   ListExecutorsResponse,
+  ListSchedulesResponse,
   ListTasksResponse,
   ListTemplatesResponse,
   State,
   SubscribeEventsResponse,
   Task,
+  Schedule,
   TaskTemplate,
   WatchTaskResponse,
 } from './types';
@@ -203,6 +206,19 @@ export const api = {
   },
   listExecutors(signal?: AbortSignal) {
     return call<ListExecutorsResponse>('GET', '/api/v1/executors', undefined, signal);
+  },
+  listSchedules(signal?: AbortSignal) {
+    return call<ListSchedulesResponse>('GET', '/api/v1/schedules', undefined, signal);
+  },
+  /** getSchedule returns the schedule with its next fire times and latest runs. */
+  getSchedule(name: string, p: { next?: number; runs?: number }, signal?: AbortSignal) {
+    return call<GetScheduleResponse>('GET', `/api/v1/schedules/${enc(name)}${toQuery(p)}`, undefined, signal);
+  },
+  pauseSchedule(name: string) {
+    return call<{ schedule?: Schedule }>('POST', `/api/v1/schedules/${enc(name)}:pause`, {});
+  },
+  resumeSchedule(name: string) {
+    return call<{ schedule?: Schedule }>('POST', `/api/v1/schedules/${enc(name)}:resume`, {});
   },
   getAnalytics(ns: string, name: string, p: { since?: string; until?: string; version?: string }, signal?: AbortSignal) {
     return call<GetAnalyticsResponse>('GET', `/api/v1/analytics/${enc(ns)}/${enc(name)}${toQuery(p)}`, undefined, signal);

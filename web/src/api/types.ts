@@ -232,3 +232,44 @@ export interface TemplateAnalytics {
 export interface GetAnalyticsResponse {
   analytics?: TemplateAnalytics;
 }
+
+export interface Schedule {
+  id?: string;
+  name: string;
+  namespace?: string;
+  template?: string;
+  /** empty: the highest version at each firing */
+  version?: string;
+  cron?: string;
+  /** IANA name; empty is UTC */
+  timezone?: string;
+  context?: JsonObject | null;
+  /** skip (the default), allow, cancel_previous or buffer_one */
+  overlap?: string;
+  catchupWindow?: string | null;
+  paused?: boolean;
+  nextFireTime?: string | null;
+  bufferedFireTime?: string | null;
+  createTime?: string | null;
+  updateTime?: string | null;
+}
+
+/** ScheduleRun is what one firing did (a task), or a range of skipped ones. */
+export interface ScheduleRun {
+  fireTime?: string | null;
+  taskId?: string;
+  skipped?: string;
+  /** int64, as a string */
+  count?: string;
+  lastFireTime?: string | null;
+}
+
+export interface ListSchedulesResponse {
+  schedules?: Schedule[];
+}
+
+export interface GetScheduleResponse {
+  schedule?: Schedule;
+  nextFireTimes?: string[];
+  runs?: ScheduleRun[];
+}

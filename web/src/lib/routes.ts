@@ -6,6 +6,7 @@ export type Route =
   | { page: 'task'; id: string }
   | { page: 'templates'; namespace?: string; name?: string }
   | { page: 'executors' }
+  | { page: 'schedules'; name?: string }
   | { page: 'analytics'; namespace?: string; name?: string }
   | { page: 'notfound'; path: string };
 
@@ -35,6 +36,9 @@ export function matchRoute(path: string): Route {
     case 'executors':
       if (a !== undefined) break;
       return { page: 'executors' };
+    case 'schedules':
+      if (b !== undefined) break;
+      return { page: 'schedules', name: a };
     case 'analytics':
       if (a !== undefined && b === undefined) break;
       return { page: 'analytics', namespace: a, name: b };
@@ -52,5 +56,7 @@ export const paths = {
   template: (ns: string, name: string, version?: string) =>
     `/templates/${enc(ns)}/${enc(name)}` + (version ? `?version=${enc(version)}` : ''),
   executors: () => '/executors',
+  schedules: () => '/schedules',
+  schedule: (name: string) => `/schedules/${enc(name)}`,
   analytics: (ns?: string, name?: string) => (ns && name ? `/analytics/${enc(ns)}/${enc(name)}` : '/analytics'),
 };
