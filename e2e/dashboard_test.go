@@ -556,7 +556,10 @@ steps:
 	c.tasker("template", "apply", filepath.Join(dir, "tick.yaml"))
 	c.tasker("schedule", "create", "hourly", "--template", "dash/tick", "--cron", "@hourly",
 		"--timezone", "Europe/Paris", "--context", `{"region": "eu"}`)
-	require.Contains(t, c.tasker("schedule", "backfill", "hourly", "--from", "3h", "--to", "1s"), "backfilled 3 fire times")
+	// Three hours back hold three hourly fire times, or two when the test
+	// runs within a second after the hour: the page is checked against
+	// what schedule get says either way.
+	require.Contains(t, c.tasker("schedule", "backfill", "hourly", "--from", "3h", "--to", "1s"), "backfilled ")
 	type scheduleJSON struct {
 		Paused        bool     `json:"paused"`
 		NextFireTimes []string `json:"next_fire_times"`
@@ -571,7 +574,7 @@ steps:
 		return sc
 	}
 	sched := getSchedule()
-	require.Len(t, sched.Runs, 3)
+	require.GreaterOrEqual(t, len(sched.Runs), 2, "the backfill's runs")
 	require.Len(t, sched.NextFireTimes, 10)
 	b.open("/schedules")
 	row := b.text(`[data-schedule="hourly"]`)
@@ -581,7 +584,7 @@ steps:
 	b.shot("schedules")
 	b.click(`[data-schedule="hourly"] a`)
 	b.waitFor("the schedule's page opens", `location.pathname === '/schedules/hourly'`)
-	b.waitFor("its runs are listed", `document.querySelectorAll('tr[data-run="task"]').length === 3`)
+	b.waitFor("its runs are listed", fmt.Sprintf(`document.querySelectorAll('tr[data-run="task"]').length === %d`, len(sched.Runs)))
 	links := run(b, "the runs' tasks", chromedp.Evaluate[[]string](
 		`[...document.querySelectorAll('tr[data-run="task"] a')].map((a) => a.textContent.trim())`))
 	want := make([]string, 0, len(sched.Runs))
