@@ -504,9 +504,15 @@ version: 1.0.0
 steps:
   - {name: prepare, handler: noop}
   - {name: approve, depends_on: [prepare], wait_for: {signal: approved, timeout: 1h}}
-  - {name: ship, handler: echo, depends_on: [approve]}
+  - {name: ship, handler: echo, depends_on: [approve], concurrency: [{key: '"all"', max_running: 2}]}
 `), 0o600))
 	c.tasker("template", "apply", filepath.Join(dir, "approval.yaml"))
+	// The template's page says what a step without a handler does, and
+	// what holds a step back.
+	b.open("/templates/dash/approval")
+	require.Equal(t, `waits for signal "approved", timeout 1 h 00 m`, b.text(`[data-step-runs="approve"]`))
+	require.Contains(t, b.text(`[data-step-runs="ship"]`), `at most 2 running per "all"`)
+	b.shot("template-with-a-wait")
 	approval := getTask(t, c.tasker("task", "create", "dash/approval", "-o", "json")).ID
 	approveStep := func() (state, waiting string, results json.RawMessage) {
 		for _, s := range getTask(t, c.tasker("task", "get", approval, "-o", "json")).Steps {

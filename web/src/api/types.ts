@@ -97,6 +97,30 @@ export interface StepTemplate {
   backoff?: Backoff | null;
   timeout?: string | null;
   skippable?: boolean;
+  concurrency?: Concurrency[];
+  rateLimits?: RateLimitUse[];
+  decision?: boolean;
+  /** CEL over results and context: the step runs once per item */
+  forEach?: string;
+  /** CEL giving when the wait ends */
+  until?: string;
+  waitFor?: { signal?: string; timeout?: string | null } | null;
+  sleep?: string | null;
+  /** a child task's template: namespace/name[@version] */
+  task?: string;
+  taskContext?: { [field: string]: string };
+}
+
+export interface Concurrency {
+  key?: string;
+  maxRunning?: number;
+  strategy?: string;
+}
+
+export interface RateLimitUse {
+  name?: string;
+  units?: number;
+  key?: string;
 }
 
 export interface TaskTemplate {

@@ -7,6 +7,7 @@ import { ErrorNote, JsonView, Mono, Section } from '../components/common';
 import { isForbidden, useAsync } from '../hooks';
 import { paths } from '../lib/routes';
 import { checkContextText, exampleContext, fieldLabel, newValidator, type ContextValidator } from '../lib/schema';
+import { stepRuns, stepTraits } from '../lib/steptemplate';
 import { formatProtoDuration } from '../lib/time';
 import { Link, useRouter } from '../router';
 
@@ -90,6 +91,9 @@ function TemplateDetail({ namespace, name, versions }: { namespace: string; name
   const version = search.get('version') ?? '';
   const t = useAsync((s) => api.getTemplate(namespace, name, version || undefined, s), [namespace, name, version]);
   const tmpl = t.data;
+  // A node shows what its step runs: the handler, or what the coordinator
+  // does instead (a wait, a sleep, a child task).
+  const graph = useMemo(() => (tmpl?.steps ?? []).map((s) => (s.handler ? s : { ...s, handler: stepRuns(s) })), [tmpl]);
   return (
     <>
       <div className="title-row">
@@ -116,14 +120,14 @@ function TemplateDetail({ namespace, name, versions }: { namespace: string; name
         <>
           {tmpl.description && <p>{tmpl.description}</p>}
           <Section title={`DAG (${tmpl.steps?.length ?? 0} steps)`}>
-            <DagGraph steps={tmpl.steps ?? []} plain height={(tmpl.steps?.length ?? 0) > 40 ? 520 : 300} />
+            <DagGraph steps={graph} plain height={(tmpl.steps?.length ?? 0) > 40 ? 520 : 300} />
           </Section>
           <Section title="Steps">
             <table className="table compact">
               <thead>
                 <tr>
                   <th>step</th>
-                  <th>handler</th>
+                  <th>runs</th>
                   <th>depends on</th>
                   <th>attempts</th>
                   <th>backoff</th>
@@ -138,8 +142,13 @@ function TemplateDetail({ namespace, name, versions }: { namespace: string; name
                       {s.name}
                       {s.skippable && <span className="chip static small">skippable</span>}
                     </td>
-                    <td>
-                      <Mono>{s.handler}</Mono>
+                    <td data-step-runs={s.name}>
+                      {s.handler ? <Mono>{s.handler}</Mono> : stepRuns(s)}
+                      {stepTraits(s).map((t) => (
+                        <div key={t} className="muted small">
+                          {t}
+                        </div>
+                      ))}
                     </td>
                     <td>{(s.dependsOn ?? []).join(', ') || <span className="muted">—</span>}</td>
                     <td className="num">
