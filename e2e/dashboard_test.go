@@ -610,6 +610,35 @@ steps:
 	b.click(`.modal [data-confirm]`)
 	b.waitVisible(`[data-schedule-page="hourly"] [data-schedule-status="active"]`)
 	require.False(t, getSchedule().Paused, "Resume resumed the schedule")
+
+	// A step that runs a child task links to it, and the child links back
+	// to its parent's step.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "parent.yaml"), []byte(`namespace: dash
+name: parent
+version: 1.0.0
+steps:
+  - {name: pack, task: dash/tick}
+  - {name: label, handler: noop, depends_on: [pack]}
+`), 0o600))
+	c.tasker("template", "apply", filepath.Join(dir, "parent.yaml"))
+	parent := getTask(t, c.tasker("task", "create", "dash/parent", "--wait", "-o", "json"))
+	require.Equal(t, "complete", parent.State)
+	var child string
+	for _, s := range getTask(t, c.tasker("task", "get", parent.ID, "-o", "json")).Steps {
+		if s.Name == "pack" {
+			child = s.ChildTaskID
+		}
+	}
+	require.NotEmpty(t, child, "task get names pack's child task")
+	b.open("/tasks/" + parent.ID + "?step=pack")
+	require.Equal(t, child, b.text(`[data-step-panel="pack"] [data-child-task]`))
+	b.click(`[data-child-task] a`)
+	b.waitFor("the child task opens", fmt.Sprintf(`location.pathname === '/tasks/%s'`, child))
+	require.Equal(t, "child of "+parent.ID+" (its step pack)", b.text(`[data-parent-task]`))
+	b.shot("child-task-links-to-its-parent")
+	b.click(`[data-parent-task] a`)
+	b.waitFor("the parent opens at its step", fmt.Sprintf(`location.pathname === '/tasks/%s' && location.search === '?step=pack'`, parent.ID))
+	b.waitVisible(`[data-step-panel="pack"]`)
 }
 
 // TestDashboardWithTokens serves the dashboard with tokens on: it asks for

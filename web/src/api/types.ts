@@ -79,6 +79,10 @@ export interface Task {
   completedAt?: string | null;
   steps?: Step[];
   transitions?: Transition[];
+  /** for a child task: the task whose step created it, and that step */
+  parentTaskId?: string;
+  parentStepId?: string;
+  parentStep?: string;
 }
 
 export interface Backoff {

@@ -191,6 +191,15 @@ export function TaskPage({ id }: { id: string }) {
             key <Mono>{task.idempotencyKey}</Mono>
           </span>
         )}
+        {task.parentTaskId && (
+          <span data-parent-task={task.parentTaskId}>
+            child of{' '}
+            <Link to={paths.task(task.parentTaskId, task.parentStep || undefined)}>
+              <Mono>{task.parentTaskId}</Mono>
+            </Link>
+            {task.parentStep ? ` (its step ${task.parentStep})` : ''}
+          </span>
+        )}
       </div>
       {denied && <div className="note warn">This token can look but not act: {denied}</div>}
       <ErrorNote error={error} prefix="Reloading failed" />
@@ -452,6 +461,16 @@ function StepPanel({
         <dd>
           {step.handler ? <Mono>{step.handler}</Mono> : <span className="muted">none: the coordinator runs it (a wait or a child task)</span>}
         </dd>
+        {step.childTaskId && (
+          <>
+            <dt>child task</dt>
+            <dd data-child-task={step.childTaskId}>
+              <Link to={paths.task(step.childTaskId)}>
+                <Mono>{step.childTaskId}</Mono>
+              </Link>
+            </dd>
+          </>
+        )}
         <dt>attempts</dt>
         <dd>
           {step.attempts ?? 0} of {step.maxAttempts ?? '?'} {step.retryable === false && <span className="muted">(not retryable)</span>}
