@@ -530,7 +530,12 @@ steps:
 		_, waiting, _ := approveStep()
 		return waiting == "signal:approved"
 	}, 30*time.Second, 50*time.Millisecond, "approve did not come to wait for its signal")
-	b.open("/tasks/" + approval + "?step=approve")
+	// The task's overview lists the wait; its name opens the step.
+	b.open("/tasks/" + approval)
+	require.Contains(t, b.text(`[data-waits] [data-wait-step="approve"]`), `waiting for signal "approved"`)
+	require.Contains(t, b.text(`.dag-node[data-step="approve"]`), "signal")
+	b.shot("task-waits-for-a-signal")
+	b.click(`[data-wait-step="approve"] button`)
 	waiting = b.text(`[data-step-panel="approve"] [data-waiting="signal"]`)
 	require.Regexp(t, `waiting for signal "approved", or until \d{4}-\d\d-\d\d .* \(its timeout\)`, waiting)
 	b.click(`[data-step-panel="approve"] [data-action="signal"]`)

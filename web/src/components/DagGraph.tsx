@@ -36,6 +36,12 @@ type StepNodeData = {
 
 type StepNode = Node<StepNodeData, 'step'>;
 
+/** waitTag marks a node whose step waits on something other than its parents. */
+function waitTag(w: Waiting | null | undefined): string {
+  if (!w?.reason || w.reason === 'parents') return '';
+  return w.reason === 'no_executor' || w.reason === 'capacity' ? `⚠ ${w.reason}` : `◷ ${w.reason}`;
+}
+
 const StepNodeView = memo(function StepNodeView({ data, selected }: NodeProps<StepNode>) {
   const { step, critical, plain } = data;
   const bg = plain ? '#ffffff' : stateColor(step.state);
@@ -45,7 +51,7 @@ const StepNodeView = memo(function StepNodeView({ data, selected }: NodeProps<St
     : [
         stateLabel(step.state),
         step.attempts ? `${step.attempts}/${step.maxAttempts ?? '?'}` : '',
-        step.waiting?.reason === 'no_executor' || step.waiting?.reason === 'capacity' ? `⚠ ${step.waiting.reason}` : '',
+        waitTag(step.waiting),
       ]
         .filter(Boolean)
         .join(' · ');

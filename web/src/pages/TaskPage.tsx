@@ -236,7 +236,7 @@ export function TaskPage({ id }: { id: string }) {
               critical={critical.includes(step.name)}
             />
           ) : (
-            <TaskDetails task={task} />
+            <TaskDetails task={task} onSelect={select} />
           )}
         </aside>
       </div>
@@ -604,10 +604,15 @@ function StepPanel({
   );
 }
 
-function TaskDetails({ task }: { task: Task }) {
+function TaskDetails({ task, onSelect }: { task: Task; onSelect: (name: string) => void }) {
   const counts = new Map<string, number>();
   for (const s of task.steps ?? []) counts.set(stateLabel(s.state), (counts.get(stateLabel(s.state)) ?? 0) + 1);
   const waiting = (task.steps ?? []).filter((s) => s.waiting?.reason === 'no_executor' || s.waiting?.reason === 'capacity');
+  // Every other wait but for parents: a signal, a sleep, a key, a limit, a
+  // child task. Parents are drawn in the graph already.
+  const holds = (task.steps ?? []).filter(
+    (s) => s.waiting?.reason && !['parents', 'no_executor', 'capacity'].includes(s.waiting.reason),
+  );
   return (
     <div className="panel">
       <header className="panel-head">
@@ -626,6 +631,18 @@ function TaskDetails({ task }: { task: Task }) {
           {waiting.map((s) => (
             <div key={s.name}>
               <strong>{s.name}</strong>: {waitingText(s.waiting)}
+            </div>
+          ))}
+        </div>
+      )}
+      {holds.length > 0 && (
+        <div className="note info" data-waits>
+          {holds.map((s) => (
+            <div key={s.name} data-wait-step={s.name}>
+              <button className="link" onClick={() => onSelect(s.name)}>
+                <strong>{s.name}</strong>
+              </button>
+              : {waitingText(s.waiting)}
             </div>
           ))}
         </div>
