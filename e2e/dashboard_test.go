@@ -644,6 +644,16 @@ steps:
 	b.click(`[data-parent-task] a`)
 	b.waitFor("the parent opens at its step", fmt.Sprintf(`location.pathname === '/tasks/%s' && location.search === '?step=pack'`, parent.ID))
 	b.waitVisible(`[data-step-panel="pack"]`)
+
+	// The rate limits, as limit set stored them.
+	c.tasker("limit", "set", "stripe", "--rate", "100/s", "--burst", "20")
+	c.tasker("limit", "set", "email", "--rate", "3/250ms")
+	b.open("/limits")
+	require.Equal(t, "100/s", b.text(`[data-limit="stripe"] [data-col="rate"]`))
+	require.Equal(t, "20", b.text(`[data-limit="stripe"] [data-col="burst"]`))
+	require.Equal(t, "3 per 250 ms", b.text(`[data-limit="email"] [data-col="rate"]`))
+	require.Equal(t, "3", b.text(`[data-limit="email"] [data-col="burst"]`), "burst defaults to one period's units")
+	b.shot("rate-limits")
 }
 
 // TestDashboardWithTokens serves the dashboard with tokens on: it asks for

@@ -4,6 +4,7 @@ import { AccessContext } from './access';
 import { matchRoute, paths } from './lib/routes';
 import { AnalyticsPage } from './pages/AnalyticsPage';
 import { ExecutorsPage } from './pages/ExecutorsPage';
+import { LimitsPage } from './pages/LimitsPage';
 import { SchedulesPage } from './pages/SchedulesPage';
 import { TaskPage } from './pages/TaskPage';
 import { TasksPage } from './pages/TasksPage';
@@ -57,6 +58,8 @@ function Pages() {
       return <ExecutorsPage />;
     case 'schedules':
       return <SchedulesPage name={route.name} />;
+    case 'limits':
+      return <LimitsPage />;
     case 'analytics':
       return <AnalyticsPage namespace={route.namespace} name={route.name} />;
     default:
@@ -101,6 +104,7 @@ function Shell() {
           {tab(paths.templates(), 'Templates', section === 'templates')}
           {tab(paths.executors(), 'Executors', section === 'executors')}
           {tab(paths.schedules(), 'Schedules', section === 'schedules')}
+          {tab(paths.limits(), 'Limits', section === 'limits')}
           {tab(paths.analytics(), 'Analytics', section === 'analytics')}
         </nav>
         <div className="spacer" />

@@ -12,6 +12,7 @@ import type {
   GetScheduleResponse,
   JsonObject,
   ListExecutorsResponse,
+  ListRateLimitsResponse,
   ListSchedulesResponse,
   ListTasksResponse,
   ListTemplatesResponse,
@@ -206,6 +207,9 @@ export const api = {
   },
   listExecutors(signal?: AbortSignal) {
     return call<ListExecutorsResponse>('GET', '/api/v1/executors', undefined, signal);
+  },
+  listRateLimits(signal?: AbortSignal) {
+    return call<ListRateLimitsResponse>('GET', '/api/v1/rate-limits', undefined, signal);
   },
   listSchedules(signal?: AbortSignal) {
     return call<ListSchedulesResponse>('GET', '/api/v1/schedules', undefined, signal);

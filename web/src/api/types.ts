@@ -301,3 +301,19 @@ export interface GetScheduleResponse {
   nextFireTimes?: string[];
   runs?: ScheduleRun[];
 }
+
+/** RateLimit is a token bucket: units added per period, at most burst held. */
+export interface RateLimit {
+  name: string;
+  /** int64, as a string */
+  units?: string;
+  period?: string | null;
+  /** int64, as a string */
+  burst?: string;
+  createdAt?: string | null;
+  updatedAt?: string | null;
+}
+
+export interface ListRateLimitsResponse {
+  rateLimits?: RateLimit[];
+}

@@ -7,6 +7,7 @@ export type Route =
   | { page: 'templates'; namespace?: string; name?: string }
   | { page: 'executors' }
   | { page: 'schedules'; name?: string }
+  | { page: 'limits' }
   | { page: 'analytics'; namespace?: string; name?: string }
   | { page: 'notfound'; path: string };
 
@@ -39,6 +40,9 @@ export function matchRoute(path: string): Route {
     case 'schedules':
       if (b !== undefined) break;
       return { page: 'schedules', name: a };
+    case 'limits':
+      if (a !== undefined) break;
+      return { page: 'limits' };
     case 'analytics':
       if (a !== undefined && b === undefined) break;
       return { page: 'analytics', namespace: a, name: b };
@@ -58,5 +62,6 @@ export const paths = {
   executors: () => '/executors',
   schedules: () => '/schedules',
   schedule: (name: string) => `/schedules/${enc(name)}`,
+  limits: () => '/limits',
   analytics: (ns?: string, name?: string) => (ns && name ? `/analytics/${enc(ns)}/${enc(name)}` : '/analytics'),
 };
