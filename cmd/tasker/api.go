@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tasker-go/tasker/auth"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
@@ -110,6 +111,7 @@ func newAPIGateway(cfg apiConfig) (*apiGateway, error) {
 		// HTTP caller cannot set metadata a gRPC caller could not.
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithErrorHandler(apiError),
+		runtime.WithForwardResponseOption(openStream),
 	)
 	if err := coordinatorv1.RegisterCoordinatorServiceHandlerClient(context.Background(), mux, coordinatorv1.NewCoordinatorServiceClient(conn)); err != nil {
 		g.endStreams()
@@ -123,7 +125,7 @@ func newAPIGateway(cfg apiConfig) (*apiGateway, error) {
 	g.conn = conn
 	g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), httpTLSKey{}, r.TLS)))
+		mux.ServeHTTP(&headerOnce{ResponseWriter: w}, r.WithContext(context.WithValue(r.Context(), httpTLSKey{}, r.TLS)))
 	})
 	return g, nil
 }
@@ -151,6 +153,48 @@ func (w challengeWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// openStream sends a server stream's status and headers as soon as the
+// stream starts. The gateway calls its response options once with no
+// message when a stream starts, which is after the coordinator's gRPC
+// headers: for SubscribeEvents, after the starting point is fixed. Left to
+// the gateway, the headers would go out with the first message, so a
+// client subscribing with fromNow could not tell when it may act and
+// expect to see the events of its act.
+func openStream(_ context.Context, w http.ResponseWriter, m proto.Message) error {
+	if m != nil {
+		return nil
+	}
+	// What the gateway sets with the first message, for every stream here.
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	return http.NewResponseController(w).Flush()
+}
+
+// headerOnce drops a second WriteHeader: an error in a stream whose headers
+// openStream sent makes the gateway write a status again, which net/http
+// would log as superfluous; the error itself still goes out as the
+// stream's last line.
+type headerOnce struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *headerOnce) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *headerOnce) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer (Flush).
+func (w *headerOnce) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // httpTLSKey carries the HTTP request's TLS state to the gateway's client
 // interceptors.

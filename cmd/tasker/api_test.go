@@ -511,3 +511,41 @@ func TestRESTAPIBoundsRequestBodies(t *testing.T) {
 		"context": map[string]any{"pad": strings.Repeat("x", 2048)}}, http.StatusBadRequest, 3, "request body too large")
 	a.create("", "blocked", map[string]any{"pad": strings.Repeat("x", 100)})
 }
+
+// TestRESTAPIEventsFromNowAnswersAtOnce subscribes with fromNow before
+// anything happens: the response (200 and its headers) must come as soon
+// as the coordinator has fixed the starting point, not with the first
+// event, or a client could not know when it is safe to act and expect to
+// see the events of its act. The task is created only after the response
+// came, and its events must then arrive.
+func TestRESTAPIEventsFromNowAnswersAtOnce(t *testing.T) {
+	a := startREST(t, coordinatorOptions{})
+	a.registerTemplates("")
+	a.withExecutor("")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		a.base+"/api/v1/events?namespace=rest&fromNow=true&follow=true&kinds=EVENT_KIND_TASK", nil)
+	require.NoError(t, err)
+	resp, err := a.client.Do(req)
+	require.NoError(t, err, "no response before the first event: the stream's headers must not wait for it")
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+
+	task := a.create("", "flow", nil)
+	lines := bufio.NewScanner(resp.Body)
+	require.True(t, lines.Scan(), "stream ended early: %v", lines.Err())
+	var got struct {
+		Result struct {
+			Event struct {
+				Transition struct {
+					TaskID string `json:"taskId"`
+					To     string `json:"toState"`
+				} `json:"transition"`
+			} `json:"event"`
+		} `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal(lines.Bytes(), &got), "%s", lines.Bytes())
+	require.Equal(t, task.ID, got.Result.Event.Transition.TaskID, "the first event after subscribing is the new task's")
+}
