@@ -654,6 +654,42 @@ steps:
 	require.Equal(t, "3 per 250 ms", b.text(`[data-limit="email"] [data-col="rate"]`))
 	require.Equal(t, "3", b.text(`[data-limit="email"] [data-col="burst"]`), "burst defaults to one period's units")
 	b.shot("rate-limits")
+
+	// The events page follows the stream from when it opened, newest first;
+	// its kind filter and its pause hold.
+	b.open("/events?namespace=dash")
+	b.waitVisible(".live-live")
+	// Each with a context of its own: the same template and context would
+	// return the task created before.
+	tick := getTask(t, c.tasker("task", "create", "dash/tick", "--context", `{"n": 1}`, "--wait", "-o", "json")).ID
+	rows := fmt.Sprintf(`tr[data-task=%q]`, tick)
+	b.waitFor("the task's completion arrives", fmt.Sprintf(
+		`(() => { const r = document.querySelector('%s'); return r && r.dataset.step === '' && r.querySelector('[data-col="transition"]').textContent.includes('in_progress → complete'); })()`, rows))
+	seen := run(b, "the task's events", chromedp.Evaluate[[]string](fmt.Sprintf(
+		`[...document.querySelectorAll('%s')].reverse().map((r) => (r.dataset.step || 'task') + ' ' + r.querySelector('[data-col="transition"]').textContent)`, rows)))
+	require.ElementsMatch(t, []string{
+		"task pending → in_progress", "tock pending → in_progress", "tock in_progress → complete", "task in_progress → complete",
+	}, seen, "each transition of the task once")
+	require.Equal(t, "task in_progress → complete", seen[len(seen)-1], "newest first")
+	require.True(t, run(b, "cursors descend", chromedp.Evaluate[bool](
+		`[...document.querySelectorAll('tr[data-event]')].map((r) => BigInt(r.dataset.event)).every((c, i, a) => i === 0 || a[i-1] > c)`)),
+		"the page lists events newest first, in commit order")
+	b.shot("events")
+	b.eval(`(() => {
+		const el = document.querySelector('select[name=kind]');
+		el.value = 'task';
+		el.dispatchEvent(new Event('change', { bubbles: true }));
+	})()`)
+	b.waitFor("the filter applies", `location.search.includes('kind=task') && document.querySelectorAll('tr[data-task]').length === 0`)
+	b.waitVisible(".live-live")
+	b.click(`[data-action="pause-feed"]`)
+	held := getTask(t, c.tasker("task", "create", "dash/tick", "--context", `{"n": 2}`, "--wait", "-o", "json")).ID
+	b.waitFor("two task events are held", `document.querySelector('[data-action="resume-feed"]').textContent.includes('(2 new)')`)
+	require.Equal(t, 0, run(b, "rows while paused", chromedp.Evaluate[int](`document.querySelectorAll('tr[data-task]').length`)))
+	b.click(`[data-action="resume-feed"]`)
+	b.waitFor("the held events show", fmt.Sprintf(`document.querySelectorAll('tr[data-task=%q]').length === 2`, held))
+	require.Equal(t, 0, run(b, "step rows", chromedp.Evaluate[int](`document.querySelectorAll('tr[data-task]:not([data-step=""])').length`)),
+		"kind=task shows no step transitions")
 }
 
 // TestDashboardWithTokens serves the dashboard with tokens on: it asks for

@@ -3,6 +3,7 @@ import { getToken, onUnauthorized, setToken } from './api/client';
 import { AccessContext } from './access';
 import { matchRoute, paths } from './lib/routes';
 import { AnalyticsPage } from './pages/AnalyticsPage';
+import { EventsPage } from './pages/EventsPage';
 import { ExecutorsPage } from './pages/ExecutorsPage';
 import { LimitsPage } from './pages/LimitsPage';
 import { SchedulesPage } from './pages/SchedulesPage';
@@ -60,6 +61,8 @@ function Pages() {
       return <SchedulesPage name={route.name} />;
     case 'limits':
       return <LimitsPage />;
+    case 'events':
+      return <EventsPage />;
     case 'analytics':
       return <AnalyticsPage namespace={route.namespace} name={route.name} />;
     default:
@@ -105,6 +108,7 @@ function Shell() {
           {tab(paths.executors(), 'Executors', section === 'executors')}
           {tab(paths.schedules(), 'Schedules', section === 'schedules')}
           {tab(paths.limits(), 'Limits', section === 'limits')}
+          {tab(paths.events(), 'Events', section === 'events')}
           {tab(paths.analytics(), 'Analytics', section === 'analytics')}
         </nav>
         <div className="spacer" />

@@ -84,14 +84,18 @@ export function useEventStream(
   filter: { namespace?: string; name?: string; kinds?: EventKind[] },
   onEvent: (e: TaskEvent) => void,
 ): LiveStatus {
-  const [status, setStatus] = useState<LiveStatus>('connecting');
+  const kinds = (filter.kinds ?? []).join(',');
+  // The status is kept with the subscription it is about, so a page whose
+  // filter just changed is not shown live before the new one answers.
+  const key = `${filter.namespace ?? ''}|${filter.name ?? ''}|${kinds}`;
+  const [state, setState] = useState<{ key: string; status: LiveStatus }>({ key, status: 'connecting' });
   const ref = useRef(onEvent);
   ref.current = onEvent;
-  const kinds = (filter.kinds ?? []).join(',');
   useEffect(() => {
     const ac = new AbortController();
     let cursor: string | undefined;
     let failures = 0;
+    const setStatus = (status: LiveStatus) => setState({ key, status });
     (async () => {
       while (!ac.signal.aborted) {
         try {
@@ -122,7 +126,7 @@ export function useEventStream(
     })();
     return () => ac.abort();
   }, [filter.namespace, filter.name, kinds]);
-  return status;
+  return state.key === key ? state.status : 'connecting';
 }
 
 /** isForbidden is true for a call refused because the token may not do it. */

@@ -12,11 +12,12 @@ describe('matchRoute', () => {
     expect(matchRoute('/executors')).toEqual({ page: 'executors' });
     expect(matchRoute('/schedules')).toEqual({ page: 'schedules', name: undefined });
     expect(matchRoute('/limits')).toEqual({ page: 'limits' });
+    expect(matchRoute('/events')).toEqual({ page: 'events' });
     expect(matchRoute('/schedules/nightly%20eu')).toEqual({ page: 'schedules', name: 'nightly eu' });
     expect(matchRoute('/analytics/demo/order')).toEqual({ page: 'analytics', namespace: 'demo', name: 'order' });
   });
   it('says what it does not know', () => {
-    for (const p of ['/nope', '/tasks/a/b', '/templates/demo', '/executors/x', '/schedules/a/b', '/limits/x', '/analytics/demo', '/a/b/c/d']) {
+    for (const p of ['/nope', '/tasks/a/b', '/templates/demo', '/executors/x', '/schedules/a/b', '/limits/x', '/events/x', '/analytics/demo', '/a/b/c/d']) {
       expect(matchRoute(p)).toEqual({ page: 'notfound', path: p });
     }
   });

@@ -8,6 +8,7 @@ export type Route =
   | { page: 'executors' }
   | { page: 'schedules'; name?: string }
   | { page: 'limits' }
+  | { page: 'events' }
   | { page: 'analytics'; namespace?: string; name?: string }
   | { page: 'notfound'; path: string };
 
@@ -43,6 +44,9 @@ export function matchRoute(path: string): Route {
     case 'limits':
       if (a !== undefined) break;
       return { page: 'limits' };
+    case 'events':
+      if (a !== undefined) break;
+      return { page: 'events' };
     case 'analytics':
       if (a !== undefined && b === undefined) break;
       return { page: 'analytics', namespace: a, name: b };
@@ -63,5 +67,6 @@ export const paths = {
   schedules: () => '/schedules',
   schedule: (name: string) => `/schedules/${enc(name)}`,
   limits: () => '/limits',
+  events: () => '/events',
   analytics: (ns?: string, name?: string) => (ns && name ? `/analytics/${enc(ns)}/${enc(name)}` : '/analytics'),
 };
