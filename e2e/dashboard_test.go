@@ -760,6 +760,24 @@ func TestDashboardWithTokens(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "error", getTask(t, out).State, "the refused retry changed nothing")
 
+	// The schedules' pages too: the read token sees a schedule, and its
+	// Pause is refused and changes nothing.
+	_, errOut, err = runTasker(t, as, "schedule", "create", "nightly", "--template", "dash/flaky", "--cron", "0 3 * * *",
+		"--coordinator", coord)
+	require.NoError(t, err, errOut)
+	b.open("/schedules/nightly")
+	b.waitVisible(`[data-schedule-page="nightly"] [data-schedule-status="active"]`)
+	b.click(`[data-action="pause"]`)
+	b.click(`.modal [data-confirm]`)
+	require.Contains(t, b.text(".modal .refusal"), "PermissionDenied")
+	b.click(`.modal-actions button:not([data-confirm])`)
+	b.waitFor("Pause is disabled after the refusal", `document.querySelector('[data-action="pause"]').disabled`)
+	out, errOut, err = runTasker(t, as, "schedule", "get", "nightly", "-o", "json", "--coordinator", coord)
+	require.NoError(t, err, errOut)
+	require.Contains(t, out, `"paused":false`, "the refused pause changed nothing")
+	b.open("/tasks/" + id)
+	b.waitVisible(`.dag-node[data-step="b"][data-state="STATE_ERROR"]`)
+
 	// Another token, with write access, retries the task.
 	b.click(`header.top button.link`)
 	b.waitVisible(`input[name="token"]`)
