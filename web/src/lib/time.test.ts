@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   formatAgo,
+  formatIn,
   formatDuration,
   fromLocalInput,
   parseDuration,
@@ -66,6 +67,12 @@ describe('durations', () => {
     expect(formatAgo(undefined, 0)).toBe('never');
     expect(formatAgo(10_000, 10_400)).toBe('just now');
     expect(formatAgo(10_000, 14_000)).toBe('4.00 s ago');
+  });
+  it('says how long until', () => {
+    expect(formatIn(undefined, 0)).toBe('—');
+    expect(formatIn(10_400, 10_000)).toBe('due now');
+    expect(formatIn(9_000, 10_000)).toBe('due now');
+    expect(formatIn(14_000, 10_000)).toBe('in 4.00 s');
   });
 });
 

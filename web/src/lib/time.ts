@@ -100,6 +100,13 @@ export function formatTime(ms: number | undefined): string {
   );
 }
 
+/** formatIn says how long after now a moment comes: "in 4.00 s", "due now". */
+export function formatIn(ms: number | undefined, now: number): string {
+  if (ms === undefined) return '—';
+  if (ms - now < 1000) return 'due now';
+  return `in ${formatDuration(Math.round((ms - now) / 1000) * 1000)}`;
+}
+
 /** formatAgo says how long before now a moment was: "4 s ago", "just now". */
 export function formatAgo(ms: number | undefined, now: number): string {
   if (ms === undefined) return 'never';

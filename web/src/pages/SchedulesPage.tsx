@@ -6,7 +6,7 @@ import { ErrorNote, JsonView, Mono, Section } from '../components/common';
 import { useAccess } from '../access';
 import { useAsync, useInterval, useNow } from '../hooks';
 import { paths } from '../lib/routes';
-import { formatDuration, formatProtoDuration, formatTime, parseTimestamp } from '../lib/time';
+import { formatIn, formatProtoDuration, formatTime, parseTimestamp } from '../lib/time';
 import { Link } from '../router';
 
 /** SchedulesPage lists the schedules, or shows one of them. */
@@ -16,12 +16,6 @@ export function SchedulesPage({ name }: { name?: string }) {
 
 function templateLabel(s: Schedule): string {
   return `${s.namespace}/${s.template}@${s.version || 'highest'}`;
-}
-
-/** untilText says when a coming moment is, from now. */
-function untilText(ms: number | undefined, now: number): string {
-  if (ms === undefined) return '—';
-  return ms <= now ? 'due now' : `in ${formatDuration(Math.round((ms - now) / 1000) * 1000)}`;
 }
 
 function Status({ s }: { s: Schedule }) {
@@ -78,7 +72,7 @@ function ScheduleList() {
                   <Status s={s} />
                 </td>
                 <td title={formatTime(next)}>
-                  {s.paused ? <span className="muted">paused</span> : `${formatTime(next)} (${untilText(next, now)})`}
+                  {s.paused ? <span className="muted">paused</span> : `${formatTime(next)} (${formatIn(next, now)})`}
                 </td>
               </tr>
             );
@@ -188,7 +182,7 @@ function ScheduleDetail({ name }: { name: string }) {
                 const ms = parseTimestamp(t);
                 return (
                   <li key={t}>
-                    {formatTime(ms)} <span className="muted">{untilText(ms, now)}</span>
+                    {formatTime(ms)} <span className="muted">{formatIn(ms, now)}</span>
                   </li>
                 );
               })}

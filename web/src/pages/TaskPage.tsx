@@ -8,6 +8,7 @@ import { Gantt } from '../components/Gantt';
 import { ErrorNote, JsonView, LiveDot, Mono, Section, StateBadge } from '../components/common';
 import { useInterval, useNow, useThrottled, type LiveStatus } from '../hooks';
 import { criticalPath, rowOrder, sortTransitions, stepTimelines, timeAxis, type StepTimeline } from '../lib/gantt';
+import { parseJsonText } from '../lib/jsontext';
 import { paths } from '../lib/routes';
 import { isTerminal, stateLabel } from '../lib/states';
 import { applyTransition, graphSteps, maxSeq, waitingText } from '../lib/taskmodel';
@@ -307,6 +308,20 @@ export function TaskPage({ id }: { id: string }) {
   );
 }
 
+/**
+ * optionalJson parses a dialog's optional JSON field: undefined when it is
+ * empty, and an error naming what the field holds (and where the text
+ * goes wrong) when it is not JSON.
+ */
+function optionalJson(text: string, what: string): unknown {
+  if (text.trim() === '') return undefined;
+  try {
+    return parseJsonText(text).value;
+  } catch (e) {
+    throw new Error(`${what} is not valid JSON: ${errorMessage(e)}`);
+  }
+}
+
 function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step: string; onDone: () => Promise<void>; onClose: () => void }) {
   const [results, setResults] = useState('');
   return (
@@ -316,14 +331,7 @@ function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step
       confirmLabel="Resolve step"
       withReason
       onConfirm={async (reason) => {
-        let value: unknown;
-        if (results.trim() !== '') {
-          try {
-            value = JSON.parse(results);
-          } catch (e) {
-            throw new Error(`the results are not valid JSON: ${errorMessage(e)}`);
-          }
-        }
+        const value = optionalJson(results, 'the results');
         await api.resolveStep(taskId, step, reason, value);
         await onDone();
       }}
@@ -351,16 +359,10 @@ function SignalDialog({
       }
       confirmLabel="Send signal"
       onConfirm={async () => {
-        const text = payload.trim();
-        if (text !== '') {
-          // Checked here too so the field's mistake is named before anything is sent.
-          try {
-            JSON.parse(text);
-          } catch (e) {
-            throw new Error(`the payload is not valid JSON: ${errorMessage(e)}`);
-          }
-        }
-        await api.signalTask(taskId, name, text);
+        // Checked here too, so the field's mistake is named, with its line
+        // and column, before anything is sent.
+        optionalJson(payload, 'the payload');
+        await api.signalTask(taskId, name, payload.trim());
         await onDone();
       }}
       onClose={onClose}
