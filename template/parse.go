@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -28,6 +29,11 @@ func Parse(data []byte) (*Template, error) {
 	if err != nil {
 		return nil, yamlError(err)
 	}
+	// The conversion reads the first YAML document only: a second one
+	// (after "---") would be dropped without a word.
+	if line := secondDocument(data); line > 0 {
+		return nil, &ParseError{Line: line, Message: "a second YAML document (after ---): a template file holds one template; put each in a file of its own"}
+	}
 	var t *Template
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
@@ -43,6 +49,30 @@ func Parse(data []byte) (*Template, error) {
 		return nil, &ParseError{Message: "the document is null; want a mapping with namespace, name, version and steps"}
 	}
 	return t, nil
+}
+
+// secondDocument returns the line where a second YAML document with
+// content starts in data, or 0 if there is none. An empty document, as a
+// trailing "---" leaves, holds nothing to lose.
+func secondDocument(data []byte) int {
+	dec := yamlv3.NewDecoder(bytes.NewReader(data))
+	for i := 0; ; i++ {
+		var doc yamlv3.Node
+		err := dec.Decode(&doc)
+		if err != nil {
+			// The end of the input (io.EOF), or an error the conversion of
+			// the first document already reported or forgave.
+			return 0
+		}
+		if i == 0 || len(doc.Content) == 0 {
+			continue
+		}
+		n := doc.Content[0]
+		if n.Kind == yamlv3.ScalarNode && n.Tag == "!!null" {
+			continue
+		}
+		return n.Line
+	}
 }
 
 // Normalize fills in the defaults the design gives (retryable true,

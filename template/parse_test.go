@@ -114,6 +114,10 @@ func TestParseErrors(t *testing.T) {
 		{"multiplier not a number", "steps:\n  - name: a\n    backoff:\n      multiplier: [2]\n", "parse template: line 4: steps[0].backoff.multiplier: want a number, got a list"},
 		{"bad YAML", "steps: [\n", "parse template: line 1: did not find expected node content"},
 		{"bad JSON", `{"name": "a"`, "parse template: line 1: did not find expected ',' or '}'"},
+		{"second document", "namespace: a\nname: b\n---\nnamespace: a\nname: c\n",
+			"parse template: line 4: a second YAML document (after ---): a template file holds one template; put each in a file of its own"},
+		{"second document after an empty one", "namespace: a\n---\n---\n# c\nname: c\n",
+			"parse template: line 5: a second YAML document (after ---): a template file holds one template; put each in a file of its own"},
 		{"JSON, wrong type", "{\n  \"namespace\": \"a\",\n  \"steps\": [\n    {\"name\": \"s\", \"retry_limit\": \"3\"}\n  ]\n}\n",
 			"parse template: line 4: steps[0].retry_limit: want a whole number, got a string"},
 	}
@@ -162,6 +166,22 @@ steps:
 	// at its anchor.
 	_, err = template.Parse([]byte("steps:\n  - name: a\n    backoff: &b {initial: 1s, multiplier: many}\n  - name: b\n    backoff: *b\n"))
 	require.EqualError(t, err, `parse template: line 3: steps[0].backoff.multiplier: want a number, got a string`)
+}
+
+// Separators that hold no second template are not one: a leading "---",
+// a trailing one, a document of comments alone.
+func TestParseOneDocument(t *testing.T) {
+	t.Parallel()
+	for _, src := range []string{
+		"---\nnamespace: a\nname: b\n",
+		"namespace: a\nname: b\n---\n",
+		"namespace: a\nname: b\n---\n# nothing more\n",
+		"namespace: a\nname: b\n...\n",
+	} {
+		tpl, err := template.Parse([]byte(src))
+		require.NoError(t, err, src)
+		require.Equal(t, "b", tpl.Name, src)
+	}
 }
 
 func TestParseDurationAsSeconds(t *testing.T) {
