@@ -217,6 +217,7 @@ func newRootCmd(env cliEnv) *cobra.Command {
 		newExecutorCheckCmd(g),
 		newDevCmd(g),
 		newBenchCmd(g),
+		newBackupCmd(g),
 		newVersionCmd(g),
 	)
 	markUsageErrors(root)
