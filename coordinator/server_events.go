@@ -84,7 +84,7 @@ func eventsStatus(err error) error {
 		return nil
 	case errors.Is(err, store.ErrCursorInvalid):
 		return status.Errorf(codes.InvalidArgument, "after: %v: give the cursor of an event this service sent", err)
-	case errors.Is(err, store.ErrCursorExpired):
+	case errors.Is(err, store.ErrCursorExpired), errors.Is(err, store.ErrCursorRestored):
 		return status.Error(codes.OutOfRange, err.Error())
 	}
 	return toStatus(err)

@@ -84,6 +84,17 @@ steps:
 	after := decodeTask(t, c.tasker("task", "create", "backup/quick", "--context", `{"n":"after"}`, "--wait", "-o", "json"))
 	require.Equal(t, "complete", after.State)
 
+	lastCursor := func() string {
+		t.Helper()
+		lines := strings.Split(strings.TrimSpace(c.tasker("events", "-o", "json")), "\n")
+		var e struct {
+			Cursor string `json:"cursor"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &e))
+		return e.Cursor
+	}
+	undone := lastCursor() // the "after" task's last event, which the restore undoes
+
 	coord.kill()
 	start(t, "coordinator-restored", coordArgs(backup)...)
 	require.Eventually(t, connected, 30*time.Second, 100*time.Millisecond, "executor did not reconnect to the restored coordinator")
@@ -106,6 +117,17 @@ steps:
 		require.Equal(t, "complete", s.State, s.Name)
 		t.Logf("step %s: %d attempts", s.Name, s.Attempts)
 	}
+
+	// A subscriber that read the undone events is told so, and where to
+	// resume; from there it reads what the restored coordinator did.
+	_, errOut, err = c.run("events", "--after", undone)
+	require.Error(t, err)
+	require.Contains(t, errOut, "cursor "+undone+" was handed out before this store was restored from a backup that ends at cursor "+info.LastEvent)
+	require.Contains(t, errOut, "OutOfRange")
+	resumed := c.tasker("events", "--after", info.LastEvent, "-o", "json")
+	require.Contains(t, resumed, `"task_id":"`+slow.ID+`"`)
+	require.Contains(t, resumed, `"reason":"all steps complete"`)
+	require.NotContains(t, resumed, after.ID)
 
 	// The restored store takes new work.
 	again := decodeTask(t, c.tasker("task", "create", "backup/quick", "--context", `{"n":"restored"}`, "--wait", "-o", "json"))

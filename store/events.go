@@ -21,6 +21,11 @@ var (
 	// them. The error is a *CursorExpiredError naming the oldest cursor
 	// that can still be resumed from.
 	ErrCursorExpired = errors.New("cursor older than the events retained")
+	// ErrCursorRestored means a cursor was handed out, for events a
+	// restore from a backup has since undone, by the store the backup was
+	// taken from. The error is a *CursorRestoredError naming the cursor to
+	// resume from.
+	ErrCursorRestored = errors.New("cursor from before a restore")
 )
 
 // MemoryTail is implemented by a store whose EventList answers a cursor
@@ -50,6 +55,26 @@ func (e *CursorExpiredError) Error() string {
 
 // Is makes errors.Is(err, ErrCursorExpired) true for a *CursorExpiredError.
 func (e *CursorExpiredError) Is(target error) bool { return target == ErrCursorExpired }
+
+// CursorRestoredError refuses a cursor that the store was restored past:
+// the backup it was restored from ends at Resume, and the events after
+// Resume that the cursor covers were undone by the restore. Resuming from
+// Resume reads the restored store's events from there on.
+type CursorRestoredError struct {
+	Cursor string
+	Resume string
+}
+
+// Error names both cursors.
+func (e *CursorRestoredError) Error() string {
+	return fmt.Sprintf("cursor %s was handed out before this store was restored from a backup that ends at cursor %s: "+
+		"the events after %s that it covers were undone by the restore; resume from %s (or subscribe without a cursor)",
+		e.Cursor, e.Resume, e.Resume, e.Resume)
+}
+
+// Is makes errors.Is(err, ErrCursorRestored) true for a
+// *CursorRestoredError.
+func (e *CursorRestoredError) Is(target error) bool { return target == ErrCursorRestored }
 
 // EventKind selects task or step transitions in EventList.
 type EventKind int

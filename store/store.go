@@ -194,7 +194,8 @@ type Store interface {
 	// committed before another began come before the other's. A cursor
 	// below the floor EventPrune left is refused with a
 	// *CursorExpiredError; one this store did not issue, with
-	// ErrCursorInvalid.
+	// ErrCursorInvalid; one handed out for events that a restore from a
+	// backup undid, with a *CursorRestoredError.
 	EventList(ctx context.Context, params *EventListParams) (*EventPage, error)
 	// EventTail returns a cursor after which EventList lists only entries
 	// not yet committed when the call was made (on a shared database,

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/mattn/go-sqlite3"
+
+	"github.com/tasker-go/tasker/store"
 )
 
 // BackupInfo describes a backup Backup wrote.
@@ -104,6 +106,9 @@ func Backup(ctx context.Context, src, dst string) (*BackupInfo, error) {
 		return nil, fmt.Errorf("backup: close %s: %w", src, err)
 	}
 
+	if err := markRestorePoint(ctx, tmpPath, began); err != nil {
+		return nil, fmt.Errorf("backup: mark the copy's restore point: %w", err)
+	}
 	info, err := checkCopy(ctx, tmpPath)
 	if err != nil {
 		return nil, fmt.Errorf("backup: the copy of %s failed its check: %w", src, err)
@@ -131,6 +136,67 @@ func Backup(ctx context.Context, src, dst string) (*BackupInfo, error) {
 	}
 	info.Path, info.Bytes, info.Took = dst, st.Size(), time.Since(began)
 	return info, nil
+}
+
+// restoreGap is how far above the backup's last event a store restored
+// from it numbers its new events: more than the original can write after
+// the backup and before a restore (2^40 events: a year at 35,000 events a
+// second), and, added at each restore, room for millions of restores
+// within a cursor's int64 and within the integers a JSON number holds
+// exactly (2^53).
+const restoreGap = 1 << 40
+
+// restorePoint is one row of event_restores (migration 00024): cursors in
+// (RestoredAfter, SeqBase) were handed out by the store a backup was taken
+// from, for events a restore from it undid.
+type restorePoint struct {
+	RestoredAfter int64 `db:"restored_after"`
+	SeqBase       int64 `db:"seq_base"`
+}
+
+// markRestorePoint records in the copy at path, the fresh output of
+// VACUUM INTO, the restore point a store started from it begins with: its
+// last cursor, and a seq base restoreGap above it. A copy of a store whose
+// schema predates restore points is left as it is.
+func markRestorePoint(ctx context.Context, path string, at time.Time) error {
+	db, err := sqlx.Open("sqlite3", "file:"+escapePath(path)+"?_busy_timeout=5000")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = db.Close() }()
+	var n int
+	if err := db.GetContext(ctx, &n, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'event_restores'`); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	// The last cursor the copy may have handed out: its newest event's,
+	// or, with none since an earlier restore, that restore's base.
+	_, err = db.ExecContext(ctx, `INSERT INTO event_restores (restored_after, seq_base, backed_up_at)
+		SELECT last, last + ?, ? FROM (SELECT max(
+			COALESCE((SELECT max(seq) FROM transitions), 0),
+			COALESCE((SELECT max(seq_base) FROM event_restores), 0)) AS last)`, restoreGap, at.UnixNano())
+	return err
+}
+
+// seqBase is the least seq new transitions may follow (see restoreGap).
+func (s *Store) seqBase() int64 {
+	if len(s.restores) == 0 {
+		return 0
+	}
+	return s.restores[len(s.restores)-1].SeqBase
+}
+
+// checkRestored refuses cursor (seq after) if a restore undid the events
+// it was handed out for.
+func (s *Store) checkRestored(cursor string, after int64) error {
+	for _, r := range s.restores {
+		if after > r.RestoredAfter && after < r.SeqBase {
+			return &store.CursorRestoredError{Cursor: cursor, Resume: formatCursor(r.RestoredAfter)}
+		}
+	}
+	return nil
 }
 
 // openReadOnly opens path read-only (mode=ro): never created, never

@@ -198,3 +198,106 @@ func TestBackupHonoursContext(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.NoFileExists(t, dst)
 }
+
+// TestRestoredCursors: a store started from a backup refuses the cursors
+// its original handed out after the backup, for events the restore undid,
+// naming the backup's last cursor to resume from; it numbers its own new
+// events above all of them, so no cursor ever names two events; and a
+// backup of a restored store keeps refusing what its source refused.
+func TestRestoredCursors(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := t.TempDir()
+	origPath := filepath.Join(dir, "orig.db")
+	orig := openStore(t, Config{Path: origPath})
+	move := func(s *Store) {
+		t.Helper()
+		at := time.Now()
+		p := storetest.TaskParams("ns", at, "a")
+		_, _, err := s.TaskCreate(ctx, p)
+		require.NoError(t, err)
+		_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: at,
+			Task:  &store.TaskChange{From: state.Pending, To: state.InProgress},
+			Steps: []*store.StepChange{{StepID: p.Steps[0].ID, StepName: "a", From: state.Pending, To: state.InProgress, Attempts: 1}}})
+		require.NoError(t, err)
+	}
+	tail := func(s *Store) string {
+		t.Helper()
+		c, err := s.EventTail(ctx)
+		require.NoError(t, err)
+		return c
+	}
+	list := func(s *Store, after string) (*store.EventPage, error) {
+		return s.EventList(ctx, &store.EventListParams{After: after, Limit: 100})
+	}
+
+	move(orig)
+	early := tail(orig)
+	move(orig)
+	info, err := Backup(ctx, origPath, filepath.Join(dir, "copy.db"))
+	require.NoError(t, err)
+	last := info.LastEvent
+	move(orig)
+	undone := tail(orig) // handed out after the backup
+
+	cp := openStore(t, Config{Path: info.Path})
+	_, err = list(cp, undone)
+	var restored *store.CursorRestoredError
+	require.ErrorAs(t, err, &restored)
+	require.ErrorIs(t, err, store.ErrCursorRestored)
+	require.Equal(t, last, restored.Resume)
+	require.ErrorContains(t, err, "cursor "+undone+" was handed out before this store was restored from a backup that ends at cursor "+last)
+
+	// Cursors up to the backup's last are the restored store's too.
+	page, err := list(cp, early)
+	require.NoError(t, err)
+	require.Len(t, page.Events, 2)
+	require.Equal(t, last, page.Next)
+	page, err = list(cp, last)
+	require.NoError(t, err)
+	require.Empty(t, page.Events)
+
+	// New events follow the restore point, above every cursor of the
+	// original.
+	move(cp)
+	page, err = list(cp, last)
+	require.NoError(t, err)
+	require.Len(t, page.Events, 2)
+	lastSeq, err := parseCursor(last)
+	require.NoError(t, err)
+	require.Equal(t, lastSeq+restoreGap+1, page.Events[0].Transition.Seq)
+	_, err = list(cp, undone)
+	require.ErrorIs(t, err, store.ErrCursorRestored)
+	newer := tail(cp)
+
+	// A backup of the restored store, restored in turn: both restore
+	// points hold.
+	info2, err := Backup(ctx, info.Path, filepath.Join(dir, "copy2.db"))
+	require.NoError(t, err)
+	require.Equal(t, newer, info2.LastEvent)
+	move(cp)
+	undone2 := tail(cp)
+	cp2 := openStore(t, Config{Path: info2.Path})
+	_, err = list(cp2, undone)
+	require.ErrorAs(t, err, &restored)
+	require.Equal(t, last, restored.Resume)
+	_, err = list(cp2, undone2)
+	require.ErrorAs(t, err, &restored)
+	require.Equal(t, newer, restored.Resume)
+	page, err = list(cp2, last)
+	require.NoError(t, err)
+	require.Len(t, page.Events, 2)
+
+	// A restored store with no event of its own yet is backed up: its
+	// restore point starts above the earlier one's base.
+	info3, err := Backup(ctx, info2.Path, filepath.Join(dir, "copy3.db"))
+	require.NoError(t, err)
+	cp3 := openStore(t, Config{Path: info3.Path})
+	move(cp3)
+	page, err = list(cp3, newer)
+	require.NoError(t, err)
+	require.Len(t, page.Events, 2)
+	newerSeq, err := parseCursor(newer)
+	require.NoError(t, err)
+	require.Equal(t, newerSeq+2*restoreGap+1, page.Events[0].Transition.Seq)
+}

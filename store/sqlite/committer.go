@@ -111,7 +111,7 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 		clear(transitions)
 		s.pending = transitions[:0]
 	}()
-	w := &wtx{Conn: s.wconn, stmts: s.stmts, buckets: s.buckets, raw: s.raw}
+	w := &wtx{Conn: s.wconn, stmts: s.stmts, buckets: s.buckets, raw: s.raw, seqBase: s.seqBase()}
 	for i, req := range batch {
 		if savepoints {
 			if _, err := w.ExecContext(ctx, sqlSavepoint); err != nil {

@@ -44,6 +44,11 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 	if err != nil {
 		return nil, err
 	}
+	if params.After != "" {
+		if err := s.checkRestored(params.After, after); err != nil {
+			return nil, err
+		}
+	}
 	limit := params.Limit
 	if limit <= 0 {
 		limit = store.DefaultEventLimit

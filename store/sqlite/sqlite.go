@@ -90,6 +90,10 @@ type Store struct {
 	// batch (see finishCheckpoint).
 	finishCkpt atomic.Bool
 
+	// restores are the store's restore points, oldest first (see
+	// backup.go).
+	restores []restorePoint
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -118,6 +122,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 	if err := migrate(ctx, writer, cfg.Logger); err != nil {
 		return nil, errors.Join(err, writer.Close())
+	}
+
+	// Restore points never change while the store is open: only a backup
+	// adds one, to its copy.
+	var restores []restorePoint
+	if err := writer.SelectContext(ctx, &restores, `SELECT restored_after, seq_base FROM event_restores ORDER BY seq_base`); err != nil {
+		return nil, errors.Join(fmt.Errorf("read restore points of %s: %w", cfg.Path, err), writer.Close())
 	}
 
 	reader, err := sqlx.Open("sqlite3", cfg.dsn(false))
@@ -161,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		ckptDone: make(chan struct{}),
 		tail:     newEventTail(tailCapacity),
 		keys:     taskKeys{},
+		restores: restores,
 	}
 	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
 	go checkpointLoop(s.ckpt, s.committer.Closing(), s.ckptDone, &s.finishCkpt, s.logger)

@@ -130,6 +130,9 @@ type wtx struct {
 	// floor is where this request (an EventPrune) moved the event log's
 	// floor; 0 if it did not.
 	floor int64
+	// seqBase is the least seq new transitions may follow: the store's
+	// last restore point's, or 0 (see backup.go).
+	seqBase int64
 }
 
 func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {

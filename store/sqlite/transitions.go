@@ -80,6 +80,9 @@ func flushTransitions(ctx context.Context, tx *wtx, pending []pendingTransition)
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(max(seq), 0) FROM transitions`).Scan(&last); err != nil {
 		return fmt.Errorf("read the last transition's seq: %w", err)
 	}
+	// A store restored from a backup numbers its new events above every
+	// cursor the original could have handed out (see backup.go).
+	last = max(last, tx.seqBase)
 	r := tx.raw
 	for k := len(transitionInserts) - 1; k >= 0; k-- {
 		size := 1 << k
