@@ -91,6 +91,13 @@ type Config struct {
 	// so a library user never loses history unasked; the CLI defaults to
 	// seven days.
 	EventRetention time.Duration
+	// TaskRetention is how long finished tasks themselves are kept: the
+	// same loop deletes tasks that finished (complete, cancelled or
+	// resolved_manually) longer ago, with their steps, history and
+	// signals, once the event log has been pruned past them. Zero (the
+	// default, and the CLI's) keeps every task; otherwise it needs an
+	// EventRetention, no longer than it.
+	TaskRetention time.Duration
 	// ScheduleReload is how often the scheduler re-reads the stored
 	// schedules when no firing is due sooner; default 5s. It bounds how
 	// long a schedule created, paused or deleted through another
@@ -180,6 +187,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.EventRetention < 0 {
 		return nil, fmt.Errorf("coordinator: Config.EventRetention %s is negative (zero keeps events forever)", cfg.EventRetention)
 	}
+	if err := checkTaskRetention(cfg.TaskRetention, cfg.EventRetention); err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
 	guard, err := newGuard(cfg.Security, cfg.Logger.With("coordinator_id", cfg.ID))
 	if err != nil {
 		return nil, err
@@ -258,7 +268,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	e.bg.goFn(func() { c.sched.run(e.ctx) })
 	if r := c.cfg.EventRetention; r > 0 {
-		e.bg.goFn(func() { e.keepRetention(r) })
+		e.bg.goFn(func() { e.keepRetention(r, c.cfg.TaskRetention) })
 	}
 	return nil
 }

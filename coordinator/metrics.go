@@ -22,6 +22,7 @@ type metrics struct {
 	leaseLost       prometheus.Counter
 	wakes           prometheus.Counter
 	repairs         prometheus.Counter
+	tasksPruned     prometheus.Counter
 	results         *prometheus.CounterVec
 	streamMessages  *prometheus.CounterVec
 	// admissionRefusals counts dispatches flow control held back, by
@@ -75,6 +76,9 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tasker_task_reloads_total", Help: "Reloads of a task from the store after one of its writes failed.",
 		}),
+		tasksPruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tasker_tasks_pruned_total", Help: "Finished tasks deleted by task retention (--task-retention), by this coordinator.",
+		}),
 		storeWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tasker_store_write_seconds", Help: "Latency of one task's transaction as the engine sees it, including waiting for its group commit.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 20),
@@ -93,7 +97,7 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 	}, func() float64 { return float64(e.admission.count()) })
 	executors := &executorCollector{pool: e.pool}
 	waiting := &waitingCollector{e: e}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.results, m.streamMessages, m.admissionRefusals, active, keyWaits, executors, waiting} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.tasksPruned, m.results, m.streamMessages, m.admissionRefusals, active, keyWaits, executors, waiting} {
 		reg.MustRegister(c)
 	}
 	return m

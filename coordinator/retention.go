@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tasker-go/tasker/store"
@@ -14,7 +16,14 @@ import (
 // Deleting (rather than only refusing old cursors) is what keeps the
 // transitions table, the largest one, from growing without bound. Each
 // finished task keeps its last task transition, so GetTask and WatchTask
-// still show how it ended; the task and its steps themselves are kept.
+// still show how it ended.
+//
+// Task retention (Config.TaskRetention, off by default) then deletes
+// finished tasks themselves, through the store's TaskPrune, which keeps
+// any task whose events are still above the log's floor: a task goes only
+// after its history has left the event log, so no subscriber misses an
+// event of it. That is why a task retention needs an event retention no
+// longer than it.
 
 const (
 	// pruneInterval is how often the loop looks for events past the
@@ -29,9 +38,26 @@ const (
 	pruneBatchPause = 10 * time.Millisecond
 )
 
-// keepRetention runs until the engine stops, pruning events older than
-// retention every pruneInterval (the first time at once).
-func (e *engine) keepRetention(retention time.Duration) {
+// checkTaskRetention checks a task retention against the event retention
+// it relies on.
+func checkTaskRetention(tasks, events time.Duration) error {
+	switch {
+	case tasks < 0:
+		return fmt.Errorf("task retention %s is negative (zero keeps tasks forever)", tasks)
+	case tasks == 0:
+		return nil
+	case events == 0:
+		return errors.New("a task retention needs an event retention: tasks are deleted only once their events have left the event log, which an event retention of 0 keeps forever")
+	case tasks < events:
+		return fmt.Errorf("task retention %s is shorter than the event retention %s: tasks are deleted only once their events have left the event log, so it would act as %s", tasks, events, events)
+	}
+	return nil
+}
+
+// keepRetention runs until the engine stops, every pruneInterval (the
+// first time at once): it prunes events older than retention and, with
+// tasks not 0, then tasks that finished longer ago than tasks.
+func (e *engine) keepRetention(retention, tasks time.Duration) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -46,6 +72,15 @@ func (e *engine) keepRetention(retention time.Duration) {
 			}
 		} else if n > 0 {
 			e.log.Info("event retention: deleted old transitions of finished tasks", "deleted", n, "retention", retention)
+		}
+		if tasks > 0 {
+			if n, err := e.pruneTasks(e.ctx, e.now().Add(-tasks)); err != nil {
+				if e.ctx.Err() == nil {
+					e.log.Warn("task retention: prune failed; trying again later", "err", err, "deleted", n)
+				}
+			} else if n > 0 {
+				e.log.Info("task retention: deleted finished tasks", "deleted", n, "retention", tasks)
+			}
 		}
 		t.Reset(pruneInterval)
 	}
@@ -66,6 +101,30 @@ func (e *engine) pruneEvents(ctx context.Context, before time.Time) (int, error)
 			e.events.forget()
 		}
 		deleted += res.Deleted
+		if !res.More {
+			return deleted, nil
+		}
+		t := time.NewTimer(pruneBatchPause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return deleted, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// pruneTasks deletes, batch by batch, the finished tasks TaskPrune may
+// delete before the cutoff, and returns how many it deleted.
+func (e *engine) pruneTasks(ctx context.Context, before time.Time) (int, error) {
+	deleted := 0
+	for {
+		res, err := e.store.TaskPrune(ctx, &store.TaskPruneParams{Before: before})
+		if err != nil {
+			return deleted, err
+		}
+		deleted += res.Deleted
+		e.metrics.tasksPruned.Add(float64(res.Deleted))
 		if !res.More {
 			return deleted, nil
 		}

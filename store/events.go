@@ -141,6 +141,28 @@ type EventPruneParams struct {
 	Limit int
 }
 
+// TaskPruneParams bound one TaskPrune batch.
+type TaskPruneParams struct {
+	// Before is the retention cutoff: tasks that finished at or after it
+	// are kept.
+	Before time.Time
+	// Limit is the most tasks deleted in one call; zero (or less) means
+	// DefaultTaskPruneLimit.
+	Limit int
+}
+
+// DefaultTaskPruneLimit is TaskPrune's batch when params.Limit is 0.
+const DefaultTaskPruneLimit = 200
+
+// TaskPruneResult says what one TaskPrune batch did.
+type TaskPruneResult struct {
+	// Deleted counts the tasks deleted.
+	Deleted int
+	// More is set when the batch stopped at its limit, so another call may
+	// delete more at once.
+	More bool
+}
+
 // EventPruneResult says what one EventPrune batch did.
 type EventPruneResult struct {
 	// Examined counts the entries the floor moved past; Deleted, those of

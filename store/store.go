@@ -211,6 +211,15 @@ type Store interface {
 	// finished. Cursors below the new floor are refused by EventList from
 	// then on.
 	EventPrune(ctx context.Context, params *EventPruneParams) (*EventPruneResult, error)
+	// TaskPrune deletes, in one bounded batch, tasks that finished
+	// (complete, cancelled or resolved_manually; not error, which an
+	// operator may still retry) before params.Before, with all that is
+	// stored of them: steps, transitions, signals, admission entries. A
+	// task is kept while any of its transitions is still in the event log
+	// above its floor (EventPrune has not passed it yet, so a subscriber
+	// may still read it), while a step of it runs, and while a child task
+	// of it has not finished. Schedule runs keep the ids of tasks deleted.
+	TaskPrune(ctx context.Context, params *TaskPruneParams) (*TaskPruneResult, error)
 
 	// RateLimitSet creates the named rate limit or replaces its Units,
 	// Period and Burst, keeping CreatedAt, and returns it as stored.

@@ -43,6 +43,8 @@ type coordinatorOptions struct {
 	// eventRetention is how long finished tasks' history is kept (0:
 	// forever).
 	eventRetention time.Duration
+	// taskRetention is how long finished tasks are kept (0: forever).
+	taskRetention time.Duration
 	// scheduleReload is how often stored schedules are re-read.
 	scheduleReload time.Duration
 	limits         coordinator.Limits
@@ -56,6 +58,20 @@ type coordinatorOptions struct {
 	log        *slog.Logger
 	// security holds the TLS, token and plaintext flags.
 	security coordinatorSecurityFlags
+}
+
+// taskRetentionFlags checks --task-retention against --event-retention:
+// tasks are deleted only once their events have left the event log.
+func taskRetentionFlags(tasks, events time.Duration) error {
+	switch {
+	case tasks <= 0:
+		return nil
+	case events == 0:
+		return fmt.Errorf("--task-retention %s needs --event-retention above 0: a task is deleted only once its events have left the event log, which --event-retention 0 keeps forever", tasks)
+	case tasks < events:
+		return fmt.Errorf("--task-retention %s is shorter than --event-retention %s: a task is deleted only once its events have left the event log; give --task-retention %s or more", tasks, events, events)
+	}
+	return nil
 }
 
 // validate checks the flag values startCoordinator would otherwise take
@@ -73,6 +89,8 @@ func (o *coordinatorOptions) validate() error {
 		positiveDuration("--executor-liveness", o.liveness),
 		positiveDuration("--shutdown-timeout", o.shutdown),
 		nonNegativeDuration("--event-retention", o.eventRetention),
+		nonNegativeDuration("--task-retention", o.taskRetention),
+		taskRetentionFlags(o.taskRetention, o.eventRetention),
 		positiveDuration("--schedule-reload", o.scheduleReload),
 		positiveInt("--max-context-bytes", o.limits.MaxContextBytes),
 		positiveInt("--max-result-bytes", o.limits.MaxResultBytes),
@@ -151,7 +169,7 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 		Store: st.Store, ID: id, Logger: opts.log, ExecutorGrace: opts.grace, ExecutorLiveness: opts.liveness,
 		LeaseTTL: opts.leaseTTL, Limits: opts.limits, Registerer: reg, TracerProvider: opts.tracer, PriorityAging: opts.priorityAging,
 		DialOptions: sec.dial, PeerDialOptions: sec.peerDial, Security: sec.security, Address: advertise,
-		EventRetention: opts.eventRetention, ScheduleReload: opts.scheduleReload,
+		EventRetention: opts.eventRetention, TaskRetention: opts.taskRetention, ScheduleReload: opts.scheduleReload,
 	})
 	if err != nil {
 		_ = lis.Close()
@@ -320,6 +338,7 @@ GOMEMLIMIT, when set, are followed as usual.`,
 	f.DurationVar(&opts.liveness, "executor-liveness", 15*time.Second, "how long an executor's stream may stay silent before the executor counts as gone")
 	f.DurationVar(&opts.shutdown, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for results of steps in flight")
 	f.DurationVar(&opts.eventRetention, "event-retention", 7*24*time.Hour, "how long the transitions of finished tasks are kept (each keeps its last); tasker events refuses cursors older than what was deleted (0: keep forever)")
+	f.DurationVar(&opts.taskRetention, "task-retention", 0, "how long finished tasks (complete, cancelled, resolved_manually; not error) are kept before they are deleted with their steps, history and signals; at least --event-retention (0: keep forever)")
 	f.DurationVar(&opts.scheduleReload, "schedule-reload", 5*time.Second, "how often stored schedules are re-read, which bounds how soon a schedule created, paused or deleted on another coordinator is seen here")
 	f.IntVar(&opts.limits.MaxContextBytes, "max-context-bytes", 1<<20, "largest task context accepted, in bytes")
 	f.IntVar(&opts.limits.MaxResultBytes, "max-result-bytes", 4<<20, "largest step results accepted, in bytes; larger fail the step")

@@ -72,6 +72,7 @@ func Exercise(ctx context.Context, t *testing.T, newDatabase NewDatabase) {
 	s.taskTake(t)
 	s.lifecycle(t)
 	s.events(t)
+	s.taskPrune(t)
 	s.rateLimits(t)
 	s.debounce(t)
 	s.schedules(t)
