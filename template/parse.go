@@ -3,6 +3,7 @@ package template
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 
@@ -32,7 +33,7 @@ func Parse(data []byte) (*Template, error) {
 	// The conversion reads the first YAML document only: a second one
 	// (after "---") would be dropped without a word.
 	if line := secondDocument(data); line > 0 {
-		return nil, &ParseError{Line: line, Message: "a second YAML document (after ---): a template file holds one template; put each in a file of its own"}
+		return nil, &ParseError{Line: line, Message: "a second YAML document (after ---): Parse reads one template; ParseAll reads each document as one"}
 	}
 	var t *Template
 	dec := json.NewDecoder(bytes.NewReader(js))
@@ -49,6 +50,94 @@ func Parse(data []byte) (*Template, error) {
 		return nil, &ParseError{Message: "the document is null; want a mapping with namespace, name, version and steps"}
 	}
 	return t, nil
+}
+
+// ParseAll reads every template in data: one per YAML document, the
+// documents separated by "---" lines as in a Kubernetes manifest (a JSON
+// document is one template). Each is read as Parse reads one; an error's
+// line is counted from the start of data. Documents with nothing but
+// comments are skipped; data without any template is an error.
+func ParseAll(data []byte) ([]*Template, error) {
+	var out []*Template
+	for _, d := range splitDocuments(data) {
+		t, err := Parse(d.text)
+		if err != nil {
+			var pe *ParseError
+			if errors.As(err, &pe) && pe.Line > 0 {
+				pe.Line += d.line - 1
+			}
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	if len(out) == 0 {
+		return nil, &ParseError{Message: "empty input"}
+	}
+	return out, nil
+}
+
+// document is one YAML document's text and the line of data it starts on.
+type document struct {
+	text []byte
+	line int
+}
+
+// splitDocuments splits data at YAML's document markers, which stand at
+// the start of a line and so cannot occur inside any value: a "---" line
+// (which may carry the document's first content after it) starts a
+// document, a "..." line ends one. Documents holding only blank lines,
+// comments and markers are left out.
+func splitDocuments(data []byte) []document {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	var (
+		out   []document
+		start = 0
+	)
+	flush := func(end int) {
+		if !blankDocument(lines[start:end]) {
+			out = append(out, document{text: bytes.Join(lines[start:end], nil), line: start + 1})
+		}
+	}
+	for i, l := range lines {
+		switch {
+		case isMarker(l, "---") && i > start:
+			flush(i)
+			start = i
+		case isMarker(l, "..."):
+			flush(i)
+			start = i + 1
+		}
+	}
+	if start < len(lines) {
+		flush(len(lines))
+	}
+	return out
+}
+
+// isMarker reports whether line is the document marker m, alone or
+// followed by whitespace.
+func isMarker(line []byte, m string) bool {
+	rest, ok := bytes.CutPrefix(line, []byte(m))
+	return ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\n' || rest[0] == '\r')
+}
+
+// blankDocument reports whether lines hold nothing but blank lines,
+// comments and bare markers.
+func blankDocument(lines [][]byte) bool {
+	for _, l := range lines {
+		t := bytes.TrimSpace(l)
+		if len(t) == 0 || t[0] == '#' {
+			continue
+		}
+		if isMarker(l, "---") || isMarker(l, "...") {
+			rest := bytes.TrimSpace(l[3:])
+			if len(rest) == 0 || rest[0] == '#' {
+				continue
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // secondDocument returns the line where a second YAML document with

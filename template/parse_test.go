@@ -115,9 +115,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad YAML", "steps: [\n", "parse template: line 1: did not find expected node content"},
 		{"bad JSON", `{"name": "a"`, "parse template: line 1: did not find expected ',' or '}'"},
 		{"second document", "namespace: a\nname: b\n---\nnamespace: a\nname: c\n",
-			"parse template: line 4: a second YAML document (after ---): a template file holds one template; put each in a file of its own"},
+			"parse template: line 4: a second YAML document (after ---): Parse reads one template; ParseAll reads each document as one"},
 		{"second document after an empty one", "namespace: a\n---\n---\n# c\nname: c\n",
-			"parse template: line 5: a second YAML document (after ---): a template file holds one template; put each in a file of its own"},
+			"parse template: line 5: a second YAML document (after ---): Parse reads one template; ParseAll reads each document as one"},
 		{"JSON, wrong type", "{\n  \"namespace\": \"a\",\n  \"steps\": [\n    {\"name\": \"s\", \"retry_limit\": \"3\"}\n  ]\n}\n",
 			"parse template: line 4: steps[0].retry_limit: want a whole number, got a string"},
 	}
@@ -181,6 +181,46 @@ func TestParseOneDocument(t *testing.T) {
 		tpl, err := template.Parse([]byte(src))
 		require.NoError(t, err, src)
 		require.Equal(t, "b", tpl.Name, src)
+	}
+}
+
+// ParseAll reads a file of several templates as a Kubernetes manifest is
+// read: one per document.
+func TestParseAll(t *testing.T) {
+	t.Parallel()
+	names := func(ts []*template.Template) []string {
+		var out []string
+		for _, tp := range ts {
+			out = append(out, tp.Name)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name, src string
+		want      []string
+	}{
+		{"one", "namespace: a\nname: b\n", []string{"b"}},
+		{"two", "namespace: a\nname: b\n---\nnamespace: a\nname: c\n", []string{"b", "c"}},
+		{"markers and comments around", "# all of them\n---\nnamespace: a\nname: b\n...\n--- # next\n# nothing here\n---\nnamespace: a\nname: c\n---\n", []string{"b", "c"}},
+		{"content on the marker line", "--- {namespace: a, name: b}\n--- {namespace: a, name: c}\n", []string{"b", "c"}},
+		{"JSON", `{"namespace": "a", "name": "b"}`, []string{"b"}},
+		{"a marker inside a block is no marker", "namespace: a\nname: b\nsteps:\n  - name: s\n    config:\n      text: |\n        ---\n        not a document\n", []string{"b"}},
+		{"CRLF", "namespace: a\r\nname: b\r\n---\r\nnamespace: a\r\nname: c\r\n", []string{"b", "c"}},
+	} {
+		got, err := template.ParseAll([]byte(tc.src))
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.want, names(got), tc.name)
+	}
+	got, err := template.ParseAll([]byte("namespace: a\nname: b\nsteps:\n  - name: s\n    config:\n      text: |\n        ---\n        not a document\n"))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"text": "---\nnot a document\n"}`, string(got[0].Steps[0].Config))
+
+	// An error's line is the file's, not its document's.
+	_, err = template.ParseAll([]byte("namespace: a\nname: b\n---\nnamespace: a\nsteps:\n  - name: s\n    retry_limit: lots\n"))
+	require.EqualError(t, err, "parse template: line 7: steps[0].retry_limit: want a whole number, got a string")
+	for _, src := range []string{"", "---\n", "# only a comment\n---\n# and another\n...\n"} {
+		_, err := template.ParseAll([]byte(src))
+		require.EqualError(t, err, "parse template: empty input", "%q", src)
 	}
 }
 

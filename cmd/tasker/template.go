@@ -35,7 +35,8 @@ func newTemplateApplyCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "apply FILE...",
 		Short: "Register templates from YAML or JSON files (- reads stdin)",
-		Long: "Register templates from YAML or JSON files; - reads stdin. Every file is\n" +
+		Long: "Register templates from YAML or JSON files; - reads stdin. A YAML file may\n" +
+			"hold several templates, one per document (separated by --- lines). Every file is\n" +
 			"read and checked, here and by the coordinator, before anything is\n" +
 			"registered: if any file has a problem, each problem is printed with its file\n" +
 			"and nothing is registered. Registering identical content again is a no-op\n" +
@@ -46,18 +47,37 @@ func newTemplateApplyCmd(g *globals) *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			type file struct {
+				// path names the template in messages: its file, and which
+				// of the file's templates it is when there are several.
 				path string
 				tmpl *coordinatorv1.TaskTemplate
 			}
-			files := make([]file, 0, len(args))
-			var errs []error
+			var (
+				files []file
+				errs  []error
+				// seen finds one template given twice: the second would
+				// fail to register after the first had registered.
+				seen = map[string]string{}
+			)
 			for _, path := range args {
-				tmpl, err := loadTemplate(path, g.env.Stdin)
+				tmpls, err := loadTemplates(path, g.env.Stdin)
 				if err != nil {
 					errs = append(errs, err)
 					continue
 				}
-				files = append(files, file{path: path, tmpl: tmpl})
+				for i, tmpl := range tmpls {
+					label := path
+					if len(tmpls) > 1 {
+						label = fmt.Sprintf("%s (template %d of %d)", path, i+1, len(tmpls))
+					}
+					ref := protoTemplateRef(tmpl)
+					if first, ok := seen[ref]; ok {
+						errs = append(errs, fmt.Errorf("%s: %s is given twice, first in %s", label, ref, first))
+						continue
+					}
+					seen[ref] = label
+					files = append(files, file{path: label, tmpl: tmpl})
+				}
 			}
 			if len(errs) > 0 {
 				return errors.Join(errs...)
@@ -107,9 +127,10 @@ func newTemplateApplyCmd(g *globals) *cobra.Command {
 	}
 }
 
-// loadTemplate reads and parses one template file and converts it for the
-// API; errors name the file.
-func loadTemplate(path string, stdin io.Reader) (*coordinatorv1.TaskTemplate, error) {
+// loadTemplates reads and parses one template file, which may hold several
+// templates as YAML documents, and converts them for the API; errors name
+// the file (and line).
+func loadTemplates(path string, stdin io.Reader) ([]*coordinatorv1.TaskTemplate, error) {
 	var (
 		data []byte
 		err  error
@@ -125,7 +146,7 @@ func loadTemplate(path string, stdin io.Reader) (*coordinatorv1.TaskTemplate, er
 	if err != nil {
 		return nil, fmt.Errorf("read template: %w", err)
 	}
-	t, err := template.Parse(data)
+	ts, err := template.ParseAll(data)
 	if err != nil {
 		// FILE:LINE: FIELD: MESSAGE, the form editors jump to.
 		var pe *template.ParseError
@@ -137,11 +158,13 @@ func loadTemplate(path string, stdin io.Reader) (*coordinatorv1.TaskTemplate, er
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	p, err := templatepb.ToProto(t)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	out := make([]*coordinatorv1.TaskTemplate, len(ts))
+	for i, t := range ts {
+		if out[i], err = templatepb.ToProto(t); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
-	return p, nil
+	return out, nil
 }
 
 func protoTemplateRef(t *coordinatorv1.TaskTemplate) string {

@@ -352,3 +352,46 @@ steps:
 	require.Equal(t, "tasker: -:5: steps[0].handler: got a bool where a string belongs (YAML reads on/off/yes/no/y/n as booleans): quote it\n", res.stderr)
 	require.Empty(t, f.requests())
 }
+
+// A file may hold several templates, one per YAML document, as a
+// Kubernetes manifest does; each registers, and a problem in any names its
+// file and line, or which template it is, before anything registers. Before,
+// everything after the first document was dropped without a word.
+func TestTemplateApplySeveralPerFile(t *testing.T) {
+	t.Parallel()
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0",
+		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	doc := func(name, handler string) string {
+		return "namespace: demo\nname: " + name + "\nversion: 1.0.0\nsteps:\n  - {name: s, handler: " + handler + "}\n"
+	}
+
+	// A bad second document: its file's line, nothing registered.
+	bad := writeFile(t, "bad.yaml", doc("a", "noop")+"---\nnamespace: demo\nname: b\nversion: 1.0.0\nstpes: []\n")
+	res := runCLI(t, rc.addr, "template", "apply", bad)
+	require.Equal(t, 1, res.code)
+	require.Equal(t, "tasker: "+bad+`:10: stpes: unknown field; did you mean "steps"?`+"\n", res.stderr)
+	// The coordinator refuses the second: which template it is, and
+	// nothing registered.
+	cycle := writeFile(t, "cycle.yaml", doc("a", "noop")+"---\nnamespace: demo\nname: b\nversion: 1.0.0\nsteps:\n  - {name: s, handler: noop, depends_on: [s]}\n")
+	res = runCLI(t, rc.addr, "template", "apply", cycle)
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "tasker: "+cycle+" (template 2 of 2): ")
+	// One template twice, across files.
+	twice := writeFile(t, "twice.yaml", doc("c", "noop"))
+	res = runCLI(t, rc.addr, "template", "apply", twice, writeFile(t, "again.yaml", doc("d", "noop")+"---\n"+doc("c", "echo")))
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "(template 2 of 2): demo/c@1.0.0 is given twice, first in "+twice)
+	res = runCLI(t, rc.addr, "template", "list")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, "TEMPLATE  STEPS  DESCRIPTION\n", res.stdout, "nothing was registered")
+
+	good := writeFile(t, "good.yaml", "# two templates\n---\n"+doc("a", "noop")+"---\n"+doc("b", "echo")+"---\n")
+	res = runCLI(t, rc.addr, "template", "apply", good)
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, "registered demo/a@1.0.0\nregistered demo/b@1.0.0\n", res.stdout)
+}
