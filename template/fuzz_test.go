@@ -24,8 +24,16 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("steps: [{name: a, backoff: {initial: -1, multiplier: .nan}}]"))
 	f.Add([]byte("&a [*a]"))
 	f.Add([]byte(flowTemplate))
+	f.Add([]byte("--- {namespace: n, name: a}\n...\n---\nnamespace: n\nname: b\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// ParseAll agrees with Parse on a document it reads alone.
+		all, allErr := template.ParseAll(data)
 		tpl, err := template.Parse(data)
+		if err == nil {
+			require.NoError(t, allErr)
+			require.Len(t, all, 1)
+			require.Equal(t, template.Digest(tpl), template.Digest(all[0]))
+		}
 		if err != nil {
 			require.Nil(t, tpl)
 			return

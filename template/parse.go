@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"maps"
 	"slices"
 
@@ -32,8 +33,8 @@ func Parse(data []byte) (*Template, error) {
 	}
 	// The conversion reads the first YAML document only: a second one
 	// (after "---") would be dropped without a word.
-	if line := secondDocument(data); line > 0 {
-		return nil, &ParseError{Line: line, Message: "a second YAML document (after ---): Parse reads one template; ParseAll reads each document as one"}
+	if pe := secondDocument(data); pe != nil {
+		return nil, pe
 	}
 	var t *Template
 	dec := json.NewDecoder(bytes.NewReader(js))
@@ -140,18 +141,25 @@ func blankDocument(lines [][]byte) bool {
 	return true
 }
 
-// secondDocument returns the line where a second YAML document with
-// content starts in data, or 0 if there is none. An empty document, as a
+// secondDocument finds what follows the first YAML document of data: a
+// second document with content, or one YAML cannot read, is returned as a
+// ParseError at its line; nil if there is none. An empty document, as a
 // trailing "---" leaves, holds nothing to lose.
-func secondDocument(data []byte) int {
+func secondDocument(data []byte) *ParseError {
 	dec := yamlv3.NewDecoder(bytes.NewReader(data))
 	for i := 0; ; i++ {
 		var doc yamlv3.Node
 		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		if err != nil {
-			// The end of the input (io.EOF), or an error the conversion of
-			// the first document already reported or forgave.
-			return 0
+			if i == 0 {
+				// The conversion of the first document already reported
+				// or forgave it.
+				return nil
+			}
+			return yamlError(err)
 		}
 		if i == 0 || len(doc.Content) == 0 {
 			continue
@@ -160,7 +168,7 @@ func secondDocument(data []byte) int {
 		if n.Kind == yamlv3.ScalarNode && n.Tag == "!!null" {
 			continue
 		}
-		return n.Line
+		return &ParseError{Line: n.Line, Message: "a second YAML document (after ---): Parse reads one template; ParseAll reads each document as one"}
 	}
 }
 

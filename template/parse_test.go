@@ -118,6 +118,7 @@ func TestParseErrors(t *testing.T) {
 			"parse template: line 4: a second YAML document (after ---): Parse reads one template; ParseAll reads each document as one"},
 		{"second document after an empty one", "namespace: a\n---\n---\n# c\nname: c\n",
 			"parse template: line 5: a second YAML document (after ---): Parse reads one template; ParseAll reads each document as one"},
+		{"broken second document", "namespace: a\nname: b\n---\nsteps: [\n", "parse template: line 4: did not find expected node content"},
 		{"JSON, wrong type", "{\n  \"namespace\": \"a\",\n  \"steps\": [\n    {\"name\": \"s\", \"retry_limit\": \"3\"}\n  ]\n}\n",
 			"parse template: line 4: steps[0].retry_limit: want a whole number, got a string"},
 	}
