@@ -104,12 +104,8 @@ func (e *engine) pruneEvents(ctx context.Context, before time.Time) (int, error)
 		if !res.More {
 			return deleted, nil
 		}
-		t := time.NewTimer(pruneBatchPause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return deleted, ctx.Err()
-		case <-t.C:
+		if err := restBetweenBatches(ctx); err != nil {
+			return deleted, err
 		}
 	}
 }
@@ -128,12 +124,21 @@ func (e *engine) pruneTasks(ctx context.Context, before time.Time) (int, error) 
 		if !res.More {
 			return deleted, nil
 		}
-		t := time.NewTimer(pruneBatchPause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return deleted, ctx.Err()
-		case <-t.C:
+		if err := restBetweenBatches(ctx); err != nil {
+			return deleted, err
 		}
+	}
+}
+
+// restBetweenBatches waits pruneBatchPause, so the engine's own writes go
+// between two batches of a backlog; ctx's error if it ends first.
+func restBetweenBatches(ctx context.Context) error {
+	t := time.NewTimer(pruneBatchPause)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

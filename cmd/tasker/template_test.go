@@ -289,13 +289,7 @@ func TestTemplateApplyChecksEveryFileFirst(t *testing.T) {
 // register and a handler no executor hosts is warned about.
 func TestTemplateApplyAgainstCoordinator(t *testing.T) {
 	t.Parallel()
-	rc, err := startCoordinator(t.Context(), coordinatorOptions{
-		listen: "127.0.0.1:0",
-		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
-		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	rc := startQuietCoordinator(t)
 
 	a := writeFile(t, "a.yaml", "namespace: demo\nname: a\nversion: 1.0.0\nsteps:\n  - {name: s, handler: charge_card}\n  - {name: t, handler: charge_card, depends_on: [s]}\n")
 	cycle := writeFile(t, "cycle.yaml", "namespace: demo\nname: b\nversion: 1.0.0\nsteps:\n  - {name: s, handler: noop, depends_on: [t]}\n  - {name: t, handler: noop, depends_on: [s]}\n")
@@ -359,13 +353,7 @@ steps:
 // everything after the first document was dropped without a word.
 func TestTemplateApplySeveralPerFile(t *testing.T) {
 	t.Parallel()
-	rc, err := startCoordinator(t.Context(), coordinatorOptions{
-		listen: "127.0.0.1:0",
-		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
-		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	rc := startQuietCoordinator(t)
 	doc := func(name, handler string) string {
 		return "namespace: demo\nname: " + name + "\nversion: 1.0.0\nsteps:\n  - {name: s, handler: " + handler + "}\n"
 	}
@@ -394,4 +382,18 @@ func TestTemplateApplySeveralPerFile(t *testing.T) {
 	res = runCLI(t, rc.addr, "template", "apply", good)
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Equal(t, "registered demo/a@1.0.0\nregistered demo/b@1.0.0\n", res.stdout)
+}
+
+// startQuietCoordinator serves a coordinator on a new SQLite file, with
+// its logs discarded, until the test ends.
+func startQuietCoordinator(t *testing.T) *runningCoordinator {
+	t.Helper()
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0",
+		store:  storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	return rc
 }
