@@ -115,7 +115,11 @@ func (e *engine) pruneEvents(ctx context.Context, before time.Time) (int, error)
 func (e *engine) pruneTasks(ctx context.Context, before time.Time) (int, error) {
 	deleted := 0
 	for {
-		res, err := e.store.TaskPrune(ctx, &store.TaskPruneParams{Before: before})
+		// Task ids are UUIDv7: every task created before the cutoff (a
+		// minute's slack for ids a burst ran ahead of the clock) has a
+		// smaller id, so the store looks at those, not at every finished
+		// task kept.
+		res, err := e.store.TaskPrune(ctx, &store.TaskPruneParams{Before: before, BeforeID: idFloor(before.Add(time.Minute))})
 		if err != nil {
 			return deleted, err
 		}

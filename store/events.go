@@ -146,6 +146,11 @@ type TaskPruneParams struct {
 	// Before is the retention cutoff: tasks that finished at or after it
 	// are kept.
 	Before time.Time
+	// BeforeID, when set, limits the look to tasks with a smaller ID. IDs
+	// grow with creation time and a task finishes after it is created, so
+	// a caller that knows how its IDs encode time bounds the look to the
+	// tasks created before the cutoff instead of every finished task.
+	BeforeID string
 	// Limit is the most tasks deleted in one call; zero (or less) means
 	// DefaultTaskPruneLimit.
 	Limit int

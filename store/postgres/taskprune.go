@@ -11,7 +11,8 @@ import (
 )
 
 // taskPruneCandidatesSQL finds and locks up to $2 tasks TaskPrune may
-// delete: finished before $1 and not in error, with no transition above
+// delete: finished before $1 and not in error (and, given an ID bound $5,
+// with a smaller ID), with no transition above
 // the event log's floor ($3, $4) in log order, no step running and no
 // child unfinished (an errored child may still be retried and report to
 // its parent). The rows are locked, so a change racing the delete (a
@@ -19,7 +20,7 @@ import (
 // when its row is checked again, or waits and then finds it gone; SKIP
 // LOCKED lets coordinators pruning at once share the work.
 const taskPruneCandidatesSQL = `SELECT k.id FROM tasks k
-	WHERE k.state IN ('complete', 'cancelled', 'resolved_manually') AND k.updated_at < $1
+	WHERE k.state IN ('complete', 'cancelled', 'resolved_manually') AND k.updated_at < $1 %s
 	AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.task_id = k.id AND (t.xact, t.seq) > ($3::bigint, $4::bigint))
 	AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.task_id = k.id AND s.state = 'in_progress')
 	AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = k.id
@@ -56,7 +57,11 @@ func (s *Store) TaskPrune(ctx context.Context, params *store.TaskPruneParams) (*
 		if err := tx.QueryRow(ctx, `SELECT xact, seq FROM event_floor WHERE id = 1`).Scan(&floor.xact, &floor.seq); err != nil {
 			return fmt.Errorf("read the event floor: %w", err)
 		}
-		rows, err := tx.Query(ctx, taskPruneCandidatesSQL, toNanos(params.Before), limit, floor.xact, floor.seq)
+		query, args := fmt.Sprintf(taskPruneCandidatesSQL, ""), []any{toNanos(params.Before), limit, floor.xact, floor.seq}
+		if params.BeforeID != "" {
+			query, args = fmt.Sprintf(taskPruneCandidatesSQL, `AND k.id < $5`), append(args, params.BeforeID)
+		}
+		rows, err := tx.Query(ctx, query, args...)
 		if err != nil {
 			return fmt.Errorf("find tasks to prune: %w", err)
 		}

@@ -16,15 +16,20 @@ import (
 // running, and no child unfinished (an errored child may still be
 // retried and report to its parent). Without an ORDER BY, SQLite walks
 // tasks_state_id, each state's tasks by id and so oldest first, and stops
-// at the limit.
+// at the limit, or, with an ID bound (taskPruneBefore, ?3), at the bound:
+// the bound is a clause of its own, not "?3 = ” OR", which would keep
+// SQLite from using it as the index's range.
 const taskPruneCandidates = `SELECT k.id FROM tasks k
-	WHERE k.state IN ('complete', 'cancelled', 'resolved_manually') AND k.updated_at < ?1
+	WHERE k.state IN ('complete', 'cancelled', 'resolved_manually') AND k.updated_at < ?1 %s
 	AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.task_id = k.id
 		AND (t.seq > (SELECT seq FROM event_floor WHERE id = 1) OR t.seq >= (SELECT max(seq) FROM transitions)))
 	AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.task_id = k.id AND s.state = 'in_progress')
 	AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = k.id
 		AND c.state NOT IN ('complete', 'cancelled', 'resolved_manually'))
 	LIMIT ?2`
+
+// taskPruneBefore is taskPruneCandidates' ID bound.
+const taskPruneBefore = `AND k.id < ?3`
 
 // taskPruneDeletes delete what is stored of the tasks whose ids ?1 holds
 // (a JSON array), the tasks last: steps reference them. Signals go with
@@ -51,7 +56,11 @@ func (s *Store) TaskPrune(ctx context.Context, params *store.TaskPruneParams) (*
 	err := s.write(ctx, "TaskPrune", func(ctx context.Context, tx *wtx) error {
 		res = &store.TaskPruneResult{}
 		var ids []string
-		if err := tx.SelectContext(ctx, &ids, taskPruneCandidates, toNanos(params.Before), limit); err != nil {
+		query, args := fmt.Sprintf(taskPruneCandidates, ""), []any{toNanos(params.Before), limit}
+		if params.BeforeID != "" {
+			query, args = fmt.Sprintf(taskPruneCandidates, taskPruneBefore), append(args, params.BeforeID)
+		}
+		if err := tx.SelectContext(ctx, &ids, query, args...); err != nil {
 			return fmt.Errorf("find tasks to prune: %w", err)
 		}
 		if len(ids) == 0 {

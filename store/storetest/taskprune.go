@@ -71,7 +71,7 @@ func (s *suite) taskPrune(t *testing.T) {
 
 			// Once the event log has been pruned past them (on PostgreSQL,
 			// once every entry before the cutoff is below the horizon), the
-			// two finished tasks go, one batch of one at a time.
+			// two finished tasks go.
 			deadline := time.Now().Add(eventWait)
 			for {
 				res, err := f.store.EventPrune(f.ctx, &store.EventPruneParams{Before: cutoff})
@@ -81,7 +81,14 @@ func (s *suite) taskPrune(t *testing.T) {
 				}
 				require.True(t, time.Now().Before(deadline), "the event floor never passed the cutoff")
 			}
-			require.Equal(t, store.TaskPruneResult{Deleted: 1, More: true}, prune(1))
+			// An ID bound keeps the look to the tasks made before it:
+			// done, not cancelled, made after it.
+			res, err := f.store.TaskPrune(f.ctx, &store.TaskPruneParams{Before: cutoff, BeforeID: cancelled.Task.ID})
+			require.NoError(t, err)
+			require.Equal(t, store.TaskPruneResult{Deleted: 1}, *res)
+			_, err = f.store.TaskGet(f.ctx, done.Task.ID)
+			require.ErrorIs(t, err, store.ErrNotFound)
+			f.requireKept(t, cancelled.Task.ID)
 			require.Equal(t, store.TaskPruneResult{Deleted: 1, More: true}, prune(1))
 			require.Equal(t, store.TaskPruneResult{}, prune(1))
 
