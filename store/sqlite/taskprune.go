@@ -17,8 +17,8 @@ import (
 // retried and report to its parent). Without an ORDER BY, SQLite walks
 // tasks_state_id, each state's tasks by id and so oldest first, and stops
 // at the limit, or, with an ID bound (taskPruneBefore, ?3), at the bound:
-// the bound is a clause of its own, not "?3 = ” OR", which would keep
-// SQLite from using it as the index's range.
+// the bound is a clause of its own, not one that also holds when ?3 is
+// empty, which would keep SQLite from using it as the index's range.
 const taskPruneCandidates = `SELECT k.id FROM tasks k
 	WHERE k.state IN ('complete', 'cancelled', 'resolved_manually') AND k.updated_at < ?1 %s
 	AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.task_id = k.id
