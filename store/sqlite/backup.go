@@ -49,8 +49,8 @@ var ErrBackupExists = errors.New("the backup file already exists")
 // checked copy or absent. src is opened read-only, so its file is never
 // created or changed (SQLite leaves an empty -wal and -shm beside a
 // stopped store, as for any reader); a src that does not exist, or is not
-// a tasker store, is an error. A coordinator started on the copy (with --db dst) resumes from
-// it: see the README's "Backup and restore".
+// a tasker store, is an error. A coordinator started on the copy (with
+// --db dst) resumes from it: see the README's "Backup and restore".
 func Backup(ctx context.Context, src, dst string) (*BackupInfo, error) {
 	began := time.Now()
 	if src == "" || dst == "" {
@@ -82,12 +82,8 @@ func Backup(ctx context.Context, src, dst string) (*BackupInfo, error) {
 	if err := tmp.Close(); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	keep := false
-	defer func() {
-		if !keep {
-			_ = os.Remove(tmpPath)
-		}
-	}()
+	// Once linked to dst, the temporary name goes too.
+	defer func() { _ = os.Remove(tmpPath) }()
 
 	db, err := openReadOnly(src)
 	if err != nil {
