@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,6 +57,11 @@ steps:
     depends_on: [total]
 `
 
+// nodeInstall serializes requireNode's install: on a fresh clone two
+// parallel tests each ran npm ci in the same directory, and one failed
+// removing what the other was writing (ENOTEMPTY, in CI).
+var nodeInstall sync.Mutex
+
 // requireNode skips the test unless node and npm are installed, and installs
 // the Node executor's locked dependencies when they are missing.
 func requireNode(t *testing.T) string {
@@ -66,6 +72,8 @@ func requireNode(t *testing.T) string {
 		}
 	}
 	dir := filepath.Join(repoRoot(), nodeExecutorDir)
+	nodeInstall.Lock()
+	defer nodeInstall.Unlock()
 	// npm writes node_modules/.package-lock.json last, so its presence means
 	// an install finished rather than merely started.
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil {
