@@ -217,8 +217,10 @@ type Store interface {
 	// stored of them: steps, transitions, signals, admission entries. A
 	// task is kept while any of its transitions is still in the event log
 	// above its floor (EventPrune has not passed it yet, so a subscriber
-	// may still read it), while a step of it runs, and while a child task
-	// of it has not finished. Schedule runs keep the ids of tasks deleted.
+	// may still read it), while a step of it runs, while a child task of
+	// it has not finished, and, for a child task, while its parent is kept
+	// (a child goes after its parent, whose step names it). Schedule runs
+	// keep the ids of tasks deleted.
 	TaskPrune(ctx context.Context, params *TaskPruneParams) (*TaskPruneResult, error)
 
 	// RateLimitSet creates the named rate limit or replaces its Units,

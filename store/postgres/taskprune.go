@@ -12,19 +12,21 @@ import (
 
 // taskPruneCandidatesSQL finds and locks up to $2 tasks TaskPrune may
 // delete: finished before $1 and not in error (and, given an ID bound $5,
-// with a smaller ID), with no transition above
-// the event log's floor ($3, $4) in log order, no step running and no
-// child unfinished (an errored child may still be retried and report to
-// its parent). The rows are locked, so a change racing the delete (a
-// rerun, a cancel) either commits first, and the task no longer qualifies
-// when its row is checked again, or waits and then finds it gone; SKIP
-// LOCKED lets coordinators pruning at once share the work.
+// with a smaller ID), with no transition above the event log's floor ($3,
+// $4) in log order, no step running, no child unfinished (an errored child
+// may still be retried and report to its parent), and no parent kept
+// (whose step names it: a child goes after its parent). The rows are
+// locked, so a change racing the delete (a rerun, a cancel) either commits
+// first, and the task no longer qualifies when its row is checked again,
+// or waits and then finds it gone; SKIP LOCKED lets coordinators pruning
+// at once share the work.
 const taskPruneCandidatesSQL = `SELECT k.id FROM tasks k
 	WHERE k.state IN ('complete', 'cancelled', 'resolved_manually') AND k.updated_at < $1 %s
 	AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.task_id = k.id AND (t.xact, t.seq) > ($3::bigint, $4::bigint))
 	AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.task_id = k.id AND s.state = 'in_progress')
 	AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = k.id
 		AND c.state NOT IN ('complete', 'cancelled', 'resolved_manually'))
+	AND NOT EXISTS (SELECT 1 FROM tasks p WHERE p.id = k.parent_task_id)
 	LIMIT $2
 	FOR UPDATE OF k SKIP LOCKED`
 

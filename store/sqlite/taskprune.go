@@ -13,8 +13,9 @@ import (
 // before ?1 and not in error, with no transition above the event log's
 // floor (nor the newest row of the table, whose seq the next transition
 // would otherwise be numbered after again: see migration 00006), no step
-// running, and no child unfinished (an errored child may still be
-// retried and report to its parent). Without an ORDER BY, SQLite walks
+// running, no child unfinished (an errored child may still be retried and
+// report to its parent), and no parent kept (whose step names it: a child
+// goes after its parent). Without an ORDER BY, SQLite walks
 // tasks_state_id, each state's tasks by id and so oldest first, and stops
 // at the limit, or, with an ID bound (taskPruneBefore, ?3), at the bound:
 // the bound is a clause of its own, not one that also holds when ?3 is
@@ -26,6 +27,7 @@ const taskPruneCandidates = `SELECT k.id FROM tasks k
 	AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.task_id = k.id AND s.state = 'in_progress')
 	AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = k.id
 		AND c.state NOT IN ('complete', 'cancelled', 'resolved_manually'))
+	AND NOT EXISTS (SELECT 1 FROM tasks p WHERE p.id = k.parent_task_id)
 	LIMIT ?2`
 
 // taskPruneBefore is taskPruneCandidates' ID bound.

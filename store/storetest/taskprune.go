@@ -108,8 +108,13 @@ func (s *suite) taskPrune(t *testing.T) {
 			require.Len(t, f.transitions(t, late.Task.ID), 4, "history newer than the cutoff")
 
 			// The parent goes once its child has finished (and the log
-			// has passed the child's events).
+			// has passed the parent's events), and the child after it.
 			finish(child)
+			// Newer events than the child's: on SQLite the task holding the
+			// log's newest one stays (its seq must not be handed out again).
+			newer := f.taskParams("linear", "a")
+			f.create(t, newer)
+			f.runRound(t, newer.Task.ID, newer.Steps, 0)
 			later := f.now()
 			deadline = time.Now().Add(eventWait)
 			for {
@@ -124,7 +129,23 @@ func (s *suite) taskPrune(t *testing.T) {
 				}
 				require.True(t, time.Now().Before(deadline), "the parent was never pruned (last batch %+v)", res)
 			}
-			f.requireKept(t, failed.Task.ID, running.Task.ID)
+			// The child, finished too, was kept while its parent was; it goes
+			// in a later batch.
+			f.requireKept(t, child.Task.ID)
+			deadline = time.Now().Add(eventWait)
+			for {
+				_, err := f.store.EventPrune(f.ctx, &store.EventPruneParams{Before: later})
+				require.NoError(t, err)
+				res, err := f.store.TaskPrune(f.ctx, &store.TaskPruneParams{Before: later})
+				require.NoError(t, err)
+				if _, err := f.store.TaskGet(f.ctx, child.Task.ID); err != nil {
+					require.ErrorIs(t, err, store.ErrNotFound)
+					require.Positive(t, res.Deleted)
+					break
+				}
+				require.True(t, time.Now().Before(deadline), "the child was never pruned (last batch %+v)", res)
+			}
+			f.requireKept(t, failed.Task.ID, running.Task.ID, newer.Task.ID)
 		})
 
 		t.Run("RequiresACutoff", func(t *testing.T) {
