@@ -85,10 +85,7 @@ func Backup(ctx context.Context, src, dst string) (*BackupInfo, error) {
 	// Once linked to dst, the temporary name goes too.
 	defer func() { _ = os.Remove(tmpPath) }()
 
-	db, err := openReadOnly(src)
-	if err != nil {
-		return nil, fmt.Errorf("backup: open %s: %w", src, err)
-	}
+	db := openReadOnly(src)
 	version, err := schemaVersion(ctx, db)
 	if err != nil {
 		_ = db.Close()
@@ -155,10 +152,7 @@ type restorePoint struct {
 // last cursor, and a seq base restoreGap above it. A copy of a store whose
 // schema predates restore points is left as it is.
 func markRestorePoint(ctx context.Context, path string, at time.Time) error {
-	db, err := sqlx.Open("sqlite3", "file:"+escapePath(path)+"?_busy_timeout=5000")
-	if err != nil {
-		return err
-	}
+	db := openFile(path, "rw")
 	defer func() { _ = db.Close() }()
 	var n int
 	if err := db.GetContext(ctx, &n, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'event_restores'`); err != nil {
@@ -169,7 +163,7 @@ func markRestorePoint(ctx context.Context, path string, at time.Time) error {
 	}
 	// The last cursor the copy may have handed out: its newest event's,
 	// or, with none since an earlier restore, that restore's base.
-	_, err = db.ExecContext(ctx, `INSERT INTO event_restores (restored_after, seq_base, backed_up_at)
+	_, err := db.ExecContext(ctx, `INSERT INTO event_restores (restored_after, seq_base, backed_up_at)
 		SELECT last, last + ?, ? FROM (SELECT max(
 			COALESCE((SELECT max(seq) FROM transitions), 0),
 			COALESCE((SELECT max(seq_base) FROM event_restores), 0)) AS last)`, restoreGap, at.UnixNano())
@@ -197,13 +191,17 @@ func (s *Store) checkRestored(cursor string, after int64) error {
 
 // openReadOnly opens path read-only (mode=ro): never created, never
 // written, not even checkpointed when the connection closes.
-func openReadOnly(path string) (*sqlx.DB, error) {
+func openReadOnly(path string) *sqlx.DB { return openFile(path, "ro") }
+
+// openFile opens path as a file: URI on one connection, in the given
+// mode ("ro", or "rw" for a file that must exist), outside any Store.
+func openFile(path, mode string) *sqlx.DB {
 	q := url.Values{}
-	q.Set("mode", "ro")
+	q.Set("mode", mode)
 	q.Set("_busy_timeout", "5000")
 	db := sqlx.NewDb(sql.OpenDB(&connector{dsn: "file:" + escapePath(path) + "?" + q.Encode(), driver: &sqlite3.SQLiteDriver{}}), "sqlite3")
 	db.SetMaxOpenConns(1)
-	return db, nil
+	return db
 }
 
 // escapePath makes path safe inside a file: URI.
@@ -226,10 +224,7 @@ func schemaVersion(ctx context.Context, db *sqlx.DB) (int64, error) {
 // checkCopy checks the copy at path whole and reads what BackupInfo
 // reports of it.
 func checkCopy(ctx context.Context, path string) (*BackupInfo, error) {
-	db, err := openReadOnly(path)
-	if err != nil {
-		return nil, err
-	}
+	db := openReadOnly(path)
 	defer func() { _ = db.Close() }()
 	var problems []string
 	if err := db.SelectContext(ctx, &problems, `PRAGMA integrity_check`); err != nil {
@@ -239,6 +234,7 @@ func checkCopy(ctx context.Context, path string) (*BackupInfo, error) {
 		return nil, fmt.Errorf("integrity check: %s", strings.Join(problems, "; "))
 	}
 	info := &BackupInfo{}
+	var err error
 	if info.SchemaVersion, err = schemaVersion(ctx, db); err != nil {
 		return nil, err
 	}
