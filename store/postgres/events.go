@@ -37,6 +37,10 @@ import (
 // of the horizon is latency, not loss: a transaction that stays open holds
 // back the events of those that began after it until it ends.
 //
+// Ids are the cluster's, so a store restored from a dump numbers its rows'
+// xact from a base above every stored id, and the horizon moves with it
+// (see restore.go and migrations/00023_event_restores.sql).
+//
 // A cursor is "xact.seq" in base 10.
 
 // position is a place in the log.
@@ -77,7 +81,7 @@ func parseCursor(c string) (position, error) {
 // always exists, so an empty page still returns one row, with NULL entry
 // columns.
 const eventListSQL = `WITH h AS MATERIALIZED (
-	SELECT txid_snapshot_xmin(txid_current_snapshot()) AS horizon, xact, seq FROM event_floor WHERE id = 1
+	SELECT txid_snapshot_xmin(txid_current_snapshot()) + $4::bigint AS horizon, xact, seq FROM event_floor WHERE id = 1
 ), w AS (
 	SELECT xact, ` + transitionColumns + ` FROM transitions
 	WHERE (xact, seq) > ($1::bigint, $2::bigint) AND xact < (SELECT horizon FROM h)
@@ -109,7 +113,10 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 	// Planned afresh for each page (an unnamed statement; 0.3 ms), not
 	// once and cached: a generic plan made while tasks was a page or two
 	// would read it whole for each entry, and keep doing so as it grew.
-	rows, err := s.reader.Query(ctx, eventListSQL, pgx.QueryExecModeExec, after.xact, after.seq, limit)
+	if err := s.checkRestored(params.After, after); err != nil {
+		return nil, err
+	}
+	rows, err := s.reader.Query(ctx, eventListSQL, pgx.QueryExecModeExec, after.xact, after.seq, limit, s.xactBase)
 	if err != nil {
 		return nil, s.readErr(err, "list events after %s", after)
 	}
@@ -177,17 +184,25 @@ func (s *Store) EventTail(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("EventTail: %w", store.ErrClosed)
 	}
 	var horizon int64
-	if err := s.reader.QueryRow(ctx, `SELECT txid_snapshot_xmin(txid_current_snapshot())`).Scan(&horizon); err != nil {
+	if err := s.reader.QueryRow(ctx, `SELECT txid_snapshot_xmin(txid_current_snapshot()) + $1::bigint`, s.xactBase).Scan(&horizon); err != nil {
 		return "", s.readErr(err, "read the event log's tail")
 	}
-	return position{horizon - 1, math.MaxInt64}.String(), nil
+	// Right after a restore the horizon may still be below the new era's
+	// first id (a transaction older than the restore is open somewhere in
+	// the cluster); the tail is then the era's start, below every row of
+	// the era and above every restored one.
+	tail := position{horizon - 1, math.MaxInt64}
+	if start := s.eraStart(); tail.less(start) {
+		tail = start
+	}
+	return tail.String(), nil
 }
 
 // eventPruneAgedSQL reads the entries after the floor, below the horizon,
 // in log order: EventPrune keeps the leading run of them written before the
 // cutoff.
 const eventPruneAgedSQL = `SELECT xact, seq, at FROM transitions
-	WHERE (xact, seq) > ($1::bigint, $2::bigint) AND xact < txid_snapshot_xmin(txid_current_snapshot())
+	WHERE (xact, seq) > ($1::bigint, $2::bigint) AND xact < txid_snapshot_xmin(txid_current_snapshot()) + $4::bigint
 	ORDER BY xact, seq
 	LIMIT $3`
 
@@ -231,7 +246,7 @@ func (s *Store) EventPrune(ctx context.Context, params *store.EventPruneParams) 
 		if err := tx.QueryRow(ctx, `SELECT xact, seq FROM event_floor WHERE id = 1 FOR UPDATE`).Scan(&floor.xact, &floor.seq); err != nil {
 			return fmt.Errorf("lock the event floor: %w", err)
 		}
-		rows, err := tx.Query(ctx, eventPruneAgedSQL, floor.xact, floor.seq, limit)
+		rows, err := tx.Query(ctx, eventPruneAgedSQL, floor.xact, floor.seq, limit, s.xactBase)
 		if err != nil {
 			return fmt.Errorf("read events after %s: %w", floor, err)
 		}

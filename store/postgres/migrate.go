@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -21,6 +22,7 @@ var migrationFiles embed.FS
 // serverSettings are what Open learns about the server while migrating.
 type serverSettings struct {
 	synchronousCommit string
+	restores          restoreState
 }
 
 // migrate creates schema (if set) and applies pending migrations with goose,
@@ -90,7 +92,10 @@ func migrate(ctx context.Context, connCfg *pgx.ConnConfig, schema string, logger
 	if _, err := provider.Up(ctx); err != nil {
 		return settings, fmt.Errorf("postgres migrations: %w", classify(err))
 	}
-	return settings, nil
+	// Still under the lock: one coordinator decides whether this is a
+	// restored copy, and the others find its decision.
+	settings.restores, err = detectRestore(ctx, lockConn, logger, time.Now())
+	return settings, err
 }
 
 // migrationLockKey names the advisory lock that serialises migrations of one

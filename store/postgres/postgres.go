@@ -69,6 +69,11 @@ type Store struct {
 	// notification channel of this schema's coordinators.
 	listen  *pgx.ConnConfig
 	channel string
+	// xactBase moves this cluster's transaction ids into the store's
+	// current era, and restores are its restore points, oldest first
+	// (both fixed at Open; see restore.go).
+	xactBase int64
+	restores []restorePoint
 
 	closeOnce sync.Once
 }
@@ -136,7 +141,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: open reader: %w", classify(err))
 	}
 
-	s := &Store{logger: cfg.Logger, writer: writer, reader: reader, listen: base.ConnConfig.Copy(), channel: admissionChannel(cfg.Schema)}
+	s := &Store{logger: cfg.Logger, writer: writer, reader: reader, listen: base.ConnConfig.Copy(), channel: admissionChannel(cfg.Schema),
+		xactBase: settings.restores.xactBase, restores: settings.restores.points}
 	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
 	return s, nil
 }
