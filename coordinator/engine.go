@@ -57,6 +57,8 @@ type engine struct {
 	bg routines
 	// repairWait is the first wait before reloading a broken task.
 	repairWait time.Duration
+	// held are the results received and not yet settled (see heldResults).
+	held heldResults
 
 	mu    sync.Mutex // protects tasks
 	tasks map[string]*taskRun

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tasker-go/tasker/coordinator"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -276,4 +277,121 @@ steps:
 	require.NoError(t, err)
 	require.False(t, resp.GetCreated())
 	require.Equal(t, id, resp.GetTask().GetId())
+}
+
+// fullStore is a real SQLite store whose every write, the lease's
+// included, fails while full is set, as on a full disk, while reads go on.
+type fullStore struct {
+	store.Store
+	full atomic.Bool
+	// refuseCompletions fails only the writes that complete a step,
+	// counting them in completionsRefused.
+	refuseCompletions  atomic.Bool
+	completionsRefused atomic.Int64
+}
+
+var errFull = fmt.Errorf("commit: database or disk is full: %w", store.ErrUnavailable)
+
+func (f *fullStore) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
+	if f.full.Load() {
+		return nil, errFull
+	}
+	if f.refuseCompletions.Load() && slices.ContainsFunc(p.Steps, func(c *store.StepChange) bool { return c.To == state.Complete }) {
+		f.completionsRefused.Add(1)
+		return nil, errFull
+	}
+	return f.Store.TaskAdvance(ctx, p)
+}
+
+func (f *fullStore) TaskCreate(ctx context.Context, p *store.TaskCreateParams) (*store.Task, bool, error) {
+	if f.full.Load() {
+		return nil, false, errFull
+	}
+	return f.Store.TaskCreate(ctx, p)
+}
+
+func (f *fullStore) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (*store.Lease, error) {
+	if f.full.Load() {
+		return nil, errFull
+	}
+	return f.Store.LeaseAcquire(ctx, p)
+}
+
+func (f *fullStore) LeaseRenew(ctx context.Context, p *store.LeaseRenewParams) (*store.Lease, error) {
+	if f.full.Load() {
+		return nil, errFull
+	}
+	return f.Store.LeaseRenew(ctx, p)
+}
+
+func (f *fullStore) TaskClaim(ctx context.Context, p *store.TaskClaimParams) ([]*store.Task, error) {
+	if f.full.Load() {
+		return nil, errFull
+	}
+	return f.Store.TaskClaim(ctx, p)
+}
+
+func (f *fullStore) TaskTake(ctx context.Context, p *store.TaskTakeParams) (*store.Task, error) {
+	if f.full.Load() {
+		return nil, errFull
+	}
+	return f.Store.TaskTake(ctx, p)
+}
+
+// A result that arrives while the store takes no writes, and stays
+// unwritable past the coordinator's lease (a disk full for longer than
+// the lease's life), is held through the lease's loss and applied once
+// the store takes writes again: the step completes on the attempt that
+// ran, rather than being presumed lost and run again. (The held result
+// used to be dropped when the lease lapsed and the task was dropped with
+// it: found by filling the disk under a coordinator on tmpfs.)
+func TestResultHeldThroughLeaseLossWhileStoreIsFull(t *testing.T) {
+	t.Parallel()
+	fs := &fullStore{Store: openSQLite(t)}
+	reg := prometheus.NewRegistry()
+	const ttl = 600 * time.Millisecond
+	h := storeHarness(t, fs, coordinator.Config{Registerer: reg, LeaseTTL: ttl, ExecutorGrace: 200 * time.Millisecond})
+	h.coord.SetRepairWait(time.Millisecond)
+	g := newGate()
+	runExecutor(h, executorConfig(4), listen(t), gatedHandlers(g))
+	h.apply(`
+namespace: test
+name: full_disk
+version: 1.0.0
+steps:
+  - name: work
+    handler: gated
+    retry_limit: 1
+  - name: next
+    handler: noop
+    depends_on: [work]
+`)
+	task := h.create("test", "full_disk", map[string]any{})
+	g.waitStarted(t)
+
+	fs.full.Store(true)
+	close(g.release)
+	// The result arrives and cannot be written; the lease then lapses
+	// and every task is dropped.
+	require.Eventually(t, func() bool { return metricValue(t, reg, "tasker_lease_lost_total") >= 1 },
+		20*time.Second, time.Millisecond, "the lease lapses while nothing can be written")
+	require.False(t, h.coord.InMemory(task.GetId()))
+	// And stays so for several lease lives, well past the time a result
+	// for a task held elsewhere is given to settle (two lease lives):
+	// each renewal while full counts one more loss.
+	require.Eventually(t, func() bool { return metricValue(t, reg, "tasker_lease_lost_total") >= 12 },
+		20*time.Second, time.Millisecond)
+
+	// The store takes writes again, but not yet the result's: the task is
+	// taken back here, its attempt watched as one whose executor is
+	// unknown, and that watch must not fail it while its result is held
+	// (a few tries of the result span several grace periods).
+	fs.refuseCompletions.Store(true)
+	fs.full.Store(false)
+	require.Eventually(t, func() bool { return fs.completionsRefused.Load() >= 4 }, 20*time.Second, time.Millisecond)
+	require.True(t, h.coord.InMemory(task.GetId()), "the task was taken back")
+
+	fs.refuseCompletions.Store(false)
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 1, step(done, "work").GetAttempts(), "the held result was applied, not presumed lost and run again")
 }

@@ -125,6 +125,13 @@ func (e *engine) renewAndClaim(ctx context.Context) {
 	}
 }
 
+// leaseLive reports whether this coordinator holds a lease that has not
+// expired.
+func (e *engine) leaseLive() bool {
+	l := e.lease.Load()
+	return l != nil && e.now().Before(l.Expires)
+}
+
 // checkLease asks keepLease to renew the lease now; a request already
 // pending covers this one.
 func (e *engine) checkLease() {

@@ -95,9 +95,13 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		Name: "tasker_concurrency_key_waits",
 		Help: "Tasks here waiting for a full concurrency key to free a place (tasker_steps_waiting{reason=\"concurrency\"} counts their steps).",
 	}, func() float64 { return float64(e.admission.count()) })
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tasker_step_results_held",
+		Help: "Step results received and not yet stored: their write is retried while the store takes none (a full disk, a failover), or their task is being taken back here.",
+	}, func() float64 { return float64(e.held.count()) })
 	executors := &executorCollector{pool: e.pool}
 	waiting := &waitingCollector{e: e}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.tasksPruned, m.results, m.streamMessages, m.admissionRefusals, active, keyWaits, executors, waiting} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.tasksPruned, m.results, m.streamMessages, m.admissionRefusals, active, keyWaits, held, executors, waiting} {
 		reg.MustRegister(c)
 	}
 	return m

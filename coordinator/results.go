@@ -176,7 +176,10 @@ func (e *engine) holdResult(p *pendingResult, executorID string) {
 		e.log.Warn("result refused", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", p.err)
 		return
 	}
-	e.bg.goFn(func() {
+	key := attemptKey{r.GetStepId(), r.GetAttempt()}
+	e.held.add(key)
+	if !e.bg.goFn(func() {
+		defer e.held.done(key)
 		wait := 50 * time.Millisecond
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
@@ -188,14 +191,29 @@ func (e *engine) holdResult(p *pendingResult, executorID string) {
 				return
 			case <-timer.C:
 			}
+			if e.lookup(r.GetTaskId()) == nil {
+				// The task was dropped meanwhile (the lease lapsed while
+				// the store took no writes): settled like a result for a
+				// task held elsewhere, which takes the task back here once
+				// its owner is gone, rather than left for the attempt to
+				// be presumed lost and run again.
+				e.routeResult(r, executorID)
+				return
+			}
 			_, err = e.applyResult(r, executorID, true)
-			if err == nil || errors.Is(err, store.ErrLeaseLost) || errors.As(err, &ce) {
+			if errors.Is(err, store.ErrLeaseLost) {
+				e.routeResult(r, executorID)
+				return
+			}
+			if err == nil || errors.As(err, &ce) {
 				return
 			}
 			wait = min(2*wait, 5*time.Second)
 			timer.Reset(wait)
 		}
-	})
+	}) {
+		e.held.done(key)
+	}
 }
 
 // routeWait bounds how long routeResult keeps trying to settle a result:
@@ -218,21 +236,32 @@ func (e *engine) routeWait() time.Duration { return 2 * e.leaseTTL }
 // Refusals that time can clear (this coordinator's lease lapsed and it has
 // not started over yet; the task moved while forwarding; the store is
 // unavailable) are retried until routeWait.
+//
+// A store that takes no writes (a full disk, a database failing over) is
+// waited for however long it takes, as holdResult waits: the deadline runs
+// only while the store answers and this coordinator holds a live lease
+// (without one, which it cannot renew while the store takes no writes, it
+// cannot tell who owns the task).
 func (e *engine) routeResult(r *executorv1.StepResult, executorID string) {
-	e.bg.goFn(func() {
-		ctx, cancel := context.WithTimeout(e.ctx, e.routeWait())
-		defer cancel()
+	key := attemptKey{r.GetStepId(), r.GetAttempt()}
+	e.held.add(key)
+	if !e.bg.goFn(func() {
+		defer e.held.done(key)
+		deadline := time.Now().Add(e.routeWait())
 		wait := 20 * time.Millisecond
 		for {
+			ctx, cancel := context.WithTimeout(e.ctx, e.routeWait())
 			_, err := e.applyReported(ctx, r)
 			var owned *store.OwnedError
 			if errors.As(err, &owned) && e.forwardResult != nil {
 				if err = e.forwardResult(ctx, owned, r); err == nil {
+					cancel()
 					e.log.Info("streamed result forwarded to the task's owner", "task_id", r.GetTaskId(), "step_id", r.GetStepId(),
 						"attempt", r.GetAttempt(), "executor_id", executorID, "owner", owned.Owner.CoordinatorID)
 					return
 				}
 			}
+			cancel()
 			if err == nil || !routeRetryable(err) {
 				if err != nil && !errors.Is(err, ErrStopped) {
 					e.log.Warn("streamed result for a task held elsewhere not settled; its owner runs the attempt again once the executor stops listing it",
@@ -240,18 +269,24 @@ func (e *engine) routeResult(r *executorv1.StepResult, executorID string) {
 				}
 				return
 			}
+			if errors.Is(err, store.ErrUnavailable) || !e.leaseLive() {
+				deadline = time.Now().Add(e.routeWait())
+			}
+			if !time.Now().Before(deadline) {
+				e.log.Warn("streamed result for a task held elsewhere not settled in time; its owner runs the attempt again once the executor stops listing it",
+					"task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "executor_id", executorID, "err", err)
+				return
+			}
 			select {
-			case <-ctx.Done():
-				if e.ctx.Err() == nil {
-					e.log.Warn("streamed result for a task held elsewhere not settled in time; its owner runs the attempt again once the executor stops listing it",
-						"task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "executor_id", executorID, "err", err)
-				}
+			case <-e.ctx.Done():
 				return
 			case <-time.After(wait):
 			}
 			wait = min(2*wait, time.Second)
 		}
-	})
+	}) {
+		e.held.done(key)
+	}
 }
 
 // routeRetryable says whether routeResult should try a result again after
@@ -494,6 +529,15 @@ func (e *engine) failAttempt(taskID, stepID string, attempt int32, class, reason
 	}
 	s := tr.steps[i]
 	if s.State != state.InProgress || int32(s.Attempts) != attempt {
+		return
+	}
+	if e.held.has(attemptKey{stepID, attempt}) {
+		// Its result is here, waiting for the store: it settles the
+		// attempt once written. Looked at again a grace period on, in
+		// case it never is.
+		e.log.Info("attempt not failed: its result is held until the store takes it", "task_id", taskID, "step_id", stepID,
+			"attempt", attempt, "reason", reason)
+		e.armAttemptTimer(tr, i, e.grace, reason)
 		return
 	}
 	c := e.newChange(tr)
