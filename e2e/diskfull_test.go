@@ -133,8 +133,9 @@ steps:
 	require.NotEmpty(t, refused, "no create was refused on a full disk")
 	close(release)
 
-	// The three results come in and cannot be written, and the lease
-	// lapses (before or after they come: both happen).
+	// The results come in and cannot be written (a write may still get
+	// through now and then: SQLite reuses its log's room once a checkpoint
+	// empties it), and the lease lapses, before or after they come.
 	metrics := func() map[string]float64 {
 		m, err := scrapeMetrics(t.Context(), httpAddr)
 		require.NoError(t, err)
@@ -142,15 +143,14 @@ steps:
 	}
 	require.Eventually(t, func() bool {
 		m := metrics()
-		// A filler create that got in has a result held too.
-		return m["tasker_step_results_held"] >= float64(len(ids)) && m["tasker_lease_lost_total"] >= 1
-	}, 60*time.Second, 50*time.Millisecond, "the results were not held, or the lease never lapsed")
+		return m["tasker_step_results_held"] >= 1 && m["tasker_lease_lost_total"] >= 1
+	}, 60*time.Second, 50*time.Millisecond, "no result was held, or the lease never lapsed")
 	// And stay held while the disk stays full, past the time a result for
 	// a task not held here is otherwise given (two lease lives).
 	lost := metrics()["tasker_lease_lost_total"]
 	require.Eventually(t, func() bool { return metrics()["tasker_lease_lost_total"] >= lost+8 },
 		60*time.Second, 50*time.Millisecond)
-	require.GreaterOrEqual(t, metrics()["tasker_step_results_held"], float64(len(ids)))
+	require.GreaterOrEqual(t, metrics()["tasker_step_results_held"], 1.0, "the held results were dropped")
 
 	freed := time.Now()
 	require.NoError(t, os.Remove(ballast))
