@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,27 +57,8 @@ func TestDiskFull(t *testing.T) {
 			t.Errorf("coordinator reported a data race")
 		}
 	})
-	// An executor in this process, so the steps end when the test says:
-	// once the disk is full.
-	started, release := make(chan string, 8), make(chan struct{})
-	ex, err := executor.New(executor.Config{Capacity: 8, Coordinator: coordAddr, RegisterInterval: 50 * time.Millisecond})
-	require.NoError(t, err)
-	require.NoError(t, builtin.Register(ex))
-	require.NoError(t, ex.Handle("gated", func(ctx context.Context, req *executor.Request) (any, error) {
-		started <- req.TaskID
-		select {
-		case <-release:
-			return map[string]bool{"released": true}, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}))
-	exLis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	exCtx, stopEx := context.WithCancel(context.Background())
-	exDone := make(chan struct{})
-	go func() { defer close(exDone); _ = ex.Serve(exCtx, exLis) }()
-	t.Cleanup(func() { stopEx(); <-exDone })
+	// The steps end when the test says: once the disk is full.
+	started, release := startGatedExecutor(t, coordAddr)
 	c := &cluster{t: t, coord: coordAddr}
 	require.Eventually(t, func() bool {
 		out, _, err := c.run("executors", "-o", "json")
@@ -107,13 +89,7 @@ steps:
 	for i := range 3 {
 		ids = append(ids, decodeTask(t, c.tasker("task", "create", "full/gated", "--idempotency-key", fmt.Sprint("gated-", i), "-o", "json")).ID)
 	}
-	for range ids {
-		select {
-		case <-started:
-		case <-time.After(30 * time.Second):
-			t.Fatal("the gated steps never all started")
-		}
-	}
+	waitStarted(t, started, len(ids))
 
 	// Fill the filesystem, then let creates use up the room SQLite's
 	// write-ahead log still has, until one is refused.
@@ -131,7 +107,7 @@ steps:
 		}
 	}
 	require.NotEmpty(t, refused, "no create was refused on a full disk")
-	close(release)
+	release()
 
 	// The results come in and cannot be written (a write may still get
 	// through now and then: SQLite reuses its log's room once a checkpoint
@@ -183,6 +159,46 @@ func fill(t *testing.T, path string) {
 		if _, err := f.Write(buf); err != nil {
 			require.True(t, errors.Is(err, syscall.ENOSPC), "filling %s: %v", path, err)
 			return
+		}
+	}
+}
+
+// startGatedExecutor runs an executor in this process, with the built-in
+// handlers and "gated", whose attempts report their task id on started and
+// end when release is called.
+func startGatedExecutor(t *testing.T, coordAddr string) (started <-chan string, release func()) {
+	t.Helper()
+	ch, gate := make(chan string, 64), make(chan struct{})
+	ex, err := executor.New(executor.Config{Capacity: 8, Coordinator: coordAddr, RegisterInterval: 50 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, builtin.Register(ex))
+	require.NoError(t, ex.Handle("gated", func(ctx context.Context, req *executor.Request) (any, error) {
+		ch <- req.TaskID
+		select {
+		case <-gate:
+			return map[string]bool{"released": true}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ex.Serve(ctx, lis) }()
+	t.Cleanup(func() { stop(); <-done })
+	var once sync.Once
+	return ch, func() { once.Do(func() { close(gate) }) }
+}
+
+// waitStarted waits until n gated attempts have started.
+func waitStarted(t *testing.T, started <-chan string, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the gated steps never all started")
 		}
 	}
 }

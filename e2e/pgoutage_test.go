@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestPostgresOutage cuts a coordinator off from PostgreSQL, through a TCP
+// proxy, for many lease lives while steps run, as a database failover or
+// a network fault does, then restores the path: the results that came in
+// meanwhile are held through the lease's loss and applied once the
+// database answers, so each step completes on the attempt that ran (a
+// retry_limit of 1 leaves no second one).
+func TestPostgresOutage(t *testing.T) {
+	t.Parallel()
+	baseURL := os.Getenv(envTestPostgres)
+	if baseURL == "" {
+		t.Skipf("%s is not set: give it a PostgreSQL URL (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to cut a coordinator off from it", envTestPostgres)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	schema := fmt.Sprintf("tasker_outage_%d", time.Now().UnixNano())
+	multiCreateSchema(ctx, t, baseURL, schema)
+	u, err := url.Parse(baseURL)
+	require.NoError(t, err)
+	db := startProxy(t, u.Host)
+	u.Host = db.addr()
+	dbURL, err := withSearchPath(u.String(), schema)
+	require.NoError(t, err)
+
+	coordAddr, httpAddr := freeAddr(t), freeAddr(t)
+	start(t, "coordinator", "coordinator", "--listen", coordAddr, "--http-listen", httpAddr, "--db", dbURL,
+		"--lease-ttl", "2s", "--executor-grace", "1s", "--log-level", "debug")
+	c := &cluster{t: t, coord: coordAddr}
+	require.Eventually(t, func() bool {
+		_, _, err := c.run("executors")
+		return err == nil
+	}, 60*time.Second, 100*time.Millisecond, "coordinator did not start")
+	started, release := startGatedExecutor(t, coordAddr)
+	require.Eventually(t, func() bool {
+		out, _, err := c.run("executors", "-o", "json")
+		return err == nil && strings.Contains(out, `"connected":true`)
+	}, 30*time.Second, 100*time.Millisecond, "executor did not connect")
+
+	tmpl := filepath.Join(t.TempDir(), "outage.yaml")
+	require.NoError(t, os.WriteFile(tmpl, []byte(`namespace: outage
+name: gated
+version: 1.0.0
+steps:
+  - name: work
+    handler: gated
+    retry_limit: 1
+  - name: after
+    handler: noop
+    depends_on: [work]
+`), 0o600))
+	c.tasker("template", "apply", tmpl)
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, decodeTask(t, c.tasker("task", "create", "outage/gated", "--idempotency-key", fmt.Sprint("gated-", i), "-o", "json")).ID)
+	}
+	waitStarted(t, started, len(ids))
+
+	db.partition()
+	release()
+	metrics := func() map[string]float64 {
+		m, err := scrapeMetrics(ctx, httpAddr)
+		require.NoError(t, err)
+		return m
+	}
+	require.Eventually(t, func() bool {
+		m := metrics()
+		return m["tasker_step_results_held"] == float64(len(ids)) && m["tasker_lease_lost_total"] >= 1
+	}, 60*time.Second, 50*time.Millisecond, "the results were not held, or the lease never lapsed")
+	// And stay held while the database is out of reach, past the time a
+	// result for a task not held here is otherwise given (two lease lives).
+	lost := metrics()["tasker_lease_lost_total"]
+	require.Eventually(t, func() bool { return metrics()["tasker_lease_lost_total"] >= lost+8 },
+		60*time.Second, 50*time.Millisecond)
+	require.EqualValues(t, len(ids), metrics()["tasker_step_results_held"], "the held results were dropped")
+
+	db.heal()
+	for _, id := range ids {
+		var task taskJSON
+		require.Eventually(t, func() bool {
+			task = decodeTask(t, c.tasker("task", "get", id, "-o", "json"))
+			return task.State == "complete" || task.State == "error"
+		}, 60*time.Second, 50*time.Millisecond, "task %s never finished", id)
+		require.Equal(t, "complete", task.State, "%+v", task.Steps)
+		require.Equal(t, 1, task.Steps[0].Attempts, "work ran once: its held result was applied")
+	}
+	require.Zero(t, metrics()["tasker_step_results_held"])
+}
