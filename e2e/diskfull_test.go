@@ -112,33 +112,11 @@ steps:
 	// The results come in and cannot be written (a write may still get
 	// through now and then: SQLite reuses its log's room once a checkpoint
 	// empties it), and the lease lapses, before or after they come.
-	metrics := func() map[string]float64 {
-		m, err := scrapeMetrics(t.Context(), httpAddr)
-		require.NoError(t, err)
-		return m
-	}
-	require.Eventually(t, func() bool {
-		m := metrics()
-		return m["tasker_step_results_held"] >= 1 && m["tasker_lease_lost_total"] >= 1
-	}, 60*time.Second, 50*time.Millisecond, "no result was held, or the lease never lapsed")
-	// And stay held while the disk stays full, past the time a result for
-	// a task not held here is otherwise given (two lease lives).
-	lost := metrics()["tasker_lease_lost_total"]
-	require.Eventually(t, func() bool { return metrics()["tasker_lease_lost_total"] >= lost+8 },
-		60*time.Second, 50*time.Millisecond)
-	require.GreaterOrEqual(t, metrics()["tasker_step_results_held"], 1.0, "the held results were dropped")
+	metrics := heldResultsThroughLeaseLoss(t, httpAddr, 1)
 
 	freed := time.Now()
 	require.NoError(t, os.Remove(ballast))
-	for _, id := range ids {
-		var task taskJSON
-		require.Eventually(t, func() bool {
-			task = decodeTask(t, c.tasker("task", "get", id, "-o", "json"))
-			return task.State == "complete" || task.State == "error"
-		}, 60*time.Second, 50*time.Millisecond, "task %s never finished", id)
-		require.Equal(t, "complete", task.State, "%+v", task.Steps)
-		require.Equal(t, 1, task.Steps[0].Attempts, "work ran once: its held result was applied")
-	}
+	requireRanOnce(t, c, ids)
 	require.Zero(t, metrics()["tasker_step_results_held"])
 	// The refused create stored nothing: retried, it creates the task now.
 	again := decodeTask(t, c.tasker("task", "create", "full/filler", "--idempotency-key", refused, "--context", `{"pad":"`+pad+`"}`, "--wait", "-o", "json"))
@@ -200,5 +178,43 @@ func waitStarted(t *testing.T, started <-chan string, n int) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("the gated steps never all started")
 		}
+	}
+}
+
+// heldResultsThroughLeaseLoss waits until at least min step results are
+// held and the coordinator at httpAddr has lost its lease, then for eight
+// more losses (past the time a result for a task not held there is
+// otherwise given, two lease lives), and checks that min are still held.
+// It returns a reader of the coordinator's metrics.
+func heldResultsThroughLeaseLoss(t *testing.T, httpAddr string, minHeld int) func() map[string]float64 {
+	t.Helper()
+	metrics := func() map[string]float64 {
+		m, err := scrapeMetrics(t.Context(), httpAddr)
+		require.NoError(t, err)
+		return m
+	}
+	require.Eventually(t, func() bool {
+		m := metrics()
+		return m["tasker_step_results_held"] >= float64(minHeld) && m["tasker_lease_lost_total"] >= 1
+	}, 60*time.Second, 50*time.Millisecond, "fewer than %d results held, or the lease never lapsed", minHeld)
+	lost := metrics()["tasker_lease_lost_total"]
+	require.Eventually(t, func() bool { return metrics()["tasker_lease_lost_total"] >= lost+8 },
+		60*time.Second, 50*time.Millisecond)
+	require.GreaterOrEqual(t, metrics()["tasker_step_results_held"], float64(minHeld), "the held results were dropped")
+	return metrics
+}
+
+// requireRanOnce waits for each task to finish and checks it completed
+// with its first step on its first attempt.
+func requireRanOnce(t *testing.T, c *cluster, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		var task taskJSON
+		require.Eventually(t, func() bool {
+			task = decodeTask(t, c.tasker("task", "get", id, "-o", "json"))
+			return task.State == "complete" || task.State == "error"
+		}, 60*time.Second, 50*time.Millisecond, "task %s never finished", id)
+		require.Equal(t, "complete", task.State, "%+v", task.Steps)
+		require.Equal(t, 1, task.Steps[0].Attempts, "its first step ran once: its held result was applied")
 	}
 }
