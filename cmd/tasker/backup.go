@@ -45,7 +45,9 @@ coordinator on it. See "Backup and restore" in the README for what a
 restore rolls back.
 
 A PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump, or
-base backups with WAL archiving).`,
+base backups with WAL archiving). A coordinator started on a database
+restored from a dump finds that by itself and carries its event log on
+past the restore, as for SQLite (see the README).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := out.json()
