@@ -1,6 +1,23 @@
 package coordinator
 
-import "sync"
+import (
+	"sync"
+
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
+)
+
+// goHolding runs settle on a goroutine of the engine's with r counted as
+// held until it returns (or at once not, if the engine has stopped).
+func (e *engine) goHolding(r *executorv1.StepResult, settle func()) {
+	k := attemptKey{r.GetStepId(), r.GetAttempt()}
+	e.held.add(k)
+	if !e.bg.goFn(func() {
+		defer e.held.done(k)
+		settle()
+	}) {
+		e.held.done(k)
+	}
+}
 
 // heldResults counts, by attempt, the results this coordinator received
 // and has not settled yet: their commit failed and is retried (holdResult),

@@ -176,10 +176,7 @@ func (e *engine) holdResult(p *pendingResult, executorID string) {
 		e.log.Warn("result refused", "task_id", r.GetTaskId(), "step_id", r.GetStepId(), "attempt", r.GetAttempt(), "err", p.err)
 		return
 	}
-	key := attemptKey{r.GetStepId(), r.GetAttempt()}
-	e.held.add(key)
-	if !e.bg.goFn(func() {
-		defer e.held.done(key)
+	e.goHolding(r, func() {
 		wait := 50 * time.Millisecond
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
@@ -211,9 +208,7 @@ func (e *engine) holdResult(p *pendingResult, executorID string) {
 			wait = min(2*wait, 5*time.Second)
 			timer.Reset(wait)
 		}
-	}) {
-		e.held.done(key)
-	}
+	})
 }
 
 // routeWait bounds how long routeResult keeps trying to settle a result:
@@ -243,10 +238,7 @@ func (e *engine) routeWait() time.Duration { return 2 * e.leaseTTL }
 // (without one, which it cannot renew while the store takes no writes, it
 // cannot tell who owns the task).
 func (e *engine) routeResult(r *executorv1.StepResult, executorID string) {
-	key := attemptKey{r.GetStepId(), r.GetAttempt()}
-	e.held.add(key)
-	if !e.bg.goFn(func() {
-		defer e.held.done(key)
+	e.goHolding(r, func() {
 		deadline := time.Now().Add(e.routeWait())
 		wait := 20 * time.Millisecond
 		for {
@@ -284,9 +276,7 @@ func (e *engine) routeResult(r *executorv1.StepResult, executorID string) {
 			}
 			wait = min(2*wait, time.Second)
 		}
-	}) {
-		e.held.done(key)
-	}
+	})
 }
 
 // routeRetryable says whether routeResult should try a result again after
