@@ -27,11 +27,7 @@ func TestBackupAndRestore(t *testing.T) {
 	coord := start(t, "coordinator", coordArgs(db)...)
 	start(t, "executor", "executor", "--listen", freeAddr(t), "--coordinator", coordAddr, "--id", "exec-1", "--capacity", "8", "--log-level", "debug")
 	c := &cluster{t: t, coord: coordAddr}
-	connected := func() bool {
-		out, _, err := c.run("executors", "-o", "json")
-		return err == nil && strings.Count(out, `"connected":true`) == 1
-	}
-	require.Eventually(t, connected, 30*time.Second, 100*time.Millisecond, "executor did not connect")
+	c.waitExecutors(1)
 
 	quick, slowTmpl := filepath.Join(dir, "quick.yaml"), filepath.Join(dir, "slow.yaml")
 	require.NoError(t, os.WriteFile(quick, []byte(`namespace: backup
@@ -97,7 +93,7 @@ steps:
 
 	coord.kill()
 	start(t, "coordinator-restored", coordArgs(backup)...)
-	require.Eventually(t, connected, 30*time.Second, 100*time.Millisecond, "executor did not reconnect to the restored coordinator")
+	c.waitExecutors(1) // the executor reconnects to the restored coordinator
 
 	got := decodeTask(t, c.tasker("task", "get", before.ID, "-o", "json"))
 	require.Equal(t, "complete", got.State)

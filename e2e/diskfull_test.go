@@ -60,10 +60,7 @@ func TestDiskFull(t *testing.T) {
 	// The steps end when the test says: once the disk is full.
 	started, release := startGatedExecutor(t, coordAddr)
 	c := &cluster{t: t, coord: coordAddr}
-	require.Eventually(t, func() bool {
-		out, _, err := c.run("executors", "-o", "json")
-		return err == nil && strings.Contains(out, `"connected":true`)
-	}, 30*time.Second, 100*time.Millisecond, "executor did not connect")
+	c.waitExecutors(1)
 
 	tmpl := filepath.Join(dir, "full.yaml")
 	require.NoError(t, os.WriteFile(tmpl, []byte(`namespace: full

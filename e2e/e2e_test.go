@@ -185,11 +185,17 @@ func startCluster(t *testing.T, executors int) *cluster {
 		start(t, fmt.Sprintf("executor-%d", i), "executor", "--listen", freeAddr(t), "--coordinator", coord,
 			"--id", fmt.Sprintf("exec-%d", i), "--capacity", "8", "--log-level", "debug")
 	}
-	require.Eventually(t, func() bool {
-		out, _, err := c.run("executors", "-o", "json")
-		return err == nil && strings.Count(out, `"connected":true`) == executors
-	}, 30*time.Second, 100*time.Millisecond, "executors did not connect")
+	c.waitExecutors(executors)
 	return c
+}
+
+// waitExecutors waits until the coordinator lists n executors connected.
+func (c *cluster) waitExecutors(n int) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool {
+		out, _, err := c.run("executors", "-o", "json")
+		return err == nil && strings.Count(out, `"connected":true`) == n
+	}, 30*time.Second, 100*time.Millisecond, "%d executors did not connect", n)
 }
 
 // The -o json shape scripts depend on.

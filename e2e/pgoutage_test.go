@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,10 +44,7 @@ func TestPostgresOutage(t *testing.T) {
 		return err == nil
 	}, 60*time.Second, 100*time.Millisecond, "coordinator did not start")
 	started, release := startGatedExecutor(t, coordAddr)
-	require.Eventually(t, func() bool {
-		out, _, err := c.run("executors", "-o", "json")
-		return err == nil && strings.Contains(out, `"connected":true`)
-	}, 30*time.Second, 100*time.Millisecond, "executor did not connect")
+	c.waitExecutors(1)
 
 	tmpl := filepath.Join(t.TempDir(), "outage.yaml")
 	require.NoError(t, os.WriteFile(tmpl, []byte(`namespace: outage

@@ -45,14 +45,17 @@ const cacheCheckEvery = 1024
 // on the writer's connection between two batches. Called by the committer
 // only.
 func (s *Store) sizeWriterCache(ctx context.Context) error {
-	var pages, pageSize int64
+	if s.pageSize == 0 {
+		// Fixed once the database exists: read once.
+		if err := s.wconn.QueryRowContext(ctx, "PRAGMA page_size").Scan(&s.pageSize); err != nil {
+			return fmt.Errorf("read page size: %w", err)
+		}
+	}
+	var pages int64
 	if err := s.wconn.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
 		return fmt.Errorf("read page count: %w", err)
 	}
-	if err := s.wconn.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
-		return fmt.Errorf("read page size: %w", err)
-	}
-	want := writerCacheKiB(pages, pageSize)
+	want := writerCacheKiB(pages, s.pageSize)
 	if want == s.writerCacheKiB {
 		return nil
 	}

@@ -89,10 +89,11 @@ type Store struct {
 	// finishCkpt asks the committer to finish a checkpoint before its next
 	// batch (see finishCheckpoint).
 	finishCkpt atomic.Bool
-	// writerCacheKiB is the writer's page cache now, and batches counts
-	// the committer's batches up to the next look at it (pagecache.go);
-	// both are the committer's only.
+	// writerCacheKiB is the writer's page cache now, pageSize the
+	// database's, and batches counts the committer's batches up to the
+	// next look at the cache (pagecache.go); all are the committer's only.
 	writerCacheKiB int64
+	pageSize       int64
 	batches        int
 
 	// restores are the store's restore points, oldest first (see
