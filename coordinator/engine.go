@@ -59,6 +59,9 @@ type engine struct {
 	repairWait time.Duration
 	// held are the results received and not yet settled (see heldResults).
 	held heldResults
+	// writes records whether the store takes the work written to it, for
+	// Ready.
+	writes writeHealth
 
 	mu    sync.Mutex // protects tasks
 	tasks map[string]*taskRun
@@ -567,6 +570,7 @@ func (e *engine) commit(ctx context.Context, c *change) error {
 	}
 	start := time.Now()
 	trs, err := e.store.TaskAdvance(ctx, &c.params)
+	e.writes.observe(e.now(), err)
 	if errors.Is(err, store.ErrLeaseLost) {
 		// Another coordinator owns the task now (or this one's lease
 		// lapsed): forget it; its owner carries it on.

@@ -288,12 +288,15 @@ type fullStore struct {
 	// counting them in completionsRefused.
 	refuseCompletions  atomic.Bool
 	completionsRefused atomic.Int64
+	// refuseWork fails task creations and advances only, as a nearly full
+	// disk does: the lease's small writes still fit.
+	refuseWork atomic.Bool
 }
 
 var errFull = fmt.Errorf("commit: database or disk is full: %w", store.ErrUnavailable)
 
 func (f *fullStore) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
-	if f.full.Load() {
+	if f.full.Load() || f.refuseWork.Load() {
 		return nil, errFull
 	}
 	if f.refuseCompletions.Load() && slices.ContainsFunc(p.Steps, func(c *store.StepChange) bool { return c.To == state.Complete }) {
@@ -304,7 +307,7 @@ func (f *fullStore) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams)
 }
 
 func (f *fullStore) TaskCreate(ctx context.Context, p *store.TaskCreateParams) (*store.Task, bool, error) {
-	if f.full.Load() {
+	if f.full.Load() || f.refuseWork.Load() {
 		return nil, false, errFull
 	}
 	return f.Store.TaskCreate(ctx, p)

@@ -11,9 +11,11 @@ import (
 var ErrNotReady = errors.New("not ready")
 
 // Ready reports whether this coordinator can do its work now: it is not
-// stopping, it holds a lease that has not expired, and the store answers a
+// stopping, it holds a lease that has not expired, the store answers a
 // read in which that lease is still live (not replaced by a restart under
-// the same id, nor expired as the store's clock sees it). The read is of
+// the same id, nor expired as the store's clock sees it), and the store
+// has not refused every write of work for a second or more lately (see
+// writeHealth). The read is of
 // the leases, a table with one row per coordinator, so probes cost the
 // same however many tasks are stored. The error says what is wrong, for
 // the body of a readiness probe's refusal.
@@ -30,6 +32,9 @@ func (c *Coordinator) Ready(ctx context.Context) error {
 	now := c.engine.now()
 	if !now.Before(l.Expires) {
 		return fmt.Errorf("%w: lease %d of coordinator %s expired at %s", ErrNotReady, l.Token, c.cfg.ID, l.Expires.Format(time.RFC3339Nano))
+	}
+	if err := c.engine.writes.check(now); err != nil {
+		return fmt.Errorf("%w: coordinator %s: %w", ErrNotReady, c.cfg.ID, err)
 	}
 	live, err := c.engine.store.LeaseList(ctx, now)
 	if err != nil {

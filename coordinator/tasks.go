@@ -185,6 +185,7 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	e.tasks[task.ID] = tr
 	e.mu.Unlock()
 	got, isNew, err := e.store.TaskCreate(ctx, created)
+	e.writes.observe(e.now(), err)
 	switch {
 	case err != nil:
 		c.abandon()
