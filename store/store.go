@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/tasker-go/tasker/admission"
@@ -470,9 +471,48 @@ type TaskListParams struct {
 	CreatedAfter, CreatedBefore time.Time
 	// Key keeps only the task whose ID or IdentityKey it is.
 	Key string
+	// Context keeps only tasks whose context holds every one of these
+	// values. Nothing indexes a context: the store reads the context of each
+	// task the other filters leave, newest first, until the page is full.
+	Context []ContextMatch
 	// Limit is the most tasks returned, honoured exactly; zero (or less)
 	// means DefaultListLimit.
 	Limit int
+}
+
+// ContextMatch is a value a task's context must hold at a path.
+type ContextMatch struct {
+	// Path names a field: Path[0] a key of the context object, each next
+	// element a key of the object before it. Never empty.
+	Path []string
+	// Value is what the field must equal: a string, a float64 (any JSON
+	// number of the same value matches), a bool, or nil for JSON null.
+	// Objects and arrays are not matched.
+	Value any
+}
+
+// Check reports a match no store can run: an empty path or key, or a
+// value of another type. The API checks its callers' matches before they
+// get here.
+func (m ContextMatch) Check() error {
+	if len(m.Path) == 0 {
+		return errors.New("context match: empty path")
+	}
+	for _, k := range m.Path {
+		if k == "" {
+			return fmt.Errorf("context match %q: empty key", m.Path)
+		}
+	}
+	switch v := m.Value.(type) {
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("context match %q: %v is not a JSON number", m.Path, v)
+		}
+		return nil
+	case nil, string, bool:
+		return nil
+	}
+	return fmt.Errorf("context match %q: a value of type %T cannot be matched", m.Path, m.Value)
 }
 
 // DefaultListLimit is the page size of TaskList when the caller gives none.

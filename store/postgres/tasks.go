@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -270,8 +271,29 @@ func (s *Store) TaskList(ctx context.Context, params *store.TaskListParams) ([]*
 	if params == nil {
 		params = &store.TaskListParams{}
 	}
+	for _, m := range params.Context {
+		if err := m.Check(); err != nil {
+			return nil, fmt.Errorf("list tasks: %w", err)
+		}
+	}
 	query, args := taskListQuery(params)
 	return s.selectTasks(ctx, "list tasks", query, args...)
+}
+
+// contextMatchJSON is the JSON object that holds m's value at m's path
+// and nothing else.
+func contextMatchJSON(m store.ContextMatch) string {
+	v := m.Value
+	for i := len(m.Path) - 1; i >= 0; i-- {
+		v = map[string]any{m.Path[i]: v}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Check admits only strings, finite float64s, bools and nil,
+		// all of which encode.
+		panic(fmt.Sprintf("context match %q: %v", m.Path, err))
+	}
+	return string(b)
 }
 
 func taskListQuery(p *store.TaskListParams) (string, []any) {
@@ -309,6 +331,12 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 		args = append(args, p.Key)
 		n := "$" + strconv.Itoa(len(args))
 		where = append(where, "(id = "+n+" OR identity_key = "+n+")")
+	}
+	for _, m := range p.Context {
+		// Containment of {"a":{"b":v}} is equality at a.b for a scalar v
+		// (an array there holding v does not contain it): jsonb compares
+		// numbers by value and strings unescaped.
+		arg("context::jsonb @>", contextMatchJSON(m))
 	}
 	query := `SELECT ` + taskColumns + ` FROM tasks`
 	if len(where) > 0 {

@@ -6,6 +6,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tasker-go/tasker/admission"
@@ -218,8 +220,42 @@ func (s *Store) TaskList(ctx context.Context, params *store.TaskListParams) ([]*
 	if params == nil {
 		params = &store.TaskListParams{}
 	}
+	for _, m := range params.Context {
+		if err := m.Check(); err != nil {
+			return nil, fmt.Errorf("list tasks: %w", err)
+		}
+		if slices.ContainsFunc(m.Path, func(k string) bool { return strings.Contains(k, `"`) }) {
+			return nil, fmt.Errorf("list tasks: context match %q: a key with a double quote cannot be matched here", m.Path)
+		}
+	}
 	query, args := taskListQuery(params)
 	return s.selectTasks(ctx, "list tasks", query, args...)
+}
+
+// contextMatchSQL is the condition that a task's context holds m. The JSON
+// type is checked besides the value, as ->> turns JSON true into 1 and
+// "1" into 1 alike; strings compare unescaped and numbers as numbers, as
+// JSON (and PostgreSQL's jsonb) means them. A path's keys are quoted, so
+// a key may hold any character but a double quote.
+func contextMatchSQL(m store.ContextMatch) (string, []any) {
+	var b strings.Builder
+	b.WriteString("$")
+	for _, k := range m.Path {
+		b.WriteString(`."`)
+		b.WriteString(k)
+		b.WriteString(`"`)
+	}
+	path := b.String()
+	switch v := m.Value.(type) {
+	case string:
+		return "(json_type(context, ?) = 'text' AND context ->> ? = ?)", []any{path, path, v}
+	case float64:
+		return "(json_type(context, ?) IN ('integer', 'real') AND context ->> ? = ?)", []any{path, path, v}
+	case bool:
+		return "json_type(context, ?) = ?", []any{path, strconv.FormatBool(v)}
+	default:
+		return "json_type(context, ?) = 'null'", []any{path}
+	}
 }
 
 func taskListQuery(p *store.TaskListParams) (string, []any) {
@@ -260,6 +296,11 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 		// (a multi-index OR), never the table.
 		where = append(where, "(id = ? OR identity_key = ?)")
 		args = append(args, p.Key, p.Key)
+	}
+	for _, m := range p.Context {
+		cond, margs := contextMatchSQL(m)
+		where = append(where, cond)
+		args = append(args, margs...)
 	}
 	query := `SELECT ` + taskColumns + ` FROM tasks`
 	if len(where) > 0 {

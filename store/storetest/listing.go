@@ -1,7 +1,9 @@
 package storetest
 
 import (
+	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -60,6 +62,59 @@ func (s *suite) listing(t *testing.T) {
 			require.Equal(t, ids(tasks[3]), f.list(t, &store.TaskListParams{Key: tasks[3].IdentityKey}))
 			require.Empty(t, f.list(t, &store.TaskListParams{Key: "no-such-key"}))
 			require.Empty(t, f.list(t, &store.TaskListParams{Key: tasks[1].ID, State: "complete"}), "filters combine")
+		})
+
+		t.Run("FiltersByContext", func(t *testing.T) {
+			t.Parallel()
+			f := s.setup(t)
+			contexts := []string{
+				`{"order_id":"A-1","amount":5,"paid":true,"customer":{"id":"c-7","tier":null}}`,
+				`{"order_id":"A-2","amount":5.0,"paid":false,"customer":{"id":"c-8"}}`,
+				`{"order_id":"a\u003cb \"q\" é","amount":"5","paid":1,"customer":"c-7"}`,
+				`{"order_id":["A-1"],"amount":50,"customer":{"id":{"nested":"c-7"}}}`,
+				`{}`,
+			}
+			var ids []string
+			for _, c := range contexts {
+				p := f.taskParams("ctx")
+				p.Task.Context = json.RawMessage(c)
+				ids = append(ids, f.create(t, p).ID)
+			}
+			match := func(want []int, ms ...store.ContextMatch) {
+				t.Helper()
+				wantIDs := []string{}
+				for _, i := range slices.Backward(want) {
+					wantIDs = append(wantIDs, ids[i])
+				}
+				got := f.list(t, &store.TaskListParams{Namespace: f.ns, Context: ms})
+				require.Equal(t, wantIDs, got, "%+v", ms)
+			}
+			m := func(v any, path ...string) store.ContextMatch { return store.ContextMatch{Path: path, Value: v} }
+			match([]int{0}, m("A-1", "order_id"))       // not the array holding "A-1"
+			match([]int{2}, m(`a<b "q" é`, "order_id")) // compared unescaped
+			match([]int{0, 1}, m(5.0, "amount"))        // 5 and 5.0 alike, not the string "5"
+			match([]int{2}, m("5", "amount"))           // nor the number for the string
+			match([]int{0}, m(true, "paid"))            // not the number 1
+			match([]int{1}, m(false, "paid"))
+			match([]int{0}, m(nil, "customer", "tier")) // JSON null, not a missing key
+			match([]int{0}, m("c-7", "customer", "id")) // a path into objects
+			match([]int{2}, m("c-7", "customer"))
+			match([]int{0}, m("A-1", "order_id"), m(5.0, "amount")) // every match must hold
+			match(nil, m("A-1", "order_id"), m(false, "paid"))
+			match(nil, m("A-1", "no_such_key"))
+			match(nil, m("A-1", "order_id", "deeper"))
+
+			// With other filters and pages: newest first, the limit honoured.
+			got := f.list(t, &store.TaskListParams{Namespace: f.ns, Context: []store.ContextMatch{m(5.0, "amount")}, Limit: 1})
+			require.Equal(t, []string{ids[1]}, got)
+			got = f.list(t, &store.TaskListParams{Namespace: f.ns, Context: []store.ContextMatch{m(5.0, "amount")}, Limit: 1, BeforeID: ids[1]})
+			require.Equal(t, []string{ids[0]}, got)
+			require.Empty(t, f.list(t, &store.TaskListParams{Namespace: f.ns, Name: "other", Context: []store.ContextMatch{m(5.0, "amount")}}))
+
+			for _, bad := range []store.ContextMatch{{}, m("x", "order_id", ""), m([]any{"A-1"}, "order_id"), m(math.Inf(1), "amount")} {
+				_, err := f.store.TaskList(f.ctx, &store.TaskListParams{Namespace: f.ns, Context: []store.ContextMatch{bad}})
+				require.Error(t, err, "%+v", bad)
+			}
 		})
 
 		t.Run("HonoursLimitAboveDefault", func(t *testing.T) {
