@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,4 +256,53 @@ func TestListTasksSearchAndCreatedRange(t *testing.T) {
 	_, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{CreatedAfter: tasks[2].GetCreatedAt(), CreatedBefore: tasks[1].GetCreatedAt()})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 	require.Contains(t, status.Convert(err).Message(), "created_after")
+}
+
+// ListTasks keeps the tasks whose context holds given values, through the
+// API's PATH=VALUE text; a malformed entry is refused by name.
+func TestListTasksByContext(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.apply(oneStepTemplate)
+	var ids []string
+	for _, c := range []map[string]any{
+		{"order_id": "A-1", "amount": 5, "customer": map[string]any{"id": "c-7"}},
+		{"order_id": "A-2", "amount": "5", "paid": true},
+		{"order_id": "A-3", "amount": 5.5, "customer": map[string]any{"id": "c-7"}, "paid": false},
+	} {
+		ids = append(ids, h.create("test", "one_step", c).GetId())
+	}
+	list := func(matches ...string) []string {
+		t.Helper()
+		resp, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{ContextEquals: matches})
+		require.NoError(t, err)
+		out := []string{}
+		for _, task := range resp.GetTasks() {
+			out = append(out, task.GetId())
+		}
+		return out
+	}
+	require.Equal(t, []string{ids[0]}, list("order_id=A-1"))
+	require.Equal(t, []string{ids[0]}, list(`order_id="A-1"`))
+	require.Equal(t, []string{ids[0]}, list("amount=5"))
+	require.Equal(t, []string{ids[1]}, list(`amount="5"`))
+	require.Equal(t, []string{ids[2]}, list("amount=5.5"))
+	require.Equal(t, []string{ids[2], ids[0]}, list("customer.id=c-7"))
+	require.Equal(t, []string{ids[2]}, list("customer.id=c-7", "paid=false"))
+	require.Equal(t, []string{ids[1]}, list("paid=true"))
+	require.Empty(t, list("order_id=A-4"))
+
+	for _, tc := range []struct {
+		matches []string
+		want    string
+	}{
+		{[]string{"order_id=A-1", "order_id"}, `context_equals[1] "order_id": want PATH=VALUE`},
+		{[]string{"items=[1]"}, `context_equals[0] "items=[1]": value [1] is a JSON object or array`},
+		{[]string{"a..b=1"}, "has an empty key"},
+		{strings.Split("a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1", ","), "context_equals: 9 matches, at most 8"},
+	} {
+		_, err := h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{ContextEquals: tc.matches})
+		require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+		require.Contains(t, status.Convert(err).Message(), tc.want)
+	}
 }

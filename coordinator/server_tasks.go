@@ -164,8 +164,12 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 		}
 		before = string(b)
 	}
+	matches, err := parseContextMatches("context_equals", req.GetContextEquals())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	params := &store.TaskListParams{
-		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before, Key: req.GetSearch(),
+		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before, Key: req.GetSearch(), Context: matches,
 		// One row more than the page shows says whether another page exists.
 		Limit: size + 1,
 	}

@@ -392,6 +392,17 @@ func TestDashboard(t *testing.T) {
 	b.shot("tasks")
 	b.open("/tasks?q=" + failed)
 	b.waitFor("search finds the task by id", `document.querySelectorAll('tr[data-task]').length === 1`)
+	// A value in the context finds its task: typed into the filter, it
+	// goes to the address (and the API) as given.
+	b.open("/tasks?namespace=dash")
+	b.waitFor("every dash task is listed again", `document.querySelectorAll('tr[data-task]').length === 6`)
+	run(b, "type a context match", chromedp.SendKeys(`input[name="context"]`, "n=2"))
+	b.click(`.filter-buttons button.primary`)
+	b.waitFor("the context match finds one task", `location.search.includes('ctx=n%3D2') && document.querySelectorAll('tr[data-task]').length === 1`)
+	require.Equal(t, ids[2], run(b, "the matching row", chromedp.Evaluate[string](`document.querySelector('tr[data-task]').dataset.task`)))
+	b.shot("tasks-by-context")
+	b.open("/tasks?namespace=dash&ctx=" + url.QueryEscape("n=[2]"))
+	b.waitFor("a bad match says why", `document.body.textContent.includes('is a JSON object or array')`)
 
 	// Analytics of dash/flaky over the last hour, against what task get says.
 	finished, completed, errored := 0, 0, 0

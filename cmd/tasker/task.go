@@ -399,6 +399,7 @@ func newTaskListCmd(g *globals) *cobra.Command {
 		search    string
 		since     string
 		until     string
+		matches   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -416,7 +417,7 @@ func newTaskListCmd(g *globals) *cobra.Command {
 			if limit <= 0 {
 				return fmt.Errorf("--limit must be positive, got %d", limit)
 			}
-			req := &coordinatorv1.ListTasksRequest{State: st, Namespace: namespace, Name: name, Full: true, Search: search}
+			req := &coordinatorv1.ListTasksRequest{State: st, Namespace: namespace, Name: name, Full: true, Search: search, ContextEquals: matches}
 			now := time.Now()
 			for _, b := range []struct {
 				flag, value string
@@ -448,6 +449,7 @@ func newTaskListCmd(g *globals) *cobra.Command {
 	f.StringVar(&search, "search", "", "only the task with this id or idempotency key")
 	f.StringVar(&since, "since", "", "only tasks created at or after this: a duration back from now (24h) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "only tasks created before this: a duration back from now or an RFC 3339 time")
+	f.StringArrayVar(&matches, "context-equals", nil, "only tasks whose context holds this, as PATH=VALUE (order_id=A-1, customer.id=c-7, amount=5 for the number, amount='\"5\"' for the string); repeat for several, all of which must hold. Contexts are not indexed: on a large store narrow by --name or --since too")
 	out.register(cmd)
 	return cmd
 }

@@ -246,6 +246,14 @@ func TestTaskListFollowsPagesUpToLimit(t *testing.T) {
 	res = runCLI(t, addr, "task", "list", "--state", "finished")
 	require.Equal(t, 1, res.code)
 	require.Contains(t, res.stderr, `tasker: --state: unknown state "finished"`)
+
+	// Context matches go as given, one per flag: a comma stays in its value.
+	n := len(f.requests())
+	res = runCLI(t, addr, "task", "list", "--limit", "1", "--context-equals", "order_id=A-1,B", "--context-equals", `amount="5"`)
+	require.Equal(t, 0, res.code, res.stderr)
+	reqs = f.requests()
+	require.Len(t, reqs, n+1)
+	requireProtoEqual(t, &coordinatorv1.ListTasksRequest{PageSize: 1, Full: true, ContextEquals: []string{"order_id=A-1,B", `amount="5"`}}, reqs[n])
 }
 
 func TestTaskGetCancelRetryResolve(t *testing.T) {

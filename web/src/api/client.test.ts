@@ -27,6 +27,13 @@ describe('calls', () => {
     expect(errorMessage(err)).toBe('FailedPrecondition: task t1 is complete: only an errored task can be retried');
   });
 
+  it('lists tasks with context matches, each its own escaped parameter', async () => {
+    const f = stubFetch(200, '{"tasks":[]}');
+    await api.listTasks({ namespace: 'demo', contextEquals: ['order_id=A-1&x', 'amount="5"'] });
+    const [url] = f.mock.calls[0] as unknown as [string];
+    expect(url).toBe('/api/v1/tasks?namespace=demo&contextEquals=order_id%3DA-1%26x&contextEquals=amount%3D%225%22');
+  });
+
   it('reads a plain-text refusal, and tells listeners about a 401', async () => {
     stubFetch(401, 'Unauthorized: missing bearer token\n', 'text/plain');
     const seen: string[] = [];

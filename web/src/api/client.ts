@@ -156,6 +156,8 @@ export interface ListTasksParams {
   createdAfter?: string;
   createdBefore?: string;
   search?: string;
+  /** contextEquals: PATH=VALUE matches, all of which a task's context holds. */
+  contextEquals?: string[];
   pageSize?: number;
   pageToken?: string;
 }

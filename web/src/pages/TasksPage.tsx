@@ -17,6 +17,8 @@ interface Filters {
   after: string;
   before: string;
   q: string;
+  /** ctx is one PATH=VALUE the task's context must hold (context_equals). */
+  ctx: string;
 }
 
 function filtersFrom(search: URLSearchParams): Filters {
@@ -27,6 +29,7 @@ function filtersFrom(search: URLSearchParams): Filters {
     after: search.get('after') ?? '',
     before: search.get('before') ?? '',
     q: search.get('q') ?? '',
+    ctx: search.get('ctx') ?? '',
   };
 }
 
@@ -38,6 +41,7 @@ function queryOf(f: Filters): URLSearchParams {
   if (f.after) q.set('after', f.after);
   if (f.before) q.set('before', f.before);
   if (f.q) q.set('q', f.q);
+  if (f.ctx) q.set('ctx', f.ctx);
   return q;
 }
 
@@ -86,6 +90,7 @@ export function TasksPage() {
           createdAfter: after !== undefined ? toRFC3339(after) : undefined,
           createdBefore: before !== undefined ? toRFC3339(before) : undefined,
           search: filters.q.trim() || undefined,
+          contextEquals: filters.ctx.trim() ? [filters.ctx.trim()] : undefined,
           pageSize: PAGE_SIZE,
           pageToken: pageToken || undefined,
         },
@@ -198,6 +203,16 @@ export function TasksPage() {
             placeholder="exact id or key"
             onChange={(e) => setDraft({ ...draft, q: e.target.value })}
             name="search"
+          />
+        </label>
+        <label className="grow">
+          Context field
+          <input
+            value={draft.ctx}
+            placeholder="path=value, e.g. order_id=A-1"
+            title='A value the task context holds: order_id=A-1, customer.id=c-7, amount=5 (the number), amount="5" (the string)'
+            onChange={(e) => setDraft({ ...draft, ctx: e.target.value })}
+            name="context"
           />
         </label>
         <div className="filter-buttons">

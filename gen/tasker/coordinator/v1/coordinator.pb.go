@@ -2246,7 +2246,16 @@ type ListTasksRequest struct {
 	// created_before, when set, keeps tasks created before it.
 	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
 	// search, when set, finds the task whose id or idempotency key it is.
-	Search        string `protobuf:"bytes,9,opt,name=search,proto3" json:"search,omitempty"`
+	Search string `protobuf:"bytes,9,opt,name=search,proto3" json:"search,omitempty"`
+	// context_equals keeps tasks whose context holds each of these values,
+	// each written PATH=VALUE: PATH a key of the context, or keys into
+	// nested objects joined by dots (customer.id); VALUE read as JSON when it
+	// is a JSON number, true, false, null or a quoted string, and as a plain
+	// string otherwise (order_id=A-1 and order_id="A-1" are the same; amount=5
+	// matches the number 5 or 5.0, amount="5" the string). At most 8.
+	// Nothing indexes contexts: narrow large stores by template or creation
+	// time too.
+	ContextEquals []string `protobuf:"bytes,10,rep,name=context_equals,json=contextEquals,proto3" json:"context_equals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2342,6 +2351,13 @@ func (x *ListTasksRequest) GetSearch() string {
 		return x.Search
 	}
 	return ""
+}
+
+func (x *ListTasksRequest) GetContextEquals() []string {
+	if x != nil {
+		return x.ContextEquals
+	}
+	return nil
 }
 
 // ListTasksResponse lists tasks.
@@ -6148,7 +6164,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
 	"\x0fGetTaskResponse\x12/\n" +
-	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\"\xe4\x02\n" +
+	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\"\x8b\x03\n" +
 	"\x10ListTasksRequest\x122\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1c.tasker.coordinator.v1.StateR\x05state\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -6159,7 +6175,9 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04full\x18\x06 \x01(\bR\x04full\x12?\n" +
 	"\rcreated_after\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
 	"\x0ecreated_before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\x16\n" +
-	"\x06search\x18\t \x01(\tR\x06search\"n\n" +
+	"\x06search\x18\t \x01(\tR\x06search\x12%\n" +
+	"\x0econtext_equals\x18\n" +
+	" \x03(\tR\rcontextEquals\"n\n" +
 	"\x11ListTasksResponse\x121\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x1b.tasker.coordinator.v1.TaskR\x05tasks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\";\n" +
