@@ -96,5 +96,7 @@ func TaskListPlans(ns string) []TaskListPlan {
 		{store.TaskListParams{State: state.Pending, BeforeID: "z"}, "tasks_state_id"},
 		{store.TaskListParams{Namespace: ns, Name: "linear"}, "tasks_namespace_name_id"},
 		{store.TaskListParams{Namespace: ns, Name: "linear", BeforeID: "z"}, "tasks_namespace_name_id"},
+		// A context match is read off each row the index yields.
+		{store.TaskListParams{Namespace: ns, Name: "linear", Context: []store.ContextMatch{{Path: []string{"order_id"}, Value: "A-1"}}}, "tasks_namespace_name_id"},
 	}
 }
