@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -261,6 +262,73 @@ func TestScheduleFiresPausesAndResumes(t *testing.T) {
 	for _, id := range runs {
 		h.get(id)
 	}
+}
+
+// A schedule's runs say how the tasks they created stand now, and which
+// of those tasks retention has deleted since.
+func TestScheduleRunsShowTheirTasks(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	h := serveCoordinator(t, coordinator.Config{Store: st}, nil)
+	h.apply(scheduledTemplate)
+	h.createSchedule(&coordinatorv1.CreateScheduleRequest{
+		Name: "shown", Namespace: "test", Template: "scheduled", Cron: everySecond, Overlap: "allow",
+	})
+	// No executor yet: the first task waits, pending.
+	first := ""
+	for _, id := range taskRuns(h.waitRuns("shown", 1)) {
+		first = id
+	}
+	run := func(id string) *coordinatorv1.ScheduleRun {
+		t.Helper()
+		for _, r := range h.getSchedule("shown").GetRuns() {
+			if r.GetTaskId() == id {
+				return r
+			}
+		}
+		t.Fatalf("no run created task %s", id)
+		return nil
+	}
+	require.Equal(t, coordinatorv1.State_STATE_PENDING, run(first).GetTaskState())
+	require.False(t, run(first).GetTaskPruned())
+
+	runExecutor(h, executor.Config{ID: "exec-1", Capacity: 4}, listen(t), nil)
+	h.waitState(first, coordinatorv1.State_STATE_COMPLETE)
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, run(first).GetTaskState())
+
+	// Retention deletes finished tasks once their events are pruned (all
+	// but the newest's); their runs stay, marked.
+	h.waitRuns("shown", 2)
+	_, err := h.client.PauseSchedule(h.ctx, &coordinatorv1.PauseScheduleRequest{Name: "shown"})
+	require.NoError(t, err)
+	for _, id := range taskRuns(h.getSchedule("shown")) {
+		h.waitState(id, coordinatorv1.State_STATE_COMPLETE)
+	}
+	cutoff := time.Now().Add(time.Hour)
+	_, err = st.EventPrune(h.ctx, &store.EventPruneParams{Before: cutoff, Limit: 100000})
+	require.NoError(t, err)
+	res, err := st.TaskPrune(h.ctx, &store.TaskPruneParams{Before: cutoff, Limit: 1000})
+	require.NoError(t, err)
+	require.Positive(t, res.Deleted)
+	pruned := 0
+	for _, r := range h.getSchedule("shown").GetRuns() {
+		if r.GetTaskId() == "" {
+			continue
+		}
+		_, err := st.TaskGet(h.ctx, r.GetTaskId())
+		if errors.Is(err, store.ErrNotFound) {
+			pruned++
+			require.True(t, r.GetTaskPruned(), "run of %s", r.GetFireTime().AsTime())
+			require.Equal(t, coordinatorv1.State_STATE_UNSPECIFIED, r.GetTaskState())
+			continue
+		}
+		require.NoError(t, err)
+		require.False(t, r.GetTaskPruned())
+		// (A firing under way when the pause landed may have added a
+		// task still running.)
+		require.NotEqual(t, coordinatorv1.State_STATE_UNSPECIFIED, r.GetTaskState())
+	}
+	require.Equal(t, res.Deleted, pruned)
 }
 
 // holder is a step handler that holds every attempt until released, and

@@ -154,7 +154,21 @@ func (s *server) GetSchedule(ctx context.Context, req *coordinatorv1.GetSchedule
 		return nil, toStatus(err)
 	}
 	for _, r := range list {
-		resp.Runs = append(resp.Runs, scheduleRunToProto(r))
+		p := scheduleRunToProto(r)
+		if r.TaskID != "" {
+			// One read per run: a page holds at most maxScheduleRuns, and
+			// an operator asks for few. The store is read, not memory: it
+			// is where a task retention deleted is missing from.
+			switch t, err := s.c.engine.store.TaskGet(ctx, r.TaskID); {
+			case errors.Is(err, store.ErrNotFound):
+				p.TaskPruned = true
+			case err != nil:
+				return nil, toStatus(err)
+			default:
+				p.TaskState = protoState(t.State)
+			}
+		}
+		resp.Runs = append(resp.Runs, p)
 	}
 	return resp, nil
 }

@@ -614,6 +614,10 @@ steps:
 		want = append(want, r.TaskID)
 	}
 	require.Equal(t, want, links, "the runs, latest first, each with its task")
+	// Each run shows its task's state as stored (a badge, as on the tasks
+	// list).
+	b.waitFor("each run shows its task's state", fmt.Sprintf(
+		`document.querySelectorAll('tr[data-run="task"] td[data-run-state^="STATE_"] .badge').length === %d`, len(sched.Runs)))
 	require.Equal(t, "10", fmt.Sprint(run(b, "next fire times", chromedp.Evaluate[int](
 		`document.querySelectorAll('[data-next-fire-times] li').length`))))
 	b.shot("schedule")

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
+	"github.com/tasker-go/tasker/state/statepb"
 )
 
 func newScheduleCmd(g *globals) *cobra.Command {
@@ -326,6 +327,8 @@ type scheduleJSON struct {
 type scheduleRunJSON struct {
 	FireTime     string `json:"fire_time"`
 	TaskID       string `json:"task_id,omitempty"`
+	TaskState    string `json:"task_state,omitempty"`
+	TaskPruned   bool   `json:"task_pruned,omitempty"`
 	Skipped      string `json:"skipped,omitempty"`
 	Count        int64  `json:"count"`
 	LastFireTime string `json:"last_fire_time,omitempty"`
@@ -356,8 +359,8 @@ func toScheduleJSON(s *coordinatorv1.Schedule) scheduleJSON {
 
 func toScheduleRunJSON(r *coordinatorv1.ScheduleRun) scheduleRunJSON {
 	return scheduleRunJSON{
-		FireTime: formatTime(r.GetFireTime()), TaskID: r.GetTaskId(), Skipped: r.GetSkipped(), Count: r.GetCount(),
-		LastFireTime: formatTime(r.GetLastFireTime()),
+		FireTime: formatTime(r.GetFireTime()), TaskID: r.GetTaskId(), TaskState: statepb.Name(r.GetTaskState()),
+		TaskPruned: r.GetTaskPruned(), Skipped: r.GetSkipped(), Count: r.GetCount(), LastFireTime: formatTime(r.GetLastFireTime()),
 	}
 }
 
@@ -404,16 +407,21 @@ func writeScheduleDetail(w io.Writer, asJSON bool, resp *coordinatorv1.GetSchedu
 	}
 	fmt.Fprintln(w, "\nLATEST RUNS")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  FIRE TIME\tTASK\tSKIPPED")
+	fmt.Fprintln(tw, "  FIRE TIME\tTASK\tSTATE\tSKIPPED")
 	for _, r := range resp.GetRuns() {
-		task, skipped := r.GetTaskId(), r.GetSkipped()
-		if task == "" {
-			task = "-"
+		task, st, skipped := r.GetTaskId(), statepb.Name(r.GetTaskState()), r.GetSkipped()
+		switch {
+		case task == "":
+			task, st = "-", "-"
+		case r.GetTaskPruned():
+			st = "pruned"
+		case st == "":
+			st = "-"
 		}
 		if r.GetCount() > 1 {
 			skipped = fmt.Sprintf("%s (%d fire times to %s)", skipped, r.GetCount(), shortTime(r.GetLastFireTime()))
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", shortTime(r.GetFireTime()), task, oneLine(skipped))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", shortTime(r.GetFireTime()), task, st, oneLine(skipped))
 	}
 	return flush(tw)
 }

@@ -99,6 +99,25 @@ func TestScheduleCommands(t *testing.T) {
 	res = runCLI(t, addr, "schedule", "get", "nightly")
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Contains(t, res.stdout, "LATEST RUNS")
+	require.Regexp(t, `FIRE TIME\s+TASK\s+STATE\s+SKIPPED`, res.stdout)
+	// Each run that created a task says how that task stands now.
+	res = runCLI(t, addr, "schedule", "get", "nightly", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var detail struct {
+		Runs []struct {
+			TaskID    string `json:"task_id"`
+			TaskState string `json:"task_state"`
+		} `json:"runs"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &detail))
+	withTasks := 0
+	for _, r := range detail.Runs {
+		if r.TaskID != "" {
+			withTasks++
+			require.Contains(t, []string{"pending", "in_progress", "complete"}, r.TaskState, "run of task %s", r.TaskID)
+		}
+	}
+	require.Equal(t, 3, withTasks)
 
 	// REST: the same schedule by its rules.
 	var rest struct {

@@ -290,6 +290,10 @@ export interface ScheduleRun {
   /** int64, as a string */
   count?: string;
   lastFireTime?: string | null;
+  /** taskState is the created task's state now; unset when skipped or pruned. */
+  taskState?: State;
+  /** taskPruned: the created task is no longer stored (retention). */
+  taskPruned?: boolean;
 }
 
 export interface ListSchedulesResponse {

@@ -2,7 +2,7 @@ import { useState } from 'react';
 import { api } from '../api/client';
 import type { Schedule, ScheduleRun } from '../api/types';
 import { ConfirmDialog } from '../components/ConfirmDialog';
-import { ErrorNote, JsonView, Mono, Section } from '../components/common';
+import { ErrorNote, JsonView, Mono, Section, StateBadge } from '../components/common';
 import { useAccess } from '../access';
 import { useAsync, useInterval, useNow } from '../hooks';
 import { paths } from '../lib/routes';
@@ -233,6 +233,7 @@ function RunsTable({ runs }: { runs: ScheduleRun[] }) {
         <tr>
           <th>fire time</th>
           <th>outcome</th>
+          <th>task state</th>
         </tr>
       </thead>
       <tbody>
@@ -243,9 +244,13 @@ function RunsTable({ runs }: { runs: ScheduleRun[] }) {
               <td className="nowrap">{formatTime(parseTimestamp(r.fireTime))}</td>
               <td>
                 {r.taskId ? (
-                  <Link to={paths.task(r.taskId)}>
+                  r.taskPruned ? (
                     <Mono>{r.taskId}</Mono>
-                  </Link>
+                  ) : (
+                    <Link to={paths.task(r.taskId)}>
+                      <Mono>{r.taskId}</Mono>
+                    </Link>
+                  )
                 ) : (
                   <span>
                     skipped: {r.skipped}
@@ -257,6 +262,15 @@ function RunsTable({ runs }: { runs: ScheduleRun[] }) {
                     )}
                   </span>
                 )}
+              </td>
+              <td data-run-state={r.taskPruned ? 'pruned' : (r.taskState ?? '')}>
+                {r.taskPruned ? (
+                  <span className="muted" title="retention deleted the task; the run's record stays">
+                    pruned
+                  </span>
+                ) : r.taskState ? (
+                  <StateBadge state={r.taskState} />
+                ) : null}
               </td>
             </tr>
           );
