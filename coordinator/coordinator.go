@@ -134,8 +134,9 @@ type Coordinator struct {
 	stopOnce sync.Once
 	// guard enforces cfg.Security through ServerOptions; nil when off.
 	guard *auth.Guard
-	// health answers grpc.health.v1 without a token; it turns NOT_SERVING
-	// when Stop begins so load balancers drain the coordinator.
+	// health answers grpc.health.v1 without a token; it follows Ready
+	// (keepHealth) and turns NOT_SERVING for good when Stop begins, so load
+	// balancers drain the coordinator.
 	health *health.Server
 	// peers forwards requests about tasks other coordinators own.
 	peers *peers
@@ -267,6 +268,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		e.bg.goFn(func() { _ = n.AdmissionListen(e.ctx, e.id, e.keysFreedElsewhere) })
 	}
 	e.bg.goFn(func() { c.sched.run(e.ctx) })
+	e.bg.goFn(c.keepHealth)
 	if r := c.cfg.EventRetention; r > 0 {
 		e.bg.goFn(func() { e.keepRetention(r, c.cfg.TaskRetention) })
 	}

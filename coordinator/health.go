@@ -5,7 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
+
+// healthInterval is how often keepHealth asks Ready.
+const healthInterval = time.Second
 
 // ErrNotReady is wrapped by Ready's refusals.
 var ErrNotReady = errors.New("not ready")
@@ -46,4 +53,44 @@ func (c *Coordinator) Ready(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("%w: lease %d of coordinator %s is no longer live in the store (lost; a new one is being taken)", ErrNotReady, l.Token, c.cfg.ID)
+}
+
+// keepHealth mirrors Ready into grpc.health.v1, for probes that speak gRPC
+// (the kubelet's grpc probe, tasker-healthprobe, client-side health
+// checks): the server as a whole ("") and the CoordinatorService turn
+// NOT_SERVING while Ready refuses (no live lease, the store unreachable or
+// refusing writes) and SERVING again once it passes. Each look is a read
+// of the leases, one row per coordinator. Stop's Shutdown then holds both
+// at NOT_SERVING, whatever a last look sets.
+func (c *Coordinator) keepHealth() {
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	serving := true // as New left it
+	for {
+		ctx, cancel := context.WithTimeout(c.engine.ctx, healthInterval)
+		err := c.Ready(ctx)
+		cancel()
+		if c.engine.ctx.Err() != nil {
+			return
+		}
+		status := healthpb.HealthCheckResponse_SERVING
+		if err != nil {
+			status = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		if now := err == nil; now != serving {
+			serving = now
+			if err != nil {
+				c.engine.log.Warn("not ready; gRPC health turns NOT_SERVING", "err", err)
+			} else {
+				c.engine.log.Info("ready again; gRPC health turns SERVING")
+			}
+		}
+		c.health.SetServingStatus("", status)
+		c.health.SetServingStatus(coordinatorv1.CoordinatorService_ServiceDesc.ServiceName, status)
+		select {
+		case <-c.engine.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

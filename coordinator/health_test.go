@@ -6,7 +6,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tasker-go/tasker/coordinator"
@@ -91,8 +94,56 @@ steps:
 	require.ErrorIs(t, err, store.ErrUnavailable)
 	require.ErrorContains(t, err, "the store has refused every write for")
 	require.ErrorContains(t, err, "database or disk is full")
+	// gRPC health, which probes without HTTP ask, follows within a second
+	// or so: the server as a whole and the coordinator's service. Creates
+	// keep failing meanwhile, as they would under load.
+	hc := healthClient(t, h.addr)
+	requireHealth := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			_, _ = h.client.CreateTask(h.ctx, req)
+			for _, svc := range []string{"", coordinatorv1.CoordinatorService_ServiceDesc.ServiceName} {
+				resp, err := hc.Check(h.ctx, &healthpb.HealthCheckRequest{Service: svc})
+				if err != nil || resp.GetStatus() != want {
+					return false
+				}
+			}
+			return true
+		}, 20*time.Second, 20*time.Millisecond, "gRPC health never turned %s", want)
+	}
+	requireHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 
 	fs.refuseWork.Store(false)
 	h.create("test", "refused", map[string]any{})
 	require.NoError(t, h.coord.Ready(h.ctx))
+	requireHealth(healthpb.HealthCheckResponse_SERVING)
+}
+
+// healthClient is a grpc.health.v1 client of the server at addr.
+func healthClient(t *testing.T, addr string) healthpb.HealthClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cc.Close() })
+	return healthpb.NewHealthClient(cc)
+}
+
+// A lease lost makes gRPC health NOT_SERVING too, until a new lease is
+// taken.
+func TestGRPCHealthFollowsTheLease(t *testing.T) {
+	t.Parallel()
+	h := readyHarness(t)
+	hc := healthClient(t, h.addr)
+	check := func() healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := hc.Check(h.ctx, &healthpb.HealthCheckRequest{})
+		require.NoError(t, err)
+		return resp.GetStatus()
+	}
+	require.Eventually(t, func() bool { return check() == healthpb.HealthCheckResponse_SERVING }, 20*time.Second, 10*time.Millisecond)
+	// A restart elsewhere under the same id replaces the lease; this
+	// coordinator's renewal (every third of its hour) is far off, so it
+	// stays unready, and gRPC health says so.
+	_, err := h.store.LeaseAcquire(h.ctx, &store.LeaseAcquireParams{CoordinatorID: h.coord.ID(), TTL: time.Hour, Now: time.Now().UTC()})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return check() == healthpb.HealthCheckResponse_NOT_SERVING }, 20*time.Second, 10*time.Millisecond)
 }
