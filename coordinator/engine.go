@@ -62,6 +62,8 @@ type engine struct {
 	// writes records whether the store takes the work written to it, for
 	// Ready.
 	writes writeHealth
+	// ready is the outcome of keepHealth's last look at Ready.
+	ready atomic.Bool
 
 	mu    sync.Mutex // protects tasks
 	tasks map[string]*taskRun

@@ -73,6 +73,7 @@ func (c *Coordinator) keepHealth() {
 		if c.engine.ctx.Err() != nil {
 			return
 		}
+		c.engine.ready.Store(err == nil)
 		status := healthpb.HealthCheckResponse_SERVING
 		if err != nil {
 			status = healthpb.HealthCheckResponse_NOT_SERVING

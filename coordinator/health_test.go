@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -132,7 +133,10 @@ func healthClient(t *testing.T, addr string) healthpb.HealthClient {
 // taken.
 func TestGRPCHealthFollowsTheLease(t *testing.T) {
 	t.Parallel()
-	h := readyHarness(t)
+	st := openSQLite(t)
+	reg := prometheus.NewRegistry()
+	h := serveCoordinator(t, coordinator.Config{Store: st, LeaseTTL: time.Hour, Registerer: reg}, nil)
+	h.store = st
 	hc := healthClient(t, h.addr)
 	check := func() healthpb.HealthCheckResponse_ServingStatus {
 		resp, err := hc.Check(h.ctx, &healthpb.HealthCheckRequest{})
@@ -140,10 +144,12 @@ func TestGRPCHealthFollowsTheLease(t *testing.T) {
 		return resp.GetStatus()
 	}
 	require.Eventually(t, func() bool { return check() == healthpb.HealthCheckResponse_SERVING }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return metricValue(t, reg, "tasker_ready") == 1 }, 20*time.Second, 10*time.Millisecond)
 	// A restart elsewhere under the same id replaces the lease; this
 	// coordinator's renewal (every third of its hour) is far off, so it
 	// stays unready, and gRPC health says so.
 	_, err := h.store.LeaseAcquire(h.ctx, &store.LeaseAcquireParams{CoordinatorID: h.coord.ID(), TTL: time.Hour, Now: time.Now().UTC()})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return check() == healthpb.HealthCheckResponse_NOT_SERVING }, 20*time.Second, 10*time.Millisecond)
+	require.Zero(t, metricValue(t, reg, "tasker_ready"), "the metric follows the same look")
 }

@@ -99,9 +99,18 @@ func newMetrics(reg prometheus.Registerer, e *engine) *metrics {
 		Name: "tasker_step_results_held",
 		Help: "Step results received and not yet stored: their write is retried while the store takes none (a full disk, a failover), or their task is being taken back here.",
 	}, func() float64 { return float64(e.held.count()) })
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tasker_ready",
+		Help: "1 while the coordinator passed its last readiness look (every second: a live lease, the store answering and taking writes), else 0; /healthz/ready and gRPC health say why.",
+	}, func() float64 {
+		if e.ready.Load() {
+			return 1
+		}
+		return 0
+	})
 	executors := &executorCollector{pool: e.pool}
 	waiting := &waitingCollector{e: e}
-	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.tasksPruned, m.results, m.streamMessages, m.admissionRefusals, active, keyWaits, held, executors, waiting} {
+	for _, c := range []prometheus.Collector{m.tasksCreated, m.taskTransitions, m.stepTransitions, m.retries, m.stepDuration, m.dispatchLatency, m.storeWrite, m.fencedWrites, m.leaseLost, m.wakes, m.repairs, m.tasksPruned, m.results, m.streamMessages, m.admissionRefusals, active, keyWaits, held, ready, executors, waiting} {
 		reg.MustRegister(c)
 	}
 	return m
