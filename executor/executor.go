@@ -119,6 +119,9 @@ type Executor struct {
 	runsIdle    chan struct{}
 	sessions    map[*session]struct{}
 	nextSession uint64
+	// health is the grpc.health.v1 server of Serve, nil before it; it
+	// follows Ready as sessions open and close (setHealthLocked).
+	health *health.Server
 	// pending holds results whose stream is gone, oldest first; entries may
 	// already be done (delivered another way) until the next compaction.
 	pending []*delivery
@@ -253,10 +256,16 @@ func (e *Executor) Serve(ctx context.Context, lis net.Listener) error {
 	executorv1.RegisterExecutorServiceServer(srv, &service{e: e})
 	// Reflection lets grpcurl and ghz call the executor without its proto files.
 	reflection.Register(srv)
-	// Health answers probes that hold no credentials; it turns NOT_SERVING
-	// as shutdown begins so load balancers stop routing here.
+	// Health answers probes that hold no credentials. It follows Ready:
+	// SERVING while a coordinator has an Execute stream open here (so a
+	// rollout waits for the coordinators to take up a new executor), and
+	// NOT_SERVING for good as shutdown begins, so load balancers stop
+	// routing here.
 	hs := health.NewServer()
-	hs.SetServingStatus(executorv1.ExecutorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	e.mu.Lock()
+	e.health = hs
+	e.setHealthLocked()
+	e.mu.Unlock()
 	healthpb.RegisterHealthServer(srv, hs)
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(lis) }()

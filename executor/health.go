@@ -1,6 +1,12 @@
 package executor
 
-import "errors"
+import (
+	"errors"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
+)
 
 // ErrNotReady is what Ready returns while no coordinator has an Execute
 // stream open to this executor.
@@ -15,4 +21,18 @@ func (e *Executor) Ready() error {
 		return ErrNotReady
 	}
 	return nil
+}
+
+// setHealthLocked tells grpc.health.v1 what Ready would say: the server as
+// a whole ("") and the ExecutorService alike. e.mu is held.
+func (e *Executor) setHealthLocked() {
+	if e.health == nil {
+		return
+	}
+	status := healthpb.HealthCheckResponse_NOT_SERVING
+	if len(e.sessions) > 0 {
+		status = healthpb.HealthCheckResponse_SERVING
+	}
+	e.health.SetServingStatus("", status)
+	e.health.SetServingStatus(executorv1.ExecutorService_ServiceDesc.ServiceName, status)
 }

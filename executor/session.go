@@ -219,6 +219,7 @@ func (e *Executor) openSession(peer, coordinatorID string) *session {
 		coordinatorID: coordinatorID,
 	}
 	e.sessions[s] = struct{}{}
+	e.setHealthLocked()
 	for _, d := range e.pending {
 		if !d.done {
 			s.queue = append(s.queue, outbound{msg: resultMessage(d.res), d: d})
@@ -254,6 +255,7 @@ func (e *Executor) closeSession(s *session, abnormal bool) {
 	e.mu.Lock()
 	s.closed = true
 	delete(e.sessions, s)
+	e.setHealthLocked()
 	moved := 0
 	for _, q := range s.queue {
 		if q.d != nil && !q.d.done {
