@@ -310,7 +310,9 @@ func checkHTTP(t *testing.T, target httpTarget, paths []string, want string) {
 	}
 }
 
-// checkHealth asks grpc.health.v1 as the kubelet's gRPC probe does.
+// checkHealth asks grpc.health.v1 as the kubelet's gRPC probe does, again
+// until it answers SERVING as the probe's retries would: an executor is
+// ready only once a coordinator has taken it up.
 func checkHealth(t *testing.T, addr string) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -318,22 +320,47 @@ func checkHealth(t *testing.T, addr string) {
 	defer func() { _ = conn.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), liveWait)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	require.NoError(t, err, "grpc.health.v1 Check on %s", addr)
-	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+	var last healthpb.HealthCheckResponse_ServingStatus
+	for {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		require.NoError(t, err, "grpc.health.v1 Check on %s (last status %s)", addr, last)
+		if last = resp.GetStatus(); last == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("grpc.health.v1 on %s: %s, never SERVING", addr, last)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // runProbe runs the image's healthcheck binary against addr and wants its
 // exit status.
 func runProbe(t *testing.T, probe, addr string, want int, extra ...string) {
 	t.Helper()
-	out, err := exec.Command(probe, append([]string{"-addr=" + addr}, extra...)...).CombinedOutput()
-	code := 0
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		code = exit.ExitCode()
-	} else {
-		require.NoError(t, err)
+	var (
+		out  []byte
+		code int
+	)
+	// A healthy answer may take a moment (an executor is SERVING once a
+	// coordinator has taken it up), as a healthcheck's retries allow; a
+	// refusal is wanted at once.
+	deadline := time.Now().Add(liveWait)
+	for {
+		var err error
+		out, err = exec.Command(probe, append([]string{"-addr=" + addr}, extra...)...).CombinedOutput()
+		code = 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else {
+			require.NoError(t, err)
+		}
+		if want != 0 || code == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	require.Equal(t, want, code, "tasker-healthprobe -addr=%s: %s", addr, out)
 	if want == 0 {
