@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -339,32 +340,30 @@ func checkHealth(t *testing.T, addr string) {
 // exit status.
 func runProbe(t *testing.T, probe, addr string, want int, extra ...string) {
 	t.Helper()
-	var (
-		out  []byte
-		code int
-	)
-	// A healthy answer may take a moment (an executor is SERVING once a
-	// coordinator has taken it up), as a healthcheck's retries allow; a
-	// refusal is wanted at once.
-	deadline := time.Now().Add(liveWait)
-	for {
-		var err error
-		out, err = exec.Command(probe, append([]string{"-addr=" + addr}, extra...)...).CombinedOutput()
-		code = 0
+	probeOnce := func() (int, string, error) {
+		out, err := exec.Command(probe, append([]string{"-addr=" + addr}, extra...)...).CombinedOutput()
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
-			code = exit.ExitCode()
-		} else {
-			require.NoError(t, err)
+			return exit.ExitCode(), string(out), nil
 		}
-		if want != 0 || code == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+		return 0, string(out), err
 	}
-	require.Equal(t, want, code, "tasker-healthprobe -addr=%s: %s", addr, out)
-	if want == 0 {
-		require.Contains(t, string(out), "SERVING")
+	if want != 0 {
+		// A refusal is wanted at once.
+		code, out, err := probeOnce()
+		require.NoError(t, err)
+		require.Equal(t, want, code, "tasker-healthprobe -addr=%s: %s", addr, out)
+		return
+	}
+	// A healthy answer may take a moment (an executor is SERVING once a
+	// coordinator has taken it up), as a healthcheck's retries allow.
+	healthy := func() bool {
+		code, out, err := probeOnce()
+		return err == nil && code == 0 && strings.Contains(out, "SERVING")
+	}
+	if !assert.Eventually(t, healthy, liveWait, 50*time.Millisecond) {
+		code, out, err := probeOnce()
+		t.Fatalf("tasker-healthprobe -addr=%s never healthy; now exit %d, %v: %s", addr, code, err, out)
 	}
 }
 
