@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tasker-go/tasker/store"
@@ -27,7 +28,10 @@ const (
 // writeHealth records the outcomes of the coordinator's work writes. The
 // zero value is ready to use.
 type writeHealth struct {
-	mu sync.Mutex
+	// failing is set while since is: every write observes, so a success
+	// with nothing to clear takes no lock.
+	failing atomic.Bool
+	mu      sync.Mutex
 	// since is the first of the failures since the last success (zero:
 	// none); last is the newest and err its error.
 	since, last time.Time
@@ -38,17 +42,19 @@ type writeHealth struct {
 // store's own unavailability count: a refusal (a conflict, a lost lease,
 // bad input) says nothing about whether the store can write.
 func (h *writeHealth) observe(now time.Time, err error) {
-	if err != nil && !errors.Is(err, store.ErrUnavailable) {
+	if err == nil && !h.failing.Load() || err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err == nil {
 		h.since, h.last, h.err = time.Time{}, time.Time{}, nil
+		h.failing.Store(false)
 		return
 	}
 	if h.since.IsZero() {
 		h.since = now
+		h.failing.Store(true)
 	}
 	h.last, h.err = now, err
 }
