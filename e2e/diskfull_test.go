@@ -62,30 +62,16 @@ func TestDiskFull(t *testing.T) {
 	c := &cluster{t: t, coord: coordAddr}
 	c.waitExecutors(1)
 
-	tmpl := filepath.Join(dir, "full.yaml")
-	require.NoError(t, os.WriteFile(tmpl, []byte(`namespace: full
-name: gated
-version: 1.0.0
-steps:
-  - name: work
-    handler: gated
-    retry_limit: 1
-  - name: after
-    handler: noop
-    depends_on: [work]
----
-namespace: full
+	filler := filepath.Join(dir, "filler.yaml")
+	require.NoError(t, os.WriteFile(filler, []byte(`namespace: full
 name: filler
 version: 1.0.0
 steps:
   - name: only
     handler: noop
 `), 0o600))
-	c.tasker("template", "apply", tmpl)
-	var ids []string
-	for i := range 3 {
-		ids = append(ids, decodeTask(t, c.tasker("task", "create", "full/gated", "--idempotency-key", fmt.Sprint("gated-", i), "-o", "json")).ID)
-	}
+	c.tasker("template", "apply", filler)
+	ids := createGatedTasks(t, c, "full", 3)
 	waitStarted(t, started, len(ids))
 
 	// Fill the filesystem, then let creates use up the room SQLite's
@@ -164,6 +150,30 @@ func startGatedExecutor(t *testing.T, coordAddr string) (started <-chan string, 
 	t.Cleanup(func() { stop(); <-done })
 	var once sync.Once
 	return ch, func() { once.Do(func() { close(gate) }) }
+}
+
+// createGatedTasks registers NS/gated (a "gated" step with no retry, then a
+// noop) and creates n of its tasks, returning their ids.
+func createGatedTasks(t *testing.T, c *cluster, ns string, n int) []string {
+	t.Helper()
+	tmpl := filepath.Join(t.TempDir(), "gated.yaml")
+	require.NoError(t, os.WriteFile(tmpl, []byte(`namespace: `+ns+`
+name: gated
+version: 1.0.0
+steps:
+  - name: work
+    handler: gated
+    retry_limit: 1
+  - name: after
+    handler: noop
+    depends_on: [work]
+`), 0o600))
+	c.tasker("template", "apply", tmpl)
+	ids := make([]string, 0, n)
+	for i := range n {
+		ids = append(ids, decodeTask(t, c.tasker("task", "create", ns+"/gated", "--idempotency-key", fmt.Sprint("gated-", i), "-o", "json")).ID)
+	}
+	return ids
 }
 
 // waitStarted waits until n gated attempts have started.

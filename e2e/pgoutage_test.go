@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -46,23 +45,7 @@ func TestPostgresOutage(t *testing.T) {
 	started, release := startGatedExecutor(t, coordAddr)
 	c.waitExecutors(1)
 
-	tmpl := filepath.Join(t.TempDir(), "outage.yaml")
-	require.NoError(t, os.WriteFile(tmpl, []byte(`namespace: outage
-name: gated
-version: 1.0.0
-steps:
-  - name: work
-    handler: gated
-    retry_limit: 1
-  - name: after
-    handler: noop
-    depends_on: [work]
-`), 0o600))
-	c.tasker("template", "apply", tmpl)
-	var ids []string
-	for i := range 3 {
-		ids = append(ids, decodeTask(t, c.tasker("task", "create", "outage/gated", "--idempotency-key", fmt.Sprint("gated-", i), "-o", "json")).ID)
-	}
+	ids := createGatedTasks(t, c, "outage", 3)
 	waitStarted(t, started, len(ids))
 
 	db.partition()
