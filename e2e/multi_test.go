@@ -433,8 +433,10 @@ func multiRunFaults(ctx context.Context, t *testing.T, pool *pgxpool.Pool, coord
 		case <-ctx.Done():
 		}
 	}
+	// The watchers write f's takeover times: f is returned only after
+	// Wait, which orders their writes before the copy (a deferred Wait
+	// would run after `return f` had copied f, racing the writes).
 	var watchers sync.WaitGroup
-	defer watchers.Wait()
 
 	killed, paused := coords[2], coords[1]
 	sleepUntil(began.Add(multiKillAt))
@@ -465,6 +467,7 @@ func multiRunFaults(ctx context.Context, t *testing.T, pool *pgxpool.Pool, coord
 		t.Errorf("SIGCONT %s: %v", paused.id, err)
 	}
 	f.resumedAt = time.Now()
+	watchers.Wait()
 	return f
 }
 
