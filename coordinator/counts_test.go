@@ -2,10 +2,12 @@ package coordinator_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 )
@@ -41,13 +43,14 @@ version: 1.0.0
 steps: [{name: a, handler: noop}]
 `)
 	// No executor: every task stays pending until one is cancelled.
-	for i := range 3 {
+	first := h.create("demo", "one", map[string]any{"i": 0})
+	for i := 1; i < 3; i++ {
 		h.create("demo", "one", map[string]any{"i": i})
 	}
 	cancelled := h.create("demo", "two", map[string]any{"i": 0})
 	_, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: cancelled.GetId()})
 	require.NoError(t, err)
-	h.create("other", "one", map[string]any{"i": 0})
+	last := h.create("other", "one", map[string]any{"i": 0})
 
 	count := func(req *coordinatorv1.CountTasksRequest) map[coordinatorv1.State]int64 {
 		t.Helper()
@@ -66,6 +69,28 @@ steps: [{name: a, handler: noop}]
 	require.NoError(t, err)
 	require.Equal(t, []coordinatorv1.State{pending, cancel}, []coordinatorv1.State{resp.GetCounts()[0].GetState(), resp.GetCounts()[1].GetState()},
 		"counts come in the order of the states")
+
+	// ListTasks' other filters narrow the counts as they narrow its list.
+	require.Equal(t, map[coordinatorv1.State]int64{pending: 2, cancel: 1}, count(&coordinatorv1.CountTasksRequest{ContextEquals: []string{"i=0"}}))
+	require.Equal(t, map[coordinatorv1.State]int64{pending: 1}, count(&coordinatorv1.CountTasksRequest{Namespace: "demo", ContextEquals: []string{"i=1"}}))
+	require.Equal(t, map[coordinatorv1.State]int64{cancel: 1}, count(&coordinatorv1.CountTasksRequest{Search: cancelled.GetId()}))
+	require.Empty(t, count(&coordinatorv1.CountTasksRequest{Search: cancelled.GetId(), Name: "one"}))
+	require.Equal(t, map[coordinatorv1.State]int64{pending: 3, cancel: 1},
+		count(&coordinatorv1.CountTasksRequest{CreatedAfter: first.GetCreatedAt(), CreatedBefore: last.GetCreatedAt()}),
+		"from the first task, before the last")
+	require.Empty(t, count(&coordinatorv1.CountTasksRequest{CreatedAfter: timestamppb.New(last.GetCreatedAt().AsTime().Add(time.Second))}))
+	for _, bad := range []struct {
+		req  *coordinatorv1.CountTasksRequest
+		says string
+	}{
+		{&coordinatorv1.CountTasksRequest{ContextEquals: []string{"no-equals-sign"}}, "context_equals[0]"},
+		{&coordinatorv1.CountTasksRequest{CreatedAfter: last.GetCreatedAt(), CreatedBefore: first.GetCreatedAt()}, "created_after"},
+		{&coordinatorv1.CountTasksRequest{CreatedBefore: &timestamppb.Timestamp{Nanos: -1}}, "created_before"},
+	} {
+		_, err := h.client.CountTasks(h.ctx, bad.req)
+		require.Equal(t, codes.InvalidArgument, status.Code(err), "%v: %v", bad.req, err)
+		require.Contains(t, status.Convert(err).Message(), bad.says)
+	}
 }
 
 // CountTasks is authorized as ListTasks: a namespace the token was not

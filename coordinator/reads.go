@@ -88,20 +88,29 @@ func (e *engine) taskNamespace(ctx context.Context, id string) (string, error) {
 // which begin with their creation's unix milliseconds), so the primary key
 // finds the range instead of every newer task being read and dropped.
 func (e *engine) listTasks(ctx context.Context, p *store.TaskListParams) ([]*store.Task, error) {
-	if !p.CreatedAfter.IsZero() {
+	p.FromID, p.BeforeID = idRange(p.CreatedAfter, p.CreatedBefore, p.FromID, p.BeforeID)
+	return e.store.TaskList(ctx, p)
+}
+
+// idRange narrows the id range [fromID, beforeID) ("" unbounded) to ids
+// that tasks created in [after, before) may have (a zero time unbounded),
+// so a store reads that range of its primary key; created_at still
+// decides exactly.
+func idRange(after, before time.Time, fromID, beforeID string) (string, string) {
+	if !after.IsZero() {
 		// An id is made just after its task's creation time is taken, so
 		// it is never older than it.
-		p.FromID = max(p.FromID, idFloor(p.CreatedAfter))
+		fromID = max(fromID, idFloor(after))
 	}
-	if !p.CreatedBefore.IsZero() {
+	if !before.IsZero() {
 		// A burst of ids within one millisecond may run a little ahead of
 		// the clock; a minute's slack keeps every task created before the
-		// bound in the range, and created_at decides exactly.
-		if bound := idFloor(p.CreatedBefore.Add(time.Minute)); p.BeforeID == "" || bound < p.BeforeID {
-			p.BeforeID = bound
+		// bound in the range.
+		if bound := idFloor(before.Add(time.Minute)); beforeID == "" || bound < beforeID {
+			beforeID = bound
 		}
 	}
-	return e.store.TaskList(ctx, p)
+	return fromID, beforeID
 }
 
 // idFloor is the smallest UUIDv7 string of a millisecond at or after t: a

@@ -15,7 +15,14 @@ func (s *server) CountTasks(ctx context.Context, req *coordinatorv1.CountTasksRe
 	if err != nil {
 		return nil, err
 	}
-	counts, err := s.c.engine.countTasks(ctx, &store.TaskCountParams{Namespace: namespace, Name: req.GetName()})
+	f, err := parseTaskFilters(req.GetCreatedAfter(), req.GetCreatedBefore(), req.GetSearch(), req.GetContextEquals())
+	if err != nil {
+		return nil, err
+	}
+	counts, err := s.c.engine.countTasks(ctx, &store.TaskCountParams{
+		Namespace: namespace, Name: req.GetName(),
+		CreatedAfter: f.createdAfter, CreatedBefore: f.createdBefore, Key: f.key, Context: f.context,
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}

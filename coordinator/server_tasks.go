@@ -164,31 +164,15 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 		}
 		before = string(b)
 	}
-	matches, err := parseContextMatches("context_equals", req.GetContextEquals())
+	f, err := parseTaskFilters(req.GetCreatedAfter(), req.GetCreatedBefore(), req.GetSearch(), req.GetContextEquals())
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, err
 	}
 	params := &store.TaskListParams{
-		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before, Key: req.GetSearch(), Context: matches,
+		State: st, Namespace: namespace, Name: req.GetName(), BeforeID: before,
+		CreatedAfter: f.createdAfter, CreatedBefore: f.createdBefore, Key: f.key, Context: f.context,
 		// One row more than the page shows says whether another page exists.
 		Limit: size + 1,
-	}
-	for _, b := range []struct {
-		name string
-		ts   *timestamppb.Timestamp
-		dst  *time.Time
-	}{{"created_after", req.GetCreatedAfter(), &params.CreatedAfter}, {"created_before", req.GetCreatedBefore(), &params.CreatedBefore}} {
-		if b.ts == nil {
-			continue
-		}
-		if err := b.ts.CheckValid(); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "%s: %v", b.name, err)
-		}
-		*b.dst = b.ts.AsTime()
-	}
-	if !params.CreatedAfter.IsZero() && !params.CreatedBefore.IsZero() && !params.CreatedAfter.Before(params.CreatedBefore) {
-		return nil, status.Errorf(codes.InvalidArgument, "created_after (%s) must be before created_before (%s)",
-			params.CreatedAfter.Format(time.RFC3339Nano), params.CreatedBefore.Format(time.RFC3339Nano))
 	}
 	tasks, err := s.c.engine.listTasks(ctx, params)
 	if err != nil {
@@ -211,6 +195,42 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 		resp.Tasks = append(resp.Tasks, s.toProto(v))
 	}
 	return resp, nil
+}
+
+// taskFilters are the filters ListTasks and CountTasks share, checked.
+type taskFilters struct {
+	createdAfter, createdBefore time.Time
+	key                         string
+	context                     []store.ContextMatch
+}
+
+// parseTaskFilters checks the shared filters of a request; a bad one is
+// InvalidArgument naming its field.
+func parseTaskFilters(after, before *timestamppb.Timestamp, search string, contextEquals []string) (taskFilters, error) {
+	f := taskFilters{key: search}
+	matches, err := parseContextMatches("context_equals", contextEquals)
+	if err != nil {
+		return f, status.Error(codes.InvalidArgument, err.Error())
+	}
+	f.context = matches
+	for _, b := range []struct {
+		name string
+		ts   *timestamppb.Timestamp
+		dst  *time.Time
+	}{{"created_after", after, &f.createdAfter}, {"created_before", before, &f.createdBefore}} {
+		if b.ts == nil {
+			continue
+		}
+		if err := b.ts.CheckValid(); err != nil {
+			return f, status.Errorf(codes.InvalidArgument, "%s: %v", b.name, err)
+		}
+		*b.dst = b.ts.AsTime()
+	}
+	if !f.createdAfter.IsZero() && !f.createdBefore.IsZero() && !f.createdAfter.Before(f.createdBefore) {
+		return f, status.Errorf(codes.InvalidArgument, "created_after (%s) must be before created_before (%s)",
+			f.createdAfter.Format(time.RFC3339Nano), f.createdBefore.Format(time.RFC3339Nano))
+	}
+	return f, nil
 }
 
 // answer turns an action's outcome into the task it left: the committed

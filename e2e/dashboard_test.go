@@ -400,6 +400,8 @@ func TestDashboard(t *testing.T) {
 	b.click(`.filter-buttons button.primary`)
 	b.waitFor("the context match finds one task", `location.search.includes('ctx=n%3D2') && document.querySelectorAll('tr[data-task]').length === 1`)
 	require.Equal(t, ids[2], run(b, "the matching row", chromedp.Evaluate[string](`document.querySelector('tr[data-task]').dataset.task`)))
+	// The counts take the same filters: they add up to the one task listed.
+	b.waitFor("the counts follow the context match", `document.querySelector('[data-count="all"] .count-n').textContent === '1'`)
 	b.shot("tasks-by-context")
 	b.open("/tasks?namespace=dash&ctx=" + url.QueryEscape("n=[2]"))
 	b.waitFor("a bad match says why", `document.body.textContent.includes('is a JSON object or array')`)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/tasker-go/tasker/state"
 )
@@ -12,6 +13,31 @@ type TaskCountParams struct {
 	// Name is a template name; with Namespace empty it counts that name
 	// in every namespace.
 	Name string
+
+	// The rest narrow the count as the fields of the same names narrow
+	// TaskList, so a page of tasks and its counts agree. No index holds
+	// them beside the state: a count that uses any reads the row of each
+	// task the other bounds leave (the ids' range, the key's one or two).
+	FromID, BeforeID            string
+	CreatedAfter, CreatedBefore time.Time
+	Key                         string
+	Context                     []ContextMatch
+}
+
+// ReadsRows reports whether a filter beyond namespace and name is set, so
+// the count cannot be answered from an index of states alone.
+func (p *TaskCountParams) ReadsRows() bool {
+	return p.FromID != "" || p.BeforeID != "" || !p.CreatedAfter.IsZero() || !p.CreatedBefore.IsZero() ||
+		p.Key != "" || len(p.Context) > 0
+}
+
+// List is the TaskListParams that selects the tasks p counts, in every
+// state and without a limit of its own.
+func (p *TaskCountParams) List() *TaskListParams {
+	return &TaskListParams{
+		Namespace: p.Namespace, Name: p.Name, FromID: p.FromID, BeforeID: p.BeforeID,
+		CreatedAfter: p.CreatedAfter, CreatedBefore: p.CreatedBefore, Key: p.Key, Context: p.Context,
+	}
 }
 
 // StateCount is how many tasks are in one state.

@@ -347,6 +347,15 @@ func TestRESTAPI(t *testing.T) {
 	require.Equal(t, "1", counts.Counts[0].Count)
 	require.Equal(t, "STATE_CANCELLED", counts.Counts[1].State)
 	require.Equal(t, "1", counts.Counts[1].Count)
+	// With the list's other filters, as query parameters: only the second
+	// blocked task's context holds n=2.
+	a.call(http.MethodGet, "/api/v1/task-counts?namespace=rest&name=blocked&context_equals=n%3D2", "", nil, &counts)
+	require.Len(t, counts.Counts, 1, "%+v", counts)
+	require.Equal(t, "STATE_PENDING", counts.Counts[0].State)
+	require.Equal(t, "1", counts.Counts[0].Count)
+	a.call(http.MethodGet, "/api/v1/task-counts?search="+blocked.ID, "", nil, &counts)
+	require.Len(t, counts.Counts, 1, "%+v", counts)
+	require.Equal(t, "STATE_CANCELLED", counts.Counts[0].State)
 
 	// The OpenAPI document describes these paths.
 	code, body := a.do(http.MethodGet, "/api/openapi.json", "", nil)

@@ -7,17 +7,20 @@ import (
 	"github.com/tasker-go/tasker/store"
 )
 
-// TaskCount implements store.Store. Every filter is answered by an
+// TaskCount implements store.Store. Namespace and name are answered by an
 // index-only scan of an index that holds the state (tasks_state_id
 // unfiltered, tasks_namespace_name_state with a namespace or name), so it
 // reads one index entry per counted task and, once the table is vacuumed,
-// no task row.
+// no task row; the other filters read the rows they keep, as a list does.
 func (s *Store) TaskCount(ctx context.Context, params *store.TaskCountParams) ([]store.StateCount, error) {
 	if params == nil {
 		params = &store.TaskCountParams{}
 	}
 	if s.isClosed() {
 		return nil, fmt.Errorf("count tasks: %w", store.ErrClosed)
+	}
+	if err := checkContextMatches(params.Context); err != nil {
+		return nil, fmt.Errorf("count tasks: %w", err)
 	}
 	query, args := taskCountQuery(params)
 	rows, err := s.reader.Query(ctx, query, args...)
@@ -45,8 +48,14 @@ func (s *Store) TaskCount(ctx context.Context, params *store.TaskCountParams) ([
 // taskCountQuery is TaskCount's statement. Each groups by the index's
 // columns up to state, so the index's order forms the groups; the driver
 // adds the groups of one state up (one row per template and state).
+//
+// A filter no such index holds (ReadsRows) counts the rows TaskList would
+// list, through the same WHERE.
 func taskCountQuery(p *store.TaskCountParams) (string, []any) {
 	switch {
+	case p.ReadsRows():
+		where, args := taskWhere(p.List())
+		return `SELECT state, count(*) FROM tasks` + where + ` GROUP BY state`, args
 	case p.Namespace != "" && p.Name != "":
 		return `SELECT state, count(*) FROM tasks WHERE namespace = $1 AND name = $2 GROUP BY state`, []any{p.Namespace, p.Name}
 	case p.Namespace != "":

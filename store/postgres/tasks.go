@@ -271,10 +271,8 @@ func (s *Store) TaskList(ctx context.Context, params *store.TaskListParams) ([]*
 	if params == nil {
 		params = &store.TaskListParams{}
 	}
-	for _, m := range params.Context {
-		if err := m.Check(); err != nil {
-			return nil, fmt.Errorf("list tasks: %w", err)
-		}
+	if err := checkContextMatches(params.Context); err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	query, args := taskListQuery(params)
 	return s.selectTasks(ctx, "list tasks", query, args...)
@@ -296,7 +294,30 @@ func contextMatchJSON(m store.ContextMatch) string {
 	return string(b)
 }
 
+// checkContextMatches refuses a match no statement can run.
+func checkContextMatches(ms []store.ContextMatch) error {
+	for _, m := range ms {
+		if err := m.Check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func taskListQuery(p *store.TaskListParams) (string, []any) {
+	where, args := taskWhere(p)
+	limit := p.Limit
+	if limit <= 0 {
+		limit = store.DefaultListLimit
+	}
+	args = append(args, limit)
+	return `SELECT ` + taskColumns + ` FROM tasks` + where + ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args)), args
+}
+
+// taskWhere is the WHERE clause (empty, or starting with a space) that
+// keeps the tasks p selects, whatever its Limit; its parameters are $1
+// onwards.
+func taskWhere(p *store.TaskListParams) (string, []any) {
 	var (
 		where []string
 		args  []any
@@ -338,17 +359,10 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 		// numbers by value and strings unescaped.
 		arg("context::jsonb @>", contextMatchJSON(m))
 	}
-	query := `SELECT ` + taskColumns + ` FROM tasks`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, " AND ")
+	if len(where) == 0 {
+		return "", nil
 	}
-	limit := p.Limit
-	if limit <= 0 {
-		limit = store.DefaultListLimit
-	}
-	args = append(args, limit)
-	query += ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
-	return query, args
+	return ` WHERE ` + strings.Join(where, " AND "), args
 }
 
 // taskListActiveQuery repeats the WHERE of the partial index tasks_active_id

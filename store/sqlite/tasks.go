@@ -220,16 +220,24 @@ func (s *Store) TaskList(ctx context.Context, params *store.TaskListParams) ([]*
 	if params == nil {
 		params = &store.TaskListParams{}
 	}
-	for _, m := range params.Context {
-		if err := m.Check(); err != nil {
-			return nil, fmt.Errorf("list tasks: %w", err)
-		}
-		if slices.ContainsFunc(m.Path, func(k string) bool { return strings.Contains(k, `"`) }) {
-			return nil, fmt.Errorf("list tasks: context match %q: a key with a double quote cannot be matched here", m.Path)
-		}
+	if err := checkContextMatches(params.Context); err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	query, args := taskListQuery(params)
 	return s.selectTasks(ctx, "list tasks", query, args...)
+}
+
+// checkContextMatches refuses a match no statement here can run.
+func checkContextMatches(ms []store.ContextMatch) error {
+	for _, m := range ms {
+		if err := m.Check(); err != nil {
+			return err
+		}
+		if slices.ContainsFunc(m.Path, func(k string) bool { return strings.Contains(k, `"`) }) {
+			return fmt.Errorf("context match %q: a key with a double quote cannot be matched here", m.Path)
+		}
+	}
+	return nil
 }
 
 // contextMatchSQL is the condition that a task's context holds m. The JSON
@@ -259,6 +267,18 @@ func contextMatchSQL(m store.ContextMatch) (string, []any) {
 }
 
 func taskListQuery(p *store.TaskListParams) (string, []any) {
+	where, args := taskWhere(p)
+	query := `SELECT ` + taskColumns + ` FROM tasks` + where + ` ORDER BY id DESC LIMIT ?`
+	limit := p.Limit
+	if limit <= 0 {
+		limit = store.DefaultListLimit
+	}
+	return query, append(args, limit)
+}
+
+// taskWhere is the WHERE clause (empty, or starting with a space) that
+// keeps the tasks p selects, whatever its Limit.
+func taskWhere(p *store.TaskListParams) (string, []any) {
 	var (
 		where []string
 		args  []any
@@ -302,16 +322,10 @@ func taskListQuery(p *store.TaskListParams) (string, []any) {
 		where = append(where, cond)
 		args = append(args, margs...)
 	}
-	query := `SELECT ` + taskColumns + ` FROM tasks`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, " AND ")
+	if len(where) == 0 {
+		return "", nil
 	}
-	query += ` ORDER BY id DESC LIMIT ?`
-	limit := p.Limit
-	if limit <= 0 {
-		limit = store.DefaultListLimit
-	}
-	return query, append(args, limit)
+	return ` WHERE ` + strings.Join(where, " AND "), args
 }
 
 // taskListActiveQuery repeats the WHERE of the partial index

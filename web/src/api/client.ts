@@ -162,6 +162,9 @@ export interface ListTasksParams {
   pageToken?: string;
 }
 
+/** CountTasksParams are ListTasksParams' filters but the state (counts are per state). */
+export type CountTasksParams = Omit<ListTasksParams, 'state' | 'pageSize' | 'pageToken'>;
+
 export const api = {
   listTasks(p: ListTasksParams, signal?: AbortSignal) {
     return call<ListTasksResponse>('GET', `/api/v1/tasks${toQuery({ ...p })}`, undefined, signal);
@@ -171,8 +174,9 @@ export const api = {
     if (!r.task) throw new ApiError(200, `task ${id}: the response has no task`);
     return r.task;
   },
-  countTasks(p: { namespace?: string; name?: string }, signal?: AbortSignal) {
-    return call<CountTasksResponse>('GET', `/api/v1/task-counts${toQuery(p)}`, undefined, signal);
+  /** countTasks counts by state the tasks listTasks would list with the same filters. */
+  countTasks(p: CountTasksParams, signal?: AbortSignal) {
+    return call<CountTasksResponse>('GET', `/api/v1/task-counts${toQuery({ ...p })}`, undefined, signal);
   },
   listTemplates(namespace?: string, signal?: AbortSignal) {
     return call<ListTemplatesResponse>('GET', `/api/v1/templates${toQuery({ namespace })}`, undefined, signal);

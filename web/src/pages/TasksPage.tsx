@@ -1,5 +1,5 @@
 import { useMemo, useState, type FormEvent } from 'react';
-import { api } from '../api/client';
+import { api, type CountTasksParams } from '../api/client';
 import type { State, TaskTemplate } from '../api/types';
 import { ErrorNote, LiveDot, Mono, StateBadge } from '../components/common';
 import { useAsync, useEventStream, useInterval, useNow, useThrottled } from '../hooks';
@@ -80,28 +80,22 @@ export function TasksPage() {
 
   const after = fromLocalInput(filters.after);
   const before = fromLocalInput(filters.before);
+  // The list and its counts share every filter but the state, so the
+  // counts above the list add up to what it pages through.
+  const shared: CountTasksParams = {
+    namespace: filters.namespace || undefined,
+    name: filters.name || undefined,
+    createdAfter: after !== undefined ? toRFC3339(after) : undefined,
+    createdBefore: before !== undefined ? toRFC3339(before) : undefined,
+    search: filters.q.trim() || undefined,
+    contextEquals: filters.ctx.trim() ? [filters.ctx.trim()] : undefined,
+  };
   const list = useAsync(
-    (s) =>
-      api.listTasks(
-        {
-          namespace: filters.namespace || undefined,
-          name: filters.name || undefined,
-          state: filters.state,
-          createdAfter: after !== undefined ? toRFC3339(after) : undefined,
-          createdBefore: before !== undefined ? toRFC3339(before) : undefined,
-          search: filters.q.trim() || undefined,
-          contextEquals: filters.ctx.trim() ? [filters.ctx.trim()] : undefined,
-          pageSize: PAGE_SIZE,
-          pageToken: pageToken || undefined,
-        },
-        s,
-      ),
+    (s) => api.listTasks({ ...shared, state: filters.state, pageSize: PAGE_SIZE, pageToken: pageToken || undefined }, s),
     [filterKey, pageToken],
   );
-  const counts = useAsync(
-    (s) => api.countTasks({ namespace: filters.namespace || undefined, name: filters.name || undefined }, s),
-    [filters.namespace, filters.name],
-  );
+  const countKey = queryOf({ ...filters, state: undefined }).toString();
+  const counts = useAsync((s) => api.countTasks(shared, s), [countKey]);
 
   // Live: any task transition in scope reloads the counts, and the list
   // while it shows the newest tasks.

@@ -127,7 +127,7 @@ type CoordinatorServiceClient interface {
 	// long as the events are retained. Server streaming.
 	SubscribeEvents(ctx context.Context, in *SubscribeEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEventsResponse], error)
 	// CountTasks counts tasks by state, optionally for one namespace or
-	// template. Unary.
+	// template and with ListTasks' other filters. Unary.
 	CountTasks(ctx context.Context, in *CountTasksRequest, opts ...grpc.CallOption) (*CountTasksResponse, error)
 	// GetAnalytics measures a template's finished tasks over a time window,
 	// from their stored transitions: outcomes, durations, per-step running
@@ -557,7 +557,7 @@ type CoordinatorServiceServer interface {
 	// long as the events are retained. Server streaming.
 	SubscribeEvents(*SubscribeEventsRequest, grpc.ServerStreamingServer[SubscribeEventsResponse]) error
 	// CountTasks counts tasks by state, optionally for one namespace or
-	// template. Unary.
+	// template and with ListTasks' other filters. Unary.
 	CountTasks(context.Context, *CountTasksRequest) (*CountTasksResponse, error)
 	// GetAnalytics measures a template's finished tasks over a time window,
 	// from their stored transitions: outcomes, durations, per-step running

@@ -316,7 +316,7 @@ class CoordinatorServiceServicer(object):
 
     def CountTasks(self, request, context):
         """CountTasks counts tasks by state, optionally for one namespace or
-        template. Unary.
+        template and with ListTasks' other filters. Unary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
