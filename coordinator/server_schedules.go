@@ -153,20 +153,29 @@ func (s *server) GetSchedule(ctx context.Context, req *coordinatorv1.GetSchedule
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// The runs' tasks in one read of the store (not memory: the store is
+	// where a task retention deleted is missing from).
+	ids := []string{}
+	for _, r := range list {
+		if r.TaskID != "" {
+			ids = append(ids, r.TaskID)
+		}
+	}
+	states := make(map[string]coordinatorv1.State, len(ids))
+	if len(ids) > 0 {
+		tasks, err := s.c.engine.store.TaskList(ctx, &store.TaskListParams{IDs: ids, Limit: len(ids)})
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		for _, t := range tasks {
+			states[t.ID] = protoState(t.State)
+		}
+	}
 	for _, r := range list {
 		p := scheduleRunToProto(r)
 		if r.TaskID != "" {
-			// One read per run: a page holds at most maxScheduleRuns, and
-			// an operator asks for few. The store is read, not memory: it
-			// is where a task retention deleted is missing from.
-			switch t, err := s.c.engine.store.TaskGet(ctx, r.TaskID); {
-			case errors.Is(err, store.ErrNotFound):
-				p.TaskPruned = true
-			case err != nil:
-				return nil, toStatus(err)
-			default:
-				p.TaskState = protoState(t.State)
-			}
+			st, ok := states[r.TaskID]
+			p.TaskState, p.TaskPruned = st, !ok
 		}
 		resp.Runs = append(resp.Runs, p)
 	}

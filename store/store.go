@@ -471,6 +471,9 @@ type TaskListParams struct {
 	CreatedAfter, CreatedBefore time.Time
 	// Key keeps only the task whose ID or IdentityKey it is.
 	Key string
+	// IDs, when not nil, keeps only the tasks with these ids (none when
+	// empty): a batch of reads in one statement.
+	IDs []string
 	// Context keeps only tasks whose context holds every one of these
 	// values. Nothing indexes a context: the store reads the context of each
 	// task the other filters leave, newest first, until the page is full.

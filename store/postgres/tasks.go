@@ -353,6 +353,10 @@ func taskWhere(p *store.TaskListParams) (string, []any) {
 		n := "$" + strconv.Itoa(len(args))
 		where = append(where, "(id = "+n+" OR identity_key = "+n+")")
 	}
+	if p.IDs != nil {
+		args = append(args, p.IDs)
+		where = append(where, "id = ANY($"+strconv.Itoa(len(args))+")")
+	}
 	for _, m := range p.Context {
 		// Containment of {"a":{"b":v}} is equality at a.b for a scalar v
 		// (an array there holding v does not contain it): jsonb compares

@@ -204,6 +204,10 @@ func TestQueryPlans(t *testing.T) {
 	got = plan(byTime, timeArgs...)
 	require.Regexp(t, `SEARCH tasks USING PRIMARY KEY \(id>\? AND id<\?\)`, got)
 	require.NotContains(t, got, "TEMP B-TREE", got)
+	// A batch of ids reads each by the primary key.
+	byIDs, idArgs := taskListQuery(&store.TaskListParams{IDs: []string{"a", "b", "c"}, Limit: 3})
+	got = plan(byIDs, idArgs...)
+	require.Contains(t, got, "SEARCH tasks USING PRIMARY KEY (id=?)", got)
 
 	// Claiming merges the two indexes of work in id order and stops at the
 	// limit: no finished task without a running step is read, nothing is

@@ -317,6 +317,16 @@ func taskWhere(p *store.TaskListParams) (string, []any) {
 		where = append(where, "(id = ? OR identity_key = ?)")
 		args = append(args, p.Key, p.Key)
 	}
+	if p.IDs != nil {
+		if len(p.IDs) == 0 {
+			where = append(where, "0")
+		} else {
+			where = append(where, "id IN (?"+strings.Repeat(", ?", len(p.IDs)-1)+")")
+			for _, id := range p.IDs {
+				args = append(args, id)
+			}
+		}
+	}
 	for _, m := range p.Context {
 		cond, margs := contextMatchSQL(m)
 		where = append(where, cond)

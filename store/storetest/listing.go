@@ -62,6 +62,10 @@ func (s *suite) listing(t *testing.T) {
 			require.Equal(t, ids(tasks[3]), f.list(t, &store.TaskListParams{Key: tasks[3].IdentityKey}))
 			require.Empty(t, f.list(t, &store.TaskListParams{Key: "no-such-key"}))
 			require.Empty(t, f.list(t, &store.TaskListParams{Key: tasks[1].ID, State: "complete"}), "filters combine")
+			require.Equal(t, ids(tasks[0], tasks[2]), f.list(t, &store.TaskListParams{IDs: []string{tasks[2].ID, "no-such-id", tasks[0].ID}}))
+			require.Equal(t, ids(tasks[3]), f.list(t, &store.TaskListParams{IDs: []string{tasks[3].ID}}))
+			require.Equal(t, ids(tasks[2]), f.list(t, &store.TaskListParams{IDs: []string{tasks[0].ID, tasks[2].ID}, FromID: tasks[1].ID}))
+			require.Empty(t, f.list(t, &store.TaskListParams{IDs: []string{}}), "an empty set of ids keeps none")
 		})
 
 		t.Run("FiltersByContext", func(t *testing.T) {
