@@ -231,6 +231,31 @@ func writeTasks(w io.Writer, asJSON bool, tasks []*coordinatorv1.Task) error {
 	return flush(tw)
 }
 
+// writeCounts prints tasks by state, in the order of the states, and their
+// total: a line each, or one JSON object of state names to counts with
+// "total".
+func writeCounts(w io.Writer, asJSON bool, counts []*coordinatorv1.StateCount) error {
+	var total int64
+	for _, c := range counts {
+		total += c.GetCount()
+	}
+	if asJSON {
+		m := make(map[string]int64, len(counts)+1)
+		for _, c := range counts {
+			m[statepb.Name(c.GetState())] = c.GetCount()
+		}
+		m["total"] = total
+		return writeJSONLine(w, m)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tCOUNT")
+	for _, c := range counts {
+		fmt.Fprintf(tw, "%s\t%d\n", statepb.Name(c.GetState()), c.GetCount())
+	}
+	fmt.Fprintf(tw, "total\t%d\n", total)
+	return flush(tw)
+}
+
 // writeTask prints one task: a JSON object, or a header line and one line
 // per step.
 func writeTask(w io.Writer, asJSON bool, t *coordinatorv1.Task) error {

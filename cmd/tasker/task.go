@@ -35,6 +35,7 @@ func newTaskCmd(g *globals) *cobra.Command {
 		newTaskCreateCmd(g),
 		newTaskGetCmd(g),
 		newTaskListCmd(g),
+		newTaskCountCmd(g),
 		newTaskWatchCmd(g),
 		newTaskCancelCmd(g),
 		newTaskRetryCmd(g),
@@ -418,19 +419,8 @@ func newTaskListCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("--limit must be positive, got %d", limit)
 			}
 			req := &coordinatorv1.ListTasksRequest{State: st, Namespace: namespace, Name: name, Full: true, Search: search, ContextEquals: matches}
-			now := time.Now()
-			for _, b := range []struct {
-				flag, value string
-				dst         **timestamppb.Timestamp
-			}{{"--since", since, &req.CreatedAfter}, {"--until", until, &req.CreatedBefore}} {
-				if b.value == "" {
-					continue
-				}
-				at, err := parseSince(b.value, now)
-				if err != nil {
-					return fmt.Errorf("%s: %w", b.flag, err)
-				}
-				*b.dst = timestamppb.New(at)
+			if req.CreatedAfter, req.CreatedBefore, err = creationBounds(since, until, time.Now()); err != nil {
+				return err
 			}
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
 				tasks, err := listTasks(ctx, g, c, req, limit)
@@ -449,7 +439,73 @@ func newTaskListCmd(g *globals) *cobra.Command {
 	f.StringVar(&search, "search", "", "only the task with this id or idempotency key")
 	f.StringVar(&since, "since", "", "only tasks created at or after this: a duration back from now (24h) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "only tasks created before this: a duration back from now or an RFC 3339 time")
-	f.StringArrayVar(&matches, "context-equals", nil, "only tasks whose context holds this, as PATH=VALUE (order_id=A-1, customer.id=c-7, amount=5 for the number, amount='\"5\"' for the string); repeat for several, all of which must hold. Contexts are not indexed: on a large store narrow by --name or --since too")
+	f.StringArrayVar(&matches, "context-equals", nil, contextEqualsUsage)
+	out.register(cmd)
+	return cmd
+}
+
+const contextEqualsUsage = "only tasks whose context holds this, as PATH=VALUE (order_id=A-1, customer.id=c-7, amount=5 for the number, amount='\"5\"' for the string); repeat for several, all of which must hold. Contexts are not indexed: on a large store narrow by --name or --since too"
+
+// creationBounds reads --since and --until (a duration back from now or an
+// RFC 3339 time; empty for no bound).
+func creationBounds(since, until string, now time.Time) (after, before *timestamppb.Timestamp, err error) {
+	for _, b := range []struct {
+		flag, value string
+		dst         **timestamppb.Timestamp
+	}{{"--since", since, &after}, {"--until", until, &before}} {
+		if b.value == "" {
+			continue
+		}
+		at, err := parseSince(b.value, now)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", b.flag, err)
+		}
+		*b.dst = timestamppb.New(at)
+	}
+	return after, before, nil
+}
+
+func newTaskCountCmd(g *globals) *cobra.Command {
+	var (
+		out       outputFlag
+		namespace string
+		name      string
+		search    string
+		since     string
+		until     string
+		matches   []string
+	)
+	cmd := &cobra.Command{
+		Use:   "count",
+		Short: "Count tasks by state, with the filters of task list",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := out.json()
+			if err != nil {
+				return err
+			}
+			req := &coordinatorv1.CountTasksRequest{Namespace: namespace, Name: name, Search: search, ContextEquals: matches}
+			if req.CreatedAfter, req.CreatedBefore, err = creationBounds(since, until, time.Now()); err != nil {
+				return err
+			}
+			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
+				uctx, cancel := g.unary(ctx)
+				defer cancel()
+				resp, err := c.CountTasks(uctx, req)
+				if err != nil {
+					return err
+				}
+				return writeCounts(g.env.Stdout, asJSON, resp.GetCounts())
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&namespace, "namespace", "", "only tasks of templates in this namespace")
+	f.StringVar(&name, "name", "", "only tasks of templates with this name")
+	f.StringVar(&search, "search", "", "only the task with this id or idempotency key")
+	f.StringVar(&since, "since", "", "only tasks created at or after this: a duration back from now (24h) or an RFC 3339 time")
+	f.StringVar(&until, "until", "", "only tasks created before this: a duration back from now or an RFC 3339 time")
+	f.StringArrayVar(&matches, "context-equals", nil, contextEqualsUsage)
 	out.register(cmd)
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -565,4 +566,54 @@ func TestTaskSignal(t *testing.T) {
 	require.Equal(t, "t-1", got[0].GetId())
 	require.JSONEq(t, `{"by": "ana"}`, got[0].GetPayload())
 	require.Empty(t, got[1].GetPayload())
+}
+
+// task count against a real coordinator: the counts by state and their
+// total under the filters task list takes.
+func TestTaskCount(t *testing.T) {
+	t.Parallel()
+	a := startREST(t, coordinatorOptions{})
+	a.registerTemplates("")
+	addr := a.rc.addr
+	// Nothing hosts the blocked template's handler: its tasks stay pending
+	// until cancelled.
+	first := a.create("", "blocked", map[string]any{"n": 1})
+	a.create("", "blocked", map[string]any{"n": 2})
+	a.create("", "blocked", map[string]any{"n": 2, "tier": "gold"})
+	a.call(http.MethodPost, "/api/v1/tasks/"+first.ID+":cancel", "", map[string]any{"reason": "test"}, nil)
+
+	res := runCLI(t, addr, "task", "count", "--namespace", "rest", "--name", "blocked")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, [][]string{{"STATE", "COUNT"}, {"pending", "2"}, {"cancelled", "1"}, {"total", "3"}}, fields(res.stdout))
+
+	res = runCLI(t, addr, "task", "count", "--namespace", "rest", "--context-equals", "n=2", "--since", "1h", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var got map[string]int64
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &got), res.stdout)
+	require.Equal(t, map[string]int64{"pending": 2, "total": 2}, got)
+
+	res = runCLI(t, addr, "task", "count", "--context-equals", "n=2", "--context-equals", "tier=gold")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, [][]string{{"STATE", "COUNT"}, {"pending", "1"}, {"total", "1"}}, fields(res.stdout))
+
+	res = runCLI(t, addr, "task", "count", "--search", first.ID, "--until", "1h")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, [][]string{{"STATE", "COUNT"}, {"total", "0"}}, fields(res.stdout), "created more than an hour ago: none")
+
+	res = runCLI(t, addr, "task", "count", "--since", "yesterday")
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "--since")
+	res = runCLI(t, addr, "task", "count", "--context-equals", "n")
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "context_equals[0]")
+	require.Contains(t, res.stderr, "InvalidArgument")
+}
+
+// fields splits output into lines of whitespace-separated fields.
+func fields(out string) [][]string {
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		rows = append(rows, strings.Fields(line))
+	}
+	return rows
 }
