@@ -444,7 +444,7 @@ func newTaskListCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-const contextEqualsUsage = "only tasks whose context holds this, as PATH=VALUE (order_id=A-1, customer.id=c-7, amount=5 for the number, amount='\"5\"' for the string); repeat for several, all of which must hold. Contexts are not indexed: on a large store narrow by --name or --since too"
+const contextEqualsUsage = "only tasks whose context holds this, as PATH=VALUE (order_id=A-1, customer.id=c-7, amount=5 for the number, amount='\"5\"' for the string, 'a\\.b=1' for a key holding a dot); repeat for several, all of which must hold. Contexts are not indexed: on a large store narrow by --name or --since too"
 
 // creationBounds reads --since and --until (a duration back from now or an
 // RFC 3339 time; empty for no bound).

@@ -77,6 +77,7 @@ func (s *suite) listing(t *testing.T) {
 				`{"order_id":"a\u003cb \"q\" é","amount":"5","paid":1,"customer":"c-7"}`,
 				`{"order_id":["A-1"],"amount":50,"customer":{"id":{"nested":"c-7"}}}`,
 				`{}`,
+				`{"a.b":1,"a":{"b":2},"k=v":"x"}`,
 			}
 			var ids []string
 			for _, c := range contexts {
@@ -107,6 +108,10 @@ func (s *suite) listing(t *testing.T) {
 			match(nil, m("A-1", "order_id"), m(false, "paid"))
 			match(nil, m("A-1", "no_such_key"))
 			match(nil, m("A-1", "order_id", "deeper"))
+			match([]int{5}, m(1.0, "a.b"))    // a key holding a dot
+			match(nil, m(1.0, "a", "b"))      // is not the path a, b
+			match([]int{5}, m(2.0, "a", "b")) // which is
+			match([]int{5}, m("x", "k=v"))
 
 			// With other filters and pages: newest first, the limit honoured.
 			got := f.list(t, &store.TaskListParams{Namespace: f.ns, Context: []store.ContextMatch{m(5.0, "amount")}, Limit: 1})

@@ -2249,7 +2249,9 @@ type ListTasksRequest struct {
 	Search string `protobuf:"bytes,9,opt,name=search,proto3" json:"search,omitempty"`
 	// context_equals keeps tasks whose context holds each of these values,
 	// each written PATH=VALUE: PATH a key of the context, or keys into
-	// nested objects joined by dots (customer.id); VALUE read as JSON when it
+	// nested objects joined by dots (customer.id), a backslash making the
+	// next dot, = or backslash part of a key (a\.b is the key "a.b"); a key
+	// cannot hold a double quote. VALUE read as JSON when it
 	// is a JSON number, true, false, null or a quoted string, and as a plain
 	// string otherwise (order_id=A-1 and order_id="A-1" are the same; amount=5
 	// matches the number 5 or 5.0, amount="5" the string). At most 8.
