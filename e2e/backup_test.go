@@ -25,7 +25,11 @@ func TestBackupAndRestore(t *testing.T) {
 		return []string{"coordinator", "--listen", coordAddr, "--db", db, "--id", "restore", "--executor-grace", "1s", "--log-level", "debug"}
 	}
 	coord := start(t, "coordinator", coordArgs(db)...)
-	start(t, "executor", "executor", "--listen", freeAddr(t), "--coordinator", coordAddr, "--id", "exec-1", "--capacity", "8", "--log-level", "debug")
+	// The slow task's first step is gated, not timed: it must still be
+	// running when the backup is taken however long the backup takes on a
+	// loaded machine (a 3 s sleep once ended first, and the backup held
+	// the task complete).
+	started, release := startGatedExecutor(t, coordAddr)
 	c := &cluster{t: t, coord: coordAddr}
 	c.waitExecutors(1)
 
@@ -45,8 +49,7 @@ name: slow
 version: 1.0.0
 steps:
   - name: wait
-    handler: sleep
-    config: {ms: 3000}
+    handler: gated
   - name: after
     handler: noop
     depends_on: [wait]
@@ -56,6 +59,7 @@ steps:
 	before := decodeTask(t, c.tasker("task", "create", "backup/quick", "--context", `{"n":"before"}`, "--wait", "-o", "json"))
 	require.Equal(t, "complete", before.State)
 	slow := decodeTask(t, c.tasker("task", "create", "backup/slow", "--context", `{"n":"slow"}`, "-o", "json"))
+	waitStarted(t, started, 1)
 	require.Eventually(t, func() bool {
 		task := decodeTask(t, c.tasker("task", "get", slow.ID, "-o", "json"))
 		return task.Steps[0].State == "in_progress"
@@ -105,6 +109,7 @@ steps:
 
 	// The step that was running at the backup runs to its end on the
 	// restored coordinator, and its task completes.
+	release()
 	out, errOut, err = c.run("task", "watch", slow.ID, "--timeout", "60s")
 	require.NoError(t, err, "stdout: %s\nstderr: %s", out, errOut)
 	done := decodeTask(t, c.tasker("task", "get", slow.ID, "-o", "json"))
