@@ -518,6 +518,16 @@ func (m ContextMatch) Check() error {
 	return fmt.Errorf("context match %q: a value of type %T cannot be matched", m.Path, m.Value)
 }
 
+// CheckContextMatches is Check of each of ms: the first error.
+func CheckContextMatches(ms []ContextMatch) error {
+	for _, m := range ms {
+		if err := m.Check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DefaultListLimit is the page size of TaskList when the caller gives none.
 const DefaultListLimit = 1000
 

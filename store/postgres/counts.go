@@ -19,7 +19,7 @@ func (s *Store) TaskCount(ctx context.Context, params *store.TaskCountParams) ([
 	if s.isClosed() {
 		return nil, fmt.Errorf("count tasks: %w", store.ErrClosed)
 	}
-	if err := checkContextMatches(params.Context); err != nil {
+	if err := store.CheckContextMatches(params.Context); err != nil {
 		return nil, fmt.Errorf("count tasks: %w", err)
 	}
 	query, args := taskCountQuery(params)

@@ -271,7 +271,7 @@ func (s *Store) TaskList(ctx context.Context, params *store.TaskListParams) ([]*
 	if params == nil {
 		params = &store.TaskListParams{}
 	}
-	if err := checkContextMatches(params.Context); err != nil {
+	if err := store.CheckContextMatches(params.Context); err != nil {
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	query, args := taskListQuery(params)
@@ -292,16 +292,6 @@ func contextMatchJSON(m store.ContextMatch) string {
 		panic(fmt.Sprintf("context match %q: %v", m.Path, err))
 	}
 	return string(b)
-}
-
-// checkContextMatches refuses a match no statement can run.
-func checkContextMatches(ms []store.ContextMatch) error {
-	for _, m := range ms {
-		if err := m.Check(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func taskListQuery(p *store.TaskListParams) (string, []any) {
