@@ -394,13 +394,8 @@ func newTaskListCmd(g *globals) *cobra.Command {
 	var (
 		out       outputFlag
 		stateFlag string
-		namespace string
-		name      string
 		limit     int
-		search    string
-		since     string
-		until     string
-		matches   []string
+		filters   taskFilterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -418,8 +413,8 @@ func newTaskListCmd(g *globals) *cobra.Command {
 			if limit <= 0 {
 				return fmt.Errorf("--limit must be positive, got %d", limit)
 			}
-			req := &coordinatorv1.ListTasksRequest{State: st, Namespace: namespace, Name: name, Full: true, Search: search, ContextEquals: matches}
-			if req.CreatedAfter, req.CreatedBefore, err = creationBounds(since, until, time.Now()); err != nil {
+			req := &coordinatorv1.ListTasksRequest{State: st, Namespace: filters.namespace, Name: filters.name, Full: true, Search: filters.search, ContextEquals: filters.matches}
+			if req.CreatedAfter, req.CreatedBefore, err = filters.creationBounds(time.Now()); err != nil {
 				return err
 			}
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
@@ -433,26 +428,35 @@ func newTaskListCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&stateFlag, "state", "", "only tasks in this state (pending, in_progress, complete, error, cancelled, resolved_manually)")
-	f.StringVar(&namespace, "namespace", "", "only tasks of templates in this namespace")
-	f.StringVar(&name, "name", "", "only tasks of templates with this name")
 	f.IntVar(&limit, "limit", 50, "most tasks to list; pages are followed until it is reached")
-	f.StringVar(&search, "search", "", "only the task with this id or idempotency key")
-	f.StringVar(&since, "since", "", "only tasks created at or after this: a duration back from now (24h) or an RFC 3339 time")
-	f.StringVar(&until, "until", "", "only tasks created before this: a duration back from now or an RFC 3339 time")
-	f.StringArrayVar(&matches, "context-equals", nil, contextEqualsUsage)
+	filters.register(cmd)
 	out.register(cmd)
 	return cmd
 }
 
-const contextEqualsUsage = "only tasks whose context holds this, as PATH=VALUE (order_id=A-1, customer.id=c-7, amount=5 for the number, amount='\"5\"' for the string, 'a\\.b=1' for a key holding a dot); repeat for several, all of which must hold. Contexts are not indexed: on a large store narrow by --name or --since too"
+// taskFilterFlags are the filters task list and task count share.
+type taskFilterFlags struct {
+	namespace, name, search, since, until string
+	matches                               []string
+}
+
+func (t *taskFilterFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&t.namespace, "namespace", "", "only tasks of templates in this namespace")
+	f.StringVar(&t.name, "name", "", "only tasks of templates with this name")
+	f.StringVar(&t.search, "search", "", "only the task with this id or idempotency key")
+	f.StringVar(&t.since, "since", "", "only tasks created at or after this: a duration back from now (24h) or an RFC 3339 time")
+	f.StringVar(&t.until, "until", "", "only tasks created before this: a duration back from now or an RFC 3339 time")
+	f.StringArrayVar(&t.matches, "context-equals", nil, contextEqualsUsage)
+}
 
 // creationBounds reads --since and --until (a duration back from now or an
 // RFC 3339 time; empty for no bound).
-func creationBounds(since, until string, now time.Time) (after, before *timestamppb.Timestamp, err error) {
+func (t *taskFilterFlags) creationBounds(now time.Time) (after, before *timestamppb.Timestamp, err error) {
 	for _, b := range []struct {
 		flag, value string
 		dst         **timestamppb.Timestamp
-	}{{"--since", since, &after}, {"--until", until, &before}} {
+	}{{"--since", t.since, &after}, {"--until", t.until, &before}} {
 		if b.value == "" {
 			continue
 		}
@@ -465,15 +469,12 @@ func creationBounds(since, until string, now time.Time) (after, before *timestam
 	return after, before, nil
 }
 
+const contextEqualsUsage = "only tasks whose context holds this, as PATH=VALUE (order_id=A-1, customer.id=c-7, amount=5 for the number, amount='\"5\"' for the string, 'a\\.b=1' for a key holding a dot); repeat for several, all of which must hold. Contexts are not indexed: on a large store narrow by --name or --since too"
+
 func newTaskCountCmd(g *globals) *cobra.Command {
 	var (
-		out       outputFlag
-		namespace string
-		name      string
-		search    string
-		since     string
-		until     string
-		matches   []string
+		out     outputFlag
+		filters taskFilterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "count",
@@ -484,8 +485,8 @@ func newTaskCountCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &coordinatorv1.CountTasksRequest{Namespace: namespace, Name: name, Search: search, ContextEquals: matches}
-			if req.CreatedAfter, req.CreatedBefore, err = creationBounds(since, until, time.Now()); err != nil {
+			req := &coordinatorv1.CountTasksRequest{Namespace: filters.namespace, Name: filters.name, Search: filters.search, ContextEquals: filters.matches}
+			if req.CreatedAfter, req.CreatedBefore, err = filters.creationBounds(time.Now()); err != nil {
 				return err
 			}
 			return g.withClient(cmd.Context(), func(ctx context.Context, c *client) error {
@@ -499,13 +500,7 @@ func newTaskCountCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&namespace, "namespace", "", "only tasks of templates in this namespace")
-	f.StringVar(&name, "name", "", "only tasks of templates with this name")
-	f.StringVar(&search, "search", "", "only the task with this id or idempotency key")
-	f.StringVar(&since, "since", "", "only tasks created at or after this: a duration back from now (24h) or an RFC 3339 time")
-	f.StringVar(&until, "until", "", "only tasks created before this: a duration back from now or an RFC 3339 time")
-	f.StringArrayVar(&matches, "context-equals", nil, contextEqualsUsage)
+	filters.register(cmd)
 	out.register(cmd)
 	return cmd
 }
