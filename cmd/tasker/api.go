@@ -98,7 +98,17 @@ func newAPIGateway(cfg apiConfig) (*apiGateway, error) {
 		g.endStreams()
 		return nil, fmt.Errorf("REST API: connect to %s: %w", cfg.target, err)
 	}
-	mux := runtime.NewServeMux(
+	var mux *runtime.ServeMux
+	queryCheck, err := newQueryCheck(func(w http.ResponseWriter, r *http.Request, err error) {
+		_, out := runtime.MarshalerForRequest(mux, r)
+		runtime.HTTPError(r.Context(), mux, out, w, r, err)
+	})
+	if err != nil {
+		g.endStreams()
+		_ = conn.Close()
+		return nil, fmt.Errorf("REST API: %w", err)
+	}
+	mux = runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 			// Every field, defaults included, so a response has one shape;
 			// an unknown field in a request is an error (400) rather than
@@ -112,6 +122,7 @@ func newAPIGateway(cfg apiConfig) (*apiGateway, error) {
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithErrorHandler(apiError),
 		runtime.WithForwardResponseOption(openStream),
+		runtime.WithMiddlewares(queryCheck),
 	)
 	if err := coordinatorv1.RegisterCoordinatorServiceHandlerClient(context.Background(), mux, coordinatorv1.NewCoordinatorServiceClient(conn)); err != nil {
 		g.endStreams()

@@ -321,6 +321,20 @@ func TestRESTAPI(t *testing.T) {
 	a.refused(http.MethodPost, "/api/v1/tasks", "", map[string]any{"namespace": "rest", "name": "nothing"}, http.StatusNotFound, 5, "nothing")
 	a.refused(http.MethodPost, "/api/v1/tasks", "", map[string]any{"namespace": "rest", "nmae": "flow"}, http.StatusBadRequest, 3, "nmae")
 	a.refused(http.MethodGet, "/api/v1/tasks?state=STATE_NOPE", "", nil, http.StatusBadRequest, 3, "STATE_NOPE")
+	// A query parameter that names no field of the request is refused, as
+	// an unknown field of a body is: a misspelt filter would otherwise be
+	// dropped and the answer would be every task.
+	a.refused(http.MethodGet, "/api/v1/tasks?namespace=rest&stat=STATE_COMPLETE", "", nil, http.StatusBadRequest, 3, `"stat"`)
+	a.refused(http.MethodGet, "/api/v1/task-counts?namespace=rest&nmae=blocked", "", nil, http.StatusBadRequest, 3, `"nmae"`)
+	a.refused(http.MethodGet, "/api/v1/tasks/"+flow.ID+"?veiw=TASK_VIEW_BASIC", "", nil, http.StatusBadRequest, 3, `"veiw"`)
+	// The path's own parameters are not query parameters: naming one in
+	// the query is refused too rather than silently shadowed.
+	a.refused(http.MethodGet, "/api/v1/tasks/"+flow.ID+"?id="+blocked.ID, "", nil, http.StatusBadRequest, 3, `"id"`)
+	// A call that takes its request from the body takes no query.
+	a.refused(http.MethodPost, "/api/v1/tasks/"+blocked.ID+":cancel?reason=late", "", map[string]any{}, http.StatusBadRequest, 3, "takes none")
+	// Both spellings of a field name are accepted (proto and JSON).
+	require.Equal(t, []string{second.ID}, list("namespace=rest&name=blocked&page_size=1"))
+	require.Equal(t, []string{second.ID}, list("namespace=rest&name=blocked&contextEquals=n%3D2"))
 
 	// An errored task can be retried from HTTP too.
 	broken := a.create("", "broken", nil)
