@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -158,8 +159,11 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 	}
 	before := ""
 	if tok := req.GetPageToken(); tok != "" {
+		// A token is the last listed task's ID; anything else decoding
+		// from base64 would be read as a position among the IDs.
 		b, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil {
+		id, uerr := uuid.ParseBytes(b)
+		if err != nil || uerr != nil || id.String() != string(b) {
 			return nil, status.Error(codes.InvalidArgument, "page_token is not one this service issued")
 		}
 		before = string(b)

@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -130,6 +131,13 @@ steps:
 	require.Equal(t, codes.NotFound, status.Code(err))
 	_, err = h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{PageToken: "!!"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	// Valid base64 of something no listing issued: refused, not read as a
+	// position that happens to sort after every task (a first page again).
+	for _, tok := range []string{"garbage", base64.RawURLEncoding.EncodeToString([]byte("not-a-task-id"))} {
+		_, err = h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{PageToken: tok})
+		require.Equal(t, codes.InvalidArgument, status.Code(err), tok)
+		require.Contains(t, status.Convert(err).Message(), "page_token", tok)
+	}
 	_, err = h.client.ReportStepResult(h.ctx, &coordinatorv1.ReportStepResultRequest{Result: &executorv1.StepResult{TaskId: "x"}})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 }
