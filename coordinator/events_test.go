@@ -309,6 +309,10 @@ func TestSubscribeEventsFiltersAndModes(t *testing.T) {
 		{&coordinatorv1.SubscribeEventsRequest{Kinds: []coordinatorv1.EventKind{7}}, codes.InvalidArgument, "kinds: unknown value 7"},
 		{&coordinatorv1.SubscribeEventsRequest{After: "1", FromNow: true}, codes.InvalidArgument, "after and from_now cannot be combined"},
 		{&coordinatorv1.SubscribeEventsRequest{After: "soon"}, codes.InvalidArgument, `after: cursor "soon"`},
+		// Ahead of every event written: refused at once, followed or not,
+		// rather than waited on until the log reaches it.
+		{&coordinatorv1.SubscribeEventsRequest{After: "1000000"}, codes.InvalidArgument, "ahead of the newest event"},
+		{&coordinatorv1.SubscribeEventsRequest{After: "1000000", Follow: true}, codes.InvalidArgument, "ahead of the newest event"},
 	} {
 		_, err := history(t, h, tc.req)
 		require.Equal(t, tc.code, status.Code(err), "%v: %v", tc.req, err)

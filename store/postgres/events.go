@@ -88,7 +88,7 @@ const eventListSQL = `WITH h AS MATERIALIZED (
 	ORDER BY xact, seq
 	LIMIT $3
 )
-SELECT h.xact, h.seq, w.xact, w.seq, w.task_id, w.step_id, w.step_name, w.from_state, w.to_state, w.at,
+SELECT h.xact, h.seq, h.horizon, w.xact, w.seq, w.task_id, w.step_id, w.step_name, w.from_state, w.to_state, w.at,
 	w.reason, w.attempt, w.metadata, w.lease_token, k.namespace, k.name
 FROM h LEFT JOIN w ON true
 	LEFT JOIN LATERAL (SELECT namespace, name FROM tasks WHERE id = w.task_id OFFSET 0) k ON true
@@ -122,7 +122,10 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 	}
 	defer rows.Close()
 	page := &store.EventPage{Next: params.After}
-	var floor position
+	var (
+		floor   position
+		horizon int64
+	)
 	examined := 0
 	for rows.Next() {
 		var (
@@ -131,7 +134,7 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 			taskID, stepID, stepName, from, to, reason *string
 			metadata, namespace, name                  *string
 		)
-		if err := rows.Scan(&floor.xact, &floor.seq, &xact, &seq, &taskID, &stepID, &stepName, &from, &to, &at,
+		if err := rows.Scan(&floor.xact, &floor.seq, &horizon, &xact, &seq, &taskID, &stepID, &stepName, &from, &to, &at,
 			&reason, &attempt, &metadata, &leaseToken, &namespace, &name); err != nil {
 			return nil, s.readErr(err, "list events after %s", after)
 		}
@@ -156,6 +159,17 @@ func (s *Store) EventList(ctx context.Context, params *store.EventListParams) (*
 	}
 	if params.After != "" && after.less(floor) {
 		return nil, &store.CursorExpiredError{Cursor: params.After, Oldest: floor.String()}
+	}
+	// Every cursor handed out is at most the tail under the horizon of
+	// the read that gave it (an event's is below that horizon, EventTail's
+	// is the tail), and the horizon only grows. One at or past this read's
+	// horizon comes from another store, or from this one before it was
+	// restored by other means than the ones that mark a restore: its
+	// reader would skip every event written below it.
+	if newest := s.tailAt(horizon); newest.less(after) {
+		return nil, fmt.Errorf("cursor %q is ahead of the newest event, %s: it comes from another store, "+
+			"or from this one before it was restored by other means than tasker's; "+
+			"subscribe without a cursor, or from %s: %w", params.After, newest, newest, store.ErrCursorInvalid)
 	}
 	page.More = examined == limit
 	return page, nil
@@ -187,6 +201,11 @@ func (s *Store) EventTail(ctx context.Context) (string, error) {
 	if err := s.reader.QueryRow(ctx, `SELECT txid_snapshot_xmin(txid_current_snapshot()) + $1::bigint`, s.xactBase).Scan(&horizon); err != nil {
 		return "", s.readErr(err, "read the event log's tail")
 	}
+	return s.tailAt(horizon).String(), nil
+}
+
+// tailAt is the log's tail under a read's horizon: just below it.
+func (s *Store) tailAt(horizon int64) position {
 	// Right after a restore the horizon may still be below the new era's
 	// first id (a transaction older than the restore is open somewhere in
 	// the cluster); the tail is then the era's start, below every row of
@@ -195,7 +214,7 @@ func (s *Store) EventTail(ctx context.Context) (string, error) {
 	if start := s.eraStart(); tail.less(start) {
 		tail = start
 	}
-	return tail.String(), nil
+	return tail
 }
 
 // eventPruneAgedSQL reads the entries after the floor, below the horizon,

@@ -246,3 +246,43 @@ func TestEventListLooksTasksUpByKey(t *testing.T) {
 	require.Contains(t, plan, "tasks_pkey", plan)
 	require.NotContains(t, plan, "Seq Scan on tasks", plan)
 }
+
+// A cursor at or past the horizon (and past the era's start) is refused,
+// not waited on: no cursor the store handed out is, so it comes from
+// another store, or from before a restore that left no mark, and read as
+// a position it would skip every event written below it.
+func TestEventListRefusesCursorsAheadOfTheLog(t *testing.T) {
+	t.Parallel()
+	f := newEventsFixture(t)
+	commit := func(reason string) {
+		t.Helper()
+		tx := f.begin(f.a)
+		f.insert(tx, reason)
+		require.NoError(t, tx.Commit(f.ctx))
+	}
+	commit("first")
+	got, last := f.follow("", 1)
+	require.Equal(t, []string{"first"}, got)
+	tail, err := f.store.EventTail(f.ctx)
+	require.NoError(t, err)
+	for _, c := range []string{last, tail} {
+		_, err := f.store.EventList(f.ctx, &store.EventListParams{After: c})
+		require.NoError(t, err, "cursor %s, handed out", c)
+	}
+	pos, err := parseCursor(tail)
+	require.NoError(t, err)
+	for _, ahead := range []position{{pos.xact + 1, 0}, {pos.xact + 1000, 7}} {
+		_, err := f.store.EventList(f.ctx, &store.EventListParams{After: ahead.String()})
+		require.ErrorIs(t, err, store.ErrCursorInvalid, "cursor %s", ahead)
+		require.ErrorContains(t, err, "ahead of the newest event")
+	}
+	// Later commits move the horizon on; what the store hands out then
+	// is taken, and reads on from where the first cursor left off.
+	commit("second")
+	got, _ = f.follow(last, 1)
+	require.Equal(t, []string{"second"}, got)
+	tail, err = f.store.EventTail(f.ctx)
+	require.NoError(t, err)
+	_, err = f.store.EventList(f.ctx, &store.EventListParams{After: tail})
+	require.NoError(t, err)
+}

@@ -23,8 +23,10 @@ import (
 // their tasks' namespace and name, in one statement and so one snapshot: a
 // prune that moves the floor past the cursor deletes nothing this read can
 // miss without the read also seeing the new floor. The floor row always
-// exists, so an empty page still returns one row (with a NULL seq).
-const eventListQuery = `SELECT f.seq, w.seq, w.task_id, w.step_id, w.step_name, w.from_state, w.to_state,
+// exists, so an empty page still returns one row (with a NULL seq). Each
+// row also carries the log's head, the newest seq (the table's last row is
+// never pruned), for a cursor ahead of it.
+const eventListQuery = `SELECT f.seq, (SELECT COALESCE(max(seq), 0) FROM transitions), w.seq, w.task_id, w.step_id, w.step_name, w.from_state, w.to_state,
 		w.at, w.reason, w.attempt, w.metadata, w.lease_token, k.namespace, k.name
 	FROM event_floor f
 	LEFT JOIN (SELECT ` + transitionColumns + ` FROM transitions WHERE seq > ?1 ORDER BY seq LIMIT ?2) w ON true
@@ -67,7 +69,7 @@ func (s *Store) eventListFile(ctx context.Context, params *store.EventListParams
 	}
 	defer rows.Close()
 	page := &store.EventPage{Next: params.After}
-	var floor int64
+	var floor, head int64
 	examined := 0
 	for rows.Next() {
 		var (
@@ -76,7 +78,7 @@ func (s *Store) eventListFile(ctx context.Context, params *store.EventListParams
 			stepID, metadata, namespace, name  sql.NullString
 			at, attempt, leaseToken            sql.NullInt64
 		)
-		if err := rows.Scan(&floor, &seq, &taskID, &stepID, &stepName, &from, &to, &at, &reason, &attempt, &metadata,
+		if err := rows.Scan(&floor, &head, &seq, &taskID, &stepID, &stepName, &from, &to, &at, &reason, &attempt, &metadata,
 			&leaseToken, &namespace, &name); err != nil {
 			return nil, s.readErr(err, "list events after %d", after)
 		}
@@ -102,6 +104,16 @@ func (s *Store) eventListFile(ctx context.Context, params *store.EventListParams
 	}
 	if params.After != "" && after < floor {
 		return nil, &store.CursorExpiredError{Cursor: params.After, Oldest: formatCursor(floor)}
+	}
+	// No cursor this store handed out is ahead of the newest event it
+	// wrote (or of the numbers a restore set aside). One that is comes
+	// from another store, or from this one before it was restored from a
+	// copy that did not mark itself (tasker backup marks its copies): its
+	// reader would wait for seqs past it and skip every event below them.
+	if newest := max(head, s.seqBase()); after > newest {
+		return nil, fmt.Errorf("cursor %q is ahead of the newest event, %s: it comes from another store, "+
+			"or from this one before it was restored from a copy not made by tasker backup; "+
+			"subscribe without a cursor, or from %s: %w", params.After, formatCursor(newest), formatCursor(newest), store.ErrCursorInvalid)
 	}
 	page.More = examined == limit
 	return page, nil

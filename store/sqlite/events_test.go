@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -76,4 +78,66 @@ func TestEventPlans(t *testing.T) {
 	require.Contains(t, del, "SEARCH k USING PRIMARY KEY (id=?)", del)
 	require.Contains(t, del, "steps_in_progress", del)
 	require.Contains(t, del, "SEARCH t2 USING INDEX transitions_task_id_seq (task_id=?)", del)
+}
+
+// A cursor ahead of the newest event is refused, not waited on: no cursor
+// this store handed out can be, so it comes from another store, or from
+// this one before it was restored from a plain copy (which, unlike tasker
+// backup's, leaves no restore mark): read as a position, it would skip
+// every event the restored store writes below it.
+func TestEventListRefusesCursorsAheadOfTheLog(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tasker.db")
+	s, err := Open(ctx, Config{Path: path})
+	require.NoError(t, err)
+	ahead := func(s *Store, cursor string) {
+		t.Helper()
+		_, err := s.EventList(ctx, &store.EventListParams{After: cursor})
+		require.ErrorIs(t, err, store.ErrCursorInvalid, "cursor %s", cursor)
+		require.ErrorContains(t, err, "ahead of the newest event")
+	}
+	tail, err := s.EventTail(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "0", tail)
+	_, err = s.EventList(ctx, &store.EventListParams{After: tail})
+	require.NoError(t, err)
+	ahead(s, "1")
+
+	at := time.Unix(1_700_000_000, 0)
+	cancel := func(s *Store) {
+		t.Helper()
+		p := storetest.TaskParams("ns", at, "a")
+		_, _, err := s.TaskCreate(ctx, p)
+		require.NoError(t, err)
+		_, err = s.TaskAdvance(ctx, &store.TaskAdvanceParams{TaskID: p.Task.ID, At: at,
+			Task: &store.TaskChange{From: state.Pending, To: state.Cancelled}})
+		require.NoError(t, err)
+	}
+	cancel(s)
+	tail, err = s.EventTail(ctx)
+	require.NoError(t, err)
+	page, err := s.EventList(ctx, &store.EventListParams{After: tail})
+	require.NoError(t, err, "the newest event's own cursor")
+	require.Empty(t, page.Events)
+	ahead(s, tail+"0")
+
+	// A plain copy of the file, taken here (closed, so the file holds
+	// everything), then more events on the original.
+	require.NoError(t, s.Close())
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	copyPath := filepath.Join(dir, "copy.db")
+	require.NoError(t, os.WriteFile(copyPath, data, 0o600))
+	s = openStore(t, Config{Path: path})
+	cancel(s)
+	cancel(s)
+	later, err := s.EventTail(ctx)
+	require.NoError(t, err)
+	restored := openStore(t, Config{Path: copyPath})
+	ahead(restored, later)
+	page, err = restored.EventList(ctx, &store.EventListParams{After: tail})
+	require.NoError(t, err, "a cursor the copy's own events reach")
+	require.Empty(t, page.Events)
 }
