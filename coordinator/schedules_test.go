@@ -119,6 +119,7 @@ func TestScheduleValidation(t *testing.T) {
 		{"name with a slash", func(r *coordinatorv1.CreateScheduleRequest) { r.Name = "a/b" }, codes.InvalidArgument, "name:"},
 		{"cron does not parse", func(r *coordinatorv1.CreateScheduleRequest) { r.Cron = "every day" }, codes.InvalidArgument, "cron:"},
 		{"cron with L", func(r *coordinatorv1.CreateScheduleRequest) { r.Cron = "0 0 L * *" }, codes.InvalidArgument, "cron:"},
+		{"cron step that picks one value", func(r *coordinatorv1.CreateScheduleRequest) { r.Cron = "*/90 * * * *" }, codes.InvalidArgument, "use @every 90m"},
 		{"no cron", func(r *coordinatorv1.CreateScheduleRequest) { r.Cron = "" }, codes.InvalidArgument, "cron:"},
 		{"unknown timezone", func(r *coordinatorv1.CreateScheduleRequest) { r.Timezone = "Europe/Atlantis" }, codes.InvalidArgument, "timezone:"},
 		{"unknown template", func(r *coordinatorv1.CreateScheduleRequest) { r.Template = "nope" }, codes.InvalidArgument, "template:"},

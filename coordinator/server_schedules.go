@@ -50,7 +50,7 @@ func (s *server) CreateSchedule(ctx context.Context, req *coordinatorv1.CreateSc
 	case req.GetNamespace() == "" || req.GetTemplate() == "":
 		return nil, status.Error(codes.InvalidArgument, "template: namespace and template name are required")
 	}
-	spec, err := schedule.Parse(req.GetCron(), req.GetTimezone())
+	spec, err := schedule.ParseNew(req.GetCron(), req.GetTimezone())
 	if err != nil {
 		return nil, fieldStatus(err)
 	}

@@ -24,6 +24,7 @@ package schedule
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,6 +95,92 @@ func Parse(expr, timezone string) (*Spec, error) {
 	// An expression like "0 0 31 2 *" parses but never fires.
 	if s.Next(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).IsZero() {
 		return nil, fieldErrorf("cron", "%q never fires", expr)
+	}
+	return s, nil
+}
+
+// cronField is a field of a cron expression and its range.
+type cronField struct {
+	name   string
+	lo, hi int
+	every  string // the unit of an @every duration in the field's steps, if any
+}
+
+// secondsField, then cronFields, are the fields of a six-field
+// expression; a five-field one has cronFields alone.
+var (
+	secondsField = cronField{"second", 0, 59, "s"}
+	cronFields   = [...]cronField{
+		{"minute", 0, 59, "m"}, {"hour", 0, 23, "h"}, {"day of month", 1, 31, ""}, {"month", 1, 12, ""}, {"day of week", 0, 6, ""},
+	}
+)
+
+// checkSteps refuses a step that leaves only its range's start ("*/90" in
+// minutes is minute 0 of every hour): the parser takes it, but whoever
+// wrote it meant steps that carry over into the next hour or day, which
+// cron has none of. Parts that are not plain numbers (names) are left to
+// the parser.
+func checkSteps(expr string) error {
+	fields := strings.Fields(expr)
+	if strings.HasPrefix(expr, "@") || len(fields) < 5 {
+		return nil
+	}
+	spec := cronFields[:]
+	if len(fields) == 6 {
+		spec = append([]cronField{secondsField}, spec...)
+	}
+	for i, f := range fields {
+		fs := spec[i]
+		for _, part := range strings.Split(f, ",") {
+			rng, stepText, ok := strings.Cut(part, "/")
+			if !ok {
+				continue
+			}
+			step, err := strconv.Atoi(stepText)
+			if err != nil || step <= 1 {
+				continue
+			}
+			lo, hi := fs.lo, fs.hi
+			switch start, end, isRange := strings.Cut(rng, "-"); {
+			case rng == "*" || rng == "?":
+			case isRange:
+				a, errA := strconv.Atoi(start)
+				b, errB := strconv.Atoi(end)
+				if errA != nil || errB != nil {
+					continue
+				}
+				lo, hi = a, b
+			default:
+				a, err := strconv.Atoi(rng)
+				if err != nil {
+					continue
+				}
+				lo = a
+			}
+			if step > hi-lo {
+				hint := ""
+				if fs.every != "" && rng == "*" {
+					hint = fmt.Sprintf("; for every %d %ss, use @every %d%s", step, fs.name, step, fs.every)
+				}
+				return fmt.Errorf("%q in the %s field: a step of %d over %d-%d picks only %s %d, and cron steps do not carry over%s",
+					part, fs.name, step, lo, hi, fs.name, lo, hint)
+			}
+		}
+	}
+	return nil
+}
+
+// ParseNew is Parse for an expression about to be stored: it also refuses
+// what parses but cannot say what its writer meant (a step that picks only
+// its range's start). Schedules stored before a refusal was added are read
+// back with Parse, so they keep firing as they did.
+func ParseNew(expr, timezone string) (*Spec, error) {
+	s, err := Parse(expr, timezone)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSteps(s.expr); err != nil {
+		return nil, fieldErrorf("cron", "%q: %v", s.expr, err)
 	}
 	return s, nil
 }

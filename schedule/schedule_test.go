@@ -33,18 +33,41 @@ func TestParseRefusals(t *testing.T) {
 		{"nth weekday #", "0 0 * * 1#2", "", "cron", "not supported"},
 		{"tz in expression", "CRON_TZ=Europe/Paris 0 * * * *", "", "cron", "timezone field"},
 		{"never fires", "0 0 31 2 *", "", "cron", "never fires"},
+		{"step beyond the minutes", "*/90 * * * *", "", "cron", `"*/90" in the minute field: a step of 90 over 0-59 picks only minute 0, and cron steps do not carry over; for every 90 minutes, use @every 90m`},
+		{"step of the whole range", "0 */24 * * *", "", "cron", `"*/24" in the hour field`},
+		{"step beyond a range", "0 9-12/5 * * *", "", "cron", "a step of 5 over 9-12 picks only hour 9"},
+		{"step from a start", "0 0 10/30 * *", "", "cron", "day of month"},
+		{"step in a list", "0,*/70 * * * *", "", "cron", `"*/70"`},
+		{"seconds", "*/60 * * * * *", "", "cron", "second field: a step of 60 over 0-59 picks only second 0, and cron steps do not carry over; for every 60 seconds, use @every 60s"},
+		{"months", "0 0 1 */12 *", "", "cron", "month field"},
 		{"unknown timezone", "0 * * * *", "Mars/Olympus", "timezone", "not a known IANA timezone"},
 		{"Local is not a zone", "0 * * * *", "Local", "timezone", "not a known IANA timezone"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := schedule.Parse(tc.expr, tc.tz)
+			_, err := schedule.ParseNew(tc.expr, tc.tz)
 			var fe *schedule.FieldError
 			require.ErrorAs(t, err, &fe)
 			require.Equal(t, tc.field, fe.Field)
 			require.ErrorContains(t, err, tc.contains)
 		})
 	}
+}
+
+// Steps that pick more than their range's start parse, up to the last
+// one that does.
+func TestParseTakesSteps(t *testing.T) {
+	t.Parallel()
+	for _, expr := range []string{"*/59 * * * *", "*/30 * * * *", "0 9-17/4 * * *", "0 0 */15 * *", "0 0 1 */6 *",
+		"0 0 * * */3", "*/30 * * * * *", "5/10 * * * *", "0 */23 * * *", "0 0 1 JAN-JUN/2 *", "@every 90m"} {
+		_, err := schedule.ParseNew(expr, "")
+		require.NoError(t, err, expr)
+	}
+	// What ParseNew refuses for its steps, Parse (reading a stored
+	// schedule back) still takes, as the cron parser reads it.
+	spec, err := schedule.Parse("*/90 * * * *", "")
+	require.NoError(t, err)
+	require.Equal(t, "2026-01-01T11:00:00Z", spec.Next(utc("2026-01-01T10:02:00Z")).Format(time.RFC3339))
 }
 
 func TestNext(t *testing.T) {
