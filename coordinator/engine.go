@@ -436,8 +436,18 @@ func (e *engine) schedule(c *change, candidates []int) {
 		}
 		return
 	case tr.satisfied == len(tr.steps):
-		if c.params.Task == nil && tr.task.State == state.InProgress {
-			c.moveTask(state.Complete, "all steps complete")
+		if c.params.Task == nil {
+			switch tr.task.State {
+			case state.InProgress:
+				c.moveTask(state.Complete, "all steps complete")
+			case state.Pending:
+				// Settled with nothing run since it was last pending: an
+				// operator resolved its last open steps (of a task that
+				// never started, or of a failed one, which the resolve
+				// made pending again). It completes through in_progress,
+				// one move per change; armWake brings the next at once.
+				c.moveTask(state.InProgress, "all steps settled")
+			}
 		}
 		return
 	}
@@ -793,10 +803,11 @@ func (e *engine) armWake(tr *taskRun, asOf time.Time) {
 			}
 		}
 		earliest(e.nextWaitWake(tr))
-		if tr.unexpanded() || tr.exhausted > 0 {
-			// Instances to make, or a step that failed for good in a change
-			// that could not also end the task (the one that started it, or
-			// one that refused a dispatch in the middle of a pass).
+		if tr.unexpanded() || tr.exhausted > 0 || tr.satisfied == len(tr.steps) {
+			// Instances to make, or a step that failed for good or a last
+			// step settled in a change that could not also end the task
+			// (the one that started it, one that refused a dispatch in the
+			// middle of a pass, or one that resumed it).
 			earliest(e.now())
 		}
 		for i := range tr.errored {

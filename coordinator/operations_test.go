@@ -155,6 +155,67 @@ steps:
 	requireParentsFirst(t, done)
 }
 
+// Resolving the step that holds a task back finishes the task when
+// nothing is left to run: the last step of a failed task, or every step
+// of a task that never started (no executor hosts its handler). The task
+// used to stay pending for good, its steps all settled.
+func TestResolvingTheLastOpenStepCompletesTheTask(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.startExecutor(4, nil)
+	h.apply(`
+namespace: test
+name: fails_last
+version: 1.0.0
+steps:
+  - name: first
+    handler: noop
+  - name: broken
+    handler: flaky
+    config: {fail_times: 99, permanent: true}
+    depends_on: [first]
+`)
+	h.apply(`
+namespace: test
+name: unhosted
+version: 1.0.0
+steps:
+  - name: a
+    handler: nobody_hosts_this
+  - name: b
+    handler: nobody_hosts_this
+    depends_on: [a]
+`)
+	failed := h.create("test", "fails_last", map[string]any{})
+	h.waitState(failed.GetId(), coordinatorv1.State_STATE_ERROR)
+	_, err := h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: failed.GetId(), StepName: "broken"})
+	require.NoError(t, err)
+	done := h.waitState(failed.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	require.Equal(t, coordinatorv1.State_STATE_RESOLVED_MANUALLY, step(done, "broken").GetState())
+	requireTaskPath(t, done, "pending", "in_progress", "error", "pending", "in_progress", "complete")
+
+	waiting := h.create("test", "unhosted", map[string]any{})
+	for _, name := range []string{"a", "b"} {
+		_, err := h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: waiting.GetId(), StepName: name})
+		require.NoError(t, err, name)
+	}
+	done = h.waitState(waiting.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	requireTaskPath(t, done, "pending", "in_progress", "complete")
+}
+
+// requireTaskPath checks the states a task went through, in order.
+func requireTaskPath(t *testing.T, task *coordinatorv1.Task, states ...string) {
+	t.Helper()
+	var path []string
+	for i, tr := range task.GetTransitions() {
+		if i == 0 {
+			path = append(path, stateName(tr.GetFromState()))
+		}
+		path = append(path, stateName(tr.GetToState()))
+	}
+	require.Equal(t, states, path)
+}
+
 func TestBypassSkippableStep(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -189,4 +250,10 @@ steps:
 	require.Len(t, optional.GetTransitions(), 1)
 	require.True(t, strings.Contains(optional.GetTransitions()[0].GetReason(), "bypass"))
 	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, step(done, "finish").GetState())
+}
+
+// stateName is a proto state as the store spells it (STATE_IN_PROGRESS:
+// in_progress).
+func stateName(s coordinatorv1.State) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STATE_"))
 }

@@ -141,7 +141,9 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 			undispatched.Steps[i] = &st
 		}
 	}
-	e.schedule(c, nil)
+	if tr.satisfied < len(tr.steps) {
+		e.schedule(c, nil) // with every step bypassed, the task completes below
+	}
 	stored := *task
 	created := &store.TaskCreateParams{Task: &stored, Steps: make([]*store.Step, len(tr.steps)), Transitions: transitionsOf(&c.params)}
 	if tr.satisfied == len(tr.steps) && c.params.Task == nil {
