@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -133,6 +135,15 @@ func (s *server) GetTask(ctx context.Context, req *coordinatorv1.GetTaskRequest)
 	return &coordinatorv1.GetTaskResponse{Task: p}, nil
 }
 
+// taskStateNames lists the states a task can be in, for an error.
+func taskStateNames() string {
+	names := make([]string, len(state.TaskStates))
+	for i, st := range state.TaskStates {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
+}
+
 // Page sizes of ListTasks.
 const (
 	defaultPageSize = 50
@@ -147,6 +158,11 @@ func (s *server) ListTasks(ctx context.Context, req *coordinatorv1.ListTasksRequ
 	st, ok := stateFromProto(req.GetState())
 	if !ok {
 		return nil, status.Errorf(codes.InvalidArgument, "state: unknown value %d", req.GetState())
+	}
+	if st != "" && !slices.Contains(state.TaskStates[:], st) {
+		// A filter no task can match is a mistake, not an empty answer.
+		return nil, status.Errorf(codes.InvalidArgument, "state: %s is a step's state; a task is never %s (a task is one of %s)",
+			st, st, taskStateNames())
 	}
 	size := int(req.GetPageSize())
 	switch {

@@ -129,6 +129,9 @@ steps:
 
 	_, err = h.client.GetTask(h.ctx, &coordinatorv1.GetTaskRequest{Id: "0192d3c4-0000-7000-8000-000000000000"})
 	require.Equal(t, codes.NotFound, status.Code(err))
+	_, err = h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{State: coordinatorv1.State_STATE_SKIPPED})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "a task is never skipped")
 	_, err = h.client.ListTasks(h.ctx, &coordinatorv1.ListTasksRequest{PageToken: "!!"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 	// Valid base64 of something no listing issued: refused, not read as a
