@@ -55,5 +55,5 @@ func TestPostgresOutage(t *testing.T) {
 
 	db.heal()
 	requireRanOnce(t, c, ids)
-	require.Zero(t, metrics()["tasker_step_results_held"])
+	requireNothingHeld(t, metrics)
 }
