@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,4 +35,26 @@ func TestDevRemovesItsTemporaryStore(t *testing.T) {
 	left, err = os.ReadDir(tmp)
 	require.NoError(t, err)
 	require.Empty(t, left)
+}
+
+// A second tasker dev on the same address stopped with only "bind: address
+// already in use": the error now names the flag and what to do.
+func TestDevOnATakenAddressSaysWhichFlagToChange(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = taken.Close() })
+	addr := taken.Addr().String()
+
+	res := runCLIEnv(t, cliEnvFor(nil), "dev", "--once", "--listen", addr, "--http-listen", "")
+	require.Equal(t, 1, res.code, res.stdout)
+	require.Contains(t, res.stderr, "--listen: "+addr+" is already in use (is another tasker dev, coordinator or executor running there?): stop what holds it, or give --listen another address")
+
+	res = runCLIEnv(t, cliEnvFor(nil), "dev", "--once", "--listen", "127.0.0.1:0", "--http-listen", addr)
+	require.Equal(t, 1, res.code, res.stdout)
+	require.Contains(t, res.stderr, "--http-listen: "+addr+" is already in use")
+
+	res = runCLIEnv(t, cliEnvFor(nil), "executor", "--listen", addr, "--coordinator", "127.0.0.1:1")
+	require.Equal(t, 1, res.code, res.stdout)
+	require.Contains(t, res.stderr, "--listen: "+addr+" is already in use")
 }

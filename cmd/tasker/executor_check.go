@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"os/exec"
 	"strings"
 	"time"
@@ -135,9 +134,9 @@ func runExecutorCheck(ctx context.Context, g *globals, f *executorCheckFlags, ad
 		if err != nil {
 			return err
 		}
-		lis, err := net.Listen("tcp", f.coordinatorListen)
+		lis, err := listenTCP("--coordinator-listen", f.coordinatorListen)
 		if err != nil {
-			return fmt.Errorf("--coordinator-listen: %w", err)
+			return err
 		}
 		opts.Coordinator, opts.CoordinatorServerOptions = lis, serverOpts
 		fmt.Fprintf(g.env.Stderr, "stand-in coordinator on %s\n", lis.Addr())

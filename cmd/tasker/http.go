@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -119,9 +117,9 @@ func serveHTTP(cfg httpConfig) (*httpServer, error) {
 		mux.Handle("/", guard.Wrap(guarded))
 	}
 
-	lis, err := net.Listen("tcp", cfg.addr)
+	lis, err := listenTCP("--http-listen", cfg.addr)
 	if err != nil {
-		return nil, fmt.Errorf("--http-listen: listen on %s: %w", cfg.addr, err)
+		return nil, err
 	}
 	h := &httpServer{
 		addr: lis.Addr().String(),

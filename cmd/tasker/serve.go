@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -199,4 +200,19 @@ func (h httpSecurity) check(addr, defaultPort string) error {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
 	return nil
+}
+
+// listenTCP takes addr for the server that flag configures. An address
+// already taken, most often by a tasker dev or coordinator left running,
+// gets an error that says so and names the flag to move to another one;
+// the bare "bind: address already in use" named neither.
+func listenTCP(flag, addr string) (net.Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%s: %s is already in use (is another tasker dev, coordinator or executor running there?): stop what holds it, or give %s another address: %w", flag, addr, flag, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", flag, addr, err)
+	}
+	return lis, nil
 }

@@ -144,9 +144,9 @@ func startCoordinator(ctx context.Context, opts coordinatorOptions) (*runningCoo
 			return nil, err
 		}
 	}
-	lis, err := net.Listen("tcp", opts.listen)
+	lis, err := listenTCP("--listen", opts.listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+		return nil, err
 	}
 	st, err := openStore(ctx, opts.store, opts.log)
 	if err != nil {

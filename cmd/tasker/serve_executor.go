@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -111,9 +110,9 @@ func runExecutor(ctx context.Context, opts executorOptions) (*runningExecutor, e
 			return nil, err
 		}
 	}
-	lis, err := net.Listen("tcp", opts.listen)
+	lis, err := listenTCP("--listen", opts.listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", opts.listen, err)
+		return nil, err
 	}
 	var httpSrv *httpServer
 	if opts.httpListen != "" {

@@ -389,7 +389,10 @@ func (t *table) ghzRow() {
 	for i := range t.runs {
 		fmt.Fprintf(t.log, "perf-table: %s, run %d/%d\n", measure, i+1, t.runs)
 		cmd := command(t.ctx, t.root, "scripts/load-create-task.sh")
-		cmd.Env = append(os.Environ(), "REQUESTS=20000", "CONCURRENCY=50", "TASKER_COORDINATOR=")
+		// The binary every other row runs: the script would otherwise
+		// build its own from the working tree, which may have changed
+		// since this table started.
+		cmd.Env = append(os.Environ(), "REQUESTS=20000", "CONCURRENCY=50", "TASKER_COORDINATOR=", "TASKER_BIN="+t.bin)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.errs = append(t.errs, fmt.Errorf("%s: %w\n%s", measure, err, tail(string(out), 20)))
