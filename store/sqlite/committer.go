@@ -72,12 +72,6 @@ func (s *Store) runBatch(batch []*groupcommit.Request[applyFunc], outcomes []err
 	if s.finishCkpt.Load() {
 		s.finishCheckpoint()
 	}
-	if s.batches++; s.batches >= cacheCheckEvery {
-		s.batches = 0
-		if err := s.sizeWriterCache(ctx); err != nil {
-			s.logger.Warn("sqlite writer cache size not set", "error", err)
-		}
-	}
 	// The transaction is begun and ended with statements on the writer's
 	// connection rather than as a database/sql Tx (see wtx).
 	if _, err := s.wconn.ExecContext(ctx, sqlBegin); err != nil {

@@ -89,13 +89,6 @@ type Store struct {
 	// finishCkpt asks the committer to finish a checkpoint before its next
 	// batch (see finishCheckpoint).
 	finishCkpt atomic.Bool
-	// writerCacheKiB is the writer's page cache now, pageSize the
-	// database's, and batches counts the committer's batches up to the
-	// next look at the cache (pagecache.go); all are the committer's only.
-	writerCacheKiB int64
-	pageSize       int64
-	batches        int
-
 	// restores are the store's restore points, oldest first (see
 	// backup.go).
 	restores []restorePoint
@@ -180,9 +173,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		keys:     taskKeys{},
 		restores: restores,
 	}
-	if err := s.sizeWriterCache(ctx); err != nil {
-		return nil, errors.Join(fmt.Errorf("open sqlite writer %s: %w", cfg.Path, err), raw.close(), closeStatements(stmts), wconn.Close(), ckpt.Close(), reader.Close(), writer.Close())
-	}
 	s.committer = groupcommit.Start(cfg.MaxBatch, s.commitBatch, s.batchFailed)
 	go checkpointLoop(s.ckpt, s.committer.Closing(), s.ckptDone, &s.finishCkpt, s.logger)
 	return s, nil
@@ -263,10 +253,11 @@ func (c Config) dsn(writer bool) string {
 	// so SQLite's per-connection mutex (taken on every call into it) is
 	// left out: the "multi-thread" mode, SQLITE_OPEN_NOMUTEX.
 	q.Set("_mutex", "no")
-	// 32 MiB of page cache per reader (the default is 2 MiB): the hot
-	// pages of steps and transitions stay in memory as the store grows.
-	// The writer's is set by the store's size (pagecache.go).
-	q.Set("_cache_size", "-"+strconv.Itoa(largeWriterCacheKiB))
+	cache := readerCacheKiB // pagecache.go says why the two differ
+	if writer {
+		cache = writerCacheKiB
+	}
+	q.Set("_cache_size", "-"+strconv.Itoa(cache))
 	if writer {
 		// Take the write lock at BEGIN, so a transaction never fails half
 		// way through on a lock upgrade.
