@@ -23,29 +23,7 @@ import (
 // recorded; an unknown step is refused naming it.
 func TestStepRerun(t *testing.T) {
 	t.Parallel()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rc, err := startCoordinator(t.Context(), coordinatorOptions{
-		listen: "127.0.0.1:0", httpListen: "127.0.0.1:0",
-		store: storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
-		log:   log,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, rc.stop()) })
-	ex, err := executor.New(executor.Config{Coordinator: rc.addr, Capacity: 4, Logger: log, RegisterInterval: 50 * time.Millisecond})
-	require.NoError(t, err)
-	require.NoError(t, builtin.Register(ex))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = ex.Serve(ctx, lis)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-	})
+	rc := startWithExecutor(t, 4)
 
 	tmpl := writeFile(t, "t.yaml", `namespace: demo
 name: rerun
@@ -124,4 +102,35 @@ steps:
 	code, body = post("nope")
 	require.Equal(t, http.StatusNotFound, code, body)
 	require.Contains(t, body, `no step \"nope\"`)
+}
+
+// startWithExecutor starts a coordinator on a new SQLite file (gRPC and
+// HTTP on loopback) and an executor of the built-in handlers with capacity
+// slots, both stopped when the test ends.
+func startWithExecutor(t *testing.T, capacity int) *runningCoordinator {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rc, err := startCoordinator(t.Context(), coordinatorOptions{
+		listen: "127.0.0.1:0", httpListen: "127.0.0.1:0",
+		store: storeFlags{db: filepath.Join(t.TempDir(), "tasker.db"), sync: "normal"},
+		log:   log,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, rc.stop()) })
+	ex, err := executor.New(executor.Config{Coordinator: rc.addr, Capacity: capacity, Logger: log, RegisterInterval: 50 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, builtin.Register(ex))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = ex.Serve(ctx, lis)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-served
+	})
+	return rc
 }

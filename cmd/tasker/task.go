@@ -561,11 +561,25 @@ func newTaskCancelCmd(g *globals) *cobra.Command {
 		out    outputFlag
 		reason string
 	)
+	bulk := &bulkAction{
+		states: []coordinatorv1.State{coordinatorv1.State_STATE_PENDING, coordinatorv1.State_STATE_IN_PROGRESS},
+		verb:   "cancel", done: "cancelled",
+		act: func(ctx context.Context, c *client, id string) error {
+			_, err := c.CancelTask(ctx, &coordinatorv1.CancelTaskRequest{Id: id, Reason: reason})
+			return err
+		},
+	}
 	cmd := &cobra.Command{
-		Use:   "cancel ID",
+		Use:   "cancel {ID | --all [filters] [--yes]}",
 		Short: "Cancel a task: pending steps are cancelled, running ones abandoned",
-		Args:  cobra.ExactArgs(1),
+		Long: "Cancel a task: pending steps are cancelled, running ones abandoned.\n" +
+			"With --all instead of an ID, every pending or in_progress task the filters\n" +
+			"keep: listed, or with --yes cancelled one by one.",
+		Args: bulk.args,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if bulk.all {
+				return bulk.run(cmd, g, &out)
+			}
 			return g.showTask(cmd, &out, func(ctx context.Context, c *client) (*coordinatorv1.Task, error) {
 				resp, err := c.CancelTask(ctx, &coordinatorv1.CancelTaskRequest{Id: args[0], Reason: reason})
 				return resp.GetTask(), err
@@ -573,6 +587,7 @@ func newTaskCancelCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the transitions")
+	bulk.register(cmd)
 	out.register(cmd)
 	return cmd
 }
@@ -582,11 +597,25 @@ func newTaskRetryCmd(g *globals) *cobra.Command {
 		out    outputFlag
 		reason string
 	)
+	bulk := &bulkAction{
+		states: []coordinatorv1.State{coordinatorv1.State_STATE_ERROR},
+		verb:   "retry", done: "retried",
+		act: func(ctx context.Context, c *client, id string) error {
+			_, err := c.RetryTask(ctx, &coordinatorv1.RetryTaskRequest{Id: id, Reason: reason})
+			return err
+		},
+	}
 	cmd := &cobra.Command{
-		Use:   "retry ID",
+		Use:   "retry {ID | --all [filters] [--yes]}",
 		Short: "Move an errored task back to pending; its failed steps get fresh attempts",
-		Args:  cobra.ExactArgs(1),
+		Long: "Move an errored task back to pending; its failed steps get fresh attempts.\n" +
+			"With --all instead of an ID, every task in error the filters keep (after an\n" +
+			"outage, say): listed, or with --yes retried one by one.",
+		Args: bulk.args,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if bulk.all {
+				return bulk.run(cmd, g, &out)
+			}
 			return g.showTask(cmd, &out, func(ctx context.Context, c *client) (*coordinatorv1.Task, error) {
 				resp, err := c.RetryTask(ctx, &coordinatorv1.RetryTaskRequest{Id: args[0], Reason: reason})
 				return resp.GetTask(), err
@@ -594,6 +623,7 @@ func newTaskRetryCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the transitions")
+	bulk.register(cmd)
 	out.register(cmd)
 	return cmd
 }
