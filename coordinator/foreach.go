@@ -334,7 +334,7 @@ func (e *engine) gatherForEach(c *change) []int {
 			}
 			e.failStep(c, i, &store.StepError{
 				Message: fmt.Sprintf("instance %s failed and will not be retried: %s", fs.Name, msg),
-				Class:   "InstanceFailed",
+				Class:   classInstanceFailed,
 			}, 0, "")
 		case fo.settled == len(list):
 			results, err := instanceResults(tr, list, e.limits.MaxResultBytes)
@@ -348,6 +348,36 @@ func (e *engine) gatherForEach(c *change) []int {
 		}
 	}
 	return cands
+}
+
+// classInstanceFailed is the error class of a for_each step failed by an
+// exhausted instance.
+const classInstanceFailed = "InstanceFailed"
+
+// reopenForEach resumes for_each step of, failed by an exhausted instance,
+// once an operator has resolved the last of its exhausted instances (the
+// caller just did one): a failed step resolved by hand lets its task go
+// on, and an instance's failure should not need a task retry on top. The
+// step goes back to pending with one more attempt; started again, it keeps
+// its settled instances (the resolved ones' results take their places),
+// runs those still pending, and completes once all are settled. It reports
+// whether it moved the step. The caller holds tr.mu.
+func (e *engine) reopenForEach(c *change, of int, resolved string) bool {
+	tr := c.tr
+	s := tr.steps[of]
+	if s.State != state.Error || s.Error == nil || s.Error.Class != classInstanceFailed {
+		return false
+	}
+	for _, j := range tr.fanouts[of].instances {
+		if j >= 0 && plan.Exhausted(&tr.view[j]) {
+			return false
+		}
+	}
+	c.moveStep(of, state.Pending, "resumed after "+resolved+" was resolved manually", func(sc *store.StepChange) {
+		sc.MaxAttempts = s.Attempts + 1
+		sc.NextRetryAt = c.params.At
+	})
+	return true
 }
 
 // instanceResults joins the instances' results into one JSON list, in

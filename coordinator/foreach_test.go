@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
@@ -214,6 +215,81 @@ func TestForEachInstanceFailureFailsTheStep(t *testing.T) {
 	require.Contains(t, charge.GetError().GetMessage(), "instance charge[3] failed and will not be retried: card declined for 4")
 	require.Equal(t, coordinatorv1.State_STATE_ERROR, step(failed, "charge[3]").GetState())
 	require.Equal(t, coordinatorv1.State_STATE_PENDING, step(failed, "sum").GetState())
+}
+
+// An operator who resolves the instances that failed a for_each step (the
+// charges made by phone, say) lets the task go on, as resolving any failed
+// step does: once none is left exhausted, the step resumes and completes
+// with the resolved results in their places, where it stayed failed until
+// a task retry. While one is still exhausted, nothing moves.
+// The same after a restart between the failure and the resolves, which
+// finds the step's instances and its error in the store.
+func TestResolvingFailedInstancesResumesTheForEachStep(t *testing.T) {
+	t.Parallel()
+	t.Run("in one run", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		var attempts sync.Map
+		h.startExecutor(4, mapHandlers(&attempts))
+		resolveFailedInstances(t, h, &attempts, func() {})
+	})
+	t.Run("after a restart", func(t *testing.T) {
+		t.Parallel()
+		h, n := nodeHarness(t, coordinator.Config{ExecutorGrace: 10 * time.Second}, 0)
+		var attempts sync.Map
+		runExecutor(h, executor.Config{ID: "exec-1", Capacity: 4}, listen(t), mapHandlers(&attempts))
+		resolveFailedInstances(t, h, &attempts, func() {
+			n.crash()
+			n.start()
+		})
+	})
+}
+
+func resolveFailedInstances(t *testing.T, h *harness, attempts *sync.Map, restart func()) {
+	h.apply(mapTemplate)
+	created := h.create("fan", "charges", map[string]any{"items": items(3), "fail": []any{2, 3}})
+	id := created.GetId()
+	// Both failing instances were dispatched at once (4 slots): the second
+	// one's result is recorded after the first failed the step.
+	require.Eventually(t, func() bool {
+		task := h.get(id)
+		return task.GetState() == coordinatorv1.State_STATE_ERROR &&
+			step(task, "charge[1]").GetState() == coordinatorv1.State_STATE_ERROR &&
+			step(task, "charge[2]").GetState() == coordinatorv1.State_STATE_ERROR
+	}, 20*time.Second, 5*time.Millisecond)
+	restart()
+
+	resolve := func(name string, charged int) *coordinatorv1.Task {
+		t.Helper()
+		results, err := structpb.NewValue(map[string]any{"charged": charged})
+		require.NoError(t, err)
+		resp, err := h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{
+			TaskId: id, StepName: name, Reason: "charged by phone", Results: results,
+		})
+		require.NoError(t, err)
+		return resp.GetTask()
+	}
+	after := resolve("charge[1]", 100)
+	require.Equal(t, coordinatorv1.State_STATE_ERROR, after.GetState(), "charge[2] still fails the step")
+	require.Equal(t, coordinatorv1.State_STATE_ERROR, step(after, "charge").GetState())
+
+	resolve("charge[2]", 1000)
+	done := h.waitState(id, coordinatorv1.State_STATE_COMPLETE)
+	require.EqualValues(t, 2+100+1000, resultOf(t, step(done, "sum"))["total"])
+	charge := step(done, "charge")
+	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, charge.GetState())
+	var path []string
+	for _, tr := range charge.GetTransitions() {
+		path = append(path, statepbName(tr.GetFromState())+"→"+statepbName(tr.GetToState()))
+	}
+	require.Equal(t, []string{"pending→in_progress", "in_progress→error", "error→pending", "pending→in_progress", "in_progress→complete"}, path)
+	require.Equal(t, "resumed after charge[2] was resolved manually", charge.GetTransitions()[2].GetReason())
+	require.Equal(t, "attempt 2: all 3 instances complete", charge.GetTransitions()[4].GetReason())
+	for k, want := range []int32{1, 1, 1} {
+		name := fmt.Sprintf("charge[%d]", k)
+		v, _ := attempts.Load(name)
+		require.EqualValues(t, want, v.(*atomic.Int32).Load(), "%s ran once: a resolved instance is not run again", name)
+	}
 }
 
 // Rerunning one instance runs it again with a new idempotency key and

@@ -523,8 +523,9 @@ func (e *engine) retryTask(ctx context.Context, id, reason string) (*snapshot, e
 }
 
 // resolveStep marks a pending or errored step resolved_manually, which
-// satisfies its children, and resumes an errored task when nothing else
-// holds it back.
+// satisfies its children (for an instance, its for_each step, which resumes
+// if the instance's failure had failed it: reopenForEach), and resumes an
+// errored task when nothing else holds it back.
 func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason string, results json.RawMessage) (*snapshot, error) {
 	if stepName == "" {
 		return nil, invalidf("step_name is required")
@@ -552,6 +553,10 @@ func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason strin
 		}
 		c := e.newChange(tr)
 		c.moveStep(i, state.ResolvedManually, reason, func(sc *store.StepChange) { sc.Results = results })
+		candidates := tr.childrenOf(i)
+		if ref, ok := tr.instanceOf(i); ok && e.reopenForEach(c, ref.of, stepName) {
+			candidates = append(candidates, ref.of)
+		}
 		if tr.task.State == state.Error {
 			if tr.exhausted == 0 {
 				c.moveTask(state.Pending, "resumed after "+stepName+" was resolved manually")
@@ -566,7 +571,7 @@ func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason strin
 			e.schedule(c, nil)
 			return e.commit(ctx, c)
 		}
-		e.schedule(c, tr.childrenOf(i))
+		e.schedule(c, candidates)
 		return e.commit(ctx, c)
 	})
 }
