@@ -390,6 +390,15 @@ func TestDashboard(t *testing.T) {
 	require.Equal(t, "1", b.text(`[data-count="in_progress"] .count-n`), "dash/gpu waits in progress")
 	require.Equal(t, "6", b.text(`[data-count="all"] .count-n`))
 	b.shot("tasks")
+	// Pages opened one after another, each with a live stream: the
+	// browser keeps earlier ones in its back-forward cache, and their
+	// streams held its six connections to the host until every call of
+	// the seventh page hung. A page closes its streams when hidden.
+	for i := range 7 {
+		b.open(fmt.Sprintf("/tasks?namespace=dash&state=error&round=%d", i))
+		b.waitFor(fmt.Sprintf("page %d of 7 loads its tasks", i+1), `document.querySelectorAll('tr[data-task]').length === 3`)
+	}
+	b.waitVisible(".live-live")
 	b.open("/tasks?q=" + failed)
 	b.waitFor("search finds the task by id", `document.querySelectorAll('tr[data-task]').length === 1`)
 	// A value in the context finds its task: typed into the filter, it
@@ -456,6 +465,33 @@ func TestDashboard(t *testing.T) {
 	require.Regexp(t, regexp.MustCompile(`^4\s`), b.text(`[data-error-row="0"]`), "b's one failure message, seen once per task")
 	b.shot("analytics")
 
+	// After an outage: the tasks list retries every task in error that its
+	// filters keep, in one action (the three dash/flaky ones).
+	b.open("/tasks?namespace=dash&name=flaky&state=error")
+	b.waitFor("the bulk retry counts the tasks in error", `(() => { const el = document.querySelector('[data-action="retry-all"]'); return el && !el.disabled && el.textContent === 'Retry all 3'; })()`)
+	b.click(`[data-action="retry-all"]`)
+	b.waitVisible(".modal [data-confirm]")
+	require.Equal(t, "Retry the 3 tasks in error?", b.text(".modal h3"))
+	b.shot("tasks-retry-all-asks-first")
+	b.setValue(".modal input", "partner API back")
+	b.click(`.modal [data-confirm]`)
+	require.Equal(t, "retried 3 of 3 tasks", b.text("[data-bulk-result]"))
+	var stillError []string
+	for _, task := range tasks {
+		if task.State == "error" {
+			stillError = append(stillError, task.ID)
+		}
+	}
+	require.Len(t, stillError, 3)
+	for _, id := range stillError {
+		require.Eventually(t, func() bool {
+			return getTask(t, c.tasker("task", "get", id, "-o", "json")).State == "complete"
+		}, 30*time.Second, 50*time.Millisecond, "task %s retried from the list", id)
+		require.Contains(t, c.tasker("task", "get", id, "-o", "json"), `"reason":"partner API back"`)
+	}
+	b.waitFor("the list empties as the tasks leave error", `document.querySelectorAll('tr[data-task]').length === 0`)
+	b.shot("tasks-retried-all")
+
 	// The executors page: the executor with its handlers, and a warning
 	// about the handler dash/gpu needs that no executor hosts.
 	b.open("/executors")
@@ -463,6 +499,16 @@ func TestDashboard(t *testing.T) {
 	require.Contains(t, b.text(`[data-executor="dash-exec"]`), "flaky")
 	b.shot("executors")
 	require.Contains(t, b.text("[data-unhosted]"), "gpu_render")
+
+	// Cancel all: the dash/gpu task, which waits in progress for a handler
+	// nobody hosts.
+	b.open("/tasks?namespace=dash&name=gpu&state=in_progress")
+	b.waitFor("the bulk cancel counts the running task", `(() => { const el = document.querySelector('[data-action="cancel-all"]'); return el && !el.disabled && el.textContent === 'Cancel all 1'; })()`)
+	b.click(`[data-action="cancel-all"]`)
+	require.Equal(t, "Cancel the 1 in_progress task?", b.text(".modal h3"))
+	b.click(`.modal [data-confirm]`)
+	require.Equal(t, "cancelled 1 of 1 task", b.text("[data-bulk-result]"))
+	require.Equal(t, "cancelled", getTask(t, c.tasker("task", "get", gpu, "-o", "json")).State)
 
 	// A for_each step's instances are drawn below it, each with its index.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "fan.yaml"), []byte(`namespace: dash

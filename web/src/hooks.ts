@@ -75,10 +75,53 @@ export function useThrottled(fn: () => void, ms: number): () => void {
 export type LiveStatus = 'connecting' | 'live' | 'polling';
 
 /**
+ * usePageActive is null while the page is hidden (another tab in front, a
+ * minimized window), and otherwise a number that changes each time the
+ * page comes back from the browser's back-forward cache. Streams are open
+ * only while it is not null, and close synchronously on pagehide (see
+ * closeOnPageHide): over plain HTTP a browser keeps at most six
+ * connections to a host and each open stream holds one, so streams left
+ * open by hidden tabs and by pages kept in the back-forward cache starved
+ * every other request of the dashboard (the sixth page opened in a row
+ * hung on its first call).
+ */
+export function usePageActive(): number | null {
+  const [visible, setVisible] = useState(() => document.visibilityState !== 'hidden');
+  const [epoch, setEpoch] = useState(0);
+  useEffect(() => {
+    const onVisibility = () => setVisible(document.visibilityState !== 'hidden');
+    const onShow = (e: PageTransitionEvent) => {
+      if (e.persisted) setEpoch((n) => n + 1);
+      onVisibility();
+    };
+    document.addEventListener('visibilitychange', onVisibility);
+    window.addEventListener('pageshow', onShow);
+    return () => {
+      document.removeEventListener('visibilitychange', onVisibility);
+      window.removeEventListener('pageshow', onShow);
+    };
+  }, []);
+  return visible ? epoch : null;
+}
+
+/**
+ * closeOnPageHide aborts ac when the page is hidden for good or frozen in
+ * the back-forward cache: a React update would come too late, after the
+ * freeze. It returns the function that stops listening.
+ */
+export function closeOnPageHide(ac: AbortController): () => void {
+  const hide = () => ac.abort();
+  window.addEventListener('pagehide', hide);
+  return () => window.removeEventListener('pagehide', hide);
+}
+
+/**
  * useEventStream follows the global event stream (SubscribeEvents) with
  * the given filter, calling onEvent for each event. It resumes after a
- * break from the last cursor it got, so nothing is missed; while the
- * stream is not available it says "polling" and callers poll instead.
+ * break from the last cursor it got, so nothing is missed, also when the
+ * page was hidden meanwhile (the stream is closed then, usePageActive);
+ * while the stream is not available it says "polling" and callers poll
+ * instead.
  */
 export function useEventStream(
   filter: { namespace?: string; name?: string; kinds?: EventKind[] },
@@ -91,9 +134,16 @@ export function useEventStream(
   const [state, setState] = useState<{ key: string; status: LiveStatus }>({ key, status: 'connecting' });
   const ref = useRef(onEvent);
   ref.current = onEvent;
+  // The last cursor of this filter outlives a stream closed while the page
+  // was hidden.
+  const last = useRef<{ key: string; cursor?: string }>({ key });
+  const active = usePageActive();
   useEffect(() => {
+    if (active === null) return;
     const ac = new AbortController();
-    let cursor: string | undefined;
+    const stopListening = closeOnPageHide(ac);
+    if (last.current.key !== key) last.current = { key };
+    let cursor = last.current.cursor;
     let failures = 0;
     const setStatus = (status: LiveStatus) => setState({ key, status });
     (async () => {
@@ -105,7 +155,7 @@ export function useEventStream(
               after: cursor, fromNow: cursor === undefined,
             },
             (m) => {
-              if (m.event?.cursor) cursor = m.event.cursor;
+              if (m.event?.cursor) cursor = last.current.cursor = m.event.cursor;
               failures = 0;
               if (m.event) ref.current(m.event);
             },
@@ -124,8 +174,11 @@ export function useEventStream(
         await new Promise((r) => setTimeout(r, wait));
       }
     })();
-    return () => ac.abort();
-  }, [filter.namespace, filter.name, kinds]);
+    return () => {
+      stopListening();
+      ac.abort();
+    };
+  }, [filter.namespace, filter.name, kinds, key, active]);
   return state.key === key ? state.status : 'connecting';
 }
 

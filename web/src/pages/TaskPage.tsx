@@ -6,7 +6,7 @@ import { ConfirmDialog } from '../components/ConfirmDialog';
 import { DagGraph } from '../components/DagGraph';
 import { Gantt } from '../components/Gantt';
 import { ErrorNote, JsonView, LiveDot, Mono, Section, StateBadge } from '../components/common';
-import { useInterval, useNow, useThrottled, type LiveStatus } from '../hooks';
+import { closeOnPageHide, useInterval, useNow, usePageActive, useThrottled, type LiveStatus } from '../hooks';
 import { criticalPath, rowOrder, sortTransitions, stepTimelines, timeAxis, type StepTimeline } from '../lib/gantt';
 import { parseJsonText } from '../lib/jsontext';
 import { paths } from '../lib/routes';
@@ -60,7 +60,11 @@ export function TaskPage({ id }: { id: string }) {
 
   // Follow the task while it runs: apply each streamed transition at once,
   // reload the whole task (waiting reasons, errors, results) shortly after.
+  // Not while the page is hidden: the stream would hold one of the
+  // browser's few connections (usePageActive); it resumes after the
+  // transitions already applied.
   const loaded = task !== undefined;
+  const active = usePageActive();
   useEffect(() => {
     const t = taskRef.current;
     if (!t) return;
@@ -68,7 +72,9 @@ export function TaskPage({ id }: { id: string }) {
       setLive('stopped');
       return;
     }
+    if (active === null) return;
     const ac = new AbortController();
+    const stopListening = closeOnPageHide(ac);
     setLive('connecting');
     api
       .watchTask(
@@ -91,8 +97,11 @@ export function TaskPage({ id }: { id: string }) {
           if (!ac.signal.aborted && !isAbort(e)) setLive('polling');
         },
       );
-    return () => ac.abort();
-  }, [id, loaded, watchGen]);
+    return () => {
+      stopListening();
+      ac.abort();
+    };
+  }, [id, loaded, watchGen, active]);
 
   useInterval(
     async () => {

@@ -1,7 +1,10 @@
 import { useMemo, useState, type FormEvent } from 'react';
-import { api, type CountTasksParams } from '../api/client';
+import { useAccess } from '../access';
+import { api, errorMessage, type CountTasksParams } from '../api/client';
 import type { State, TaskTemplate } from '../api/types';
+import { ConfirmDialog } from '../components/ConfirmDialog';
 import { ErrorNote, LiveDot, Mono, StateBadge } from '../components/common';
+import { listAll, runBulk, summary } from '../lib/bulk';
 import { useAsync, useEventStream, useInterval, useNow, useThrottled } from '../hooks';
 import { paths } from '../lib/routes';
 import { STATES, isTerminal, parseState, stateColor, stateLabel, stateTextColor } from '../lib/states';
@@ -9,6 +12,8 @@ import { formatDuration, formatTime, fromLocalInput, parseTimestamp, toRFC3339 }
 import { Link, useRouter } from '../router';
 
 const PAGE_SIZE = 50;
+
+const plural = (n: number) => (n === 1 ? 'task' : 'tasks');
 
 interface Filters {
   namespace: string;
@@ -118,6 +123,37 @@ export function TasksPage() {
 
   const total = (counts.data?.counts ?? []).reduce((n, c) => n + Number(c.count ?? 0), 0);
   const countOf = (st: State) => Number(counts.data?.counts?.find((c) => c.state === st)?.count ?? 0);
+
+  // Bulk actions take the tasks of the chosen state under every filter:
+  // retry the ones in error (after an outage), cancel pending or running
+  // ones (a backlog). They list first, then act one task at a time.
+  const access = useAccess();
+  // bulk is the action asked for, with the count and state it was asked on.
+  const [bulk, setBulk] = useState<{ kind: 'retry' | 'cancel'; count: number; state: State }>();
+  const [progress, setProgress] = useState<{ done: number; total: number }>();
+  const [bulkResult, setBulkResult] = useState<string>();
+  const bulkKind =
+    filters.state === 'STATE_ERROR'
+      ? 'retry'
+      : filters.state === 'STATE_PENDING' || filters.state === 'STATE_IN_PROGRESS'
+        ? 'cancel'
+        : undefined;
+  const bulkCount = filters.state ? countOf(filters.state) : 0;
+  const runBulkAction = async (kind: 'retry' | 'cancel', state: State, reason: string) => {
+    const done = kind === 'retry' ? 'retried' : 'cancelled';
+    setProgress(undefined);
+    const ids = await listAll((token) => api.listTasks({ ...shared, state, pageSize: 500, pageToken: token }));
+    setProgress({ done: 0, total: ids.length });
+    const out = await runBulk(
+      ids,
+      (id) => (kind === 'retry' ? api.retryTask(id, reason) : api.cancelTask(id, reason)),
+      errorMessage,
+      (n) => setProgress({ done: n, total: ids.length }),
+    );
+    refresh();
+    if (out.refused.length > 0) throw new Error(summary(out, done));
+    setBulkResult(summary(out, done));
+  };
   const tasks = list.data?.tasks ?? [];
   const next = list.data?.nextPageToken;
 
@@ -148,6 +184,63 @@ export function TasksPage() {
         ))}
       </div>
       <ErrorNote error={counts.error} prefix="Counts" />
+      {bulkKind && (
+        <div className="bulk-actions">
+          <button
+            className={bulkKind === 'cancel' ? 'danger' : 'primary'}
+            data-action={`${bulkKind}-all`}
+            disabled={!!access.refusal || !counts.data || bulkCount === 0}
+            title={
+              access.refusal ??
+              (bulkKind === 'retry'
+                ? 'give every task in error that these filters keep fresh attempts of its failed steps'
+                : `cancel every ${stateLabel(filters.state!)} task that these filters keep`)
+            }
+            onClick={() => {
+              setBulkResult(undefined);
+              setBulk({ kind: bulkKind, count: bulkCount, state: filters.state! });
+            }}
+          >
+            {bulkKind === 'retry' ? 'Retry' : 'Cancel'} all {counts.data ? bulkCount : '…'}
+          </button>
+          {bulkResult && (
+            <span className="muted" data-bulk-result>
+              {bulkResult}
+            </span>
+          )}
+        </div>
+      )}
+      {bulk && (
+        <ConfirmDialog
+          title={
+            bulk.kind === 'retry'
+              ? `Retry the ${bulk.count} ${plural(bulk.count)} in error?`
+              : `Cancel the ${bulk.count} ${stateLabel(bulk.state)} ${plural(bulk.count)}?`
+          }
+          body={
+            <p>
+              {bulk.kind === 'retry'
+                ? 'Every task in error that the filters keep goes back to pending and its failed steps get fresh attempts, '
+                : 'Every such task that the filters keep is cancelled (pending steps cancelled, running ones abandoned), '}
+              one task at a time. A task that has moved meanwhile is refused and named; the others go on.
+            </p>
+          }
+          confirmLabel={bulk.kind === 'retry' ? 'Retry all' : 'Cancel all'}
+          danger={bulk.kind === 'cancel'}
+          withReason
+          onConfirm={(reason) => runBulkAction(bulk.kind, bulk.state, reason)}
+          onClose={() => {
+            setBulk(undefined);
+            setProgress(undefined);
+          }}
+        >
+          {progress && (
+            <p className="muted" data-bulk-progress>
+              {progress.done} of {progress.total}
+            </p>
+          )}
+        </ConfirmDialog>
+      )}
 
       <form className="filters" onSubmit={apply}>
         <label>
