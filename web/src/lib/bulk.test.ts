@@ -6,7 +6,7 @@ describe('listAll', () => {
     const pages: Record<string, { tasks: { id: string }[]; nextPageToken?: string }> = {
       '': { tasks: [{ id: 'a' }, { id: 'b' }], nextPageToken: 'p2' },
       p2: { tasks: [{ id: 'c' }], nextPageToken: 'p3' },
-      p3: { tasks: [] , nextPageToken: 'p4' },
+      p3: { tasks: [], nextPageToken: 'p4' },
     };
     const asked: string[] = [];
     const ids = await listAll(async (token) => {
