@@ -50,17 +50,19 @@ func (tr *taskRun) checkDecision(i int, results []byte) error {
 
 // syncChosen refreshes the readiness view's choice of decision step i after
 // its state changed: the children its stored result chose once it is
-// complete, none otherwise. A stored result was checked before it was
-// committed, so an error here means the store holds what this build does
-// not read; the step then chooses none, which skips its branches rather
-// than running them unasked.
+// complete, or once it is resolved manually with results that name
+// "next" (resolved without, it takes every branch); none otherwise. A
+// stored result was checked before it was committed, so an error here
+// means the store holds what this build does not read; the step then
+// chooses none, which skips its branches rather than running them unasked.
 func (tr *taskRun) syncChosen(i int) {
 	v := &tr.view[i]
 	if !v.Decision {
 		return
 	}
-	if v.State != state.Complete {
-		v.Chosen = nil
+	byHand := v.State == state.ResolvedManually && plan.NamesNext(tr.steps[i].Results)
+	if v.State != state.Complete && !byHand {
+		v.Chosen, v.ChoseByHand = nil, false
 		return
 	}
 	if v.Chosen != nil {
@@ -70,18 +72,24 @@ func (tr *taskRun) syncChosen(i int) {
 	if err != nil {
 		chosen = []int{}
 	}
-	v.Chosen = chosen
+	v.Chosen, v.ChoseByHand = chosen, byHand
 }
 
 // failDecision fails decision step i permanently for a result that does
 // not say which children to run: no retry of the same handler is expected
 // to answer differently.
 func (e *engine) failDecision(c *change, i int, err error, executorID string) {
+	e.failStep(c, i, &store.StepError{Message: decisionMessage(err), Class: "InvalidDecision"}, 0, executorID)
+}
+
+// decisionMessage is a bad decision's error for people: what is wrong,
+// without the sentinel's words.
+func decisionMessage(err error) string {
 	msg := err.Error()
 	if errors.Is(err, plan.ErrDecision) {
 		msg = strings.Replace(msg, plan.ErrDecision.Error()+": ", "", 1)
 	}
-	e.failStep(c, i, &store.StepError{Message: msg, Class: "InvalidDecision"}, 0, executorID)
+	return msg
 }
 
 // skipUntaken moves to skipped every pending step among seeds (every step

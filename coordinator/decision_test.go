@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tasker-go/tasker/coordinator"
 	"github.com/tasker-go/tasker/executor"
@@ -316,4 +317,49 @@ func TestRerunDecisionChoosesAgain(t *testing.T) {
 	require.Equal(t, coordinatorv1.State_STATE_SKIPPED, got["paperwork"])
 	require.Equal(t, coordinatorv1.State_STATE_COMPLETE, got["ship"])
 	require.EqualValues(t, 2, runs.Load())
+}
+
+// An operator who resolves a failed decision step chooses its branches in
+// the results, {"next": [...]}, as its handler would have: the others are
+// skipped (where every branch ran, shipping both ways). A bad choice is
+// refused naming it and changes nothing; results without "next" still
+// take every branch.
+func TestResolvedDecisionTakesTheBranchesItsResultsName(t *testing.T) {
+	t.Parallel()
+	h := newDecisionHarness(t)
+	failed := func(n int) string {
+		created := h.create("decide", "shipping", map[string]any{"raw": `{"go": ["customs"]}`, "n": n})
+		h.waitState(created.GetId(), coordinatorv1.State_STATE_ERROR)
+		return created.GetId()
+	}
+	resolve := func(id string, results map[string]any) error {
+		v, err := structpb.NewValue(results)
+		require.NoError(t, err)
+		_, err = h.client.ResolveStep(h.ctx, &coordinatorv1.ResolveStepRequest{TaskId: id, StepName: "route", Reason: "routed by hand", Results: v})
+		return err
+	}
+
+	id := failed(1)
+	err := resolve(id, map[string]any{"next": []any{"domestic", "teleport"}})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "err = %v", err)
+	require.Contains(t, status.Convert(err).Message(), `results: decision step route: "next" names "teleport", which is not a child of this step (children: customs, domestic)`)
+	require.Equal(t, coordinatorv1.State_STATE_ERROR, step(h.get(id), "route").GetState(), "a refused resolve changes nothing")
+
+	require.NoError(t, resolve(id, map[string]any{"next": []any{"domestic"}}))
+	done := h.waitState(id, coordinatorv1.State_STATE_COMPLETE)
+	require.Equal(t, map[string]coordinatorv1.State{
+		"route":     coordinatorv1.State_STATE_RESOLVED_MANUALLY,
+		"customs":   coordinatorv1.State_STATE_SKIPPED,
+		"paperwork": coordinatorv1.State_STATE_SKIPPED,
+		"domestic":  coordinatorv1.State_STATE_COMPLETE,
+		"ship":      coordinatorv1.State_STATE_COMPLETE,
+	}, states(done))
+	require.Equal(t, "not taken: not chosen by decision step route", step(done, "customs").GetTransitions()[0].GetReason())
+
+	id = failed(2)
+	require.NoError(t, resolve(id, map[string]any{"receipt": "r-1"}))
+	done = h.waitState(id, coordinatorv1.State_STATE_COMPLETE)
+	for _, name := range []string{"customs", "paperwork", "domestic", "ship"} {
+		require.Equal(t, coordinatorv1.State_STATE_COMPLETE, step(done, name).GetState(), "%s: without next every branch runs", name)
+	}
 }

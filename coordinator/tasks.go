@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tasker-go/tasker/plan"
 	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 	"github.com/tasker-go/tasker/template"
@@ -551,11 +552,21 @@ func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason strin
 		if results != nil && len(results) > e.limits.MaxResultBytes {
 			return exhaustedf("results are %d bytes, over the limit of %d bytes (max_result_bytes)", len(results), e.limits.MaxResultBytes)
 		}
+		// Results that name "next" choose a decision step's branches, as
+		// its handler's would, and are checked the same way.
+		if tr.isDecision(i) && plan.NamesNext(results) {
+			if err := tr.checkDecision(i, results); err != nil {
+				return invalidf("results: %s", decisionMessage(err))
+			}
+		}
 		c := e.newChange(tr)
 		c.moveStep(i, state.ResolvedManually, reason, func(sc *store.StepChange) { sc.Results = results })
 		candidates := tr.childrenOf(i)
 		if ref, ok := tr.instanceOf(i); ok && e.reopenForEach(c, ref.of, stepName) {
 			candidates = append(candidates, ref.of)
+		}
+		if tr.isDecision(i) {
+			candidates = e.skipUntaken(c, candidates)
 		}
 		if tr.task.State == state.Error {
 			if tr.exhausted == 0 {

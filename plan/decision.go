@@ -50,8 +50,10 @@ func (e Edge) String() string {
 }
 
 // EdgeOf is the condition of the edge from steps[parent] to steps[child].
-// A decision step resolved manually chose nothing by result, so every edge
-// out of it is taken: the operator settled it, the branches below run.
+// A decision step resolved manually takes the branches its resolve's
+// results name in "next" (ChoseByHand), as a handler's result would;
+// resolved without them, every edge out of it is taken: the operator
+// settled it, the branches below run.
 func EdgeOf(steps []Step, parent, child int) Edge {
 	return edgeOf(&steps[parent], child, steps[parent].State)
 }
@@ -60,7 +62,7 @@ func edgeOf(p *Step, child int, st state.State) Edge {
 	switch {
 	case st == state.Skipped:
 		return EdgeNotTaken
-	case st == state.Complete && p.Decision:
+	case p.Decision && (st == state.Complete || st == state.ResolvedManually && p.ChoseByHand):
 		if slices.Contains(p.Chosen, child) {
 			return EdgeTaken
 		}
@@ -163,6 +165,17 @@ func Skips(steps []Step, children [][]int, seeds []int) []int {
 // ErrDecision is wrapped by every error of Choose: the decision step's
 // result does not say which children to run, which no retry changes.
 var ErrDecision = errors.New("bad decision")
+
+// NamesNext reports whether results is a JSON object with a "next" key:
+// the results of a resolve that choose a decision step's branches.
+func NamesNext(results []byte) bool {
+	var body map[string]json.RawMessage
+	if json.Unmarshal(results, &body) != nil {
+		return false
+	}
+	_, ok := body["next"]
+	return ok
+}
 
 // Choose reads which children a decision step chose from its result,
 // {"next": ["name", ...]}. children maps the name of each of its children

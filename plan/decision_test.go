@@ -28,6 +28,10 @@ func TestEdgeOf(t *testing.T) {
 		{"decision chose another", Step{State: state.Complete, Decision: true, Chosen: []int{2}}, EdgeNotTaken},
 		{"decision chose none", Step{State: state.Complete, Decision: true}, EdgeNotTaken},
 		{"decision resolved manually takes every branch", Step{State: state.ResolvedManually, Decision: true}, EdgeTaken},
+		{"decision resolved choosing the child", Step{State: state.ResolvedManually, Decision: true, ChoseByHand: true, Chosen: []int{1}}, EdgeTaken},
+		{"decision resolved choosing another", Step{State: state.ResolvedManually, Decision: true, ChoseByHand: true, Chosen: []int{2}}, EdgeNotTaken},
+		{"decision resolved choosing none", Step{State: state.ResolvedManually, Decision: true, ChoseByHand: true, Chosen: []int{}}, EdgeNotTaken},
+		{"a plain step's choice is not read", Step{State: state.ResolvedManually, ChoseByHand: true, Chosen: []int{2}}, EdgeTaken},
 		{"decision still running", Step{State: state.InProgress, Decision: true}, EdgeOpen},
 		{"decision skipped", Step{State: state.Skipped, Decision: true, Chosen: []int{1}}, EdgeNotTaken},
 	}
@@ -401,5 +405,22 @@ func TestChoose(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.want, got)
 		})
+	}
+}
+
+func TestNamesNext(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]bool{
+		`{"next": ["a"]}`:         true,
+		`{"next": []}`:            true,
+		`{"next": null}`:          true, // Choose refuses it, naming the field
+		`{"receipt": "r-9"}`:      false,
+		`["next"]`:                false,
+		`"next"`:                  false,
+		`null`:                    false,
+		``:                        false,
+		`{"nested": {"next": 1}}`: false,
+	} {
+		require.Equal(t, want, NamesNext([]byte(in)), in)
 	}
 }

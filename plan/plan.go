@@ -24,9 +24,12 @@ type Step struct {
 	// Parents are indices into the task's step slice.
 	Parents []int
 	// Decision marks a decision step; once it is complete, Chosen lists
-	// the children its result chose, sorted. See EdgeOf.
-	Decision bool
-	Chosen   []int
+	// the children its result chose, sorted. Resolved manually, it takes
+	// every branch unless ChoseByHand: the operator's results named
+	// "next", and Chosen lists those children. See EdgeOf.
+	Decision    bool
+	Chosen      []int
+	ChoseByHand bool
 	// Instance marks an instance of a for_each step (see ForEach): its
 	// one parent is that step.
 	Instance bool
