@@ -492,6 +492,34 @@ func TestDashboard(t *testing.T) {
 	b.waitFor("the list empties as the tasks leave error", `document.querySelectorAll('tr[data-task]').length === 0`)
 	b.shot("tasks-retried-all")
 
+	// Resolving a failed decision step: the dialog says that "next" in the
+	// results chooses its branches, and the one named runs while the
+	// other is skipped.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "route.yaml"), []byte(`namespace: dash
+name: route
+version: 1.0.0
+steps:
+  - {name: route, handler: flaky, decision: true, config: {fail_times: 1, permanent: true}}
+  - {name: domestic, handler: noop, depends_on: [route]}
+  - {name: customs, handler: noop, depends_on: [route]}
+`), 0o600))
+	c.tasker("template", "apply", filepath.Join(dir, "route.yaml"))
+	routed := getTask(t, c.tasker("task", "create", "dash/route", "-o", "json")).ID
+	require.Eventually(t, func() bool {
+		return getTask(t, c.tasker("task", "get", routed, "-o", "json")).State == "error"
+	}, 30*time.Second, 50*time.Millisecond)
+	b.open("/tasks/" + routed + "?step=route")
+	b.click(`[data-step-panel="route"] [data-action="resolve"]`)
+	require.Contains(t, b.text(".modal [data-decision-hint]"), "chooses which of its children run (domestic, customs)")
+	b.setValue(".modal textarea", `{"next": ["domestic"]}`)
+	b.shot("resolve-decision-chooses-a-branch")
+	b.click(`.modal [data-confirm]`)
+	b.waitFor("the routed task completes", `!!document.querySelector('.title-row .badge[data-state="STATE_COMPLETE"]')`)
+	for _, s := range getTask(t, c.tasker("task", "get", routed, "-o", "json")).Steps {
+		want := map[string]string{"route": "resolved_manually", "domestic": "complete", "customs": "skipped"}[s.Name]
+		require.Equal(t, want, s.State, s.Name)
+	}
+
 	// The executors page: the executor with its handlers, and a warning
 	// about the handler dash/gpu needs that no executor hosts.
 	b.open("/executors")

@@ -6,7 +6,7 @@ import { ConfirmDialog } from '../components/ConfirmDialog';
 import { DagGraph } from '../components/DagGraph';
 import { Gantt } from '../components/Gantt';
 import { ErrorNote, JsonView, LiveDot, Mono, Section, StateBadge } from '../components/common';
-import { closeOnPageHide, useInterval, useNow, usePageActive, useThrottled, type LiveStatus } from '../hooks';
+import { closeOnPageHide, useAsync, useInterval, useNow, usePageActive, useThrottled, type LiveStatus } from '../hooks';
 import { criticalPath, rowOrder, sortTransitions, stepTimelines, timeAxis, type StepTimeline } from '../lib/gantt';
 import { parseJsonText } from '../lib/jsontext';
 import { paths } from '../lib/routes';
@@ -308,6 +308,7 @@ export function TaskPage({ id }: { id: string }) {
       {typeof action === 'object' && 'resolve' in action && (
         <ResolveDialog
           taskId={task.id}
+          template={{ namespace: task.namespace ?? '', name: task.name ?? '', version: task.version }}
           step={action.resolve}
           onDone={afterAction}
           onClose={() => setAction(undefined)}
@@ -331,12 +332,37 @@ function optionalJson(text: string, what: string): unknown {
   }
 }
 
-function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step: string; onDone: () => Promise<void>; onClose: () => void }) {
+function ResolveDialog({
+  taskId, template, step, onDone, onClose,
+}: {
+  taskId: string;
+  template: { namespace: string; name: string; version?: string };
+  step: string;
+  onDone: () => Promise<void>;
+  onClose: () => void;
+}) {
   const [results, setResults] = useState('');
+  // A decision step's results choose its branches; the operator is told
+  // so, since without "next" every branch runs.
+  const tmpl = useAsync((s) => api.getTemplate(template.namespace, template.name, template.version, s), [
+    template.namespace, template.name, template.version,
+  ]);
+  const st = tmpl.data?.steps?.find((x) => x.name === step);
+  const children = (tmpl.data?.steps ?? []).filter((x) => (x.dependsOn ?? []).includes(step)).map((x) => x.name ?? '');
   return (
     <ConfirmDialog
       title={`Resolve step ${step} manually?`}
-      body={<p>The step is marked resolved_manually, which satisfies its children as if it had completed.</p>}
+      body={
+        <>
+          <p>The step is marked resolved_manually, which satisfies its children as if it had completed.</p>
+          {st?.decision && (
+            <p className="note info" data-decision-hint>
+              A decision step: {'{"next": [...]}'} in the results chooses which of its children run ({children.join(', ')}), the
+              others are skipped; without &quot;next&quot; every branch runs.
+            </p>
+          )}
+        </>
+      }
       confirmLabel="Resolve step"
       withReason
       onConfirm={async (reason) => {
@@ -348,7 +374,7 @@ function ResolveDialog({ taskId, step, onDone, onClose }: { taskId: string; step
     >
       <label className="field">
         Results for its children (JSON, optional)
-        <textarea rows={4} value={results} onChange={(e) => setResults(e.target.value)} placeholder='{"shipped": true}' />
+        <textarea rows={4} value={results} onChange={(e) => setResults(e.target.value)} placeholder={st?.decision ? `{"next": ["${children[0] ?? ''}"]}` : '{"shipped": true}'} />
       </label>
     </ConfirmDialog>
   );
