@@ -431,12 +431,17 @@ func (e *engine) notifyParent(ctx context.Context, parentID, stepID string) erro
 		return nil
 	case err != nil:
 		return err
-	case t.State.Terminal():
+	case t.State.Terminal() && t.State != state.Error:
 		return nil // nothing waits on the child any more
 	}
+	failed := false
 	_, err = e.withTask(ctx, parentID, func(tr *taskRun) error {
-		if i, ok := tr.byID[stepID]; ok && tr.childRunning(i) {
-			e.watchChild(tr, i, 0)
+		if i, ok := tr.byID[stepID]; ok {
+			if tr.childRunning(i) {
+				e.watchChild(tr, i, 0)
+			} else {
+				failed = failedChildStep(tr, i)
+			}
 		}
 		return nil
 	})
@@ -444,6 +449,70 @@ func (e *engine) notifyParent(ctx context.Context, parentID, stepID string) erro
 	if errors.As(err, &owned) && e.notifyElsewhere != nil {
 		return e.notifyElsewhere(ctx, owned, parentID, stepID)
 	}
+	if err != nil || !failed {
+		return err
+	}
+	return e.settleFailedChild(ctx, parentID, stepID)
+}
+
+// failedChildStep reports whether step i runs a child task and is in
+// error because its latest attempt's child failed or was cancelled. The
+// caller holds tr.mu.
+func failedChildStep(tr *taskRun, i int) bool {
+	s := tr.steps[i]
+	return childSpec(tr, i) != nil && s.State == state.Error && s.Error != nil &&
+		(s.Error.Class == childFailedClass || s.Error.Class == childCancelledClass)
+}
+
+// settleFailedChild resolves a child step that failed with its child once
+// that very child has completed after all (an operator retried it, or
+// resolved its failed steps): the step stayed failed, and a retry of the
+// parent would have made a new child to do the work again. The step
+// becomes resolved_manually with the child's results (its own attempt did
+// fail; the child's completion stands in for it) and the parent goes on as
+// after any resolve. A step that has moved on (retried, with a new child)
+// is left alone, and so are results the step could not take: its failure
+// stands, and an operator can still resolve it by hand.
+func (e *engine) settleFailedChild(ctx context.Context, parentID, stepID string) error {
+	var key string
+	_, err := e.withTask(ctx, parentID, func(tr *taskRun) error {
+		if i, ok := tr.byID[stepID]; ok && failedChildStep(tr, i) {
+			s := tr.steps[i]
+			key = childKey(parentID, s.ID, s.Generation, s.Attempts)
+		}
+		return nil
+	})
+	if err != nil || key == "" {
+		return err
+	}
+	child, err := e.findChild(ctx, key)
+	if err != nil || child == nil || (child.State != state.Complete && child.State != state.ResolvedManually) {
+		return err
+	}
+	steps, err := e.store.StepList(ctx, child.ID)
+	if err != nil {
+		return fmt.Errorf("read the steps of child task %s: %w", child.ID, err)
+	}
+	results, err := childResults(steps)
+	if err != nil || len(results) > e.limits.MaxResultBytes {
+		e.log.Warn("a failed child step's child completed, but its results do not fit the step; left failed", "task_id", parentID, "child_task_id", child.ID, "bytes", len(results), "err", err)
+		return nil
+	}
+	meta, _ := json.Marshal(map[string]string{"child_task_id": child.ID})
+	_, err = e.withTask(ctx, parentID, func(tr *taskRun) error {
+		i, ok := tr.byID[stepID]
+		if !ok || !failedChildStep(tr, i) || tr.task.State == state.Cancelled || tr.task.State == state.Complete {
+			return nil
+		}
+		s := tr.steps[i]
+		if childKey(parentID, s.ID, s.Generation, s.Attempts) != key {
+			return nil // moved on meanwhile
+		}
+		reason := fmt.Sprintf("child task %s completed after attempt %d failed with it", child.ID, s.Attempts)
+		return e.resolveIn(ctx, tr, i, reason, "resumed after the child task of "+s.Name+" completed", func(sc *store.StepChange) {
+			sc.Results, sc.Metadata = results, meta
+		})
+	})
 	return err
 }
 

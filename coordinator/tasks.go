@@ -559,30 +559,40 @@ func (e *engine) resolveStep(ctx context.Context, taskID, stepName, reason strin
 				return invalidf("results: %s", decisionMessage(err))
 			}
 		}
-		c := e.newChange(tr)
-		c.moveStep(i, state.ResolvedManually, reason, func(sc *store.StepChange) { sc.Results = results })
-		candidates := tr.childrenOf(i)
-		if ref, ok := tr.instanceOf(i); ok && e.reopenForEach(c, ref.of, stepName) {
-			candidates = append(candidates, ref.of)
-		}
-		if tr.isDecision(i) {
-			candidates = e.skipUntaken(c, candidates)
-		}
-		if tr.task.State == state.Error {
-			if tr.exhausted == 0 {
-				c.moveTask(state.Pending, "resumed after "+stepName+" was resolved manually")
-			}
-			if err := e.commit(ctx, c); err != nil {
-				return err
-			}
-			if tr.task.State != state.Pending {
-				return nil
-			}
-			c = e.newChange(tr)
-			e.schedule(c, nil)
-			return e.commit(ctx, c)
-		}
-		e.schedule(c, candidates)
-		return e.commit(ctx, c)
+		return e.resolveIn(ctx, tr, i, reason, "resumed after "+stepName+" was resolved manually", func(sc *store.StepChange) { sc.Results = results })
 	})
+}
+
+// resolveIn moves step i, pending or errored, to resolved_manually (edit
+// sets its results and metadata) and lets the task go on: the steps below
+// it, a for_each step its failure had failed, a decision's branches, and
+// an errored task nothing else holds back (moved to pending with resumed
+// as the reason). The caller holds tr.mu and has checked the step may be
+// resolved.
+func (e *engine) resolveIn(ctx context.Context, tr *taskRun, i int, reason, resumed string, edit func(*store.StepChange)) error {
+	c := e.newChange(tr)
+	c.moveStep(i, state.ResolvedManually, reason, edit)
+	candidates := tr.childrenOf(i)
+	if ref, ok := tr.instanceOf(i); ok && e.reopenForEach(c, ref.of, tr.steps[i].Name) {
+		candidates = append(candidates, ref.of)
+	}
+	if tr.isDecision(i) {
+		candidates = e.skipUntaken(c, candidates)
+	}
+	if tr.task.State == state.Error {
+		if tr.exhausted == 0 {
+			c.moveTask(state.Pending, resumed)
+		}
+		if err := e.commit(ctx, c); err != nil {
+			return err
+		}
+		if tr.task.State != state.Pending {
+			return nil
+		}
+		c = e.newChange(tr)
+		e.schedule(c, nil)
+		return e.commit(ctx, c)
+	}
+	e.schedule(c, candidates)
+	return e.commit(ctx, c)
 }
