@@ -497,20 +497,26 @@ func (s *stepListFails) StepList(ctx context.Context, ids ...string) ([]*store.S
 	return s.Store.StepList(ctx, ids...)
 }
 
-// A child's end told by another coordinator reaches the parent's owner
-// (a forwarded report for the parent's step), which settles the step then
-// rather than at its next recheck.
-func TestChildEndToldByAnotherCoordinator(t *testing.T) {
-	t.Parallel()
+// twoCoordinators serves coordinators a and b on one SQLite store, a's
+// reads of steps failing at will (flaky).
+func twoCoordinators(t *testing.T) (flaky *stepListFails, a, b *harness) {
+	t.Helper()
 	st := openSQLite(t)
-	flaky := &stepListFails{Store: st}
+	flaky = &stepListFails{Store: st}
 	serve := func(id string, s store.Store) *harness {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String()}, lis)
 	}
-	a := serve("coord-a", flaky)
-	b := serve("coord-b", st)
+	return flaky, serve("coord-a", flaky), serve("coord-b", st)
+}
+
+// A child's end told by another coordinator reaches the parent's owner
+// (a forwarded report for the parent's step), which settles the step then
+// rather than at its next recheck.
+func TestChildEndToldByAnotherCoordinator(t *testing.T) {
+	t.Parallel()
+	flaky, a, b := twoCoordinators(t)
 	a.apply(`
 namespace: test
 name: child_signalled
@@ -558,15 +564,7 @@ steps:
 // step that failed with the child.
 func TestRetriedChildToldByAnotherCoordinator(t *testing.T) {
 	t.Parallel()
-	st := openSQLite(t)
-	flaky := &stepListFails{Store: st}
-	serve := func(id string, s store.Store) *harness {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String()}, lis)
-	}
-	a := serve("coord-a", flaky)
-	b := serve("coord-b", st)
+	flaky, a, b := twoCoordinators(t)
 	a.startExecutor(2, map[string]executor.HandlerFunc{
 		"fail_once": func(_ context.Context, req *executor.Request) (any, error) {
 			if req.Attempt == 1 {
