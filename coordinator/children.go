@@ -434,13 +434,13 @@ func (e *engine) notifyParent(ctx context.Context, parentID, stepID string) erro
 	case t.State.Terminal() && t.State != state.Error:
 		return nil // nothing waits on the child any more
 	}
-	failed := false
+	var failedKey string
 	_, err = e.withTask(ctx, parentID, func(tr *taskRun) error {
 		if i, ok := tr.byID[stepID]; ok {
 			if tr.childRunning(i) {
 				e.watchChild(tr, i, 0)
 			} else {
-				failed = failedChildStep(tr, i)
+				failedKey = failedChildKey(tr, i)
 			}
 		}
 		return nil
@@ -449,23 +449,26 @@ func (e *engine) notifyParent(ctx context.Context, parentID, stepID string) erro
 	if errors.As(err, &owned) && e.notifyElsewhere != nil {
 		return e.notifyElsewhere(ctx, owned, parentID, stepID)
 	}
-	if err != nil || !failed {
+	if err != nil || failedKey == "" {
 		return err
 	}
-	return e.settleFailedChild(ctx, parentID, stepID)
+	return e.settleFailedChild(ctx, parentID, stepID, failedKey)
 }
 
-// failedChildStep reports whether step i runs a child task and is in
-// error because its latest attempt's child failed or was cancelled. The
-// caller holds tr.mu.
-func failedChildStep(tr *taskRun, i int) bool {
+// failedChildKey is the key of the child that step i failed with, if it
+// runs a child task and is in error because its latest attempt's child
+// failed or was cancelled; "" otherwise. The caller holds tr.mu.
+func failedChildKey(tr *taskRun, i int) string {
 	s := tr.steps[i]
-	return childSpec(tr, i) != nil && s.State == state.Error && s.Error != nil &&
-		(s.Error.Class == childFailedClass || s.Error.Class == childCancelledClass)
+	if childSpec(tr, i) == nil || s.State != state.Error || s.Error == nil ||
+		s.Error.Class != childFailedClass && s.Error.Class != childCancelledClass {
+		return ""
+	}
+	return childKey(tr.task.ID, s.ID, s.Generation, s.Attempts)
 }
 
-// settleFailedChild resolves a child step that failed with its child once
-// that very child has completed after all (an operator retried it, or
+// settleFailedChild resolves a child step that failed with its child (of
+// key) once that very child has completed after all (an operator retried it, or
 // resolved its failed steps): the step stayed failed, and a retry of the
 // parent would have made a new child to do the work again. The step
 // becomes resolved_manually with the child's results (its own attempt did
@@ -473,18 +476,7 @@ func failedChildStep(tr *taskRun, i int) bool {
 // after any resolve. A step that has moved on (retried, with a new child)
 // is left alone, and so are results the step could not take: its failure
 // stands, and an operator can still resolve it by hand.
-func (e *engine) settleFailedChild(ctx context.Context, parentID, stepID string) error {
-	var key string
-	_, err := e.withTask(ctx, parentID, func(tr *taskRun) error {
-		if i, ok := tr.byID[stepID]; ok && failedChildStep(tr, i) {
-			s := tr.steps[i]
-			key = childKey(parentID, s.ID, s.Generation, s.Attempts)
-		}
-		return nil
-	})
-	if err != nil || key == "" {
-		return err
-	}
+func (e *engine) settleFailedChild(ctx context.Context, parentID, stepID, key string) error {
 	child, err := e.findChild(ctx, key)
 	if err != nil || child == nil || (child.State != state.Complete && child.State != state.ResolvedManually) {
 		return err
@@ -501,13 +493,10 @@ func (e *engine) settleFailedChild(ctx context.Context, parentID, stepID string)
 	meta, _ := json.Marshal(map[string]string{"child_task_id": child.ID})
 	_, err = e.withTask(ctx, parentID, func(tr *taskRun) error {
 		i, ok := tr.byID[stepID]
-		if !ok || !failedChildStep(tr, i) || tr.task.State == state.Cancelled || tr.task.State == state.Complete {
-			return nil
-		}
-		s := tr.steps[i]
-		if childKey(parentID, s.ID, s.Generation, s.Attempts) != key {
+		if !ok || failedChildKey(tr, i) != key || tr.task.State == state.Cancelled || tr.task.State == state.Complete {
 			return nil // moved on meanwhile
 		}
+		s := tr.steps[i]
 		reason := fmt.Sprintf("child task %s completed after attempt %d failed with it", child.ID, s.Attempts)
 		return e.resolveIn(ctx, tr, i, reason, "resumed after the child task of "+s.Name+" completed", func(sc *store.StepChange) {
 			sc.Results, sc.Metadata = results, meta

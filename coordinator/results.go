@@ -377,12 +377,12 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 		e.watchChild(tr, i, 0)
 		return false
 	}
-	if failedChildStep(tr, i) {
+	if key := failedChildKey(tr, i); key != "" {
 		// The same, after the step failed with its child: the child may
 		// have completed since (settleFailedChild).
 		parentID, stepID := tr.task.ID, s.ID
 		e.bg.goFn(func() {
-			if err := e.settleFailedChild(e.ctx, parentID, stepID); err != nil {
+			if err := e.settleFailedChild(e.ctx, parentID, stepID, key); err != nil {
 				e.log.Warn("could not look at a failed child step's child", "task_id", parentID, "step_id", stepID, "err", err)
 			}
 		})
