@@ -82,8 +82,8 @@ export type LiveStatus = 'connecting' | 'live' | 'polling';
  * closeOnPageHide): over plain HTTP a browser keeps at most six
  * connections to a host and each open stream holds one, so streams left
  * open by hidden tabs and by pages kept in the back-forward cache starved
- * every other request of the dashboard (the sixth page opened in a row
- * hung on its first call).
+ * every other request of the dashboard (in TestDashboard, the fifth page
+ * opened in a row hung on its first call).
  */
 export function usePageActive(): number | null {
   const [visible, setVisible] = useState(() => document.visibilityState !== 'hidden');
