@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { api, ApiError, isAbort } from './api/client';
 import type { EventKind, TaskEvent } from './api/types';
+import { followEvents, type LiveStatus } from './lib/follow';
 
 export interface Async<T> {
   data?: T;
@@ -71,8 +72,7 @@ export function useThrottled(fn: () => void, ms: number): () => void {
   }, [ms]);
 }
 
-/** LiveStatus says whether live updates arrive: "live" on the event stream, "polling" without it. */
-export type LiveStatus = 'connecting' | 'live' | 'polling';
+export type { LiveStatus };
 
 /**
  * usePageActive is null while the page is hidden (another tab in front, a
@@ -120,20 +120,22 @@ export function closeOnPageHide(ac: AbortController): () => void {
  * the given filter, calling onEvent for each event. It resumes after a
  * break from the last cursor it got, so nothing is missed, also when the
  * page was hidden meanwhile (the stream is closed then, usePageActive);
- * while the stream is not available it says "polling" and callers poll
- * instead.
+ * when the log no longer holds that cursor it goes on from now and calls
+ * onGap. While the stream is not available it says "polling" and callers
+ * poll instead. The loop itself is followEvents (lib/follow.ts).
  */
 export function useEventStream(
   filter: { namespace?: string; name?: string; kinds?: EventKind[] },
   onEvent: (e: TaskEvent) => void,
+  onGap?: () => void,
 ): LiveStatus {
   const kinds = (filter.kinds ?? []).join(',');
   // The status is kept with the subscription it is about, so a page whose
   // filter just changed is not shown live before the new one answers.
   const key = `${filter.namespace ?? ''}|${filter.name ?? ''}|${kinds}`;
   const [state, setState] = useState<{ key: string; status: LiveStatus }>({ key, status: 'connecting' });
-  const ref = useRef(onEvent);
-  ref.current = onEvent;
+  const ref = useRef({ onEvent, onGap });
+  ref.current = { onEvent, onGap };
   // The last cursor of this filter outlives a stream closed while the page
   // was hidden.
   const last = useRef<{ key: string; cursor?: string }>({ key });
@@ -143,37 +145,24 @@ export function useEventStream(
     const ac = new AbortController();
     const stopListening = closeOnPageHide(ac);
     if (last.current.key !== key) last.current = { key };
-    let cursor = last.current.cursor;
-    let failures = 0;
-    const setStatus = (status: LiveStatus) => setState({ key, status });
-    (async () => {
-      while (!ac.signal.aborted) {
-        try {
-          await api.subscribeEvents(
-            {
-              namespace: filter.namespace, name: filter.name, kinds: filter.kinds, follow: true,
-              after: cursor, fromNow: cursor === undefined,
-            },
-            (m) => {
-              if (m.event?.cursor) cursor = last.current.cursor = m.event.cursor;
-              failures = 0;
-              if (m.event) ref.current(m.event);
-            },
-            ac.signal,
-            () => setStatus('live'),
-          );
-        } catch (e) {
-          if (ac.signal.aborted || isAbort(e)) return;
-          failures++;
-          setStatus('polling');
-        }
-        if (ac.signal.aborted) return;
-        // A stream the coordinator cannot serve (not implemented, refused)
-        // is asked for again rarely; a broken one soon.
-        const wait = failures === 0 ? 200 : Math.min(30_000, 1000 * 2 ** Math.min(failures, 5));
-        await new Promise((r) => setTimeout(r, wait));
-      }
-    })();
+    void followEvents<TaskEvent>(
+      (after, onMessage, signal, onOpen) =>
+        api.subscribeEvents(
+          { namespace: filter.namespace, name: filter.name, kinds: filter.kinds, follow: true, after, fromNow: after === undefined },
+          onMessage,
+          signal,
+          onOpen,
+        ),
+      last.current,
+      ac.signal,
+      {
+        onEvent: (e) => ref.current.onEvent(e),
+        onStatus: (status) => setState({ key, status }),
+        onGap: () => ref.current.onGap?.(),
+        sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+        isAbort,
+      },
+    );
     return () => {
       stopListening();
       ac.abort();

@@ -30,7 +30,10 @@ export function EventsPage() {
   );
   const kinds: EventKind[] | undefined =
     kind === 'task' ? ['EVENT_KIND_TASK'] : kind === 'step' ? ['EVENT_KIND_STEP'] : undefined;
-  const live = useEventStream({ namespace: namespace || undefined, kinds }, onEvent);
+  // A break the log could not bridge (events older than its retention,
+  // or a restore): the list goes on from then, and says when.
+  const [gapAt, setGapAt] = useState<number>();
+  const live = useEventStream({ namespace: namespace || undefined, kinds }, onEvent, () => setGapAt(Date.now()));
   const setFilter = (k: string, v: string) => {
     const q = new URLSearchParams(search);
     if (v) q.set(k, v);
@@ -61,6 +64,12 @@ export function EventsPage() {
           </button>
         )}
       </div>
+      {gapAt !== undefined && (
+        <div className="note warn" data-event-gap>
+          Events from before {formatTime(gapAt)} are missing here: the coordinator no longer keeps them (event retention, or a
+          restore), so the list went on from then.
+        </div>
+      )}
       <div className="filters">
         <label>
           Namespace

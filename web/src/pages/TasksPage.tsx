@@ -111,6 +111,7 @@ export function TasksPage() {
   const live = useEventStream(
     { namespace: filters.namespace || undefined, name: filters.name || undefined, kinds: ['EVENT_KIND_TASK'] },
     refresh,
+    refresh,
   );
   useInterval(refresh, 5000, live !== 'live');
   const now = useNow(5000);
