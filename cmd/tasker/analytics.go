@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -188,9 +189,9 @@ func writeAnalytics(w io.Writer, a *coordinatorv1.TemplateAnalytics) error {
 	ref := templateRef{namespace: a.GetNamespace(), name: a.GetName(), version: a.GetVersion()}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %s to %s\n", ref, shortTime(a.GetSince()), shortTime(a.GetUntil()))
-	fmt.Fprintf(&b, "finished %d: complete %d (%s), error %d (%s), cancelled %d (%s), resolved %d; %.2f/min\n",
+	fmt.Fprintf(&b, "finished %d: complete %d (%s), error %d (%s), cancelled %d (%s), resolved %d; %s/min\n",
 		a.GetTasksFinished(), a.GetCompleted(), percent(a.GetSuccessRate()), a.GetErrored(), percent(a.GetErrorRate()),
-		a.GetCancelled(), percent(a.GetCancelRate()), a.GetResolved(), a.GetThroughputPerMinute())
+		a.GetCancelled(), percent(a.GetCancelRate()), a.GetResolved(), perMinute(a.GetThroughputPerMinute()))
 	fmt.Fprintf(&b, "duration %s; retry rate %s\n", percentiles(a.GetDuration()), percent(a.GetRetryRate()))
 	if a.GetBottleneckStep() != "" {
 		fmt.Fprintf(&b, "bottleneck %s (%s of the critical path)\n", a.GetBottleneckStep(), percent(a.GetBottleneckShare()))
@@ -223,6 +224,21 @@ func writeAnalytics(w io.Writer, a *coordinatorv1.TemplateAnalytics) error {
 }
 
 func percent(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
+
+// perMinute writes a rate with the digits that tell it apart from zero,
+// as the dashboard does: two tasks in a day are 0.0014/min, not 0.00.
+func perMinute(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case v >= 0.01:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	default:
+		return strconv.FormatFloat(v, 'g', 2, 64)
+	}
+}
 
 // percentiles is "p50 X, p95 Y, p99 Z of N".
 func percentiles(p *coordinatorv1.Percentiles) string {

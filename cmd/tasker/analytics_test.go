@@ -168,3 +168,13 @@ func TestAnalyticsWindow(t *testing.T) {
 		requireProtoEqual(t, tc.wantUntil, until)
 	}
 }
+
+// Two tasks in a day printed as 0.00/min, as if none had finished.
+func TestPerMinute(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[float64]string{
+		0: "0", 2.0 / 1440: "0.0014", 0.0099: "0.0099", 0.01: "0.01", 0.4: "0.40", 9.996: "10.00", 12.345: "12.3", 1e-7: "1e-07",
+	} {
+		require.Equal(t, want, perMinute(v), "%v", v)
+	}
+}
