@@ -104,7 +104,7 @@ func splitDocuments(data []byte) []document {
 		case isMarker(l, "---") && i > start:
 			flush(i)
 			start = i
-		case isMarker(l, "..."):
+		case isEndMarker(l):
 			flush(i)
 			start = i + 1
 		}
@@ -120,6 +120,19 @@ func splitDocuments(data []byte) []document {
 func isMarker(line []byte, m string) bool {
 	rest, ok := bytes.CutPrefix(line, []byte(m))
 	return ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\n' || rest[0] == '\r')
+}
+
+// isEndMarker reports whether line is YAML's document end marker: "..."
+// with nothing after it but whitespace and a comment. Unlike "---", it
+// carries no content; "... 00" is no marker to the YAML readers, so
+// splitting there made ParseAll read a second document out of what Parse
+// reads as one (found by FuzzParse).
+func isEndMarker(line []byte) bool {
+	if !isMarker(line, "...") {
+		return false
+	}
+	rest := bytes.TrimSpace(line[3:])
+	return len(rest) == 0 || rest[0] == '#'
 }
 
 // blankDocument reports whether lines hold nothing but blank lines,
