@@ -156,3 +156,24 @@ func TestByteSize(t *testing.T) {
 		require.Equal(t, want, byteSize(n), "%d", n)
 	}
 }
+
+// A task's ID is never older than its creation time, even when the clock
+// enters a new millisecond while the two are made: a created_after bound
+// read as a range of IDs (idRange) then keeps the task.
+func TestStampIDNotOlderThanTime(t *testing.T) {
+	t.Parallel()
+	// The clock returns the first instant of the millisecond after the one
+	// it was read in, as if the millisecond turned between the two.
+	e := &engine{now: func() time.Time {
+		ms := time.Now().UnixMilli()
+		for time.Now().UnixMilli() == ms {
+			runtime.Gosched()
+		}
+		return time.Now().UTC()
+	}}
+	for range 20 {
+		at, id := e.stamp()
+		from, _ := idRange(at, time.Time{}, "", "")
+		require.GreaterOrEqual(t, id, from, "task created at %s", at.Format(time.RFC3339Nano))
+	}
+}

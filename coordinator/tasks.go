@@ -51,6 +51,15 @@ func (e *engine) createTask(ctx context.Context, p *createParams) (*taskView, bo
 	return e.createOnce(ctx, p)
 }
 
+// stamp returns a new task's creation time and ID. The time is read first:
+// the ID (a UUIDv7, whose millisecond comes from the clock and never goes
+// back) is then never older than it, which lets a created_after bound be
+// read as a range of IDs (idRange).
+func (e *engine) stamp() (time.Time, string) {
+	now := e.now()
+	return now, uuid.Must(uuid.NewV7()).String()
+}
+
 // createOnce is one attempt of createTask; a debounced create may take
 // more (createDebounced).
 func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bool, error) {
@@ -87,12 +96,11 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	if err != nil {
 		return nil, false, err
 	}
-	id := uuid.Must(uuid.NewV7()).String()
+	now, id := e.stamp()
 	key, err := identityKey(ct.tmpl, p, id)
 	if err != nil {
 		return nil, false, err
 	}
-	now := e.now()
 	task := &store.Task{
 		ID: id, Namespace: ct.tmpl.Namespace, Name: ct.tmpl.Name,
 		Version: ct.tmpl.Version, State: state.Pending, Context: p.context, IdentityKey: key,
