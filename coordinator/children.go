@@ -188,7 +188,7 @@ func (e *engine) superviseChild(tr *taskRun, stepID string, attempt int) {
 	tr.mu.Lock()
 	ref := e.childRefOf(tr, stepID, attempt)
 	if ref != nil {
-		e.watchChild(tr, tr.byID[stepID], childRecheck)
+		e.watchChild(tr, tr.byID[stepID], e.childRecheck)
 	}
 	tr.mu.Unlock()
 	if ref == nil {
@@ -406,7 +406,7 @@ func (e *engine) childFinished(tr *taskRun) {
 	e.bg.goFn(func() {
 		if err := e.notifyParent(e.ctx, parentID, stepID); err != nil {
 			e.log.Warn("could not tell a parent task its child finished; its owner looks again within the recheck",
-				"task_id", childID, "parent_task_id", parentID, "err", err, "recheck", childRecheck)
+				"task_id", childID, "parent_task_id", parentID, "err", err, "recheck", e.childRecheck)
 		}
 	})
 }
@@ -525,6 +525,78 @@ func (c *Coordinator) forwardResult(ctx context.Context, owned *store.OwnedError
 	return err
 }
 
+// watchParent arms a running child task's look at its parent after d,
+// replacing any look armed before; it does nothing for other tasks. The
+// caller holds tr.mu.
+func (e *engine) watchParent(tr *taskRun, d time.Duration) {
+	if tr.task.ParentTaskID == "" || tr.done {
+		return
+	}
+	if tr.parentCheck != nil {
+		tr.parentCheck.Stop()
+	}
+	tr.parentCheck = e.bg.afterFunc(d, func() { e.checkParent(tr) })
+}
+
+// checkParent cancels a running child task whose parent's step no longer
+// waits for it: the parent's cancel or failure, or the step's end, was
+// committed but the child's cancel never landed (the coordinator stopped
+// in between, or every try failed). cancelChildren is the fast path; this
+// look, at load and every childRecheck while the child is in memory, is
+// what makes it certain. The next look is armed first, so a failed read or
+// cancel is tried again, and a child being reloaded (its memory says what
+// a failed write left) is looked at once it is whole.
+func (e *engine) checkParent(tr *taskRun) {
+	tr.mu.Lock()
+	if tr.done {
+		tr.mu.Unlock()
+		return
+	}
+	e.watchParent(tr, e.childRecheck)
+	if tr.broken || tr.task.State != state.Pending && tr.task.State != state.InProgress {
+		tr.mu.Unlock()
+		return
+	}
+	childID, parentID, stepID, key := tr.task.ID, tr.task.ParentTaskID, tr.task.ParentStepID, tr.task.IdentityKey
+	tr.mu.Unlock()
+	steps, err := e.store.StepList(e.ctx, parentID)
+	if err != nil {
+		e.log.Warn("could not read a child task's parent; will look again", "task_id", childID, "parent_task_id", parentID, "err", err)
+		return
+	}
+	reason := parentGone(steps, parentID, stepID, key)
+	if reason == "" {
+		return
+	}
+	e.log.Info("cancelling a child task its parent no longer waits for", "task_id", childID, "parent_task_id", parentID, "reason", reason)
+	var owned *store.OwnedError
+	if _, err := e.cancelTask(e.ctx, childID, reason); err != nil && !errors.As(err, &owned) && status.Code(toStatus(err)) != codes.FailedPrecondition {
+		e.log.Warn("could not cancel a child task its parent no longer waits for; will look again", "task_id", childID, "err", err)
+	}
+}
+
+// parentGone says why the parent's step (of stepID, among the parent's
+// steps) no longer waits for the child of key, or "" if it still does:
+// its latest attempt made that child, and it is in progress, or failed
+// because that child failed (a child an operator retries to completion
+// then settles the step; settleFailedChild).
+func parentGone(steps []*store.Step, parentID, stepID, key string) string {
+	i := slices.IndexFunc(steps, func(s *store.Step) bool { return s.ID == stepID })
+	if i < 0 {
+		return fmt.Sprintf("parent task %s no longer exists", parentID)
+	}
+	s := steps[i]
+	mine := childKey(parentID, s.ID, s.Generation, s.Attempts) == key
+	switch {
+	case mine && s.State == state.InProgress,
+		mine && s.State == state.Error && s.Error != nil && s.Error.Class == childFailedClass:
+		return ""
+	case s.State == state.InProgress:
+		return fmt.Sprintf("parent task %s step %s no longer waits for it (attempt %d runs another child)", parentID, s.Name, s.Attempts)
+	}
+	return fmt.Sprintf("parent task %s step %s no longer waits for it (step is %s)", parentID, s.Name, s.State)
+}
+
 // childAttempt names the child of one step attempt, for cancelling it.
 type childAttempt struct {
 	stepID  string
@@ -567,9 +639,9 @@ func (e *engine) endChildren(c *change, reason string) {
 // cancelChildren cancels the children of the given step attempts, wherever
 // they run, once the parent's change that ended those attempts is
 // committed: it reads the parent's steps back and cancels only the
-// children of attempts the store no longer has in progress. Best effort:
-// each cancel is tried a few times; a child whose cancel never lands runs
-// to its end, and its result is then ignored (its step moved on). Called
+// children of attempts the store no longer has in progress. Each cancel is
+// tried a few times; a child whose cancel never lands here is cancelled by
+// its own look at its parent (checkParent). Called
 // with the parent's lock held or not; it acts on its own goroutine.
 func (e *engine) cancelChildren(parentID string, running []childAttempt, reason string) {
 	if len(running) == 0 {
@@ -617,7 +689,7 @@ func (e *engine) cancelChild(ctx context.Context, parentID, key, reason string) 
 			return
 		}
 		if try == 3 || ctx.Err() != nil {
-			e.log.Warn("could not cancel a child task; it runs to its end and its result is ignored", "task_id", parentID, "child_key", key, "err", err)
+			e.log.Warn("could not cancel a child task; it cancels itself on its next look at its parent", "task_id", parentID, "child_key", key, "err", err)
 			return
 		}
 		select {

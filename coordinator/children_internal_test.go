@@ -85,3 +85,34 @@ func TestChildEnded(t *testing.T) {
 		require.Equal(t, want, childEnded(s), s)
 	}
 }
+
+// A child is wanted while its parent's step runs the attempt that made it,
+// or failed because it failed (an operator may retry it to completion);
+// otherwise the reason says what became of the step.
+func TestParentGone(t *testing.T) {
+	t.Parallel()
+	const parent, stepID = "p-1", "s-1"
+	key := childKey(parent, stepID, 0, 2)
+	step := func(st state.State, attempts int, class string) []*store.Step {
+		s := &store.Step{ID: stepID, Name: "call", State: st, Attempts: attempts}
+		if class != "" {
+			s.Error = &store.StepError{Class: class}
+		}
+		return []*store.Step{{ID: "s-0", Name: "quote", State: state.Complete}, s}
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []*store.Step
+		want  string
+	}{
+		{"waits", step(state.InProgress, 2, ""), ""},
+		{"failed with it", step(state.Error, 2, childFailedClass), ""},
+		{"a later attempt", step(state.InProgress, 3, ""), "parent task p-1 step call no longer waits for it (attempt 3 runs another child)"},
+		{"parent cancelled", step(state.Cancelled, 2, ""), "parent task p-1 step call no longer waits for it (step is cancelled)"},
+		{"parent failed", step(state.Error, 2, "TaskFailed"), "parent task p-1 step call no longer waits for it (step is error)"},
+		{"failed with an earlier child", step(state.Error, 3, childFailedClass), "parent task p-1 step call no longer waits for it (step is error)"},
+		{"parent gone", nil, "parent task p-1 no longer exists"},
+	} {
+		require.Equal(t, tc.want, parentGone(tc.steps, parent, stepID, key), tc.name)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/tasker-go/tasker/executor"
 	coordinatorv1 "github.com/tasker-go/tasker/gen/tasker/coordinator/v1"
 	executorv1 "github.com/tasker-go/tasker/gen/tasker/executor/v1"
+	"github.com/tasker-go/tasker/state"
 	"github.com/tasker-go/tasker/store"
 )
 
@@ -675,4 +676,102 @@ steps:
 	h.waitState(kids[0].GetId(), coordinatorv1.State_STATE_CANCELLED)
 	require.Equal(t, coordinatorv1.State_STATE_CANCELLED, h.get(task.GetId()).GetState())
 	close(g.release)
+}
+
+// A parent's cancel committed by a coordinator that stopped before it
+// could cancel the child leaves the child running; the coordinator that
+// takes the child over looks at its parent as it loads it and cancels it.
+func TestOrphanedChildCancelledOnTakeOver(t *testing.T) {
+	t.Parallel()
+	st := openSQLite(t)
+	serve := func(id string) *harness {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		return serveCoordinator(t, coordinator.Config{Store: st, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
+	}
+	a := serve("coord-a-orphan")
+	g := newGate()
+	_, stopExec := a.startExecutor(2, childHandlers(map[string]executor.HandlerFunc{"gated": g.handler()}))
+	a.apply(fmt.Sprintf(childTemplate, "child_orphan", "gated"))
+	a.apply(fmt.Sprintf(parentTemplate, "parent_orphan", "child_orphan"))
+	task := a.create("test", "parent_orphan", map[string]any{"customer": "c-9"})
+	g.waitStarted(t)
+	kids := childrenOf(t, a, "child_orphan")
+	require.Len(t, kids, 1)
+	call := step(a.get(task.GetId()), "call")
+	stopExec()
+	stopNow, cancel := context.WithCancel(context.Background())
+	cancel()
+	// Without waiting for the child's step in flight.
+	if err := a.coord.Stop(stopNow); err != nil {
+		require.ErrorIs(t, err, context.Canceled)
+	}
+
+	// What a's cancel of the parent committed, before a stopped without
+	// cancelling the child.
+	_, err := st.TaskAdvance(context.Background(), &store.TaskAdvanceParams{
+		TaskID: task.GetId(), At: time.Now(), Release: true,
+		Steps: []*store.StepChange{{StepID: call.GetId(), StepName: "call", From: state.InProgress, To: state.Cancelled,
+			ExpectAttempts: 1, Attempts: 1, Reason: "customer left"}},
+		Task: &store.TaskChange{From: state.InProgress, To: state.Cancelled, Reason: "customer left"},
+	})
+	require.NoError(t, err)
+
+	b := serve("coord-b-orphan")
+	child := b.waitState(kids[0].GetId(), coordinatorv1.State_STATE_CANCELLED)
+	// Its step was stopped with the executor (error, to be retried) or is
+	// cancelled with the task; either way nothing of it runs again.
+	require.Contains(t, []coordinatorv1.State{coordinatorv1.State_STATE_ERROR, coordinatorv1.State_STATE_CANCELLED}, step(child, "charge").GetState())
+	last := child.GetTransitions()[len(child.GetTransitions())-1]
+	require.Equal(t, "parent task "+task.GetId()+" step call no longer waits for it (step is cancelled)", last.GetReason())
+}
+
+// cancelFails refuses the cancel of one task while failing is set, as a
+// store or a peer that keeps failing would; refused counts the refusals.
+type cancelFails struct {
+	store.Store
+	taskID  atomic.Value // string
+	failing atomic.Bool
+	refused atomic.Int32
+}
+
+func (s *cancelFails) TaskAdvance(ctx context.Context, p *store.TaskAdvanceParams) ([]*store.Transition, error) {
+	if s.failing.Load() && p.TaskID == s.taskID.Load() && p.Task != nil && p.Task.To == state.Cancelled {
+		s.refused.Add(1)
+		return nil, fmt.Errorf("injected: %w", store.ErrUnavailable)
+	}
+	return s.Store.TaskAdvance(ctx, p)
+}
+
+// A cancelled parent whose child's cancel fails every time it is tried
+// leaves the child running only until the child's own look at its parent
+// (every childRecheck) finds the parent's step no longer waiting and
+// cancels it.
+func TestChildCancelledWhenItsParentsCancelNeverLanded(t *testing.T) {
+	t.Parallel()
+	st := &cancelFails{Store: openSQLite(t)}
+	cfg := coordinator.Config{Store: st}
+	cfg.SetChildRecheck(50 * time.Millisecond)
+	h := serveCoordinator(t, cfg, nil)
+	g := newGate()
+	h.startExecutor(2, childHandlers(map[string]executor.HandlerFunc{"gated": g.handler()}))
+	h.apply(fmt.Sprintf(childTemplate, "child_uncancelled", "gated"))
+	h.apply(fmt.Sprintf(parentTemplate, "parent_uncancelled", "child_uncancelled"))
+	task := h.create("test", "parent_uncancelled", map[string]any{"customer": "c-10"})
+	g.waitStarted(t)
+	kids := childrenOf(t, h, "child_uncancelled")
+	require.Len(t, kids, 1)
+	st.taskID.Store(kids[0].GetId())
+	st.failing.Store(true)
+
+	_, err := h.client.CancelTask(h.ctx, &coordinatorv1.CancelTaskRequest{Id: task.GetId(), Reason: "customer left"})
+	require.NoError(t, err)
+	// The parent's cancel tries the child's three times; more refusals
+	// than that are the child's own looks at its parent.
+	require.Eventually(t, func() bool { return st.refused.Load() > 3 }, 20*time.Second, 5*time.Millisecond,
+		"the child's cancel was tried again after the parent's tries")
+	st.failing.Store(false)
+	child := h.waitState(kids[0].GetId(), coordinatorv1.State_STATE_CANCELLED)
+	last := child.GetTransitions()[len(child.GetTransitions())-1]
+	require.Equal(t, "parent task "+task.GetId()+" step call no longer waits for it (step is cancelled)", last.GetReason())
 }

@@ -5,6 +5,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -104,6 +105,10 @@ type Config struct {
 	// coordinator takes to be seen here (changes made here are seen at
 	// once). Shorter costs one small read per interval.
 	ScheduleReload time.Duration
+
+	// childRecheck, when set, replaces how often child steps and child
+	// tasks look at each other (10 s), for tests (export_test.go).
+	childRecheck time.Duration
 }
 
 // Limits bound request sizes; zero means the default.
@@ -204,6 +209,7 @@ func New(cfg Config) (*Coordinator, error) {
 		templates: newTemplateBook(cfg.Store, template.Limits{MaxSteps: cfg.Limits.MaxSteps}),
 		hub:       newHub(), grace: cfg.ExecutorGrace, now: func() time.Time { return time.Now().UTC() },
 		tasks: map[string]*taskRun{}, id: cfg.ID, address: cfg.Address, leaseTTL: cfg.LeaseTTL, repairWait: repairMinWait,
+		childRecheck: cmp.Or(cfg.childRecheck, childRecheck),
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()

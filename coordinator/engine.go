@@ -57,6 +57,9 @@ type engine struct {
 	bg routines
 	// repairWait is the first wait before reloading a broken task.
 	repairWait time.Duration
+	// childRecheck is how often the parent of a child step and the child
+	// look at each other (children.go).
+	childRecheck time.Duration
 	// held are the results received and not yet settled (see heldResults).
 	held heldResults
 	// writes records whether the store takes the work written to it, for
@@ -144,6 +147,9 @@ type taskRun struct {
 	instances []instanceRef
 	// nextPosition is the stored position a new step (an instance) takes.
 	nextPosition int
+	// parentCheck is a child task's next look at whether its parent's
+	// step still waits for it (children.go); nil for other tasks.
+	parentCheck *time.Timer
 }
 
 // active reports whether the task must stay in memory: it is unfinished, or
@@ -866,6 +872,9 @@ func (e *engine) retire(tr *taskRun) {
 	if tr.wake != nil {
 		tr.wake.Stop()
 	}
+	if tr.parentCheck != nil {
+		tr.parentCheck.Stop()
+	}
 	for _, s := range tr.steps {
 		if s.timer != nil {
 			s.timer.Stop()
@@ -965,6 +974,9 @@ func (e *engine) stop() {
 		tr.done = true
 		if tr.wake != nil {
 			tr.wake.Stop()
+		}
+		if tr.parentCheck != nil {
+			tr.parentCheck.Stop()
 		}
 		for _, s := range tr.steps {
 			if s.timer != nil {

@@ -75,3 +75,7 @@ func (c *Coordinator) HoldTask(taskID string) (queued func() int, release func()
 		return len(tr.queue)
 	}, tr.mu.Unlock
 }
+
+// SetChildRecheck sets how often child steps and child tasks look at each
+// other, so tests need not wait 10 s for a look.
+func (cfg *Config) SetChildRecheck(d time.Duration) { cfg.childRecheck = d }

@@ -238,6 +238,7 @@ func (e *engine) createOnce(ctx context.Context, p *createParams) (*taskView, bo
 	e.metrics.observeCreate(tr, created.Transitions)
 	e.hub.publish(task.ID, watchEvent{transitions: created.Transitions, before: state.Pending})
 	e.afterCommit(c)
+	e.watchParent(tr, e.childRecheck)
 	if refused && !tr.done {
 		e.awaitAdmission(c)
 		// Steps admitted before the refusal hold their places: they go
@@ -448,6 +449,9 @@ func (e *engine) start(ctx context.Context, tr *taskRun) {
 		return
 	}
 	e.watchInFlight(tr)
+	// Loaded after a crash or a take-over: a cancel of its parent may
+	// have been committed and this child's own cancel lost with the crash.
+	e.watchParent(tr, 0)
 	if tr.task.State.Terminal() {
 		// Loaded for an operator action, or for the results of steps
 		// still running: nothing to dispatch. withTask retires it again
