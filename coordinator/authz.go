@@ -66,6 +66,8 @@ func methodAccess() map[string]auth.Access {
 		coordinatorv1.CoordinatorService_CreateTask_FullMethodName:       auth.AccessWrite,
 		coordinatorv1.CoordinatorService_CancelTask_FullMethodName:       auth.AccessWrite,
 		coordinatorv1.CoordinatorService_RetryTask_FullMethodName:        auth.AccessWrite,
+		coordinatorv1.CoordinatorService_CancelTasks_FullMethodName:      auth.AccessWrite,
+		coordinatorv1.CoordinatorService_RetryTasks_FullMethodName:       auth.AccessWrite,
 		coordinatorv1.CoordinatorService_ResolveStep_FullMethodName:      auth.AccessWrite,
 		coordinatorv1.CoordinatorService_RerunStep_FullMethodName:        auth.AccessWrite,
 		coordinatorv1.CoordinatorService_SignalTask_FullMethodName:       auth.AccessWrite,

@@ -371,6 +371,20 @@ func TestRESTAPI(t *testing.T) {
 	require.Len(t, counts.Counts, 1, "%+v", counts)
 	require.Equal(t, "STATE_CANCELLED", counts.Counts[0].State)
 
+	// A bulk action in one call: every blocked task still pending is
+	// cancelled, each named with its outcome; an empty filter is refused.
+	var bulk struct {
+		Outcomes []struct {
+			ID   string `json:"id"`
+			Done bool   `json:"done"`
+		} `json:"outcomes"`
+	}
+	a.call(http.MethodPost, "/api/v1/tasks:cancel", "", map[string]any{"filter": map[string]any{"namespace": "rest", "name": "blocked"}, "reason": "backlog dropped"}, &bulk)
+	require.Len(t, bulk.Outcomes, 1, "%+v", bulk)
+	require.Equal(t, second.ID, bulk.Outcomes[0].ID)
+	require.True(t, bulk.Outcomes[0].Done)
+	a.refused(http.MethodPost, "/api/v1/tasks:cancel", "", map[string]any{}, http.StatusBadRequest, 3, "filter: give at least one of")
+
 	// The OpenAPI document describes these paths.
 	code, body := a.do(http.MethodGet, "/api/openapi.json", "", nil)
 	require.Equal(t, http.StatusOK, code)
@@ -381,6 +395,7 @@ func TestRESTAPI(t *testing.T) {
 	for path, method := range map[string]string{
 		"/api/v1/templates": "post", "/api/v1/tasks": "post", "/api/v1/tasks/{id}": "get",
 		"/api/v1/tasks/{id}:cancel": "post", "/api/v1/tasks/{id}:watch": "get", "/api/v1/task-counts": "get",
+		"/api/v1/tasks:cancel": "post", "/api/v1/tasks:retry": "post",
 	} {
 		require.Contains(t, doc.Paths[path], method, path)
 	}

@@ -2518,6 +2518,434 @@ func (x *CancelTaskResponse) GetTask() *Task {
 	return nil
 }
 
+// TaskFilter selects tasks as ListTasks' filters of the same names do. A
+// bulk action needs at least one of them: an empty filter would act on
+// every task of every template.
+type TaskFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace, when set, keeps the tasks of one namespace.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// name, when set, keeps the tasks of one template name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// created_after, when set, keeps tasks created at or after it.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// created_before, when set, keeps tasks created before it.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	// search, when set, keeps the task whose id or idempotency key it is.
+	Search string `protobuf:"bytes,5,opt,name=search,proto3" json:"search,omitempty"`
+	// context_equals keeps tasks whose context holds each of these values,
+	// written PATH=VALUE as for ListTasks. At most 8.
+	ContextEquals []string `protobuf:"bytes,6,rep,name=context_equals,json=contextEquals,proto3" json:"context_equals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskFilter) Reset() {
+	*x = TaskFilter{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskFilter) ProtoMessage() {}
+
+func (x *TaskFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskFilter.ProtoReflect.Descriptor instead.
+func (*TaskFilter) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *TaskFilter) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TaskFilter) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TaskFilter) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *TaskFilter) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+func (x *TaskFilter) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
+}
+
+func (x *TaskFilter) GetContextEquals() []string {
+	if x != nil {
+		return x.ContextEquals
+	}
+	return nil
+}
+
+// TaskOutcome is what a bulk action did to one task.
+type TaskOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the task.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// done is set when the action was applied; never with dry_run.
+	Done bool `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	// code names the gRPC status of a refusal (FailedPrecondition for a task
+	// that left the state the action needs, say); empty when done or listed.
+	Code string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	// error says why the action was refused; empty when done or listed.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskOutcome) Reset() {
+	*x = TaskOutcome{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskOutcome) ProtoMessage() {}
+
+func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskOutcome.ProtoReflect.Descriptor instead.
+func (*TaskOutcome) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TaskOutcome) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TaskOutcome) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *TaskOutcome) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *TaskOutcome) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// CancelTasksRequest selects the tasks to cancel.
+type CancelTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// filter selects the tasks, among those pending or in progress.
+	Filter *TaskFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// reason is recorded on each task's transitions.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// limit is the most tasks acted on in this call: default 1000, at most
+	// 10000.
+	Limit int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// dry_run lists the tasks that would be cancelled and changes nothing.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTasksRequest) Reset() {
+	*x = CancelTasksRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTasksRequest) ProtoMessage() {}
+
+func (x *CancelTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTasksRequest.ProtoReflect.Descriptor instead.
+func (*CancelTasksRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CancelTasksRequest) GetFilter() *TaskFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *CancelTasksRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CancelTasksRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *CancelTasksRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// CancelTasksResponse reports each task the call acted on.
+type CancelTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// outcomes, one per task, newest task first.
+	Outcomes []*TaskOutcome `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	// more is set when more tasks matched than limit: call again to go on
+	// (the cancelled ones no longer match).
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTasksResponse) Reset() {
+	*x = CancelTasksResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTasksResponse) ProtoMessage() {}
+
+func (x *CancelTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTasksResponse.ProtoReflect.Descriptor instead.
+func (*CancelTasksResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CancelTasksResponse) GetOutcomes() []*TaskOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
+func (x *CancelTasksResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// RetryTasksRequest selects the tasks to retry.
+type RetryTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// filter selects the tasks, among those in error.
+	Filter *TaskFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// reason is recorded on each task's transitions.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// limit is the most tasks acted on in this call: default 1000, at most
+	// 10000.
+	Limit int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// dry_run lists the tasks that would be retried and changes nothing.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryTasksRequest) Reset() {
+	*x = RetryTasksRequest{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryTasksRequest) ProtoMessage() {}
+
+func (x *RetryTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryTasksRequest.ProtoReflect.Descriptor instead.
+func (*RetryTasksRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RetryTasksRequest) GetFilter() *TaskFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *RetryTasksRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RetryTasksRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RetryTasksRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// RetryTasksResponse reports each task the call acted on.
+type RetryTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// outcomes, one per task, newest task first.
+	Outcomes []*TaskOutcome `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	// more is set when more tasks matched than limit: call again to go on
+	// (the retried ones no longer match unless they failed again).
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryTasksResponse) Reset() {
+	*x = RetryTasksResponse{}
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryTasksResponse) ProtoMessage() {}
+
+func (x *RetryTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryTasksResponse.ProtoReflect.Descriptor instead.
+func (*RetryTasksResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RetryTasksResponse) GetOutcomes() []*TaskOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
+func (x *RetryTasksResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // RetryTaskRequest names an errored task to retry.
 type RetryTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2531,7 +2959,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2543,7 +2971,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2556,7 +2984,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -2584,7 +3012,7 @@ type RetryTaskResponse struct {
 
 func (x *RetryTaskResponse) Reset() {
 	*x = RetryTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +3024,7 @@ func (x *RetryTaskResponse) String() string {
 func (*RetryTaskResponse) ProtoMessage() {}
 
 func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +3037,7 @@ func (x *RetryTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskResponse.ProtoReflect.Descriptor instead.
 func (*RetryTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RetryTaskResponse) GetTask() *Task {
@@ -2635,7 +3063,7 @@ type SignalTaskRequest struct {
 
 func (x *SignalTaskRequest) Reset() {
 	*x = SignalTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2647,7 +3075,7 @@ func (x *SignalTaskRequest) String() string {
 func (*SignalTaskRequest) ProtoMessage() {}
 
 func (x *SignalTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2660,7 +3088,7 @@ func (x *SignalTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalTaskRequest.ProtoReflect.Descriptor instead.
 func (*SignalTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SignalTaskRequest) GetId() string {
@@ -2698,7 +3126,7 @@ type SignalTaskResponse struct {
 
 func (x *SignalTaskResponse) Reset() {
 	*x = SignalTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +3138,7 @@ func (x *SignalTaskResponse) String() string {
 func (*SignalTaskResponse) ProtoMessage() {}
 
 func (x *SignalTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +3151,7 @@ func (x *SignalTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalTaskResponse.ProtoReflect.Descriptor instead.
 func (*SignalTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SignalTaskResponse) GetTask() *Task {
@@ -2753,7 +3181,7 @@ type WatchTaskRequest struct {
 
 func (x *WatchTaskRequest) Reset() {
 	*x = WatchTaskRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2765,7 +3193,7 @@ func (x *WatchTaskRequest) String() string {
 func (*WatchTaskRequest) ProtoMessage() {}
 
 func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2778,7 +3206,7 @@ func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
 func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchTaskRequest) GetId() string {
@@ -2808,7 +3236,7 @@ type WatchTaskResponse struct {
 
 func (x *WatchTaskResponse) Reset() {
 	*x = WatchTaskResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +3248,7 @@ func (x *WatchTaskResponse) String() string {
 func (*WatchTaskResponse) ProtoMessage() {}
 
 func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +3261,7 @@ func (x *WatchTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskResponse.ProtoReflect.Descriptor instead.
 func (*WatchTaskResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchTaskResponse) GetTransition() *Transition {
@@ -2867,7 +3295,7 @@ type ResolveStepRequest struct {
 
 func (x *ResolveStepRequest) Reset() {
 	*x = ResolveStepRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3307,7 @@ func (x *ResolveStepRequest) String() string {
 func (*ResolveStepRequest) ProtoMessage() {}
 
 func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3320,7 @@ func (x *ResolveStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepRequest.ProtoReflect.Descriptor instead.
 func (*ResolveStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ResolveStepRequest) GetTaskId() string {
@@ -2934,7 +3362,7 @@ type ResolveStepResponse struct {
 
 func (x *ResolveStepResponse) Reset() {
 	*x = ResolveStepResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2946,7 +3374,7 @@ func (x *ResolveStepResponse) String() string {
 func (*ResolveStepResponse) ProtoMessage() {}
 
 func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2959,7 +3387,7 @@ func (x *ResolveStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStepResponse.ProtoReflect.Descriptor instead.
 func (*ResolveStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{33}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ResolveStepResponse) GetTask() *Task {
@@ -2984,7 +3412,7 @@ type RerunStepRequest struct {
 
 func (x *RerunStepRequest) Reset() {
 	*x = RerunStepRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2996,7 +3424,7 @@ func (x *RerunStepRequest) String() string {
 func (*RerunStepRequest) ProtoMessage() {}
 
 func (x *RerunStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3009,7 +3437,7 @@ func (x *RerunStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RerunStepRequest.ProtoReflect.Descriptor instead.
 func (*RerunStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{34}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RerunStepRequest) GetTaskId() string {
@@ -3044,7 +3472,7 @@ type RerunStepResponse struct {
 
 func (x *RerunStepResponse) Reset() {
 	*x = RerunStepResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3484,7 @@ func (x *RerunStepResponse) String() string {
 func (*RerunStepResponse) ProtoMessage() {}
 
 func (x *RerunStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3497,7 @@ func (x *RerunStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RerunStepResponse.ProtoReflect.Descriptor instead.
 func (*RerunStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{35}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RerunStepResponse) GetTask() *Task {
@@ -3090,7 +3518,7 @@ type RegisterExecutorRequest struct {
 
 func (x *RegisterExecutorRequest) Reset() {
 	*x = RegisterExecutorRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3530,7 @@ func (x *RegisterExecutorRequest) String() string {
 func (*RegisterExecutorRequest) ProtoMessage() {}
 
 func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3543,7 @@ func (x *RegisterExecutorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{36}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RegisterExecutorRequest) GetAddress() string {
@@ -3138,7 +3566,7 @@ type RegisterExecutorResponse struct {
 
 func (x *RegisterExecutorResponse) Reset() {
 	*x = RegisterExecutorResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3150,7 +3578,7 @@ func (x *RegisterExecutorResponse) String() string {
 func (*RegisterExecutorResponse) ProtoMessage() {}
 
 func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3163,7 +3591,7 @@ func (x *RegisterExecutorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterExecutorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterExecutorResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{37}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RegisterExecutorResponse) GetExecutor() *ExecutorInfo {
@@ -3189,7 +3617,7 @@ type ListExecutorsRequest struct {
 
 func (x *ListExecutorsRequest) Reset() {
 	*x = ListExecutorsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3629,7 @@ func (x *ListExecutorsRequest) String() string {
 func (*ListExecutorsRequest) ProtoMessage() {}
 
 func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3642,7 @@ func (x *ListExecutorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutorsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{38}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
 }
 
 // ListExecutorsResponse lists executors.
@@ -3231,7 +3659,7 @@ type ListExecutorsResponse struct {
 
 func (x *ListExecutorsResponse) Reset() {
 	*x = ListExecutorsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3243,7 +3671,7 @@ func (x *ListExecutorsResponse) String() string {
 func (*ListExecutorsResponse) ProtoMessage() {}
 
 func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3256,7 +3684,7 @@ func (x *ListExecutorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutorsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutorsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{39}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListExecutorsResponse) GetExecutors() []*ExecutorInfo {
@@ -3286,7 +3714,7 @@ type UnhostedHandler struct {
 
 func (x *UnhostedHandler) Reset() {
 	*x = UnhostedHandler{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3298,7 +3726,7 @@ func (x *UnhostedHandler) String() string {
 func (*UnhostedHandler) ProtoMessage() {}
 
 func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3311,7 +3739,7 @@ func (x *UnhostedHandler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnhostedHandler.ProtoReflect.Descriptor instead.
 func (*UnhostedHandler) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{40}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UnhostedHandler) GetHandler() string {
@@ -3339,7 +3767,7 @@ type ReportStepResultRequest struct {
 
 func (x *ReportStepResultRequest) Reset() {
 	*x = ReportStepResultRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3779,7 @@ func (x *ReportStepResultRequest) String() string {
 func (*ReportStepResultRequest) ProtoMessage() {}
 
 func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3792,7 @@ func (x *ReportStepResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultRequest.ProtoReflect.Descriptor instead.
 func (*ReportStepResultRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{41}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReportStepResultRequest) GetResult() *v1.StepResult {
@@ -3385,7 +3813,7 @@ type ReportStepResultResponse struct {
 
 func (x *ReportStepResultResponse) Reset() {
 	*x = ReportStepResultResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3825,7 @@ func (x *ReportStepResultResponse) String() string {
 func (*ReportStepResultResponse) ProtoMessage() {}
 
 func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3838,7 @@ func (x *ReportStepResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStepResultResponse.ProtoReflect.Descriptor instead.
 func (*ReportStepResultResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{42}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReportStepResultResponse) GetApplied() bool {
@@ -3466,7 +3894,7 @@ type Waiting struct {
 
 func (x *Waiting) Reset() {
 	*x = Waiting{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3478,7 +3906,7 @@ func (x *Waiting) String() string {
 func (*Waiting) ProtoMessage() {}
 
 func (x *Waiting) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3491,7 +3919,7 @@ func (x *Waiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiting.ProtoReflect.Descriptor instead.
 func (*Waiting) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{43}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Waiting) GetReason() string {
@@ -3554,7 +3982,7 @@ type SubscribeEventsRequest struct {
 
 func (x *SubscribeEventsRequest) Reset() {
 	*x = SubscribeEventsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3566,7 +3994,7 @@ func (x *SubscribeEventsRequest) String() string {
 func (*SubscribeEventsRequest) ProtoMessage() {}
 
 func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3579,7 +4007,7 @@ func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{44}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SubscribeEventsRequest) GetNamespace() string {
@@ -3635,7 +4063,7 @@ type SubscribeEventsResponse struct {
 
 func (x *SubscribeEventsResponse) Reset() {
 	*x = SubscribeEventsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +4075,7 @@ func (x *SubscribeEventsResponse) String() string {
 func (*SubscribeEventsResponse) ProtoMessage() {}
 
 func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +4088,7 @@ func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{45}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SubscribeEventsResponse) GetEvent() *Event {
@@ -3688,7 +4116,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3700,7 +4128,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3713,7 +4141,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{46}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Event) GetCursor() string {
@@ -3769,7 +4197,7 @@ type CountTasksRequest struct {
 
 func (x *CountTasksRequest) Reset() {
 	*x = CountTasksRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3781,7 +4209,7 @@ func (x *CountTasksRequest) String() string {
 func (*CountTasksRequest) ProtoMessage() {}
 
 func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3794,7 +4222,7 @@ func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksRequest.ProtoReflect.Descriptor instead.
 func (*CountTasksRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{47}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CountTasksRequest) GetNamespace() string {
@@ -3850,7 +4278,7 @@ type CountTasksResponse struct {
 
 func (x *CountTasksResponse) Reset() {
 	*x = CountTasksResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +4290,7 @@ func (x *CountTasksResponse) String() string {
 func (*CountTasksResponse) ProtoMessage() {}
 
 func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[48]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +4303,7 @@ func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTasksResponse.ProtoReflect.Descriptor instead.
 func (*CountTasksResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{48}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CountTasksResponse) GetCounts() []*StateCount {
@@ -3898,7 +4326,7 @@ type StateCount struct {
 
 func (x *StateCount) Reset() {
 	*x = StateCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3910,7 +4338,7 @@ func (x *StateCount) String() string {
 func (*StateCount) ProtoMessage() {}
 
 func (x *StateCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[49]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3923,7 +4351,7 @@ func (x *StateCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCount.ProtoReflect.Descriptor instead.
 func (*StateCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{49}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *StateCount) GetState() State {
@@ -3961,7 +4389,7 @@ type GetAnalyticsRequest struct {
 
 func (x *GetAnalyticsRequest) Reset() {
 	*x = GetAnalyticsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3973,7 +4401,7 @@ func (x *GetAnalyticsRequest) String() string {
 func (*GetAnalyticsRequest) ProtoMessage() {}
 
 func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[50]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3986,7 +4414,7 @@ func (x *GetAnalyticsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsRequest.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{50}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetAnalyticsRequest) GetNamespace() string {
@@ -4035,7 +4463,7 @@ type GetAnalyticsResponse struct {
 
 func (x *GetAnalyticsResponse) Reset() {
 	*x = GetAnalyticsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4047,7 +4475,7 @@ func (x *GetAnalyticsResponse) String() string {
 func (*GetAnalyticsResponse) ProtoMessage() {}
 
 func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[51]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4060,7 +4488,7 @@ func (x *GetAnalyticsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAnalyticsResponse.ProtoReflect.Descriptor instead.
 func (*GetAnalyticsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{51}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetAnalyticsResponse) GetAnalytics() *TemplateAnalytics {
@@ -4122,7 +4550,7 @@ type TemplateAnalytics struct {
 
 func (x *TemplateAnalytics) Reset() {
 	*x = TemplateAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4134,7 +4562,7 @@ func (x *TemplateAnalytics) String() string {
 func (*TemplateAnalytics) ProtoMessage() {}
 
 func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[52]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4147,7 +4575,7 @@ func (x *TemplateAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateAnalytics.ProtoReflect.Descriptor instead.
 func (*TemplateAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{52}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TemplateAnalytics) GetNamespace() string {
@@ -4307,7 +4735,7 @@ type Percentiles struct {
 
 func (x *Percentiles) Reset() {
 	*x = Percentiles{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4319,7 +4747,7 @@ func (x *Percentiles) String() string {
 func (*Percentiles) ProtoMessage() {}
 
 func (x *Percentiles) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[53]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4332,7 +4760,7 @@ func (x *Percentiles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Percentiles.ProtoReflect.Descriptor instead.
 func (*Percentiles) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{53}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Percentiles) GetCount() int64 {
@@ -4389,7 +4817,7 @@ type StepAnalytics struct {
 
 func (x *StepAnalytics) Reset() {
 	*x = StepAnalytics{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4401,7 +4829,7 @@ func (x *StepAnalytics) String() string {
 func (*StepAnalytics) ProtoMessage() {}
 
 func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[54]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4414,7 +4842,7 @@ func (x *StepAnalytics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAnalytics.ProtoReflect.Descriptor instead.
 func (*StepAnalytics) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{54}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *StepAnalytics) GetName() string {
@@ -4483,7 +4911,7 @@ type ErrorCount struct {
 
 func (x *ErrorCount) Reset() {
 	*x = ErrorCount{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4495,7 +4923,7 @@ func (x *ErrorCount) String() string {
 func (*ErrorCount) ProtoMessage() {}
 
 func (x *ErrorCount) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[55]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4508,7 +4936,7 @@ func (x *ErrorCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorCount.ProtoReflect.Descriptor instead.
 func (*ErrorCount) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{55}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ErrorCount) GetStepName() string {
@@ -4564,7 +4992,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4576,7 +5004,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[56]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4589,7 +5017,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{56}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RateLimit) GetName() string {
@@ -4646,7 +5074,7 @@ type SetRateLimitRequest struct {
 
 func (x *SetRateLimitRequest) Reset() {
 	*x = SetRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4658,7 +5086,7 @@ func (x *SetRateLimitRequest) String() string {
 func (*SetRateLimitRequest) ProtoMessage() {}
 
 func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[57]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4671,7 +5099,7 @@ func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*SetRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{57}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SetRateLimitRequest) GetRateLimit() *RateLimit {
@@ -4692,7 +5120,7 @@ type SetRateLimitResponse struct {
 
 func (x *SetRateLimitResponse) Reset() {
 	*x = SetRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4704,7 +5132,7 @@ func (x *SetRateLimitResponse) String() string {
 func (*SetRateLimitResponse) ProtoMessage() {}
 
 func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[58]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4717,7 +5145,7 @@ func (x *SetRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*SetRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{58}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SetRateLimitResponse) GetRateLimit() *RateLimit {
@@ -4738,7 +5166,7 @@ type GetRateLimitRequest struct {
 
 func (x *GetRateLimitRequest) Reset() {
 	*x = GetRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4750,7 +5178,7 @@ func (x *GetRateLimitRequest) String() string {
 func (*GetRateLimitRequest) ProtoMessage() {}
 
 func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[59]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4763,7 +5191,7 @@ func (x *GetRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*GetRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{59}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetRateLimitRequest) GetName() string {
@@ -4784,7 +5212,7 @@ type GetRateLimitResponse struct {
 
 func (x *GetRateLimitResponse) Reset() {
 	*x = GetRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4796,7 +5224,7 @@ func (x *GetRateLimitResponse) String() string {
 func (*GetRateLimitResponse) ProtoMessage() {}
 
 func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[60]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4809,7 +5237,7 @@ func (x *GetRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*GetRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{60}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetRateLimitResponse) GetRateLimit() *RateLimit {
@@ -4828,7 +5256,7 @@ type ListRateLimitsRequest struct {
 
 func (x *ListRateLimitsRequest) Reset() {
 	*x = ListRateLimitsRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4840,7 +5268,7 @@ func (x *ListRateLimitsRequest) String() string {
 func (*ListRateLimitsRequest) ProtoMessage() {}
 
 func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[61]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4853,7 +5281,7 @@ func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRateLimitsRequest.ProtoReflect.Descriptor instead.
 func (*ListRateLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{61}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{67}
 }
 
 // ListRateLimitsResponse lists rate limits by name.
@@ -4867,7 +5295,7 @@ type ListRateLimitsResponse struct {
 
 func (x *ListRateLimitsResponse) Reset() {
 	*x = ListRateLimitsResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4879,7 +5307,7 @@ func (x *ListRateLimitsResponse) String() string {
 func (*ListRateLimitsResponse) ProtoMessage() {}
 
 func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[62]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4892,7 +5320,7 @@ func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRateLimitsResponse.ProtoReflect.Descriptor instead.
 func (*ListRateLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{62}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListRateLimitsResponse) GetRateLimits() []*RateLimit {
@@ -4913,7 +5341,7 @@ type DeleteRateLimitRequest struct {
 
 func (x *DeleteRateLimitRequest) Reset() {
 	*x = DeleteRateLimitRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4925,7 +5353,7 @@ func (x *DeleteRateLimitRequest) String() string {
 func (*DeleteRateLimitRequest) ProtoMessage() {}
 
 func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[63]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4938,7 +5366,7 @@ func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{63}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DeleteRateLimitRequest) GetName() string {
@@ -4957,7 +5385,7 @@ type DeleteRateLimitResponse struct {
 
 func (x *DeleteRateLimitResponse) Reset() {
 	*x = DeleteRateLimitResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4969,7 +5397,7 @@ func (x *DeleteRateLimitResponse) String() string {
 func (*DeleteRateLimitResponse) ProtoMessage() {}
 
 func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[64]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4982,7 +5410,7 @@ func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{64}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{70}
 }
 
 // Schedule is a cron schedule that creates tasks from a template.
@@ -5031,7 +5459,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5043,7 +5471,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[65]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5056,7 +5484,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{65}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Schedule) GetId() string {
@@ -5191,7 +5619,7 @@ type ScheduleRun struct {
 
 func (x *ScheduleRun) Reset() {
 	*x = ScheduleRun{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5631,7 @@ func (x *ScheduleRun) String() string {
 func (*ScheduleRun) ProtoMessage() {}
 
 func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[66]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5644,7 @@ func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleRun.ProtoReflect.Descriptor instead.
 func (*ScheduleRun) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{66}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ScheduleRun) GetFireTime() *timestamppb.Timestamp {
@@ -5295,7 +5723,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5307,7 +5735,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[67]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5320,7 +5748,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{67}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CreateScheduleRequest) GetName() string {
@@ -5397,7 +5825,7 @@ type CreateScheduleResponse struct {
 
 func (x *CreateScheduleResponse) Reset() {
 	*x = CreateScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5409,7 +5837,7 @@ func (x *CreateScheduleResponse) String() string {
 func (*CreateScheduleResponse) ProtoMessage() {}
 
 func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[68]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5422,7 +5850,7 @@ func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleResponse.ProtoReflect.Descriptor instead.
 func (*CreateScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{68}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CreateScheduleResponse) GetSchedule() *Schedule {
@@ -5447,7 +5875,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5459,7 +5887,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[69]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5472,7 +5900,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{69}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *GetScheduleRequest) GetName() string {
@@ -5511,7 +5939,7 @@ type GetScheduleResponse struct {
 
 func (x *GetScheduleResponse) Reset() {
 	*x = GetScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5523,7 +5951,7 @@ func (x *GetScheduleResponse) String() string {
 func (*GetScheduleResponse) ProtoMessage() {}
 
 func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[70]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5536,7 +5964,7 @@ func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
 func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{70}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *GetScheduleResponse) GetSchedule() *Schedule {
@@ -5571,7 +5999,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5583,7 +6011,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[71]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5596,7 +6024,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{71}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListSchedulesRequest) GetNamespace() string {
@@ -5617,7 +6045,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5629,7 +6057,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[72]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5642,7 +6070,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{72}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -5663,7 +6091,7 @@ type PauseScheduleRequest struct {
 
 func (x *PauseScheduleRequest) Reset() {
 	*x = PauseScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5675,7 +6103,7 @@ func (x *PauseScheduleRequest) String() string {
 func (*PauseScheduleRequest) ProtoMessage() {}
 
 func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[73]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5688,7 +6116,7 @@ func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleRequest.ProtoReflect.Descriptor instead.
 func (*PauseScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{73}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PauseScheduleRequest) GetName() string {
@@ -5709,7 +6137,7 @@ type PauseScheduleResponse struct {
 
 func (x *PauseScheduleResponse) Reset() {
 	*x = PauseScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5721,7 +6149,7 @@ func (x *PauseScheduleResponse) String() string {
 func (*PauseScheduleResponse) ProtoMessage() {}
 
 func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[74]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5734,7 +6162,7 @@ func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleResponse.ProtoReflect.Descriptor instead.
 func (*PauseScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{74}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *PauseScheduleResponse) GetSchedule() *Schedule {
@@ -5755,7 +6183,7 @@ type ResumeScheduleRequest struct {
 
 func (x *ResumeScheduleRequest) Reset() {
 	*x = ResumeScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5767,7 +6195,7 @@ func (x *ResumeScheduleRequest) String() string {
 func (*ResumeScheduleRequest) ProtoMessage() {}
 
 func (x *ResumeScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[75]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5780,7 +6208,7 @@ func (x *ResumeScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeScheduleRequest.ProtoReflect.Descriptor instead.
 func (*ResumeScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{75}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ResumeScheduleRequest) GetName() string {
@@ -5803,7 +6231,7 @@ type ResumeScheduleResponse struct {
 
 func (x *ResumeScheduleResponse) Reset() {
 	*x = ResumeScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5815,7 +6243,7 @@ func (x *ResumeScheduleResponse) String() string {
 func (*ResumeScheduleResponse) ProtoMessage() {}
 
 func (x *ResumeScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[76]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5828,7 +6256,7 @@ func (x *ResumeScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeScheduleResponse.ProtoReflect.Descriptor instead.
 func (*ResumeScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{76}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ResumeScheduleResponse) GetSchedule() *Schedule {
@@ -5856,7 +6284,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5868,7 +6296,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[77]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5881,7 +6309,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{77}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *DeleteScheduleRequest) GetName() string {
@@ -5900,7 +6328,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[78]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5912,7 +6340,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[78]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5925,7 +6353,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{78}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{84}
 }
 
 // BackfillScheduleRequest names a schedule and a range of fire times.
@@ -5943,7 +6371,7 @@ type BackfillScheduleRequest struct {
 
 func (x *BackfillScheduleRequest) Reset() {
 	*x = BackfillScheduleRequest{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[79]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5955,7 +6383,7 @@ func (x *BackfillScheduleRequest) String() string {
 func (*BackfillScheduleRequest) ProtoMessage() {}
 
 func (x *BackfillScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[79]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5968,7 +6396,7 @@ func (x *BackfillScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackfillScheduleRequest.ProtoReflect.Descriptor instead.
 func (*BackfillScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{79}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *BackfillScheduleRequest) GetName() string {
@@ -6005,7 +6433,7 @@ type BackfillScheduleResponse struct {
 
 func (x *BackfillScheduleResponse) Reset() {
 	*x = BackfillScheduleResponse{}
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[80]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6017,7 +6445,7 @@ func (x *BackfillScheduleResponse) String() string {
 func (*BackfillScheduleResponse) ProtoMessage() {}
 
 func (x *BackfillScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[80]
+	mi := &file_tasker_coordinator_v1_coordinator_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6030,7 +6458,7 @@ func (x *BackfillScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackfillScheduleResponse.ProtoReflect.Descriptor instead.
 func (*BackfillScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{80}
+	return file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *BackfillScheduleResponse) GetCreated() []*ScheduleRun {
@@ -6248,7 +6676,36 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"E\n" +
 	"\x12CancelTaskResponse\x12/\n" +
-	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\":\n" +
+	"\x04task\x18\x01 \x01(\v2\x1b.tasker.coordinator.v1.TaskR\x04task\"\x81\x02\n" +
+	"\n" +
+	"TaskFilter\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12?\n" +
+	"\rcreated_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\x16\n" +
+	"\x06search\x18\x05 \x01(\tR\x06search\x12%\n" +
+	"\x0econtext_equals\x18\x06 \x03(\tR\rcontextEquals\"[\n" +
+	"\vTaskOutcome\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x96\x01\n" +
+	"\x12CancelTasksRequest\x129\n" +
+	"\x06filter\x18\x01 \x01(\v2!.tasker.coordinator.v1.TaskFilterR\x06filter\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"i\n" +
+	"\x13CancelTasksResponse\x12>\n" +
+	"\boutcomes\x18\x01 \x03(\v2\".tasker.coordinator.v1.TaskOutcomeR\boutcomes\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\x95\x01\n" +
+	"\x11RetryTasksRequest\x129\n" +
+	"\x06filter\x18\x01 \x01(\v2!.tasker.coordinator.v1.TaskFilterR\x06filter\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"h\n" +
+	"\x12RetryTasksResponse\x12>\n" +
+	"\boutcomes\x18\x01 \x03(\v2\".tasker.coordinator.v1.TaskOutcomeR\boutcomes\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\":\n" +
 	"\x10RetryTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"D\n" +
@@ -6505,7 +6962,7 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_TASK\x10\x01\x12\x13\n" +
-	"\x0fEVENT_KIND_STEP\x10\x022\x8f\x18\n" +
+	"\x0fEVENT_KIND_STEP\x10\x022\xd8\x19\n" +
 	"\x12CoordinatorService\x12s\n" +
 	"\x10RegisterTemplate\x12..tasker.coordinator.v1.RegisterTemplateRequest\x1a/.tasker.coordinator.v1.RegisterTemplateResponse\x12d\n" +
 	"\vGetTemplate\x12).tasker.coordinator.v1.GetTemplateRequest\x1a*.tasker.coordinator.v1.GetTemplateResponse\x12j\n" +
@@ -6516,7 +6973,10 @@ const file_tasker_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tListTasks\x12'.tasker.coordinator.v1.ListTasksRequest\x1a(.tasker.coordinator.v1.ListTasksResponse\x12a\n" +
 	"\n" +
 	"CancelTask\x12(.tasker.coordinator.v1.CancelTaskRequest\x1a).tasker.coordinator.v1.CancelTaskResponse\x12^\n" +
-	"\tRetryTask\x12'.tasker.coordinator.v1.RetryTaskRequest\x1a(.tasker.coordinator.v1.RetryTaskResponse\x12`\n" +
+	"\tRetryTask\x12'.tasker.coordinator.v1.RetryTaskRequest\x1a(.tasker.coordinator.v1.RetryTaskResponse\x12d\n" +
+	"\vCancelTasks\x12).tasker.coordinator.v1.CancelTasksRequest\x1a*.tasker.coordinator.v1.CancelTasksResponse\x12a\n" +
+	"\n" +
+	"RetryTasks\x12(.tasker.coordinator.v1.RetryTasksRequest\x1a).tasker.coordinator.v1.RetryTasksResponse\x12`\n" +
 	"\tWatchTask\x12'.tasker.coordinator.v1.WatchTaskRequest\x1a(.tasker.coordinator.v1.WatchTaskResponse0\x01\x12d\n" +
 	"\vResolveStep\x12).tasker.coordinator.v1.ResolveStepRequest\x1a*.tasker.coordinator.v1.ResolveStepResponse\x12^\n" +
 	"\tRerunStep\x12'.tasker.coordinator.v1.RerunStepRequest\x1a(.tasker.coordinator.v1.RerunStepResponse\x12a\n" +
@@ -6554,7 +7014,7 @@ func file_tasker_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_tasker_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 88)
 var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(State)(0),                       // 0: tasker.coordinator.v1.State
 	(TaskView)(0),                    // 1: tasker.coordinator.v1.TaskView
@@ -6585,243 +7045,259 @@ var file_tasker_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*ListTasksResponse)(nil),        // 26: tasker.coordinator.v1.ListTasksResponse
 	(*CancelTaskRequest)(nil),        // 27: tasker.coordinator.v1.CancelTaskRequest
 	(*CancelTaskResponse)(nil),       // 28: tasker.coordinator.v1.CancelTaskResponse
-	(*RetryTaskRequest)(nil),         // 29: tasker.coordinator.v1.RetryTaskRequest
-	(*RetryTaskResponse)(nil),        // 30: tasker.coordinator.v1.RetryTaskResponse
-	(*SignalTaskRequest)(nil),        // 31: tasker.coordinator.v1.SignalTaskRequest
-	(*SignalTaskResponse)(nil),       // 32: tasker.coordinator.v1.SignalTaskResponse
-	(*WatchTaskRequest)(nil),         // 33: tasker.coordinator.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),        // 34: tasker.coordinator.v1.WatchTaskResponse
-	(*ResolveStepRequest)(nil),       // 35: tasker.coordinator.v1.ResolveStepRequest
-	(*ResolveStepResponse)(nil),      // 36: tasker.coordinator.v1.ResolveStepResponse
-	(*RerunStepRequest)(nil),         // 37: tasker.coordinator.v1.RerunStepRequest
-	(*RerunStepResponse)(nil),        // 38: tasker.coordinator.v1.RerunStepResponse
-	(*RegisterExecutorRequest)(nil),  // 39: tasker.coordinator.v1.RegisterExecutorRequest
-	(*RegisterExecutorResponse)(nil), // 40: tasker.coordinator.v1.RegisterExecutorResponse
-	(*ListExecutorsRequest)(nil),     // 41: tasker.coordinator.v1.ListExecutorsRequest
-	(*ListExecutorsResponse)(nil),    // 42: tasker.coordinator.v1.ListExecutorsResponse
-	(*UnhostedHandler)(nil),          // 43: tasker.coordinator.v1.UnhostedHandler
-	(*ReportStepResultRequest)(nil),  // 44: tasker.coordinator.v1.ReportStepResultRequest
-	(*ReportStepResultResponse)(nil), // 45: tasker.coordinator.v1.ReportStepResultResponse
-	(*Waiting)(nil),                  // 46: tasker.coordinator.v1.Waiting
-	(*SubscribeEventsRequest)(nil),   // 47: tasker.coordinator.v1.SubscribeEventsRequest
-	(*SubscribeEventsResponse)(nil),  // 48: tasker.coordinator.v1.SubscribeEventsResponse
-	(*Event)(nil),                    // 49: tasker.coordinator.v1.Event
-	(*CountTasksRequest)(nil),        // 50: tasker.coordinator.v1.CountTasksRequest
-	(*CountTasksResponse)(nil),       // 51: tasker.coordinator.v1.CountTasksResponse
-	(*StateCount)(nil),               // 52: tasker.coordinator.v1.StateCount
-	(*GetAnalyticsRequest)(nil),      // 53: tasker.coordinator.v1.GetAnalyticsRequest
-	(*GetAnalyticsResponse)(nil),     // 54: tasker.coordinator.v1.GetAnalyticsResponse
-	(*TemplateAnalytics)(nil),        // 55: tasker.coordinator.v1.TemplateAnalytics
-	(*Percentiles)(nil),              // 56: tasker.coordinator.v1.Percentiles
-	(*StepAnalytics)(nil),            // 57: tasker.coordinator.v1.StepAnalytics
-	(*ErrorCount)(nil),               // 58: tasker.coordinator.v1.ErrorCount
-	(*RateLimit)(nil),                // 59: tasker.coordinator.v1.RateLimit
-	(*SetRateLimitRequest)(nil),      // 60: tasker.coordinator.v1.SetRateLimitRequest
-	(*SetRateLimitResponse)(nil),     // 61: tasker.coordinator.v1.SetRateLimitResponse
-	(*GetRateLimitRequest)(nil),      // 62: tasker.coordinator.v1.GetRateLimitRequest
-	(*GetRateLimitResponse)(nil),     // 63: tasker.coordinator.v1.GetRateLimitResponse
-	(*ListRateLimitsRequest)(nil),    // 64: tasker.coordinator.v1.ListRateLimitsRequest
-	(*ListRateLimitsResponse)(nil),   // 65: tasker.coordinator.v1.ListRateLimitsResponse
-	(*DeleteRateLimitRequest)(nil),   // 66: tasker.coordinator.v1.DeleteRateLimitRequest
-	(*DeleteRateLimitResponse)(nil),  // 67: tasker.coordinator.v1.DeleteRateLimitResponse
-	(*Schedule)(nil),                 // 68: tasker.coordinator.v1.Schedule
-	(*ScheduleRun)(nil),              // 69: tasker.coordinator.v1.ScheduleRun
-	(*CreateScheduleRequest)(nil),    // 70: tasker.coordinator.v1.CreateScheduleRequest
-	(*CreateScheduleResponse)(nil),   // 71: tasker.coordinator.v1.CreateScheduleResponse
-	(*GetScheduleRequest)(nil),       // 72: tasker.coordinator.v1.GetScheduleRequest
-	(*GetScheduleResponse)(nil),      // 73: tasker.coordinator.v1.GetScheduleResponse
-	(*ListSchedulesRequest)(nil),     // 74: tasker.coordinator.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),    // 75: tasker.coordinator.v1.ListSchedulesResponse
-	(*PauseScheduleRequest)(nil),     // 76: tasker.coordinator.v1.PauseScheduleRequest
-	(*PauseScheduleResponse)(nil),    // 77: tasker.coordinator.v1.PauseScheduleResponse
-	(*ResumeScheduleRequest)(nil),    // 78: tasker.coordinator.v1.ResumeScheduleRequest
-	(*ResumeScheduleResponse)(nil),   // 79: tasker.coordinator.v1.ResumeScheduleResponse
-	(*DeleteScheduleRequest)(nil),    // 80: tasker.coordinator.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),   // 81: tasker.coordinator.v1.DeleteScheduleResponse
-	(*BackfillScheduleRequest)(nil),  // 82: tasker.coordinator.v1.BackfillScheduleRequest
-	(*BackfillScheduleResponse)(nil), // 83: tasker.coordinator.v1.BackfillScheduleResponse
-	nil,                              // 84: tasker.coordinator.v1.StepTemplate.TaskContextEntry
-	(*structpb.Struct)(nil),          // 85: google.protobuf.Struct
-	(*durationpb.Duration)(nil),      // 86: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 87: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 88: google.protobuf.Value
-	(*v1.StepResult)(nil),            // 89: tasker.executor.v1.StepResult
+	(*TaskFilter)(nil),               // 29: tasker.coordinator.v1.TaskFilter
+	(*TaskOutcome)(nil),              // 30: tasker.coordinator.v1.TaskOutcome
+	(*CancelTasksRequest)(nil),       // 31: tasker.coordinator.v1.CancelTasksRequest
+	(*CancelTasksResponse)(nil),      // 32: tasker.coordinator.v1.CancelTasksResponse
+	(*RetryTasksRequest)(nil),        // 33: tasker.coordinator.v1.RetryTasksRequest
+	(*RetryTasksResponse)(nil),       // 34: tasker.coordinator.v1.RetryTasksResponse
+	(*RetryTaskRequest)(nil),         // 35: tasker.coordinator.v1.RetryTaskRequest
+	(*RetryTaskResponse)(nil),        // 36: tasker.coordinator.v1.RetryTaskResponse
+	(*SignalTaskRequest)(nil),        // 37: tasker.coordinator.v1.SignalTaskRequest
+	(*SignalTaskResponse)(nil),       // 38: tasker.coordinator.v1.SignalTaskResponse
+	(*WatchTaskRequest)(nil),         // 39: tasker.coordinator.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),        // 40: tasker.coordinator.v1.WatchTaskResponse
+	(*ResolveStepRequest)(nil),       // 41: tasker.coordinator.v1.ResolveStepRequest
+	(*ResolveStepResponse)(nil),      // 42: tasker.coordinator.v1.ResolveStepResponse
+	(*RerunStepRequest)(nil),         // 43: tasker.coordinator.v1.RerunStepRequest
+	(*RerunStepResponse)(nil),        // 44: tasker.coordinator.v1.RerunStepResponse
+	(*RegisterExecutorRequest)(nil),  // 45: tasker.coordinator.v1.RegisterExecutorRequest
+	(*RegisterExecutorResponse)(nil), // 46: tasker.coordinator.v1.RegisterExecutorResponse
+	(*ListExecutorsRequest)(nil),     // 47: tasker.coordinator.v1.ListExecutorsRequest
+	(*ListExecutorsResponse)(nil),    // 48: tasker.coordinator.v1.ListExecutorsResponse
+	(*UnhostedHandler)(nil),          // 49: tasker.coordinator.v1.UnhostedHandler
+	(*ReportStepResultRequest)(nil),  // 50: tasker.coordinator.v1.ReportStepResultRequest
+	(*ReportStepResultResponse)(nil), // 51: tasker.coordinator.v1.ReportStepResultResponse
+	(*Waiting)(nil),                  // 52: tasker.coordinator.v1.Waiting
+	(*SubscribeEventsRequest)(nil),   // 53: tasker.coordinator.v1.SubscribeEventsRequest
+	(*SubscribeEventsResponse)(nil),  // 54: tasker.coordinator.v1.SubscribeEventsResponse
+	(*Event)(nil),                    // 55: tasker.coordinator.v1.Event
+	(*CountTasksRequest)(nil),        // 56: tasker.coordinator.v1.CountTasksRequest
+	(*CountTasksResponse)(nil),       // 57: tasker.coordinator.v1.CountTasksResponse
+	(*StateCount)(nil),               // 58: tasker.coordinator.v1.StateCount
+	(*GetAnalyticsRequest)(nil),      // 59: tasker.coordinator.v1.GetAnalyticsRequest
+	(*GetAnalyticsResponse)(nil),     // 60: tasker.coordinator.v1.GetAnalyticsResponse
+	(*TemplateAnalytics)(nil),        // 61: tasker.coordinator.v1.TemplateAnalytics
+	(*Percentiles)(nil),              // 62: tasker.coordinator.v1.Percentiles
+	(*StepAnalytics)(nil),            // 63: tasker.coordinator.v1.StepAnalytics
+	(*ErrorCount)(nil),               // 64: tasker.coordinator.v1.ErrorCount
+	(*RateLimit)(nil),                // 65: tasker.coordinator.v1.RateLimit
+	(*SetRateLimitRequest)(nil),      // 66: tasker.coordinator.v1.SetRateLimitRequest
+	(*SetRateLimitResponse)(nil),     // 67: tasker.coordinator.v1.SetRateLimitResponse
+	(*GetRateLimitRequest)(nil),      // 68: tasker.coordinator.v1.GetRateLimitRequest
+	(*GetRateLimitResponse)(nil),     // 69: tasker.coordinator.v1.GetRateLimitResponse
+	(*ListRateLimitsRequest)(nil),    // 70: tasker.coordinator.v1.ListRateLimitsRequest
+	(*ListRateLimitsResponse)(nil),   // 71: tasker.coordinator.v1.ListRateLimitsResponse
+	(*DeleteRateLimitRequest)(nil),   // 72: tasker.coordinator.v1.DeleteRateLimitRequest
+	(*DeleteRateLimitResponse)(nil),  // 73: tasker.coordinator.v1.DeleteRateLimitResponse
+	(*Schedule)(nil),                 // 74: tasker.coordinator.v1.Schedule
+	(*ScheduleRun)(nil),              // 75: tasker.coordinator.v1.ScheduleRun
+	(*CreateScheduleRequest)(nil),    // 76: tasker.coordinator.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),   // 77: tasker.coordinator.v1.CreateScheduleResponse
+	(*GetScheduleRequest)(nil),       // 78: tasker.coordinator.v1.GetScheduleRequest
+	(*GetScheduleResponse)(nil),      // 79: tasker.coordinator.v1.GetScheduleResponse
+	(*ListSchedulesRequest)(nil),     // 80: tasker.coordinator.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 81: tasker.coordinator.v1.ListSchedulesResponse
+	(*PauseScheduleRequest)(nil),     // 82: tasker.coordinator.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),    // 83: tasker.coordinator.v1.PauseScheduleResponse
+	(*ResumeScheduleRequest)(nil),    // 84: tasker.coordinator.v1.ResumeScheduleRequest
+	(*ResumeScheduleResponse)(nil),   // 85: tasker.coordinator.v1.ResumeScheduleResponse
+	(*DeleteScheduleRequest)(nil),    // 86: tasker.coordinator.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 87: tasker.coordinator.v1.DeleteScheduleResponse
+	(*BackfillScheduleRequest)(nil),  // 88: tasker.coordinator.v1.BackfillScheduleRequest
+	(*BackfillScheduleResponse)(nil), // 89: tasker.coordinator.v1.BackfillScheduleResponse
+	nil,                              // 90: tasker.coordinator.v1.StepTemplate.TaskContextEntry
+	(*structpb.Struct)(nil),          // 91: google.protobuf.Struct
+	(*durationpb.Duration)(nil),      // 92: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 93: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 94: google.protobuf.Value
+	(*v1.StepResult)(nil),            // 95: tasker.executor.v1.StepResult
 }
 var file_tasker_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	85,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
+	91,  // 0: tasker.coordinator.v1.TaskTemplate.context_schema:type_name -> google.protobuf.Struct
 	6,   // 1: tasker.coordinator.v1.TaskTemplate.steps:type_name -> tasker.coordinator.v1.StepTemplate
 	4,   // 2: tasker.coordinator.v1.TaskTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
-	85,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
+	91,  // 3: tasker.coordinator.v1.StepTemplate.config:type_name -> google.protobuf.Struct
 	8,   // 4: tasker.coordinator.v1.StepTemplate.backoff:type_name -> tasker.coordinator.v1.Backoff
-	86,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
+	92,  // 5: tasker.coordinator.v1.StepTemplate.timeout:type_name -> google.protobuf.Duration
 	4,   // 6: tasker.coordinator.v1.StepTemplate.concurrency:type_name -> tasker.coordinator.v1.Concurrency
 	5,   // 7: tasker.coordinator.v1.StepTemplate.rate_limits:type_name -> tasker.coordinator.v1.RateLimitUse
 	7,   // 8: tasker.coordinator.v1.StepTemplate.wait_for:type_name -> tasker.coordinator.v1.WaitFor
-	86,  // 9: tasker.coordinator.v1.StepTemplate.sleep:type_name -> google.protobuf.Duration
-	84,  // 10: tasker.coordinator.v1.StepTemplate.task_context:type_name -> tasker.coordinator.v1.StepTemplate.TaskContextEntry
-	86,  // 11: tasker.coordinator.v1.WaitFor.timeout:type_name -> google.protobuf.Duration
-	86,  // 12: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
-	86,  // 13: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
+	92,  // 9: tasker.coordinator.v1.StepTemplate.sleep:type_name -> google.protobuf.Duration
+	90,  // 10: tasker.coordinator.v1.StepTemplate.task_context:type_name -> tasker.coordinator.v1.StepTemplate.TaskContextEntry
+	92,  // 11: tasker.coordinator.v1.WaitFor.timeout:type_name -> google.protobuf.Duration
+	92,  // 12: tasker.coordinator.v1.Backoff.initial:type_name -> google.protobuf.Duration
+	92,  // 13: tasker.coordinator.v1.Backoff.max:type_name -> google.protobuf.Duration
 	0,   // 14: tasker.coordinator.v1.Task.state:type_name -> tasker.coordinator.v1.State
-	85,  // 15: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
-	87,  // 16: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	87,  // 17: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	87,  // 18: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
+	91,  // 15: tasker.coordinator.v1.Task.context:type_name -> google.protobuf.Struct
+	93,  // 16: tasker.coordinator.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	93,  // 17: tasker.coordinator.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	93,  // 18: tasker.coordinator.v1.Task.completed_at:type_name -> google.protobuf.Timestamp
 	10,  // 19: tasker.coordinator.v1.Task.steps:type_name -> tasker.coordinator.v1.Step
 	12,  // 20: tasker.coordinator.v1.Task.transitions:type_name -> tasker.coordinator.v1.Transition
-	87,  // 21: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
+	93,  // 21: tasker.coordinator.v1.Task.run_at:type_name -> google.protobuf.Timestamp
 	0,   // 22: tasker.coordinator.v1.Step.state:type_name -> tasker.coordinator.v1.State
-	88,  // 23: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
+	94,  // 23: tasker.coordinator.v1.Step.results:type_name -> google.protobuf.Value
 	11,  // 24: tasker.coordinator.v1.Step.error:type_name -> tasker.coordinator.v1.StepError
-	87,  // 25: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
+	93,  // 25: tasker.coordinator.v1.Step.next_retry_at:type_name -> google.protobuf.Timestamp
 	12,  // 26: tasker.coordinator.v1.Step.transitions:type_name -> tasker.coordinator.v1.Transition
-	46,  // 27: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
+	52,  // 27: tasker.coordinator.v1.Step.waiting:type_name -> tasker.coordinator.v1.Waiting
 	0,   // 28: tasker.coordinator.v1.Transition.from_state:type_name -> tasker.coordinator.v1.State
 	0,   // 29: tasker.coordinator.v1.Transition.to_state:type_name -> tasker.coordinator.v1.State
-	87,  // 30: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	85,  // 31: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
-	87,  // 32: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
-	87,  // 33: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
+	93,  // 30: tasker.coordinator.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	91,  // 31: tasker.coordinator.v1.Transition.metadata:type_name -> google.protobuf.Struct
+	93,  // 32: tasker.coordinator.v1.ExecutorInfo.connected_at:type_name -> google.protobuf.Timestamp
+	93,  // 33: tasker.coordinator.v1.ExecutorInfo.last_heard:type_name -> google.protobuf.Timestamp
 	3,   // 34: tasker.coordinator.v1.RegisterTemplateRequest.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	3,   // 35: tasker.coordinator.v1.RegisterTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	3,   // 36: tasker.coordinator.v1.GetTemplateResponse.template:type_name -> tasker.coordinator.v1.TaskTemplate
 	3,   // 37: tasker.coordinator.v1.ListTemplatesResponse.templates:type_name -> tasker.coordinator.v1.TaskTemplate
-	85,  // 38: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
-	87,  // 39: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
-	86,  // 40: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
+	91,  // 38: tasker.coordinator.v1.CreateTaskRequest.context:type_name -> google.protobuf.Struct
+	93,  // 39: tasker.coordinator.v1.CreateTaskRequest.run_at:type_name -> google.protobuf.Timestamp
+	92,  // 40: tasker.coordinator.v1.CreateTaskRequest.delay:type_name -> google.protobuf.Duration
 	21,  // 41: tasker.coordinator.v1.CreateTaskRequest.debounce:type_name -> tasker.coordinator.v1.Debounce
 	1,   // 42: tasker.coordinator.v1.CreateTaskRequest.view:type_name -> tasker.coordinator.v1.TaskView
-	86,  // 43: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
+	92,  // 43: tasker.coordinator.v1.Debounce.delay:type_name -> google.protobuf.Duration
 	9,   // 44: tasker.coordinator.v1.CreateTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	9,   // 45: tasker.coordinator.v1.GetTaskResponse.task:type_name -> tasker.coordinator.v1.Task
 	0,   // 46: tasker.coordinator.v1.ListTasksRequest.state:type_name -> tasker.coordinator.v1.State
-	87,  // 47: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	87,  // 48: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	93,  // 47: tasker.coordinator.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	93,  // 48: tasker.coordinator.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
 	9,   // 49: tasker.coordinator.v1.ListTasksResponse.tasks:type_name -> tasker.coordinator.v1.Task
 	9,   // 50: tasker.coordinator.v1.CancelTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	9,   // 51: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	9,   // 52: tasker.coordinator.v1.SignalTaskResponse.task:type_name -> tasker.coordinator.v1.Task
-	12,  // 53: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
-	0,   // 54: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
-	88,  // 55: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
-	9,   // 56: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	9,   // 57: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
-	13,  // 58: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
-	13,  // 59: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
-	43,  // 60: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
-	89,  // 61: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
-	87,  // 62: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
-	2,   // 63: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
-	49,  // 64: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
-	12,  // 65: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
-	87,  // 66: tasker.coordinator.v1.CountTasksRequest.created_after:type_name -> google.protobuf.Timestamp
-	87,  // 67: tasker.coordinator.v1.CountTasksRequest.created_before:type_name -> google.protobuf.Timestamp
-	52,  // 68: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
-	0,   // 69: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
-	87,  // 70: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
-	87,  // 71: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
-	55,  // 72: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
-	87,  // 73: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
-	87,  // 74: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
-	56,  // 75: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
-	57,  // 76: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
-	58,  // 77: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
-	86,  // 78: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
-	86,  // 79: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
-	86,  // 80: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
-	56,  // 81: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
-	56,  // 82: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
-	86,  // 83: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	87,  // 84: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
-	87,  // 85: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
-	59,  // 86: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	59,  // 87: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	59,  // 88: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
-	59,  // 89: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
-	85,  // 90: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
-	86,  // 91: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
-	87,  // 92: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
-	87,  // 93: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
-	87,  // 94: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
-	87,  // 95: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
-	87,  // 96: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
-	87,  // 97: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
-	0,   // 98: tasker.coordinator.v1.ScheduleRun.task_state:type_name -> tasker.coordinator.v1.State
-	85,  // 99: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
-	86,  // 100: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
-	68,  // 101: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	68,  // 102: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	87,  // 103: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
-	69,  // 104: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
-	68,  // 105: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
-	68,  // 106: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	68,  // 107: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
-	87,  // 108: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
-	87,  // 109: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
-	69,  // 110: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
-	14,  // 111: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
-	16,  // 112: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
-	18,  // 113: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
-	20,  // 114: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
-	23,  // 115: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
-	25,  // 116: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
-	27,  // 117: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
-	29,  // 118: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
-	33,  // 119: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
-	35,  // 120: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
-	37,  // 121: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
-	31,  // 122: tasker.coordinator.v1.CoordinatorService.SignalTask:input_type -> tasker.coordinator.v1.SignalTaskRequest
-	39,  // 123: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
-	41,  // 124: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
-	44,  // 125: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
-	47,  // 126: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
-	50,  // 127: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
-	53,  // 128: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
-	60,  // 129: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
-	62,  // 130: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
-	64,  // 131: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
-	66,  // 132: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
-	70,  // 133: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
-	72,  // 134: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
-	74,  // 135: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
-	76,  // 136: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
-	78,  // 137: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
-	80,  // 138: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
-	82,  // 139: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
-	15,  // 140: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
-	17,  // 141: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
-	19,  // 142: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
-	22,  // 143: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
-	24,  // 144: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
-	26,  // 145: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
-	28,  // 146: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
-	30,  // 147: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
-	34,  // 148: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
-	36,  // 149: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
-	38,  // 150: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
-	32,  // 151: tasker.coordinator.v1.CoordinatorService.SignalTask:output_type -> tasker.coordinator.v1.SignalTaskResponse
-	40,  // 152: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
-	42,  // 153: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
-	45,  // 154: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
-	48,  // 155: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
-	51,  // 156: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
-	54,  // 157: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
-	61,  // 158: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
-	63,  // 159: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
-	65,  // 160: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
-	67,  // 161: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
-	71,  // 162: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
-	73,  // 163: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
-	75,  // 164: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
-	77,  // 165: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
-	79,  // 166: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
-	81,  // 167: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
-	83,  // 168: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
-	140, // [140:169] is the sub-list for method output_type
-	111, // [111:140] is the sub-list for method input_type
-	111, // [111:111] is the sub-list for extension type_name
-	111, // [111:111] is the sub-list for extension extendee
-	0,   // [0:111] is the sub-list for field type_name
+	93,  // 51: tasker.coordinator.v1.TaskFilter.created_after:type_name -> google.protobuf.Timestamp
+	93,  // 52: tasker.coordinator.v1.TaskFilter.created_before:type_name -> google.protobuf.Timestamp
+	29,  // 53: tasker.coordinator.v1.CancelTasksRequest.filter:type_name -> tasker.coordinator.v1.TaskFilter
+	30,  // 54: tasker.coordinator.v1.CancelTasksResponse.outcomes:type_name -> tasker.coordinator.v1.TaskOutcome
+	29,  // 55: tasker.coordinator.v1.RetryTasksRequest.filter:type_name -> tasker.coordinator.v1.TaskFilter
+	30,  // 56: tasker.coordinator.v1.RetryTasksResponse.outcomes:type_name -> tasker.coordinator.v1.TaskOutcome
+	9,   // 57: tasker.coordinator.v1.RetryTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,   // 58: tasker.coordinator.v1.SignalTaskResponse.task:type_name -> tasker.coordinator.v1.Task
+	12,  // 59: tasker.coordinator.v1.WatchTaskResponse.transition:type_name -> tasker.coordinator.v1.Transition
+	0,   // 60: tasker.coordinator.v1.WatchTaskResponse.task_state:type_name -> tasker.coordinator.v1.State
+	94,  // 61: tasker.coordinator.v1.ResolveStepRequest.results:type_name -> google.protobuf.Value
+	9,   // 62: tasker.coordinator.v1.ResolveStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	9,   // 63: tasker.coordinator.v1.RerunStepResponse.task:type_name -> tasker.coordinator.v1.Task
+	13,  // 64: tasker.coordinator.v1.RegisterExecutorResponse.executor:type_name -> tasker.coordinator.v1.ExecutorInfo
+	13,  // 65: tasker.coordinator.v1.ListExecutorsResponse.executors:type_name -> tasker.coordinator.v1.ExecutorInfo
+	49,  // 66: tasker.coordinator.v1.ListExecutorsResponse.unhosted:type_name -> tasker.coordinator.v1.UnhostedHandler
+	95,  // 67: tasker.coordinator.v1.ReportStepResultRequest.result:type_name -> tasker.executor.v1.StepResult
+	93,  // 68: tasker.coordinator.v1.Waiting.until:type_name -> google.protobuf.Timestamp
+	2,   // 69: tasker.coordinator.v1.SubscribeEventsRequest.kinds:type_name -> tasker.coordinator.v1.EventKind
+	55,  // 70: tasker.coordinator.v1.SubscribeEventsResponse.event:type_name -> tasker.coordinator.v1.Event
+	12,  // 71: tasker.coordinator.v1.Event.transition:type_name -> tasker.coordinator.v1.Transition
+	93,  // 72: tasker.coordinator.v1.CountTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	93,  // 73: tasker.coordinator.v1.CountTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	58,  // 74: tasker.coordinator.v1.CountTasksResponse.counts:type_name -> tasker.coordinator.v1.StateCount
+	0,   // 75: tasker.coordinator.v1.StateCount.state:type_name -> tasker.coordinator.v1.State
+	93,  // 76: tasker.coordinator.v1.GetAnalyticsRequest.since:type_name -> google.protobuf.Timestamp
+	93,  // 77: tasker.coordinator.v1.GetAnalyticsRequest.until:type_name -> google.protobuf.Timestamp
+	61,  // 78: tasker.coordinator.v1.GetAnalyticsResponse.analytics:type_name -> tasker.coordinator.v1.TemplateAnalytics
+	93,  // 79: tasker.coordinator.v1.TemplateAnalytics.since:type_name -> google.protobuf.Timestamp
+	93,  // 80: tasker.coordinator.v1.TemplateAnalytics.until:type_name -> google.protobuf.Timestamp
+	62,  // 81: tasker.coordinator.v1.TemplateAnalytics.duration:type_name -> tasker.coordinator.v1.Percentiles
+	63,  // 82: tasker.coordinator.v1.TemplateAnalytics.steps:type_name -> tasker.coordinator.v1.StepAnalytics
+	64,  // 83: tasker.coordinator.v1.TemplateAnalytics.top_errors:type_name -> tasker.coordinator.v1.ErrorCount
+	92,  // 84: tasker.coordinator.v1.Percentiles.p50:type_name -> google.protobuf.Duration
+	92,  // 85: tasker.coordinator.v1.Percentiles.p95:type_name -> google.protobuf.Duration
+	92,  // 86: tasker.coordinator.v1.Percentiles.p99:type_name -> google.protobuf.Duration
+	62,  // 87: tasker.coordinator.v1.StepAnalytics.running:type_name -> tasker.coordinator.v1.Percentiles
+	62,  // 88: tasker.coordinator.v1.StepAnalytics.queue_wait:type_name -> tasker.coordinator.v1.Percentiles
+	92,  // 89: tasker.coordinator.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	93,  // 90: tasker.coordinator.v1.RateLimit.created_at:type_name -> google.protobuf.Timestamp
+	93,  // 91: tasker.coordinator.v1.RateLimit.updated_at:type_name -> google.protobuf.Timestamp
+	65,  // 92: tasker.coordinator.v1.SetRateLimitRequest.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	65,  // 93: tasker.coordinator.v1.SetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	65,  // 94: tasker.coordinator.v1.GetRateLimitResponse.rate_limit:type_name -> tasker.coordinator.v1.RateLimit
+	65,  // 95: tasker.coordinator.v1.ListRateLimitsResponse.rate_limits:type_name -> tasker.coordinator.v1.RateLimit
+	91,  // 96: tasker.coordinator.v1.Schedule.context:type_name -> google.protobuf.Struct
+	92,  // 97: tasker.coordinator.v1.Schedule.catchup_window:type_name -> google.protobuf.Duration
+	93,  // 98: tasker.coordinator.v1.Schedule.next_fire_time:type_name -> google.protobuf.Timestamp
+	93,  // 99: tasker.coordinator.v1.Schedule.buffered_fire_time:type_name -> google.protobuf.Timestamp
+	93,  // 100: tasker.coordinator.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	93,  // 101: tasker.coordinator.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	93,  // 102: tasker.coordinator.v1.ScheduleRun.fire_time:type_name -> google.protobuf.Timestamp
+	93,  // 103: tasker.coordinator.v1.ScheduleRun.last_fire_time:type_name -> google.protobuf.Timestamp
+	0,   // 104: tasker.coordinator.v1.ScheduleRun.task_state:type_name -> tasker.coordinator.v1.State
+	91,  // 105: tasker.coordinator.v1.CreateScheduleRequest.context:type_name -> google.protobuf.Struct
+	92,  // 106: tasker.coordinator.v1.CreateScheduleRequest.catchup_window:type_name -> google.protobuf.Duration
+	74,  // 107: tasker.coordinator.v1.CreateScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	74,  // 108: tasker.coordinator.v1.GetScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	93,  // 109: tasker.coordinator.v1.GetScheduleResponse.next_fire_times:type_name -> google.protobuf.Timestamp
+	75,  // 110: tasker.coordinator.v1.GetScheduleResponse.runs:type_name -> tasker.coordinator.v1.ScheduleRun
+	74,  // 111: tasker.coordinator.v1.ListSchedulesResponse.schedules:type_name -> tasker.coordinator.v1.Schedule
+	74,  // 112: tasker.coordinator.v1.PauseScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	74,  // 113: tasker.coordinator.v1.ResumeScheduleResponse.schedule:type_name -> tasker.coordinator.v1.Schedule
+	93,  // 114: tasker.coordinator.v1.BackfillScheduleRequest.from:type_name -> google.protobuf.Timestamp
+	93,  // 115: tasker.coordinator.v1.BackfillScheduleRequest.to:type_name -> google.protobuf.Timestamp
+	75,  // 116: tasker.coordinator.v1.BackfillScheduleResponse.created:type_name -> tasker.coordinator.v1.ScheduleRun
+	14,  // 117: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:input_type -> tasker.coordinator.v1.RegisterTemplateRequest
+	16,  // 118: tasker.coordinator.v1.CoordinatorService.GetTemplate:input_type -> tasker.coordinator.v1.GetTemplateRequest
+	18,  // 119: tasker.coordinator.v1.CoordinatorService.ListTemplates:input_type -> tasker.coordinator.v1.ListTemplatesRequest
+	20,  // 120: tasker.coordinator.v1.CoordinatorService.CreateTask:input_type -> tasker.coordinator.v1.CreateTaskRequest
+	23,  // 121: tasker.coordinator.v1.CoordinatorService.GetTask:input_type -> tasker.coordinator.v1.GetTaskRequest
+	25,  // 122: tasker.coordinator.v1.CoordinatorService.ListTasks:input_type -> tasker.coordinator.v1.ListTasksRequest
+	27,  // 123: tasker.coordinator.v1.CoordinatorService.CancelTask:input_type -> tasker.coordinator.v1.CancelTaskRequest
+	35,  // 124: tasker.coordinator.v1.CoordinatorService.RetryTask:input_type -> tasker.coordinator.v1.RetryTaskRequest
+	31,  // 125: tasker.coordinator.v1.CoordinatorService.CancelTasks:input_type -> tasker.coordinator.v1.CancelTasksRequest
+	33,  // 126: tasker.coordinator.v1.CoordinatorService.RetryTasks:input_type -> tasker.coordinator.v1.RetryTasksRequest
+	39,  // 127: tasker.coordinator.v1.CoordinatorService.WatchTask:input_type -> tasker.coordinator.v1.WatchTaskRequest
+	41,  // 128: tasker.coordinator.v1.CoordinatorService.ResolveStep:input_type -> tasker.coordinator.v1.ResolveStepRequest
+	43,  // 129: tasker.coordinator.v1.CoordinatorService.RerunStep:input_type -> tasker.coordinator.v1.RerunStepRequest
+	37,  // 130: tasker.coordinator.v1.CoordinatorService.SignalTask:input_type -> tasker.coordinator.v1.SignalTaskRequest
+	45,  // 131: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:input_type -> tasker.coordinator.v1.RegisterExecutorRequest
+	47,  // 132: tasker.coordinator.v1.CoordinatorService.ListExecutors:input_type -> tasker.coordinator.v1.ListExecutorsRequest
+	50,  // 133: tasker.coordinator.v1.CoordinatorService.ReportStepResult:input_type -> tasker.coordinator.v1.ReportStepResultRequest
+	53,  // 134: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:input_type -> tasker.coordinator.v1.SubscribeEventsRequest
+	56,  // 135: tasker.coordinator.v1.CoordinatorService.CountTasks:input_type -> tasker.coordinator.v1.CountTasksRequest
+	59,  // 136: tasker.coordinator.v1.CoordinatorService.GetAnalytics:input_type -> tasker.coordinator.v1.GetAnalyticsRequest
+	66,  // 137: tasker.coordinator.v1.CoordinatorService.SetRateLimit:input_type -> tasker.coordinator.v1.SetRateLimitRequest
+	68,  // 138: tasker.coordinator.v1.CoordinatorService.GetRateLimit:input_type -> tasker.coordinator.v1.GetRateLimitRequest
+	70,  // 139: tasker.coordinator.v1.CoordinatorService.ListRateLimits:input_type -> tasker.coordinator.v1.ListRateLimitsRequest
+	72,  // 140: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:input_type -> tasker.coordinator.v1.DeleteRateLimitRequest
+	76,  // 141: tasker.coordinator.v1.CoordinatorService.CreateSchedule:input_type -> tasker.coordinator.v1.CreateScheduleRequest
+	78,  // 142: tasker.coordinator.v1.CoordinatorService.GetSchedule:input_type -> tasker.coordinator.v1.GetScheduleRequest
+	80,  // 143: tasker.coordinator.v1.CoordinatorService.ListSchedules:input_type -> tasker.coordinator.v1.ListSchedulesRequest
+	82,  // 144: tasker.coordinator.v1.CoordinatorService.PauseSchedule:input_type -> tasker.coordinator.v1.PauseScheduleRequest
+	84,  // 145: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:input_type -> tasker.coordinator.v1.ResumeScheduleRequest
+	86,  // 146: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:input_type -> tasker.coordinator.v1.DeleteScheduleRequest
+	88,  // 147: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:input_type -> tasker.coordinator.v1.BackfillScheduleRequest
+	15,  // 148: tasker.coordinator.v1.CoordinatorService.RegisterTemplate:output_type -> tasker.coordinator.v1.RegisterTemplateResponse
+	17,  // 149: tasker.coordinator.v1.CoordinatorService.GetTemplate:output_type -> tasker.coordinator.v1.GetTemplateResponse
+	19,  // 150: tasker.coordinator.v1.CoordinatorService.ListTemplates:output_type -> tasker.coordinator.v1.ListTemplatesResponse
+	22,  // 151: tasker.coordinator.v1.CoordinatorService.CreateTask:output_type -> tasker.coordinator.v1.CreateTaskResponse
+	24,  // 152: tasker.coordinator.v1.CoordinatorService.GetTask:output_type -> tasker.coordinator.v1.GetTaskResponse
+	26,  // 153: tasker.coordinator.v1.CoordinatorService.ListTasks:output_type -> tasker.coordinator.v1.ListTasksResponse
+	28,  // 154: tasker.coordinator.v1.CoordinatorService.CancelTask:output_type -> tasker.coordinator.v1.CancelTaskResponse
+	36,  // 155: tasker.coordinator.v1.CoordinatorService.RetryTask:output_type -> tasker.coordinator.v1.RetryTaskResponse
+	32,  // 156: tasker.coordinator.v1.CoordinatorService.CancelTasks:output_type -> tasker.coordinator.v1.CancelTasksResponse
+	34,  // 157: tasker.coordinator.v1.CoordinatorService.RetryTasks:output_type -> tasker.coordinator.v1.RetryTasksResponse
+	40,  // 158: tasker.coordinator.v1.CoordinatorService.WatchTask:output_type -> tasker.coordinator.v1.WatchTaskResponse
+	42,  // 159: tasker.coordinator.v1.CoordinatorService.ResolveStep:output_type -> tasker.coordinator.v1.ResolveStepResponse
+	44,  // 160: tasker.coordinator.v1.CoordinatorService.RerunStep:output_type -> tasker.coordinator.v1.RerunStepResponse
+	38,  // 161: tasker.coordinator.v1.CoordinatorService.SignalTask:output_type -> tasker.coordinator.v1.SignalTaskResponse
+	46,  // 162: tasker.coordinator.v1.CoordinatorService.RegisterExecutor:output_type -> tasker.coordinator.v1.RegisterExecutorResponse
+	48,  // 163: tasker.coordinator.v1.CoordinatorService.ListExecutors:output_type -> tasker.coordinator.v1.ListExecutorsResponse
+	51,  // 164: tasker.coordinator.v1.CoordinatorService.ReportStepResult:output_type -> tasker.coordinator.v1.ReportStepResultResponse
+	54,  // 165: tasker.coordinator.v1.CoordinatorService.SubscribeEvents:output_type -> tasker.coordinator.v1.SubscribeEventsResponse
+	57,  // 166: tasker.coordinator.v1.CoordinatorService.CountTasks:output_type -> tasker.coordinator.v1.CountTasksResponse
+	60,  // 167: tasker.coordinator.v1.CoordinatorService.GetAnalytics:output_type -> tasker.coordinator.v1.GetAnalyticsResponse
+	67,  // 168: tasker.coordinator.v1.CoordinatorService.SetRateLimit:output_type -> tasker.coordinator.v1.SetRateLimitResponse
+	69,  // 169: tasker.coordinator.v1.CoordinatorService.GetRateLimit:output_type -> tasker.coordinator.v1.GetRateLimitResponse
+	71,  // 170: tasker.coordinator.v1.CoordinatorService.ListRateLimits:output_type -> tasker.coordinator.v1.ListRateLimitsResponse
+	73,  // 171: tasker.coordinator.v1.CoordinatorService.DeleteRateLimit:output_type -> tasker.coordinator.v1.DeleteRateLimitResponse
+	77,  // 172: tasker.coordinator.v1.CoordinatorService.CreateSchedule:output_type -> tasker.coordinator.v1.CreateScheduleResponse
+	79,  // 173: tasker.coordinator.v1.CoordinatorService.GetSchedule:output_type -> tasker.coordinator.v1.GetScheduleResponse
+	81,  // 174: tasker.coordinator.v1.CoordinatorService.ListSchedules:output_type -> tasker.coordinator.v1.ListSchedulesResponse
+	83,  // 175: tasker.coordinator.v1.CoordinatorService.PauseSchedule:output_type -> tasker.coordinator.v1.PauseScheduleResponse
+	85,  // 176: tasker.coordinator.v1.CoordinatorService.ResumeSchedule:output_type -> tasker.coordinator.v1.ResumeScheduleResponse
+	87,  // 177: tasker.coordinator.v1.CoordinatorService.DeleteSchedule:output_type -> tasker.coordinator.v1.DeleteScheduleResponse
+	89,  // 178: tasker.coordinator.v1.CoordinatorService.BackfillSchedule:output_type -> tasker.coordinator.v1.BackfillScheduleResponse
+	148, // [148:179] is the sub-list for method output_type
+	117, // [117:148] is the sub-list for method input_type
+	117, // [117:117] is the sub-list for extension type_name
+	117, // [117:117] is the sub-list for extension extendee
+	0,   // [0:117] is the sub-list for field type_name
 }
 
 func init() { file_tasker_coordinator_v1_coordinator_proto_init() }
@@ -6837,7 +7313,7 @@ func file_tasker_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_coordinator_v1_coordinator_proto_rawDesc), len(file_tasker_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   82,
+			NumMessages:   88,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

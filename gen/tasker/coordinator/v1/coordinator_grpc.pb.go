@@ -30,6 +30,8 @@ const (
 	CoordinatorService_ListTasks_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/ListTasks"
 	CoordinatorService_CancelTask_FullMethodName       = "/tasker.coordinator.v1.CoordinatorService/CancelTask"
 	CoordinatorService_RetryTask_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/RetryTask"
+	CoordinatorService_CancelTasks_FullMethodName      = "/tasker.coordinator.v1.CoordinatorService/CancelTasks"
+	CoordinatorService_RetryTasks_FullMethodName       = "/tasker.coordinator.v1.CoordinatorService/RetryTasks"
 	CoordinatorService_WatchTask_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/WatchTask"
 	CoordinatorService_ResolveStep_FullMethodName      = "/tasker.coordinator.v1.CoordinatorService/ResolveStep"
 	CoordinatorService_RerunStep_FullMethodName        = "/tasker.coordinator.v1.CoordinatorService/RerunStep"
@@ -84,6 +86,16 @@ type CoordinatorServiceClient interface {
 	// RetryTask moves an errored task back to pending; its failed steps get
 	// fresh attempts. Unary.
 	RetryTask(ctx context.Context, in *RetryTaskRequest, opts ...grpc.CallOption) (*RetryTaskResponse, error)
+	// CancelTasks cancels, each as CancelTask does and on whichever
+	// coordinator owns it, every pending or in-progress task the filter
+	// keeps, at most limit of them, newest first. A task refused (it ended
+	// meanwhile, say) is reported and the rest go on. With dry_run it only
+	// lists what it would act on. Unary.
+	CancelTasks(ctx context.Context, in *CancelTasksRequest, opts ...grpc.CallOption) (*CancelTasksResponse, error)
+	// RetryTasks retries, each as RetryTask does, every task in error the
+	// filter keeps, at most limit of them, newest first; as CancelTasks
+	// otherwise. Unary.
+	RetryTasks(ctx context.Context, in *RetryTasksRequest, opts ...grpc.CallOption) (*RetryTasksResponse, error)
 	// WatchTask streams a task's transitions: first those already stored
 	// (after after_seq), then new ones as they happen. The stream ends after
 	// the task reaches complete, error, cancelled or resolved_manually.
@@ -249,6 +261,26 @@ func (c *coordinatorServiceClient) RetryTask(ctx context.Context, in *RetryTaskR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RetryTaskResponse)
 	err := c.cc.Invoke(ctx, CoordinatorService_RetryTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) CancelTasks(ctx context.Context, in *CancelTasksRequest, opts ...grpc.CallOption) (*CancelTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelTasksResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_CancelTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) RetryTasks(ctx context.Context, in *RetryTasksRequest, opts ...grpc.CallOption) (*RetryTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryTasksResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RetryTasks_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -514,6 +546,16 @@ type CoordinatorServiceServer interface {
 	// RetryTask moves an errored task back to pending; its failed steps get
 	// fresh attempts. Unary.
 	RetryTask(context.Context, *RetryTaskRequest) (*RetryTaskResponse, error)
+	// CancelTasks cancels, each as CancelTask does and on whichever
+	// coordinator owns it, every pending or in-progress task the filter
+	// keeps, at most limit of them, newest first. A task refused (it ended
+	// meanwhile, say) is reported and the rest go on. With dry_run it only
+	// lists what it would act on. Unary.
+	CancelTasks(context.Context, *CancelTasksRequest) (*CancelTasksResponse, error)
+	// RetryTasks retries, each as RetryTask does, every task in error the
+	// filter keeps, at most limit of them, newest first; as CancelTasks
+	// otherwise. Unary.
+	RetryTasks(context.Context, *RetryTasksRequest) (*RetryTasksResponse, error)
 	// WatchTask streams a task's transitions: first those already stored
 	// (after after_seq), then new ones as they happen. The stream ends after
 	// the task reaches complete, error, cancelled or resolved_manually.
@@ -628,6 +670,12 @@ func (UnimplementedCoordinatorServiceServer) CancelTask(context.Context, *Cancel
 }
 func (UnimplementedCoordinatorServiceServer) RetryTask(context.Context, *RetryTaskRequest) (*RetryTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RetryTask not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) CancelTasks(context.Context, *CancelTasksRequest) (*CancelTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelTasks not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RetryTasks(context.Context, *RetryTasksRequest) (*RetryTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryTasks not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) WatchTask(*WatchTaskRequest, grpc.ServerStreamingServer[WatchTaskResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchTask not implemented")
@@ -853,6 +901,42 @@ func _CoordinatorService_RetryTask_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServiceServer).RetryTask(ctx, req.(*RetryTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_CancelTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).CancelTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_CancelTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).CancelTasks(ctx, req.(*CancelTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_RetryTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RetryTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RetryTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RetryTasks(ctx, req.(*RetryTasksRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1259,6 +1343,14 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RetryTask",
 			Handler:    _CoordinatorService_RetryTask_Handler,
+		},
+		{
+			MethodName: "CancelTasks",
+			Handler:    _CoordinatorService_CancelTasks_Handler,
+		},
+		{
+			MethodName: "RetryTasks",
+			Handler:    _CoordinatorService_RetryTasks_Handler,
 		},
 		{
 			MethodName: "ResolveStep",
