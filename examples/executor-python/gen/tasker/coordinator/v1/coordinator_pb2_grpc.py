@@ -56,6 +56,16 @@ class CoordinatorServiceStub(object):
                 request_serializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTaskRequest.SerializeToString,
                 response_deserializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTaskResponse.FromString,
                 )
+        self.CancelTasks = channel.unary_unary(
+                '/tasker.coordinator.v1.CoordinatorService/CancelTasks',
+                request_serializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.CancelTasksRequest.SerializeToString,
+                response_deserializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.CancelTasksResponse.FromString,
+                )
+        self.RetryTasks = channel.unary_unary(
+                '/tasker.coordinator.v1.CoordinatorService/RetryTasks',
+                request_serializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTasksRequest.SerializeToString,
+                response_deserializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTasksResponse.FromString,
+                )
         self.WatchTask = channel.unary_stream(
                 '/tasker.coordinator.v1.CoordinatorService/WatchTask',
                 request_serializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.WatchTaskRequest.SerializeToString,
@@ -227,6 +237,26 @@ class CoordinatorServiceServicer(object):
     def RetryTask(self, request, context):
         """RetryTask moves an errored task back to pending; its failed steps get
         fresh attempts. Unary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTasks(self, request, context):
+        """CancelTasks cancels, each as CancelTask does and on whichever
+        coordinator owns it, every pending or in-progress task the filter
+        keeps, at most limit of them, newest first. A task refused (it ended
+        meanwhile, say) is reported and the rest go on. With dry_run it only
+        lists what it would act on. Unary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTasks(self, request, context):
+        """RetryTasks retries, each as RetryTask does, every task in error the
+        filter keeps, at most limit of them, newest first; as CancelTasks
+        otherwise. Unary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -460,6 +490,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.RetryTask,
                     request_deserializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTaskRequest.FromString,
                     response_serializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.CancelTasksRequest.FromString,
+                    response_serializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.CancelTasksResponse.SerializeToString,
+            ),
+            'RetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTasks,
+                    request_deserializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTasksRequest.FromString,
+                    response_serializer=tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTasksResponse.SerializeToString,
             ),
             'WatchTask': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTask,
@@ -711,6 +751,40 @@ class CoordinatorService(object):
         return grpc.experimental.unary_unary(request, target, '/tasker.coordinator.v1.CoordinatorService/RetryTask',
             tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTaskRequest.SerializeToString,
             tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTaskResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/tasker.coordinator.v1.CoordinatorService/CancelTasks',
+            tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.CancelTasksRequest.SerializeToString,
+            tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.CancelTasksResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/tasker.coordinator.v1.CoordinatorService/RetryTasks',
+            tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTasksRequest.SerializeToString,
+            tasker_dot_coordinator_dot_v1_dot_coordinator__pb2.RetryTasksResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
