@@ -405,7 +405,7 @@ func (e *engine) childFinished(tr *taskRun) {
 	}
 	e.bg.goFn(func() {
 		if err := e.notifyParent(e.ctx, parentID, stepID); err != nil {
-			e.log.Warn("could not tell a parent task its child finished; its owner looks again within the recheck",
+			e.log.Warn("could not tell a parent task its child finished; its owner looks again within the recheck, or at a retry of the parent",
 				"task_id", childID, "parent_task_id", parentID, "err", err, "recheck", e.childRecheck)
 		}
 	})
@@ -452,7 +452,8 @@ func (e *engine) notifyParent(ctx context.Context, parentID, stepID string) erro
 	if err != nil || failedKey == "" {
 		return err
 	}
-	return e.settleFailedChild(ctx, parentID, stepID, failedKey)
+	_, err = e.settleFailedChild(ctx, parentID, stepID, failedKey)
+	return err
 }
 
 // failedChildKey is the key of the child that step i failed with, if it
@@ -476,19 +477,19 @@ func failedChildKey(tr *taskRun, i int) string {
 // after any resolve. A step that has moved on (retried, with a new child)
 // is left alone, and so are results the step could not take: its failure
 // stands, and an operator can still resolve it by hand.
-func (e *engine) settleFailedChild(ctx context.Context, parentID, stepID, key string) error {
+func (e *engine) settleFailedChild(ctx context.Context, parentID, stepID, key string) (settled bool, err error) {
 	child, err := e.findChild(ctx, key)
 	if err != nil || child == nil || (child.State != state.Complete && child.State != state.ResolvedManually) {
-		return err
+		return false, err
 	}
 	steps, err := e.store.StepList(ctx, child.ID)
 	if err != nil {
-		return fmt.Errorf("read the steps of child task %s: %w", child.ID, err)
+		return false, fmt.Errorf("read the steps of child task %s: %w", child.ID, err)
 	}
 	results, err := childResults(steps)
 	if err != nil || len(results) > e.limits.MaxResultBytes {
 		e.log.Warn("a failed child step's child completed, but its results do not fit the step; left failed", "task_id", parentID, "child_task_id", child.ID, "bytes", len(results), "err", err)
-		return nil
+		return false, nil
 	}
 	meta, _ := json.Marshal(map[string]string{"child_task_id": child.ID})
 	_, err = e.withTask(ctx, parentID, func(tr *taskRun) error {
@@ -498,11 +499,41 @@ func (e *engine) settleFailedChild(ctx context.Context, parentID, stepID, key st
 		}
 		s := tr.steps[i]
 		reason := fmt.Sprintf("child task %s completed after attempt %d failed with it", child.ID, s.Attempts)
-		return e.resolveIn(ctx, tr, i, reason, "resumed after the child task of "+s.Name+" completed", func(sc *store.StepChange) {
+		if err := e.resolveIn(ctx, tr, i, reason, "resumed after the child task of "+s.Name+" completed", func(sc *store.StepChange) {
 			sc.Results, sc.Metadata = results, meta
-		})
+		}); err != nil {
+			return err
+		}
+		settled = true
+		return nil
 	})
-	return err
+	return settled, err
+}
+
+// settleCompletedChildren settles, before a retry of the parent, each of
+// its steps that failed with a child that has completed since: a notice of
+// that completion lost to a crash would otherwise leave the step to run a
+// new child for work already done. It reports whether it settled any.
+// Failures are left to the retry, which then runs those steps again as
+// ever.
+func (e *engine) settleCompletedChildren(ctx context.Context, parentID string) bool {
+	steps, err := e.store.StepList(ctx, parentID)
+	if err != nil {
+		return false
+	}
+	settled := false
+	for _, s := range steps {
+		if s.State != state.Error || s.Error == nil || s.Error.Class != childFailedClass {
+			continue
+		}
+		ok, err := e.settleFailedChild(ctx, parentID, s.ID, childKey(parentID, s.ID, s.Generation, s.Attempts))
+		var owned *store.OwnedError
+		if err != nil && !errors.As(err, &owned) { // an owner elsewhere settles it as the retry is forwarded there
+			e.log.Info("could not look at a failed child step's child before a retry; retrying the step", "task_id", parentID, "step", s.Name, "err", err)
+		}
+		settled = settled || ok
+	}
+	return settled
 }
 
 // notifyElsewhere asks the coordinator that owns a parent task to look at

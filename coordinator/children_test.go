@@ -806,3 +806,83 @@ func (h *onMessage) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *onMessage) WithGroup(name string) slog.Handler {
 	return &onMessage{Handler: h.Handler.WithGroup(name), msg: h.msg, seen: h.seen}
 }
+
+// parentReadFails fails reads of one task while failing is set, as a
+// store that is briefly unreachable would.
+type parentReadFails struct {
+	store.Store
+	taskID  atomic.Value // string
+	failing atomic.Bool
+}
+
+func (s *parentReadFails) TaskGet(ctx context.Context, id string) (*store.Task, error) {
+	if s.failing.Load() && id == s.taskID.Load() {
+		return nil, fmt.Errorf("injected: %w", store.ErrUnavailable)
+	}
+	return s.Store.TaskGet(ctx, id)
+}
+
+// A child retried to completion whose end notice is lost (the parent's
+// owner could not read the parent then) leaves its parent's step in error;
+// a retry of the parent then takes the child's results instead of running
+// a second child for work already done.
+func TestParentRetryTakesTheResultsOfAChildCompletedSince(t *testing.T) {
+	t.Parallel()
+	st := &parentReadFails{Store: openSQLite(t)}
+	lost := make(chan struct{})
+	h := serveCoordinator(t, coordinator.Config{Store: st, Logger: slog.New(&onMessage{
+		Handler: testLogger(t).Handler(),
+		msg:     "could not tell a parent task its child finished; its owner looks again within the recheck, or at a retry of the parent",
+		seen:    sync.OnceFunc(func() { close(lost) }),
+	})}, nil)
+	h.startExecutor(2, childHandlers(map[string]executor.HandlerFunc{
+		"fail_once": func(_ context.Context, req *executor.Request) (any, error) {
+			if req.Attempt == 1 {
+				return nil, executor.Permanent(errors.New("card declined"))
+			}
+			return map[string]any{"charged": 42}, nil
+		},
+	}))
+	h.apply(fmt.Sprintf(childTemplate, "child_unheard", "fail_once"))
+	h.apply(`
+namespace: test
+name: parent_unheard
+version: 1.0.0
+steps:
+  - name: call
+    task: test/child_unheard
+    retry_limit: 1
+  - name: after
+    depends_on: [call]
+    handler: echo
+`)
+	task := h.create("test", "parent_unheard", map[string]any{})
+	h.waitState(task.GetId(), coordinatorv1.State_STATE_ERROR)
+	kids := childrenOf(t, h, "child_unheard")
+	require.Len(t, kids, 1)
+	child := kids[0].GetId()
+	require.Equal(t, coordinatorv1.State_STATE_ERROR, h.get(child).GetState())
+
+	st.taskID.Store(task.GetId())
+	st.failing.Store(true)
+	_, err := h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: child, Reason: "card fixed"})
+	require.NoError(t, err)
+	h.waitState(child, coordinatorv1.State_STATE_COMPLETE)
+	select {
+	case <-lost:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the child's end notice was not lost")
+	}
+	st.failing.Store(false)
+	require.Equal(t, coordinatorv1.State_STATE_ERROR, h.get(task.GetId()).GetState(), "nobody told the parent")
+
+	resp, err := h.client.RetryTask(h.ctx, &coordinatorv1.RetryTaskRequest{Id: task.GetId(), Reason: "go on"})
+	require.NoError(t, err)
+	require.NotEqual(t, coordinatorv1.State_STATE_ERROR, resp.GetTask().GetState())
+	done := h.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	call := step(done, "call")
+	require.Equal(t, coordinatorv1.State_STATE_RESOLVED_MANUALLY, call.GetState())
+	require.EqualValues(t, 1, call.GetAttempts(), "no new attempt, no new child")
+	require.Equal(t, map[string]any{"charged": float64(42)}, call.GetResults().GetStructValue().AsMap()["charge"])
+	require.Len(t, childrenOf(t, h, "child_unheard"), 1, "the parent went on with the same child")
+}

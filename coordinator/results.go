@@ -382,7 +382,7 @@ func (e *engine) applyOne(c *change, p *pendingResult) bool {
 		// have completed since (settleFailedChild).
 		parentID, stepID := tr.task.ID, s.ID
 		e.bg.goFn(func() {
-			if err := e.settleFailedChild(e.ctx, parentID, stepID, key); err != nil {
+			if _, err := e.settleFailedChild(e.ctx, parentID, stepID, key); err != nil {
 				e.log.Warn("could not look at a failed child step's child", "task_id", parentID, "step_id", stepID, "err", err)
 			}
 		})

@@ -511,8 +511,12 @@ func (e *engine) retryTask(ctx context.Context, id, reason string) (*snapshot, e
 	if reason == "" {
 		reason = "retried by request"
 	}
+	settled := e.settleCompletedChildren(ctx, id)
 	return e.withTask(ctx, id, func(tr *taskRun) error {
 		if tr.task.State != state.Error {
+			if settled && !tr.task.State.Terminal() {
+				return nil // the children's results set it going again
+			}
 			return preconditionf("task %s is %s; only a task in error can be retried", id, tr.task.State)
 		}
 		c := e.newChange(tr)
