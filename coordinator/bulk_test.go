@@ -140,3 +140,37 @@ steps:
 	ids, _ = outcomeIDs(resp.GetOutcomes())
 	require.Equal(t, []string{b.GetId()}, ids)
 }
+
+// A bulk action is authorized as its one-task action and listed as
+// ListTasks lists: a write token of one namespace acts there only (a
+// filter without a namespace is of its own), is refused another
+// namespace, and a read token is refused.
+func TestBulkActionsAuthorized(t *testing.T) {
+	t.Parallel()
+	s := newSecured(t, securedConfig{})
+	all := s.client("all-token-0123456789")
+	var mine string
+	for _, ns := range []string{"a", "b"} {
+		require.NoError(t, s.register(all, ns))
+		task, err := s.create(all, ns) // no executor: pending
+		require.NoError(t, err)
+		if ns == "a" {
+			mine = task.GetId()
+		}
+	}
+	byName := &coordinatorv1.TaskFilter{Name: "flow"}
+	_, err := s.client("reader-a-token-0123456789").CancelTasks(s.ctx, &coordinatorv1.CancelTasksRequest{Filter: byName})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	writerA := s.client("writer-a-token-0123456789")
+	_, err = writerA.CancelTasks(s.ctx, &coordinatorv1.CancelTasksRequest{Filter: &coordinatorv1.TaskFilter{Namespace: "b"}})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+
+	resp, err := writerA.CancelTasks(s.ctx, &coordinatorv1.CancelTasksRequest{Filter: byName})
+	require.NoError(t, err)
+	ids, done := outcomeIDs(resp.GetOutcomes())
+	require.Equal(t, []string{mine}, ids, "namespace a's task only")
+	require.Equal(t, []bool{true}, done)
+	left, err := all.CountTasks(s.ctx, &coordinatorv1.CountTasksRequest{Namespace: "b"})
+	require.NoError(t, err)
+	require.Equal(t, coordinatorv1.State_STATE_PENDING, left.GetCounts()[0].GetState(), "namespace b's task untouched")
+}
