@@ -90,10 +90,19 @@ steps:
 	// Retry through b a task that failed on a.
 	failed := a.create("test", "anywhere", map[string]any{"n": 1})
 	a.waitState(failed.GetId(), coordinatorv1.State_STATE_ERROR)
+	third := a.create("test", "anywhere", map[string]any{"n": 3})
+	a.waitState(third.GetId(), coordinatorv1.State_STATE_ERROR)
 	open.Store(true)
 	rresp, err := b.client.RetryTask(b.ctx, &coordinatorv1.RetryTaskRequest{Id: failed.GetId()})
 	require.NoError(t, err)
 	require.NotEqual(t, coordinatorv1.State_STATE_ERROR, rresp.GetTask().GetState())
+	g.waitStarted(t)
+	// And in bulk: b lists the tasks in error and sends each to a.
+	bulk, err := b.client.RetryTasks(b.ctx, &coordinatorv1.RetryTasksRequest{Filter: &coordinatorv1.TaskFilter{Namespace: "test", Name: "anywhere"}})
+	require.NoError(t, err)
+	require.Len(t, bulk.GetOutcomes(), 1)
+	require.Equal(t, third.GetId(), bulk.GetOutcomes()[0].GetId())
+	require.True(t, bulk.GetOutcomes()[0].GetDone(), "%v", bulk.GetOutcomes()[0])
 	g.waitStarted(t)
 
 	// Resolve through b a step of a task running on a.
@@ -107,6 +116,7 @@ steps:
 	close(g.release)
 	a.waitState(failed.GetId(), coordinatorv1.State_STATE_COMPLETE)
 	a.waitState(other.GetId(), coordinatorv1.State_STATE_COMPLETE)
+	a.waitState(third.GetId(), coordinatorv1.State_STATE_COMPLETE)
 
 	// Refusals come back from the owner as they are.
 	_, err = b.client.RetryTask(b.ctx, &coordinatorv1.RetryTaskRequest{Id: other.GetId()})
