@@ -30,6 +30,15 @@ func peerHarness(t *testing.T, st store.Store, id string) *harness {
 	return serveCoordinator(t, coordinator.Config{Store: st, ID: id, Address: lis.Addr().String()}, lis)
 }
 
+// takeoverPeer is a peerHarness whose lease lapses 300 ms after it stops,
+// for tests in which another coordinator takes its tasks over.
+func takeoverPeer(t *testing.T, st store.Store, id string) *harness {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return serveCoordinator(t, coordinator.Config{Store: st, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
+}
+
 // Two coordinators share one database; executors serve a; every operator
 // action on a's tasks is sent to b, as a load balancer in front of both
 // would send most of them. b forwards each to a, which owns the task, and

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -350,14 +349,9 @@ func TestChildTaskSurvivesRestart(t *testing.T) {
 func testChildTaskSurvivesRestart(t *testing.T, open func() store.Store) {
 	for _, written := range []bool{false, true} {
 		st := open()
-		serve := func(id string, s store.Store) *harness {
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
-		}
 		name := fmt.Sprintf("restart_written_%v", written)
 		flaky := &childCreateFails{Store: st, write: written}
-		a := serve("coord-a-"+name, flaky)
+		a := takeoverPeer(t, flaky, "coord-a-"+name)
 		_, stopExec := a.startExecutor(2, childHandlers(nil))
 		a.apply(fmt.Sprintf(childTemplate, "child_"+name, "echo"))
 		a.apply(fmt.Sprintf(parentTemplate, "parent_"+name, "child_"+name))
@@ -368,7 +362,7 @@ func testChildTaskSurvivesRestart(t *testing.T, open func() store.Store) {
 		cancel()
 		require.NoError(t, a.coord.Stop(stopNow))
 
-		b := serve("coord-b-"+name, st)
+		b := takeoverPeer(t, st, "coord-b-"+name)
 		// The executor connects once the child exists, so the child's step
 		// is queued for it before it registers. (Started at once, it may
 		// register between the child's slot request and its queueing, a
@@ -506,12 +500,7 @@ func twoCoordinators(t *testing.T) (flaky *stepListFails, a, b *harness) {
 	t.Helper()
 	st := openSQLite(t)
 	flaky = &stepListFails{Store: st}
-	serve := func(id string, s store.Store) *harness {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String()}, lis)
-	}
-	return flaky, serve("coord-a", flaky), serve("coord-b", st)
+	return flaky, peerHarness(t, flaky, "coord-a"), peerHarness(t, st, "coord-b")
 }
 
 // A child's end told by another coordinator reaches the parent's owner
@@ -686,12 +675,7 @@ steps:
 func TestOrphanedChildCancelledOnTakeOver(t *testing.T) {
 	t.Parallel()
 	st := openSQLite(t)
-	serve := func(id string) *harness {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		return serveCoordinator(t, coordinator.Config{Store: st, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
-	}
-	a := serve("coord-a-orphan")
+	a := takeoverPeer(t, st, "coord-a-orphan")
 	g := newGate()
 	_, stopExec := a.startExecutor(2, childHandlers(map[string]executor.HandlerFunc{"gated": g.handler()}))
 	a.apply(fmt.Sprintf(childTemplate, "child_orphan", "gated"))
@@ -719,7 +703,7 @@ func TestOrphanedChildCancelledOnTakeOver(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	b := serve("coord-b-orphan")
+	b := takeoverPeer(t, st, "coord-b-orphan")
 	child := b.waitState(kids[0].GetId(), coordinatorv1.State_STATE_CANCELLED)
 	// Its step was stopped with the executor (error, to be retried) or is
 	// cancelled with the task; either way nothing of it runs again.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -324,12 +323,7 @@ steps:
 func TestWaitsSurviveTakeOver(t *testing.T) {
 	t.Parallel()
 	st := openSQLite(t)
-	serve := func(id string) *harness {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		return serveCoordinator(t, coordinator.Config{Store: st, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
-	}
-	a := serve("coord-a")
+	a := takeoverPeer(t, st, "coord-a")
 	a.apply(`
 namespace: test
 name: takeover_waits
@@ -347,7 +341,7 @@ steps:
 	cancel()
 	require.NoError(t, a.coord.Stop(stopNow))
 
-	b := serve("coord-b")
+	b := takeoverPeer(t, st, "coord-b")
 	var resp *coordinatorv1.SignalTaskResponse
 	require.Eventually(t, func() bool {
 		var err error
@@ -418,12 +412,7 @@ func (s *signalsFailOnce) SignalList(ctx context.Context, p *store.SignalListPar
 func TestKeptSignalSurvivesAFailedRead(t *testing.T) {
 	t.Parallel()
 	st := openSQLite(t)
-	serve := func(id string, s store.Store) *harness {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		return serveCoordinator(t, coordinator.Config{Store: s, ID: id, Address: lis.Addr().String(), LeaseTTL: 300 * time.Millisecond}, lis)
-	}
-	a := serve("coord-a", st)
+	a := takeoverPeer(t, st, "coord-a")
 	a.apply(`
 namespace: test
 name: failed_read
@@ -444,7 +433,7 @@ steps:
 	require.NoError(t, a.coord.Stop(stopNow))
 
 	flaky := &signalsFailOnce{Store: st}
-	b := serve("coord-b", flaky)
+	b := takeoverPeer(t, flaky, "coord-b")
 	done := b.waitState(task.GetId(), coordinatorv1.State_STATE_COMPLETE)
 	require.True(t, flaky.failed.Load(), "b's first read of the signals failed")
 	require.Equal(t, "kept", step(done, "approve").GetResults().GetStringValue())
